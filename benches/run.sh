@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+#! Benchmark suite of event_store (SPEC §8): runs each workload against the store and against its
+#! "raw" baseline (plain INSERTs into a copy of es.events with client-made versions and no checks),
+#! alternated in one run on one throwaway cluster, and prints store/raw ratios against the SPEC bars.
+#! Why: the bars are ratios measured in one run, so the machine's speed cancels out.
+#!
+#! usage: benches/run.sh [--smoke] [--secs N] [--reps N] [--only W1,W2] [--store-sql FILE]
+#!   --smoke       ~2 s runs, one repetition: proves the suite runs; never fails on a missed bar
+#!   --secs N      seconds per pgbench run (default 10; SPEC §8 asks for >= 8)
+#!   --reps N      repetitions of the alternated sequence (default 3); each figure is the median
+#!   --only LIST   run only these workloads (comma-separated ids, e.g. W1)
+#!   --store-sql F build the store from SQL file F instead of CREATE EXTENSION event_store, without
+#!                 preload (e.g. benches/reference/plpgsql_store.sql, to calibrate the machine)
+#! exit: 0 ok; 1 error (setup failed, pgbench failed transactions or aborted clients);
+#!       3 a bar was missed (full mode only; --smoke reports MISS but exits 0)
+#!
+#! Adding a workload (W3-W7): write setup_<id> (once, after the database exists; optional) and
+#! measure_<id> base|store (prints one number: the metric of that side, for the current run), then
+#! add one `register` line below. The loop, the medians, the table and the file need no change.
+set -euo pipefail
+shopt -s inherit_errexit        # failures inside $(measure_...) abort the run too
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+BENCH=$here/benches
+OUT=$here/target/bench                 # generated pgbench scripts and per-run pgbench logs
+RESULTS=$here/target/bench-results.txt
+BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+DB=es_bench
+CLIENTS=8
+THREADS=2
+SECS=10
+REPS=3
+SMOKE=0
+ONLY=
+STORE_SQL=
+
+die() { echo "bench: error: $*" >&2; exit 1; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) SMOKE=1; SECS=2; REPS=1 ;;
+    --secs) SECS=${2:?--secs needs a value}; shift ;;
+    --reps) REPS=${2:?--reps needs a value}; shift ;;
+    --only) ONLY=${2:?--only needs a list}; shift ;;
+    --store-sql) STORE_SQL=$(realpath "${2:?--store-sql needs a file}"); shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^#! \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument: $1 (try --help)" ;;
+  esac
+  shift
+done
+[[ $SECS =~ ^[1-9][0-9]*$ && $REPS =~ ^[1-9][0-9]*$ ]] || die "--secs and --reps take positive integers"
+[ -z "$STORE_SQL" ] || [ -f "$STORE_SQL" ] || die "no such file: $STORE_SQL"
+
+# --- cluster ----------------------------------------------------------------------------------------
+export ES_CLUSTER_DIR=$here/target/es-cluster-bench ES_PORT=28817
+if [ -n "$STORE_SQL" ]; then export ES_PRELOAD=${ES_PRELOAD:-0}; else export ES_PRELOAD=${ES_PRELOAD:-1}; fi
+cluster() { bash "$here/scripts/cluster.sh" "$@"; }
+mkdir -p "$OUT/logs"
+rm -f "$OUT"/logs/*.log
+trap 'cluster stop || true' EXIT
+cluster start >/dev/null || die "the cluster did not start (log: $ES_CLUSTER_DIR/postgres.log)"
+# shellcheck disable=SC2046
+export $(cluster env)                   # PGHOST PGPORT PGUSER for psql and pgbench
+unset PGDATABASE PGOPTIONS
+sql() { psql -X -q -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
+val() { psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB" -c "$1"; }
+
+# --- measuring helpers ------------------------------------------------------------------------------
+# pgbench_tps NAME SCRIPT: one pgbench run of SCRIPT; prints its tps. Fails (exit 1) when pgbench
+# fails, reports failed transactions or aborted clients, or processes no transaction.
+pgbench_tps() {
+  local name=$1 script=$2 log rc=0 failed tps
+  log=$OUT/logs/$name.rep$REP.log
+  val "CHECKPOINT" >/dev/null
+  PGOPTIONS='-c synchronous_commit=off' "$BIN/pgbench" -n -M prepared -c "$CLIENTS" -j "$THREADS" \
+    -T "$SECS" -f "$script" "$DB" >"$log" 2>&1 || rc=$?
+  failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$log")
+  tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$log")
+  if [ "$rc" != 0 ] || [ "${failed:-0}" != 0 ] || grep -qiE 'aborted|incomplete' "$log" ||
+     [ -z "$tps" ] || ! awk -v t="$tps" 'BEGIN { exit !(t > 0) }'; then
+    { echo "bench: error: pgbench $name (rep $REP) failed: exit $rc, failed transactions ${failed:-?}"
+      echo "----- $log"; grep -v '^progress' "$log" | tail -25; } >&2
+    exit 1
+  fi
+  echo "$tps"
+}
+
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+# --- workload registry ------------------------------------------------------------------------------
+# register ID UNIT EVENTS_PER_TXN CMP BAR DESCRIPTION
+#   UNIT: what measure_<id> prints (tps, s, ...); EVENTS_PER_TXN: > 0 adds events/s columns (tps x it);
+#   the ratio is always store / base, and PASS means `ratio CMP BAR` (CMP is >= or <=).
+declare -a WORKLOADS=()
+declare -A W_UNIT W_EPT W_CMP W_BAR W_DESC RUNS
+register() {
+  local id=$1
+  if [ -n "$ONLY" ] && [[ ",${ONLY^^}," != *",$id,"* ]]; then return 0; fi
+  WORKLOADS+=("$id"); W_UNIT[$id]=$2; W_EPT[$id]=$3; W_CMP[$id]=$4; W_BAR[$id]=$5; W_DESC[$id]=$6
+}
+
+W1_STREAMS=100000
+W1_EVENT='{"type":"ItemAdded","sku":"A-1","qty":1}'
+
+# W1: one-event append (expected_version NULL) to a random one of 100k existing streams.
+setup_w1() {
+  # pre-create the 100k streams (one event each) in both stores, so W1 appends to existing streams;
+  # the store side in batches of 10k calls, like many clients would, not one giant transaction
+  local from
+  for ((from = 1; from <= W1_STREAMS; from += 10000)); do
+    val "SELECT count(es.append_events(lpad(to_hex(n::bigint), 32, '0')::uuid, 0,
+                 ARRAY['$W1_EVENT']::jsonb[]))
+         FROM generate_series($from, least($from + 9999, $W1_STREAMS)) AS n" >/dev/null
+  done
+  val "INSERT INTO bench.raw_events (stream_id, version, event_id, event_type, data, occurred_at, recorded_at)
+       SELECT lpad(to_hex(n::bigint), 32, '0')::uuid, 1, gen_random_uuid(), 'ItemAdded', '$W1_EVENT', now(), now()
+       FROM generate_series(1, $W1_STREAMS) AS n" >/dev/null
+}
+measure_w1() {
+  case $1 in
+    base) pgbench_tps w1_raw "$BENCH/w1_raw.sql" ;;
+    store) pgbench_tps w1_append "$BENCH/w1_append.sql" ;;
+  esac
+}
+
+# W2: 100-event append to a new stream (expected_version 0). Both scripts are generated from one list
+# of 100 JSON objects, so the event text is the same on both sides.
+W2_EVENTS=100
+setup_w2() {
+  local i ev arr= vals= sep=
+  for ((i = 1; i <= W2_EVENTS; i++)); do
+    ev="{\"type\":\"ItemAdded\",\"sku\":\"A-$i\",\"qty\":$i,\"price_cents\":$((i * 125))}"
+    arr+="$sep"$'\n'"  '$ev'"
+    vals+="$sep"$'\n'"  ($i, 'ItemAdded', '$ev'::jsonb)"
+    sep=,
+  done
+  cat >"$OUT/w2_append.sql" <<SQL
+-- W2 (store): one es.append_events of $W2_EVENTS events to a new stream (gen_random_uuid(), expected_version 0). Generated by benches/run.sh.
+SELECT es.append_events(gen_random_uuid(), 0, ARRAY[$arr
+]::jsonb[]);
+SQL
+  cat >"$OUT/w2_raw.sql" <<SQL
+-- W2 (raw baseline): one plain INSERT of $W2_EVENTS rows (the same events, versions 1..$W2_EVENTS, one new random stream id) into bench.raw_events. Generated by benches/run.sh.
+WITH s AS MATERIALIZED (SELECT gen_random_uuid() AS id)
+INSERT INTO bench.raw_events (stream_id, version, event_id, event_type, data, occurred_at, recorded_at)
+SELECT s.id, e.version, gen_random_uuid(), e.event_type, e.data, now(), now()
+FROM s, (VALUES$vals
+) AS e(version, event_type, data);
+SQL
+}
+measure_w2() {
+  case $1 in
+    base) pgbench_tps w2_raw "$OUT/w2_raw.sql" ;;
+    store) pgbench_tps w2_append "$OUT/w2_append.sql" ;;
+  esac
+}
+
+register W1 tps 0 '>=' 0.85 "append 1 event, random of 100k streams"
+register W2 tps "$W2_EVENTS" '>=' 0.95 "append 100 events to a new stream"
+# register W3 tps 0 '>=' 0.70 "es.deposit, random of 10k accounts"      (setup_w3, measure_w3)
+[ ${#WORKLOADS[@]} -gt 0 ] || die "--only $ONLY selects no workload"
+
+# --- database ---------------------------------------------------------------------------------------
+echo "bench: creating database $DB (cluster on port $ES_PORT, preload=$ES_PRELOAD)"
+psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+if [ -n "$STORE_SQL" ]; then
+  sql -f "$STORE_SQL" || die "$STORE_SQL failed"
+  STORE_NAME="SQL file ${STORE_SQL#"$here"/} (no preload)"
+else
+  sql -c "CREATE EXTENSION event_store" ||
+    die "CREATE EXTENSION event_store failed (is it installed? bash scripts/install.sh --release)"
+  STORE_NAME="event_store $(val "SELECT extversion FROM pg_extension WHERE extname = 'event_store'")"
+  so=$("$BIN/pg_config" --pkglibdir)/event_store.so
+  [ -f "$so" ] && STORE_NAME+=" (event_store.so built $(date -r "$so" '+%F %T'), $(du -k "$so" | cut -f1) KiB)"
+fi
+# the raw baseline: same columns, indexes, defaults and constraints as es.events, its own sequence
+sql <<'SQL'
+CREATE SCHEMA bench;
+CREATE SEQUENCE bench.raw_seq AS bigint;
+CREATE TABLE bench.raw_events (LIKE es.events INCLUDING ALL);
+ALTER TABLE bench.raw_events ALTER COLUMN global_position SET DEFAULT nextval('bench.raw_seq');
+ALTER SEQUENCE bench.raw_seq OWNED BY bench.raw_events.global_position;
+SQL
+for id in "${WORKLOADS[@]}"; do
+  if declare -F "setup_${id,,}" >/dev/null; then
+    echo "bench: setup $id"
+    "setup_${id,,}"
+  fi
+done
+val "VACUUM ANALYZE" >/dev/null
+
+# --- runs: every repetition runs base then store of each workload, alternated ------------------------
+mode=full; [ "$SMOKE" = 1 ] && mode=smoke
+echo "bench: $mode mode, $REPS repetition(s) of ${WORKLOADS[*]}, $SECS s per run, $CLIENTS clients, $THREADS threads"
+runlog=()
+for ((REP = 1; REP <= REPS; REP++)); do
+  for id in "${WORKLOADS[@]}"; do
+    for side in base store; do
+      v=$("measure_${id,,}" "$side")
+      RUNS[$id.$side]+="$v "
+      line=$(printf 'rep %d/%d  %-3s %-5s %12.1f %s' "$REP" "$REPS" "$id" "$side" "$v" "${W_UNIT[$id]}")
+      echo "  $line"
+      runlog+=("$line")
+    done
+  done
+done
+
+# --- table ------------------------------------------------------------------------------------------
+agg="median of $REPS"; [ "$REPS" = 1 ] && agg="single run"
+report=$RESULTS.tmp
+missed=0
+{
+  echo "event_store benchmark (SPEC §8), $mode mode, $(date '+%F %T %Z')"
+  echo "store: $STORE_NAME; $(val 'SHOW server_version' | cut -d' ' -f1), $(nproc) cores"
+  echo "pgbench -n -M prepared -c $CLIENTS -j $THREADS -T $SECS, synchronous_commit=off;" \
+       "base and store alternated, $REPS repetition(s); figures: $agg; ratio = store / base"
+  es_gucs=$(val "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings WHERE name LIKE 'es.%'")
+  [ -z "$es_gucs" ] || echo "settings: $es_gucs"
+  echo
+  printf '%-3s %-40s %-4s %11s %11s %11s %11s %7s %8s  %s\n' \
+    id workload unit store events/s base "base ev/s" ratio bar result
+  for id in "${WORKLOADS[@]}"; do
+    s=$(tr ' ' '\n' <<<"${RUNS[$id.store]}" | grep . | median)
+    b=$(tr ' ' '\n' <<<"${RUNS[$id.base]}" | grep . | median)
+    ept=${W_EPT[$id]}
+    read -r ratio ok < <(awk -v s="$s" -v b="$b" -v c="${W_CMP[$id]}" -v bar="${W_BAR[$id]}" 'BEGIN {
+      r = s / b; ok = (c == ">=") ? (r >= bar) : (r <= bar); printf "%.3f %d\n", r, ok }')
+    result=PASS; [ "$ok" = 1 ] || { result=MISS; missed=1; }
+    if [ "$ept" -gt 0 ]; then
+      se=$(awk -v v="$s" -v e="$ept" 'BEGIN { printf "%.1f", v * e }')
+      be=$(awk -v v="$b" -v e="$ept" 'BEGIN { printf "%.1f", v * e }')
+    else
+      se=-; be=-
+    fi
+    printf '%-3s %-40s %-4s %11.1f %11s %11.1f %11s %7s %8s  %s\n' "$id" "${W_DESC[$id]}" \
+      "${W_UNIT[$id]}" "$s" "$se" "$b" "$be" "$ratio" "${W_CMP[$id]} ${W_BAR[$id]}" "$result"
+  done
+  echo
+  echo "runs (in order):"
+  printf '  %s\n' "${runlog[@]}"
+} >"$report"
+echo
+cat "$report"
+mv "$report" "$RESULTS"
+echo "bench: results written to ${RESULTS#"$here"/}"
+
+if [ "$missed" = 1 ]; then
+  if [ "$SMOKE" = 1 ]; then
+    echo "bench: smoke mode: a bar was missed (short runs are noisy); not a failure"
+  else
+    echo "bench: a bar was missed"
+    exit 3
+  fi
+fi

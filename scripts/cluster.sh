@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+#! Starts, stops and describes a throwaway PostgreSQL 15 cluster for the demo, the client tests and
+#! the benchmarks. It runs as the `postgres` user (PostgreSQL refuses root), on its own port and
+#! socket directory, so it never touches the distribution's cluster on 5432.
+#!
+#! usage: scripts/cluster.sh start|stop|restart|status|env|destroy
+#! env:   ES_CLUSTER_DIR (default: target/es-cluster), ES_PORT (default: 28815),
+#!        ES_PRELOAD (default: 1; 0 starts without shared_preload_libraries)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+DIR=${ES_CLUSTER_DIR:-$here/target/es-cluster}
+PORT=${ES_PORT:-28815}
+PRELOAD=${ES_PRELOAD:-1}
+DATA=$DIR/data
+RUN=$DIR/run
+LOG=$DIR/postgres.log
+
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+init() {
+  [ -f "$DATA/PG_VERSION" ] && return 0
+  mkdir -p "$DIR" "$RUN"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$DIR" "$RUN"
+  # every parent of the data directory must be traversable by postgres
+  as_pg test -x "$DIR" || { echo "cluster: $DIR is not reachable by the postgres user" >&2; exit 1; }
+  as_pg "$BIN/initdb" -D "$DATA" -U postgres --auth=trust --no-sync -E UTF8 --locale=C.UTF-8 >"$DIR/initdb.log"
+  cat >>"$DATA/postgresql.conf" <<CONF
+port = $PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$RUN'
+max_connections = 100
+shared_buffers = 512MB
+fsync = off
+full_page_writes = off
+synchronous_commit = off
+max_wal_size = 4GB
+checkpoint_timeout = 30min
+log_min_messages = warning
+logging_collector = off
+CONF
+}
+
+start() {
+  init
+  local conf="$DATA/conf.d-preload.conf"
+  if [ "$PRELOAD" = 1 ]; then
+    echo "shared_preload_libraries = 'event_store'" >"$conf"
+  else
+    : >"$conf"
+  fi
+  chown postgres:postgres "$conf" 2>/dev/null || true
+  grep -q "include_if_exists = 'conf.d-preload.conf'" "$DATA/postgresql.conf" ||
+    echo "include_if_exists = 'conf.d-preload.conf'" >>"$DATA/postgresql.conf"
+  if as_pg "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
+    as_pg "$BIN/pg_ctl" -D "$DATA" restart -m fast -w -l "$LOG" >/dev/null
+  else
+    as_pg "$BIN/pg_ctl" -D "$DATA" start -w -l "$LOG" >/dev/null
+  fi
+}
+
+stop() {
+  [ -f "$DATA/PG_VERSION" ] || return 0
+  as_pg "$BIN/pg_ctl" -D "$DATA" stop -m fast -w >/dev/null 2>&1 || true
+}
+
+case "${1:-}" in
+  start|restart) start; echo "cluster: running on port $PORT (socket dir $RUN)" ;;
+  stop) stop ;;
+  status) as_pg "$BIN/pg_ctl" -D "$DATA" status ;;
+  env) echo "PGHOST=$RUN PGPORT=$PORT PGUSER=postgres" ;;
+  destroy) stop; rm -rf "$DIR" ;;
+  *) echo "usage: $0 start|stop|restart|status|env|destroy" >&2; exit 2 ;;
+esac

@@ -1,0 +1,152 @@
+-- event_store 0.1.0 — hand-written schema of the extension.
+-- Every table, sequence, trigger and SQL-callable function of the extension is declared here, with a
+-- COMMENT ON each. The functions are implemented in Rust (src/api/) and declared by hand so that
+-- their SQL signatures, volatility, security and search_path are reviewed text, not generated.
+-- Once 0.1.0 is released this file is frozen: changes go to sql/event_store--0.1.0--X.sql.
+
+\echo Use "CREATE EXTENSION event_store" to load this file. \quit
+
+-- Storage -----------------------------------------------------------------------------------------
+
+CREATE SEQUENCE es.global_position_seq AS bigint NO CYCLE;
+COMMENT ON SEQUENCE es.global_position_seq IS
+  'Source of es.events.global_position. Drawn only by es.append_events, which also registers the positions in flight so es.read_all can stay gap-safe.';
+
+CREATE TABLE es.streams (
+    stream_id   uuid        NOT NULL,
+    stream_type text,
+    version     bigint      NOT NULL CHECK (version >= 0),
+    created_at  timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    updated_at  timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    CONSTRAINT streams_pkey PRIMARY KEY (stream_id)
+);
+COMMENT ON TABLE es.streams IS
+  'One row per stream: its current version. The row is the lock that serializes appends to one stream; appends to different streams never touch the same row.';
+COMMENT ON COLUMN es.streams.stream_id IS 'The aggregate id.';
+COMMENT ON COLUMN es.streams.stream_type IS 'account for a stream whose first event is Opened, else NULL (a generic stream).';
+COMMENT ON COLUMN es.streams.version IS 'Version of the newest event of the stream (0 before the first).';
+COMMENT ON COLUMN es.streams.created_at IS 'Transaction time of the first append.';
+COMMENT ON COLUMN es.streams.updated_at IS 'Transaction time of the newest append.';
+
+CREATE TABLE es.events (
+    global_position bigint      NOT NULL,
+    stream_id       uuid        NOT NULL,
+    version         bigint      NOT NULL CHECK (version >= 1),
+    event_id        uuid        NOT NULL,
+    event_type      text        NOT NULL,
+    event_version   integer     NOT NULL DEFAULT 1 CHECK (event_version >= 1),
+    data            jsonb       NOT NULL,
+    metadata        jsonb,
+    occurred_at     timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    recorded_at     timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    CONSTRAINT events_pkey PRIMARY KEY (stream_id, version),
+    CONSTRAINT events_event_id_key UNIQUE (event_id),
+    CONSTRAINT events_global_position_key UNIQUE (global_position)
+);
+COMMENT ON TABLE es.events IS
+  'The append-only event log: one row per event. Written only by es.append_events; UPDATE, DELETE and TRUNCATE are refused, even for the owner.';
+COMMENT ON COLUMN es.events.global_position IS 'Unique; increases in insert order across all streams. es.read_all pages by it.';
+COMMENT ON COLUMN es.events.stream_id IS 'The aggregate id.';
+COMMENT ON COLUMN es.events.version IS '1-based, gapless within a stream (the seed''s sequence_number).';
+COMMENT ON COLUMN es.events.event_id IS 'Unique across the store; given by the client or generated (UUIDv7).';
+COMMENT ON COLUMN es.events.event_type IS 'The event object''s "type".';
+COMMENT ON COLUMN es.events.event_version IS 'Schema version of the payload (the object''s "event_version", default 1).';
+COMMENT ON COLUMN es.events.data IS 'The event object exactly as appended.';
+COMMENT ON COLUMN es.events.metadata IS 'The object''s "metadata" object, if any (correlation/causation ids, user, traceparent...).';
+COMMENT ON COLUMN es.events.occurred_at IS 'The object''s "occurred_at", else the transaction time.';
+COMMENT ON COLUMN es.events.recorded_at IS 'Transaction time of the append, always set by the store.';
+
+CREATE TABLE es.snapshots (
+    stream_id uuid        NOT NULL,
+    version   bigint      NOT NULL CHECK (version >= 1),
+    state     jsonb       NOT NULL,
+    taken_at  timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    CONSTRAINT snapshots_pkey PRIMARY KEY (stream_id, version)
+);
+COMMENT ON TABLE es.snapshots IS
+  'Saved states of streams; several per stream, so time travel can start from an old one.';
+COMMENT ON COLUMN es.snapshots.stream_id IS 'The aggregate id.';
+COMMENT ON COLUMN es.snapshots.version IS 'Version of the stream the state reflects (1..stream version when saved).';
+COMMENT ON COLUMN es.snapshots.state IS 'The state after applying events 1..version.';
+COMMENT ON COLUMN es.snapshots.taken_at IS 'Transaction time of the save.';
+
+-- Append-only enforcement -------------------------------------------------------------------------
+
+CREATE FUNCTION es.refuse_history_change() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'es.events is append-only: % is not allowed', lower(TG_OP)
+        USING ERRCODE = 'ES006',
+              DETAIL = 'Events are facts: they are never changed or removed.',
+              HINT = 'Append a compensating event with es.append_events instead.';
+END
+$$;
+COMMENT ON FUNCTION es.refuse_history_change() IS
+  'Trigger function that refuses UPDATE, DELETE and TRUNCATE of es.events (SQLSTATE ES006).';
+
+CREATE TRIGGER events_refuse_update_delete BEFORE UPDATE OR DELETE ON es.events
+    FOR EACH ROW EXECUTE FUNCTION es.refuse_history_change();
+COMMENT ON TRIGGER events_refuse_update_delete ON es.events IS 'Keeps history append-only, even for the table owner.';
+CREATE TRIGGER events_refuse_truncate BEFORE TRUNCATE ON es.events
+    FOR EACH STATEMENT EXECUTE FUNCTION es.refuse_history_change();
+COMMENT ON TRIGGER events_refuse_truncate ON es.events IS 'Keeps history append-only, even for the table owner.';
+
+-- SQL API -----------------------------------------------------------------------------------------
+
+CREATE FUNCTION es.append_events(stream_id uuid, expected_version bigint, events jsonb[])
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'es_append_events';
+COMMENT ON FUNCTION es.append_events(uuid, bigint, jsonb[]) IS
+  'Appends events atomically and returns the stream''s new version. expected_version: N = the stream is at N, 0 = it does not exist, -1 = it exists, NULL = no check. Wrong version: ES001.';
+
+CREATE FUNCTION es.load_events(stream_id uuid, from_version bigint DEFAULT 0, max_count bigint DEFAULT NULL)
+RETURNS SETOF es.events
+LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'es_load_events';
+COMMENT ON FUNCTION es.load_events(uuid, bigint, bigint) IS
+  'Events of a stream with version > from_version, ascending, at most max_count (NULL = all).';
+
+CREATE FUNCTION es.stream_version(stream_id uuid)
+RETURNS bigint
+LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'es_stream_version';
+COMMENT ON FUNCTION es.stream_version(uuid) IS 'Current version of a stream; 0 when it does not exist.';
+
+CREATE FUNCTION es.read_all(after_position bigint DEFAULT 0, max_count integer DEFAULT 1000)
+RETURNS SETOF es.events
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'es_read_all';
+COMMENT ON FUNCTION es.read_all(bigint, integer) IS
+  'The global log after after_position in global_position order. Gap-safe: it stops before the first position still in flight, so a reader paging with its last position never skips an event. Needs shared_preload_libraries = ''event_store''.';
+
+CREATE FUNCTION es.save_snapshot(stream_id uuid, version bigint, state jsonb)
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'es_save_snapshot';
+COMMENT ON FUNCTION es.save_snapshot(uuid, bigint, jsonb) IS
+  'Saves the state of a stream at a version (1..current version, else ES005); saving the same version again replaces it.';
+
+CREATE FUNCTION es.load_snapshot(stream_id uuid, at_version bigint DEFAULT NULL)
+RETURNS TABLE(version bigint, state jsonb, taken_at timestamptz)
+LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'es_load_snapshot';
+COMMENT ON FUNCTION es.load_snapshot(uuid, bigint) IS
+  'The newest snapshot at or below at_version (NULL = the newest of all); no row when there is none.';
+
+-- Privileges and dumps ----------------------------------------------------------------------------
+
+REVOKE ALL ON TABLE es.events, es.streams, es.snapshots FROM PUBLIC;
+REVOKE ALL ON SEQUENCE es.global_position_seq FROM PUBLIC;
+REVOKE ALL ON FUNCTION es.append_events(uuid, bigint, jsonb[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION es.save_snapshot(uuid, bigint, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION es.refuse_history_change() FROM PUBLIC;
+
+SELECT pg_catalog.pg_extension_config_dump('es.events', '');
+SELECT pg_catalog.pg_extension_config_dump('es.streams', '');
+SELECT pg_catalog.pg_extension_config_dump('es.snapshots', '');
+SELECT pg_catalog.pg_extension_config_dump('es.global_position_seq', '');

@@ -1,0 +1,290 @@
+//! `es.append_events(stream_id, expected_version, events jsonb[]) RETURNS bigint` (SPEC §2).
+//!
+//! One call, one round trip: validate every element, take the stream row (the only lock an
+//! append needs, so appends to different streams never wait for each other), check the expected
+//! version in the same statement that bumps it, draw global positions, insert. The events'
+//! jsonb datums are stored as the caller sent them; the store only reads a few keys.
+
+use super::{arg, i64_arg, i64_datum, text_datum, uuid_arg, uuid_datum};
+use crate::core::append::{StoredId, check_batch_ids_unique, classify_retry};
+use crate::core::event::{check_sequence_numbers, stream_type_for, validate_event};
+use crate::core::{EventMeta, EventStoreError, ExpectedVersion, RetryDecision};
+use crate::jsonb::Jsonb;
+use crate::shmem;
+use crate::storage::{Arg, Spi, Stmt, position_sequence};
+use pgrx::pg_sys::{self, BuiltinOid, Datum};
+use pgrx::{PgSqlErrorCode, PgTryBuilder};
+use uuid::Uuid;
+
+crate::sql_function!(es_append_events, pg_finfo_es_append_events, append_events);
+
+/// The decoded `events` argument.
+struct Batch {
+    /// The array datum as passed (stored as-is by the batch insert).
+    array: Datum,
+    /// Each element, detoasted.
+    elements: Vec<Jsonb>,
+    /// What the core read from each element.
+    metas: Vec<EventMeta>,
+}
+
+fn append_events(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
+    let stream = uuid_arg(fcinfo, 0, "stream_id")?;
+    let expected = ExpectedVersion::from_sql(i64_arg(fcinfo, 1))?;
+    let array = arg(fcinfo, 2).ok_or(EventStoreError::NullArgument { name: "events" })?;
+    let batch = decode_batch(array, &stream)?;
+    let spi = Spi::connect();
+    let version = if batch.metas.is_empty() {
+        let current = current_version(&spi, &stream);
+        expected.check(&stream, current)?;
+        current
+    } else {
+        append(&spi, &stream, expected, &batch)?
+    };
+    spi.finish();
+    Ok(i64_datum(version))
+}
+
+fn decode_batch(array: Datum, stream: &Uuid) -> Result<Batch, EventStoreError> {
+    let (datums, nulls) = unsafe {
+        let arr = pg_sys::pg_detoast_datum(array.cast_mut_ptr()).cast::<pg_sys::ArrayType>();
+        if (*arr).ndim > 1 {
+            return Err(EventStoreError::InvalidArgument {
+                name: "events",
+                reason: format!("a one-dimensional array is expected, got {} dimensions", (*arr).ndim),
+            });
+        }
+        let mut elems: *mut Datum = std::ptr::null_mut();
+        let mut nulls: *mut bool = std::ptr::null_mut();
+        let mut n = 0;
+        pg_sys::deconstruct_array(
+            arr,
+            BuiltinOid::JSONBOID.value(),
+            -1,
+            false,
+            pg_sys::TYPALIGN_INT as std::ffi::c_char,
+            &mut elems,
+            &mut nulls,
+            &mut n,
+        );
+        let n = n as usize;
+        if n == 0 {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                std::slice::from_raw_parts(elems, n).to_vec(),
+                std::slice::from_raw_parts(nulls, n).to_vec(),
+            )
+        }
+    };
+    if let Some(i) = nulls.iter().position(|&isnull| isnull) {
+        return Err(EventStoreError::NullElement { position: i + 1 });
+    }
+    let elements: Vec<Jsonb> = datums.iter().map(|&d| unsafe { Jsonb::from_datum(d) }).collect();
+    let metas = elements
+        .iter()
+        .enumerate()
+        .map(|(i, j)| validate_event(i + 1, &j.raw_event(), stream))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ids: Vec<Option<Uuid>> = metas.iter().map(|m| m.event_id).collect();
+    check_batch_ids_unique(&ids)?;
+    Ok(Batch { array, elements, metas })
+}
+
+fn current_version(spi: &Spi, stream: &Uuid) -> i64 {
+    let rows = spi.read_latest(Stmt::StreamVersion, &[Some(uuid_datum(stream))]);
+    if rows.is_empty() { 0 } else { rows.i64(0, 1).unwrap_or(0) }
+}
+
+fn append(
+    spi: &Spi,
+    stream: &Uuid,
+    expected: ExpectedVersion,
+    batch: &Batch,
+) -> Result<i64, EventStoreError> {
+    let n = batch.metas.len() as i64;
+    let ids: Vec<Option<Uuid>> = batch.metas.iter().map(|m| m.event_id).collect();
+    let has_ids = ids.iter().any(Option::is_some);
+    let sid = Some(uuid_datum(stream));
+    let stream_type: Arg = stream_type_for(&batch.metas[0].event_type).map(text_datum);
+
+    let bumped = match expected {
+        ExpectedVersion::Any | ExpectedVersion::StreamExists => {
+            if has_ids {
+                // Look for a retry while holding the stream, so a concurrent twin cannot slip in.
+                let rows = spi.write(Stmt::LockStream, &[sid]);
+                let current = if rows.is_empty() { 0 } else { rows.i64(0, 1).unwrap_or(0) };
+                expected.check(stream, current)?;
+                if let Some(returned) = retry_or_duplicate(spi, stream, expected, &ids)? {
+                    return Ok(returned);
+                }
+            }
+            let rows = if expected == ExpectedVersion::Any {
+                spi.write(Stmt::UpsertAny, &[sid, stream_type, Some(i64_datum(n))])
+            } else {
+                spi.write(Stmt::BumpExisting, &[sid, Some(i64_datum(n))])
+            };
+            if rows.is_empty() {
+                return Err(EventStoreError::StreamNotFound { stream_id: stream.to_string() });
+            }
+            rows.i64(0, 1)
+        }
+        ExpectedVersion::Exact(v) => {
+            let rows = spi.write(Stmt::BumpExact, &[sid, Some(i64_datum(v)), Some(i64_datum(n))]);
+            (!rows.is_empty()).then(|| rows.i64(0, 1)).flatten()
+        }
+        ExpectedVersion::NoStream => {
+            let rows = spi.write(Stmt::CreateNew, &[sid, stream_type, Some(i64_datum(n))]);
+            (!rows.is_empty()).then(|| rows.i64(0, 1)).flatten()
+        }
+    };
+    let Some(new_version) = bumped else {
+        // Exact / NoStream lost: either this call was already appended, or it is a conflict.
+        if has_ids && let Some(returned) = retry_or_duplicate(spi, stream, expected, &ids)? {
+            return Ok(returned);
+        }
+        return Err(expected.conflict(stream, current_version(spi, stream)));
+    };
+    let first_version = new_version - n + 1;
+    check_sequence_numbers(&batch.metas, first_version)?;
+    let first_position = shmem::draw_positions(position_sequence(), n);
+    insert(spi, stream, first_position, first_version, batch)?;
+    Ok(new_version)
+}
+
+/// Looks the batch's ids up: `Some(version)` when the whole call is already stored (return it),
+/// `None` when none is, ES004 for any other reuse.
+fn retry_or_duplicate(
+    spi: &Spi,
+    stream: &Uuid,
+    expected: ExpectedVersion,
+    ids: &[Option<Uuid>],
+) -> Result<Option<i64>, EventStoreError> {
+    let given: Vec<Datum> = ids.iter().flatten().map(uuid_datum).collect();
+    let rows = spi.read_latest(Stmt::FindEventIds, &[Some(uuid_array(&given))]);
+    let stored: Vec<StoredId> = (0..rows.len())
+        .map(|r| unsafe {
+            StoredId {
+                event_id: super::uuid_from_datum(rows.datum(r, 1).expect("event_id is NOT NULL")),
+                stream_id: super::uuid_from_datum(rows.datum(r, 2).expect("stream_id is NOT NULL")),
+                version: rows.i64(r, 3).unwrap_or(0),
+            }
+        })
+        .collect();
+    match classify_retry(stream, expected, ids, &stored) {
+        RetryDecision::Append => Ok(None),
+        RetryDecision::AlreadyAppended { returned } => Ok(Some(returned)),
+        RetryDecision::Duplicate(err) => Err(err),
+    }
+}
+
+fn insert(
+    spi: &Spi,
+    stream: &Uuid,
+    first_position: i64,
+    first_version: i64,
+    batch: &Batch,
+) -> Result<(), EventStoreError> {
+    let metas = &batch.metas;
+    let event_ids: Vec<Uuid> =
+        metas.iter().map(|m| m.event_id.unwrap_or_else(Uuid::now_v7)).collect();
+    let metadata: Vec<Arg> = batch
+        .elements
+        .iter()
+        .zip(metas)
+        .map(|(j, m)| if m.has_metadata { j.get_container(c"metadata") } else { None })
+        .collect();
+    let sid = Some(uuid_datum(stream));
+    let (stmt, args): (Stmt, Vec<Arg>) = if metas.len() == 1 {
+        let m = &metas[0];
+        (
+            Stmt::InsertOne,
+            vec![
+                Some(i64_datum(first_position)),
+                sid,
+                Some(i64_datum(first_version)),
+                Some(uuid_datum(&event_ids[0])),
+                Some(text_datum(&m.event_type)),
+                Some(Datum::from(m.event_version)),
+                Some(batch.elements[0].datum()),
+                metadata[0],
+                m.occurred_at.map(Datum::from),
+            ],
+        )
+    } else {
+        let ids: Vec<Arg> = event_ids.iter().map(|u| Some(uuid_datum(u))).collect();
+        let types: Vec<Arg> = metas.iter().map(|m| Some(text_datum(&m.event_type))).collect();
+        let versions: Vec<Arg> = metas.iter().map(|m| Some(Datum::from(m.event_version))).collect();
+        let occurred: Vec<Arg> = metas.iter().map(|m| m.occurred_at.map(Datum::from)).collect();
+        (
+            Stmt::InsertBatch,
+            vec![
+                Some(i64_datum(first_position)),
+                sid,
+                Some(i64_datum(first_version)),
+                Some(array_of(&ids, BuiltinOid::UUIDOID, 16, false, pg_sys::TYPALIGN_CHAR)),
+                Some(array_of(&types, BuiltinOid::TEXTOID, -1, false, pg_sys::TYPALIGN_INT)),
+                Some(array_of(&versions, BuiltinOid::INT4OID, 4, true, pg_sys::TYPALIGN_INT)),
+                Some(batch.array),
+                Some(array_of(&metadata, BuiltinOid::JSONBOID, -1, false, pg_sys::TYPALIGN_INT)),
+                Some(array_of(
+                    &occurred,
+                    BuiltinOid::TIMESTAMPTZOID,
+                    8,
+                    true,
+                    pg_sys::TYPALIGN_DOUBLE,
+                )),
+            ],
+        )
+    };
+    // A unique violation here can only be an event id stored by a transaction that committed
+    // after our checks (or one the client reused across streams): report it as ES004.
+    PgTryBuilder::new(|| {
+        spi.write(stmt, &args);
+        Ok(())
+    })
+    .catch_when(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, |caught| {
+        let detail = match &caught {
+            pgrx::pg_sys::panic::CaughtError::PostgresError(report) => {
+                report.detail().unwrap_or_default().to_owned()
+            }
+            _ => String::new(),
+        };
+        if !detail.contains("(event_id)") {
+            caught.rethrow();
+        }
+        let event_id = detail
+            .split_once("=(")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(id, _)| id.to_owned())
+            .unwrap_or_default();
+        Err(EventStoreError::DuplicateEventId { event_id, stored_at: None })
+    })
+    .execute()
+}
+
+fn uuid_array(datums: &[Datum]) -> Datum {
+    let args: Vec<Arg> = datums.iter().map(|d| Some(*d)).collect();
+    array_of(&args, BuiltinOid::UUIDOID, 16, false, pg_sys::TYPALIGN_CHAR)
+}
+
+/// A one-dimensional array datum of `elements` (NULLs allowed) in the current memory context.
+fn array_of(elements: &[Arg], ty: BuiltinOid, len: i16, byval: bool, align: u8) -> Datum {
+    let mut values: Vec<Datum> = elements.iter().map(|e| e.unwrap_or(Datum::from(0usize))).collect();
+    let mut nulls: Vec<bool> = elements.iter().map(Option::is_none).collect();
+    let mut dims = [elements.len() as i32];
+    let mut lbs = [1];
+    unsafe {
+        Datum::from(pg_sys::construct_md_array(
+            values.as_mut_ptr(),
+            nulls.as_mut_ptr(),
+            1,
+            dims.as_mut_ptr(),
+            lbs.as_mut_ptr(),
+            ty.value(),
+            len.into(),
+            byval,
+            align as std::ffi::c_char,
+        ))
+    }
+}

@@ -1,0 +1,218 @@
+//! The one error type of the store: every failure a user can cause, with its SQLSTATE (SPEC §6),
+//! a lowercase message that carries the values, and DETAIL/HINT.
+//!
+//! The enum is pure data; `crate::error::raise` is the single place that turns it into a
+//! PostgreSQL ERROR, so every code and wording is decided here and tested here.
+
+use std::fmt;
+
+/// Every user-visible failure of the store. One variant per condition of SPEC §6.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventStoreError {
+    /// ES001: the stream is not at the version the caller expected.
+    WrongExpectedVersion {
+        /// The stream the caller appended to.
+        stream_id: String,
+        /// What the caller expected, as the user wrote it (`3`, `0`, `-1`).
+        expected: String,
+        /// The stream's version when the check ran (0 = no stream).
+        actual: i64,
+    },
+    /// ES002: the stream does not exist (expected version -1).
+    StreamNotFound {
+        /// The missing stream.
+        stream_id: String,
+    },
+    /// ES003: an element of the batch is not a valid event.
+    InvalidEvent {
+        /// 1-based position of the element in the `events` array.
+        index: usize,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// ES004: an `event_id` is already stored, and the call is not an idempotent retry.
+    DuplicateEventId {
+        /// The event id that is already taken.
+        event_id: String,
+        /// Where it is stored, when known (`stream … version …`).
+        stored_at: Option<String>,
+    },
+    /// ES005: a snapshot version outside 1..current version.
+    InvalidSnapshot {
+        /// The stream of the snapshot.
+        stream_id: String,
+        /// The version the caller asked for.
+        version: i64,
+        /// The stream's current version (0 = no stream).
+        current: i64,
+    },
+    /// 22004: a required argument is NULL.
+    NullArgument {
+        /// The SQL name of the argument.
+        name: &'static str,
+    },
+    /// 22004: an element of the `events` array is NULL.
+    NullElement {
+        /// 1-based position of the NULL element.
+        position: usize,
+    },
+    /// 22023: an argument has a value outside its domain.
+    InvalidArgument {
+        /// The SQL name of the argument.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// 55000: the function needs `shared_preload_libraries = 'event_store'`.
+    PreloadRequired {
+        /// The SQL function that needs it.
+        function: &'static str,
+    },
+}
+
+impl EventStoreError {
+    /// The five-character SQLSTATE of the condition (SPEC §6).
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Self::WrongExpectedVersion { .. } => "ES001",
+            Self::StreamNotFound { .. } => "ES002",
+            Self::InvalidEvent { .. } => "ES003",
+            Self::DuplicateEventId { .. } => "ES004",
+            Self::InvalidSnapshot { .. } => "ES005",
+            Self::NullArgument { .. } | Self::NullElement { .. } => "22004",
+            Self::InvalidArgument { .. } => "22023",
+            Self::PreloadRequired { .. } => "55000",
+        }
+    }
+
+    /// The primary message: lowercase, no final period, values included.
+    pub fn message(&self) -> String {
+        match self {
+            Self::WrongExpectedVersion { stream_id, expected, actual } => format!(
+                "wrong expected version for stream {stream_id}: expected {expected}, stream is at {actual}"
+            ),
+            Self::StreamNotFound { stream_id } => format!("stream {stream_id} does not exist"),
+            Self::InvalidEvent { index, reason } => {
+                format!("invalid event at position {index} of the batch: {reason}")
+            }
+            Self::DuplicateEventId { event_id, .. } => {
+                format!("duplicate event id {event_id}")
+            }
+            Self::InvalidSnapshot { stream_id, version, current } => {
+                if *current == 0 {
+                    format!(
+                        "invalid snapshot version {version} for stream {stream_id}: the stream does not exist"
+                    )
+                } else {
+                    format!(
+                        "invalid snapshot version {version} for stream {stream_id}: must be between 1 and {current}"
+                    )
+                }
+            }
+            Self::NullArgument { name } => format!("{name} must not be null"),
+            Self::NullElement { position } => {
+                format!("events must not contain null: element {position} is null")
+            }
+            Self::InvalidArgument { name, reason } => format!("invalid {name}: {reason}"),
+            Self::PreloadRequired { function } => {
+                format!("{function} needs the event_store library preloaded")
+            }
+        }
+    }
+
+    /// DETAIL: the values a program would want to read back.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Self::WrongExpectedVersion { expected, actual, .. } => {
+                Some(format!("expected: {expected}, actual: {actual}"))
+            }
+            Self::DuplicateEventId { stored_at, .. } => stored_at
+                .as_ref()
+                .map(|at| format!("the event id is already stored in {at}")),
+            Self::InvalidSnapshot { current, .. } => {
+                Some(format!("current stream version: {current}"))
+            }
+            _ => None,
+        }
+    }
+
+    /// HINT: what the caller can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::WrongExpectedVersion { .. } => Some(
+                "Another writer appended first: reload the stream, decide again, and retry with its new version.".into(),
+            ),
+            Self::StreamNotFound { .. } => {
+                Some("Use expected_version 0 to create a stream, or NULL to append without a check.".into())
+            }
+            Self::InvalidEvent { .. } => Some(
+                "Each event is a JSON object with a non-empty string \"type\"; optional: event_id (uuid), occurred_at (timestamp with time zone), event_version (integer >= 1), metadata (object).".into(),
+            ),
+            Self::DuplicateEventId { .. } => Some(
+                "Retrying a call is safe only with the same events in the same order; give new events new ids.".into(),
+            ),
+            Self::PreloadRequired { .. } => Some(
+                "Add event_store to shared_preload_libraries in postgresql.conf and restart the server.".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for EventStoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.sqlstate(), self.message())
+    }
+}
+
+impl std::error::Error for EventStoreError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_follow_the_spec() {
+        let cases = [
+            (
+                EventStoreError::WrongExpectedVersion {
+                    stream_id: "s".into(),
+                    expected: "1".into(),
+                    actual: 2,
+                },
+                "ES001",
+            ),
+            (EventStoreError::StreamNotFound { stream_id: "s".into() }, "ES002"),
+            (EventStoreError::InvalidEvent { index: 1, reason: "r".into() }, "ES003"),
+            (
+                EventStoreError::DuplicateEventId { event_id: "e".into(), stored_at: None },
+                "ES004",
+            ),
+            (
+                EventStoreError::InvalidSnapshot { stream_id: "s".into(), version: 9, current: 2 },
+                "ES005",
+            ),
+            (EventStoreError::NullArgument { name: "events" }, "22004"),
+            (EventStoreError::NullElement { position: 2 }, "22004"),
+            (EventStoreError::InvalidArgument { name: "x", reason: "r".into() }, "22023"),
+            (EventStoreError::PreloadRequired { function: "es.read_all" }, "55000"),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.sqlstate(), code, "{err:?}");
+            let msg = err.message();
+            assert!(msg.starts_with(|c: char| c.is_lowercase() || !c.is_alphabetic()), "lowercase: {msg}");
+            assert!(!msg.ends_with('.'), "no final period: {msg}");
+        }
+    }
+
+    #[test]
+    fn wrong_version_carries_values() {
+        let e = EventStoreError::WrongExpectedVersion {
+            stream_id: "7".into(),
+            expected: "4".into(),
+            actual: 6,
+        };
+        assert_eq!(e.message(), "wrong expected version for stream 7: expected 4, stream is at 6");
+        assert_eq!(e.detail().unwrap(), "expected: 4, actual: 6");
+    }
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+#! Runs the client-side test suite (tests/client) against a throwaway PostgreSQL 15 cluster.
+#! It starts (or reuses) the cluster with ../../scripts/cluster.sh, points the tests at it through
+#! ES_TEST_PGHOST/ES_TEST_PGPORT, runs `cargo test` single-threaded (the crash test restarts the
+#! whole cluster, so no two tests may overlap), stops the cluster on exit and exits with cargo's
+#! status. The extension must already be installed (scripts/install.sh).
+#!
+#! usage: tests/client/run.sh [extra cargo test arguments, e.g. a test name filter]
+#! env:   ES_CLUSTER_DIR (default: <repo>/target/es-cluster-client), ES_PORT (default: 28816),
+#!        ES_PRELOAD (default: 1; read_all and the crash test need it)
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+export ES_CLUSTER_DIR=${ES_CLUSTER_DIR:-$repo/target/es-cluster-client}
+export ES_PORT=${ES_PORT:-28816}
+export ES_PRELOAD=${ES_PRELOAD:-1}
+cluster="$repo/scripts/cluster.sh"
+
+mkdir -p "$ES_CLUSTER_DIR"
+trap 'bash "$cluster" stop' EXIT
+bash "$cluster" start
+
+# `cluster.sh env` prints PGHOST=<socket dir> PGPORT=<port> PGUSER=postgres
+for kv in $(bash "$cluster" env); do
+  case "$kv" in
+    PGHOST=*) export ES_TEST_PGHOST=${kv#PGHOST=} ;;
+    PGPORT=*) export ES_TEST_PGPORT=${kv#PGPORT=} ;;
+  esac
+done
+
+status=0
+cargo test --manifest-path "$repo/tests/client/Cargo.toml" "$@" -- --test-threads=1 || status=$?
+exit "$status"

@@ -1,0 +1,250 @@
+//! Shared helpers of the client-side test suite of the `event_store` extension.
+//!
+//! The scenarios under `tests/` talk to a running PostgreSQL 15 cluster that has the extension
+//! installed (normally the throwaway cluster that `tests/client/run.sh` starts). This module holds
+//! what they all need: the connection settings read from `ES_TEST_PGHOST` / `ES_TEST_PGPORT`, a
+//! fresh uniquely named database per test with `CREATE EXTENSION event_store` (dropped again when
+//! the test ends, even when it fails), and small wrappers around the SQL API and its errors, so the
+//! scenario files read as the property they check.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use postgres::{Client, Error, NoTls};
+pub use uuid::Uuid;
+
+/// The user every test connects as (the cluster is initialised with `-U postgres`, trust auth).
+pub const PG_USER: &str = "postgres";
+
+/// Upper bound of any single statement a test sends, so a hung server cannot hang the suite.
+const STATEMENT_TIMEOUT: &str = "120s";
+
+/// Where the PostgreSQL 15 client programs (`pg_dump`, `pg_restore`) live; `PG_BIN` overrides.
+pub fn pg_bin(program: &str) -> String {
+    let dir = std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".to_owned());
+    format!("{dir}/{program}")
+}
+
+/// The server's host: a unix socket directory (starts with `/`) or `127.0.0.1`, from `ES_TEST_PGHOST`.
+pub fn host() -> String {
+    std::env::var("ES_TEST_PGHOST").unwrap_or_else(|_| {
+        panic!(
+            "ES_TEST_PGHOST is not set: run the suite with tests/client/run.sh, or export \
+             ES_TEST_PGHOST/ES_TEST_PGPORT from `scripts/cluster.sh env`"
+        )
+    })
+}
+
+/// The server's port, from `ES_TEST_PGPORT`.
+pub fn port() -> u16 {
+    let raw = std::env::var("ES_TEST_PGPORT").unwrap_or_else(|_| {
+        panic!("ES_TEST_PGPORT is not set: run the suite with tests/client/run.sh")
+    });
+    raw.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("ES_TEST_PGPORT is not a port number: {raw:?}"))
+}
+
+/// Connection settings for database `dbname` on the test cluster.
+pub fn config(dbname: &str) -> postgres::Config {
+    let mut config = postgres::Config::new();
+    config
+        .host(&host())
+        .port(port())
+        .user(PG_USER)
+        .dbname(dbname)
+        .application_name("event_store_client_tests")
+        .connect_timeout(Duration::from_secs(10))
+        .options(&format!("-c statement_timeout={STATEMENT_TIMEOUT}"));
+    config
+}
+
+/// Opens a connection to `dbname`, retrying for up to `within` (used after a crash restart,
+/// while the postmaster is still recovering and refuses connections).
+pub fn connect_with_retry(dbname: &str, within: Duration) -> Result<Client, Error> {
+    let deadline = Instant::now() + within;
+    loop {
+        let attempt = config(dbname).connect(NoTls).and_then(|mut client| {
+            client.simple_query("SELECT 1")?;
+            Ok(client)
+        });
+        match attempt {
+            Ok(client) => return Ok(client),
+            Err(err) if Instant::now() >= deadline => return Err(err),
+            Err(_) => thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// The SQLSTATE of a server error (`None` for client-side errors such as a closed connection).
+pub fn sqlstate(err: &Error) -> Option<&str> {
+    err.code().map(|code| code.code())
+}
+
+/// A one-line description of an error with its SQLSTATE, message, DETAIL and HINT, for assertion
+/// messages.
+pub fn describe(err: &Error) -> String {
+    match err.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!(" DETAIL: {detail}"));
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!(" HINT: {hint}"));
+            }
+            text
+        }
+        None => format!("client error: {err}"),
+    }
+}
+
+/// Calls `es.append_events(stream, expected_version, events)` with the events given as JSON texts;
+/// `expected_version = None` sends SQL NULL (no check). Returns the stream's new version.
+pub fn append(
+    client: &mut impl postgres::GenericClient,
+    stream: Uuid,
+    expected_version: Option<i64>,
+    events: &[String],
+) -> Result<i64, Error> {
+    let row = client.query_one(
+        "SELECT es.append_events($1, $2, $3::text[]::jsonb[])",
+        &[&stream, &expected_version, &events],
+    )?;
+    Ok(row.get(0))
+}
+
+/// `es.stream_version(stream)`.
+pub fn stream_version(client: &mut impl postgres::GenericClient, stream: Uuid) -> i64 {
+    client
+        .query_one("SELECT es.stream_version($1)", &[&stream])
+        .unwrap_or_else(|e| panic!("es.stream_version failed: {}", describe(&e)))
+        .get(0)
+}
+
+/// Runs a query whose single column is a `bigint` and collects it (e.g. positions or versions).
+pub fn bigints(
+    client: &mut impl postgres::GenericClient,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Vec<i64> {
+    client
+        .query(sql, params)
+        .unwrap_or_else(|e| panic!("{sql} failed: {}", describe(&e)))
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// Runs a query whose single column is `text` (NULL read as `None`) and collects it; used to
+/// compare whole rows rendered with `to_jsonb(row)::text`.
+pub fn texts(client: &mut impl postgres::GenericClient, sql: &str) -> Vec<Option<String>> {
+    client
+        .query(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql} failed: {}", describe(&e)))
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// Sends SIGKILL to a process (a server backend) by pid. The tests run as root or as the cluster's
+/// owner, so they may signal the `postgres` user's processes.
+pub fn kill_9(pid: i32) {
+    let status = Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .status()
+        .expect("cannot run kill");
+    assert!(status.success(), "kill -9 {pid} failed: {status}");
+}
+
+/// A throwaway database on the test cluster, uniquely named per test, dropped (with `FORCE`) when
+/// the value goes out of scope.
+pub struct TestDb {
+    name: String,
+}
+
+impl TestDb {
+    /// Creates a fresh database and runs `CREATE EXTENSION event_store` in it. `tag` (lowercase
+    /// letters, digits, `_`) goes into the name, to find a leftover database's test.
+    pub fn new(tag: &str) -> TestDb {
+        let db = TestDb::empty(tag);
+        let mut client = db.connect();
+        if let Err(err) = client.batch_execute("CREATE EXTENSION event_store") {
+            panic!(
+                "CREATE EXTENSION event_store failed in {}: {} (is the extension installed? \
+                 bash scripts/install.sh)",
+                db.name,
+                describe(&err)
+            );
+        }
+        db
+    }
+
+    /// Creates a fresh empty database, without the extension (a target for `pg_restore`).
+    pub fn empty(tag: &str) -> TestDb {
+        let name = unique_name(tag);
+        let mut admin = connect_with_retry("postgres", Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {}", describe(&e)));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name} failed: {}", describe(&e)));
+        TestDb { name }
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A new connection to the database (panics with the server's message when it cannot connect).
+    pub fn connect(&self) -> Client {
+        config(&self.name)
+            .connect(NoTls)
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {}", self.name, describe(&e)))
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // A fresh admin connection each time: a crash test may have restarted the server.
+        let dropped = connect_with_retry("postgres", Duration::from_secs(30)).and_then(|mut c| {
+            c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+        });
+        if let Err(err) = dropped {
+            // Never panic in drop (it may run while unwinding): leave a note instead.
+            eprintln!(
+                "warning: could not drop test database {}: {}",
+                self.name,
+                describe(&err)
+            );
+        }
+    }
+}
+
+/// `es_ct_<tag>_<pid>_<counter>_<time>`: unique across concurrent test processes and reruns.
+fn unique_name(tag: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let tag: String = tag
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(24)
+        .collect();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("es_ct_{tag}_{}_{n}_{nanos:x}", std::process::id())
+}

@@ -1,0 +1,216 @@
+//! A database that uses the extension survives `pg_dump -Fc` / `pg_restore` (SPEC §1: event and
+//! snapshot rows survive a dump and restore).
+//!
+//! The source database gets a few interleaved streams (with client-given event ids, occurred_at,
+//! event_version and metadata) and snapshots; `pg_dump -Fc` dumps it and `pg_restore` loads it into
+//! a new empty database (the dump's `CREATE EXTENSION` creates the schema, and the extension's
+//! config-dump registration brings the rows and the position sequence). Events (every column),
+//! streams, snapshots and global positions must be identical in both databases, and the restored
+//! store must keep working: the next append gets a position above every restored one and the
+//! right next version, and restored event ids stay unique.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use event_store_client_tests::{
+    Client, PG_USER, TestDb, Uuid, append, describe, host, pg_bin, port, sqlstate, stream_version,
+    texts,
+};
+
+/// Every row of the extension's tables, rendered whole (so columns added later are compared too).
+const TABLES: [(&str, &str); 3] = [
+    (
+        "es.events",
+        "SELECT to_jsonb(e)::text FROM es.events e ORDER BY global_position",
+    ),
+    (
+        "es.streams",
+        "SELECT to_jsonb(s)::text FROM es.streams s ORDER BY stream_id",
+    ),
+    (
+        "es.snapshots",
+        "SELECT to_jsonb(s)::text FROM es.snapshots s ORDER BY stream_id, version",
+    ),
+];
+
+/// An event object with every optional key the store reads.
+fn full_event(event_type: &str, n: i32) -> (Uuid, String) {
+    let id = Uuid::new_v4();
+    let json = format!(
+        r#"{{"type":"{event_type}","n":{n},"event_id":"{id}","occurred_at":"2024-01-02T03:04:0{}Z","event_version":2,"metadata":{{"correlation_id":"c-{n}","user":"tester"}}}}"#,
+        n % 10
+    );
+    (id, json)
+}
+
+/// Fills the source database: three streams with interleaved appends, and snapshots.
+fn populate(client: &mut Client, streams: &[Uuid; 3]) -> Uuid {
+    let plain = |t: &str, n: i32| format!(r#"{{"type":"{t}","n":{n}}}"#);
+    let (reused_id, first) = full_event("Created", 1);
+    let steps: Vec<(usize, Option<i64>, Vec<String>)> = vec![
+        (0, Some(0), vec![first, full_event("Renamed", 2).1]),
+        (1, Some(0), vec![plain("Started", 1)]),
+        (0, Some(2), vec![plain("Touched", 3)]),
+        (2, None, (1..=5).map(|n| plain("Batch", n)).collect()),
+        (1, Some(-1), vec![full_event("Finished", 2).1]),
+        (0, None, vec![plain("Touched", 4)]),
+    ];
+    for (which, expected, events) in steps {
+        append(client, streams[which], expected, &events)
+            .unwrap_or_else(|e| panic!("populating stream {which}: {}", describe(&e)));
+    }
+    for (stream, version, state) in [
+        (streams[0], 1i64, r#"{"x":1}"#),
+        (streams[0], 3, r#"{"x":3}"#),
+        (streams[2], 5, r#"{"sum":15}"#),
+    ] {
+        client
+            .execute(
+                "SELECT es.save_snapshot($1, $2, $3::text::jsonb)",
+                &[&stream, &version, &state],
+            )
+            .unwrap_or_else(|e| panic!("es.save_snapshot: {}", describe(&e)));
+    }
+    reused_id
+}
+
+/// Runs a PostgreSQL client program against the test cluster and panics with its output on failure.
+fn run_client_program(program: &str, args: &[&str]) {
+    let output = Command::new(pg_bin(program))
+        .args([
+            "-h",
+            &host(),
+            "-p",
+            &port().to_string(),
+            "-U",
+            PG_USER,
+            "-w",
+        ])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", pg_bin(program)));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Removes the dump file when the test ends.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn dump_and_restore_keep_every_row_and_the_store_keeps_working() {
+    let source = TestDb::new("dump_src");
+    let streams = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    let mut src = source.connect();
+    let reused_id = populate(&mut src, &streams);
+
+    let dump = TempFile(std::env::temp_dir().join(format!("{}.dump", source.name())));
+    let dump_path = dump.0.to_str().expect("temp path is UTF-8").to_owned();
+    run_client_program("pg_dump", &["-Fc", "-f", &dump_path, source.name()]);
+
+    let target = TestDb::empty("dump_dst");
+    run_client_program(
+        "pg_restore",
+        &["--exit-on-error", "-d", target.name(), &dump_path],
+    );
+    let mut dst = target.connect();
+
+    // Same session settings on both sides, so timestamps render alike.
+    for client in [&mut src, &mut dst] {
+        client
+            .batch_execute("SET TimeZone = 'UTC'")
+            .expect("SET TimeZone");
+    }
+    for (table, sql) in TABLES {
+        let before = texts(&mut src, sql);
+        let after = texts(&mut dst, sql);
+        assert!(
+            !before.is_empty(),
+            "{table} of the source database is empty"
+        );
+        assert_eq!(
+            before, after,
+            "{table} differs between the dumped and the restored database"
+        );
+    }
+    assert_eq!(
+        texts(&mut dst, TABLES[0].1).len(),
+        11,
+        "11 events were appended"
+    );
+    assert_eq!(
+        texts(&mut dst, TABLES[2].1).len(),
+        3,
+        "3 snapshots were saved"
+    );
+    for &stream in &streams {
+        assert_eq!(
+            stream_version(&mut src, stream),
+            stream_version(&mut dst, stream),
+            "es.stream_version differs after the restore"
+        );
+    }
+    let snapshot: (i64, String) = dst
+        .query_one(
+            "SELECT version, state::text FROM es.load_snapshot($1, 2)",
+            &[&streams[0]],
+        )
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap_or_else(|e| panic!("es.load_snapshot in the restored db: {}", describe(&e)));
+    assert_eq!(snapshot, (1, r#"{"x": 1}"#.to_owned()));
+
+    // The restored store keeps working: positions continue above the restored ones, versions too.
+    let max_restored: i64 = dst
+        .query_one("SELECT max(global_position) FROM es.events", &[])
+        .expect("max position")
+        .get(0);
+    let next = vec![r#"{"type":"AfterRestore"}"#.to_owned()];
+    let v = append(&mut dst, streams[0], Some(4), &next)
+        .unwrap_or_else(|e| panic!("append after restore: {}", describe(&e)));
+    assert_eq!(
+        v, 5,
+        "the restored stream must continue at its next version"
+    );
+    let fresh = Uuid::new_v4();
+    let v = append(&mut dst, fresh, Some(0), &next)
+        .unwrap_or_else(|e| panic!("append to a new stream after restore: {}", describe(&e)));
+    assert_eq!(v, 1);
+    let new_positions: Vec<i64> = dst
+        .query(
+            "SELECT global_position FROM es.events \
+             WHERE (stream_id = $1 AND version = 5) OR stream_id = $2 ORDER BY 1",
+            &[&streams[0], &fresh],
+        )
+        .expect("new positions")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(new_positions.len(), 2);
+    assert!(
+        new_positions.iter().all(|&p| p > max_restored),
+        "positions after the restore {new_positions:?} must be above every restored one \
+         (max {max_restored})"
+    );
+
+    // Restored event ids are still unique across the store.
+    let dup = format!(r#"{{"type":"Copy","event_id":"{reused_id}"}}"#);
+    match append(&mut dst, Uuid::new_v4(), None, &[dup]) {
+        Ok(v) => panic!("reusing a restored event_id in another stream succeeded (version {v})"),
+        Err(err) => assert_eq!(
+            sqlstate(&err),
+            Some("ES004"),
+            "reusing a restored event_id must fail with ES004, got {}",
+            describe(&err)
+        ),
+    }
+}

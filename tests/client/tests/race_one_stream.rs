@@ -1,0 +1,236 @@
+//! Racing appends to ONE stream from 8 connections (SPEC §2, optimistic concurrency).
+//!
+//! With an explicit expected version, each connection reads `es.stream_version` and appends at
+//! that version: exactly one append may win per version, every loser must get `ES001` (never a
+//! raw unique violation 23505, never a deadlock 40P01, nothing else), and the stream must end up
+//! gapless with exactly one event per version. With `NULL` (no check) or `-1` (must exist) the
+//! racing appends must all serialize and succeed. These properties only show under real
+//! concurrency between backends, which the extension's in-process tests cannot create.
+
+use std::sync::Barrier;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use event_store_client_tests::{
+    Client, TestDb, Uuid, append, bigints, describe, sqlstate, stream_version,
+};
+
+/// Connections racing on the stream.
+const CONNECTIONS: usize = 8;
+
+/// The event every racer appends.
+const RACED: &str = r#"{"type":"Raced","n":1}"#;
+
+/// What one racing connection observed.
+#[derive(Default)]
+struct Tally {
+    /// `(expected_version, returned new version)` of each successful append.
+    wins: Vec<(Option<i64>, i64)>,
+    /// Appends refused with `ES001`.
+    conflicts: u64,
+    /// Any other error (the connection stops racing at the first one).
+    other_errors: Vec<String>,
+}
+
+/// Runs `CONNECTIONS` threads for `run_for`; each loops `pick_expected` (given the connection and
+/// the stream) then `es.append_events` with one `RACED` event, and tallies the outcomes.
+fn race(
+    db: &TestDb,
+    stream: Uuid,
+    run_for: Duration,
+    pick_expected: fn(&mut Client, Uuid) -> Option<i64>,
+) -> Vec<Tally> {
+    let start = Barrier::new(CONNECTIONS);
+    thread::scope(|scope| {
+        let racers: Vec<_> = (0..CONNECTIONS)
+            .map(|_| {
+                let start = &start;
+                scope.spawn(move || {
+                    let mut client = db.connect();
+                    let events = vec![RACED.to_owned()];
+                    let mut tally = Tally::default();
+                    start.wait();
+                    let deadline = Instant::now() + run_for;
+                    while Instant::now() < deadline {
+                        let expected = pick_expected(&mut client, stream);
+                        match append(&mut client, stream, expected, &events) {
+                            Ok(new_version) => tally.wins.push((expected, new_version)),
+                            Err(err) if sqlstate(&err) == Some("ES001") => tally.conflicts += 1,
+                            Err(err) => {
+                                tally.other_errors.push(format!(
+                                    "append_events(s, {expected:?}, [Raced]): {}",
+                                    describe(&err)
+                                ));
+                                break;
+                            }
+                        }
+                    }
+                    tally
+                })
+            })
+            .collect();
+        racers
+            .into_iter()
+            .map(|racer| racer.join().expect("racer thread panicked"))
+            .collect()
+    })
+}
+
+/// Checks what the store holds for the stream after `wins` successful one-event appends: the
+/// version everywhere is `wins`, and the events are exactly versions 1..=wins, one `RACED` each.
+fn assert_stream_is_gapless(db: &TestDb, stream: Uuid, wins: i64) {
+    let mut client = db.connect();
+    assert_eq!(
+        stream_version(&mut client, stream),
+        wins,
+        "es.stream_version must equal the number of successful appends"
+    );
+    let row_version: i64 = client
+        .query_one(
+            "SELECT version FROM es.streams WHERE stream_id = $1",
+            &[&stream],
+        )
+        .unwrap_or_else(|e| panic!("reading es.streams: {}", describe(&e)))
+        .get(0);
+    assert_eq!(
+        row_version, wins,
+        "es.streams.version must equal the number of successful appends"
+    );
+
+    let versions = bigints(
+        &mut client,
+        "SELECT version FROM es.events WHERE stream_id = $1 ORDER BY version",
+        &[&stream],
+    );
+    let expected: Vec<i64> = (1..=wins).collect();
+    if versions != expected {
+        let dupes: Vec<_> = versions
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| w[0])
+            .collect();
+        panic!(
+            "events of the stream are not exactly versions 1..={wins}: {} rows, first {:?}, \
+             last {:?}, duplicated versions {:?}",
+            versions.len(),
+            versions.first(),
+            versions.last(),
+            &dupes[..dupes.len().min(10)]
+        );
+    }
+    let foreign: i64 = client
+        .query_one(
+            "SELECT count(*) FROM es.events WHERE stream_id = $1 \
+             AND (event_type <> 'Raced' OR data <> $2::text::jsonb)",
+            &[&stream, &RACED],
+        )
+        .unwrap_or_else(|e| panic!("reading es.events: {}", describe(&e)))
+        .get(0);
+    assert_eq!(
+        foreign, 0,
+        "every stored event must be the appended Raced event, unchanged"
+    );
+}
+
+/// Sorted new versions returned to the winners; panics on any other error of any racer.
+fn returned_versions(tallies: &[Tally]) -> Vec<i64> {
+    let others: Vec<_> = tallies.iter().flat_map(|t| t.other_errors.iter()).collect();
+    assert!(
+        others.is_empty(),
+        "racing appends must fail only with ES001, got: {others:#?}"
+    );
+    let mut versions: Vec<i64> = tallies
+        .iter()
+        .flat_map(|t| t.wins.iter().map(|w| w.1))
+        .collect();
+    versions.sort_unstable();
+    versions
+}
+
+#[test]
+fn expected_version_race_has_exactly_one_winner_per_version() {
+    let db = TestDb::new("race_expected");
+    let stream = Uuid::new_v4();
+    let tallies = race(&db, stream, Duration::from_secs(4), |client, stream| {
+        Some(stream_version(client, stream))
+    });
+
+    let versions = returned_versions(&tallies);
+    let conflicts: u64 = tallies.iter().map(|t| t.conflicts).sum();
+    let wins = versions.len() as i64;
+    eprintln!("expected-version race: {wins} wins, {conflicts} ES001 conflicts");
+    assert!(wins > 0, "no append succeeded in 4 s");
+    assert!(
+        conflicts > 0,
+        "8 connections racing for 4 s never conflicted: the test did not exercise the race"
+    );
+
+    // Each winner appended exactly one event right after the version it read.
+    for tally in &tallies {
+        for &(expected, new_version) in &tally.wins {
+            assert_eq!(
+                Some(new_version - 1),
+                expected,
+                "append_events with expected_version {expected:?} returned {new_version}"
+            );
+        }
+    }
+    // One winner per version: the returned versions are exactly 1..=wins, no repeats.
+    let one_each: Vec<i64> = (1..=wins).collect();
+    assert_eq!(
+        versions, one_each,
+        "two appends won the same version, or a version was skipped"
+    );
+    assert_stream_is_gapless(&db, stream, wins);
+}
+
+#[test]
+fn null_expected_version_appends_all_succeed_and_serialize() {
+    let db = TestDb::new("race_null");
+    let stream = Uuid::new_v4();
+    let tallies = race(&db, stream, Duration::from_secs(3), |_, _| None);
+
+    let versions = returned_versions(&tallies);
+    let conflicts: u64 = tallies.iter().map(|t| t.conflicts).sum();
+    assert_eq!(
+        conflicts, 0,
+        "appends with expected_version NULL must never fail with ES001"
+    );
+    let calls = versions.len() as i64;
+    eprintln!("NULL race: {calls} appends");
+    assert!(calls > 0, "no append succeeded in 3 s");
+    let one_each: Vec<i64> = (1..=calls).collect();
+    assert_eq!(
+        versions, one_each,
+        "returned versions must be 1..=calls, each once"
+    );
+    assert_stream_is_gapless(&db, stream, calls);
+}
+
+#[test]
+fn must_exist_appends_all_succeed_and_serialize() {
+    let db = TestDb::new("race_exists");
+    let stream = Uuid::new_v4();
+    {
+        let mut client = db.connect();
+        let first = append(&mut client, stream, Some(0), &[RACED.to_owned()])
+            .unwrap_or_else(|e| panic!("creating the stream: {}", describe(&e)));
+        assert_eq!(first, 1);
+    }
+    let tallies = race(&db, stream, Duration::from_secs(2), |_, _| Some(-1));
+
+    let versions = returned_versions(&tallies);
+    let conflicts: u64 = tallies.iter().map(|t| t.conflicts).sum();
+    assert_eq!(
+        conflicts, 0,
+        "appends with expected_version -1 to an existing stream must not fail"
+    );
+    let calls = versions.len() as i64;
+    assert!(calls > 0, "no append succeeded in 2 s");
+    let after_first: Vec<i64> = (2..=calls + 1).collect();
+    assert_eq!(
+        versions, after_first,
+        "returned versions must be 2..=calls+1, each once"
+    );
+    assert_stream_is_gapless(&db, stream, calls + 1);
+}
