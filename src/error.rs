@@ -70,7 +70,13 @@ mod tests {
     #[test]
     fn sqlstate_packing_matches_postgres() {
         // ERRCODE_UNIQUE_VIOLATION = MAKE_SQLSTATE('2','3','5','0','5') = 0x00505082 in errcodes.h terms
-        assert_eq!(make_sqlstate("23505"), pg_sys::PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION as c_int);
-        assert_eq!(make_sqlstate("22004"), pg_sys::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED as c_int);
+        assert_eq!(
+            make_sqlstate("23505"),
+            pgrx::PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION as c_int
+        );
+        assert_eq!(
+            make_sqlstate("22004"),
+            pgrx::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED as c_int
+        );
     }
 }

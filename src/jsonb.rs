@@ -65,7 +65,11 @@ impl Jsonb {
                 bytes.len() as i32,
                 &mut out,
             );
-            if found.is_null() { JsonField::Absent } else { scalar_field(&*found) }
+            if found.is_null() {
+                JsonField::Absent
+            } else {
+                scalar_field(&*found)
+            }
         }
     }
 

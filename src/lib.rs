@@ -59,8 +59,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(types.as_deref(), Some("A:1:-,B:2:u"));
-        let sv = Spi::get_one::<i64>("SELECT es.stream_version('00000000-0000-0000-0000-00000000000a')")
-            .unwrap();
+        let sv =
+            Spi::get_one::<i64>("SELECT es.stream_version('00000000-0000-0000-0000-00000000000a')")
+                .unwrap();
         assert_eq!(sv, Some(2));
     }
 
@@ -79,36 +80,40 @@ mod tests {
             "PERFORM es.append_events('00000000-0000-0000-0000-00000000000b', NULL, ARRAY['{}']::jsonb[])",
             "ES003",
         );
-        assert_sqlstate("PERFORM es.append_events('00000000-0000-0000-0000-00000000000b', NULL, NULL)", "22004");
+        assert_sqlstate(
+            "PERFORM es.append_events('00000000-0000-0000-0000-00000000000b', NULL, NULL)",
+            "22004",
+        );
         assert_sqlstate(
             "PERFORM es.append_events('00000000-0000-0000-0000-00000000000b', -2, ARRAY[]::jsonb[])",
             "22023",
         );
-        assert_sqlstate("PERFORM es.save_snapshot('00000000-0000-0000-0000-00000000000b', 2, '{}')", "ES005");
+        assert_sqlstate(
+            "PERFORM es.save_snapshot('00000000-0000-0000-0000-00000000000b', 2, '{}')",
+            "ES005",
+        );
         assert_sqlstate("UPDATE es.events SET event_type = 'X'", "ES006");
     }
 
     #[pg_test]
     fn read_all_is_ordered_and_bounded() {
         Spi::run("SELECT es.append_events('00000000-0000-0000-0000-00000000000d', NULL, ARRAY['{\"type\":\"A\"}','{\"type\":\"B\"}','{\"type\":\"C\"}']::jsonb[])").unwrap();
-        let n = Spi::get_one::<i64>(
-            "SELECT count(*) FROM es.read_all(0, 2)",
-        )
-        .unwrap();
+        let n = Spi::get_one::<i64>("SELECT count(*) FROM es.read_all(0, 2)").unwrap();
         assert_eq!(n, Some(2));
         // our own transaction's positions are in flight, so the read stops before them
-        let ok = Spi::get_one::<bool>(
-            "SELECT bool_and(global_position > 0) FROM es.read_all(0, 1000)",
-        )
-        .unwrap();
+        let ok =
+            Spi::get_one::<bool>("SELECT bool_and(global_position > 0) FROM es.read_all(0, 1000)")
+                .unwrap();
         assert!(ok.is_none() || ok == Some(true));
     }
 
     #[pg_test]
     fn snapshots_round_trip() {
         Spi::run("SELECT es.append_events('00000000-0000-0000-0000-00000000000e', 0, ARRAY['{\"type\":\"A\"}','{\"type\":\"B\"}']::jsonb[])").unwrap();
-        Spi::run("SELECT es.save_snapshot('00000000-0000-0000-0000-00000000000e', 1, '{\"n\":1}')").unwrap();
-        Spi::run("SELECT es.save_snapshot('00000000-0000-0000-0000-00000000000e', 2, '{\"n\":2}')").unwrap();
+        Spi::run("SELECT es.save_snapshot('00000000-0000-0000-0000-00000000000e', 1, '{\"n\":1}')")
+            .unwrap();
+        Spi::run("SELECT es.save_snapshot('00000000-0000-0000-0000-00000000000e', 2, '{\"n\":2}')")
+            .unwrap();
         let s = Spi::get_one::<String>(
             "SELECT version || ':' || (state->>'n') FROM es.load_snapshot('00000000-0000-0000-0000-00000000000e', 1)",
         )

@@ -132,14 +132,17 @@ pub fn draw_positions(sequence: pg_sys::Oid, n: i64) -> i64 {
     unsafe {
         // Take the sequence's relation lock before the LWLock so nextval never waits under it.
         pg_sys::LockRelationOid(sequence, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        let Some(shared) = shared() else { return draw(sequence, n) };
+        let Some(shared) = shared() else {
+            return draw(sequence, n);
+        };
         let me = (*pg_sys::MyProc).pgprocno as usize;
         pg_sys::LWLockAcquire(shared.lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
         let first = draw(sequence, n);
         if MY_SLOT.load(Ordering::Relaxed) == NO_SLOT
             && let Some(slot) = slots(shared).get(me)
         {
-            slot.dboid.store(pg_sys::MyDatabaseId.to_u32(), Ordering::Relaxed);
+            slot.dboid
+                .store(pg_sys::MyDatabaseId.to_u32(), Ordering::Relaxed);
             slot.min_position.store(first, Ordering::Release);
             MY_SLOT.store(me, Ordering::Relaxed);
         }
@@ -168,7 +171,9 @@ unsafe fn draw(sequence: pg_sys::Oid, n: i64) -> i64 {
 /// bound of what may be returned; `i64::MAX` when none) and a snapshot taken while no position
 /// could be drawn. The caller must `UnregisterSnapshot` it.
 pub fn read_horizon() -> Result<(i64, pg_sys::Snapshot), EventStoreError> {
-    let shared = shared().ok_or(EventStoreError::PreloadRequired { function: "es.read_all" })?;
+    let shared = shared().ok_or(EventStoreError::PreloadRequired {
+        function: "es.read_all",
+    })?;
     unsafe {
         let db = pg_sys::MyDatabaseId.to_u32();
         pg_sys::LWLockAcquire(shared.lock, pg_sys::LWLockMode::LW_SHARED);
@@ -201,8 +206,11 @@ unsafe extern "C-unwind" fn on_xact_end(event: pg_sys::XactEvent::Type, _arg: *m
                     "es.read_all could not keep its gap-safety across PREPARE TRANSACTION."
                 );
             }
-            XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_COMMIT
-            | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => {
+            XACT_EVENT_COMMIT
+            | XACT_EVENT_ABORT
+            | XACT_EVENT_PARALLEL_COMMIT
+            | XACT_EVENT_PARALLEL_ABORT
+            | XACT_EVENT_PREPARE => {
                 let i = MY_SLOT.swap(NO_SLOT, Ordering::Relaxed);
                 if i != NO_SLOT
                     && let Some(shared) = shared()

@@ -8,6 +8,7 @@
 use pgrx::pg_sys::{self, BuiltinOid, Datum, Oid};
 use std::ffi::CStr;
 use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// The statements. The SQL text and argument types are in [`Stmt::def`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,27 +137,28 @@ impl Stmt {
     }
 }
 
-/// Prepared plans, kept for the life of the backend. Backends are single-threaded.
-struct Plans([pg_sys::SPIPlanPtr; STMT_COUNT]);
-static mut PLANS: Plans = Plans([ptr::null_mut(); STMT_COUNT]);
+/// Prepared plans, kept for the life of the backend. (Backends are single-threaded; atomics
+/// are only the safe way to keep mutable statics.)
+static PLANS: [AtomicPtr<pg_sys::_SPI_plan>; STMT_COUNT] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; STMT_COUNT];
 
 fn plan(stmt: Stmt) -> pg_sys::SPIPlanPtr {
-    // SAFETY: backends run one thread; the array is only touched here.
+    let slot = &PLANS[stmt.index()];
+    let kept = slot.load(Ordering::Relaxed);
+    if !kept.is_null() {
+        return kept;
+    }
     unsafe {
-        let plans = &mut *(&raw mut PLANS);
-        let slot = &mut plans.0[stmt.index()];
-        if slot.is_null() {
-            let def = stmt.def();
-            let mut types: Vec<Oid> = def.args.iter().map(|t| t.value()).collect();
-            let p = pg_sys::SPI_prepare(def.sql.as_ptr(), types.len() as i32, types.as_mut_ptr());
-            if p.is_null() {
-                let code = pg_sys::SPI_result;
-                pgrx::error!("event_store: could not prepare {stmt:?}: SPI error {code}");
-            }
-            pg_sys::SPI_keepplan(p);
-            *slot = p;
+        let def = stmt.def();
+        let mut types: Vec<Oid> = def.args.iter().map(|t| t.value()).collect();
+        let p = pg_sys::SPI_prepare(def.sql.as_ptr(), types.len() as i32, types.as_mut_ptr());
+        if p.is_null() {
+            let code = pg_sys::SPI_result;
+            pgrx::error!("event_store: could not prepare {stmt:?}: SPI error {code}");
         }
-        *slot
+        pg_sys::SPI_keepplan(p);
+        slot.store(p, Ordering::Relaxed);
+        p
     }
 }
 
@@ -204,7 +206,7 @@ impl Spi {
     }
 
     /// Runs a query in the given snapshot.
-    pub fn read_in(&self, stmt: Stmt, args: &[Arg], snapshot: pg_sys::Snapshot) -> Rows {
+    pub(crate) fn read_in(&self, stmt: Stmt, args: &[Arg], snapshot: pg_sys::Snapshot) -> Rows {
         let (mut values, nulls) = split(args);
         let p = plan(stmt);
         let rc = unsafe {
@@ -245,7 +247,10 @@ impl Rows {
         }
         unsafe {
             let count = pg_sys::SPI_processed as usize;
-            Rows { table: pg_sys::SPI_tuptable, count }
+            Rows {
+                table: pg_sys::SPI_tuptable,
+                count,
+            }
         }
     }
 
@@ -278,7 +283,7 @@ impl Rows {
 
     /// Copies every row into a materialized set-returning function's tuple store. The query's
     /// columns must be those of `desc`.
-    pub fn copy_into(&self, store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc) {
+    pub(crate) fn copy_into(&self, store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc) {
         if self.count == 0 {
             return;
         }
@@ -289,7 +294,12 @@ impl Rows {
             let mut nulls = vec![false; natts];
             for row in 0..self.count {
                 let tuple = *t.vals.add(row);
-                pg_sys::heap_deform_tuple(tuple, t.tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+                pg_sys::heap_deform_tuple(
+                    tuple,
+                    t.tupdesc,
+                    values.as_mut_ptr(),
+                    nulls.as_mut_ptr(),
+                );
                 pg_sys::tuplestore_putvalues(store, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
             }
         }

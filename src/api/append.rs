@@ -51,7 +51,10 @@ fn decode_batch(array: Datum, stream: &Uuid) -> Result<Batch, EventStoreError> {
         if (*arr).ndim > 1 {
             return Err(EventStoreError::InvalidArgument {
                 name: "events",
-                reason: format!("a one-dimensional array is expected, got {} dimensions", (*arr).ndim),
+                reason: format!(
+                    "a one-dimensional array is expected, got {} dimensions",
+                    (*arr).ndim
+                ),
             });
         }
         let mut elems: *mut Datum = std::ptr::null_mut();
@@ -80,7 +83,10 @@ fn decode_batch(array: Datum, stream: &Uuid) -> Result<Batch, EventStoreError> {
     if let Some(i) = nulls.iter().position(|&isnull| isnull) {
         return Err(EventStoreError::NullElement { position: i + 1 });
     }
-    let elements: Vec<Jsonb> = datums.iter().map(|&d| unsafe { Jsonb::from_datum(d) }).collect();
+    let elements: Vec<Jsonb> = datums
+        .iter()
+        .map(|&d| unsafe { Jsonb::from_datum(d) })
+        .collect();
     let metas = elements
         .iter()
         .enumerate()
@@ -88,12 +94,20 @@ fn decode_batch(array: Datum, stream: &Uuid) -> Result<Batch, EventStoreError> {
         .collect::<Result<Vec<_>, _>>()?;
     let ids: Vec<Option<Uuid>> = metas.iter().map(|m| m.event_id).collect();
     check_batch_ids_unique(&ids)?;
-    Ok(Batch { array, elements, metas })
+    Ok(Batch {
+        array,
+        elements,
+        metas,
+    })
 }
 
 fn current_version(spi: &Spi, stream: &Uuid) -> i64 {
     let rows = spi.read_latest(Stmt::StreamVersion, &[Some(uuid_datum(stream))]);
-    if rows.is_empty() { 0 } else { rows.i64(0, 1).unwrap_or(0) }
+    if rows.is_empty() {
+        0
+    } else {
+        rows.i64(0, 1).unwrap_or(0)
+    }
 }
 
 fn append(
@@ -113,7 +127,11 @@ fn append(
             if has_ids {
                 // Look for a retry while holding the stream, so a concurrent twin cannot slip in.
                 let rows = spi.write(Stmt::LockStream, &[sid]);
-                let current = if rows.is_empty() { 0 } else { rows.i64(0, 1).unwrap_or(0) };
+                let current = if rows.is_empty() {
+                    0
+                } else {
+                    rows.i64(0, 1).unwrap_or(0)
+                };
                 expected.check(stream, current)?;
                 if let Some(returned) = retry_or_duplicate(spi, stream, expected, &ids)? {
                     return Ok(returned);
@@ -125,12 +143,17 @@ fn append(
                 spi.write(Stmt::BumpExisting, &[sid, Some(i64_datum(n))])
             };
             if rows.is_empty() {
-                return Err(EventStoreError::StreamNotFound { stream_id: stream.to_string() });
+                return Err(EventStoreError::StreamNotFound {
+                    stream_id: stream.to_string(),
+                });
             }
             rows.i64(0, 1)
         }
         ExpectedVersion::Exact(v) => {
-            let rows = spi.write(Stmt::BumpExact, &[sid, Some(i64_datum(v)), Some(i64_datum(n))]);
+            let rows = spi.write(
+                Stmt::BumpExact,
+                &[sid, Some(i64_datum(v)), Some(i64_datum(n))],
+            );
             (!rows.is_empty()).then(|| rows.i64(0, 1)).flatten()
         }
         ExpectedVersion::NoStream => {
@@ -186,13 +209,21 @@ fn insert(
     batch: &Batch,
 ) -> Result<(), EventStoreError> {
     let metas = &batch.metas;
-    let event_ids: Vec<Uuid> =
-        metas.iter().map(|m| m.event_id.unwrap_or_else(Uuid::now_v7)).collect();
+    let event_ids: Vec<Uuid> = metas
+        .iter()
+        .map(|m| m.event_id.unwrap_or_else(Uuid::now_v7))
+        .collect();
     let metadata: Vec<Arg> = batch
         .elements
         .iter()
         .zip(metas)
-        .map(|(j, m)| if m.has_metadata { j.get_container(c"metadata") } else { None })
+        .map(|(j, m)| {
+            if m.has_metadata {
+                j.get_container(c"metadata")
+            } else {
+                None
+            }
+        })
         .collect();
     let sid = Some(uuid_datum(stream));
     let (stmt, args): (Stmt, Vec<Arg>) = if metas.len() == 1 {
@@ -213,20 +244,53 @@ fn insert(
         )
     } else {
         let ids: Vec<Arg> = event_ids.iter().map(|u| Some(uuid_datum(u))).collect();
-        let types: Vec<Arg> = metas.iter().map(|m| Some(text_datum(&m.event_type))).collect();
-        let versions: Vec<Arg> = metas.iter().map(|m| Some(Datum::from(m.event_version))).collect();
-        let occurred: Vec<Arg> = metas.iter().map(|m| m.occurred_at.map(Datum::from)).collect();
+        let types: Vec<Arg> = metas
+            .iter()
+            .map(|m| Some(text_datum(&m.event_type)))
+            .collect();
+        let versions: Vec<Arg> = metas
+            .iter()
+            .map(|m| Some(Datum::from(m.event_version)))
+            .collect();
+        let occurred: Vec<Arg> = metas
+            .iter()
+            .map(|m| m.occurred_at.map(Datum::from))
+            .collect();
         (
             Stmt::InsertBatch,
             vec![
                 Some(i64_datum(first_position)),
                 sid,
                 Some(i64_datum(first_version)),
-                Some(array_of(&ids, BuiltinOid::UUIDOID, 16, false, pg_sys::TYPALIGN_CHAR)),
-                Some(array_of(&types, BuiltinOid::TEXTOID, -1, false, pg_sys::TYPALIGN_INT)),
-                Some(array_of(&versions, BuiltinOid::INT4OID, 4, true, pg_sys::TYPALIGN_INT)),
+                Some(array_of(
+                    &ids,
+                    BuiltinOid::UUIDOID,
+                    16,
+                    false,
+                    pg_sys::TYPALIGN_CHAR,
+                )),
+                Some(array_of(
+                    &types,
+                    BuiltinOid::TEXTOID,
+                    -1,
+                    false,
+                    pg_sys::TYPALIGN_INT,
+                )),
+                Some(array_of(
+                    &versions,
+                    BuiltinOid::INT4OID,
+                    4,
+                    true,
+                    pg_sys::TYPALIGN_INT,
+                )),
                 Some(batch.array),
-                Some(array_of(&metadata, BuiltinOid::JSONBOID, -1, false, pg_sys::TYPALIGN_INT)),
+                Some(array_of(
+                    &metadata,
+                    BuiltinOid::JSONBOID,
+                    -1,
+                    false,
+                    pg_sys::TYPALIGN_INT,
+                )),
                 Some(array_of(
                     &occurred,
                     BuiltinOid::TIMESTAMPTZOID,
@@ -258,7 +322,10 @@ fn insert(
             .and_then(|(_, rest)| rest.split_once(')'))
             .map(|(id, _)| id.to_owned())
             .unwrap_or_default();
-        Err(EventStoreError::DuplicateEventId { event_id, stored_at: None })
+        Err(EventStoreError::DuplicateEventId {
+            event_id,
+            stored_at: None,
+        })
     })
     .execute()
 }
@@ -270,7 +337,10 @@ fn uuid_array(datums: &[Datum]) -> Datum {
 
 /// A one-dimensional array datum of `elements` (NULLs allowed) in the current memory context.
 fn array_of(elements: &[Arg], ty: BuiltinOid, len: i16, byval: bool, align: u8) -> Datum {
-    let mut values: Vec<Datum> = elements.iter().map(|e| e.unwrap_or(Datum::from(0usize))).collect();
+    let mut values: Vec<Datum> = elements
+        .iter()
+        .map(|e| e.unwrap_or(Datum::from(0usize)))
+        .collect();
     let mut nulls: Vec<bool> = elements.iter().map(Option::is_none).collect();
     let mut dims = [elements.len() as i32];
     let mut lbs = [1];

@@ -21,6 +21,9 @@ use uuid::Uuid;
 macro_rules! sql_function {
     ($sym:ident, $finfo:ident, $body:path) => {
         #[doc = concat!("C entry point `", stringify!($sym), "` (see sql/bootstrap.sql).")]
+        ///
+        /// # Safety
+        /// Called by PostgreSQL's fmgr with a valid `fcinfo` for the declared SQL signature.
         #[unsafe(no_mangle)]
         pub unsafe extern "C-unwind" fn $sym(
             fcinfo: ::pgrx::pg_sys::FunctionCallInfo,
@@ -53,7 +56,7 @@ macro_rules! sql_function {
 }
 
 /// Argument `n` of the call, `None` when NULL.
-pub fn arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<Datum> {
+pub(crate) fn arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<Datum> {
     unsafe {
         let nargs = (*fcinfo).nargs as usize;
         let a = (*fcinfo).args.as_slice(nargs).get(n)?;
@@ -62,7 +65,7 @@ pub fn arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<Datum> {
 }
 
 /// A required argument: NULL is 22004.
-pub fn required(
+pub(crate) fn required(
     fcinfo: pg_sys::FunctionCallInfo,
     n: usize,
     name: &'static str,
@@ -71,7 +74,7 @@ pub fn required(
 }
 
 /// A required uuid argument.
-pub fn uuid_arg(
+pub(crate) fn uuid_arg(
     fcinfo: pg_sys::FunctionCallInfo,
     n: usize,
     name: &'static str,
@@ -80,7 +83,7 @@ pub fn uuid_arg(
 }
 
 /// A bigint argument, `None` when NULL.
-pub fn i64_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<i64> {
+pub(crate) fn i64_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<i64> {
     arg(fcinfo, n).map(|d| d.value() as i64)
 }
 
@@ -88,12 +91,12 @@ pub fn i64_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<i64> {
 ///
 /// # Safety
 /// `d` must be a non-null uuid datum.
-pub unsafe fn uuid_from_datum(d: Datum) -> Uuid {
+pub(crate) unsafe fn uuid_from_datum(d: Datum) -> Uuid {
     unsafe { Uuid::from_bytes(*d.cast_mut_ptr::<[u8; 16]>()) }
 }
 
 /// A uuid datum in the current memory context.
-pub fn uuid_datum(u: &Uuid) -> Datum {
+pub(crate) fn uuid_datum(u: &Uuid) -> Datum {
     unsafe {
         let p = pg_sys::palloc(16).cast::<[u8; 16]>();
         *p = *u.as_bytes();
@@ -102,19 +105,22 @@ pub fn uuid_datum(u: &Uuid) -> Datum {
 }
 
 /// A text datum in the current memory context.
-pub fn text_datum(s: &str) -> Datum {
+pub(crate) fn text_datum(s: &str) -> Datum {
     unsafe {
-        Datum::from(pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32))
+        Datum::from(pg_sys::cstring_to_text_with_len(
+            s.as_ptr().cast(),
+            s.len() as i32,
+        ))
     }
 }
 
 /// The bigint return value.
-pub fn i64_datum(v: i64) -> Datum {
+pub(crate) fn i64_datum(v: i64) -> Datum {
     Datum::from(v)
 }
 
 /// Sets up a materialized set-returning call; returns the tuple store and its descriptor.
-pub fn materialize(
+pub(crate) fn materialize(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> (*mut pg_sys::Tuplestorestate, pg_sys::TupleDesc) {
     unsafe {
@@ -125,6 +131,6 @@ pub fn materialize(
 }
 
 /// The return value of a function that returns a set through its tuple store, or `void`.
-pub fn no_value() -> Datum {
+pub(crate) fn no_value() -> Datum {
     Datum::from(0usize)
 }

@@ -8,7 +8,11 @@ use crate::storage::{Spi, Stmt};
 use pgrx::pg_sys::{self, Datum};
 
 crate::sql_function!(es_load_events, pg_finfo_es_load_events, load_events);
-crate::sql_function!(es_stream_version, pg_finfo_es_stream_version, stream_version);
+crate::sql_function!(
+    es_stream_version,
+    pg_finfo_es_stream_version,
+    stream_version
+);
 crate::sql_function!(es_read_all, pg_finfo_es_read_all, read_all);
 
 /// `es.load_events(stream_id, from_version DEFAULT 0, max_count DEFAULT NULL) RETURNS SETOF es.events`.
@@ -28,7 +32,11 @@ fn load_events(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreErro
     let spi = Spi::connect();
     let rows = spi.read(
         Stmt::LoadEvents,
-        &[Some(uuid_datum(&stream)), Some(i64_datum(from)), max.map(i64_datum)],
+        &[
+            Some(uuid_datum(&stream)),
+            Some(i64_datum(from)),
+            max.map(i64_datum),
+        ],
     );
     rows.copy_into(store, desc);
     spi.finish();
@@ -40,7 +48,11 @@ fn stream_version(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreE
     let stream = uuid_arg(fcinfo, 0, "stream_id")?;
     let spi = Spi::connect();
     let rows = spi.read(Stmt::StreamVersion, &[Some(uuid_datum(&stream))]);
-    let version = if rows.is_empty() { 0 } else { rows.i64(0, 1).unwrap_or(0) };
+    let version = if rows.is_empty() {
+        0
+    } else {
+        rows.i64(0, 1).unwrap_or(0)
+    };
     spi.finish();
     Ok(i64_datum(version))
 }
@@ -64,7 +76,11 @@ fn read_all(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> 
     let spi = Spi::connect();
     let rows = spi.read_in(
         Stmt::ReadAll,
-        &[Some(i64_datum(after)), Some(i64_datum(horizon)), Some(Datum::from(max))],
+        &[
+            Some(i64_datum(after)),
+            Some(i64_datum(horizon)),
+            Some(Datum::from(max)),
+        ],
         snapshot,
     );
     rows.copy_into(store, desc);

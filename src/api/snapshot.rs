@@ -16,7 +16,11 @@ fn save_snapshot(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreEr
     let state = required(fcinfo, 2, "state")?;
     let spi = Spi::connect();
     let rows = spi.read_latest(Stmt::StreamVersion, &[Some(uuid_datum(&stream))]);
-    let current = if rows.is_empty() { 0 } else { rows.i64(0, 1).unwrap_or(0) };
+    let current = if rows.is_empty() {
+        0
+    } else {
+        rows.i64(0, 1).unwrap_or(0)
+    };
     if version < 1 || version > current {
         return Err(EventStoreError::InvalidSnapshot {
             stream_id: stream.to_string(),
@@ -26,7 +30,11 @@ fn save_snapshot(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreEr
     }
     spi.write(
         Stmt::SaveSnapshot,
-        &[Some(uuid_datum(&stream)), Some(i64_datum(version)), Some(state)],
+        &[
+            Some(uuid_datum(&stream)),
+            Some(i64_datum(version)),
+            Some(state),
+        ],
     );
     spi.finish();
     Ok(no_value())
@@ -38,7 +46,10 @@ fn load_snapshot(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreEr
     let at = i64_arg(fcinfo, 1);
     let (store, desc) = materialize(fcinfo);
     let spi = Spi::connect();
-    let rows = spi.read(Stmt::LoadSnapshot, &[Some(uuid_datum(&stream)), at.map(i64_datum)]);
+    let rows = spi.read(
+        Stmt::LoadSnapshot,
+        &[Some(uuid_datum(&stream)), at.map(i64_datum)],
+    );
     rows.copy_into(store, desc);
     spi.finish();
     Ok(no_value())

@@ -42,14 +42,20 @@ impl ExpectedVersion {
             Self::Any => true,
             Self::StreamExists => {
                 if current == 0 {
-                    return Err(EventStoreError::StreamNotFound { stream_id: stream_id.to_string() });
+                    return Err(EventStoreError::StreamNotFound {
+                        stream_id: stream_id.to_string(),
+                    });
                 }
                 true
             }
             Self::NoStream => current == 0,
             Self::Exact(n) => current == n,
         };
-        if ok { Ok(()) } else { Err(self.conflict(stream_id, current)) }
+        if ok {
+            Ok(())
+        } else {
+            Err(self.conflict(stream_id, current))
+        }
     }
 
     /// The ES001 error for this expectation against `actual`.
@@ -112,8 +118,10 @@ pub fn classify_retry(
         return RetryDecision::Append;
     }
     let find = |id: &Uuid| stored.iter().find(|s| &s.event_id == id);
-    let all_ids: Option<Vec<&StoredId>> =
-        batch_ids.iter().map(|id| id.as_ref().and_then(find)).collect();
+    let all_ids: Option<Vec<&StoredId>> = batch_ids
+        .iter()
+        .map(|id| id.as_ref().and_then(find))
+        .collect();
     if let Some(found) = all_ids
         && let Some(first) = found.first()
     {
@@ -128,14 +136,23 @@ pub fn classify_retry(
             ExpectedVersion::Exact(n) => start == n + 1,
         };
         if in_order && right_place {
-            return RetryDecision::AlreadyAppended { returned: start + found.len() as i64 - 1 };
+            return RetryDecision::AlreadyAppended {
+                returned: start + found.len() as i64 - 1,
+            };
         }
     }
     // Report the first id of the batch that is stored, so the message names a real conflict.
-    let taken = batch_ids.iter().flatten().find_map(|id| find(id)).unwrap_or(&stored[0]);
+    let taken = batch_ids
+        .iter()
+        .flatten()
+        .find_map(find)
+        .unwrap_or(&stored[0]);
     RetryDecision::Duplicate(EventStoreError::DuplicateEventId {
         event_id: taken.event_id.to_string(),
-        stored_at: Some(format!("stream {} at version {}", taken.stream_id, taken.version)),
+        stored_at: Some(format!(
+            "stream {} at version {}",
+            taken.stream_id, taken.version
+        )),
     })
 }
 
@@ -151,13 +168,28 @@ mod tests {
 
     #[test]
     fn expected_version_modes() {
-        assert_eq!(ExpectedVersion::from_sql(None).unwrap(), ExpectedVersion::Any);
-        assert_eq!(ExpectedVersion::from_sql(Some(-1)).unwrap(), ExpectedVersion::StreamExists);
-        assert_eq!(ExpectedVersion::from_sql(Some(0)).unwrap(), ExpectedVersion::NoStream);
-        assert_eq!(ExpectedVersion::from_sql(Some(7)).unwrap(), ExpectedVersion::Exact(7));
+        assert_eq!(
+            ExpectedVersion::from_sql(None).unwrap(),
+            ExpectedVersion::Any
+        );
+        assert_eq!(
+            ExpectedVersion::from_sql(Some(-1)).unwrap(),
+            ExpectedVersion::StreamExists
+        );
+        assert_eq!(
+            ExpectedVersion::from_sql(Some(0)).unwrap(),
+            ExpectedVersion::NoStream
+        );
+        assert_eq!(
+            ExpectedVersion::from_sql(Some(7)).unwrap(),
+            ExpectedVersion::Exact(7)
+        );
         let err = ExpectedVersion::from_sql(Some(-2)).unwrap_err();
         assert_eq!(err.sqlstate(), "22023");
-        assert!(err.message().starts_with("invalid expected_version: -2 is not a version"));
+        assert!(
+            err.message()
+                .starts_with("invalid expected_version: -2 is not a version")
+        );
     }
 
     #[test]
@@ -166,8 +198,20 @@ mod tests {
         assert!(ExpectedVersion::Any.check(&s, 0).is_ok());
         assert!(ExpectedVersion::Any.check(&s, 9).is_ok());
         assert!(ExpectedVersion::NoStream.check(&s, 0).is_ok());
-        assert_eq!(ExpectedVersion::NoStream.check(&s, 3).unwrap_err().sqlstate(), "ES001");
-        assert_eq!(ExpectedVersion::StreamExists.check(&s, 0).unwrap_err().sqlstate(), "ES002");
+        assert_eq!(
+            ExpectedVersion::NoStream
+                .check(&s, 3)
+                .unwrap_err()
+                .sqlstate(),
+            "ES001"
+        );
+        assert_eq!(
+            ExpectedVersion::StreamExists
+                .check(&s, 0)
+                .unwrap_err()
+                .sqlstate(),
+            "ES002"
+        );
         assert!(ExpectedVersion::StreamExists.check(&s, 1).is_ok());
         assert!(ExpectedVersion::Exact(4).check(&s, 4).is_ok());
         let err = ExpectedVersion::Exact(4).check(&s, 6).unwrap_err();
@@ -182,7 +226,11 @@ mod tests {
     }
 
     fn stored(event: u128, stream: u128, version: i64) -> StoredId {
-        StoredId { event_id: id(event), stream_id: id(stream), version }
+        StoredId {
+            event_id: id(event),
+            stream_id: id(stream),
+            version,
+        }
     }
 
     #[test]
@@ -214,13 +262,21 @@ mod tests {
         );
         assert!(matches!(d, RetryDecision::Duplicate(ref e) if e.sqlstate() == "ES004"));
         // another stream
-        let d = classify_retry(&id(S), ExpectedVersion::Any, &[Some(id(1))], &[stored(1, 7, 1)]);
+        let d = classify_retry(
+            &id(S),
+            ExpectedVersion::Any,
+            &[Some(id(1))],
+            &[stored(1, 7, 1)],
+        );
         match d {
             RetryDecision::Duplicate(e) => {
                 assert_eq!(e.message(), format!("duplicate event id {}", id(1)));
                 assert_eq!(
                     e.detail().unwrap(),
-                    format!("the event id is already stored in stream {} at version 1", id(7))
+                    format!(
+                        "the event id is already stored in stream {} at version 1",
+                        id(7)
+                    )
                 );
             }
             other => panic!("{other:?}"),
@@ -234,8 +290,12 @@ mod tests {
         );
         assert!(matches!(d, RetryDecision::Duplicate(_)));
         // an event without id cannot be proven stored
-        let d =
-            classify_retry(&id(S), ExpectedVersion::Any, &[Some(id(1)), None], &[stored(1, S, 1)]);
+        let d = classify_retry(
+            &id(S),
+            ExpectedVersion::Any,
+            &[Some(id(1)), None],
+            &[stored(1, S, 1)],
+        );
         assert!(matches!(d, RetryDecision::Duplicate(_)));
     }
 }

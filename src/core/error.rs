@@ -88,7 +88,11 @@ impl EventStoreError {
     /// The primary message: lowercase, no final period, values included.
     pub fn message(&self) -> String {
         match self {
-            Self::WrongExpectedVersion { stream_id, expected, actual } => format!(
+            Self::WrongExpectedVersion {
+                stream_id,
+                expected,
+                actual,
+            } => format!(
                 "wrong expected version for stream {stream_id}: expected {expected}, stream is at {actual}"
             ),
             Self::StreamNotFound { stream_id } => format!("stream {stream_id} does not exist"),
@@ -98,7 +102,11 @@ impl EventStoreError {
             Self::DuplicateEventId { event_id, .. } => {
                 format!("duplicate event id {event_id}")
             }
-            Self::InvalidSnapshot { stream_id, version, current } => {
+            Self::InvalidSnapshot {
+                stream_id,
+                version,
+                current,
+            } => {
                 if *current == 0 {
                     format!(
                         "invalid snapshot version {version} for stream {stream_id}: the stream does not exist"
@@ -123,9 +131,9 @@ impl EventStoreError {
     /// DETAIL: the values a program would want to read back.
     pub fn detail(&self) -> Option<String> {
         match self {
-            Self::WrongExpectedVersion { expected, actual, .. } => {
-                Some(format!("expected: {expected}, actual: {actual}"))
-            }
+            Self::WrongExpectedVersion {
+                expected, actual, ..
+            } => Some(format!("expected: {expected}, actual: {actual}")),
             Self::DuplicateEventId { stored_at, .. } => stored_at
                 .as_ref()
                 .map(|at| format!("the event id is already stored in {at}")),
@@ -182,25 +190,57 @@ mod tests {
                 },
                 "ES001",
             ),
-            (EventStoreError::StreamNotFound { stream_id: "s".into() }, "ES002"),
-            (EventStoreError::InvalidEvent { index: 1, reason: "r".into() }, "ES003"),
             (
-                EventStoreError::DuplicateEventId { event_id: "e".into(), stored_at: None },
+                EventStoreError::StreamNotFound {
+                    stream_id: "s".into(),
+                },
+                "ES002",
+            ),
+            (
+                EventStoreError::InvalidEvent {
+                    index: 1,
+                    reason: "r".into(),
+                },
+                "ES003",
+            ),
+            (
+                EventStoreError::DuplicateEventId {
+                    event_id: "e".into(),
+                    stored_at: None,
+                },
                 "ES004",
             ),
             (
-                EventStoreError::InvalidSnapshot { stream_id: "s".into(), version: 9, current: 2 },
+                EventStoreError::InvalidSnapshot {
+                    stream_id: "s".into(),
+                    version: 9,
+                    current: 2,
+                },
                 "ES005",
             ),
             (EventStoreError::NullArgument { name: "events" }, "22004"),
             (EventStoreError::NullElement { position: 2 }, "22004"),
-            (EventStoreError::InvalidArgument { name: "x", reason: "r".into() }, "22023"),
-            (EventStoreError::PreloadRequired { function: "es.read_all" }, "55000"),
+            (
+                EventStoreError::InvalidArgument {
+                    name: "x",
+                    reason: "r".into(),
+                },
+                "22023",
+            ),
+            (
+                EventStoreError::PreloadRequired {
+                    function: "es.read_all",
+                },
+                "55000",
+            ),
         ];
         for (err, code) in cases {
             assert_eq!(err.sqlstate(), code, "{err:?}");
             let msg = err.message();
-            assert!(msg.starts_with(|c: char| c.is_lowercase() || !c.is_alphabetic()), "lowercase: {msg}");
+            assert!(
+                msg.starts_with(|c: char| c.is_lowercase() || !c.is_alphabetic()),
+                "lowercase: {msg}"
+            );
             assert!(!msg.ends_with('.'), "no final period: {msg}");
         }
     }
@@ -212,7 +252,10 @@ mod tests {
             expected: "4".into(),
             actual: 6,
         };
-        assert_eq!(e.message(), "wrong expected version for stream 7: expected 4, stream is at 6");
+        assert_eq!(
+            e.message(),
+            "wrong expected version for stream 7: expected 4, stream is at 6"
+        );
         assert_eq!(e.detail().unwrap(), "expected: 4, actual: 6");
     }
 }

@@ -111,21 +111,35 @@ pub fn validate_event(
 ) -> Result<EventMeta, EventStoreError> {
     let invalid = |reason: String| EventStoreError::InvalidEvent { index, reason };
     if raw.shape != JsonField::Object {
-        return Err(invalid(format!("an event must be a JSON object, got {}", raw.shape.kind())));
+        return Err(invalid(format!(
+            "an event must be a JSON object, got {}",
+            raw.shape.kind()
+        )));
     }
     let event_type = match raw.event_type {
         JsonField::String("") => return Err(invalid("\"type\" must not be empty".into())),
         JsonField::String(t) => t.to_owned(),
         JsonField::Absent => return Err(invalid("\"type\" is missing".into())),
-        other => return Err(invalid(format!("\"type\" must be a string, got {}", other.kind()))),
+        other => {
+            return Err(invalid(format!(
+                "\"type\" must be a string, got {}",
+                other.kind()
+            )));
+        }
     };
     let event_id = match raw.event_id {
         f if f.is_missing() => None,
         JsonField::String(s) => Some(parse_uuid(s).ok_or_else(|| {
-            invalid(format!("\"event_id\" must be a uuid, got \"{}\"", truncate(s)))
+            invalid(format!(
+                "\"event_id\" must be a uuid, got \"{}\"",
+                truncate(s)
+            ))
         })?),
         other => {
-            return Err(invalid(format!("\"event_id\" must be a uuid string, got {}", other.kind())));
+            return Err(invalid(format!(
+                "\"event_id\" must be a uuid string, got {}",
+                other.kind()
+            )));
         }
     };
     let occurred_at = match raw.occurred_at {
@@ -165,7 +179,10 @@ pub fn validate_event(
         f if f.is_missing() => false,
         JsonField::Object => true,
         other => {
-            return Err(invalid(format!("\"metadata\" must be an object, got {}", other.kind())));
+            return Err(invalid(format!(
+                "\"metadata\" must be an object, got {}",
+                other.kind()
+            )));
         }
     };
     match raw.aggregate_id {
@@ -187,7 +204,10 @@ pub fn validate_event(
     let sequence_number = match raw.sequence_number {
         f if f.is_missing() => None,
         JsonField::Number(n) => Some(n.parse::<i64>().map_err(|_| {
-            invalid(format!("\"sequence_number\" must be an integer, got {}", truncate(n)))
+            invalid(format!(
+                "\"sequence_number\" must be an integer, got {}",
+                truncate(n)
+            ))
         })?),
         other => {
             return Err(invalid(format!(
@@ -196,7 +216,14 @@ pub fn validate_event(
             )));
         }
     };
-    Ok(EventMeta { event_type, event_id, occurred_at, event_version, has_metadata, sequence_number })
+    Ok(EventMeta {
+        event_type,
+        event_id,
+        occurred_at,
+        event_version,
+        has_metadata,
+        sequence_number,
+    })
 }
 
 /// Checks the seed's `sequence_number`s against the versions the store assigns
@@ -234,14 +261,19 @@ fn parse_uuid(s: &str) -> Option<Uuid> {
 /// RFC 3339 (what serde writes for `chrono::DateTime<Utc>`), also with a space for the `T`.
 fn parse_timestamp(s: &str) -> Option<i64> {
     let t = DateTime::parse_from_rfc3339(s).ok()?;
-    let unix_micros = t.timestamp().checked_mul(1_000_000)? + i64::from(t.timestamp_subsec_micros());
+    let unix_micros =
+        t.timestamp().checked_mul(1_000_000)? + i64::from(t.timestamp_subsec_micros());
     unix_micros.checked_sub(PG_EPOCH_OFFSET_MICROS)
 }
 
 /// Keeps error messages short when a client sends a huge value.
 fn truncate(s: &str) -> String {
     const MAX: usize = 64;
-    if s.chars().count() <= MAX { s.to_owned() } else { s.chars().take(MAX).collect::<String>() + "..." }
+    if s.chars().count() <= MAX {
+        s.to_owned()
+    } else {
+        s.chars().take(MAX).collect::<String>() + "..."
+    }
 }
 
 #[cfg(test)]
@@ -263,7 +295,9 @@ pub(crate) mod tests {
                 Some(serde_json::Value::Array(_)) => JsonField::Array,
             }
         }
-        let Some(obj) = v.as_object() else { return RawEvent::empty(field(Some(v))) };
+        let Some(obj) = v.as_object() else {
+            return RawEvent::empty(field(Some(v)));
+        };
         RawEvent {
             shape: JsonField::Object,
             event_type: field(obj.get("type")),
@@ -309,7 +343,10 @@ pub(crate) mod tests {
         });
         let meta = check(v).unwrap();
         assert_eq!(meta.event_type, "Opened");
-        assert_eq!(meta.event_id.unwrap().to_string(), "0190c1d2-0000-7000-8000-000000000001");
+        assert_eq!(
+            meta.event_id.unwrap().to_string(),
+            "0190c1d2-0000-7000-8000-000000000001"
+        );
         assert_eq!(meta.sequence_number, Some(1));
         assert_eq!(meta.event_version, 1);
         // 2025-10-11T08:30:00.123456Z in microseconds since 2000-01-01
@@ -336,12 +373,24 @@ pub(crate) mod tests {
     #[test]
     fn every_bad_shape_is_named() {
         use serde_json::json;
-        assert_eq!(reason(json!([1])), "an event must be a JSON object, got an array");
-        assert_eq!(reason(json!("x")), "an event must be a JSON object, got a string");
+        assert_eq!(
+            reason(json!([1])),
+            "an event must be a JSON object, got an array"
+        );
+        assert_eq!(
+            reason(json!("x")),
+            "an event must be a JSON object, got a string"
+        );
         assert_eq!(reason(json!({})), "\"type\" is missing");
         assert_eq!(reason(json!({"type": ""})), "\"type\" must not be empty");
-        assert_eq!(reason(json!({"type": 5})), "\"type\" must be a string, got a number");
-        assert_eq!(reason(json!({"type": null})), "\"type\" must be a string, got null");
+        assert_eq!(
+            reason(json!({"type": 5})),
+            "\"type\" must be a string, got a number"
+        );
+        assert_eq!(
+            reason(json!({"type": null})),
+            "\"type\" must be a string, got null"
+        );
         assert_eq!(
             reason(json!({"type": "T", "event_id": "nope"})),
             "\"event_id\" must be a uuid, got \"nope\""
@@ -350,8 +399,13 @@ pub(crate) mod tests {
             reason(json!({"type": "T", "event_id": 7})),
             "\"event_id\" must be a uuid string, got a number"
         );
-        assert!(reason(json!({"type": "T", "occurred_at": "yesterday"})).starts_with("\"occurred_at\""));
-        assert!(reason(json!({"type": "T", "occurred_at": "2025-10-11T08:30:00"})).contains("time zone"));
+        assert!(
+            reason(json!({"type": "T", "occurred_at": "yesterday"})).starts_with("\"occurred_at\"")
+        );
+        assert!(
+            reason(json!({"type": "T", "occurred_at": "2025-10-11T08:30:00"}))
+                .contains("time zone")
+        );
         assert_eq!(
             reason(json!({"type": "T", "event_version": 0})),
             "\"event_version\" must be an integer >= 1, got 0"

@@ -16,7 +16,6 @@ export ES_PORT=${ES_PORT:-28816}
 export ES_PRELOAD=${ES_PRELOAD:-1}
 cluster="$repo/scripts/cluster.sh"
 
-mkdir -p "$ES_CLUSTER_DIR"
 trap 'bash "$cluster" stop' EXIT
 bash "$cluster" start
 

@@ -48,6 +48,11 @@ pub fn port() -> u16 {
 }
 
 /// Connection settings for database `dbname` on the test cluster.
+///
+/// Sessions run with `synchronous_commit = on` although the throwaway cluster defaults to `off`:
+/// the crash test restarts the server, and an asynchronous commit (even `CREATE EXTENSION`) may
+/// still sit in the WAL buffers that a crash restart discards. With `fsync = off` on that cluster
+/// this costs a `write()`, not a disk flush.
 pub fn config(dbname: &str) -> postgres::Config {
     let mut config = postgres::Config::new();
     config
@@ -57,7 +62,9 @@ pub fn config(dbname: &str) -> postgres::Config {
         .dbname(dbname)
         .application_name("event_store_client_tests")
         .connect_timeout(Duration::from_secs(10))
-        .options(&format!("-c statement_timeout={STATEMENT_TIMEOUT}"));
+        .options(&format!(
+            "-c statement_timeout={STATEMENT_TIMEOUT} -c synchronous_commit=on"
+        ));
     config
 }
 

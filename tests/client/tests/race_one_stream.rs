@@ -40,13 +40,15 @@ fn race(
     run_for: Duration,
     pick_expected: fn(&mut Client, Uuid) -> Option<i64>,
 ) -> Vec<Tally> {
+    // Connect first, so nothing can fail between a racer's start and the barrier.
+    let clients: Vec<Client> = (0..CONNECTIONS).map(|_| db.connect()).collect();
     let start = Barrier::new(CONNECTIONS);
     thread::scope(|scope| {
-        let racers: Vec<_> = (0..CONNECTIONS)
-            .map(|_| {
+        let racers: Vec<_> = clients
+            .into_iter()
+            .map(|mut client| {
                 let start = &start;
                 scope.spawn(move || {
-                    let mut client = db.connect();
                     let events = vec![RACED.to_owned()];
                     let mut tally = Tally::default();
                     start.wait();

@@ -38,6 +38,15 @@ struct Reading {
     out_of_order: Vec<(i64, i64)>,
 }
 
+/// Increments the shared count of finished writers when dropped (also on panic).
+struct DoneOnDrop<'a>(&'a AtomicUsize);
+
+impl Drop for DoneOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// Reads one page `es.read_all(*last, PAGE)`, records it, advances `*last`; returns the row count.
 fn read_page(client: &mut Client, last: &mut i64, reading: &mut Reading) -> usize {
     let positions = bigints(
@@ -61,13 +70,20 @@ fn run(db: &TestDb, rollback_percent: u32) -> (Reading, i64) {
     let streams: Vec<Uuid> = (0..STREAMS).map(|_| Uuid::new_v4()).collect();
     let start = Barrier::new(WRITERS + 1);
     let writers_done = AtomicUsize::new(0);
+    // Connect first, so nothing can fail between a thread's start and the barrier.
+    let mut clients: Vec<Client> = (0..=WRITERS).map(|_| db.connect()).collect();
+    let mut reader_client = clients.pop().expect("WRITERS + 1 connections");
 
     thread::scope(|scope| {
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|w| {
+        let writers: Vec<_> = clients
+            .into_iter()
+            .enumerate()
+            .map(|(w, mut client)| {
                 let (start, writers_done, streams) = (&start, &writers_done, &streams);
                 scope.spawn(move || {
-                    let mut client = db.connect();
+                    // Counts this writer as done however it ends, so a panicking writer cannot
+                    // leave the reader waiting forever.
+                    let _done = DoneOnDrop(writers_done);
                     let mut rng = rand::rng();
                     let mut committed_events = 0i64;
                     start.wait();
@@ -97,14 +113,13 @@ fn run(db: &TestDb, rollback_percent: u32) -> (Reading, i64) {
                             committed_events += count;
                         }
                     }
-                    writers_done.fetch_add(1, Ordering::SeqCst);
                     committed_events
                 })
             })
             .collect();
 
         let reader = scope.spawn(|| {
-            let mut client = db.connect();
+            let client = &mut reader_client;
             let mut reading = Reading {
                 seen: Vec::new(),
                 seen_while_writing: 0,
@@ -113,14 +128,14 @@ fn run(db: &TestDb, rollback_percent: u32) -> (Reading, i64) {
             let mut last = 0i64;
             start.wait();
             while writers_done.load(Ordering::SeqCst) < WRITERS {
-                if read_page(&mut client, &mut last, &mut reading) == 0 {
+                if read_page(client, &mut last, &mut reading) == 0 {
                     thread::sleep(Duration::from_millis(1));
                 }
             }
             reading.seen_while_writing = reading.seen.len();
             // Every writer transaction has ended: drain until a page comes back empty.
             let deadline = Instant::now() + DRAIN_WITHIN;
-            while read_page(&mut client, &mut last, &mut reading) > 0 {
+            while read_page(client, &mut last, &mut reading) > 0 {
                 assert!(
                     Instant::now() < deadline,
                     "read_all kept returning rows for {DRAIN_WITHIN:?} after the writers stopped"

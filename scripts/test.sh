@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+#! Runs every test layer, in order, on a machine set up by scripts/setup.sh:
+#!   1. style gates: cargo fmt --check, cargo clippy --all-targets -D warnings (extension + client tests)
+#!   2. cargo pgrx test: the core's #[test]s and the SQL glue's #[pg_test]s (throwaway server as postgres)
+#!   3. pg_regress golden files of the SQL contract (tests/pg_regress)
+#!   4. client tests with several real connections: races, gap-safe reads, crash, dump/restore
+#!   5. the benchmark runner in smoke mode (it must run; the bars are measured by benches/run.sh)
+#! Stops at the first failing layer. Ends with one line: "suites: N passed, M failed".
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+bash scripts/setup.sh
+passed=0
+step() {
+  local name=$1; shift
+  echo
+  echo "=== $name"
+  local t0=$SECONDS
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "=== $name: ok ($((SECONDS - t0)) s)"
+  else
+    echo "=== $name: FAILED"
+    echo "suites: $passed passed, 1 failed"
+    exit 1
+  fi
+}
+client=(--manifest-path tests/client/Cargo.toml)
+pgdata=/tmp/event_store-pgrx-test
+step "format" bash -c "cargo fmt --check && cargo fmt --check ${client[*]}"
+step "clippy" bash -c "cargo clippy --all-targets -- -D warnings && cargo clippy --all-targets ${client[*]} -- -D warnings"
+step "unit and pg_test" bash -c "rm -rf $pgdata && install -d -o postgres $pgdata && cargo pgrx test pg15 --runas postgres --pgdata $pgdata"
+step "install" bash scripts/install.sh
+step "pg_regress" bash tests/pg_regress/run.sh
+step "client tests" bash tests/client/run.sh
+step "benchmark smoke" bash benches/run.sh --smoke
+echo
+echo "suites: $passed passed, 0 failed"

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+#! Runs the pg_regress golden files of the SQL contract (tests/pg_regress/sql/*.sql against
+#! tests/pg_regress/expected/*.out) on a throwaway cluster with the library preloaded.
+#! Same layout as `cargo pgrx regress` (setup.sql first, then the others by name); this runner
+#! exists because cargo-pgrx cannot start its own server as root.
+#! usage: tests/pg_regress/run.sh [--auto]    (--auto accepts the new output as expected)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+export ES_CLUSTER_DIR=${ES_CLUSTER_DIR:-$repo/target/es-cluster-regress} ES_PORT=${ES_PORT:-28818}
+bash "$repo/scripts/cluster.sh" start >/dev/null
+trap 'bash "$repo/scripts/cluster.sh" stop' EXIT
+eval "$(bash "$repo/scripts/cluster.sh" env)"
+export PGHOST PGPORT PGUSER
+BIN=/usr/lib/postgresql/15/bin
+PG_REGRESS=$(dirname "$($BIN/pg_config --pgxs)")/../test/regress/pg_regress
+db=event_store_regress
+out=$repo/target/pg_regress
+rm -rf "$out" && mkdir -p "$out"
+"$BIN/psql" -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+tests=(setup)
+for f in "$here"/sql/*.sql; do
+  name=$(basename "$f" .sql)
+  [ "$name" = setup ] || tests+=("$name")
+done
+status=0
+PGOPTIONS='-c client_min_messages=warning' "$PG_REGRESS" --bindir="$BIN" --inputdir="$here" \
+  --outputdir="$out" --use-existing --dbname="$db" \
+  --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" "${tests[@]}" || status=$?
+if [ "${1:-}" = "--auto" ]; then
+  cp "$out"/results/*.out "$here/expected/"
+  echo "pg_regress: expected output updated from this run"
+  exit 0
+fi
+[ $status -eq 0 ] || { [ -f "$out/regression.diffs" ] && head -200 "$out/regression.diffs"; }
+exit $status

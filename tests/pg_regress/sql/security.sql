@@ -1,0 +1,51 @@
+-- Security (SPEC §7b): append-only even for the owner, no direct writes for PUBLIC, pinned
+-- search_path on writing functions, dumpable tables, and the writer/auditor roles of the README.
+SELECT es.append_events('60000000-0000-0000-0000-000000000001', 0, ARRAY['{"type":"Fact"}']::jsonb[]) AS v;
+SELECT error_of($$UPDATE es.events SET data = '{}'$$);
+SELECT error_of($$DELETE FROM es.events$$);
+SELECT error_of($$TRUNCATE es.events$$);
+SELECT count(*) AS still_there FROM es.events WHERE stream_id = '60000000-0000-0000-0000-000000000001';
+-- no privileges for PUBLIC on the tables; writing functions not executable by PUBLIC
+SELECT c.relname,
+       has_table_privilege('public', c.oid, 'SELECT') AS pub_select,
+       has_table_privilege('public', c.oid, 'INSERT,UPDATE,DELETE,TRUNCATE') AS pub_write
+FROM pg_class c WHERE c.relnamespace = 'es'::regnamespace AND c.relkind = 'r' ORDER BY 1;
+SELECT has_sequence_privilege('public', 'es.global_position_seq', 'USAGE,UPDATE') AS pub_nextval;
+SELECT p.oid::regprocedure AS function, has_function_privilege('public', p.oid, 'EXECUTE') AS public_exec,
+       p.prosecdef AS security_definer, p.proconfig AS settings
+FROM pg_proc p WHERE p.pronamespace = 'es'::regnamespace ORDER BY 1::text;
+-- the tables are part of pg_dump output even though the extension owns them
+SELECT unnest(extconfig)::regclass AS dumped FROM pg_extension WHERE extname = 'event_store' ORDER BY 1::text;
+-- every object is documented
+SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'es'::regnamespace AND c.relkind IN ('r', 'S')
+  AND obj_description(c.oid, 'pg_class') IS NULL;
+SELECT p.proname FROM pg_proc p WHERE p.pronamespace = 'es'::regnamespace AND obj_description(p.oid, 'pg_proc') IS NULL;
+-- the roles of the README: a writer appends through the functions only; an auditor reads
+CREATE ROLE regress_es_writer;
+CREATE ROLE regress_es_auditor;
+GRANT USAGE ON SCHEMA es TO regress_es_writer, regress_es_auditor;
+GRANT EXECUTE ON FUNCTION es.append_events(uuid, bigint, jsonb[]), es.save_snapshot(uuid, bigint, jsonb) TO regress_es_writer;
+GRANT SELECT ON ALL TABLES IN SCHEMA es TO regress_es_auditor;
+SET ROLE regress_es_writer;
+SELECT es.append_events('60000000-0000-0000-0000-000000000001', 1, ARRAY['{"type":"ByWriter"}']::jsonb[]) AS v;
+SELECT error_of($$INSERT INTO es.events (global_position, stream_id, version, event_id, event_type, data) VALUES (-1, gen_random_uuid(), 1, gen_random_uuid(), 'Forged', '{}')$$);
+SELECT error_of($$UPDATE es.streams SET version = 0$$);
+RESET ROLE;
+SET ROLE regress_es_auditor;
+SELECT version, event_type FROM es.load_events('60000000-0000-0000-0000-000000000001');
+SELECT error_of($$SELECT es.append_events('60000000-0000-0000-0000-000000000001', NULL, ARRAY['{"type":"ByAuditor"}']::jsonb[])$$);
+SELECT error_of($$DELETE FROM es.snapshots$$);
+RESET ROLE;
+-- the caller's search_path cannot redirect a writing function
+CREATE SCHEMA regress_evil;
+CREATE TABLE regress_evil.events (LIKE es.events);
+SET search_path = regress_evil, public;
+SELECT es.append_events('60000000-0000-0000-0000-000000000001', 2, ARRAY['{"type":"PathSafe"}']::jsonb[]) AS v;
+RESET search_path;
+SELECT count(*) AS evil_rows FROM regress_evil.events;
+DROP SCHEMA regress_evil CASCADE;
+REVOKE ALL ON FUNCTION es.append_events(uuid, bigint, jsonb[]), es.save_snapshot(uuid, bigint, jsonb) FROM regress_es_writer;
+REVOKE ALL ON ALL TABLES IN SCHEMA es FROM regress_es_auditor;
+REVOKE ALL ON SCHEMA es FROM regress_es_writer, regress_es_auditor;
+DROP ROLE regress_es_writer;
+DROP ROLE regress_es_auditor;
