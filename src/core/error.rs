@@ -147,6 +147,9 @@ impl EventStoreError {
     /// HINT: what the caller can do about it.
     pub fn hint(&self) -> Option<String> {
         match self {
+            Self::WrongExpectedVersion { actual: 0, .. } => {
+                Some("The stream does not exist yet: create it with expected_version 0.".into())
+            }
             Self::WrongExpectedVersion { .. } => Some(
                 "Another writer appended first: reload the stream, decide again, and retry with its new version.".into(),
             ),

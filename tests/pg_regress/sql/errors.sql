@@ -2,7 +2,9 @@
 -- leaves the store unchanged.
 SELECT es.append_events('30000000-0000-0000-0000-000000000001', 0,
     ARRAY['{"type":"Created"}', '{"type":"Renamed"}']::jsonb[]) AS v;
-CREATE TEMP TABLE before AS SELECT count(*) AS events, max(global_position) AS pos FROM es.events;
+SELECT es.append_events('30000000-0000-0000-0000-000000000002', 0,
+    ARRAY['{"type":"X","event_id":"01890000-0000-7000-8000-0000000000e1"}']::jsonb[]) AS v;
+CREATE TEMP TABLE before AS SELECT count(*) AS events FROM es.events;
 -- ES001 wrong expected version, for every mode that checks
 SELECT error_of($$SELECT es.append_events('30000000-0000-0000-0000-000000000001', 0, ARRAY['{"type":"X"}']::jsonb[])$$);
 SELECT error_of($$SELECT es.append_events('30000000-0000-0000-0000-000000000001', 1, ARRAY['{"type":"X"}']::jsonb[])$$);
@@ -40,9 +42,8 @@ SELECT error_of($$SELECT es.append_events('30000000-0000-0000-0000-000000000001'
 SELECT error_of($$SELECT es.append_events('30000000-0000-0000-0000-000000000001', NULL, ARRAY['{"type":"X","sequence_number":2}']::jsonb[])$$);
 SELECT error_of($$SELECT es.append_events('30000000-0000-0000-0000-000000000001', 2, ARRAY['{"type":"X","sequence_number":3}', '{"type":"Y","sequence_number":5}']::jsonb[])$$);
 SELECT error_of($$SELECT es.append_events('30000000-0000-0000-0000-000000000001', NULL, ARRAY['{"type":"X","sequence_number":"3"}']::jsonb[])$$);
--- ES004 duplicate event id: stored elsewhere, reused in a new call, or twice in one batch
-SELECT es.append_events('30000000-0000-0000-0000-000000000002', 0,
-    ARRAY['{"type":"X","event_id":"01890000-0000-7000-8000-0000000000e1"}']::jsonb[]) AS v;
+-- ES004 duplicate event id (stored in stream ...0002 above): reused in another stream, with
+-- more events, or twice in one batch
 SELECT error_of($$SELECT es.append_events('30000000-0000-0000-0000-000000000001', NULL, ARRAY['{"type":"X","event_id":"01890000-0000-7000-8000-0000000000e1"}']::jsonb[])$$);
 SELECT error_of($$SELECT es.append_events('30000000-0000-0000-0000-000000000001', 2, ARRAY['{"type":"X","event_id":"01890000-0000-7000-8000-0000000000e1"}']::jsonb[])$$);
 SELECT error_of($$SELECT es.append_events('30000000-0000-0000-0000-000000000002', NULL, ARRAY['{"type":"X","event_id":"01890000-0000-7000-8000-0000000000e1"}', '{"type":"Y"}']::jsonb[])$$);

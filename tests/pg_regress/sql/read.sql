@@ -14,7 +14,7 @@ SELECT pg_typeof(e) FROM es.load_events('40000000-0000-0000-0000-000000000001', 
 -- read_all pages through the global log with the last position it saw
 SELECT count(*) = (SELECT count(*) FROM es.events) AS sees_all,
        bool_and(global_position > 0) AS positive
-FROM es.read_all(0, 100000);
+FROM es.read_all(0, 1000000);
 CREATE TEMP TABLE pages AS
 WITH RECURSIVE page(n, last, seen) AS (
     SELECT 0, 0::bigint, 0::bigint

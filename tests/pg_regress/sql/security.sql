@@ -13,9 +13,9 @@ FROM pg_class c WHERE c.relnamespace = 'es'::regnamespace AND c.relkind = 'r' OR
 SELECT has_sequence_privilege('public', 'es.global_position_seq', 'USAGE,UPDATE') AS pub_nextval;
 SELECT p.oid::regprocedure AS function, has_function_privilege('public', p.oid, 'EXECUTE') AS public_exec,
        p.prosecdef AS security_definer, p.proconfig AS settings
-FROM pg_proc p WHERE p.pronamespace = 'es'::regnamespace ORDER BY 1::text;
+FROM pg_proc p WHERE p.pronamespace = 'es'::regnamespace ORDER BY p.oid::regprocedure::text;
 -- the tables are part of pg_dump output even though the extension owns them
-SELECT unnest(extconfig)::regclass AS dumped FROM pg_extension WHERE extname = 'event_store' ORDER BY 1::text;
+SELECT c::regclass AS dumped FROM pg_extension, unnest(extconfig) AS c WHERE extname = 'event_store' ORDER BY c::regclass::text;
 -- every object is documented
 SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'es'::regnamespace AND c.relkind IN ('r', 'S')
   AND obj_description(c.oid, 'pg_class') IS NULL;
@@ -36,13 +36,17 @@ SELECT version, event_type FROM es.load_events('60000000-0000-0000-0000-00000000
 SELECT error_of($$SELECT es.append_events('60000000-0000-0000-0000-000000000001', NULL, ARRAY['{"type":"ByAuditor"}']::jsonb[])$$);
 SELECT error_of($$DELETE FROM es.snapshots$$);
 RESET ROLE;
--- the caller's search_path cannot redirect a writing function
+-- the caller's search_path cannot redirect a writing function: an unqualified function it
+-- calls (transaction_timestamp) is shadowed here, and must not be picked up
 CREATE SCHEMA regress_evil;
-CREATE TABLE regress_evil.events (LIKE es.events);
-SET search_path = regress_evil, public;
+CREATE FUNCTION regress_evil.transaction_timestamp() RETURNS timestamptz
+    LANGUAGE sql AS $$ SELECT '1999-01-01 00:00:00+00'::timestamptz $$;
+SET search_path = regress_evil, pg_catalog;
 SELECT es.append_events('60000000-0000-0000-0000-000000000001', 2, ARRAY['{"type":"PathSafe"}']::jsonb[]) AS v;
 RESET search_path;
-SELECT count(*) AS evil_rows FROM regress_evil.events;
+SELECT event_type, recorded_at > '2000-01-01' AS real_time, occurred_at > '2000-01-01' AS real_occurred
+FROM es.events WHERE stream_id = '60000000-0000-0000-0000-000000000001' AND version = 3;
+SELECT updated_at > '2000-01-01' AS real_updated FROM es.streams WHERE stream_id = '60000000-0000-0000-0000-000000000001';
 DROP SCHEMA regress_evil CASCADE;
 REVOKE ALL ON FUNCTION es.append_events(uuid, bigint, jsonb[]), es.save_snapshot(uuid, bigint, jsonb) FROM regress_es_writer;
 REVOKE ALL ON ALL TABLES IN SCHEMA es FROM regress_es_auditor;
