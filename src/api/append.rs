@@ -137,11 +137,12 @@ fn append(
                     return Ok(returned);
                 }
             }
-            let rows = if expected == ExpectedVersion::Any {
-                spi.write(Stmt::UpsertAny, &[sid, stream_type, Some(i64_datum(n))])
-            } else {
-                spi.write(Stmt::BumpExisting, &[sid, Some(i64_datum(n))])
-            };
+            // A plain UPDATE first: far cheaper than an upsert's speculative insertion, and
+            // the stream exists on every append but its first.
+            let mut rows = spi.write(Stmt::BumpExisting, &[sid, Some(i64_datum(n))]);
+            if rows.is_empty() && expected == ExpectedVersion::Any {
+                rows = spi.write(Stmt::UpsertAny, &[sid, stream_type, Some(i64_datum(n))]);
+            }
             if rows.is_empty() {
                 return Err(EventStoreError::StreamNotFound {
                     stream_id: stream.to_string(),
