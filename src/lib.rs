@@ -4,12 +4,14 @@
 //! touches PostgreSQL; [`api`] is the SQL surface (C entry points declared in
 //! `sql/bootstrap.sql`); [`storage`] holds every SQL statement the extension runs; [`shmem`]
 //! tracks positions in flight for the gap-safe global read; [`error`] is the one place that
-//! raises user errors; [`jsonb`] reads event keys from binary jsonb.
+//! raises user errors; [`jsonb`] reads event keys from binary jsonb; [`native`] does the
+//! append hot path with the heap and index access methods.
 
 pub mod api;
 pub mod core;
 pub mod error;
 pub mod jsonb;
+pub mod native;
 pub mod shmem;
 pub mod storage;
 

@@ -10,6 +10,7 @@ use crate::core::append::{StoredId, check_batch_ids_unique, classify_retry};
 use crate::core::event::{check_sequence_numbers, stream_type_for, validate_event};
 use crate::core::{EventMeta, EventStoreError, ExpectedVersion, RetryDecision};
 use crate::jsonb::Jsonb;
+use crate::native::{self, Bump, EventRow, Outcome};
 use crate::shmem;
 use crate::storage::{Arg, Spi, Stmt, position_sequence};
 use pgrx::pg_sys::{self, BuiltinOid, Datum};
@@ -137,26 +138,40 @@ fn append(
                     return Ok(returned);
                 }
             }
-            // A plain UPDATE first: far cheaper than an upsert's speculative insertion, and
-            // the stream exists on every append but its first.
-            let mut rows = spi.write(Stmt::BumpExisting, &[sid, Some(i64_datum(n))]);
-            if rows.is_empty() && expected == ExpectedVersion::Any {
-                rows = spi.write(Stmt::UpsertAny, &[sid, stream_type, Some(i64_datum(n))]);
+            // The stream exists on every append but its first, so bump first (natively when
+            // possible) and create the stream only when there is none.
+            let bumped = match native::bump_stream(stream, None, n) {
+                Outcome::Done(Bump::Updated { old_version }) => Some(old_version + n),
+                Outcome::Done(_) => None,
+                Outcome::Fallback => {
+                    let rows = spi.write(Stmt::BumpExisting, &[sid, Some(i64_datum(n))]);
+                    (!rows.is_empty()).then(|| rows.i64(0, 1)).flatten()
+                }
+            };
+            match bumped {
+                Some(v) => Some(v),
+                None if expected == ExpectedVersion::Any => {
+                    let rows = spi.write(Stmt::UpsertAny, &[sid, stream_type, Some(i64_datum(n))]);
+                    rows.i64(0, 1)
+                }
+                None => {
+                    return Err(EventStoreError::StreamNotFound {
+                        stream_id: stream.to_string(),
+                    });
+                }
             }
-            if rows.is_empty() {
-                return Err(EventStoreError::StreamNotFound {
-                    stream_id: stream.to_string(),
-                });
+        }
+        ExpectedVersion::Exact(v) => match native::bump_stream(stream, Some(v), n) {
+            Outcome::Done(Bump::Updated { old_version }) => Some(old_version + n),
+            Outcome::Done(_) => None,
+            Outcome::Fallback => {
+                let rows = spi.write(
+                    Stmt::BumpExact,
+                    &[sid, Some(i64_datum(v)), Some(i64_datum(n))],
+                );
+                (!rows.is_empty()).then(|| rows.i64(0, 1)).flatten()
             }
-            rows.i64(0, 1)
-        }
-        ExpectedVersion::Exact(v) => {
-            let rows = spi.write(
-                Stmt::BumpExact,
-                &[sid, Some(i64_datum(v)), Some(i64_datum(n))],
-            );
-            (!rows.is_empty()).then(|| rows.i64(0, 1)).flatten()
-        }
+        },
         ExpectedVersion::NoStream => {
             let rows = spi.write(Stmt::CreateNew, &[sid, stream_type, Some(i64_datum(n))]);
             (!rows.is_empty()).then(|| rows.i64(0, 1)).flatten()
@@ -305,6 +320,23 @@ fn insert(
     // A unique violation here can only be an event id stored by a transaction that committed
     // after our checks (or one the client reused across streams): report it as ES004.
     PgTryBuilder::new(|| {
+        if stmt == Stmt::InsertOne {
+            let row: EventRow = [
+                args[0],
+                args[1],
+                args[2],
+                args[3],
+                args[4],
+                args[5],
+                args[6],
+                args[7],
+                Some(args[8].unwrap_or_else(transaction_start)),
+                Some(transaction_start()),
+            ];
+            if native::insert_event(&row) == Outcome::Done(()) {
+                return Ok(());
+            }
+        }
         spi.write(stmt, &args);
         Ok(())
     })
@@ -358,4 +390,8 @@ fn array_of(elements: &[Arg], ty: BuiltinOid, len: i16, byval: bool, align: u8) 
             align as std::ffi::c_char,
         ))
     }
+}
+
+fn transaction_start() -> Datum {
+    Datum::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() })
 }

@@ -1,5 +1,5 @@
 -- Security (SPEC §7b): append-only even for the owner, no direct writes for PUBLIC, pinned
--- search_path on writing functions, dumpable tables, and the writer/auditor roles of the README.
+-- search_path for every statement of the writing functions, dumpable tables, and the writer/auditor roles of the README.
 SELECT es.append_events('60000000-0000-0000-0000-000000000001', 0, ARRAY['{"type":"Fact"}']::jsonb[]) AS v;
 SELECT error_of($$UPDATE es.events SET data = '{}'$$);
 SELECT error_of($$DELETE FROM es.events$$);
@@ -36,16 +36,16 @@ SELECT version, event_type FROM es.load_events('60000000-0000-0000-0000-00000000
 SELECT error_of($$SELECT es.append_events('60000000-0000-0000-0000-000000000001', NULL, ARRAY['{"type":"ByAuditor"}']::jsonb[])$$);
 SELECT error_of($$DELETE FROM es.snapshots$$);
 RESET ROLE;
--- the caller's search_path cannot redirect a writing function: an unqualified function it
--- calls (transaction_timestamp) is shadowed here, and must not be picked up
+-- the caller's search_path cannot redirect a writing function: an unqualified function its
+-- batch insert calls (transaction_timestamp) is shadowed here, and must not be picked up
 CREATE SCHEMA regress_evil;
 CREATE FUNCTION regress_evil.transaction_timestamp() RETURNS timestamptz
     LANGUAGE sql AS $$ SELECT '1999-01-01 00:00:00+00'::timestamptz $$;
 SET search_path = regress_evil, pg_catalog;
-SELECT es.append_events('60000000-0000-0000-0000-000000000001', 2, ARRAY['{"type":"PathSafe"}']::jsonb[]) AS v;
+SELECT es.append_events('60000000-0000-0000-0000-000000000001', 2, ARRAY['{"type":"PathSafe"}', '{"type":"PathSafe"}']::jsonb[]) AS v;
 RESET search_path;
-SELECT event_type, recorded_at > '2000-01-01' AS real_time, occurred_at > '2000-01-01' AS real_occurred
-FROM es.events WHERE stream_id = '60000000-0000-0000-0000-000000000001' AND version = 3;
+SELECT version, event_type, recorded_at > '2000-01-01' AS real_time, occurred_at > '2000-01-01' AS real_occurred
+FROM es.events WHERE stream_id = '60000000-0000-0000-0000-000000000001' AND version >= 3 ORDER BY version;
 SELECT updated_at > '2000-01-01' AS real_updated FROM es.streams WHERE stream_id = '60000000-0000-0000-0000-000000000001';
 DROP SCHEMA regress_evil CASCADE;
 REVOKE ALL ON FUNCTION es.append_events(uuid, bigint, jsonb[]), es.save_snapshot(uuid, bigint, jsonb) FROM regress_es_writer;

@@ -1,0 +1,390 @@
+//! Native writes for the append hot path: the stream-row version bump and the single-event insert
+//! done with PostgreSQL's heap and index access methods instead of two SPI statements.
+//!
+//! Why: an append is "bump the stream's version, insert one row". Through SPI each of the two is
+//! a full statement (plan-cache check, executor start-up, projection, executor end), which cost
+//! more than the work itself and held single-event appends near 0.6 × a plain INSERT. Here the
+//! same work is the index lookup, `heap_update`, `heap_insert` and the index inserts.
+//!
+//! What it keeps from the executor, and why it is safe:
+//! - READ COMMITTED semantics of `UPDATE … WHERE stream_id = $1 [AND version = $2]`: a fresh
+//!   snapshot, `heap_update` waits for a concurrent writer and, when that writer committed, the
+//!   loop follows the update chain to the newest row version and checks it again (what
+//!   EvalPlanQual does); REPEATABLE READ and SERIALIZABLE get the executor's serialization error.
+//! - Every index of `es.events` gets its entry, with the same uniqueness checks as
+//!   `ExecInsertIndexTuples`; unique violations are raised by the index AM as usual. A non-HOT
+//!   update of the stream row inserts its index entry.
+//! - TOAST, WAL, visibility map and statistics are handled inside `heap_insert`/`heap_update`.
+//! - Anything the executor would add is detected first, before anything is written, and the
+//!   caller then uses the SPI statements instead ([`Outcome::Fallback`]): triggers or rules for
+//!   the operation, an index with expressions, a predicate, an exclusion or a deferrable
+//!   constraint, or a table whose columns are not the ones this version created.
+
+use pgrx::pg_sys::{self, Datum, Oid};
+use std::ffi::CStr;
+use std::ptr;
+use uuid::Uuid;
+
+/// Result of a native operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome<T> {
+    /// Done natively.
+    Done(T),
+    /// Nothing was written; use the SPI statement.
+    Fallback,
+}
+
+/// What a version bump found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bump {
+    /// The row was updated; the stream was at `old_version`.
+    Updated {
+        /// The version before the bump.
+        old_version: i64,
+    },
+    /// No such stream.
+    NotFound,
+    /// The stream is not at the expected version.
+    Mismatch {
+        /// Its version.
+        actual: i64,
+    },
+}
+
+const STREAMS_COLUMNS: [&CStr; 5] = [
+    c"stream_id",
+    c"stream_type",
+    c"version",
+    c"created_at",
+    c"updated_at",
+];
+const STREAM_VERSION: usize = 2;
+const STREAM_UPDATED_AT: usize = 4;
+
+const EVENTS_COLUMNS: [&CStr; 10] = [
+    c"global_position",
+    c"stream_id",
+    c"version",
+    c"event_id",
+    c"event_type",
+    c"event_version",
+    c"data",
+    c"metadata",
+    c"occurred_at",
+    c"recorded_at",
+];
+
+/// One row of `es.events`, in column order; `None` is NULL.
+pub type EventRow = [Option<Datum>; 10];
+
+fn relation_oid(name: &CStr) -> Option<Oid> {
+    unsafe {
+        let ns = pg_sys::get_namespace_oid(c"es".as_ptr(), true);
+        if ns == pg_sys::InvalidOid {
+            return None;
+        }
+        let oid = pg_sys::get_relname_relid(name.as_ptr(), ns);
+        (oid != pg_sys::InvalidOid).then_some(oid)
+    }
+}
+
+/// The table still has exactly the columns this version wrote to it, in order.
+unsafe fn has_columns(rel: pg_sys::Relation, names: &[&CStr]) -> bool {
+    unsafe {
+        let desc = (*rel).rd_att;
+        if (*desc).natts as usize != names.len() {
+            return false;
+        }
+        let attrs = (*desc).attrs.as_slice(names.len());
+        attrs
+            .iter()
+            .zip(names)
+            .all(|(a, name)| !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()) == *name)
+    }
+}
+
+unsafe fn no_rules(rel: pg_sys::Relation) -> bool {
+    unsafe { !(*(*rel).rd_rel).relhasrules }
+}
+
+unsafe fn no_insert_triggers(rel: pg_sys::Relation) -> bool {
+    unsafe {
+        let t = (*rel).trigdesc;
+        t.is_null()
+            || !((*t).trig_insert_before_row
+                || (*t).trig_insert_after_row
+                || (*t).trig_insert_instead_row
+                || (*t).trig_insert_before_statement
+                || (*t).trig_insert_after_statement
+                || (*t).trig_insert_new_table)
+    }
+}
+
+unsafe fn no_update_triggers(rel: pg_sys::Relation) -> bool {
+    unsafe {
+        let t = (*rel).trigdesc;
+        t.is_null()
+            || !((*t).trig_update_before_row
+                || (*t).trig_update_after_row
+                || (*t).trig_update_instead_row
+                || (*t).trig_update_before_statement
+                || (*t).trig_update_after_statement
+                || (*t).trig_update_old_table
+                || (*t).trig_update_new_table)
+    }
+}
+
+/// An index the native insert can maintain the way the executor would.
+unsafe fn simple_index(index: pg_sys::Relation, info: *mut pg_sys::IndexInfo) -> bool {
+    unsafe {
+        (*info).ii_Expressions.is_null()
+            && (*info).ii_Predicate.is_null()
+            && (*info).ii_ExclusionOps.is_null()
+            && (*(*index).rd_index).indimmediate
+    }
+}
+
+/// Adds `n` to the version of `stream`, if it is at `expected` (when given), like
+/// `UPDATE es.streams SET version = version + n, updated_at = now() WHERE stream_id = $1
+/// [AND version = $2]` under READ COMMITTED.
+pub fn bump_stream(stream: &Uuid, expected: Option<i64>, n: i64) -> Outcome<Bump> {
+    let (Some(rel_oid), Some(index_oid)) =
+        (relation_oid(c"streams"), relation_oid(c"streams_pkey"))
+    else {
+        return Outcome::Fallback;
+    };
+    unsafe {
+        let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+        let rel = pg_sys::table_open(rel_oid, lockmode);
+        if !(has_columns(rel, &STREAMS_COLUMNS) && no_rules(rel) && no_update_triggers(rel)) {
+            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+            return Outcome::Fallback;
+        }
+        pg_sys::CommandCounterIncrement();
+        let cid = pg_sys::GetCurrentCommandId(true);
+        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
+        let key_datum = crate::api::uuid_datum(stream);
+        let mut key = std::mem::zeroed::<pg_sys::ScanKeyData>();
+        pg_sys::ScanKeyInit(
+            &mut key,
+            1,
+            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+            pg_sys::Oid::from(pg_sys::F_UUID_EQ),
+            key_datum,
+        );
+        let scan = pg_sys::systable_beginscan(rel, index_oid, true, snapshot, 1, &mut key);
+        let found = pg_sys::systable_getnext(scan);
+        let mut current = if found.is_null() {
+            ptr::null_mut()
+        } else {
+            pg_sys::heap_copytuple(found)
+        };
+        pg_sys::systable_endscan(scan);
+        pg_sys::UnregisterSnapshot(snapshot);
+
+        let desc = (*rel).rd_att;
+        let natts = STREAMS_COLUMNS.len();
+        let result = loop {
+            if current.is_null() {
+                break Bump::NotFound;
+            }
+            let mut values = vec![Datum::from(0usize); natts];
+            let mut nulls = vec![false; natts];
+            pg_sys::heap_deform_tuple(current, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            let version = values[STREAM_VERSION].value() as i64;
+            if let Some(e) = expected
+                && version != e
+            {
+                break Bump::Mismatch { actual: version };
+            }
+            values[STREAM_VERSION] = Datum::from(version + n);
+            values[STREAM_UPDATED_AT] = Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
+            let new = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            let mut otid = (*current).t_self;
+            let mut tmfd = std::mem::zeroed::<pg_sys::TM_FailureData>();
+            let mut tuple_lock = 0;
+            let tm = pg_sys::heap_update(
+                rel,
+                &mut otid,
+                new,
+                cid,
+                ptr::null_mut(),
+                true,
+                &mut tmfd,
+                &mut tuple_lock,
+            );
+            match tm {
+                pg_sys::TM_Result::TM_Ok => {
+                    let heap_only =
+                        u32::from((*(*new).t_data).t_infomask2) & pg_sys::HEAP_ONLY_TUPLE != 0;
+                    if !heap_only {
+                        insert_index_entry(
+                            rel,
+                            index_oid,
+                            &mut values,
+                            &mut nulls,
+                            &mut (*new).t_self,
+                        );
+                    }
+                    break Bump::Updated {
+                        old_version: version,
+                    };
+                }
+                pg_sys::TM_Result::TM_Updated => {
+                    if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
+                        pgrx::ereport!(
+                            ERROR,
+                            pgrx::PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+                            "could not serialize access due to concurrent update"
+                        );
+                    }
+                    // A concurrent append committed first: continue from its row version.
+                    current = fetch_any(rel, tmfd.ctid);
+                }
+                pg_sys::TM_Result::TM_Deleted => break Bump::NotFound,
+                other => pgrx::error!("event_store: unexpected result {other} updating es.streams"),
+            }
+        };
+        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        Outcome::Done(result)
+    }
+}
+
+/// The row version at `tid`, whatever its visibility (it was just written by a transaction
+/// `heap_update` waited for); NULL if there is none.
+unsafe fn fetch_any(rel: pg_sys::Relation, tid: pg_sys::ItemPointerData) -> pg_sys::HeapTuple {
+    unsafe {
+        let mut tuple = std::mem::zeroed::<pg_sys::HeapTupleData>();
+        tuple.t_self = tid;
+        let mut buffer: pg_sys::Buffer = 0;
+        if pg_sys::heap_fetch(
+            rel,
+            &raw mut pg_sys::SnapshotAnyData,
+            &mut tuple,
+            &mut buffer,
+            false,
+        ) {
+            let copy = pg_sys::heap_copytuple(&mut tuple);
+            pg_sys::ReleaseBuffer(buffer);
+            copy
+        } else {
+            ptr::null_mut()
+        }
+    }
+}
+
+/// The primary-key entry for a stream row version that `heap_update` could not keep on the
+/// same HOT chain.
+unsafe fn insert_index_entry(
+    rel: pg_sys::Relation,
+    index_oid: Oid,
+    values: &mut [Datum],
+    nulls: &mut [bool],
+    tid: &mut pg_sys::ItemPointerData,
+) {
+    unsafe {
+        let index = pg_sys::index_open(index_oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let info = pg_sys::BuildIndexInfo(index);
+        let mut key = [values[0]];
+        let mut key_null = [nulls[0]];
+        pg_sys::index_insert(
+            index,
+            key.as_mut_ptr(),
+            key_null.as_mut_ptr(),
+            tid,
+            rel,
+            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES,
+            true,
+            info,
+        );
+        pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+    }
+}
+
+/// Inserts one row into `es.events` and its index entries.
+pub fn insert_event(row: &EventRow) -> Outcome<()> {
+    let Some(rel_oid) = relation_oid(c"events") else {
+        return Outcome::Fallback;
+    };
+    unsafe {
+        let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+        let rel = pg_sys::table_open(rel_oid, lockmode);
+        if !(has_columns(rel, &EVENTS_COLUMNS) && no_rules(rel) && no_insert_triggers(rel)) {
+            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+            return Outcome::Fallback;
+        }
+        let index_list = pg_sys::RelationGetIndexList(rel);
+        let mut indexes = Vec::new();
+        let mut simple = true;
+        if !index_list.is_null() {
+            let cells = (*index_list).elements;
+            for i in 0..(*index_list).length as usize {
+                let oid = (*cells.add(i)).oid_value;
+                let index = pg_sys::index_open(oid, lockmode);
+                let info = pg_sys::BuildIndexInfo(index);
+                simple &= simple_index(index, info);
+                indexes.push((index, info));
+            }
+            pg_sys::list_free(index_list);
+        }
+        if !simple {
+            for (index, _) in indexes {
+                pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+            }
+            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+            return Outcome::Fallback;
+        }
+        let desc = (*rel).rd_att;
+        let mut values: Vec<Datum> = row
+            .iter()
+            .map(|v| v.unwrap_or(Datum::from(0usize)))
+            .collect();
+        let mut nulls: Vec<bool> = row.iter().map(Option::is_none).collect();
+        let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        pg_sys::heap_insert(
+            rel,
+            tuple,
+            pg_sys::GetCurrentCommandId(true),
+            0,
+            ptr::null_mut(),
+        );
+        let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsHeapTuple);
+        pg_sys::ExecStoreHeapTuple(tuple, slot, false);
+        let mut key_values = [Datum::from(0usize); pg_sys::INDEX_MAX_KEYS as usize];
+        let mut key_nulls = [false; pg_sys::INDEX_MAX_KEYS as usize];
+        for &(index, info) in &indexes {
+            let form = &*(*index).rd_index;
+            if !form.indisready {
+                continue;
+            }
+            pg_sys::FormIndexDatum(
+                info,
+                slot,
+                ptr::null_mut(),
+                key_values.as_mut_ptr(),
+                key_nulls.as_mut_ptr(),
+            );
+            let check = if form.indisunique {
+                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
+            } else {
+                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
+            };
+            pg_sys::index_insert(
+                index,
+                key_values.as_mut_ptr(),
+                key_nulls.as_mut_ptr(),
+                &mut (*tuple).t_self,
+                rel,
+                check,
+                false,
+                info,
+            );
+        }
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        for (index, _) in indexes {
+            pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+        }
+        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        Outcome::Done(())
+    }
+}
