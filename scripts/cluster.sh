@@ -17,7 +17,15 @@ DATA=$DIR/data
 RUN=$DIR/run
 LOG=$DIR/postgres.log
 
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+# The server runs without RUST_BACKTRACE: with it, errors that pass through pgrx carry a Rust
+# backtrace in their DETAIL, which users (and golden files) should not see.
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u postgres -- env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$@"
+  else
+    env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$@"
+  fi
+}
 
 init() {
   [ -f "$DATA/PG_VERSION" ] && return 0
