@@ -255,3 +255,35 @@ fn unique_name(tag: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("es_ct_{tag}_{}_{n}_{nanos:x}", std::process::id())
 }
+
+/// Verifies the store's physical integrity with `amcheck`: every B-tree of `es.events` and
+/// `es.streams` is structurally sound and holds an entry for every heap tuple
+/// (`heapallindexed`), and the heaps have no corruption. The append hot path writes rows and
+/// index entries itself, so concurrency tests end with this check.
+pub fn verify_store(client: &mut Client) {
+    client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+        .unwrap_or_else(|e| panic!("CREATE EXTENSION amcheck: {}", describe(&e)));
+    let checked: i64 = client
+        .query_one(
+            "SELECT count(bt_index_check(x.indexrelid, true)::text) + count(*) FROM pg_index x \
+             WHERE x.indrelid IN ('es.events'::regclass, 'es.streams'::regclass)",
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("amcheck of the es indexes failed: {}", describe(&e)))
+        .get(0);
+    assert!(
+        checked >= 4,
+        "expected at least the four es indexes to be checked"
+    );
+    for table in ["es.events", "es.streams"] {
+        let problems: i64 = client
+            .query_one(
+                "SELECT count(*) FROM verify_heapam($1::text::regclass)",
+                &[&table],
+            )
+            .unwrap_or_else(|e| panic!("verify_heapam({table}): {}", describe(&e)))
+            .get(0);
+        assert_eq!(problems, 0, "verify_heapam({table}) reported corruption");
+    }
+}

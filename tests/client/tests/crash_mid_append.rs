@@ -2,7 +2,7 @@
 //! appends are atomic, versions stay gapless; §6: never a broken store).
 //!
 //! One connection appends 50 000 events to a new stream in one `es.append_events` call; a second
-//! connection waits until `pg_stat_activity` shows that call running, lets it run ~200 ms, then
+//! connection waits until `pg_stat_activity` shows that call running, lets it run ~100 ms, then
 //! `kill -9`s the backend. The postmaster treats that as a crash and restarts every backend (and
 //! re-creates shared memory, where the extension keeps its in-flight positions). After
 //! reconnecting, the stream must not exist (no event, version 0, no `es.streams` row), the same
@@ -10,7 +10,7 @@
 //! positions the dead backend had drawn.
 //!
 //! The append runs in an explicit transaction followed by `pg_sleep` before COMMIT, so even on a
-//! machine fast enough to finish the append within the ~200 ms, the kill still lands before the
+//! machine fast enough to finish the append within the ~100 ms, the kill still lands before the
 //! commit and the assertions stay exact; the test prints which of the two cases happened.
 //!
 //! The crash restart disconnects every session of the cluster, so this must not run concurrently
@@ -28,7 +28,7 @@ use event_store_client_tests::{
 /// Events in the killed append.
 const BULK_EVENTS: i32 = 50_000;
 /// How long the append may run before it is killed (once it shows as active).
-const LET_IT_RUN: Duration = Duration::from_millis(200);
+const LET_IT_RUN: Duration = Duration::from_millis(100);
 /// Bound for the append to show up in `pg_stat_activity`.
 const APPEAR_WITHIN: Duration = Duration::from_secs(20);
 /// Bound for the cluster to accept connections again after the crash restart.

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use event_store_client_tests::{Client, TestDb, Uuid, append, bigints, describe};
+use event_store_client_tests::{Client, TestDb, Uuid, append, bigints, describe, verify_store};
 use rand::Rng;
 
 /// Writer connections.
@@ -219,6 +219,7 @@ fn reader_sees_every_commit_once_in_order_despite_out_of_order_commits() {
     let (reading, committed) = run(&db, 0);
     assert!(committed > 0, "the writers committed nothing");
     assert_saw_everything_once_in_order(&db, &reading, committed);
+    verify_store(&mut db.connect());
 }
 
 #[test]
@@ -228,4 +229,5 @@ fn rolled_back_appends_neither_show_nor_stall_the_reader() {
     let (reading, committed) = run(&db, 20);
     assert!(committed > 0, "the writers committed nothing");
     assert_saw_everything_once_in_order(&db, &reading, committed);
+    verify_store(&mut db.connect());
 }
