@@ -301,8 +301,8 @@ unsafe fn insert_index_entry(
     }
 }
 
-/// Inserts one row into `es.events` and its index entries.
-pub fn insert_event(row: &EventRow) -> Outcome<()> {
+/// Inserts rows into `es.events` with their index entries, in order.
+pub fn insert_events(rows: &[EventRow]) -> Outcome<()> {
     let Some(rel_oid) = relation_oid(c"events") else {
         return Outcome::Fallback;
     };
@@ -335,50 +335,49 @@ pub fn insert_event(row: &EventRow) -> Outcome<()> {
             return Outcome::Fallback;
         }
         let desc = (*rel).rd_att;
-        let mut values: Vec<Datum> = row
-            .iter()
-            .map(|v| v.unwrap_or(Datum::from(0usize)))
-            .collect();
-        let mut nulls: Vec<bool> = row.iter().map(Option::is_none).collect();
-        let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-        pg_sys::heap_insert(
-            rel,
-            tuple,
-            pg_sys::GetCurrentCommandId(true),
-            0,
-            ptr::null_mut(),
-        );
+        let cid = pg_sys::GetCurrentCommandId(true);
         let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsHeapTuple);
-        pg_sys::ExecStoreHeapTuple(tuple, slot, false);
         let mut key_values = [Datum::from(0usize); pg_sys::INDEX_MAX_KEYS as usize];
         let mut key_nulls = [false; pg_sys::INDEX_MAX_KEYS as usize];
-        for &(index, info) in &indexes {
-            let form = &*(*index).rd_index;
-            if !form.indisready {
-                continue;
+        let mut values = vec![Datum::from(0usize); EVENTS_COLUMNS.len()];
+        let mut nulls = vec![false; EVENTS_COLUMNS.len()];
+        for row in rows {
+            for (i, v) in row.iter().enumerate() {
+                values[i] = v.unwrap_or(Datum::from(0usize));
+                nulls[i] = v.is_none();
             }
-            pg_sys::FormIndexDatum(
-                info,
-                slot,
-                ptr::null_mut(),
-                key_values.as_mut_ptr(),
-                key_nulls.as_mut_ptr(),
-            );
-            let check = if form.indisunique {
-                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
-            } else {
-                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
-            };
-            pg_sys::index_insert(
-                index,
-                key_values.as_mut_ptr(),
-                key_nulls.as_mut_ptr(),
-                &mut (*tuple).t_self,
-                rel,
-                check,
-                false,
-                info,
-            );
+            let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            pg_sys::heap_insert(rel, tuple, cid, 0, ptr::null_mut());
+            pg_sys::ExecStoreHeapTuple(tuple, slot, true);
+            for &(index, info) in &indexes {
+                let form = &*(*index).rd_index;
+                if !form.indisready {
+                    continue;
+                }
+                pg_sys::FormIndexDatum(
+                    info,
+                    slot,
+                    ptr::null_mut(),
+                    key_values.as_mut_ptr(),
+                    key_nulls.as_mut_ptr(),
+                );
+                let check = if form.indisunique {
+                    pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
+                } else {
+                    pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
+                };
+                pg_sys::index_insert(
+                    index,
+                    key_values.as_mut_ptr(),
+                    key_nulls.as_mut_ptr(),
+                    &mut (*tuple).t_self,
+                    rel,
+                    check,
+                    false,
+                    info,
+                );
+            }
+            pg_sys::ExecClearTuple(slot);
         }
         pg_sys::ExecDropSingleTupleTableSlot(slot);
         for (index, _) in indexes {

@@ -242,102 +242,31 @@ fn insert(
         })
         .collect();
     let sid = Some(uuid_datum(stream));
-    let (stmt, args): (Stmt, Vec<Arg>) = if metas.len() == 1 {
-        let m = &metas[0];
-        (
-            Stmt::InsertOne,
-            vec![
-                Some(i64_datum(first_position)),
+    let now = transaction_start();
+    let rows: Vec<EventRow> = metas
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            [
+                Some(i64_datum(first_position + i as i64)),
                 sid,
-                Some(i64_datum(first_version)),
-                Some(uuid_datum(&event_ids[0])),
+                Some(i64_datum(first_version + i as i64)),
+                Some(uuid_datum(&event_ids[i])),
                 Some(text_datum(&m.event_type)),
                 Some(Datum::from(m.event_version)),
-                Some(batch.elements[0].datum()),
-                metadata[0],
-                m.occurred_at.map(Datum::from),
-            ],
-        )
-    } else {
-        let ids: Vec<Arg> = event_ids.iter().map(|u| Some(uuid_datum(u))).collect();
-        let types: Vec<Arg> = metas
-            .iter()
-            .map(|m| Some(text_datum(&m.event_type)))
-            .collect();
-        let versions: Vec<Arg> = metas
-            .iter()
-            .map(|m| Some(Datum::from(m.event_version)))
-            .collect();
-        let occurred: Vec<Arg> = metas
-            .iter()
-            .map(|m| m.occurred_at.map(Datum::from))
-            .collect();
-        (
-            Stmt::InsertBatch,
-            vec![
-                Some(i64_datum(first_position)),
-                sid,
-                Some(i64_datum(first_version)),
-                Some(array_of(
-                    &ids,
-                    BuiltinOid::UUIDOID,
-                    16,
-                    false,
-                    pg_sys::TYPALIGN_CHAR,
-                )),
-                Some(array_of(
-                    &types,
-                    BuiltinOid::TEXTOID,
-                    -1,
-                    false,
-                    pg_sys::TYPALIGN_INT,
-                )),
-                Some(array_of(
-                    &versions,
-                    BuiltinOid::INT4OID,
-                    4,
-                    true,
-                    pg_sys::TYPALIGN_INT,
-                )),
-                Some(batch.array),
-                Some(array_of(
-                    &metadata,
-                    BuiltinOid::JSONBOID,
-                    -1,
-                    false,
-                    pg_sys::TYPALIGN_INT,
-                )),
-                Some(array_of(
-                    &occurred,
-                    BuiltinOid::TIMESTAMPTZOID,
-                    8,
-                    true,
-                    pg_sys::TYPALIGN_DOUBLE,
-                )),
-            ],
-        )
-    };
+                Some(batch.elements[i].datum()),
+                metadata[i],
+                Some(m.occurred_at.map_or(now, Datum::from)),
+                Some(now),
+            ]
+        })
+        .collect();
     // A unique violation here can only be an event id stored by a transaction that committed
     // after our checks (or one the client reused across streams): report it as ES004.
     PgTryBuilder::new(|| {
-        if stmt == Stmt::InsertOne {
-            let row: EventRow = [
-                args[0],
-                args[1],
-                args[2],
-                args[3],
-                args[4],
-                args[5],
-                args[6],
-                args[7],
-                Some(args[8].unwrap_or_else(transaction_start)),
-                Some(transaction_start()),
-            ];
-            if native::insert_event(&row) == Outcome::Done(()) {
-                return Ok(());
-            }
+        if native::insert_events(&rows) == Outcome::Fallback {
+            insert_with_sql(spi, &rows, batch);
         }
-        spi.write(stmt, &args);
         Ok(())
     })
     .catch_when(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, |caught| {
@@ -361,6 +290,60 @@ fn insert(
         })
     })
     .execute()
+}
+
+/// The same rows through the executor, when the table has something only the executor does
+/// (see [`native`]): one statement for one event, one `unnest` statement for a batch.
+fn insert_with_sql(spi: &Spi, rows: &[EventRow], batch: &Batch) {
+    if let [row] = rows {
+        spi.write(Stmt::InsertOne, &row[..9]);
+        return;
+    }
+    let column = |c: usize| -> Vec<Arg> { rows.iter().map(|r| r[c]).collect() };
+    spi.write(
+        Stmt::InsertBatch,
+        &[
+            rows[0][0],
+            rows[0][1],
+            rows[0][2],
+            Some(array_of(
+                &column(3),
+                BuiltinOid::UUIDOID,
+                16,
+                false,
+                pg_sys::TYPALIGN_CHAR,
+            )),
+            Some(array_of(
+                &column(4),
+                BuiltinOid::TEXTOID,
+                -1,
+                false,
+                pg_sys::TYPALIGN_INT,
+            )),
+            Some(array_of(
+                &column(5),
+                BuiltinOid::INT4OID,
+                4,
+                true,
+                pg_sys::TYPALIGN_INT,
+            )),
+            Some(batch.array),
+            Some(array_of(
+                &column(7),
+                BuiltinOid::JSONBOID,
+                -1,
+                false,
+                pg_sys::TYPALIGN_INT,
+            )),
+            Some(array_of(
+                &column(8),
+                BuiltinOid::TIMESTAMPTZOID,
+                8,
+                true,
+                pg_sys::TYPALIGN_DOUBLE,
+            )),
+        ],
+    );
 }
 
 fn uuid_array(datums: &[Datum]) -> Datum {
