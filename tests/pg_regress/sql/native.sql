@@ -26,7 +26,10 @@ BEGIN
 END $$;
 CREATE TRIGGER events_audit AFTER INSERT ON es.events FOR EACH ROW EXECUTE FUNCTION log_event();
 SELECT es.append_events('80000000-0000-0000-0000-000000000001', 3, ARRAY['{"type":"Audited"}']::jsonb[]) AS v;
-SELECT * FROM audit_log;
+SELECT es.append_events('80000000-0000-0000-0000-000000000001', 4, ARRAY['{"type":"AuditedBatch","event_version":2}', '{"type":"AuditedBatch","occurred_at":"2025-10-11T08:30:00Z"}']::jsonb[]) AS v;
+SELECT * FROM audit_log ORDER BY version;
+SELECT version, event_version, occurred_at = recorded_at AS occurred_now FROM es.events
+WHERE stream_id = '80000000-0000-0000-0000-000000000001' AND version >= 4 ORDER BY version;
 DROP TRIGGER events_audit ON es.events;
 -- so does a user's UPDATE trigger on es.streams (the version bump takes the SQL path)
 CREATE TABLE bumps (stream_id uuid, old_version bigint, new_version bigint);
@@ -37,7 +40,7 @@ BEGIN
 END $$;
 CREATE TRIGGER streams_bumps AFTER UPDATE ON es.streams FOR EACH ROW EXECUTE FUNCTION log_bump();
 SELECT es.append_events('80000000-0000-0000-0000-000000000001', NULL, ARRAY['{"type":"Bumped"}']::jsonb[]) AS v;
-SELECT es.append_events('80000000-0000-0000-0000-000000000001', 5, ARRAY['{"type":"Bumped"}']::jsonb[]) AS v;
+SELECT es.append_events('80000000-0000-0000-0000-000000000001', 7, ARRAY['{"type":"Bumped"}']::jsonb[]) AS v;
 SELECT * FROM bumps ORDER BY new_version;
 DROP TRIGGER streams_bumps ON es.streams;
 -- many single-event appends in one statement and in one transaction see each other's bumps
