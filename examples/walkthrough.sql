@@ -3,6 +3,8 @@
 \set ON_ERROR_STOP 0
 \pset footer off
 \set VERBOSITY default
+\set SHOW_CONTEXT never
+SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS event_store CASCADE;
 CREATE EXTENSION event_store;
 \echo
@@ -21,6 +23,7 @@ SELECT es.append_events('7f3c2a10-0000-4000-8000-000000000001', 2, ARRAY[
 SELECT es.append_events('7f3c2a10-0000-4000-8000-000000000001', 2, ARRAY[
     '{"type":"ItemRemoved","sku":"BOOK-42"}'
 ]::jsonb[]);
+\echo '   -> SQLSTATE' :LAST_ERROR_SQLSTATE
 \echo
 \echo '== 4. Idempotent retry: the same events with the same ids return the first result and write nothing'
 SELECT es.append_events('7f3c2a10-0000-4000-8000-000000000001', 3, ARRAY[
@@ -43,12 +46,17 @@ SELECT global_position, event_type FROM es.read_all(3, 2) AS page_after_position
 SELECT es.save_snapshot('7f3c2a10-0000-4000-8000-000000000001', 3, '{"items":{"BOOK-42":1,"PEN-7":3}}');
 SELECT version, state FROM es.load_snapshot('7f3c2a10-0000-4000-8000-000000000001');
 SELECT es.save_snapshot('7f3c2a10-0000-4000-8000-000000000001', 99, '{}');
+\echo '   -> SQLSTATE' :LAST_ERROR_SQLSTATE
 \echo
 \echo '== 8. History is append-only: UPDATE, DELETE and TRUNCATE are refused, even for the owner (ES006)'
 UPDATE es.events SET data = '{"type":"Forged"}' WHERE version = 1;
+\echo '   -> SQLSTATE' :LAST_ERROR_SQLSTATE
 DELETE FROM es.events;
+\echo '   -> SQLSTATE' :LAST_ERROR_SQLSTATE
 SELECT count(*) AS events_still_stored FROM es.events;
 \echo
 \echo '== 9. Bad input gets a clear error and changes nothing'
 SELECT es.append_events('7f3c2a10-0000-4000-8000-000000000001', NULL, ARRAY['{"sku":"no type"}']::jsonb[]);
+\echo '   -> SQLSTATE' :LAST_ERROR_SQLSTATE
 SELECT es.append_events('7f3c2a10-0000-4000-8000-000000000001', -5, ARRAY['{"type":"X"}']::jsonb[]);
+\echo '   -> SQLSTATE' :LAST_ERROR_SQLSTATE

@@ -24,4 +24,4 @@ echo
 echo "event_store is running. Connect with:"
 echo "  psql -h $PGHOST -p $PGPORT -U postgres event_store_demo"
 echo "Stop the server with:"
-echo "  bash scripts/cluster.sh stop"
+echo "  ES_CLUSTER_DIR=$ES_CLUSTER_DIR bash $here/scripts/cluster.sh stop"
