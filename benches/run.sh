@@ -65,10 +65,12 @@ sql() { psql -X -q -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
 val() { psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB" -c "$1"; }
 
 # --- measuring helpers ------------------------------------------------------------------------------
-# pgbench_tps NAME SCRIPT: one pgbench run of SCRIPT; prints its tps. Fails (exit 1) when pgbench
-# fails, reports failed transactions or aborted clients, or processes no transaction.
+# pgbench_tps NAME SCRIPT [EVENTS]: one pgbench run of SCRIPT; prints its tps. Fails (exit 1) when
+# pgbench fails, reports failed transactions or aborted clients, or processes no transaction.
+# EVENTS: how many es.events rows each transaction appends; the run's total is added to the count
+# that check_store compares with es.events at the end (so the store cannot skip work unnoticed).
 pgbench_tps() {
-  local name=$1 script=$2 log rc=0 failed tps
+  local name=$1 script=$2 events=${3:-0} log rc=0 failed tps done
   log=$OUT/logs/$name.rep$REP.log
   val "CHECKPOINT" >/dev/null
   PGOPTIONS='-c synchronous_commit=off' "$BIN/pgbench" -n -M prepared -c "$CLIENTS" -j "$THREADS" \
@@ -81,7 +83,30 @@ pgbench_tps() {
       echo "----- $log"; grep -v '^progress' "$log" | tail -25; } >&2
     exit 1
   fi
+  done=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$log")
+  [ "$events" = 0 ] || echo $((${done:-0} * events)) >>"$OUT/store-events.count"
   echo "$tps"
+}
+
+# check_store: after the runs, es.events must hold exactly the events the setup and the store runs
+# appended, with gapless versions 1..N per stream, es.streams agreeing, and every index complete
+# (amcheck heapallindexed). A benchmark of a store that drops work would otherwise look fast.
+check_store() {
+  local want got bad
+  want=$(( STORE_EVENTS_SETUP + $(cat "$OUT/store-events.count" 2>/dev/null | paste -sd+ | sed 's/^$/0/') ))
+  got=$(val "SELECT count(*) FROM es.events")
+  [ "$got" = "$want" ] || die "store check: es.events holds $got events, the setup and the store runs appended $want"
+  bad=$(val "SELECT count(*) FROM (SELECT stream_id, count(*) AS n, min(version) AS lo, max(version) AS hi
+                                   FROM es.events GROUP BY stream_id) e
+             FULL JOIN es.streams s USING (stream_id)
+             WHERE e.lo IS DISTINCT FROM 1 OR e.hi IS DISTINCT FROM e.n OR s.version IS DISTINCT FROM e.hi")
+  [ "$bad" = 0 ] || die "store check: $bad streams with gaps in their versions or an es.streams row that disagrees"
+  val "CREATE EXTENSION IF NOT EXISTS amcheck" >/dev/null
+  val "SELECT count(bt_index_check(i.indexrelid, true)) FROM pg_index i
+       JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
+       WHERE i.indrelid = 'es.events'::regclass AND a.amname = 'btree'" >/dev/null ||
+    die "store check: amcheck found an es.events index that misses rows or is corrupt"
+  STORE_CHECK="$got events, versions gapless, es.streams consistent, btree indexes hold every row (amcheck)"
 }
 
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
@@ -118,7 +143,7 @@ setup_w1() {
 measure_w1() {
   case $1 in
     base) pgbench_tps w1_raw "$BENCH/w1_raw.sql" ;;
-    store) pgbench_tps w1_append "$BENCH/w1_append.sql" ;;
+    store) pgbench_tps w1_append "$BENCH/w1_append.sql" 1 ;;
   esac
 }
 
@@ -150,7 +175,7 @@ SQL
 measure_w2() {
   case $1 in
     base) pgbench_tps w2_raw "$OUT/w2_raw.sql" ;;
-    store) pgbench_tps w2_append "$OUT/w2_append.sql" ;;
+    store) pgbench_tps w2_append "$OUT/w2_append.sql" "$W2_EVENTS" ;;
   esac
 }
 
@@ -187,6 +212,8 @@ for id in "${WORKLOADS[@]}"; do
   fi
 done
 val "VACUUM ANALYZE" >/dev/null
+STORE_EVENTS_SETUP=$(val "SELECT count(*) FROM es.events")
+rm -f "$OUT/store-events.count"
 
 # --- runs: every repetition runs base then store of each workload, alternated ------------------------
 mode=full; [ "$SMOKE" = 1 ] && mode=smoke
@@ -198,11 +225,15 @@ for ((REP = 1; REP <= REPS; REP++)); do
       v=$("measure_${id,,}" "$side")
       RUNS[$id.$side]+="$v "
       line=$(printf 'rep %d/%d  %-3s %-5s %12.1f %s' "$REP" "$REPS" "$id" "$side" "$v" "${W_UNIT[$id]}")
+      [ "$side" = base ] && b=$v || line+=$(awk -v s="$v" -v b="$b" 'BEGIN { printf "   ratio %.3f", s / b }')
       echo "  $line"
       runlog+=("$line")
     done
   done
 done
+
+echo "bench: checking the store"
+check_store
 
 # --- table ------------------------------------------------------------------------------------------
 agg="median of $REPS"; [ "$REPS" = 1 ] && agg="single run"
@@ -215,6 +246,7 @@ missed=0
        "base and store alternated, $REPS repetition(s); figures: $agg; ratio = store / base"
   es_gucs=$(val "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings WHERE name LIKE 'es.%'")
   [ -z "$es_gucs" ] || echo "settings: $es_gucs"
+  echo "store check after the runs: $STORE_CHECK"
   echo
   printf '%-3s %-40s %-4s %11s %11s %11s %11s %7s %8s  %s\n' \
     id workload unit store events/s base "base ev/s" ratio bar result
@@ -235,7 +267,7 @@ missed=0
       "${W_UNIT[$id]}" "$s" "$se" "$b" "$be" "$ratio" "${W_CMP[$id]} ${W_BAR[$id]}" "$result"
   done
   echo
-  echo "runs (in order):"
+  echo "runs (in order; ratio = this store run / the base run just before it):"
   printf '  %s\n' "${runlog[@]}"
 } >"$report"
 echo
