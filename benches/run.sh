@@ -15,8 +15,9 @@
 #!       3 a bar was missed (full mode only; --smoke reports MISS but exits 0)
 #!
 #! Adding a workload (W3-W7): write setup_<id> (once, after the database exists; optional) and
-#! measure_<id> base|store (prints one number: the metric of that side, for the current run), then
-#! add one `register` line below. The loop, the medians, the table and the file need no change.
+#! measure_<id> base|store (prints one number: the metric of that side, for the current run; a run
+#! that appends to es.events passes its events per transaction to pgbench_tps for the store check),
+#! then add one `register` line below. The loop, the medians, the table and the file need no change.
 set -euo pipefail
 shopt -s inherit_errexit        # failures inside $(measure_...) abort the run too
 

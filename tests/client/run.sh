@@ -29,4 +29,13 @@ done
 
 status=0
 cargo test --manifest-path "$repo/tests/client/Cargo.toml" "$@" -- --test-threads=1 || status=$?
+[ "$status" -eq 0 ] || exit "$status"
+
+# Second pass: the same cluster restarted without shared_preload_libraries.
+if [ "$ES_PRELOAD" = 1 ] && [ $# -eq 0 ]; then
+  ES_PRELOAD=0 bash "$cluster" restart
+  cargo test --manifest-path "$repo/tests/client/Cargo.toml" \
+    --test without_preload -- --ignored --test-threads=1 || status=$?
+  ES_PRELOAD=1 bash "$cluster" restart >/dev/null
+fi
 exit "$status"
