@@ -53,18 +53,18 @@ impl Jsonb {
         }
     }
 
+    /// Looks a top-level key up; the value is written to `out` (NULL when absent).
+    fn lookup(self, key: &CStr, out: &mut pg_sys::JsonbValue) -> *mut pg_sys::JsonbValue {
+        let len = key.to_bytes().len() as i32;
+        unsafe { pg_sys::getKeyJsonValueFromContainer(self.root(), key.as_ptr(), len, out) }
+    }
+
     /// The value of a top-level key of an object. Strings borrow the jsonb's memory; numbers are
     /// rendered to text in the current memory context.
     pub fn get<'a>(self, key: &CStr) -> JsonField<'a> {
         unsafe {
             let mut out = std::mem::zeroed::<pg_sys::JsonbValue>();
-            let bytes = key.to_bytes();
-            let found = pg_sys::getKeyJsonValueFromContainer(
-                self.root(),
-                key.as_ptr(),
-                bytes.len() as i32,
-                &mut out,
-            );
+            let found = self.lookup(key, &mut out);
             if found.is_null() {
                 JsonField::Absent
             } else {
@@ -77,13 +77,7 @@ impl Jsonb {
     pub fn get_container(self, key: &CStr) -> Option<Datum> {
         unsafe {
             let mut out = std::mem::zeroed::<pg_sys::JsonbValue>();
-            let bytes = key.to_bytes();
-            let found = pg_sys::getKeyJsonValueFromContainer(
-                self.root(),
-                key.as_ptr(),
-                bytes.len() as i32,
-                &mut out,
-            );
+            let found = self.lookup(key, &mut out);
             if found.is_null() || (*found).type_ != pg_sys::jbvType::jbvBinary {
                 return None;
             }

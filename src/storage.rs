@@ -295,6 +295,15 @@ impl Rows {
         }
     }
 
+    /// Column 1 of the first row as a bigint; `None` when there is no row or it is NULL.
+    pub fn first_i64(&self) -> Option<i64> {
+        if self.is_empty() {
+            None
+        } else {
+            self.i64(0, 1)
+        }
+    }
+
     /// Column `col` of row `row` as a bigint.
     pub fn i64(&self, row: usize, col: i32) -> Option<i64> {
         self.datum(row, col).map(|d| d.value() as i64)

@@ -104,11 +104,7 @@ fn decode_batch(array: Datum, stream: &Uuid) -> Result<Batch, EventStoreError> {
 
 fn current_version(spi: &Spi, stream: &Uuid) -> i64 {
     let rows = spi.read_latest(Stmt::StreamVersion, &[Some(uuid_datum(stream))]);
-    if rows.is_empty() {
-        0
-    } else {
-        rows.i64(0, 1).unwrap_or(0)
-    }
+    rows.first_i64().unwrap_or(0)
 }
 
 fn append(
@@ -128,11 +124,7 @@ fn append(
             if has_ids {
                 // Look for a retry while holding the stream, so a concurrent twin cannot slip in.
                 let rows = spi.write(Stmt::LockStream, &[sid]);
-                let current = if rows.is_empty() {
-                    0
-                } else {
-                    rows.i64(0, 1).unwrap_or(0)
-                };
+                let current = rows.first_i64().unwrap_or(0);
                 expected.check(stream, current)?;
                 if let Some(returned) = retry_or_duplicate(spi, stream, expected, &ids)? {
                     return Ok(returned);
@@ -145,7 +137,7 @@ fn append(
                 Outcome::Done(_) => None,
                 Outcome::Fallback => {
                     let rows = spi.write(Stmt::BumpExisting, &[sid, Some(i64_datum(n))]);
-                    (!rows.is_empty()).then(|| rows.i64(0, 1)).flatten()
+                    rows.first_i64()
                 }
             };
             match bumped {
@@ -169,12 +161,12 @@ fn append(
                     Stmt::BumpExact,
                     &[sid, Some(i64_datum(v)), Some(i64_datum(n))],
                 );
-                (!rows.is_empty()).then(|| rows.i64(0, 1)).flatten()
+                rows.first_i64()
             }
         },
         ExpectedVersion::NoStream => {
             let rows = spi.write(Stmt::CreateNew, &[sid, stream_type, Some(i64_datum(n))]);
-            (!rows.is_empty()).then(|| rows.i64(0, 1)).flatten()
+            rows.first_i64()
         }
     };
     let Some(new_version) = bumped else {

@@ -48,11 +48,7 @@ fn stream_version(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreE
     let stream = uuid_arg(fcinfo, 0, "stream_id")?;
     let spi = Spi::connect();
     let rows = spi.read(Stmt::StreamVersion, &[Some(uuid_datum(&stream))]);
-    let version = if rows.is_empty() {
-        0
-    } else {
-        rows.i64(0, 1).unwrap_or(0)
-    };
+    let version = rows.first_i64().unwrap_or(0);
     spi.finish();
     Ok(i64_datum(version))
 }

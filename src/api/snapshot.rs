@@ -16,11 +16,7 @@ fn save_snapshot(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreEr
     let state = required(fcinfo, 2, "state")?;
     let spi = Spi::connect();
     let rows = spi.read_latest(Stmt::StreamVersion, &[Some(uuid_datum(&stream))]);
-    let current = if rows.is_empty() {
-        0
-    } else {
-        rows.i64(0, 1).unwrap_or(0)
-    };
+    let current = rows.first_i64().unwrap_or(0);
     if version < 1 || version > current {
         return Err(EventStoreError::InvalidSnapshot {
             stream_id: stream.to_string(),
