@@ -152,3 +152,39 @@ SELECT pg_catalog.pg_extension_config_dump('es.events', '');
 SELECT pg_catalog.pg_extension_config_dump('es.streams', '');
 SELECT pg_catalog.pg_extension_config_dump('es.snapshots', '');
 SELECT pg_catalog.pg_extension_config_dump('es.global_position_seq', '');
+
+-- The account aggregate (SPEC §5) -----------------------------------------------------------------
+
+CREATE FUNCTION es.account_replay_step(internal, jsonb) RETURNS internal
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'es_account_replay_step';
+COMMENT ON FUNCTION es.account_replay_step(internal, jsonb) IS
+  'Transition function of es.account_replay(jsonb): applies one account event to the state.';
+
+CREATE FUNCTION es.account_replay_from_step(internal, jsonb, jsonb) RETURNS internal
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'es_account_replay_from_step';
+COMMENT ON FUNCTION es.account_replay_from_step(internal, jsonb, jsonb) IS
+  'Transition function of es.account_replay(jsonb, jsonb): starts from the initial state on the first row.';
+
+CREATE FUNCTION es.account_replay_final(internal) RETURNS jsonb
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'es_account_replay_final';
+COMMENT ON FUNCTION es.account_replay_final(internal) IS
+  'Final function of es.account_replay: the state JSON {holder_name, balance_cents, status, version}.';
+
+CREATE AGGREGATE es.account_replay(event jsonb) (
+    SFUNC = es.account_replay_step,
+    STYPE = internal,
+    FINALFUNC = es.account_replay_final
+);
+COMMENT ON AGGREGATE es.account_replay(jsonb) IS
+  'Folds account events into the account state: SELECT es.account_replay(data ORDER BY version) FROM es.events WHERE stream_id = $1. Also a window function (running balance). Unknown or malformed events: ES003.';
+
+CREATE AGGREGATE es.account_replay(initial_state jsonb, event jsonb) (
+    SFUNC = es.account_replay_from_step,
+    STYPE = internal,
+    FINALFUNC = es.account_replay_final
+);
+COMMENT ON AGGREGATE es.account_replay(jsonb, jsonb) IS
+  'es.account_replay starting from a state JSON (e.g. a snapshot''s): SELECT es.account_replay(s.state, e.data ORDER BY e.version) ... WHERE e.version > s.version.';

@@ -8,6 +8,7 @@
 
 pub mod append;
 pub mod read;
+pub mod replay;
 pub mod snapshot;
 
 use crate::core::EventStoreError;

@@ -30,6 +30,13 @@ pub enum EventStoreError {
         /// Why it was refused.
         reason: String,
     },
+    /// ES003: a stored account event cannot be replayed (unknown type, malformed, out of order).
+    UnreplayableEvent {
+        /// The event's type, as found.
+        event_type: String,
+        /// Why.
+        reason: String,
+    },
     /// ES004: an `event_id` is already stored, and the call is not an idempotent retry.
     DuplicateEventId {
         /// The event id that is already taken.
@@ -76,7 +83,7 @@ impl EventStoreError {
         match self {
             Self::WrongExpectedVersion { .. } => "ES001",
             Self::StreamNotFound { .. } => "ES002",
-            Self::InvalidEvent { .. } => "ES003",
+            Self::InvalidEvent { .. } | Self::UnreplayableEvent { .. } => "ES003",
             Self::DuplicateEventId { .. } => "ES004",
             Self::InvalidSnapshot { .. } => "ES005",
             Self::NullArgument { .. } | Self::NullElement { .. } => "22004",
@@ -98,6 +105,9 @@ impl EventStoreError {
             Self::StreamNotFound { stream_id } => format!("stream {stream_id} does not exist"),
             Self::InvalidEvent { index, reason } => {
                 format!("invalid event at position {index} of the batch: {reason}")
+            }
+            Self::UnreplayableEvent { event_type, reason } => {
+                format!("cannot replay event of type {event_type}: {reason}")
             }
             Self::DuplicateEventId { event_id, .. } => {
                 format!("duplicate event id {event_id}")

@@ -5,6 +5,7 @@
 //! `#[test]`s; the SQL-facing layer (`crate::api`) only converts arguments, calls in here, runs
 //! the statements of `crate::storage` and raises the errors of [`error::EventStoreError`].
 
+pub mod account;
 pub mod append;
 pub mod error;
 pub mod event;

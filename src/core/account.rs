@@ -1,0 +1,397 @@
+//! The seed's bank account (SPEC §5) as pure Rust: its events, its state, the transition
+//! function that replay folds with, and the business rules that commands check.
+//!
+//! The SQL layer reads an event's keys from binary jsonb into an [`AccountEventView`] and keeps
+//! the fold's state in the aggregate's memory context; everything decided about an account is
+//! decided here, so replay, commands and the append path cannot disagree.
+
+use crate::core::event::JsonField;
+
+/// The state of an account as SPEC §5 shows it: `{"holder_name", "balance_cents", "status",
+/// "version"}`. The holder's name is kept by the caller (it lives in PostgreSQL memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountState {
+    /// Balance in integer cents.
+    pub balance_cents: i64,
+    /// Lifecycle status.
+    pub status: AccountStatus,
+    /// Number of events applied (the stream version the state reflects).
+    pub version: i64,
+    /// Whether `Opened` has been applied.
+    pub opened: bool,
+}
+
+impl Default for AccountState {
+    fn default() -> Self {
+        Self {
+            balance_cents: 0,
+            status: AccountStatus::Active,
+            version: 0,
+            opened: false,
+        }
+    }
+}
+
+/// The seed's `AccountStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStatus {
+    /// Deposits and withdrawals allowed.
+    Active,
+    /// Frozen: no deposits or withdrawals.
+    Frozen,
+    /// Closed: no deposits or withdrawals.
+    Closed,
+}
+
+impl AccountStatus {
+    /// The name in the state JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "Active",
+            Self::Frozen => "Frozen",
+            Self::Closed => "Closed",
+        }
+    }
+
+    /// Parses the name in a state JSON.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "Active" => Some(Self::Active),
+            "Frozen" => Some(Self::Frozen),
+            "Closed" => Some(Self::Closed),
+            _ => None,
+        }
+    }
+}
+
+/// The keys of an account event that replay reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountEventView<'a> {
+    /// The element itself (must be an object).
+    pub shape: JsonField<'a>,
+    /// `"type"`.
+    pub event_type: JsonField<'a>,
+    /// `"account_holder"` (Opened).
+    pub account_holder: JsonField<'a>,
+    /// `"initial_balance_cents"` (Opened).
+    pub initial_balance_cents: JsonField<'a>,
+    /// `"amount_cents"` (Deposited, Withdrawn).
+    pub amount_cents: JsonField<'a>,
+}
+
+/// One event, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountEvent<'a> {
+    /// `Opened{account_holder, initial_balance_cents}`.
+    Opened {
+        /// The holder's name.
+        account_holder: &'a str,
+        /// Opening balance, ≥ 0.
+        initial_balance_cents: i64,
+    },
+    /// `Deposited{amount_cents, description}`.
+    Deposited {
+        /// Amount, > 0.
+        amount_cents: i64,
+    },
+    /// `Withdrawn{amount_cents, description}`.
+    Withdrawn {
+        /// Amount, > 0.
+        amount_cents: i64,
+    },
+    /// `Frozen{reason}`.
+    Frozen,
+    /// `Closed{reason}`.
+    Closed,
+}
+
+/// Why an event could not be applied: the type (as found) and the reason. Raised as ES003.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayError {
+    /// The event's `"type"`, or a description of what was there instead.
+    pub event_type: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl<'a> AccountEventView<'a> {
+    /// Decodes and checks the shape of one account event.
+    pub fn decode(&self) -> Result<AccountEvent<'a>, ReplayError> {
+        let event_type = match self.event_type {
+            JsonField::String(t) if self.shape == JsonField::Object => t,
+            other => {
+                let found = if self.shape == JsonField::Object {
+                    other.kind()
+                } else {
+                    self.shape.kind()
+                };
+                return Err(ReplayError {
+                    event_type: found.to_owned(),
+                    reason: "an account event is a JSON object with a string \"type\"".into(),
+                });
+            }
+        };
+        let fail = |reason: String| ReplayError {
+            event_type: event_type.to_owned(),
+            reason,
+        };
+        let cents = |field: JsonField<'_>, name: &str| -> Result<i64, ReplayError> {
+            match field {
+                JsonField::Number(n) => n.parse::<i64>().map_err(|_| {
+                    fail(format!(
+                        "\"{name}\" must be an integer number of cents, got {n}"
+                    ))
+                }),
+                JsonField::Absent => Err(fail(format!("\"{name}\" is missing"))),
+                other => Err(fail(format!(
+                    "\"{name}\" must be an integer, got {}",
+                    other.kind()
+                ))),
+            }
+        };
+        match event_type {
+            "Opened" => {
+                let account_holder = match self.account_holder {
+                    JsonField::String(h) => h,
+                    JsonField::Absent => return Err(fail("\"account_holder\" is missing".into())),
+                    other => {
+                        return Err(fail(format!(
+                            "\"account_holder\" must be a string, got {}",
+                            other.kind()
+                        )));
+                    }
+                };
+                let initial_balance_cents =
+                    cents(self.initial_balance_cents, "initial_balance_cents")?;
+                Ok(AccountEvent::Opened {
+                    account_holder,
+                    initial_balance_cents,
+                })
+            }
+            "Deposited" => Ok(AccountEvent::Deposited {
+                amount_cents: cents(self.amount_cents, "amount_cents")?,
+            }),
+            "Withdrawn" => Ok(AccountEvent::Withdrawn {
+                amount_cents: cents(self.amount_cents, "amount_cents")?,
+            }),
+            "Frozen" => Ok(AccountEvent::Frozen),
+            "Closed" => Ok(AccountEvent::Closed),
+            other => Err(ReplayError {
+                event_type: other.to_owned(),
+                reason: "not an account event (Opened, Deposited, Withdrawn, Frozen, Closed)"
+                    .into(),
+            }),
+        }
+    }
+}
+
+impl AccountState {
+    /// Applies one stored event: the seed's `apply_event`, plus the checks that keep a replay
+    /// honest (an account opens once, first; balances never overflow). Business rules are not
+    /// re-judged here: stored events are facts, checked when they were appended.
+    pub fn apply(&mut self, event: &AccountEvent<'_>) -> Result<(), ReplayError> {
+        let name = event_name(event);
+        let fail = |reason: &str| ReplayError {
+            event_type: name.into(),
+            reason: reason.into(),
+        };
+        match *event {
+            AccountEvent::Opened {
+                initial_balance_cents,
+                ..
+            } => {
+                if self.opened {
+                    return Err(fail("the account is already open"));
+                }
+                self.opened = true;
+                self.balance_cents = initial_balance_cents;
+                self.status = AccountStatus::Active;
+            }
+            _ if !self.opened => return Err(fail("an account stream starts with Opened")),
+            AccountEvent::Deposited { amount_cents } => {
+                self.balance_cents = self
+                    .balance_cents
+                    .checked_add(amount_cents)
+                    .ok_or_else(|| fail("the balance overflows a bigint"))?;
+            }
+            AccountEvent::Withdrawn { amount_cents } => {
+                self.balance_cents = self
+                    .balance_cents
+                    .checked_sub(amount_cents)
+                    .ok_or_else(|| fail("the balance overflows a bigint"))?;
+            }
+            AccountEvent::Frozen => self.status = AccountStatus::Frozen,
+            AccountEvent::Closed => self.status = AccountStatus::Closed,
+        }
+        self.version += 1;
+        Ok(())
+    }
+}
+
+fn event_name(event: &AccountEvent<'_>) -> &'static str {
+    match event {
+        AccountEvent::Opened { .. } => "Opened",
+        AccountEvent::Deposited { .. } => "Deposited",
+        AccountEvent::Withdrawn { .. } => "Withdrawn",
+        AccountEvent::Frozen => "Frozen",
+        AccountEvent::Closed => "Closed",
+    }
+}
+
+/// Renders the state JSON of SPEC §5 (keys in a fixed order; the caller escapes nothing else).
+pub fn state_json(holder_name: &str, state: &AccountState) -> String {
+    let holder = serde_json::Value::String(holder_name.to_owned());
+    format!(
+        "{{\"holder_name\": {holder}, \"balance_cents\": {}, \"status\": \"{}\", \"version\": {}}}",
+        state.balance_cents,
+        state.status.as_str(),
+        state.version
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn opened(holder: &str, initial: i64) -> AccountEvent<'_> {
+        AccountEvent::Opened {
+            account_holder: holder,
+            initial_balance_cents: initial,
+        }
+    }
+
+    fn replay<'a>(
+        start: AccountState,
+        events: impl IntoIterator<Item = &'a AccountEvent<'a>>,
+    ) -> AccountState {
+        let mut s = start;
+        for e in events {
+            s.apply(e).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn the_seed_story_replays_to_1000() {
+        // Opened 0, +500, -200, +700 (the guide's table), then a freeze.
+        let events = [
+            opened("Alice", 0),
+            AccountEvent::Deposited { amount_cents: 500 },
+            AccountEvent::Withdrawn { amount_cents: 200 },
+            AccountEvent::Deposited { amount_cents: 700 },
+            AccountEvent::Frozen,
+        ];
+        let s = replay(AccountState::default(), &events);
+        assert_eq!(s.balance_cents, 1000);
+        assert_eq!(s.status, AccountStatus::Frozen);
+        assert_eq!(s.version, 5);
+        assert_eq!(
+            state_json("Alice", &s),
+            r#"{"holder_name": "Alice", "balance_cents": 1000, "status": "Frozen", "version": 5}"#
+        );
+    }
+
+    #[test]
+    fn replay_refuses_histories_that_are_not_accounts() {
+        let mut s = AccountState::default();
+        let err = s
+            .apply(&AccountEvent::Deposited { amount_cents: 5 })
+            .unwrap_err();
+        assert_eq!(err.event_type, "Deposited");
+        assert_eq!(err.reason, "an account stream starts with Opened");
+        s.apply(&opened("A", 0)).unwrap();
+        assert_eq!(
+            s.apply(&opened("B", 0)).unwrap_err().reason,
+            "the account is already open"
+        );
+    }
+
+    #[test]
+    fn decode_names_the_type_and_the_reason() {
+        let view = |t, amount| AccountEventView {
+            shape: JsonField::Object,
+            event_type: t,
+            account_holder: JsonField::Absent,
+            initial_balance_cents: JsonField::Absent,
+            amount_cents: amount,
+        };
+        let e = view(JsonField::String("Teleported"), JsonField::Absent)
+            .decode()
+            .unwrap_err();
+        assert_eq!(e.event_type, "Teleported");
+        assert!(e.reason.starts_with("not an account event"));
+        let e = view(JsonField::String("Deposited"), JsonField::String("5"))
+            .decode()
+            .unwrap_err();
+        assert_eq!(
+            e.reason,
+            "\"amount_cents\" must be an integer, got a string"
+        );
+        let e = view(JsonField::String("Withdrawn"), JsonField::Number("2.5"))
+            .decode()
+            .unwrap_err();
+        assert_eq!(
+            e.reason,
+            "\"amount_cents\" must be an integer number of cents, got 2.5"
+        );
+        let e = view(JsonField::String("Opened"), JsonField::Absent)
+            .decode()
+            .unwrap_err();
+        assert_eq!(e.reason, "\"account_holder\" is missing");
+        let e = view(JsonField::Number("1"), JsonField::Absent)
+            .decode()
+            .unwrap_err();
+        assert_eq!(e.event_type, "a number");
+        assert_eq!(
+            view(JsonField::String("Deposited"), JsonField::Number("700"))
+                .decode()
+                .unwrap(),
+            AccountEvent::Deposited { amount_cents: 700 }
+        );
+    }
+
+    #[test]
+    fn holder_names_are_json_escaped() {
+        let s = AccountState::default();
+        assert!(state_json("Bob \"the\" \\ builder", &s).contains(r#""Bob \"the\" \\ builder""#));
+    }
+
+    fn arb_tail() -> impl Strategy<Value = Vec<AccountEvent<'static>>> {
+        prop::collection::vec(
+            prop_oneof![
+                (1i64..1_000_000).prop_map(|a| AccountEvent::Deposited { amount_cents: a }),
+                (1i64..1_000_000).prop_map(|a| AccountEvent::Withdrawn { amount_cents: a }),
+                Just(AccountEvent::Frozen),
+            ],
+            0..200,
+        )
+    }
+
+    proptest! {
+        /// For random histories, replaying everything equals replaying the tail from the state
+        /// at any version k, and the balance is the arithmetic sum of the events.
+        #[test]
+        fn snapshot_plus_tail_equals_full_replay(
+            initial in 0i64..1_000_000,
+            tail in arb_tail(),
+            k_seed in any::<prop::sample::Index>(),
+        ) {
+            let mut events = vec![opened("Prop", initial)];
+            events.extend(tail);
+            let full = replay(AccountState::default(), &events);
+            let k = k_seed.index(events.len() + 1);
+            let at_k = replay(AccountState::default(), &events[..k]);
+            let resumed = replay(at_k, &events[k..]);
+            prop_assert_eq!(full, resumed);
+            let sum: i64 = events.iter().map(|e| match e {
+                AccountEvent::Opened { initial_balance_cents, .. } => *initial_balance_cents,
+                AccountEvent::Deposited { amount_cents } => *amount_cents,
+                AccountEvent::Withdrawn { amount_cents } => -*amount_cents,
+                _ => 0,
+            }).sum();
+            prop_assert_eq!(full.balance_cents, sum);
+            prop_assert_eq!(full.version, events.len() as i64);
+        }
+    }
+}
