@@ -14,6 +14,30 @@ unsafe extern "C-unwind" {
     /// guarded call).
     #[link_name = "numeric_out"]
     fn numeric_out_fmgr(fcinfo: pg_sys::FunctionCallInfo) -> Datum;
+    /// The fmgr entry of `numeric_scale` (the display scale: 0 for an integral literal).
+    #[link_name = "numeric_scale"]
+    fn numeric_scale_fmgr(fcinfo: pg_sys::FunctionCallInfo) -> Datum;
+    /// `utils/numeric.h`: numeric to integer; sets `have_error` instead of raising when out of
+    /// range. Never raises for a finite value (jsonb holds no NaN), so it needs no guard.
+    fn numeric_int4_opt_error(num: pg_sys::Numeric, have_error: *mut bool) -> i32;
+}
+
+/// An exact integer that fits 32 bits, without the text round trip of `numeric_out` (replay
+/// reads one amount per event). `None` for fractions and larger values, which take the text path.
+unsafe fn numeric_as_i64(num: pg_sys::Numeric) -> Option<i64> {
+    unsafe {
+        let scale = pg_sys::DirectFunctionCall1Coll(
+            Some(numeric_scale_fmgr),
+            pg_sys::InvalidOid,
+            Datum::from(num),
+        );
+        if scale.value() as i32 != 0 {
+            return None;
+        }
+        let mut overflow = false;
+        let v = numeric_int4_opt_error(num, &mut overflow);
+        (!overflow).then_some(i64::from(v))
+    }
 }
 
 /// A detoasted jsonb value, valid for the current memory context.
@@ -120,13 +144,20 @@ unsafe fn scalar_field<'a>(v: &pg_sys::JsonbValue) -> JsonField<'a> {
                 }
             }
             pg_sys::jbvType::jbvNumeric => {
+                if let Some(v) = numeric_as_i64(v.val.numeric) {
+                    return JsonField::Integer(v);
+                }
                 let text = pg_sys::DirectFunctionCall1Coll(
                     Some(numeric_out_fmgr),
                     pg_sys::InvalidOid,
                     Datum::from(v.val.numeric),
                 );
                 let c = CStr::from_ptr(text.cast_mut_ptr::<std::ffi::c_char>());
-                JsonField::Number(c.to_str().unwrap_or("NaN"))
+                let text = c.to_str().unwrap_or("NaN");
+                match text.parse::<i64>() {
+                    Ok(i) => JsonField::Integer(i),
+                    Err(_) => JsonField::Number(text),
+                }
             }
             pg_sys::jbvType::jbvBinary => {
                 if (*v.val.binary.data).header & pg_sys::JB_FOBJECT != 0 {

@@ -158,7 +158,7 @@ unsafe fn load_initial(
         return Err(bad("not an object"));
     }
     let int = |key: &std::ffi::CStr| match initial.get(key) {
-        JsonField::Number(n) => n.parse::<i64>().ok(),
+        JsonField::Integer(v) => Some(v),
         _ => None,
     };
     let balance =

@@ -137,11 +137,10 @@ impl<'a> AccountEventView<'a> {
         };
         let cents = |field: JsonField<'_>, name: &str| -> Result<i64, ReplayError> {
             match field {
-                JsonField::Number(n) => n.parse::<i64>().map_err(|_| {
-                    fail(format!(
-                        "\"{name}\" must be an integer number of cents, got {n}"
-                    ))
-                }),
+                JsonField::Integer(v) => Ok(v),
+                JsonField::Number(n) => Err(fail(format!(
+                    "\"{name}\" must be an integer number of cents, got {n}"
+                ))),
                 JsonField::Absent => Err(fail(format!("\"{name}\" is missing"))),
                 other => Err(fail(format!(
                     "\"{name}\" must be an integer, got {}",
@@ -344,7 +343,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.event_type, "a number");
         assert_eq!(
-            view(JsonField::String("Deposited"), JsonField::Number("700"))
+            view(JsonField::String("Deposited"), JsonField::Integer(700))
                 .decode()
                 .unwrap(),
             AccountEvent::Deposited { amount_cents: 700 }

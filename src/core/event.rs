@@ -20,7 +20,9 @@ pub enum JsonField<'a> {
     Null,
     /// `true` / `false`.
     Bool(bool),
-    /// A number, in its canonical text form.
+    /// A number that is an exact integer fitting in a bigint.
+    Integer(i64),
+    /// Any other number, in its canonical text form.
     Number(&'a str),
     /// A string.
     String(&'a str),
@@ -37,7 +39,7 @@ impl JsonField<'_> {
             Self::Absent => "nothing",
             Self::Null => "null",
             Self::Bool(_) => "a boolean",
-            Self::Number(_) => "a number",
+            Self::Integer(_) | Self::Number(_) => "a number",
             Self::String(_) => "a string",
             Self::Object => "an object",
             Self::Array => "an array",
@@ -159,15 +161,20 @@ pub fn validate_event(
     };
     let event_version = match raw.event_version {
         f if f.is_missing() => 1,
-        JsonField::Number(n) => match n.parse::<i32>() {
+        JsonField::Integer(v) => match i32::try_from(v) {
             Ok(v) if v >= 1 => v,
             _ => {
                 return Err(invalid(format!(
-                    "\"event_version\" must be an integer >= 1, got {}",
-                    truncate(n)
+                    "\"event_version\" must be an integer >= 1, got {v}"
                 )));
             }
         },
+        JsonField::Number(n) => {
+            return Err(invalid(format!(
+                "\"event_version\" must be an integer >= 1, got {}",
+                truncate(n)
+            )));
+        }
         other => {
             return Err(invalid(format!(
                 "\"event_version\" must be an integer >= 1, got {}",
@@ -203,12 +210,13 @@ pub fn validate_event(
     }
     let sequence_number = match raw.sequence_number {
         f if f.is_missing() => None,
-        JsonField::Number(n) => Some(n.parse::<i64>().map_err(|_| {
-            invalid(format!(
+        JsonField::Integer(v) => Some(v),
+        JsonField::Number(n) => {
+            return Err(invalid(format!(
                 "\"sequence_number\" must be an integer, got {}",
                 truncate(n)
-            ))
-        })?),
+            )));
+        }
         other => {
             return Err(invalid(format!(
                 "\"sequence_number\" must be an integer, got {}",
@@ -287,9 +295,10 @@ pub(crate) mod tests {
                 None => JsonField::Absent,
                 Some(serde_json::Value::Null) => JsonField::Null,
                 Some(serde_json::Value::Bool(b)) => JsonField::Bool(*b),
-                Some(serde_json::Value::Number(n)) => {
-                    JsonField::Number(Box::leak(n.to_string().into_boxed_str()))
-                }
+                Some(serde_json::Value::Number(n)) => match n.as_i64() {
+                    Some(i) => JsonField::Integer(i),
+                    None => JsonField::Number(Box::leak(n.to_string().into_boxed_str())),
+                },
                 Some(serde_json::Value::String(s)) => JsonField::String(s),
                 Some(serde_json::Value::Object(_)) => JsonField::Object,
                 Some(serde_json::Value::Array(_)) => JsonField::Array,
