@@ -60,3 +60,25 @@ SELECT es.append_events('7f3c2a10-0000-4000-8000-000000000001', NULL, ARRAY['{"s
 \echo '   -> SQLSTATE' :LAST_ERROR_SQLSTATE
 SELECT es.append_events('7f3c2a10-0000-4000-8000-000000000001', -5, ARRAY['{"type":"X"}']::jsonb[]);
 \echo '   -> SQLSTATE' :LAST_ERROR_SQLSTATE
+\echo
+\echo '== 10. The bank account of the seed, inside the database: open, deposit 500, withdraw 200, deposit 700'
+SELECT es.open_account('Alice', 0) AS account_id \gset
+SELECT es.deposit(:'account_id', 500, 'salary') AS version;
+SELECT es.withdraw(:'account_id', 200, 'rent') AS version;
+SELECT es.deposit(:'account_id', 700, 'bonus') AS version;
+\echo '-- the seed''s own "withdraw 0" is refused (ES103), and so is an overdraft (ES101, with DETAIL)'
+SELECT es.withdraw(:'account_id', 0, 'nothing');
+\echo '   -> SQLSTATE' :LAST_ERROR_SQLSTATE
+SELECT es.withdraw(:'account_id', 5000, 'too much');
+\echo '   -> SQLSTATE' :LAST_ERROR_SQLSTATE
+\echo '-- a command with a stale expected version is refused (ES001)'
+SELECT es.deposit(:'account_id', 10, 'late', 2);
+\echo '   -> SQLSTATE' :LAST_ERROR_SQLSTATE
+SELECT es.freeze_account(:'account_id', 'audit') AS version;
+SELECT es.deposit(:'account_id', 10, 'while frozen');
+\echo '   -> SQLSTATE' :LAST_ERROR_SQLSTATE
+\echo '-- the state is a replay of the events, with the running balance as a window function'
+SELECT es.account_replay(data ORDER BY version) AS state FROM es.events WHERE stream_id = :'account_id';
+SELECT version, data->>'type' AS event, data->>'amount_cents' AS amount,
+       (es.account_replay(data) OVER (ORDER BY version))->>'balance_cents' AS balance
+FROM es.events WHERE stream_id = :'account_id' ORDER BY version;

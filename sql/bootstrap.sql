@@ -188,3 +188,44 @@ CREATE AGGREGATE es.account_replay(initial_state jsonb, event jsonb) (
 );
 COMMENT ON AGGREGATE es.account_replay(jsonb, jsonb) IS
   'es.account_replay starting from a state JSON (e.g. a snapshot''s): SELECT es.account_replay(s.state, e.data ORDER BY e.version) ... WHERE e.version > s.version.';
+
+-- Account commands (SPEC §5) ----------------------------------------------------------------------
+
+CREATE FUNCTION es.open_account(holder text, initial_balance_cents bigint DEFAULT 0)
+RETURNS uuid
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'es_open_account';
+COMMENT ON FUNCTION es.open_account(text, bigint) IS
+  'Opens an account: a new account stream whose first event is Opened. Negative initial balance: ES103. Returns the account id.';
+
+CREATE FUNCTION es.deposit(account_id uuid, amount_cents bigint, description text DEFAULT '', expected_version bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'es_deposit';
+COMMENT ON FUNCTION es.deposit(uuid, bigint, text, bigint) IS
+  'Appends Deposited after checking the rules (amount > 0: ES103; Active: ES102). Returns the new version.';
+
+CREATE FUNCTION es.withdraw(account_id uuid, amount_cents bigint, description text DEFAULT '', expected_version bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'es_withdraw';
+COMMENT ON FUNCTION es.withdraw(uuid, bigint, text, bigint) IS
+  'Appends Withdrawn after checking the rules (amount > 0: ES103; Active: ES102; never more than the balance: ES101). Concurrent withdrawals serialize on the account. Returns the new version.';
+
+CREATE FUNCTION es.freeze_account(account_id uuid, reason text)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'es_freeze_account';
+COMMENT ON FUNCTION es.freeze_account(uuid, text) IS
+  'Appends Frozen to an Active account (else ES102). Returns the new version.';
+
+CREATE FUNCTION es.close_account(account_id uuid, reason text)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'es_close_account';
+COMMENT ON FUNCTION es.close_account(uuid, text) IS
+  'Appends Closed to an account that is not closed yet (else ES102). Returns the new version.';
+
+REVOKE ALL ON FUNCTION es.open_account(text, bigint), es.deposit(uuid, bigint, text, bigint),
+    es.withdraw(uuid, bigint, text, bigint), es.freeze_account(uuid, text),
+    es.close_account(uuid, text) FROM PUBLIC;

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod core;
 pub mod error;
+pub mod gucs;
 pub mod jsonb;
 pub mod native;
 pub mod shmem;
@@ -27,6 +28,7 @@ pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap)
 #[pg_guard]
 #[allow(non_snake_case)]
 pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         shmem::install_hooks();
     }

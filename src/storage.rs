@@ -304,6 +304,14 @@ impl Rows {
         }
     }
 
+    /// Column `col` of row `row` as text.
+    pub fn text(&self, row: usize, col: i32) -> Option<String> {
+        self.datum(row, col).map(|d| unsafe {
+            let c = pg_sys::text_to_cstring(d.cast_mut_ptr());
+            std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned()
+        })
+    }
+
     /// Column `col` of row `row` as a bigint.
     pub fn i64(&self, row: usize, col: i32) -> Option<i64> {
         self.datum(row, col).map(|d| d.value() as i64)

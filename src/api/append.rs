@@ -20,7 +20,7 @@ use uuid::Uuid;
 crate::sql_function!(es_append_events, pg_finfo_es_append_events, append_events);
 
 /// The decoded `events` argument.
-struct Batch {
+pub(crate) struct Batch {
     /// The array datum as passed (stored as-is by the batch insert).
     array: Datum,
     /// Each element, detoasted.
@@ -46,7 +46,7 @@ fn append_events(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreEr
     Ok(i64_datum(version))
 }
 
-fn decode_batch(array: Datum, stream: &Uuid) -> Result<Batch, EventStoreError> {
+pub(crate) fn decode_batch(array: Datum, stream: &Uuid) -> Result<Batch, EventStoreError> {
     let (datums, nulls) = unsafe {
         let arr = pg_sys::pg_detoast_datum(array.cast_mut_ptr()).cast::<pg_sys::ArrayType>();
         if (*arr).ndim > 1 {
@@ -107,7 +107,7 @@ fn current_version(spi: &Spi, stream: &Uuid) -> i64 {
     rows.first_i64().unwrap_or(0)
 }
 
-fn append(
+pub(crate) fn append(
     spi: &Spi,
     stream: &Uuid,
     expected: ExpectedVersion,
@@ -344,7 +344,13 @@ fn uuid_array(datums: &[Datum]) -> Datum {
 }
 
 /// A one-dimensional array datum of `elements` (NULLs allowed) in the current memory context.
-fn array_of(elements: &[Arg], ty: BuiltinOid, len: i16, byval: bool, align: u8) -> Datum {
+pub(crate) fn array_of(
+    elements: &[Arg],
+    ty: BuiltinOid,
+    len: i16,
+    byval: bool,
+    align: u8,
+) -> Datum {
     let mut values: Vec<Datum> = elements
         .iter()
         .map(|e| e.unwrap_or(Datum::from(0usize)))

@@ -6,6 +6,7 @@
 //! user error must leave the function through `crate::error::raise` so it keeps its own
 //! SQLSTATE (`ES001`…), which pgrx's error path would turn into a built-in one.
 
+pub mod account;
 pub mod append;
 pub mod read;
 pub mod replay;

@@ -67,6 +67,59 @@ unsafe fn set_holder(context: pg_sys::MemoryContext, state: *mut ReplayState, na
     }
 }
 
+/// The keys of an account event, read from its jsonb.
+pub(crate) fn event_view<'a>(event: Jsonb) -> AccountEventView<'a> {
+    let shape = event.shape();
+    if shape != JsonField::Object {
+        return AccountEventView {
+            shape,
+            event_type: JsonField::Absent,
+            account_holder: JsonField::Absent,
+            initial_balance_cents: JsonField::Absent,
+            amount_cents: JsonField::Absent,
+        };
+    }
+    AccountEventView {
+        shape,
+        event_type: event.get(c"type"),
+        account_holder: event.get(c"account_holder"),
+        initial_balance_cents: event.get(c"initial_balance_cents"),
+        amount_cents: event.get(c"amount_cents"),
+    }
+}
+
+/// Reads a state JSON (`{"holder_name", "balance_cents", "status", "version"}`): the state and
+/// the holder's name, or what is wrong with it.
+pub(crate) fn parse_state<'a>(state: Jsonb) -> Result<(AccountState, &'a str), &'static str> {
+    if state.shape() != JsonField::Object {
+        return Err("not an object");
+    }
+    let int = |key: &std::ffi::CStr| match state.get(key) {
+        JsonField::Integer(v) => Some(v),
+        _ => None,
+    };
+    let balance = int(c"balance_cents").ok_or("\"balance_cents\" must be an integer")?;
+    let version = int(c"version").ok_or("\"version\" must be an integer")?;
+    let status = match state.get(c"status") {
+        JsonField::String(s) => AccountStatus::parse(s),
+        _ => None,
+    }
+    .ok_or("\"status\" must be Active, Frozen or Closed")?;
+    let holder = match state.get(c"holder_name") {
+        JsonField::String(s) => s,
+        _ => return Err("\"holder_name\" must be a string"),
+    };
+    Ok((
+        AccountState {
+            balance_cents: balance,
+            status,
+            version,
+            opened: true,
+        },
+        holder,
+    ))
+}
+
 fn unreplayable(e: ReplayError) -> EventStoreError {
     EventStoreError::UnreplayableEvent {
         event_type: e.event_type,
@@ -88,25 +141,7 @@ fn apply_arg(
         }));
     };
     let event = unsafe { Jsonb::from_datum(event) };
-    let shape = event.shape();
-    let view = if shape == JsonField::Object {
-        AccountEventView {
-            shape,
-            event_type: event.get(c"type"),
-            account_holder: event.get(c"account_holder"),
-            initial_balance_cents: event.get(c"initial_balance_cents"),
-            amount_cents: event.get(c"amount_cents"),
-        }
-    } else {
-        AccountEventView {
-            shape,
-            event_type: JsonField::Absent,
-            account_holder: JsonField::Absent,
-            initial_balance_cents: JsonField::Absent,
-            amount_cents: JsonField::Absent,
-        }
-    };
-    let decoded = view.decode().map_err(unreplayable)?;
+    let decoded = event_view(event).decode().map_err(unreplayable)?;
     unsafe {
         (*state).account.apply(&decoded).map_err(unreplayable)?;
         if let crate::core::account::AccountEvent::Opened { account_holder, .. } = decoded {
@@ -148,38 +183,14 @@ unsafe fn load_initial(
     state: *mut ReplayState,
     initial: Jsonb,
 ) -> Result<(), EventStoreError> {
-    let bad = |reason: &str| EventStoreError::InvalidArgument {
+    let (account, holder) = parse_state(initial).map_err(|reason| EventStoreError::InvalidArgument {
         name: "initial_state",
         reason: format!(
             "{reason} (expected {{\"holder_name\", \"balance_cents\", \"status\", \"version\"}})"
         ),
-    };
-    if initial.shape() != JsonField::Object {
-        return Err(bad("not an object"));
-    }
-    let int = |key: &std::ffi::CStr| match initial.get(key) {
-        JsonField::Integer(v) => Some(v),
-        _ => None,
-    };
-    let balance =
-        int(c"balance_cents").ok_or_else(|| bad("\"balance_cents\" must be an integer"))?;
-    let version = int(c"version").ok_or_else(|| bad("\"version\" must be an integer"))?;
-    let status = match initial.get(c"status") {
-        JsonField::String(s) => AccountStatus::parse(s),
-        _ => None,
-    }
-    .ok_or_else(|| bad("\"status\" must be Active, Frozen or Closed"))?;
-    let holder = match initial.get(c"holder_name") {
-        JsonField::String(s) => s,
-        _ => return Err(bad("\"holder_name\" must be a string")),
-    };
+    })?;
     unsafe {
-        (*state).account = AccountState {
-            balance_cents: balance,
-            status,
-            version,
-            opened: true,
-        };
+        (*state).account = account;
         set_holder(context, state, holder);
     }
     Ok(())

@@ -227,6 +227,99 @@ impl AccountState {
     }
 }
 
+/// A command on an account (SPEC §5), checked against the current state by [`decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// `es.deposit`.
+    Deposit {
+        /// Amount in cents.
+        amount_cents: i64,
+    },
+    /// `es.withdraw`.
+    Withdraw {
+        /// Amount in cents.
+        amount_cents: i64,
+    },
+    /// `es.freeze_account`.
+    Freeze,
+    /// `es.close_account`.
+    Close,
+}
+
+/// Why a command is refused by the account's rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleViolation {
+    /// ES103: an amount (or opening balance) out of range.
+    InvalidAmount {
+        /// The amount given.
+        amount_cents: i64,
+    },
+    /// ES102: the account is not Active (for deposit/withdraw/freeze) or already Closed.
+    NotActive {
+        /// Its status.
+        status: AccountStatus,
+    },
+    /// ES101: a withdrawal larger than the balance.
+    InsufficientFunds {
+        /// The balance.
+        available: i64,
+        /// The amount asked for.
+        requested: i64,
+    },
+}
+
+/// The seed's rules: amounts > 0; deposits, withdrawals (and freezing) only while Active; a
+/// withdrawal never exceeds the balance; closing a closed account is refused.
+pub fn decide(state: &AccountState, command: Command) -> Result<(), RuleViolation> {
+    match command {
+        Command::Deposit { amount_cents } | Command::Withdraw { amount_cents }
+            if amount_cents <= 0 =>
+        {
+            Err(RuleViolation::InvalidAmount { amount_cents })
+        }
+        Command::Deposit { .. } | Command::Withdraw { .. } | Command::Freeze
+            if state.status != AccountStatus::Active =>
+        {
+            Err(RuleViolation::NotActive {
+                status: state.status,
+            })
+        }
+        Command::Withdraw { amount_cents } if amount_cents > state.balance_cents => {
+            Err(RuleViolation::InsufficientFunds {
+                available: state.balance_cents,
+                requested: amount_cents,
+            })
+        }
+        Command::Deposit { amount_cents }
+            if state.balance_cents.checked_add(amount_cents).is_none() =>
+        {
+            Err(RuleViolation::InvalidAmount { amount_cents })
+        }
+        Command::Close if state.status == AccountStatus::Closed => Err(RuleViolation::NotActive {
+            status: state.status,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The seed's `Account::open` rule: the opening balance is not negative.
+pub fn check_opening(initial_balance_cents: i64) -> Result<(), RuleViolation> {
+    if initial_balance_cents < 0 {
+        Err(RuleViolation::InvalidAmount {
+            amount_cents: initial_balance_cents,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether appending up to `new_version` from `old_version` reaches or crosses a multiple of
+/// `interval` (0 = snapshots off). The seed's `version % 100 == 0` misses a batch that jumps
+/// over a multiple; this does not.
+pub fn snapshot_due(old_version: i64, new_version: i64, interval: i64) -> bool {
+    interval > 0 && new_version > old_version && new_version / interval > old_version / interval
+}
+
 fn event_name(event: &AccountEvent<'_>) -> &'static str {
     match event {
         AccountEvent::Opened { .. } => "Opened",
@@ -365,6 +458,61 @@ mod tests {
             ],
             0..200,
         )
+    }
+
+    #[test]
+    fn the_seed_rules() {
+        let active = AccountState {
+            balance_cents: 300,
+            opened: true,
+            ..AccountState::default()
+        };
+        assert_eq!(
+            decide(&active, Command::Withdraw { amount_cents: 0 }),
+            Err(RuleViolation::InvalidAmount { amount_cents: 0 })
+        );
+        assert_eq!(
+            decide(&active, Command::Deposit { amount_cents: -5 }),
+            Err(RuleViolation::InvalidAmount { amount_cents: -5 })
+        );
+        assert_eq!(
+            decide(&active, Command::Withdraw { amount_cents: 301 }),
+            Err(RuleViolation::InsufficientFunds {
+                available: 300,
+                requested: 301
+            })
+        );
+        assert_eq!(
+            decide(&active, Command::Withdraw { amount_cents: 300 }),
+            Ok(())
+        );
+        let frozen = AccountState {
+            status: AccountStatus::Frozen,
+            ..active
+        };
+        assert_eq!(
+            decide(&frozen, Command::Deposit { amount_cents: 1 }),
+            Err(RuleViolation::NotActive {
+                status: AccountStatus::Frozen
+            })
+        );
+        assert_eq!(decide(&frozen, Command::Close), Ok(()));
+        let closed = AccountState {
+            status: AccountStatus::Closed,
+            ..active
+        };
+        assert!(decide(&closed, Command::Close).is_err());
+        assert!(check_opening(-1).is_err());
+        assert!(check_opening(0).is_ok());
+    }
+
+    #[test]
+    fn snapshots_are_due_when_a_multiple_is_reached_or_crossed() {
+        assert!(snapshot_due(99, 100, 100));
+        assert!(snapshot_due(98, 103, 100)); // the seed's `% 100 == 0` misses this batch
+        assert!(!snapshot_due(100, 199, 100));
+        assert!(snapshot_due(150, 420, 100));
+        assert!(!snapshot_due(1, 100, 0));
     }
 
     proptest! {

@@ -53,6 +53,32 @@ pub enum EventStoreError {
         /// The stream's current version (0 = no stream).
         current: i64,
     },
+    /// ES101: a withdrawal larger than the balance.
+    InsufficientFunds {
+        /// The account.
+        account_id: String,
+        /// Its balance.
+        available: i64,
+        /// The amount asked for.
+        requested: i64,
+    },
+    /// ES102: the account does not accept the command in its status.
+    AccountNotActive {
+        /// The account.
+        account_id: String,
+        /// Its status (`Frozen`, `Closed`).
+        status: &'static str,
+    },
+    /// ES103: an amount that is not a positive number of cents (or a negative opening balance).
+    InvalidAmount {
+        /// What is wrong, with the value.
+        reason: String,
+    },
+    /// ES104: the stream exists but is not an account (its first event is not `Opened`).
+    NotAnAccount {
+        /// The stream.
+        stream_id: String,
+    },
     /// 22004: a required argument is NULL.
     NullArgument {
         /// The SQL name of the argument.
@@ -86,6 +112,10 @@ impl EventStoreError {
             Self::InvalidEvent { .. } | Self::UnreplayableEvent { .. } => "ES003",
             Self::DuplicateEventId { .. } => "ES004",
             Self::InvalidSnapshot { .. } => "ES005",
+            Self::InsufficientFunds { .. } => "ES101",
+            Self::AccountNotActive { .. } => "ES102",
+            Self::InvalidAmount { .. } => "ES103",
+            Self::NotAnAccount { .. } => "ES104",
             Self::NullArgument { .. } | Self::NullElement { .. } => "22004",
             Self::InvalidArgument { .. } => "22023",
             Self::PreloadRequired { .. } => "55000",
@@ -127,6 +157,23 @@ impl EventStoreError {
                     )
                 }
             }
+            Self::InsufficientFunds {
+                account_id,
+                available,
+                requested,
+            } => format!(
+                "insufficient funds in account {account_id}: available {available}, requested {requested}"
+            ),
+            Self::AccountNotActive { account_id, status } => {
+                format!(
+                    "account {account_id} is not active: it is {}",
+                    status.to_lowercase()
+                )
+            }
+            Self::InvalidAmount { reason } => format!("invalid amount: {reason}"),
+            Self::NotAnAccount { stream_id } => {
+                format!("stream {stream_id} is not an account stream")
+            }
             Self::NullArgument { name } => format!("{name} must not be null"),
             Self::NullElement { position } => {
                 format!("events must not contain null: element {position} is null")
@@ -150,6 +197,12 @@ impl EventStoreError {
             Self::InvalidSnapshot { current, .. } => {
                 Some(format!("current stream version: {current}"))
             }
+            Self::InsufficientFunds {
+                available,
+                requested,
+                ..
+            } => Some(format!("available: {available}, requested: {requested}")),
+            Self::AccountNotActive { status, .. } => Some(format!("status: {status}")),
             _ => None,
         }
     }
@@ -171,6 +224,9 @@ impl EventStoreError {
             ),
             Self::DuplicateEventId { .. } => Some(
                 "Retrying a call is safe only with the same events in the same order; give new events new ids.".into(),
+            ),
+            Self::NotAnAccount { .. } => Some(
+                "Account streams start with an Opened event; create one with es.open_account.".into(),
             ),
             Self::PreloadRequired { .. } => Some(
                 "Add event_store to shared_preload_libraries in postgresql.conf and restart the server.".into(),
@@ -230,6 +286,31 @@ mod tests {
                     current: 2,
                 },
                 "ES005",
+            ),
+            (
+                EventStoreError::InsufficientFunds {
+                    account_id: "a".into(),
+                    available: 1,
+                    requested: 2,
+                },
+                "ES101",
+            ),
+            (
+                EventStoreError::AccountNotActive {
+                    account_id: "a".into(),
+                    status: "Frozen",
+                },
+                "ES102",
+            ),
+            (
+                EventStoreError::InvalidAmount { reason: "r".into() },
+                "ES103",
+            ),
+            (
+                EventStoreError::NotAnAccount {
+                    stream_id: "s".into(),
+                },
+                "ES104",
             ),
             (EventStoreError::NullArgument { name: "events" }, "22004"),
             (EventStoreError::NullElement { position: 2 }, "22004"),

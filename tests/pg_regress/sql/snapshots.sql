@@ -12,4 +12,4 @@ SELECT version, state FROM es.load_snapshot('50000000-0000-0000-0000-00000000000
 -- saving a version again replaces its state
 SELECT es.save_snapshot('50000000-0000-0000-0000-000000000001', 7, '{"ticks": 7, "fixed": true}');
 SELECT version, state FROM es.load_snapshot('50000000-0000-0000-0000-000000000001', 8);
-SELECT stream_id, version, state FROM es.snapshots ORDER BY stream_id, version;
+SELECT stream_id, version, state FROM es.snapshots WHERE stream_id = '50000000-0000-0000-0000-000000000001' ORDER BY version;

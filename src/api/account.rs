@@ -1,0 +1,289 @@
+//! The account commands of SPEC §5, one round trip each, all inside the database:
+//! `es.open_account`, `es.deposit`, `es.withdraw`, `es.freeze_account`, `es.close_account`.
+//!
+//! Each takes the stream row first (so concurrent commands on one account serialize and never
+//! fail with ES001 unless the caller asked for an explicit version), loads the state from the
+//! newest usable snapshot plus the tail, checks the seed's rules (`core::account::decide`),
+//! appends through `append_events`' own path, and writes a snapshot when the interval is
+//! reached or crossed, in the same transaction.
+
+use super::append::{Batch, append, array_of, decode_batch};
+use super::replay::{event_view, parse_state};
+use super::{i64_arg, required, uuid_arg, uuid_datum};
+use crate::core::account::{
+    AccountEvent, AccountState, Command, RuleViolation, check_opening, decide, snapshot_due,
+    state_json,
+};
+use crate::core::{EventStoreError, ExpectedVersion};
+use crate::gucs::SNAPSHOT_INTERVAL;
+use crate::jsonb::Jsonb;
+use crate::storage::{Spi, Stmt};
+use pgrx::pg_sys::{self, BuiltinOid, Datum};
+use std::ffi::{CString, c_char};
+use uuid::Uuid;
+
+crate::sql_function!(es_open_account, pg_finfo_es_open_account, open_account);
+crate::sql_function!(es_deposit, pg_finfo_es_deposit, deposit);
+crate::sql_function!(es_withdraw, pg_finfo_es_withdraw, withdraw);
+crate::sql_function!(
+    es_freeze_account,
+    pg_finfo_es_freeze_account,
+    freeze_account
+);
+crate::sql_function!(es_close_account, pg_finfo_es_close_account, close_account);
+
+unsafe extern "C-unwind" {
+    /// The fmgr entry of `jsonb_in`, unwrapped, for `DirectFunctionCall1Coll` (the guarded call).
+    #[link_name = "jsonb_in"]
+    fn jsonb_in_fmgr(fcinfo: pg_sys::FunctionCallInfo) -> Datum;
+}
+
+/// A jsonb datum of a JSON value built in Rust.
+fn jsonb(value: &serde_json::Value) -> Datum {
+    let text = CString::new(value.to_string()).unwrap_or_default();
+    unsafe {
+        pg_sys::DirectFunctionCall1Coll(
+            Some(jsonb_in_fmgr),
+            pg_sys::InvalidOid,
+            Datum::from(text.as_ptr() as *mut c_char),
+        )
+    }
+}
+
+fn text_arg(
+    fcinfo: pg_sys::FunctionCallInfo,
+    n: usize,
+    name: &'static str,
+) -> Result<String, EventStoreError> {
+    let d = required(fcinfo, n, name)?;
+    Ok(unsafe {
+        let c = pg_sys::text_to_cstring(d.cast_mut_ptr());
+        std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned()
+    })
+}
+
+fn violation(account: &Uuid, v: RuleViolation) -> EventStoreError {
+    match v {
+        RuleViolation::InvalidAmount { amount_cents } => EventStoreError::InvalidAmount {
+            reason: format!("{amount_cents} is not a positive number of cents"),
+        },
+        RuleViolation::NotActive { status } => EventStoreError::AccountNotActive {
+            account_id: account.to_string(),
+            status: status.as_str(),
+        },
+        RuleViolation::InsufficientFunds {
+            available,
+            requested,
+        } => EventStoreError::InsufficientFunds {
+            account_id: account.to_string(),
+            available,
+            requested,
+        },
+    }
+}
+
+/// `es.open_account(holder text, initial_balance_cents bigint DEFAULT 0) RETURNS uuid`.
+fn open_account(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
+    let holder = text_arg(fcinfo, 0, "holder")?;
+    let initial = required(fcinfo, 1, "initial_balance_cents")?.value() as i64;
+    check_opening(initial).map_err(|_| EventStoreError::InvalidAmount {
+        reason: format!("the initial balance {initial} is negative"),
+    })?;
+    let id = Uuid::now_v7();
+    let event = serde_json::json!({
+        "type": "Opened", "account_holder": holder, "initial_balance_cents": initial
+    });
+    let spi = Spi::connect();
+    let batch = one_event_batch(&event, &id)?;
+    let new_version = append(&spi, &id, ExpectedVersion::NoStream, &batch)?;
+    let state = AccountState {
+        balance_cents: initial,
+        version: 1,
+        opened: true,
+        ..AccountState::default()
+    };
+    snapshot_if_due(&spi, &id, 0, new_version, &holder, &state);
+    drop(spi);
+    Ok(uuid_datum(&id))
+}
+
+/// `es.deposit(account_id, amount_cents, description DEFAULT '', expected_version DEFAULT NULL)`.
+fn deposit(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
+    money(
+        fcinfo,
+        |amount_cents| Command::Deposit { amount_cents },
+        "Deposited",
+    )
+}
+
+/// `es.withdraw(account_id, amount_cents, description DEFAULT '', expected_version DEFAULT NULL)`.
+fn withdraw(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
+    money(
+        fcinfo,
+        |amount_cents| Command::Withdraw { amount_cents },
+        "Withdrawn",
+    )
+}
+
+fn money(
+    fcinfo: pg_sys::FunctionCallInfo,
+    command: fn(i64) -> Command,
+    event_type: &str,
+) -> Result<Datum, EventStoreError> {
+    let account = uuid_arg(fcinfo, 0, "account_id")?;
+    let amount = required(fcinfo, 1, "amount_cents")?.value() as i64;
+    let description = text_arg(fcinfo, 2, "description")?;
+    let expected = ExpectedVersion::from_sql(i64_arg(fcinfo, 3))?;
+    let event = serde_json::json!({
+        "type": event_type, "amount_cents": amount, "description": description
+    });
+    run(&account, command(amount), &event, expected)
+}
+
+/// `es.freeze_account(account_id, reason) RETURNS bigint`.
+fn freeze_account(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
+    let account = uuid_arg(fcinfo, 0, "account_id")?;
+    let reason = text_arg(fcinfo, 1, "reason")?;
+    let event = serde_json::json!({"type": "Frozen", "reason": reason});
+    run(&account, Command::Freeze, &event, ExpectedVersion::Any)
+}
+
+/// `es.close_account(account_id, reason) RETURNS bigint`.
+fn close_account(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
+    let account = uuid_arg(fcinfo, 0, "account_id")?;
+    let reason = text_arg(fcinfo, 1, "reason")?;
+    let event = serde_json::json!({"type": "Closed", "reason": reason});
+    run(&account, Command::Close, &event, ExpectedVersion::Any)
+}
+
+fn one_event_batch(event: &serde_json::Value, stream: &Uuid) -> Result<Batch, EventStoreError> {
+    let array = array_of(
+        &[Some(jsonb(event))],
+        BuiltinOid::JSONBOID,
+        -1,
+        false,
+        pg_sys::TYPALIGN_INT,
+    );
+    decode_batch(array, stream)
+}
+
+/// Takes the account, checks the rules against its state, appends, snapshots on the interval.
+fn run(
+    account: &Uuid,
+    command: Command,
+    event: &serde_json::Value,
+    expected: ExpectedVersion,
+) -> Result<Datum, EventStoreError> {
+    let spi = Spi::connect();
+    let sid = Some(uuid_datum(account));
+    let rows = spi.write(Stmt::LockStream, &[sid]);
+    if rows.is_empty() {
+        return Err(EventStoreError::StreamNotFound {
+            stream_id: account.to_string(),
+        });
+    }
+    let current = rows.first_i64().unwrap_or(0);
+    if rows.text(0, 2).as_deref() != Some("account") {
+        return Err(EventStoreError::NotAnAccount {
+            stream_id: account.to_string(),
+        });
+    }
+    expected.check(account, current)?;
+    let (mut state, holder) = load_state(&spi, account, current)?;
+    decide(&state, command).map_err(|v| violation(account, v))?;
+    let batch = one_event_batch(event, account)?;
+    let new_version = append(&spi, account, ExpectedVersion::Exact(current), &batch)?;
+    let applied = match command {
+        Command::Deposit { amount_cents } => AccountEvent::Deposited { amount_cents },
+        Command::Withdraw { amount_cents } => AccountEvent::Withdrawn { amount_cents },
+        Command::Freeze => AccountEvent::Frozen,
+        Command::Close => AccountEvent::Closed,
+    };
+    state
+        .apply(&applied)
+        .map_err(|e| EventStoreError::UnreplayableEvent {
+            event_type: e.event_type,
+            reason: e.reason,
+        })?;
+    snapshot_if_due(&spi, account, current, new_version, &holder, &state);
+    drop(spi);
+    Ok(Datum::from(new_version))
+}
+
+/// The account's state at `version`: the newest usable snapshot at or below it, plus the tail
+/// (the seed drops the snapshot's state; this keeps it). A snapshot that is not a valid account
+/// state for its version is not usable and is skipped.
+pub(crate) fn load_state(
+    spi: &Spi,
+    account: &Uuid,
+    version: i64,
+) -> Result<(AccountState, String), EventStoreError> {
+    let sid = Some(uuid_datum(account));
+    let mut state = AccountState::default();
+    let mut holder = String::new();
+    let snap = spi.read_latest(Stmt::LoadSnapshot, &[sid, Some(Datum::from(version))]);
+    let snapshot_state = (!snap.is_empty()).then(|| snap.datum(0, 2)).flatten();
+    if let (Some(at), Some(d)) = (snap.first_i64(), snapshot_state)
+        && let Ok((s, h)) = parse_state(unsafe { Jsonb::from_datum(d) })
+        && s.version == at
+    {
+        state = s;
+        holder = h.to_owned();
+    }
+    let tail = spi.read_latest(
+        Stmt::LoadEvents,
+        &[
+            sid,
+            Some(Datum::from(state.version)),
+            Some(Datum::from(version - state.version)),
+        ],
+    );
+    for row in 0..tail.len() {
+        let data = tail.datum(row, 7).expect("data is NOT NULL");
+        let event = event_view(unsafe { Jsonb::from_datum(data) }).decode();
+        let event = event.map_err(|e| EventStoreError::UnreplayableEvent {
+            event_type: e.event_type.clone(),
+            reason: e.reason.clone(),
+        })?;
+        state
+            .apply(&event)
+            .map_err(|e| EventStoreError::UnreplayableEvent {
+                event_type: e.event_type,
+                reason: e.reason,
+            })?;
+        if let AccountEvent::Opened { account_holder, .. } = event {
+            holder = account_holder.to_owned();
+        }
+    }
+    Ok((state, holder))
+}
+
+fn snapshot_if_due(
+    spi: &Spi,
+    account: &Uuid,
+    old: i64,
+    new: i64,
+    holder: &str,
+    state: &AccountState,
+) {
+    let interval = i64::from(SNAPSHOT_INTERVAL.get());
+    if !snapshot_due(old, new, interval) {
+        return;
+    }
+    let text = CString::new(state_json(holder, state)).unwrap_or_default();
+    let state_datum = unsafe {
+        pg_sys::DirectFunctionCall1Coll(
+            Some(jsonb_in_fmgr),
+            pg_sys::InvalidOid,
+            Datum::from(text.as_ptr() as *mut c_char),
+        )
+    };
+    spi.write(
+        Stmt::SaveSnapshot,
+        &[
+            Some(uuid_datum(account)),
+            Some(Datum::from(new)),
+            Some(state_datum),
+        ],
+    );
+}
