@@ -52,7 +52,7 @@ done
 [ -z "$STORE_SQL" ] || [ -f "$STORE_SQL" ] || die "no such file: $STORE_SQL"
 
 # --- cluster ----------------------------------------------------------------------------------------
-export ES_CLUSTER_DIR=$here/target/es-cluster-bench ES_PORT=28817
+export ES_CLUSTER_DIR=$here/target/es-cluster-bench ES_PORT=${ES_BENCH_PORT:-28817}
 if [ -n "$STORE_SQL" ]; then export ES_PRELOAD=${ES_PRELOAD:-0}; else export ES_PRELOAD=${ES_PRELOAD:-1}; fi
 cluster() { bash "$here/scripts/cluster.sh" "$@"; }
 mkdir -p "$OUT/logs"

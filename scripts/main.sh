@@ -14,7 +14,7 @@ export ES_CLUSTER_DIR=${ES_CLUSTER_DIR:-$here/target/es-cluster} ES_PORT=${ES_PO
 bash scripts/cluster.sh start
 eval "$(bash scripts/cluster.sh env)"
 export PGHOST PGPORT PGUSER
-psql=(/usr/lib/postgresql/15/bin/psql -X -q)
+psql=("${PG_BIN:-/usr/lib/postgresql/15/bin}/psql" -X -q)
 "${psql[@]}" -d postgres -tc "SELECT 1 FROM pg_database WHERE datname = 'event_store_demo'" | grep -q 1 ||
   "${psql[@]}" -d postgres -c "CREATE DATABASE event_store_demo"
 echo

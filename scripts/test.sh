@@ -6,6 +6,9 @@
 #!   4. client tests with several real connections: races, gap-safe reads, crash, dump/restore
 #!   5. the benchmark runner in smoke mode (it must run; the bars are measured by benches/run.sh)
 #! Stops at the first failing layer. Ends with one line: "suites: N passed, M failed".
+#! env: PG_CONFIG / PG_BIN (another PostgreSQL 15 installation, e.g. a relocated copy, with
+#!      PGRX_HOME pointing at a `cargo pgrx init --pg15 $PG_CONFIG`), ES_PORT (port of every
+#!      throwaway cluster), ES_BENCH_PORT, ES_TRACE_PORT, ES_PGRX_TEST_PGDATA (the pg_test data dir)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -26,7 +29,7 @@ step() {
   fi
 }
 client=(--manifest-path tests/client/Cargo.toml)
-pgdata=/tmp/event_store-pgrx-test
+pgdata=${ES_PGRX_TEST_PGDATA:-/tmp/event_store-pgrx-test}
 step "format" bash -c "cargo fmt --check && cargo fmt --check ${client[*]}"
 step "clippy" bash -c "cargo clippy --all-targets -- -D warnings && cargo clippy --all-targets ${client[*]} -- -D warnings"
 step "unit and pg_test" bash -c "rm -rf $pgdata && install -d -o postgres $pgdata && cargo pgrx test pg15 --runas postgres --pgdata $pgdata"

@@ -15,22 +15,32 @@ pub mod jsonb;
 pub mod native;
 pub mod shmem;
 pub mod storage;
+pub mod trace;
 
 use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!(name, version);
 
 pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+pgrx::extension_sql_file!(
+    "../sql/tracing.sql",
+    name = "tracing",
+    requires = ["bootstrap"]
+);
 
 /// Library initialization. Under `shared_preload_libraries` (in the postmaster, before any
-/// fork) it installs the shared-memory hooks for positions in flight; loaded on demand in a
+/// fork) it installs the shared-memory hooks for positions in flight and the span ring, and
+/// registers the OTLP export worker (nothing that runs is created here); loaded on demand in a
 /// backend it installs nothing, and everything but `es.read_all` works.
 #[pg_guard]
 #[allow(non_snake_case)]
 pub extern "C-unwind" fn _PG_init() {
+    trace::gucs::init();
     gucs::init();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         shmem::install_hooks();
+        trace::ring::install_hooks();
+        trace::worker::register();
     }
 }
 
@@ -145,6 +155,11 @@ pub mod pg_test {
     /// The test cluster preloads the library, as production does.
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec!["shared_preload_libraries = 'event_store'"]
+        // Export off: the worker drains and counts, so the pg_tests see spans being recorded
+        // without depending on a collector.
+        vec![
+            "shared_preload_libraries = 'event_store'",
+            "es.otlp_endpoint = ''",
+        ]
     }
 }

@@ -192,6 +192,7 @@ impl Spi {
     pub fn finish(self) {}
 
     fn run(&self, stmt: Stmt, args: &[Arg], read_only: bool, limit: i64) -> Rows {
+        let _span = crate::trace::statement(stmt, args);
         let (mut values, nulls) = split(args);
         let p = plan(stmt);
         let rc = unsafe {

@@ -14,6 +14,7 @@ use crate::core::account::{
     AccountEvent, AccountState, Command, RuleViolation, check_opening, decide, snapshot_due,
     state_json,
 };
+use crate::core::trace::{NumAttr, SpanName};
 use crate::core::{EventStoreError, ExpectedVersion};
 use crate::gucs::SNAPSHOT_INTERVAL;
 use crate::jsonb::Jsonb;
@@ -237,6 +238,11 @@ pub(crate) fn load_state(
             Some(Datum::from(state.version)),
             Some(Datum::from(version - state.version)),
         ],
+    );
+    let _span = crate::trace::child(
+        SpanName::AccountReplay,
+        account,
+        &[(NumAttr::EventsCount, Some(tail.len() as i64))],
     );
     for row in 0..tail.len() {
         let data = tail.datum(row, 7).expect("data is NOT NULL");

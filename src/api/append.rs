@@ -8,6 +8,7 @@
 use super::{arg, i64_arg, i64_datum, text_datum, uuid_arg, uuid_datum};
 use crate::core::append::{StoredId, check_batch_ids_unique, classify_retry};
 use crate::core::event::{check_sequence_numbers, stream_type_for, validate_event};
+use crate::core::trace::{NumAttr, SpanName, expected_version_value};
 use crate::core::{EventMeta, EventStoreError, ExpectedVersion, RetryDecision};
 use crate::jsonb::Jsonb;
 use crate::native::{self, Bump, EventRow, Outcome};
@@ -114,6 +115,14 @@ pub(crate) fn append(
     batch: &Batch,
 ) -> Result<i64, EventStoreError> {
     let n = batch.metas.len() as i64;
+    let _span = crate::trace::child(
+        SpanName::AppendEvents,
+        stream,
+        &[
+            (NumAttr::EventsCount, Some(n)),
+            (NumAttr::ExpectedVersion, expected_version_value(expected)),
+        ],
+    );
     let ids: Vec<Option<Uuid>> = batch.metas.iter().map(|m| m.event_id).collect();
     let has_ids = ids.iter().any(Option::is_some);
     let sid = Some(uuid_datum(stream));

@@ -32,7 +32,11 @@ macro_rules! sql_function {
         ) -> ::pgrx::pg_sys::Datum {
             // SAFETY: the guard converts PostgreSQL errors and Rust panics raised inside into
             // ERRORs; nothing with a destructor lives in this frame when `raise` jumps away.
-            let outcome = unsafe { ::pgrx::pgrx_extern_c_guard(|| $body(fcinfo)) };
+            let outcome = unsafe {
+                ::pgrx::pgrx_extern_c_guard(|| {
+                    $crate::trace::entry(stringify!($sym), fcinfo, $body)
+                })
+            };
             match outcome {
                 Ok(datum) => datum,
                 Err(err) => {

@@ -9,6 +9,8 @@ pub mod account;
 pub mod append;
 pub mod error;
 pub mod event;
+pub mod otlp;
+pub mod trace;
 
 pub use append::{ExpectedVersion, RetryDecision};
 pub use error::EventStoreError;

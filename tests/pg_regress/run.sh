@@ -12,7 +12,7 @@ bash "$repo/scripts/cluster.sh" start >/dev/null
 trap 'bash "$repo/scripts/cluster.sh" stop' EXIT
 eval "$(bash "$repo/scripts/cluster.sh" env)"
 export PGHOST PGPORT PGUSER
-BIN=/usr/lib/postgresql/15/bin
+BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PG_REGRESS=$(dirname "$($BIN/pg_config --pgxs)")/../test/regress/pg_regress
 db=event_store_regress
 out=$repo/target/pg_regress

@@ -1,0 +1,226 @@
+//! A blocking HTTP/1.1 client for `opentelemetry-otlp`, built on `std::net` only.
+//!
+//! Why not reqwest or hyper: they start threads (and tokio), which inherit the worker's signal
+//! mask and may run PostgreSQL's signal handlers off the main thread. This client runs on the
+//! worker's main thread, with one deadline for the whole request (connect, send, receive), so a
+//! collector that accepts connections and never answers costs at most `es.otlp_timeout` — which
+//! is what keeps `pg_ctl stop -m fast` quick. Plain `http://` only; for TLS, run a local
+//! collector (see the README).
+
+use bytes::Bytes;
+use opentelemetry_http::{HttpClient, HttpError, Request, Response};
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+/// The client; `timeout` bounds a whole request.
+#[derive(Debug, Clone)]
+pub struct BlockingHttp {
+    /// Deadline of one request, from connect to the end of the response.
+    pub timeout: Duration,
+}
+
+fn err(msg: String) -> HttpError {
+    msg.into()
+}
+
+impl BlockingHttp {
+    /// Sends `request` and waits for the response, at most `self.timeout`.
+    pub fn send_blocking(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let deadline = Instant::now() + self.timeout;
+        let uri = request.uri().clone();
+        if uri.scheme_str() != Some("http") {
+            return Err(err(format!(
+                "only http:// endpoints are supported, got {uri} (use a local collector for TLS)"
+            )));
+        }
+        let host = uri.host().ok_or_else(|| err(format!("no host in {uri}")))?;
+        let port = uri.port_u16().unwrap_or(80);
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let addr = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| err(format!("cannot resolve {host}:{port}: {e}")))?
+            .next()
+            .ok_or_else(|| err(format!("{host}:{port} resolves to no address")))?;
+        let remaining = |what: &str| {
+            deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| err(format!("timed out after {:?} ({what})", self.timeout)))
+        };
+        let mut stream = TcpStream::connect_timeout(&addr, remaining("connecting")?)
+            .map_err(|e| err(format!("cannot connect to {addr}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            request.body().len()
+        );
+        for (name, value) in request.headers() {
+            if let Ok(v) = value.to_str() {
+                head.push_str(&format!("{name}: {v}\r\n"));
+            }
+        }
+        head.push_str("\r\n");
+        let mut write_all = |bytes: &[u8]| -> Result<(), HttpError> {
+            let mut sent = 0;
+            while sent < bytes.len() {
+                stream
+                    .set_write_timeout(Some(remaining("sending")?))
+                    .map_err(|e| err(e.to_string()))?;
+                match stream.write(&bytes[sent..]) {
+                    Ok(0) => return Err(err("the collector closed the connection".into())),
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(err(format!("sending to {addr}: {e}"))),
+                }
+            }
+            Ok(())
+        };
+        write_all(head.as_bytes())?;
+        write_all(request.body())?;
+        let mut buf = Vec::with_capacity(512);
+        let mut chunk = [0u8; 4096];
+        loop {
+            stream
+                .set_read_timeout(Some(remaining("waiting for the response")?))
+                .map_err(|e| err(e.to_string()))?;
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    if response_complete(&buf) {
+                        break;
+                    }
+                    if buf.len() > 1 << 20 {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(err(format!(
+                        "timed out after {:?} waiting for the response of {addr}",
+                        self.timeout
+                    )));
+                }
+                Err(e) => return Err(err(format!("reading from {addr}: {e}"))),
+            }
+        }
+        parse_response(&buf)
+    }
+}
+
+fn header_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())
+            .flatten()
+    })
+}
+
+fn response_complete(buf: &[u8]) -> bool {
+    let Some(end) = header_end(buf) else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]);
+    content_length(&head).is_some_and(|n| buf.len() >= end + n)
+}
+
+fn parse_response(buf: &[u8]) -> Result<Response<Bytes>, HttpError> {
+    let end = header_end(buf).ok_or_else(|| {
+        err(format!(
+            "incomplete HTTP response ({} bytes, no header end)",
+            buf.len()
+        ))
+    })?;
+    let head = String::from_utf8_lossy(&buf[..end]);
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| err(format!("not an HTTP response: {:?}", head.lines().next())))?;
+    let body = Bytes::copy_from_slice(&buf[end..]);
+    Response::builder()
+        .status(status)
+        .body(body)
+        .map_err(|e| err(e.to_string()))
+}
+
+#[async_trait::async_trait]
+impl HttpClient for BlockingHttp {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        self.send_blocking(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn post(url: &str, timeout_ms: u64) -> Result<Response<Bytes>, HttpError> {
+        let req = Request::builder()
+            .method("POST")
+            .uri(url)
+            .header("content-type", "application/x-protobuf")
+            .body(Bytes::from_static(b"hello"))
+            .unwrap();
+        BlockingHttp {
+            timeout: Duration::from_millis(timeout_ms),
+        }
+        .send_blocking(req)
+    }
+
+    #[test]
+    fn posts_and_reads_the_status() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut got = Vec::new();
+            let mut b = [0u8; 1024];
+            while !got.ends_with(b"hello") {
+                let n = s.read(&mut b).unwrap();
+                got.extend_from_slice(&b[..n]);
+            }
+            s.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 2\r\n\r\nno")
+                .unwrap();
+            String::from_utf8(got).unwrap()
+        });
+        let r = post(&format!("http://127.0.0.1:{port}/v1/traces"), 5000).unwrap();
+        assert_eq!(r.status().as_u16(), 500);
+        assert_eq!(&r.body()[..], b"no");
+        let req = server.join().unwrap();
+        assert!(req.starts_with("POST /v1/traces HTTP/1.1\r\n"), "{req}");
+        assert!(req.contains("content-type: application/x-protobuf"));
+    }
+
+    #[test]
+    fn a_silent_collector_costs_the_timeout_only() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let e = post(&format!("http://127.0.0.1:{port}/v1/traces"), 300).unwrap_err();
+        assert!(e.to_string().contains("timed out"), "{e}");
+        drop(l);
+    }
+
+    #[test]
+    fn refused_and_https_are_errors() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        assert!(post(&format!("http://127.0.0.1:{port}/v1/traces"), 1000).is_err());
+        let e = post("https://example.invalid/v1/traces", 1000).unwrap_err();
+        assert!(e.to_string().contains("only http://"));
+    }
+}

@@ -1,0 +1,481 @@
+//! Tracing in backends (SPEC §7): every SQL entry point records a span, a command's span parents
+//! the spans it causes, and finished spans go into the shared ring ([`ring`]) that the export
+//! worker ([`worker`]) drains.
+//!
+//! Why no OpenTelemetry SDK or `tracing` subscriber here: a backend must not start threads, must
+//! not build anything in `_PG_init` that a fork would break, and an append must stay within 10 %
+//! of its untraced speed (bar W6). So a span is a fixed-size [`SpanRecord`] on the stack, filled
+//! from the call's arguments, and copied once into shared memory when it ends; the SDK's
+//! `SpanData` is built only in the worker. Ids come from a per-process generator seeded with
+//! `pg_strong_random`, the parent from the client's trace context (a sqlcommenter comment in the
+//! query text, else `es.traceparent`), the sampling decision from `es.trace_sample_ratio`.
+
+pub mod gucs;
+pub mod http;
+pub mod ring;
+pub mod stats;
+pub mod worker;
+
+use crate::core::EventStoreError;
+use crate::core::trace::{
+    IdGen, NumAttr, SpanName, SpanRecord, TraceParent, parse_traceparent, sampled_by_ratio,
+    sqlcommenter_traceparent,
+};
+use crate::storage::{Arg, Stmt};
+use pgrx::pg_sys::{self, Datum};
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+
+/// An open span of this backend: what its children need.
+#[derive(Clone, Copy)]
+struct Frame {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    sampled: bool,
+    name: SpanName,
+}
+
+/// Per-backend state: the open spans (innermost last), the id generator and the database name.
+struct Backend {
+    stack: Vec<Frame>,
+    ids: Option<(u32, IdGen)>,
+    db_name: Option<String>,
+}
+
+thread_local! {
+    static BACKEND: RefCell<Backend> = const {
+        RefCell::new(Backend { stack: Vec::new(), ids: None, db_name: None })
+    };
+}
+
+impl Backend {
+    /// The id generator, seeded on first use in this process (never in the postmaster, so a
+    /// fork cannot hand two backends the same sequence).
+    fn ids(&mut self) -> &mut IdGen {
+        let pid = std::process::id();
+        if self.ids.as_ref().is_none_or(|(p, _)| *p != pid) {
+            let mut seed = [0u8; 8];
+            let strong = unsafe { pg_sys::pg_strong_random(seed.as_mut_ptr().cast(), seed.len()) };
+            let mut s = u64::from_ne_bytes(seed);
+            if !strong {
+                s ^= now_unix_ns() ^ (u64::from(pid) << 32);
+            }
+            self.ids = Some((pid, IdGen::new(s)));
+        }
+        &mut self.ids.as_mut().expect("seeded above").1
+    }
+
+    fn db_name(&mut self) -> &str {
+        self.db_name.get_or_insert_with(|| unsafe {
+            let p = pg_sys::get_database_name(pg_sys::MyDatabaseId);
+            if p.is_null() {
+                String::new()
+            } else {
+                std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+            }
+        })
+    }
+}
+
+fn now_unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Whether this backend records spans: the library is preloaded (the ring exists) and
+/// `es.tracing` is on.
+pub fn enabled() -> bool {
+    ring::get().is_some() && gucs::TRACING.get()
+}
+
+/// A span in progress. Dropping it ends it and, when sampled, writes its record into the ring;
+/// a span dropped while a panic unwinds (a PostgreSQL ERROR inside) gets status ERROR.
+pub struct Span {
+    record: SpanRecord,
+    sampled: bool,
+    depth: usize,
+}
+
+impl Span {
+    /// Opens a span named `name`: a child of the innermost open span of this backend, or a root
+    /// whose parent is the client's trace context. `None` when tracing is off.
+    fn begin(name: SpanName) -> Option<Span> {
+        if !enabled() {
+            return None;
+        }
+        BACKEND.with(|b| {
+            let mut b = b.borrow_mut();
+            let span_id = b.ids().span_id();
+            let (trace_id, parent_id, sampled, remote) = match b.stack.last() {
+                Some(top) => (top.trace_id, top.span_id, top.sampled, false),
+                None => match client_context() {
+                    Some(tp) => (tp.trace_id, tp.parent_id, tp.sampled, true),
+                    None => {
+                        let trace_id = b.ids().trace_id();
+                        let sampled = sampled_by_ratio(&trace_id, gucs::SAMPLE_RATIO.get());
+                        (trace_id, [0; 8], sampled, false)
+                    }
+                },
+            };
+            let depth = b.stack.len();
+            b.stack.push(Frame {
+                trace_id,
+                span_id,
+                sampled,
+                name,
+            });
+            let mut record = SpanRecord::new(name, trace_id, span_id, parent_id);
+            if sampled {
+                record.set_parent_remote(remote);
+                record.start_unix_ns = now_unix_ns();
+                record.pid = std::process::id() as i32;
+                record.set_db_name(b.db_name());
+            }
+            Some(Span {
+                record,
+                sampled,
+                depth,
+            })
+        })
+    }
+
+    /// Sets `aggregate_id`.
+    pub fn aggregate(&mut self, id: &Uuid) {
+        self.record.set_aggregate_id(*id.as_bytes());
+    }
+
+    /// Sets a numeric attribute.
+    pub fn num(&mut self, key: NumAttr, value: i64) {
+        self.record.set_num(key, value);
+    }
+
+    /// Marks the span failed.
+    pub fn fail(&mut self, sqlstate: &str, message: &str) {
+        self.record.set_error(sqlstate, message);
+    }
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        BACKEND.with(|b| b.borrow_mut().stack.truncate(self.depth));
+        if !self.sampled {
+            return;
+        }
+        if std::thread::panicking() && self.record.error().is_none() {
+            self.record.set_error("XX000", "the call failed");
+        }
+        self.record.end_unix_ns = now_unix_ns();
+        if let Some(ring) = ring::get() {
+            ring.push(&self.record);
+        }
+    }
+}
+
+/// The client's trace context for a new root span: a sqlcommenter `traceparent` in the query
+/// text wins (it is specific to this statement), else `es.traceparent`. A malformed value is a
+/// WARNING and no context (a new root trace), never an error in the caller's statement.
+fn client_context() -> Option<TraceParent> {
+    let from_comment = unsafe {
+        let q = pg_sys::debug_query_string;
+        if q.is_null() {
+            None
+        } else {
+            sqlcommenter_traceparent(std::ffi::CStr::from_ptr(q).to_bytes())
+                .map(|v| (v, "the query's sqlcommenter comment"))
+        }
+    };
+    let (value, source) = from_comment.or_else(|| {
+        gucs::TRACEPARENT
+            .get()
+            .map(|v| v.to_string_lossy().into_owned())
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (v, "es.traceparent"))
+    })?;
+    match parse_traceparent(&value) {
+        Ok(tp) => Some(tp),
+        Err(why) => {
+            pgrx::warning!(
+                "ignoring the malformed traceparent {value:?} from {source}: {why}; the call starts a new trace"
+            );
+            None
+        }
+    }
+}
+
+/// Opens a child span of the current one, unless there is no current span (tracing off, or an
+/// internal call) or the current span already has this name (an entry point running its own
+/// statement). The returned guard ends the span when dropped.
+pub fn child(name: SpanName, aggregate: &Uuid, nums: &[(NumAttr, Option<i64>)]) -> Option<Span> {
+    let parent = BACKEND.with(|b| b.borrow().stack.last().map(|f| (f.name, f.sampled)))?;
+    if parent.0 == name {
+        return None;
+    }
+    let mut span = Span::begin(name)?;
+    if span.sampled {
+        span.aggregate(aggregate);
+        for &(k, v) in nums {
+            if let Some(v) = v {
+                span.num(k, v);
+            }
+        }
+    }
+    Some(span)
+}
+
+/// The span of a statement run on behalf of a command (`crate::storage`): snapshot lookups and
+/// saves and event loads; every other statement is part of its caller's span.
+pub fn statement(stmt: Stmt, args: &[Arg]) -> Option<Span> {
+    let (name, second) = match stmt {
+        Stmt::LoadSnapshot => (SpanName::SnapshotLoad, NumAttr::AtVersion),
+        Stmt::LoadEvents => (SpanName::LoadEvents, NumAttr::FromVersion),
+        Stmt::SaveSnapshot => (SpanName::SnapshotSave, NumAttr::Version),
+        _ => return None,
+    };
+    let id = unsafe { crate::api::uuid_from_datum(args.first().copied().flatten()?) };
+    let value = args.get(1).copied().flatten().map(|v| v.value() as i64);
+    child(name, &id, &[(second, value)])
+}
+
+/// Where an entry point's attributes come from.
+#[derive(Clone, Copy)]
+enum ArgAttr {
+    /// A uuid argument: `aggregate_id`.
+    Aggregate,
+    /// A bigint argument.
+    Int8(NumAttr),
+    /// An array argument: its element count.
+    ArrayLen(NumAttr),
+}
+
+/// The span of each traced C entry point and the arguments it records.
+fn entry_span(symbol: &str) -> Option<(SpanName, &'static [(usize, ArgAttr)])> {
+    use ArgAttr::*;
+    use NumAttr::*;
+    Some(match symbol {
+        "es_append_events" => (
+            SpanName::AppendEvents,
+            &[
+                (0, Aggregate),
+                (1, Int8(ExpectedVersion)),
+                (2, ArrayLen(EventsCount)),
+            ],
+        ),
+        "es_load_events" => (
+            SpanName::LoadEvents,
+            &[(0, Aggregate), (1, Int8(FromVersion))],
+        ),
+        "es_stream_version" => (SpanName::StreamVersion, &[(0, Aggregate)]),
+        "es_read_all" => (SpanName::ReadAll, &[(0, Int8(AfterPosition))]),
+        "es_save_snapshot" => (
+            SpanName::SnapshotSave,
+            &[(0, Aggregate), (1, Int8(Version))],
+        ),
+        "es_load_snapshot" => (
+            SpanName::SnapshotLoad,
+            &[(0, Aggregate), (1, Int8(AtVersion))],
+        ),
+        "es_open_account" => (SpanName::OpenAccount, &[(1, Int8(InitialBalanceCents))]),
+        "es_deposit" => (
+            SpanName::Deposit,
+            &[
+                (0, Aggregate),
+                (1, Int8(AmountCents)),
+                (3, Int8(ExpectedVersion)),
+            ],
+        ),
+        "es_withdraw" => (
+            SpanName::Withdraw,
+            &[
+                (0, Aggregate),
+                (1, Int8(AmountCents)),
+                (3, Int8(ExpectedVersion)),
+            ],
+        ),
+        "es_freeze_account" => (SpanName::FreezeAccount, &[(0, Aggregate)]),
+        "es_close_account" => (SpanName::CloseAccount, &[(0, Aggregate)]),
+        _ => return None,
+    })
+}
+
+fn fill_from_args(span: &mut Span, fcinfo: pg_sys::FunctionCallInfo, attrs: &[(usize, ArgAttr)]) {
+    for &(n, attr) in attrs {
+        let Some(d) = crate::api::arg(fcinfo, n) else {
+            continue;
+        };
+        match attr {
+            ArgAttr::Aggregate => span.aggregate(&unsafe { crate::api::uuid_from_datum(d) }),
+            ArgAttr::Int8(k) => span.num(k, d.value() as i64),
+            ArgAttr::ArrayLen(k) => {
+                let n = unsafe {
+                    let arr =
+                        pg_sys::pg_detoast_datum(d.cast_mut_ptr()).cast::<pg_sys::ArrayType>();
+                    let ndim = (*arr).ndim;
+                    let dims = arr
+                        .cast::<u8>()
+                        .add(std::mem::size_of::<pg_sys::ArrayType>())
+                        .cast::<i32>();
+                    pg_sys::ArrayGetNItems(ndim, dims)
+                };
+                span.num(k, i64::from(n));
+            }
+        }
+    }
+}
+
+/// Runs the body of the SQL entry point `symbol` inside its span (see `crate::sql_function!`):
+/// the span ends with status OK, or ERROR with the user error's SQLSTATE and message, or with the
+/// message of a PostgreSQL error that unwinds through it (which is then re-raised unchanged).
+pub fn entry(
+    symbol: &'static str,
+    fcinfo: pg_sys::FunctionCallInfo,
+    body: fn(pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError>,
+) -> Result<Datum, EventStoreError> {
+    let Some((name, attrs)) = entry_span(symbol) else {
+        return body(fcinfo);
+    };
+    let Some(mut span) = Span::begin(name) else {
+        return body(fcinfo);
+    };
+    if span.sampled {
+        fill_from_args(&mut span, fcinfo, attrs);
+    }
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(fcinfo)));
+    match &outcome {
+        Ok(Ok(datum)) => {
+            if span.sampled && name == SpanName::OpenAccount {
+                span.aggregate(&unsafe { crate::api::uuid_from_datum(*datum) });
+            }
+        }
+        Ok(Err(err)) => span.fail(err.sqlstate(), &err.message()),
+        Err(payload) => {
+            let (code, message) = describe_panic(payload.as_ref());
+            span.fail(&code, &message);
+        }
+    }
+    drop(span);
+    match outcome {
+        Ok(result) => result,
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
+/// SQLSTATE and message of an error that unwinds through an entry point.
+fn describe_panic(payload: &(dyn std::any::Any + Send)) -> (String, String) {
+    use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
+    let from_report = |r: &ErrorReportWithLevel| {
+        (
+            unpack_sqlstate(r.sql_error_code() as i32),
+            r.message().to_owned(),
+        )
+    };
+    if let Some(caught) = payload.downcast_ref::<CaughtError>() {
+        return match caught {
+            CaughtError::PostgresError(r)
+            | CaughtError::ErrorReport(r)
+            | CaughtError::RustPanic { ereport: r, .. } => from_report(r),
+        };
+    }
+    if let Some(r) = payload.downcast_ref::<ErrorReportWithLevel>() {
+        return from_report(r);
+    }
+    let message = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "the call failed".to_owned());
+    ("XX000".to_owned(), message)
+}
+
+/// The five characters of a SQLSTATE packed by `MAKE_SQLSTATE`.
+fn unpack_sqlstate(code: i32) -> String {
+    (0..5)
+        .map(|i| (((code >> (6 * i)) & 0x3F) as u8 + b'0') as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod unit {
+    #[test]
+    fn sqlstates_unpack() {
+        for code in ["ES101", "22004", "XX000", "23505"] {
+            assert_eq!(
+                super::unpack_sqlstate(crate::error::make_sqlstate(code)),
+                code
+            );
+        }
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn recorded() -> i64 {
+        Spi::get_one::<i64>("SELECT spans_recorded FROM es.tracing_stats()")
+            .unwrap()
+            .unwrap()
+    }
+
+    const APPEND: &str =
+        "SELECT es.append_events(gen_random_uuid(), NULL, ARRAY['{\"type\":\"A\"}']::jsonb[])";
+
+    #[pg_test]
+    fn an_append_records_one_span() {
+        let before = recorded();
+        Spi::run(APPEND).unwrap();
+        assert_eq!(recorded(), before + 1);
+        let row = Spi::get_one::<bool>("SELECT available FROM es.tracing_stats()").unwrap();
+        assert_eq!(row, Some(true));
+    }
+
+    #[pg_test]
+    fn a_deposit_records_its_command_and_child_spans() {
+        let id = Spi::get_one::<String>("SELECT es.open_account('ann', 100)::text")
+            .unwrap()
+            .unwrap();
+        let before = recorded();
+        Spi::run(&format!("SELECT es.deposit('{id}', 50)")).unwrap();
+        // command.deposit, snapshot_store.load, event_store.load_events, account.replay,
+        // event_store.append_events
+        assert_eq!(recorded(), before + 5);
+    }
+
+    #[pg_test]
+    fn tracing_off_and_unsampled_contexts_record_nothing() {
+        let before = recorded();
+        Spi::run("SET LOCAL es.tracing = off").unwrap();
+        Spi::run(APPEND).unwrap();
+        Spi::run("SET LOCAL es.tracing = on").unwrap();
+        Spi::run("SET LOCAL es.trace_sample_ratio = 0").unwrap();
+        Spi::run(APPEND).unwrap();
+        Spi::run("SET LOCAL es.trace_sample_ratio = 1").unwrap();
+        Spi::run(
+            "SET LOCAL es.traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00'",
+        )
+        .unwrap();
+        Spi::run(APPEND).unwrap();
+        assert_eq!(recorded(), before);
+    }
+
+    #[pg_test]
+    fn a_malformed_traceparent_is_not_an_error() {
+        Spi::run("SET LOCAL es.traceparent = 'not-a-traceparent'").unwrap();
+        let before = recorded();
+        Spi::run(APPEND).unwrap();
+        assert_eq!(recorded(), before + 1, "a new root trace is recorded");
+    }
+
+    #[pg_test]
+    fn a_failed_call_is_still_recorded() {
+        let before = recorded();
+        crate::tests::assert_sqlstate(
+            "PERFORM es.append_events(gen_random_uuid(), -1, ARRAY['{\"type\":\"A\"}']::jsonb[])",
+            "ES002",
+        );
+        assert_eq!(recorded(), before + 1);
+    }
+}

@@ -1,0 +1,78 @@
+//! `es.tracing_stats()`: one row with the state of tracing and its counters (SPEC §7) — spans
+//! recorded, exported, dropped because the buffer was full, dropped after failed exports, export
+//! failures, the last error and the last successful export. Without the preload the row says
+//! tracing is unavailable and why, instead of failing: a monitoring query should keep working.
+
+use crate::api::{materialize, no_value, text_datum};
+use crate::core::EventStoreError;
+use pgrx::pg_sys::{self, Datum};
+use std::sync::atomic::Ordering;
+
+crate::sql_function!(es_tracing_stats, pg_finfo_es_tracing_stats, tracing_stats);
+
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+
+fn timestamptz(unix_ns: u64) -> Option<Datum> {
+    (unix_ns != 0).then(|| Datum::from((unix_ns / 1000) as i64 - PG_EPOCH_OFFSET_US))
+}
+
+fn int8(v: u64) -> Option<Datum> {
+    Some(Datum::from(v as i64))
+}
+
+/// Columns (see `sql/tracing.sql`): available, status, spans_recorded, spans_exported,
+/// spans_dropped, spans_dropped_export, export_failures, spans_queued, buffer_size, last_error,
+/// last_export_at, last_failure_at, worker_pid, otlp_endpoint.
+fn tracing_stats(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
+    let (store, desc) = materialize(fcinfo);
+    let endpoint = super::gucs::OTLP_ENDPOINT
+        .get()
+        .map(|s| text_datum(&s.to_string_lossy()));
+    let mut row: [Option<Datum>; 14] = [None; 14];
+    match super::ring::get() {
+        None => {
+            row[0] = Some(Datum::from(false));
+            row[1] = Some(text_datum(
+                "unavailable: event_store is not in shared_preload_libraries (tracing is off)",
+            ));
+        }
+        Some(ring) => {
+            let st = ring.stats();
+            let status = if !super::gucs::TRACING.get() {
+                "off: es.tracing is off in this session"
+            } else if super::gucs::OTLP_ENDPOINT
+                .get()
+                .is_none_or(|e| e.to_bytes().is_empty())
+            {
+                "recording, export off: es.otlp_endpoint is empty"
+            } else if st.worker_pid.load(Ordering::Relaxed) == 0 {
+                "recording, exporter not running"
+            } else {
+                "on"
+            };
+            row[0] = Some(Datum::from(true));
+            row[1] = Some(text_datum(status));
+            row[2] = int8(st.recorded.load(Ordering::Relaxed));
+            row[3] = int8(st.exported.load(Ordering::Relaxed));
+            row[4] = int8(st.dropped_full.load(Ordering::Relaxed));
+            row[5] = int8(st.dropped_export.load(Ordering::Relaxed));
+            row[6] = int8(st.export_failures.load(Ordering::Relaxed));
+            row[7] = int8(ring.len() as u64);
+            row[8] = Some(Datum::from(ring.capacity() as i32));
+            row[9] = st.last_error().map(|e| text_datum(&e));
+            row[10] = timestamptz(st.last_success_unix_ns.load(Ordering::Relaxed));
+            row[11] = timestamptz(st.last_failure_unix_ns.load(Ordering::Relaxed));
+            let pid = st.worker_pid.load(Ordering::Relaxed);
+            row[12] = (pid != 0).then(|| Datum::from(pid as i32));
+        }
+    }
+    row[13] = endpoint;
+    let mut values: Vec<Datum> = row
+        .iter()
+        .map(|v| v.unwrap_or(Datum::from(0usize)))
+        .collect();
+    let mut nulls: Vec<bool> = row.iter().map(Option::is_none).collect();
+    unsafe { pg_sys::tuplestore_putvalues(store, desc, values.as_mut_ptr(), nulls.as_mut_ptr()) };
+    Ok(no_value())
+}

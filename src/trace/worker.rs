@@ -1,0 +1,257 @@
+//! The OTLP export worker (SPEC §7): a static background worker, registered when the library is
+//! preloaded and restarted a second after a crash, that drains the span ring and exports batches
+//! with `opentelemetry-otlp` (OTLP/HTTP protobuf) to `es.otlp_endpoint`.
+//!
+//! Everything runs on the worker's main thread: the exporter's future is driven by
+//! `futures_executor::block_on` and the HTTP client ([`super::http`]) is blocking with one
+//! deadline per request, so no thread ever sees PostgreSQL's signals. A failed batch is retried
+//! `es.otlp_retries` times with exponential backoff, then dropped and counted; the worker holds
+//! at most one batch, so its memory stays bounded whatever the collector does. SIGHUP reloads
+//! the settings (a new endpoint takes effect for the next batch); SIGTERM ends the loop after at
+//! most the request in flight (`es.otlp_timeout`).
+
+use super::gucs;
+use super::http::BlockingHttp;
+use crate::core::otlp;
+use crate::core::trace::{Ring, SpanRecord};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::trace::SpanExporter as _;
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Registers the worker. Call from `_PG_init` under `shared_preload_libraries`.
+pub fn register() {
+    BackgroundWorkerBuilder::new("event_store otlp exporter")
+        .set_type("event_store otlp exporter")
+        .set_library("event_store")
+        .set_function("es_otlp_exporter_main")
+        .enable_shmem_access(None)
+        .set_start_time(BgWorkerStartTime::PostmasterStart)
+        .set_restart_time(Some(Duration::from_secs(1)))
+        .load();
+}
+
+fn now_unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn string_guc(g: &pgrx::GucSetting<Option<std::ffi::CString>>) -> String {
+    g.get()
+        .map(|s| s.to_string_lossy().trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The exporter for the current settings, rebuilt when they change.
+struct Export {
+    endpoint: String,
+    timeout_ms: i32,
+    exporter: opentelemetry_otlp::SpanExporter,
+}
+
+impl Export {
+    fn build(endpoint: &str, timeout_ms: i32) -> Result<Export, String> {
+        let timeout = Duration::from_millis(timeout_ms.max(1) as u64);
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_http_client(BlockingHttp { timeout })
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(endpoint)
+            .with_timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot build the OTLP exporter for {endpoint:?}: {e}"))?;
+        Ok(Export {
+            endpoint: endpoint.to_owned(),
+            timeout_ms,
+            exporter,
+        })
+    }
+}
+
+/// What the worker keeps between iterations.
+struct State {
+    ring: Ring,
+    export: Option<Export>,
+    host: String,
+    scope: opentelemetry::InstrumentationScope,
+    /// The batch being exported (at most `es.otlp_max_batch` records).
+    pending: Vec<SpanRecord>,
+    /// Failed attempts of `pending` so far.
+    attempts: u32,
+    stopping: bool,
+}
+
+impl State {
+    fn stats(&self) -> &crate::core::trace::RingStats {
+        self.ring.stats()
+    }
+
+    fn check_signals(&mut self) {
+        if BackgroundWorker::sigterm_received() {
+            self.stopping = true;
+        }
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+    }
+
+    fn fill(&mut self) {
+        let max = gucs::OTLP_MAX_BATCH.get().max(1) as usize;
+        while self.pending.len() < max {
+            match self.ring.pop() {
+                Some(r) => self.pending.push(r),
+                None => break,
+            }
+        }
+    }
+
+    fn give_up(&mut self, why: &str) {
+        let n = self.pending.len() as u64;
+        self.stats().dropped_export.fetch_add(n, Ordering::Relaxed);
+        if self.attempts > 0 {
+            pgrx::log!(
+                "event_store: dropped {n} spans after {} failed exports: {why}",
+                self.attempts
+            );
+        }
+        self.pending.clear();
+        self.attempts = 0;
+    }
+
+    /// Exports `pending`, one request per database (the database is a resource attribute).
+    fn export_pending(&mut self) -> Result<(), String> {
+        let endpoint = string_guc(&gucs::OTLP_ENDPOINT);
+        let timeout_ms = gucs::OTLP_TIMEOUT_MS.get();
+        if self
+            .export
+            .as_ref()
+            .is_none_or(|e| e.endpoint != endpoint || e.timeout_ms != timeout_ms)
+        {
+            self.export = None;
+            self.export = Some(Export::build(&endpoint, timeout_ms)?);
+        }
+        let service = string_guc(&gucs::SERVICE_NAME);
+        self.pending.sort_by(|a, b| a.db_name().cmp(b.db_name()));
+        while let Some(first) = self.pending.first() {
+            let db = first.db_name().to_owned();
+            let n = self
+                .pending
+                .iter()
+                .take_while(|r| r.db_name() == db)
+                .count();
+            let batch: Vec<_> = self.pending[..n]
+                .iter()
+                .filter_map(|r| otlp::span_data(r, &self.scope))
+                .collect();
+            let export = self.export.as_mut().expect("built above");
+            export
+                .exporter
+                .set_resource(&otlp::resource(&service, &self.host, &db));
+            futures_executor::block_on(export.exporter.export(batch)).map_err(|e| e.to_string())?;
+            self.stats().exported.fetch_add(n as u64, Ordering::Relaxed);
+            self.stats()
+                .last_success_unix_ns
+                .store(now_unix_ns(), Ordering::Relaxed);
+            self.pending.drain(..n);
+            self.check_signals();
+            if self.stopping {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drains and exports until the ring is empty, an export fails or a shutdown is asked for.
+    /// Returns how long to sleep: the idle interval, or the backoff before a retry.
+    fn run_once(&mut self) -> Duration {
+        let interval = Duration::from_millis(gucs::OTLP_INTERVAL_MS.get().max(1) as u64);
+        loop {
+            self.check_signals();
+            if self.stopping {
+                return interval;
+            }
+            self.fill();
+            if self.pending.is_empty() {
+                return interval;
+            }
+            if string_guc(&gucs::OTLP_ENDPOINT).is_empty() {
+                self.give_up("es.otlp_endpoint is empty (export off)");
+                continue;
+            }
+            match self.export_pending() {
+                Ok(()) => self.attempts = 0,
+                Err(e) => {
+                    self.attempts += 1;
+                    let st = self.stats();
+                    st.export_failures.fetch_add(1, Ordering::Relaxed);
+                    st.last_failure_unix_ns
+                        .store(now_unix_ns(), Ordering::Relaxed);
+                    st.set_last_error(&e);
+                    if self.attempts == 1 {
+                        pgrx::log!("event_store: span export failed (will retry): {e}");
+                    }
+                    if self.attempts > gucs::OTLP_RETRIES.get().max(0) as u32 {
+                        self.give_up(&e);
+                        continue;
+                    }
+                    return otlp::backoff(self.attempts);
+                }
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    let rc = unsafe { libc_gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+unsafe extern "C" {
+    #[link_name = "gethostname"]
+    fn libc_gethostname(name: *mut std::ffi::c_char, len: usize) -> std::ffi::c_int;
+}
+
+/// Entry point of the export worker (see [`register`]).
+///
+/// # Safety
+/// Called by the postmaster as a background worker's main function.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn es_otlp_exporter_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let Some(ring) = super::ring::get() else {
+        pgrx::log!("event_store: no span ring in shared memory; the exporter exits");
+        return;
+    };
+    ring.stats()
+        .worker_pid
+        .store(std::process::id().into(), Ordering::Relaxed);
+    let mut state = State {
+        ring,
+        export: None,
+        host: hostname(),
+        scope: otlp::scope(),
+        pending: Vec::with_capacity(gucs::OTLP_MAX_BATCH.get().max(1) as usize),
+        attempts: 0,
+        stopping: false,
+    };
+    loop {
+        let sleep = state.run_once();
+        if state.stopping || !BackgroundWorker::wait_latch(Some(sleep)) {
+            break;
+        }
+    }
+    ring.stats().worker_pid.store(0, Ordering::Relaxed);
+}
