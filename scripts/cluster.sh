@@ -5,7 +5,9 @@
 #!
 #! usage: scripts/cluster.sh start|stop|restart|status|env|destroy
 #! env:   ES_CLUSTER_DIR (default: target/es-cluster), ES_PORT (default: 28815),
-#!        ES_PRELOAD (default: 1; 0 starts without shared_preload_libraries)
+#!        ES_PRELOAD (default: 1; 0 starts without shared_preload_libraries),
+#!        ES_EXTRA_CONF (postgresql.conf lines for this start, e.g. the es.otlp_* settings; kept
+#!        in conf.d-extra.conf, replaced at every start)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -58,9 +60,12 @@ start() {
   else
     : >"$conf"
   fi
-  chown postgres:postgres "$conf" 2>/dev/null || true
+  printf '%s\n' "${ES_EXTRA_CONF:-}" >"$DATA/conf.d-extra.conf"
+  chown postgres:postgres "$conf" "$DATA/conf.d-extra.conf" 2>/dev/null || true
   grep -q "include_if_exists = 'conf.d-preload.conf'" "$DATA/postgresql.conf" ||
     echo "include_if_exists = 'conf.d-preload.conf'" >>"$DATA/postgresql.conf"
+  grep -q "include_if_exists = 'conf.d-extra.conf'" "$DATA/postgresql.conf" ||
+    echo "include_if_exists = 'conf.d-extra.conf'" >>"$DATA/postgresql.conf"
   if as_pg "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
     as_pg "$BIN/pg_ctl" -D "$DATA" restart -m fast -w -l "$LOG" >/dev/null
   else

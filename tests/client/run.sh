@@ -7,6 +7,7 @@
 #!
 #! usage: tests/client/run.sh [extra cargo test arguments, e.g. a test name filter]
 #! env:   ES_CLUSTER_DIR (default: <repo>/target/es-cluster-client), ES_PORT (default: 28816),
+#!        ES_TRACE_PORT (the tracing tests' own cluster, default: 28819),
 #!        ES_PRELOAD (default: 1; read_all and the crash test need it)
 set -euo pipefail
 
@@ -14,6 +15,8 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 export ES_CLUSTER_DIR=${ES_CLUSTER_DIR:-$repo/target/es-cluster-client}
 export ES_PORT=${ES_PORT:-28816}
 export ES_PRELOAD=${ES_PRELOAD:-1}
+# the tracing tests restart their own cluster (tests/client/src/otlp.rs) on this port
+export ES_TEST_TRACE_PORT=${ES_TRACE_PORT:-28819}
 cluster="$repo/scripts/cluster.sh"
 
 trap 'bash "$cluster" stop' EXIT

@@ -7,6 +7,8 @@
 //! the test ends, even when it fails), and small wrappers around the SQL API and its errors, so the
 //! scenario files read as the property they check.
 
+pub mod otlp;
+
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;

@@ -1,4 +1,5 @@
-//! Without `shared_preload_libraries` (SPEC §0): everything but `es.read_all` works, and
+//! Without `shared_preload_libraries` (SPEC §0): everything but `es.read_all` works (tracing is
+//! off and `es.tracing_stats()` says so), and
 //! `es.read_all` fails with a clear error (55000) whose HINT names the setting. Runs only in the
 //! second pass of tests/client/run.sh (`--ignored`), which restarts the cluster with ES_PRELOAD=0.
 
@@ -31,6 +32,22 @@ fn the_store_works_and_read_all_explains_the_missing_preload() {
         .expect("load_events")
         .get(0);
     assert_eq!(loaded, 3);
+
+    // tracing is off and says why, without failing
+    let row = client
+        .query_one(
+            "SELECT available, status, spans_recorded FROM es.tracing_stats()",
+            &[],
+        )
+        .expect("es.tracing_stats() works without the preload");
+    assert!(!row.get::<_, bool>(0));
+    assert!(
+        row.get::<_, String>(1)
+            .contains("not in shared_preload_libraries"),
+        "{:?}",
+        row.get::<_, String>(1)
+    );
+    assert_eq!(row.get::<_, Option<i64>>(2), None);
 
     let err = client
         .query("SELECT * FROM es.read_all(0, 10)", &[])

@@ -1,0 +1,243 @@
+//! A small OTLP/HTTP trace receiver for the tests, the demo and the benchmark: it decodes the
+//! official protobuf (`ExportTraceServiceRequest` from the `opentelemetry-proto` crate), so a
+//! test checks what a real collector would see, not what the extension meant to send.
+//!
+//! usage: otlp_receiver [--port N] [--out FILE] [--mode ok|fail|blackhole] [--count-only]
+//!   --port N      listen on 127.0.0.1:N (default 0: any free port)
+//!   --out FILE    append one JSON object per received span to FILE (default: stdout)
+//!   --mode ok     answer 200 (default); fail: answer 500 after reading the request;
+//!          blackhole: accept connections and never read or answer
+//!   --count-only  decode but write no spans: FILE holds the running total of spans received
+//!                 (for the benchmark, where writing a million JSON lines would cost more than
+//!                 the export itself)
+//! The first line on stdout is `listening on 127.0.0.1:<port>`, so callers can use port 0.
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use prost::Message;
+use serde_json::{Map, Value, json};
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Ok,
+    Fail,
+    BlackHole,
+}
+
+struct Sink {
+    out: Option<std::fs::File>,
+    path: Option<String>,
+    count_only: bool,
+    total: AtomicU64,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn value(v: &Option<AnyValue>) -> Value {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => json!(s),
+        Some(any_value::Value::IntValue(i)) => json!(i),
+        Some(any_value::Value::BoolValue(b)) => json!(b),
+        Some(any_value::Value::DoubleValue(d)) => json!(d),
+        Some(other) => json!(format!("{other:?}")),
+        None => Value::Null,
+    }
+}
+
+fn attrs(kvs: &[KeyValue]) -> Value {
+    let mut m = Map::new();
+    for kv in kvs {
+        m.insert(kv.key.clone(), value(&kv.value));
+    }
+    Value::Object(m)
+}
+
+/// The spans of a request as JSON objects (one per span).
+fn spans(req: &ExportTraceServiceRequest) -> Vec<Value> {
+    let mut out = Vec::new();
+    for rs in &req.resource_spans {
+        let resource = rs
+            .resource
+            .as_ref()
+            .map(|r| attrs(&r.attributes))
+            .unwrap_or(Value::Null);
+        for ss in &rs.scope_spans {
+            let scope = ss
+                .scope
+                .as_ref()
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
+            for s in &ss.spans {
+                let (code, message) = s
+                    .status
+                    .as_ref()
+                    .map(|st| (st.code, st.message.clone()))
+                    .unwrap_or((0, String::new()));
+                let code = match code {
+                    1 => "OK",
+                    2 => "ERROR",
+                    _ => "UNSET",
+                };
+                out.push(json!({
+                    "trace_id": hex(&s.trace_id),
+                    "span_id": hex(&s.span_id),
+                    "parent_span_id": hex(&s.parent_span_id),
+                    "name": s.name,
+                    "start_ns": s.start_time_unix_nano,
+                    "end_ns": s.end_time_unix_nano,
+                    "status": code,
+                    "status_message": message,
+                    "attributes": attrs(&s.attributes),
+                    "resource": resource,
+                    "scope": scope,
+                }));
+            }
+        }
+    }
+    out
+}
+
+fn respond(stream: &mut TcpStream, status: &str, body: &[u8]) {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(body);
+}
+
+fn handle(stream: TcpStream, mode: Mode, sink: &Mutex<Sink>) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone the stream"));
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.trim().eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let mut stream = stream;
+    if !request_line.starts_with("POST /v1/traces ") {
+        respond(&mut stream, "404 Not Found", b"");
+        return;
+    }
+    if mode == Mode::Fail {
+        respond(
+            &mut stream,
+            "500 Internal Server Error",
+            b"failing on purpose",
+        );
+        return;
+    }
+    let req = match ExportTraceServiceRequest::decode(&body[..]) {
+        Ok(r) => r,
+        Err(e) => {
+            respond(&mut stream, "400 Bad Request", e.to_string().as_bytes());
+            return;
+        }
+    };
+    let spans = spans(&req);
+    {
+        let mut s = sink.lock().expect("sink lock");
+        let total = s.total.fetch_add(spans.len() as u64, Ordering::Relaxed) + spans.len() as u64;
+        if s.count_only {
+            if let Some(p) = s.path.clone() {
+                let _ = std::fs::write(&p, format!("{total}\n"));
+            }
+        } else {
+            let mut text = String::new();
+            for sp in &spans {
+                text.push_str(&sp.to_string());
+                text.push('\n');
+            }
+            match s.out.as_mut() {
+                Some(f) => {
+                    let _ = f.write_all(text.as_bytes());
+                    let _ = f.flush();
+                }
+                None => {
+                    print!("{text}");
+                    let _ = std::io::stdout().flush();
+                }
+            }
+        }
+    }
+    // An empty ExportTraceServiceResponse is an empty protobuf message.
+    respond(&mut stream, "200 OK", b"");
+}
+
+fn main() {
+    let mut port = 0u16;
+    let mut out = None;
+    let mut mode = Mode::Ok;
+    let mut count_only = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--port" => port = args.next().and_then(|p| p.parse().ok()).expect("--port N"),
+            "--out" => out = args.next(),
+            "--mode" => {
+                mode = match args.next().as_deref() {
+                    Some("ok") => Mode::Ok,
+                    Some("fail") => Mode::Fail,
+                    Some("blackhole") => Mode::BlackHole,
+                    other => panic!("unknown mode {other:?}"),
+                }
+            }
+            "--count-only" => count_only = true,
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    println!(
+        "listening on 127.0.0.1:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    let _ = std::io::stdout().flush();
+    let file = out.as_ref().map(|p| {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .expect("open --out")
+    });
+    let sink = Arc::new(Mutex::new(Sink {
+        out: if count_only { None } else { file },
+        path: out,
+        count_only,
+        total: AtomicU64::new(0),
+    }));
+    let mut held = Vec::new();
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        if mode == Mode::BlackHole {
+            held.push(stream); // accepted, never read, never answered
+            continue;
+        }
+        let sink = Arc::clone(&sink);
+        std::thread::spawn(move || handle(stream, mode, &sink));
+    }
+}
