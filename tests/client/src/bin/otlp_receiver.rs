@@ -11,6 +11,10 @@
 //!                 (for the benchmark, where writing a million JSON lines would cost more than
 //!                 the export itself)
 //! The first line on stdout is `listening on 127.0.0.1:<port>`, so callers can use port 0.
+//!
+//! usage: otlp_receiver --print-tree FILE TRACE_ID [MIN_SPANS]
+//!   prints the span tree of one trace from a FILE written by --out (exit 1 while fewer than
+//!   MIN_SPANS spans of it have arrived, so a script can poll)
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -189,7 +193,78 @@ fn handle(stream: TcpStream, mode: Mode, sink: &Mutex<Sink>) {
     respond(&mut stream, "200 OK", b"");
 }
 
+/// One line per span: name, duration, status and attributes, indented under its parent.
+fn print_tree(file: &str, trace: &str, min: usize) -> bool {
+    let spans: Vec<Value> = std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|s| s["trace_id"] == trace)
+        .collect();
+    if spans.len() < min || spans.is_empty() {
+        return false;
+    }
+    let ids: Vec<&str> = spans.iter().filter_map(|s| s["span_id"].as_str()).collect();
+    let mut roots: Vec<&Value> = spans
+        .iter()
+        .filter(|s| !ids.contains(&s["parent_span_id"].as_str().unwrap_or_default()))
+        .collect();
+    roots.sort_by_key(|s| s["start_ns"].as_u64());
+    let r = &spans[0]["resource"];
+    println!(
+        "trace {trace}  (service.name={}, host.name={}, db.namespace={})",
+        r["service.name"], r["host.name"], r["db.namespace"]
+    );
+    fn walk(spans: &[Value], s: &Value, prefix: &str, last: bool) {
+        let dur = (s["end_ns"].as_u64().unwrap_or(0) as f64
+            - s["start_ns"].as_u64().unwrap_or(0) as f64)
+            / 1e6;
+        let mut attrs: Vec<String> = s["attributes"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect())
+            .unwrap_or_default();
+        attrs.sort();
+        let status = match s["status"].as_str() {
+            Some("ERROR") => format!("ERROR {}", s["status_message"]),
+            Some(other) => other.to_owned(),
+            None => String::new(),
+        };
+        let parent = s["parent_span_id"].as_str().unwrap_or_default();
+        let from = if prefix.is_empty() && !parent.is_empty() {
+            format!("  (parent: client span {parent})")
+        } else {
+            String::new()
+        };
+        println!(
+            "{prefix}{} {}  {dur:.3} ms  {status}{from}\n{prefix}{}     {}",
+            if last { "└─" } else { "├─" },
+            s["name"].as_str().unwrap_or("?"),
+            if last { " " } else { "│" },
+            attrs.join(" ")
+        );
+        let mut children: Vec<&Value> = spans
+            .iter()
+            .filter(|c| c["parent_span_id"] == s["span_id"])
+            .collect();
+        children.sort_by_key(|c| c["start_ns"].as_u64());
+        let next = format!("{prefix}{}", if last { "   " } else { "│  " });
+        for (i, c) in children.iter().enumerate() {
+            walk(spans, c, &next, i + 1 == children.len());
+        }
+    }
+    for (i, root) in roots.iter().enumerate() {
+        walk(&spans, root, "", i + 1 == roots.len());
+    }
+    true
+}
+
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--print-tree") {
+        let (file, trace) = (&argv[2], &argv[3]);
+        let min = argv.get(4).and_then(|m| m.parse().ok()).unwrap_or(1);
+        std::process::exit(if print_tree(file, trace, min) { 0 } else { 1 });
+    }
     let mut port = 0u16;
     let mut out = None;
     let mut mode = Mode::Ok;
