@@ -74,7 +74,7 @@ pgbench_tps() {
   local name=$1 script=$2 events=${3:-0} log rc=0 failed tps done
   log=$OUT/logs/$name.rep$REP.log
   val "CHECKPOINT" >/dev/null
-  PGOPTIONS='-c synchronous_commit=off' "$BIN/pgbench" -n -M prepared -c "$CLIENTS" -j "$THREADS" \
+  PGOPTIONS="-c synchronous_commit=off ${PGBENCH_OPTIONS:-}" "$BIN/pgbench" -n -M prepared -c "$CLIENTS" -j "$THREADS" \
     -T "$SECS" -f "$script" "$DB" >"$log" 2>&1 || rc=$?
   failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$log")
   tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$log")
@@ -180,8 +180,64 @@ measure_w2() {
   esac
 }
 
+# W6: W1 with tracing on (es.trace_sample_ratio 1.0, every span exported live to a local OTLP
+# receiver) against W1 with es.tracing = off in the same run. The receiver answers without
+# decoding (--discard): it stands in for a collector on another machine, so its CPU does not
+# compete with the server's. After the runs, report_w6_memory exports one million spans (20k in
+# --smoke) and prints the worker's resident memory before and after.
+W6_RX_PID=
+setup_w6() {
+  [[ " ${WORKLOADS[*]} " == *" W1 "* ]] || setup_w1
+  local rxdir=$here/tests/client
+  cargo build -q --manifest-path "$rxdir/Cargo.toml" --bin otlp_receiver || die "cannot build the OTLP receiver"
+  "$rxdir/target/debug/otlp_receiver" --discard >"$OUT/w6-receiver.out" 2>&1 &
+  W6_RX_PID=$!
+  trap 'kill $W6_RX_PID 2>/dev/null; val "ALTER SYSTEM RESET es.otlp_endpoint" >/dev/null 2>&1; val "SELECT pg_reload_conf()" >/dev/null 2>&1; cluster stop || true' EXIT
+  local i
+  for ((i = 0; i < 50; i++)); do grep -q listening "$OUT/w6-receiver.out" 2>/dev/null && break; sleep 0.1; done
+  W6_ENDPOINT="http://$(sed -n 's/^listening on //p' "$OUT/w6-receiver.out")/v1/traces"
+  val "ALTER SYSTEM SET es.otlp_endpoint = '$W6_ENDPOINT'" >/dev/null
+  val "SELECT pg_reload_conf()" >/dev/null
+}
+measure_w6() {
+  case $1 in
+    base) PGBENCH_OPTIONS='-c es.tracing=off' pgbench_tps w6_tracing_off "$BENCH/w1_append.sql" 1 ;;
+    store) PGBENCH_OPTIONS='-c es.tracing=on -c es.trace_sample_ratio=1' pgbench_tps w6_tracing_on "$BENCH/w1_append.sql" 1 ;;
+  esac
+}
+# report_w6_memory: VmRSS of the export worker before and after it exported N more spans; the
+# spans are made in chunks that never overfill the buffer, so all of them are exported.
+report_w6_memory() {
+  local n=1000000 pid rss0 rss1 hwm exp0 exp1 t0 t1
+  [ "$SMOKE" = 1 ] && n=20000
+  pid=$(val "SELECT worker_pid FROM es.tracing_stats()")
+  [ -n "$pid" ] || { W6_MEMORY="worker not running"; return 0; }
+  rss0=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")
+  exp0=$(val "SELECT spans_exported FROM es.tracing_stats()")
+  t0=$(date +%s.%N)
+  val "DO \$\$ DECLARE made bigint := 0; half int := (SELECT buffer_size / 2 FROM es.tracing_stats());
+       BEGIN
+         WHILE made < $n LOOP
+           PERFORM count(es.stream_version(gen_random_uuid())) FROM generate_series(1, least(half, $n - made));
+           made := made + least(half, $n - made);
+           WHILE (SELECT spans_queued FROM es.tracing_stats()) > half / 2 LOOP PERFORM pg_sleep(0.001); END LOOP;
+         END LOOP;
+       END \$\$" >/dev/null
+  local i
+  for ((i = 0; i < 600; i++)); do
+    exp1=$(val "SELECT spans_exported FROM es.tracing_stats()")
+    [ $((exp1 - exp0)) -ge "$n" ] && break
+    sleep 0.1
+  done
+  t1=$(date +%s.%N)
+  rss1=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")
+  hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status")
+  W6_MEMORY="export worker (pid $pid) VmRSS $rss0 kB before, $rss1 kB after exporting $((exp1 - exp0)) spans (peak VmHWM $hwm kB) in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s; spans_dropped (buffer full) so far: $(val "SELECT spans_dropped FROM es.tracing_stats()")"
+}
+
 register W1 tps 0 '>=' 0.85 "append 1 event, random of 100k streams"
 register W2 tps "$W2_EVENTS" '>=' 0.95 "append 100 events to a new stream"
+register W6 tps 0 '>=' 0.90 "W1 tracing on (exported) / tracing off"
 # register W3 tps 0 '>=' 0.70 "es.deposit, random of 10k accounts"      (setup_w3, measure_w3)
 [ ${#WORKLOADS[@]} -gt 0 ] || die "--only $ONLY selects no workload"
 
@@ -235,6 +291,11 @@ done
 
 echo "bench: checking the store"
 check_store
+W6_MEMORY=
+if [[ " ${WORKLOADS[*]} " == *" W6 "* ]]; then
+  echo "bench: W6 worker memory"
+  report_w6_memory
+fi
 
 # --- table ------------------------------------------------------------------------------------------
 agg="median of $REPS"; [ "$REPS" = 1 ] && agg="single run"
@@ -268,6 +329,7 @@ missed=0
       "${W_UNIT[$id]}" "$s" "$se" "$b" "$be" "$ratio" "${W_CMP[$id]} ${W_BAR[$id]}" "$result"
   done
   echo
+  [ -z "$W6_MEMORY" ] || { echo "W6 memory: $W6_MEMORY"; echo; }
   echo "runs (in order; ratio = this store run / the base run just before it):"
   printf '  %s\n' "${runlog[@]}"
 } >"$report"

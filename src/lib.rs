@@ -5,7 +5,8 @@
 //! `sql/bootstrap.sql`); [`storage`] holds every SQL statement the extension runs; [`shmem`]
 //! tracks positions in flight for the gap-safe global read; [`error`] is the one place that
 //! raises user errors; [`jsonb`] reads event keys from binary jsonb; [`native`] does the
-//! append hot path with the heap and index access methods.
+//! append hot path with the heap and index access methods; [`trace`] records OpenTelemetry spans
+//! into shared memory and runs the OTLP export worker.
 
 pub mod api;
 pub mod core;

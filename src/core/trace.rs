@@ -595,6 +595,9 @@ pub struct RingStats {
     pub last_failure_unix_ns: AtomicU64,
     /// Process id of the export worker; 0 when it is not running.
     pub worker_pid: AtomicU64,
+    /// Address of the worker's latch (in shared memory) for backends to wake it when the ring
+    /// is half full; 0 when it is not running.
+    pub worker_latch: AtomicU64,
     /// Seqlock version of `last_error` (odd while it is written).
     error_version: AtomicU64,
     error_len: AtomicU64,

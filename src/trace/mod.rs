@@ -24,6 +24,7 @@ use crate::core::trace::{
 use crate::storage::{Arg, Stmt};
 use pgrx::pg_sys::{self, Datum};
 use std::cell::RefCell;
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
@@ -53,7 +54,7 @@ impl Backend {
     /// The id generator, seeded on first use in this process (never in the postmaster, so a
     /// fork cannot hand two backends the same sequence).
     fn ids(&mut self) -> &mut IdGen {
-        let pid = std::process::id();
+        let pid = my_pid();
         if self.ids.as_ref().is_none_or(|(p, _)| *p != pid) {
             let mut seed = [0u8; 8];
             let strong = unsafe { pg_sys::pg_strong_random(seed.as_mut_ptr().cast(), seed.len()) };
@@ -76,6 +77,11 @@ impl Backend {
             }
         })
     }
+}
+
+/// This backend's pid (PostgreSQL's global: `getpid()` would be a system call per span).
+fn my_pid() -> u32 {
+    unsafe { pg_sys::MyProcPid as u32 }
 }
 
 fn now_unix_ns() -> u64 {
@@ -131,7 +137,7 @@ impl Span {
             if sampled {
                 record.set_parent_remote(remote);
                 record.start_unix_ns = now_unix_ns();
-                record.pid = std::process::id() as i32;
+                record.pid = my_pid() as i32;
                 record.set_db_name(b.db_name());
             }
             Some(Span {
@@ -168,8 +174,16 @@ impl Drop for Span {
             self.record.set_error("XX000", "the call failed");
         }
         self.record.end_unix_ns = now_unix_ns();
-        if let Some(ring) = ring::get() {
-            ring.push(&self.record);
+        if let Some(ring) = ring::get()
+            && ring.push(&self.record)
+            && ring.len() * 2 >= ring.capacity()
+        {
+            // Half full: wake the worker now rather than at its next interval, so a burst is
+            // exported instead of dropped. Setting a set latch costs one read.
+            let latch = ring.stats().worker_latch.load(Ordering::Acquire);
+            if latch != 0 {
+                unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) };
+            }
         }
     }
 }

@@ -238,6 +238,9 @@ pub extern "C-unwind" fn es_otlp_exporter_main(_arg: pg_sys::Datum) {
     ring.stats()
         .worker_pid
         .store(std::process::id().into(), Ordering::Relaxed);
+    ring.stats()
+        .worker_latch
+        .store(unsafe { pg_sys::MyLatch } as u64, Ordering::Release);
     let mut state = State {
         ring,
         export: None,
@@ -253,5 +256,6 @@ pub extern "C-unwind" fn es_otlp_exporter_main(_arg: pg_sys::Datum) {
             break;
         }
     }
+    ring.stats().worker_latch.store(0, Ordering::Release);
     ring.stats().worker_pid.store(0, Ordering::Relaxed);
 }

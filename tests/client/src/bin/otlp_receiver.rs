@@ -2,14 +2,14 @@
 //! official protobuf (`ExportTraceServiceRequest` from the `opentelemetry-proto` crate), so a
 //! test checks what a real collector would see, not what the extension meant to send.
 //!
-//! usage: otlp_receiver [--port N] [--out FILE] [--mode ok|fail|blackhole] [--count-only]
+//! usage: otlp_receiver [--port N] [--out FILE] [--mode ok|fail|blackhole] [--count-only|--discard]
 //!   --port N      listen on 127.0.0.1:N (default 0: any free port)
 //!   --out FILE    append one JSON object per received span to FILE (default: stdout)
 //!   --mode ok     answer 200 (default); fail: answer 500 after reading the request;
 //!          blackhole: accept connections and never read or answer
 //!   --count-only  decode but write no spans: FILE holds the running total of spans received
-//!                 (for the benchmark, where writing a million JSON lines would cost more than
-//!                 the export itself)
+//!   --discard     answer 200 without decoding: the benchmark's stand-in for a collector on
+//!                 another machine (its CPU must not compete with the server's on a 2-core box)
 //! The first line on stdout is `listening on 127.0.0.1:<port>`, so callers can use port 0.
 //!
 //! usage: otlp_receiver --print-tree FILE TRACE_ID [MIN_SPANS]
@@ -37,6 +37,7 @@ struct Sink {
     out: Option<std::fs::File>,
     path: Option<String>,
     count_only: bool,
+    discard: bool,
     total: AtomicU64,
 }
 
@@ -146,6 +147,10 @@ fn handle(stream: TcpStream, mode: Mode, sink: &Mutex<Sink>) {
     let mut stream = stream;
     if !request_line.starts_with("POST /v1/traces ") {
         respond(&mut stream, "404 Not Found", b"");
+        return;
+    }
+    if sink.lock().expect("sink lock").discard {
+        respond(&mut stream, "200 OK", b"");
         return;
     }
     if mode == Mode::Fail {
@@ -269,6 +274,7 @@ fn main() {
     let mut out = None;
     let mut mode = Mode::Ok;
     let mut count_only = false;
+    let mut discard = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -283,6 +289,7 @@ fn main() {
                 }
             }
             "--count-only" => count_only = true,
+            "--discard" => discard = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -303,6 +310,7 @@ fn main() {
         out: if count_only { None } else { file },
         path: out,
         count_only,
+        discard,
         total: AtomicU64::new(0),
     }));
     let mut held = Vec::new();
