@@ -86,7 +86,14 @@ struct State {
     /// Failed attempts of `pending` so far.
     attempts: u32,
     stopping: bool,
+    /// Exports are failing (since the last success).
+    failing: bool,
+    /// When the last failure was logged.
+    last_log: Option<std::time::Instant>,
 }
+
+/// The pause between drains while spans keep arriving.
+const BUSY_PAUSE: Duration = Duration::from_millis(20);
 
 impl State {
     fn stats(&self) -> &crate::core::trace::RingStats {
@@ -112,15 +119,9 @@ impl State {
         }
     }
 
-    fn give_up(&mut self, why: &str) {
+    fn give_up(&mut self) {
         let n = self.pending.len() as u64;
         self.stats().dropped_export.fetch_add(n, Ordering::Relaxed);
-        if self.attempts > 0 {
-            pgrx::log!(
-                "event_store: dropped {n} spans after {} failed exports: {why}",
-                self.attempts
-            );
-        }
         self.pending.clear();
         self.attempts = 0;
     }
@@ -169,9 +170,12 @@ impl State {
     }
 
     /// Drains and exports until the ring is empty, an export fails or a shutdown is asked for.
-    /// Returns how long to sleep: the idle interval, or the backoff before a retry.
+    /// Returns how long to sleep: the backoff before a retry; a short pause when spans were
+    /// just exported (more are likely arriving, and backends only wake the worker at half a
+    /// ring); else the idle interval.
     fn run_once(&mut self) -> Duration {
         let interval = Duration::from_millis(gucs::OTLP_INTERVAL_MS.get().max(1) as u64);
+        let mut busy = false;
         loop {
             self.check_signals();
             if self.stopping {
@@ -179,14 +183,25 @@ impl State {
             }
             self.fill();
             if self.pending.is_empty() {
-                return interval;
+                return if busy {
+                    interval.min(BUSY_PAUSE)
+                } else {
+                    interval
+                };
             }
+            busy = true;
             if string_guc(&gucs::OTLP_ENDPOINT).is_empty() {
-                self.give_up("es.otlp_endpoint is empty (export off)");
+                self.give_up();
                 continue;
             }
             match self.export_pending() {
-                Ok(()) => self.attempts = 0,
+                Ok(()) => {
+                    self.attempts = 0;
+                    if self.failing {
+                        self.failing = false;
+                        pgrx::log!("event_store: span export works again");
+                    }
+                }
                 Err(e) => {
                     self.attempts += 1;
                     let st = self.stats();
@@ -194,11 +209,22 @@ impl State {
                     st.last_failure_unix_ns
                         .store(now_unix_ns(), Ordering::Relaxed);
                     st.set_last_error(&e);
-                    if self.attempts == 1 {
-                        pgrx::log!("event_store: span export failed (will retry): {e}");
+                    // One LOG line when exports start failing, then at most one a minute: a
+                    // collector that is down for hours must not flood the server log.
+                    if !self.failing
+                        || self
+                            .last_log
+                            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+                    {
+                        pgrx::log!(
+                            "event_store: span export failed (retried {} times per batch, then dropped; see es.tracing_stats()): {e}",
+                            gucs::OTLP_RETRIES.get()
+                        );
+                        self.last_log = Some(std::time::Instant::now());
                     }
+                    self.failing = true;
                     if self.attempts > gucs::OTLP_RETRIES.get().max(0) as u32 {
-                        self.give_up(&e);
+                        self.give_up();
                         continue;
                     }
                     return otlp::backoff(self.attempts);
@@ -249,6 +275,8 @@ pub extern "C-unwind" fn es_otlp_exporter_main(_arg: pg_sys::Datum) {
         pending: Vec::with_capacity(gucs::OTLP_MAX_BATCH.get().max(1) as usize),
         attempts: 0,
         stopping: false,
+        failing: false,
+        last_log: None,
     };
     loop {
         let sleep = state.run_once();

@@ -1,7 +1,8 @@
 -- Tracing's SQL contract (SPEC §7): es.tracing_stats() shape, the settings and their limits, and
 -- a malformed client trace context being a WARNING, never an error. Counters depend on the
--- cluster's history, so only their presence is shown.
-SELECT available, status, buffer_size, spans_recorded IS NOT NULL AS has_counters,
+-- cluster's history (and the status on whether the worker has started yet), so only their
+-- presence is shown.
+SELECT available, buffer_size, spans_recorded IS NOT NULL AS has_counters,
        otlp_endpoint
 FROM es.tracing_stats();
 SELECT name, setting, unit, context, vartype, min_val, max_val
