@@ -69,16 +69,12 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
-    GucRegistry::define_int_guc(
-        c"es.trace_buffer_size",
-        c"Spans the shared-memory buffer holds (server start).",
-        c"When the buffer is full, new spans are dropped and counted in es.tracing_stats().",
-        &BUFFER_SIZE,
-        16,
-        1 << 22,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
+    // A server-start setting can only be defined while the postmaster loads the library;
+    // defined later (CREATE EXTENSION without the preload) it would be a FATAL error. Without
+    // the preload there is no buffer to size anyway.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        define_buffer_size();
+    }
     GucRegistry::define_string_guc(
         c"es.otlp_endpoint",
         c"OTLP/HTTP protobuf traces URL of the collector (empty = no export).",
@@ -133,6 +129,19 @@ pub fn init() {
         0,
         100,
         GucContext::Sighup,
+        GucFlags::default(),
+    );
+}
+
+fn define_buffer_size() {
+    GucRegistry::define_int_guc(
+        c"es.trace_buffer_size",
+        c"Spans the shared-memory buffer holds (server start).",
+        c"When the buffer is full, new spans are dropped and counted in es.tracing_stats().",
+        &BUFFER_SIZE,
+        16,
+        1 << 22,
+        GucContext::Postmaster,
         GucFlags::default(),
     );
 }
