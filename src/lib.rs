@@ -117,6 +117,79 @@ mod tests {
     }
 
     #[pg_test]
+    fn account_replay_folds_and_runs_as_a_window() {
+        Spi::run(
+            "SELECT es.append_events('00000000-0000-0000-0000-0000000000e1', 0, ARRAY[
+               '{\"type\":\"Opened\",\"account_holder\":\"Al\",\"initial_balance_cents\":10}',
+               '{\"type\":\"Deposited\",\"amount_cents\":5,\"description\":\"d\"}',
+               '{\"type\":\"Withdrawn\",\"amount_cents\":3,\"description\":\"w\"}']::jsonb[])",
+        )
+        .unwrap();
+        let state = Spi::get_one::<String>(
+            "SELECT (es.account_replay(data ORDER BY version))::text FROM es.events
+             WHERE stream_id = '00000000-0000-0000-0000-0000000000e1'",
+        )
+        .unwrap();
+        assert_eq!(
+            state.as_deref(),
+            Some(r#"{"status": "Active", "version": 3, "holder_name": "Al", "balance_cents": 12}"#)
+        );
+        let running = Spi::get_one::<String>(
+            "SELECT string_agg(b, ',' ORDER BY version) FROM (
+               SELECT version, es.account_replay(data) OVER (ORDER BY version)->>'balance_cents' AS b
+               FROM es.events WHERE stream_id = '00000000-0000-0000-0000-0000000000e1') w",
+        )
+        .unwrap();
+        assert_eq!(running.as_deref(), Some("10,15,12"));
+        assert_sqlstate(
+            "PERFORM es.account_replay(e) FROM (VALUES ('{\"type\":\"Teleported\"}'::jsonb)) v(e)",
+            "ES003",
+        );
+    }
+
+    #[pg_test]
+    fn commands_keep_the_rules_and_account_state_agrees() {
+        let id = Spi::get_one::<pgrx::Uuid>("SELECT es.open_account('Alice', 0)")
+            .unwrap()
+            .unwrap();
+        let id = uuid::Uuid::from_bytes(*id.as_bytes());
+        Spi::run(&format!("SELECT es.deposit('{id}', 500, 'salary')")).unwrap();
+        let v = Spi::get_one::<i64>(&format!("SELECT es.withdraw('{id}', 200, 'rent')")).unwrap();
+        assert_eq!(v, Some(3));
+        assert_sqlstate(&format!("PERFORM es.withdraw('{id}', 301)"), "ES101");
+        assert_sqlstate(&format!("PERFORM es.withdraw('{id}', 0)"), "ES103");
+        assert_sqlstate(&format!("PERFORM es.deposit('{id}', 1, '', 2)"), "ES001");
+        assert_sqlstate(
+            &format!(
+                "PERFORM es.append_events('{id}', NULL, ARRAY['{{\"type\":\"Withdrawn\",\"amount_cents\":301,\"description\":\"x\"}}']::jsonb[])"
+            ),
+            "ES101",
+        );
+        Spi::run(&format!("SELECT es.freeze_account('{id}', 'audit')")).unwrap();
+        assert_sqlstate(&format!("PERFORM es.deposit('{id}', 1)"), "ES102");
+        let same = Spi::get_one::<bool>(&format!(
+            "SELECT es.account_state('{id}') = (SELECT es.account_replay(data ORDER BY version)
+               FROM es.events WHERE stream_id = '{id}')"
+        ))
+        .unwrap();
+        assert_eq!(same, Some(true));
+        let balances = Spi::get_one::<String>(&format!(
+            "SELECT string_agg(balance_cents::text, ',' ORDER BY version) FROM es.account_history('{id}')"
+        ))
+        .unwrap();
+        assert_eq!(balances.as_deref(), Some("0,500,300,300"));
+        Spi::run("SELECT es.append_events('00000000-0000-0000-0000-0000000000e2', 0, ARRAY['{\"type\":\"A\"}']::jsonb[])").unwrap();
+        assert_sqlstate(
+            "PERFORM es.deposit('00000000-0000-0000-0000-0000000000e2', 1)",
+            "ES104",
+        );
+        assert_sqlstate(
+            "PERFORM es.account_state('00000000-0000-0000-0000-0000000000e3')",
+            "ES002",
+        );
+    }
+
+    #[pg_test]
     fn snapshots_round_trip() {
         Spi::run("SELECT es.append_events('00000000-0000-0000-0000-00000000000e', 0, ARRAY['{\"type\":\"A\"}','{\"type\":\"B\"}']::jsonb[])").unwrap();
         Spi::run("SELECT es.save_snapshot('00000000-0000-0000-0000-00000000000e', 1, '{\"n\":1}')")

@@ -39,9 +39,13 @@ pub enum Stmt {
     SaveSnapshot,
     /// The newest snapshot at or below a version.
     LoadSnapshot,
+    /// A stream's version and type, without locking it.
+    StreamInfo,
+    /// The newest version of a stream at or below a version, recorded at or before a time.
+    VersionAsOf,
 }
 
-const STMT_COUNT: usize = 13;
+const STMT_COUNT: usize = 15;
 
 struct Def {
     sql: &'static CStr,
@@ -131,6 +135,16 @@ impl Stmt {
                   WHERE stream_id = $1 AND version <= coalesce($2, 9223372036854775807)
                   ORDER BY version DESC LIMIT 1",
                 &[UUIDOID, INT8OID],
+            ),
+            Stmt::StreamInfo => (
+                c"SELECT version, stream_type FROM es.streams WHERE stream_id = $1",
+                &[UUIDOID],
+            ),
+            Stmt::VersionAsOf => (
+                c"SELECT version FROM es.events
+                  WHERE stream_id = $1 AND version <= $2 AND recorded_at <= $3
+                  ORDER BY version DESC LIMIT 1",
+                &[UUIDOID, INT8OID, TIMESTAMPTZOID],
             ),
         };
         Def { sql, args }
@@ -310,6 +324,13 @@ impl Rows {
             let c = pg_sys::text_to_cstring(d.cast_mut_ptr());
             std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned()
         })
+    }
+
+    /// Frees the rows now (a paged read keeps one page in memory, not all of them).
+    pub fn free(self) {
+        if !self.table.is_null() {
+            unsafe { pg_sys::SPI_freetuptable(self.table) };
+        }
     }
 
     /// Column `col` of row `row` as a bigint.

@@ -4,15 +4,21 @@
 //! append needs, so appends to different streams never wait for each other), check the expected
 //! version in the same statement that bumps it, draw global positions, insert. The events'
 //! jsonb datums are stored as the caller sent them; the store only reads a few keys.
+//!
+//! An account stream (its first event is `Opened`) gets the account rules on this path too,
+//! checked while the stream row is held, and its automatic snapshots (SPEC §4, §5).
 
+use super::account;
 use super::{arg, i64_arg, i64_datum, text_datum, uuid_arg, uuid_datum};
 use crate::core::append::{StoredId, check_batch_ids_unique, classify_retry};
 use crate::core::event::{check_sequence_numbers, stream_type_for, validate_event};
-use crate::core::{EventMeta, EventStoreError, ExpectedVersion, RetryDecision};
+use crate::core::{
+    ACCOUNT_STREAM_TYPE, EventMeta, EventStoreError, ExpectedVersion, RetryDecision,
+};
 use crate::jsonb::Jsonb;
 use crate::native::{self, Bump, EventRow, Outcome};
 use crate::shmem;
-use crate::storage::{Arg, Spi, Stmt, position_sequence};
+use crate::storage::{Arg, Rows, Spi, Stmt, position_sequence};
 use pgrx::pg_sys::{self, BuiltinOid, Datum};
 use pgrx::{PgSqlErrorCode, PgTryBuilder};
 use uuid::Uuid;
@@ -24,7 +30,7 @@ pub(crate) struct Batch {
     /// The array datum as passed (stored as-is by the batch insert).
     array: Datum,
     /// Each element, detoasted.
-    elements: Vec<Jsonb>,
+    pub(crate) elements: Vec<Jsonb>,
     /// What the core read from each element.
     metas: Vec<EventMeta>,
 }
@@ -40,7 +46,7 @@ fn append_events(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreEr
         expected.check(&stream, current)?;
         current
     } else {
-        append(&spi, &stream, expected, &batch)?
+        append(&spi, &stream, expected, &batch, Rules::Enforce)?
     };
     spi.finish();
     Ok(i64_datum(version))
@@ -107,17 +113,30 @@ fn current_version(spi: &Spi, stream: &Uuid) -> i64 {
     rows.first_i64().unwrap_or(0)
 }
 
+/// Who checks the account rules of an append to an account stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rules {
+    /// The append does: `es.append_events` (every write path enforces them).
+    Enforce,
+    /// The caller already did, against the state it loaded under the stream lock (commands).
+    CheckedByCaller,
+}
+
+/// Appends a non-empty batch: bump, (account rules), positions, insert, (automatic snapshot).
 pub(crate) fn append(
     spi: &Spi,
     stream: &Uuid,
     expected: ExpectedVersion,
     batch: &Batch,
+    rules: Rules,
 ) -> Result<i64, EventStoreError> {
     let n = batch.metas.len() as i64;
     let ids: Vec<Option<Uuid>> = batch.metas.iter().map(|m| m.event_id).collect();
     let has_ids = ids.iter().any(Option::is_some);
     let sid = Some(uuid_datum(stream));
-    let stream_type: Arg = stream_type_for(&batch.metas[0].event_type).map(text_datum);
+    let new_type = stream_type_for(&batch.metas[0].event_type);
+    let stream_type: Arg = new_type.map(text_datum);
+    let is_account = |rows: &Rows, col| rows.text(0, col).as_deref() == Some(ACCOUNT_STREAM_TYPE);
 
     let bumped = match expected {
         ExpectedVersion::Any | ExpectedVersion::StreamExists => {
@@ -133,18 +152,21 @@ pub(crate) fn append(
             // The stream exists on every append but its first, so bump first (natively when
             // possible) and create the stream only when there is none.
             let bumped = match native::bump_stream(stream, None, n) {
-                Outcome::Done(Bump::Updated { old_version }) => Some(old_version + n),
+                Outcome::Done(Bump::Updated {
+                    old_version,
+                    account,
+                }) => Some((old_version + n, account)),
                 Outcome::Done(_) => None,
                 Outcome::Fallback => {
                     let rows = spi.write(Stmt::BumpExisting, &[sid, Some(i64_datum(n))]);
-                    rows.first_i64()
+                    rows.first_i64().map(|v| (v, is_account(&rows, 2)))
                 }
             };
             match bumped {
                 Some(v) => Some(v),
                 None if expected == ExpectedVersion::Any => {
                     let rows = spi.write(Stmt::UpsertAny, &[sid, stream_type, Some(i64_datum(n))]);
-                    rows.i64(0, 1)
+                    rows.i64(0, 1).map(|v| (v, is_account(&rows, 2)))
                 }
                 None => {
                     return Err(EventStoreError::StreamNotFound {
@@ -154,22 +176,26 @@ pub(crate) fn append(
             }
         }
         ExpectedVersion::Exact(v) => match native::bump_stream(stream, Some(v), n) {
-            Outcome::Done(Bump::Updated { old_version }) => Some(old_version + n),
+            Outcome::Done(Bump::Updated {
+                old_version,
+                account,
+            }) => Some((old_version + n, account)),
             Outcome::Done(_) => None,
             Outcome::Fallback => {
                 let rows = spi.write(
                     Stmt::BumpExact,
                     &[sid, Some(i64_datum(v)), Some(i64_datum(n))],
                 );
-                rows.first_i64()
+                rows.first_i64().map(|v| (v, is_account(&rows, 2)))
             }
         },
         ExpectedVersion::NoStream => {
             let rows = spi.write(Stmt::CreateNew, &[sid, stream_type, Some(i64_datum(n))]);
             rows.first_i64()
+                .map(|v| (v, new_type == Some(ACCOUNT_STREAM_TYPE)))
         }
     };
-    let Some(new_version) = bumped else {
+    let Some((new_version, account_stream)) = bumped else {
         // Exact / NoStream lost: either this call was already appended, or it is a conflict.
         if has_ids && let Some(returned) = retry_or_duplicate(spi, stream, expected, &ids)? {
             return Ok(returned);
@@ -178,8 +204,17 @@ pub(crate) fn append(
     };
     let first_version = new_version - n + 1;
     check_sequence_numbers(&batch.metas, first_version)?;
+    // The stream row is ours until commit, so the state read here is the one the batch follows.
+    let checked = if account_stream && rules == Rules::Enforce {
+        Some(account::check_batch(spi, stream, first_version - 1, batch)?)
+    } else {
+        None
+    };
     let first_position = shmem::draw_positions(position_sequence(), n);
     insert(spi, stream, first_position, first_version, batch)?;
+    if let Some((state, holder)) = checked {
+        account::snapshot_if_due(spi, stream, first_version - 1, new_version, &holder, &state);
+    }
     Ok(new_version)
 }
 

@@ -12,4 +12,4 @@ pub mod event;
 
 pub use append::{ExpectedVersion, RetryDecision};
 pub use error::EventStoreError;
-pub use event::{EventMeta, JsonField, RawEvent};
+pub use event::{ACCOUNT_STREAM_TYPE, EventMeta, JsonField, RawEvent};
