@@ -115,6 +115,16 @@ fn eight_connections_drain_one_account_without_overdraft() {
         INITIAL - sum_withdrawn,
         "final balance = initial - withdrawn"
     );
+    // es.account_state (newest snapshot + tail) equals the full replay.
+    let state_agrees: bool = client
+        .query_one(
+            "SELECT es.account_state($1) = (SELECT es.account_replay(data ORDER BY version) \
+             FROM es.events WHERE stream_id = $1)",
+            &[&account],
+        )
+        .expect("account_state")
+        .get(0);
+    assert!(state_agrees, "es.account_state disagrees with the replay");
     // Every automatic snapshot agrees with a replay up to its version.
     let bad_snapshots: i64 = client
         .query_one(
