@@ -1,11 +1,14 @@
-//! The account commands of SPEC §5, one round trip each, all inside the database:
-//! `es.open_account`, `es.deposit`, `es.withdraw`, `es.freeze_account`, `es.close_account`.
+//! The account commands of SPEC §5, one round trip each, all inside the database
+//! (`es.open_account`, `es.deposit`, `es.withdraw`, `es.freeze_account`, `es.close_account`),
+//! and the account side of every write path.
 //!
-//! Each takes the stream row first (so concurrent commands on one account serialize and never
-//! fail with ES001 unless the caller asked for an explicit version), loads the state from the
-//! newest usable snapshot plus the tail, checks the seed's rules (`core::account::decide`),
-//! appends through `append_events`' own path, and writes a snapshot when the interval is
-//! reached or crossed, in the same transaction.
+//! A command goes through `append_events`' own path, which takes the stream row first (so
+//! concurrent commands on one account serialize and never fail with ES001 unless the caller
+//! asked for an explicit version); under that lock the state is loaded from the newest usable
+//! snapshot plus the tail ([`load_state`]), the seed's rules decide ([`check_command`]), the event
+//! is inserted and a snapshot written when the interval is reached or crossed, in the same
+//! transaction. `es.append_events` to an account stream is judged the same way, event by event
+//! ([`check_batch`]). The tail is read in version order by [`visit_events`].
 
 use super::append::{Batch, Rules, append, array_of, decode_batch};
 use super::replay::{event_view, parse_state};
@@ -96,20 +99,7 @@ fn open_account(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreErr
     });
     let spi = Spi::connect();
     let batch = one_event_batch(&event, &id)?;
-    let new_version = append(
-        &spi,
-        &id,
-        ExpectedVersion::NoStream,
-        &batch,
-        Rules::CheckedByCaller,
-    )?;
-    let state = AccountState {
-        balance_cents: initial,
-        version: 1,
-        opened: true,
-        ..AccountState::default()
-    };
-    snapshot_if_due(&spi, &id, 0, new_version, &holder, &state);
+    append(&spi, &id, ExpectedVersion::NoStream, &batch, Rules::Enforce)?;
     drop(spi);
     Ok(uuid_datum(&id))
 }
@@ -174,7 +164,9 @@ fn one_event_batch(event: &serde_json::Value, stream: &Uuid) -> Result<Batch, Ev
     decode_batch(array, stream)
 }
 
-/// Takes the account, checks the rules against its state, appends, snapshots on the interval.
+/// Appends the command's event through the append path, which takes the stream row first (so
+/// commands on one account serialize), then decides the command against the state under that
+/// lock ([`check_command`]) and snapshots on the interval, all in one transaction.
 fn run(
     account: &Uuid,
     command: Command,
@@ -182,30 +174,38 @@ fn run(
     expected: ExpectedVersion,
 ) -> Result<Datum, EventStoreError> {
     let spi = Spi::connect();
-    let sid = Some(uuid_datum(account));
-    let rows = spi.write(Stmt::LockStream, &[sid]);
-    if rows.is_empty() {
-        return Err(EventStoreError::StreamNotFound {
-            stream_id: account.to_string(),
-        });
-    }
-    let current = rows.first_i64().unwrap_or(0);
-    if rows.text(0, 2).as_deref() != Some(crate::core::ACCOUNT_STREAM_TYPE) {
-        return Err(EventStoreError::NotAnAccount {
-            stream_id: account.to_string(),
-        });
-    }
-    expected.check(account, current)?;
-    let (mut state, holder) = load_state(&spi, account, current, true)?;
-    decide(&state, command).map_err(|v| violation(account, v))?;
+    let expected = match expected {
+        // A command never creates its stream.
+        ExpectedVersion::Any => ExpectedVersion::StreamExists,
+        ExpectedVersion::NoStream => {
+            // "The account must not exist yet" can only fail: say how.
+            let rows = spi.read_latest(Stmt::StreamInfo, &[Some(uuid_datum(account))]);
+            return Err(match rows.first_i64() {
+                None => EventStoreError::StreamNotFound {
+                    stream_id: account.to_string(),
+                },
+                Some(actual) => ExpectedVersion::NoStream.conflict(account, actual),
+            });
+        }
+        other => other,
+    };
     let batch = one_event_batch(event, account)?;
-    let new_version = append(
-        &spi,
-        account,
-        ExpectedVersion::Exact(current),
-        &batch,
-        Rules::CheckedByCaller,
-    )?;
+    let new_version = append(&spi, account, expected, &batch, Rules::Command(command))?;
+    drop(spi);
+    Ok(Datum::from(new_version))
+}
+
+/// A command's decision, made by the append path while it holds the stream row: the state
+/// after `old_version` (newest snapshot + tail), the seed's rules, then the state after the
+/// command's event (for the automatic snapshot).
+pub(crate) fn check_command(
+    spi: &Spi,
+    account: &Uuid,
+    old_version: i64,
+    command: Command,
+) -> Result<(AccountState, String), EventStoreError> {
+    let (mut state, holder) = load_state(spi, account, old_version, true)?;
+    decide(&state, command).map_err(|v| violation(account, v))?;
     let applied = match command {
         Command::Deposit { amount_cents } => AccountEvent::Deposited { amount_cents },
         Command::Withdraw { amount_cents } => AccountEvent::Withdrawn { amount_cents },
@@ -213,9 +213,7 @@ fn run(
         Command::Close => AccountEvent::Closed,
     };
     state.apply(&applied).map_err(unreplayable)?;
-    snapshot_if_due(&spi, account, current, new_version, &holder, &state);
-    drop(spi);
-    Ok(Datum::from(new_version))
+    Ok((state, holder))
 }
 
 fn unreplayable(e: ReplayError) -> EventStoreError {

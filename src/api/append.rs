@@ -10,6 +10,7 @@
 
 use super::account;
 use super::{arg, i64_arg, i64_datum, text_datum, uuid_arg, uuid_datum};
+use crate::core::account::Command;
 use crate::core::append::{StoredId, check_batch_ids_unique, classify_retry};
 use crate::core::event::{check_sequence_numbers, stream_type_for, validate_event};
 use crate::core::{
@@ -113,13 +114,15 @@ fn current_version(spi: &Spi, stream: &Uuid) -> i64 {
     rows.first_i64().unwrap_or(0)
 }
 
-/// Who checks the account rules of an append to an account stream.
+/// How an append is judged by the account rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rules {
-    /// The append does: `es.append_events` (every write path enforces them).
+    /// `es.append_events`: an append to an account stream is checked event by event; other
+    /// streams are not judged.
     Enforce,
-    /// The caller already did, against the state it loaded under the stream lock (commands).
-    CheckedByCaller,
+    /// An account command: the stream must be an account (ES104) and the command is decided
+    /// against its state, with the command's own errors.
+    Command(Command),
 }
 
 /// Appends a non-empty batch: bump, (account rules), positions, insert, (automatic snapshot).
@@ -205,10 +208,22 @@ pub(crate) fn append(
     let first_version = new_version - n + 1;
     check_sequence_numbers(&batch.metas, first_version)?;
     // The stream row is ours until commit, so the state read here is the one the batch follows.
-    let checked = if account_stream && rules == Rules::Enforce {
-        Some(account::check_batch(spi, stream, first_version - 1, batch)?)
-    } else {
-        None
+    let checked = match rules {
+        Rules::Enforce if account_stream => {
+            Some(account::check_batch(spi, stream, first_version - 1, batch)?)
+        }
+        Rules::Enforce => None,
+        Rules::Command(_) if !account_stream => {
+            return Err(EventStoreError::NotAnAccount {
+                stream_id: stream.to_string(),
+            });
+        }
+        Rules::Command(command) => Some(account::check_command(
+            spi,
+            stream,
+            first_version - 1,
+            command,
+        )?),
     };
     let first_position = shmem::draw_positions(position_sequence(), n);
     insert(spi, stream, first_position, first_version, batch)?;
