@@ -22,6 +22,7 @@ CREATE TABLE es.streams (
     version     bigint      NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT transaction_timestamp(),
     updated_at  timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    state       jsonb,
     CONSTRAINT streams_pkey PRIMARY KEY (stream_id)
 ) WITH (fillfactor = 90);
 COMMENT ON TABLE es.streams IS
@@ -31,6 +32,8 @@ COMMENT ON COLUMN es.streams.stream_type IS 'account for a stream whose first ev
 COMMENT ON COLUMN es.streams.version IS 'Version of the newest event of the stream (0 before the first).';
 COMMENT ON COLUMN es.streams.created_at IS 'Transaction time of the first append.';
 COMMENT ON COLUMN es.streams.updated_at IS 'Transaction time of the newest append.';
+COMMENT ON COLUMN es.streams.state IS
+  'Account streams: the account state at version, written with every append in the same row update, so a command or es.account_state reads it instead of replaying; ignored unless its "version" equals the row''s. NULL for other streams.';
 
 CREATE TABLE es.events (
     global_position bigint      NOT NULL,

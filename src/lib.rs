@@ -189,6 +189,88 @@ mod tests {
         );
     }
 
+    /// The jsonb reader decodes what PostgreSQL wrote, from 4-byte and from short headers.
+    #[pg_test]
+    fn jsonb_reader_agrees_with_postgres() {
+        use crate::core::JsonField;
+        use crate::jsonb::Jsonb;
+        let cases: &[(&str, JsonField)] = &[
+            ("0", JsonField::Integer(0)),
+            ("-1", JsonField::Integer(-1)),
+            ("9999", JsonField::Integer(9999)),
+            ("10000", JsonField::Integer(10000)),
+            ("100000000", JsonField::Integer(100_000_000)),
+            ("123456789012", JsonField::Integer(123_456_789_012)),
+            ("1e2", JsonField::Integer(100)),
+            ("9223372036854775807", JsonField::Integer(i64::MAX)),
+            ("-9223372036854775808", JsonField::Integer(i64::MIN)),
+            (
+                "9223372036854775808",
+                JsonField::Number("9223372036854775808"),
+            ),
+            ("1.5", JsonField::Number("1.5")),
+            ("5.0", JsonField::Number("5.0")),
+            ("0.0001", JsonField::Number("0.0001")),
+            ("-2.5e-3", JsonField::Number("-0.0025")),
+            ("\"x\"", JsonField::String("x")),
+            ("true", JsonField::Bool(true)),
+            ("false", JsonField::Bool(false)),
+            ("null", JsonField::Null),
+            ("{\"a\": 1}", JsonField::Object),
+            ("[1, 2]", JsonField::Array),
+        ];
+        for (text, want) in cases {
+            let json = format!(r#"{{"aa": 1, "b": "bee", "n": {text}, "zz": [true]}}"#);
+            let c = std::ffi::CString::new(json.clone()).unwrap();
+            let d = unsafe {
+                pg_sys::DirectFunctionCall1Coll(
+                    Some(jsonb_in_fmgr),
+                    pg_sys::InvalidOid,
+                    pg_sys::Datum::from(c.as_ptr() as *mut std::ffi::c_char),
+                )
+            };
+            let long = unsafe { Jsonb::from_datum(d) };
+            assert_eq!(long.get(c"n"), *want, "{json}");
+            assert_eq!(long.get(c"b"), JsonField::String("bee"), "{json}");
+            assert_eq!(long.get(c"zz"), JsonField::Array, "{json}");
+            assert_eq!(long.get(c"nope"), JsonField::Absent, "{json}");
+            assert_eq!(long.shape(), JsonField::Object);
+            // the same value behind a 1-byte header, at an odd address, as stored inline
+            let total = unsafe { pgrx::varlena::varsize_any(d.cast_mut_ptr()) };
+            if total - 4 < 127 {
+                let mut buf = vec![0u8; total + 2];
+                buf[1] = (((total - 4 + 1) as u8) << 1) | 1;
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        d.cast_mut_ptr::<u8>().add(4),
+                        buf.as_mut_ptr().add(2),
+                        total - 4,
+                    )
+                };
+                let short =
+                    unsafe { Jsonb::from_datum(pg_sys::Datum::from(buf.as_mut_ptr().add(1))) };
+                assert_eq!(short.get(c"n"), *want, "short {json}");
+                assert_eq!(short.get(c"b"), JsonField::String("bee"), "short {json}");
+            }
+        }
+        Spi::run(
+            "SELECT es.append_events('00000000-0000-0000-0000-0000000000e9', 0,
+               ARRAY['{\"type\":\"M\",\"metadata\":{\"user\":\"u\",\"n\":[1,{\"x\":null}]}}']::jsonb[])",
+        )
+        .unwrap();
+        let meta = Spi::get_one::<bool>(
+            "SELECT metadata = '{\"user\":\"u\",\"n\":[1,{\"x\":null}]}'::jsonb
+             FROM es.events WHERE stream_id = '00000000-0000-0000-0000-0000000000e9'",
+        )
+        .unwrap();
+        assert_eq!(meta, Some(true));
+    }
+
+    unsafe extern "C-unwind" {
+        #[link_name = "jsonb_in"]
+        fn jsonb_in_fmgr(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+    }
+
     #[pg_test]
     fn snapshots_round_trip() {
         Spi::run("SELECT es.append_events('00000000-0000-0000-0000-00000000000e', 0, ARRAY['{\"type\":\"A\"}','{\"type\":\"B\"}']::jsonb[])").unwrap();

@@ -42,8 +42,6 @@ pub enum Bump {
     Updated {
         /// The version before the bump.
         old_version: i64,
-        /// Whether the stream's type is `account` (its appends are checked by the account rules).
-        account: bool,
     },
     /// No such stream.
     NotFound,
@@ -54,16 +52,29 @@ pub enum Bump {
     },
 }
 
-const STREAMS_COLUMNS: [&CStr; 5] = [
+const STREAMS_COLUMNS: [&CStr; 6] = [
     c"stream_id",
     c"stream_type",
     c"version",
     c"created_at",
     c"updated_at",
+    c"state",
 ];
 const STREAM_TYPE: usize = 1;
 const STREAM_VERSION: usize = 2;
 const STREAM_UPDATED_AT: usize = 4;
+const STREAM_STATE: usize = 5;
+
+/// The stream row as an append finds it, before its bump: what the account rules judge.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamHead {
+    /// The version before the bump.
+    pub old_version: i64,
+    /// Whether the stream's type is `account`.
+    pub account: bool,
+    /// `es.streams.state` (jsonb), if set.
+    pub state: Option<Datum>,
+}
 
 const EVENTS_COLUMNS: [&CStr; 10] = [
     c"global_position",
@@ -165,7 +176,16 @@ unsafe fn text_equals(d: Datum, s: &str) -> bool {
 /// Adds `n` to the version of `stream`, if it is at `expected` (when given), like
 /// `UPDATE es.streams SET version = version + n, updated_at = now() WHERE stream_id = $1
 /// [AND version = $2]` under READ COMMITTED.
-pub fn bump_stream(stream: &Uuid, expected: Option<i64>, n: i64) -> Outcome<Bump> {
+///
+/// `judge` sees the row version about to be replaced and returns the `state` to store with the
+/// bump (`None`: keep it); its error stops the bump. It runs again when a concurrent append
+/// moved the row first, so what it decided always follows the row it replaced.
+pub fn bump_stream<E>(
+    stream: &Uuid,
+    expected: Option<i64>,
+    n: i64,
+    judge: &mut dyn FnMut(&StreamHead) -> Result<Option<Datum>, E>,
+) -> Outcome<Result<Bump, E>> {
     let (Some(rel_oid), Some(index_oid)) =
         (relation_oid(c"streams"), relation_oid(c"streams_pkey"))
     else {
@@ -204,7 +224,7 @@ pub fn bump_stream(stream: &Uuid, expected: Option<i64>, n: i64) -> Outcome<Bump
         let natts = STREAMS_COLUMNS.len();
         let result = loop {
             if current.is_null() {
-                break Bump::NotFound;
+                break Ok(Bump::NotFound);
             }
             let mut values = vec![Datum::from(0usize); natts];
             let mut nulls = vec![false; natts];
@@ -213,7 +233,21 @@ pub fn bump_stream(stream: &Uuid, expected: Option<i64>, n: i64) -> Outcome<Bump
             if let Some(e) = expected
                 && version != e
             {
-                break Bump::Mismatch { actual: version };
+                break Ok(Bump::Mismatch { actual: version });
+            }
+            let head = StreamHead {
+                old_version: version,
+                account: !nulls[STREAM_TYPE]
+                    && text_equals(values[STREAM_TYPE], crate::core::ACCOUNT_STREAM_TYPE),
+                state: (!nulls[STREAM_STATE]).then_some(values[STREAM_STATE]),
+            };
+            match judge(&head) {
+                Ok(Some(state)) => {
+                    values[STREAM_STATE] = state;
+                    nulls[STREAM_STATE] = false;
+                }
+                Ok(None) => {}
+                Err(e) => break Err(e),
             }
             values[STREAM_VERSION] = Datum::from(version + n);
             values[STREAM_UPDATED_AT] = Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
@@ -244,11 +278,9 @@ pub fn bump_stream(stream: &Uuid, expected: Option<i64>, n: i64) -> Outcome<Bump
                             &mut (*new).t_self,
                         );
                     }
-                    break Bump::Updated {
+                    break Ok(Bump::Updated {
                         old_version: version,
-                        account: !nulls[STREAM_TYPE]
-                            && text_equals(values[STREAM_TYPE], crate::core::ACCOUNT_STREAM_TYPE),
-                    };
+                    });
                 }
                 pg_sys::TM_Result::TM_Updated => {
                     if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
@@ -261,7 +293,7 @@ pub fn bump_stream(stream: &Uuid, expected: Option<i64>, n: i64) -> Outcome<Bump
                     // A concurrent append committed first: continue from its row version.
                     current = fetch_any(rel, tmfd.ctid);
                 }
-                pg_sys::TM_Result::TM_Deleted => break Bump::NotFound,
+                pg_sys::TM_Result::TM_Deleted => break Ok(Bump::NotFound),
                 other => pgrx::error!("event_store: unexpected result {other} updating es.streams"),
             }
         };
@@ -428,7 +460,7 @@ pub struct StreamRow {
 /// taking the stream row), else in the statement's. Replay is the executor's slowest client
 /// (a sort, then one fmgr call per row); here a row costs an index step and the visitor. What a
 /// visit allocates in PostgreSQL memory is freed row by row, so a million events are folded in
-/// constant memory.
+/// constant memory (at most 64 kB plus one row's allocations are kept between rows).
 ///
 /// Falls back (reads nothing) when the executor would do more than this: the caller may not
 /// select from `es.events`, or row-level security applies to it, or the table is not the one
@@ -508,7 +540,11 @@ pub fn scan_stream<E>(
         let caller = pg_sys::MemoryContextSwitchTo(per_row);
         let mut result = Ok(());
         while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
-            pg_sys::MemoryContextReset(per_row);
+            // Reading an inline event allocates nothing; reset only when something (a detoasted
+            // event, a visitor's value) did, to spare a call per row.
+            if (*per_row).mem_allocated > 64 * 1024 {
+                pg_sys::MemoryContextReset(per_row);
+            }
             pg_sys::slot_getsomeattrs_int(slot, EVENTS_COLUMNS.len() as i32);
             let values = std::slice::from_raw_parts((*slot).tts_values, EVENTS_COLUMNS.len());
             let row = StreamRow {

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 /// The statements. The SQL text and argument types are in [`Stmt::def`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stmt {
-    /// NULL expected version: create the stream or add `n` to its version; returns (version, stream_type).
+    /// NULL expected version: create the stream or add `n` to its version; returns (version,
+    /// stream_type, state).
     UpsertAny,
     /// -1: add `n` to an existing stream's version.
     BumpExisting,
@@ -39,13 +40,15 @@ pub enum Stmt {
     SaveSnapshot,
     /// The newest snapshot at or below a version.
     LoadSnapshot,
-    /// A stream's version and type, without locking it.
+    /// A stream's version, type and state, without locking it.
     StreamInfo,
+    /// Store an account stream's state (when the version bump went through SPI).
+    SetState,
     /// The newest version of a stream at or below a version, recorded at or before a time.
     VersionAsOf,
 }
 
-const STMT_COUNT: usize = 15;
+const STMT_COUNT: usize = 16;
 
 struct Def {
     sql: &'static CStr,
@@ -68,22 +71,22 @@ impl Stmt {
                 c"INSERT INTO es.streams AS s (stream_id, stream_type, version) VALUES ($1, $2, $3)
                   ON CONFLICT (stream_id) DO UPDATE
                   SET version = s.version + excluded.version, updated_at = transaction_timestamp()
-                  RETURNING s.version, s.stream_type",
+                  RETURNING s.version, s.stream_type, s.state",
                 &[UUIDOID, TEXTOID, INT8OID],
             ),
             Stmt::BumpExisting => (
                 c"UPDATE es.streams SET version = version + $2, updated_at = transaction_timestamp()
-                  WHERE stream_id = $1 RETURNING version, stream_type",
+                  WHERE stream_id = $1 RETURNING version, stream_type, state",
                 &[UUIDOID, INT8OID],
             ),
             Stmt::BumpExact => (
                 c"UPDATE es.streams SET version = version + $3, updated_at = transaction_timestamp()
-                  WHERE stream_id = $1 AND version = $2 RETURNING version, stream_type",
+                  WHERE stream_id = $1 AND version = $2 RETURNING version, stream_type, state",
                 &[UUIDOID, INT8OID, INT8OID],
             ),
             Stmt::CreateNew => (
                 c"INSERT INTO es.streams (stream_id, stream_type, version) VALUES ($1, $2, $3)
-                  ON CONFLICT (stream_id) DO NOTHING RETURNING version, stream_type",
+                  ON CONFLICT (stream_id) DO NOTHING RETURNING version, stream_type, state",
                 &[UUIDOID, TEXTOID, INT8OID],
             ),
             Stmt::LockStream => (
@@ -137,8 +140,12 @@ impl Stmt {
                 &[UUIDOID, INT8OID],
             ),
             Stmt::StreamInfo => (
-                c"SELECT version, stream_type FROM es.streams WHERE stream_id = $1",
+                c"SELECT version, stream_type, state FROM es.streams WHERE stream_id = $1",
                 &[UUIDOID],
+            ),
+            Stmt::SetState => (
+                c"UPDATE es.streams SET state = $2 WHERE stream_id = $1",
+                &[UUIDOID, JSONBOID],
             ),
             Stmt::VersionAsOf => (
                 c"SELECT version FROM es.events

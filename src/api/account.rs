@@ -20,7 +20,7 @@ use crate::core::account::{
 use crate::core::{EventStoreError, ExpectedVersion};
 use crate::gucs::SNAPSHOT_INTERVAL;
 use crate::jsonb::Jsonb;
-use crate::native::{self, Outcome, StreamRow};
+use crate::native::{self, Outcome, StreamHead, StreamRow};
 use crate::storage::{Spi, Stmt};
 use pgrx::pg_sys::{self, BuiltinOid, Datum};
 use std::ffi::{CString, c_char};
@@ -195,16 +195,14 @@ fn run(
     Ok(Datum::from(new_version))
 }
 
-/// A command's decision, made by the append path while it holds the stream row: the state
-/// after `old_version` (newest snapshot + tail), the seed's rules, then the state after the
-/// command's event (for the automatic snapshot).
+/// A command's decision, made by the append path while it takes the stream row: the seed's
+/// rules against the state the command follows, then the state after the command's event.
 pub(crate) fn check_command(
-    spi: &Spi,
+    start: (AccountState, String),
     account: &Uuid,
-    old_version: i64,
     command: Command,
 ) -> Result<(AccountState, String), EventStoreError> {
-    let (mut state, holder) = load_state(spi, account, old_version, true)?;
+    let (mut state, holder) = start;
     decide(&state, command).map_err(|v| violation(account, v))?;
     let applied = match command {
         Command::Deposit { amount_cents } => AccountEvent::Deposited { amount_cents },
@@ -214,6 +212,26 @@ pub(crate) fn check_command(
     };
     state.apply(&applied).map_err(unreplayable)?;
     Ok((state, holder))
+}
+
+/// The state an append to an account stream follows: the one stored in the stream row when it
+/// is the state at the row's version (always, unless someone edited the row), else the newest
+/// usable snapshot plus the tail.
+pub(crate) fn state_at_head(
+    spi: &Spi,
+    account: &Uuid,
+    head: &StreamHead,
+) -> Result<(AccountState, String), EventStoreError> {
+    if head.old_version == 0 {
+        return Ok((AccountState::default(), String::new()));
+    }
+    if let Some(d) = head.state
+        && let Ok((state, holder)) = parse_state(unsafe { Jsonb::from_datum(d) })
+        && state.version == head.old_version
+    {
+        return Ok((state, holder.to_owned()));
+    }
+    load_state(spi, account, head.old_version, true)
 }
 
 fn unreplayable(e: ReplayError) -> EventStoreError {
@@ -313,21 +331,16 @@ pub(crate) fn visit_events(
     Ok(())
 }
 
-/// The append path's account check (`es.append_events` to an account stream): the state after
-/// `old_version`, then every element decoded (ES003 naming its position and type), its free
+/// The append path's account check (`es.append_events` to an account stream): from the state
+/// the batch follows, every element decoded (ES003 naming its position and type), its free
 /// text present, admitted by the rules (ES101–ES103) and applied. Returns the state after the
 /// batch, for the automatic snapshot.
 pub(crate) fn check_batch(
-    spi: &Spi,
+    start: (AccountState, String),
     stream: &Uuid,
-    old_version: i64,
     batch: &Batch,
 ) -> Result<(AccountState, String), EventStoreError> {
-    let (mut state, mut holder) = if old_version == 0 {
-        (AccountState::default(), String::new())
-    } else {
-        load_state(spi, stream, old_version, true)?
-    };
+    let (mut state, mut holder) = start;
     for (i, element) in batch.elements.iter().enumerate() {
         let malformed = |e: ReplayError| EventStoreError::InvalidAccountEvent {
             index: i + 1,
@@ -398,8 +411,12 @@ pub(crate) fn state_datum(holder: &str, state: &AccountState) -> Datum {
     }
 }
 
-/// Finds an account stream without locking it: its current version, or ES002 / ES104.
-pub(crate) fn account_version(spi: &Spi, account: &Uuid) -> Result<i64, EventStoreError> {
+/// Finds an account stream without locking it: its current version and the state stored in
+/// its row (when that is the state at the version), or ES002 / ES104.
+pub(crate) fn account_head(
+    spi: &Spi,
+    account: &Uuid,
+) -> Result<(i64, Option<(AccountState, String)>), EventStoreError> {
     let rows = spi.read(Stmt::StreamInfo, &[Some(uuid_datum(account))]);
     if rows.is_empty() {
         return Err(EventStoreError::StreamNotFound {
@@ -411,5 +428,11 @@ pub(crate) fn account_version(spi: &Spi, account: &Uuid) -> Result<i64, EventSto
             stream_id: account.to_string(),
         });
     }
-    Ok(rows.first_i64().unwrap_or(0))
+    let version = rows.first_i64().unwrap_or(0);
+    let state = rows
+        .datum(0, 3)
+        .and_then(|d| parse_state(unsafe { Jsonb::from_datum(d) }).ok())
+        .filter(|(s, _)| s.version == version)
+        .map(|(s, h)| (s, h.to_owned()));
+    Ok((version, state))
 }

@@ -10,14 +10,14 @@
 
 use super::account;
 use super::{arg, i64_arg, i64_datum, text_datum, uuid_arg, uuid_datum};
-use crate::core::account::Command;
+use crate::core::account::{AccountState, Command};
 use crate::core::append::{StoredId, check_batch_ids_unique, classify_retry};
 use crate::core::event::{check_sequence_numbers, stream_type_for, validate_event};
 use crate::core::{
     ACCOUNT_STREAM_TYPE, EventMeta, EventStoreError, ExpectedVersion, RetryDecision,
 };
 use crate::jsonb::Jsonb;
-use crate::native::{self, Bump, EventRow, Outcome};
+use crate::native::{self, Bump, EventRow, Outcome, StreamHead};
 use crate::shmem;
 use crate::storage::{Arg, Rows, Spi, Stmt, position_sequence};
 use pgrx::pg_sys::{self, BuiltinOid, Datum};
@@ -139,8 +139,31 @@ pub(crate) fn append(
     let sid = Some(uuid_datum(stream));
     let new_type = stream_type_for(&batch.metas[0].event_type);
     let stream_type: Arg = new_type.map(text_datum);
-    let is_account = |rows: &Rows, col| rows.text(0, col).as_deref() == Some(ACCOUNT_STREAM_TYPE);
 
+    // The account rules judge the stream row as the bump finds it (natively: before the row is
+    // replaced, and again if a concurrent append replaced it first), so their decision always
+    // follows the version this append extends. The state after the batch is stored in the row.
+    let mut judged: Option<(AccountState, String)> = None;
+    let mut judge = |head: &StreamHead| -> Result<Option<Datum>, EventStoreError> {
+        judged = None;
+        if !head.account {
+            return match rules {
+                Rules::Enforce => Ok(None),
+                Rules::Command(_) => Err(EventStoreError::NotAnAccount {
+                    stream_id: stream.to_string(),
+                }),
+            };
+        }
+        let start = account::state_at_head(spi, stream, head)?;
+        let (state, holder) = match rules {
+            Rules::Enforce => account::check_batch(start, stream, batch)?,
+            Rules::Command(command) => account::check_command(start, stream, command)?,
+        };
+        let datum = account::state_datum(&holder, &state);
+        judged = Some((state, holder));
+        Ok(Some(datum))
+    };
+    let judge: &mut Judge = &mut judge;
     let bumped = match expected {
         ExpectedVersion::Any | ExpectedVersion::StreamExists => {
             if has_ids {
@@ -154,22 +177,18 @@ pub(crate) fn append(
             }
             // The stream exists on every append but its first, so bump first (natively when
             // possible) and create the stream only when there is none.
-            let bumped = match native::bump_stream(stream, None, n) {
-                Outcome::Done(Bump::Updated {
-                    old_version,
-                    account,
-                }) => Some((old_version + n, account)),
-                Outcome::Done(_) => None,
-                Outcome::Fallback => {
+            let bumped = match bump_native(stream, None, n, judge) {
+                Some(result) => result?,
+                None => {
                     let rows = spi.write(Stmt::BumpExisting, &[sid, Some(i64_datum(n))]);
-                    rows.first_i64().map(|v| (v, is_account(&rows, 2)))
+                    judge_rows(spi, sid, n, &rows, judge)?
                 }
             };
             match bumped {
                 Some(v) => Some(v),
                 None if expected == ExpectedVersion::Any => {
                     let rows = spi.write(Stmt::UpsertAny, &[sid, stream_type, Some(i64_datum(n))]);
-                    rows.i64(0, 1).map(|v| (v, is_account(&rows, 2)))
+                    judge_rows(spi, sid, n, &rows, judge)?
                 }
                 None => {
                     return Err(EventStoreError::StreamNotFound {
@@ -178,27 +197,22 @@ pub(crate) fn append(
                 }
             }
         }
-        ExpectedVersion::Exact(v) => match native::bump_stream(stream, Some(v), n) {
-            Outcome::Done(Bump::Updated {
-                old_version,
-                account,
-            }) => Some((old_version + n, account)),
-            Outcome::Done(_) => None,
-            Outcome::Fallback => {
+        ExpectedVersion::Exact(v) => match bump_native(stream, Some(v), n, judge) {
+            Some(result) => result?,
+            None => {
                 let rows = spi.write(
                     Stmt::BumpExact,
                     &[sid, Some(i64_datum(v)), Some(i64_datum(n))],
                 );
-                rows.first_i64().map(|v| (v, is_account(&rows, 2)))
+                judge_rows(spi, sid, n, &rows, judge)?
             }
         },
         ExpectedVersion::NoStream => {
             let rows = spi.write(Stmt::CreateNew, &[sid, stream_type, Some(i64_datum(n))]);
-            rows.first_i64()
-                .map(|v| (v, new_type == Some(ACCOUNT_STREAM_TYPE)))
+            judge_rows(spi, sid, n, &rows, judge)?
         }
     };
-    let Some((new_version, account_stream)) = bumped else {
+    let Some(new_version) = bumped else {
         // Exact / NoStream lost: either this call was already appended, or it is a conflict.
         if has_ids && let Some(returned) = retry_or_duplicate(spi, stream, expected, &ids)? {
             return Ok(returned);
@@ -207,30 +221,54 @@ pub(crate) fn append(
     };
     let first_version = new_version - n + 1;
     check_sequence_numbers(&batch.metas, first_version)?;
-    // The stream row is ours until commit, so the state read here is the one the batch follows.
-    let checked = match rules {
-        Rules::Enforce if account_stream => {
-            Some(account::check_batch(spi, stream, first_version - 1, batch)?)
-        }
-        Rules::Enforce => None,
-        Rules::Command(_) if !account_stream => {
-            return Err(EventStoreError::NotAnAccount {
-                stream_id: stream.to_string(),
-            });
-        }
-        Rules::Command(command) => Some(account::check_command(
-            spi,
-            stream,
-            first_version - 1,
-            command,
-        )?),
-    };
     let first_position = shmem::draw_positions(position_sequence(), n);
     insert(spi, stream, first_position, first_version, batch)?;
-    if let Some((state, holder)) = checked {
+    if let Some((state, holder)) = judged {
         account::snapshot_if_due(spi, stream, first_version - 1, new_version, &holder, &state);
     }
     Ok(new_version)
+}
+
+/// The account rules' look at a stream row: the state to store with the bump, or why not.
+type Judge<'a> = dyn FnMut(&StreamHead) -> Result<Option<Datum>, EventStoreError> + 'a;
+
+/// The native bump: `Some(new version)` / `Some(None)` when the stream is missing or elsewhere,
+/// `None` when the SPI statement must do it.
+fn bump_native(
+    stream: &Uuid,
+    expected: Option<i64>,
+    n: i64,
+    judge: &mut Judge,
+) -> Option<Result<Option<i64>, EventStoreError>> {
+    match native::bump_stream(stream, expected, n, judge) {
+        Outcome::Done(Ok(Bump::Updated { old_version })) => Some(Ok(Some(old_version + n))),
+        Outcome::Done(Ok(_)) => Some(Ok(None)),
+        Outcome::Done(Err(e)) => Some(Err(e)),
+        Outcome::Fallback => None,
+    }
+}
+
+/// After a bump through SPI: judges the returned row (version, stream_type, state) and stores
+/// the state with one more statement. Returns the new version (`None`: no row was bumped).
+fn judge_rows(
+    spi: &Spi,
+    sid: Arg,
+    n: i64,
+    rows: &Rows,
+    judge: &mut Judge,
+) -> Result<Option<i64>, EventStoreError> {
+    let Some(version) = rows.first_i64() else {
+        return Ok(None);
+    };
+    let head = StreamHead {
+        old_version: version - n,
+        account: rows.text(0, 2).as_deref() == Some(ACCOUNT_STREAM_TYPE),
+        state: rows.datum(0, 3),
+    };
+    if let Some(state) = judge(&head)? {
+        spi.write(Stmt::SetState, &[sid, Some(state)]);
+    }
+    Ok(Some(version))
 }
 
 /// Looks the batch's ids up: `Some(version)` when the whole call is already stored (return it),

@@ -2,11 +2,12 @@
 //! and `es.account_history(account_id)`.
 //!
 //! Both read in the statement's snapshot, like any query, and fold with the same core transition
-//! as replay and the commands. `account_state` starts from the newest usable snapshot at or below
-//! the version it is asked for; `account_history` walks every event once (it shows them all) and
+//! as replay and the commands. `account_state` takes the current state from the stream row, and
+//! an older one from the newest usable snapshot at or below the version it is asked for plus
+//! the tail; `account_history` walks every event once (it shows them all) and
 //! streams its rows into a tuple store, so a long history costs constant backend memory.
 
-use super::account::{account_version, load_state, state_datum, visit_events};
+use super::account::{account_head, load_state, state_datum, visit_events};
 use super::replay::event_view;
 use super::{arg, i64_arg, i64_datum, materialize, no_value, text_datum, uuid_arg, uuid_datum};
 use crate::core::EventStoreError;
@@ -39,7 +40,7 @@ fn account_state(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreEr
         });
     }
     let spi = Spi::connect();
-    let current = account_version(&spi, &account)?;
+    let (current, head_state) = account_head(&spi, &account)?;
     let mut target = current;
     if let Some(v) = at_version {
         if v > current {
@@ -64,7 +65,11 @@ fn account_state(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreEr
             }
         }
     }
-    let (state, holder) = load_state(&spi, &account, target, false)?;
+    let (state, holder) = match head_state {
+        // The current state is kept in the stream row: no replay at all.
+        Some(at_head) if target == current => at_head,
+        _ => load_state(&spi, &account, target, false)?,
+    };
     // The result must outlive SPI's memory: build it in the caller's context.
     drop(spi);
     Ok(state_datum(&holder, &state))
@@ -75,7 +80,7 @@ fn account_history(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStore
     let account = uuid_arg(fcinfo, 0, "account_id")?;
     let (store, desc) = materialize(fcinfo);
     let spi = Spi::connect();
-    let current = account_version(&spi, &account)?;
+    let (current, _) = account_head(&spi, &account)?;
     let mut state = AccountState::default();
     let unreplayable = |e: ReplayError| EventStoreError::UnreplayableEvent {
         event_type: e.event_type,
