@@ -63,6 +63,16 @@ pub enum EventStoreError {
         /// The stream's current version (0 = no stream).
         current: i64,
     },
+    /// ES005: a snapshot of an account stream whose state is not the account's state at that
+    /// version (a forged or stale state would be trusted by commands and time travel).
+    SnapshotMismatch {
+        /// The account.
+        stream_id: String,
+        /// The snapshot's version.
+        version: i64,
+        /// The state the history gives at that version.
+        expected: String,
+    },
     /// ES101: a withdrawal larger than the balance.
     InsufficientFunds {
         /// The account.
@@ -123,7 +133,7 @@ impl EventStoreError {
             | Self::InvalidAccountEvent { .. }
             | Self::UnreplayableEvent { .. } => "ES003",
             Self::DuplicateEventId { .. } => "ES004",
-            Self::InvalidSnapshot { .. } => "ES005",
+            Self::InvalidSnapshot { .. } | Self::SnapshotMismatch { .. } => "ES005",
             Self::InsufficientFunds { .. } => "ES101",
             Self::AccountNotActive { .. } => "ES102",
             Self::InvalidAmount { .. } => "ES103",
@@ -176,6 +186,11 @@ impl EventStoreError {
                     )
                 }
             }
+            Self::SnapshotMismatch {
+                stream_id, version, ..
+            } => format!(
+                "invalid snapshot of account {stream_id} at version {version}: the state is not the account's state at that version"
+            ),
             Self::InsufficientFunds {
                 account_id,
                 available,
@@ -215,6 +230,9 @@ impl EventStoreError {
                 .map(|at| format!("the event id is already stored in {at}")),
             Self::InvalidSnapshot { current, .. } => {
                 Some(format!("current stream version: {current}"))
+            }
+            Self::SnapshotMismatch { expected, .. } => {
+                Some(format!("the history gives: {expected}"))
             }
             Self::InsufficientFunds {
                 available,

@@ -60,3 +60,9 @@ SET es.snapshot_interval = 0;
 SELECT es.append_events('c0000000-0000-0000-0000-000000000004', NULL, ARRAY['{"type":"Closed","reason":"g"}']::jsonb[]) AS v;
 SELECT count(*) AS snapshots_with_interval_off FROM es.snapshots WHERE stream_id = 'c0000000-0000-0000-0000-000000000004' AND version > 7;
 RESET es.snapshot_interval;
+-- a snapshot saved by hand for an account must be its true state at that version (commands and
+-- time travel start from snapshots); other streams' snapshots are saved as given
+SELECT es.save_snapshot('c0000000-0000-0000-0000-000000000001', 3, '{"holder_name": "Alice", "balance_cents": 300, "status": "Active", "version": 3}');
+SELECT error_of($$SELECT es.save_snapshot('c0000000-0000-0000-0000-000000000001', 3, '{"holder_name": "Alice", "balance_cents": 1000000, "status": "Active", "version": 3}')$$);
+SELECT error_of($$SELECT es.save_snapshot('c0000000-0000-0000-0000-000000000001', 2, '{"anything": true}')$$);
+SELECT version, state FROM es.snapshots WHERE stream_id = 'c0000000-0000-0000-0000-000000000001' ORDER BY version;
