@@ -62,9 +62,12 @@ SELECT es.append_events('7f3c2a10-0000-4000-8000-000000000001', -5, ARRAY['{"typ
 \echo '   -> SQLSTATE' :LAST_ERROR_SQLSTATE
 \echo
 \echo '== 10. The bank account of the seed, inside the database: open, deposit 500, withdraw 200, deposit 700'
+\echo '-- (snapshots every 2 events for this story; the default is every 100)'
+SET es.snapshot_interval = 2;
 SELECT es.open_account('Alice', 0) AS account_id \gset
 SELECT es.deposit(:'account_id', 500, 'salary') AS version;
 SELECT es.withdraw(:'account_id', 200, 'rent') AS version;
+SELECT clock_timestamp() AS before_bonus \gset
 SELECT es.deposit(:'account_id', 700, 'bonus') AS version;
 \echo '-- the seed''s own "withdraw 0" is refused (ES103), and so is an overdraft (ES101, with DETAIL)'
 SELECT es.withdraw(:'account_id', 0, 'nothing');
@@ -74,11 +77,30 @@ SELECT es.withdraw(:'account_id', 5000, 'too much');
 \echo '-- a command with a stale expected version is refused (ES001)'
 SELECT es.deposit(:'account_id', 10, 'late', 2);
 \echo '   -> SQLSTATE' :LAST_ERROR_SQLSTATE
+\echo '-- the same rules hold for any client writing events directly: an overdraft through append_events'
+SELECT es.append_events(:'account_id', NULL, ARRAY['{"type":"Withdrawn","amount_cents":999999,"description":"direct"}']::jsonb[]);
+\echo '   -> SQLSTATE' :LAST_ERROR_SQLSTATE
+\echo '-- frozen: no more deposits (ES102)'
 SELECT es.freeze_account(:'account_id', 'audit') AS version;
 SELECT es.deposit(:'account_id', 10, 'while frozen');
 \echo '   -> SQLSTATE' :LAST_ERROR_SQLSTATE
-\echo '-- the state is a replay of the events, with the running balance as a window function'
-SELECT es.account_replay(data ORDER BY version) AS state FROM es.events WHERE stream_id = :'account_id';
-SELECT version, data->>'type' AS event, data->>'amount_cents' AS amount,
-       (es.account_replay(data) OVER (ORDER BY version))->>'balance_cents' AS balance
-FROM es.events WHERE stream_id = :'account_id' ORDER BY version;
+RESET es.snapshot_interval;
+\echo
+\echo '== 11. Audit and time travel with psql'
+\echo '-- the balance as of a moment before the bonus, beside today''s'
+SELECT es.account_state(:'account_id', as_of => :'before_bonus')->>'balance_cents' AS balance_before_bonus,
+       es.account_state(:'account_id')->>'balance_cents' AS balance_today,
+       es.account_state(:'account_id')->>'status' AS status_today;
+\echo '-- the history, one row per event, with the running balance'
+SELECT version, event_type, amount_cents, balance_cents, status, description
+FROM es.account_history(:'account_id') ORDER BY version;
+\echo '-- the snapshots written on the way (every 2 events here), and the one that served the state at version 3:'
+\echo '-- es.account_state(at_version => 3) starts from it and replays only version 3'
+SELECT version, state FROM es.snapshots WHERE stream_id = :'account_id' ORDER BY version;
+SELECT version AS served_by_snapshot_at, es.account_state(:'account_id', at_version => 3) AS state_at_version_3
+FROM es.load_snapshot(:'account_id', 3);
+\echo '-- today''s state needs no replay at all: the store keeps it in the stream row'
+SELECT version, state FROM es.streams WHERE stream_id = :'account_id';
+\echo '-- and it is what a full replay of the events gives'
+SELECT es.account_replay(data ORDER BY version) = es.account_state(:'account_id') AS replay_agrees
+FROM es.events WHERE stream_id = :'account_id';

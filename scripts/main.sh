@@ -3,8 +3,9 @@
 #! starts a throwaway PostgreSQL 15 cluster under target/ with the library preloaded, creates a
 #! database, and runs examples/walkthrough.sql in it. Then it shows tracing: it starts a local
 #! OTLP/HTTP receiver (tests/client's otlp_receiver, which decodes the official protobuf), points
-#! es.otlp_endpoint at it (ALTER SYSTEM + reload), runs one es.deposit as a child of a client
-#! span (SET es.traceparent) and prints that deposit's span tree as the receiver got it. The
+#! es.otlp_endpoint at it (ALTER SYSTEM + reload), runs one es.deposit (that reaches a snapshot
+#! version) as a child of a client span (SET es.traceparent) and prints that deposit's span tree
+#! as the receiver got it. The
 #! server is left running; the last lines say how to connect and how to stop it. Safe to run
 #! again: it reuses the cluster and redoes the walkthrough.
 set -euo pipefail
@@ -40,11 +41,11 @@ sleep 1   # the worker applies the reload before its next batch
 trace=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 parent=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 account=$("${psql[@]}" -d event_store_demo -tAc "SELECT es.open_account('Tracing Demo', 10000)")
-echo "SET es.traceparent = '00-$trace-$parent-01';  SELECT es.deposit('$account', 2500, 'salary');"
-"${psql[@]}" -d event_store_demo -c "SET es.traceparent = '00-$trace-$parent-01'" \
+echo "SET es.snapshot_interval = 2; SET es.traceparent = '00-$trace-$parent-01';  SELECT es.deposit('$account', 2500, 'salary');"
+"${psql[@]}" -d event_store_demo -c "SET es.snapshot_interval = 2" -c "SET es.traceparent = '00-$trace-$parent-01'" \
   -c "SELECT es.deposit('$account', 2500, 'salary') AS new_version"
-for _ in $(seq 100); do "$receiver" --print-tree "$spans" "$trace" 5 >/dev/null && break; sleep 0.2; done
-"$receiver" --print-tree "$spans" "$trace" 5 || echo "(the spans did not arrive; see SELECT * FROM es.tracing_stats())"
+for _ in $(seq 100); do "$receiver" --print-tree "$spans" "$trace" 3 >/dev/null && break; sleep 0.2; done
+"$receiver" --print-tree "$spans" "$trace" 3 || echo "(the spans did not arrive; see SELECT * FROM es.tracing_stats())"
 "${psql[@]}" -d event_store_demo -c "SELECT status, spans_recorded, spans_exported, spans_dropped, export_failures, last_export_at FROM es.tracing_stats()"
 # the receiver stops with this script: point the server back at the default endpoint
 "${psql[@]}" -d event_store_demo -c "ALTER SYSTEM RESET es.otlp_endpoint" -c "SELECT pg_reload_conf()" >/dev/null

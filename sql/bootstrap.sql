@@ -22,6 +22,7 @@ CREATE TABLE es.streams (
     version     bigint      NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT transaction_timestamp(),
     updated_at  timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    state       jsonb,
     CONSTRAINT streams_pkey PRIMARY KEY (stream_id)
 ) WITH (fillfactor = 90);
 COMMENT ON TABLE es.streams IS
@@ -31,6 +32,8 @@ COMMENT ON COLUMN es.streams.stream_type IS 'account for a stream whose first ev
 COMMENT ON COLUMN es.streams.version IS 'Version of the newest event of the stream (0 before the first).';
 COMMENT ON COLUMN es.streams.created_at IS 'Transaction time of the first append.';
 COMMENT ON COLUMN es.streams.updated_at IS 'Transaction time of the newest append.';
+COMMENT ON COLUMN es.streams.state IS
+  'Account streams: the account state at version, written with every append in the same row update, so a command or es.account_state reads it instead of replaying; ignored unless its "version" equals the row''s. NULL for other streams.';
 
 CREATE TABLE es.events (
     global_position bigint      NOT NULL,
@@ -229,3 +232,20 @@ COMMENT ON FUNCTION es.close_account(uuid, text) IS
 REVOKE ALL ON FUNCTION es.open_account(text, bigint), es.deposit(uuid, bigint, text, bigint),
     es.withdraw(uuid, bigint, text, bigint), es.freeze_account(uuid, text),
     es.close_account(uuid, text) FROM PUBLIC;
+
+-- Time travel and audit (SPEC §5) -----------------------------------------------------------------
+
+CREATE FUNCTION es.account_state(account_id uuid, as_of timestamptz DEFAULT NULL, at_version bigint DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'es_account_state';
+COMMENT ON FUNCTION es.account_state(uuid, timestamptz, bigint) IS
+  'The account state {holder_name, balance_cents, status, version} at at_version (default: current), or at the newest version recorded (recorded_at) at or before as_of, whichever is older; NULL when the account did not exist yet at as_of. Starts from the newest usable snapshot. ES002 / ES104 for a missing / non-account stream.';
+
+CREATE FUNCTION es.account_history(account_id uuid)
+RETURNS TABLE(version bigint, event_type text, amount_cents bigint, balance_cents bigint,
+              status text, description text, occurred_at timestamptz, recorded_at timestamptz)
+LANGUAGE c STABLE PARALLEL SAFE ROWS 100
+AS 'MODULE_PATHNAME', 'es_account_history';
+COMMENT ON FUNCTION es.account_history(uuid) IS
+  'One row per event of an account, in version order: the signed amount (opening balance, +deposit, -withdrawal), the running balance and status after it, the description/reason (holder for Opened), and its timestamps.';

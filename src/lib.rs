@@ -128,6 +128,161 @@ mod tests {
     }
 
     #[pg_test]
+    fn account_replay_folds_and_runs_as_a_window() {
+        Spi::run(
+            "SELECT es.append_events('00000000-0000-0000-0000-0000000000e1', 0, ARRAY[
+               '{\"type\":\"Opened\",\"account_holder\":\"Al\",\"initial_balance_cents\":10}',
+               '{\"type\":\"Deposited\",\"amount_cents\":5,\"description\":\"d\"}',
+               '{\"type\":\"Withdrawn\",\"amount_cents\":3,\"description\":\"w\"}']::jsonb[])",
+        )
+        .unwrap();
+        let state = Spi::get_one::<String>(
+            "SELECT (es.account_replay(data ORDER BY version))::text FROM es.events
+             WHERE stream_id = '00000000-0000-0000-0000-0000000000e1'",
+        )
+        .unwrap();
+        assert_eq!(
+            state.as_deref(),
+            Some(r#"{"status": "Active", "version": 3, "holder_name": "Al", "balance_cents": 12}"#)
+        );
+        let running = Spi::get_one::<String>(
+            "SELECT string_agg(b, ',' ORDER BY version) FROM (
+               SELECT version, es.account_replay(data) OVER (ORDER BY version)->>'balance_cents' AS b
+               FROM es.events WHERE stream_id = '00000000-0000-0000-0000-0000000000e1') w",
+        )
+        .unwrap();
+        assert_eq!(running.as_deref(), Some("10,15,12"));
+        assert_sqlstate(
+            "PERFORM es.account_replay(e) FROM (VALUES ('{\"type\":\"Teleported\"}'::jsonb)) v(e)",
+            "ES003",
+        );
+    }
+
+    #[pg_test]
+    fn commands_keep_the_rules_and_account_state_agrees() {
+        let id = Spi::get_one::<pgrx::Uuid>("SELECT es.open_account('Alice', 0)")
+            .unwrap()
+            .unwrap();
+        let id = uuid::Uuid::from_bytes(*id.as_bytes());
+        Spi::run(&format!("SELECT es.deposit('{id}', 500, 'salary')")).unwrap();
+        let v = Spi::get_one::<i64>(&format!("SELECT es.withdraw('{id}', 200, 'rent')")).unwrap();
+        assert_eq!(v, Some(3));
+        assert_sqlstate(&format!("PERFORM es.withdraw('{id}', 301)"), "ES101");
+        assert_sqlstate(&format!("PERFORM es.withdraw('{id}', 0)"), "ES103");
+        assert_sqlstate(&format!("PERFORM es.deposit('{id}', 1, '', 2)"), "ES001");
+        assert_sqlstate(
+            &format!(
+                "PERFORM es.append_events('{id}', NULL, ARRAY['{{\"type\":\"Withdrawn\",\"amount_cents\":301,\"description\":\"x\"}}']::jsonb[])"
+            ),
+            "ES101",
+        );
+        Spi::run(&format!("SELECT es.freeze_account('{id}', 'audit')")).unwrap();
+        assert_sqlstate(&format!("PERFORM es.deposit('{id}', 1)"), "ES102");
+        let same = Spi::get_one::<bool>(&format!(
+            "SELECT es.account_state('{id}') = (SELECT es.account_replay(data ORDER BY version)
+               FROM es.events WHERE stream_id = '{id}')"
+        ))
+        .unwrap();
+        assert_eq!(same, Some(true));
+        let balances = Spi::get_one::<String>(&format!(
+            "SELECT string_agg(balance_cents::text, ',' ORDER BY version) FROM es.account_history('{id}')"
+        ))
+        .unwrap();
+        assert_eq!(balances.as_deref(), Some("0,500,300,300"));
+        Spi::run("SELECT es.append_events('00000000-0000-0000-0000-0000000000e2', 0, ARRAY['{\"type\":\"A\"}']::jsonb[])").unwrap();
+        assert_sqlstate(
+            "PERFORM es.deposit('00000000-0000-0000-0000-0000000000e2', 1)",
+            "ES104",
+        );
+        assert_sqlstate(
+            "PERFORM es.account_state('00000000-0000-0000-0000-0000000000e3')",
+            "ES002",
+        );
+    }
+
+    /// The jsonb reader decodes what PostgreSQL wrote, from 4-byte and from short headers.
+    #[pg_test]
+    fn jsonb_reader_agrees_with_postgres() {
+        use crate::core::JsonField;
+        use crate::jsonb::Jsonb;
+        let cases: &[(&str, JsonField)] = &[
+            ("0", JsonField::Integer(0)),
+            ("-1", JsonField::Integer(-1)),
+            ("9999", JsonField::Integer(9999)),
+            ("10000", JsonField::Integer(10000)),
+            ("100000000", JsonField::Integer(100_000_000)),
+            ("123456789012", JsonField::Integer(123_456_789_012)),
+            ("1e2", JsonField::Integer(100)),
+            ("9223372036854775807", JsonField::Integer(i64::MAX)),
+            ("-9223372036854775808", JsonField::Integer(i64::MIN)),
+            (
+                "9223372036854775808",
+                JsonField::Number("9223372036854775808"),
+            ),
+            ("1.5", JsonField::Number("1.5")),
+            ("5.0", JsonField::Number("5.0")),
+            ("0.0001", JsonField::Number("0.0001")),
+            ("-2.5e-3", JsonField::Number("-0.0025")),
+            ("\"x\"", JsonField::String("x")),
+            ("true", JsonField::Bool(true)),
+            ("false", JsonField::Bool(false)),
+            ("null", JsonField::Null),
+            ("{\"a\": 1}", JsonField::Object),
+            ("[1, 2]", JsonField::Array),
+        ];
+        for (text, want) in cases {
+            let json = format!(r#"{{"aa": 1, "b": "bee", "n": {text}, "zz": [true]}}"#);
+            let c = std::ffi::CString::new(json.clone()).unwrap();
+            let d = unsafe {
+                pg_sys::DirectFunctionCall1Coll(
+                    Some(jsonb_in_fmgr),
+                    pg_sys::InvalidOid,
+                    pg_sys::Datum::from(c.as_ptr() as *mut std::ffi::c_char),
+                )
+            };
+            let long = unsafe { Jsonb::from_datum(d) };
+            assert_eq!(long.get(c"n"), *want, "{json}");
+            assert_eq!(long.get(c"b"), JsonField::String("bee"), "{json}");
+            assert_eq!(long.get(c"zz"), JsonField::Array, "{json}");
+            assert_eq!(long.get(c"nope"), JsonField::Absent, "{json}");
+            assert_eq!(long.shape(), JsonField::Object);
+            // the same value behind a 1-byte header, at an odd address, as stored inline
+            let total = unsafe { pgrx::varlena::varsize_any(d.cast_mut_ptr()) };
+            if total - 4 < 127 {
+                let mut buf = vec![0u8; total + 2];
+                buf[1] = (((total - 4 + 1) as u8) << 1) | 1;
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        d.cast_mut_ptr::<u8>().add(4),
+                        buf.as_mut_ptr().add(2),
+                        total - 4,
+                    )
+                };
+                let short =
+                    unsafe { Jsonb::from_datum(pg_sys::Datum::from(buf.as_mut_ptr().add(1))) };
+                assert_eq!(short.get(c"n"), *want, "short {json}");
+                assert_eq!(short.get(c"b"), JsonField::String("bee"), "short {json}");
+            }
+        }
+        Spi::run(
+            "SELECT es.append_events('00000000-0000-0000-0000-0000000000e9', 0,
+               ARRAY['{\"type\":\"M\",\"metadata\":{\"user\":\"u\",\"n\":[1,{\"x\":null}]}}']::jsonb[])",
+        )
+        .unwrap();
+        let meta = Spi::get_one::<bool>(
+            "SELECT metadata = '{\"user\":\"u\",\"n\":[1,{\"x\":null}]}'::jsonb
+             FROM es.events WHERE stream_id = '00000000-0000-0000-0000-0000000000e9'",
+        )
+        .unwrap();
+        assert_eq!(meta, Some(true));
+    }
+
+    unsafe extern "C-unwind" {
+        #[link_name = "jsonb_in"]
+        fn jsonb_in_fmgr(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+    }
+
+    #[pg_test]
     fn snapshots_round_trip() {
         Spi::run("SELECT es.append_events('00000000-0000-0000-0000-00000000000e', 0, ARRAY['{\"type\":\"A\"}','{\"type\":\"B\"}']::jsonb[])").unwrap();
         Spi::run("SELECT es.save_snapshot('00000000-0000-0000-0000-00000000000e', 1, '{\"n\":1}')")

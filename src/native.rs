@@ -1,5 +1,6 @@
-//! Native writes for the append hot path: the stream-row version bump and the single-event insert
-//! done with PostgreSQL's heap and index access methods instead of two SPI statements.
+//! Native writes for the append hot path (the stream-row version bump and the event inserts) and
+//! the native ordered read of one stream that replay folds over, done with PostgreSQL's heap and
+//! index access methods instead of SPI statements.
 //!
 //! Why: an append is "bump the stream's version, insert one row". Through SPI each of the two is
 //! a full statement (plan-cache check, executor start-up, projection, executor end), which cost
@@ -51,15 +52,29 @@ pub enum Bump {
     },
 }
 
-const STREAMS_COLUMNS: [&CStr; 5] = [
+const STREAMS_COLUMNS: [&CStr; 6] = [
     c"stream_id",
     c"stream_type",
     c"version",
     c"created_at",
     c"updated_at",
+    c"state",
 ];
+const STREAM_TYPE: usize = 1;
 const STREAM_VERSION: usize = 2;
 const STREAM_UPDATED_AT: usize = 4;
+const STREAM_STATE: usize = 5;
+
+/// The stream row as an append finds it, before its bump: what the account rules judge.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamHead {
+    /// The version before the bump.
+    pub old_version: i64,
+    /// Whether the stream's type is `account`.
+    pub account: bool,
+    /// `es.streams.state` (jsonb), if set.
+    pub state: Option<Datum>,
+}
 
 const EVENTS_COLUMNS: [&CStr; 10] = [
     c"global_position",
@@ -73,6 +88,12 @@ const EVENTS_COLUMNS: [&CStr; 10] = [
     c"occurred_at",
     c"recorded_at",
 ];
+
+const EVENT_VERSION: usize = 2;
+const EVENT_TYPE: usize = 4;
+const EVENT_DATA: usize = 6;
+const EVENT_OCCURRED_AT: usize = 8;
+const EVENT_RECORDED_AT: usize = 9;
 
 /// One row of `es.events`, in column order; `None` is NULL.
 pub type EventRow = [Option<Datum>; 10];
@@ -144,10 +165,27 @@ unsafe fn simple_index(index: pg_sys::Relation, info: *mut pg_sys::IndexInfo) ->
     }
 }
 
+/// Whether a text datum holds exactly `s`, without copying it.
+unsafe fn text_equals(d: Datum, s: &str) -> bool {
+    unsafe {
+        let t = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
+        pgrx::varlena::varlena_to_byte_slice(t) == s.as_bytes()
+    }
+}
+
 /// Adds `n` to the version of `stream`, if it is at `expected` (when given), like
 /// `UPDATE es.streams SET version = version + n, updated_at = now() WHERE stream_id = $1
 /// [AND version = $2]` under READ COMMITTED.
-pub fn bump_stream(stream: &Uuid, expected: Option<i64>, n: i64) -> Outcome<Bump> {
+///
+/// `judge` sees the row version about to be replaced and returns the `state` to store with the
+/// bump (`None`: keep it); its error stops the bump. It runs again when a concurrent append
+/// moved the row first, so what it decided always follows the row it replaced.
+pub fn bump_stream<E>(
+    stream: &Uuid,
+    expected: Option<i64>,
+    n: i64,
+    judge: &mut dyn FnMut(&StreamHead) -> Result<Option<Datum>, E>,
+) -> Outcome<Result<Bump, E>> {
     let (Some(rel_oid), Some(index_oid)) =
         (relation_oid(c"streams"), relation_oid(c"streams_pkey"))
     else {
@@ -186,7 +224,7 @@ pub fn bump_stream(stream: &Uuid, expected: Option<i64>, n: i64) -> Outcome<Bump
         let natts = STREAMS_COLUMNS.len();
         let result = loop {
             if current.is_null() {
-                break Bump::NotFound;
+                break Ok(Bump::NotFound);
             }
             let mut values = vec![Datum::from(0usize); natts];
             let mut nulls = vec![false; natts];
@@ -195,7 +233,21 @@ pub fn bump_stream(stream: &Uuid, expected: Option<i64>, n: i64) -> Outcome<Bump
             if let Some(e) = expected
                 && version != e
             {
-                break Bump::Mismatch { actual: version };
+                break Ok(Bump::Mismatch { actual: version });
+            }
+            let head = StreamHead {
+                old_version: version,
+                account: !nulls[STREAM_TYPE]
+                    && text_equals(values[STREAM_TYPE], crate::core::ACCOUNT_STREAM_TYPE),
+                state: (!nulls[STREAM_STATE]).then_some(values[STREAM_STATE]),
+            };
+            match judge(&head) {
+                Ok(Some(state)) => {
+                    values[STREAM_STATE] = state;
+                    nulls[STREAM_STATE] = false;
+                }
+                Ok(None) => {}
+                Err(e) => break Err(e),
             }
             values[STREAM_VERSION] = Datum::from(version + n);
             values[STREAM_UPDATED_AT] = Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
@@ -226,9 +278,9 @@ pub fn bump_stream(stream: &Uuid, expected: Option<i64>, n: i64) -> Outcome<Bump
                             &mut (*new).t_self,
                         );
                     }
-                    break Bump::Updated {
+                    break Ok(Bump::Updated {
                         old_version: version,
-                    };
+                    });
                 }
                 pg_sys::TM_Result::TM_Updated => {
                     if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
@@ -241,7 +293,7 @@ pub fn bump_stream(stream: &Uuid, expected: Option<i64>, n: i64) -> Outcome<Bump
                     // A concurrent append committed first: continue from its row version.
                     current = fetch_any(rel, tmfd.ctid);
                 }
-                pg_sys::TM_Result::TM_Deleted => break Bump::NotFound,
+                pg_sys::TM_Result::TM_Deleted => break Ok(Bump::NotFound),
                 other => pgrx::error!("event_store: unexpected result {other} updating es.streams"),
             }
         };
@@ -385,5 +437,136 @@ pub fn insert_events(rows: &[EventRow]) -> Outcome<()> {
         }
         pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
         Outcome::Done(())
+    }
+}
+
+/// One stored event as [`scan_stream`] hands it over. The datums point into the current row
+/// and are valid until the visitor returns.
+pub struct StreamRow {
+    /// `version`.
+    pub version: i64,
+    /// `event_type` (text).
+    pub event_type: Datum,
+    /// `data` (jsonb, possibly toasted).
+    pub data: Datum,
+    /// `occurred_at` (timestamptz).
+    pub occurred_at: Datum,
+    /// `recorded_at` (timestamptz).
+    pub recorded_at: Datum,
+}
+
+/// Visits the events of `stream` with `from < version <= to`, in version order, through the
+/// `(stream_id, version)` index: in a fresh snapshot when `latest` (commands, which read after
+/// taking the stream row), else in the statement's. Replay is the executor's slowest client
+/// (a sort, then one fmgr call per row); here a row costs an index step and the visitor. What a
+/// visit allocates in PostgreSQL memory is freed row by row, so a million events are folded in
+/// constant memory (at most 64 kB plus one row's allocations are kept between rows).
+///
+/// Falls back (reads nothing) when the executor would do more than this: the caller may not
+/// select from `es.events`, or row-level security applies to it, or the table is not the one
+/// this version created.
+pub fn scan_stream<E>(
+    stream: &Uuid,
+    from: i64,
+    to: i64,
+    latest: bool,
+    visit: &mut dyn FnMut(&StreamRow) -> Result<(), E>,
+) -> Outcome<Result<(), E>> {
+    let (Some(rel_oid), Some(index_oid)) = (relation_oid(c"events"), relation_oid(c"events_pkey"))
+    else {
+        return Outcome::Fallback;
+    };
+    unsafe {
+        let user = pg_sys::GetUserId();
+        if pg_sys::pg_class_aclcheck(rel_oid, user, pg_sys::ACL_SELECT as pg_sys::AclMode)
+            != pg_sys::AclResult::ACLCHECK_OK
+            || pg_sys::check_enable_rls(rel_oid, pg_sys::InvalidOid, true)
+                == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
+        {
+            return Outcome::Fallback;
+        }
+        let lockmode = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        let rel = pg_sys::table_open(rel_oid, lockmode);
+        if !has_columns(rel, &EVENTS_COLUMNS) {
+            pg_sys::table_close(rel, lockmode);
+            return Outcome::Fallback;
+        }
+        let index = pg_sys::index_open(index_oid, lockmode);
+        let snapshot = pg_sys::RegisterSnapshot(if latest {
+            pg_sys::GetLatestSnapshot()
+        } else {
+            pg_sys::GetActiveSnapshot()
+        });
+        let mut keys = [std::mem::zeroed::<pg_sys::ScanKeyData>(); 3];
+        let bounds = [
+            (
+                1,
+                pg_sys::BTEqualStrategyNumber,
+                pg_sys::F_UUID_EQ,
+                crate::api::uuid_datum(stream),
+            ),
+            (
+                2,
+                pg_sys::BTGreaterStrategyNumber,
+                pg_sys::F_INT8GT,
+                Datum::from(from),
+            ),
+            (
+                2,
+                pg_sys::BTLessEqualStrategyNumber,
+                pg_sys::F_INT8LE,
+                Datum::from(to),
+            ),
+        ];
+        for (key, (att, strategy, proc_, value)) in keys.iter_mut().zip(bounds) {
+            pg_sys::ScanKeyInit(
+                key,
+                att,
+                strategy as pg_sys::StrategyNumber,
+                pg_sys::Oid::from(proc_),
+                value,
+            );
+        }
+        let scan = pg_sys::index_beginscan(rel, index, snapshot, 3, 0);
+        pg_sys::index_rescan(scan, keys.as_mut_ptr(), 3, ptr::null_mut(), 0);
+        let slot = pg_sys::table_slot_create(rel, ptr::null_mut());
+        let per_row = pg_sys::AllocSetContextCreateInternal(
+            pg_sys::CurrentMemoryContext,
+            c"event_store stream scan".as_ptr(),
+            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+        );
+        let caller = pg_sys::MemoryContextSwitchTo(per_row);
+        let mut result = Ok(());
+        while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
+            // Reading an inline event allocates nothing; reset only when something (a detoasted
+            // event, a visitor's value) did, to spare a call per row.
+            if (*per_row).mem_allocated > 64 * 1024 {
+                pg_sys::MemoryContextReset(per_row);
+            }
+            pg_sys::slot_getsomeattrs_int(slot, EVENTS_COLUMNS.len() as i32);
+            let values = std::slice::from_raw_parts((*slot).tts_values, EVENTS_COLUMNS.len());
+            let row = StreamRow {
+                version: values[EVENT_VERSION].value() as i64,
+                event_type: values[EVENT_TYPE],
+                data: values[EVENT_DATA],
+                occurred_at: values[EVENT_OCCURRED_AT],
+                recorded_at: values[EVENT_RECORDED_AT],
+            };
+            if let Err(e) = visit(&row) {
+                result = Err(e);
+                break;
+            }
+        }
+        pg_sys::MemoryContextSwitchTo(caller);
+        pg_sys::MemoryContextDelete(per_row);
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        pg_sys::index_endscan(scan);
+        pg_sys::UnregisterSnapshot(snapshot);
+        // Like the executor, keep the locks to the end of the transaction.
+        pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        Outcome::Done(result)
     }
 }

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 /// The statements. The SQL text and argument types are in [`Stmt::def`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stmt {
-    /// NULL expected version: create the stream or add `n` to its version; returns (version, stream_type).
+    /// NULL expected version: create the stream or add `n` to its version; returns (version,
+    /// stream_type, state).
     UpsertAny,
     /// -1: add `n` to an existing stream's version.
     BumpExisting,
@@ -39,9 +40,15 @@ pub enum Stmt {
     SaveSnapshot,
     /// The newest snapshot at or below a version.
     LoadSnapshot,
+    /// A stream's version, type and state, without locking it.
+    StreamInfo,
+    /// Store an account stream's state (when the version bump went through SPI).
+    SetState,
+    /// The newest version of a stream at or below a version, recorded at or before a time.
+    VersionAsOf,
 }
 
-const STMT_COUNT: usize = 13;
+const STMT_COUNT: usize = 16;
 
 struct Def {
     sql: &'static CStr,
@@ -64,22 +71,22 @@ impl Stmt {
                 c"INSERT INTO es.streams AS s (stream_id, stream_type, version) VALUES ($1, $2, $3)
                   ON CONFLICT (stream_id) DO UPDATE
                   SET version = s.version + excluded.version, updated_at = transaction_timestamp()
-                  RETURNING s.version, s.stream_type",
+                  RETURNING s.version, s.stream_type, s.state",
                 &[UUIDOID, TEXTOID, INT8OID],
             ),
             Stmt::BumpExisting => (
                 c"UPDATE es.streams SET version = version + $2, updated_at = transaction_timestamp()
-                  WHERE stream_id = $1 RETURNING version, stream_type",
+                  WHERE stream_id = $1 RETURNING version, stream_type, state",
                 &[UUIDOID, INT8OID],
             ),
             Stmt::BumpExact => (
                 c"UPDATE es.streams SET version = version + $3, updated_at = transaction_timestamp()
-                  WHERE stream_id = $1 AND version = $2 RETURNING version, stream_type",
+                  WHERE stream_id = $1 AND version = $2 RETURNING version, stream_type, state",
                 &[UUIDOID, INT8OID, INT8OID],
             ),
             Stmt::CreateNew => (
                 c"INSERT INTO es.streams (stream_id, stream_type, version) VALUES ($1, $2, $3)
-                  ON CONFLICT (stream_id) DO NOTHING RETURNING version, stream_type",
+                  ON CONFLICT (stream_id) DO NOTHING RETURNING version, stream_type, state",
                 &[UUIDOID, TEXTOID, INT8OID],
             ),
             Stmt::LockStream => (
@@ -131,6 +138,20 @@ impl Stmt {
                   WHERE stream_id = $1 AND version <= coalesce($2, 9223372036854775807)
                   ORDER BY version DESC LIMIT 1",
                 &[UUIDOID, INT8OID],
+            ),
+            Stmt::StreamInfo => (
+                c"SELECT version, stream_type, state FROM es.streams WHERE stream_id = $1",
+                &[UUIDOID],
+            ),
+            Stmt::SetState => (
+                c"UPDATE es.streams SET state = $2 WHERE stream_id = $1",
+                &[UUIDOID, JSONBOID],
+            ),
+            Stmt::VersionAsOf => (
+                c"SELECT version FROM es.events
+                  WHERE stream_id = $1 AND version <= $2 AND recorded_at <= $3
+                  ORDER BY version DESC LIMIT 1",
+                &[UUIDOID, INT8OID, TIMESTAMPTZOID],
             ),
         };
         Def { sql, args }
@@ -311,6 +332,13 @@ impl Rows {
             let c = pg_sys::text_to_cstring(d.cast_mut_ptr());
             std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned()
         })
+    }
+
+    /// Frees the rows now (a paged read keeps one page in memory, not all of them).
+    pub fn free(self) {
+        if !self.table.is_null() {
+            unsafe { pg_sys::SPI_freetuptable(self.table) };
+        }
     }
 
     /// Column `col` of row `row` as a bigint.

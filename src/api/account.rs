@@ -1,23 +1,27 @@
-//! The account commands of SPEC §5, one round trip each, all inside the database:
-//! `es.open_account`, `es.deposit`, `es.withdraw`, `es.freeze_account`, `es.close_account`.
+//! The account commands of SPEC §5, one round trip each, all inside the database
+//! (`es.open_account`, `es.deposit`, `es.withdraw`, `es.freeze_account`, `es.close_account`),
+//! and the account side of every write path.
 //!
-//! Each takes the stream row first (so concurrent commands on one account serialize and never
-//! fail with ES001 unless the caller asked for an explicit version), loads the state from the
-//! newest usable snapshot plus the tail, checks the seed's rules (`core::account::decide`),
-//! appends through `append_events`' own path, and writes a snapshot when the interval is
-//! reached or crossed, in the same transaction.
+//! A command goes through `append_events`' own path, which takes the stream row first (so
+//! concurrent commands on one account serialize and never fail with ES001 unless the caller
+//! asked for an explicit version); under that lock the state is loaded from the newest usable
+//! snapshot plus the tail ([`load_state`]), the seed's rules decide ([`check_command`]), the event
+//! is inserted and a snapshot written when the interval is reached or crossed, in the same
+//! transaction. `es.append_events` to an account stream is judged the same way, event by event
+//! ([`check_batch`]). The tail is read in version order by [`visit_events`].
 
-use super::append::{Batch, append, array_of, decode_batch};
+use super::append::{Batch, Rules, append, array_of, decode_batch};
 use super::replay::{event_view, parse_state};
 use super::{i64_arg, required, uuid_arg, uuid_datum};
 use crate::core::account::{
-    AccountEvent, AccountState, Command, RuleViolation, check_opening, decide, snapshot_due,
-    state_json,
+    AccountEvent, AccountState, Command, Refusal, ReplayError, RuleViolation, admit, check_opening,
+    check_text, decide, event_name, snapshot_due, state_json, text_key,
 };
 use crate::core::trace::{NumAttr, SpanName};
 use crate::core::{EventStoreError, ExpectedVersion};
 use crate::gucs::SNAPSHOT_INTERVAL;
 use crate::jsonb::Jsonb;
+use crate::native::{self, Outcome, StreamHead, StreamRow};
 use crate::storage::{Spi, Stmt};
 use pgrx::pg_sys::{self, BuiltinOid, Datum};
 use std::ffi::{CString, c_char};
@@ -96,14 +100,7 @@ fn open_account(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreErr
     });
     let spi = Spi::connect();
     let batch = one_event_batch(&event, &id)?;
-    let new_version = append(&spi, &id, ExpectedVersion::NoStream, &batch)?;
-    let state = AccountState {
-        balance_cents: initial,
-        version: 1,
-        opened: true,
-        ..AccountState::default()
-    };
-    snapshot_if_due(&spi, &id, 0, new_version, &holder, &state);
+    append(&spi, &id, ExpectedVersion::NoStream, &batch, Rules::Enforce)?;
     drop(spi);
     Ok(uuid_datum(&id))
 }
@@ -168,7 +165,9 @@ fn one_event_batch(event: &serde_json::Value, stream: &Uuid) -> Result<Batch, Ev
     decode_batch(array, stream)
 }
 
-/// Takes the account, checks the rules against its state, appends, snapshots on the interval.
+/// Appends the command's event through the append path, which takes the stream row first (so
+/// commands on one account serialize), then decides the command against the state under that
+/// lock ([`check_command`]) and snapshots on the interval, all in one transaction.
 fn run(
     account: &Uuid,
     command: Command,
@@ -176,53 +175,97 @@ fn run(
     expected: ExpectedVersion,
 ) -> Result<Datum, EventStoreError> {
     let spi = Spi::connect();
-    let sid = Some(uuid_datum(account));
-    let rows = spi.write(Stmt::LockStream, &[sid]);
-    if rows.is_empty() {
-        return Err(EventStoreError::StreamNotFound {
-            stream_id: account.to_string(),
-        });
-    }
-    let current = rows.first_i64().unwrap_or(0);
-    if rows.text(0, 2).as_deref() != Some("account") {
-        return Err(EventStoreError::NotAnAccount {
-            stream_id: account.to_string(),
-        });
-    }
-    expected.check(account, current)?;
-    let (mut state, holder) = load_state(&spi, account, current)?;
-    decide(&state, command).map_err(|v| violation(account, v))?;
+    let expected = match expected {
+        // A command never creates its stream.
+        ExpectedVersion::Any => ExpectedVersion::StreamExists,
+        ExpectedVersion::NoStream => {
+            // "The account must not exist yet" can only fail: say how.
+            let rows = spi.read_latest(Stmt::StreamInfo, &[Some(uuid_datum(account))]);
+            return Err(match rows.first_i64() {
+                None => EventStoreError::StreamNotFound {
+                    stream_id: account.to_string(),
+                },
+                Some(actual) => ExpectedVersion::NoStream.conflict(account, actual),
+            });
+        }
+        other => other,
+    };
     let batch = one_event_batch(event, account)?;
-    let new_version = append(&spi, account, ExpectedVersion::Exact(current), &batch)?;
+    let new_version = append(&spi, account, expected, &batch, Rules::Command(command))?;
+    drop(spi);
+    Ok(Datum::from(new_version))
+}
+
+/// A command's decision, made by the append path while it takes the stream row: the seed's
+/// rules against the state the command follows, then the state after the command's event.
+pub(crate) fn check_command(
+    start: (AccountState, String),
+    account: &Uuid,
+    command: Command,
+) -> Result<(AccountState, String), EventStoreError> {
+    let (mut state, holder) = start;
+    decide(&state, command).map_err(|v| violation(account, v))?;
     let applied = match command {
         Command::Deposit { amount_cents } => AccountEvent::Deposited { amount_cents },
         Command::Withdraw { amount_cents } => AccountEvent::Withdrawn { amount_cents },
         Command::Freeze => AccountEvent::Frozen,
         Command::Close => AccountEvent::Closed,
     };
-    state
-        .apply(&applied)
-        .map_err(|e| EventStoreError::UnreplayableEvent {
-            event_type: e.event_type,
-            reason: e.reason,
-        })?;
-    snapshot_if_due(&spi, account, current, new_version, &holder, &state);
-    drop(spi);
-    Ok(Datum::from(new_version))
+    state.apply(&applied).map_err(unreplayable)?;
+    Ok((state, holder))
+}
+
+/// The state an append to an account stream follows: the one stored in the stream row when it
+/// is the state at the row's version (always, unless someone edited the row), else the newest
+/// usable snapshot plus the tail.
+pub(crate) fn state_at_head(
+    spi: &Spi,
+    account: &Uuid,
+    head: &StreamHead,
+) -> Result<(AccountState, String), EventStoreError> {
+    if head.old_version == 0 {
+        return Ok((AccountState::default(), String::new()));
+    }
+    if let Some(d) = head.state
+        && let Ok((state, holder)) = parse_state(unsafe { Jsonb::from_datum(d) })
+        && state.version == head.old_version
+    {
+        return Ok((state, holder.to_owned()));
+    }
+    load_state(spi, account, head.old_version, true)
+}
+
+fn unreplayable(e: ReplayError) -> EventStoreError {
+    EventStoreError::UnreplayableEvent {
+        event_type: e.event_type,
+        reason: e.reason,
+    }
 }
 
 /// The account's state at `version`: the newest usable snapshot at or below it, plus the tail
 /// (the seed drops the snapshot's state; this keeps it). A snapshot that is not a valid account
-/// state for its version is not usable and is skipped.
+/// state for its version is not usable and is skipped. `latest`: read the latest commits (a
+/// command holding the stream row) rather than the statement's snapshot (a query).
 pub(crate) fn load_state(
     spi: &Spi,
     account: &Uuid,
     version: i64,
+    latest: bool,
 ) -> Result<(AccountState, String), EventStoreError> {
+    let _span = crate::trace::child(
+        SpanName::AccountReplay,
+        account,
+        &[(NumAttr::Version, Some(version))],
+    );
     let sid = Some(uuid_datum(account));
     let mut state = AccountState::default();
     let mut holder = String::new();
-    let snap = spi.read_latest(Stmt::LoadSnapshot, &[sid, Some(Datum::from(version))]);
+    let args = [sid, Some(Datum::from(version))];
+    let snap = if latest {
+        spi.read_latest(Stmt::LoadSnapshot, &args)
+    } else {
+        spi.read(Stmt::LoadSnapshot, &args)
+    };
     let snapshot_state = (!snap.is_empty()).then(|| snap.datum(0, 2)).flatten();
     if let (Some(at), Some(d)) = (snap.first_i64(), snapshot_state)
         && let Ok((s, h)) = parse_state(unsafe { Jsonb::from_datum(d) })
@@ -231,32 +274,131 @@ pub(crate) fn load_state(
         state = s;
         holder = h.to_owned();
     }
-    let tail = spi.read_latest(
-        Stmt::LoadEvents,
-        &[
-            sid,
-            Some(Datum::from(state.version)),
-            Some(Datum::from(version - state.version)),
-        ],
+    let from = state.version;
+    visit_events(spi, account, from, version, latest, &mut |row| {
+        let event = event_view(unsafe { Jsonb::from_datum(row.data) });
+        let event = event.decode().map_err(unreplayable)?;
+        state.apply(&event).map_err(unreplayable)?;
+        if let AccountEvent::Opened { account_holder, .. } = event {
+            holder = account_holder.to_owned();
+        }
+        Ok(())
+    })?;
+    Ok((state, holder))
+}
+
+/// Rows per page when the stream is read through SPI (bounds the memory of a long replay).
+const PAGE: i64 = 10_000;
+
+/// Visits the events of `stream` with `from < version <= to` in order: natively when it can
+/// ([`native::scan_stream`]), else through SPI a page at a time; traced as
+/// `event_store.load_events` with the number of events visited.
+pub(crate) fn visit_events(
+    spi: &Spi,
+    stream: &Uuid,
+    from: i64,
+    to: i64,
+    latest: bool,
+    visit: &mut dyn FnMut(&StreamRow) -> Result<(), EventStoreError>,
+) -> Result<(), EventStoreError> {
+    let mut span = crate::trace::child(
+        SpanName::LoadEvents,
+        stream,
+        &[(NumAttr::FromVersion, Some(from))],
     );
-    let _span = crate::trace::child(
-        SpanName::AccountReplay,
-        account,
-        &[(NumAttr::EventsCount, Some(tail.len() as i64))],
-    );
-    for row in 0..tail.len() {
-        let data = tail.datum(row, 7).expect("data is NOT NULL");
-        let event = event_view(unsafe { Jsonb::from_datum(data) }).decode();
-        let event = event.map_err(|e| EventStoreError::UnreplayableEvent {
-            event_type: e.event_type.clone(),
-            reason: e.reason.clone(),
+    let mut count = 0i64;
+    let result = visit_events_untraced(spi, stream, from, to, latest, &mut |row| {
+        count += 1;
+        visit(row)
+    });
+    if let Some(s) = span.as_mut() {
+        s.num(NumAttr::EventsCount, count);
+    }
+    result
+}
+
+fn visit_events_untraced(
+    spi: &Spi,
+    stream: &Uuid,
+    from: i64,
+    to: i64,
+    latest: bool,
+    visit: &mut dyn FnMut(&StreamRow) -> Result<(), EventStoreError>,
+) -> Result<(), EventStoreError> {
+    if to <= from {
+        return Ok(());
+    }
+    if let Outcome::Done(result) = native::scan_stream(stream, from, to, latest, visit) {
+        return result;
+    }
+    let mut after = from;
+    while after < to {
+        let args = [
+            Some(uuid_datum(stream)),
+            Some(Datum::from(after)),
+            Some(Datum::from(PAGE.min(to - after))),
+        ];
+        let rows = if latest {
+            spi.read_latest(Stmt::LoadEvents, &args)
+        } else {
+            spi.read(Stmt::LoadEvents, &args)
+        };
+        if rows.is_empty() {
+            break;
+        }
+        for r in 0..rows.len() {
+            let row = StreamRow {
+                version: rows.i64(r, 3).unwrap_or(0),
+                event_type: rows.datum(r, 5).expect("event_type is NOT NULL"),
+                data: rows.datum(r, 7).expect("data is NOT NULL"),
+                occurred_at: rows.datum(r, 9).expect("occurred_at is NOT NULL"),
+                recorded_at: rows.datum(r, 10).expect("recorded_at is NOT NULL"),
+            };
+            after = row.version;
+            visit(&row)?;
+        }
+        rows.free();
+    }
+    Ok(())
+}
+
+/// The append path's account check (`es.append_events` to an account stream): from the state
+/// the batch follows, every element decoded (ES003 naming its position and type), its free
+/// text present, admitted by the rules (ES101–ES103) and applied. Returns the state after the
+/// batch, for the automatic snapshot.
+pub(crate) fn check_batch(
+    start: (AccountState, String),
+    stream: &Uuid,
+    batch: &Batch,
+) -> Result<(AccountState, String), EventStoreError> {
+    let (mut state, mut holder) = start;
+    for (i, element) in batch.elements.iter().enumerate() {
+        let malformed = |e: ReplayError| EventStoreError::InvalidAccountEvent {
+            index: i + 1,
+            event_type: e.event_type,
+            reason: e.reason,
+        };
+        let event = event_view(*element).decode().map_err(malformed)?;
+        let name = event_name(&event);
+        if let Some(key) = text_key(name) {
+            let key_name = key.to_str().unwrap_or_default();
+            check_text(name, key_name, element.get(key)).map_err(malformed)?;
+        }
+        admit(&state, &event).map_err(|refusal| match refusal {
+            Refusal::Malformed(e) => malformed(e),
+            Refusal::Rule(RuleViolation::InvalidAmount { amount_cents }) => {
+                let what = if name == "Opened" {
+                    format!("the initial balance {amount_cents} is negative")
+                } else {
+                    format!("{amount_cents} is not a positive number of cents")
+                };
+                EventStoreError::InvalidAmount {
+                    reason: format!("{name} at position {} of the batch: {what}", i + 1),
+                }
+            }
+            Refusal::Rule(v) => violation(stream, v),
         })?;
-        state
-            .apply(&event)
-            .map_err(|e| EventStoreError::UnreplayableEvent {
-                event_type: e.event_type,
-                reason: e.reason,
-            })?;
+        state.apply(&event).map_err(malformed)?;
         if let AccountEvent::Opened { account_holder, .. } = event {
             holder = account_holder.to_owned();
         }
@@ -264,7 +406,9 @@ pub(crate) fn load_state(
     Ok((state, holder))
 }
 
-fn snapshot_if_due(
+/// Writes a snapshot of `state` at `new` when the append from `old` reached or crossed a
+/// multiple of `es.snapshot_interval`.
+pub(crate) fn snapshot_if_due(
     spi: &Spi,
     account: &Uuid,
     old: i64,
@@ -276,20 +420,50 @@ fn snapshot_if_due(
     if !snapshot_due(old, new, interval) {
         return;
     }
-    let text = CString::new(state_json(holder, state)).unwrap_or_default();
-    let state_datum = unsafe {
-        pg_sys::DirectFunctionCall1Coll(
-            Some(jsonb_in_fmgr),
-            pg_sys::InvalidOid,
-            Datum::from(text.as_ptr() as *mut c_char),
-        )
-    };
     spi.write(
         Stmt::SaveSnapshot,
         &[
             Some(uuid_datum(account)),
             Some(Datum::from(new)),
-            Some(state_datum),
+            Some(state_datum(holder, state)),
         ],
     );
+}
+
+/// The state JSON of SPEC §5 as a jsonb datum in the current memory context.
+pub(crate) fn state_datum(holder: &str, state: &AccountState) -> Datum {
+    let text = CString::new(state_json(holder, state)).unwrap_or_default();
+    unsafe {
+        pg_sys::DirectFunctionCall1Coll(
+            Some(jsonb_in_fmgr),
+            pg_sys::InvalidOid,
+            Datum::from(text.as_ptr() as *mut c_char),
+        )
+    }
+}
+
+/// Finds an account stream without locking it: its current version and the state stored in
+/// its row (when that is the state at the version), or ES002 / ES104.
+pub(crate) fn account_head(
+    spi: &Spi,
+    account: &Uuid,
+) -> Result<(i64, Option<(AccountState, String)>), EventStoreError> {
+    let rows = spi.read(Stmt::StreamInfo, &[Some(uuid_datum(account))]);
+    if rows.is_empty() {
+        return Err(EventStoreError::StreamNotFound {
+            stream_id: account.to_string(),
+        });
+    }
+    if rows.text(0, 2).as_deref() != Some(crate::core::ACCOUNT_STREAM_TYPE) {
+        return Err(EventStoreError::NotAnAccount {
+            stream_id: account.to_string(),
+        });
+    }
+    let version = rows.first_i64().unwrap_or(0);
+    let state = rows
+        .datum(0, 3)
+        .and_then(|d| parse_state(unsafe { Jsonb::from_datum(d) }).ok())
+        .filter(|(s, _)| s.version == version)
+        .map(|(s, h)| (s, h.to_owned()));
+    Ok((version, state))
 }

@@ -4,16 +4,23 @@
 //! append needs, so appends to different streams never wait for each other), check the expected
 //! version in the same statement that bumps it, draw global positions, insert. The events'
 //! jsonb datums are stored as the caller sent them; the store only reads a few keys.
+//!
+//! An account stream (its first event is `Opened`) gets the account rules on this path too,
+//! checked while the stream row is held, and its automatic snapshots (SPEC §4, §5).
 
+use super::account;
 use super::{arg, i64_arg, i64_datum, text_datum, uuid_arg, uuid_datum};
+use crate::core::account::{AccountState, Command};
 use crate::core::append::{StoredId, check_batch_ids_unique, classify_retry};
 use crate::core::event::{check_sequence_numbers, stream_type_for, validate_event};
 use crate::core::trace::{NumAttr, SpanName, expected_version_value};
-use crate::core::{EventMeta, EventStoreError, ExpectedVersion, RetryDecision};
+use crate::core::{
+    ACCOUNT_STREAM_TYPE, EventMeta, EventStoreError, ExpectedVersion, RetryDecision,
+};
 use crate::jsonb::Jsonb;
-use crate::native::{self, Bump, EventRow, Outcome};
+use crate::native::{self, Bump, EventRow, Outcome, StreamHead};
 use crate::shmem;
-use crate::storage::{Arg, Spi, Stmt, position_sequence};
+use crate::storage::{Arg, Rows, Spi, Stmt, position_sequence};
 use pgrx::pg_sys::{self, BuiltinOid, Datum};
 use pgrx::{PgSqlErrorCode, PgTryBuilder};
 use uuid::Uuid;
@@ -25,7 +32,7 @@ pub(crate) struct Batch {
     /// The array datum as passed (stored as-is by the batch insert).
     array: Datum,
     /// Each element, detoasted.
-    elements: Vec<Jsonb>,
+    pub(crate) elements: Vec<Jsonb>,
     /// What the core read from each element.
     metas: Vec<EventMeta>,
 }
@@ -41,7 +48,7 @@ fn append_events(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreEr
         expected.check(&stream, current)?;
         current
     } else {
-        append(&spi, &stream, expected, &batch)?
+        append(&spi, &stream, expected, &batch, Rules::Enforce)?
     };
     spi.finish();
     Ok(i64_datum(version))
@@ -108,11 +115,24 @@ fn current_version(spi: &Spi, stream: &Uuid) -> i64 {
     rows.first_i64().unwrap_or(0)
 }
 
+/// How an append is judged by the account rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rules {
+    /// `es.append_events`: an append to an account stream is checked event by event; other
+    /// streams are not judged.
+    Enforce,
+    /// An account command: the stream must be an account (ES104) and the command is decided
+    /// against its state, with the command's own errors.
+    Command(Command),
+}
+
+/// Appends a non-empty batch: bump, (account rules), positions, insert, (automatic snapshot).
 pub(crate) fn append(
     spi: &Spi,
     stream: &Uuid,
     expected: ExpectedVersion,
     batch: &Batch,
+    rules: Rules,
 ) -> Result<i64, EventStoreError> {
     let n = batch.metas.len() as i64;
     let _span = crate::trace::child(
@@ -126,8 +146,33 @@ pub(crate) fn append(
     let ids: Vec<Option<Uuid>> = batch.metas.iter().map(|m| m.event_id).collect();
     let has_ids = ids.iter().any(Option::is_some);
     let sid = Some(uuid_datum(stream));
-    let stream_type: Arg = stream_type_for(&batch.metas[0].event_type).map(text_datum);
+    let new_type = stream_type_for(&batch.metas[0].event_type);
+    let stream_type: Arg = new_type.map(text_datum);
 
+    // The account rules judge the stream row as the bump finds it (natively: before the row is
+    // replaced, and again if a concurrent append replaced it first), so their decision always
+    // follows the version this append extends. The state after the batch is stored in the row.
+    let mut judged: Option<(AccountState, String)> = None;
+    let mut judge = |head: &StreamHead| -> Result<Option<Datum>, EventStoreError> {
+        judged = None;
+        if !head.account {
+            return match rules {
+                Rules::Enforce => Ok(None),
+                Rules::Command(_) => Err(EventStoreError::NotAnAccount {
+                    stream_id: stream.to_string(),
+                }),
+            };
+        }
+        let start = account::state_at_head(spi, stream, head)?;
+        let (state, holder) = match rules {
+            Rules::Enforce => account::check_batch(start, stream, batch)?,
+            Rules::Command(command) => account::check_command(start, stream, command)?,
+        };
+        let datum = account::state_datum(&holder, &state);
+        judged = Some((state, holder));
+        Ok(Some(datum))
+    };
+    let judge: &mut Judge = &mut judge;
     let bumped = match expected {
         ExpectedVersion::Any | ExpectedVersion::StreamExists => {
             if has_ids {
@@ -141,19 +186,18 @@ pub(crate) fn append(
             }
             // The stream exists on every append but its first, so bump first (natively when
             // possible) and create the stream only when there is none.
-            let bumped = match native::bump_stream(stream, None, n) {
-                Outcome::Done(Bump::Updated { old_version }) => Some(old_version + n),
-                Outcome::Done(_) => None,
-                Outcome::Fallback => {
+            let bumped = match bump_native(stream, None, n, judge) {
+                Some(result) => result?,
+                None => {
                     let rows = spi.write(Stmt::BumpExisting, &[sid, Some(i64_datum(n))]);
-                    rows.first_i64()
+                    judge_rows(spi, sid, n, &rows, judge)?
                 }
             };
             match bumped {
                 Some(v) => Some(v),
                 None if expected == ExpectedVersion::Any => {
                     let rows = spi.write(Stmt::UpsertAny, &[sid, stream_type, Some(i64_datum(n))]);
-                    rows.i64(0, 1)
+                    judge_rows(spi, sid, n, &rows, judge)?
                 }
                 None => {
                     return Err(EventStoreError::StreamNotFound {
@@ -162,20 +206,19 @@ pub(crate) fn append(
                 }
             }
         }
-        ExpectedVersion::Exact(v) => match native::bump_stream(stream, Some(v), n) {
-            Outcome::Done(Bump::Updated { old_version }) => Some(old_version + n),
-            Outcome::Done(_) => None,
-            Outcome::Fallback => {
+        ExpectedVersion::Exact(v) => match bump_native(stream, Some(v), n, judge) {
+            Some(result) => result?,
+            None => {
                 let rows = spi.write(
                     Stmt::BumpExact,
                     &[sid, Some(i64_datum(v)), Some(i64_datum(n))],
                 );
-                rows.first_i64()
+                judge_rows(spi, sid, n, &rows, judge)?
             }
         },
         ExpectedVersion::NoStream => {
             let rows = spi.write(Stmt::CreateNew, &[sid, stream_type, Some(i64_datum(n))]);
-            rows.first_i64()
+            judge_rows(spi, sid, n, &rows, judge)?
         }
     };
     let Some(new_version) = bumped else {
@@ -189,7 +232,52 @@ pub(crate) fn append(
     check_sequence_numbers(&batch.metas, first_version)?;
     let first_position = shmem::draw_positions(position_sequence(), n);
     insert(spi, stream, first_position, first_version, batch)?;
+    if let Some((state, holder)) = judged {
+        account::snapshot_if_due(spi, stream, first_version - 1, new_version, &holder, &state);
+    }
     Ok(new_version)
+}
+
+/// The account rules' look at a stream row: the state to store with the bump, or why not.
+type Judge<'a> = dyn FnMut(&StreamHead) -> Result<Option<Datum>, EventStoreError> + 'a;
+
+/// The native bump: `Some(new version)` / `Some(None)` when the stream is missing or elsewhere,
+/// `None` when the SPI statement must do it.
+fn bump_native(
+    stream: &Uuid,
+    expected: Option<i64>,
+    n: i64,
+    judge: &mut Judge,
+) -> Option<Result<Option<i64>, EventStoreError>> {
+    match native::bump_stream(stream, expected, n, judge) {
+        Outcome::Done(Ok(Bump::Updated { old_version })) => Some(Ok(Some(old_version + n))),
+        Outcome::Done(Ok(_)) => Some(Ok(None)),
+        Outcome::Done(Err(e)) => Some(Err(e)),
+        Outcome::Fallback => None,
+    }
+}
+
+/// After a bump through SPI: judges the returned row (version, stream_type, state) and stores
+/// the state with one more statement. Returns the new version (`None`: no row was bumped).
+fn judge_rows(
+    spi: &Spi,
+    sid: Arg,
+    n: i64,
+    rows: &Rows,
+    judge: &mut Judge,
+) -> Result<Option<i64>, EventStoreError> {
+    let Some(version) = rows.first_i64() else {
+        return Ok(None);
+    };
+    let head = StreamHead {
+        old_version: version - n,
+        account: rows.text(0, 2).as_deref() == Some(ACCOUNT_STREAM_TYPE),
+        state: rows.datum(0, 3),
+    };
+    if let Some(state) = judge(&head)? {
+        spi.write(Stmt::SetState, &[sid, Some(state)]);
+    }
+    Ok(Some(version))
 }
 
 /// Looks the batch's ids up: `Some(version)` when the whole call is already stored (return it),

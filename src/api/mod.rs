@@ -8,6 +8,7 @@
 
 pub mod account;
 pub mod append;
+pub mod audit;
 pub mod read;
 pub mod replay;
 pub mod snapshot;

@@ -79,12 +79,26 @@ pub(crate) fn event_view<'a>(event: Jsonb) -> AccountEventView<'a> {
             amount_cents: JsonField::Absent,
         };
     }
+    // Only the keys the type needs: replay reads one amount per event, not four lookups.
+    let event_type = event.get(c"type");
+    let get_if = |wanted: bool, key: &std::ffi::CStr| {
+        if wanted {
+            event.get(key)
+        } else {
+            JsonField::Absent
+        }
+    };
+    let (opened, money) = match event_type {
+        JsonField::String("Opened") => (true, false),
+        JsonField::String("Deposited" | "Withdrawn") => (false, true),
+        _ => (false, false),
+    };
     AccountEventView {
         shape,
-        event_type: event.get(c"type"),
-        account_holder: event.get(c"account_holder"),
-        initial_balance_cents: event.get(c"initial_balance_cents"),
-        amount_cents: event.get(c"amount_cents"),
+        event_type,
+        account_holder: get_if(opened, c"account_holder"),
+        initial_balance_cents: get_if(opened, c"initial_balance_cents"),
+        amount_cents: get_if(money, c"amount_cents"),
     }
 }
 

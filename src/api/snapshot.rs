@@ -1,8 +1,13 @@
 //! Snapshots: `es.save_snapshot` and `es.load_snapshot` (SPEC §4). The automatic snapshots of
-//! account streams build on these statements.
+//! account streams build on these statements; a snapshot saved by hand for an account stream
+//! must be the account's true state at its version.
 
+use super::account::load_state;
+use super::replay::parse_state;
 use super::{i64_arg, i64_datum, materialize, no_value, required, uuid_arg, uuid_datum};
-use crate::core::EventStoreError;
+use crate::core::account::state_json;
+use crate::core::{ACCOUNT_STREAM_TYPE, EventStoreError};
+use crate::jsonb::Jsonb;
 use crate::storage::{Spi, Stmt};
 use pgrx::pg_sys::{self, Datum};
 
@@ -15,7 +20,7 @@ fn save_snapshot(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreEr
     let version = required(fcinfo, 1, "version")?.value() as i64;
     let state = required(fcinfo, 2, "state")?;
     let spi = Spi::connect();
-    let rows = spi.read_latest(Stmt::StreamVersion, &[Some(uuid_datum(&stream))]);
+    let rows = spi.read_latest(Stmt::StreamInfo, &[Some(uuid_datum(&stream))]);
     let current = rows.first_i64().unwrap_or(0);
     if version < 1 || version > current {
         return Err(EventStoreError::InvalidSnapshot {
@@ -23,6 +28,19 @@ fn save_snapshot(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreEr
             version,
             current,
         });
+    }
+    // Commands and time travel start from an account's snapshots: only its true state may be
+    // saved. (Other streams' states mean nothing to the store and are saved as given.)
+    if rows.text(0, 2).as_deref() == Some(ACCOUNT_STREAM_TYPE) {
+        let (truth, holder) = load_state(&spi, &stream, version, true)?;
+        let given = parse_state(unsafe { Jsonb::from_datum(state) });
+        if given != Ok((truth, holder.as_str())) {
+            return Err(EventStoreError::SnapshotMismatch {
+                stream_id: stream.to_string(),
+                version,
+                expected: state_json(&holder, &truth),
+            });
+        }
     }
     spi.write(
         Stmt::SaveSnapshot,

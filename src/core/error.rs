@@ -30,6 +30,16 @@ pub enum EventStoreError {
         /// Why it was refused.
         reason: String,
     },
+    /// ES003: an element appended to an account stream is not a well-formed account event, or
+    /// cannot follow the account's history (a second `Opened`).
+    InvalidAccountEvent {
+        /// 1-based position of the element in the `events` array.
+        index: usize,
+        /// The event's type, as found.
+        event_type: String,
+        /// Why it was refused.
+        reason: String,
+    },
     /// ES003: a stored account event cannot be replayed (unknown type, malformed, out of order).
     UnreplayableEvent {
         /// The event's type, as found.
@@ -52,6 +62,16 @@ pub enum EventStoreError {
         version: i64,
         /// The stream's current version (0 = no stream).
         current: i64,
+    },
+    /// ES005: a snapshot of an account stream whose state is not the account's state at that
+    /// version (a forged or stale state would be trusted by commands and time travel).
+    SnapshotMismatch {
+        /// The account.
+        stream_id: String,
+        /// The snapshot's version.
+        version: i64,
+        /// The state the history gives at that version.
+        expected: String,
     },
     /// ES101: a withdrawal larger than the balance.
     InsufficientFunds {
@@ -109,9 +129,11 @@ impl EventStoreError {
         match self {
             Self::WrongExpectedVersion { .. } => "ES001",
             Self::StreamNotFound { .. } => "ES002",
-            Self::InvalidEvent { .. } | Self::UnreplayableEvent { .. } => "ES003",
+            Self::InvalidEvent { .. }
+            | Self::InvalidAccountEvent { .. }
+            | Self::UnreplayableEvent { .. } => "ES003",
             Self::DuplicateEventId { .. } => "ES004",
-            Self::InvalidSnapshot { .. } => "ES005",
+            Self::InvalidSnapshot { .. } | Self::SnapshotMismatch { .. } => "ES005",
             Self::InsufficientFunds { .. } => "ES101",
             Self::AccountNotActive { .. } => "ES102",
             Self::InvalidAmount { .. } => "ES103",
@@ -136,6 +158,13 @@ impl EventStoreError {
             Self::InvalidEvent { index, reason } => {
                 format!("invalid event at position {index} of the batch: {reason}")
             }
+            Self::InvalidAccountEvent {
+                index,
+                event_type,
+                reason,
+            } => format!(
+                "invalid account event at position {index} of the batch: {event_type}: {reason}"
+            ),
             Self::UnreplayableEvent { event_type, reason } => {
                 format!("cannot replay event of type {event_type}: {reason}")
             }
@@ -157,6 +186,11 @@ impl EventStoreError {
                     )
                 }
             }
+            Self::SnapshotMismatch {
+                stream_id, version, ..
+            } => format!(
+                "invalid snapshot of account {stream_id} at version {version}: the state is not the account's state at that version"
+            ),
             Self::InsufficientFunds {
                 account_id,
                 available,
@@ -197,6 +231,9 @@ impl EventStoreError {
             Self::InvalidSnapshot { current, .. } => {
                 Some(format!("current stream version: {current}"))
             }
+            Self::SnapshotMismatch { expected, .. } => {
+                Some(format!("the history gives: {expected}"))
+            }
             Self::InsufficientFunds {
                 available,
                 requested,
@@ -221,6 +258,9 @@ impl EventStoreError {
             }
             Self::InvalidEvent { .. } => Some(
                 "Each event is a JSON object with a non-empty string \"type\"; optional: event_id (uuid), occurred_at (timestamp with time zone), event_version (integer >= 1), metadata (object).".into(),
+            ),
+            Self::InvalidAccountEvent { .. } => Some(
+                "An account stream takes the seed's AccountEvent: Opened{account_holder, initial_balance_cents} first, then Deposited/Withdrawn{amount_cents, description}, Frozen/Closed{reason}; amounts are integer cents.".into(),
             ),
             Self::DuplicateEventId { .. } => Some(
                 "Retrying a call is safe only with the same events in the same order; give new events new ids.".into(),
@@ -269,6 +309,14 @@ mod tests {
                 EventStoreError::InvalidEvent {
                     index: 1,
                     reason: "r".into(),
+                },
+                "ES003",
+            ),
+            (
+                EventStoreError::InvalidAccountEvent {
+                    index: 2,
+                    event_type: "Withdrawn".into(),
+                    reason: "\"description\" is missing".into(),
                 },
                 "ES003",
             ),

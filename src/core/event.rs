@@ -256,10 +256,13 @@ pub fn check_sequence_numbers(
     Ok(())
 }
 
+/// `es.streams.stream_type` of an account stream.
+pub const ACCOUNT_STREAM_TYPE: &str = "account";
+
 /// The stream type a new stream gets from its first event: `account` when it is the seed's
 /// `Opened` (SPEC §5), else none (a generic stream).
 pub fn stream_type_for(first_event_type: &str) -> Option<&'static str> {
-    (first_event_type == "Opened").then_some("account")
+    (first_event_type == "Opened").then_some(ACCOUNT_STREAM_TYPE)
 }
 
 fn parse_uuid(s: &str) -> Option<Uuid> {

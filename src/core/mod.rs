@@ -14,4 +14,4 @@ pub mod trace;
 
 pub use append::{ExpectedVersion, RetryDecision};
 pub use error::EventStoreError;
-pub use event::{EventMeta, JsonField, RawEvent};
+pub use event::{ACCOUNT_STREAM_TYPE, EventMeta, JsonField, RawEvent};

@@ -37,11 +37,15 @@ pub enum SpanName {
     FreezeAccount = 11,
     /// `es.close_account`.
     CloseAccount = 12,
+    /// `es.account_state` (time travel).
+    AccountState = 13,
+    /// `es.account_history` (audit).
+    AccountHistory = 14,
 }
 
 impl SpanName {
     /// Every name, for lookups by number.
-    pub const ALL: [SpanName; 12] = [
+    pub const ALL: [SpanName; 14] = [
         SpanName::AppendEvents,
         SpanName::LoadEvents,
         SpanName::StreamVersion,
@@ -54,6 +58,8 @@ impl SpanName {
         SpanName::Withdraw,
         SpanName::FreezeAccount,
         SpanName::CloseAccount,
+        SpanName::AccountState,
+        SpanName::AccountHistory,
     ];
 
     /// The span's name as exported (the seed's names where it has one).
@@ -71,6 +77,8 @@ impl SpanName {
             SpanName::Withdraw => "command.withdraw",
             SpanName::FreezeAccount => "command.freeze_account",
             SpanName::CloseAccount => "command.close_account",
+            SpanName::AccountState => "account.state",
+            SpanName::AccountHistory => "account.history",
         }
     }
 
@@ -116,7 +124,9 @@ impl SpanName {
                 ("db.operation", "SELECT"),
                 ("event_sourcing.optimization", "snapshot"),
             ],
-            SpanName::AccountReplay => &[("event_sourcing.operation", "replay")],
+            SpanName::AccountReplay | SpanName::AccountState | SpanName::AccountHistory => {
+                &[("event_sourcing.operation", "replay")]
+            }
             _ => &[("event_sourcing.operation", "command")],
         }
     }

@@ -310,6 +310,11 @@ fn entry_span(symbol: &str) -> Option<(SpanName, &'static [(usize, ArgAttr)])> {
         ),
         "es_freeze_account" => (SpanName::FreezeAccount, &[(0, Aggregate)]),
         "es_close_account" => (SpanName::CloseAccount, &[(0, Aggregate)]),
+        "es_account_state" => (
+            SpanName::AccountState,
+            &[(0, Aggregate), (2, Int8(AtVersion))],
+        ),
+        "es_account_history" => (SpanName::AccountHistory, &[(0, Aggregate)]),
         _ => return None,
     })
 }
@@ -453,9 +458,12 @@ mod tests {
             .unwrap();
         let before = recorded();
         Spi::run(&format!("SELECT es.deposit('{id}', 50)")).unwrap();
-        // command.deposit, snapshot_store.load, event_store.load_events, account.replay,
-        // event_store.append_events
-        assert_eq!(recorded(), before + 5);
+        // command.deposit and its event_store.append_events (the state is in the stream row)
+        assert_eq!(recorded(), before + 2);
+        let before = recorded();
+        Spi::run(&format!("SELECT es.account_state('{id}', NULL, 1)")).unwrap();
+        // account.state, account.replay, snapshot_store.load, event_store.load_events
+        assert_eq!(recorded(), before + 4);
     }
 
     #[pg_test]

@@ -2,7 +2,8 @@
 //! with no explicit expected version until the account is drained. They must serialize on the
 //! account: none may fail with ES001, only ES101 (insufficient funds) refuses, the balance is
 //! never negative at any version, and the final balance is the initial one minus the sum of the
-//! Withdrawn events.
+//! Withdrawn events. Half of the connections use `es.withdraw`, the other half write the
+//! `Withdrawn` event with `es.append_events` (NULL expected version): the rules hold on both paths.
 
 use std::sync::Barrier;
 use std::thread;
@@ -30,7 +31,7 @@ fn eight_connections_drain_one_account_without_overdraft() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let outcomes: Vec<(i64, u64, Vec<String>)> = thread::scope(|scope| {
         let workers: Vec<_> = (0..CONNECTIONS)
-            .map(|_| {
+            .map(|worker| {
                 let mut client = db.connect();
                 client.batch_execute("SET es.snapshot_interval = 50").expect("SET");
                 let start = &start;
@@ -40,10 +41,13 @@ fn eight_connections_drain_one_account_without_overdraft() {
                     start.wait();
                     while Instant::now() < deadline {
                         let amount: i64 = rng.random_range(1..=2_000);
-                        match client.query_one(
-                            "SELECT es.withdraw($1, $2, 'draining')",
-                            &[&account, &amount],
-                        ) {
+                        let sql = if worker % 2 == 0 {
+                            "SELECT es.withdraw($1, $2, 'draining')"
+                        } else {
+                            "SELECT es.append_events($1, NULL, ARRAY[jsonb_build_object(
+                               'type', 'Withdrawn', 'amount_cents', $2::bigint, 'description', 'direct')])"
+                        };
+                        match client.query_one(sql, &[&account, &amount]) {
                             Ok(_) => withdrawn += amount,
                             Err(e) if sqlstate(&e) == Some("ES101") => {
                                 refused += 1;
@@ -115,6 +119,16 @@ fn eight_connections_drain_one_account_without_overdraft() {
         INITIAL - sum_withdrawn,
         "final balance = initial - withdrawn"
     );
+    // es.account_state (newest snapshot + tail) equals the full replay.
+    let state_agrees: bool = client
+        .query_one(
+            "SELECT es.account_state($1) = (SELECT es.account_replay(data ORDER BY version) \
+             FROM es.events WHERE stream_id = $1)",
+            &[&account],
+        )
+        .expect("account_state")
+        .get(0);
+    assert!(state_agrees, "es.account_state disagrees with the replay");
     // Every automatic snapshot agrees with a replay up to its version.
     let bad_snapshots: i64 = client
         .query_one(

@@ -21,6 +21,19 @@ fn conf(endpoint: &str, extra: &str) -> String {
     )
 }
 
+/// `child` lies within `parent` in time.
+fn within(child: &Value, parent: &Value) {
+    let t = |s: &Value, k: &str| s[k].as_u64().unwrap();
+    assert!(
+        t(child, "start_ns") >= t(parent, "start_ns")
+            && t(child, "end_ns") <= t(parent, "end_ns")
+            && t(child, "start_ns") <= t(child, "end_ns"),
+        "{} lies within {}",
+        child["name"],
+        parent["name"]
+    );
+}
+
 fn append_sql() -> &'static str {
     "SELECT es.append_events($1, NULL, ARRAY['{\"type\":\"ItemAdded\"}']::jsonb[])"
 }
@@ -35,10 +48,12 @@ fn a_deposit_arrives_as_a_span_tree_under_the_clients_span() {
         .unwrap()
         .get(0);
 
-    // context from SET es.traceparent
+    // context from SET es.traceparent; the deposit reaches a snapshot version
     let (trace, parent) = client_ids();
-    c.batch_execute(&format!("SET es.traceparent = '00-{trace}-{parent}-01'"))
-        .unwrap();
+    c.batch_execute(&format!(
+        "SET es.snapshot_interval = 2; SET es.traceparent = '00-{trace}-{parent}-01'"
+    ))
+    .unwrap();
     let v: i64 = c
         .query_one("SELECT es.deposit($1, 250, 'salary')", &[&account])
         .unwrap()
@@ -46,61 +61,63 @@ fn a_deposit_arrives_as_a_span_tree_under_the_clients_span() {
     assert_eq!(v, 2);
     c.batch_execute("RESET es.traceparent").unwrap();
 
-    let spans = rx.wait_trace(&trace, |s| s.len() >= 5);
+    let spans = rx.wait_trace(&trace, |s| s.len() >= 3);
     let deposit = named(&spans, "command.deposit");
     assert_eq!(
         deposit["parent_span_id"],
         parent.as_str(),
         "child of the client's span"
     );
-    let deposit_id = deposit["span_id"].as_str().unwrap();
     let a = &deposit["attributes"];
     assert_eq!(a["aggregate_id"], account.to_string());
     assert_eq!(a["account_id"], account.to_string());
     assert_eq!(a["amount_cents"], 250);
     assert_eq!(a["event_sourcing.operation"], "command");
     assert_eq!(deposit["status"], "OK");
-    for child in [
-        "snapshot_store.load",
-        "event_store.load_events",
-        "account.replay",
-        "event_store.append_events",
-    ] {
-        let s = named(&spans, child);
-        assert_eq!(
-            s["parent_span_id"], deposit_id,
-            "{child} is a child of the command"
-        );
-        assert_eq!(
-            s["attributes"]["aggregate_id"],
-            account.to_string(),
-            "{child}"
-        );
-        let (start, end) = (
-            s["start_ns"].as_u64().unwrap(),
-            s["end_ns"].as_u64().unwrap(),
-        );
-        assert!(
-            start >= deposit["start_ns"].as_u64().unwrap()
-                && end <= deposit["end_ns"].as_u64().unwrap()
-                && start <= end,
-            "{child} lies within the command"
-        );
-    }
     let append = named(&spans, "event_store.append_events");
-    assert_eq!(append["attributes"]["events_count"], 1);
-    assert_eq!(append["attributes"]["expected_version"], 1);
-    assert_eq!(append["attributes"]["db.system"], "postgresql");
-    assert_eq!(append["attributes"]["db.operation"], "INSERT");
-    assert_eq!(append["attributes"]["event_sourcing.operation"], "append");
+    assert_eq!(append["parent_span_id"], deposit["span_id"]);
+    within(append, deposit);
+    let a = &append["attributes"];
+    assert_eq!(a["aggregate_id"], account.to_string());
+    assert_eq!(a["events_count"], 1);
+    assert_eq!(a["db.system"], "postgresql");
+    assert_eq!(a["db.operation"], "INSERT");
+    assert_eq!(a["event_sourcing.operation"], "append");
+    let save = named(&spans, "snapshot_store.save");
+    assert_eq!(save["parent_span_id"], append["span_id"]);
+    assert_eq!(save["attributes"]["version"], 2);
     assert_eq!(
-        named(&spans, "account.replay")["attributes"]["events_count"],
-        1
+        save["attributes"]["event_sourcing.optimization"],
+        "snapshot"
     );
     let r = &deposit["resource"];
     assert_eq!(r["service.name"], "event_store");
     assert_eq!(r["db.namespace"], "es_trace_tree");
     assert!(!r["host.name"].as_str().unwrap_or_default().is_empty());
+
+    // time travel replays from a snapshot: account.state > account.replay > the loads
+    let (trace3, parent3) = client_ids();
+    c.query_one(
+        &format!("SELECT es.account_state($1, NULL, 1) /*traceparent='00-{trace3}-{parent3}-01'*/"),
+        &[&account],
+    )
+    .unwrap();
+    let spans = rx.wait_trace(&trace3, |s| s.len() >= 4);
+    let state = named(&spans, "account.state");
+    assert_eq!(state["parent_span_id"], parent3.as_str());
+    assert_eq!(state["attributes"]["at_version"], 1);
+    let replay = named(&spans, "account.replay");
+    assert_eq!(replay["parent_span_id"], state["span_id"]);
+    for child in ["snapshot_store.load", "event_store.load_events"] {
+        let s = named(&spans, child);
+        assert_eq!(s["parent_span_id"], replay["span_id"], "{child}");
+        assert_eq!(s["attributes"]["aggregate_id"], account.to_string());
+        within(s, replay);
+    }
+    assert_eq!(
+        named(&spans, "event_store.load_events")["attributes"]["events_count"],
+        1
+    );
 
     // context from a sqlcommenter comment
     let (trace2, parent2) = client_ids();

@@ -36,11 +36,15 @@ SET es.snapshot_interval = 3;
 CREATE TEMP TABLE acct2 AS SELECT es.open_account('Carol', 100) AS id;
 SELECT es.deposit(id, 1) FROM acct2, generate_series(1, 7);
 SELECT s.version, s.state FROM es.snapshots s, acct2 WHERE s.stream_id = acct2.id ORDER BY s.version;
--- commands start from the newest snapshot plus the tail (the seed drops the snapshot's state).
--- Proof: with the snapshot at version 6 doctored to 5000 cents, the command believes
--- 5000 + 1 + 1 and allows a withdrawal a full replay (107) would refuse.
+-- commands start from the state kept in the stream row (written with every append); when it is
+-- not usable (edited, or NULL), from the newest snapshot plus the tail (the seed drops the
+-- snapshot's state; this keeps it). Proof: with the row's state cleared and the snapshot at
+-- version 6 doctored to 5000 cents, the command believes 5000 + 1 + 1 and allows a withdrawal a
+-- full replay (107) would refuse.
+SELECT s.version, s.state FROM es.streams s, acct2 WHERE s.stream_id = acct2.id;
 UPDATE es.snapshots SET state = jsonb_set(state, '{balance_cents}', '5000')
 FROM acct2 WHERE stream_id = acct2.id AND version = 6;
+UPDATE es.streams SET state = NULL FROM acct2 WHERE stream_id = acct2.id;
 SELECT es.withdraw(id, 5002, 'all of it, says the snapshot') AS v FROM acct2;
 SELECT replace(error_of(format($$SELECT es.withdraw(%L, 1)$$, id)), id::text, '<account>') AS error FROM acct2;
 RESET es.snapshot_interval;

@@ -42,6 +42,14 @@ CREATE TRIGGER streams_bumps AFTER UPDATE ON es.streams FOR EACH ROW EXECUTE FUN
 SELECT es.append_events('80000000-0000-0000-0000-000000000001', NULL, ARRAY['{"type":"Bumped"}']::jsonb[]) AS v;
 SELECT es.append_events('80000000-0000-0000-0000-000000000001', 7, ARRAY['{"type":"Bumped"}']::jsonb[]) AS v;
 SELECT * FROM bumps ORDER BY new_version;
+-- account streams on the SQL path: the rules judge the returned row, the state is stored after
+SELECT es.append_events('80000000-0000-0000-0000-0000000000a1', 0, ARRAY['{"type":"Opened","account_holder":"T","initial_balance_cents":10}']::jsonb[]) AS v;
+SELECT es.deposit('80000000-0000-0000-0000-0000000000a1', 5, 'via SQL') AS v;
+SELECT error_of($$SELECT es.withdraw('80000000-0000-0000-0000-0000000000a1', 16)$$);
+SELECT es.append_events('80000000-0000-0000-0000-0000000000a1', 2, ARRAY['{"type":"Withdrawn","amount_cents":15,"description":"all"}']::jsonb[]) AS v;
+SELECT error_of($$SELECT es.append_events('80000000-0000-0000-0000-0000000000a1', NULL, ARRAY['{"type":"Withdrawn","amount_cents":1,"description":"more"}']::jsonb[])$$);
+SELECT version, state FROM es.streams WHERE stream_id = '80000000-0000-0000-0000-0000000000a1';
+SELECT count(*) AS account_bumps_seen_by_the_trigger FROM bumps WHERE stream_id = '80000000-0000-0000-0000-0000000000a1';
 DROP TRIGGER streams_bumps ON es.streams;
 -- many single-event appends in one statement and in one transaction see each other's bumps
 SELECT max(es.append_events('80000000-0000-0000-0000-000000000002', NULL, ARRAY['{"type":"Loop"}']::jsonb[])) AS v

@@ -43,8 +43,8 @@ SELECT error_of($$SELECT es.account_replay('[]', e) FROM (VALUES ('{"type":"Froz
 SELECT es.append_events('90000000-0000-0000-0000-000000000002', 0,
     ARRAY['{"type":"Opened","account_holder":"Bob","initial_balance_cents":1000}']::jsonb[]) AS v;
 SELECT es.append_events('90000000-0000-0000-0000-000000000002', 1, (
-    SELECT array_agg(CASE WHEN g % 3 = 0 THEN jsonb_build_object('type', 'Withdrawn', 'amount_cents', g)
-                          ELSE jsonb_build_object('type', 'Deposited', 'amount_cents', 2 * g) END ORDER BY g)
+    SELECT array_agg(CASE WHEN g % 3 = 0 THEN jsonb_build_object('type', 'Withdrawn', 'amount_cents', g, 'description', 'w')
+                          ELSE jsonb_build_object('type', 'Deposited', 'amount_cents', 2 * g, 'description', 'd') END ORDER BY g)
     FROM generate_series(1, 3000) g)) AS v;
 SELECT (es.account_replay(data ORDER BY version)->>'balance_cents')::bigint
      = sum(CASE data->>'type' WHEN 'Opened' THEN (data->>'initial_balance_cents')::bigint
