@@ -31,12 +31,13 @@ macro_rules! sql_function {
         pub unsafe extern "C-unwind" fn $sym(
             fcinfo: ::pgrx::pg_sys::FunctionCallInfo,
         ) -> ::pgrx::pg_sys::Datum {
+            // The entry point's span, resolved at compile time (see `crate::trace`).
+            const TRACED: Option<$crate::trace::EntrySpan> =
+                $crate::trace::entry_span(stringify!($sym));
             // SAFETY: the guard converts PostgreSQL errors and Rust panics raised inside into
             // ERRORs; nothing with a destructor lives in this frame when `raise` jumps away.
             let outcome = unsafe {
-                ::pgrx::pgrx_extern_c_guard(|| {
-                    $crate::trace::entry(stringify!($sym), fcinfo, $body)
-                })
+                ::pgrx::pgrx_extern_c_guard(|| $crate::trace::entry(TRACED, fcinfo, $body))
             };
             match outcome {
                 Ok(datum) => datum,

@@ -255,7 +255,7 @@ pub fn statement(stmt: Stmt, args: &[Arg]) -> Option<Span> {
 
 /// Where an entry point's attributes come from.
 #[derive(Clone, Copy)]
-enum ArgAttr {
+pub enum ArgAttr {
     /// A uuid argument: `aggregate_id`.
     Aggregate,
     /// A bigint argument.
@@ -264,59 +264,125 @@ enum ArgAttr {
     ArrayLen(NumAttr),
 }
 
-/// The span of each traced C entry point and the arguments it records.
-fn entry_span(symbol: &str) -> Option<(SpanName, &'static [(usize, ArgAttr)])> {
+/// An entry point's span: its name and the arguments it records.
+pub type EntrySpan = (SpanName, &'static [(usize, ArgAttr)]);
+
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The span of each traced C entry point and the arguments it records. A `const fn`, so
+/// `crate::sql_function!` resolves it at compile time: an untraced entry point (the
+/// `es.account_replay` aggregate's per-row functions) pays nothing.
+pub const fn entry_span(symbol: &str) -> Option<EntrySpan> {
     use ArgAttr::*;
     use NumAttr::*;
-    Some(match symbol {
-        "es_append_events" => (
-            SpanName::AppendEvents,
-            &[
-                (0, Aggregate),
-                (1, Int8(ExpectedVersion)),
-                (2, ArrayLen(EventsCount)),
-            ],
+    const TABLE: &[(&str, EntrySpan)] = &[
+        (
+            "es_append_events",
+            (
+                SpanName::AppendEvents,
+                &[
+                    (0, Aggregate),
+                    (1, Int8(ExpectedVersion)),
+                    (2, ArrayLen(EventsCount)),
+                ],
+            ),
         ),
-        "es_load_events" => (
-            SpanName::LoadEvents,
-            &[(0, Aggregate), (1, Int8(FromVersion))],
+        (
+            "es_load_events",
+            (
+                SpanName::LoadEvents,
+                &[(0, Aggregate), (1, Int8(FromVersion))],
+            ),
         ),
-        "es_stream_version" => (SpanName::StreamVersion, &[(0, Aggregate)]),
-        "es_read_all" => (SpanName::ReadAll, &[(0, Int8(AfterPosition))]),
-        "es_save_snapshot" => (
-            SpanName::SnapshotSave,
-            &[(0, Aggregate), (1, Int8(Version))],
+        (
+            "es_stream_version",
+            (SpanName::StreamVersion, &[(0, Aggregate)]),
         ),
-        "es_load_snapshot" => (
-            SpanName::SnapshotLoad,
-            &[(0, Aggregate), (1, Int8(AtVersion))],
+        (
+            "es_read_all",
+            (SpanName::ReadAll, &[(0, Int8(AfterPosition))]),
         ),
-        "es_open_account" => (SpanName::OpenAccount, &[(1, Int8(InitialBalanceCents))]),
-        "es_deposit" => (
-            SpanName::Deposit,
-            &[
-                (0, Aggregate),
-                (1, Int8(AmountCents)),
-                (3, Int8(ExpectedVersion)),
-            ],
+        (
+            "es_save_snapshot",
+            (
+                SpanName::SnapshotSave,
+                &[(0, Aggregate), (1, Int8(Version))],
+            ),
         ),
-        "es_withdraw" => (
-            SpanName::Withdraw,
-            &[
-                (0, Aggregate),
-                (1, Int8(AmountCents)),
-                (3, Int8(ExpectedVersion)),
-            ],
+        (
+            "es_load_snapshot",
+            (
+                SpanName::SnapshotLoad,
+                &[(0, Aggregate), (1, Int8(AtVersion))],
+            ),
         ),
-        "es_freeze_account" => (SpanName::FreezeAccount, &[(0, Aggregate)]),
-        "es_close_account" => (SpanName::CloseAccount, &[(0, Aggregate)]),
-        "es_account_state" => (
-            SpanName::AccountState,
-            &[(0, Aggregate), (2, Int8(AtVersion))],
+        (
+            "es_open_account",
+            (SpanName::OpenAccount, &[(1, Int8(InitialBalanceCents))]),
         ),
-        "es_account_history" => (SpanName::AccountHistory, &[(0, Aggregate)]),
-        _ => return None,
-    })
+        (
+            "es_deposit",
+            (
+                SpanName::Deposit,
+                &[
+                    (0, Aggregate),
+                    (1, Int8(AmountCents)),
+                    (3, Int8(ExpectedVersion)),
+                ],
+            ),
+        ),
+        (
+            "es_withdraw",
+            (
+                SpanName::Withdraw,
+                &[
+                    (0, Aggregate),
+                    (1, Int8(AmountCents)),
+                    (3, Int8(ExpectedVersion)),
+                ],
+            ),
+        ),
+        (
+            "es_freeze_account",
+            (SpanName::FreezeAccount, &[(0, Aggregate)]),
+        ),
+        (
+            "es_close_account",
+            (SpanName::CloseAccount, &[(0, Aggregate)]),
+        ),
+        (
+            "es_account_state",
+            (
+                SpanName::AccountState,
+                &[(0, Aggregate), (2, Int8(AtVersion))],
+            ),
+        ),
+        (
+            "es_account_history",
+            (SpanName::AccountHistory, &[(0, Aggregate)]),
+        ),
+    ];
+    let mut i = 0;
+    while i < TABLE.len() {
+        if same(TABLE[i].0, symbol) {
+            return Some(TABLE[i].1);
+        }
+        i += 1;
+    }
+    None
 }
 
 fn fill_from_args(span: &mut Span, fcinfo: pg_sys::FunctionCallInfo, attrs: &[(usize, ArgAttr)]) {
@@ -344,15 +410,16 @@ fn fill_from_args(span: &mut Span, fcinfo: pg_sys::FunctionCallInfo, attrs: &[(u
     }
 }
 
-/// Runs the body of the SQL entry point `symbol` inside its span (see `crate::sql_function!`):
+/// Runs the body of a SQL entry point inside its span (`traced`, from [`entry_span`]) (see `crate::sql_function!`):
 /// the span ends with status OK, or ERROR with the user error's SQLSTATE and message, or with the
 /// message of a PostgreSQL error that unwinds through it (which is then re-raised unchanged).
+#[inline(always)]
 pub fn entry(
-    symbol: &'static str,
+    traced: Option<EntrySpan>,
     fcinfo: pg_sys::FunctionCallInfo,
     body: fn(pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError>,
 ) -> Result<Datum, EventStoreError> {
-    let Some((name, attrs)) = entry_span(symbol) else {
+    let Some((name, attrs)) = traced else {
         return body(fcinfo);
     };
     let Some(mut span) = Span::begin(name) else {
@@ -417,6 +484,21 @@ fn unpack_sqlstate(code: i32) -> String {
 
 #[cfg(test)]
 mod unit {
+    use super::*;
+
+    #[test]
+    fn entry_points_map_to_the_seeds_span_names() {
+        let name = |sym: &str| entry_span(sym).map(|(n, _)| n.as_str());
+        assert_eq!(name("es_deposit"), Some("command.deposit"));
+        assert_eq!(name("es_append_events"), Some("event_store.append_events"));
+        assert_eq!(name("es_load_snapshot"), Some("snapshot_store.load"));
+        assert_eq!(name("es_account_state"), Some("account.state"));
+        // per-row aggregate functions and the stats function record nothing
+        assert_eq!(name("es_account_replay_step"), None);
+        assert_eq!(name("es_tracing_stats"), None);
+        assert_eq!(name("es_deposi"), None);
+    }
+
     #[test]
     fn sqlstates_unpack() {
         for code in ["ES101", "22004", "XX000", "23505"] {
