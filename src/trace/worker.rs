@@ -61,7 +61,7 @@ impl Export {
         let timeout = Duration::from_millis(timeout_ms.max(1) as u64);
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
-            .with_http_client(BlockingHttp { timeout })
+            .with_http_client(BlockingHttp::new(timeout))
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(endpoint)
             .with_timeout(timeout)

@@ -111,24 +111,34 @@ fn spans(req: &ExportTraceServiceRequest) -> Vec<Value> {
 
 fn respond(stream: &mut TcpStream, status: &str, body: &[u8]) {
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(body);
+    let mut out = head.into_bytes();
+    out.extend_from_slice(body);
+    let _ = stream.write_all(&out);
 }
 
+/// Serves the requests of one connection (HTTP/1.1 keep-alive) until the client closes it.
 fn handle(stream: TcpStream, mode: Mode, sink: &Mutex<Sink>) {
-    let mut reader = BufReader::new(stream.try_clone().expect("clone the stream"));
+    let mut writer = stream.try_clone().expect("clone the stream");
+    let mut reader = BufReader::new(stream);
+    while let Some((request_line, body)) = read_request(&mut reader) {
+        let (status, reply) = serve(&request_line, &body, mode, sink);
+        respond(&mut writer, status, reply.as_bytes());
+    }
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, Vec<u8>)> {
     let mut request_line = String::new();
-    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-        return;
+    if reader.read_line(&mut request_line).ok()? == 0 {
+        return None;
     }
     let mut length = 0usize;
     loop {
         let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
         }
         let line = line.trim_end();
         if line.is_empty() {
@@ -141,61 +151,55 @@ fn handle(stream: TcpStream, mode: Mode, sink: &Mutex<Sink>) {
         }
     }
     let mut body = vec![0u8; length];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
-    let mut stream = stream;
+    reader.read_exact(&mut body).ok()?;
+    Some((request_line, body))
+}
+
+fn serve(
+    request_line: &str,
+    body: &[u8],
+    mode: Mode,
+    sink: &Mutex<Sink>,
+) -> (&'static str, String) {
     if !request_line.starts_with("POST /v1/traces ") {
-        respond(&mut stream, "404 Not Found", b"");
-        return;
-    }
-    if sink.lock().expect("sink lock").discard {
-        respond(&mut stream, "200 OK", b"");
-        return;
+        return ("404 Not Found", String::new());
     }
     if mode == Mode::Fail {
-        respond(
-            &mut stream,
-            "500 Internal Server Error",
-            b"failing on purpose",
-        );
-        return;
+        return ("500 Internal Server Error", "failing on purpose".to_owned());
     }
-    let req = match ExportTraceServiceRequest::decode(&body[..]) {
+    if sink.lock().expect("sink lock").discard {
+        return ("200 OK", String::new());
+    }
+    let req = match ExportTraceServiceRequest::decode(body) {
         Ok(r) => r,
-        Err(e) => {
-            respond(&mut stream, "400 Bad Request", e.to_string().as_bytes());
-            return;
-        }
+        Err(e) => return ("400 Bad Request", e.to_string()),
     };
     let spans = spans(&req);
-    {
-        let mut s = sink.lock().expect("sink lock");
-        let total = s.total.fetch_add(spans.len() as u64, Ordering::Relaxed) + spans.len() as u64;
-        if s.count_only {
-            if let Some(p) = s.path.clone() {
-                let _ = std::fs::write(&p, format!("{total}\n"));
+    let mut s = sink.lock().expect("sink lock");
+    let total = s.total.fetch_add(spans.len() as u64, Ordering::Relaxed) + spans.len() as u64;
+    if s.count_only {
+        if let Some(p) = s.path.clone() {
+            let _ = std::fs::write(&p, format!("{total}\n"));
+        }
+    } else {
+        let mut text = String::new();
+        for sp in &spans {
+            text.push_str(&sp.to_string());
+            text.push('\n');
+        }
+        match s.out.as_mut() {
+            Some(f) => {
+                let _ = f.write_all(text.as_bytes());
+                let _ = f.flush();
             }
-        } else {
-            let mut text = String::new();
-            for sp in &spans {
-                text.push_str(&sp.to_string());
-                text.push('\n');
-            }
-            match s.out.as_mut() {
-                Some(f) => {
-                    let _ = f.write_all(text.as_bytes());
-                    let _ = f.flush();
-                }
-                None => {
-                    print!("{text}");
-                    let _ = std::io::stdout().flush();
-                }
+            None => {
+                print!("{text}");
+                let _ = std::io::stdout().flush();
             }
         }
     }
     // An empty ExportTraceServiceResponse is an empty protobuf message.
-    respond(&mut stream, "200 OK", b"");
+    ("200 OK", String::new())
 }
 
 /// One line per span: name, duration, status and attributes, indented under its parent.
