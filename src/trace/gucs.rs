@@ -94,7 +94,7 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"es.otlp_timeout",
         c"Time one export request may take, connect to response.",
-        c"A collector that accepts connections but never answers costs at most this per attempt; it also bounds how long a fast shutdown waits for the worker.",
+        c"A collector that accepts connections but never answers costs at most this per attempt (a shutdown abandons the request at once).",
         &OTLP_TIMEOUT_MS,
         100,
         60_000,

@@ -3,8 +3,9 @@
 //! Why not reqwest or hyper: they start threads (and tokio), which inherit the worker's signal
 //! mask and may run PostgreSQL's signal handlers off the main thread. This client runs on the
 //! worker's main thread, with one deadline for the whole request (connect, send, receive), so a
-//! collector that accepts connections and never answers costs at most `es.otlp_timeout` — which
-//! is what keeps `pg_ctl stop -m fast` quick. Plain `http://` only; for TLS, run a local
+//! collector that accepts connections and never answers costs at most `es.otlp_timeout`; while
+//! it waits it checks for a shutdown every 100 ms, which keeps `pg_ctl stop -m fast` quick. The
+//! connection is kept alive between batches. Plain `http://` only; for TLS, run a local
 //! collector (see the README).
 
 use bytes::Bytes;
@@ -23,6 +24,15 @@ pub struct BlockingHttp {
     pub timeout: Duration,
     /// The open connection and the address it goes to.
     conn: Mutex<Option<(SocketAddr, TcpStream)>>,
+    /// Polled while waiting on the network: `true` abandons the request (a shutdown).
+    cancel: fn() -> bool,
+}
+
+/// How long one blocking socket call may wait before the cancel check runs again.
+const SLICE: Duration = Duration::from_millis(100);
+
+fn never() -> bool {
+    false
 }
 
 fn err(msg: String) -> HttpError {
@@ -42,7 +52,15 @@ impl BlockingHttp {
         BlockingHttp {
             timeout,
             conn: Mutex::new(None),
+            cancel: never,
         }
+    }
+
+    /// The same client, abandoning a request as soon as `cancel` returns true (checked every
+    /// 100 ms while waiting), so a shutdown does not wait for a silent collector's timeout.
+    pub fn with_cancel(mut self, cancel: fn() -> bool) -> Self {
+        self.cancel = cancel;
+        self
     }
 
     /// Sends `request` and waits for the response, at most `self.timeout`.
@@ -96,15 +114,23 @@ impl BlockingHttp {
         }
     }
 
+    /// Time left before the deadline, at most one [`SLICE`]; an error once it has passed or the
+    /// request is cancelled.
     fn remaining(&self, deadline: Instant, what: &str) -> Result<Duration, HttpError> {
+        if (self.cancel)() {
+            return Err(err(format!("cancelled by shutdown ({what})")));
+        }
         deadline
             .checked_duration_since(Instant::now())
             .filter(|d| !d.is_zero())
+            .map(|d| d.min(SLICE))
             .ok_or_else(|| err(format!("timed out after {:?} ({what})", self.timeout)))
     }
 
     fn connect(&self, addr: SocketAddr, deadline: Instant) -> Result<TcpStream, HttpError> {
-        let stream = TcpStream::connect_timeout(&addr, self.remaining(deadline, "connecting")?)
+        self.remaining(deadline, "connecting")?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let stream = TcpStream::connect_timeout(&addr, left.max(Duration::from_millis(1)))
             .map_err(|e| err(format!("cannot connect to {addr}: {e}")))?;
         let _ = stream.set_nodelay(true);
         Ok(stream)
@@ -139,6 +165,12 @@ impl BlockingHttp {
                     }
                     Ok(n) => sent += n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    // a slice passed: `remaining` ends the request at the deadline or on cancel
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
                     Err(e) => {
                         return Err(Failure {
                             error: err(format!("sending to {addr}: {e}")),
@@ -179,18 +211,13 @@ impl BlockingHttp {
                         return Err(fail(err(format!("response from {addr} exceeds 1 MiB"))));
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e)
                     if matches!(
                         e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(fail(err(format!(
-                        "timed out after {:?} waiting for the response of {addr}",
-                        self.timeout
-                    ))));
-                }
+                        std::io::ErrorKind::Interrupted
+                            | std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(e) => {
                     return Err(Failure {
                         error: err(format!("reading from {addr}: {e}")),
@@ -340,6 +367,26 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         let e = post(&format!("http://127.0.0.1:{port}/v1/traces"), 300).unwrap_err();
         assert!(e.to_string().contains("timed out"), "{e}");
+        drop(l);
+    }
+
+    #[test]
+    fn a_cancelled_request_ends_within_a_slice() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let req = Request::builder()
+            .method("POST")
+            .uri(format!("http://127.0.0.1:{port}/v1/traces"))
+            .body(Bytes::from_static(b"hello"))
+            .unwrap();
+        fn cancelled() -> bool {
+            true
+        }
+        let e = BlockingHttp::new(Duration::from_secs(60))
+            .with_cancel(cancelled)
+            .send_blocking(req)
+            .unwrap_err();
+        assert!(e.to_string().contains("cancelled by shutdown"), "{e}");
         drop(l);
     }
 
