@@ -14,7 +14,7 @@
 #! exit: 0 ok; 1 error (setup failed, pgbench failed transactions or aborted clients);
 #!       3 a bar was missed (full mode only; --smoke reports MISS but exits 0)
 #!
-#! Adding a workload (W3-W7): write setup_<id> (once, after the database exists; optional) and
+#! Adding a workload (W6, W7): write setup_<id> (once, after the database exists; optional) and
 #! measure_<id> base|store (prints one number: the metric of that side, for the current run; a run
 #! that appends to es.events passes its events per transaction to pgbench_tps for the store check),
 #! then add one `register` line below. The loop, the medians, the table and the file need no change.
