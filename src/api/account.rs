@@ -322,6 +322,8 @@ pub(crate) fn visit_events(
                 data: rows.datum(r, 7).expect("data is NOT NULL"),
                 occurred_at: rows.datum(r, 9).expect("occurred_at is NOT NULL"),
                 recorded_at: rows.datum(r, 10).expect("recorded_at is NOT NULL"),
+                values: std::ptr::null(),
+                nulls: std::ptr::null(),
             };
             after = row.version;
             visit(&row)?;
