@@ -453,6 +453,29 @@ pub struct StreamRow {
     pub occurred_at: Datum,
     /// `recorded_at` (timestamptz).
     pub recorded_at: Datum,
+    /// Every column of the row, in table order, when read natively (else null).
+    pub values: *const Datum,
+    /// Their NULL flags, likewise.
+    pub nulls: *const bool,
+}
+
+impl StreamRow {
+    /// Every column of the row (values, NULL flags) in `es.events` order, when it was read
+    /// natively.
+    pub fn columns(&self) -> Option<(&[Datum], &[bool])> {
+        if self.values.is_null() || self.nulls.is_null() {
+            return None;
+        }
+        let n = EVENTS_COLUMNS.len();
+        // SAFETY: set by scan_stream to the slot's arrays of the table's (checked) columns,
+        // valid while the visitor runs.
+        unsafe {
+            Some((
+                std::slice::from_raw_parts(self.values, n),
+                std::slice::from_raw_parts(self.nulls, n),
+            ))
+        }
+    }
 }
 
 /// Visits the events of `stream` with `from < version <= to`, in version order, through the
@@ -553,6 +576,8 @@ pub fn scan_stream<E>(
                 data: values[EVENT_DATA],
                 occurred_at: values[EVENT_OCCURRED_AT],
                 recorded_at: values[EVENT_RECORDED_AT],
+                values: (*slot).tts_values,
+                nulls: (*slot).tts_isnull,
             };
             if let Err(e) = visit(&row) {
                 result = Err(e);

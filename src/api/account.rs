@@ -353,6 +353,8 @@ fn visit_events_untraced(
                 data: rows.datum(r, 7).expect("data is NOT NULL"),
                 occurred_at: rows.datum(r, 9).expect("occurred_at is NOT NULL"),
                 recorded_at: rows.datum(r, 10).expect("recorded_at is NOT NULL"),
+                values: std::ptr::null(),
+                nulls: std::ptr::null(),
             };
             after = row.version;
             visit(&row)?;

@@ -3,6 +3,7 @@
 
 use super::{i64_arg, i64_datum, materialize, no_value, required, uuid_arg, uuid_datum};
 use crate::core::EventStoreError;
+use crate::native::{self, Outcome};
 use crate::shmem;
 use crate::storage::{Spi, Stmt};
 use pgrx::pg_sys::{self, Datum};
@@ -29,6 +30,29 @@ fn load_events(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreErro
         });
     }
     let (store, desc) = materialize(fcinfo);
+    // Natively, row by row into the tuple store (which spills to disk past work_mem), so a
+    // long stream costs no more backend memory than a short one; through SPI when the native
+    // read does not apply (privileges, row-level security).
+    let mut left = max.unwrap_or(i64::MAX);
+    if left == 0 {
+        return Ok(no_value());
+    }
+    let scanned = native::scan_stream(&stream, from, i64::MAX, false, &mut |row| {
+        let (values, nulls) = row.columns().ok_or(())?;
+        unsafe {
+            pg_sys::tuplestore_putvalues(
+                store,
+                desc,
+                values.as_ptr().cast_mut(),
+                nulls.as_ptr().cast_mut(),
+            )
+        };
+        left -= 1;
+        if left == 0 { Err(()) } else { Ok(()) }
+    });
+    if let Outcome::Done(_) = scanned {
+        return Ok(no_value());
+    }
     let spi = Spi::connect();
     let rows = spi.read(
         Stmt::LoadEvents,

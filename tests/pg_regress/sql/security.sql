@@ -36,6 +36,23 @@ SELECT version, event_type FROM es.load_events('60000000-0000-0000-0000-00000000
 SELECT error_of($$SELECT es.append_events('60000000-0000-0000-0000-000000000001', NULL, ARRAY['{"type":"ByAuditor"}']::jsonb[])$$);
 SELECT error_of($$DELETE FROM es.snapshots$$);
 RESET ROLE;
+-- the native reads (load_events, account_state, account_history) respect privileges and
+-- row-level security like a plain SELECT: a role without SELECT is refused, a policy filters
+CREATE ROLE regress_es_nobody;
+GRANT USAGE ON SCHEMA es TO regress_es_nobody;
+SET ROLE regress_es_nobody;
+SELECT error_of($$SELECT * FROM es.load_events('60000000-0000-0000-0000-000000000001')$$);
+SELECT error_of($$SELECT * FROM es.account_history('60000000-0000-0000-0000-000000000001')$$);
+RESET ROLE;
+ALTER TABLE es.events ENABLE ROW LEVEL SECURITY;
+CREATE POLICY regress_only_first ON es.events FOR SELECT TO regress_es_auditor USING (version = 1);
+SET ROLE regress_es_auditor;
+SELECT version, event_type FROM es.load_events('60000000-0000-0000-0000-000000000001');
+RESET ROLE;
+DROP POLICY regress_only_first ON es.events;
+ALTER TABLE es.events DISABLE ROW LEVEL SECURITY;
+REVOKE USAGE ON SCHEMA es FROM regress_es_nobody;
+DROP ROLE regress_es_nobody;
 -- the caller's search_path cannot redirect a writing function: an unqualified function its
 -- batch insert calls (transaction_timestamp) is shadowed here, and must not be picked up
 CREATE SCHEMA regress_evil;
