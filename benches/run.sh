@@ -74,7 +74,9 @@ pgbench_tps() {
   local name=$1 script=$2 events=${3:-0} log rc=0 failed tps done
   log=$OUT/logs/$name.rep$REP.log
   val "CHECKPOINT" >/dev/null
-  PGOPTIONS="-c synchronous_commit=off ${PGBENCH_OPTIONS:-}" "$BIN/pgbench" -n -M prepared -c "$CLIENTS" -j "$THREADS" \
+  # W1-W5 measure the store's own work, so their sessions run with tracing off; W6 measures
+  # tracing's cost (it sets PGBENCH_OPTIONS itself).
+  PGOPTIONS="-c synchronous_commit=off ${PGBENCH_OPTIONS:--c es.tracing=off}" "$BIN/pgbench" -n -M prepared -c "$CLIENTS" -j "$THREADS" \
     -T "$SECS" -f "$script" "$DB" >"$log" 2>&1 || rc=$?
   failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$log")
   tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$log")
@@ -465,7 +467,8 @@ missed=0
   echo "event_store benchmark (SPEC §8), $mode mode, $(date '+%F %T %Z')"
   echo "store: $STORE_NAME; $(val 'SHOW server_version' | cut -d' ' -f1), $(nproc) cores"
   echo "pgbench -n -M prepared -c $CLIENTS -j $THREADS -T $SECS, synchronous_commit=off;" \
-       "base and store alternated, $REPS repetition(s); figures: $agg; ratio = store / base"
+       "base and store alternated, $REPS repetition(s); figures: $agg; ratio = store / base;" \
+       "W1-W5 sessions run with es.tracing=off (W6 measures tracing)"
   es_gucs=$(val "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings WHERE name LIKE 'es.%'")
   [ -z "$es_gucs" ] || echo "settings: $es_gucs"
   echo "store check after the runs: $STORE_CHECK"
