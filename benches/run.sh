@@ -30,7 +30,7 @@ DB=es_bench
 CLIENTS=8
 THREADS=2
 SECS=10
-REPS=3
+REPS=5
 SMOKE=0
 ONLY=
 STORE_SQL=
@@ -404,17 +404,25 @@ val "VACUUM ANALYZE" >/dev/null
 STORE_EVENTS_SETUP=$(val "SELECT count(*) FROM es.events")
 rm -f "$OUT/store-events.count"
 
-# --- runs: every repetition runs base then store of each workload, alternated ------------------------
+# --- runs: every repetition runs both sides of each workload, alternated ---------------------------
+# Odd repetitions run base then store, even ones store then base: the tables grow and the machine's
+# speed drifts during a run, and a fixed order would hand all of that drift to one side.
 mode=full; [ "$SMOKE" = 1 ] && mode=smoke
 echo "bench: $mode mode, $REPS repetition(s) of ${WORKLOADS[*]}, $SECS s per run, $CLIENTS clients, $THREADS threads"
 runlog=()
 for ((REP = 1; REP <= REPS; REP++)); do
+  sides=(base store); ((REP % 2 == 0)) && sides=(store base)
   for id in "${WORKLOADS[@]}"; do
-    for side in base store; do
+    first=
+    for side in "${sides[@]}"; do
       v=$("measure_${id,,}" "$side")
       RUNS[$id.$side]+="$v "
       line=$(printf 'rep %d/%d  %-3s %-5s %12.6g %s' "$REP" "$REPS" "$id" "$side" "$v" "${W_UNIT[$id]}")
-      [ "$side" = base ] && b=$v || line+=$(awk -v s="$v" -v b="$b" 'BEGIN { printf "   ratio %.3f", s / b }')
+      if [ -n "$first" ]; then
+        if [ "$side" = store ]; then s=$v b=$first; else s=$first b=$v; fi
+        line+=$(awk -v s="$s" -v b="$b" 'BEGIN { printf "   ratio %.3f", s / b }')
+      fi
+      first=$v
       echo "  $line"
       runlog+=("$line")
     done
@@ -498,7 +506,7 @@ missed=0
   fi
   echo
   [ -z "$W6_MEMORY" ] || { echo "W6 memory: $W6_MEMORY"; echo; }
-  echo "runs (in order; ratio = this store run / the base run just before it):"
+  echo "runs (in order; ratio = the store run / the base run of the same repetition):"
   printf '  %s\n' "${runlog[@]}"
 } >"$report"
 echo

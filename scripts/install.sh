@@ -6,6 +6,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 bash scripts/setup.sh
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+mkdir -p "$here/target"
 profile=()
 [ "${1:-}" = "--release" ] && profile=(--release)
 cargo pgrx install --pg-config "$PG_CONFIG" "${profile[@]}" >"$here/target/install.log" 2>&1 ||

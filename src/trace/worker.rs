@@ -22,7 +22,7 @@ use pgrx::bgworkers::{
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Registers the worker. Call from `_PG_init` under `shared_preload_libraries`.
 pub fn register() {
@@ -91,15 +91,14 @@ struct State {
     pending: Vec<SpanRecord>,
     /// Failed attempts of `pending` so far.
     attempts: u32,
+    /// When the ring was last seen empty: no span has waited longer than this.
+    flushed_at: Instant,
     stopping: bool,
     /// Exports are failing (since the last success).
     failing: bool,
     /// When the last failure was logged.
-    last_log: Option<std::time::Instant>,
+    last_log: Option<Instant>,
 }
-
-/// The pause between drains while spans keep arriving.
-const BUSY_PAUSE: Duration = Duration::from_millis(20);
 
 impl State {
     fn stats(&self) -> &crate::core::trace::RingStats {
@@ -175,27 +174,43 @@ impl State {
         Ok(())
     }
 
-    /// Drains and exports until the ring is empty, an export fails or a shutdown is asked for.
-    /// Returns how long to sleep: the backoff before a retry; a short pause when spans were
-    /// just exported (more are likely arriving, and backends only wake the worker at half a
-    /// ring); else the idle interval.
+    /// A full batch: `es.otlp_max_batch` spans, or half the ring when that is smaller (backends
+    /// wake the worker at half a ring, so a larger batch would only ever go out on the interval).
+    fn full_batch(&self) -> usize {
+        let max = gucs::OTLP_MAX_BATCH.get().max(1) as usize;
+        max.min((self.ring.capacity() / 2).max(1))
+    }
+
+    /// Exports full batches while the ring holds them, and everything once spans may have
+    /// waited `es.otlp_interval`; stops early when an export fails or a shutdown is asked for. Returns how long
+    /// to sleep: the backoff before a retry, else until the waiting spans are due (backends
+    /// wake the worker sooner when the ring is half full).
+    ///
+    /// Why not send whatever is there: under a steady load the worker then ran back to back
+    /// with a few dozen spans a request (measured: 660 requests a second at 19,000 spans a
+    /// second), and the per-request costs (the exporter's grouping, the HTTP exchange, two
+    /// context switches) made it the third busiest process on the machine.
     fn run_once(&mut self) -> Duration {
         let interval = Duration::from_millis(gucs::OTLP_INTERVAL_MS.get().max(1) as u64);
-        let mut busy = false;
         loop {
             self.check_signals();
             if self.stopping {
                 return interval;
             }
+            let full = self.full_batch();
             self.fill();
             if self.pending.is_empty() {
-                return if busy {
-                    interval.min(BUSY_PAUSE)
-                } else {
-                    interval
-                };
+                self.flushed_at = Instant::now();
+                return interval;
             }
-            busy = true;
+            let waited = self.flushed_at.elapsed();
+            if self.pending.len() < full && self.attempts == 0 {
+                if waited < interval {
+                    return interval - waited;
+                }
+                // the spans that arrive from now on wait for the next interval
+                self.flushed_at = Instant::now();
+            }
             if string_guc(&gucs::OTLP_ENDPOINT).is_empty() {
                 self.give_up();
                 continue;
@@ -226,7 +241,7 @@ impl State {
                             "event_store: span export failed (retried {} times per batch, then dropped; see es.tracing_stats()): {e}",
                             gucs::OTLP_RETRIES.get()
                         );
-                        self.last_log = Some(std::time::Instant::now());
+                        self.last_log = Some(Instant::now());
                     }
                     self.failing = true;
                     if self.attempts > gucs::OTLP_RETRIES.get().max(0) as u32 {
@@ -280,6 +295,7 @@ pub extern "C-unwind" fn es_otlp_exporter_main(_arg: pg_sys::Datum) {
         scope: otlp::scope(),
         pending: Vec::with_capacity(gucs::OTLP_MAX_BATCH.get().max(1) as usize),
         attempts: 0,
+        flushed_at: Instant::now(),
         stopping: false,
         failing: false,
         last_log: None,
