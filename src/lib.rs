@@ -32,12 +32,14 @@ pgrx::extension_sql_file!(
 /// Library initialization. Under `shared_preload_libraries` (in the postmaster, before any
 /// fork) it installs the shared-memory hooks for positions in flight and the span ring, and
 /// registers the OTLP export worker (nothing that runs is created here); loaded on demand in a
-/// backend it installs nothing, and everything but `es.read_all` works.
+/// backend it installs nothing, and everything but `es.read_all` and tracing works. Either way
+/// the `tracing` subscriber is set (a pointer; it records only when the ring exists).
 #[pg_guard]
 #[allow(non_snake_case)]
 pub extern "C-unwind" fn _PG_init() {
     trace::gucs::init();
     gucs::init();
+    trace::install();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         shmem::install_hooks();
         trace::ring::install_hooks();

@@ -17,7 +17,6 @@ use crate::core::account::{
     AccountEvent, AccountState, Command, Refusal, ReplayError, RuleViolation, admit, check_opening,
     check_text, decide, event_name, snapshot_due, state_json, text_key,
 };
-use crate::core::trace::{NumAttr, SpanName};
 use crate::core::{EventStoreError, ExpectedVersion};
 use crate::gucs::SNAPSHOT_INTERVAL;
 use crate::jsonb::Jsonb;
@@ -245,18 +244,20 @@ fn unreplayable(e: ReplayError) -> EventStoreError {
 /// The account's state at `version`: the newest usable snapshot at or below it, plus the tail
 /// (the seed drops the snapshot's state; this keeps it). A snapshot that is not a valid account
 /// state for its version is not usable and is skipped. `latest`: read the latest commits (a
-/// command holding the stream row) rather than the statement's snapshot (a query).
+/// command holding the stream row) rather than the statement's snapshot (a query). Traced as
+/// `account.replay`, the parent of the snapshot lookup and the tail's load.
+#[tracing::instrument(
+    name = "account.replay",
+    skip_all,
+    fields(aggregate_id = %account, version, event_sourcing.operation = "replay"),
+    err
+)]
 pub(crate) fn load_state(
     spi: &Spi,
     account: &Uuid,
     version: i64,
     latest: bool,
 ) -> Result<(AccountState, String), EventStoreError> {
-    let _span = crate::trace::child(
-        SpanName::AccountReplay,
-        account,
-        &[(NumAttr::Version, Some(version))],
-    );
     let sid = Some(uuid_datum(account));
     let mut state = AccountState::default();
     let mut holder = String::new();
@@ -293,6 +294,19 @@ const PAGE: i64 = 10_000;
 /// Visits the events of `stream` with `from < version <= to` in order: natively when it can
 /// ([`native::scan_stream`]), else through SPI a page at a time; traced as
 /// `event_store.load_events` with the number of events visited.
+#[tracing::instrument(
+    name = "event_store.load_events",
+    skip_all,
+    fields(
+        aggregate_id = %stream,
+        from_version = from,
+        events_count = tracing::field::Empty,
+        db.system = "postgresql",
+        db.operation = "SELECT",
+        event_sourcing.operation = "replay"
+    ),
+    err
+)]
 pub(crate) fn visit_events(
     spi: &Spi,
     stream: &Uuid,
@@ -301,19 +315,12 @@ pub(crate) fn visit_events(
     latest: bool,
     visit: &mut dyn FnMut(&StreamRow) -> Result<(), EventStoreError>,
 ) -> Result<(), EventStoreError> {
-    let mut span = crate::trace::child(
-        SpanName::LoadEvents,
-        stream,
-        &[(NumAttr::FromVersion, Some(from))],
-    );
     let mut count = 0i64;
     let result = visit_events_untraced(spi, stream, from, to, latest, &mut |row| {
         count += 1;
         visit(row)
     });
-    if let Some(s) = span.as_mut() {
-        s.num(NumAttr::EventsCount, count);
-    }
+    tracing::Span::current().record("events_count", count);
     result
 }
 

@@ -13,7 +13,7 @@ use super::{arg, i64_arg, i64_datum, text_datum, uuid_arg, uuid_datum};
 use crate::core::account::{AccountState, Command};
 use crate::core::append::{StoredId, check_batch_ids_unique, classify_retry};
 use crate::core::event::{check_sequence_numbers, stream_type_for, validate_event};
-use crate::core::trace::{NumAttr, SpanName, expected_version_value};
+use crate::core::trace::expected_version_value;
 use crate::core::{
     ACCOUNT_STREAM_TYPE, EventMeta, EventStoreError, ExpectedVersion, RetryDecision,
 };
@@ -127,6 +127,21 @@ pub(crate) enum Rules {
 }
 
 /// Appends a non-empty batch: bump, (account rules), positions, insert, (automatic snapshot).
+/// Traced as the seed's `event_store.append_events` (within `es.append_events` it is the entry
+/// point's own span).
+#[tracing::instrument(
+    name = "event_store.append_events",
+    skip_all,
+    fields(
+        aggregate_id = %stream,
+        expected_version = expected_version_value(expected),
+        events_count = batch.metas.len(),
+        db.system = "postgresql",
+        db.operation = "INSERT",
+        event_sourcing.operation = "append"
+    ),
+    err
+)]
 pub(crate) fn append(
     spi: &Spi,
     stream: &Uuid,
@@ -135,14 +150,6 @@ pub(crate) fn append(
     rules: Rules,
 ) -> Result<i64, EventStoreError> {
     let n = batch.metas.len() as i64;
-    let _span = crate::trace::child(
-        SpanName::AppendEvents,
-        stream,
-        &[
-            (NumAttr::EventsCount, Some(n)),
-            (NumAttr::ExpectedVersion, expected_version_value(expected)),
-        ],
-    );
     let ids: Vec<Option<Uuid>> = batch.metas.iter().map(|m| m.event_id).collect();
     let has_ids = ids.iter().any(Option::is_some);
     let sid = Some(uuid_datum(stream));

@@ -10,6 +10,7 @@ pub mod append;
 pub mod error;
 pub mod event;
 pub mod otlp;
+pub mod spans;
 pub mod trace;
 
 pub use append::{ExpectedVersion, RetryDecision};

@@ -33,27 +33,29 @@ pub fn resource(service_name: &str, host: &str, db: &str) -> Resource {
 /// A record as OpenTelemetry's exportable span (`None` for a record of an unknown name).
 pub fn span_data(r: &SpanRecord, scope: &InstrumentationScope) -> Option<SpanData> {
     let name = r.name()?;
-    let mut attributes: Vec<KeyValue> = name
-        .static_attributes()
-        .iter()
-        .map(|&(k, v)| KeyValue::new(k, v))
+    let mut attributes: Vec<KeyValue> = r
+        .statics()
+        .map(|a| {
+            let (k, v) = a.key_value();
+            KeyValue::new(k, v)
+        })
         .collect();
+    let uuid = |id: [u8; 16]| uuid::Uuid::from_bytes(id).to_string();
+    if let Some(id) = r.account_id() {
+        attributes.push(KeyValue::new("account_id", uuid(id)));
+    }
     if let Some(id) = r.aggregate_id() {
-        let id = uuid::Uuid::from_bytes(id).to_string();
-        if name.is_command() {
-            attributes.push(KeyValue::new("account_id", id.clone()));
-        }
-        attributes.push(KeyValue::new("aggregate_id", id));
+        attributes.push(KeyValue::new("aggregate_id", uuid(id)));
     }
     for (k, v) in r.nums() {
         attributes.push(KeyValue::new(k.key(), v));
     }
     attributes.push(KeyValue::new("process.pid", i64::from(r.pid)));
-    let status = match r.error() {
-        Some((code, message)) => {
-            attributes.push(KeyValue::new("db.response.status_code", code.to_owned()));
-            Status::error(message.to_owned())
-        }
+    if let Some(code) = r.sqlstate() {
+        attributes.push(KeyValue::new("db.response.status_code", code.to_owned()));
+    }
+    let status = match r.failure() {
+        Some(message) => Status::error(message.to_owned()),
         None => Status::Ok,
     };
     let ts = |ns: u64| UNIX_EPOCH + Duration::from_nanos(ns);
@@ -100,7 +102,7 @@ pub fn describe(r: &SpanRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::trace::{NumAttr, SpanName};
+    use crate::core::trace::{NumAttr, SpanName, StaticAttr};
     use opentelemetry::Value;
 
     fn attr<'a>(d: &'a SpanData, k: &str) -> Option<&'a Value> {
@@ -117,6 +119,8 @@ mod tests {
         r.end_unix_ns = 5_000;
         r.set_parent_remote(true);
         r.set_aggregate_id([1; 16]);
+        r.set_account_id([1; 16]);
+        r.set_static(StaticAttr::OpCommand);
         r.set_num(NumAttr::AmountCents, 250);
         let d = span_data(&r, &scope()).unwrap();
         assert_eq!(d.name, "command.deposit");
@@ -142,6 +146,8 @@ mod tests {
     fn a_failed_record_has_status_error() {
         let mut r = SpanRecord::new(SpanName::AppendEvents, [7; 16], [8; 8], [0; 8]);
         r.set_error("ES001", "wrong expected version");
+        r.set_static(StaticAttr::DbSystem);
+        r.set_static(StaticAttr::DbInsert);
         let d = span_data(&r, &scope()).unwrap();
         assert_eq!(d.status, Status::error("wrong expected version"));
         assert_eq!(

@@ -2,8 +2,8 @@
 //! sampling, span ids, the fixed-size span record, and the lock-free shared span ring.
 //!
 //! It lives in the core because every piece is a decision or a data structure that can be tested
-//! without PostgreSQL: the SQL layer (`crate::trace`) only places the ring in shared memory, fills
-//! records from function arguments and hands the worker what it drains.
+//! without PostgreSQL: [`super::spans`] fills records from `tracing` spans, the SQL layer
+//! (`crate::trace`) places the ring in shared memory and the worker drains it.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,48 +87,63 @@ impl SpanName {
         SpanName::ALL.into_iter().find(|n| *n as u8 == v)
     }
 
-    /// Whether the span is a command's (the seed records `account_id` on those).
-    pub fn is_command(self) -> bool {
-        matches!(
-            self,
-            SpanName::OpenAccount
-                | SpanName::Deposit
-                | SpanName::Withdraw
-                | SpanName::FreezeAccount
-                | SpanName::CloseAccount
-        )
+    /// The name a `tracing` span was declared with, if it is one of the store's.
+    pub fn from_name(name: &str) -> Option<SpanName> {
+        SpanName::ALL.into_iter().find(|n| n.as_str() == name)
+    }
+}
+
+/// The string attributes a span can carry: the constant fields of the seed's `#[instrument]`s.
+/// A record stores which ones its span declared as bits, so it stays fixed-size; the value is
+/// the bit, so a variant's value never changes once released.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaticAttr {
+    /// `db.system = "postgresql"`.
+    DbSystem = 0,
+    /// `db.operation = "INSERT"`.
+    DbInsert = 1,
+    /// `db.operation = "SELECT"`.
+    DbSelect = 2,
+    /// `event_sourcing.operation = "append"`.
+    OpAppend = 3,
+    /// `event_sourcing.operation = "command"`.
+    OpCommand = 4,
+    /// `event_sourcing.operation = "replay"`.
+    OpReplay = 5,
+    /// `event_sourcing.optimization = "snapshot"`.
+    OptSnapshot = 6,
+}
+
+impl StaticAttr {
+    const ALL: [StaticAttr; 7] = [
+        StaticAttr::DbSystem,
+        StaticAttr::DbInsert,
+        StaticAttr::DbSelect,
+        StaticAttr::OpAppend,
+        StaticAttr::OpCommand,
+        StaticAttr::OpReplay,
+        StaticAttr::OptSnapshot,
+    ];
+
+    /// The attribute as exported.
+    pub fn key_value(self) -> (&'static str, &'static str) {
+        match self {
+            StaticAttr::DbSystem => ("db.system", "postgresql"),
+            StaticAttr::DbInsert => ("db.operation", "INSERT"),
+            StaticAttr::DbSelect => ("db.operation", "SELECT"),
+            StaticAttr::OpAppend => ("event_sourcing.operation", "append"),
+            StaticAttr::OpCommand => ("event_sourcing.operation", "command"),
+            StaticAttr::OpReplay => ("event_sourcing.operation", "replay"),
+            StaticAttr::OptSnapshot => ("event_sourcing.optimization", "snapshot"),
+        }
     }
 
-    /// The attributes every span of this name carries, as in the seed's `#[instrument]`s.
-    pub fn static_attributes(self) -> &'static [(&'static str, &'static str)] {
-        const DB: (&str, &str) = ("db.system", "postgresql");
-        match self {
-            SpanName::AppendEvents => &[
-                DB,
-                ("db.operation", "INSERT"),
-                ("event_sourcing.operation", "append"),
-            ],
-            SpanName::LoadEvents => &[
-                DB,
-                ("db.operation", "SELECT"),
-                ("event_sourcing.operation", "replay"),
-            ],
-            SpanName::StreamVersion | SpanName::ReadAll => &[DB, ("db.operation", "SELECT")],
-            SpanName::SnapshotSave => &[
-                DB,
-                ("db.operation", "INSERT"),
-                ("event_sourcing.optimization", "snapshot"),
-            ],
-            SpanName::SnapshotLoad => &[
-                DB,
-                ("db.operation", "SELECT"),
-                ("event_sourcing.optimization", "snapshot"),
-            ],
-            SpanName::AccountReplay | SpanName::AccountState | SpanName::AccountHistory => {
-                &[("event_sourcing.operation", "replay")]
-            }
-            _ => &[("event_sourcing.operation", "command")],
-        }
+    /// The attribute a field `key = value` stands for, if it is one a record can carry.
+    pub fn find(key: &str, value: &str) -> Option<StaticAttr> {
+        StaticAttr::ALL
+            .into_iter()
+            .find(|a| a.key_value() == (key, value))
     }
 }
 
@@ -157,7 +172,8 @@ pub enum NumAttr {
 }
 
 impl NumAttr {
-    const ALL: [NumAttr; 9] = [
+    /// Every attribute, for lookups.
+    pub const ALL: [NumAttr; 9] = [
         NumAttr::ExpectedVersion,
         NumAttr::EventsCount,
         NumAttr::AmountCents,
@@ -187,6 +203,11 @@ impl NumAttr {
     fn from_u8(v: u8) -> Option<NumAttr> {
         NumAttr::ALL.into_iter().find(|n| *n as u8 == v)
     }
+
+    /// The attribute a field named `key` records, if it is one.
+    pub fn from_key(key: &str) -> Option<NumAttr> {
+        NumAttr::ALL.into_iter().find(|n| n.key() == key)
+    }
 }
 
 /// How many numeric attributes one record holds.
@@ -199,6 +220,8 @@ pub const DB_NAME_BYTES: usize = 64;
 const FLAG_ERROR: u8 = 1;
 const FLAG_PARENT_REMOTE: u8 = 2;
 const FLAG_AGGREGATE: u8 = 4;
+const FLAG_ACCOUNT: u8 = 8;
+const FLAG_SQLSTATE: u8 = 16;
 
 /// One finished span, as backends write it into shared memory: fixed size, no pointers, so a
 /// write is one copy and the worker can read it in another process.
@@ -217,13 +240,16 @@ pub struct SpanRecord {
     pub end_unix_ns: u64,
     /// The values of the numeric attributes in `num_keys`.
     num_values: [i64; MAX_NUM_ATTRS],
-    /// The aggregate (stream / account) id, if `FLAG_AGGREGATE`.
+    /// The aggregate (stream / account) id, recorded as `aggregate_id` (`FLAG_AGGREGATE`)
+    /// and/or `account_id` (`FLAG_ACCOUNT`).
     aggregate_id: [u8; 16],
     /// Process id of the backend that recorded the span.
     pub pid: i32,
     /// [`SpanName`] as a number.
     name: u8,
     flags: u8,
+    /// [`StaticAttr`] bits.
+    statics: u16,
     /// [`NumAttr`] numbers; 0 = unused slot.
     num_keys: [u8; MAX_NUM_ATTRS],
     /// SQLSTATE of a failed call.
@@ -248,6 +274,7 @@ impl SpanRecord {
             pid: 0,
             name: name as u8,
             flags: 0,
+            statics: 0,
             num_keys: [0; MAX_NUM_ATTRS],
             sqlstate: [0; 5],
             message_len: 0,
@@ -286,9 +313,32 @@ impl SpanRecord {
         self.set_flag(FLAG_AGGREGATE, true);
     }
 
-    /// The aggregate id, if set.
+    /// Sets `account_id` (the seed's name of the aggregate id on commands).
+    pub fn set_account_id(&mut self, id: [u8; 16]) {
+        self.aggregate_id = id;
+        self.set_flag(FLAG_ACCOUNT, true);
+    }
+
+    /// `aggregate_id`, if set.
     pub fn aggregate_id(&self) -> Option<[u8; 16]> {
         (self.flags & FLAG_AGGREGATE != 0).then_some(self.aggregate_id)
+    }
+
+    /// `account_id`, if set.
+    pub fn account_id(&self) -> Option<[u8; 16]> {
+        (self.flags & FLAG_ACCOUNT != 0).then_some(self.aggregate_id)
+    }
+
+    /// Adds a constant string attribute.
+    pub fn set_static(&mut self, attr: StaticAttr) {
+        self.statics |= 1 << attr as u8;
+    }
+
+    /// The constant string attributes set, in [`StaticAttr`] order.
+    pub fn statics(&self) -> impl Iterator<Item = StaticAttr> + '_ {
+        StaticAttr::ALL
+            .into_iter()
+            .filter(|a| self.statics & (1 << *a as u8) != 0)
     }
 
     /// Sets (or replaces) a numeric attribute; when all slots are taken the value is dropped
@@ -314,24 +364,37 @@ impl SpanRecord {
             .filter_map(|(&k, v)| NumAttr::from_u8(k).map(|a| (a, v)))
     }
 
-    /// Marks the span failed with `sqlstate` and `message` (cut to [`MESSAGE_BYTES`]).
-    pub fn set_error(&mut self, sqlstate: &str, message: &str) {
+    /// Marks the span failed with `message` (cut to [`MESSAGE_BYTES`]).
+    pub fn set_failed(&mut self, message: &str) {
         self.set_flag(FLAG_ERROR, true);
+        self.message_len = copy_truncated(&mut self.message, message) as u8;
+    }
+
+    /// Sets the SQLSTATE of a failed call (`db.response.status_code`).
+    pub fn set_sqlstate(&mut self, sqlstate: &str) {
+        self.set_flag(FLAG_SQLSTATE, true);
         self.sqlstate = [b'0'; 5];
         for (d, s) in self.sqlstate.iter_mut().zip(sqlstate.bytes()) {
             *d = s;
         }
-        self.message_len = copy_truncated(&mut self.message, message) as u8;
     }
 
-    /// `(sqlstate, message)` of a failed span.
-    pub fn error(&self) -> Option<(&str, &str)> {
-        (self.flags & FLAG_ERROR != 0).then(|| {
-            (
-                std::str::from_utf8(&self.sqlstate).unwrap_or("XX000"),
-                std::str::from_utf8(&self.message[..self.message_len as usize]).unwrap_or(""),
-            )
-        })
+    /// Marks the span failed with `sqlstate` and `message`.
+    pub fn set_error(&mut self, sqlstate: &str, message: &str) {
+        self.set_failed(message);
+        self.set_sqlstate(sqlstate);
+    }
+
+    /// The message of a failed span.
+    pub fn failure(&self) -> Option<&str> {
+        (self.flags & FLAG_ERROR != 0)
+            .then(|| std::str::from_utf8(&self.message[..self.message_len as usize]).unwrap_or(""))
+    }
+
+    /// The SQLSTATE of a failed call, if recorded.
+    pub fn sqlstate(&self) -> Option<&str> {
+        (self.flags & FLAG_SQLSTATE != 0)
+            .then(|| std::str::from_utf8(&self.sqlstate).unwrap_or("XX000"))
     }
 
     /// Sets the database name (cut to [`DB_NAME_BYTES`]).
@@ -911,7 +974,8 @@ mod tests {
     fn span_record_round_trips_its_fields() {
         let mut r = SpanRecord::new(SpanName::Deposit, [1; 16], [2; 8], [3; 8]);
         assert_eq!(r.name(), Some(SpanName::Deposit));
-        assert_eq!(r.error(), None);
+        assert_eq!(r.failure(), None);
+        assert_eq!(r.sqlstate(), None);
         assert_eq!(r.aggregate_id(), None);
         r.set_aggregate_id([9; 16]);
         r.set_num(NumAttr::AmountCents, 500);
@@ -933,9 +997,18 @@ mod tests {
         assert!(r.parent_remote());
         let long = "é".repeat(MESSAGE_BYTES);
         r.set_error("ES101", &long);
-        let (code, msg) = r.error().unwrap();
-        assert_eq!(code, "ES101");
+        assert_eq!(r.sqlstate(), Some("ES101"));
+        let msg = r.failure().unwrap();
         assert!(msg.len() <= MESSAGE_BYTES && msg.chars().all(|c| c == 'é'));
+        r.set_static(StaticAttr::OpCommand);
+        r.set_static(StaticAttr::DbSystem);
+        assert_eq!(
+            r.statics().collect::<Vec<_>>(),
+            vec![StaticAttr::DbSystem, StaticAttr::OpCommand]
+        );
+        assert_eq!(r.account_id(), None);
+        r.set_account_id([9; 16]);
+        assert_eq!(r.account_id(), Some([9; 16]));
         r.set_db_name("bank");
         assert_eq!(r.db_name(), "bank");
         assert_eq!(r.aggregate_id(), Some([9; 16]));
@@ -949,6 +1022,7 @@ mod tests {
     fn span_names_round_trip() {
         for n in SpanName::ALL {
             assert_eq!(SpanName::from_u8(n as u8), Some(n));
+            assert_eq!(SpanName::from_name(n.as_str()), Some(n));
         }
         assert_eq!(SpanName::from_u8(0), None);
         assert_eq!(SpanName::Deposit.as_str(), "command.deposit");

@@ -2,13 +2,16 @@
 //! the spans it causes, and finished spans go into the shared ring ([`ring`]) that the export
 //! worker ([`worker`]) drains.
 //!
-//! Why no OpenTelemetry SDK or `tracing` subscriber here: a backend must not start threads, must
-//! not build anything in `_PG_init` that a fork would break, and an append must stay within 10 %
-//! of its untraced speed (bar W6). So a span is a fixed-size [`SpanRecord`] on the stack, filled
-//! from the call's arguments, and copied once into shared memory when it ends; the SDK's
-//! `SpanData` is built only in the worker. Ids come from a per-process generator seeded with
-//! `pg_strong_random`, the parent from the client's trace context (a sqlcommenter comment in the
-//! query text, else `es.traceparent`), the sampling decision from `es.trace_sample_ratio`.
+//! Spans are declared with `tracing`, as in the seed: the entry points' spans here (their names
+//! and constant fields in [`open_entry_span`], the argument fields from the call), the steps'
+//! spans with `#[instrument]` where they run (`api::append::append`, `api::account::load_state`,
+//! `api::account::visit_events`) and the statement spans of [`statement`]. The process's
+//! `tracing` subscriber is `core::spans::Spans` with [`PgHost`]: no OpenTelemetry SDK, no
+//! threads, nothing allocated per span; a finished span is a fixed-size record copied once
+//! into shared memory, and the SDK's `SpanData` is built only in the worker. Ids come from a
+//! per-process generator seeded with `pg_strong_random`, the parent from the client's trace
+//! context (a sqlcommenter comment in the query text, else `es.traceparent`), the sampling
+//! decision from `es.trace_sample_ratio`.
 
 pub mod gucs;
 pub mod http;
@@ -17,36 +20,28 @@ pub mod stats;
 pub mod worker;
 
 use crate::core::EventStoreError;
+use crate::core::spans::{Host, Spans};
 use crate::core::trace::{
-    IdGen, NumAttr, SpanName, SpanRecord, TraceParent, parse_traceparent, sampled_by_ratio,
-    sqlcommenter_traceparent,
+    IdGen, NumAttr, SpanName, SpanRecord, TraceParent, parse_traceparent, sqlcommenter_traceparent,
 };
 use crate::storage::{Arg, Stmt};
 use pgrx::pg_sys::{self, Datum};
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
-use uuid::Uuid;
+use tracing::field::Empty;
+use tracing::info_span;
 
-/// An open span of this backend: what its children need.
-#[derive(Clone, Copy)]
-struct Frame {
-    trace_id: [u8; 16],
-    span_id: [u8; 8],
-    sampled: bool,
-    name: SpanName,
-}
-
-/// Per-backend state: the open spans (innermost last), the id generator and the database name.
+/// What a backend keeps for tracing: the id generator (seeded per process) and the database
+/// name.
 struct Backend {
-    stack: Vec<Frame>,
     ids: Option<(u32, IdGen)>,
     db_name: Option<String>,
 }
 
 thread_local! {
     static BACKEND: RefCell<Backend> = const {
-        RefCell::new(Backend { stack: Vec::new(), ids: None, db_name: None })
+        RefCell::new(Backend { ids: None, db_name: None })
     };
 }
 
@@ -97,85 +92,42 @@ pub fn enabled() -> bool {
     ring::get().is_some() && gucs::TRACING.get()
 }
 
-/// A span in progress. Dropping it ends it and, when sampled, writes its record into the ring;
-/// a span dropped while a panic unwinds (a PostgreSQL ERROR inside) gets status ERROR.
-pub struct Span {
-    record: SpanRecord,
-    sampled: bool,
-    depth: usize,
-}
+/// The PostgreSQL side of the span model: settings, ids, the client's context, the ring.
+pub struct PgHost;
 
-impl Span {
-    /// Opens a span named `name`: a child of the innermost open span of this backend, or a root
-    /// whose parent is the client's trace context. `None` when tracing is off.
-    fn begin(name: SpanName) -> Option<Span> {
-        if !enabled() {
-            return None;
-        }
-        BACKEND.with(|b| {
-            let mut b = b.borrow_mut();
-            let span_id = b.ids().span_id();
-            let (trace_id, parent_id, sampled, remote) = match b.stack.last() {
-                Some(top) => (top.trace_id, top.span_id, top.sampled, false),
-                None => match client_context() {
-                    Some(tp) => (tp.trace_id, tp.parent_id, tp.sampled, true),
-                    None => {
-                        let trace_id = b.ids().trace_id();
-                        let sampled = sampled_by_ratio(&trace_id, gucs::SAMPLE_RATIO.get());
-                        (trace_id, [0; 8], sampled, false)
-                    }
-                },
-            };
-            let depth = b.stack.len();
-            b.stack.push(Frame {
-                trace_id,
-                span_id,
-                sampled,
-                name,
-            });
-            let mut record = SpanRecord::new(name, trace_id, span_id, parent_id);
-            if sampled {
-                record.set_parent_remote(remote);
-                record.start_unix_ns = now_unix_ns();
-                record.pid = my_pid() as i32;
-                record.set_db_name(b.db_name());
-            }
-            Some(Span {
-                record,
-                sampled,
-                depth,
-            })
-        })
+impl Host for PgHost {
+    fn enabled(&self) -> bool {
+        enabled()
     }
 
-    /// Sets `aggregate_id`.
-    pub fn aggregate(&mut self, id: &Uuid) {
-        self.record.set_aggregate_id(*id.as_bytes());
+    fn now_unix_ns(&self) -> u64 {
+        now_unix_ns()
     }
 
-    /// Sets a numeric attribute.
-    pub fn num(&mut self, key: NumAttr, value: i64) {
-        self.record.set_num(key, value);
+    fn span_id(&self) -> [u8; 8] {
+        BACKEND.with(|b| b.borrow_mut().ids().span_id())
     }
 
-    /// Marks the span failed.
-    pub fn fail(&mut self, sqlstate: &str, message: &str) {
-        self.record.set_error(sqlstate, message);
+    fn trace_id(&self) -> [u8; 16] {
+        BACKEND.with(|b| b.borrow_mut().ids().trace_id())
     }
-}
 
-impl Drop for Span {
-    fn drop(&mut self) {
-        BACKEND.with(|b| b.borrow_mut().stack.truncate(self.depth));
-        if !self.sampled {
-            return;
-        }
-        if std::thread::panicking() && self.record.error().is_none() {
-            self.record.set_error("XX000", "the call failed");
-        }
-        self.record.end_unix_ns = now_unix_ns();
+    fn client_context(&self) -> Option<TraceParent> {
+        client_context()
+    }
+
+    fn sample_ratio(&self) -> f64 {
+        gucs::SAMPLE_RATIO.get()
+    }
+
+    fn stamp(&self, record: &mut SpanRecord) {
+        record.pid = my_pid() as i32;
+        BACKEND.with(|b| record.set_db_name(b.borrow_mut().db_name()));
+    }
+
+    fn finish(&self, record: &SpanRecord) {
         if let Some(ring) = ring::get()
-            && ring.push(&self.record)
+            && ring.push(record)
             && ring.len() * 2 >= ring.capacity()
         {
             // Half full: wake the worker now rather than at its next interval, so a burst is
@@ -186,6 +138,14 @@ impl Drop for Span {
             }
         }
     }
+}
+
+/// Makes [`PgHost`]'s subscriber the process's `tracing` dispatcher. Called from `_PG_init`:
+/// it stores a pointer and creates nothing that runs, so the postmaster's backends inherit it
+/// safely; without the preload the subscriber records nothing ([`enabled`] is false).
+pub fn install() {
+    // Err only when a dispatcher is already set (the library loaded twice): keep that one.
+    let _ = tracing::subscriber::set_global_default(Spans::new(PgHost));
 }
 
 /// The client's trace context for a new root span: a sqlcommenter `traceparent` in the query
@@ -219,38 +179,46 @@ fn client_context() -> Option<TraceParent> {
     }
 }
 
-/// Opens a child span of the current one, unless there is no current span (tracing off, or an
-/// internal call) or the current span already has this name (an entry point running its own
-/// statement). The returned guard ends the span when dropped.
-pub fn child(name: SpanName, aggregate: &Uuid, nums: &[(NumAttr, Option<i64>)]) -> Option<Span> {
-    let parent = BACKEND.with(|b| b.borrow().stack.last().map(|f| (f.name, f.sampled)))?;
-    if parent.0 == name {
+/// The span of a statement run on behalf of a call (`crate::storage`): snapshot lookups and
+/// saves and event loads, as the seed's stores trace them; every other statement is part of
+/// its caller's span. Only inside a span (a statement of an untraced call records nothing).
+pub fn statement(stmt: Stmt, args: &[Arg]) -> Option<tracing::span::EnteredSpan> {
+    if !matches!(
+        stmt,
+        Stmt::LoadSnapshot | Stmt::LoadEvents | Stmt::SaveSnapshot
+    ) || !crate::core::spans::inside_a_span()
+    {
         return None;
     }
-    let mut span = Span::begin(name)?;
-    if span.sampled {
-        span.aggregate(aggregate);
-        for &(k, v) in nums {
-            if let Some(v) = v {
-                span.num(k, v);
-            }
-        }
-    }
-    Some(span)
-}
-
-/// The span of a statement run on behalf of a command (`crate::storage`): snapshot lookups and
-/// saves and event loads; every other statement is part of its caller's span.
-pub fn statement(stmt: Stmt, args: &[Arg]) -> Option<Span> {
-    let (name, second) = match stmt {
-        Stmt::LoadSnapshot => (SpanName::SnapshotLoad, NumAttr::AtVersion),
-        Stmt::LoadEvents => (SpanName::LoadEvents, NumAttr::FromVersion),
-        Stmt::SaveSnapshot => (SpanName::SnapshotSave, NumAttr::Version),
-        _ => return None,
-    };
     let id = unsafe { crate::api::uuid_from_datum(args.first().copied().flatten()?) };
     let value = args.get(1).copied().flatten().map(|v| v.value() as i64);
-    child(name, &id, &[(second, value)])
+    let span = match stmt {
+        Stmt::LoadSnapshot => info_span!(
+            "snapshot_store.load",
+            aggregate_id = %id,
+            at_version = value,
+            db.system = "postgresql",
+            db.operation = "SELECT",
+            event_sourcing.optimization = "snapshot"
+        ),
+        Stmt::LoadEvents => info_span!(
+            "event_store.load_events",
+            aggregate_id = %id,
+            from_version = value,
+            db.system = "postgresql",
+            db.operation = "SELECT",
+            event_sourcing.operation = "replay"
+        ),
+        _ => info_span!(
+            "snapshot_store.save",
+            aggregate_id = %id,
+            version = value,
+            db.system = "postgresql",
+            db.operation = "INSERT",
+            event_sourcing.optimization = "snapshot"
+        ),
+    };
+    Some(span.entered())
 }
 
 /// Where an entry point's attributes come from.
@@ -385,14 +353,133 @@ pub const fn entry_span(symbol: &str) -> Option<EntrySpan> {
     None
 }
 
-fn fill_from_args(span: &mut Span, fcinfo: pg_sys::FunctionCallInfo, attrs: &[(usize, ArgAttr)]) {
+/// Opens the span of an entry point: its name and constant fields as the seed declares them,
+/// the argument fields empty (filled from the call by [`entry`]). One `info_span!` per name,
+/// because `tracing` fixes a span's name and fields where it is declared.
+fn open_entry_span(name: SpanName) -> tracing::Span {
+    match name {
+        SpanName::AppendEvents => info_span!(
+            "event_store.append_events",
+            aggregate_id = Empty,
+            expected_version = Empty,
+            events_count = Empty,
+            db.system = "postgresql",
+            db.operation = "INSERT",
+            event_sourcing.operation = "append"
+        ),
+        SpanName::LoadEvents => info_span!(
+            "event_store.load_events",
+            aggregate_id = Empty,
+            from_version = Empty,
+            events_count = Empty,
+            db.system = "postgresql",
+            db.operation = "SELECT",
+            event_sourcing.operation = "replay"
+        ),
+        SpanName::StreamVersion => info_span!(
+            "event_store.stream_version",
+            aggregate_id = Empty,
+            db.system = "postgresql",
+            db.operation = "SELECT"
+        ),
+        SpanName::ReadAll => info_span!(
+            "event_store.read_all",
+            after_position = Empty,
+            db.system = "postgresql",
+            db.operation = "SELECT"
+        ),
+        SpanName::SnapshotSave => info_span!(
+            "snapshot_store.save",
+            aggregate_id = Empty,
+            version = Empty,
+            db.system = "postgresql",
+            db.operation = "INSERT",
+            event_sourcing.optimization = "snapshot"
+        ),
+        SpanName::SnapshotLoad => info_span!(
+            "snapshot_store.load",
+            aggregate_id = Empty,
+            at_version = Empty,
+            db.system = "postgresql",
+            db.operation = "SELECT",
+            event_sourcing.optimization = "snapshot"
+        ),
+        SpanName::AccountReplay => info_span!(
+            "account.replay",
+            aggregate_id = Empty,
+            version = Empty,
+            event_sourcing.operation = "replay"
+        ),
+        SpanName::OpenAccount => info_span!(
+            "command.open_account",
+            account_id = Empty,
+            aggregate_id = Empty,
+            initial_balance_cents = Empty,
+            event_sourcing.operation = "command"
+        ),
+        SpanName::Deposit => info_span!(
+            "command.deposit",
+            account_id = Empty,
+            aggregate_id = Empty,
+            amount_cents = Empty,
+            expected_version = Empty,
+            event_sourcing.operation = "command"
+        ),
+        SpanName::Withdraw => info_span!(
+            "command.withdraw",
+            account_id = Empty,
+            aggregate_id = Empty,
+            amount_cents = Empty,
+            expected_version = Empty,
+            event_sourcing.operation = "command"
+        ),
+        SpanName::FreezeAccount => info_span!(
+            "command.freeze_account",
+            account_id = Empty,
+            aggregate_id = Empty,
+            event_sourcing.operation = "command"
+        ),
+        SpanName::CloseAccount => info_span!(
+            "command.close_account",
+            account_id = Empty,
+            aggregate_id = Empty,
+            event_sourcing.operation = "command"
+        ),
+        SpanName::AccountState => info_span!(
+            "account.state",
+            aggregate_id = Empty,
+            at_version = Empty,
+            event_sourcing.operation = "replay"
+        ),
+        SpanName::AccountHistory => info_span!(
+            "account.history",
+            aggregate_id = Empty,
+            event_sourcing.operation = "replay"
+        ),
+    }
+}
+
+/// Records a uuid as the span's `aggregate_id` and, where declared (commands), `account_id`.
+fn record_aggregate(span: &tracing::Span, id: Datum) {
+    let id = unsafe { crate::api::uuid_from_datum(id) }.as_u128();
+    span.record("aggregate_id", id);
+    span.record("account_id", id);
+}
+
+fn fill_from_args(
+    span: &tracing::Span,
+    fcinfo: pg_sys::FunctionCallInfo,
+    attrs: &[(usize, ArgAttr)],
+) {
     for &(n, attr) in attrs {
         let Some(d) = crate::api::arg(fcinfo, n) else {
             continue;
         };
         match attr {
-            ArgAttr::Aggregate => span.aggregate(&unsafe { crate::api::uuid_from_datum(d) }),
-            ArgAttr::Int8(k) => span.num(k, d.value() as i64),
+            ArgAttr::Aggregate => record_aggregate(span, d),
+            ArgAttr::Int8(k) => {
+                span.record(k.key(), d.value() as i64);
+            }
             ArgAttr::ArrayLen(k) => {
                 let n = unsafe {
                     let arr =
@@ -404,7 +491,7 @@ fn fill_from_args(span: &mut Span, fcinfo: pg_sys::FunctionCallInfo, attrs: &[(u
                         .cast::<i32>();
                     pg_sys::ArrayGetNItems(ndim, dims)
                 };
-                span.num(k, i64::from(n));
+                span.record(k.key(), i64::from(n));
             }
         }
     }
@@ -422,23 +509,27 @@ pub fn entry(
     let Some((name, attrs)) = traced else {
         return body(fcinfo);
     };
-    let Some(mut span) = Span::begin(name) else {
+    let span = open_entry_span(name);
+    if span.is_disabled() {
         return body(fcinfo);
-    };
-    if span.sampled {
-        fill_from_args(&mut span, fcinfo, attrs);
     }
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(fcinfo)));
+    fill_from_args(&span, fcinfo, attrs);
+    let outcome = {
+        let _entered = span.enter();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(fcinfo)))
+    };
     match &outcome {
         Ok(Ok(datum)) => {
-            if span.sampled && name == SpanName::OpenAccount {
-                span.aggregate(&unsafe { crate::api::uuid_from_datum(*datum) });
+            if name == SpanName::OpenAccount {
+                record_aggregate(&span, *datum);
             }
         }
-        Ok(Err(err)) => span.fail(err.sqlstate(), &err.message()),
+        Ok(Err(err)) => {
+            tracing::error!(parent: &span, error = %err.message(), db.response.status_code = err.sqlstate());
+        }
         Err(payload) => {
             let (code, message) = describe_panic(payload.as_ref());
-            span.fail(&code, &message);
+            tracing::error!(parent: &span, error = %message, db.response.status_code = %code);
         }
     }
     drop(span);
