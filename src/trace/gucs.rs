@@ -32,7 +32,7 @@ pub static SERVICE_NAME: GucSetting<Option<std::ffi::CString>> =
 /// `es.otlp_timeout`: the time one export request may take, connect to response (ms).
 pub static OTLP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(2000);
 
-/// `es.otlp_interval`: how often the worker looks for spans when idle (ms).
+/// `es.otlp_interval`: the longest spans wait while less than a full batch is waiting (ms).
 pub static OTLP_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
 /// `es.otlp_max_batch`: spans per export request.
@@ -103,8 +103,8 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"es.otlp_interval",
-        c"How often the export worker looks for new spans when idle.",
-        c"While spans are waiting the worker exports batch after batch without sleeping.",
+        c"The longest spans wait for export while less than a full batch is waiting.",
+        c"Full batches (es.otlp_max_batch, at most half the span buffer) are exported at once.",
         &OTLP_INTERVAL_MS,
         10,
         600_000,
