@@ -3,7 +3,7 @@
 //! worker ([`worker`]) drains.
 //!
 //! Spans are declared with `tracing`, as in the seed: the entry points' spans here (their names
-//! and constant fields in [`open_entry_span`], the argument fields from the call), the steps'
+//! and constant fields in [`open_span`], the argument fields from the call), the steps'
 //! spans with `#[instrument]` where they run (`api::append::append`, `api::account::load_state`,
 //! `api::account::visit_events`) and the statement spans of [`statement`]. The process's
 //! `tracing` subscriber is `core::spans::Spans` with [`PgHost`]: no OpenTelemetry SDK, no
@@ -183,41 +183,20 @@ fn client_context() -> Option<TraceParent> {
 /// saves and event loads, as the seed's stores trace them; every other statement is part of
 /// its caller's span. Only inside a span (a statement of an untraced call records nothing).
 pub fn statement(stmt: Stmt, args: &[Arg]) -> Option<tracing::span::EnteredSpan> {
-    if !matches!(
-        stmt,
-        Stmt::LoadSnapshot | Stmt::LoadEvents | Stmt::SaveSnapshot
-    ) || !crate::core::spans::inside_a_span()
-    {
+    let (name, key) = match stmt {
+        Stmt::LoadSnapshot => (SpanName::SnapshotLoad, NumAttr::AtVersion),
+        Stmt::LoadEvents => (SpanName::LoadEvents, NumAttr::FromVersion),
+        Stmt::SaveSnapshot => (SpanName::SnapshotSave, NumAttr::Version),
+        _ => return None,
+    };
+    if !crate::core::spans::inside_a_span() {
         return None;
     }
-    let id = unsafe { crate::api::uuid_from_datum(args.first().copied().flatten()?) };
-    let value = args.get(1).copied().flatten().map(|v| v.value() as i64);
-    let span = match stmt {
-        Stmt::LoadSnapshot => info_span!(
-            "snapshot_store.load",
-            aggregate_id = %id,
-            at_version = value,
-            db.system = "postgresql",
-            db.operation = "SELECT",
-            event_sourcing.optimization = "snapshot"
-        ),
-        Stmt::LoadEvents => info_span!(
-            "event_store.load_events",
-            aggregate_id = %id,
-            from_version = value,
-            db.system = "postgresql",
-            db.operation = "SELECT",
-            event_sourcing.operation = "replay"
-        ),
-        _ => info_span!(
-            "snapshot_store.save",
-            aggregate_id = %id,
-            version = value,
-            db.system = "postgresql",
-            db.operation = "INSERT",
-            event_sourcing.optimization = "snapshot"
-        ),
-    };
+    let span = open_span(name);
+    record_aggregate(&span, args.first().copied().flatten()?);
+    if let Some(v) = args.get(1).copied().flatten() {
+        span.record(key.key(), v.value() as i64);
+    }
     Some(span.entered())
 }
 
@@ -353,10 +332,11 @@ pub const fn entry_span(symbol: &str) -> Option<EntrySpan> {
     None
 }
 
-/// Opens the span of an entry point: its name and constant fields as the seed declares them,
-/// the argument fields empty (filled from the call by [`entry`]). One `info_span!` per name,
-/// because `tracing` fixes a span's name and fields where it is declared.
-fn open_entry_span(name: SpanName) -> tracing::Span {
+/// Opens the span `name` of an entry point or a statement: its name and constant fields as the
+/// seed declares them, the argument fields empty (filled from the call by [`entry`] and
+/// [`statement`]). One `info_span!` per name, because `tracing` fixes a span's name and fields
+/// where it is declared.
+fn open_span(name: SpanName) -> tracing::Span {
     match name {
         SpanName::AppendEvents => info_span!(
             "event_store.append_events",
@@ -509,7 +489,7 @@ pub fn entry(
     let Some((name, attrs)) = traced else {
         return body(fcinfo);
     };
-    let span = open_entry_span(name);
+    let span = open_span(name);
     if span.is_disabled() {
         return body(fcinfo);
     }
