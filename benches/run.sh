@@ -14,7 +14,7 @@
 #! exit: 0 ok; 1 error (setup failed, pgbench failed transactions or aborted clients);
 #!       3 a bar was missed (full mode only; --smoke reports MISS but exits 0)
 #!
-#! Adding a workload (W7): write setup_<id> (once, after the database exists; optional) and
+#! Adding a workload (W8): write setup_<id> (once, after the database exists; optional) and
 #! measure_<id> base|store (prints one number: the metric of that side, for the current run; a run
 #! that appends to es.events passes its events per transaction to pgbench_tps for the store check),
 #! then add one `register` line below. The loop, the medians, the table and the file need no change.
@@ -55,6 +55,10 @@ done
 export ES_CLUSTER_DIR=$here/target/es-cluster-bench ES_PORT=${ES_BENCH_PORT:-28817}
 if [ -n "$STORE_SQL" ]; then export ES_PRELOAD=${ES_PRELOAD:-0}; else export ES_PRELOAD=${ES_PRELOAD:-1}; fi
 cluster() { bash "$here/scripts/cluster.sh" "$@"; }
+# MALLOC_PERTURB_ (scripts/cluster.sh) costs the server time: measurements run without it, the
+# smoke run (a test suite) with it
+[ "$SMOKE" = 1 ] || export ES_MALLOC_PERTURB=${ES_MALLOC_PERTURB:-0}
+LOG_FROM=$(cluster log-size)
 mkdir -p "$OUT/logs"
 rm -f "$OUT"/logs/*.log
 trap 'cluster stop || true' EXIT
@@ -70,6 +74,7 @@ val() { psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB" -c "$1"; }
 # pgbench fails, reports failed transactions or aborted clients, or processes no transaction.
 # EVENTS: how many es.events rows each transaction appends; the run's total is added to the count
 # that check_store compares with es.events at the end (so the store cannot skip work unnoticed).
+# PGB_DB / PGB_COUNT: run against another database (W7's) and count its events apart.
 pgbench_tps() {
   local name=$1 script=$2 events=${3:-0} log rc=0 failed tps done
   log=$OUT/logs/$name.rep$REP.log
@@ -77,7 +82,7 @@ pgbench_tps() {
   # W1-W5 measure the store's own work, so their sessions run with tracing off; W6 measures
   # tracing's cost (it sets PGBENCH_OPTIONS itself).
   PGOPTIONS="-c synchronous_commit=off ${PGBENCH_OPTIONS:--c es.tracing=off}" "$BIN/pgbench" -n -M prepared -c "$CLIENTS" -j "$THREADS" \
-    -T "$SECS" -f "$script" "$DB" >"$log" 2>&1 || rc=$?
+    -T "$SECS" -f "$script" "${PGB_DB:-$DB}" >"$log" 2>&1 || rc=$?
   failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$log")
   tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$log")
   if [ "$rc" != 0 ] || [ "${failed:-0}" != 0 ] || grep -qiE 'aborted|incomplete' "$log" ||
@@ -87,7 +92,7 @@ pgbench_tps() {
     exit 1
   fi
   done=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$log")
-  [ "$events" = 0 ] || echo $((${done:-0} * events)) >>"$OUT/store-events.count"
+  [ "$events" = 0 ] || echo $((${done:-0} * events)) >>"$OUT/${PGB_COUNT:-store-events}.count"
   echo "$tps"
 }
 
@@ -365,12 +370,59 @@ measure_w5() {
   esac
 }
 
+# W7: W1 on a store that already holds W7_EVENTS events (a second database, es_bench_w7: the same
+# 100k W1 streams plus the bulk in other streams, appended through es.append_events in batches of
+# 100 events and vacuumed) against W1 on the W1 database (100k events) in the same run: what a
+# big, old log costs an append (deeper B-trees, a larger working set of index pages).
+W7_EVENTS=10000000
+if [ "$SMOKE" = 1 ]; then W7_EVENTS=200000; fi
+W7_DB=${DB}_w7
+setup_w7() {
+  [[ " ${WORKLOADS[*]} " == *" W1 "* || " ${WORKLOADS[*]} " == *" W6 "* ]] || setup_w1
+  psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "SET client_min_messages = warning" \
+    -c "DROP DATABASE IF EXISTS $W7_DB WITH (FORCE)" -c "CREATE DATABASE $W7_DB"
+  local d7=(psql -X -qAt -v ON_ERROR_STOP=1 -d "$W7_DB") from batch=1000 bulk=$((W7_EVENTS - W1_STREAMS))
+  "${d7[@]}" -c "CREATE EXTENSION event_store" >/dev/null
+  for ((from = 1; from <= W1_STREAMS; from += 10000)); do
+    "${d7[@]}" -c "SELECT count(es.append_events(lpad(to_hex(n::bigint), 32, '0')::uuid, 0,
+                     ARRAY['$W1_EVENT']::jsonb[]))
+                   FROM generate_series($from, least($from + 9999, $W1_STREAMS)) AS n" >/dev/null
+  done
+  # the bulk: streams of 100 events, 1,000 streams (100k events) per statement
+  for ((from = 1; from <= bulk / 100; from += batch)); do
+    "${d7[@]}" -c "SET es.tracing = off" -c "SELECT count(es.append_events(('e7' || lpad(to_hex(n), 30, '0'))::uuid, 0,
+                     (SELECT array_agg(jsonb_build_object('type', 'ItemAdded', 'sku', 'B-' || g, 'qty', g)) FROM generate_series(1, 100) g)))
+                   FROM generate_series($from, least($from + $batch - 1, $bulk / 100)) AS n" >/dev/null
+  done
+  "${d7[@]}" -c "VACUUM ANALYZE" >/dev/null
+  W7_SETUP_EVENTS=$("${d7[@]}" -c "SELECT count(*) FROM es.events")
+  rm -f "$OUT/w7-events.count"
+}
+measure_w7() {
+  case $1 in
+    base) pgbench_tps w7_small "$BENCH/w1_append.sql" 1 ;;
+    store) PGB_DB=$W7_DB PGB_COUNT=w7-events pgbench_tps w7_big "$BENCH/w1_append.sql" 1 ;;
+  esac
+}
+# check_w7: the big store holds what its setup and its runs appended, versions gapless.
+check_w7() {
+  local want got bad d7=(psql -X -qAt -v ON_ERROR_STOP=1 -d "$W7_DB")
+  want=$(( W7_SETUP_EVENTS + $(cat "$OUT/w7-events.count" 2>/dev/null | paste -sd+ | sed 's/^$/0/') ))
+  got=$("${d7[@]}" -c "SELECT count(*) FROM es.events")
+  [ "$got" = "$want" ] || die "W7 store check: $W7_DB holds $got events, its setup and runs appended $want"
+  bad=$("${d7[@]}" -c "SELECT count(*) FROM es.streams s JOIN (SELECT stream_id, count(*) n, max(version) hi FROM es.events GROUP BY 1) e
+                      USING (stream_id) WHERE e.n <> e.hi OR s.version <> e.hi")
+  [ "$bad" = 0 ] || die "W7 store check: $bad streams of $W7_DB with gaps or a disagreeing es.streams row"
+  STORE_CHECK+="; W7's store: $got events, versions gapless"
+}
+
 register W1 tps 0 '>=' 0.85 "append 1 event, random of 100k streams"
 register W2 tps "$W2_EVENTS" '>=' 0.95 "append 100 events to a new stream"
 register W3 tps 0 '>=' 0.70 "es.deposit, random of 10k accounts"
 register W4 s 0 '<=' 1.5 "account_state, 1M events, vs SQL fold"
 register W5 st/s 0 '>=' 50 "account_state w/ snapshots vs full replay"
 register W6 tps 0 '>=' 0.90 "W1 tracing on (exported) / tracing off"
+register W7 tps 0 '>=' 0.80 "W1 with ${W7_EVENTS} events stored / 100k"
 [ ${#WORKLOADS[@]} -gt 0 ] || die "--only $ONLY selects no workload"
 
 # --- database ---------------------------------------------------------------------------------------
@@ -431,6 +483,8 @@ done
 
 echo "bench: checking the store"
 check_store
+cluster check-log "$LOG_FROM" || die "a server process crashed during the runs"
+[[ " ${WORKLOADS[*]} " != *" W7 "* ]] || check_w7
 W6_MEMORY=
 if [[ " ${WORKLOADS[*]} " == *" W6 "* ]]; then
   echo "bench: W6 worker memory"

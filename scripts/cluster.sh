@@ -3,11 +3,24 @@
 #! the benchmarks. It runs as the `postgres` user (PostgreSQL refuses root), on its own port and
 #! socket directory, so it never touches the distribution's cluster on 5432.
 #!
-#! usage: scripts/cluster.sh start|stop|restart|status|env|destroy
+#! The postmaster runs with MALLOC_PERTURB_ in its environment (every backend inherits it): glibc
+#! then fills freed and fresh malloc memory with a pattern, so a use after free in native code
+#! fails loudly in the tests instead of about every second time in production.
+#!
+#! usage: scripts/cluster.sh start|stop|stop-immediate|restart|status|env|destroy|log-size|check-log [FROM]
+#!   stop-immediate   pg_ctl stop -m immediate: every process quits at once, as in a power cut of
+#!                    the server (without the OS cache loss); the next start runs crash recovery
+#!   log-size         the server log's size in bytes (a suite's starting point for check-log)
+#!   check-log [FROM] fails (exit 1, printing the lines) when the server log, from byte FROM on,
+#!                    shows a process terminated by a signal (a crash: the postmaster restarted
+#!                    every session) or a PANIC; processes a test killed on purpose (their pids
+#!                    listed in $ES_KILLED_PIDS, one per line) are not counted
 #! env:   ES_CLUSTER_DIR (default: target/es-cluster), ES_PORT (default: 28815),
 #!        ES_PRELOAD (default: 1; 0 starts without shared_preload_libraries),
 #!        ES_EXTRA_CONF (postgresql.conf lines for this start, e.g. the es.otlp_* settings; kept
-#!        in conf.d-extra.conf, replaced at every start)
+#!        in conf.d-extra.conf, replaced at every start),
+#!        ES_MALLOC_PERTURB (default: 165; 0 starts the server without MALLOC_PERTURB_),
+#!        ES_KILLED_PIDS (default: target/killed-pids)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,6 +31,8 @@ PRELOAD=${ES_PRELOAD:-1}
 DATA=$DIR/data
 RUN=$DIR/run
 LOG=$DIR/postgres.log
+PERTURB=${ES_MALLOC_PERTURB:-165}
+KILLED=${ES_KILLED_PIDS:-$here/target/killed-pids}
 
 # The server runs without RUST_BACKTRACE: with it, errors that pass through pgrx carry a Rust
 # backtrace in their DETAIL, which users (and golden files) should not see.
@@ -66,10 +81,12 @@ start() {
     echo "include_if_exists = 'conf.d-preload.conf'" >>"$DATA/postgresql.conf"
   grep -q "include_if_exists = 'conf.d-extra.conf'" "$DATA/postgresql.conf" ||
     echo "include_if_exists = 'conf.d-extra.conf'" >>"$DATA/postgresql.conf"
+  local perturb=()
+  [ "$PERTURB" = 0 ] || perturb=(MALLOC_PERTURB_="$PERTURB")
   if as_pg "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
-    as_pg "$BIN/pg_ctl" -D "$DATA" restart -m fast -w -l "$LOG" >/dev/null
+    as_pg "${perturb[@]}" "$BIN/pg_ctl" -D "$DATA" restart -m fast -w -l "$LOG" >/dev/null
   else
-    as_pg "$BIN/pg_ctl" -D "$DATA" start -w -l "$LOG" >/dev/null
+    as_pg "${perturb[@]}" "$BIN/pg_ctl" -D "$DATA" start -w -l "$LOG" >/dev/null
   fi
 }
 
@@ -78,11 +95,33 @@ stop() {
   as_pg "$BIN/pg_ctl" -D "$DATA" stop -m fast -w >/dev/null 2>&1 || true
 }
 
+log_size() { if [ -f "$LOG" ]; then stat -c %s "$LOG"; else echo 0; fi; }
+
+# check_log FROM: the crashes and PANICs logged since byte FROM, minus the processes killed on purpose.
+check_log() {
+  local from=${1:-0} found
+  [ -f "$LOG" ] || return 0
+  found=$(tail -c +"$((from + 1))" "$LOG" | { grep -E 'terminated by signal|PANIC:' || true; } |
+    while IFS= read -r line; do
+      pid=$(sed -n 's/.*(PID \([0-9]*\)) was terminated by signal 9: Killed.*/\1/p' <<<"$line")
+      if [ -n "$pid" ] && [ -f "$KILLED" ] && grep -qx "$pid" "$KILLED"; then continue; fi
+      echo "$line"
+    done)
+  if [ -n "$found" ]; then
+    echo "cluster: the server log ($LOG) shows a crash:" >&2
+    echo "$found" >&2
+    return 1
+  fi
+}
+
 case "${1:-}" in
   start|restart) start; echo "cluster: running on port $PORT (socket dir $RUN)" ;;
   stop) stop ;;
+  stop-immediate) [ -f "$DATA/PG_VERSION" ] && as_pg "$BIN/pg_ctl" -D "$DATA" stop -m immediate -w >/dev/null ;;
   status) as_pg "$BIN/pg_ctl" -D "$DATA" status ;;
   env) echo "PGHOST=$RUN PGPORT=$PORT PGUSER=postgres" ;;
   destroy) stop; rm -rf "$DIR" ;;
-  *) echo "usage: $0 start|stop|restart|status|env|destroy" >&2; exit 2 ;;
+  log-size) log_size ;;
+  check-log) check_log "${2:-0}" ;;
+  *) echo "usage: $0 start|stop|stop-immediate|restart|status|env|destroy|log-size|check-log [FROM]" >&2; exit 2 ;;
 esac

@@ -31,6 +31,8 @@ pub fn make_sqlstate(code: &str) -> c_int {
 /// behind when `errfinish` jumps away. Interior NULs (impossible in our messages) are dropped.
 fn pstrdup(s: &str) -> *mut c_char {
     let c = CString::new(s.replace('\0', "")).unwrap_or_default();
+    // SAFETY: pstrdup copies the NUL-terminated string (alive across the call) into the
+    // current memory context.
     unsafe { pg_sys::pstrdup(c.as_ptr()) }
 }
 
@@ -47,6 +49,10 @@ pub fn raise(err: EventStoreError, function: &'static std::ffi::CStr) -> ! {
     let hint = err.hint().map(|h| pstrdup(&h));
     drop(err);
     const PERCENT_S: *const c_char = c"%s".as_ptr();
+    // SAFETY: the ereport protocol (errstart, then the fields, then errfinish), each string a
+    // palloc'd NUL-terminated copy passed through a "%s" format; errfinish longjmps to the
+    // caller's error handler, and this frame owns nothing that needs dropping (the caller's
+    // contract above).
     unsafe {
         if errstart(pgrx::PgLogLevel::ERROR as c_int, std::ptr::null()) {
             errcode(code);

@@ -20,5 +20,7 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    // SAFETY: called from _PG_init after the es.* settings are defined; the prefix is a static
+    // string.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"es".as_ptr()) };
 }

@@ -40,7 +40,10 @@ pub extern "C-unwind" fn _PG_init() {
     trace::gucs::init();
     gucs::init();
     trace::install();
+    // SAFETY: a flag the postmaster sets while it loads shared_preload_libraries.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        #[cfg(feature = "pg_test")]
+        tests::perturb_malloc();
         shmem::install_hooks();
         trace::ring::install_hooks();
         trace::worker::register();
@@ -51,6 +54,49 @@ pub extern "C-unwind" fn _PG_init() {
 #[pg_schema]
 mod tests {
     use pgrx::prelude::*;
+
+    unsafe extern "C" {
+        #[cfg(feature = "pg_test")]
+        fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+        fn malloc(size: usize) -> *mut u8;
+        fn free(p: *mut u8);
+    }
+
+    /// glibc's `M_PERTURB` (malloc.h): what `MALLOC_PERTURB_` sets.
+    #[cfg(feature = "pg_test")]
+    const M_PERTURB: std::ffi::c_int = -6;
+    /// The pattern the other suites' servers get from `MALLOC_PERTURB_=165`.
+    const PERTURB: std::ffi::c_int = 165;
+
+    /// The `cargo pgrx test` server is started by pgrx through `sudo`, which passes no
+    /// `MALLOC_PERTURB_`; the test build sets the same glibc setting in the postmaster (from
+    /// `_PG_init` under the preload), and every backend inherits it with the fork.
+    #[cfg(feature = "pg_test")]
+    pub fn perturb_malloc() {
+        // SAFETY: sets a process-global malloc option, in the postmaster, before any fork.
+        unsafe { mallopt(M_PERTURB, PERTURB) };
+    }
+
+    /// A fresh malloc'd block carries the perturb pattern (`165 ^ 0xff`): use-after-free and
+    /// reads of uninitialized memory in the native paths fail loudly in these tests too.
+    #[pg_test]
+    fn the_server_runs_with_malloc_perturb() {
+        // A block larger than glibc's per-thread cache (which hands out blocks unperturbed)
+        // and smaller than its mmap threshold (mmapped memory is zeroed).
+        const SIZE: usize = 32 * 1024;
+        // SAFETY: reads the bytes of a fresh block of SIZE bytes, then frees it.
+        let first = unsafe {
+            let p = malloc(SIZE);
+            assert!(!p.is_null());
+            let bytes = std::slice::from_raw_parts(p, 64).to_vec();
+            free(p);
+            bytes
+        };
+        assert!(
+            first.iter().all(|&b| b == (PERTURB as u8) ^ 0xff),
+            "fresh malloc memory is not perturbed: {first:?}"
+        );
+    }
 
     /// Runs `sql` and asserts it fails with exactly `sqlstate`, using PL/pgSQL so the real
     /// SQLSTATE is compared (pgrx maps codes it does not know).
@@ -206,6 +252,7 @@ mod tests {
     #[pg_test]
     fn jsonb_reader_agrees_with_postgres() {
         use crate::core::JsonField;
+        use crate::core::event::NumberText;
         use crate::jsonb::Jsonb;
         let cases: &[(&str, JsonField)] = &[
             ("0", JsonField::Integer(0)),
@@ -219,12 +266,12 @@ mod tests {
             ("-9223372036854775808", JsonField::Integer(i64::MIN)),
             (
                 "9223372036854775808",
-                JsonField::Number("9223372036854775808"),
+                JsonField::Number(NumberText::new("9223372036854775808")),
             ),
-            ("1.5", JsonField::Number("1.5")),
-            ("5.0", JsonField::Number("5.0")),
-            ("0.0001", JsonField::Number("0.0001")),
-            ("-2.5e-3", JsonField::Number("-0.0025")),
+            ("1.5", JsonField::Number(NumberText::new("1.5"))),
+            ("5.0", JsonField::Number(NumberText::new("5.0"))),
+            ("0.0001", JsonField::Number(NumberText::new("0.0001"))),
+            ("-2.5e-3", JsonField::Number(NumberText::new("-0.0025"))),
             ("\"x\"", JsonField::String("x")),
             ("true", JsonField::Bool(true)),
             ("false", JsonField::Bool(false)),
@@ -235,6 +282,8 @@ mod tests {
         for (text, want) in cases {
             let json = format!(r#"{{"aa": 1, "b": "bee", "n": {text}, "zz": [true]}}"#);
             let c = std::ffi::CString::new(json.clone()).unwrap();
+            // SAFETY: jsonb_in reads the NUL-terminated text and returns a new jsonb in the
+            // test's memory context.
             let d = unsafe {
                 pg_sys::DirectFunctionCall1Coll(
                     Some(jsonb_in_fmgr),
@@ -242,6 +291,7 @@ mod tests {
                     pg_sys::Datum::from(c.as_ptr() as *mut std::ffi::c_char),
                 )
             };
+            // SAFETY: `d` is the jsonb just made; the context outlives the loop body.
             let long = unsafe { Jsonb::from_datum(d) };
             assert_eq!(long.get(c"n"), *want, "{json}");
             assert_eq!(long.get(c"b"), JsonField::String("bee"), "{json}");
@@ -249,10 +299,13 @@ mod tests {
             assert_eq!(long.get(c"nope"), JsonField::Absent, "{json}");
             assert_eq!(long.shape(), JsonField::Object);
             // the same value behind a 1-byte header, at an odd address, as stored inline
+            // SAFETY: `d` is a varlena (4-byte header).
             let total = unsafe { pgrx::varlena::varsize_any(d.cast_mut_ptr()) };
             if total - 4 < 127 {
                 let mut buf = vec![0u8; total + 2];
                 buf[1] = (((total - 4 + 1) as u8) << 1) | 1;
+                // SAFETY: copies the value's `total - 4` data bytes into `buf` after the
+                // 1-byte header at offset 1 (buf has total + 2 bytes).
                 unsafe {
                     std::ptr::copy_nonoverlapping(
                         d.cast_mut_ptr::<u8>().add(4),
@@ -260,6 +313,8 @@ mod tests {
                         total - 4,
                     )
                 };
+                // SAFETY: buf holds a 1-byte-header varlena of the same jsonb, alive while
+                // `short` is used.
                 let short =
                     unsafe { Jsonb::from_datum(pg_sys::Datum::from(buf.as_mut_ptr().add(1))) };
                 assert_eq!(short.get(c"n"), *want, "short {json}");

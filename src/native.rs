@@ -12,17 +12,30 @@
 //!   snapshot, `heap_update` waits for a concurrent writer and, when that writer committed, the
 //!   loop follows the update chain to the newest row version and checks it again (what
 //!   EvalPlanQual does); REPEATABLE READ and SERIALIZABLE get the executor's serialization error.
-//! - Every index of `es.events` gets its entry, with the same uniqueness checks as
+//! - Every index of the table gets its entry, with the same uniqueness checks as
 //!   `ExecInsertIndexTuples`; unique violations are raised by the index AM as usual. A non-HOT
-//!   update of the stream row inserts its index entry.
+//!   update of a stream row inserts an entry into every index of `es.streams`.
 //! - TOAST, WAL, visibility map and statistics are handled inside `heap_insert`/`heap_update`.
 //! - Anything the executor would add is detected first, before anything is written, and the
 //!   caller then uses the SPI statements instead ([`Outcome::Fallback`]): triggers or rules for
 //!   the operation, an index with expressions, a predicate, an exclusion or a deferrable
-//!   constraint, or a table whose columns are not the ones this version created.
+//!   constraint, a CHECK constraint, row-level security, an identity or generated column, a
+//!   column added by a DBA (its default would apply), a NOT NULL on a column this code may leave
+//!   NULL, or a table that is not a plain heap table with this version's columns and types.
+//!   Columns a DBA added and dropped again are fine: their attributes stay in the descriptor,
+//!   marked dropped, and every row written here holds NULL there, as the executor's would.
+//!
+//! Memory: what the index AM allocates for a scan (btree's killed-items array among it) lives
+//! in a context that outlives the scan and is deleted only after `index_endscan`; the per-row
+//! context that the scan resets between rows holds only what reading one row allocates. An
+//! ERROR in the middle of a scan (a detoast failure, a visitor's error) leaves the scan to the
+//! transaction's abort: the resource owner drops the buffer pins, relation references and the
+//! registered snapshot, and both contexts are children of the caller's, which the abort frees.
 
+use crate::jsonb::Jsonb;
 use pgrx::pg_sys::{self, Datum, Oid};
 use std::ffi::CStr;
+use std::marker::PhantomData;
 use std::ptr;
 use uuid::Uuid;
 
@@ -52,53 +65,237 @@ pub enum Bump {
     },
 }
 
-const STREAMS_COLUMNS: [&CStr; 6] = [
-    c"stream_id",
-    c"stream_type",
-    c"version",
-    c"created_at",
-    c"updated_at",
-    c"state",
+/// A column this version of the store reads or writes: its name, its type, and whether the
+/// native writes may leave it NULL.
+struct Column {
+    name: &'static CStr,
+    ty: Oid,
+    nullable: bool,
+}
+
+const fn col(name: &'static CStr, ty: Oid, nullable: bool) -> Column {
+    Column { name, ty, nullable }
+}
+
+/// `es.streams` as `sql/bootstrap.sql` creates it.
+const STREAMS: [Column; 6] = [
+    col(c"stream_id", pg_sys::UUIDOID, false),
+    col(c"stream_type", pg_sys::TEXTOID, true),
+    col(c"version", pg_sys::INT8OID, false),
+    col(c"created_at", pg_sys::TIMESTAMPTZOID, false),
+    col(c"updated_at", pg_sys::TIMESTAMPTZOID, false),
+    col(c"state", pg_sys::JSONBOID, true),
 ];
+const STREAM_ID: usize = 0;
 const STREAM_TYPE: usize = 1;
 const STREAM_VERSION: usize = 2;
+const STREAM_CREATED_AT: usize = 3;
 const STREAM_UPDATED_AT: usize = 4;
 const STREAM_STATE: usize = 5;
 
-/// The stream row as an append finds it, before its bump: what the account rules judge.
-#[derive(Debug, Clone, Copy)]
-pub struct StreamHead {
-    /// The version before the bump.
-    pub old_version: i64,
-    /// Whether the stream's type is `account`.
-    pub account: bool,
-    /// `es.streams.state` (jsonb), if set.
-    pub state: Option<Datum>,
-}
-
-const EVENTS_COLUMNS: [&CStr; 10] = [
-    c"global_position",
-    c"stream_id",
-    c"version",
-    c"event_id",
-    c"event_type",
-    c"event_version",
-    c"data",
-    c"metadata",
-    c"occurred_at",
-    c"recorded_at",
+/// `es.events` as `sql/bootstrap.sql` creates it.
+const EVENTS: [Column; 10] = [
+    col(c"global_position", pg_sys::INT8OID, false),
+    col(c"stream_id", pg_sys::UUIDOID, false),
+    col(c"version", pg_sys::INT8OID, false),
+    col(c"event_id", pg_sys::UUIDOID, false),
+    col(c"event_type", pg_sys::TEXTOID, false),
+    col(c"event_version", pg_sys::INT4OID, false),
+    col(c"data", pg_sys::JSONBOID, false),
+    col(c"metadata", pg_sys::JSONBOID, true),
+    col(c"occurred_at", pg_sys::TIMESTAMPTZOID, false),
+    col(c"recorded_at", pg_sys::TIMESTAMPTZOID, false),
 ];
-
+const EVENT_STREAM_ID: usize = 1;
 const EVENT_VERSION: usize = 2;
 const EVENT_TYPE: usize = 4;
 const EVENT_DATA: usize = 6;
 const EVENT_OCCURRED_AT: usize = 8;
 const EVENT_RECORDED_AT: usize = 9;
 
-/// One row of `es.events`, in column order; `None` is NULL.
+/// `BTORDER_PROC` (access/nbtree.h): the btree support function that orders an opfamily's
+/// values; the scan keys below assume the built-in comparison of their types.
+const BTORDER_PROC: i16 = 1;
+
+/// One row of `es.events`, in the order of [`EVENTS`]; `None` is NULL.
 pub type EventRow = [Option<Datum>; 10];
 
+/// The stream row as an append finds it, before its bump: what the account rules judge. It
+/// borrows the row version it was read from.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamHead<'a> {
+    /// The version before the bump.
+    pub old_version: i64,
+    /// Whether the stream's type is `account`.
+    pub account: bool,
+    /// `es.streams.state` (jsonb), if set.
+    state: Option<Datum>,
+    _row: PhantomData<&'a ()>,
+}
+
+impl<'a> StreamHead<'a> {
+    /// A head read from a row whose `state` datum (if any) stays valid for `'a`.
+    ///
+    /// # Safety
+    /// `state`, when given, must be a non-null jsonb datum that outlives `'a`.
+    pub unsafe fn new(old_version: i64, account: bool, state: Option<Datum>) -> StreamHead<'a> {
+        StreamHead {
+            old_version,
+            account,
+            state,
+            _row: PhantomData,
+        }
+    }
+
+    /// `es.streams.state`, if set.
+    pub fn state(&self) -> Option<Jsonb<'a>> {
+        // SAFETY: `new`'s contract: the datum is a jsonb datum valid for 'a.
+        self.state.map(|d| unsafe { Jsonb::from_datum(d) })
+    }
+}
+
+/// Where each of this version's columns is in the table as it is now. A DBA may have added and
+/// dropped a column: its attribute stays in the descriptor, marked dropped, and must be NULL.
+struct Layout<const N: usize> {
+    /// Attributes of the table, dropped ones included.
+    natts: usize,
+    /// 0-based attribute index of each column of the list, in list order.
+    at: [usize; N],
+}
+
+impl<const N: usize> Layout<N> {
+    /// The table's attribute number (1-based) of column `i` of the list.
+    fn attno(&self, i: usize) -> i16 {
+        self.at[i] as i16 + 1
+    }
+
+    /// A row of the table from this version's values (`None`: NULL): dropped attributes NULL.
+    fn spread(&self, row: &[Option<Datum>; N], values: &mut Vec<Datum>, nulls: &mut Vec<bool>) {
+        values.clear();
+        values.resize(self.natts, Datum::from(0usize));
+        nulls.clear();
+        nulls.resize(self.natts, true);
+        for (i, v) in row.iter().enumerate() {
+            if let Some(d) = v {
+                values[self.at[i]] = *d;
+                nulls[self.at[i]] = false;
+            }
+        }
+    }
+}
+
+/// The layout of `rel` when its live columns are exactly `columns`, in order, with their types;
+/// for writes also when nothing the executor would enforce on them is declared (NOT NULL where
+/// this code may write NULL, identity, generated). `None`: not the table this version knows.
+///
+/// # Safety
+/// `rel` must be an open relation.
+unsafe fn layout<const N: usize>(
+    rel: pg_sys::Relation,
+    columns: &[Column; N],
+    for_write: bool,
+) -> Option<Layout<N>> {
+    // SAFETY: an open relation's descriptor has `natts` attributes.
+    let attrs = unsafe {
+        let desc = (*rel).rd_att;
+        (*desc).attrs.as_slice((*desc).natts as usize)
+    };
+    let mut at = [0usize; N];
+    let mut found = 0;
+    for (i, a) in attrs.iter().enumerate() {
+        if a.attisdropped {
+            continue;
+        }
+        let c = columns.get(found)?;
+        // SAFETY: attname is a NUL-terminated NameData.
+        let name = unsafe { CStr::from_ptr(a.attname.data.as_ptr()) };
+        if name != c.name || a.atttypid != c.ty {
+            return None;
+        }
+        if for_write && ((c.nullable && a.attnotnull) || a.attidentity != 0 || a.attgenerated != 0)
+        {
+            return None;
+        }
+        at[found] = i;
+        found += 1;
+    }
+    (found == N).then_some(Layout {
+        natts: attrs.len(),
+        at,
+    })
+}
+
+/// A plain heap table (not a view, a partitioned or foreign table, nor another access method).
+///
+/// # Safety
+/// `rel` must be an open relation.
+unsafe fn plain_heap(rel: pg_sys::Relation) -> bool {
+    // SAFETY: an open relation has its pg_class row.
+    let class = unsafe { &*(*rel).rd_rel };
+    class.relkind == pg_sys::RELKIND_RELATION as std::ffi::c_char
+        && class.relam == pg_sys::HEAP_TABLE_AM_OID
+}
+
+/// Nothing the executor would check on a write to `rel` beyond what the caller checks: no rules,
+/// no CHECK constraints, no row-level security for the current user.
+///
+/// # Safety
+/// `rel` must be an open relation.
+unsafe fn plain_writes(rel: pg_sys::Relation, rel_oid: Oid) -> bool {
+    // SAFETY: an open relation has its pg_class row and descriptor.
+    unsafe {
+        let class = &*(*rel).rd_rel;
+        let constr = (*(*rel).rd_att).constr;
+        !class.relhasrules
+            && (constr.is_null() || (*constr).num_check == 0)
+            && !(class.relrowsecurity && rls_enabled(rel_oid))
+    }
+}
+
+/// Row-level security applies to the current user on `rel_oid`.
+fn rls_enabled(rel_oid: Oid) -> bool {
+    // SAFETY: a plain catalog lookup; with noError it reports instead of raising.
+    unsafe {
+        pg_sys::check_enable_rls(rel_oid, pg_sys::InvalidOid, true)
+            == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
+    }
+}
+
+/// Whether `index` is a valid btree on exactly the columns `attnos` (ascending, no predicate)
+/// ordered by the built-in comparison `cmp` of each column's type `types`: the shape the scan
+/// keys of this module assume.
+///
+/// # Safety
+/// `index` must be an open index relation.
+unsafe fn btree_on(index: pg_sys::Relation, attnos: &[i16], types: &[Oid], cmp: &[u32]) -> bool {
+    // SAFETY: an open index has its pg_class and pg_index rows, and `indnatts` opfamilies and
+    // options.
+    unsafe {
+        let form = &*(*index).rd_index;
+        let n = attnos.len();
+        if (*(*index).rd_rel).relam != pg_sys::BTREE_AM_OID
+            || form.indnatts as usize != n
+            || form.indnkeyatts as usize != n
+            || !form.indisvalid
+            || !form.indisready
+            || !pg_sys::RelationGetIndexPredicate(index).is_null()
+        {
+            return false;
+        }
+        let keys = form.indkey.values.as_slice(n);
+        let families = std::slice::from_raw_parts((*index).rd_opfamily, n);
+        let options = std::slice::from_raw_parts((*index).rd_indoption, n);
+        (0..n).all(|i| {
+            keys[i] == attnos[i]
+                && options[i] == 0
+                && pg_sys::get_opfamily_proc(families[i], types[i], types[i], BTORDER_PROC)
+                    == Oid::from(cmp[i])
+        })
+    }
+}
+
 fn relation_oid(name: &CStr) -> Option<Oid> {
+    // SAFETY: syscache lookups by name; missing objects give InvalidOid (missing_ok).
     unsafe {
         let ns = pg_sys::get_namespace_oid(c"es".as_ptr(), true);
         if ns == pg_sys::InvalidOid {
@@ -109,26 +306,8 @@ fn relation_oid(name: &CStr) -> Option<Oid> {
     }
 }
 
-/// The table still has exactly the columns this version wrote to it, in order.
-unsafe fn has_columns(rel: pg_sys::Relation, names: &[&CStr]) -> bool {
-    unsafe {
-        let desc = (*rel).rd_att;
-        if (*desc).natts as usize != names.len() {
-            return false;
-        }
-        let attrs = (*desc).attrs.as_slice(names.len());
-        attrs
-            .iter()
-            .zip(names)
-            .all(|(a, name)| !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()) == *name)
-    }
-}
-
-unsafe fn no_rules(rel: pg_sys::Relation) -> bool {
-    unsafe { !(*(*rel).rd_rel).relhasrules }
-}
-
 unsafe fn no_insert_triggers(rel: pg_sys::Relation) -> bool {
+    // SAFETY: an open relation's trigdesc is NULL or valid.
     unsafe {
         let t = (*rel).trigdesc;
         t.is_null()
@@ -142,6 +321,7 @@ unsafe fn no_insert_triggers(rel: pg_sys::Relation) -> bool {
 }
 
 unsafe fn no_update_triggers(rel: pg_sys::Relation) -> bool {
+    // SAFETY: an open relation's trigdesc is NULL or valid.
     unsafe {
         let t = (*rel).trigdesc;
         t.is_null()
@@ -155,21 +335,124 @@ unsafe fn no_update_triggers(rel: pg_sys::Relation) -> bool {
     }
 }
 
-/// An index the native insert can maintain the way the executor would.
-unsafe fn simple_index(index: pg_sys::Relation, info: *mut pg_sys::IndexInfo) -> bool {
-    unsafe {
-        (*info).ii_Expressions.is_null()
-            && (*info).ii_Predicate.is_null()
-            && (*info).ii_ExclusionOps.is_null()
-            && (*(*index).rd_index).indimmediate
-    }
-}
-
 /// Whether a text datum holds exactly `s`, without copying it.
+///
+/// # Safety
+/// `d` must be a non-null text datum.
 unsafe fn text_equals(d: Datum, s: &str) -> bool {
+    // SAFETY: the caller's contract; detoasting a packed value may allocate in the current
+    // context, nothing else.
     unsafe {
         let t = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
         pgrx::varlena::varlena_to_byte_slice(t) == s.as_bytes()
+    }
+}
+
+/// The open indexes of a table, for inserting the entries of new heap tuples as
+/// `ExecInsertIndexTuples` would.
+struct Indexes {
+    list: Vec<(pg_sys::Relation, *mut pg_sys::IndexInfo)>,
+}
+
+impl Indexes {
+    /// Opens every index of `rel`; `None` (nothing left open) when one of them needs the
+    /// executor: expressions, a predicate, an exclusion constraint, a deferred uniqueness check.
+    ///
+    /// # Safety
+    /// `rel` must be an open relation, locked at least RowExclusiveLock.
+    unsafe fn open(rel: pg_sys::Relation) -> Option<Indexes> {
+        let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+        let mut list = Vec::new();
+        let mut simple = true;
+        // SAFETY: the index list is a fresh copy (freed here); each index is opened and locked
+        // like the executor's ExecOpenIndices, and closed in `close` (or below) keeping the lock.
+        unsafe {
+            let oids = pg_sys::RelationGetIndexList(rel);
+            if !oids.is_null() {
+                let cells = std::slice::from_raw_parts((*oids).elements, (*oids).length as usize);
+                for cell in cells {
+                    let index = pg_sys::index_open(cell.oid_value, lockmode);
+                    let info = pg_sys::BuildIndexInfo(index);
+                    simple &= (*info).ii_Expressions.is_null()
+                        && (*info).ii_Predicate.is_null()
+                        && (*info).ii_ExclusionOps.is_null()
+                        && (*(*index).rd_index).indimmediate;
+                    list.push((index, info));
+                }
+                pg_sys::list_free(oids);
+            }
+        }
+        let indexes = Indexes { list };
+        if simple {
+            Some(indexes)
+        } else {
+            indexes.close();
+            None
+        }
+    }
+
+    /// Inserts the entries of the heap tuple stored in `slot` (with its `tts_tid` set) into
+    /// every index ready for inserts. `unchanged`: for an update, the attribute numbers the
+    /// update did not change (an index on only those gets the executor's bottom-up deletion
+    /// hint).
+    ///
+    /// # Safety
+    /// `rel` is the indexes' open table; `slot` holds a tuple of it that was just inserted.
+    unsafe fn insert(
+        &self,
+        rel: pg_sys::Relation,
+        slot: *mut pg_sys::TupleTableSlot,
+        unchanged: Option<&[i16]>,
+    ) {
+        let mut values = [Datum::from(0usize); pg_sys::INDEX_MAX_KEYS as usize];
+        let mut nulls = [false; pg_sys::INDEX_MAX_KEYS as usize];
+        for &(index, info) in &self.list {
+            // SAFETY: `index` and `info` were opened and built for `rel` in `open`; the index
+            // is simple (no expressions), so FormIndexDatum needs no executor state.
+            unsafe {
+                let form = &*(*index).rd_index;
+                if !form.indisready {
+                    continue;
+                }
+                pg_sys::FormIndexDatum(
+                    info,
+                    slot,
+                    ptr::null_mut(),
+                    values.as_mut_ptr(),
+                    nulls.as_mut_ptr(),
+                );
+                let check = if form.indisunique {
+                    pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
+                } else {
+                    pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
+                };
+                let index_unchanged = unchanged.is_some_and(|same| {
+                    form.indkey
+                        .values
+                        .as_slice(form.indnatts as usize)
+                        .iter()
+                        .all(|a| same.contains(a))
+                });
+                pg_sys::index_insert(
+                    index,
+                    values.as_mut_ptr(),
+                    nulls.as_mut_ptr(),
+                    &mut (*slot).tts_tid,
+                    rel,
+                    check,
+                    index_unchanged,
+                    info,
+                );
+            }
+        }
+    }
+
+    /// Closes the indexes, keeping their locks to the end of the transaction.
+    fn close(self) {
+        for (index, _) in self.list {
+            // SAFETY: opened in `open`, closed once here.
+            unsafe { pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE) };
+        }
     }
 }
 
@@ -184,20 +467,84 @@ pub fn bump_stream<E>(
     stream: &Uuid,
     expected: Option<i64>,
     n: i64,
-    judge: &mut dyn FnMut(&StreamHead) -> Result<Option<Datum>, E>,
+    judge: &mut dyn FnMut(&StreamHead<'_>) -> Result<Option<Datum>, E>,
 ) -> Outcome<Result<Bump, E>> {
-    let (Some(rel_oid), Some(index_oid)) =
-        (relation_oid(c"streams"), relation_oid(c"streams_pkey"))
+    let (Some(rel_oid), Some(pkey_oid)) = (relation_oid(c"streams"), relation_oid(c"streams_pkey"))
     else {
         return Outcome::Fallback;
     };
-    unsafe {
-        let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
-        let rel = pg_sys::table_open(rel_oid, lockmode);
-        if !(has_columns(rel, &STREAMS_COLUMNS) && no_rules(rel) && no_update_triggers(rel)) {
-            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-            return Outcome::Fallback;
+    let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+    // SAFETY: the relation is opened and locked here and closed on every path below; the lock
+    // is kept to the end of the transaction, like the executor's.
+    let rel = unsafe { pg_sys::table_open(rel_oid, lockmode) };
+    let close_rel = || {
+        // SAFETY: `rel` was opened above and is closed once, on the path that returns.
+        unsafe { pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE) }
+    };
+    // SAFETY: `rel` is open and locked.
+    let checked = unsafe {
+        match layout(rel, &STREAMS, true) {
+            Some(l) if plain_heap(rel) && plain_writes(rel, rel_oid) && no_update_triggers(rel) => {
+                Some(l)
+            }
+            _ => None,
         }
+    };
+    let Some(layout) = checked else {
+        close_rel();
+        return Outcome::Fallback;
+    };
+    // SAFETY: `rel` is open and locked RowExclusive, as Indexes::open requires.
+    let Some(indexes) = (unsafe { Indexes::open(rel) }) else {
+        close_rel();
+        return Outcome::Fallback;
+    };
+    // The primary key must be the btree on stream_id the lookup keys on.
+    let pkey_ok = indexes.list.iter().any(|&(index, _)| {
+        // SAFETY: an index opened by Indexes::open.
+        unsafe {
+            (*(*index).rd_rel).oid == pkey_oid
+                && btree_on(
+                    index,
+                    &[layout.attno(STREAM_ID)],
+                    &[pg_sys::UUIDOID],
+                    &[pg_sys::F_UUID_CMP],
+                )
+        }
+    });
+    if !pkey_ok {
+        indexes.close();
+        close_rel();
+        return Outcome::Fallback;
+    }
+    // SAFETY: everything below works on the open, locked relation; tuples are copied into the
+    // current memory context before their buffers are released; see each step.
+    let result = unsafe { bump_row(rel, pkey_oid, &layout, &indexes, stream, expected, n, judge) };
+    indexes.close();
+    close_rel();
+    Outcome::Done(result)
+}
+
+/// The body of [`bump_stream`] once the relation and its indexes are open and checked.
+///
+/// # Safety
+/// `rel` is `es.streams`, open and locked RowExclusive, with the shape `layout` describes;
+/// `indexes` are its open indexes and `pkey_oid` its primary key, a btree on stream_id.
+#[allow(clippy::too_many_arguments)]
+unsafe fn bump_row<E>(
+    rel: pg_sys::Relation,
+    pkey_oid: Oid,
+    layout: &Layout<6>,
+    indexes: &Indexes,
+    stream: &Uuid,
+    expected: Option<i64>,
+    n: i64,
+    judge: &mut dyn FnMut(&StreamHead<'_>) -> Result<Option<Datum>, E>,
+) -> Result<Bump, E> {
+    // SAFETY: the caller's contract; every pointer used below comes from PostgreSQL for this
+    // relation, and every tuple kept across a call is a palloc'd copy.
+    unsafe {
+        // Our own earlier appends of this statement must be visible to the lookup.
         pg_sys::CommandCounterIncrement();
         let cid = pg_sys::GetCurrentCommandId(true);
         let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
@@ -207,10 +554,10 @@ pub fn bump_stream<E>(
             &mut key,
             1,
             pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-            pg_sys::Oid::from(pg_sys::F_UUID_EQ),
+            Oid::from(pg_sys::F_UUID_EQ),
             key_datum,
         );
-        let scan = pg_sys::systable_beginscan(rel, index_oid, true, snapshot, 1, &mut key);
+        let scan = pg_sys::systable_beginscan(rel, pkey_oid, true, snapshot, 1, &mut key);
         let found = pg_sys::systable_getnext(scan);
         let mut current = if found.is_null() {
             ptr::null_mut()
@@ -221,36 +568,45 @@ pub fn bump_stream<E>(
         pg_sys::UnregisterSnapshot(snapshot);
 
         let desc = (*rel).rd_att;
-        let natts = STREAMS_COLUMNS.len();
+        let natts = layout.natts;
+        let mut values = vec![Datum::from(0usize); natts];
+        let mut nulls = vec![true; natts];
+        let mut row: [Option<Datum>; 6] = [None; 6];
+        let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsHeapTuple);
         let result = loop {
             if current.is_null() {
                 break Ok(Bump::NotFound);
             }
-            let mut values = vec![Datum::from(0usize); natts];
-            let mut nulls = vec![false; natts];
             pg_sys::heap_deform_tuple(current, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            let version = values[STREAM_VERSION].value() as i64;
+            for (i, v) in row.iter_mut().enumerate() {
+                let at = layout.at[i];
+                *v = (!nulls[at]).then_some(values[at]);
+            }
+            let version = row[STREAM_VERSION].map_or(0, |d| d.value() as i64);
             if let Some(e) = expected
                 && version != e
             {
                 break Ok(Bump::Mismatch { actual: version });
             }
-            let head = StreamHead {
-                old_version: version,
-                account: !nulls[STREAM_TYPE]
-                    && text_equals(values[STREAM_TYPE], crate::core::ACCOUNT_STREAM_TYPE),
-                state: (!nulls[STREAM_STATE]).then_some(values[STREAM_STATE]),
+            let Some(new_version) = version.checked_add(n) else {
+                // A version past i64::MAX cannot be stored; the SQL path reports it.
+                break Ok(Bump::Mismatch { actual: version });
             };
+            // `current` stays allocated until the loop moves on, so the head may borrow it.
+            let head = StreamHead::new(
+                version,
+                row[STREAM_TYPE].is_some_and(|t| text_equals(t, crate::core::ACCOUNT_STREAM_TYPE)),
+                row[STREAM_STATE],
+            );
             match judge(&head) {
-                Ok(Some(state)) => {
-                    values[STREAM_STATE] = state;
-                    nulls[STREAM_STATE] = false;
-                }
+                Ok(Some(state)) => row[STREAM_STATE] = Some(state),
                 Ok(None) => {}
                 Err(e) => break Err(e),
             }
-            values[STREAM_VERSION] = Datum::from(version + n);
-            values[STREAM_UPDATED_AT] = Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
+            row[STREAM_VERSION] = Some(Datum::from(new_version));
+            row[STREAM_UPDATED_AT] =
+                Some(Datum::from(pg_sys::GetCurrentTransactionStartTimestamp()));
+            layout.spread(&row, &mut values, &mut nulls);
             let new = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
             let mut otid = (*current).t_self;
             let mut tmfd = std::mem::zeroed::<pg_sys::TM_FailureData>();
@@ -270,13 +626,15 @@ pub fn bump_stream<E>(
                     let heap_only =
                         u32::from((*(*new).t_data).t_infomask2) & pg_sys::HEAP_ONLY_TUPLE != 0;
                     if !heap_only {
-                        insert_index_entry(
-                            rel,
-                            index_oid,
-                            &mut values,
-                            &mut nulls,
-                            &mut (*new).t_self,
-                        );
+                        // Not on the HOT chain: every index needs an entry for the new version.
+                        pg_sys::ExecStoreHeapTuple(new, slot, false);
+                        let unchanged = [
+                            layout.attno(STREAM_ID),
+                            layout.attno(STREAM_TYPE),
+                            layout.attno(STREAM_CREATED_AT),
+                        ];
+                        indexes.insert(rel, slot, Some(&unchanged));
+                        pg_sys::ExecClearTuple(slot);
                     }
                     break Ok(Bump::Updated {
                         old_version: version,
@@ -297,14 +655,20 @@ pub fn bump_stream<E>(
                 other => pgrx::error!("event_store: unexpected result {other} updating es.streams"),
             }
         };
-        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-        Outcome::Done(result)
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        result
     }
 }
 
 /// The row version at `tid`, whatever its visibility (it was just written by a transaction
 /// `heap_update` waited for); NULL if there is none.
+///
+/// # Safety
+/// `rel` must be an open heap relation.
 unsafe fn fetch_any(rel: pg_sys::Relation, tid: pg_sys::ItemPointerData) -> pg_sys::HeapTuple {
+    // SAFETY: heap_fetch pins the buffer when it returns true (with SnapshotAny it does for any
+    // normal line pointer) and releases it otherwise; the tuple is copied before the pin is
+    // dropped.
     unsafe {
         let mut tuple = std::mem::zeroed::<pg_sys::HeapTupleData>();
         tuple.t_self = tid;
@@ -325,156 +689,128 @@ unsafe fn fetch_any(rel: pg_sys::Relation, tid: pg_sys::ItemPointerData) -> pg_s
     }
 }
 
-/// The primary-key entry for a stream row version that `heap_update` could not keep on the
-/// same HOT chain.
-unsafe fn insert_index_entry(
-    rel: pg_sys::Relation,
-    index_oid: Oid,
-    values: &mut [Datum],
-    nulls: &mut [bool],
-    tid: &mut pg_sys::ItemPointerData,
-) {
-    unsafe {
-        let index = pg_sys::index_open(index_oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        let info = pg_sys::BuildIndexInfo(index);
-        let mut key = [values[0]];
-        let mut key_null = [nulls[0]];
-        pg_sys::index_insert(
-            index,
-            key.as_mut_ptr(),
-            key_null.as_mut_ptr(),
-            tid,
-            rel,
-            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES,
-            true,
-            info,
-        );
-        pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
-    }
-}
-
 /// Inserts rows into `es.events` with their index entries, in order.
 pub fn insert_events(rows: &[EventRow]) -> Outcome<()> {
     let Some(rel_oid) = relation_oid(c"events") else {
         return Outcome::Fallback;
     };
+    let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+    // SAFETY: opened and locked here, closed on every path below (the lock is kept).
+    let rel = unsafe { pg_sys::table_open(rel_oid, lockmode) };
+    let close_rel = || {
+        // SAFETY: `rel` was opened above and is closed once, on the path that returns.
+        unsafe { pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE) }
+    };
+    // SAFETY: `rel` is open and locked.
+    let checked = unsafe {
+        match layout(rel, &EVENTS, true) {
+            Some(l) if plain_heap(rel) && plain_writes(rel, rel_oid) && no_insert_triggers(rel) => {
+                Some(l)
+            }
+            _ => None,
+        }
+    };
+    // Only the columns the store may leave NULL can be NULL (checked by `layout`); a row that
+    // has NULL elsewhere goes to the executor, which reports it.
+    let complete = rows.iter().all(|r| {
+        r.iter()
+            .zip(&EVENTS)
+            .all(|(v, c)| v.is_some() || c.nullable)
+    });
+    let Some(layout) = checked.filter(|_| complete) else {
+        close_rel();
+        return Outcome::Fallback;
+    };
+    // SAFETY: `rel` is open and locked RowExclusive.
+    let Some(indexes) = (unsafe { Indexes::open(rel) }) else {
+        close_rel();
+        return Outcome::Fallback;
+    };
+    // SAFETY: the relation and its indexes are open and checked; each tuple is formed in the
+    // current memory context and freed by the slot when it is cleared.
     unsafe {
-        let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
-        let rel = pg_sys::table_open(rel_oid, lockmode);
-        if !(has_columns(rel, &EVENTS_COLUMNS) && no_rules(rel) && no_insert_triggers(rel)) {
-            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-            return Outcome::Fallback;
-        }
-        let index_list = pg_sys::RelationGetIndexList(rel);
-        let mut indexes = Vec::new();
-        let mut simple = true;
-        if !index_list.is_null() {
-            let cells = (*index_list).elements;
-            for i in 0..(*index_list).length as usize {
-                let oid = (*cells.add(i)).oid_value;
-                let index = pg_sys::index_open(oid, lockmode);
-                let info = pg_sys::BuildIndexInfo(index);
-                simple &= simple_index(index, info);
-                indexes.push((index, info));
-            }
-            pg_sys::list_free(index_list);
-        }
-        if !simple {
-            for (index, _) in indexes {
-                pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
-            }
-            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-            return Outcome::Fallback;
-        }
         let desc = (*rel).rd_att;
         let cid = pg_sys::GetCurrentCommandId(true);
         let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsHeapTuple);
-        let mut key_values = [Datum::from(0usize); pg_sys::INDEX_MAX_KEYS as usize];
-        let mut key_nulls = [false; pg_sys::INDEX_MAX_KEYS as usize];
-        let mut values = vec![Datum::from(0usize); EVENTS_COLUMNS.len()];
-        let mut nulls = vec![false; EVENTS_COLUMNS.len()];
+        let mut values = Vec::with_capacity(layout.natts);
+        let mut nulls = Vec::with_capacity(layout.natts);
         for row in rows {
-            for (i, v) in row.iter().enumerate() {
-                values[i] = v.unwrap_or(Datum::from(0usize));
-                nulls[i] = v.is_none();
-            }
+            layout.spread(row, &mut values, &mut nulls);
             let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
             pg_sys::heap_insert(rel, tuple, cid, 0, ptr::null_mut());
             pg_sys::ExecStoreHeapTuple(tuple, slot, true);
-            for &(index, info) in &indexes {
-                let form = &*(*index).rd_index;
-                if !form.indisready {
-                    continue;
-                }
-                pg_sys::FormIndexDatum(
-                    info,
-                    slot,
-                    ptr::null_mut(),
-                    key_values.as_mut_ptr(),
-                    key_nulls.as_mut_ptr(),
-                );
-                let check = if form.indisunique {
-                    pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
-                } else {
-                    pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
-                };
-                pg_sys::index_insert(
-                    index,
-                    key_values.as_mut_ptr(),
-                    key_nulls.as_mut_ptr(),
-                    &mut (*tuple).t_self,
-                    rel,
-                    check,
-                    false,
-                    info,
-                );
-            }
+            indexes.insert(rel, slot, None);
             pg_sys::ExecClearTuple(slot);
         }
         pg_sys::ExecDropSingleTupleTableSlot(slot);
-        for (index, _) in indexes {
-            pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
-        }
-        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-        Outcome::Done(())
     }
+    indexes.close();
+    close_rel();
+    Outcome::Done(())
 }
 
-/// One stored event as [`scan_stream`] hands it over. The datums point into the current row
-/// and are valid until the visitor returns.
-pub struct StreamRow {
+/// One stored event as [`scan_stream`] hands it to its visitor, borrowing the current row:
+/// valid until the visitor returns.
+pub struct StreamRow<'r> {
     /// `version`.
     pub version: i64,
-    /// `event_type` (text).
-    pub event_type: Datum,
-    /// `data` (jsonb, possibly toasted).
-    pub data: Datum,
-    /// `occurred_at` (timestamptz).
-    pub occurred_at: Datum,
-    /// `recorded_at` (timestamptz).
-    pub recorded_at: Datum,
-    /// Every column of the row, in table order, when read natively (else null).
-    pub values: *const Datum,
-    /// Their NULL flags, likewise.
-    pub nulls: *const bool,
+    /// `event_type` (text), `data` (jsonb, possibly toasted), `occurred_at`, `recorded_at`.
+    event_type: Datum,
+    data: Datum,
+    occurred_at: Datum,
+    recorded_at: Datum,
+    /// Every attribute of the table row (dropped ones NULL), when it was read natively.
+    table: Option<(&'r [Datum], &'r [bool])>,
 }
 
-impl StreamRow {
-    /// Every column of the row (values, NULL flags) in `es.events` order, when it was read
-    /// natively.
-    pub fn columns(&self) -> Option<(&[Datum], &[bool])> {
-        if self.values.is_null() || self.nulls.is_null() {
-            return None;
+impl<'r> StreamRow<'r> {
+    /// A row read through SPI (the columns of `es.events`, valid for `'r`).
+    ///
+    /// # Safety
+    /// `event_type` and `data` must be non-null text and jsonb datums that outlive `'r`;
+    /// `occurred_at` and `recorded_at` timestamptz datums.
+    pub unsafe fn from_columns(
+        version: i64,
+        event_type: Datum,
+        data: Datum,
+        occurred_at: Datum,
+        recorded_at: Datum,
+    ) -> StreamRow<'r> {
+        StreamRow {
+            version,
+            event_type,
+            data,
+            occurred_at,
+            recorded_at,
+            table: None,
         }
-        let n = EVENTS_COLUMNS.len();
-        // SAFETY: set by scan_stream to the slot's arrays of the table's (checked) columns,
-        // valid while the visitor runs.
-        unsafe {
-            Some((
-                std::slice::from_raw_parts(self.values, n),
-                std::slice::from_raw_parts(self.nulls, n),
-            ))
-        }
+    }
+
+    /// `data`, the event object.
+    pub fn data(&self) -> Jsonb<'r> {
+        // SAFETY: both constructors guarantee a jsonb datum valid for 'r.
+        unsafe { Jsonb::from_datum(self.data) }
+    }
+
+    /// `event_type`, as a text datum valid while the row is.
+    pub fn event_type(&self) -> Datum {
+        self.event_type
+    }
+
+    /// `occurred_at` (timestamptz, by value).
+    pub fn occurred_at(&self) -> Datum {
+        self.occurred_at
+    }
+
+    /// `recorded_at` (timestamptz, by value).
+    pub fn recorded_at(&self) -> Datum {
+        self.recorded_at
+    }
+
+    /// Every attribute of the table row (values, NULL flags) in `es.events` order, dropped
+    /// attributes NULL, when it was read natively: what `RETURNS SETOF es.events` returns.
+    pub fn table_row(&self) -> Option<(&'r [Datum], &'r [bool])> {
+        self.table
     }
 }
 
@@ -486,36 +822,109 @@ impl StreamRow {
 /// constant memory (at most 64 kB plus one row's allocations are kept between rows).
 ///
 /// Falls back (reads nothing) when the executor would do more than this: the caller may not
-/// select from `es.events`, or row-level security applies to it, or the table is not the one
-/// this version created.
+/// select from `es.events`, or row-level security applies to it, or the table or its primary
+/// key is not the one this version created.
 pub fn scan_stream<E>(
     stream: &Uuid,
     from: i64,
     to: i64,
     latest: bool,
-    visit: &mut dyn FnMut(&StreamRow) -> Result<(), E>,
+    visit: &mut dyn FnMut(&StreamRow<'_>) -> Result<(), E>,
 ) -> Outcome<Result<(), E>> {
     let (Some(rel_oid), Some(index_oid)) = (relation_oid(c"events"), relation_oid(c"events_pkey"))
     else {
         return Outcome::Fallback;
     };
+    // SAFETY: catalog lookups for the current user.
+    let allowed = unsafe {
+        pg_sys::pg_class_aclcheck(
+            rel_oid,
+            pg_sys::GetUserId(),
+            pg_sys::ACL_SELECT as pg_sys::AclMode,
+        ) == pg_sys::AclResult::ACLCHECK_OK
+    };
+    if !allowed || rls_enabled(rel_oid) {
+        return Outcome::Fallback;
+    }
+    let lockmode = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+    // SAFETY: opened and locked here; closed below on every path (locks kept to the end of the
+    // transaction, like the executor's).
+    let (rel, index) = unsafe {
+        (
+            pg_sys::table_open(rel_oid, lockmode),
+            pg_sys::index_open(index_oid, lockmode),
+        )
+    };
+    let close = || {
+        // SAFETY: both opened above, closed once on the path that returns.
+        unsafe {
+            pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        }
+    };
+    // SAFETY: both relations are open and locked.
+    let checked = unsafe {
+        layout(rel, &EVENTS, false).filter(|l| {
+            plain_heap(rel)
+                && (*(*index).rd_index).indrelid == rel_oid
+                && btree_on(
+                    index,
+                    &[l.attno(EVENT_STREAM_ID), l.attno(EVENT_VERSION)],
+                    &[pg_sys::UUIDOID, pg_sys::INT8OID],
+                    &[pg_sys::F_UUID_CMP, pg_sys::F_BTINT8CMP],
+                )
+        })
+    };
+    let Some(layout) = checked else {
+        close();
+        return Outcome::Fallback;
+    };
+    // SAFETY: the relation and index are open, locked and of the checked shape.
+    let result = unsafe { scan_rows(rel, index, &layout, stream, from, to, latest, visit) };
+    close();
+    Outcome::Done(result)
+}
+
+/// The scan of [`scan_stream`] once the relation and index are open and checked.
+///
+/// # Safety
+/// `rel` is `es.events` with the shape `layout` describes and `index` its `(stream_id,
+/// version)` btree, both open and locked.
+#[allow(clippy::too_many_arguments)]
+unsafe fn scan_rows<E>(
+    rel: pg_sys::Relation,
+    index: pg_sys::Relation,
+    layout: &Layout<10>,
+    stream: &Uuid,
+    from: i64,
+    to: i64,
+    latest: bool,
+    visit: &mut dyn FnMut(&StreamRow<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    // SAFETY: the caller's contract. Two contexts, both children of the caller's: `scan_cxt`
+    // holds everything the scan allocates (the index AM's state, btree's killed-items array)
+    // and is deleted only after index_endscan; `per_row` holds what one row allocates (a
+    // detoasted event, the visitor's values) and is reset between rows, never while the scan
+    // is current in it. The slot's values point into the pinned buffer or into `per_row`, and
+    // are read only until the next index_getnext_slot.
     unsafe {
-        let user = pg_sys::GetUserId();
-        if pg_sys::pg_class_aclcheck(rel_oid, user, pg_sys::ACL_SELECT as pg_sys::AclMode)
-            != pg_sys::AclResult::ACLCHECK_OK
-            || pg_sys::check_enable_rls(rel_oid, pg_sys::InvalidOid, true)
-                == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
-        {
-            return Outcome::Fallback;
-        }
-        let lockmode = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
-        let rel = pg_sys::table_open(rel_oid, lockmode);
-        if !has_columns(rel, &EVENTS_COLUMNS) {
-            pg_sys::table_close(rel, lockmode);
-            return Outcome::Fallback;
-        }
-        let index = pg_sys::index_open(index_oid, lockmode);
-        let snapshot = pg_sys::RegisterSnapshot(if latest {
+        let caller = pg_sys::CurrentMemoryContext;
+        let scan_cxt = pg_sys::AllocSetContextCreateInternal(
+            caller,
+            c"event_store stream scan".as_ptr(),
+            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+        );
+        let per_row = pg_sys::AllocSetContextCreateInternal(
+            caller,
+            c"event_store stream scan row".as_ptr(),
+            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+        );
+        pg_sys::MemoryContextSwitchTo(scan_cxt);
+        let snapshot = pg_sys::RegisterSnapshot(if latest || !pg_sys::ActiveSnapshotSet() {
             pg_sys::GetLatestSnapshot()
         } else {
             pg_sys::GetActiveSnapshot()
@@ -546,52 +955,54 @@ pub fn scan_stream<E>(
                 key,
                 att,
                 strategy as pg_sys::StrategyNumber,
-                pg_sys::Oid::from(proc_),
+                Oid::from(proc_),
                 value,
             );
         }
         let scan = pg_sys::index_beginscan(rel, index, snapshot, 3, 0);
         pg_sys::index_rescan(scan, keys.as_mut_ptr(), 3, ptr::null_mut(), 0);
         let slot = pg_sys::table_slot_create(rel, ptr::null_mut());
-        let per_row = pg_sys::AllocSetContextCreateInternal(
-            pg_sys::CurrentMemoryContext,
-            c"event_store stream scan".as_ptr(),
-            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
-            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
-            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
-        );
-        let caller = pg_sys::MemoryContextSwitchTo(per_row);
+        let natts = layout.natts as i32;
+        let mut table_values = vec![Datum::from(0usize); layout.natts];
+        let mut table_nulls = vec![true; layout.natts];
         let mut result = Ok(());
         while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
-            // Reading an inline event allocates nothing; reset only when something (a detoasted
-            // event, a visitor's value) did, to spare a call per row.
+            pg_sys::MemoryContextSwitchTo(per_row);
+            // Reading an inline event allocates nothing; reset only when something (a
+            // detoasted event, a visitor's value) did, to spare a call per row.
             if (*per_row).mem_allocated > 64 * 1024 {
                 pg_sys::MemoryContextReset(per_row);
             }
-            pg_sys::slot_getsomeattrs_int(slot, EVENTS_COLUMNS.len() as i32);
-            let values = std::slice::from_raw_parts((*slot).tts_values, EVENTS_COLUMNS.len());
+            pg_sys::slot_getsomeattrs_int(slot, natts);
+            let values = std::slice::from_raw_parts((*slot).tts_values, layout.natts);
+            let nulls = std::slice::from_raw_parts((*slot).tts_isnull, layout.natts);
+            table_nulls.fill(true);
+            for &at in &layout.at {
+                table_values[at] = values[at];
+                table_nulls[at] = nulls[at];
+            }
+            let column = |i: usize| table_values[layout.at[i]];
             let row = StreamRow {
-                version: values[EVENT_VERSION].value() as i64,
-                event_type: values[EVENT_TYPE],
-                data: values[EVENT_DATA],
-                occurred_at: values[EVENT_OCCURRED_AT],
-                recorded_at: values[EVENT_RECORDED_AT],
-                values: (*slot).tts_values,
-                nulls: (*slot).tts_isnull,
+                version: column(EVENT_VERSION).value() as i64,
+                event_type: column(EVENT_TYPE),
+                data: column(EVENT_DATA),
+                occurred_at: column(EVENT_OCCURRED_AT),
+                recorded_at: column(EVENT_RECORDED_AT),
+                table: Some((&table_values, &table_nulls)),
             };
-            if let Err(e) = visit(&row) {
+            let visited = visit(&row);
+            pg_sys::MemoryContextSwitchTo(scan_cxt);
+            if let Err(e) = visited {
                 result = Err(e);
                 break;
             }
         }
-        pg_sys::MemoryContextSwitchTo(caller);
-        pg_sys::MemoryContextDelete(per_row);
         pg_sys::ExecDropSingleTupleTableSlot(slot);
         pg_sys::index_endscan(scan);
         pg_sys::UnregisterSnapshot(snapshot);
-        // Like the executor, keep the locks to the end of the transaction.
-        pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
-        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-        Outcome::Done(result)
+        pg_sys::MemoryContextSwitchTo(caller);
+        pg_sys::MemoryContextDelete(per_row);
+        pg_sys::MemoryContextDelete(scan_cxt);
+        result
     }
 }

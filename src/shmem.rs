@@ -1,4 +1,5 @@
-//! Positions in flight: the shared-memory table that makes `es.read_all` gap-safe (SPEC §3).
+//! Positions in flight: the shared-memory table that makes `es.read_all` gap-safe (SPEC §3),
+//! and the drawing of global positions.
 //!
 //! The trap: global positions come from a sequence, so a writer can draw position 10, a second
 //! writer draw 11 and commit first; a reader that returned 11 and paged past it would never see
@@ -14,17 +15,50 @@
 //!
 //! The table exists only when the library is preloaded (`shared_preload_libraries`); without it
 //! appends still work and `es.read_all` says what is missing.
+//!
+//! A position is never handed out twice: PostgreSQL 15 does not replicate sequences to a
+//! logical-replication subscriber, so after a failover to one the sequence is behind the
+//! positions already stored. A backend checks the sequence against the stored positions before
+//! its first draw (and before every draw while its database has a subscription, whose apply
+//! worker may insert more), and moves the sequence past them.
 
 use crate::core::EventStoreError;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::ffi::{CStr, c_void};
 use std::ptr;
-use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 /// Name of the LWLock tranche and key of the shared-memory struct.
 const TRANCHE: &CStr = c"event_store";
 const SHMEM_KEY: &CStr = c"event_store positions in flight";
+
+/// Index of `AddinShmemInitLock` in `MainLWLockArray` (`storage/lwlocknames.h`, generated from
+/// `lwlocknames.txt`, where it has been number 21 since PostgreSQL 9.6; the macro itself is not
+/// in pgrx's bindings). [`addin_shmem_init_lock`] checks the name before using it.
+const ADDIN_SHMEM_INIT_LOCK: usize = 21;
+
+/// `AddinShmemInitLock`, which serializes `ShmemInitStruct` of add-ins at startup. Verified by
+/// name, so a PostgreSQL that renumbered its locks stops the startup with an error instead of
+/// taking a wrong lock.
+///
+/// # Safety
+/// Call only from a `shmem_startup_hook` (the main LWLock array exists).
+pub unsafe fn addin_shmem_init_lock() -> *mut pg_sys::LWLock {
+    // SAFETY: the caller's contract: MainLWLockArray holds NUM_FIXED_LWLOCKS (> 21) locks, and
+    // GetLWLockIdentifier returns a static name for a main lock.
+    unsafe {
+        let name =
+            pg_sys::GetLWLockIdentifier(pg_sys::PG_WAIT_LWLOCK, ADDIN_SHMEM_INIT_LOCK as u16);
+        if name.is_null() || CStr::from_ptr(name) != c"AddinShmemInit" {
+            pgrx::error!(
+                "event_store: MainLWLockArray[21] is not AddinShmemInitLock in this PostgreSQL"
+            );
+        }
+        &raw mut (*pg_sys::MainLWLockArray.add(ADDIN_SHMEM_INIT_LOCK)).lock
+    }
+}
 
 /// One backend's entry, indexed by its `pgprocno`.
 #[repr(C)]
@@ -43,8 +77,9 @@ struct InFlight {
 }
 
 static SHARED: AtomicPtr<InFlight> = AtomicPtr::new(ptr::null_mut());
-static mut PREV_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
-static mut PREV_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
+/// The hooks installed before ours, called first (set once, in the postmaster).
+static PREV_REQUEST_HOOK: OnceLock<pg_sys::shmem_request_hook_type> = OnceLock::new();
+static PREV_STARTUP_HOOK: OnceLock<pg_sys::shmem_startup_hook_type> = OnceLock::new();
 /// Index of this backend's slot while its transaction holds positions; `NO_SLOT` otherwise.
 /// (Backends are single-threaded; an atomic is just the safe way to keep a mutable static.)
 static MY_SLOT: AtomicUsize = AtomicUsize::new(NO_SLOT);
@@ -61,10 +96,13 @@ unsafe extern "C-unwind" {
 /// Installs the shared-memory hooks and the transaction callback. Call from `_PG_init` while
 /// `shared_preload_libraries` is being processed (in the postmaster, before any fork).
 pub fn install_hooks() {
+    // SAFETY: the postmaster loads preloaded libraries one at a time on its only thread, so
+    // reading and replacing the hook variables cannot race; the previous hooks are kept and
+    // called first. The transaction callback lives as long as the library.
     unsafe {
-        PREV_REQUEST_HOOK = pg_sys::shmem_request_hook;
+        let _ = PREV_REQUEST_HOOK.set(pg_sys::shmem_request_hook);
         pg_sys::shmem_request_hook = Some(request_shmem);
-        PREV_STARTUP_HOOK = pg_sys::shmem_startup_hook;
+        let _ = PREV_STARTUP_HOOK.set(pg_sys::shmem_startup_hook);
         pg_sys::shmem_startup_hook = Some(startup_shmem);
         pg_sys::RegisterXactCallback(Some(on_xact_end), ptr::null_mut());
     }
@@ -73,6 +111,7 @@ pub fn install_hooks() {
 /// Regular backends, bgworkers and autovacuum all have `pgprocno < MaxBackends`; the auxiliary
 /// processes come after them and never append, but they are counted so no index can overflow.
 fn slot_count() -> usize {
+    // SAFETY: MaxBackends is set before shmem_request_hook runs and never changes after.
     unsafe { pg_sys::MaxBackends as usize + pg_sys::NUM_AUXILIARY_PROCS as usize }
 }
 
@@ -82,10 +121,12 @@ fn shmem_size() -> usize {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn request_shmem() {
+    if let Some(Some(prev)) = PREV_REQUEST_HOOK.get() {
+        // SAFETY: the hook that was installed before ours, called as PostgreSQL would.
+        unsafe { prev() };
+    }
+    // SAFETY: called from shmem_request_hook, the only place these requests are allowed.
     unsafe {
-        if let Some(prev) = PREV_REQUEST_HOOK {
-            prev();
-        }
         pg_sys::RequestAddinShmemSpace(shmem_size());
         pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
     }
@@ -93,11 +134,15 @@ unsafe extern "C-unwind" fn request_shmem() {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn startup_shmem() {
+    if let Some(Some(prev)) = PREV_STARTUP_HOOK.get() {
+        // SAFETY: the hook that was installed before ours, called as PostgreSQL would.
+        unsafe { prev() };
+    }
+    // SAFETY: ShmemInitStruct returns `shmem_size()` bytes of shared memory (the size
+    // requested above), initialized once under AddinShmemInitLock: zeroed atomics are valid
+    // empty slots, and the tranche's lock exists once the request hook asked for it.
     unsafe {
-        if let Some(prev) = PREV_STARTUP_HOOK {
-            prev();
-        }
-        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock; // AddinShmemInitLock
+        let init_lock = addin_shmem_init_lock();
         pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
         let mut found = false;
         let shared = pg_sys::ShmemInitStruct(SHMEM_KEY.as_ptr(), shmem_size(), &mut found)
@@ -113,32 +158,34 @@ unsafe extern "C-unwind" fn startup_shmem() {
 }
 
 fn shared() -> Option<&'static InFlight> {
+    // SAFETY: SHARED is null or points to the struct startup_shmem initialized in shared
+    // memory, which stays mapped for the life of the process.
     unsafe { SHARED.load(Ordering::Acquire).as_ref() }
 }
 
 fn slots(shared: &InFlight) -> &[Slot] {
+    // SAFETY: startup_shmem allocated `nslots` slots right after the header.
     unsafe { std::slice::from_raw_parts(shared.slots.as_ptr(), shared.nslots) }
-}
-
-/// Whether the library was preloaded, i.e. whether positions in flight are tracked.
-pub fn is_preloaded() -> bool {
-    shared().is_some()
 }
 
 /// Draws `n` consecutive global positions from `sequence` and returns the first. When preloaded,
 /// the draw and the record of the transaction's lowest position happen in one critical section.
-pub fn draw_positions(sequence: pg_sys::Oid, n: i64) -> i64 {
+pub fn draw_positions(sequence: pg_sys::Oid, n: i64) -> Result<i64, EventStoreError> {
     debug_assert!(n >= 1);
+    // SAFETY: the sequence's relation lock is taken before the LWLock so nextval never waits
+    // for a heavyweight lock under it; the LWLock is released on every path out (an ERROR
+    // raised by nextval/setval under it is released by the abort's LWLockReleaseAll), and the
+    // slot index is this backend's own pgprocno.
     unsafe {
-        // Take the sequence's relation lock before the LWLock so nextval never waits under it.
         pg_sys::LockRelationOid(sequence, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let Some(shared) = shared() else {
             return draw(sequence, n);
         };
         let me = (*pg_sys::MyProc).pgprocno as usize;
         pg_sys::LWLockAcquire(shared.lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let first = draw(sequence, n);
-        if MY_SLOT.load(Ordering::Relaxed) == NO_SLOT
+        let drawn = draw(sequence, n);
+        if let Ok(first) = drawn
+            && MY_SLOT.load(Ordering::Relaxed) == NO_SLOT
             && let Some(slot) = slots(shared).get(me)
         {
             slot.dboid
@@ -147,78 +194,195 @@ pub fn draw_positions(sequence: pg_sys::Oid, n: i64) -> i64 {
             MY_SLOT.store(me, Ordering::Relaxed);
         }
         pg_sys::LWLockRelease(shared.lock);
-        first
+        drawn
     }
 }
 
 /// `nextval`, then for a batch one `setval` that reserves the rest of the block.
-unsafe fn draw(sequence: pg_sys::Oid, n: i64) -> i64 {
+///
+/// # Safety
+/// `sequence` must be the OID of a sequence, locked by the caller.
+unsafe fn draw(sequence: pg_sys::Oid, n: i64) -> Result<i64, EventStoreError> {
+    // SAFETY: the caller's contract; both calls are guarded (an ERROR becomes a Rust panic).
     unsafe {
         let first = pg_sys::ffi::pg_guard_ffi_boundary(|| nextval_internal(sequence, false));
+        let Some(last) = first.checked_add(n - 1) else {
+            return Err(EventStoreError::PositionsExhausted { first, count: n });
+        };
         if n > 1 {
-            pg_sys::DirectFunctionCall2Coll(
-                Some(setval_oid_fmgr),
-                pg_sys::InvalidOid,
-                pg_sys::Datum::from(sequence),
-                pg_sys::Datum::from(first + n - 1),
-            );
+            set_sequence(sequence, last);
         }
-        first
+        Ok(first)
     }
 }
 
-/// For `es.read_all`: the lowest position still in flight in this database (exclusive upper
-/// bound of what may be returned; `i64::MAX` when none) and a snapshot taken while no position
-/// could be drawn. The caller must `UnregisterSnapshot` it.
-pub fn read_horizon() -> Result<(i64, pg_sys::Snapshot), EventStoreError> {
+/// `setval(sequence, last)`: the next draw returns `last + 1`.
+///
+/// # Safety
+/// `sequence` must be the OID of a sequence.
+unsafe fn set_sequence(sequence: pg_sys::Oid, last: i64) {
+    // SAFETY: the caller's contract; DirectFunctionCall2Coll is a guarded fmgr call.
+    unsafe {
+        pg_sys::DirectFunctionCall2Coll(
+            Some(setval_oid_fmgr),
+            pg_sys::InvalidOid,
+            pg_sys::Datum::from(sequence),
+            pg_sys::Datum::from(last),
+        );
+    }
+}
+
+/// This backend has checked the sequence against the stored positions since its last
+/// subscription change (see [`sequence_checked`]).
+static SEQUENCE_CHECKED: AtomicBool = AtomicBool::new(false);
+/// Whether this backend's database has a logical-replication subscription: 0 unknown, 1 yes,
+/// 2 no. Reset by a syscache callback whenever `pg_subscription` changes.
+static SUBSCRIBED: AtomicU32 = AtomicU32::new(0);
+static CALLBACK_REGISTERED: AtomicBool = AtomicBool::new(false);
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_subscription_change(
+    _arg: pg_sys::Datum,
+    _cache: std::ffi::c_int,
+    _hash: u32,
+) {
+    SUBSCRIBED.store(0, Ordering::Relaxed);
+    SEQUENCE_CHECKED.store(false, Ordering::Relaxed);
+}
+
+/// Whether the next draw may trust the sequence without looking at the stored positions: once
+/// per backend (the sequence can be behind only after rows arrived without it: a
+/// logical-replication apply, or a failover to a subscriber), and never while the database has
+/// a subscription (its apply worker may insert rows at any time). `has_subscription` asks the
+/// catalog; its answer is cached until `pg_subscription` changes.
+pub fn sequence_checked(has_subscription: impl FnOnce() -> bool) -> bool {
+    if !CALLBACK_REGISTERED.swap(true, Ordering::Relaxed) {
+        // SAFETY: registers a callback that lives as long as the library (never unloaded);
+        // SUBSCRIPTIONOID is pg_subscription's syscache.
+        unsafe {
+            pg_sys::CacheRegisterSyscacheCallback(
+                pg_sys::SysCacheIdentifier::SUBSCRIPTIONOID as i32,
+                Some(on_subscription_change),
+                pg_sys::Datum::from(0usize),
+            )
+        };
+    }
+    if !SEQUENCE_CHECKED.load(Ordering::Relaxed) {
+        return false;
+    }
+    let subscribed = match SUBSCRIBED.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let found = has_subscription();
+            SUBSCRIBED.store(if found { 1 } else { 2 }, Ordering::Relaxed);
+            found
+        }
+    };
+    !subscribed
+}
+
+/// Makes the next draw check the sequence again (a drawn position turned out to be stored).
+pub fn forget_sequence_check() {
+    SEQUENCE_CHECKED.store(false, Ordering::Relaxed);
+}
+
+/// Records that the sequence was just checked (and moved past the stored positions if needed).
+pub fn mark_sequence_checked() {
+    SEQUENCE_CHECKED.store(true, Ordering::Relaxed);
+}
+
+/// Moves `sequence` so that its next value is above `stored_max`.
+pub fn advance_sequence(sequence: pg_sys::Oid, stored_max: i64) {
+    // SAFETY: the sequence OID comes from storage::position_sequence; the lock is the one
+    // nextval takes.
+    unsafe {
+        pg_sys::LockRelationOid(sequence, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        set_sequence(sequence, stored_max);
+    }
+}
+
+/// The bound and snapshot of one gap-safe read (`es.read_all`): the snapshot is registered with
+/// the current resource owner and unregistered when the horizon is dropped.
+pub struct Horizon {
+    /// The highest position the read may return: every position up to it is either visible in
+    /// the snapshot or will never be (`i64::MAX` when nothing is in flight).
+    pub last_readable: i64,
+    snapshot: pg_sys::Snapshot,
+}
+
+impl Horizon {
+    /// The snapshot taken while no position could be drawn.
+    pub fn snapshot(&self) -> pg_sys::Snapshot {
+        self.snapshot
+    }
+}
+
+impl Drop for Horizon {
+    fn drop(&mut self) {
+        // An ERROR unwinding through here is followed by the abort, which releases the
+        // snapshot with its resource owner.
+        if !std::thread::panicking() {
+            // SAFETY: registered once in read_horizon, unregistered once here.
+            unsafe { pg_sys::UnregisterSnapshot(self.snapshot) };
+        }
+    }
+}
+
+/// For `es.read_all`: the highest readable position (below the lowest position still in flight
+/// in this database) and a snapshot taken while no position could be drawn.
+pub fn read_horizon() -> Result<Horizon, EventStoreError> {
     let shared = shared().ok_or(EventStoreError::PreloadRequired {
         function: "es.read_all",
     })?;
+    // SAFETY: the lock is the tranche's, held in shared mode only across the scan of the slots
+    // and the snapshot (neither can raise an ERROR short of running out of memory, and the
+    // abort releases the lock then).
     unsafe {
         let db = pg_sys::MyDatabaseId.to_u32();
         pg_sys::LWLockAcquire(shared.lock, pg_sys::LWLockMode::LW_SHARED);
-        let horizon = slots(shared)
+        let lowest_in_flight = slots(shared)
             .iter()
             .filter_map(|s| {
                 let pos = s.min_position.load(Ordering::Acquire);
                 (pos != 0 && s.dboid.load(Ordering::Relaxed) == db).then_some(pos)
             })
-            .min()
-            .unwrap_or(i64::MAX);
+            .min();
         let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
         pg_sys::LWLockRelease(shared.lock);
-        Ok((horizon, snapshot))
+        Ok(Horizon {
+            last_readable: lowest_in_flight.map_or(i64::MAX, |p| p - 1),
+            snapshot,
+        })
     }
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn on_xact_end(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
     use pg_sys::XactEvent::*;
-    {
-        match event {
-            XACT_EVENT_PRE_PREPARE if MY_SLOT.load(Ordering::Relaxed) != NO_SLOT => {
-                // A prepared transaction's rows become visible in another backend, after this
-                // one has moved on; its positions could no longer be tracked.
-                ereport!(
-                    ERROR,
-                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                    "cannot prepare a transaction that appended events",
-                    "es.read_all could not keep its gap-safety across PREPARE TRANSACTION."
-                );
-            }
-            XACT_EVENT_COMMIT
-            | XACT_EVENT_ABORT
-            | XACT_EVENT_PARALLEL_COMMIT
-            | XACT_EVENT_PARALLEL_ABORT
-            | XACT_EVENT_PREPARE => {
-                let i = MY_SLOT.swap(NO_SLOT, Ordering::Relaxed);
-                if i != NO_SLOT
-                    && let Some(shared) = shared()
-                {
-                    slots(shared)[i].min_position.store(0, Ordering::Release);
-                }
-            }
-            _ => {}
+    match event {
+        XACT_EVENT_PRE_PREPARE if MY_SLOT.load(Ordering::Relaxed) != NO_SLOT => {
+            // A prepared transaction's rows become visible in another backend, after this
+            // one has moved on; its positions could no longer be tracked.
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                "cannot prepare a transaction that appended events",
+                "es.read_all could not keep its gap-safety across PREPARE TRANSACTION."
+            );
         }
+        XACT_EVENT_COMMIT
+        | XACT_EVENT_ABORT
+        | XACT_EVENT_PARALLEL_COMMIT
+        | XACT_EVENT_PARALLEL_ABORT
+        | XACT_EVENT_PREPARE => {
+            let i = MY_SLOT.swap(NO_SLOT, Ordering::Relaxed);
+            if i != NO_SLOT
+                && let Some(shared) = shared()
+            {
+                slots(shared)[i].min_position.store(0, Ordering::Release);
+            }
+        }
+        _ => {}
     }
 }

@@ -5,8 +5,10 @@
 //! changes. The layer is deliberately small and raw (no per-call argument vectors beyond the
 //! ones PostgreSQL needs) because it sits on the append hot path.
 
+use crate::jsonb::Jsonb;
 use pgrx::pg_sys::{self, BuiltinOid, Datum, Oid};
 use std::ffi::CStr;
+use std::marker::PhantomData;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -46,9 +48,15 @@ pub enum Stmt {
     SetState,
     /// The newest version of a stream at or below a version, recorded at or before a time.
     VersionAsOf,
+    /// The highest stored global position the position sequence has not handed out yet (NULL
+    /// when there is none): after a failover to a logical-replication subscriber, whose
+    /// sequence PostgreSQL 15 does not replicate.
+    PositionAhead,
+    /// How many logical-replication subscriptions the current database has.
+    Subscriptions,
 }
 
-const STMT_COUNT: usize = 16;
+const STMT_COUNT: usize = 18;
 
 struct Def {
     sql: &'static CStr,
@@ -123,7 +131,7 @@ impl Stmt {
                 &[UUIDOID, INT8OID, INT8OID],
             ),
             Stmt::ReadAll => (
-                c"SELECT * FROM es.events WHERE global_position > $1 AND global_position < $2
+                c"SELECT * FROM es.events WHERE global_position > $1 AND global_position <= $2
                   ORDER BY global_position LIMIT $3",
                 &[INT8OID, INT8OID, INT4OID],
             ),
@@ -153,6 +161,18 @@ impl Stmt {
                   ORDER BY version DESC LIMIT 1",
                 &[UUIDOID, INT8OID, TIMESTAMPTZOID],
             ),
+            Stmt::PositionAhead => (
+                c"SELECT max(e.global_position) FROM es.events e, es.global_position_seq s
+                  WHERE e.global_position > s.last_value
+                     OR (NOT s.is_called AND e.global_position = s.last_value)",
+                &[],
+            ),
+            Stmt::Subscriptions => (
+                c"SELECT count(*) FROM pg_catalog.pg_subscription
+                  WHERE subdbid = (SELECT oid FROM pg_catalog.pg_database
+                                   WHERE datname = pg_catalog.current_database())",
+                &[],
+            ),
         };
         Def { sql, args }
     }
@@ -169,6 +189,9 @@ fn plan(stmt: Stmt) -> pg_sys::SPIPlanPtr {
     if !kept.is_null() {
         return kept;
     }
+    // SAFETY: SPI is connected (plans are made inside a connection); the statement text and its
+    // argument types are static and agree (Stmt::def); SPI_keepplan moves the plan to a
+    // context that lives as long as the backend, so the pointer kept here stays valid.
     unsafe {
         let def = stmt.def();
         let mut types: Vec<Oid> = def.args.iter().map(|t| t.value()).collect();
@@ -187,7 +210,10 @@ fn plan(stmt: Stmt) -> pg_sys::SPIPlanPtr {
 /// pinned to `pg_catalog` alone (an override search path), so no statement of the extension can
 /// be redirected by the caller's `search_path`: this is what pins the writing functions, at a
 /// fraction of the cost of a `SET search_path` clause on the function. Dropping it pops the
-/// path and finishes SPI; on an error, the transaction's abort cleans both up.
+/// path and finishes SPI. When it is dropped because an ERROR unwinds through it, it does
+/// neither: the (sub)transaction's abort that follows every ERROR cleans up both
+/// (`AtEOSubXact_SPI`, `AtEOSubXact_Namespace`), and calling into PostgreSQL in the middle of
+/// an error could raise a second one while the first unwinds.
 pub struct Spi(());
 
 /// One argument of a statement: `None` is SQL NULL.
@@ -196,6 +222,8 @@ pub type Arg = Option<Datum>;
 impl Spi {
     /// `SPI_connect`, and the pinned search path.
     pub fn connect() -> Spi {
+        // SAFETY: SPI_connect pushes a new SPI level (popped by Drop or by the abort); the
+        // override path is copied by PushOverrideSearchPath, so the local may go.
         unsafe {
             pg_sys::SPI_connect();
             let mut pinned = pg_sys::OverrideSearchPath {
@@ -209,13 +237,12 @@ impl Spi {
         Spi(())
     }
 
-    /// Ends the connection (the same as dropping it).
-    pub fn finish(self) {}
-
-    fn run(&self, stmt: Stmt, args: &[Arg], read_only: bool, limit: i64) -> Rows {
+    fn run(&self, stmt: Stmt, args: &[Arg], read_only: bool, limit: i64) -> Rows<'_> {
         let _span = crate::trace::statement(stmt, args);
         let (mut values, nulls) = split(args);
         let p = plan(stmt);
+        // SAFETY: `p` is a kept plan of `stmt` whose argument count and types are those of
+        // `args` (Stmt::def); the arrays have one entry per argument.
         let rc = unsafe {
             pg_sys::SPI_execute_plan(p, values.as_mut_ptr(), nulls.as_ptr(), read_only, limit)
         };
@@ -223,30 +250,38 @@ impl Spi {
     }
 
     /// Runs a statement that writes.
-    pub fn write(&self, stmt: Stmt, args: &[Arg]) -> Rows {
+    pub fn write(&self, stmt: Stmt, args: &[Arg]) -> Rows<'_> {
         self.run(stmt, args, false, 0)
     }
 
     /// Runs a query in the caller's snapshot (for STABLE functions).
-    pub fn read(&self, stmt: Stmt, args: &[Arg]) -> Rows {
+    pub fn read(&self, stmt: Stmt, args: &[Arg]) -> Rows<'_> {
         self.run(stmt, args, true, 0)
     }
 
-    /// Runs a query in a fresh snapshot (for VOLATILE functions that must see the latest commits).
-    pub fn read_latest(&self, stmt: Stmt, args: &[Arg]) -> Rows {
+    /// Runs a query in a fresh snapshot (for VOLATILE functions that must see the latest
+    /// commits): SPI takes a new snapshot for a statement that is not read-only.
+    pub fn read_latest(&self, stmt: Stmt, args: &[Arg]) -> Rows<'_> {
         self.run(stmt, args, false, 0)
     }
 
-    /// Runs a query in the given snapshot.
-    pub(crate) fn read_in(&self, stmt: Stmt, args: &[Arg], snapshot: pg_sys::Snapshot) -> Rows {
+    /// Runs a query in the snapshot of a gap-safe read (`es.read_all`).
+    pub(crate) fn read_in(
+        &self,
+        stmt: Stmt,
+        args: &[Arg],
+        horizon: &crate::shmem::Horizon,
+    ) -> Rows<'_> {
         let (mut values, nulls) = split(args);
         let p = plan(stmt);
+        // SAFETY: as in `run`; the horizon's snapshot is registered until the horizon drops,
+        // which is after this statement.
         let rc = unsafe {
             pg_sys::SPI_execute_snapshot(
                 p,
                 values.as_mut_ptr(),
                 nulls.as_ptr(),
-                snapshot,
+                horizon.snapshot(),
                 ptr::null_mut(),
                 true,
                 false,
@@ -259,6 +294,12 @@ impl Spi {
 
 impl Drop for Spi {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        // SAFETY: pops what `connect` pushed, in reverse order; nothing pushed an override
+        // path or an SPI level above them that is still there (both are balanced within one
+        // call of the extension).
         unsafe {
             pg_sys::PopOverrideSearchPath();
             pg_sys::SPI_finish();
@@ -275,22 +316,26 @@ fn split(args: &[Arg]) -> (Vec<Datum>, Vec<std::ffi::c_char>) {
         .unzip()
 }
 
-/// The result of a statement: rows of `SPI_tuptable` (valid until the next statement).
-pub struct Rows {
+/// The result of a statement: the rows of its `SPI_tuptable`, which SPI keeps until the
+/// connection is finished (or the rows are freed), so they borrow the connection.
+pub struct Rows<'s> {
     table: *mut pg_sys::SPITupleTable,
     count: usize,
+    _spi: PhantomData<&'s Spi>,
 }
 
-impl Rows {
-    fn from_spi(stmt: Stmt, rc: i32) -> Rows {
+impl<'s> Rows<'s> {
+    fn from_spi(stmt: Stmt, rc: i32) -> Rows<'s> {
         if rc < 0 {
             pgrx::error!("event_store: {stmt:?} failed: SPI error {rc}");
         }
+        // SAFETY: after a successful execution SPI_processed and SPI_tuptable describe its
+        // result (a NULL table for a statement without RETURNING).
         unsafe {
-            let count = pg_sys::SPI_processed as usize;
             Rows {
                 table: pg_sys::SPI_tuptable,
-                count,
+                count: pg_sys::SPI_processed as usize,
+                _spi: PhantomData,
             }
         }
     }
@@ -305,9 +350,12 @@ impl Rows {
         self.count == 0
     }
 
-    /// Column `col` (1-based) of row `row` (0-based), `None` when NULL.
+    /// Column `col` (1-based) of row `row` (0-based), `None` when NULL. A by-reference datum
+    /// points into the rows and is valid while they are.
     pub fn datum(&self, row: usize, col: i32) -> Option<Datum> {
         assert!(row < self.count && !self.table.is_null());
+        // SAFETY: `row` is within the table (checked); SPI_getbinval checks `col` against the
+        // descriptor (SPI_ERROR_NOATTRIBUTE gives NULL).
         unsafe {
             let t = &*self.table;
             let tuple = *t.vals.add(row);
@@ -315,6 +363,17 @@ impl Rows {
             let d = pg_sys::SPI_getbinval(tuple, t.tupdesc, col, &mut isnull);
             (!isnull).then_some(d)
         }
+    }
+
+    /// Column `col` of row `row` as jsonb, valid while the rows are.
+    ///
+    /// # Safety
+    /// Column `col` of the statement must be a jsonb column.
+    pub unsafe fn jsonb(&self, row: usize, col: i32) -> Option<Jsonb<'_>> {
+        // SAFETY: the caller's contract for the type; the datum lives in the tuple table,
+        // which the borrow of `self` keeps.
+        self.datum(row, col)
+            .map(|d| unsafe { Jsonb::from_datum(d) })
     }
 
     /// Column 1 of the first row as a bigint; `None` when there is no row or it is NULL.
@@ -328,15 +387,20 @@ impl Rows {
 
     /// Column `col` of row `row` as text.
     pub fn text(&self, row: usize, col: i32) -> Option<String> {
+        // SAFETY: callers read text columns only (Stmt::def); text_to_cstring makes a copy,
+        // copied again into Rust memory and freed.
         self.datum(row, col).map(|d| unsafe {
             let c = pg_sys::text_to_cstring(d.cast_mut_ptr());
-            std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned()
+            let s = std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned();
+            pg_sys::pfree(c.cast());
+            s
         })
     }
 
     /// Frees the rows now (a paged read keeps one page in memory, not all of them).
     pub fn free(self) {
         if !self.table.is_null() {
+            // SAFETY: the table of this statement, freed once (`self` is consumed).
             unsafe { pg_sys::SPI_freetuptable(self.table) };
         }
     }
@@ -346,17 +410,44 @@ impl Rows {
         self.datum(row, col).map(|d| d.value() as i64)
     }
 
-    /// Copies every row into a materialized set-returning function's tuple store. The query's
-    /// columns must be those of `desc`.
-    pub(crate) fn copy_into(&self, store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc) {
+    /// Copies every row into a materialized set-returning function's result. The statement's
+    /// columns are the result's live attributes, in order: a result whose row type is a table
+    /// (`SETOF es.events`) also has the attributes of columns dropped from it, which get NULL.
+    pub(crate) fn copy_into(&self, out: &mut crate::api::ResultSet) {
         if self.count == 0 {
             return;
         }
+        // SAFETY: the tuple table holds `count` tuples of its descriptor; each is deformed into
+        // arrays of the statement's width, then spread over the result's live attributes.
         unsafe {
             let t = &*self.table;
-            let natts = (*desc).natts as usize;
-            let mut values = vec![Datum::from(0usize); natts];
-            let mut nulls = vec![false; natts];
+            let width = (*t.tupdesc).natts as usize;
+            let desc = out.desc();
+            let live: Vec<usize> = (*desc)
+                .attrs
+                .as_slice(out.natts())
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| !a.attisdropped)
+                .map(|(i, _)| i)
+                .collect();
+            let columns = (*t.tupdesc).attrs.as_slice(width);
+            let attrs = (*desc).attrs.as_slice(out.natts());
+            if live.len() != width
+                || live
+                    .iter()
+                    .zip(columns)
+                    .any(|(&at, c)| attrs[at].atttypid != c.atttypid)
+            {
+                pgrx::error!(
+                    "event_store: a query of {width} columns does not match the function's result type ({} columns); was es.events altered during the statement?",
+                    live.len()
+                );
+            }
+            let mut values = vec![Datum::from(0usize); width];
+            let mut nulls = vec![false; width];
+            let mut row_values = vec![Datum::from(0usize); out.natts()];
+            let mut row_nulls = vec![true; out.natts()];
             for row in 0..self.count {
                 let tuple = *t.vals.add(row);
                 pg_sys::heap_deform_tuple(
@@ -365,7 +456,11 @@ impl Rows {
                     values.as_mut_ptr(),
                     nulls.as_mut_ptr(),
                 );
-                pg_sys::tuplestore_putvalues(store, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+                for (k, &at) in live.iter().enumerate() {
+                    row_values[at] = values[k];
+                    row_nulls[at] = nulls[k];
+                }
+                out.put(&row_values, &row_nulls);
             }
         }
     }
@@ -374,6 +469,7 @@ impl Rows {
 /// OID of `es.global_position_seq`, looked up per call (two syscache probes) so a dropped and
 /// recreated extension is never served a stale OID.
 pub fn position_sequence() -> Oid {
+    // SAFETY: syscache lookups by name (an ERROR when the schema is missing).
     unsafe {
         let ns = pg_sys::get_namespace_oid(c"es".as_ptr(), false);
         let seq = pg_sys::get_relname_relid(c"global_position_seq".as_ptr(), ns);

@@ -12,14 +12,13 @@
 
 use super::append::{Batch, Rules, append, array_of, decode_batch};
 use super::replay::{event_view, parse_state};
-use super::{i64_arg, required, uuid_arg, uuid_datum};
+use super::{Call, uuid_datum};
 use crate::core::account::{
     AccountEvent, AccountState, Command, Refusal, ReplayError, RuleViolation, admit, check_opening,
     check_text, decide, event_name, snapshot_due, state_json, text_key,
 };
 use crate::core::{EventStoreError, ExpectedVersion};
 use crate::gucs::SNAPSHOT_INTERVAL;
-use crate::jsonb::Jsonb;
 use crate::native::{self, Outcome, StreamHead, StreamRow};
 use crate::storage::{Spi, Stmt};
 use pgrx::pg_sys::{self, BuiltinOid, Datum};
@@ -42,9 +41,11 @@ unsafe extern "C-unwind" {
     fn jsonb_in_fmgr(fcinfo: pg_sys::FunctionCallInfo) -> Datum;
 }
 
-/// A jsonb datum of a JSON value built in Rust.
-fn jsonb(value: &serde_json::Value) -> Datum {
-    let text = CString::new(value.to_string()).unwrap_or_default();
+/// A jsonb datum (in the current memory context) of JSON text built in Rust.
+pub(crate) fn jsonb_from_text(json: &str) -> Datum {
+    let text = CString::new(json).unwrap_or_default();
+    // SAFETY: jsonb_in reads the NUL-terminated text (kept alive across the call) and returns a
+    // new jsonb in the current context; invalid JSON would be an ERROR, not undefined behavior.
     unsafe {
         pg_sys::DirectFunctionCall1Coll(
             Some(jsonb_in_fmgr),
@@ -54,16 +55,9 @@ fn jsonb(value: &serde_json::Value) -> Datum {
     }
 }
 
-fn text_arg(
-    fcinfo: pg_sys::FunctionCallInfo,
-    n: usize,
-    name: &'static str,
-) -> Result<String, EventStoreError> {
-    let d = required(fcinfo, n, name)?;
-    Ok(unsafe {
-        let c = pg_sys::text_to_cstring(d.cast_mut_ptr());
-        std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned()
-    })
+/// A jsonb datum of a JSON value built in Rust.
+fn jsonb(value: &serde_json::Value) -> Datum {
+    jsonb_from_text(&value.to_string())
 }
 
 fn violation(account: &Uuid, v: RuleViolation) -> EventStoreError {
@@ -83,13 +77,27 @@ fn violation(account: &Uuid, v: RuleViolation) -> EventStoreError {
             available,
             requested,
         },
+        RuleViolation::BalanceOverflow {
+            balance,
+            amount_cents,
+        } => EventStoreError::InvalidAmount {
+            reason: overflow_reason(balance, amount_cents),
+        },
     }
 }
 
+/// What an overflowing deposit is told.
+fn overflow_reason(balance: i64, amount_cents: i64) -> String {
+    format!(
+        "a deposit of {amount_cents} would take the balance of {balance} cents past the largest balance ({} cents)",
+        i64::MAX
+    )
+}
+
 /// `es.open_account(holder text, initial_balance_cents bigint DEFAULT 0) RETURNS uuid`.
-fn open_account(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
-    let holder = text_arg(fcinfo, 0, "holder")?;
-    let initial = required(fcinfo, 1, "initial_balance_cents")?.value() as i64;
+fn open_account(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    let holder = call.text(0, "holder")?;
+    let initial = call.required_i64(1, "initial_balance_cents")?;
     check_opening(initial).map_err(|_| EventStoreError::InvalidAmount {
         reason: format!("the initial balance {initial} is negative"),
     })?;
@@ -98,62 +106,73 @@ fn open_account(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreErr
         "type": "Opened", "account_holder": holder, "initial_balance_cents": initial
     });
     let spi = Spi::connect();
-    let batch = one_event_batch(&event, &id)?;
+    let batch = one_event_batch(call, &event, &id)?;
     append(&spi, &id, ExpectedVersion::NoStream, &batch, Rules::Enforce)?;
     drop(spi);
     Ok(uuid_datum(&id))
 }
 
 /// `es.deposit(account_id, amount_cents, description DEFAULT '', expected_version DEFAULT NULL)`.
-fn deposit(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
+fn deposit(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     money(
-        fcinfo,
+        call,
         |amount_cents| Command::Deposit { amount_cents },
         "Deposited",
     )
 }
 
 /// `es.withdraw(account_id, amount_cents, description DEFAULT '', expected_version DEFAULT NULL)`.
-fn withdraw(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
+fn withdraw(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     money(
-        fcinfo,
+        call,
         |amount_cents| Command::Withdraw { amount_cents },
         "Withdrawn",
     )
 }
 
 fn money(
-    fcinfo: pg_sys::FunctionCallInfo,
+    call: &mut Call<'_>,
     command: fn(i64) -> Command,
     event_type: &str,
 ) -> Result<Datum, EventStoreError> {
-    let account = uuid_arg(fcinfo, 0, "account_id")?;
-    let amount = required(fcinfo, 1, "amount_cents")?.value() as i64;
-    let description = text_arg(fcinfo, 2, "description")?;
-    let expected = ExpectedVersion::from_sql(i64_arg(fcinfo, 3))?;
+    let account = call.uuid(0, "account_id")?;
+    let amount = call.required_i64(1, "amount_cents")?;
+    let description = call.text(2, "description")?;
+    let expected = ExpectedVersion::from_sql(call.i64(3))?;
     let event = serde_json::json!({
         "type": event_type, "amount_cents": amount, "description": description
     });
-    run(&account, command(amount), &event, expected)
+    run(call, &account, command(amount), &event, expected)
 }
 
 /// `es.freeze_account(account_id, reason) RETURNS bigint`.
-fn freeze_account(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
-    let account = uuid_arg(fcinfo, 0, "account_id")?;
-    let reason = text_arg(fcinfo, 1, "reason")?;
+fn freeze_account(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    let account = call.uuid(0, "account_id")?;
+    let reason = call.text(1, "reason")?;
     let event = serde_json::json!({"type": "Frozen", "reason": reason});
-    run(&account, Command::Freeze, &event, ExpectedVersion::Any)
+    run(
+        call,
+        &account,
+        Command::Freeze,
+        &event,
+        ExpectedVersion::Any,
+    )
 }
 
 /// `es.close_account(account_id, reason) RETURNS bigint`.
-fn close_account(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
-    let account = uuid_arg(fcinfo, 0, "account_id")?;
-    let reason = text_arg(fcinfo, 1, "reason")?;
+fn close_account(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    let account = call.uuid(0, "account_id")?;
+    let reason = call.text(1, "reason")?;
     let event = serde_json::json!({"type": "Closed", "reason": reason});
-    run(&account, Command::Close, &event, ExpectedVersion::Any)
+    run(call, &account, Command::Close, &event, ExpectedVersion::Any)
 }
 
-fn one_event_batch(event: &serde_json::Value, stream: &Uuid) -> Result<Batch, EventStoreError> {
+/// A batch of one event, built in the memory context of `call` (which outlives the call).
+fn one_event_batch<'fc>(
+    _call: &Call<'fc>,
+    event: &serde_json::Value,
+    stream: &Uuid,
+) -> Result<Batch<'fc>, EventStoreError> {
     let array = array_of(
         &[Some(jsonb(event))],
         BuiltinOid::JSONBOID,
@@ -161,13 +180,16 @@ fn one_event_batch(event: &serde_json::Value, stream: &Uuid) -> Result<Batch, Ev
         false,
         pg_sys::TYPALIGN_INT,
     );
-    decode_batch(array, stream)
+    // SAFETY: a jsonb[] just built in the current context, the context of the call in
+    // progress, which lives at least as long as the call ('fc).
+    unsafe { decode_batch(array, stream) }
 }
 
 /// Appends the command's event through the append path, which takes the stream row first (so
 /// commands on one account serialize), then decides the command against the state under that
 /// lock ([`check_command`]) and snapshots on the interval, all in one transaction.
 fn run(
+    call: &Call<'_>,
     account: &Uuid,
     command: Command,
     event: &serde_json::Value,
@@ -189,7 +211,7 @@ fn run(
         }
         other => other,
     };
-    let batch = one_event_batch(event, account)?;
+    let batch = one_event_batch(call, event, account)?;
     let new_version = append(&spi, account, expected, &batch, Rules::Command(command))?;
     drop(spi);
     Ok(Datum::from(new_version))
@@ -220,13 +242,13 @@ pub(crate) fn check_command(
 pub(crate) fn state_at_head(
     spi: &Spi,
     account: &Uuid,
-    head: &StreamHead,
+    head: &StreamHead<'_>,
 ) -> Result<(AccountState, String), EventStoreError> {
     if head.old_version == 0 {
         return Ok((AccountState::default(), String::new()));
     }
-    if let Some(d) = head.state
-        && let Ok((state, holder)) = parse_state(unsafe { Jsonb::from_datum(d) })
+    if let Some(state) = head.state()
+        && let Ok((state, holder)) = parse_state(state)
         && state.version == head.old_version
     {
         return Ok((state, holder.to_owned()));
@@ -267,9 +289,12 @@ pub(crate) fn load_state(
     } else {
         spi.read(Stmt::LoadSnapshot, &args)
     };
-    let snapshot_state = (!snap.is_empty()).then(|| snap.datum(0, 2)).flatten();
-    if let (Some(at), Some(d)) = (snap.first_i64(), snapshot_state)
-        && let Ok((s, h)) = parse_state(unsafe { Jsonb::from_datum(d) })
+    // SAFETY: column 2 of LoadSnapshot is `state jsonb`.
+    let snapshot_state = (!snap.is_empty())
+        .then(|| unsafe { snap.jsonb(0, 2) })
+        .flatten();
+    if let (Some(at), Some(json)) = (snap.first_i64(), snapshot_state)
+        && let Ok((s, h)) = parse_state(json)
         && s.version == at
     {
         state = s;
@@ -277,8 +302,7 @@ pub(crate) fn load_state(
     }
     let from = state.version;
     visit_events(spi, account, from, version, latest, &mut |row| {
-        let event = event_view(unsafe { Jsonb::from_datum(row.data) });
-        let event = event.decode().map_err(unreplayable)?;
+        let event = event_view(row.data()).decode().map_err(unreplayable)?;
         state.apply(&event).map_err(unreplayable)?;
         if let AccountEvent::Opened { account_holder, .. } = event {
             holder = account_holder.to_owned();
@@ -313,7 +337,7 @@ pub(crate) fn visit_events(
     from: i64,
     to: i64,
     latest: bool,
-    visit: &mut dyn FnMut(&StreamRow) -> Result<(), EventStoreError>,
+    visit: &mut dyn FnMut(&StreamRow<'_>) -> Result<(), EventStoreError>,
 ) -> Result<(), EventStoreError> {
     let mut count = 0i64;
     let result = visit_events_untraced(spi, stream, from, to, latest, &mut |row| {
@@ -330,7 +354,7 @@ fn visit_events_untraced(
     from: i64,
     to: i64,
     latest: bool,
-    visit: &mut dyn FnMut(&StreamRow) -> Result<(), EventStoreError>,
+    visit: &mut dyn FnMut(&StreamRow<'_>) -> Result<(), EventStoreError>,
 ) -> Result<(), EventStoreError> {
     if to <= from {
         return Ok(());
@@ -354,16 +378,22 @@ fn visit_events_untraced(
             break;
         }
         for r in 0..rows.len() {
-            let row = StreamRow {
-                version: rows.i64(r, 3).unwrap_or(0),
-                event_type: rows.datum(r, 5).expect("event_type is NOT NULL"),
-                data: rows.datum(r, 7).expect("data is NOT NULL"),
-                occurred_at: rows.datum(r, 9).expect("occurred_at is NOT NULL"),
-                recorded_at: rows.datum(r, 10).expect("recorded_at is NOT NULL"),
-                values: std::ptr::null(),
-                nulls: std::ptr::null(),
+            let version = rows.i64(r, 3).unwrap_or(0);
+            let (Some(event_type), Some(data), Some(occurred_at), Some(recorded_at)) = (
+                rows.datum(r, 5),
+                rows.datum(r, 7),
+                rows.datum(r, 9),
+                rows.datum(r, 10),
+            ) else {
+                continue;
             };
-            after = row.version;
+            // SAFETY: LoadEvents is `SELECT * FROM es.events`: columns 5, 7, 9, 10 are
+            // event_type text, data jsonb, occurred_at and recorded_at timestamptz, valid
+            // while `rows` is (until the page is freed below).
+            let row = unsafe {
+                StreamRow::from_columns(version, event_type, data, occurred_at, recorded_at)
+            };
+            after = version;
             visit(&row)?;
         }
         rows.free();
@@ -405,6 +435,16 @@ pub(crate) fn check_batch(
                     reason: format!("{name} at position {} of the batch: {what}", i + 1),
                 }
             }
+            Refusal::Rule(RuleViolation::BalanceOverflow {
+                balance,
+                amount_cents,
+            }) => EventStoreError::InvalidAmount {
+                reason: format!(
+                    "{name} at position {} of the batch: {}",
+                    i + 1,
+                    overflow_reason(balance, amount_cents)
+                ),
+            },
             Refusal::Rule(v) => violation(stream, v),
         })?;
         state.apply(&event).map_err(malformed)?;
@@ -441,14 +481,7 @@ pub(crate) fn snapshot_if_due(
 
 /// The state JSON of SPEC §5 as a jsonb datum in the current memory context.
 pub(crate) fn state_datum(holder: &str, state: &AccountState) -> Datum {
-    let text = CString::new(state_json(holder, state)).unwrap_or_default();
-    unsafe {
-        pg_sys::DirectFunctionCall1Coll(
-            Some(jsonb_in_fmgr),
-            pg_sys::InvalidOid,
-            Datum::from(text.as_ptr() as *mut c_char),
-        )
-    }
+    jsonb_from_text(&state_json(holder, state))
 }
 
 /// Finds an account stream without locking it: its current version and the state stored in
@@ -469,9 +502,9 @@ pub(crate) fn account_head(
         });
     }
     let version = rows.first_i64().unwrap_or(0);
-    let state = rows
-        .datum(0, 3)
-        .and_then(|d| parse_state(unsafe { Jsonb::from_datum(d) }).ok())
+    // SAFETY: column 3 of StreamInfo is `state jsonb`.
+    let state = unsafe { rows.jsonb(0, 3) }
+        .and_then(|json| parse_state(json).ok())
         .filter(|(s, _)| s.version == version)
         .map(|(s, h)| (s, h.to_owned()));
     Ok((version, state))

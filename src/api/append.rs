@@ -9,7 +9,7 @@
 //! checked while the stream row is held, and its automatic snapshots (SPEC §4, §5).
 
 use super::account;
-use super::{arg, i64_arg, i64_datum, text_datum, uuid_arg, uuid_datum};
+use super::{Call, i64_datum, text_datum, uuid_datum};
 use crate::core::account::{AccountState, Command};
 use crate::core::append::{StoredId, check_batch_ids_unique, classify_retry};
 use crate::core::event::{check_sequence_numbers, stream_type_for, validate_event};
@@ -27,21 +27,22 @@ use uuid::Uuid;
 
 crate::sql_function!(es_append_events, pg_finfo_es_append_events, append_events);
 
-/// The decoded `events` argument.
-pub(crate) struct Batch {
+/// The decoded `events` argument; its elements borrow the array for `'a`.
+pub(crate) struct Batch<'a> {
     /// The array datum as passed (stored as-is by the batch insert).
     array: Datum,
     /// Each element, detoasted.
-    pub(crate) elements: Vec<Jsonb>,
+    pub(crate) elements: Vec<Jsonb<'a>>,
     /// What the core read from each element.
     metas: Vec<EventMeta>,
 }
 
-fn append_events(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
-    let stream = uuid_arg(fcinfo, 0, "stream_id")?;
-    let expected = ExpectedVersion::from_sql(i64_arg(fcinfo, 1))?;
-    let array = arg(fcinfo, 2).ok_or(EventStoreError::NullArgument { name: "events" })?;
-    let batch = decode_batch(array, &stream)?;
+fn append_events(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    let stream = call.uuid(0, "stream_id")?;
+    let expected = ExpectedVersion::from_sql(call.i64(1))?;
+    let array = call.required(2, "events")?;
+    // SAFETY: argument 2 is the jsonb[] of the declaration, valid for the call.
+    let batch = unsafe { decode_batch(array, &stream)? };
     let spi = Spi::connect();
     let version = if batch.metas.is_empty() {
         let current = current_version(&spi, &stream);
@@ -50,11 +51,20 @@ fn append_events(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreEr
     } else {
         append(&spi, &stream, expected, &batch, Rules::Enforce)?
     };
-    spi.finish();
     Ok(i64_datum(version))
 }
 
-pub(crate) fn decode_batch(array: Datum, stream: &Uuid) -> Result<Batch, EventStoreError> {
+/// Reads and validates the `events` array.
+///
+/// # Safety
+/// `array` must be a non-null `jsonb[]` datum that stays valid for `'a`, and the current
+/// memory context must outlive `'a` (detoasted copies go there).
+pub(crate) unsafe fn decode_batch<'a>(
+    array: Datum,
+    stream: &Uuid,
+) -> Result<Batch<'a>, EventStoreError> {
+    // SAFETY: the caller's contract; the array is detoasted into the current context and
+    // deconstructed into arrays of `n` datums and flags (palloc'd there), copied out.
     let (datums, nulls) = unsafe {
         let arr = pg_sys::pg_detoast_datum(array.cast_mut_ptr()).cast::<pg_sys::ArrayType>();
         if (*arr).ndim > 1 {
@@ -92,7 +102,9 @@ pub(crate) fn decode_batch(array: Datum, stream: &Uuid) -> Result<Batch, EventSt
     if let Some(i) = nulls.iter().position(|&isnull| isnull) {
         return Err(EventStoreError::NullElement { position: i + 1 });
     }
-    let elements: Vec<Jsonb> = datums
+    // SAFETY: non-null elements of a jsonb[] (NULLs refused above), pointing into the detoasted
+    // array, which lives in the current context for 'a.
+    let elements: Vec<Jsonb<'a>> = datums
         .iter()
         .map(|&d| unsafe { Jsonb::from_datum(d) })
         .collect();
@@ -146,7 +158,7 @@ pub(crate) fn append(
     spi: &Spi,
     stream: &Uuid,
     expected: ExpectedVersion,
-    batch: &Batch,
+    batch: &Batch<'_>,
     rules: Rules,
 ) -> Result<i64, EventStoreError> {
     let n = batch.metas.len() as i64;
@@ -160,7 +172,7 @@ pub(crate) fn append(
     // replaced, and again if a concurrent append replaced it first), so their decision always
     // follows the version this append extends. The state after the batch is stored in the row.
     let mut judged: Option<(AccountState, String)> = None;
-    let mut judge = |head: &StreamHead| -> Result<Option<Datum>, EventStoreError> {
+    let mut judge = |head: &StreamHead<'_>| -> Result<Option<Datum>, EventStoreError> {
         judged = None;
         if !head.account {
             return match rules {
@@ -237,7 +249,7 @@ pub(crate) fn append(
     };
     let first_version = new_version - n + 1;
     check_sequence_numbers(&batch.metas, first_version)?;
-    let first_position = shmem::draw_positions(position_sequence(), n);
+    let first_position = draw_positions(spi, n)?;
     insert(spi, stream, first_position, first_version, batch)?;
     if let Some((state, holder)) = judged {
         account::snapshot_if_due(spi, stream, first_version - 1, new_version, &holder, &state);
@@ -245,8 +257,28 @@ pub(crate) fn append(
     Ok(new_version)
 }
 
+/// Draws `n` global positions. Before the first draw of this backend (and before every draw
+/// while the database has a logical-replication subscription) the sequence is checked against
+/// the stored positions and moved past them: it is behind after a failover to a subscriber, and
+/// a position must never be handed out twice.
+fn draw_positions(spi: &Spi, n: i64) -> Result<i64, EventStoreError> {
+    let sequence = position_sequence();
+    let subscribed = || {
+        spi.read_latest(Stmt::Subscriptions, &[])
+            .first_i64()
+            .is_some_and(|n| n > 0)
+    };
+    if !shmem::sequence_checked(subscribed) {
+        if let Some(stored) = spi.read_latest(Stmt::PositionAhead, &[]).first_i64() {
+            shmem::advance_sequence(sequence, stored);
+        }
+        shmem::mark_sequence_checked();
+    }
+    shmem::draw_positions(sequence, n)
+}
+
 /// The account rules' look at a stream row: the state to store with the bump, or why not.
-type Judge<'a> = dyn FnMut(&StreamHead) -> Result<Option<Datum>, EventStoreError> + 'a;
+type Judge<'a> = dyn FnMut(&StreamHead<'_>) -> Result<Option<Datum>, EventStoreError> + 'a;
 
 /// The native bump: `Some(new version)` / `Some(None)` when the stream is missing or elsewhere,
 /// `None` when the SPI statement must do it.
@@ -270,16 +302,19 @@ fn judge_rows(
     spi: &Spi,
     sid: Arg,
     n: i64,
-    rows: &Rows,
+    rows: &Rows<'_>,
     judge: &mut Judge,
 ) -> Result<Option<i64>, EventStoreError> {
     let Some(version) = rows.first_i64() else {
         return Ok(None);
     };
-    let head = StreamHead {
-        old_version: version - n,
-        account: rows.text(0, 2).as_deref() == Some(ACCOUNT_STREAM_TYPE),
-        state: rows.datum(0, 3),
+    // SAFETY: column 3 of the bump statements is `state jsonb`, valid while `rows` is.
+    let head = unsafe {
+        StreamHead::new(
+            version - n,
+            rows.text(0, 2).as_deref() == Some(ACCOUNT_STREAM_TYPE),
+            rows.datum(0, 3),
+        )
     };
     if let Some(state) = judge(&head)? {
         spi.write(Stmt::SetState, &[sid, Some(state)]);
@@ -298,12 +333,16 @@ fn retry_or_duplicate(
     let given: Vec<Datum> = ids.iter().flatten().map(uuid_datum).collect();
     let rows = spi.read_latest(Stmt::FindEventIds, &[Some(uuid_array(&given))]);
     let stored: Vec<StoredId> = (0..rows.len())
-        .map(|r| unsafe {
-            StoredId {
-                event_id: super::uuid_from_datum(rows.datum(r, 1).expect("event_id is NOT NULL")),
-                stream_id: super::uuid_from_datum(rows.datum(r, 2).expect("stream_id is NOT NULL")),
-                version: rows.i64(r, 3).unwrap_or(0),
-            }
+        .filter_map(|r| {
+            let (event_id, stream_id) = (rows.datum(r, 1)?, rows.datum(r, 2)?);
+            // SAFETY: FindEventIds returns (event_id uuid, stream_id uuid, version bigint).
+            Some(unsafe {
+                StoredId {
+                    event_id: super::uuid_from_datum(event_id),
+                    stream_id: super::uuid_from_datum(stream_id),
+                    version: rows.i64(r, 3).unwrap_or(0),
+                }
+            })
         })
         .collect();
     match classify_retry(stream, expected, ids, &stored) {
@@ -318,7 +357,7 @@ fn insert(
     stream: &Uuid,
     first_position: i64,
     first_version: i64,
-    batch: &Batch,
+    batch: &Batch<'_>,
 ) -> Result<(), EventStoreError> {
     let metas = &batch.metas;
     let event_ids: Vec<Uuid> = metas
@@ -357,8 +396,9 @@ fn insert(
             ]
         })
         .collect();
-    // A unique violation here can only be an event id stored by a transaction that committed
-    // after our checks (or one the client reused across streams): report it as ES004.
+    // A unique violation here is an event id stored by a transaction that committed after our
+    // checks (or one the client reused across streams): ES004; or a position the sequence
+    // handed out although it is stored: 55000, never a raw 23505.
     PgTryBuilder::new(|| {
         if native::insert_events(&rows) == Outcome::Fallback {
             insert_with_sql(spi, &rows, batch);
@@ -372,25 +412,31 @@ fn insert(
             }
             _ => String::new(),
         };
-        if !detail.contains("(event_id)") {
-            caught.rethrow();
-        }
-        let event_id = detail
+        let value = detail
             .split_once("=(")
             .and_then(|(_, rest)| rest.split_once(')'))
-            .map(|(id, _)| id.to_owned())
+            .map(|(v, _)| v.to_owned())
             .unwrap_or_default();
-        Err(EventStoreError::DuplicateEventId {
-            event_id,
-            stored_at: None,
-        })
+        if detail.contains("(event_id)") {
+            Err(EventStoreError::DuplicateEventId {
+                event_id: value,
+                stored_at: None,
+            })
+        } else if detail.contains("(global_position)") {
+            // The sequence is behind the log (set back, or a promoted logical subscriber that
+            // was checked before its subscription went away): check it again next time.
+            shmem::forget_sequence_check();
+            Err(EventStoreError::PositionTaken { position: value })
+        } else {
+            caught.rethrow()
+        }
     })
     .execute()
 }
 
 /// The same rows through the executor, when the table has something only the executor does
 /// (see [`native`]): one statement for one event, one `unnest` statement for a batch.
-fn insert_with_sql(spi: &Spi, rows: &[EventRow], batch: &Batch) {
+fn insert_with_sql(spi: &Spi, rows: &[EventRow], batch: &Batch<'_>) {
     if let [row] = rows {
         spi.write(Stmt::InsertOne, &row[..9]);
         return;
@@ -462,6 +508,9 @@ pub(crate) fn array_of(
     let mut nulls: Vec<bool> = elements.iter().map(Option::is_none).collect();
     let mut dims = [elements.len() as i32];
     let mut lbs = [1];
+    // SAFETY: one value and one flag per element, one dimension of `len(elements)` from 1;
+    // `ty`, `len`, `byval` and `align` describe the element type (the callers pass a built-in
+    // type's own); construct_md_array copies the values into a new array.
     unsafe {
         Datum::from(pg_sys::construct_md_array(
             values.as_mut_ptr(),
@@ -478,5 +527,6 @@ pub(crate) fn array_of(
 }
 
 fn transaction_start() -> Datum {
+    // SAFETY: reads the start time of the transaction in progress.
     Datum::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() })
 }

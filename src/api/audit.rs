@@ -9,13 +9,12 @@
 
 use super::account::{account_head, load_state, state_datum, visit_events};
 use super::replay::event_view;
-use super::{arg, i64_arg, i64_datum, materialize, no_value, text_datum, uuid_arg, uuid_datum};
+use super::{Call, i64_datum, no_value, text_datum, uuid_datum};
 use crate::core::EventStoreError;
 use crate::core::JsonField;
 use crate::core::account::{AccountEvent, AccountState, ReplayError, event_name, text_key};
-use crate::jsonb::Jsonb;
 use crate::storage::{Spi, Stmt};
-use pgrx::pg_sys::{self, Datum};
+use pgrx::pg_sys::Datum;
 
 crate::sql_function!(es_account_state, pg_finfo_es_account_state, account_state);
 crate::sql_function!(
@@ -27,10 +26,10 @@ crate::sql_function!(
 /// `es.account_state(account_id, as_of DEFAULT NULL, at_version DEFAULT NULL) RETURNS jsonb`:
 /// the state at `at_version` (default: the current version), or at the newest version recorded
 /// at or before `as_of`, whichever is older. NULL when the account did not exist yet at `as_of`.
-fn account_state(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
-    let account = uuid_arg(fcinfo, 0, "account_id")?;
-    let as_of = arg(fcinfo, 1);
-    let at_version = i64_arg(fcinfo, 2);
+fn account_state(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    let account = call.uuid(0, "account_id")?;
+    let as_of = call.arg(1);
+    let at_version = call.i64(2);
     if let Some(v) = at_version
         && v < 1
     {
@@ -60,8 +59,7 @@ fn account_state(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreEr
             Some(v) => target = v,
             None => {
                 drop(spi);
-                unsafe { (*fcinfo).isnull = true };
-                return Ok(no_value());
+                return Ok(call.return_null());
             }
         }
     }
@@ -76,9 +74,9 @@ fn account_state(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreEr
 }
 
 /// `es.account_history(account_id)`: one row per event with the running balance and status.
-fn account_history(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
-    let account = uuid_arg(fcinfo, 0, "account_id")?;
-    let (store, desc) = materialize(fcinfo);
+fn account_history(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    let account = call.uuid(0, "account_id")?;
+    let mut out = call.materialize();
     let spi = Spi::connect();
     let (current, _) = account_head(&spi, &account)?;
     let mut state = AccountState::default();
@@ -87,7 +85,7 @@ fn account_history(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStore
         reason: e.reason,
     };
     visit_events(&spi, &account, 0, current, false, &mut |row| {
-        let data = unsafe { Jsonb::from_datum(row.data) };
+        let data = row.data();
         let event = event_view(data).decode().map_err(unreplayable)?;
         state.apply(&event).map_err(unreplayable)?;
         let amount = match event {
@@ -106,17 +104,17 @@ fn account_history(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStore
                 _ => None,
             },
         };
-        let mut values = [
+        let values = [
             i64_datum(row.version),
-            row.event_type,
+            row.event_type(),
             amount.map_or(no_value(), i64_datum),
             i64_datum(state.balance_cents),
             text_datum(state.status.as_str()),
             text.map_or(no_value(), text_datum),
-            row.occurred_at,
-            row.recorded_at,
+            row.occurred_at(),
+            row.recorded_at(),
         ];
-        let mut nulls = [
+        let nulls = [
             false,
             false,
             amount.is_none(),
@@ -126,9 +124,9 @@ fn account_history(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStore
             false,
             false,
         ];
-        unsafe {
-            pg_sys::tuplestore_putvalues(store, desc, values.as_mut_ptr(), nulls.as_mut_ptr())
-        };
+        // SAFETY: the values match the declared columns (bigint, text, bigint, bigint, text,
+        // text, timestamptz, timestamptz); the row's datums are valid until the visit returns.
+        unsafe { out.put(&values, &nulls) };
         Ok(())
     })?;
     drop(spi);

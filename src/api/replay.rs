@@ -6,7 +6,7 @@
 //! between rows; the final function renders it to jsonb without changing it, which is what a
 //! window function needs. The fold itself is `core::account`.
 
-use super::{arg, no_value};
+use super::Call;
 use crate::core::EventStoreError;
 use crate::core::account::{
     AccountEventView, AccountState, AccountStatus, ReplayError, state_json,
@@ -14,7 +14,6 @@ use crate::core::account::{
 use crate::core::event::JsonField;
 use crate::jsonb::Jsonb;
 use pgrx::pg_sys::{self, Datum};
-use std::ffi::{CString, c_char};
 
 crate::sql_function!(
     es_account_replay_step,
@@ -32,7 +31,8 @@ crate::sql_function!(
     finish
 );
 
-/// The fold's state, allocated in the aggregate's memory context.
+/// The fold's state, allocated in the aggregate's memory context (which lives as long as the
+/// group, and from which the executor passes the pointer back as the first argument).
 #[repr(C)]
 struct ReplayState {
     account: AccountState,
@@ -41,24 +41,44 @@ struct ReplayState {
     holder_len: usize,
 }
 
-fn aggregate_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext {
-    let mut context: pg_sys::MemoryContext = std::ptr::null_mut();
-    if unsafe { pg_sys::AggCheckCallContext(fcinfo, &mut context) } == 0 {
-        pgrx::error!("es.account_replay's functions can only be called as an aggregate");
-    }
-    context
-}
-
-unsafe fn new_state(context: pg_sys::MemoryContext) -> *mut ReplayState {
-    unsafe {
-        let state = pg_sys::MemoryContextAllocZero(context, std::mem::size_of::<ReplayState>())
-            .cast::<ReplayState>();
-        (*state).account = AccountState::default();
-        state
+impl ReplayState {
+    /// A fresh state in `context`.
+    fn new(context: pg_sys::MemoryContext) -> *mut ReplayState {
+        // SAFETY: a zeroed allocation of the struct's size in the aggregate's context, then
+        // its one non-pointer field set; a null holder is "no holder yet".
+        unsafe {
+            let state = pg_sys::MemoryContextAllocZero(context, std::mem::size_of::<ReplayState>())
+                .cast::<ReplayState>();
+            (*state).account = AccountState::default();
+            state
+        }
     }
 }
 
+/// The aggregate's context, or the error for a direct call of a transition function.
+fn aggregate_context(call: &Call<'_>) -> Result<pg_sys::MemoryContext, EventStoreError> {
+    call.aggregate_context()
+        .ok_or(EventStoreError::InvalidArgument {
+            name: "call",
+            reason: "es.account_replay's functions can only be called by the aggregate".into(),
+        })
+}
+
+/// The state passed back by the executor as argument 0 (NULL on the first row).
+///
+/// # Safety
+/// Argument 0 must be the `internal` state this module allocated, as the aggregate's
+/// declaration (sql/bootstrap.sql) guarantees: its transition functions take and return it.
+unsafe fn state_arg(call: &Call<'_>) -> Option<*mut ReplayState> {
+    call.arg(0).map(|d| d.cast_mut_ptr::<ReplayState>())
+}
+
+/// Stores the holder's name in the aggregate's context.
+///
+/// # Safety
+/// `state` must be a state of this module allocated in `context`.
 unsafe fn set_holder(context: pg_sys::MemoryContext, state: *mut ReplayState, name: &str) {
+    // SAFETY: the caller's contract; the copy is a fresh allocation of at least `len` bytes.
     unsafe {
         let copy = pg_sys::MemoryContextAlloc(context, name.len().max(1)).cast::<u8>();
         std::ptr::copy_nonoverlapping(name.as_ptr(), copy, name.len());
@@ -68,7 +88,7 @@ unsafe fn set_holder(context: pg_sys::MemoryContext, state: *mut ReplayState, na
 }
 
 /// The keys of an account event, read from its jsonb.
-pub(crate) fn event_view<'a>(event: Jsonb) -> AccountEventView<'a> {
+pub(crate) fn event_view<'a>(event: Jsonb<'a>) -> AccountEventView<'a> {
     let shape = event.shape();
     if shape != JsonField::Object {
         return AccountEventView {
@@ -103,8 +123,8 @@ pub(crate) fn event_view<'a>(event: Jsonb) -> AccountEventView<'a> {
 }
 
 /// Reads a state JSON (`{"holder_name", "balance_cents", "status", "version"}`): the state and
-/// the holder's name, or what is wrong with it.
-pub(crate) fn parse_state<'a>(state: Jsonb) -> Result<(AccountState, &'a str), &'static str> {
+/// the holder's name, or what is wrong with it (a shape, or a state no account history reaches).
+pub(crate) fn parse_state<'a>(state: Jsonb<'a>) -> Result<(AccountState, &'a str), &'static str> {
     if state.shape() != JsonField::Object {
         return Err("not an object");
     }
@@ -123,15 +143,14 @@ pub(crate) fn parse_state<'a>(state: Jsonb) -> Result<(AccountState, &'a str), &
         JsonField::String(s) => s,
         _ => return Err("\"holder_name\" must be a string"),
     };
-    Ok((
-        AccountState {
-            balance_cents: balance,
-            status,
-            version,
-            opened: true,
-        },
-        holder,
-    ))
+    let account = AccountState {
+        balance_cents: balance,
+        status,
+        version,
+        opened: true,
+    };
+    account.check()?;
+    Ok((account, holder))
 }
 
 fn unreplayable(e: ReplayError) -> EventStoreError {
@@ -141,21 +160,24 @@ fn unreplayable(e: ReplayError) -> EventStoreError {
     }
 }
 
-/// Applies the event argument `n` to the state in argument 0 (created on the first row).
-fn apply_arg(
-    fcinfo: pg_sys::FunctionCallInfo,
+/// Applies the event argument `n` to `state`.
+///
+/// # Safety
+/// `state` must be a state of this module allocated in `context`.
+unsafe fn apply_arg(
+    call: &Call<'_>,
     context: pg_sys::MemoryContext,
     state: *mut ReplayState,
     n: usize,
 ) -> Result<Datum, EventStoreError> {
-    let Some(event) = arg(fcinfo, n) else {
+    let Some(event) = call.jsonb(n) else {
         return Err(unreplayable(ReplayError {
             event_type: "null".into(),
             reason: "an account event cannot be NULL".into(),
         }));
     };
-    let event = unsafe { Jsonb::from_datum(event) };
     let decoded = event_view(event).decode().map_err(unreplayable)?;
+    // SAFETY: the caller's contract.
     unsafe {
         (*state).account.apply(&decoded).map_err(unreplayable)?;
         if let crate::core::account::AccountEvent::Opened { account_holder, .. } = decoded {
@@ -166,36 +188,44 @@ fn apply_arg(
 }
 
 /// `account_replay_step(internal, event jsonb) RETURNS internal`.
-fn step(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
-    let context = aggregate_context(fcinfo);
-    let state = match arg(fcinfo, 0) {
-        Some(d) => d.cast_mut_ptr::<ReplayState>(),
-        None => unsafe { new_state(context) },
-    };
-    apply_arg(fcinfo, context, state, 1)
+fn step(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    let context = aggregate_context(call)?;
+    // SAFETY: the declaration passes this module's state as argument 0; a new one is made in
+    // the aggregate's context on the first row.
+    unsafe {
+        let state = state_arg(call).unwrap_or_else(|| ReplayState::new(context));
+        apply_arg(call, context, state, 1)
+    }
 }
 
 /// `account_replay_from_step(internal, initial_state jsonb, event jsonb) RETURNS internal`: on
 /// the first row the state starts from `initial_state` (a state JSON, e.g. a snapshot's).
-fn from_step(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
-    let context = aggregate_context(fcinfo);
-    let state = match arg(fcinfo, 0) {
-        Some(d) => d.cast_mut_ptr::<ReplayState>(),
-        None => unsafe {
-            let state = new_state(context);
-            if let Some(initial) = arg(fcinfo, 1) {
-                load_initial(context, state, Jsonb::from_datum(initial))?;
+fn from_step(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    let context = aggregate_context(call)?;
+    // SAFETY: as in `step`.
+    unsafe {
+        let state = match state_arg(call) {
+            Some(state) => state,
+            None => {
+                let state = ReplayState::new(context);
+                if let Some(initial) = call.jsonb(1) {
+                    load_initial(context, state, initial)?;
+                }
+                state
             }
-            state
-        },
-    };
-    apply_arg(fcinfo, context, state, 2)
+        };
+        apply_arg(call, context, state, 2)
+    }
 }
 
+/// Starts the fold from a state JSON.
+///
+/// # Safety
+/// `state` must be a state of this module allocated in `context`.
 unsafe fn load_initial(
     context: pg_sys::MemoryContext,
     state: *mut ReplayState,
-    initial: Jsonb,
+    initial: Jsonb<'_>,
 ) -> Result<(), EventStoreError> {
     let (account, holder) = parse_state(initial).map_err(|reason| EventStoreError::InvalidArgument {
         name: "initial_state",
@@ -203,6 +233,7 @@ unsafe fn load_initial(
             "{reason} (expected {{\"holder_name\", \"balance_cents\", \"status\", \"version\"}})"
         ),
     })?;
+    // SAFETY: the caller's contract.
     unsafe {
         (*state).account = account;
         set_holder(context, state, holder);
@@ -212,12 +243,14 @@ unsafe fn load_initial(
 
 /// `account_replay_final(internal) RETURNS jsonb`: the state JSON (NULL for no rows). Read-only,
 /// so it can be called once per row of a window.
-fn finish(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
-    let Some(state) = arg(fcinfo, 0) else {
-        unsafe { (*fcinfo).isnull = true };
-        return Ok(no_value());
+fn finish(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    aggregate_context(call)?;
+    // SAFETY: the aggregate passes its transition state as the final function's argument.
+    let Some(state) = (unsafe { state_arg(call) }) else {
+        return Ok(call.return_null());
     };
-    let state = state.cast_mut_ptr::<ReplayState>();
+    // SAFETY: a state of this module: the holder is null or `holder_len` bytes in the
+    // aggregate's context.
     let json = unsafe {
         let holder = if (*state).holder.is_null() {
             ""
@@ -227,18 +260,5 @@ fn finish(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
         };
         state_json(holder, &(*state).account)
     };
-    let text = CString::new(json).unwrap_or_default();
-    Ok(unsafe {
-        pg_sys::DirectFunctionCall1Coll(
-            Some(jsonb_in_fmgr),
-            pg_sys::InvalidOid,
-            Datum::from(text.as_ptr() as *mut c_char),
-        )
-    })
-}
-
-unsafe extern "C-unwind" {
-    /// The fmgr entry of `jsonb_in`, unwrapped, for `DirectFunctionCall1Coll` (the guarded call).
-    #[link_name = "jsonb_in"]
-    fn jsonb_in_fmgr(fcinfo: pg_sys::FunctionCallInfo) -> Datum;
+    Ok(crate::api::account::jsonb_from_text(&json))
 }

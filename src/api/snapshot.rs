@@ -4,21 +4,22 @@
 
 use super::account::load_state;
 use super::replay::parse_state;
-use super::{i64_arg, i64_datum, materialize, no_value, required, uuid_arg, uuid_datum};
+use super::{Call, i64_datum, no_value, uuid_datum};
 use crate::core::account::state_json;
 use crate::core::{ACCOUNT_STREAM_TYPE, EventStoreError};
-use crate::jsonb::Jsonb;
 use crate::storage::{Spi, Stmt};
-use pgrx::pg_sys::{self, Datum};
+use pgrx::pg_sys::Datum;
 
 crate::sql_function!(es_save_snapshot, pg_finfo_es_save_snapshot, save_snapshot);
 crate::sql_function!(es_load_snapshot, pg_finfo_es_load_snapshot, load_snapshot);
 
 /// `es.save_snapshot(stream_id, version, state) RETURNS void`.
-fn save_snapshot(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
-    let stream = uuid_arg(fcinfo, 0, "stream_id")?;
-    let version = required(fcinfo, 1, "version")?.value() as i64;
-    let state = required(fcinfo, 2, "state")?;
+fn save_snapshot(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    let stream = call.uuid(0, "stream_id")?;
+    let version = call.required_i64(1, "version")?;
+    let state = call
+        .jsonb(2)
+        .ok_or(EventStoreError::NullArgument { name: "state" })?;
     let spi = Spi::connect();
     let rows = spi.read_latest(Stmt::StreamInfo, &[Some(uuid_datum(&stream))]);
     let current = rows.first_i64().unwrap_or(0);
@@ -33,7 +34,7 @@ fn save_snapshot(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreEr
     // saved. (Other streams' states mean nothing to the store and are saved as given.)
     if rows.text(0, 2).as_deref() == Some(ACCOUNT_STREAM_TYPE) {
         let (truth, holder) = load_state(&spi, &stream, version, true)?;
-        let given = parse_state(unsafe { Jsonb::from_datum(state) });
+        let given = parse_state(state);
         if given != Ok((truth, holder.as_str())) {
             return Err(EventStoreError::SnapshotMismatch {
                 stream_id: stream.to_string(),
@@ -47,24 +48,22 @@ fn save_snapshot(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreEr
         &[
             Some(uuid_datum(&stream)),
             Some(i64_datum(version)),
-            Some(state),
+            Some(state.datum()),
         ],
     );
-    spi.finish();
     Ok(no_value())
 }
 
 /// `es.load_snapshot(stream_id, at_version DEFAULT NULL) RETURNS TABLE(version, state, taken_at)`.
-fn load_snapshot(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
-    let stream = uuid_arg(fcinfo, 0, "stream_id")?;
-    let at = i64_arg(fcinfo, 1);
-    let (store, desc) = materialize(fcinfo);
+fn load_snapshot(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    let stream = call.uuid(0, "stream_id")?;
+    let at = call.i64(1);
+    let mut out = call.materialize();
     let spi = Spi::connect();
     let rows = spi.read(
         Stmt::LoadSnapshot,
         &[Some(uuid_datum(&stream)), at.map(i64_datum)],
     );
-    rows.copy_into(store, desc);
-    spi.finish();
+    rows.copy_into(&mut out);
     Ok(no_value())
 }

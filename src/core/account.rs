@@ -222,7 +222,26 @@ impl AccountState {
             AccountEvent::Frozen => self.status = AccountStatus::Frozen,
             AccountEvent::Closed => self.status = AccountStatus::Closed,
         }
-        self.version += 1;
+        self.version = self
+            .version
+            .checked_add(1)
+            .ok_or_else(|| fail("the version overflows a bigint"))?;
+        Ok(())
+    }
+
+    /// Whether this is a state a history of account events can reach: opened (version ≥ 1) and
+    /// never below zero (no withdrawal exceeds the balance, no opening balance is negative). A
+    /// state read from JSON (a snapshot, an `initial_state`) is refused with the reason when it
+    /// is not.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.version < 1 {
+            return Err("\"version\" must be at least 1 (an account's state starts with Opened)");
+        }
+        if self.balance_cents < 0 {
+            return Err(
+                "\"balance_cents\" must not be negative (no withdrawal exceeds the balance)",
+            );
+        }
         Ok(())
     }
 }
@@ -266,6 +285,13 @@ pub enum RuleViolation {
         /// The amount asked for.
         requested: i64,
     },
+    /// ES103: a deposit that would take the balance past the largest bigint.
+    BalanceOverflow {
+        /// The balance.
+        balance: i64,
+        /// The amount deposited.
+        amount_cents: i64,
+    },
 }
 
 /// The seed's rules: amounts > 0; deposits, withdrawals (and freezing) only while Active; a
@@ -293,7 +319,10 @@ pub fn decide(state: &AccountState, command: Command) -> Result<(), RuleViolatio
         Command::Deposit { amount_cents }
             if state.balance_cents.checked_add(amount_cents).is_none() =>
         {
-            Err(RuleViolation::InvalidAmount { amount_cents })
+            Err(RuleViolation::BalanceOverflow {
+                balance: state.balance_cents,
+                amount_cents,
+            })
         }
         Command::Close if state.status == AccountStatus::Closed => Err(RuleViolation::NotActive {
             status: state.status,
@@ -484,9 +513,12 @@ mod tests {
             e.reason,
             "\"amount_cents\" must be an integer, got a string"
         );
-        let e = view(JsonField::String("Withdrawn"), JsonField::Number("2.5"))
-            .decode()
-            .unwrap_err();
+        let e = view(
+            JsonField::String("Withdrawn"),
+            JsonField::Number(crate::core::event::NumberText::new("2.5")),
+        )
+        .decode()
+        .unwrap_err();
         assert_eq!(
             e.reason,
             "\"amount_cents\" must be an integer number of cents, got 2.5"
@@ -495,9 +527,12 @@ mod tests {
             .decode()
             .unwrap_err();
         assert_eq!(e.reason, "\"account_holder\" is missing");
-        let e = view(JsonField::Number("1"), JsonField::Absent)
-            .decode()
-            .unwrap_err();
+        let e = view(
+            JsonField::Number(crate::core::event::NumberText::new("1")),
+            JsonField::Absent,
+        )
+        .decode()
+        .unwrap_err();
         assert_eq!(e.event_type, "a number");
         assert_eq!(
             view(JsonField::String("Deposited"), JsonField::Integer(700))

@@ -121,6 +121,20 @@ pub enum EventStoreError {
         /// The SQL function that needs it.
         function: &'static str,
     },
+    /// 55000: the position drawn for an event is already stored: the position sequence is
+    /// behind the log (set back by hand, or not replicated to a logical subscriber that became
+    /// the primary). The next append checks and moves it.
+    PositionTaken {
+        /// The position, as PostgreSQL reported it.
+        position: String,
+    },
+    /// 2200H: the global positions would pass the largest bigint.
+    PositionsExhausted {
+        /// The first position drawn.
+        first: i64,
+        /// How many positions the batch needs.
+        count: i64,
+    },
 }
 
 impl EventStoreError {
@@ -141,6 +155,8 @@ impl EventStoreError {
             Self::NullArgument { .. } | Self::NullElement { .. } => "22004",
             Self::InvalidArgument { .. } => "22023",
             Self::PreloadRequired { .. } => "55000",
+            Self::PositionsExhausted { .. } => "2200H",
+            Self::PositionTaken { .. } => "55000",
         }
     }
 
@@ -216,6 +232,13 @@ impl EventStoreError {
             Self::PreloadRequired { function } => {
                 format!("{function} needs the event_store library preloaded")
             }
+            Self::PositionTaken { position } => format!(
+                "global position {position} is already stored: the position sequence is behind the log"
+            ),
+            Self::PositionsExhausted { first, count } => format!(
+                "global positions are exhausted: {count} positions from {first} would pass {}",
+                i64::MAX
+            ),
         }
     }
 
@@ -270,6 +293,9 @@ impl EventStoreError {
             ),
             Self::PreloadRequired { .. } => Some(
                 "Add event_store to shared_preload_libraries in postgresql.conf and restart the server.".into(),
+            ),
+            Self::PositionTaken { .. } => Some(
+                "Retry the call: the next append moves es.global_position_seq past the stored positions (it falls behind when set back by hand or after a failover to a logical-replication subscriber).".into(),
             ),
             _ => None,
         }

@@ -22,10 +22,13 @@ pub enum JsonField<'a> {
     Bool(bool),
     /// A number that is an exact integer fitting in a bigint.
     Integer(i64),
-    /// Any other number, in its canonical text form.
-    Number(&'a str),
+    /// Any other number (a fraction, or an integer beyond a bigint), in its canonical text form.
+    Number(NumberText),
     /// A string.
     String(&'a str),
+    /// A string whose bytes are not valid UTF-8 (possible in a database whose encoding is not
+    /// UTF-8); the store reads its keys as UTF-8 text.
+    NotUtf8,
     /// An object.
     Object,
     /// An array.
@@ -41,6 +44,7 @@ impl JsonField<'_> {
             Self::Bool(_) => "a boolean",
             Self::Integer(_) | Self::Number(_) => "a number",
             Self::String(_) => "a string",
+            Self::NotUtf8 => "a string that is not valid UTF-8",
             Self::Object => "an object",
             Self::Array => "an array",
         }
@@ -48,6 +52,63 @@ impl JsonField<'_> {
 
     fn is_missing(&self) -> bool {
         matches!(self, Self::Absent | Self::Null)
+    }
+}
+
+/// The canonical text of a number that is not a bigint integer, kept inline so a
+/// [`JsonField`] owns it (it is only ever shown in messages): at most [`NumberText::MAX`] bytes,
+/// a longer number is cut and ends in `...`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct NumberText {
+    len: u8,
+    bytes: [u8; NumberText::MAX],
+}
+
+impl NumberText {
+    /// The longest text kept.
+    pub const MAX: usize = 40;
+
+    /// The text of `s`, cut to [`Self::MAX`] bytes (on a character boundary).
+    pub fn new(s: &str) -> Self {
+        let mut text = NumberText {
+            len: 0,
+            bytes: [0; Self::MAX],
+        };
+        let cut = if s.len() <= Self::MAX {
+            s
+        } else {
+            let mut end = Self::MAX - 3;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            &s[..end]
+        };
+        text.bytes[..cut.len()].copy_from_slice(cut.as_bytes());
+        let mut len = cut.len();
+        if cut.len() < s.len() {
+            text.bytes[len..len + 3].copy_from_slice(b"...");
+            len += 3;
+        }
+        text.len = len as u8;
+        text
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // `new` copies whole characters of a str, plus ASCII.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("?")
+    }
+}
+
+impl std::fmt::Display for NumberText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for NumberText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
     }
 }
 
@@ -122,6 +183,11 @@ pub fn validate_event(
         JsonField::String("") => return Err(invalid("\"type\" must not be empty".into())),
         JsonField::String(t) => t.to_owned(),
         JsonField::Absent => return Err(invalid("\"type\" is missing".into())),
+        JsonField::NotUtf8 => {
+            return Err(invalid(
+                "\"type\" must be valid UTF-8 text (event types are read as UTF-8)".into(),
+            ));
+        }
         other => {
             return Err(invalid(format!(
                 "\"type\" must be a string, got {}",
@@ -171,8 +237,7 @@ pub fn validate_event(
         },
         JsonField::Number(n) => {
             return Err(invalid(format!(
-                "\"event_version\" must be an integer >= 1, got {}",
-                truncate(n)
+                "\"event_version\" must be an integer >= 1, got {n}"
             )));
         }
         other => {
@@ -213,8 +278,7 @@ pub fn validate_event(
         JsonField::Integer(v) => Some(v),
         JsonField::Number(n) => {
             return Err(invalid(format!(
-                "\"sequence_number\" must be an integer, got {}",
-                truncate(n)
+                "\"sequence_number\" must be an integer, got {n}"
             )));
         }
         other => {
@@ -300,7 +364,7 @@ pub(crate) mod tests {
                 Some(serde_json::Value::Bool(b)) => JsonField::Bool(*b),
                 Some(serde_json::Value::Number(n)) => match n.as_i64() {
                     Some(i) => JsonField::Integer(i),
-                    None => JsonField::Number(Box::leak(n.to_string().into_boxed_str())),
+                    None => JsonField::Number(NumberText::new(&n.to_string())),
                 },
                 Some(serde_json::Value::String(s)) => JsonField::String(s),
                 Some(serde_json::Value::Object(_)) => JsonField::Object,

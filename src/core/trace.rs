@@ -749,6 +749,7 @@ pub struct Ring {
 // SAFETY: all shared state is reached through atomics; a cell's record is written only by the
 // producer that claimed it and read only by the single consumer after it was published.
 unsafe impl Send for Ring {}
+// SAFETY: as for Send: &Ring only gives access through atomics and the claim protocol.
 unsafe impl Sync for Ring {}
 
 impl Ring {
@@ -765,6 +766,8 @@ impl Ring {
     /// # Safety
     /// `mem` must be valid for writes of that size and not in use by anyone else.
     pub unsafe fn init(mem: *mut u8, capacity: usize) -> Ring {
+        // SAFETY: the caller's contract: `mem` holds the header and `capacity` cells; zeroed
+        // atomics are valid, and each cell's sequence starts at its index.
         unsafe {
             std::ptr::write_bytes(mem, 0, Ring::size_for(capacity));
             let header = mem.cast::<RingHeader>();
@@ -785,16 +788,19 @@ impl Ring {
         let header = mem.cast::<RingHeader>();
         Ring {
             header,
+            // SAFETY: the cells follow the header within the ring's memory (the contract).
             cells: unsafe { mem.add(std::mem::size_of::<RingHeader>()) }.cast::<Cell>(),
         }
     }
 
     fn header(&self) -> &RingHeader {
+        // SAFETY: `attach`'s contract: the ring outlives the handle.
         unsafe { &*self.header }
     }
 
     fn cell(&self, pos: u64) -> &Cell {
         let i = pos % self.header().capacity;
+        // SAFETY: i < capacity, a cell of the ring.
         unsafe { &*self.cells.add(i as usize) }
     }
 
@@ -837,6 +843,8 @@ impl Ring {
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
+                        // SAFETY: the compare-exchange gave this producer the cell; no one reads
+                        // the record until its sequence is published below.
                         unsafe { *cell.record.get() = *record };
                         cell.seq.store(pos + 1, Ordering::Release);
                         h.stats.recorded.fetch_add(1, Ordering::Relaxed);
@@ -853,14 +861,20 @@ impl Ring {
         }
     }
 
-    /// Takes the oldest published record. Only one process may consume (the worker).
-    pub fn pop(&self) -> Option<SpanRecord> {
+    /// Takes the oldest published record.
+    ///
+    /// # Safety
+    /// Only one thread of one process may consume the ring at a time (the export worker): two
+    /// consumers would read and release the same cell.
+    pub unsafe fn pop(&self) -> Option<SpanRecord> {
         let h = self.header();
         let pos = h.dequeue.load(Ordering::Relaxed);
         let cell = self.cell(pos);
         if cell.seq.load(Ordering::Acquire) != pos + 1 {
             return None;
         }
+        // SAFETY: the sequence shows the record published (Acquire), and the single consumer
+        // (the contract) owns it until it releases the cell below.
         let record = unsafe { *cell.record.get() };
         cell.seq.store(pos + h.capacity, Ordering::Release);
         h.dequeue.store(pos + 1, Ordering::Relaxed);
@@ -1032,8 +1046,16 @@ mod tests {
     impl Mem {
         fn ring(&mut self, capacity: usize) -> Ring {
             self.0 = vec![0; Ring::size_for(capacity).div_ceil(8)];
+            // SAFETY: the vector holds size_for(capacity) bytes, 8-byte aligned, and lives as
+            // long as the Mem the test keeps.
             unsafe { Ring::init(self.0.as_mut_ptr().cast(), capacity) }
         }
+    }
+
+    /// The tests' consumer: the test thread that calls it is the ring's only consumer.
+    fn pop(ring: &Ring) -> Option<SpanRecord> {
+        // SAFETY: each test consumes its ring from one thread only.
+        unsafe { ring.pop() }
     }
 
     fn rec(i: u64) -> SpanRecord {
@@ -1046,21 +1068,21 @@ mod tests {
     fn ring_keeps_order_drops_when_full_and_wraps() {
         let mut m = Mem(Vec::new());
         let ring = m.ring(3);
-        assert!(ring.pop().is_none());
+        assert!(pop(&ring).is_none());
         assert!(ring.push(&rec(1)) && ring.push(&rec(2)) && ring.push(&rec(3)));
         assert!(!ring.push(&rec(4)), "full: dropped");
         assert_eq!(ring.stats().dropped_full.load(Ordering::Relaxed), 1);
         assert_eq!(ring.len(), 3);
-        assert_eq!(ring.pop().unwrap().start_unix_ns, 1);
+        assert_eq!(pop(&ring).unwrap().start_unix_ns, 1);
         assert!(ring.push(&rec(5)));
-        let got: Vec<u64> = std::iter::from_fn(|| ring.pop())
+        let got: Vec<u64> = std::iter::from_fn(|| pop(&ring))
             .map(|r| r.start_unix_ns)
             .collect();
         assert_eq!(got, vec![2, 3, 5]);
         assert_eq!(ring.stats().recorded.load(Ordering::Relaxed), 4);
         for round in 0..10 {
             assert!(ring.push(&rec(round)));
-            assert_eq!(ring.pop().unwrap().start_unix_ns, round);
+            assert_eq!(pop(&ring).unwrap().start_unix_ns, round);
         }
     }
 
@@ -1082,7 +1104,7 @@ mod tests {
             }
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
             loop {
-                match ring.pop() {
+                match pop(&ring) {
                     Some(r) => {
                         seen += 1;
                         sum += r.start_unix_ns;

@@ -72,6 +72,7 @@ pub fn init() {
     // A server-start setting can only be defined while the postmaster loads the library;
     // defined later (CREATE EXTENSION without the preload) it would be a FATAL error. Without
     // the preload there is no buffer to size anyway.
+    // SAFETY: a flag the postmaster sets while it loads shared_preload_libraries.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         define_buffer_size();
     }

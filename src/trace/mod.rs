@@ -19,6 +19,7 @@ pub mod ring;
 pub mod stats;
 pub mod worker;
 
+use crate::api::Call;
 use crate::core::EventStoreError;
 use crate::core::spans::{Host, Spans};
 use crate::core::trace::{
@@ -52,6 +53,7 @@ impl Backend {
         let pid = my_pid();
         if self.ids.as_ref().is_none_or(|(p, _)| *p != pid) {
             let mut seed = [0u8; 8];
+            // SAFETY: fills exactly `seed.len()` bytes of the local buffer.
             let strong = unsafe { pg_sys::pg_strong_random(seed.as_mut_ptr().cast(), seed.len()) };
             let mut s = u64::from_ne_bytes(seed);
             if !strong {
@@ -63,6 +65,8 @@ impl Backend {
     }
 
     fn db_name(&mut self) -> &str {
+        // SAFETY: get_database_name returns NULL or a palloc'd NUL-terminated name, copied into
+        // Rust memory at once.
         self.db_name.get_or_insert_with(|| unsafe {
             let p = pg_sys::get_database_name(pg_sys::MyDatabaseId);
             if p.is_null() {
@@ -76,6 +80,7 @@ impl Backend {
 
 /// This backend's pid (PostgreSQL's global: `getpid()` would be a system call per span).
 fn my_pid() -> u32 {
+    // SAFETY: a global PostgreSQL sets at process start.
     unsafe { pg_sys::MyProcPid as u32 }
 }
 
@@ -134,6 +139,10 @@ impl Host for PgHost {
             // exported instead of dropped. Setting a set latch costs one read.
             let latch = ring.stats().worker_latch.load(Ordering::Acquire);
             if latch != 0 {
+                // SAFETY: the worker stored its MyLatch, which is its PGPROC's latch in shared
+                // memory, mapped at the same address in every process; the PGPROC array lives
+                // as long as the cluster, so even a latch the worker no longer owns is valid
+                // memory (SetLatch then wakes nobody).
                 unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) };
             }
         }
@@ -152,6 +161,8 @@ pub fn install() {
 /// text wins (it is specific to this statement), else `es.traceparent`. A malformed value is a
 /// WARNING and no context (a new root trace), never an error in the caller's statement.
 fn client_context() -> Option<TraceParent> {
+    // SAFETY: debug_query_string is NULL or the NUL-terminated text of the statement being
+    // executed, valid while it runs.
     let from_comment = unsafe {
         let q = pg_sys::debug_query_string;
         if q.is_null() {
@@ -193,7 +204,11 @@ pub fn statement(stmt: Stmt, args: &[Arg]) -> Option<tracing::span::EnteredSpan>
         return None;
     }
     let span = open_span(name);
-    record_aggregate(&span, args.first().copied().flatten()?);
+    // SAFETY: the statements traced here all take the stream id, a uuid, as their first
+    // argument (crate::storage).
+    record_uuid(&span, unsafe {
+        crate::api::uuid_from_datum(args.first().copied().flatten()?)
+    });
     if let Some(v) = args.get(1).copied().flatten() {
         span.record(key.key(), v.value() as i64);
     }
@@ -440,38 +455,29 @@ fn open_span(name: SpanName) -> tracing::Span {
 }
 
 /// Records a uuid as the span's `aggregate_id` and, where declared (commands), `account_id`.
-fn record_aggregate(span: &tracing::Span, id: Datum) {
-    let id = unsafe { crate::api::uuid_from_datum(id) }.as_u128();
+fn record_uuid(span: &tracing::Span, id: uuid::Uuid) {
+    let id = id.as_u128();
     span.record("aggregate_id", id);
     span.record("account_id", id);
 }
 
-fn fill_from_args(
-    span: &tracing::Span,
-    fcinfo: pg_sys::FunctionCallInfo,
-    attrs: &[(usize, ArgAttr)],
-) {
+fn fill_from_args(span: &tracing::Span, call: &Call<'_>, attrs: &[(usize, ArgAttr)]) {
     for &(n, attr) in attrs {
-        let Some(d) = crate::api::arg(fcinfo, n) else {
-            continue;
-        };
         match attr {
-            ArgAttr::Aggregate => record_aggregate(span, d),
+            ArgAttr::Aggregate => {
+                if let Ok(id) = call.uuid(n, "") {
+                    record_uuid(span, id);
+                }
+            }
             ArgAttr::Int8(k) => {
-                span.record(k.key(), d.value() as i64);
+                if let Some(v) = call.i64(n) {
+                    span.record(k.key(), v);
+                }
             }
             ArgAttr::ArrayLen(k) => {
-                let n = unsafe {
-                    let arr =
-                        pg_sys::pg_detoast_datum(d.cast_mut_ptr()).cast::<pg_sys::ArrayType>();
-                    let ndim = (*arr).ndim;
-                    let dims = arr
-                        .cast::<u8>()
-                        .add(std::mem::size_of::<pg_sys::ArrayType>())
-                        .cast::<i32>();
-                    pg_sys::ArrayGetNItems(ndim, dims)
-                };
-                span.record(k.key(), i64::from(n));
+                if let Some(len) = call.array_len(n) {
+                    span.record(k.key(), len);
+                }
             }
         }
     }
@@ -483,25 +489,27 @@ fn fill_from_args(
 #[inline(always)]
 pub fn entry(
     traced: Option<EntrySpan>,
-    fcinfo: pg_sys::FunctionCallInfo,
-    body: fn(pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError>,
+    call: &mut Call<'_>,
+    body: fn(&mut Call<'_>) -> Result<Datum, EventStoreError>,
 ) -> Result<Datum, EventStoreError> {
     let Some((name, attrs)) = traced else {
-        return body(fcinfo);
+        return body(call);
     };
     let span = open_span(name);
     if span.is_disabled() {
-        return body(fcinfo);
+        return body(call);
     }
-    fill_from_args(&span, fcinfo, attrs);
+    fill_from_args(&span, call, attrs);
     let outcome = {
         let _entered = span.enter();
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(fcinfo)))
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(call)))
     };
     match &outcome {
         Ok(Ok(datum)) => {
             if name == SpanName::OpenAccount {
-                record_aggregate(&span, *datum);
+                // SAFETY: es.open_account returns a uuid (sql/bootstrap.sql), a datum the
+                // body just built in the function's context.
+                record_uuid(&span, unsafe { crate::api::uuid_from_datum(*datum) });
             }
         }
         Ok(Err(err)) => {

@@ -10,21 +10,26 @@ use crate::core::trace::Ring;
 use pgrx::pg_sys;
 use std::ffi::CStr;
 use std::ptr;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 const SHMEM_KEY: &CStr = c"event_store span ring";
 
 static RING: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
-static mut PREV_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
-static mut PREV_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
+/// The hooks installed before ours, called first (set once, in the postmaster).
+static PREV_REQUEST_HOOK: OnceLock<pg_sys::shmem_request_hook_type> = OnceLock::new();
+static PREV_STARTUP_HOOK: OnceLock<pg_sys::shmem_startup_hook_type> = OnceLock::new();
 
 /// Installs the shared-memory hooks. Call from `_PG_init` while `shared_preload_libraries` is
 /// processed, after the settings are defined.
 pub fn install_hooks() {
+    // SAFETY: the postmaster loads preloaded libraries one at a time on its only thread, so
+    // reading and replacing the hook variables cannot race; the previous hooks are kept and
+    // called first.
     unsafe {
-        PREV_REQUEST_HOOK = pg_sys::shmem_request_hook;
+        let _ = PREV_REQUEST_HOOK.set(pg_sys::shmem_request_hook);
         pg_sys::shmem_request_hook = Some(request_shmem);
-        PREV_STARTUP_HOOK = pg_sys::shmem_startup_hook;
+        let _ = PREV_STARTUP_HOOK.set(pg_sys::shmem_startup_hook);
         pg_sys::shmem_startup_hook = Some(startup_shmem);
     }
 }
@@ -35,21 +40,25 @@ fn capacity() -> usize {
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn request_shmem() {
-    unsafe {
-        if let Some(prev) = PREV_REQUEST_HOOK {
-            prev();
-        }
-        pg_sys::RequestAddinShmemSpace(Ring::size_for(capacity()));
+    if let Some(Some(prev)) = PREV_REQUEST_HOOK.get() {
+        // SAFETY: the hook that was installed before ours, called as PostgreSQL would.
+        unsafe { prev() };
     }
+    // SAFETY: called from shmem_request_hook, the only place such requests are allowed.
+    unsafe { pg_sys::RequestAddinShmemSpace(Ring::size_for(capacity())) };
 }
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn startup_shmem() {
+    if let Some(Some(prev)) = PREV_STARTUP_HOOK.get() {
+        // SAFETY: the hook that was installed before ours, called as PostgreSQL would.
+        unsafe { prev() };
+    }
+    // SAFETY: ShmemInitStruct returns the `Ring::size_for(capacity())` bytes requested above
+    // (es.trace_buffer_size is a postmaster-start setting, so both hooks see the same value);
+    // the ring is initialized once, under AddinShmemInitLock.
     unsafe {
-        if let Some(prev) = PREV_STARTUP_HOOK {
-            prev();
-        }
-        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock; // AddinShmemInitLock
+        let init_lock = crate::shmem::addin_shmem_init_lock();
         pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
         let mut found = false;
         let size = Ring::size_for(capacity());
@@ -65,5 +74,7 @@ unsafe extern "C-unwind" fn startup_shmem() {
 /// The ring, when the library is preloaded.
 pub fn get() -> Option<Ring> {
     let mem = RING.load(Ordering::Acquire);
+    // SAFETY: RING is null or the ring startup_shmem initialized in shared memory, mapped for
+    // the life of the process.
     (!mem.is_null()).then(|| unsafe { Ring::attach(mem) })
 }

@@ -3,9 +3,9 @@
 //! failures, the last error and the last successful export. Without the preload the row says
 //! tracing is unavailable and why, instead of failing: a monitoring query should keep working.
 
-use crate::api::{materialize, no_value, text_datum};
+use crate::api::{Call, no_value, text_datum};
 use crate::core::EventStoreError;
-use pgrx::pg_sys::{self, Datum};
+use pgrx::pg_sys::Datum;
 use std::sync::atomic::Ordering;
 
 crate::sql_function!(es_tracing_stats, pg_finfo_es_tracing_stats, tracing_stats);
@@ -24,8 +24,8 @@ fn int8(v: u64) -> Option<Datum> {
 /// Columns (see `sql/tracing.sql`): available, status, spans_recorded, spans_exported,
 /// spans_dropped, spans_dropped_export, export_failures, spans_queued, buffer_size, last_error,
 /// last_export_at, last_failure_at, worker_pid, otlp_endpoint.
-fn tracing_stats(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
-    let (store, desc) = materialize(fcinfo);
+fn tracing_stats(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    let mut out = call.materialize();
     let endpoint = super::gucs::OTLP_ENDPOINT
         .get()
         .map(|s| text_datum(&s.to_string_lossy()));
@@ -68,11 +68,12 @@ fn tracing_stats(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreEr
         }
     }
     row[13] = endpoint;
-    let mut values: Vec<Datum> = row
+    let values: Vec<Datum> = row
         .iter()
         .map(|v| v.unwrap_or(Datum::from(0usize)))
         .collect();
-    let mut nulls: Vec<bool> = row.iter().map(Option::is_none).collect();
-    unsafe { pg_sys::tuplestore_putvalues(store, desc, values.as_mut_ptr(), nulls.as_mut_ptr()) };
+    let nulls: Vec<bool> = row.iter().map(Option::is_none).collect();
+    // SAFETY: one value per OUT column of sql/tracing.sql, of its type.
+    unsafe { out.put(&values, &nulls) };
     Ok(no_value())
 }

@@ -39,6 +39,8 @@ pub fn register() {
 /// Whether SIGTERM arrived (set by pgrx's handler): an export in flight is abandoned, so a fast
 /// shutdown never waits for a silent collector.
 fn shutdown_requested() -> bool {
+    // SAFETY: a sig_atomic_t flag set by the SIGTERM handler, read (volatile) on the same
+    // thread.
     unsafe { (&raw const pg_sys::ShutdownRequestPending).read_volatile() != 0 }
 }
 
@@ -110,6 +112,8 @@ impl State {
             self.stopping = true;
         }
         if BackgroundWorker::sighup_received() {
+            // SAFETY: what a backend does on SIGHUP, on the worker's main thread between
+            // exports.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
     }
@@ -117,7 +121,9 @@ impl State {
     fn fill(&mut self) {
         let max = gucs::OTLP_MAX_BATCH.get().max(1) as usize;
         while self.pending.len() < max {
-            match self.ring.pop() {
+            // SAFETY: this worker is the ring's only consumer: one static worker, registered
+            // once, and a restarted one starts after the old one exited.
+            match unsafe { self.ring.pop() } {
                 Some(r) => self.pending.push(r),
                 None => break,
             }
@@ -257,6 +263,7 @@ impl State {
 
 fn hostname() -> String {
     let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the local buffer.
     let rc = unsafe { libc_gethostname(buf.as_mut_ptr().cast(), buf.len()) };
     if rc != 0 {
         return String::new();
@@ -285,9 +292,12 @@ pub extern "C-unwind" fn es_otlp_exporter_main(_arg: pg_sys::Datum) {
     ring.stats()
         .worker_pid
         .store(std::process::id().into(), Ordering::Relaxed);
+    // SAFETY: MyLatch is set before a background worker's main function runs (its PGPROC's
+    // latch, in shared memory; see PgHost::finish).
+    let latch = unsafe { pg_sys::MyLatch };
     ring.stats()
         .worker_latch
-        .store(unsafe { pg_sys::MyLatch } as u64, Ordering::Release);
+        .store(latch as u64, Ordering::Release);
     let mut state = State {
         ring,
         export: None,

@@ -6,6 +6,9 @@
 #! status. The extension must already be installed (scripts/install.sh).
 #!
 #! usage: tests/client/run.sh [extra cargo test arguments, e.g. a test name filter]
+#! Every cluster runs with MALLOC_PERTURB_ (scripts/cluster.sh), and the suite fails when a server
+#! log shows a process terminated by a signal that no test sent.
+#!
 #! env:   ES_CLUSTER_DIR (default: <repo>/target/es-cluster-client), ES_PORT (default: 28816),
 #!        ES_TRACE_PORT (the tracing tests' own cluster, default: 28819),
 #!        ES_PRELOAD (default: 1; read_all and the crash test need it)
@@ -18,6 +21,12 @@ export ES_PRELOAD=${ES_PRELOAD:-1}
 # the tracing tests restart their own cluster (tests/client/src/otlp.rs) on this port
 export ES_TEST_TRACE_PORT=${ES_TRACE_PORT:-28819}
 cluster="$repo/scripts/cluster.sh"
+# the processes the tests kill on purpose (see kill_9), which the crash check does not count
+export ES_KILLED_PIDS=$repo/target/killed-pids
+: >"$ES_KILLED_PIDS"
+tracing_dir=$repo/target/es-cluster-tracing
+main_from=$(bash "$cluster" log-size)
+tracing_from=$(ES_CLUSTER_DIR=$tracing_dir bash "$cluster" log-size)
 
 trap 'bash "$cluster" stop' EXIT
 bash "$cluster" start
@@ -41,4 +50,8 @@ if [ "$ES_PRELOAD" = 1 ] && [ $# -eq 0 ]; then
     --test without_preload -- --ignored --test-threads=1 || status=$?
   ES_PRELOAD=1 bash "$cluster" restart >/dev/null
 fi
+# A backend killed by a signal nobody sent (a segfault, an abort) fails the suite even when
+# every assertion held: the postmaster restarted the cluster under the tests.
+bash "$cluster" check-log "$main_from" || status=1
+ES_CLUSTER_DIR=$tracing_dir bash "$cluster" check-log "$tracing_from" || status=1
 exit "$status"

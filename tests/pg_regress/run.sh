@@ -2,12 +2,14 @@
 #! Runs the pg_regress golden files of the SQL contract (tests/pg_regress/sql/*.sql against
 #! tests/pg_regress/expected/*.out) on a throwaway cluster with the library preloaded.
 #! Same layout as `cargo pgrx regress` (setup.sql first, then the others by name); this runner
-#! exists because cargo-pgrx cannot start its own server as root.
+#! exists because cargo-pgrx cannot start its own server as root. The server runs with
+#! MALLOC_PERTURB_, and the suite fails when its log shows a backend terminated by a signal.
 #! usage: tests/pg_regress/run.sh [--auto]    (--auto accepts the new output as expected)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 export ES_CLUSTER_DIR=${ES_CLUSTER_DIR:-$repo/target/es-cluster-regress} ES_PORT=${ES_PORT:-28818}
+log_from=$(bash "$repo/scripts/cluster.sh" log-size)
 bash "$repo/scripts/cluster.sh" start >/dev/null
 trap 'bash "$repo/scripts/cluster.sh" stop' EXIT
 eval "$(bash "$repo/scripts/cluster.sh" env)"
@@ -36,4 +38,6 @@ if [ "${1:-}" = "--auto" ]; then
   exit 0
 fi
 [ $status -eq 0 ] || { [ -f "$out/regression.diffs" ] && head -200 "$out/regression.diffs"; }
+# a backend that crashed fails the suite even if every golden file matched
+bash "$repo/scripts/cluster.sh" check-log "$log_from" || status=1
 exit $status

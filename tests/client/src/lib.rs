@@ -159,8 +159,19 @@ pub fn texts(client: &mut impl postgres::GenericClient, sql: &str) -> Vec<Option
 }
 
 /// Sends SIGKILL to a process (a server backend) by pid. The tests run as root or as the cluster's
-/// owner, so they may signal the `postgres` user's processes.
+/// owner, so they may signal the `postgres` user's processes. The pid is first added to the file
+/// `ES_KILLED_PIDS` names (set by tests/client/run.sh), so `scripts/cluster.sh check-log` knows this
+/// death was asked for and does not count it as a crash of the server.
 pub fn kill_9(pid: i32) {
+    if let Ok(path) = std::env::var("ES_KILLED_PIDS") {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+        writeln!(file, "{pid}").unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
+    }
     let status = Command::new("kill")
         .arg("-9")
         .arg(pid.to_string())

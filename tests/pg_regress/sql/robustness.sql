@@ -1,0 +1,195 @@
+-- Never crash the server: the native read, the native writes and the jsonb reader after what
+-- databases do to their tables (rolled-back appends leave dead index entries, savepoints,
+-- VACUUM, a column a DBA adds and drops, TOASTed states, an ERROR in the middle of a scan).
+-- The suite runs with MALLOC_PERTURB_ and fails when a backend dies of a signal.
+\pset null '(null)'
+CREATE EXTENSION IF NOT EXISTS amcheck;
+
+-- 1. A read after a rolled-back append: the rolled-back batch leaves dead entries in the
+-- (stream_id, version) index, which the native scan kills as it passes them.
+SELECT es.append_events('a9000000-0000-0000-0000-000000000001', NULL, ARRAY['{"type":"A"}','{"type":"B"}']::jsonb[]) AS v;
+BEGIN;
+SELECT es.append_events('a9000000-0000-0000-0000-000000000001', NULL,
+       (SELECT array_agg(jsonb_build_object('type', 'C', 'i', g)) FROM generate_series(1, 400) g)) AS v;
+ROLLBACK;
+SELECT count(*) AS events FROM es.load_events('a9000000-0000-0000-0000-000000000001');
+SELECT count(*) AS events_again FROM es.load_events('a9000000-0000-0000-0000-000000000001');
+SELECT version, event_type FROM es.load_events('a9000000-0000-0000-0000-000000000001', 0, 5) ORDER BY version;
+-- the same for an account: replay (account_state at an old version) and the history share the scan
+SELECT es.append_events('a9000000-0000-0000-0000-0000000000a1', 0,
+       ARRAY['{"type":"Opened","account_holder":"R","initial_balance_cents":100}']::jsonb[]) AS v;
+BEGIN;
+SELECT es.append_events('a9000000-0000-0000-0000-0000000000a1', NULL,
+       (SELECT array_agg(jsonb_build_object('type', 'Deposited', 'amount_cents', g, 'description', 'x')) FROM generate_series(1, 400) g)) AS v;
+ROLLBACK;
+SELECT es.deposit('a9000000-0000-0000-0000-0000000000a1', 5, 'kept') AS v;
+SELECT es.account_state('a9000000-0000-0000-0000-0000000000a1', at_version => 1) AS at_1,
+       es.account_state('a9000000-0000-0000-0000-0000000000a1') AS now;
+SELECT version, event_type, balance_cents FROM es.account_history('a9000000-0000-0000-0000-0000000000a1') ORDER BY version;
+-- the same after VACUUM removed the dead rows and their index entries
+VACUUM es.events;
+VACUUM es.streams;
+SELECT count(*) AS after_vacuum FROM es.load_events('a9000000-0000-0000-0000-000000000001');
+SELECT es.account_state('a9000000-0000-0000-0000-0000000000a1', at_version => 1) AS at_1_after_vacuum;
+
+-- 2. Savepoints: a batch rolled back to a savepoint, then the stream goes on, gapless.
+BEGIN;
+SELECT es.append_events('a9000000-0000-0000-0000-000000000002', 0, ARRAY['{"type":"S1"}']::jsonb[]) AS v;
+SAVEPOINT sp;
+SELECT es.append_events('a9000000-0000-0000-0000-000000000002', 1,
+       (SELECT array_agg(jsonb_build_object('type', 'Gone', 'i', g)) FROM generate_series(1, 300) g)) AS v;
+SELECT count(*) AS inside FROM es.load_events('a9000000-0000-0000-0000-000000000002');
+ROLLBACK TO SAVEPOINT sp;
+SELECT count(*) AS after_rollback_to FROM es.load_events('a9000000-0000-0000-0000-000000000002');
+SELECT es.append_events('a9000000-0000-0000-0000-000000000002', 1, ARRAY['{"type":"S2"}']::jsonb[]) AS v;
+SAVEPOINT sp2;
+SELECT error_of($$SELECT es.append_events('a9000000-0000-0000-0000-000000000002', 1, ARRAY['{"type":"Stale"}']::jsonb[])$$);
+ROLLBACK TO SAVEPOINT sp2;
+SELECT es.append_events('a9000000-0000-0000-0000-000000000002', 2, ARRAY['{"type":"S3"}']::jsonb[]) AS v;
+COMMIT;
+SELECT version, event_type FROM es.load_events('a9000000-0000-0000-0000-000000000002') ORDER BY version;
+SELECT count(*) AS read_all_sees_them FROM es.read_all(0, 1000000) WHERE stream_id = 'a9000000-0000-0000-0000-000000000002';
+
+-- 3. A column a DBA adds and drops: its attribute stays in es.events, marked dropped. Reads,
+-- appends and commands go on; the rows they return have the table's row type.
+ALTER TABLE es.events ADD COLUMN tenant text DEFAULT 'acme';
+SELECT es.append_events('a9000000-0000-0000-0000-000000000001', 2, ARRAY['{"type":"WithTenant"}']::jsonb[]) AS v;
+SELECT version, event_type, tenant FROM es.load_events('a9000000-0000-0000-0000-000000000001') ORDER BY version DESC LIMIT 2;
+ALTER TABLE es.events DROP COLUMN tenant;
+SELECT count(*) AS after_drop FROM es.load_events('a9000000-0000-0000-0000-000000000001');
+SELECT version, event_type FROM es.load_events('a9000000-0000-0000-0000-000000000001', 400) ORDER BY version;
+SELECT count(*) > 0 AS read_all_after_drop FROM es.read_all(0, 1000000);
+SELECT es.append_events('a9000000-0000-0000-0000-000000000001', 3, ARRAY['{"type":"AfterDrop"}','{"type":"AfterDrop","metadata":{"m":1}}']::jsonb[]) AS v;
+SELECT version, event_type, metadata FROM es.load_events('a9000000-0000-0000-0000-000000000001', 3) ORDER BY version;
+SELECT es.deposit('a9000000-0000-0000-0000-0000000000a1', 7, 'after drop') AS v;
+SELECT es.account_state('a9000000-0000-0000-0000-0000000000a1', at_version => 2) AS at_2,
+       es.account_state('a9000000-0000-0000-0000-0000000000a1') AS now;
+SELECT version, balance_cents FROM es.account_history('a9000000-0000-0000-0000-0000000000a1') ORDER BY version;
+SELECT es.account_replay(data ORDER BY version) AS replayed FROM es.events WHERE stream_id = 'a9000000-0000-0000-0000-0000000000a1';
+-- and on es.streams
+ALTER TABLE es.streams ADD COLUMN note text;
+ALTER TABLE es.streams DROP COLUMN note;
+SELECT es.withdraw('a9000000-0000-0000-0000-0000000000a1', 2, 'streams column dropped') AS v;
+SELECT es.append_events('a9000000-0000-0000-0000-000000000003', NULL, ARRAY['{"type":"New"}']::jsonb[]) AS v;
+SELECT version, state->>'balance_cents' AS balance FROM es.streams WHERE stream_id = 'a9000000-0000-0000-0000-0000000000a1';
+-- a column a DBA changes the type of is not the store's column any more: the SQL path serves
+ALTER TABLE es.events ALTER COLUMN event_version TYPE bigint;
+SELECT es.append_events('a9000000-0000-0000-0000-000000000003', 1, ARRAY['{"type":"Retyped","event_version":3}']::jsonb[]) AS v;
+SELECT version, event_type, event_version FROM es.load_events('a9000000-0000-0000-0000-000000000003') ORDER BY version;
+ALTER TABLE es.events ALTER COLUMN event_version TYPE integer;
+-- a CHECK constraint a DBA adds is enforced on every write path
+ALTER TABLE es.events ADD CONSTRAINT no_forbidden CHECK (event_type <> 'Forbidden');
+SELECT split_part(error_of($$SELECT es.append_events('a9000000-0000-0000-0000-000000000003', NULL, ARRAY['{"type":"Forbidden"}']::jsonb[])$$), E'\n', 1) AS refused;
+ALTER TABLE es.events DROP CONSTRAINT no_forbidden;
+-- a secondary index on es.streams gets an entry for every row version the bump writes
+CREATE INDEX streams_updated_idx ON es.streams (updated_at);
+SELECT max(es.append_events('a9000000-0000-0000-0000-000000000004', NULL, ARRAY['{"type":"Loop"}']::jsonb[])) AS v
+FROM generate_series(1, 50);
+SELECT bt_index_check('es.streams_updated_idx', true) IS NOT NULL AS checked;
+DROP INDEX es.streams_updated_idx;
+
+-- 4. A state too large for the row: a holder's name (320,000 characters that do not compress)
+-- that makes the Opened event and the account state TOASTed, stored out of line.
+SELECT es.open_account((SELECT string_agg(md5(g::text), '') FROM generate_series(1, 10000) g), 1) AS big \gset
+SELECT es.deposit(:'big', 2) AS v;
+SELECT es.withdraw(:'big', 1) AS v;
+SELECT length(es.account_state(:'big')->>'holder_name') AS holder_length,
+       es.account_state(:'big')->>'balance_cents' AS balance,
+       es.account_state(:'big', at_version => 2)->>'balance_cents' AS balance_at_2;
+
+-- 5. An ERROR in the middle of a native scan (the tuple store spills past work_mem and hits
+-- temp_file_limit): the resource owner releases the scan, the session goes on.
+SELECT es.append_events('a9000000-0000-0000-0000-000000000005', 0,
+       (SELECT array_agg(jsonb_build_object('type', 'Big', 'pad', repeat('p', 200), 'i', g)) FROM generate_series(1, 2000) g)) AS v;
+SET work_mem = '64kB';
+SET temp_file_limit = '64kB';
+SELECT regexp_replace(error_of($$SELECT count(*) FROM es.load_events('a9000000-0000-0000-0000-000000000005')$$), '\d+kB', 'NkB') AS mid_scan_error;
+DO $$
+BEGIN
+    PERFORM count(*) FROM es.load_events('a9000000-0000-0000-0000-000000000005');
+EXCEPTION WHEN configuration_limit_exceeded THEN
+    RAISE NOTICE 'caught in a subtransaction';
+END $$;
+RESET temp_file_limit;
+RESET work_mem;
+SELECT count(*) AS whole_stream FROM es.load_events('a9000000-0000-0000-0000-000000000005');
+
+-- 6. Arithmetic at the edges: versions and balances move with checked arithmetic.
+SELECT error_of($$SELECT es.account_replay('{"holder_name":"h","balance_cents":0,"status":"Active","version":9223372036854775807}'::jsonb,
+                                           '{"type":"Deposited","amount_cents":1,"description":"x"}'::jsonb)$$);
+SELECT error_of($$SELECT es.account_replay('{"holder_name":"h","balance_cents":0,"status":"Active","version":-3}'::jsonb,
+                                           '{"type":"Deposited","amount_cents":1,"description":"x"}'::jsonb)$$);
+SELECT error_of($$SELECT es.account_replay('{"holder_name":"h","balance_cents":-5,"status":"Active","version":3}'::jsonb,
+                                           '{"type":"Deposited","amount_cents":1,"description":"x"}'::jsonb)$$);
+SELECT error_of($$SELECT es.account_replay('{"holder_name":"h","balance_cents":9223372036854775807,"status":"Active","version":3}'::jsonb,
+                                           '{"type":"Deposited","amount_cents":1,"description":"x"}'::jsonb)$$);
+SELECT es.open_account('Rich', 9223372036854775807) AS rich \gset
+SELECT regexp_replace(error_of(format($$SELECT es.deposit(%L, 1)$$, :'rich')), '[0-9a-f-]{36}', '<id>') AS deposit_overflow;
+SELECT regexp_replace(error_of(format($$SELECT es.append_events(%L, NULL, ARRAY['{"type":"Deposited","amount_cents":1,"description":"x"}']::jsonb[])$$, :'rich')), '[0-9a-f-]{36}', '<id>') AS append_overflow;
+SELECT es.withdraw(:'rich', 9223372036854775807) AS v;
+SELECT es.account_state(:'rich')->>'balance_cents' AS emptied;
+-- the aggregate's support functions take an internal state, which SQL cannot pass them
+SELECT error_of($$SELECT es.account_replay_step(NULL, '{"type":"Opened"}'::jsonb)$$);
+SELECT error_of($$SELECT es.account_replay_final(NULL)$$);
+
+-- The store is physically sound after all of it.
+SELECT x.indexrelid::regclass AS index, bt_index_check(x.indexrelid, true) IS NOT NULL AS checked
+FROM pg_index x WHERE x.indrelid IN ('es.events'::regclass, 'es.streams'::regclass, 'es.snapshots'::regclass)
+ORDER BY x.indexrelid::regclass::text;
+SELECT count(*) AS heap_problems FROM verify_heapam('es.events');
+SELECT count(*) AS heap_problems FROM verify_heapam('es.streams');
+SELECT count(*) AS heap_problems FROM verify_heapam('es.snapshots');
+
+-- 7. Positions at the edges, in a database of their own (the sequence is changed by hand).
+CREATE DATABASE es_regress_positions TEMPLATE template0;
+\c es_regress_positions
+CREATE EXTENSION event_store;
+CREATE FUNCTION error_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE st text; msg text; hnt text;
+BEGIN
+    EXECUTE sql;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hnt = PG_EXCEPTION_HINT;
+    RETURN st || ': ' || msg || coalesce(E'\nHINT: ' || nullif(hnt, ''), '');
+END $$;
+SELECT es.append_events('a9000000-0000-0000-0000-000000000001', 0, ARRAY['{"type":"A"}','{"type":"B"}','{"type":"C"}']::jsonb[]) AS v;
+-- a logical-replication subscriber that becomes the primary has the rows but not the sequence
+-- (PostgreSQL 15 does not replicate sequences): simulated by setting it back
+SELECT setval('es.global_position_seq', 1, false) IS NOT NULL AS set_back;
+\c es_regress_positions
+SELECT es.append_events('a9000000-0000-0000-0000-000000000002', 0, ARRAY['{"type":"AfterFailover"}']::jsonb[]) AS v;
+SELECT global_position, event_type FROM es.read_all(0, 10) ORDER BY global_position;
+-- set back under a running session, which checked the sequence already: a clear error, and
+-- the next call works
+SELECT setval('es.global_position_seq', 2) IS NOT NULL AS set_back;
+SELECT error_of($$SELECT es.append_events('a9000000-0000-0000-0000-000000000003', 0, ARRAY['{"type":"X"}']::jsonb[])$$);
+SELECT es.append_events('a9000000-0000-0000-0000-000000000003', 0, ARRAY['{"type":"Retried"}']::jsonb[]) AS v;
+SELECT global_position, event_type FROM es.read_all(4, 10) ORDER BY global_position;
+-- the last position a bigint holds is stored and read like any other; past it, a clear error
+SELECT setval('es.global_position_seq', 9223372036854775806) IS NOT NULL AS near_the_end;
+SELECT es.append_events('a9000000-0000-0000-0000-000000000004', 0, ARRAY['{"type":"Last"}']::jsonb[]) AS v;
+SELECT global_position, event_type FROM es.read_all(9223372036854775806, 10);
+SELECT count(*) AS all_events FROM es.read_all(0, 100);
+SELECT error_of($$SELECT es.append_events('a9000000-0000-0000-0000-000000000004', 1, ARRAY['{"type":"PastTheEnd"}']::jsonb[])$$);
+-- a database whose encoding is not UTF-8: a type that is not UTF-8 is named as such
+CREATE DATABASE es_regress_ascii TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C';
+\c es_regress_ascii
+CREATE EXTENSION event_store;
+CREATE FUNCTION error_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE st text; msg text; hnt text;
+BEGIN
+    EXECUTE sql;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hnt = PG_EXCEPTION_HINT;
+    RETURN st || ': ' || msg || coalesce(E'\nHINT: ' || nullif(hnt, ''), '');
+END $$;
+SELECT error_of(format($$SELECT es.append_events('a9000000-0000-0000-0000-000000000001', 0, ARRAY[%L]::jsonb[])$$,
+                       '{"type":"' || convert_from('\xe9'::bytea, 'SQL_ASCII') || '"}'));
+SELECT error_of(format($$SELECT es.append_events('a9000000-0000-0000-0000-000000000001', 0, ARRAY[%L]::jsonb[])$$,
+                       '{"type":"A","event_id":"' || convert_from('\xe9'::bytea, 'SQL_ASCII') || '"}'));
+SELECT es.append_events('a9000000-0000-0000-0000-000000000001', 0, ARRAY['{"type":"Ascii"}']::jsonb[]) AS v;
+\c event_store_regress
+DROP DATABASE es_regress_positions;
+DROP DATABASE es_regress_ascii;
