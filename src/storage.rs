@@ -210,11 +210,24 @@ fn plan(stmt: Stmt) -> pg_sys::SPIPlanPtr {
 /// pinned to `pg_catalog` alone (an override search path), so no statement of the extension can
 /// be redirected by the caller's `search_path`: this is what pins the writing functions, at a
 /// fraction of the cost of a `SET search_path` clause on the function. Dropping it pops the
-/// path and finishes SPI. When it is dropped because an ERROR unwinds through it, it does
-/// neither: the (sub)transaction's abort that follows every ERROR cleans up both
-/// (`AtEOSubXact_SPI`, `AtEOSubXact_Namespace`), and calling into PostgreSQL in the middle of
-/// an error could raise a second one while the first unwinds.
+/// path and finishes SPI. When it is dropped because an ERROR unwinds through it, or after an
+/// ERROR was caught to be reported as the store's own ([`leave_to_abort`]), it does neither:
+/// the (sub)transaction's abort that follows every ERROR cleans up both (`AtEOSubXact_SPI`,
+/// `AtEOSubXact_Namespace`), and calling into PostgreSQL in the middle of an error could raise
+/// a second one while the first unwinds.
 pub struct Spi(());
+
+thread_local! {
+    /// An ERROR was caught (without a subtransaction) and the call is on its way out with the
+    /// store's own error: the abort, not Drop, cleans SPI up.
+    static LEFT_TO_ABORT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the open SPI connection as left to the abort: call when an ERROR has been caught
+/// without a subtransaction and the call will end with an error of its own.
+pub fn leave_to_abort() {
+    LEFT_TO_ABORT.with(|f| f.set(true));
+}
 
 /// One argument of a statement: `None` is SQL NULL.
 pub type Arg = Option<Datum>;
@@ -222,6 +235,7 @@ pub type Arg = Option<Datum>;
 impl Spi {
     /// `SPI_connect`, and the pinned search path.
     pub fn connect() -> Spi {
+        LEFT_TO_ABORT.with(|f| f.set(false));
         // SAFETY: SPI_connect pushes a new SPI level (popped by Drop or by the abort); the
         // override path is copied by PushOverrideSearchPath, so the local may go.
         unsafe {
@@ -294,7 +308,7 @@ impl Spi {
 
 impl Drop for Spi {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || LEFT_TO_ABORT.with(|f| f.get()) {
             return;
         }
         // SAFETY: pops what `connect` pushed, in reverse order; nothing pushed an override

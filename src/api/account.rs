@@ -203,8 +203,8 @@ fn run(
             // "The account must not exist yet" can only fail: say how.
             let rows = spi.read_latest(Stmt::StreamInfo, &[Some(uuid_datum(account))]);
             return Err(match rows.first_i64() {
-                None => EventStoreError::StreamNotFound {
-                    stream_id: account.to_string(),
+                None => EventStoreError::AccountNotFound {
+                    account_id: account.to_string(),
                 },
                 Some(actual) => ExpectedVersion::NoStream.conflict(account, actual),
             });
@@ -492,8 +492,8 @@ pub(crate) fn account_head(
 ) -> Result<(i64, Option<(AccountState, String)>), EventStoreError> {
     let rows = spi.read(Stmt::StreamInfo, &[Some(uuid_datum(account))]);
     if rows.is_empty() {
-        return Err(EventStoreError::StreamNotFound {
-            stream_id: account.to_string(),
+        return Err(EventStoreError::AccountNotFound {
+            account_id: account.to_string(),
         });
     }
     if rows.text(0, 2).as_deref() != Some(crate::core::ACCOUNT_STREAM_TYPE) {

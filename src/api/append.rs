@@ -219,8 +219,13 @@ pub(crate) fn append(
                     judge_rows(spi, sid, n, &rows, judge)?
                 }
                 None => {
-                    return Err(EventStoreError::StreamNotFound {
-                        stream_id: stream.to_string(),
+                    return Err(match rules {
+                        Rules::Enforce => EventStoreError::StreamNotFound {
+                            stream_id: stream.to_string(),
+                        },
+                        Rules::Command(_) => EventStoreError::AccountNotFound {
+                            account_id: stream.to_string(),
+                        },
                     });
                 }
             }
@@ -406,6 +411,9 @@ fn insert(
         Ok(())
     })
     .catch_when(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, |caught| {
+        // The call now ends with an ERROR of the store's own (or the same one, rethrown):
+        // the abort cleans up the half-done insert and the SPI connection.
+        crate::storage::leave_to_abort();
         let detail = match &caught {
             pgrx::pg_sys::panic::CaughtError::PostgresError(report) => {
                 report.detail().unwrap_or_default().to_owned()

@@ -176,7 +176,11 @@ impl<'a> AccountEventView<'a> {
             "Frozen" => Ok(AccountEvent::Frozen),
             "Closed" => Ok(AccountEvent::Closed),
             other => Err(ReplayError {
-                event_type: other.to_owned(),
+                event_type: if other.is_empty() {
+                    "\"\"".to_owned()
+                } else {
+                    other.to_owned()
+                },
                 reason: "not an account event (Opened, Deposited, Withdrawn, Frozen, Closed)"
                     .into(),
             }),

@@ -23,6 +23,11 @@ pub enum EventStoreError {
         /// The missing stream.
         stream_id: String,
     },
+    /// ES002: an account command or query names an account that does not exist.
+    AccountNotFound {
+        /// The missing account.
+        account_id: String,
+    },
     /// ES003: an element of the batch is not a valid event.
     InvalidEvent {
         /// 1-based position of the element in the `events` array.
@@ -142,7 +147,7 @@ impl EventStoreError {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             Self::WrongExpectedVersion { .. } => "ES001",
-            Self::StreamNotFound { .. } => "ES002",
+            Self::StreamNotFound { .. } | Self::AccountNotFound { .. } => "ES002",
             Self::InvalidEvent { .. }
             | Self::InvalidAccountEvent { .. }
             | Self::UnreplayableEvent { .. } => "ES003",
@@ -171,6 +176,7 @@ impl EventStoreError {
                 "wrong expected version for stream {stream_id}: expected {expected}, stream is at {actual}"
             ),
             Self::StreamNotFound { stream_id } => format!("stream {stream_id} does not exist"),
+            Self::AccountNotFound { account_id } => format!("account {account_id} does not exist"),
             Self::InvalidEvent { index, reason } => {
                 format!("invalid event at position {index} of the batch: {reason}")
             }
@@ -279,6 +285,9 @@ impl EventStoreError {
             Self::StreamNotFound { .. } => {
                 Some("Use expected_version 0 to create a stream, or NULL to append without a check.".into())
             }
+            Self::AccountNotFound { .. } => Some(
+                "Open an account with es.open_account; its id is the id of its stream.".into(),
+            ),
             Self::InvalidEvent { .. } => Some(
                 "Each event is a JSON object with a non-empty string \"type\"; optional: event_id (uuid), occurred_at (timestamp with time zone), event_version (integer >= 1), metadata (object).".into(),
             ),
@@ -330,6 +339,22 @@ mod tests {
                     stream_id: "s".into(),
                 },
                 "ES002",
+            ),
+            (
+                EventStoreError::AccountNotFound {
+                    account_id: "a".into(),
+                },
+                "ES002",
+            ),
+            (
+                EventStoreError::PositionTaken {
+                    position: "3".into(),
+                },
+                "55000",
+            ),
+            (
+                EventStoreError::PositionsExhausted { first: 9, count: 2 },
+                "2200H",
             ),
             (
                 EventStoreError::InvalidEvent {

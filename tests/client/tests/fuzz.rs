@@ -1,0 +1,2290 @@
+//! A seeded, time-bounded fuzz of the whole SQL surface of `event_store` (SPEC §2–§6).
+//!
+//! Why: the extension is native code that decodes jsonb, arrays and tuples itself and keeps
+//! per-stream state in its own rows and memory. The scenario tests walk the intended paths; a
+//! user can send anything, in any order, inside any transaction. This test sends a random but
+//! reproducible mix of every entry point (appends, reads, the global log, snapshots, the account
+//! aggregate as aggregate and as window function, the account commands, time travel, history,
+//! the tracing counters) with adversarial arguments: NULLs, extreme bigints, wrong JSON types for
+//! every key the store reads, numbers past bigint, floats where integers go, deep and huge
+//! (TOASTed) values, 2-D arrays, reused event ids, balances near `i64::MAX`. The calls run on
+//! three connections, in transactions with savepoints that commit or roll back at random, beside
+//! VACUUM, VACUUM FULL, REINDEX, CLUSTER and `ALTER TABLE … ADD/DROP COLUMN` of the store's
+//! tables, and include the pattern "append, then roll back a 400-event batch, then read the
+//! stream back".
+//!
+//! What it checks:
+//! - no call ends in an internal error (SQLSTATE class `XX` or `58`) or a lost connection (a
+//!   crashed backend): the test fails with the seed, the call, its arguments and the calls that
+//!   came before it;
+//! - a failing call changes nothing: a digest of `es.streams`, `es.events` and `es.snapshots`
+//!   taken right before it equals the one after its rollback (its own savepoint inside a
+//!   transaction, the statement itself in autocommit);
+//! - at the end, on a fresh connection: versions are gapless `1..N` per stream and equal
+//!   `es.streams.version`, with no stream row without events and no events without a stream
+//!   row; every account stream's `es.account_state` equals the replay of its events with
+//!   `es.account_replay`; `es.read_all` paged by 100 returns every event once, in position
+//!   order; amcheck finds the heaps and B-trees of all three tables sound.
+//!
+//! Replay a run with `ES_FUZZ_SEED=<u64>` (printed at the start and in every failure) and
+//! `ES_FUZZ_SECS` (default 45). All calls come from one thread, so a seed replays the same
+//! sequence as long as the server answers the same way (lock timeouts between the connections
+//! and server-generated ids can make a replay drift). The outcome counts go to stderr and to
+//! `target/fuzz-summary.txt` at the repository root.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Debug;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use event_store_client_tests::{Client, Error, TestDb, Uuid, describe, sqlstate, verify_store};
+use postgres::types::ToSql;
+use postgres::{Row, SimpleQueryMessage};
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+
+/// Seed when `ES_FUZZ_SEED` is not set.
+const DEFAULT_SEED: u64 = 0x00E5_F022_0001;
+/// Run time when `ES_FUZZ_SECS` is not set.
+const DEFAULT_SECS: u64 = 45;
+/// Fixed stream ids the calls pick from, so that they collide.
+const POOL: usize = 20;
+/// Pool streams below this index are meant to become accounts (their first event is `Opened`).
+const ACCOUNT_POOL: usize = 10;
+/// Accounts from `es.open_account` kept to be used again.
+const MAX_ACCOUNTS: usize = 12;
+/// Above this many events, no more large batches are generated: the per-call digest counts
+/// `es.events`, so the store has to stay small for it to stay cheap.
+const STORE_CAP: i64 = 30_000;
+/// Size of the batch that the rolled-back-batch scenario appends and rolls back.
+const BIG_BATCH: i32 = 400;
+/// Calls remembered for a failure report.
+const HISTORY: usize = 30;
+/// Characters of one argument shown in a report.
+const SHOW_ARG: usize = 160;
+
+/// The connection that runs transactions and savepoints.
+const TX0: usize = 0;
+/// The connection that runs every call in autocommit, beside TX0's open transactions.
+const AUTO: usize = 1;
+/// The connection for VACUUM and ALTER TABLE.
+const ADMIN: usize = 2;
+
+/// A digest of everything a call could change, cheap while the store is small: counts, version
+/// sums and the newest position, a hash of the stream rows' type and state, and the stored size
+/// of snapshot states (not their hash: they may be megabytes, and `pg_column_size` does not
+/// detoast).
+const DIGEST: &str = "SELECT concat_ws(' ', \
+     (SELECT count(*) FROM es.streams), \
+     (SELECT coalesce(sum(version), 0) FROM es.streams), \
+     (SELECT coalesce(sum(hashtext(coalesce(stream_type, '-') || coalesce(state::text, '-'))), 0) \
+        FROM es.streams), \
+     (SELECT count(*) FROM es.events), \
+     (SELECT coalesce(max(global_position), 0) FROM es.events), \
+     (SELECT count(*) FROM es.snapshots), \
+     (SELECT coalesce(sum(version), 0) || '/' || coalesce(sum(pg_column_size(state)), 0) \
+        FROM es.snapshots))";
+
+/// `es.append_events` with the events bound as a text array.
+const APPEND: &str = "SELECT es.append_events($1, $2, $3::text[]::jsonb[])";
+
+/// Keys of an event object that the store (or the account rules) read; each gets wrong values.
+const EVENT_KEYS: &[&str] = &[
+    "type",
+    "event_id",
+    "occurred_at",
+    "event_version",
+    "metadata",
+    "aggregate_id",
+    "sequence_number",
+    "account_holder",
+    "initial_balance_cents",
+    "amount_cents",
+    "description",
+    "reason",
+];
+
+/// Keys of an account state (snapshots, `account_replay`'s initial state).
+const STATE_KEYS: &[&str] = &["holder_name", "balance_cents", "status", "version"];
+
+/// Raw JSON values of every type and edge, put where some other type is expected: numbers past
+/// bigint and int, floats where integers go, strings that look like numbers, malformed uuids and
+/// timestamps, containers, escapes jsonb refuses (`\u0000`, a lone surrogate).
+const WRONG: &[&str] = &[
+    "null",
+    "true",
+    "false",
+    "0",
+    "-1",
+    "1",
+    "2",
+    "1.5",
+    "1.0",
+    "-0.0",
+    "0.0",
+    "1e2",
+    "1E2",
+    "1e30",
+    "-1e30",
+    "1e-7",
+    "99999999999999999999",
+    "-99999999999999999999",
+    "9223372036854775807",
+    "9223372036854775808",
+    "-9223372036854775808",
+    "-9223372036854775809",
+    "2147483647",
+    "2147483648",
+    "-2147483649",
+    "\"\"",
+    "\" \"",
+    "\"x\"",
+    "\"1\"",
+    "\"100\"",
+    "\"-5\"",
+    "\"1.5\"",
+    "\"true\"",
+    "\"null\"",
+    "\"not-a-uuid\"",
+    "\"00000000-0000-0000-0000-000000000000\"",
+    "\"{00000000-0000-0000-0000-000000000001}\"",
+    "\"0000000000000000000000000000000g\"",
+    "\"2024-13-45T00:00:00Z\"",
+    "\"2024-01-01T00:00:00\"",
+    "\"2024-01-01\"",
+    "\"2024-01-01 00:00:00+00\"",
+    "\"2024-01-01T00:00:00+99:00\"",
+    "\"infinity\"",
+    "\"-infinity\"",
+    "\"294277-01-01T00:00:00Z\"",
+    "\"0000-01-01T00:00:00Z\"",
+    "\"-0001-01-01T00:00:00Z\"",
+    "\"2024-01-01T24:00:00Z\"",
+    "\"2024-02-30T00:00:00Z\"",
+    "\"2024-01-01T00:00:60Z\"",
+    "[]",
+    "{}",
+    "[1]",
+    "{\"a\":1}",
+    "[null]",
+    "[[[]]]",
+    "{\"correlation_id\":null}",
+    "\"Opened\"",
+    "\"Deposited\"",
+    "\"Active\"",
+    "\"é✓\"",
+    "\"\\u0000\"",
+    "\"\\ud800\"",
+    "\"line\\nbreak\"",
+];
+
+/// Elements of an events array that are not event objects (some not even valid JSON).
+const NON_OBJECTS: &[&str] = &[
+    "[]",
+    "[1,2]",
+    "1",
+    "-0.0",
+    "1e30",
+    "\"Opened\"",
+    "\"\"",
+    "null",
+    "true",
+    "{}",
+    "[{\"type\":\"A\"}]",
+    "{",
+    "{\"type\":}",
+    "",
+];
+
+/// Valid `occurred_at` values at the edges of RFC 3339 and of PostgreSQL's range.
+const OCCURRED: &[&str] = &[
+    "2024-02-29T12:00:00Z",
+    "2024-02-29T12:00:00.123456789Z",
+    "2024-01-01T00:00:00+14:00",
+    "2024-06-01T10:00:00-07:30",
+    "1970-01-01T00:00:00Z",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999999Z",
+];
+
+/// Bigints at the edges, for every bigint argument.
+const EXTREMES: &[i64] = &[
+    i64::MIN,
+    i64::MIN + 1,
+    -1000,
+    -2,
+    -1,
+    0,
+    1,
+    2,
+    1 << 53,
+    i64::MAX - 1,
+    i64::MAX,
+];
+
+/// Amounts at the edges (zero, negative, overflowing a balance, past a double's precision).
+const AMOUNT_EXTREMES: &[i64] = &[
+    0,
+    -1,
+    1,
+    100,
+    i64::MIN,
+    i64::MIN + 1,
+    i64::MAX,
+    i64::MAX - 1,
+    i64::MAX / 2 + 1,
+    (1 << 53) + 1,
+];
+
+/// Ints at the edges, for `read_all`'s `max_count`.
+const INT_EXTREMES: &[i32] = &[i32::MIN, -1, 0, 1, 2, 100, 1000, i32::MAX];
+
+/// One SQL call of the fuzz: its statement, bound parameters and a printable copy of them.
+struct Call {
+    label: String,
+    sql: String,
+    params: Vec<Box<dyn ToSql + Sync>>,
+    shown: Vec<String>,
+    /// Sent with the simple protocol, without parameters (VACUUM, ALTER TABLE).
+    simple: bool,
+}
+
+impl Call {
+    /// A call with parameters bound by [`Call::arg`].
+    fn new(label: &str, sql: impl Into<String>) -> Call {
+        Call {
+            label: label.to_owned(),
+            sql: sql.into(),
+            params: Vec::new(),
+            shown: Vec::new(),
+            simple: false,
+        }
+    }
+
+    /// A statement without parameters, sent with the simple query protocol.
+    fn simple(label: &str, sql: impl Into<String>) -> Call {
+        Call {
+            simple: true,
+            ..Call::new(label, sql)
+        }
+    }
+
+    /// Binds the next parameter (`$n`).
+    fn arg<T: ToSql + Sync + Debug + 'static>(mut self, value: T) -> Call {
+        self.shown.push(short(&format!("{value:?}"), SHOW_ARG));
+        self.params.push(Box::new(value));
+        self
+    }
+
+    /// The call for a report: label, statement and arguments, each truncated.
+    fn text(&self) -> String {
+        format!(
+            "{}: `{}` with [{}]",
+            self.label,
+            short(&self.sql, 600),
+            self.shown.join(", ")
+        )
+    }
+}
+
+/// What to learn from a call's result.
+enum After {
+    Nothing,
+    /// The first column of the first row is the stream's version.
+    Version(Option<Uuid>),
+    /// A successful append: learn the version, keep the batch to send it again.
+    Appended(Batch),
+    /// `es.open_account`'s new id.
+    Opened,
+    /// The third column of the first row is a global position.
+    Position,
+}
+
+/// A successful append, kept to be sent again (an idempotent retry, or a duplicate elsewhere).
+#[derive(Clone)]
+struct Batch {
+    stream: Option<Uuid>,
+    expected: Option<i64>,
+    events: Vec<Option<String>>,
+}
+
+/// One of the fuzz's connections and its transaction state.
+struct Conn {
+    name: &'static str,
+    client: Client,
+    in_tx: bool,
+    tx_calls: u32,
+    tx_budget: u32,
+    /// Depth of the user savepoints `s1..sN` open in the transaction.
+    savepoints: u32,
+}
+
+/// How often an SQLSTATE came back from one kind of call, and the first message with it.
+#[derive(Default)]
+struct Seen {
+    count: u64,
+    first: String,
+}
+
+/// What the run did, for the summary.
+#[derive(Default)]
+struct Stats {
+    calls: u64,
+    classes: BTreeMap<String, u64>,
+    /// Per kind of call: (succeeded, failed), to see that every entry point ran.
+    labels: BTreeMap<String, (u64, u64)>,
+    codes: BTreeMap<String, Seen>,
+    begun: u64,
+    committed: u64,
+    rolled_back: u64,
+    commit_failed: u64,
+    savepoints: u64,
+    savepoint_rollbacks: u64,
+    call_rollbacks: u64,
+    digests_compared: u64,
+    big_batch_rollbacks: u64,
+    slowest: Option<(Duration, String)>,
+}
+
+/// A JSON object under construction, kept as raw key/value texts so that values serde_json
+/// cannot hold exactly (`99999999999999999999`, `-0.0`, duplicate keys) reach the server verbatim.
+struct Obj(Vec<(String, String)>);
+
+impl Obj {
+    /// `{"type": ty}`.
+    fn typed(ty: &str) -> Obj {
+        Obj(vec![("type".to_owned(), quote(ty))])
+    }
+
+    /// Sets `key` to the raw JSON `raw` (replacing an earlier value).
+    fn set(&mut self, key: &str, raw: String) {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = raw,
+            None => self.0.push((key.to_owned(), raw)),
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| k != key);
+    }
+
+    fn render(&self) -> String {
+        let members: Vec<String> = self
+            .0
+            .iter()
+            .map(|(k, v)| format!("{}:{v}", quote(k)))
+            .collect();
+        format!("{{{}}}", members.join(","))
+    }
+}
+
+/// `s` as a JSON string literal.
+fn quote(s: &str) -> String {
+    serde_json::to_string(s).expect("a string always serializes")
+}
+
+/// `s` cut to at most `max` characters (on a char boundary), marked when cut.
+fn short(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[{} bytes]", &s[..end], s.len())
+}
+
+/// A u64 from the environment, decimal or `0x` hex.
+fn env_u64(name: &str) -> Option<u64> {
+    let raw = std::env::var(name).ok()?;
+    let raw = raw.trim();
+    let parsed = match raw.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => raw.parse(),
+    };
+    Some(parsed.unwrap_or_else(|_| panic!("{name}={raw:?} is not a u64")))
+}
+
+/// The fuzzer: connections, RNG, what the calls taught about the store, and the counts.
+struct Fuzz {
+    seed: u64,
+    secs: u64,
+    rng: StdRng,
+    conns: Vec<Conn>,
+    pool: Vec<Uuid>,
+    accounts: Vec<Uuid>,
+    versions: HashMap<Uuid, i64>,
+    recent_ids: Vec<Uuid>,
+    batches: Vec<Batch>,
+    last_position: i64,
+    stored_events: i64,
+    history: VecDeque<String>,
+    stats: Stats,
+}
+
+impl Fuzz {
+    /// Opens the three connections. The two that run beside TX0's open transactions wait at
+    /// most 200 ms for a lock: with all calls on one thread, a wait for TX0 would never end.
+    fn new(db: &TestDb, seed: u64, secs: u64) -> Fuzz {
+        let open = |name: &'static str, settings: &str| {
+            let mut client = db.connect();
+            client
+                .batch_execute(settings)
+                .unwrap_or_else(|e| panic!("setting up connection {name}: {}", describe(&e)));
+            Conn {
+                name,
+                client,
+                in_tx: false,
+                tx_calls: 0,
+                tx_budget: 0,
+                savepoints: 0,
+            }
+        };
+        let conns = vec![
+            open(
+                "tx",
+                "SET lock_timeout = '5s'; SET statement_timeout = '60s'",
+            ),
+            open(
+                "auto",
+                "SET lock_timeout = '200ms'; SET statement_timeout = '60s'",
+            ),
+            // VACUUM (FREEZE) waits for buffer pins without a lock_timeout: bound it here.
+            open(
+                "admin",
+                "SET lock_timeout = '200ms'; SET statement_timeout = '10s'",
+            ),
+        ];
+        let mut rng = StdRng::seed_from_u64(seed);
+        let pool = (0..POOL).map(|_| Uuid::from_u128(rng.random())).collect();
+        Fuzz {
+            seed,
+            secs,
+            rng,
+            conns,
+            pool,
+            accounts: Vec::new(),
+            versions: HashMap::new(),
+            recent_ids: Vec::new(),
+            batches: Vec::new(),
+            last_position: 0,
+            stored_events: 0,
+            history: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    // ---- bookkeeping -------------------------------------------------------------------------
+
+    /// Fails the test with the seed, `what`, and the calls that led to it.
+    fn fail(&self, c: usize, what: &str) -> ! {
+        let conn = &self.conns[c];
+        let mut report = format!(
+            "fuzz failure (replay: ES_FUZZ_SEED={} ES_FUZZ_SECS={}) on connection `{}`{}:\n  {what}\n\
+             last calls, oldest first (* = inside a transaction):\n",
+            self.seed,
+            self.secs,
+            conn.name,
+            if conn.in_tx {
+                " inside a transaction"
+            } else {
+                ""
+            },
+        );
+        for line in &self.history {
+            report.push_str("  ");
+            report.push_str(line);
+            report.push('\n');
+        }
+        panic!("{report}");
+    }
+
+    /// Remembers a statement and its outcome for a failure report.
+    fn note(&mut self, c: usize, what: &str, outcome: &str) {
+        let conn = &self.conns[c];
+        let line = format!(
+            "{}{} {} -> {}",
+            conn.name,
+            if conn.in_tx { "*" } else { "" },
+            short(what, 500),
+            short(outcome, 300)
+        );
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(line);
+    }
+
+    /// Runs a bookkeeping statement (transaction control, savepoints) that must succeed.
+    fn meta(&mut self, c: usize, sql: &str) {
+        let result = self.conns[c].client.batch_execute(sql);
+        match result {
+            Ok(()) => self.note(c, sql, "ok"),
+            Err(err) => {
+                self.note(c, sql, &describe(&err));
+                self.fail(
+                    c,
+                    &format!("bookkeeping statement `{sql}` failed: {}", describe(&err)),
+                )
+            }
+        }
+    }
+
+    /// The store's digest as connection `c` sees it now. Sent with the simple protocol: an
+    /// extended-protocol portal stays open in a transaction until the next Bind, and this one's
+    /// `max(global_position)` index scan would keep its pages pinned meanwhile, so that a
+    /// `VACUUM (FREEZE)` on the admin connection would wait for the pin (a wait `lock_timeout`
+    /// does not cover).
+    fn digest(&mut self, c: usize) -> String {
+        let result = self.conns[c].client.simple_query(DIGEST);
+        let digest = match result {
+            Ok(messages) => messages.iter().find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            }),
+            Err(err) => self.fail(
+                c,
+                &format!("the store digest query failed: {}", describe(&err)),
+            ),
+        };
+        let Some(digest) = digest else {
+            self.fail(c, "the store digest query returned no row")
+        };
+        if c != ADMIN
+            && let Some(events) = digest.split(' ').nth(3).and_then(|n| n.parse().ok())
+        {
+            self.stored_events = events;
+        }
+        digest
+    }
+
+    /// Whether an error means the server broke: an internal error, or a lost connection.
+    fn fatal(&self, c: usize, err: &Error) -> bool {
+        match sqlstate(err) {
+            None => true,
+            Some(code) => {
+                code.starts_with("XX") || code.starts_with("58") || self.conns[c].client.is_closed()
+            }
+        }
+    }
+
+    fn count_outcome(&mut self, label: &str, code: Option<&str>, message: &str) {
+        let class = match code {
+            None => "ok".to_owned(),
+            Some(code) => code[..2].to_owned(),
+        };
+        *self.stats.classes.entry(class).or_default() += 1;
+        let tally = self.stats.labels.entry(label.to_owned()).or_default();
+        if code.is_none() {
+            tally.0 += 1;
+        } else {
+            tally.1 += 1;
+        }
+        if let Some(code) = code {
+            let seen = self
+                .stats
+                .codes
+                .entry(format!("{code} {label}"))
+                .or_default();
+            seen.count += 1;
+            if seen.first.is_empty() {
+                seen.first = short(message, 400);
+            }
+        }
+    }
+
+    /// Runs `call` on connection `c` and checks the properties every call must keep: no
+    /// internal error, no lost connection, and when it fails, an unchanged store. Inside a
+    /// transaction the call runs in its own savepoint, so that a failure is rolled back to the
+    /// state right before it (and the transaction goes on).
+    fn exec(&mut self, c: usize, call: &Call) -> Result<Vec<Row>, String> {
+        let in_tx = self.conns[c].in_tx;
+        if in_tx {
+            self.meta(c, "SAVEPOINT fz_call");
+        }
+        let before = self.digest(c);
+        let refs: Vec<&(dyn ToSql + Sync)> = call.params.iter().map(|p| p.as_ref()).collect();
+        let started = Instant::now();
+        let result = if call.simple {
+            self.conns[c]
+                .client
+                .batch_execute(&call.sql)
+                .map(|()| Vec::new())
+        } else {
+            self.conns[c].client.query(&call.sql, &refs)
+        };
+        let took = started.elapsed();
+        if self.stats.slowest.as_ref().is_none_or(|(d, _)| took > *d) {
+            self.stats.slowest = Some((took, short(&call.text(), 300)));
+        }
+        self.stats.calls += 1;
+        if in_tx {
+            self.conns[c].tx_calls += 1;
+        }
+        match result {
+            Ok(rows) => {
+                self.note(c, &call.text(), "ok");
+                if in_tx {
+                    self.meta(c, "RELEASE SAVEPOINT fz_call");
+                }
+                self.count_outcome(&call.label, None, "");
+                Ok(rows)
+            }
+            Err(err) => {
+                let text = describe(&err);
+                self.note(c, &call.text(), &text);
+                if self.fatal(c, &err) {
+                    self.fail(
+                        c,
+                        &format!(
+                            "internal error or lost connection: {} -> {text}",
+                            call.text()
+                        ),
+                    );
+                }
+                let code = sqlstate(&err).unwrap_or("?????").to_owned();
+                if in_tx {
+                    self.meta(
+                        c,
+                        "ROLLBACK TO SAVEPOINT fz_call; RELEASE SAVEPOINT fz_call",
+                    );
+                    self.stats.call_rollbacks += 1;
+                }
+                let after = self.digest(c);
+                self.stats.digests_compared += 1;
+                if after != before {
+                    self.fail(
+                        c,
+                        &format!(
+                            "a failing call changed the store: {} -> {text}\n  digest before: \
+                             {before}\n  digest after:  {after}",
+                            call.text()
+                        ),
+                    );
+                }
+                self.count_outcome(&call.label, Some(&code), &text);
+                Err(code)
+            }
+        }
+    }
+
+    /// Runs a generated call (sometimes behind a sqlcommenter comment, which the tracing layer
+    /// parses) and learns from its result.
+    fn run(&mut self, c: usize, (mut call, after): (Call, After)) -> bool {
+        if !call.simple && self.chance(0.03) {
+            let tp = self.pick(&[
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "00-00000000000000000000000000000000-0000000000000000-01",
+                "zz-not-a-traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+                "",
+            ]);
+            call.sql = format!("/*traceparent='{tp}'*/ {}", call.sql);
+        }
+        let Ok(rows) = self.exec(c, &call) else {
+            return false;
+        };
+        let first = rows.first();
+        match after {
+            After::Nothing => {}
+            After::Version(stream) => {
+                if let (Some(s), Some(Ok(Some(v)))) =
+                    (stream, first.map(|r| r.try_get::<_, Option<i64>>(0)))
+                {
+                    self.versions.insert(s, v);
+                }
+            }
+            After::Appended(batch) => {
+                if let (Some(s), Some(Ok(Some(v)))) =
+                    (batch.stream, first.map(|r| r.try_get::<_, Option<i64>>(0)))
+                {
+                    self.versions.insert(s, v);
+                }
+                if !batch.events.is_empty() {
+                    if self.batches.len() < 50 {
+                        self.batches.push(batch);
+                    } else {
+                        let i = self.rng.random_range(0..self.batches.len());
+                        self.batches[i] = batch;
+                    }
+                }
+            }
+            After::Opened => {
+                if let Some(Ok(Some(id))) = first.map(|r| r.try_get::<_, Option<Uuid>>(0)) {
+                    if self.accounts.len() < MAX_ACCOUNTS {
+                        self.accounts.push(id);
+                    } else {
+                        let i = self.rng.random_range(0..self.accounts.len());
+                        self.accounts[i] = id;
+                    }
+                }
+            }
+            After::Position => {
+                if let Some(Ok(Some(p))) = first.map(|r| r.try_get::<_, Option<i64>>(2)) {
+                    self.last_position = self.last_position.max(p);
+                }
+            }
+        }
+        true
+    }
+
+    // ---- transactions ------------------------------------------------------------------------
+
+    fn begin(&mut self, c: usize) {
+        let sql = self.pick(&[
+            "BEGIN",
+            "BEGIN",
+            "BEGIN",
+            "BEGIN ISOLATION LEVEL REPEATABLE READ",
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+        ]);
+        self.meta(c, sql);
+        let budget = self.rng.random_range(1..=25);
+        let conn = &mut self.conns[c];
+        conn.in_tx = true;
+        conn.tx_calls = 0;
+        conn.tx_budget = budget;
+        conn.savepoints = 0;
+        self.stats.begun += 1;
+    }
+
+    /// Commits or rolls back at random. A COMMIT may fail (a serialization failure under
+    /// SERIALIZABLE): that ends the transaction too, and counts as a failed commit.
+    fn end_tx(&mut self, c: usize) {
+        if self.chance(0.55) {
+            let result = self.conns[c].client.batch_execute("COMMIT");
+            match result {
+                Ok(()) => {
+                    self.note(c, "COMMIT", "ok");
+                    self.stats.committed += 1;
+                }
+                Err(err) => {
+                    self.note(c, "COMMIT", &describe(&err));
+                    if self.fatal(c, &err) {
+                        self.fail(c, &format!("COMMIT: {}", describe(&err)));
+                    }
+                    let code = sqlstate(&err).unwrap_or("?????").to_owned();
+                    self.count_outcome("COMMIT", Some(&code), &describe(&err));
+                    self.stats.commit_failed += 1;
+                }
+            }
+        } else {
+            self.meta(c, "ROLLBACK");
+            self.stats.rolled_back += 1;
+        }
+        let conn = &mut self.conns[c];
+        conn.in_tx = false;
+        conn.savepoints = 0;
+    }
+
+    /// Before a call on TX0: maybe begin, end, or work with savepoints.
+    fn tx_control(&mut self) {
+        let conn = &self.conns[TX0];
+        if !conn.in_tx {
+            if self.chance(0.15) {
+                self.begin(TX0);
+            }
+            return;
+        }
+        if conn.tx_calls >= conn.tx_budget {
+            self.end_tx(TX0);
+            return;
+        }
+        let depth = conn.savepoints;
+        let r = self.rng.random_range(0..100);
+        if r < 8 {
+            self.meta(TX0, &format!("SAVEPOINT s{}", depth + 1));
+            self.conns[TX0].savepoints += 1;
+            self.stats.savepoints += 1;
+        } else if r < 13 && depth > 0 {
+            let k = self.rng.random_range(1..=depth);
+            self.meta(TX0, &format!("ROLLBACK TO SAVEPOINT s{k}"));
+            self.conns[TX0].savepoints = k;
+            self.stats.savepoint_rollbacks += 1;
+        } else if r < 16 && depth > 0 {
+            let k = self.rng.random_range(1..=depth);
+            self.meta(TX0, &format!("RELEASE SAVEPOINT s{k}"));
+            self.conns[TX0].savepoints = k - 1;
+        }
+    }
+
+    // ---- random values -----------------------------------------------------------------------
+
+    fn chance(&mut self, p: f64) -> bool {
+        self.rng.random_bool(p)
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        *items.choose(&mut self.rng).expect("a non-empty choice")
+    }
+
+    /// A stream id: mostly from the pool or the opened accounts, sometimes unknown, nil or NULL.
+    fn pick_stream(&mut self) -> Option<Uuid> {
+        let r = self.rng.random_range(0..100);
+        if r < 70 || (r < 85 && self.accounts.is_empty()) {
+            let i = self.rng.random_range(0..POOL);
+            Some(self.pool[i])
+        } else if r < 85 {
+            let i = self.rng.random_range(0..self.accounts.len());
+            Some(self.accounts[i])
+        } else if r < 95 {
+            Some(Uuid::from_u128(self.rng.random()))
+        } else if r < 98 {
+            Some(Uuid::nil())
+        } else {
+            None
+        }
+    }
+
+    /// An account id for a command: mostly an opened or pool account.
+    fn pick_account(&mut self) -> Option<Uuid> {
+        if !self.accounts.is_empty() && self.chance(0.75) {
+            let i = self.rng.random_range(0..self.accounts.len());
+            Some(self.accounts[i])
+        } else if self.chance(0.6) {
+            let i = self.rng.random_range(0..ACCOUNT_POOL);
+            Some(self.pool[i])
+        } else {
+            self.pick_stream()
+        }
+    }
+
+    /// The last version seen for a stream (0 if never seen).
+    fn known(&self, stream: Option<Uuid>) -> i64 {
+        stream
+            .and_then(|s| self.versions.get(&s).copied())
+            .unwrap_or(0)
+    }
+
+    fn is_account(&self, stream: Option<Uuid>) -> bool {
+        stream.is_some_and(|s| self.pool[..ACCOUNT_POOL].contains(&s) || self.accounts.contains(&s))
+    }
+
+    /// A bigint argument: NULL, near `near`, an extreme, or random.
+    fn pick_bigint(&mut self, near: i64) -> Option<i64> {
+        match self.rng.random_range(0..100) {
+            0..10 => None,
+            10..35 => Some(near),
+            35..45 => Some(near.saturating_sub(1)),
+            45..55 => Some(near.saturating_add(1)),
+            55..85 => Some(self.pick(EXTREMES)),
+            85..95 => Some(self.rng.random_range(0..1000)),
+            _ => Some(self.rng.random()),
+        }
+    }
+
+    /// An expected version: mostly right or NULL, so that streams grow.
+    fn pick_expected(&mut self, stream: Option<Uuid>) -> Option<i64> {
+        let known = self.known(stream);
+        match self.rng.random_range(0..100) {
+            0..30 => None,
+            30..70 => Some(known),
+            _ => self.pick_bigint(known),
+        }
+    }
+
+    fn pick_int(&mut self) -> Option<i32> {
+        match self.rng.random_range(0..100) {
+            0..10 => None,
+            10..50 => Some(self.pick(INT_EXTREMES)),
+            _ => Some(self.rng.random_range(0..500)),
+        }
+    }
+
+    /// An amount in cents: mostly small and positive, else zero, negative, or near `i64::MAX`.
+    fn pick_amount(&mut self) -> Option<i64> {
+        match self.rng.random_range(0..100) {
+            0..50 => Some(self.rng.random_range(1..=5000)),
+            50..60 => Some(self.rng.random_range(1..=10_000_000)),
+            60..85 => Some(self.pick(AMOUNT_EXTREMES)),
+            85..95 => Some(self.rng.random_range(-1000..=0)),
+            _ => None,
+        }
+    }
+
+    /// An opening balance: mostly ordinary, sometimes right below `i64::MAX` (so deposits
+    /// overflow), sometimes an extreme.
+    fn pick_balance(&mut self) -> Option<i64> {
+        match self.rng.random_range(0..100) {
+            0..75 => Some(self.rng.random_range(0..100_000)),
+            75..80 => Some(i64::MAX - self.rng.random_range(0..1000)),
+            _ => self.pick_amount(),
+        }
+    }
+
+    /// A holder, description or reason: ordinary, empty, unicode, 10 kB, 2 MB, a NUL byte
+    /// (not valid in text), JSON-looking, or NULL.
+    fn pick_text(&mut self) -> Option<String> {
+        match self.rng.random_range(0..100) {
+            0..55 => Some(format!("fz-{}", self.rng.random_range(0..1000))),
+            55..65 => Some(String::new()),
+            65..70 => Some(" ".to_owned()),
+            70..78 => Some("é✓ \"quote\" \\ back".to_owned()),
+            78..82 => Some("x".repeat(10_000)),
+            82..84 => Some("y".repeat(2_000_000)),
+            84..86 => Some("nul\0byte".to_owned()),
+            86..90 => Some("{\"type\":\"Opened\"}".to_owned()),
+            _ => None,
+        }
+    }
+
+    /// An `as_of` time: NULL, the epoch, 1900, now, a second ago, a year ahead.
+    fn pick_time(&mut self) -> Option<SystemTime> {
+        let now = SystemTime::now();
+        match self.rng.random_range(0..6) {
+            0 => None,
+            1 => Some(UNIX_EPOCH),
+            2 => Some(UNIX_EPOCH - Duration::from_secs(70 * 365 * 86_400)),
+            3 => Some(now),
+            4 => Some(now - Duration::from_secs(1)),
+            _ => Some(now + Duration::from_secs(365 * 86_400)),
+        }
+    }
+
+    /// An event id: mostly new, sometimes one sent before (a duplicate or an idempotent retry).
+    fn event_id(&mut self) -> Uuid {
+        if !self.recent_ids.is_empty() && self.chance(0.15) {
+            let i = self.rng.random_range(0..self.recent_ids.len());
+            return self.recent_ids[i];
+        }
+        let id = Uuid::from_u128(self.rng.random());
+        if self.recent_ids.len() < 300 {
+            self.recent_ids.push(id);
+        } else {
+            let i = self.rng.random_range(0..self.recent_ids.len());
+            self.recent_ids[i] = id;
+        }
+        id
+    }
+
+    /// Replaces, removes or duplicates 1–3 keys with wrong values.
+    fn mutate(&mut self, o: &mut Obj, keys: &[&str]) {
+        for _ in 0..self.rng.random_range(1..=3) {
+            let key = self.pick(keys);
+            let wrong = self.pick(WRONG).to_owned();
+            match self.rng.random_range(0..10) {
+                0..2 => o.remove(key),
+                2 => o.0.push((key.to_owned(), wrong)),
+                _ => o.set(key, wrong),
+            }
+        }
+    }
+
+    /// A well-formed account event for the event at `version` (mostly `Opened` first).
+    fn account_event(&mut self, version: i64) -> Obj {
+        let kind = if version == 1 && self.chance(0.9) {
+            "Opened"
+        } else {
+            match self.rng.random_range(0..100) {
+                0..45 => "Deposited",
+                45..82 => "Withdrawn",
+                82..85 => "Frozen",
+                85..86 => "Closed",
+                86..91 => "Opened",
+                _ => self.pick(&[
+                    "AccountOpened",
+                    "MoneyDeposited",
+                    "Unknown",
+                    "",
+                    "deposited",
+                ]),
+            }
+        };
+        let mut o = Obj::typed(kind);
+        match kind {
+            "Opened" => {
+                let holder = format!("holder-{}", self.rng.random_range(0..100));
+                o.set("account_holder", quote(&holder));
+                let balance = self.pick_balance().unwrap_or(0);
+                o.set("initial_balance_cents", balance.to_string());
+            }
+            "Deposited" | "Withdrawn" => {
+                let amount = if self.chance(0.85) {
+                    self.rng.random_range(1..=500)
+                } else {
+                    self.pick(AMOUNT_EXTREMES)
+                };
+                o.set("amount_cents", amount.to_string());
+                o.set("description", quote(&format!("d{version}")));
+            }
+            "Frozen" | "Closed" => o.set("reason", quote("fz reason")),
+            _ => {}
+        }
+        o
+    }
+
+    /// One element of an events array: a NULL, a non-object, a deeply nested event, or an
+    /// object (account or generic) with optional keys, sometimes with wrong values.
+    fn gen_event(
+        &mut self,
+        stream: Option<Uuid>,
+        version: i64,
+        account: bool,
+        with_ids: bool,
+    ) -> Option<String> {
+        let r = self.rng.random_range(0..100);
+        if r < 2 {
+            return None;
+        }
+        if r < 6 {
+            return Some(self.pick(NON_OBJECTS).to_owned());
+        }
+        if r < 8 {
+            let n = self.pick(&[10, 100, 1000, 3000]);
+            return Some(format!(
+                "{{\"type\":\"Deep\",\"d\":{}{}}}",
+                "[".repeat(n),
+                "]".repeat(n)
+            ));
+        }
+        let mut o = if account {
+            self.account_event(version)
+        } else {
+            let mut o = Obj::typed(&format!("T{}", self.rng.random_range(0..5)));
+            o.set("n", self.rng.random_range(0..1000).to_string());
+            o
+        };
+        if with_ids || self.chance(0.2) {
+            let id = self.event_id();
+            o.set("event_id", quote(&id.to_string()));
+        }
+        if self.chance(0.1) {
+            let at = self.pick(OCCURRED);
+            o.set("occurred_at", quote(at));
+        }
+        if self.chance(0.1) {
+            o.set("event_version", self.rng.random_range(1..4).to_string());
+        }
+        if self.chance(0.1) {
+            let id = Uuid::from_u128(self.rng.random());
+            o.set(
+                "metadata",
+                format!("{{\"correlation_id\":{}}}", quote(&id.to_string())),
+            );
+        }
+        if self.chance(0.15) {
+            // The seed's flattened EventMetadata, right or off by one.
+            if let Some(s) = stream {
+                o.set("aggregate_id", quote(&s.to_string()));
+            }
+            let off = self.pick(&[0, 0, 0, 1, -1]);
+            o.set("sequence_number", (version + off).to_string());
+        }
+        if self.chance(0.25) {
+            self.mutate(&mut o, EVENT_KEYS);
+        }
+        Some(o.render())
+    }
+
+    /// An events array for `stream`: empty, one, a few, or up to 400 events.
+    fn gen_batch(&mut self, stream: Option<Uuid>, account: bool) -> Vec<Option<String>> {
+        let big_ok = self.stored_events < STORE_CAP;
+        let n: i64 = match self.rng.random_range(0..100) {
+            0..5 => 0,
+            5..55 => 1,
+            55..88 => self.rng.random_range(2..=5),
+            88..97 => self.rng.random_range(6..=50),
+            _ if big_ok => self.rng.random_range(51..=400),
+            _ => 3,
+        };
+        let known = self.known(stream);
+        let with_ids = self.chance(0.4);
+        (0..n)
+            .map(|i| self.gen_event(stream, known + i + 1, account, with_ids))
+            .collect()
+    }
+
+    /// An account state JSON for a snapshot or `account_replay`'s initial state: valid, with
+    /// wrong keys, not an object, empty, or NULL.
+    fn gen_state(&mut self, version: i64) -> Option<String> {
+        let valid = |fz: &mut Fuzz| {
+            let status = fz.pick(&["Active", "Active", "Frozen", "Closed"]);
+            let balance = if fz.chance(0.9) {
+                fz.rng.random_range(0..100_000)
+            } else {
+                i64::MAX
+            };
+            Obj(vec![
+                ("holder_name".to_owned(), quote("fz")),
+                ("balance_cents".to_owned(), balance.to_string()),
+                ("status".to_owned(), quote(status)),
+                ("version".to_owned(), version.to_string()),
+            ])
+        };
+        match self.rng.random_range(0..100) {
+            0..40 => Some(valid(self).render()),
+            40..65 => {
+                let mut o = valid(self);
+                self.mutate(&mut o, STATE_KEYS);
+                Some(o.render())
+            }
+            65..80 => Some(self.pick(WRONG).to_owned()),
+            80..90 => Some(self.pick(&["{}", "{\"a\":1}", "[]"]).to_owned()),
+            90..95 => None,
+            _ => {
+                let mut o = valid(self);
+                o.set("extra", "[1,2,3]".to_owned());
+                Some(o.render())
+            }
+        }
+    }
+
+    // ---- calls -------------------------------------------------------------------------------
+
+    /// A random call of the SQL surface (no admin statements).
+    fn random_call(&mut self) -> (Call, After) {
+        match self.rng.random_range(0..100) {
+            0..30 => self.gen_append(),
+            30..37 => self.gen_load_events(),
+            37..41 => self.gen_stream_version(),
+            41..45 => self.gen_read_all(),
+            45..50 => self.gen_save_snapshot(),
+            50..54 => self.gen_load_snapshot(),
+            54..62 => self.gen_replay(),
+            62..66 => self.gen_open_account(),
+            66..74 => self.gen_money(true),
+            74..80 => self.gen_money(false),
+            80..81 => {
+                let freeze = self.chance(0.6);
+                self.gen_freeze_or_close(freeze)
+            }
+            81..82 => self.gen_money(true),
+            82..89 => self.gen_account_state(),
+            89..95 => self.gen_account_history(),
+            95..97 => (
+                Call::new("tracing_stats", "SELECT * FROM es.tracing_stats()"),
+                After::Nothing,
+            ),
+            _ => self.gen_setting(),
+        }
+    }
+
+    fn gen_append(&mut self) -> (Call, After) {
+        let r = self.rng.random_range(0..100);
+        if r < 8 && !self.batches.is_empty() {
+            // An idempotent retry (same stream, same ids), or the same ids elsewhere (ES004).
+            let i = self.rng.random_range(0..self.batches.len());
+            let mut batch = self.batches[i].clone();
+            if self.chance(0.3) {
+                batch.expected = self.pick_expected(batch.stream);
+            }
+            if self.chance(0.15) {
+                batch.stream = self.pick_stream();
+            }
+            let call = Call::new("append_events(again)", APPEND)
+                .arg(batch.stream)
+                .arg(batch.expected)
+                .arg(Some(batch.events.clone()));
+            return (call, After::Version(batch.stream));
+        }
+        let stream = self.pick_stream();
+        if r < 18 {
+            return self.gen_append_server_side(stream);
+        }
+        let account = self.is_account(stream) ^ self.chance(0.1);
+        let expected = self.pick_expected(stream);
+        let events = self.gen_batch(stream, account);
+        if self.chance(0.02) {
+            let call = Call::new("append_events", APPEND)
+                .arg(stream)
+                .arg(expected)
+                .arg(None::<Vec<Option<String>>>);
+            return (call, After::Nothing);
+        }
+        let call = Call::new("append_events", APPEND)
+            .arg(stream)
+            .arg(expected)
+            .arg(Some(events.clone()));
+        (
+            call,
+            After::Appended(Batch {
+                stream,
+                expected,
+                events,
+            }),
+        )
+    }
+
+    /// Appends whose events are built by the server: MB-sized (TOASTed) and deeply nested
+    /// values, bulk batches, 2-D arrays, arrays with another lower bound, NULL arrays.
+    fn gen_append_server_side(&mut self, stream: Option<Uuid>) -> (Call, After) {
+        let expected = self.pick_expected(stream);
+        let big_ok = self.stored_events < STORE_CAP;
+        let (label, array, n): (&str, &str, Option<i32>) = match self.rng.random_range(0..16) {
+            0 => (
+                "append_events(huge)",
+                "ARRAY[jsonb_build_object('type', 'Huge', 'blob', repeat('x', $3))]",
+                Some(self.pick(&[1_000_000, 5_000_000])),
+            ),
+            1 => (
+                "append_events(huge incompressible)",
+                "ARRAY[jsonb_build_object('type', 'Huge', 'blob', \
+                 (SELECT string_agg(md5(g::text), '') FROM generate_series(1, $3) g))]",
+                Some(self.pick(&[10_000, 60_000])),
+            ),
+            2 => (
+                "append_events(deep arrays)",
+                "ARRAY[jsonb_build_object('type', 'Deep', 'd', \
+                 (repeat('[', $3) || repeat(']', $3))::jsonb)]",
+                Some(self.pick(&[1000, 5000, 200_000])),
+            ),
+            3 => (
+                "append_events(deep objects)",
+                "ARRAY[jsonb_build_object('type', 'Deep', 'd', \
+                 (repeat('{\"a\":', $3) || '1' || repeat('}', $3))::jsonb)]",
+                Some(self.pick(&[1000, 5000, 200_000])),
+            ),
+            4 => (
+                "append_events(huge type)",
+                "ARRAY[jsonb_build_object('type', repeat('T', $3))]",
+                Some(self.pick(&[100, 100_000, 1_000_000])),
+            ),
+            5 => (
+                "append_events(huge metadata)",
+                "ARRAY[jsonb_build_object('type', 'M', 'metadata', \
+                 jsonb_build_object('m', repeat('m', $3)))]",
+                Some(self.pick(&[10_000, 2_000_000])),
+            ),
+            6 => (
+                "append_events(huge event_id)",
+                "ARRAY[jsonb_build_object('type', 'M', 'event_id', repeat('a', $3))]",
+                Some(self.pick(&[37, 100_000])),
+            ),
+            7 => (
+                "append_events(huge description)",
+                "ARRAY[jsonb_build_object('type', 'Deposited', 'amount_cents', 1, \
+                 'description', repeat('d', $3))]",
+                Some(self.pick(&[100_000, 3_000_000])),
+            ),
+            8 => (
+                "append_events(2-D array)",
+                "ARRAY[['{\"type\":\"A\"}'::jsonb, '{\"type\":\"B\"}'::jsonb], \
+                 ['{\"type\":\"C\"}'::jsonb, '{\"type\":\"D\"}'::jsonb]]",
+                None,
+            ),
+            9 => (
+                "append_events(2-D array)",
+                "array_fill('{\"type\":\"F\"}'::jsonb, ARRAY[2, 2])",
+                None,
+            ),
+            10 => (
+                "append_events(lower bound 3)",
+                "'[3:4]={\"{\\\"type\\\":\\\"A\\\"}\",\"{\\\"type\\\":\\\"B\\\"}\"}'::jsonb[]",
+                None,
+            ),
+            11 => (
+                "append_events(NULL elements)",
+                "array_fill(NULL::jsonb, ARRAY[2])",
+                None,
+            ),
+            12 => ("append_events(NULL array)", "NULL::jsonb[]", None),
+            13 => ("append_events(empty array)", "'{}'::jsonb[]", None),
+            14 => (
+                "append_events(bulk deposits)",
+                "(SELECT array_agg(jsonb_build_object('type', 'Deposited', 'amount_cents', 1, \
+                 'description', 'bulk ' || g) ORDER BY g) FROM generate_series(1, $3) g)",
+                Some(if big_ok { BIG_BATCH } else { 3 }),
+            ),
+            _ => (
+                "append_events(bulk)",
+                "(SELECT array_agg(jsonb_build_object('type', 'Bulk', 'i', g) ORDER BY g) \
+                 FROM generate_series(1, $3) g)",
+                Some(if big_ok { 2000 } else { 3 }),
+            ),
+        };
+        let array = array.replace("$3", "$3::int");
+        let mut call = Call::new(label, format!("SELECT es.append_events($1, $2, {array})"))
+            .arg(stream)
+            .arg(expected);
+        if let Some(n) = n {
+            call = call.arg(n);
+        }
+        (call, After::Version(stream))
+    }
+
+    fn gen_load_events(&mut self) -> (Call, After) {
+        let stream = self.pick_stream();
+        let known = self.known(stream);
+        let from = self.pick_bigint(known / 2);
+        let small = self.rng.random_range(0..10);
+        let max = self.pick_bigint(small);
+        let (label, sql) = match self.rng.random_range(0..7) {
+            0 => (
+                "load_events(count)",
+                "SELECT count(*), min(version), max(version) FROM es.load_events($1, $2, $3)",
+            ),
+            1 => (
+                "load_events(limit)",
+                "SELECT * FROM es.load_events($1, $2, $3) LIMIT 5",
+            ),
+            2 => (
+                "load_events(detoast)",
+                "SELECT version, event_type, length(data::text), metadata, occurred_at \
+                 FROM es.load_events($1, $2, $3) e",
+            ),
+            3 => (
+                "load_events(in target list)",
+                "SELECT (es.load_events($1, $2, $3)).version",
+            ),
+            4 => (
+                "load_events(lateral)",
+                "SELECT count(*) FROM (VALUES ($1::uuid), ($1::uuid)) s(id), \
+                 LATERAL es.load_events(s.id, $2, $3)",
+            ),
+            5 => {
+                let call = Call::new(
+                    "load_events(defaults)",
+                    "SELECT count(*) FROM es.load_events($1)",
+                )
+                .arg(stream);
+                return (call, After::Nothing);
+            }
+            _ => {
+                let call = Call::new(
+                    "load_events(named)",
+                    "SELECT count(*) FROM es.load_events(stream_id => $1, max_count => $2)",
+                )
+                .arg(stream)
+                .arg(max);
+                return (call, After::Nothing);
+            }
+        };
+        let call = Call::new(label, sql).arg(stream).arg(from).arg(max);
+        (call, After::Nothing)
+    }
+
+    fn gen_stream_version(&mut self) -> (Call, After) {
+        let stream = self.pick_stream();
+        let call = Call::new("stream_version", "SELECT es.stream_version($1)").arg(stream);
+        (call, After::Version(stream))
+    }
+
+    fn gen_read_all(&mut self) -> (Call, After) {
+        let after = self.pick_bigint(self.last_position / 2);
+        let max = self.pick_int();
+        match self.rng.random_range(0..5) {
+            0 => (
+                Call::new(
+                    "read_all(count)",
+                    "SELECT count(*), min(global_position), max(global_position) \
+                     FROM es.read_all($1, $2)",
+                )
+                .arg(after)
+                .arg(max),
+                After::Position,
+            ),
+            1 => (
+                Call::new(
+                    "read_all(limit)",
+                    "SELECT global_position, stream_id, version FROM es.read_all($1, $2) LIMIT 3",
+                )
+                .arg(after)
+                .arg(max),
+                After::Nothing,
+            ),
+            2 => (
+                Call::new("read_all(defaults)", "SELECT count(*) FROM es.read_all()"),
+                After::Nothing,
+            ),
+            3 => (
+                Call::new(
+                    "read_all(after only)",
+                    "SELECT count(*) FROM es.read_all($1)",
+                )
+                .arg(after),
+                After::Nothing,
+            ),
+            _ => (
+                Call::new(
+                    "read_all(in target list)",
+                    "SELECT (es.read_all($1, $2)).global_position LIMIT 10",
+                )
+                .arg(after)
+                .arg(max),
+                After::Nothing,
+            ),
+        }
+    }
+
+    fn gen_save_snapshot(&mut self) -> (Call, After) {
+        let stream = self.pick_stream();
+        let known = self.known(stream);
+        let version = self.pick_bigint(known);
+        let call = match self.rng.random_range(0..10) {
+            0..7 => {
+                let state = self.gen_state(version.unwrap_or(0));
+                Call::new(
+                    "save_snapshot",
+                    "SELECT es.save_snapshot($1, $2, $3::text::jsonb)",
+                )
+                .arg(stream)
+                .arg(version)
+                .arg(state)
+            }
+            7 => Call::new(
+                "save_snapshot(replayed)",
+                "SELECT es.save_snapshot($1::uuid, $2::bigint, \
+                 (SELECT es.account_replay(data ORDER BY version) FROM es.events \
+                  WHERE stream_id = $1::uuid AND version <= $2::bigint))",
+            )
+            .arg(stream)
+            .arg(version),
+            8 => {
+                let n = self.pick(&[100_000, 3_000_000]);
+                Call::new(
+                    "save_snapshot(huge)",
+                    "SELECT es.save_snapshot($1::uuid, $2::bigint, jsonb_build_object(\
+                     'holder_name', repeat('h', $3::int), 'balance_cents', 0, \
+                     'status', 'Active', 'version', $2::bigint))",
+                )
+                .arg(stream)
+                .arg(version)
+                .arg(n)
+            }
+            _ => {
+                let n = self.pick(&[1000, 5000, 200_000]);
+                Call::new(
+                    "save_snapshot(deep)",
+                    "SELECT es.save_snapshot($1, $2, \
+                     (repeat('[', $3::int) || repeat(']', $3::int))::jsonb)",
+                )
+                .arg(stream)
+                .arg(version)
+                .arg(n)
+            }
+        };
+        (call, After::Nothing)
+    }
+
+    fn gen_load_snapshot(&mut self) -> (Call, After) {
+        let stream = self.pick_stream();
+        let known = self.known(stream);
+        let at = self.pick_bigint(known);
+        let call = match self.rng.random_range(0..3) {
+            0 => Call::new(
+                "load_snapshot",
+                "SELECT version, length(state::text), taken_at FROM es.load_snapshot($1, $2)",
+            )
+            .arg(stream)
+            .arg(at),
+            1 => Call::new(
+                "load_snapshot(newest)",
+                "SELECT * FROM es.load_snapshot($1)",
+            )
+            .arg(stream),
+            _ => Call::new(
+                "load_snapshot(count)",
+                "SELECT count(*) FROM es.load_snapshot($1, $2)",
+            )
+            .arg(stream)
+            .arg(at),
+        };
+        (call, After::Nothing)
+    }
+
+    /// `es.account_replay` in its forms: ordered and unordered aggregate, from an initial
+    /// state, window function (running, moving frame, whole partition), grouped, filtered, over
+    /// VALUES, over `es.events`, from a snapshot plus tail, and with values built server-side.
+    fn gen_replay(&mut self) -> (Call, After) {
+        const UNNEST: &str = "unnest($1::text[]::jsonb[]) WITH ORDINALITY AS u(e, n)";
+        let n: i64 = self.rng.random_range(0..8);
+        let events: Vec<Option<String>> = (0..n)
+            .map(|i| self.gen_event(None, i + 1, true, false))
+            .collect();
+        let with_events = |label: &str, sql: String| Call::new(label, sql).arg(events.clone());
+        let call = match self.rng.random_range(0..16) {
+            0 => with_events(
+                "account_replay(agg)",
+                format!("SELECT es.account_replay(e ORDER BY n) FROM {UNNEST}"),
+            ),
+            1 => with_events(
+                "account_replay(agg unordered)",
+                format!("SELECT es.account_replay(e) FROM {UNNEST}"),
+            ),
+            2 => {
+                let state = self.gen_state(0);
+                with_events(
+                    "account_replay(state, agg)",
+                    format!(
+                        "SELECT es.account_replay($2::text::jsonb, e ORDER BY n) FROM {UNNEST}"
+                    ),
+                )
+                .arg(state)
+            }
+            3 => with_events(
+                "account_replay(window)",
+                format!("SELECT n, es.account_replay(e) OVER (ORDER BY n) FROM {UNNEST}"),
+            ),
+            4 => with_events(
+                "account_replay(moving window)",
+                format!(
+                    "SELECT n, es.account_replay(e) OVER (ORDER BY n ROWS BETWEEN 1 PRECEDING \
+                     AND CURRENT ROW) FROM {UNNEST}"
+                ),
+            ),
+            5 => with_events(
+                "account_replay(window whole)",
+                format!("SELECT n, es.account_replay(e) OVER () FROM {UNNEST}"),
+            ),
+            6 => with_events(
+                "account_replay(grouped)",
+                format!("SELECT n % 2, es.account_replay(e ORDER BY n) FROM {UNNEST} GROUP BY 1"),
+            ),
+            7 => {
+                let state = self.gen_state(0);
+                with_events(
+                    "account_replay(state, window)",
+                    format!(
+                        "SELECT n, es.account_replay($2::text::jsonb, e) OVER (ORDER BY n) \
+                         FROM {UNNEST}"
+                    ),
+                )
+                .arg(state)
+            }
+            8 => with_events(
+                "account_replay(filter)",
+                format!(
+                    "SELECT es.account_replay(e ORDER BY n) FILTER (WHERE n <> 2) FROM {UNNEST}"
+                ),
+            ),
+            9 | 10 => {
+                let mut three: Vec<Option<String>> = (1..=3)
+                    .map(|v| self.gen_event(None, v, true, false))
+                    .collect();
+                three.resize(3, None);
+                let sql = if self.chance(0.5) {
+                    "SELECT es.account_replay(e ORDER BY n) FROM (VALUES (1, $1::text::jsonb), \
+                     (2, $2::text::jsonb), (3, $3::text::jsonb)) v(n, e)"
+                } else {
+                    "SELECT n, es.account_replay(e) OVER (ORDER BY n) FROM (VALUES \
+                     (1, $1::text::jsonb), (2, $2::text::jsonb), (3, $3::text::jsonb)) v(n, e)"
+                };
+                let [a, b, c] = <[Option<String>; 3]>::try_from(three).expect("three events");
+                Call::new("account_replay(values)", sql)
+                    .arg(a)
+                    .arg(b)
+                    .arg(c)
+            }
+            11 => {
+                let stream = self.pick_account();
+                Call::new(
+                    "account_replay(es.events)",
+                    "SELECT es.account_replay(data ORDER BY version) FROM es.events \
+                     WHERE stream_id = $1",
+                )
+                .arg(stream)
+            }
+            12 => {
+                let stream = self.pick_account();
+                Call::new(
+                    "account_replay(es.events window)",
+                    "SELECT count(s), max((s->>'balance_cents')::numeric) FROM (SELECT \
+                     es.account_replay(data) OVER (ORDER BY version) AS s FROM es.events \
+                     WHERE stream_id = $1) w",
+                )
+                .arg(stream)
+            }
+            13 => {
+                let stream = self.pick_account();
+                Call::new(
+                    "account_replay(snapshot + tail)",
+                    "SELECT es.account_replay(s.state, e.data ORDER BY e.version) \
+                     FROM es.load_snapshot($1::uuid) s JOIN es.events e \
+                     ON e.stream_id = $1::uuid AND e.version > s.version",
+                )
+                .arg(stream)
+            }
+            14 => {
+                let opening = self.pick_balance();
+                let amount = self.pick_amount();
+                let len = self.pick(&[1, 1000, 3_000_000]);
+                Call::new(
+                    "account_replay(server-built)",
+                    "SELECT es.account_replay(e ORDER BY n) FROM (VALUES \
+                     (1, jsonb_build_object('type', 'Opened', 'account_holder', 'A', \
+                      'initial_balance_cents', $1::bigint)), \
+                     (2, jsonb_build_object('type', 'Deposited', 'amount_cents', $2::bigint, \
+                      'description', repeat('x', $3::int)))) v(n, e)",
+                )
+                .arg(opening)
+                .arg(amount)
+                .arg(len)
+            }
+            _ => {
+                let n = self.pick(&[1000, 5000, 200_000]);
+                Call::new(
+                    "account_replay(deep)",
+                    "SELECT es.account_replay((repeat('[', $1::int) || repeat(']', $1::int))::jsonb)",
+                )
+                .arg(n)
+            }
+        };
+        (call, After::Nothing)
+    }
+
+    fn gen_open_account(&mut self) -> (Call, After) {
+        let holder = self.pick_text();
+        let call = if self.chance(0.8) {
+            let balance = self.pick_balance();
+            Call::new("open_account", "SELECT es.open_account($1, $2)")
+                .arg(holder)
+                .arg(balance)
+        } else {
+            Call::new("open_account(default)", "SELECT es.open_account($1)").arg(holder)
+        };
+        (call, After::Opened)
+    }
+
+    /// `es.deposit` or `es.withdraw`, in their 4-, 3-, 2-argument and named forms.
+    fn gen_money(&mut self, deposit: bool) -> (Call, After) {
+        let f = if deposit { "deposit" } else { "withdraw" };
+        let account = self.pick_account();
+        let amount = self.pick_amount();
+        let description = self.pick_text();
+        let expected = if self.chance(0.6) {
+            None
+        } else {
+            let known = self.known(account);
+            self.pick_bigint(known)
+        };
+        let call = match self.rng.random_range(0..10) {
+            0..6 => Call::new(f, format!("SELECT es.{f}($1, $2, $3, $4)"))
+                .arg(account)
+                .arg(amount)
+                .arg(description)
+                .arg(expected),
+            6..8 => Call::new(f, format!("SELECT es.{f}($1, $2, $3)"))
+                .arg(account)
+                .arg(amount)
+                .arg(description),
+            8 => Call::new(f, format!("SELECT es.{f}($1, $2)"))
+                .arg(account)
+                .arg(amount),
+            _ => Call::new(
+                f,
+                format!(
+                    "SELECT es.{f}(account_id => $1, amount_cents => $2, expected_version => $3)"
+                ),
+            )
+            .arg(account)
+            .arg(amount)
+            .arg(expected),
+        };
+        (call, After::Version(account))
+    }
+
+    fn gen_freeze_or_close(&mut self, freeze: bool) -> (Call, After) {
+        let f = if freeze {
+            "freeze_account"
+        } else {
+            "close_account"
+        };
+        let account = self.pick_account();
+        let reason = self.pick_text();
+        let call = Call::new(f, format!("SELECT es.{f}($1, $2)"))
+            .arg(account)
+            .arg(reason);
+        (call, After::Version(account))
+    }
+
+    fn gen_account_state(&mut self) -> (Call, After) {
+        let account = self.pick_account();
+        let known = self.known(account);
+        let at = self.pick_bigint(known);
+        let call = match self.rng.random_range(0..6) {
+            0 => Call::new("account_state", "SELECT es.account_state($1)").arg(account),
+            1 | 2 => {
+                let as_of = self.pick_time();
+                Call::new(
+                    "account_state(as_of, at)",
+                    "SELECT es.account_state($1, $2, $3)",
+                )
+                .arg(account)
+                .arg(as_of)
+                .arg(at)
+            }
+            3 => {
+                let bound = self.pick(&["infinity", "-infinity"]);
+                Call::new(
+                    "account_state(infinite as_of)",
+                    format!("SELECT es.account_state($1, '{bound}', $2)"),
+                )
+                .arg(account)
+                .arg(at)
+            }
+            4 => Call::new(
+                "account_state(at)",
+                "SELECT es.account_state($1, at_version => $2)",
+            )
+            .arg(account)
+            .arg(at),
+            _ => {
+                let other = self.pick_account();
+                Call::new(
+                    "account_state(several)",
+                    "SELECT es.account_state(s) FROM unnest($1::uuid[]) s",
+                )
+                .arg(vec![account, other, account])
+            }
+        };
+        (call, After::Nothing)
+    }
+
+    fn gen_account_history(&mut self) -> (Call, After) {
+        let account = self.pick_account();
+        let sql = self.pick(&[
+            "SELECT count(*), sum(amount_cents), max(balance_cents)::text \
+             FROM es.account_history($1)",
+            "SELECT * FROM es.account_history($1) LIMIT 3",
+            "SELECT h.* FROM es.account_history($1) h ORDER BY version DESC LIMIT 1",
+            "SELECT (es.account_history($1)).balance_cents",
+        ]);
+        (
+            Call::new("account_history", sql).arg(account),
+            After::Nothing,
+        )
+    }
+
+    /// `set_config` of the extension's settings, valid and invalid (a reset with NULL too).
+    fn gen_setting(&mut self) -> (Call, After) {
+        let (name, values): (&str, &[&str]) = match self.rng.random_range(0..3) {
+            0 => (
+                "es.snapshot_interval",
+                &[
+                    "0",
+                    "1",
+                    "2",
+                    "3",
+                    "7",
+                    "100",
+                    "-1",
+                    "2147483647",
+                    "abc",
+                    "",
+                ],
+            ),
+            1 => (
+                "es.traceparent",
+                &[
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    "00-00000000000000000000000000000000-0000000000000000-01",
+                    "garbage",
+                    "",
+                ],
+            ),
+            _ => (
+                "es.trace_sample_ratio",
+                &["0", "0.5", "1", "2", "-1", "NaN"],
+            ),
+        };
+        let value = if self.chance(0.1) {
+            None
+        } else {
+            Some(self.pick(values).to_owned())
+        };
+        let local = self.chance(0.3);
+        let call = Call::new("set_config", "SELECT set_config($1, $2, $3)")
+            .arg(name.to_owned())
+            .arg(value)
+            .arg(local);
+        (call, After::Nothing)
+    }
+
+    /// Whether `table` has the fuzz's extra column, as connection `c` sees it.
+    fn has_extra_column(&mut self, c: usize, table: &str) -> bool {
+        let result = self.conns[c].client.query_one(
+            "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = $1::text::regclass \
+             AND attname = 'fz_extra' AND NOT attisdropped)",
+            &[&table],
+        );
+        match result {
+            Ok(row) => row.get(0),
+            Err(err) => self.fail(c, &format!("reading pg_attribute: {}", describe(&err))),
+        }
+    }
+
+    /// Adds `fz_extra` to `table` (with or without a default), or drops it if it is there.
+    fn toggle_column(&mut self, c: usize, table: &str) -> Call {
+        if self.has_extra_column(c, table) {
+            Call::simple(
+                "alter table drop column",
+                format!("ALTER TABLE {table} DROP COLUMN fz_extra"),
+            )
+        } else if self.chance(0.6) {
+            Call::simple(
+                "alter table add column",
+                format!("ALTER TABLE {table} ADD COLUMN fz_extra text"),
+            )
+        } else {
+            Call::simple(
+                "alter table add column",
+                format!("ALTER TABLE {table} ADD COLUMN fz_extra text DEFAULT 'fz'"),
+            )
+        }
+    }
+
+    /// Maintenance from the admin connection while TX0 may hold a transaction open. While it
+    /// does, VACUUM skips truncating the table: truncation needs TX0's lock and would retry for
+    /// PostgreSQL's fixed 5 s before giving up, time the fuzz would not spend calling anything.
+    fn admin(&mut self) {
+        let truncate = if self.conns[TX0].in_tx {
+            "TRUNCATE false, "
+        } else {
+            ""
+        };
+        let call = match self.rng.random_range(0..100) {
+            0..30 => Call::simple(
+                "vacuum",
+                format!("VACUUM ({truncate}ANALYZE false) es.events"),
+            ),
+            30..40 => Call::simple("vacuum", format!("VACUUM ({truncate}FREEZE) es.events")),
+            40..48 => Call::simple(
+                "vacuum",
+                format!("VACUUM ({truncate}ANALYZE false) es.streams, es.snapshots"),
+            ),
+            48..53 => Call::simple("analyze", "ANALYZE es.events"),
+            53..56 => Call::simple("vacuum full", "VACUUM FULL es.events"),
+            56..58 => Call::simple("reindex", "REINDEX TABLE es.events"),
+            58..60 => Call::simple("cluster", "CLUSTER es.events USING events_pkey"),
+            60..90 => self.toggle_column(ADMIN, "es.events"),
+            _ => {
+                let table = self.pick(&["es.streams", "es.snapshots"]);
+                self.toggle_column(ADMIN, table)
+            }
+        };
+        self.run(ADMIN, (call, After::Nothing));
+    }
+
+    // ---- scenarios ---------------------------------------------------------------------------
+
+    /// Append to a stream, append a 400-event batch in a transaction (or savepoint) and roll it
+    /// back, then read the stream back every way: the rolled-back batch must leave no trace in
+    /// what a later call sees (cached state, snapshot written by the batch, positions in flight).
+    fn scenario_rolled_back_batch(&mut self) {
+        let i = self.rng.random_range(0..POOL);
+        let stream = Some(self.pool[i]);
+        let account = i < ACCOUNT_POOL;
+        let nested = self.conns[TX0].in_tx;
+        let known = self.known(stream);
+        let first = if account && known == 0 {
+            format!(
+                "{{\"type\":\"Opened\",\"account_holder\":\"big-{i}\",\"initial_balance_cents\":{}}}",
+                self.rng.random_range(0..1000)
+            )
+        } else if account {
+            "{\"type\":\"Deposited\",\"amount_cents\":5,\"description\":\"before big\"}".to_owned()
+        } else {
+            "{\"type\":\"BeforeBig\"}".to_owned()
+        };
+        let call = Call::new("append_events", APPEND)
+            .arg(stream)
+            .arg(None::<i64>)
+            .arg(Some(vec![Some(first)]));
+        self.run(TX0, (call, After::Version(stream)));
+
+        if !nested {
+            self.begin(TX0);
+        }
+        let use_savepoint = nested || self.chance(0.3);
+        if use_savepoint {
+            self.meta(TX0, "SAVEPOINT fz_big");
+        }
+        let element = if account {
+            "jsonb_build_object('type', 'Deposited', 'amount_cents', 1, 'description', 'big ' || g)"
+        } else {
+            "jsonb_build_object('type', 'Big', 'i', g)"
+        };
+        let call = Call::new(
+            "append_events(big batch, rolled back)",
+            format!(
+                "SELECT es.append_events($1, NULL, (SELECT array_agg({element} ORDER BY g) \
+                 FROM generate_series(1, $2::int) g))"
+            ),
+        )
+        .arg(stream)
+        .arg(BIG_BATCH);
+        self.run(TX0, (call, After::Nothing));
+        if self.chance(0.5) {
+            let call = Call::new(
+                "load_events(inside big batch)",
+                "SELECT count(*) FROM es.load_events($1)",
+            )
+            .arg(stream);
+            self.run(TX0, (call, After::Nothing));
+        }
+        if use_savepoint {
+            self.meta(
+                TX0,
+                "ROLLBACK TO SAVEPOINT fz_big; RELEASE SAVEPOINT fz_big",
+            );
+            self.stats.savepoint_rollbacks += 1;
+            if !nested {
+                self.end_tx(TX0);
+            }
+        } else {
+            self.meta(TX0, "ROLLBACK");
+            self.stats.rolled_back += 1;
+            self.conns[TX0].in_tx = false;
+            self.conns[TX0].savepoints = 0;
+        }
+        self.stats.big_batch_rollbacks += 1;
+
+        let reads: [(&str, &str); 7] = [
+            (
+                "load_events(after rollback)",
+                "SELECT count(*) FROM es.load_events($1)",
+            ),
+            (
+                "stream_version(after rollback)",
+                "SELECT es.stream_version($1)",
+            ),
+            (
+                "account_state(after rollback)",
+                "SELECT es.account_state($1)",
+            ),
+            (
+                "account_history(after rollback)",
+                "SELECT count(*), max(balance_cents) FROM es.account_history($1)",
+            ),
+            (
+                "account_replay(after rollback)",
+                "SELECT es.account_replay(data ORDER BY version) FROM es.events WHERE stream_id = $1",
+            ),
+            (
+                "load_snapshot(after rollback)",
+                "SELECT version, state FROM es.load_snapshot($1)",
+            ),
+            (
+                "read_all(after rollback)",
+                "SELECT count(*) FROM es.read_all(0, 100000) WHERE stream_id = $1",
+            ),
+        ];
+        for (label, sql) in reads {
+            let c = if self.chance(0.2) { AUTO } else { TX0 };
+            let after = if label.starts_with("stream_version") {
+                After::Version(stream)
+            } else {
+                After::Nothing
+            };
+            self.run(c, (Call::new(label, sql).arg(stream), after));
+        }
+    }
+
+    /// ALTER TABLE inside TX0's transaction, calls that see the new shape, then COMMIT or
+    /// ROLLBACK: the calls after a rolled-back ALTER must not use the discarded shape.
+    fn scenario_ddl_in_tx(&mut self) {
+        if self.conns[TX0].in_tx {
+            return;
+        }
+        self.begin(TX0);
+        let table = self.pick(&["es.events", "es.events", "es.streams", "es.snapshots"]);
+        let ddl = self.toggle_column(TX0, table);
+        self.run(TX0, (ddl, After::Nothing));
+        for _ in 0..self.rng.random_range(1..=4) {
+            let call = self.random_call();
+            self.run(TX0, call);
+        }
+        self.end_tx(TX0);
+    }
+
+    /// One step of the fuzz.
+    fn step(&mut self) {
+        match self.rng.random_range(0..1000) {
+            0..20 => self.admin(),
+            20..28 => self.scenario_rolled_back_batch(),
+            28..31 => self.scenario_ddl_in_tx(),
+            _ => {
+                let c = if self.chance(0.7) { TX0 } else { AUTO };
+                if c == TX0 {
+                    self.tx_control();
+                }
+                let call = self.random_call();
+                self.run(c, call);
+            }
+        }
+    }
+
+    /// Ends an open transaction at the deadline, at random like any other.
+    fn finish(&mut self) {
+        if self.conns[TX0].in_tx {
+            self.end_tx(TX0);
+        }
+    }
+}
+
+/// Counts read after the final checks.
+struct Final {
+    events: i64,
+    streams: i64,
+    accounts: usize,
+    snapshots: i64,
+    read_all_checked: bool,
+}
+
+/// The final checks, on a fresh connection (see the header); panics with the seed on failure.
+fn final_checks(db: &TestDb, seed: u64) -> Final {
+    let mut client = db.connect();
+    let fail =
+        |what: String| -> ! { panic!("fuzz final check failed (ES_FUZZ_SEED={seed}): {what}") };
+
+    // Gapless 1..N per stream, equal to the stream row's version, no orphan on either side.
+    let bad = client
+        .query(
+            "SELECT coalesce(e.stream_id, s.stream_id)::text, e.n, e.lo, e.hi, e.d, s.version \
+             FROM (SELECT stream_id, count(*) AS n, min(version) AS lo, max(version) AS hi, \
+                          count(DISTINCT version) AS d FROM es.events GROUP BY stream_id) e \
+             FULL JOIN es.streams s ON s.stream_id = e.stream_id \
+             WHERE e.stream_id IS NULL OR s.stream_id IS NULL OR e.lo <> 1 OR e.hi <> e.n \
+                OR e.d <> e.n OR s.version IS DISTINCT FROM e.hi \
+             LIMIT 10",
+            &[],
+        )
+        .unwrap_or_else(|e| fail(format!("version check query: {}", describe(&e))));
+    if !bad.is_empty() {
+        let rows: Vec<String> = bad
+            .iter()
+            .map(|r| {
+                format!(
+                    "stream {} events {:?} min {:?} max {:?} distinct {:?} stream row version {:?}",
+                    r.get::<_, String>(0),
+                    r.get::<_, Option<i64>>(1),
+                    r.get::<_, Option<i64>>(2),
+                    r.get::<_, Option<i64>>(3),
+                    r.get::<_, Option<i64>>(4),
+                    r.get::<_, Option<i64>>(5)
+                )
+            })
+            .collect();
+        fail(format!(
+            "streams whose events are not exactly versions 1..version:\n  {}",
+            rows.join("\n  ")
+        ));
+    }
+
+    // Every account's state equals the replay of its events.
+    let accounts: Vec<Uuid> = client
+        .query(
+            "SELECT stream_id FROM es.streams WHERE stream_type = 'account' ORDER BY 1",
+            &[],
+        )
+        .unwrap_or_else(|e| fail(format!("listing accounts: {}", describe(&e))))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut mismatches = Vec::new();
+    for id in &accounts {
+        let row = client
+            .query_one(
+                "SELECT a IS NOT DISTINCT FROM r, a::text, r::text \
+                 FROM (SELECT es.account_state($1) AS a, (SELECT es.account_replay(data ORDER BY \
+                       version) FROM es.events WHERE stream_id = $1) AS r) x",
+                &[id],
+            )
+            .unwrap_or_else(|e| {
+                fail(format!(
+                    "account_state / account_replay of account {id}: {}",
+                    describe(&e)
+                ))
+            });
+        if !row.get::<_, bool>(0) {
+            mismatches.push(format!(
+                "account {id}: account_state {:?} but replay {:?}",
+                row.get::<_, Option<String>>(1),
+                row.get::<_, Option<String>>(2)
+            ));
+        }
+    }
+    if !mismatches.is_empty() {
+        fail(format!(
+            "{} of {} accounts: es.account_state differs from the replay of the events:\n  {}",
+            mismatches.len(),
+            accounts.len(),
+            mismatches.join("\n  ")
+        ));
+    }
+
+    // read_all paged by 100 returns every event once, in position order (needs the preload).
+    let preloaded: bool = client
+        .query_one(
+            "SELECT current_setting('shared_preload_libraries') LIKE '%event_store%'",
+            &[],
+        )
+        .unwrap_or_else(|e| fail(format!("reading the preload setting: {}", describe(&e))))
+        .get(0);
+    let all: Vec<i64> = client
+        .query("SELECT global_position FROM es.events ORDER BY 1", &[])
+        .unwrap_or_else(|e| fail(format!("reading positions: {}", describe(&e))))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if preloaded {
+        let mut paged: Vec<i64> = Vec::with_capacity(all.len());
+        let mut after = 0i64;
+        loop {
+            let page: Vec<i64> = client
+                .query(
+                    "SELECT global_position FROM es.read_all($1, 100)",
+                    &[&after],
+                )
+                .unwrap_or_else(|e| fail(format!("read_all({after}, 100): {}", describe(&e))))
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let Some(&last) = page.last() else { break };
+            if page.len() > 100 || last <= after {
+                fail(format!(
+                    "read_all({after}, 100) returned {} rows ending at {last}",
+                    page.len()
+                ));
+            }
+            paged.extend(page);
+            after = last;
+            if paged.len() > all.len() {
+                break;
+            }
+        }
+        if paged != all {
+            let first_diff = paged.iter().zip(&all).position(|(a, b)| a != b);
+            fail(format!(
+                "read_all paged by 100 returned {} positions, es.events holds {}; first \
+                 difference at index {first_diff:?}",
+                paged.len(),
+                all.len()
+            ));
+        }
+    } else {
+        eprintln!("fuzz: server started without the preload: final read_all check skipped");
+    }
+
+    // amcheck of es.events and es.streams (the crate's check), then of es.snapshots.
+    verify_store(&mut client);
+    let checked: i64 = client
+        .query_one(
+            "SELECT count(bt_index_check(x.indexrelid, true)::text) FROM pg_index x \
+             WHERE x.indrelid = 'es.snapshots'::regclass",
+            &[],
+        )
+        .unwrap_or_else(|e| {
+            fail(format!(
+                "amcheck of es.snapshots' indexes: {}",
+                describe(&e)
+            ))
+        })
+        .get(0);
+    assert!(
+        checked >= 1,
+        "expected es.snapshots' primary key to be checked"
+    );
+    let problems: i64 = client
+        .query_one("SELECT count(*) FROM verify_heapam('es.snapshots')", &[])
+        .unwrap_or_else(|e| fail(format!("verify_heapam(es.snapshots): {}", describe(&e))))
+        .get(0);
+    if problems != 0 {
+        fail(format!(
+            "verify_heapam(es.snapshots) reported {problems} problems"
+        ));
+    }
+
+    let counts = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM es.streams), (SELECT count(*) FROM es.snapshots)",
+            &[],
+        )
+        .unwrap_or_else(|e| fail(format!("final counts: {}", describe(&e))));
+    Final {
+        events: all.len() as i64,
+        streams: counts.get(0),
+        accounts: accounts.len(),
+        snapshots: counts.get(1),
+        read_all_checked: preloaded,
+    }
+}
+
+#[test]
+fn fuzz_whole_sql_surface() {
+    let seed = env_u64("ES_FUZZ_SEED").unwrap_or(DEFAULT_SEED);
+    let secs = env_u64("ES_FUZZ_SECS").unwrap_or(DEFAULT_SECS);
+    eprintln!("fuzz: seed {seed}, {secs} s (replay: ES_FUZZ_SEED={seed} ES_FUZZ_SECS={secs})");
+
+    let db = TestDb::new("fuzz");
+    let mut fuzz = Fuzz::new(&db, seed, secs);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        fuzz.step();
+    }
+    fuzz.finish();
+    let ran = started.elapsed();
+    let stats = std::mem::take(&mut fuzz.stats);
+    drop(fuzz);
+
+    let end = final_checks(&db, seed);
+
+    let mut lines = vec![
+        format!("fuzz seed: {seed}"),
+        format!("fuzz seconds: {:.1} (budget {secs})", ran.as_secs_f64()),
+        format!("fuzz calls: {}", stats.calls),
+    ];
+    for (class, n) in &stats.classes {
+        lines.push(format!("fuzz outcome {class}: {n}"));
+    }
+    lines.extend([
+        format!(
+            "fuzz transactions: {} begun, {} committed, {} rolled back, {} failed at commit",
+            stats.begun, stats.committed, stats.rolled_back, stats.commit_failed
+        ),
+        format!(
+            "fuzz savepoints: {} taken, {} rolled back to; {} calls rolled back to their own savepoint",
+            stats.savepoints, stats.savepoint_rollbacks, stats.call_rollbacks
+        ),
+        format!(
+            "fuzz rolled-back {BIG_BATCH}-event batches: {}",
+            stats.big_batch_rollbacks
+        ),
+        format!(
+            "fuzz failed calls with the store digest compared: {}",
+            stats.digests_compared
+        ),
+        format!(
+            "fuzz stored at the end: {} events, {} streams ({} accounts), {} snapshots; read_all paging {}",
+            end.events,
+            end.streams,
+            end.accounts,
+            end.snapshots,
+            if end.read_all_checked {
+                "checked"
+            } else {
+                "skipped (no preload)"
+            }
+        ),
+    ]);
+    if let Some((took, call)) = &stats.slowest {
+        lines.push(format!(
+            "fuzz slowest call: {:.2} s {call}",
+            took.as_secs_f64()
+        ));
+    }
+    for line in &lines {
+        eprintln!("{line}");
+    }
+    eprintln!("fuzz calls by kind (succeeded / failed):");
+    for (label, (ok, failed)) in &stats.labels {
+        eprintln!("  {label}: {ok} / {failed}");
+    }
+    eprintln!("fuzz SQLSTATEs by call (count, first message):");
+    for (key, seen) in &stats.codes {
+        eprintln!("  {key}: {} — {}", seen.count, seen.first);
+    }
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/fuzz-summary.txt");
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let mut text = lines.join("\n");
+    text.push('\n');
+    if let Err(err) = std::fs::write(&path, text) {
+        eprintln!("fuzz: could not write {}: {err}", path.display());
+    }
+}
