@@ -101,7 +101,7 @@ pgbench_tps() {
 # (amcheck heapallindexed). A benchmark of a store that drops work would otherwise look fast.
 check_store() {
   local want got bad
-  want=$(( STORE_EVENTS_SETUP + $(cat "$OUT/store-events.count" 2>/dev/null | paste -sd+ | sed 's/^$/0/') ))
+  want=$(( STORE_EVENTS_SETUP + $({ cat "$OUT/store-events.count" 2>/dev/null || true; } | paste -sd+ | sed 's/^$/0/') ))
   got=$(val "SELECT count(*) FROM es.events")
   [ "$got" = "$want" ] || die "store check: es.events holds $got events, the setup and the store runs appended $want"
   bad=$(val "SELECT count(*) FROM (SELECT stream_id, count(*) AS n, min(version) AS lo, max(version) AS hi
@@ -407,7 +407,7 @@ measure_w7() {
 # check_w7: the big store holds what its setup and its runs appended, versions gapless.
 check_w7() {
   local want got bad d7=(psql -X -qAt -v ON_ERROR_STOP=1 -d "$W7_DB")
-  want=$(( W7_SETUP_EVENTS + $(cat "$OUT/w7-events.count" 2>/dev/null | paste -sd+ | sed 's/^$/0/') ))
+  want=$(( W7_SETUP_EVENTS + $({ cat "$OUT/w7-events.count" 2>/dev/null || true; } | paste -sd+ | sed 's/^$/0/') ))
   got=$("${d7[@]}" -c "SELECT count(*) FROM es.events")
   [ "$got" = "$want" ] || die "W7 store check: $W7_DB holds $got events, its setup and runs appended $want"
   bad=$("${d7[@]}" -c "SELECT count(*) FROM es.streams s JOIN (SELECT stream_id, count(*) n, max(version) hi FROM es.events GROUP BY 1) e

@@ -306,6 +306,10 @@ fn relation_oid(name: &CStr) -> Option<Oid> {
     }
 }
 
+/// No trigger fires on an INSERT into `rel`.
+///
+/// # Safety
+/// `rel` must be an open relation.
 unsafe fn no_insert_triggers(rel: pg_sys::Relation) -> bool {
     // SAFETY: an open relation's trigdesc is NULL or valid.
     unsafe {
@@ -320,6 +324,10 @@ unsafe fn no_insert_triggers(rel: pg_sys::Relation) -> bool {
     }
 }
 
+/// No trigger fires on an UPDATE of `rel`.
+///
+/// # Safety
+/// `rel` must be an open relation.
 unsafe fn no_update_triggers(rel: pg_sys::Relation) -> bool {
     // SAFETY: an open relation's trigdesc is NULL or valid.
     unsafe {
@@ -456,6 +464,57 @@ impl Indexes {
     }
 }
 
+/// A table opened for the native writes: locked RowExclusive (the lock is kept to the end of
+/// the transaction, like the executor's), its layout checked, its indexes open.
+struct Target<const N: usize> {
+    rel: pg_sys::Relation,
+    layout: Layout<N>,
+    indexes: Indexes,
+}
+
+impl<const N: usize> Target<N> {
+    /// Opens `es.<name>` when nothing but the store's own work applies to a write of it (see the
+    /// module's header): the columns `columns`, no rules, CHECK constraints or row-level
+    /// security, no triggers for the operation (`no_triggers`), only simple indexes. `None`
+    /// (nothing left open) otherwise.
+    fn open(
+        name: &CStr,
+        columns: &[Column; N],
+        no_triggers: unsafe fn(pg_sys::Relation) -> bool,
+    ) -> Option<Target<N>> {
+        let rel_oid = relation_oid(name)?;
+        // SAFETY: the relation is opened and locked here, and closed below or by `close`.
+        let rel =
+            unsafe { pg_sys::table_open(rel_oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
+        // SAFETY: `rel` is open and locked RowExclusive, which every check and Indexes::open
+        // need.
+        let opened = unsafe {
+            layout(rel, columns, true)
+                .filter(|_| plain_heap(rel) && plain_writes(rel, rel_oid) && no_triggers(rel))
+                .and_then(|layout| Some((layout, Indexes::open(rel)?)))
+        };
+        match opened {
+            Some((layout, indexes)) => Some(Target {
+                rel,
+                layout,
+                indexes,
+            }),
+            None => {
+                // SAFETY: opened above, closed once.
+                unsafe { pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE) };
+                None
+            }
+        }
+    }
+
+    /// Closes the indexes and the table, keeping their locks.
+    fn close(self) {
+        self.indexes.close();
+        // SAFETY: opened in `open`, closed once (`self` is consumed).
+        unsafe { pg_sys::table_close(self.rel, pg_sys::NoLock as pg_sys::LOCKMODE) };
+    }
+}
+
 /// Adds `n` to the version of `stream`, if it is at `expected` (when given), like
 /// `UPDATE es.streams SET version = version + n, updated_at = now() WHERE stream_id = $1
 /// [AND version = $2]` under READ COMMITTED.
@@ -469,78 +528,51 @@ pub fn bump_stream<E>(
     n: i64,
     judge: &mut dyn FnMut(&StreamHead<'_>) -> Result<Option<Datum>, E>,
 ) -> Outcome<Result<Bump, E>> {
-    let (Some(rel_oid), Some(pkey_oid)) = (relation_oid(c"streams"), relation_oid(c"streams_pkey"))
-    else {
+    let Some(pkey_oid) = relation_oid(c"streams_pkey") else {
         return Outcome::Fallback;
     };
-    let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
-    // SAFETY: the relation is opened and locked here and closed on every path below; the lock
-    // is kept to the end of the transaction, like the executor's.
-    let rel = unsafe { pg_sys::table_open(rel_oid, lockmode) };
-    let close_rel = || {
-        // SAFETY: `rel` was opened above and is closed once, on the path that returns.
-        unsafe { pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE) }
-    };
-    // SAFETY: `rel` is open and locked.
-    let checked = unsafe {
-        match layout(rel, &STREAMS, true) {
-            Some(l) if plain_heap(rel) && plain_writes(rel, rel_oid) && no_update_triggers(rel) => {
-                Some(l)
-            }
-            _ => None,
-        }
-    };
-    let Some(layout) = checked else {
-        close_rel();
-        return Outcome::Fallback;
-    };
-    // SAFETY: `rel` is open and locked RowExclusive, as Indexes::open requires.
-    let Some(indexes) = (unsafe { Indexes::open(rel) }) else {
-        close_rel();
+    let Some(target) = Target::open(c"streams", &STREAMS, no_update_triggers) else {
         return Outcome::Fallback;
     };
     // The primary key must be the btree on stream_id the lookup keys on.
-    let pkey_ok = indexes.list.iter().any(|&(index, _)| {
+    let pkey = target.indexes.list.iter().find_map(|&(index, _)| {
         // SAFETY: an index opened by Indexes::open.
-        unsafe {
+        let ok = unsafe {
             (*(*index).rd_rel).oid == pkey_oid
                 && btree_on(
                     index,
-                    &[layout.attno(STREAM_ID)],
+                    &[target.layout.attno(STREAM_ID)],
                     &[pg_sys::UUIDOID],
                     &[pg_sys::F_UUID_CMP],
                 )
-        }
+        };
+        ok.then_some(index)
     });
-    if !pkey_ok {
-        indexes.close();
-        close_rel();
+    let Some(pkey) = pkey else {
+        target.close();
         return Outcome::Fallback;
-    }
-    // SAFETY: everything below works on the open, locked relation; tuples are copied into the
-    // current memory context before their buffers are released; see each step.
-    let result = unsafe { bump_row(rel, pkey_oid, &layout, &indexes, stream, expected, n, judge) };
-    indexes.close();
-    close_rel();
+    };
+    // SAFETY: the target is es.streams, open, locked and checked, and `pkey` its open primary
+    // key.
+    let result = unsafe { bump_row(&target, pkey, stream, expected, n, judge) };
+    target.close();
     Outcome::Done(result)
 }
 
 /// The body of [`bump_stream`] once the relation and its indexes are open and checked.
 ///
 /// # Safety
-/// `rel` is `es.streams`, open and locked RowExclusive, with the shape `layout` describes;
-/// `indexes` are its open indexes and `pkey_oid` its primary key, a btree on stream_id.
-#[allow(clippy::too_many_arguments)]
+/// `target` is `es.streams` opened by [`Target::open`], and `pkey` its open primary key, a
+/// btree on stream_id.
 unsafe fn bump_row<E>(
-    rel: pg_sys::Relation,
-    pkey_oid: Oid,
-    layout: &Layout<6>,
-    indexes: &Indexes,
+    target: &Target<6>,
+    pkey: pg_sys::Relation,
     stream: &Uuid,
     expected: Option<i64>,
     n: i64,
     judge: &mut dyn FnMut(&StreamHead<'_>) -> Result<Option<Datum>, E>,
 ) -> Result<Bump, E> {
+    let (rel, layout, indexes) = (target.rel, &target.layout, &target.indexes);
     // SAFETY: the caller's contract; every pointer used below comes from PostgreSQL for this
     // relation, and every tuple kept across a call is a palloc'd copy.
     unsafe {
@@ -552,19 +584,22 @@ unsafe fn bump_row<E>(
         let mut key = std::mem::zeroed::<pg_sys::ScanKeyData>();
         pg_sys::ScanKeyInit(
             &mut key,
-            1,
+            layout.attno(STREAM_ID),
             pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
             Oid::from(pg_sys::F_UUID_EQ),
             key_datum,
         );
-        let scan = pg_sys::systable_beginscan(rel, pkey_oid, true, snapshot, 1, &mut key);
-        let found = pg_sys::systable_getnext(scan);
+        // The primary key is open already: the ordered variant scans it without opening it
+        // a second time.
+        let scan = pg_sys::systable_beginscan_ordered(rel, pkey, snapshot, 1, &mut key);
+        let found =
+            pg_sys::systable_getnext_ordered(scan, pg_sys::ScanDirection::ForwardScanDirection);
         let mut current = if found.is_null() {
             ptr::null_mut()
         } else {
             pg_sys::heap_copytuple(found)
         };
-        pg_sys::systable_endscan(scan);
+        pg_sys::systable_endscan_ordered(scan);
         pg_sys::UnregisterSnapshot(snapshot);
 
         let desc = (*rel).rd_att;
@@ -572,7 +607,8 @@ unsafe fn bump_row<E>(
         let mut values = vec![Datum::from(0usize); natts];
         let mut nulls = vec![true; natts];
         let mut row: [Option<Datum>; 6] = [None; 6];
-        let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsHeapTuple);
+        // Made only for a non-HOT update, which needs index entries.
+        let mut slot: *mut pg_sys::TupleTableSlot = ptr::null_mut();
         let result = loop {
             if current.is_null() {
                 break Ok(Bump::NotFound);
@@ -627,6 +663,9 @@ unsafe fn bump_row<E>(
                         u32::from((*(*new).t_data).t_infomask2) & pg_sys::HEAP_ONLY_TUPLE != 0;
                     if !heap_only {
                         // Not on the HOT chain: every index needs an entry for the new version.
+                        if slot.is_null() {
+                            slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsHeapTuple);
+                        }
                         pg_sys::ExecStoreHeapTuple(new, slot, false);
                         let unchanged = [
                             layout.attno(STREAM_ID),
@@ -655,7 +694,9 @@ unsafe fn bump_row<E>(
                 other => pgrx::error!("event_store: unexpected result {other} updating es.streams"),
             }
         };
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        if !slot.is_null() {
+            pg_sys::ExecDropSingleTupleTableSlot(slot);
+        }
         result
     }
 }
@@ -691,41 +732,21 @@ unsafe fn fetch_any(rel: pg_sys::Relation, tid: pg_sys::ItemPointerData) -> pg_s
 
 /// Inserts rows into `es.events` with their index entries, in order.
 pub fn insert_events(rows: &[EventRow]) -> Outcome<()> {
-    let Some(rel_oid) = relation_oid(c"events") else {
-        return Outcome::Fallback;
-    };
-    let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
-    // SAFETY: opened and locked here, closed on every path below (the lock is kept).
-    let rel = unsafe { pg_sys::table_open(rel_oid, lockmode) };
-    let close_rel = || {
-        // SAFETY: `rel` was opened above and is closed once, on the path that returns.
-        unsafe { pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE) }
-    };
-    // SAFETY: `rel` is open and locked.
-    let checked = unsafe {
-        match layout(rel, &EVENTS, true) {
-            Some(l) if plain_heap(rel) && plain_writes(rel, rel_oid) && no_insert_triggers(rel) => {
-                Some(l)
-            }
-            _ => None,
-        }
-    };
-    // Only the columns the store may leave NULL can be NULL (checked by `layout`); a row that
-    // has NULL elsewhere goes to the executor, which reports it.
+    // Only the columns the store may leave NULL can be NULL (a NOT NULL a DBA put on one of
+    // them sends every write to the executor, see `layout`); a row with NULL elsewhere goes to
+    // the executor, which reports it.
     let complete = rows.iter().all(|r| {
         r.iter()
             .zip(&EVENTS)
             .all(|(v, c)| v.is_some() || c.nullable)
     });
-    let Some(layout) = checked.filter(|_| complete) else {
-        close_rel();
+    if !complete {
+        return Outcome::Fallback;
+    }
+    let Some(target) = Target::open(c"events", &EVENTS, no_insert_triggers) else {
         return Outcome::Fallback;
     };
-    // SAFETY: `rel` is open and locked RowExclusive.
-    let Some(indexes) = (unsafe { Indexes::open(rel) }) else {
-        close_rel();
-        return Outcome::Fallback;
-    };
+    let (rel, layout, indexes) = (target.rel, &target.layout, &target.indexes);
     // SAFETY: the relation and its indexes are open and checked; each tuple is formed in the
     // current memory context and freed by the slot when it is cleared.
     unsafe {
@@ -744,8 +765,7 @@ pub fn insert_events(rows: &[EventRow]) -> Outcome<()> {
         }
         pg_sys::ExecDropSingleTupleTableSlot(slot);
     }
-    indexes.close();
-    close_rel();
+    target.close();
     Outcome::Done(())
 }
 

@@ -170,7 +170,16 @@ fn slots(shared: &InFlight) -> &[Slot] {
 
 /// Draws `n` consecutive global positions from `sequence` and returns the first. When preloaded,
 /// the draw and the record of the transaction's lowest position happen in one critical section.
-pub fn draw_positions(sequence: pg_sys::Oid, n: i64) -> Result<i64, EventStoreError> {
+///
+/// `stored_max`, when given, is the highest position stored: a first position at or below it
+/// means the sequence is behind the log, and it is moved past it (setval) before drawing again.
+/// Under the lock every other draw waits, so the move can only go forward: every position drawn
+/// before it is below the one just drawn.
+pub fn draw_positions(
+    sequence: pg_sys::Oid,
+    n: i64,
+    stored_max: Option<i64>,
+) -> Result<i64, EventStoreError> {
     debug_assert!(n >= 1);
     // SAFETY: the sequence's relation lock is taken before the LWLock so nextval never waits
     // for a heavyweight lock under it; the LWLock is released on every path out (an ERROR
@@ -179,11 +188,11 @@ pub fn draw_positions(sequence: pg_sys::Oid, n: i64) -> Result<i64, EventStoreEr
     unsafe {
         pg_sys::LockRelationOid(sequence, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let Some(shared) = shared() else {
-            return draw(sequence, n);
+            return draw_past(sequence, n, stored_max);
         };
         let me = (*pg_sys::MyProc).pgprocno as usize;
         pg_sys::LWLockAcquire(shared.lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let drawn = draw(sequence, n);
+        let drawn = draw_past(sequence, n, stored_max);
         if let Ok(first) = drawn
             && MY_SLOT.load(Ordering::Relaxed) == NO_SLOT
             && let Some(slot) = slots(shared).get(me)
@@ -195,6 +204,28 @@ pub fn draw_positions(sequence: pg_sys::Oid, n: i64) -> Result<i64, EventStoreEr
         }
         pg_sys::LWLockRelease(shared.lock);
         drawn
+    }
+}
+
+/// [`draw`], moving the sequence past `stored_max` first when the draw shows it is behind.
+///
+/// # Safety
+/// As for [`draw`].
+unsafe fn draw_past(
+    sequence: pg_sys::Oid,
+    n: i64,
+    stored_max: Option<i64>,
+) -> Result<i64, EventStoreError> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let first = draw(sequence, n)?;
+        match stored_max {
+            Some(stored) if first <= stored => {
+                set_sequence(sequence, stored);
+                draw(sequence, n)
+            }
+            _ => Ok(first),
+        }
     }
 }
 
@@ -290,16 +321,6 @@ pub fn forget_sequence_check() {
 /// Records that the sequence was just checked (and moved past the stored positions if needed).
 pub fn mark_sequence_checked() {
     SEQUENCE_CHECKED.store(true, Ordering::Relaxed);
-}
-
-/// Moves `sequence` so that its next value is above `stored_max`.
-pub fn advance_sequence(sequence: pg_sys::Oid, stored_max: i64) {
-    // SAFETY: the sequence OID comes from storage::position_sequence; the lock is the one
-    // nextval takes.
-    unsafe {
-        pg_sys::LockRelationOid(sequence, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        set_sequence(sequence, stored_max);
-    }
 }
 
 /// The bound and snapshot of one gap-safe read (`es.read_all`): the snapshot is registered with

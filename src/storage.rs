@@ -48,10 +48,10 @@ pub enum Stmt {
     SetState,
     /// The newest version of a stream at or below a version, recorded at or before a time.
     VersionAsOf,
-    /// The highest stored global position the position sequence has not handed out yet (NULL
-    /// when there is none): after a failover to a logical-replication subscriber, whose
-    /// sequence PostgreSQL 15 does not replicate.
-    PositionAhead,
+    /// The highest stored global position (NULL when the log is empty), to check the position
+    /// sequence against after a failover to a logical-replication subscriber, whose sequence
+    /// PostgreSQL 15 does not replicate. One backward step of the position index.
+    MaxPosition,
     /// How many logical-replication subscriptions the current database has.
     Subscriptions,
 }
@@ -161,12 +161,7 @@ impl Stmt {
                   ORDER BY version DESC LIMIT 1",
                 &[UUIDOID, INT8OID, TIMESTAMPTZOID],
             ),
-            Stmt::PositionAhead => (
-                c"SELECT max(e.global_position) FROM es.events e, es.global_position_seq s
-                  WHERE e.global_position > s.last_value
-                     OR (NOT s.is_called AND e.global_position = s.last_value)",
-                &[],
-            ),
+            Stmt::MaxPosition => (c"SELECT max(global_position) FROM es.events", &[]),
             Stmt::Subscriptions => (
                 c"SELECT count(*) FROM pg_catalog.pg_subscription
                   WHERE subdbid = (SELECT oid FROM pg_catalog.pg_database

@@ -273,13 +273,14 @@ fn draw_positions(spi: &Spi, n: i64) -> Result<i64, EventStoreError> {
             .first_i64()
             .is_some_and(|n| n > 0)
     };
-    if !shmem::sequence_checked(subscribed) {
-        if let Some(stored) = spi.read_latest(Stmt::PositionAhead, &[]).first_i64() {
-            shmem::advance_sequence(sequence, stored);
-        }
+    let stored_max = if shmem::sequence_checked(subscribed) {
+        None
+    } else {
+        let max = spi.read_latest(Stmt::MaxPosition, &[]).first_i64();
         shmem::mark_sequence_checked();
-    }
-    shmem::draw_positions(sequence, n)
+        max
+    };
+    shmem::draw_positions(sequence, n, stored_max)
 }
 
 /// The account rules' look at a stream row: the state to store with the bump, or why not.
