@@ -1,9 +1,14 @@
--- event_store 0.1.0 — hand-written schema of the extension.
+-- event_store — hand-written schema of the extension, as a fresh install of the current version
+-- creates it.
 -- Every table, sequence, trigger and SQL-callable function of the extension is declared here, with a
 -- COMMENT ON each. The C functions pin their search path themselves: every statement they run
 -- uses pg_catalog alone (src/storage.rs), which a SET clause would do at a measurable cost. The functions are implemented in Rust (src/api/) and declared by hand so that
 -- their SQL signatures, volatility and security are reviewed text, not generated.
--- Once 0.1.0 is released this file is frozen: changes go to sql/event_store--0.1.0--X.sql.
+-- `cargo pgrx install` generates the version's install script from this file, so it always
+-- describes the current version; every change made here after a release also goes into that
+-- release's upgrade script (sql/event_store--A--B.sql), and tests/client/tests/upgrade.rs checks
+-- that an updated install equals a fresh one. Released install scripts (sql/event_store--A.sql)
+-- are never edited.
 
 \echo Use "CREATE EXTENSION event_store" to load this file. \quit
 
