@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 #! Runs every test layer, in order, on a machine set up by scripts/setup.sh:
-#!   1. style gates: cargo fmt --check, cargo clippy --all-targets -D warnings (extension + client tests)
-#!   2. cargo pgrx test: the core's #[test]s and the SQL glue's #[pg_test]s (throwaway server as postgres)
+#!   1. style gates: cargo fmt --check, cargo clippy --all-targets -D warnings (the workspace: the
+#!      extension, its pure core and its macros; and the client tests)
+#!   2. the pure crates' #[test]s with plain cargo test (no PostgreSQL, no pgrx), then cargo pgrx
+#!      test: the extension's #[test]s and #[pg_test]s (throwaway server as postgres)
 #!   3. pg_regress golden files of the SQL contract (tests/pg_regress)
 #!   4. client tests with several real connections: races, gap-safe reads, crash, dump/restore
 #!   5. the benchmark runner in smoke mode (it must run; the bars are measured by benches/run.sh)
@@ -30,8 +32,9 @@ step() {
 }
 client=(--manifest-path tests/client/Cargo.toml)
 pgdata=${ES_PGRX_TEST_PGDATA:-/tmp/event_store-pgrx-test}
-step "format" bash -c "cargo fmt --check && cargo fmt --check ${client[*]}"
-step "clippy" bash -c "cargo clippy --all-targets -- -D warnings && cargo clippy --all-targets ${client[*]} -- -D warnings"
+step "format" bash -c "cargo fmt --all --check && cargo fmt --check ${client[*]}"
+step "clippy" bash -c "cargo clippy --workspace --all-targets -- -D warnings && cargo clippy --all-targets ${client[*]} -- -D warnings"
+step "core crates" cargo test -p event_store_core -p event_store_macros
 step "unit and pg_test" bash -c "rm -rf $pgdata && install -d -o postgres $pgdata && cargo pgrx test pg15 --runas postgres --pgdata $pgdata"
 step "install" bash scripts/install.sh
 step "pg_regress" bash tests/pg_regress/run.sh

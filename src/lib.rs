@@ -1,21 +1,14 @@
 //! event_store: a complete event store inside PostgreSQL.
 //!
-//! Layout (two layers, one direction): [`core`] holds every decision as pure Rust and never
-//! touches PostgreSQL; [`api`] is the SQL surface (C entry points declared in
-//! `sql/bootstrap.sql`); [`storage`] holds every SQL statement the extension runs; [`shmem`]
-//! tracks positions in flight for the gap-safe global read; [`error`] is the one place that
-//! raises user errors; [`jsonb`] reads event keys from binary jsonb; [`native`] does the
-//! append hot path with the heap and index access methods; [`trace`] records OpenTelemetry spans
-//! into shared memory and runs the OTLP export worker.
+//! Three layers, one direction (see ARCHITECTURE.md): [`api`], one entry point per SQL
+//! function; [`store`], the use cases; [`pg`], the PostgreSQL glue, which knows nothing above it.
+//! Beside them: the pure core (the `event_store_core` crate), the pure span model
+//! ([`telemetry`]) and its PostgreSQL side with the export worker ([`trace`]).
 
 pub mod api;
-pub mod core;
-pub mod error;
-pub mod gucs;
-pub mod jsonb;
-pub mod native;
-pub mod shmem;
-pub mod storage;
+pub mod pg;
+pub mod store;
+pub mod telemetry;
 pub mod trace;
 
 use pgrx::prelude::*;
@@ -24,10 +17,17 @@ use pgrx::prelude::*;
 
 pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 pgrx::extension_sql_file!(
-    "../sql/tracing.sql",
-    name = "tracing",
-    requires = ["bootstrap"]
+    "../sql/aggregates.sql",
+    name = "aggregates",
+    requires = [
+        "es_account_replay_step",
+        "es_account_replay_from_step",
+        "es_account_replay_final"
+    ]
 );
+
+/// The store's segments of shared memory: the positions in flight and the span ring.
+static SEGMENTS: [&pg::shmem::Segment; 2] = [&pg::positions::SEGMENT, &trace::ring::SEGMENT];
 
 /// Library initialization. Under `shared_preload_libraries` (in the postmaster, before any
 /// fork) it installs the shared-memory hooks for positions in flight and the span ring, and
@@ -38,14 +38,14 @@ pgrx::extension_sql_file!(
 #[allow(non_snake_case)]
 pub extern "C-unwind" fn _PG_init() {
     trace::gucs::init();
-    gucs::init();
+    pg::gucs::init();
     trace::install();
     // SAFETY: a flag the postmaster sets while it loads shared_preload_libraries.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         #[cfg(feature = "pg_test")]
         tests::perturb_malloc();
-        shmem::install_hooks();
-        trace::ring::install_hooks();
+        pg::shmem::install(&SEGMENTS);
+        pg::positions::install_callback();
         trace::worker::register();
     }
 }
@@ -251,9 +251,9 @@ mod tests {
     /// The jsonb reader decodes what PostgreSQL wrote, from 4-byte and from short headers.
     #[pg_test]
     fn jsonb_reader_agrees_with_postgres() {
-        use crate::core::JsonField;
-        use crate::core::event::NumberText;
-        use crate::jsonb::Jsonb;
+        use crate::pg::jsonb::Jsonb;
+        use event_store_core::JsonField;
+        use event_store_core::NumberText;
         let cases: &[(&str, JsonField)] = &[
             ("0", JsonField::Integer(0)),
             ("-1", JsonField::Integer(-1)),

@@ -1,69 +1,46 @@
-//! Snapshots: `es.save_snapshot` and `es.load_snapshot` (SPEC §4). The automatic snapshots of
-//! account streams build on these statements; a snapshot saved by hand for an account stream
-//! must be the account's true state at its version.
+//! Snapshots (SPEC §4): `es.save_snapshot` and `es.load_snapshot`.
 
-use super::account::load_state;
-use super::replay::parse_state;
-use super::{Call, i64_datum, no_value, uuid_datum};
-use crate::core::account::state_json;
-use crate::core::{ACCOUNT_STREAM_TYPE, EventStoreError};
-use crate::storage::{Spi, Stmt};
+use crate::pg::call::{Call, no_value};
+use crate::store;
+use event_store_core::EventStoreError;
+use event_store_macros::sql_function;
 use pgrx::pg_sys::Datum;
 
-crate::sql_function!(es_save_snapshot, pg_finfo_es_save_snapshot, save_snapshot);
-crate::sql_function!(es_load_snapshot, pg_finfo_es_load_snapshot, load_snapshot);
-
-/// `es.save_snapshot(stream_id, version, state) RETURNS void`.
+#[sql_function(
+    sql = "es.save_snapshot(stream_id uuid, version bigint, state jsonb)
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER",
+    comment = "Saves the state of a stream at a version (1..current version, else ES005); saving the same version again replaces it.",
+    access = "owner",
+    span = "snapshot_store.save",
+    span_args = "aggregate_id = stream_id, version = version",
+    span_fields = r#"db.system = "postgresql", db.operation = "INSERT", event_sourcing.optimization = "snapshot""#
+)]
 fn save_snapshot(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
-    let stream = call.uuid(0, "stream_id")?;
-    let version = call.required_i64(1, "version")?;
+    use save_snapshot_args as arg;
+    let stream = call.uuid(arg::stream_id)?;
+    let version = call.required_i64(arg::version)?;
     let state = call
-        .jsonb(2)
+        .jsonb(arg::state)
         .ok_or(EventStoreError::NullArgument { name: "state" })?;
-    let spi = Spi::connect();
-    let rows = spi.read_latest(Stmt::StreamInfo, &[Some(uuid_datum(&stream))]);
-    let current = rows.first_i64().unwrap_or(0);
-    if version < 1 || version > current {
-        return Err(EventStoreError::InvalidSnapshot {
-            stream_id: stream.to_string(),
-            version,
-            current,
-        });
-    }
-    // Commands and time travel start from an account's snapshots: only its true state may be
-    // saved. (Other streams' states mean nothing to the store and are saved as given.)
-    if rows.text(0, 2).as_deref() == Some(ACCOUNT_STREAM_TYPE) {
-        let (truth, holder) = load_state(&spi, &stream, version, true)?;
-        let given = parse_state(state);
-        if given != Ok((truth, holder.as_str())) {
-            return Err(EventStoreError::SnapshotMismatch {
-                stream_id: stream.to_string(),
-                version,
-                expected: state_json(&holder, &truth),
-            });
-        }
-    }
-    spi.write(
-        Stmt::SaveSnapshot,
-        &[
-            Some(uuid_datum(&stream)),
-            Some(i64_datum(version)),
-            Some(state.datum()),
-        ],
-    );
+    store::snapshot::save_snapshot(&stream, version, state)?;
     Ok(no_value())
 }
 
-/// `es.load_snapshot(stream_id, at_version DEFAULT NULL) RETURNS TABLE(version, state, taken_at)`.
+#[sql_function(
+    sql = "es.load_snapshot(stream_id uuid, at_version bigint DEFAULT NULL)
+RETURNS TABLE(version bigint, state jsonb, taken_at timestamptz)
+LANGUAGE c STABLE PARALLEL SAFE",
+    comment = "The newest snapshot at or below at_version (NULL = the newest of all); no row when there is none.",
+    span = "snapshot_store.load",
+    span_args = "aggregate_id = stream_id, at_version = at_version",
+    span_fields = r#"db.system = "postgresql", db.operation = "SELECT", event_sourcing.optimization = "snapshot""#
+)]
 fn load_snapshot(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
-    let stream = call.uuid(0, "stream_id")?;
-    let at = call.i64(1);
+    use load_snapshot_args as arg;
+    let stream = call.uuid(arg::stream_id)?;
+    let at = call.i64(arg::at_version);
     let mut out = call.materialize();
-    let spi = Spi::connect();
-    let rows = spi.read(
-        Stmt::LoadSnapshot,
-        &[Some(uuid_datum(&stream)), at.map(i64_datum)],
-    );
-    rows.copy_into(&mut out);
+    store::snapshot::load_snapshot(&stream, at, &mut out);
     Ok(no_value())
 }

@@ -2,36 +2,32 @@
 //! the spans it causes, and finished spans go into the shared ring ([`ring`]) that the export
 //! worker ([`worker`]) drains.
 //!
-//! Spans are declared with `tracing`, as in the seed: the entry points' spans here (their names
-//! and constant fields in [`open_span`], the argument fields from the call), the steps'
-//! spans with `#[instrument]` where they run (`api::append::append`, `api::account::load_state`,
-//! `api::account::visit_events`) and the statement spans of [`statement`]. The process's
-//! `tracing` subscriber is `core::spans::Spans` with [`PgHost`]: no OpenTelemetry SDK, no
-//! threads, nothing allocated per span; a finished span is a fixed-size record copied once
-//! into shared memory, and the SDK's `SpanData` is built only in the worker. Ids come from a
-//! per-process generator seeded with `pg_strong_random`, the parent from the client's trace
-//! context (a sqlcommenter comment in the query text, else `es.traceparent`), the sampling
-//! decision from `es.trace_sample_ratio`.
+//! Spans are declared with `tracing`, as in the seed: an entry point's span with its
+//! registration (`#[sql_function(span = …)]`, run by [`entry`]), the steps' spans with
+//! `#[instrument]` where they run (the append pipeline, an account's replay, the stream read,
+//! the snapshot lookups and saves in `crate::store`). The process's `tracing` subscriber is
+//! `crate::telemetry::subscriber::Spans` with [`PgHost`]: no OpenTelemetry SDK, no threads,
+//! nothing allocated per span; a finished span is a fixed-size record copied once into shared
+//! memory, and the SDK's `SpanData` is built only in the worker. Ids come from a per-process
+//! generator seeded with `pg_strong_random`, the parent from the client's trace context (a
+//! sqlcommenter comment in the query text, else `es.traceparent`), the sampling decision from
+//! `es.trace_sample_ratio`.
 
 pub mod gucs;
 pub mod http;
 pub mod ring;
-pub mod stats;
 pub mod worker;
 
-use crate::api::Call;
-use crate::core::EventStoreError;
-use crate::core::spans::{Host, Spans};
-use crate::core::trace::{
-    IdGen, NumAttr, SpanName, SpanRecord, TraceParent, parse_traceparent, sqlcommenter_traceparent,
+use crate::pg::call::Call;
+use crate::telemetry::context::{
+    IdGen, TraceParent, now_unix_ns, parse_traceparent, sqlcommenter_traceparent,
 };
-use crate::storage::{Arg, Stmt};
+use crate::telemetry::record::SpanRecord;
+use crate::telemetry::subscriber::{Host, Spans};
+use event_store_core::EventStoreError;
 use pgrx::pg_sys::{self, Datum};
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
-use tracing::field::Empty;
-use tracing::info_span;
 
 /// What a backend keeps for tracing: the id generator (seeded per process) and the database
 /// name.
@@ -82,13 +78,6 @@ impl Backend {
 fn my_pid() -> u32 {
     // SAFETY: a global PostgreSQL sets at process start.
     unsafe { pg_sys::MyProcPid as u32 }
-}
-
-fn now_unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 /// Whether this backend records spans: the library is preloaded (the ring exists) and
@@ -190,328 +179,31 @@ fn client_context() -> Option<TraceParent> {
     }
 }
 
-/// The span of a statement run on behalf of a call (`crate::storage`): snapshot lookups and
-/// saves and event loads, as the seed's stores trace them; every other statement is part of
-/// its caller's span. Only inside a span (a statement of an untraced call records nothing).
-pub fn statement(stmt: Stmt, args: &[Arg]) -> Option<tracing::span::EnteredSpan> {
-    let (name, key) = match stmt {
-        Stmt::LoadSnapshot => (SpanName::SnapshotLoad, NumAttr::AtVersion),
-        Stmt::LoadEvents => (SpanName::LoadEvents, NumAttr::FromVersion),
-        Stmt::SaveSnapshot => (SpanName::SnapshotSave, NumAttr::Version),
-        _ => return None,
-    };
-    if !crate::core::spans::inside_a_span() {
-        return None;
-    }
-    let span = open_span(name);
-    // SAFETY: the statements traced here all take the stream id, a uuid, as their first
-    // argument (crate::storage).
-    record_uuid(&span, unsafe {
-        crate::api::uuid_from_datum(args.first().copied().flatten()?)
-    });
-    if let Some(v) = args.get(1).copied().flatten() {
-        span.record(key.key(), v.value() as i64);
-    }
-    Some(span.entered())
-}
-
-/// Where an entry point's attributes come from.
-#[derive(Clone, Copy)]
-pub enum ArgAttr {
-    /// A uuid argument: `aggregate_id`.
-    Aggregate,
-    /// A bigint argument.
-    Int8(NumAttr),
-    /// An array argument: its element count.
-    ArrayLen(NumAttr),
-}
-
-/// An entry point's span: its name and the arguments it records.
-pub type EntrySpan = (SpanName, &'static [(usize, ArgAttr)]);
-
-const fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
-
-/// The span of each traced C entry point and the arguments it records. A `const fn`, so
-/// `crate::sql_function!` resolves it at compile time: an untraced entry point (the
-/// `es.account_replay` aggregate's per-row functions) pays nothing.
-pub const fn entry_span(symbol: &str) -> Option<EntrySpan> {
-    use ArgAttr::*;
-    use NumAttr::*;
-    const TABLE: &[(&str, EntrySpan)] = &[
-        (
-            "es_append_events",
-            (
-                SpanName::AppendEvents,
-                &[
-                    (0, Aggregate),
-                    (1, Int8(ExpectedVersion)),
-                    (2, ArrayLen(EventsCount)),
-                ],
-            ),
-        ),
-        (
-            "es_load_events",
-            (
-                SpanName::LoadEvents,
-                &[(0, Aggregate), (1, Int8(FromVersion))],
-            ),
-        ),
-        (
-            "es_stream_version",
-            (SpanName::StreamVersion, &[(0, Aggregate)]),
-        ),
-        (
-            "es_read_all",
-            (SpanName::ReadAll, &[(0, Int8(AfterPosition))]),
-        ),
-        (
-            "es_save_snapshot",
-            (
-                SpanName::SnapshotSave,
-                &[(0, Aggregate), (1, Int8(Version))],
-            ),
-        ),
-        (
-            "es_load_snapshot",
-            (
-                SpanName::SnapshotLoad,
-                &[(0, Aggregate), (1, Int8(AtVersion))],
-            ),
-        ),
-        (
-            "es_open_account",
-            (SpanName::OpenAccount, &[(1, Int8(InitialBalanceCents))]),
-        ),
-        (
-            "es_deposit",
-            (
-                SpanName::Deposit,
-                &[
-                    (0, Aggregate),
-                    (1, Int8(AmountCents)),
-                    (3, Int8(ExpectedVersion)),
-                ],
-            ),
-        ),
-        (
-            "es_withdraw",
-            (
-                SpanName::Withdraw,
-                &[
-                    (0, Aggregate),
-                    (1, Int8(AmountCents)),
-                    (3, Int8(ExpectedVersion)),
-                ],
-            ),
-        ),
-        (
-            "es_freeze_account",
-            (SpanName::FreezeAccount, &[(0, Aggregate)]),
-        ),
-        (
-            "es_close_account",
-            (SpanName::CloseAccount, &[(0, Aggregate)]),
-        ),
-        (
-            "es_account_state",
-            (
-                SpanName::AccountState,
-                &[(0, Aggregate), (2, Int8(AtVersion))],
-            ),
-        ),
-        (
-            "es_account_history",
-            (SpanName::AccountHistory, &[(0, Aggregate)]),
-        ),
-    ];
-    let mut i = 0;
-    while i < TABLE.len() {
-        if same(TABLE[i].0, symbol) {
-            return Some(TABLE[i].1);
-        }
-        i += 1;
-    }
-    None
-}
-
-/// Opens the span `name` of an entry point or a statement: its name and constant fields as the
-/// seed declares them, the argument fields empty (filled from the call by [`entry`] and
-/// [`statement`]). One `info_span!` per name, because `tracing` fixes a span's name and fields
-/// where it is declared.
-fn open_span(name: SpanName) -> tracing::Span {
-    match name {
-        SpanName::AppendEvents => info_span!(
-            "event_store.append_events",
-            aggregate_id = Empty,
-            expected_version = Empty,
-            events_count = Empty,
-            db.system = "postgresql",
-            db.operation = "INSERT",
-            event_sourcing.operation = "append"
-        ),
-        SpanName::LoadEvents => info_span!(
-            "event_store.load_events",
-            aggregate_id = Empty,
-            from_version = Empty,
-            events_count = Empty,
-            db.system = "postgresql",
-            db.operation = "SELECT",
-            event_sourcing.operation = "replay"
-        ),
-        SpanName::StreamVersion => info_span!(
-            "event_store.stream_version",
-            aggregate_id = Empty,
-            db.system = "postgresql",
-            db.operation = "SELECT"
-        ),
-        SpanName::ReadAll => info_span!(
-            "event_store.read_all",
-            after_position = Empty,
-            db.system = "postgresql",
-            db.operation = "SELECT"
-        ),
-        SpanName::SnapshotSave => info_span!(
-            "snapshot_store.save",
-            aggregate_id = Empty,
-            version = Empty,
-            db.system = "postgresql",
-            db.operation = "INSERT",
-            event_sourcing.optimization = "snapshot"
-        ),
-        SpanName::SnapshotLoad => info_span!(
-            "snapshot_store.load",
-            aggregate_id = Empty,
-            at_version = Empty,
-            db.system = "postgresql",
-            db.operation = "SELECT",
-            event_sourcing.optimization = "snapshot"
-        ),
-        SpanName::AccountReplay => info_span!(
-            "account.replay",
-            aggregate_id = Empty,
-            version = Empty,
-            event_sourcing.operation = "replay"
-        ),
-        SpanName::OpenAccount => info_span!(
-            "command.open_account",
-            account_id = Empty,
-            aggregate_id = Empty,
-            initial_balance_cents = Empty,
-            event_sourcing.operation = "command"
-        ),
-        SpanName::Deposit => info_span!(
-            "command.deposit",
-            account_id = Empty,
-            aggregate_id = Empty,
-            amount_cents = Empty,
-            expected_version = Empty,
-            event_sourcing.operation = "command"
-        ),
-        SpanName::Withdraw => info_span!(
-            "command.withdraw",
-            account_id = Empty,
-            aggregate_id = Empty,
-            amount_cents = Empty,
-            expected_version = Empty,
-            event_sourcing.operation = "command"
-        ),
-        SpanName::FreezeAccount => info_span!(
-            "command.freeze_account",
-            account_id = Empty,
-            aggregate_id = Empty,
-            event_sourcing.operation = "command"
-        ),
-        SpanName::CloseAccount => info_span!(
-            "command.close_account",
-            account_id = Empty,
-            aggregate_id = Empty,
-            event_sourcing.operation = "command"
-        ),
-        SpanName::AccountState => info_span!(
-            "account.state",
-            aggregate_id = Empty,
-            at_version = Empty,
-            event_sourcing.operation = "replay"
-        ),
-        SpanName::AccountHistory => info_span!(
-            "account.history",
-            aggregate_id = Empty,
-            event_sourcing.operation = "replay"
-        ),
-    }
-}
-
-/// Records a uuid as the span's `aggregate_id` and, where declared (commands), `account_id`.
-fn record_uuid(span: &tracing::Span, id: uuid::Uuid) {
-    let id = id.as_u128();
-    span.record("aggregate_id", id);
-    span.record("account_id", id);
-}
-
-fn fill_from_args(span: &tracing::Span, call: &Call<'_>, attrs: &[(usize, ArgAttr)]) {
-    for &(n, attr) in attrs {
-        match attr {
-            ArgAttr::Aggregate => {
-                if let Ok(id) = call.uuid(n, "") {
-                    record_uuid(span, id);
-                }
-            }
-            ArgAttr::Int8(k) => {
-                if let Some(v) = call.i64(n) {
-                    span.record(k.key(), v);
-                }
-            }
-            ArgAttr::ArrayLen(k) => {
-                if let Some(len) = call.array_len(n) {
-                    span.record(k.key(), len);
-                }
-            }
-        }
-    }
-}
-
-/// Runs the body of a SQL entry point inside its span (`traced`, from [`entry_span`]) (see `crate::sql_function!`):
-/// the span ends with status OK, or ERROR with the user error's SQLSTATE and message, or with the
-/// message of a PostgreSQL error that unwinds through it (which is then re-raised unchanged).
+/// Runs the body of a SQL entry point inside its span (see `#[sql_function]`, which declares
+/// the span once per function): `open` makes the span with its name and constant fields,
+/// `record_args` fills it from the call's arguments (only when the span is recorded), and
+/// `record_result` from the returned datum. The span ends with status OK, or ERROR with the
+/// user error's SQLSTATE and message, or with the message of a PostgreSQL error that unwinds
+/// through it (which is then re-raised unchanged).
 #[inline(always)]
 pub fn entry(
-    traced: Option<EntrySpan>,
     call: &mut Call<'_>,
     body: fn(&mut Call<'_>) -> Result<Datum, EventStoreError>,
+    open: impl FnOnce() -> tracing::Span,
+    record_args: impl FnOnce(&tracing::Span, &Call<'_>),
+    record_result: impl FnOnce(&tracing::Span, Datum),
 ) -> Result<Datum, EventStoreError> {
-    let Some((name, attrs)) = traced else {
-        return body(call);
-    };
-    let span = open_span(name);
+    let span = open();
     if span.is_disabled() {
         return body(call);
     }
-    fill_from_args(&span, call, attrs);
+    record_args(&span, call);
     let outcome = {
         let _entered = span.enter();
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(call)))
     };
     match &outcome {
-        Ok(Ok(datum)) => {
-            if name == SpanName::OpenAccount {
-                // SAFETY: es.open_account returns a uuid (sql/bootstrap.sql), a datum the
-                // body just built in the function's context.
-                record_uuid(&span, unsafe { crate::api::uuid_from_datum(*datum) });
-            }
-        }
+        Ok(Ok(datum)) => record_result(&span, *datum),
         Ok(Err(err)) => {
             tracing::error!(parent: &span, error = %err.message(), db.response.status_code = err.sqlstate());
         }
@@ -563,26 +255,11 @@ fn unpack_sqlstate(code: i32) -> String {
 
 #[cfg(test)]
 mod unit {
-    use super::*;
-
-    #[test]
-    fn entry_points_map_to_the_seeds_span_names() {
-        let name = |sym: &str| entry_span(sym).map(|(n, _)| n.as_str());
-        assert_eq!(name("es_deposit"), Some("command.deposit"));
-        assert_eq!(name("es_append_events"), Some("event_store.append_events"));
-        assert_eq!(name("es_load_snapshot"), Some("snapshot_store.load"));
-        assert_eq!(name("es_account_state"), Some("account.state"));
-        // per-row aggregate functions and the stats function record nothing
-        assert_eq!(name("es_account_replay_step"), None);
-        assert_eq!(name("es_tracing_stats"), None);
-        assert_eq!(name("es_deposi"), None);
-    }
-
     #[test]
     fn sqlstates_unpack() {
         for code in ["ES101", "22004", "XX000", "23505"] {
             assert_eq!(
-                super::unpack_sqlstate(crate::error::make_sqlstate(code)),
+                super::unpack_sqlstate(crate::pg::error::make_sqlstate(code)),
                 code
             );
         }

@@ -12,8 +12,10 @@
 
 use super::gucs;
 use super::http::BlockingHttp;
-use crate::core::otlp;
-use crate::core::trace::{Ring, SpanRecord};
+use crate::telemetry::context::now_unix_ns;
+use crate::telemetry::otlp;
+use crate::telemetry::record::SpanRecord;
+use crate::telemetry::ring::{Ring, RingStats};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::SpanExporter as _;
 use pgrx::bgworkers::{
@@ -22,7 +24,7 @@ use pgrx::bgworkers::{
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Registers the worker. Call from `_PG_init` under `shared_preload_libraries`.
 pub fn register() {
@@ -42,13 +44,6 @@ fn shutdown_requested() -> bool {
     // SAFETY: a sig_atomic_t flag set by the SIGTERM handler, read (volatile) on the same
     // thread.
     unsafe { (&raw const pg_sys::ShutdownRequestPending).read_volatile() != 0 }
-}
-
-fn now_unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 fn string_guc(g: &pgrx::GucSetting<Option<std::ffi::CString>>) -> String {
@@ -103,7 +98,7 @@ struct State {
 }
 
 impl State {
-    fn stats(&self) -> &crate::core::trace::RingStats {
+    fn stats(&self) -> &RingStats {
         self.ring.stats()
     }
 

@@ -1,11 +1,12 @@
-//! Every SQL statement the extension runs, in one place, and the thin SPI layer that runs them.
+//! Every SQL statement the extension runs, in one place, and the thin SPI layer that runs them
+//! ([`Connection`]).
 //!
 //! Each statement is prepared once per backend and kept (`SPI_keepplan`), so a call pays for
 //! neither parsing nor planning; PostgreSQL's plan cache replans them by itself when the schema
 //! changes. The layer is deliberately small and raw (no per-call argument vectors beyond the
 //! ones PostgreSQL needs) because it sits on the append hot path.
 
-use crate::jsonb::Jsonb;
+use super::jsonb::Jsonb;
 use pgrx::pg_sys::{self, BuiltinOid, Datum, Oid};
 use std::ffi::CStr;
 use std::marker::PhantomData;
@@ -210,7 +211,7 @@ fn plan(stmt: Stmt) -> pg_sys::SPIPlanPtr {
 /// the (sub)transaction's abort that follows every ERROR cleans up both (`AtEOSubXact_SPI`,
 /// `AtEOSubXact_Namespace`), and calling into PostgreSQL in the middle of an error could raise
 /// a second one while the first unwinds.
-pub struct Spi(());
+pub struct Connection(());
 
 thread_local! {
     /// An ERROR was caught (without a subtransaction) and the call is on its way out with the
@@ -224,12 +225,21 @@ pub fn leave_to_abort() {
     LEFT_TO_ABORT.with(|f| f.set(true));
 }
 
+/// Which committed state a read sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// The statement's snapshot, like any query (STABLE functions: time travel, audit).
+    Statement,
+    /// The latest commits (a command that holds the stream row reads what it follows).
+    Latest,
+}
+
 /// One argument of a statement: `None` is SQL NULL.
 pub type Arg = Option<Datum>;
 
-impl Spi {
+impl Connection {
     /// `SPI_connect`, and the pinned search path.
-    pub fn connect() -> Spi {
+    pub fn connect() -> Connection {
         LEFT_TO_ABORT.with(|f| f.set(false));
         // SAFETY: SPI_connect pushes a new SPI level (popped by Drop or by the abort); the
         // override path is copied by PushOverrideSearchPath, so the local may go.
@@ -243,11 +253,10 @@ impl Spi {
             };
             pg_sys::PushOverrideSearchPath(&mut pinned);
         }
-        Spi(())
+        Connection(())
     }
 
     fn run(&self, stmt: Stmt, args: &[Arg], read_only: bool, limit: i64) -> Rows<'_> {
-        let _span = crate::trace::statement(stmt, args);
         let (mut values, nulls) = split(args);
         let p = plan(stmt);
         // SAFETY: `p` is a kept plan of `stmt` whose argument count and types are those of
@@ -258,28 +267,32 @@ impl Spi {
         Rows::from_spi(stmt, rc)
     }
 
-    /// Runs a statement that writes.
-    pub fn write(&self, stmt: Stmt, args: &[Arg]) -> Rows<'_> {
+    /// Runs a statement that may write, in a fresh snapshot (SPI takes one for a statement
+    /// that is not read-only): every write, and every read that must see the latest commits
+    /// (a VOLATILE function holding the stream row).
+    pub fn execute(&self, stmt: Stmt, args: &[Arg]) -> Rows<'_> {
         self.run(stmt, args, false, 0)
     }
 
     /// Runs a query in the caller's snapshot (for STABLE functions).
-    pub fn read(&self, stmt: Stmt, args: &[Arg]) -> Rows<'_> {
+    pub fn query(&self, stmt: Stmt, args: &[Arg]) -> Rows<'_> {
         self.run(stmt, args, true, 0)
     }
 
-    /// Runs a query in a fresh snapshot (for VOLATILE functions that must see the latest
-    /// commits): SPI takes a new snapshot for a statement that is not read-only.
-    pub fn read_latest(&self, stmt: Stmt, args: &[Arg]) -> Rows<'_> {
-        self.run(stmt, args, false, 0)
+    /// Runs a query in the snapshot `reading` asks for.
+    pub fn query_as(&self, reading: Reading, stmt: Stmt, args: &[Arg]) -> Rows<'_> {
+        match reading {
+            Reading::Statement => self.query(stmt, args),
+            Reading::Latest => self.execute(stmt, args),
+        }
     }
 
     /// Runs a query in the snapshot of a gap-safe read (`es.read_all`).
-    pub(crate) fn read_in(
+    pub fn query_in(
         &self,
         stmt: Stmt,
         args: &[Arg],
-        horizon: &crate::shmem::Horizon,
+        horizon: &super::positions::Horizon,
     ) -> Rows<'_> {
         let (mut values, nulls) = split(args);
         let p = plan(stmt);
@@ -301,7 +314,7 @@ impl Spi {
     }
 }
 
-impl Drop for Spi {
+impl Drop for Connection {
     fn drop(&mut self) {
         if std::thread::panicking() || LEFT_TO_ABORT.with(|f| f.get()) {
             return;
@@ -330,7 +343,7 @@ fn split(args: &[Arg]) -> (Vec<Datum>, Vec<std::ffi::c_char>) {
 pub struct Rows<'s> {
     table: *mut pg_sys::SPITupleTable,
     count: usize,
-    _spi: PhantomData<&'s Spi>,
+    _spi: PhantomData<&'s Connection>,
 }
 
 impl<'s> Rows<'s> {
@@ -422,7 +435,7 @@ impl<'s> Rows<'s> {
     /// Copies every row into a materialized set-returning function's result. The statement's
     /// columns are the result's live attributes, in order: a result whose row type is a table
     /// (`SETOF es.events`) also has the attributes of columns dropped from it, which get NULL.
-    pub(crate) fn copy_into(&self, out: &mut crate::api::ResultSet) {
+    pub fn copy_into(&self, out: &mut super::call::ResultSet) {
         if self.count == 0 {
             return;
         }

@@ -22,7 +22,8 @@
 //!   `error` field as the message and `db.response.status_code` as the SQLSTATE; a span closed
 //!   while a panic unwinds (a PostgreSQL ERROR) is failed too.
 
-use super::trace::{NumAttr, SpanName, SpanRecord, StaticAttr, TraceParent, sampled_by_ratio};
+use super::context::{TraceParent, sampled_by_ratio};
+use super::record::{MESSAGE_BYTES, NumAttr, SpanName, SpanRecord, StaticAttr};
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use tracing_core::field::{Field, Visit};
@@ -451,9 +452,7 @@ impl Visit for Failure<'_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         match field.name() {
-            "error" | "message" => {
-                self.error(Text::<{ super::trace::MESSAGE_BYTES + 8 }>::of(value).as_str())
-            }
+            "error" | "message" => self.error(Text::<{ MESSAGE_BYTES + 8 }>::of(value).as_str()),
             "db.response.status_code" => self.0.set_sqlstate(Text::<8>::of(value).as_str()),
             _ => {}
         }
@@ -463,7 +462,7 @@ impl Visit for Failure<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::trace::IdGen;
+    use crate::telemetry::context::IdGen;
     use std::sync::{Arc, Mutex};
     use tracing::{error, info_span, instrument};
 

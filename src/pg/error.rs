@@ -6,7 +6,7 @@
 //! Rust value is left to drop, raises the error with PostgreSQL's own `ereport` machinery. That
 //! way `EXCEPTION WHEN SQLSTATE 'ES001'` in PL/pgSQL and every client see the real code.
 
-use crate::core::EventStoreError;
+use event_store_core::EventStoreError;
 use pgrx::pg_sys;
 use std::ffi::{CString, c_char, c_int};
 

@@ -32,7 +32,8 @@
 //! transaction's abort: the resource owner drops the buffer pins, relation references and the
 //! registered snapshot, and both contexts are children of the caller's, which the abort frees.
 
-use crate::jsonb::Jsonb;
+use super::jsonb::Jsonb;
+use super::spi::Reading;
 use pgrx::pg_sys::{self, Datum, Oid};
 use std::ffi::CStr;
 use std::marker::PhantomData;
@@ -580,7 +581,7 @@ unsafe fn bump_row<E>(
         pg_sys::CommandCounterIncrement();
         let cid = pg_sys::GetCurrentCommandId(true);
         let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
-        let key_datum = crate::api::uuid_datum(stream);
+        let key_datum = super::call::uuid_datum(stream);
         let mut key = std::mem::zeroed::<pg_sys::ScanKeyData>();
         pg_sys::ScanKeyInit(
             &mut key,
@@ -631,7 +632,8 @@ unsafe fn bump_row<E>(
             // `current` stays allocated until the loop moves on, so the head may borrow it.
             let head = StreamHead::new(
                 version,
-                row[STREAM_TYPE].is_some_and(|t| text_equals(t, crate::core::ACCOUNT_STREAM_TYPE)),
+                row[STREAM_TYPE]
+                    .is_some_and(|t| text_equals(t, event_store_core::ACCOUNT_STREAM_TYPE)),
                 row[STREAM_STATE],
             );
             match judge(&head) {
@@ -835,8 +837,8 @@ impl<'r> StreamRow<'r> {
 }
 
 /// Visits the events of `stream` with `from < version <= to`, in version order, through the
-/// `(stream_id, version)` index: in a fresh snapshot when `latest` (commands, which read after
-/// taking the stream row), else in the statement's. Replay is the executor's slowest client
+/// `(stream_id, version)` index, in the snapshot `reading` asks for (commands read the latest
+/// commits after taking the stream row; queries read in the statement's snapshot). Replay is the executor's slowest client
 /// (a sort, then one fmgr call per row); here a row costs an index step and the visitor. What a
 /// visit allocates in PostgreSQL memory is freed row by row, so a million events are folded in
 /// constant memory (at most 64 kB plus one row's allocations are kept between rows).
@@ -848,7 +850,7 @@ pub fn scan_stream<E>(
     stream: &Uuid,
     from: i64,
     to: i64,
-    latest: bool,
+    reading: Reading,
     visit: &mut dyn FnMut(&StreamRow<'_>) -> Result<(), E>,
 ) -> Outcome<Result<(), E>> {
     let (Some(rel_oid), Some(index_oid)) = (relation_oid(c"events"), relation_oid(c"events_pkey"))
@@ -900,7 +902,7 @@ pub fn scan_stream<E>(
         return Outcome::Fallback;
     };
     // SAFETY: the relation and index are open, locked and of the checked shape.
-    let result = unsafe { scan_rows(rel, index, &layout, stream, from, to, latest, visit) };
+    let result = unsafe { scan_rows(rel, index, &layout, stream, from, to, reading, visit) };
     close();
     Outcome::Done(result)
 }
@@ -918,7 +920,7 @@ unsafe fn scan_rows<E>(
     stream: &Uuid,
     from: i64,
     to: i64,
-    latest: bool,
+    reading: Reading,
     visit: &mut dyn FnMut(&StreamRow<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
     // SAFETY: the caller's contract. Two contexts, both children of the caller's: `scan_cxt`
@@ -944,7 +946,8 @@ unsafe fn scan_rows<E>(
             pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
         );
         pg_sys::MemoryContextSwitchTo(scan_cxt);
-        let snapshot = pg_sys::RegisterSnapshot(if latest || !pg_sys::ActiveSnapshotSet() {
+        let latest = reading == Reading::Latest || !pg_sys::ActiveSnapshotSet();
+        let snapshot = pg_sys::RegisterSnapshot(if latest {
             pg_sys::GetLatestSnapshot()
         } else {
             pg_sys::GetActiveSnapshot()
@@ -955,7 +958,7 @@ unsafe fn scan_rows<E>(
                 1,
                 pg_sys::BTEqualStrategyNumber,
                 pg_sys::F_UUID_EQ,
-                crate::api::uuid_datum(stream),
+                super::call::uuid_datum(stream),
             ),
             (
                 2,

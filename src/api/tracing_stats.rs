@@ -3,12 +3,12 @@
 //! failures, the last error and the last successful export. Without the preload the row says
 //! tracing is unavailable and why, instead of failing: a monitoring query should keep working.
 
-use crate::api::{Call, no_value, text_datum};
-use crate::core::EventStoreError;
+use crate::pg::call::{Call, no_value, text_datum};
+use crate::trace::{gucs, ring};
+use event_store_core::EventStoreError;
+use event_store_macros::sql_function;
 use pgrx::pg_sys::Datum;
 use std::sync::atomic::Ordering;
-
-crate::sql_function!(es_tracing_stats, pg_finfo_es_tracing_stats, tracing_stats);
 
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
@@ -21,16 +21,37 @@ fn int8(v: u64) -> Option<Datum> {
     Some(Datum::from(v as i64))
 }
 
-/// Columns (see `sql/tracing.sql`): available, status, spans_recorded, spans_exported,
+/// One row of the columns declared below: available, status, spans_recorded, spans_exported,
 /// spans_dropped, spans_dropped_export, export_failures, spans_queued, buffer_size, last_error,
 /// last_export_at, last_failure_at, worker_pid, otlp_endpoint.
+#[sql_function(
+    sql = "es.tracing_stats(
+    OUT available boolean,
+    OUT status text,
+    OUT spans_recorded bigint,
+    OUT spans_exported bigint,
+    OUT spans_dropped bigint,
+    OUT spans_dropped_export bigint,
+    OUT export_failures bigint,
+    OUT spans_queued bigint,
+    OUT buffer_size integer,
+    OUT last_error text,
+    OUT last_export_at timestamptz,
+    OUT last_failure_at timestamptz,
+    OUT worker_pid integer,
+    OUT otlp_endpoint text)
+RETURNS SETOF record
+LANGUAGE c VOLATILE PARALLEL SAFE ROWS 1",
+    comment = "One row: whether tracing is available (needs shared_preload_libraries = 'event_store'), its status in this session, spans recorded, exported, dropped because the buffer was full (spans_dropped), dropped after failed export retries (spans_dropped_export), failed export attempts, spans waiting, the buffer size, the last export error and the times of the last successful and failed exports, the export worker's pid and es.otlp_endpoint.",
+    access = "owner, pg_monitor"
+)]
 fn tracing_stats(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     let mut out = call.materialize();
-    let endpoint = super::gucs::OTLP_ENDPOINT
+    let endpoint = gucs::OTLP_ENDPOINT
         .get()
         .map(|s| text_datum(&s.to_string_lossy()));
     let mut row: [Option<Datum>; 14] = [None; 14];
-    match super::ring::get() {
+    match ring::get() {
         None => {
             row[0] = Some(Datum::from(false));
             row[1] = Some(text_datum(
@@ -39,9 +60,9 @@ fn tracing_stats(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
         }
         Some(ring) => {
             let st = ring.stats();
-            let status = if !super::gucs::TRACING.get() {
+            let status = if !gucs::TRACING.get() {
                 "off: es.tracing is off in this session"
-            } else if super::gucs::OTLP_ENDPOINT
+            } else if gucs::OTLP_ENDPOINT
                 .get()
                 .is_none_or(|e| e.to_bytes().is_empty())
             {

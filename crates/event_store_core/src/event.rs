@@ -4,7 +4,7 @@
 //! The SQL layer reads the keys straight out of the binary jsonb (no text round trip) and hands
 //! them over as [`JsonField`]s, so the rules here never see a PostgreSQL type.
 
-use crate::core::error::EventStoreError;
+use crate::error::EventStoreError;
 use chrono::DateTime;
 use uuid::Uuid;
 

@@ -1,16 +1,18 @@
 //! The seed's bank account (SPEC §5) as pure Rust: its events, its state, the transition
 //! function that replay folds with, and the business rules that commands check.
 //!
-//! The SQL layer reads an event's keys from binary jsonb into an [`AccountEventView`] and keeps
+//! The SQL layer reads an event's keys from binary jsonb into an [`EventView`] and keeps
 //! the fold's state in the aggregate's memory context; everything decided about an account is
 //! decided here, so replay, commands and the append path cannot disagree.
 
-use crate::core::event::JsonField;
+use crate::event::JsonField;
 
 /// The state of an account as SPEC §5 shows it: `{"holder_name", "balance_cents", "status",
-/// "version"}`. The holder's name is kept by the caller (it lives in PostgreSQL memory).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// "version"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountState {
+    /// The holder's name (from `Opened`).
+    pub holder_name: String,
     /// Balance in integer cents.
     pub balance_cents: i64,
     /// Lifecycle status.
@@ -24,6 +26,7 @@ pub struct AccountState {
 impl Default for AccountState {
     fn default() -> Self {
         Self {
+            holder_name: String::new(),
             balance_cents: 0,
             status: AccountStatus::Active,
             version: 0,
@@ -66,7 +69,7 @@ impl AccountStatus {
 
 /// The keys of an account event that replay reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AccountEventView<'a> {
+pub struct EventView<'a> {
     /// The element itself (must be an object).
     pub shape: JsonField<'a>,
     /// `"type"`.
@@ -81,7 +84,7 @@ pub struct AccountEventView<'a> {
 
 /// One event, decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccountEvent<'a> {
+pub enum Event<'a> {
     /// `Opened{account_holder, initial_balance_cents}`.
     Opened {
         /// The holder's name.
@@ -105,7 +108,8 @@ pub enum AccountEvent<'a> {
     Closed,
 }
 
-/// Why an event could not be applied: the type (as found) and the reason. Raised as ES003.
+/// Why an event could not be applied: the type (as found) and the reason. Raised as ES003
+/// ([`crate::EventStoreError::UnreplayableEvent`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayError {
     /// The event's `"type"`, or a description of what was there instead.
@@ -114,9 +118,9 @@ pub struct ReplayError {
     pub reason: String,
 }
 
-impl<'a> AccountEventView<'a> {
+impl<'a> EventView<'a> {
     /// Decodes and checks the shape of one account event.
-    pub fn decode(&self) -> Result<AccountEvent<'a>, ReplayError> {
+    pub fn decode(&self) -> Result<Event<'a>, ReplayError> {
         let event_type = match self.event_type {
             JsonField::String(t) if self.shape == JsonField::Object => t,
             other => {
@@ -162,19 +166,19 @@ impl<'a> AccountEventView<'a> {
                 };
                 let initial_balance_cents =
                     cents(self.initial_balance_cents, "initial_balance_cents")?;
-                Ok(AccountEvent::Opened {
+                Ok(Event::Opened {
                     account_holder,
                     initial_balance_cents,
                 })
             }
-            "Deposited" => Ok(AccountEvent::Deposited {
+            "Deposited" => Ok(Event::Deposited {
                 amount_cents: cents(self.amount_cents, "amount_cents")?,
             }),
-            "Withdrawn" => Ok(AccountEvent::Withdrawn {
+            "Withdrawn" => Ok(Event::Withdrawn {
                 amount_cents: cents(self.amount_cents, "amount_cents")?,
             }),
-            "Frozen" => Ok(AccountEvent::Frozen),
-            "Closed" => Ok(AccountEvent::Closed),
+            "Frozen" => Ok(Event::Frozen),
+            "Closed" => Ok(Event::Closed),
             other => Err(ReplayError {
                 event_type: if other.is_empty() {
                     "\"\"".to_owned()
@@ -192,39 +196,40 @@ impl AccountState {
     /// Applies one stored event: the seed's `apply_event`, plus the checks that keep a replay
     /// honest (an account opens once, first; balances never overflow). Business rules are not
     /// re-judged here: stored events are facts, checked when they were appended.
-    pub fn apply(&mut self, event: &AccountEvent<'_>) -> Result<(), ReplayError> {
+    pub fn apply(&mut self, event: &Event<'_>) -> Result<(), ReplayError> {
         let name = event_name(event);
         let fail = |reason: &str| ReplayError {
             event_type: name.into(),
             reason: reason.into(),
         };
         match *event {
-            AccountEvent::Opened {
+            Event::Opened {
+                account_holder,
                 initial_balance_cents,
-                ..
             } => {
                 if self.opened {
                     return Err(fail("the account is already open"));
                 }
                 self.opened = true;
+                self.holder_name = account_holder.to_owned();
                 self.balance_cents = initial_balance_cents;
                 self.status = AccountStatus::Active;
             }
             _ if !self.opened => return Err(fail("an account stream starts with Opened")),
-            AccountEvent::Deposited { amount_cents } => {
+            Event::Deposited { amount_cents } => {
                 self.balance_cents = self
                     .balance_cents
                     .checked_add(amount_cents)
                     .ok_or_else(|| fail("the balance overflows a bigint"))?;
             }
-            AccountEvent::Withdrawn { amount_cents } => {
+            Event::Withdrawn { amount_cents } => {
                 self.balance_cents = self
                     .balance_cents
                     .checked_sub(amount_cents)
                     .ok_or_else(|| fail("the balance overflows a bigint"))?;
             }
-            AccountEvent::Frozen => self.status = AccountStatus::Frozen,
-            AccountEvent::Closed => self.status = AccountStatus::Closed,
+            Event::Frozen => self.status = AccountStatus::Frozen,
+            Event::Closed => self.status = AccountStatus::Closed,
         }
         self.version = self
             .version
@@ -365,7 +370,7 @@ pub enum Refusal {
 /// The append path's check of one event against the state before it: the same rules as the
 /// commands (so `es.append_events` cannot store what `es.withdraw` would refuse), and an account
 /// opens once, first. The caller applies the event when this passes.
-pub fn admit(state: &AccountState, event: &AccountEvent<'_>) -> Result<(), Refusal> {
+pub fn admit(state: &AccountState, event: &Event<'_>) -> Result<(), Refusal> {
     let malformed = |reason: &str| {
         Refusal::Malformed(ReplayError {
             event_type: event_name(event).into(),
@@ -373,7 +378,7 @@ pub fn admit(state: &AccountState, event: &AccountEvent<'_>) -> Result<(), Refus
         })
     };
     let command = match *event {
-        AccountEvent::Opened {
+        Event::Opened {
             initial_balance_cents,
             ..
         } => {
@@ -383,10 +388,10 @@ pub fn admit(state: &AccountState, event: &AccountEvent<'_>) -> Result<(), Refus
             return check_opening(initial_balance_cents).map_err(Refusal::Rule);
         }
         _ if !state.opened => return Err(malformed("an account stream starts with Opened")),
-        AccountEvent::Deposited { amount_cents } => Command::Deposit { amount_cents },
-        AccountEvent::Withdrawn { amount_cents } => Command::Withdraw { amount_cents },
-        AccountEvent::Frozen => Command::Freeze,
-        AccountEvent::Closed => Command::Close,
+        Event::Deposited { amount_cents } => Command::Deposit { amount_cents },
+        Event::Withdrawn { amount_cents } => Command::Withdraw { amount_cents },
+        Event::Frozen => Command::Freeze,
+        Event::Closed => Command::Close,
     };
     decide(state, command).map_err(Refusal::Rule)
 }
@@ -417,25 +422,36 @@ pub fn check_text(event_type: &str, key: &str, value: JsonField<'_>) -> Result<(
 }
 
 /// The `"type"` of an event.
-pub fn event_name(event: &AccountEvent<'_>) -> &'static str {
+pub fn event_name(event: &Event<'_>) -> &'static str {
     match event {
-        AccountEvent::Opened { .. } => "Opened",
-        AccountEvent::Deposited { .. } => "Deposited",
-        AccountEvent::Withdrawn { .. } => "Withdrawn",
-        AccountEvent::Frozen => "Frozen",
-        AccountEvent::Closed => "Closed",
+        Event::Opened { .. } => "Opened",
+        Event::Deposited { .. } => "Deposited",
+        Event::Withdrawn { .. } => "Withdrawn",
+        Event::Frozen => "Frozen",
+        Event::Closed => "Closed",
     }
 }
 
-/// Renders the state JSON of SPEC §5 (keys in a fixed order; the caller escapes nothing else).
-pub fn state_json(holder_name: &str, state: &AccountState) -> String {
-    let holder = serde_json::Value::String(holder_name.to_owned());
-    format!(
-        "{{\"holder_name\": {holder}, \"balance_cents\": {}, \"status\": \"{}\", \"version\": {}}}",
-        state.balance_cents,
-        state.status.as_str(),
-        state.version
-    )
+impl AccountState {
+    /// The state JSON of SPEC §5, keys in a fixed order (the holder's name JSON-escaped).
+    pub fn to_json(&self) -> String {
+        let holder = serde_json::Value::String(self.holder_name.clone());
+        format!(
+            "{{\"holder_name\": {holder}, \"balance_cents\": {}, \"status\": \"{}\", \"version\": {}}}",
+            self.balance_cents,
+            self.status.as_str(),
+            self.version
+        )
+    }
+}
+
+impl From<ReplayError> for crate::EventStoreError {
+    fn from(e: ReplayError) -> Self {
+        crate::EventStoreError::UnreplayableEvent {
+            event_type: e.event_type,
+            reason: e.reason,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -443,8 +459,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn opened(holder: &str, initial: i64) -> AccountEvent<'_> {
-        AccountEvent::Opened {
+    fn opened(holder: &str, initial: i64) -> Event<'_> {
+        Event::Opened {
             account_holder: holder,
             initial_balance_cents: initial,
         }
@@ -452,7 +468,7 @@ mod tests {
 
     fn replay<'a>(
         start: AccountState,
-        events: impl IntoIterator<Item = &'a AccountEvent<'a>>,
+        events: impl IntoIterator<Item = &'a Event<'a>>,
     ) -> AccountState {
         let mut s = start;
         for e in events {
@@ -466,17 +482,17 @@ mod tests {
         // Opened 0, +500, -200, +700 (the guide's table), then a freeze.
         let events = [
             opened("Alice", 0),
-            AccountEvent::Deposited { amount_cents: 500 },
-            AccountEvent::Withdrawn { amount_cents: 200 },
-            AccountEvent::Deposited { amount_cents: 700 },
-            AccountEvent::Frozen,
+            Event::Deposited { amount_cents: 500 },
+            Event::Withdrawn { amount_cents: 200 },
+            Event::Deposited { amount_cents: 700 },
+            Event::Frozen,
         ];
         let s = replay(AccountState::default(), &events);
         assert_eq!(s.balance_cents, 1000);
         assert_eq!(s.status, AccountStatus::Frozen);
         assert_eq!(s.version, 5);
         assert_eq!(
-            state_json("Alice", &s),
+            s.to_json(),
             r#"{"holder_name": "Alice", "balance_cents": 1000, "status": "Frozen", "version": 5}"#
         );
     }
@@ -484,9 +500,7 @@ mod tests {
     #[test]
     fn replay_refuses_histories_that_are_not_accounts() {
         let mut s = AccountState::default();
-        let err = s
-            .apply(&AccountEvent::Deposited { amount_cents: 5 })
-            .unwrap_err();
+        let err = s.apply(&Event::Deposited { amount_cents: 5 }).unwrap_err();
         assert_eq!(err.event_type, "Deposited");
         assert_eq!(err.reason, "an account stream starts with Opened");
         s.apply(&opened("A", 0)).unwrap();
@@ -498,7 +512,7 @@ mod tests {
 
     #[test]
     fn decode_names_the_type_and_the_reason() {
-        let view = |t, amount| AccountEventView {
+        let view = |t, amount| EventView {
             shape: JsonField::Object,
             event_type: t,
             account_holder: JsonField::Absent,
@@ -519,7 +533,7 @@ mod tests {
         );
         let e = view(
             JsonField::String("Withdrawn"),
-            JsonField::Number(crate::core::event::NumberText::new("2.5")),
+            JsonField::Number(crate::event::NumberText::new("2.5")),
         )
         .decode()
         .unwrap_err();
@@ -532,7 +546,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.reason, "\"account_holder\" is missing");
         let e = view(
-            JsonField::Number(crate::core::event::NumberText::new("1")),
+            JsonField::Number(crate::event::NumberText::new("1")),
             JsonField::Absent,
         )
         .decode()
@@ -542,22 +556,25 @@ mod tests {
             view(JsonField::String("Deposited"), JsonField::Integer(700))
                 .decode()
                 .unwrap(),
-            AccountEvent::Deposited { amount_cents: 700 }
+            Event::Deposited { amount_cents: 700 }
         );
     }
 
     #[test]
     fn holder_names_are_json_escaped() {
-        let s = AccountState::default();
-        assert!(state_json("Bob \"the\" \\ builder", &s).contains(r#""Bob \"the\" \\ builder""#));
+        let s = AccountState {
+            holder_name: "Bob \"the\" \\ builder".into(),
+            ..AccountState::default()
+        };
+        assert!(s.to_json().contains(r#""Bob \"the\" \\ builder""#));
     }
 
-    fn arb_tail() -> impl Strategy<Value = Vec<AccountEvent<'static>>> {
+    fn arb_tail() -> impl Strategy<Value = Vec<Event<'static>>> {
         prop::collection::vec(
             prop_oneof![
-                (1i64..1_000_000).prop_map(|a| AccountEvent::Deposited { amount_cents: a }),
-                (1i64..1_000_000).prop_map(|a| AccountEvent::Withdrawn { amount_cents: a }),
-                Just(AccountEvent::Frozen),
+                (1i64..1_000_000).prop_map(|a| Event::Deposited { amount_cents: a }),
+                (1i64..1_000_000).prop_map(|a| Event::Withdrawn { amount_cents: a }),
+                Just(Event::Frozen),
             ],
             0..200,
         )
@@ -591,7 +608,7 @@ mod tests {
         );
         let frozen = AccountState {
             status: AccountStatus::Frozen,
-            ..active
+            ..active.clone()
         };
         assert_eq!(
             decide(&frozen, Command::Deposit { amount_cents: 1 }),
@@ -620,7 +637,7 @@ mod tests {
             }))
         );
         assert!(matches!(
-            admit(&fresh, &AccountEvent::Deposited { amount_cents: 5 }),
+            admit(&fresh, &Event::Deposited { amount_cents: 5 }),
             Err(Refusal::Malformed(e)) if e.reason == "an account stream starts with Opened"
         ));
         let mut s = fresh;
@@ -630,13 +647,13 @@ mod tests {
             Err(Refusal::Malformed(_))
         ));
         assert_eq!(
-            admit(&s, &AccountEvent::Withdrawn { amount_cents: 101 }),
+            admit(&s, &Event::Withdrawn { amount_cents: 101 }),
             Err(Refusal::Rule(RuleViolation::InsufficientFunds {
                 available: 100,
                 requested: 101
             }))
         );
-        assert!(admit(&s, &AccountEvent::Withdrawn { amount_cents: 100 }).is_ok());
+        assert!(admit(&s, &Event::Withdrawn { amount_cents: 100 }).is_ok());
         assert_eq!(text_key("Deposited"), Some(c"description"));
         assert_eq!(text_key("Closed"), Some(c"reason"));
         assert_eq!(text_key("Opened"), None);
@@ -657,13 +674,13 @@ mod tests {
         assert!(!snapshot_due(1, 100, 0));
     }
 
-    fn arb_any_event() -> impl Strategy<Value = AccountEvent<'static>> {
+    fn arb_any_event() -> impl Strategy<Value = Event<'static>> {
         prop_oneof![
-            (-5i64..1_000).prop_map(|a| AccountEvent::Deposited { amount_cents: a }),
-            (-5i64..1_000).prop_map(|a| AccountEvent::Withdrawn { amount_cents: a }),
+            (-5i64..1_000).prop_map(|a| Event::Deposited { amount_cents: a }),
+            (-5i64..1_000).prop_map(|a| Event::Withdrawn { amount_cents: a }),
             (-5i64..1_000).prop_map(|a| opened("X", a)),
-            Just(AccountEvent::Frozen),
-            Just(AccountEvent::Closed),
+            Just(Event::Frozen),
+            Just(Event::Closed),
         ]
     }
 
@@ -682,11 +699,11 @@ mod tests {
             let k = k_seed.index(events.len() + 1);
             let at_k = replay(AccountState::default(), &events[..k]);
             let resumed = replay(at_k, &events[k..]);
-            prop_assert_eq!(full, resumed);
+            prop_assert_eq!(&full, &resumed);
             let sum: i64 = events.iter().map(|e| match e {
-                AccountEvent::Opened { initial_balance_cents, .. } => *initial_balance_cents,
-                AccountEvent::Deposited { amount_cents } => *amount_cents,
-                AccountEvent::Withdrawn { amount_cents } => -*amount_cents,
+                Event::Opened { initial_balance_cents, .. } => *initial_balance_cents,
+                Event::Deposited { amount_cents } => *amount_cents,
+                Event::Withdrawn { amount_cents } => -*amount_cents,
                 _ => 0,
             }).sum();
             prop_assert_eq!(full.balance_cents, sum);
@@ -699,12 +716,12 @@ mod tests {
         fn admitted_histories_keep_the_rules(attempts in prop::collection::vec(arb_any_event(), 0..100)) {
             let mut state = AccountState::default();
             for event in &attempts {
-                let before = state;
+                let before = state.status;
                 if admit(&state, event).is_ok() {
                     state.apply(event).unwrap();
                     prop_assert!(state.balance_cents >= 0);
-                    if matches!(event, AccountEvent::Deposited { .. } | AccountEvent::Withdrawn { .. }) {
-                        prop_assert_eq!(before.status, AccountStatus::Active);
+                    if matches!(event, Event::Deposited { .. } | Event::Withdrawn { .. }) {
+                        prop_assert_eq!(before, AccountStatus::Active);
                     }
                 }
             }

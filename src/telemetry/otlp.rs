@@ -1,7 +1,7 @@
 //! From span records to OpenTelemetry's `SpanData` and `Resource`, and the export worker's retry
 //! schedule: the pure half of the export (SPEC §7), so the mapping is tested without a server.
 
-use super::trace::{SpanRecord, hex};
+use super::record::SpanRecord;
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
@@ -89,20 +89,10 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(ms.min(8_000))
 }
 
-/// A short description of a record, for logs.
-pub fn describe(r: &SpanRecord) -> String {
-    format!(
-        "{} trace {} span {}",
-        r.name().map_or("?", |n| n.as_str()),
-        hex(&r.trace_id),
-        hex(&r.span_id)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::trace::{NumAttr, SpanName, StaticAttr};
+    use crate::telemetry::record::{NumAttr, SpanName, StaticAttr};
     use opentelemetry::Value;
 
     fn attr<'a>(d: &'a SpanData, k: &str) -> Option<&'a Value> {

@@ -2,7 +2,7 @@
 //! expected-version modes, and how a call whose event ids are already stored is classified
 //! (idempotent retry, or a duplicate).
 
-use crate::core::error::EventStoreError;
+use crate::error::EventStoreError;
 use std::fmt;
 use uuid::Uuid;
 
@@ -55,6 +55,16 @@ impl ExpectedVersion {
             Ok(())
         } else {
             Err(self.conflict(stream_id, current))
+        }
+    }
+
+    /// The SQL value the caller passed (`None` for NULL): what a span records.
+    pub fn as_sql(self) -> Option<i64> {
+        match self {
+            Self::Any => None,
+            Self::StreamExists => Some(-1),
+            Self::NoStream => Some(0),
+            Self::Exact(n) => Some(n),
         }
     }
 

@@ -4,12 +4,13 @@
 //! The enum is pure data; `crate::error::raise` is the single place that turns it into a
 //! PostgreSQL ERROR, so every code and wording is decided here and tested here.
 
-use std::fmt;
-
 /// Every user-visible failure of the store. One variant per condition of SPEC §6.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventStoreError {
     /// ES001: the stream is not at the version the caller expected.
+    #[error(
+        "wrong expected version for stream {stream_id}: expected {expected}, stream is at {actual}"
+    )]
     WrongExpectedVersion {
         /// The stream the caller appended to.
         stream_id: String,
@@ -19,16 +20,19 @@ pub enum EventStoreError {
         actual: i64,
     },
     /// ES002: the stream does not exist (expected version -1).
+    #[error("stream {stream_id} does not exist")]
     StreamNotFound {
         /// The missing stream.
         stream_id: String,
     },
     /// ES002: an account command or query names an account that does not exist.
+    #[error("account {account_id} does not exist")]
     AccountNotFound {
         /// The missing account.
         account_id: String,
     },
     /// ES003: an element of the batch is not a valid event.
+    #[error("invalid event at position {index} of the batch: {reason}")]
     InvalidEvent {
         /// 1-based position of the element in the `events` array.
         index: usize,
@@ -37,6 +41,7 @@ pub enum EventStoreError {
     },
     /// ES003: an element appended to an account stream is not a well-formed account event, or
     /// cannot follow the account's history (a second `Opened`).
+    #[error("invalid account event at position {index} of the batch: {event_type}: {reason}")]
     InvalidAccountEvent {
         /// 1-based position of the element in the `events` array.
         index: usize,
@@ -46,6 +51,7 @@ pub enum EventStoreError {
         reason: String,
     },
     /// ES003: a stored account event cannot be replayed (unknown type, malformed, out of order).
+    #[error("cannot replay event of type {event_type}: {reason}")]
     UnreplayableEvent {
         /// The event's type, as found.
         event_type: String,
@@ -53,6 +59,7 @@ pub enum EventStoreError {
         reason: String,
     },
     /// ES004: an `event_id` is already stored, and the call is not an idempotent retry.
+    #[error("duplicate event id {event_id}")]
     DuplicateEventId {
         /// The event id that is already taken.
         event_id: String,
@@ -60,6 +67,7 @@ pub enum EventStoreError {
         stored_at: Option<String>,
     },
     /// ES005: a snapshot version outside 1..current version.
+    #[error("invalid snapshot version {version} for stream {stream_id}: {}", snapshot_range(*current))]
     InvalidSnapshot {
         /// The stream of the snapshot.
         stream_id: String,
@@ -70,6 +78,9 @@ pub enum EventStoreError {
     },
     /// ES005: a snapshot of an account stream whose state is not the account's state at that
     /// version (a forged or stale state would be trusted by commands and time travel).
+    #[error(
+        "invalid snapshot of account {stream_id} at version {version}: the state is not the account's state at that version"
+    )]
     SnapshotMismatch {
         /// The account.
         stream_id: String,
@@ -79,6 +90,9 @@ pub enum EventStoreError {
         expected: String,
     },
     /// ES101: a withdrawal larger than the balance.
+    #[error(
+        "insufficient funds in account {account_id}: available {available}, requested {requested}"
+    )]
     InsufficientFunds {
         /// The account.
         account_id: String,
@@ -88,6 +102,7 @@ pub enum EventStoreError {
         requested: i64,
     },
     /// ES102: the account does not accept the command in its status.
+    #[error("account {account_id} is not active: it is {}", status.to_lowercase())]
     AccountNotActive {
         /// The account.
         account_id: String,
@@ -95,26 +110,31 @@ pub enum EventStoreError {
         status: &'static str,
     },
     /// ES103: an amount that is not a positive number of cents (or a negative opening balance).
+    #[error("invalid amount: {reason}")]
     InvalidAmount {
         /// What is wrong, with the value.
         reason: String,
     },
     /// ES104: the stream exists but is not an account (its first event is not `Opened`).
+    #[error("stream {stream_id} is not an account stream")]
     NotAnAccount {
         /// The stream.
         stream_id: String,
     },
     /// 22004: a required argument is NULL.
+    #[error("{name} must not be null")]
     NullArgument {
         /// The SQL name of the argument.
         name: &'static str,
     },
     /// 22004: an element of the `events` array is NULL.
+    #[error("events must not contain null: element {position} is null")]
     NullElement {
         /// 1-based position of the NULL element.
         position: usize,
     },
     /// 22023: an argument has a value outside its domain.
+    #[error("invalid {name}: {reason}")]
     InvalidArgument {
         /// The SQL name of the argument.
         name: &'static str,
@@ -122,6 +142,7 @@ pub enum EventStoreError {
         reason: String,
     },
     /// 55000: the function needs `shared_preload_libraries = 'event_store'`.
+    #[error("{function} needs the event_store library preloaded")]
     PreloadRequired {
         /// The SQL function that needs it.
         function: &'static str,
@@ -129,11 +150,18 @@ pub enum EventStoreError {
     /// 55000: the position drawn for an event is already stored: the position sequence is
     /// behind the log (set back by hand, or not replicated to a logical subscriber that became
     /// the primary). The next append checks and moves it.
+    #[error(
+        "global position {position} is already stored: the position sequence is behind the log"
+    )]
     PositionTaken {
         /// The position, as PostgreSQL reported it.
         position: String,
     },
     /// 2200H: the global positions would pass the largest bigint.
+    #[error(
+        "global positions are exhausted: {count} positions from {first} would pass {}",
+        i64::MAX
+    )]
     PositionsExhausted {
         /// The first position drawn.
         first: i64,
@@ -165,87 +193,10 @@ impl EventStoreError {
         }
     }
 
-    /// The primary message: lowercase, no final period, values included.
+    /// The primary message (the `Display` of the error): lowercase, no final period, values
+    /// included.
     pub fn message(&self) -> String {
-        match self {
-            Self::WrongExpectedVersion {
-                stream_id,
-                expected,
-                actual,
-            } => format!(
-                "wrong expected version for stream {stream_id}: expected {expected}, stream is at {actual}"
-            ),
-            Self::StreamNotFound { stream_id } => format!("stream {stream_id} does not exist"),
-            Self::AccountNotFound { account_id } => format!("account {account_id} does not exist"),
-            Self::InvalidEvent { index, reason } => {
-                format!("invalid event at position {index} of the batch: {reason}")
-            }
-            Self::InvalidAccountEvent {
-                index,
-                event_type,
-                reason,
-            } => format!(
-                "invalid account event at position {index} of the batch: {event_type}: {reason}"
-            ),
-            Self::UnreplayableEvent { event_type, reason } => {
-                format!("cannot replay event of type {event_type}: {reason}")
-            }
-            Self::DuplicateEventId { event_id, .. } => {
-                format!("duplicate event id {event_id}")
-            }
-            Self::InvalidSnapshot {
-                stream_id,
-                version,
-                current,
-            } => {
-                if *current == 0 {
-                    format!(
-                        "invalid snapshot version {version} for stream {stream_id}: the stream does not exist"
-                    )
-                } else {
-                    format!(
-                        "invalid snapshot version {version} for stream {stream_id}: must be between 1 and {current}"
-                    )
-                }
-            }
-            Self::SnapshotMismatch {
-                stream_id, version, ..
-            } => format!(
-                "invalid snapshot of account {stream_id} at version {version}: the state is not the account's state at that version"
-            ),
-            Self::InsufficientFunds {
-                account_id,
-                available,
-                requested,
-            } => format!(
-                "insufficient funds in account {account_id}: available {available}, requested {requested}"
-            ),
-            Self::AccountNotActive { account_id, status } => {
-                format!(
-                    "account {account_id} is not active: it is {}",
-                    status.to_lowercase()
-                )
-            }
-            Self::InvalidAmount { reason } => format!("invalid amount: {reason}"),
-            Self::NotAnAccount { stream_id } => {
-                format!("stream {stream_id} is not an account stream")
-            }
-            Self::NullArgument { name } => format!("{name} must not be null"),
-            Self::NullElement { position } => {
-                format!("events must not contain null: element {position} is null")
-            }
-            Self::InvalidArgument { name, reason } => format!("invalid {name}: {reason}"),
-            Self::PreloadRequired { function } => {
-                format!("{function} needs the event_store library preloaded")
-            }
-            Self::PositionTaken { position } => format!(
-                "global position {position} is already stored: the position sequence is behind the log"
-            ),
-            Self::PositionsExhausted { first, count } => format!(
-                "global positions are exhausted: {count} positions from {first} would pass {}",
-                i64::MAX
-            ),
-        }
+        self.to_string()
     }
 
     /// DETAIL: the values a program would want to read back.
@@ -311,13 +262,14 @@ impl EventStoreError {
     }
 }
 
-impl fmt::Display for EventStoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.sqlstate(), self.message())
+/// The rest of [`EventStoreError::InvalidSnapshot`]'s message.
+fn snapshot_range(current: i64) -> String {
+    if current == 0 {
+        "the stream does not exist".to_owned()
+    } else {
+        format!("must be between 1 and {current}")
     }
 }
-
-impl std::error::Error for EventStoreError {}
 
 #[cfg(test)]
 mod tests {

@@ -22,43 +22,18 @@
 //! its first draw (and before every draw while its database has a subscription, whose apply
 //! worker may insert more), and moves the sequence past them.
 
-use crate::core::EventStoreError;
+use super::shmem::{Segment, tranche_lock};
+use super::spi::{Connection, Stmt, position_sequence};
+use event_store_core::EventStoreError;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::ffi::{CStr, c_void};
 use std::ptr;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 /// Name of the LWLock tranche and key of the shared-memory struct.
 const TRANCHE: &CStr = c"event_store";
 const SHMEM_KEY: &CStr = c"event_store positions in flight";
-
-/// Index of `AddinShmemInitLock` in `MainLWLockArray` (`storage/lwlocknames.h`, generated from
-/// `lwlocknames.txt`, where it has been number 21 since PostgreSQL 9.6; the macro itself is not
-/// in pgrx's bindings). [`addin_shmem_init_lock`] checks the name before using it.
-const ADDIN_SHMEM_INIT_LOCK: usize = 21;
-
-/// `AddinShmemInitLock`, which serializes `ShmemInitStruct` of add-ins at startup. Verified by
-/// name, so a PostgreSQL that renumbered its locks stops the startup with an error instead of
-/// taking a wrong lock.
-///
-/// # Safety
-/// Call only from a `shmem_startup_hook` (the main LWLock array exists).
-pub unsafe fn addin_shmem_init_lock() -> *mut pg_sys::LWLock {
-    // SAFETY: the caller's contract: MainLWLockArray holds NUM_FIXED_LWLOCKS (> 21) locks, and
-    // GetLWLockIdentifier returns a static name for a main lock.
-    unsafe {
-        let name =
-            pg_sys::GetLWLockIdentifier(pg_sys::PG_WAIT_LWLOCK, ADDIN_SHMEM_INIT_LOCK as u16);
-        if name.is_null() || CStr::from_ptr(name) != c"AddinShmemInit" {
-            pgrx::error!(
-                "event_store: MainLWLockArray[21] is not AddinShmemInitLock in this PostgreSQL"
-            );
-        }
-        &raw mut (*pg_sys::MainLWLockArray.add(ADDIN_SHMEM_INIT_LOCK)).lock
-    }
-}
 
 /// One backend's entry, indexed by its `pgprocno`.
 #[repr(C)]
@@ -77,9 +52,6 @@ struct InFlight {
 }
 
 static SHARED: AtomicPtr<InFlight> = AtomicPtr::new(ptr::null_mut());
-/// The hooks installed before ours, called first (set once, in the postmaster).
-static PREV_REQUEST_HOOK: OnceLock<pg_sys::shmem_request_hook_type> = OnceLock::new();
-static PREV_STARTUP_HOOK: OnceLock<pg_sys::shmem_startup_hook_type> = OnceLock::new();
 /// Index of this backend's slot while its transaction holds positions; `NO_SLOT` otherwise.
 /// (Backends are single-threaded; an atomic is just the safe way to keep a mutable static.)
 static MY_SLOT: AtomicUsize = AtomicUsize::new(NO_SLOT);
@@ -93,19 +65,20 @@ unsafe extern "C-unwind" {
     fn setval_oid_fmgr(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
 }
 
-/// Installs the shared-memory hooks and the transaction callback. Call from `_PG_init` while
-/// `shared_preload_libraries` is being processed (in the postmaster, before any fork).
-pub fn install_hooks() {
-    // SAFETY: the postmaster loads preloaded libraries one at a time on its only thread, so
-    // reading and replacing the hook variables cannot race; the previous hooks are kept and
-    // called first. The transaction callback lives as long as the library.
-    unsafe {
-        let _ = PREV_REQUEST_HOOK.set(pg_sys::shmem_request_hook);
-        pg_sys::shmem_request_hook = Some(request_shmem);
-        let _ = PREV_STARTUP_HOOK.set(pg_sys::shmem_startup_hook);
-        pg_sys::shmem_startup_hook = Some(startup_shmem);
-        pg_sys::RegisterXactCallback(Some(on_xact_end), ptr::null_mut());
-    }
+/// The shared-memory segment of the positions in flight (placed by `crate::pg::shmem`).
+pub static SEGMENT: Segment = Segment {
+    key: SHMEM_KEY,
+    size: shmem_size,
+    tranche: Some(TRANCHE),
+    init: init_shared,
+    attach: |mem| SHARED.store(mem.cast(), Ordering::Release),
+};
+
+/// Registers the transaction callback that clears this backend's slot. Call from `_PG_init`
+/// under `shared_preload_libraries`, with [`SEGMENT`] installed.
+pub fn install_callback() {
+    // SAFETY: the callback lives as long as the library (never unloaded).
+    unsafe { pg_sys::RegisterXactCallback(Some(on_xact_end), ptr::null_mut()) };
 }
 
 /// Regular backends, bgworkers and autovacuum all have `pgprocno < MaxBackends`; the auxiliary
@@ -119,53 +92,50 @@ fn shmem_size() -> usize {
     std::mem::size_of::<InFlight>() + slot_count() * std::mem::size_of::<Slot>()
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn request_shmem() {
-    if let Some(Some(prev)) = PREV_REQUEST_HOOK.get() {
-        // SAFETY: the hook that was installed before ours, called as PostgreSQL would.
-        unsafe { prev() };
-    }
-    // SAFETY: called from shmem_request_hook, the only place these requests are allowed.
+/// Sets up the zeroed segment: zeroed atomics are empty slots; the lock is the tranche's.
+///
+/// # Safety
+/// See [`Segment::init`].
+unsafe fn init_shared(mem: *mut u8) {
+    let shared = mem.cast::<InFlight>();
+    // SAFETY: Segment::init's contract: the segment is shmem_size() bytes, being initialized
+    // under AddinShmemInitLock after the tranche was requested.
     unsafe {
-        pg_sys::RequestAddinShmemSpace(shmem_size());
-        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
-    }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn startup_shmem() {
-    if let Some(Some(prev)) = PREV_STARTUP_HOOK.get() {
-        // SAFETY: the hook that was installed before ours, called as PostgreSQL would.
-        unsafe { prev() };
-    }
-    // SAFETY: ShmemInitStruct returns `shmem_size()` bytes of shared memory (the size
-    // requested above), initialized once under AddinShmemInitLock: zeroed atomics are valid
-    // empty slots, and the tranche's lock exists once the request hook asked for it.
-    unsafe {
-        let init_lock = addin_shmem_init_lock();
-        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let mut found = false;
-        let shared = pg_sys::ShmemInitStruct(SHMEM_KEY.as_ptr(), shmem_size(), &mut found)
-            .cast::<InFlight>();
-        if !found {
-            ptr::write_bytes(shared.cast::<u8>(), 0, shmem_size());
-            (*shared).lock = &raw mut (*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock;
-            (*shared).nslots = slot_count();
-        }
-        pg_sys::LWLockRelease(init_lock);
-        SHARED.store(shared, Ordering::Release);
+        (*shared).lock = tranche_lock(TRANCHE);
+        (*shared).nslots = slot_count();
     }
 }
 
 fn shared() -> Option<&'static InFlight> {
-    // SAFETY: SHARED is null or points to the struct startup_shmem initialized in shared
+    // SAFETY: SHARED is null or points to the segment crate::pg::shmem initialized in shared
     // memory, which stays mapped for the life of the process.
     unsafe { SHARED.load(Ordering::Acquire).as_ref() }
 }
 
 fn slots(shared: &InFlight) -> &[Slot] {
-    // SAFETY: startup_shmem allocated `nslots` slots right after the header.
+    // SAFETY: the segment holds `nslots` slots right after the header (shmem_size).
     unsafe { std::slice::from_raw_parts(shared.slots.as_ptr(), shared.nslots) }
+}
+
+/// Draws `n` global positions for an append and returns the first. Before the first draw of
+/// this backend (and before every draw while the database has a logical-replication
+/// subscription) the sequence is checked against the stored positions and moved past them: it is
+/// behind after a failover to a subscriber, and a position must never be handed out twice.
+pub fn draw(conn: &Connection, n: i64) -> Result<i64, EventStoreError> {
+    let sequence = position_sequence();
+    let subscribed = || {
+        conn.execute(Stmt::Subscriptions, &[])
+            .first_i64()
+            .is_some_and(|n| n > 0)
+    };
+    let stored_max = if sequence_checked(subscribed) {
+        None
+    } else {
+        let max = conn.execute(Stmt::MaxPosition, &[]).first_i64();
+        mark_sequence_checked();
+        max
+    };
+    draw_positions(sequence, n, stored_max)
 }
 
 /// Draws `n` consecutive global positions from `sequence` and returns the first. When preloaded,
@@ -175,7 +145,7 @@ fn slots(shared: &InFlight) -> &[Slot] {
 /// means the sequence is behind the log, and it is moved past it (setval) before drawing again.
 /// Under the lock every other draw waits, so the move can only go forward: every position drawn
 /// before it is below the one just drawn.
-pub fn draw_positions(
+fn draw_positions(
     sequence: pg_sys::Oid,
     n: i64,
     stored_max: Option<i64>,
@@ -207,10 +177,10 @@ pub fn draw_positions(
     }
 }
 
-/// [`draw`], moving the sequence past `stored_max` first when the draw shows it is behind.
+/// [`next_block`], moving the sequence past `stored_max` first when the draw shows it is behind.
 ///
 /// # Safety
-/// As for [`draw`].
+/// As for [`next_block`].
 unsafe fn draw_past(
     sequence: pg_sys::Oid,
     n: i64,
@@ -218,11 +188,11 @@ unsafe fn draw_past(
 ) -> Result<i64, EventStoreError> {
     // SAFETY: the caller's contract.
     unsafe {
-        let first = draw(sequence, n)?;
+        let first = next_block(sequence, n)?;
         match stored_max {
             Some(stored) if first <= stored => {
                 set_sequence(sequence, stored);
-                draw(sequence, n)
+                next_block(sequence, n)
             }
             _ => Ok(first),
         }
@@ -233,7 +203,7 @@ unsafe fn draw_past(
 ///
 /// # Safety
 /// `sequence` must be the OID of a sequence, locked by the caller.
-unsafe fn draw(sequence: pg_sys::Oid, n: i64) -> Result<i64, EventStoreError> {
+unsafe fn next_block(sequence: pg_sys::Oid, n: i64) -> Result<i64, EventStoreError> {
     // SAFETY: the caller's contract; both calls are guarded (an ERROR becomes a Rust panic).
     unsafe {
         let first = pg_sys::ffi::pg_guard_ffi_boundary(|| nextval_internal(sequence, false));
@@ -286,7 +256,7 @@ unsafe extern "C-unwind" fn on_subscription_change(
 /// logical-replication apply, or a failover to a subscriber), and never while the database has
 /// a subscription (its apply worker may insert rows at any time). `has_subscription` asks the
 /// catalog; its answer is cached until `pg_subscription` changes.
-pub fn sequence_checked(has_subscription: impl FnOnce() -> bool) -> bool {
+fn sequence_checked(has_subscription: impl FnOnce() -> bool) -> bool {
     if !CALLBACK_REGISTERED.swap(true, Ordering::Relaxed) {
         // SAFETY: registers a callback that lives as long as the library (never unloaded);
         // SUBSCRIPTIONOID is pg_subscription's syscache.
@@ -319,7 +289,7 @@ pub fn forget_sequence_check() {
 }
 
 /// Records that the sequence was just checked (and moved past the stored positions if needed).
-pub fn mark_sequence_checked() {
+fn mark_sequence_checked() {
     SEQUENCE_CHECKED.store(true, Ordering::Relaxed);
 }
 

@@ -1,0 +1,21 @@
+//! The pure core of event_store: every decision the store makes, as plain Rust that never touches
+//! PostgreSQL, so it is tested with `cargo test -p event_store_core` on any machine and shared by
+//! the extension and a Rust client.
+//!
+//! - [`seed`]: the seed's event types as serde definitions ([`seed::AccountEvent`] with its
+//!   flattened [`seed::EventMetadata`]), exactly the JSON the seed's client reads and writes;
+//! - [`event`]: what the store reads from an appended event object and the rules it must follow;
+//! - [`expected`]: the expected-version modes and the classification of idempotent retries;
+//! - [`account`]: the bank account of the seed: its state, the one fold every read uses, and the
+//!   rules every write path checks;
+//! - [`error`]: the one error enum, with the SQLSTATE, message, DETAIL and HINT of each failure.
+
+pub mod account;
+pub mod error;
+pub mod event;
+pub mod expected;
+pub mod seed;
+
+pub use error::EventStoreError;
+pub use event::{ACCOUNT_STREAM_TYPE, EventMeta, JsonField, NumberText, RawEvent};
+pub use expected::{ExpectedVersion, RetryDecision};

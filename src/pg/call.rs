@@ -1,0 +1,394 @@
+//! One call of a SQL entry point and the datums it passes around: [`Call`] wraps the
+//! `FunctionCallInfo` PostgreSQL hands a C function (its arguments, its result flag, its set
+//! result), so no safe function dereferences a raw `fcinfo`; the helpers build datums of the
+//! types the store uses in the current memory context.
+
+use crate::pg::jsonb::Jsonb;
+use event_store_core::EventStoreError;
+use pgrx::pg_sys::{self, BuiltinOid, Datum};
+use std::ffi::{CString, c_char};
+use std::marker::PhantomData;
+use uuid::Uuid;
+
+/// One SQL argument of an entry point: its position and its SQL name (for errors). Made by the
+/// registration of the function (`#[sql_function]`), one constant per argument, so a body
+/// names its arguments and never counts them.
+#[derive(Debug, Clone, Copy)]
+pub struct Param {
+    index: usize,
+    name: &'static str,
+}
+
+impl Param {
+    /// Argument `index` (0-based), called `name` in SQL.
+    pub const fn new(index: usize, name: &'static str) -> Param {
+        Param { index, name }
+    }
+}
+
+/// One call of a SQL entry point: the `FunctionCallInfo` PostgreSQL passed to it, which stays
+/// valid (with its arguments) until the entry point returns. Made once per call by
+/// [`crate::sql_function!`]; the bodies read their arguments and set their result through it,
+/// so no safe function dereferences a raw `fcinfo`.
+pub struct Call<'fc> {
+    fcinfo: pg_sys::FunctionCallInfo,
+    _call: PhantomData<&'fc mut pg_sys::FunctionCallInfoBaseData>,
+}
+
+impl<'fc> Call<'fc> {
+    /// Wraps the call's `fcinfo`.
+    ///
+    /// # Safety
+    /// `fcinfo` must be the valid `FunctionCallInfo` of a call in progress, with `nargs`
+    /// arguments, that outlives `'fc`.
+    pub unsafe fn new(fcinfo: pg_sys::FunctionCallInfo) -> Call<'fc> {
+        Call {
+            fcinfo,
+            _call: PhantomData,
+        }
+    }
+
+    fn args(&self) -> &[pg_sys::NullableDatum] {
+        // SAFETY: `new`'s contract: fcinfo is valid with `nargs` arguments for 'fc.
+        unsafe { (*self.fcinfo).args.as_slice((*self.fcinfo).nargs as usize) }
+    }
+
+    /// An argument, `None` when NULL (or not passed).
+    pub fn arg(&self, p: Param) -> Option<Datum> {
+        let a = self.args().get(p.index)?;
+        (!a.isnull).then_some(a.value)
+    }
+
+    /// A required argument: NULL is 22004.
+    pub fn required(&self, p: Param) -> Result<Datum, EventStoreError> {
+        self.arg(p)
+            .ok_or(EventStoreError::NullArgument { name: p.name })
+    }
+
+    /// A required bigint argument.
+    pub fn required_i64(&self, p: Param) -> Result<i64, EventStoreError> {
+        self.required(p).map(|d| d.value() as i64)
+    }
+
+    /// A required integer argument.
+    pub fn required_i32(&self, p: Param) -> Result<i32, EventStoreError> {
+        self.required(p).map(|d| d.value() as i32)
+    }
+
+    /// A bigint (or integer) argument, `None` when NULL.
+    pub fn i64(&self, p: Param) -> Option<i64> {
+        self.arg(p).map(|d| d.value() as i64)
+    }
+
+    /// A uuid argument, `None` when NULL.
+    pub fn uuid_or_null(&self, p: Param) -> Option<Uuid> {
+        // SAFETY: the function's SQL declaration makes the argument a uuid.
+        self.arg(p).map(|d| unsafe { uuid_from_datum(d) })
+    }
+
+    /// A required uuid argument.
+    pub fn uuid(&self, p: Param) -> Result<Uuid, EventStoreError> {
+        self.uuid_or_null(p)
+            .ok_or(EventStoreError::NullArgument { name: p.name })
+    }
+
+    /// A required text argument, as a Rust string (invalid UTF-8 replaced).
+    pub fn text(&self, p: Param) -> Result<String, EventStoreError> {
+        let d = self.required(p)?;
+        // SAFETY: the SQL declaration makes the argument a text; text_to_cstring detoasts it
+        // into a fresh copy, which is copied again into Rust memory and freed.
+        Ok(unsafe {
+            let c = pg_sys::text_to_cstring(d.cast_mut_ptr());
+            let s = std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned();
+            pg_sys::pfree(c.cast());
+            s
+        })
+    }
+
+    /// A jsonb argument, `None` when NULL; valid for the call.
+    pub fn jsonb(&self, p: Param) -> Option<Jsonb<'fc>> {
+        // SAFETY: the SQL declaration makes the argument a jsonb; arguments stay valid for the
+        // call, and so does the function's memory context a detoasted copy goes to.
+        self.arg(p).map(|d| unsafe { Jsonb::from_datum(d) })
+    }
+
+    /// A `jsonb[]` argument, `None` when NULL; valid for the call.
+    pub fn jsonb_array(&self, p: Param) -> Option<JsonbArray<'fc>> {
+        self.arg(p).map(|array| JsonbArray {
+            array,
+            _call: PhantomData,
+        })
+    }
+
+    /// The memory context of this call, where values built during it live until it returns.
+    pub fn memory(&self) -> CallMemory<'fc> {
+        CallMemory(PhantomData)
+    }
+
+    /// The number of elements of a (one- or more-dimensional) array argument, `None` when NULL.
+    pub fn array_len(&self, p: Param) -> Option<i64> {
+        let d = self.arg(p)?;
+        // SAFETY: the SQL declaration makes the argument an array; it is detoasted (a copy in
+        // the current context when it was toasted) before its header and dimensions are read.
+        let count = unsafe {
+            let arr = pg_sys::pg_detoast_datum(d.cast_mut_ptr()).cast::<pg_sys::ArrayType>();
+            let ndim = (*arr).ndim;
+            let dims = arr
+                .cast::<u8>()
+                .add(std::mem::size_of::<pg_sys::ArrayType>())
+                .cast::<i32>();
+            pg_sys::ArrayGetNItems(ndim, dims)
+        };
+        Some(i64::from(count))
+    }
+
+    /// Marks the result NULL (the returned datum is then ignored).
+    pub fn return_null(&mut self) -> Datum {
+        // SAFETY: fcinfo is valid for the call; `isnull` is the result flag fmgr reads.
+        unsafe { (*self.fcinfo).isnull = true };
+        no_value()
+    }
+
+    /// The aggregate's memory context when the function is called as an aggregate's
+    /// transition or final function, else `None`.
+    pub fn aggregate_context(&self) -> Option<pg_sys::MemoryContext> {
+        let mut context: pg_sys::MemoryContext = std::ptr::null_mut();
+        // SAFETY: fcinfo is valid; AggCheckCallContext only reads its context node.
+        let kind = unsafe { pg_sys::AggCheckCallContext(self.fcinfo, &mut context) };
+        (kind != 0 && !context.is_null()).then_some(context)
+    }
+
+    /// Sets up a materialized set-returning call and returns where its rows go. The function
+    /// must be declared `RETURNS SETOF`/`TABLE` (sql/bootstrap.sql).
+    pub fn materialize(&mut self) -> ResultSet {
+        // SAFETY: InitMaterializedSRF checks that the caller accepts a materialized set (an
+        // ERROR otherwise) and creates the tuple store and its descriptor in the per-query
+        // context, which outlives the call.
+        unsafe {
+            pg_sys::InitMaterializedSRF(self.fcinfo, 0);
+            let rsinfo = (*self.fcinfo).resultinfo.cast::<pg_sys::ReturnSetInfo>();
+            let desc = (*rsinfo).setDesc;
+            ResultSet {
+                store: (*rsinfo).setResult,
+                desc,
+                natts: (*desc).natts as usize,
+            }
+        }
+    }
+}
+
+/// The memory context of a call in progress (the current memory context of a C function,
+/// which PostgreSQL keeps until the function returns): a value built in it lives for `'fc`.
+#[derive(Clone, Copy)]
+pub struct CallMemory<'fc>(PhantomData<&'fc ()>);
+
+/// A `jsonb[]` value that stays valid for `'a`: an argument of the call, or an array built in
+/// the call's memory.
+#[derive(Clone, Copy)]
+pub struct JsonbArray<'a> {
+    array: Datum,
+    _call: PhantomData<&'a ()>,
+}
+
+impl<'a> JsonbArray<'a> {
+    /// A one-dimensional array of `json` texts, built in the call's memory.
+    pub fn build(_memory: CallMemory<'a>, json: &[&str]) -> JsonbArray<'a> {
+        let elements: Vec<Option<Datum>> = json.iter().map(|j| Some(jsonb_from_text(j))).collect();
+        JsonbArray {
+            array: array_of(
+                &elements,
+                BuiltinOid::JSONBOID,
+                -1,
+                false,
+                pg_sys::TYPALIGN_INT,
+            ),
+            _call: PhantomData,
+        }
+    }
+
+    /// The array datum, as it was passed or built.
+    pub fn datum(&self) -> Datum {
+        self.array
+    }
+
+    /// The elements (`None`: a NULL element), or the number of dimensions of an array that is
+    /// not one-dimensional.
+    pub fn elements(&self) -> Result<Vec<Option<Jsonb<'a>>>, i32> {
+        // SAFETY: a jsonb[] datum valid for 'a (how the value was made); it is detoasted into
+        // the current context (the call's, alive for 'a) and deconstructed into arrays of `n`
+        // datums and flags palloc'd there; each non-NULL element is a jsonb inside that copy.
+        unsafe {
+            let arr =
+                pg_sys::pg_detoast_datum(self.array.cast_mut_ptr()).cast::<pg_sys::ArrayType>();
+            if (*arr).ndim > 1 {
+                return Err((*arr).ndim);
+            }
+            let mut elems: *mut Datum = std::ptr::null_mut();
+            let mut nulls: *mut bool = std::ptr::null_mut();
+            let mut n = 0;
+            pg_sys::deconstruct_array(
+                arr,
+                BuiltinOid::JSONBOID.value(),
+                -1,
+                false,
+                pg_sys::TYPALIGN_INT as std::ffi::c_char,
+                &mut elems,
+                &mut nulls,
+                &mut n,
+            );
+            if n == 0 {
+                return Ok(Vec::new());
+            }
+            let n = n as usize;
+            let elems = std::slice::from_raw_parts(elems, n);
+            let nulls = std::slice::from_raw_parts(nulls, n);
+            Ok(elems
+                .iter()
+                .zip(nulls)
+                .map(|(&d, &null)| (!null).then(|| Jsonb::from_datum(d)))
+                .collect())
+        }
+    }
+}
+
+/// Where a materialized set-returning call puts its rows (see [`Call::materialize`]).
+pub struct ResultSet {
+    store: *mut pg_sys::Tuplestorestate,
+    desc: pg_sys::TupleDesc,
+    natts: usize,
+}
+
+impl ResultSet {
+    /// The number of attributes of a row (dropped ones included, for a table's row type).
+    pub fn natts(&self) -> usize {
+        self.natts
+    }
+
+    /// The descriptor of the rows.
+    pub fn desc(&self) -> pg_sys::TupleDesc {
+        self.desc
+    }
+
+    /// Appends a row (copied into the store). The slices must have one entry per attribute.
+    ///
+    /// # Safety
+    /// Each non-NULL value must be a valid datum of its attribute's type.
+    pub unsafe fn put(&mut self, values: &[Datum], nulls: &[bool]) {
+        assert!(
+            values.len() == self.natts && nulls.len() == self.natts,
+            "a row of {} values for {} attributes",
+            values.len(),
+            self.natts
+        );
+        // SAFETY: the arrays have `natts` entries (checked above); tuplestore_putvalues copies
+        // them into the store's own context and never writes through the pointers.
+        unsafe {
+            pg_sys::tuplestore_putvalues(
+                self.store,
+                self.desc,
+                values.as_ptr().cast_mut(),
+                nulls.as_ptr().cast_mut(),
+            )
+        };
+    }
+}
+
+/// Reads a uuid datum (a pointer to 16 bytes).
+///
+/// # Safety
+/// `d` must be a non-null uuid datum.
+pub unsafe fn uuid_from_datum(d: Datum) -> Uuid {
+    // SAFETY: the caller's contract: a uuid datum points to 16 bytes (alignment 1).
+    unsafe { Uuid::from_bytes(*d.cast_mut_ptr::<[u8; 16]>()) }
+}
+
+/// A uuid datum in the current memory context.
+pub fn uuid_datum(u: &Uuid) -> Datum {
+    // SAFETY: a fresh palloc of 16 bytes, fully written before it is handed out.
+    unsafe {
+        let p = pg_sys::palloc(16).cast::<[u8; 16]>();
+        *p = *u.as_bytes();
+        Datum::from(p)
+    }
+}
+
+/// A text datum in the current memory context.
+pub fn text_datum(s: &str) -> Datum {
+    // SAFETY: cstring_to_text_with_len copies exactly `len` bytes of `s` into a new text.
+    unsafe {
+        Datum::from(pg_sys::cstring_to_text_with_len(
+            s.as_ptr().cast(),
+            s.len() as i32,
+        ))
+    }
+}
+
+/// The bigint return value.
+pub fn i64_datum(v: i64) -> Datum {
+    Datum::from(v)
+}
+
+/// The return value of a function that returns a set through its tuple store, or `void`.
+pub fn no_value() -> Datum {
+    Datum::from(0usize)
+}
+
+/// A one-dimensional array datum of `elements` (NULLs allowed) in the current memory context.
+/// `ty`, `len`, `byval` and `align` describe the element type (a built-in type's own).
+pub fn array_of(
+    elements: &[Option<Datum>],
+    ty: BuiltinOid,
+    len: i16,
+    byval: bool,
+    align: u8,
+) -> Datum {
+    let mut values: Vec<Datum> = elements
+        .iter()
+        .map(|e| e.unwrap_or(Datum::from(0usize)))
+        .collect();
+    let mut nulls: Vec<bool> = elements.iter().map(Option::is_none).collect();
+    let mut dims = [elements.len() as i32];
+    let mut lbs = [1];
+    // SAFETY: one value and one flag per element, one dimension of `len(elements)` from 1; the
+    // type's description comes from the caller (a built-in type's own); construct_md_array
+    // copies the values into a new array.
+    unsafe {
+        Datum::from(pg_sys::construct_md_array(
+            values.as_mut_ptr(),
+            nulls.as_mut_ptr(),
+            1,
+            dims.as_mut_ptr(),
+            lbs.as_mut_ptr(),
+            ty.value(),
+            len.into(),
+            byval,
+            align as std::ffi::c_char,
+        ))
+    }
+}
+
+unsafe extern "C-unwind" {
+    /// The fmgr entry of `jsonb_in`, unwrapped, for `DirectFunctionCall1Coll` (the guarded call).
+    #[link_name = "jsonb_in"]
+    fn jsonb_in_fmgr(fcinfo: pg_sys::FunctionCallInfo) -> Datum;
+}
+
+/// A jsonb datum (in the current memory context) of JSON text built in Rust.
+pub fn jsonb_from_text(json: &str) -> Datum {
+    let text = CString::new(json).unwrap_or_default();
+    // SAFETY: jsonb_in reads the NUL-terminated text (kept alive across the call) and returns a
+    // new jsonb in the current context; invalid JSON would be an ERROR, not undefined behavior.
+    unsafe {
+        pg_sys::DirectFunctionCall1Coll(
+            Some(jsonb_in_fmgr),
+            pg_sys::InvalidOid,
+            Datum::from(text.as_ptr() as *mut c_char),
+        )
+    }
+}
+
+/// The start time of the transaction in progress (timestamptz).
+pub fn transaction_start() -> Datum {
+    // SAFETY: reads the start time of the transaction in progress.
+    Datum::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() })
+}

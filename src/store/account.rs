@@ -1,0 +1,411 @@
+//! The seed's bank account inside the database (SPEC §5): the account rules every write path
+//! applies ([`AccountRules`], the append pipeline's [`StreamRules`] for accounts), the commands
+//! (`es.open_account`, `es.deposit`, `es.withdraw`, `es.freeze_account`, `es.close_account`),
+//! and the account's state at a version ([`load_state`]).
+//!
+//! A command goes through the append pipeline, which takes the stream row first (so concurrent
+//! commands on one account serialize and never fail with ES001 unless the caller asked for an
+//! explicit version); the rules then judge the state the row holds (or the newest usable
+//! snapshot plus the tail), the event is inserted, and a snapshot is written when the interval is
+//! reached or crossed, all in one transaction. `es.append_events` to an account stream is judged
+//! the same way, event by event.
+
+use super::pipeline::{self, Batch, StreamRules};
+use super::snapshot;
+use super::stream::visit_events;
+use crate::pg::call::{CallMemory, JsonbArray, jsonb_from_text};
+use crate::pg::gucs::SNAPSHOT_INTERVAL;
+use crate::pg::heap::StreamHead;
+use crate::pg::spi::{Connection, Reading, Stmt};
+use event_store_core::account::{
+    AccountState, Command, Event, Refusal, RuleViolation, admit, check_opening, check_text, decide,
+    event_name, snapshot_due, text_key,
+};
+use event_store_core::{EventStoreError, ExpectedVersion};
+use pgrx::pg_sys::Datum;
+use uuid::Uuid;
+
+/// What the account rules check on an append.
+#[derive(Clone, Copy)]
+enum Check<'b> {
+    /// `es.append_events` (and `es.open_account`): an account stream's events are checked one by
+    /// one; other streams are not judged.
+    Batch(&'b Batch<'b>),
+    /// A command: the stream must be an account (ES104), and the command is decided against its
+    /// state with the command's own errors.
+    Command(Command),
+}
+
+/// The account rules of one append: they judge the stream row the bump replaces, store the state
+/// after the append with it, and write the automatic snapshot.
+pub struct AccountRules<'b> {
+    stream: Uuid,
+    check: Check<'b>,
+    /// The state after the append, once judged.
+    judged: Option<AccountState>,
+}
+
+impl<'b> AccountRules<'b> {
+    /// The rules of `es.append_events`: account streams are judged event by event.
+    pub fn for_batch(stream: &Uuid, batch: &'b Batch<'b>) -> AccountRules<'b> {
+        AccountRules {
+            stream: *stream,
+            check: Check::Batch(batch),
+            judged: None,
+        }
+    }
+
+    /// The rules of a command on an account.
+    fn for_command(stream: &Uuid, command: Command) -> AccountRules<'b> {
+        AccountRules {
+            stream: *stream,
+            check: Check::Command(command),
+            judged: None,
+        }
+    }
+}
+
+impl StreamRules for AccountRules<'_> {
+    fn check_head(
+        &mut self,
+        conn: &Connection,
+        head: &StreamHead<'_>,
+    ) -> Result<Option<Datum>, EventStoreError> {
+        self.judged = None;
+        if !head.account {
+            return match self.check {
+                Check::Batch(_) => Ok(None),
+                Check::Command(_) => Err(EventStoreError::NotAnAccount {
+                    stream_id: self.stream.to_string(),
+                }),
+            };
+        }
+        let start = state_at_head(conn, &self.stream, head)?;
+        let state = match self.check {
+            Check::Batch(batch) => check_batch(start, &self.stream, batch)?,
+            Check::Command(command) => check_command(start, &self.stream, command)?,
+        };
+        let datum = state_datum(&state);
+        self.judged = Some(state);
+        Ok(Some(datum))
+    }
+
+    fn appended(&mut self, conn: &Connection, old: i64, new: i64) {
+        if let Some(state) = self.judged.take() {
+            snapshot_if_due(conn, &self.stream, old, new, &state);
+        }
+    }
+
+    fn missing(&self, stream: &Uuid) -> EventStoreError {
+        match self.check {
+            Check::Batch(_) => EventStoreError::StreamNotFound {
+                stream_id: stream.to_string(),
+            },
+            Check::Command(_) => EventStoreError::AccountNotFound {
+                account_id: stream.to_string(),
+            },
+        }
+    }
+}
+
+/// `es.open_account`: a new account stream whose first event is `Opened`; its id.
+pub fn open_account(
+    memory: CallMemory<'_>,
+    holder: &str,
+    initial_balance_cents: i64,
+) -> Result<Uuid, EventStoreError> {
+    check_opening(initial_balance_cents).map_err(|_| EventStoreError::InvalidAmount {
+        reason: format!("the initial balance {initial_balance_cents} is negative"),
+    })?;
+    let id = Uuid::now_v7();
+    let event = serde_json::json!({
+        "type": "Opened", "account_holder": holder, "initial_balance_cents": initial_balance_cents
+    });
+    let conn = Connection::connect();
+    let batch = Batch::decode(JsonbArray::build(memory, &[&event.to_string()]), &id)?;
+    pipeline::append(
+        &conn,
+        &id,
+        ExpectedVersion::NoStream,
+        &batch,
+        &mut AccountRules::for_batch(&id, &batch),
+    )?;
+    Ok(id)
+}
+
+/// `es.deposit` / `es.withdraw`: moves money, returns the account's new version.
+pub fn move_money(
+    memory: CallMemory<'_>,
+    account: &Uuid,
+    command: Command,
+    description: &str,
+    expected: ExpectedVersion,
+) -> Result<i64, EventStoreError> {
+    let (event_type, amount) = match command {
+        Command::Deposit { amount_cents } => ("Deposited", amount_cents),
+        Command::Withdraw { amount_cents } => ("Withdrawn", amount_cents),
+        Command::Freeze | Command::Close => unreachable!("move_money takes money commands"),
+    };
+    let event = serde_json::json!({
+        "type": event_type, "amount_cents": amount, "description": description
+    });
+    execute_command(memory, account, command, &event, expected)
+}
+
+/// `es.freeze_account` / `es.close_account`: changes the account's status, returns its new
+/// version.
+pub fn change_status(
+    memory: CallMemory<'_>,
+    account: &Uuid,
+    command: Command,
+    reason: &str,
+) -> Result<i64, EventStoreError> {
+    let event_type = match command {
+        Command::Freeze => "Frozen",
+        Command::Close => "Closed",
+        Command::Deposit { .. } | Command::Withdraw { .. } => {
+            unreachable!("change_status takes status commands")
+        }
+    };
+    let event = serde_json::json!({"type": event_type, "reason": reason});
+    execute_command(memory, account, command, &event, ExpectedVersion::Any)
+}
+
+/// Appends a command's event through the pipeline with the command's rules.
+fn execute_command(
+    memory: CallMemory<'_>,
+    account: &Uuid,
+    command: Command,
+    event: &serde_json::Value,
+    expected: ExpectedVersion,
+) -> Result<i64, EventStoreError> {
+    let conn = Connection::connect();
+    let expected = match expected {
+        // A command never creates its stream.
+        ExpectedVersion::Any => ExpectedVersion::StreamExists,
+        ExpectedVersion::NoStream => {
+            // "The account must not exist yet" can only fail: say how.
+            let rows = conn.execute(
+                Stmt::StreamInfo,
+                &[Some(crate::pg::call::uuid_datum(account))],
+            );
+            return Err(match rows.first_i64() {
+                None => EventStoreError::AccountNotFound {
+                    account_id: account.to_string(),
+                },
+                Some(actual) => ExpectedVersion::NoStream.conflict(account, actual),
+            });
+        }
+        other => other,
+    };
+    let batch = Batch::decode(JsonbArray::build(memory, &[&event.to_string()]), account)?;
+    pipeline::append(
+        &conn,
+        account,
+        expected,
+        &batch,
+        &mut AccountRules::for_command(account, command),
+    )
+}
+
+fn violation(account: &Uuid, v: RuleViolation) -> EventStoreError {
+    match v {
+        RuleViolation::InvalidAmount { amount_cents } => EventStoreError::InvalidAmount {
+            reason: format!("{amount_cents} is not a positive number of cents"),
+        },
+        RuleViolation::NotActive { status } => EventStoreError::AccountNotActive {
+            account_id: account.to_string(),
+            status: status.as_str(),
+        },
+        RuleViolation::InsufficientFunds {
+            available,
+            requested,
+        } => EventStoreError::InsufficientFunds {
+            account_id: account.to_string(),
+            available,
+            requested,
+        },
+        RuleViolation::BalanceOverflow {
+            balance,
+            amount_cents,
+        } => EventStoreError::InvalidAmount {
+            reason: overflow_reason(balance, amount_cents),
+        },
+    }
+}
+
+/// What an overflowing deposit is told.
+fn overflow_reason(balance: i64, amount_cents: i64) -> String {
+    format!(
+        "a deposit of {amount_cents} would take the balance of {balance} cents past the largest balance ({} cents)",
+        i64::MAX
+    )
+}
+
+/// A command's decision: the seed's rules against the state the command follows, then the state
+/// after the command's event.
+fn check_command(
+    mut state: AccountState,
+    account: &Uuid,
+    command: Command,
+) -> Result<AccountState, EventStoreError> {
+    decide(&state, command).map_err(|v| violation(account, v))?;
+    let applied = match command {
+        Command::Deposit { amount_cents } => Event::Deposited { amount_cents },
+        Command::Withdraw { amount_cents } => Event::Withdrawn { amount_cents },
+        Command::Freeze => Event::Frozen,
+        Command::Close => Event::Closed,
+    };
+    state.apply(&applied)?;
+    Ok(state)
+}
+
+/// The append path's account check (`es.append_events` to an account stream): from the state
+/// the batch follows, every element decoded (ES003 naming its position and type), its free text
+/// present, admitted by the rules (ES101–ES103) and applied. Returns the state after the batch.
+fn check_batch(
+    mut state: AccountState,
+    stream: &Uuid,
+    batch: &Batch<'_>,
+) -> Result<AccountState, EventStoreError> {
+    for (i, element) in batch.elements.iter().enumerate() {
+        let malformed =
+            |e: event_store_core::account::ReplayError| EventStoreError::InvalidAccountEvent {
+                index: i + 1,
+                event_type: e.event_type,
+                reason: e.reason,
+            };
+        let event = element.account_event().decode().map_err(malformed)?;
+        let name = event_name(&event);
+        if let Some(key) = text_key(name) {
+            let key_name = key.to_str().unwrap_or_default();
+            check_text(name, key_name, element.get(key)).map_err(malformed)?;
+        }
+        admit(&state, &event).map_err(|refusal| match refusal {
+            Refusal::Malformed(e) => malformed(e),
+            Refusal::Rule(RuleViolation::InvalidAmount { amount_cents }) => {
+                let what = if name == "Opened" {
+                    format!("the initial balance {amount_cents} is negative")
+                } else {
+                    format!("{amount_cents} is not a positive number of cents")
+                };
+                EventStoreError::InvalidAmount {
+                    reason: format!("{name} at position {} of the batch: {what}", i + 1),
+                }
+            }
+            Refusal::Rule(RuleViolation::BalanceOverflow {
+                balance,
+                amount_cents,
+            }) => EventStoreError::InvalidAmount {
+                reason: format!(
+                    "{name} at position {} of the batch: {}",
+                    i + 1,
+                    overflow_reason(balance, amount_cents)
+                ),
+            },
+            Refusal::Rule(v) => violation(stream, v),
+        })?;
+        state.apply(&event).map_err(malformed)?;
+    }
+    Ok(state)
+}
+
+/// The state an append to an account stream follows: the one stored in the stream row when it
+/// is the state at the row's version (always, unless someone edited the row), else the newest
+/// usable snapshot plus the tail.
+fn state_at_head(
+    conn: &Connection,
+    account: &Uuid,
+    head: &StreamHead<'_>,
+) -> Result<AccountState, EventStoreError> {
+    if head.old_version == 0 {
+        return Ok(AccountState::default());
+    }
+    if let Some(json) = head.state()
+        && let Ok(state) = json.account_state()
+        && state.version == head.old_version
+    {
+        return Ok(state);
+    }
+    load_state(conn, account, head.old_version, Reading::Latest)
+}
+
+/// The account's state at `version`: the newest usable snapshot at or below it, plus the tail
+/// (the seed drops the snapshot's state; this keeps it). A snapshot that is not a valid account
+/// state for its version is not usable and is skipped. Traced as `account.replay`, the parent of
+/// the snapshot lookup and the tail's load.
+#[tracing::instrument(
+    name = "account.replay",
+    skip_all,
+    fields(aggregate_id = %account, version, event_sourcing.operation = "replay"),
+    err
+)]
+pub fn load_state(
+    conn: &Connection,
+    account: &Uuid,
+    version: i64,
+    reading: Reading,
+) -> Result<AccountState, EventStoreError> {
+    let snap = snapshot::newest(conn, account, Some(version), reading);
+    // SAFETY: column 2 of LoadSnapshot is `state jsonb`.
+    let snapshot_state = (!snap.is_empty())
+        .then(|| unsafe { snap.jsonb(0, 2) })
+        .flatten();
+    let mut state = match (snap.first_i64(), snapshot_state) {
+        (Some(at), Some(json)) => json
+            .account_state()
+            .ok()
+            .filter(|s| s.version == at)
+            .unwrap_or_default(),
+        _ => AccountState::default(),
+    };
+    let from = state.version;
+    visit_events(conn, account, from, version, reading, &mut |row| {
+        let event = row.data().account_event().decode()?;
+        state.apply(&event)?;
+        Ok(())
+    })?;
+    Ok(state)
+}
+
+/// Writes a snapshot of `state` at `new` when the append from `old` reached or crossed a
+/// multiple of `es.snapshot_interval`.
+fn snapshot_if_due(conn: &Connection, account: &Uuid, old: i64, new: i64, state: &AccountState) {
+    let interval = i64::from(SNAPSHOT_INTERVAL.get());
+    if snapshot_due(old, new, interval) {
+        snapshot::save(conn, account, new, state_datum(state));
+    }
+}
+
+/// The state JSON of SPEC §5 as a jsonb datum in the current memory context.
+pub fn state_datum(state: &AccountState) -> Datum {
+    jsonb_from_text(&state.to_json())
+}
+
+/// Finds an account stream without locking it: its current version and the state stored in its
+/// row (when that is the state at the version), or ES002 / ES104.
+pub fn account_head(
+    conn: &Connection,
+    account: &Uuid,
+) -> Result<(i64, Option<AccountState>), EventStoreError> {
+    let rows = conn.query(
+        Stmt::StreamInfo,
+        &[Some(crate::pg::call::uuid_datum(account))],
+    );
+    if rows.is_empty() {
+        return Err(EventStoreError::AccountNotFound {
+            account_id: account.to_string(),
+        });
+    }
+    if rows.text(0, 2).as_deref() != Some(event_store_core::ACCOUNT_STREAM_TYPE) {
+        return Err(EventStoreError::NotAnAccount {
+            stream_id: account.to_string(),
+        });
+    }
+    let version = rows.first_i64().unwrap_or(0);
+    // SAFETY: column 3 of StreamInfo is `state jsonb`.
+    let state = unsafe { rows.jsonb(0, 3) }
+        .and_then(|json| json.account_state().ok())
+        .filter(|s| s.version == version);
+    Ok((version, state))
+}

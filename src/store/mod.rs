@@ -1,0 +1,23 @@
+//! The use cases of the store: what each SQL function does, built on the PostgreSQL glue
+//! ([`crate::pg`]) and the pure core (`event_store_core`), and nothing above them. Each entry
+//! point of [`crate::api`] calls one function here.
+//!
+//! - [`pipeline`]: the append pipeline, with the [`pipeline::StreamRules`] hook a kind of
+//!   stream implements;
+//! - [`append`]: `es.append_events` (the pipeline with the account rules);
+//! - [`account`]: the account rules and commands, and an account's state at a version;
+//! - [`read`]: `es.load_events`, `es.stream_version`, `es.read_all`;
+//! - [`snapshot`]: `es.save_snapshot`, `es.load_snapshot`, and the snapshot lookups and saves of
+//!   the account;
+//! - [`stream`]: reading one stream in version order;
+//! - [`history`]: time travel and audit (`es.account_state`, `es.account_history`);
+//! - [`replay`]: the steps of the `es.account_replay` aggregate.
+
+pub mod account;
+pub mod append;
+pub mod history;
+pub mod pipeline;
+pub mod read;
+pub mod replay;
+pub mod snapshot;
+pub mod stream;

@@ -1,0 +1,325 @@
+//! The append pipeline (SPEC §2): validate every element, take the stream row (the only lock an
+//! append needs, so appends to different streams never wait for each other), check the expected
+//! version on the row version the bump replaces, draw global positions, insert. The events'
+//! jsonb datums are stored as the caller sent them; the store only reads a few keys.
+//!
+//! What a kind of stream adds (the account rules) comes in through [`StreamRules`]: the pipeline
+//! knows nothing about accounts, and the account module builds on the pipeline, not the reverse.
+
+use crate::pg::call::{
+    JsonbArray, i64_datum, text_datum, transaction_start, uuid_datum, uuid_from_datum,
+};
+use crate::pg::heap::{self, Bump, EventRow, Outcome, StreamHead};
+use crate::pg::insert::{self, Conflict};
+use crate::pg::jsonb::Jsonb;
+use crate::pg::positions;
+use crate::pg::spi::{Arg, Connection, Rows, Stmt};
+use event_store_core::event::{check_sequence_numbers, stream_type_for, validate_event};
+use event_store_core::expected::{StoredId, check_batch_ids_unique, classify_retry};
+use event_store_core::{
+    ACCOUNT_STREAM_TYPE, EventMeta, EventStoreError, ExpectedVersion, RetryDecision,
+};
+use pgrx::pg_sys::{BuiltinOid, Datum};
+use uuid::Uuid;
+
+/// A decoded `events` array: its elements and what the core read from each; borrows the array
+/// for `'a`.
+pub struct Batch<'a> {
+    /// The array as passed (stored as-is by the SQL insert of a batch).
+    array: JsonbArray<'a>,
+    /// Each element, detoasted.
+    pub elements: Vec<Jsonb<'a>>,
+    /// What the core read from each element.
+    pub metas: Vec<EventMeta>,
+}
+
+impl<'a> Batch<'a> {
+    /// Reads and validates every element for an append to `stream` (ES003 naming the element,
+    /// 22004 for a NULL one, 22023 for a multi-dimensional array, ES004 for an id given twice).
+    pub fn decode(array: JsonbArray<'a>, stream: &Uuid) -> Result<Batch<'a>, EventStoreError> {
+        let elements = array
+            .elements()
+            .map_err(|ndim| EventStoreError::InvalidArgument {
+                name: "events",
+                reason: format!("a one-dimensional array is expected, got {ndim} dimensions"),
+            })?;
+        if let Some(i) = elements.iter().position(Option::is_none) {
+            return Err(EventStoreError::NullElement { position: i + 1 });
+        }
+        let elements: Vec<Jsonb<'a>> = elements.into_iter().flatten().collect();
+        let metas = elements
+            .iter()
+            .enumerate()
+            .map(|(i, j)| validate_event(i + 1, &j.raw_event(), stream))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids: Vec<Option<Uuid>> = metas.iter().map(|m| m.event_id).collect();
+        check_batch_ids_unique(&ids)?;
+        Ok(Batch {
+            array,
+            elements,
+            metas,
+        })
+    }
+
+    /// The number of events.
+    pub fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    /// No events.
+    pub fn is_empty(&self) -> bool {
+        self.metas.is_empty()
+    }
+}
+
+/// What a kind of stream adds to an append (the account rules are one). The pipeline calls it
+/// with the stream row as the bump finds it, natively before the row is replaced and again when
+/// a concurrent append replaced it first, so its decision always follows the version the append
+/// extends.
+pub trait StreamRules {
+    /// Judges the stream row before the bump: the state datum to store with the bump (`None`:
+    /// keep the row's), or why the append is refused.
+    fn check_head(
+        &mut self,
+        conn: &Connection,
+        head: &StreamHead<'_>,
+    ) -> Result<Option<Datum>, EventStoreError>;
+
+    /// After the events are inserted: the stream went from `old` to `new`.
+    fn appended(&mut self, conn: &Connection, old: i64, new: i64);
+
+    /// The error for a stream that must exist and does not.
+    fn missing(&self, stream: &Uuid) -> EventStoreError;
+}
+
+/// The stream's current version (0 when it does not exist), as of the latest commits.
+pub fn current_version(conn: &Connection, stream: &Uuid) -> i64 {
+    conn.execute(Stmt::StreamVersion, &[Some(uuid_datum(stream))])
+        .first_i64()
+        .unwrap_or(0)
+}
+
+/// Appends a non-empty batch: bump (with `rules`), positions, insert, `rules.appended`.
+/// Traced as the seed's `event_store.append_events` (within `es.append_events` it is the entry
+/// point's own span).
+#[tracing::instrument(
+    name = "event_store.append_events",
+    skip_all,
+    fields(
+        aggregate_id = %stream,
+        expected_version = expected.as_sql(),
+        events_count = batch.len(),
+        db.system = "postgresql",
+        db.operation = "INSERT",
+        event_sourcing.operation = "append"
+    ),
+    err
+)]
+pub fn append(
+    conn: &Connection,
+    stream: &Uuid,
+    expected: ExpectedVersion,
+    batch: &Batch<'_>,
+    rules: &mut dyn StreamRules,
+) -> Result<i64, EventStoreError> {
+    let n = batch.len() as i64;
+    let ids: Vec<Option<Uuid>> = batch.metas.iter().map(|m| m.event_id).collect();
+    let has_ids = ids.iter().any(Option::is_some);
+    let sid = Some(uuid_datum(stream));
+    let stream_type: Arg = stream_type_for(&batch.metas[0].event_type).map(text_datum);
+    let bumped = match expected {
+        ExpectedVersion::Any | ExpectedVersion::StreamExists => {
+            if has_ids {
+                // Look for a retry while holding the stream, so a concurrent twin cannot slip in.
+                let current = conn
+                    .execute(Stmt::LockStream, &[sid])
+                    .first_i64()
+                    .unwrap_or(0);
+                expected.check(stream, current)?;
+                if let Some(returned) = retry_or_duplicate(conn, stream, expected, &ids)? {
+                    return Ok(returned);
+                }
+            }
+            // The stream exists on every append but its first, so bump first (natively when
+            // possible) and create the stream only when there is none.
+            let bumped = match bump_native(conn, stream, None, n, rules) {
+                Some(result) => result?,
+                None => {
+                    let rows = conn.execute(Stmt::BumpExisting, &[sid, Some(i64_datum(n))]);
+                    check_bumped_row(conn, sid, n, &rows, rules)?
+                }
+            };
+            match bumped {
+                Some(v) => Some(v),
+                None if expected == ExpectedVersion::Any => {
+                    let rows =
+                        conn.execute(Stmt::UpsertAny, &[sid, stream_type, Some(i64_datum(n))]);
+                    check_bumped_row(conn, sid, n, &rows, rules)?
+                }
+                None => return Err(rules.missing(stream)),
+            }
+        }
+        ExpectedVersion::Exact(v) => match bump_native(conn, stream, Some(v), n, rules) {
+            Some(result) => result?,
+            None => {
+                let rows = conn.execute(
+                    Stmt::BumpExact,
+                    &[sid, Some(i64_datum(v)), Some(i64_datum(n))],
+                );
+                check_bumped_row(conn, sid, n, &rows, rules)?
+            }
+        },
+        ExpectedVersion::NoStream => {
+            let rows = conn.execute(Stmt::CreateNew, &[sid, stream_type, Some(i64_datum(n))]);
+            check_bumped_row(conn, sid, n, &rows, rules)?
+        }
+    };
+    let Some(new_version) = bumped else {
+        // Exact / NoStream lost: either this call was already appended, or it is a conflict.
+        if has_ids && let Some(returned) = retry_or_duplicate(conn, stream, expected, &ids)? {
+            return Ok(returned);
+        }
+        return Err(expected.conflict(stream, current_version(conn, stream)));
+    };
+    let first_version = new_version - n + 1;
+    check_sequence_numbers(&batch.metas, first_version)?;
+    let first_position = positions::draw(conn, n)?;
+    insert(conn, stream, first_position, first_version, batch)?;
+    rules.appended(conn, first_version - 1, new_version);
+    Ok(new_version)
+}
+
+/// The native bump: `Some(Ok(Some(new version)))`, `Some(Ok(None))` when the stream is missing
+/// or elsewhere, `None` when the SQL statement must do it.
+fn bump_native(
+    conn: &Connection,
+    stream: &Uuid,
+    expected: Option<i64>,
+    n: i64,
+    rules: &mut dyn StreamRules,
+) -> Option<Result<Option<i64>, EventStoreError>> {
+    let mut check = |head: &StreamHead<'_>| rules.check_head(conn, head);
+    match heap::bump_stream(stream, expected, n, &mut check) {
+        Outcome::Done(Ok(Bump::Updated { old_version })) => Some(Ok(Some(old_version + n))),
+        Outcome::Done(Ok(_)) => Some(Ok(None)),
+        Outcome::Done(Err(e)) => Some(Err(e)),
+        Outcome::Fallback => None,
+    }
+}
+
+/// After a bump through SQL: the rules judge the returned row (version, stream_type, state) and
+/// the state they decide is stored with one more statement. Returns the new version (`None`:
+/// no row was bumped).
+fn check_bumped_row(
+    conn: &Connection,
+    sid: Arg,
+    n: i64,
+    rows: &Rows<'_>,
+    rules: &mut dyn StreamRules,
+) -> Result<Option<i64>, EventStoreError> {
+    let Some(version) = rows.first_i64() else {
+        return Ok(None);
+    };
+    // SAFETY: column 3 of the bump statements is `state jsonb`, valid while `rows` is.
+    let head = unsafe {
+        StreamHead::new(
+            version - n,
+            rows.text(0, 2).as_deref() == Some(ACCOUNT_STREAM_TYPE),
+            rows.datum(0, 3),
+        )
+    };
+    if let Some(state) = rules.check_head(conn, &head)? {
+        conn.execute(Stmt::SetState, &[sid, Some(state)]);
+    }
+    Ok(Some(version))
+}
+
+/// Looks the batch's ids up: `Some(version)` when the whole call is already stored (return it),
+/// `None` when none is, ES004 for any other reuse.
+fn retry_or_duplicate(
+    conn: &Connection,
+    stream: &Uuid,
+    expected: ExpectedVersion,
+    ids: &[Option<Uuid>],
+) -> Result<Option<i64>, EventStoreError> {
+    let given: Vec<Arg> = ids
+        .iter()
+        .flatten()
+        .map(|id| Some(uuid_datum(id)))
+        .collect();
+    let array = crate::pg::call::array_of(
+        &given,
+        BuiltinOid::UUIDOID,
+        16,
+        false,
+        pgrx::pg_sys::TYPALIGN_CHAR,
+    );
+    let rows = conn.execute(Stmt::FindEventIds, &[Some(array)]);
+    let stored: Vec<StoredId> = (0..rows.len())
+        .filter_map(|r| {
+            let (event_id, stream_id) = (rows.datum(r, 1)?, rows.datum(r, 2)?);
+            // SAFETY: FindEventIds returns (event_id uuid, stream_id uuid, version bigint).
+            Some(unsafe {
+                StoredId {
+                    event_id: uuid_from_datum(event_id),
+                    stream_id: uuid_from_datum(stream_id),
+                    version: rows.i64(r, 3).unwrap_or(0),
+                }
+            })
+        })
+        .collect();
+    match classify_retry(stream, expected, ids, &stored) {
+        RetryDecision::Append => Ok(None),
+        RetryDecision::AlreadyAppended { returned } => Ok(Some(returned)),
+        RetryDecision::Duplicate(err) => Err(err),
+    }
+}
+
+/// Builds the rows and stores them; a unique violation is ES004 (an event id stored by a
+/// transaction that committed after the checks, or one reused across streams) or 55000 (a
+/// position the sequence handed out although it is stored), never a raw 23505.
+fn insert(
+    conn: &Connection,
+    stream: &Uuid,
+    first_position: i64,
+    first_version: i64,
+    batch: &Batch<'_>,
+) -> Result<(), EventStoreError> {
+    let sid = Some(uuid_datum(stream));
+    let now = transaction_start();
+    let rows: Vec<EventRow> = batch
+        .metas
+        .iter()
+        .zip(&batch.elements)
+        .enumerate()
+        .map(|(i, (m, element))| {
+            let event_id = m.event_id.unwrap_or_else(Uuid::now_v7);
+            [
+                Some(i64_datum(first_position + i as i64)),
+                sid,
+                Some(i64_datum(first_version + i as i64)),
+                Some(uuid_datum(&event_id)),
+                Some(text_datum(&m.event_type)),
+                Some(Datum::from(m.event_version)),
+                Some(element.datum()),
+                m.has_metadata
+                    .then(|| element.get_container(c"metadata"))
+                    .flatten(),
+                Some(m.occurred_at.map_or(now, Datum::from)),
+                Some(now),
+            ]
+        })
+        .collect();
+    insert::insert_events(conn, &rows, batch.array.datum()).map_err(|conflict| match conflict {
+        Conflict::EventId(event_id) => EventStoreError::DuplicateEventId {
+            event_id,
+            stored_at: None,
+        },
+        Conflict::Position(position) => {
+            // The sequence is behind the log (set back, or a promoted logical subscriber that
+            // was checked before its subscription went away): check it again next time.
+            positions::forget_sequence_check();
+            EventStoreError::PositionTaken { position }
+        }
+    })
+}

@@ -1,0 +1,104 @@
+//! Reads (SPEC §3): a stream's events (`es.load_events`), its version (`es.stream_version`) and
+//! the gap-safe global log (`es.read_all`).
+
+use crate::pg::call::{ResultSet, i64_datum, uuid_datum};
+use crate::pg::heap::{self, Outcome};
+use crate::pg::positions;
+use crate::pg::spi::{Connection, Reading, Stmt};
+use event_store_core::EventStoreError;
+use pgrx::pg_sys::Datum;
+use uuid::Uuid;
+
+/// Why the native read of `es.load_events` stopped before the end of the stream.
+enum Stop {
+    /// `max_count` rows are in the result.
+    Full,
+    /// The table's row does not have the result's shape (nothing was returned yet): read
+    /// through SQL instead.
+    Shape,
+}
+
+/// `es.load_events`: the events of `stream` after `from` (at most `max`, `None` = all), into
+/// `out`, in version order.
+pub fn load_events(
+    stream: &Uuid,
+    from: i64,
+    max: Option<i64>,
+    out: &mut ResultSet,
+) -> Result<(), EventStoreError> {
+    if let Some(m) = max
+        && m < 0
+    {
+        return Err(EventStoreError::InvalidArgument {
+            name: "max_count",
+            reason: format!("{m} is negative (NULL means all)"),
+        });
+    }
+    // Natively, row by row into the tuple store (which spills to disk past work_mem), so a
+    // long stream costs no more backend memory than a short one; through SQL when the native
+    // read does not apply (privileges, row-level security, a table changed by a DBA).
+    let mut left = max.unwrap_or(i64::MAX);
+    if left == 0 {
+        return Ok(());
+    }
+    let scanned = heap::scan_stream(stream, from, i64::MAX, Reading::Statement, &mut |row| {
+        let (values, nulls) = row.table_row().ok_or(Stop::Shape)?;
+        if values.len() != out.natts() {
+            return Err(Stop::Shape);
+        }
+        // SAFETY: a row of es.events (dropped attributes NULL) for a result whose row type is
+        // es.events, attribute for attribute (same count, checked above).
+        unsafe { out.put(values, nulls) };
+        left -= 1;
+        if left == 0 { Err(Stop::Full) } else { Ok(()) }
+    });
+    if let Outcome::Done(Ok(()) | Err(Stop::Full)) = scanned {
+        return Ok(());
+    }
+    let conn = Connection::connect();
+    conn.query(
+        Stmt::LoadEvents,
+        &[
+            Some(uuid_datum(stream)),
+            Some(i64_datum(from)),
+            max.map(i64_datum),
+        ],
+    )
+    .copy_into(out);
+    Ok(())
+}
+
+/// `es.stream_version`: 0 when the stream does not exist.
+pub fn stream_version(stream: &Uuid) -> i64 {
+    let conn = Connection::connect();
+    conn.query(Stmt::StreamVersion, &[Some(uuid_datum(stream))])
+        .first_i64()
+        .unwrap_or(0)
+}
+
+/// `es.read_all`: the global log after `after`, at most `max` events, into `out`.
+///
+/// Always reads the latest committed state (a snapshot of its own, taken together with the
+/// in-flight bound), also inside a REPEATABLE READ transaction: that is what makes paging with
+/// the last position gap-safe.
+pub fn read_all(after: i64, max: i32, out: &mut ResultSet) -> Result<(), EventStoreError> {
+    if max < 0 {
+        return Err(EventStoreError::InvalidArgument {
+            name: "max_count",
+            reason: format!("{max} is negative"),
+        });
+    }
+    let horizon = positions::read_horizon()?;
+    let conn = Connection::connect();
+    conn.query_in(
+        Stmt::ReadAll,
+        &[
+            Some(i64_datum(after)),
+            Some(i64_datum(horizon.last_readable)),
+            Some(Datum::from(max)),
+        ],
+        &horizon,
+    )
+    .copy_into(out);
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! Reading one stream in version order: what replay, the account commands and the audit fold
+//! over. Natively through the `(stream_id, version)` index when it can
+//! ([`crate::pg::heap::scan_stream`]), else through SQL a page at a time; traced as the seed's
+//! `event_store.load_events` with the number of events visited.
+
+use crate::pg::call::{i64_datum, uuid_datum};
+use crate::pg::heap::{self, Outcome, StreamRow};
+use crate::pg::spi::{Connection, Reading, Stmt};
+use event_store_core::EventStoreError;
+use uuid::Uuid;
+
+/// Rows per page when the stream is read through SQL (bounds the memory of a long replay).
+const PAGE: i64 = 10_000;
+
+/// Visits the events of `stream` with `from < version <= to` in order, as `reading` sees them.
+#[tracing::instrument(
+    name = "event_store.load_events",
+    skip_all,
+    fields(
+        aggregate_id = %stream,
+        from_version = from,
+        events_count = tracing::field::Empty,
+        db.system = "postgresql",
+        db.operation = "SELECT",
+        event_sourcing.operation = "replay"
+    ),
+    err
+)]
+pub fn visit_events(
+    conn: &Connection,
+    stream: &Uuid,
+    from: i64,
+    to: i64,
+    reading: Reading,
+    visit: &mut dyn FnMut(&StreamRow<'_>) -> Result<(), EventStoreError>,
+) -> Result<(), EventStoreError> {
+    let mut count = 0i64;
+    let result = visit_untraced(conn, stream, from, to, reading, &mut |row| {
+        count += 1;
+        visit(row)
+    });
+    tracing::Span::current().record("events_count", count);
+    result
+}
+
+fn visit_untraced(
+    conn: &Connection,
+    stream: &Uuid,
+    from: i64,
+    to: i64,
+    reading: Reading,
+    visit: &mut dyn FnMut(&StreamRow<'_>) -> Result<(), EventStoreError>,
+) -> Result<(), EventStoreError> {
+    if to <= from {
+        return Ok(());
+    }
+    if let Outcome::Done(result) = heap::scan_stream(stream, from, to, reading, visit) {
+        return result;
+    }
+    let mut after = from;
+    while after < to {
+        let args = [
+            Some(uuid_datum(stream)),
+            Some(i64_datum(after)),
+            Some(i64_datum(PAGE.min(to - after))),
+        ];
+        let rows = conn.query_as(reading, Stmt::LoadEvents, &args);
+        if rows.is_empty() {
+            break;
+        }
+        for r in 0..rows.len() {
+            let version = rows.i64(r, 3).unwrap_or(0);
+            let (Some(event_type), Some(data), Some(occurred_at), Some(recorded_at)) = (
+                rows.datum(r, 5),
+                rows.datum(r, 7),
+                rows.datum(r, 9),
+                rows.datum(r, 10),
+            ) else {
+                continue;
+            };
+            // SAFETY: LoadEvents is `SELECT * FROM es.events`: columns 5, 7, 9, 10 are
+            // event_type text, data jsonb, occurred_at and recorded_at timestamptz, valid
+            // while `rows` is (until the page is freed below).
+            let row = unsafe {
+                StreamRow::from_columns(version, event_type, data, occurred_at, recorded_at)
+            };
+            after = version;
+            visit(&row)?;
+        }
+        rows.free();
+    }
+    Ok(())
+}
