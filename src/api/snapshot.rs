@@ -23,7 +23,7 @@ fn save_snapshot(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     let state = call
         .jsonb(arg::state)
         .ok_or(EventStoreError::NullArgument { name: "state" })?;
-    store::snapshot::save_snapshot(&stream, version, state)?;
+    store::account::save_snapshot(&stream, version, state)?;
     Ok(no_value())
 }
 

@@ -94,7 +94,7 @@ fn tracing_stats(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
         .map(|v| v.unwrap_or(Datum::from(0usize)))
         .collect();
     let nulls: Vec<bool> = row.iter().map(Option::is_none).collect();
-    // SAFETY: one value per OUT column of sql/tracing.sql, of its type.
+    // SAFETY: one value per OUT column of the declaration above, of its type.
     unsafe { out.put(&values, &nulls) };
     Ok(no_value())
 }

@@ -28,7 +28,7 @@ impl Param {
 
 /// One call of a SQL entry point: the `FunctionCallInfo` PostgreSQL passed to it, which stays
 /// valid (with its arguments) until the entry point returns. Made once per call by
-/// [`crate::sql_function!`]; the bodies read their arguments and set their result through it,
+/// `#[sql_function]` (the `event_store_macros` crate); the bodies read their arguments and set their result through it,
 /// so no safe function dereferences a raw `fcinfo`.
 pub struct Call<'fc> {
     fcinfo: pg_sys::FunctionCallInfo,

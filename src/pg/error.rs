@@ -1,7 +1,7 @@
 //! The single place where a user error becomes a PostgreSQL ERROR.
 //!
 //! pgrx reports errors through a fixed enum of the built-in SQLSTATEs, which cannot carry the
-//! store's own codes (`ES001`…). So every SQL entry point (see [`crate::sql_function!`]) runs its
+//! store's own codes (`ES001`…). So every SQL entry point (see `#[sql_function]` in the `event_store_macros` crate) runs its
 //! body under pgrx's guard, gets a `Result` back, and only then, in the outermost frame where no
 //! Rust value is left to drop, raises the error with PostgreSQL's own `ereport` machinery. That
 //! way `EXCEPTION WHEN SQLSTATE 'ES001'` in PL/pgSQL and every client see the real code.

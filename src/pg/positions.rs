@@ -23,7 +23,7 @@
 //! worker may insert more), and moves the sequence past them.
 
 use super::shmem::{Segment, tranche_lock};
-use super::spi::{Connection, Stmt, position_sequence};
+use super::spi::{Connection, RegisteredSnapshot, Stmt, position_sequence};
 use event_store_core::EventStoreError;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -293,31 +293,13 @@ fn mark_sequence_checked() {
     SEQUENCE_CHECKED.store(true, Ordering::Relaxed);
 }
 
-/// The bound and snapshot of one gap-safe read (`es.read_all`): the snapshot is registered with
-/// the current resource owner and unregistered when the horizon is dropped.
+/// The bound and snapshot of one gap-safe read (`es.read_all`).
 pub struct Horizon {
     /// The highest position the read may return: every position up to it is either visible in
     /// the snapshot or will never be (`i64::MAX` when nothing is in flight).
     pub last_readable: i64,
-    snapshot: pg_sys::Snapshot,
-}
-
-impl Horizon {
     /// The snapshot taken while no position could be drawn.
-    pub fn snapshot(&self) -> pg_sys::Snapshot {
-        self.snapshot
-    }
-}
-
-impl Drop for Horizon {
-    fn drop(&mut self) {
-        // An ERROR unwinding through here is followed by the abort, which releases the
-        // snapshot with its resource owner.
-        if !std::thread::panicking() {
-            // SAFETY: registered once in read_horizon, unregistered once here.
-            unsafe { pg_sys::UnregisterSnapshot(self.snapshot) };
-        }
-    }
+    pub snapshot: RegisteredSnapshot,
 }
 
 /// For `es.read_all`: the highest readable position (below the lowest position still in flight
@@ -339,7 +321,7 @@ pub fn read_horizon() -> Result<Horizon, EventStoreError> {
                 (pos != 0 && s.dboid.load(Ordering::Relaxed) == db).then_some(pos)
             })
             .min();
-        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
+        let snapshot = RegisteredSnapshot::latest();
         pg_sys::LWLockRelease(shared.lock);
         Ok(Horizon {
             last_readable: lowest_in_flight.map_or(i64::MAX, |p| p - 1),

@@ -225,6 +225,29 @@ pub fn leave_to_abort() {
     LEFT_TO_ABORT.with(|f| f.set(true));
 }
 
+/// A snapshot registered with the current resource owner, unregistered when dropped.
+pub struct RegisteredSnapshot(pg_sys::Snapshot);
+
+impl RegisteredSnapshot {
+    /// A snapshot of the latest commits.
+    pub fn latest() -> RegisteredSnapshot {
+        // SAFETY: GetLatestSnapshot returns a static snapshot; RegisterSnapshot copies it into
+        // the transaction's memory and tracks it with the resource owner.
+        RegisteredSnapshot(unsafe { pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot()) })
+    }
+}
+
+impl Drop for RegisteredSnapshot {
+    fn drop(&mut self) {
+        // An ERROR unwinding through here is followed by the abort, which releases the
+        // snapshot with its resource owner.
+        if !std::thread::panicking() {
+            // SAFETY: registered once in `latest`, unregistered once here.
+            unsafe { pg_sys::UnregisterSnapshot(self.0) };
+        }
+    }
+}
+
 /// Which committed state a read sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reading {
@@ -287,23 +310,18 @@ impl Connection {
         }
     }
 
-    /// Runs a query in the snapshot of a gap-safe read (`es.read_all`).
-    pub fn query_in(
-        &self,
-        stmt: Stmt,
-        args: &[Arg],
-        horizon: &super::positions::Horizon,
-    ) -> Rows<'_> {
+    /// Runs a query in `snapshot` (the gap-safe read of `es.read_all` takes its own).
+    pub fn query_in(&self, stmt: Stmt, args: &[Arg], snapshot: &RegisteredSnapshot) -> Rows<'_> {
         let (mut values, nulls) = split(args);
         let p = plan(stmt);
-        // SAFETY: as in `run`; the horizon's snapshot is registered until the horizon drops,
-        // which is after this statement.
+        // SAFETY: as in `run`; the snapshot is registered until it drops, which is after this
+        // statement.
         let rc = unsafe {
             pg_sys::SPI_execute_snapshot(
                 p,
                 values.as_mut_ptr(),
                 nulls.as_ptr(),
-                horizon.snapshot(),
+                snapshot.0,
                 ptr::null_mut(),
                 true,
                 false,

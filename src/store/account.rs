@@ -1,7 +1,8 @@
 //! The seed's bank account inside the database (SPEC §5): the account rules every write path
 //! applies ([`AccountRules`], the append pipeline's [`StreamRules`] for accounts), the commands
 //! (`es.open_account`, `es.deposit`, `es.withdraw`, `es.freeze_account`, `es.close_account`),
-//! and the account's state at a version ([`load_state`]).
+//! the account's state at a version ([`load_state`]), and `es.save_snapshot`, which for an
+//! account stream saves only the account's true state ([`save_snapshot`]).
 //!
 //! A command goes through the append pipeline, which takes the stream row first (so concurrent
 //! commands on one account serialize and never fail with ES001 unless the caller asked for an
@@ -16,12 +17,13 @@ use super::stream::visit_events;
 use crate::pg::call::{CallMemory, JsonbArray, jsonb_from_text};
 use crate::pg::gucs::SNAPSHOT_INTERVAL;
 use crate::pg::heap::StreamHead;
+use crate::pg::jsonb::Jsonb;
 use crate::pg::spi::{Connection, Reading, Stmt};
 use event_store_core::account::{
     AccountState, Command, Event, Refusal, RuleViolation, admit, check_opening, check_text, decide,
     event_name, snapshot_due, text_key,
 };
-use event_store_core::{EventStoreError, ExpectedVersion};
+use event_store_core::{ACCOUNT_STREAM_TYPE, EventStoreError, ExpectedVersion};
 use pgrx::pg_sys::Datum;
 use uuid::Uuid;
 
@@ -397,7 +399,7 @@ pub fn account_head(
             account_id: account.to_string(),
         });
     }
-    if rows.text(0, 2).as_deref() != Some(event_store_core::ACCOUNT_STREAM_TYPE) {
+    if rows.text(0, 2).as_deref() != Some(ACCOUNT_STREAM_TYPE) {
         return Err(EventStoreError::NotAnAccount {
             stream_id: account.to_string(),
         });
@@ -408,4 +410,36 @@ pub fn account_head(
         .and_then(|json| json.account_state().ok())
         .filter(|s| s.version == version);
     Ok((version, state))
+}
+
+/// `es.save_snapshot`: a state at `1 ≤ version ≤ current` (ES005 otherwise); for an account
+/// stream, only the account's true state at that version.
+pub fn save_snapshot(stream: &Uuid, version: i64, state: Jsonb<'_>) -> Result<(), EventStoreError> {
+    let conn = Connection::connect();
+    let rows = conn.execute(
+        Stmt::StreamInfo,
+        &[Some(crate::pg::call::uuid_datum(stream))],
+    );
+    let current = rows.first_i64().unwrap_or(0);
+    if version < 1 || version > current {
+        return Err(EventStoreError::InvalidSnapshot {
+            stream_id: stream.to_string(),
+            version,
+            current,
+        });
+    }
+    // Commands and time travel start from an account's snapshots: only its true state may be
+    // saved. (Other streams' states mean nothing to the store and are saved as given.)
+    if rows.text(0, 2).as_deref() == Some(ACCOUNT_STREAM_TYPE) {
+        let truth = load_state(&conn, stream, version, Reading::Latest)?;
+        if state.account_state().as_ref() != Ok(&truth) {
+            return Err(EventStoreError::SnapshotMismatch {
+                stream_id: stream.to_string(),
+                version,
+                expected: truth.to_json(),
+            });
+        }
+    }
+    snapshot::save(&conn, stream, version, state.datum());
+    Ok(())
 }

@@ -97,7 +97,7 @@ pub fn read_all(after: i64, max: i32, out: &mut ResultSet) -> Result<(), EventSt
             Some(i64_datum(horizon.last_readable)),
             Some(Datum::from(max)),
         ],
-        &horizon,
+        &horizon.snapshot,
     )
     .copy_into(out);
     Ok(())

@@ -1,7 +1,7 @@
 //! The one error type of the store: every failure a user can cause, with its SQLSTATE (SPEC §6),
 //! a lowercase message that carries the values, and DETAIL/HINT.
 //!
-//! The enum is pure data; `crate::error::raise` is the single place that turns it into a
+//! The enum is pure data; the extension's `pg::error::raise` is the single place that turns it into a
 //! PostgreSQL ERROR, so every code and wording is decided here and tested here.
 
 /// Every user-visible failure of the store. One variant per condition of SPEC §6.
