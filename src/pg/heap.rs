@@ -923,12 +923,12 @@ unsafe fn scan_rows<E>(
     reading: Reading,
     visit: &mut dyn FnMut(&StreamRow<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
-    // SAFETY: the caller's contract. Two contexts, both children of the caller's: `scan_cxt`
-    // holds everything the scan allocates (the index AM's state, btree's killed-items array)
-    // and is deleted only after index_endscan; `per_row` holds what one row allocates (a
-    // detoasted event, the visitor's values) and is reset between rows, never while the scan
-    // is current in it. The slot's values point into the pinned buffer or into `per_row`, and
-    // are read only until the next index_getnext_slot.
+    // Two contexts, both children of the caller's: `scan_cxt` holds everything the scan
+    // allocates (the index AM's state, btree's killed-items array) and is deleted only after
+    // index_endscan; `per_row` holds what one row allocates (a detoasted event, the visitor's
+    // values) and is reset between rows, never while the scan is current in it. The slot's
+    // values point into the pinned buffer or into `per_row`, read only until the next row.
+    // SAFETY: the caller's contract (open, checked relations) and the context rule above.
     unsafe {
         let caller = pg_sys::CurrentMemoryContext;
         let scan_cxt = pg_sys::AllocSetContextCreateInternal(

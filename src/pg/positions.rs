@@ -151,10 +151,10 @@ fn draw_positions(
     stored_max: Option<i64>,
 ) -> Result<i64, EventStoreError> {
     debug_assert!(n >= 1);
-    // SAFETY: the sequence's relation lock is taken before the LWLock so nextval never waits
-    // for a heavyweight lock under it; the LWLock is released on every path out (an ERROR
-    // raised by nextval/setval under it is released by the abort's LWLockReleaseAll), and the
-    // slot index is this backend's own pgprocno.
+    // The sequence's relation lock is taken before the LWLock so nextval never waits for a
+    // heavyweight lock under it; an ERROR raised by nextval/setval under the LWLock is
+    // released by the abort's LWLockReleaseAll.
+    // SAFETY: the LWLock is released on every path out; the slot is this backend's pgprocno.
     unsafe {
         pg_sys::LockRelationOid(sequence, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let Some(shared) = shared() else {

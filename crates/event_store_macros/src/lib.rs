@@ -364,10 +364,9 @@ fn expand(
         pub unsafe extern "C-unwind" fn #symbol_ident(
             fcinfo: ::pgrx::pg_sys::FunctionCallInfo,
         ) -> ::pgrx::pg_sys::Datum {
-            // SAFETY: fmgr passes a valid fcinfo for the declared signature, valid until this
-            // function returns, which is what Call::new needs; the guard converts PostgreSQL
-            // errors and Rust panics raised inside into ERRORs; nothing with a destructor lives
-            // in this frame when `raise` jumps away.
+            // The guard converts PostgreSQL errors and Rust panics raised inside into ERRORs;
+            // nothing with a destructor lives in this frame when `raise` jumps away.
+            // SAFETY: fmgr passes a valid fcinfo, alive until we return (Call::new's contract).
             let outcome = unsafe {
                 ::pgrx::pgrx_extern_c_guard(|| {
                     let mut call = crate::pg::call::Call::new(fcinfo);
