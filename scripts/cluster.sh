@@ -71,7 +71,9 @@ start() {
   init
   local conf="$DATA/conf.d-preload.conf"
   if [ "$PRELOAD" = 1 ]; then
-    echo "shared_preload_libraries = 'event_store'" >"$conf"
+    # the store's launcher and one worker per database with projections (or while replicas
+    # are connected) take background worker slots; tests create many databases
+    printf '%s\n' "shared_preload_libraries = 'event_store'" "max_worker_processes = 64" >"$conf"
   else
     : >"$conf"
   fi

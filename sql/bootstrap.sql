@@ -103,9 +103,166 @@ CREATE TRIGGER events_refuse_truncate BEFORE TRUNCATE ON es.events
     FOR EACH STATEMENT EXECUTE FUNCTION es.refuse_history_change();
 COMMENT ON TRIGGER events_refuse_truncate ON es.events IS 'Keeps history append-only, even for the table owner.';
 
+-- Subscriptions, projections, replicas (0.2.0) -----------------------------------------------------
+-- Written only by the extension's functions and its background worker. No foreign keys between
+-- them: es.drop_subscription removes a subscription's rows itself, and pg_dump restores the data
+-- of configuration tables in an order foreign keys would not always accept.
+
+CREATE TABLE es.subscription_config (
+    name         text        NOT NULL,
+    start_after  bigint      NOT NULL,
+    event_types  text[],
+    stream_type  text,
+    partitions   integer     NOT NULL,
+    max_attempts integer     NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    CONSTRAINT subscription_config_pkey PRIMARY KEY (name)
+);
+COMMENT ON TABLE es.subscription_config IS
+  'One row per durable subscription (es.create_subscription): what it reads. Its checkpoints are in es.subscription_partitions; es.subscriptions shows both.';
+COMMENT ON COLUMN es.subscription_config.name IS 'Unique name of the subscription (a projection''s subscription has the projection''s name).';
+COMMENT ON COLUMN es.subscription_config.start_after IS 'The position the checkpoints started at (es.reset_projection goes back to it).';
+COMMENT ON COLUMN es.subscription_config.event_types IS 'Only events of these types; NULL = all.';
+COMMENT ON COLUMN es.subscription_config.stream_type IS 'Only events of streams of this type (es.streams.stream_type); NULL = all.';
+COMMENT ON COLUMN es.subscription_config.partitions IS 'Number of partitions: an event belongs to partition es.stream_hash(stream_id) % partitions.';
+COMMENT ON COLUMN es.subscription_config.max_attempts IS 'Failed attempts (es.nack) after which an event is parked.';
+COMMENT ON COLUMN es.subscription_config.created_at IS 'Transaction time of es.create_subscription.';
+
+CREATE TABLE es.subscription_partitions (
+    subscription  text        NOT NULL,
+    partition     integer     NOT NULL,
+    checkpoint    bigint      NOT NULL,
+    owner         text,
+    lease_until   timestamptz,
+    head_position bigint,
+    head_attempts integer     NOT NULL DEFAULT 0,
+    head_error    text,
+    updated_at    timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    CONSTRAINT subscription_partitions_pkey PRIMARY KEY (subscription, partition)
+) WITH (fillfactor = 50);
+COMMENT ON TABLE es.subscription_partitions IS
+  'One row per partition of a subscription: its checkpoint, its lease and the failures of its head event. Updated by es.ack, es.nack, es.claim in the caller''s transaction. Pages keep half their space free so the frequent checkpoint updates stay HOT.';
+COMMENT ON COLUMN es.subscription_partitions.subscription IS 'The subscription (es.subscription_config.name).';
+COMMENT ON COLUMN es.subscription_partitions.partition IS '0 .. partitions - 1.';
+COMMENT ON COLUMN es.subscription_partitions.checkpoint IS 'Every event of the partition at or below this global position is handled (acked or parked).';
+COMMENT ON COLUMN es.subscription_partitions.owner IS 'The consumer that claimed the partition last (es.claim); NULL = free.';
+COMMENT ON COLUMN es.subscription_partitions.lease_until IS 'The owner''s lease runs until then; after it, any consumer may claim the partition.';
+COMMENT ON COLUMN es.subscription_partitions.head_position IS 'The event that failed last (es.nack), while it is retried.';
+COMMENT ON COLUMN es.subscription_partitions.head_attempts IS 'Failed attempts of head_position so far.';
+COMMENT ON COLUMN es.subscription_partitions.head_error IS 'The error of the last failed attempt.';
+COMMENT ON COLUMN es.subscription_partitions.updated_at IS 'Transaction time of the last change.';
+
+CREATE TABLE es.subscription_consumers (
+    subscription text        NOT NULL,
+    consumer     text        NOT NULL,
+    seen_until   timestamptz NOT NULL,
+    CONSTRAINT subscription_consumers_pkey PRIMARY KEY (subscription, consumer)
+);
+COMMENT ON TABLE es.subscription_consumers IS
+  'The consumers competing for a subscription''s partitions (es.claim): each claim counts its consumer as live until its lease would end, and every live consumer''s fair share is partitions / live consumers, rounded up.';
+COMMENT ON COLUMN es.subscription_consumers.subscription IS 'The subscription.';
+COMMENT ON COLUMN es.subscription_consumers.consumer IS 'The consumer''s name, as given to es.claim.';
+COMMENT ON COLUMN es.subscription_consumers.seen_until IS 'The end of the lease of its last claim: after it, it no longer counts.';
+
+CREATE TABLE es.parked_events (
+    subscription    text        NOT NULL,
+    partition       integer     NOT NULL,
+    global_position bigint      NOT NULL,
+    stream_id       uuid        NOT NULL,
+    attempts        integer     NOT NULL,
+    error           text,
+    replay          boolean     NOT NULL DEFAULT false,
+    parked_at       timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    CONSTRAINT parked_events_pkey PRIMARY KEY (subscription, global_position)
+);
+CREATE INDEX parked_events_stream_idx ON es.parked_events (subscription, stream_id);
+COMMENT ON TABLE es.parked_events IS
+  'Events a subscription gave up on after max_attempts (es.nack), and the later events of the same stream parked behind them so per-stream order holds. es.replay_parked puts them back in front of the consumer.';
+COMMENT ON COLUMN es.parked_events.subscription IS 'The subscription.';
+COMMENT ON COLUMN es.parked_events.partition IS 'The partition the event belongs to.';
+COMMENT ON COLUMN es.parked_events.global_position IS 'The parked event (es.events.global_position).';
+COMMENT ON COLUMN es.parked_events.stream_id IS 'Its stream: later events of this stream wait behind it.';
+COMMENT ON COLUMN es.parked_events.attempts IS 'Failed attempts (0 for an event parked behind another).';
+COMMENT ON COLUMN es.parked_events.error IS 'The last error.';
+COMMENT ON COLUMN es.parked_events.replay IS 'Put back by es.replay_parked: es.poll returns it before new events.';
+COMMENT ON COLUMN es.parked_events.parked_at IS 'Transaction time of the parking.';
+COMMENT ON INDEX es.parked_events_stream_idx IS 'Finds the parked events of a stream (events behind them are held back).';
+
+CREATE TABLE es.projection_config (
+    name        text        NOT NULL,
+    handler     text        NOT NULL,
+    batch       integer     NOT NULL,
+    paused      boolean     NOT NULL DEFAULT false,
+    run_as      name        NOT NULL,
+    last_run_at timestamptz,
+    created_at  timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    CONSTRAINT projection_config_pkey PRIMARY KEY (name)
+);
+COMMENT ON TABLE es.projection_config IS
+  'One row per projection (es.create_projection): the handler the background worker calls for each event of the subscription of the same name, in the same transaction as the ack.';
+COMMENT ON COLUMN es.projection_config.name IS 'The projection, and its subscription.';
+COMMENT ON COLUMN es.projection_config.handler IS 'The handler function(es.events), quoted and schema-qualified ("schema"."function").';
+COMMENT ON COLUMN es.projection_config.batch IS 'Events per transaction of the worker.';
+COMMENT ON COLUMN es.projection_config.paused IS 'es.pause_projection / es.resume_projection.';
+COMMENT ON COLUMN es.projection_config.run_as IS 'The role that created the projection: the worker runs the handler as this role.';
+COMMENT ON COLUMN es.projection_config.last_run_at IS 'When the worker last handled a batch.';
+COMMENT ON COLUMN es.projection_config.created_at IS 'Transaction time of es.create_projection.';
+
+CREATE TABLE es.watermark (
+    id         smallint    NOT NULL,
+    position   bigint      NOT NULL,
+    written_at timestamptz NOT NULL,
+    CONSTRAINT watermark_pkey PRIMARY KEY (id)
+);
+COMMENT ON TABLE es.watermark IS
+  'One row (id 1), written by the primary''s background worker every es.watermark_interval: every event at or below position has committed or never will. Replicas (a hot standby, a logical subscriber of es.events) cannot see the primary''s positions in flight; their readers cap es.read_all, es.poll and es.wait at this row, which reaches them through WAL. Empty until the first event; never written where es.events is itself replicated in.';
+COMMENT ON COLUMN es.watermark.id IS 'Always 1.';
+COMMENT ON COLUMN es.watermark.position IS 'The highest global position below which nothing is in flight on the primary.';
+COMMENT ON COLUMN es.watermark.written_at IS 'When the primary wrote it (the lag of a replica''s readers is at most now() - written_at plus the interval).';
+
+CREATE TABLE es.account_balances (
+    account_id    uuid        NOT NULL,
+    holder_name   text        NOT NULL,
+    balance_cents bigint      NOT NULL,
+    status        text        NOT NULL,
+    version       bigint      NOT NULL,
+    updated_at    timestamptz NOT NULL,
+    CONSTRAINT account_balances_pkey PRIMARY KEY (account_id)
+);
+COMMENT ON TABLE es.account_balances IS
+  'The seed''s balance projection: one row per account, kept by the projection account_balances (es.enable_account_projections); equals es.account_state once caught up.';
+COMMENT ON COLUMN es.account_balances.account_id IS 'The account (its stream id).';
+COMMENT ON COLUMN es.account_balances.holder_name IS 'The holder.';
+COMMENT ON COLUMN es.account_balances.balance_cents IS 'Balance after the newest projected event.';
+COMMENT ON COLUMN es.account_balances.status IS 'Active, Frozen or Closed.';
+COMMENT ON COLUMN es.account_balances.version IS 'The newest projected version of the account.';
+COMMENT ON COLUMN es.account_balances.updated_at IS 'recorded_at of that event.';
+
+CREATE TABLE es.account_transactions (
+    account_id    uuid        NOT NULL,
+    version       bigint      NOT NULL,
+    event_type    text        NOT NULL,
+    amount_cents  bigint,
+    balance_cents bigint      NOT NULL,
+    description   text,
+    occurred_at   timestamptz NOT NULL,
+    CONSTRAINT account_transactions_pkey PRIMARY KEY (account_id, version)
+);
+COMMENT ON TABLE es.account_transactions IS
+  'The seed''s transaction-history projection: one row per account event, kept by the projection account_transactions (es.enable_account_projections); equals es.account_history once caught up.';
+COMMENT ON COLUMN es.account_transactions.account_id IS 'The account.';
+COMMENT ON COLUMN es.account_transactions.version IS 'The event''s version.';
+COMMENT ON COLUMN es.account_transactions.event_type IS 'Opened, Deposited, Withdrawn, Frozen or Closed.';
+COMMENT ON COLUMN es.account_transactions.amount_cents IS 'Signed amount: opening balance, +deposit, -withdrawal; NULL for Frozen and Closed.';
+COMMENT ON COLUMN es.account_transactions.balance_cents IS 'Balance after the event.';
+COMMENT ON COLUMN es.account_transactions.description IS 'The description, the reason, or the holder for Opened.';
+COMMENT ON COLUMN es.account_transactions.occurred_at IS 'When the event happened.';
+
 -- Privileges and dumps ----------------------------------------------------------------------------
 
 REVOKE ALL ON TABLE es.events, es.streams, es.snapshots FROM PUBLIC;
+REVOKE ALL ON TABLE es.subscription_config, es.subscription_partitions, es.subscription_consumers, es.parked_events,
+    es.projection_config, es.watermark, es.account_balances, es.account_transactions FROM PUBLIC;
 REVOKE ALL ON SEQUENCE es.global_position_seq FROM PUBLIC;
 REVOKE ALL ON FUNCTION es.refuse_history_change() FROM PUBLIC;
 
@@ -113,3 +270,11 @@ SELECT pg_catalog.pg_extension_config_dump('es.events', '');
 SELECT pg_catalog.pg_extension_config_dump('es.streams', '');
 SELECT pg_catalog.pg_extension_config_dump('es.snapshots', '');
 SELECT pg_catalog.pg_extension_config_dump('es.global_position_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('es.subscription_config', '');
+SELECT pg_catalog.pg_extension_config_dump('es.subscription_partitions', '');
+SELECT pg_catalog.pg_extension_config_dump('es.subscription_consumers', '');
+SELECT pg_catalog.pg_extension_config_dump('es.parked_events', '');
+SELECT pg_catalog.pg_extension_config_dump('es.projection_config', '');
+SELECT pg_catalog.pg_extension_config_dump('es.watermark', '');
+SELECT pg_catalog.pg_extension_config_dump('es.account_balances', '');
+SELECT pg_catalog.pg_extension_config_dump('es.account_transactions', '');

@@ -6,6 +6,7 @@
 //! ([`telemetry`]) and its PostgreSQL side with the export worker ([`trace`]).
 
 pub mod api;
+pub mod daemon;
 pub mod pg;
 pub mod store;
 pub mod telemetry;
@@ -26,8 +27,19 @@ pgrx::extension_sql_file!(
     ]
 );
 
-/// The store's segments of shared memory: the positions in flight and the span ring.
-static SEGMENTS: [&pg::shmem::Segment; 2] = [&pg::positions::SEGMENT, &trace::ring::SEGMENT];
+pgrx::extension_sql_file!(
+    "../sql/flow.sql",
+    name = "flow",
+    requires = ["es_stream_hash", "es_create_projection"]
+);
+
+/// The store's segments of shared memory: the positions in flight, the span ring and the
+/// registry of the per-database workers.
+static SEGMENTS: [&pg::shmem::Segment; 3] = [
+    &pg::positions::SEGMENT,
+    &trace::ring::SEGMENT,
+    &pg::workers::SEGMENT,
+];
 
 /// Library initialization. Under `shared_preload_libraries` (in the postmaster, before any
 /// fork) it installs the shared-memory hooks for positions in flight and the span ring, and
@@ -47,6 +59,7 @@ pub extern "C-unwind" fn _PG_init() {
         pg::shmem::install(&SEGMENTS);
         pg::positions::install_callback();
         trace::worker::register();
+        pg::workers::register_launcher();
     }
 }
 

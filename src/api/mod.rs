@@ -7,7 +7,9 @@
 pub mod account;
 pub mod append;
 pub mod audit;
+pub mod projection;
 pub mod read;
 pub mod replay;
 pub mod snapshot;
+pub mod subscription;
 pub mod tracing_stats;

@@ -105,6 +105,70 @@ impl<'fc> Call<'fc> {
         })
     }
 
+    /// An optional text argument (`None` when NULL).
+    pub fn optional_text(&self, p: Param) -> Option<String> {
+        self.arg(p)?;
+        self.text(p).ok()
+    }
+
+    /// A `text[]` argument as strings: `None` when the array is NULL; a NULL element is an
+    /// invalid argument.
+    pub fn text_array(&self, p: Param) -> Result<Option<Vec<String>>, EventStoreError> {
+        let Some(d) = self.arg(p) else {
+            return Ok(None);
+        };
+        // SAFETY: the SQL declaration makes the argument a text[]; deconstruct_array detoasts
+        // it and returns palloc'd arrays of its elements (text datums into the detoasted copy,
+        // valid for the call), each copied into a Rust string.
+        unsafe {
+            let arr = pg_sys::pg_detoast_datum(d.cast_mut_ptr()).cast::<pg_sys::ArrayType>();
+            let mut values: *mut Datum = std::ptr::null_mut();
+            let mut nulls: *mut bool = std::ptr::null_mut();
+            let mut n: std::ffi::c_int = 0;
+            pg_sys::deconstruct_array(
+                arr,
+                pg_sys::TEXTOID,
+                -1,
+                false,
+                b'i' as std::ffi::c_char,
+                &mut values,
+                &mut nulls,
+                &mut n,
+            );
+            let mut out = Vec::with_capacity(n as usize);
+            for i in 0..n as usize {
+                if *nulls.add(i) {
+                    return Err(EventStoreError::InvalidArgument {
+                        name: p.name,
+                        reason: format!("element {} is null", i + 1),
+                    });
+                }
+                let c = pg_sys::text_to_cstring((*values.add(i)).cast_mut_ptr());
+                out.push(std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned());
+                pg_sys::pfree(c.cast());
+            }
+            Ok(Some(out))
+        }
+    }
+
+    /// A required `interval` argument that must be positive; returns its datum.
+    pub fn positive_interval(&self, p: Param) -> Result<Datum, EventStoreError> {
+        let d = self.required(p)?;
+        // SAFETY: the SQL declaration makes the argument an interval (a pointer to its
+        // fixed-size struct).
+        let iv = unsafe { *d.cast_mut_ptr::<pg_sys::Interval>() };
+        let micros = iv.time as i128
+            + iv.day as i128 * 86_400_000_000
+            + iv.month as i128 * 30 * 86_400_000_000;
+        if micros <= 0 {
+            return Err(EventStoreError::InvalidArgument {
+                name: p.name,
+                reason: "the lease must be a positive interval".into(),
+            });
+        }
+        Ok(d)
+    }
+
     /// A jsonb argument, `None` when NULL; valid for the call.
     pub fn jsonb(&self, p: Param) -> Option<Jsonb<'fc>> {
         // SAFETY: the SQL declaration makes the argument a jsonb; arguments stay valid for the

@@ -8,6 +8,15 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 /// 100 is the seed's interval; 0 turns automatic snapshots off.
 pub static SNAPSHOT_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(100);
 
+/// `es.watermark_interval`: how often (milliseconds) the primary's worker writes the watermark
+/// that readers on replicas cap at (SPEC §11); the lag it adds to a replica's readers is at
+/// most this plus the replication delay. 0 stops writing it (replicas then read nothing new).
+pub static WATERMARK_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(10);
+
+/// `es.projection_naptime`: the longest a projection worker sleeps between looks at its
+/// projections (milliseconds) when no commit wakes it.
+pub static PROJECTION_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(1000);
+
 /// Registers the settings.
 pub fn init() {
     GucRegistry::define_int_guc(
@@ -19,6 +28,26 @@ pub fn init() {
         i32::MAX,
         GucContext::Userset,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"es.watermark_interval",
+        c"Milliseconds between writes of the watermark replicas read at (0 = off).",
+        c"The primary's worker writes es.watermark at this interval while events are appended; readers on a hot standby or a logical subscriber cap es.read_all, es.poll and es.wait at it, so they stay gap-safe. It bounds the extra lag of those readers.",
+        &WATERMARK_INTERVAL,
+        0,
+        60_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"es.projection_naptime",
+        c"Longest sleep of a projection worker between looks at its projections (ms).",
+        c"A commit that appends wakes the worker at once; this bounds the wait when nothing wakes it (e.g. after es.resume_projection in another database session).",
+        &PROJECTION_NAPTIME,
+        10,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
     );
     // SAFETY: called from _PG_init after the es.* settings are defined; the prefix is a static
     // string.

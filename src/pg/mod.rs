@@ -25,3 +25,4 @@ pub mod jsonb;
 pub mod positions;
 pub mod shmem;
 pub mod spi;
+pub mod workers;

@@ -42,11 +42,16 @@ struct Slot {
     dboid: AtomicU32,
     /// Lowest position drawn by the backend's open transaction; 0 = none.
     min_position: AtomicI64,
+    /// Database in which the backend waits for new events (`es.wait`, the projection worker);
+    /// 0 = not waiting. A committing appender swaps it to 0 and sets the backend's latch.
+    wait_db: AtomicU32,
 }
 
 #[repr(C)]
 struct InFlight {
     lock: *mut pg_sys::LWLock,
+    /// Backends waiting for new events (so a commit with nobody waiting scans no slots).
+    waiting: AtomicU32,
     nslots: usize,
     slots: [Slot; 0],
 }
@@ -122,6 +127,7 @@ fn slots(shared: &InFlight) -> &[Slot] {
 /// subscription) the sequence is checked against the stored positions and moved past them: it is
 /// behind after a failover to a subscriber, and a position must never be handed out twice.
 pub fn draw(conn: &Connection, n: i64) -> Result<i64, EventStoreError> {
+    register_database();
     let sequence = position_sequence();
     let subscribed = || {
         conn.execute(Stmt::Subscriptions, &[])
@@ -233,6 +239,18 @@ unsafe fn set_sequence(sequence: pg_sys::Oid, last: i64) {
     }
 }
 
+/// This backend has registered its database with the workers' registry.
+static REGISTERED: AtomicBool = AtomicBool::new(false);
+
+/// Registers this backend's database as one that appends (once per backend): while replicas
+/// are connected, the launcher keeps a worker writing its watermark.
+fn register_database() {
+    if !REGISTERED.swap(true, Ordering::Relaxed) {
+        // SAFETY: MyDatabaseId is set in every backend that appends.
+        super::workers::request(unsafe { pg_sys::MyDatabaseId }.to_u32(), false);
+    }
+}
+
 /// This backend has checked the sequence against the stored positions since its last
 /// subscription change (see [`sequence_checked`]).
 static SEQUENCE_CHECKED: AtomicBool = AtomicBool::new(false);
@@ -304,23 +322,15 @@ pub struct Horizon {
 
 /// For `es.read_all`: the highest readable position (below the lowest position still in flight
 /// in this database) and a snapshot taken while no position could be drawn.
-pub fn read_horizon() -> Result<Horizon, EventStoreError> {
-    let shared = shared().ok_or(EventStoreError::PreloadRequired {
-        function: "es.read_all",
-    })?;
+pub fn read_horizon(function: &'static str) -> Result<Horizon, EventStoreError> {
+    let shared = shared().ok_or(EventStoreError::PreloadRequired { function })?;
     // SAFETY: the lock is the tranche's, held in shared mode only across the scan of the slots
     // and the snapshot (neither can raise an ERROR short of running out of memory, and the
     // abort releases the lock then).
     unsafe {
         let db = pg_sys::MyDatabaseId.to_u32();
         pg_sys::LWLockAcquire(shared.lock, pg_sys::LWLockMode::LW_SHARED);
-        let lowest_in_flight = slots(shared)
-            .iter()
-            .filter_map(|s| {
-                let pos = s.min_position.load(Ordering::Acquire);
-                (pos != 0 && s.dboid.load(Ordering::Relaxed) == db).then_some(pos)
-            })
-            .min();
+        let lowest_in_flight = lowest_in_flight(shared, db);
         let snapshot = RegisteredSnapshot::latest();
         pg_sys::LWLockRelease(shared.lock);
         Ok(Horizon {
@@ -354,8 +364,116 @@ unsafe extern "C-unwind" fn on_xact_end(event: pg_sys::XactEvent::Type, _arg: *m
                 && let Some(shared) = shared()
             {
                 slots(shared)[i].min_position.store(0, Ordering::Release);
+                if matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT) {
+                    // SAFETY: MyDatabaseId is set in every backend that appends.
+                    wake_waiters(unsafe { pg_sys::MyDatabaseId }.to_u32());
+                }
             }
         }
         _ => {}
     }
+}
+
+/// Wakes the backends waiting for new events in database `db` (`es.wait`,
+/// `es.wait_for_projection`, the projection worker): called after a commit that appended, and
+/// by the worker after it moved a checkpoint. Each waiter is woken once per wait (its slot is
+/// disarmed), so a stream of commits costs the committers one scan and at most one `SetLatch`
+/// per sleeping waiter, never a NOTIFY.
+pub fn wake_waiters(db: u32) {
+    let Some(shared) = shared() else { return };
+    if shared.waiting.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    for (i, slot) in slots(shared).iter().enumerate() {
+        if slot.wait_db.load(Ordering::Acquire) == db
+            && slot
+                .wait_db
+                .compare_exchange(db, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            // SAFETY: slot i belongs to the PGPROC with pgprocno i (slot_count covers every
+            // PGPROC); its latch lives in shared memory for the life of the cluster, and
+            // SetLatch on the latch of a process that has exited is harmless.
+            unsafe {
+                let proc = (*pg_sys::ProcGlobal).allProcs.add(i);
+                pg_sys::SetLatch(&raw mut (*proc).procLatch);
+            }
+        }
+    }
+}
+
+/// A registration of this backend as a waiter for new events in its database; dropped, it
+/// unregisters. Arm it, check for events, then sleep on the latch: a commit after the arming
+/// sets the latch, so no event is slept through.
+pub struct Waiter {
+    slot: Option<&'static Slot>,
+}
+
+impl Waiter {
+    /// Registers this backend (a no-op without the preloaded library: the caller then sleeps
+    /// for its poll interval only).
+    pub fn new() -> Waiter {
+        let slot = shared().and_then(|shared| {
+            // SAFETY: MyProc is this backend's PGPROC.
+            let me = unsafe { (*pg_sys::MyProc).pgprocno } as usize;
+            let slot = slots(shared).get(me)?;
+            shared.waiting.fetch_add(1, Ordering::AcqRel);
+            Some(slot)
+        });
+        Waiter { slot }
+    }
+
+    /// Arms the wait: the next commit that appends in this database sets this backend's latch.
+    pub fn arm(&self) {
+        if let Some(slot) = self.slot {
+            // SAFETY: MyDatabaseId is this backend's database.
+            let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+            slot.wait_db.store(db, Ordering::Release);
+        }
+    }
+}
+
+impl Default for Waiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            slot.wait_db.store(0, Ordering::Release);
+            if let Some(shared) = shared() {
+                shared.waiting.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+/// For the primary's watermark (`es.watermark`): the highest position at or below
+/// `sequence_last` (the sequence's last value, read before the call) below every position still
+/// in flight in this database. Every position up to it has committed or never will: a position
+/// drawn before `sequence_last` was read is either still recorded here (the draw records it in
+/// the same critical section) or its transaction has ended. `None` without the preloaded
+/// library.
+pub fn watermark_bound(sequence_last: i64) -> Option<i64> {
+    let shared = shared()?;
+    // SAFETY: the lock is the tranche's, held in shared mode across the scan of the slots only.
+    unsafe {
+        let db = pg_sys::MyDatabaseId.to_u32();
+        pg_sys::LWLockAcquire(shared.lock, pg_sys::LWLockMode::LW_SHARED);
+        let lowest = lowest_in_flight(shared, db);
+        pg_sys::LWLockRelease(shared.lock);
+        Some(lowest.map_or(sequence_last, |p| sequence_last.min(p - 1)))
+    }
+}
+
+fn lowest_in_flight(shared: &InFlight, db: u32) -> Option<i64> {
+    slots(shared)
+        .iter()
+        .filter_map(|s| {
+            let pos = s.min_position.load(Ordering::Acquire);
+            (pos != 0 && s.dboid.load(Ordering::Relaxed) == db).then_some(pos)
+        })
+        .min()
 }

@@ -55,9 +55,91 @@ pub enum Stmt {
     MaxPosition,
     /// How many logical-replication subscriptions the current database has.
     Subscriptions,
+    /// Whether `es.events` is itself replicated in (a table of a logical-replication
+    /// subscription): readers here cap at the replicated watermark, and the worker does not
+    /// write one.
+    EventsReplicatedIn,
+    /// The replicated watermark (`es.watermark`).
+    Watermark,
+    /// The primary's worker writes the watermark (only forward).
+    WriteWatermark,
+    /// The last position the sequence handed out (0 before the first).
+    SequenceLast,
+    /// The highest stored position at or below a bound.
+    ReadableEnd,
+    /// Whether the extension is installed in this database (the worker's first question).
+    ExtensionPresent,
+    /// Create a subscription (no row when the name is taken).
+    SubscriptionInsert,
+    /// Create a subscription's partitions at its start position.
+    PartitionsInsert,
+    /// Drop a subscription (and its partitions, parked events and projection); returns how many
+    /// subscriptions were dropped.
+    SubscriptionDrop,
+    /// The number of partitions of a subscription (no row: no such subscription).
+    SubscriptionPartitions,
+    /// Whether a subscription belongs to a projection.
+    IsProjection,
+    /// One partition with its subscription's settings, without locking.
+    PartitionRead,
+    /// The same, locking the partition row (ack, nack).
+    PartitionLock,
+    /// A partition's next events after its checkpoint, up to a bound, filtered.
+    Poll,
+    /// A partition's parked events that `es.replay_parked` put back, first.
+    PollReplayed,
+    /// Park the events in a range whose stream has a parked event before them.
+    ParkBehind,
+    /// Forget the put-back parked events at or below an acked position.
+    DeleteReplayed,
+    /// Move a partition's checkpoint (and forget a failing head it passes).
+    SetCheckpoint,
+    /// Record a failed attempt of a partition's head event.
+    SetHead,
+    /// The stream of an event.
+    EventStream,
+    /// Park one event (or park a put-back one again).
+    ParkOne,
+    /// Whether a parked event was put back (`es.replay_parked`) and is being retried.
+    IsReplayed,
+    /// Records the caller as a live consumer of a subscription until its lease ends, forgets the
+    /// consumers whose time ran out, and counts the other live ones.
+    LiveConsumers,
+    /// Extend the caller's live leases; returns their partitions.
+    RenewLeases,
+    /// Take up to n free or expired partitions.
+    TakePartitions,
+    /// Give up the caller's n highest partitions (more than its share).
+    ShedPartitions,
+    /// The partitions the caller holds.
+    HeldPartitions,
+    /// Release every partition of a consumer.
+    ReleasePartitions,
+    /// Put a subscription's parked events back in front of its consumers.
+    ReplayParked,
+    /// What a projection handler is: kind, argument count, whether the argument is es.events,
+    /// the quoted qualified name and the signature.
+    HandlerInfo,
+    /// Register a projection.
+    ProjectionInsert,
+    /// Pause or resume a projection.
+    ProjectionPause,
+    /// Put a projection's checkpoint back at its start and forget its parked events.
+    ProjectionReset,
+    /// The projections the worker runs.
+    ProjectionList,
+    /// Run a projection's handler for one event (NULL, or the error it raised).
+    RunHandler,
+    /// Whether a projection is still there and not paused, locking its row against a pause
+    /// until the batch commits.
+    ProjectionActive,
+    /// Record that a projection handled a batch.
+    ProjectionTouch,
+    /// A projection's checkpoint.
+    ProjectionCheckpoint,
 }
 
-const STMT_COUNT: usize = 18;
+const STMT_COUNT: usize = Stmt::ProjectionCheckpoint as usize + 1;
 
 struct Def {
     sql: &'static CStr,
@@ -65,9 +147,47 @@ struct Def {
 }
 
 use BuiltinOid::{
-    INT4OID, INT8OID, JSONBARRAYOID, JSONBOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID,
-    TIMESTAMPTZOID, UUIDARRAYOID, UUIDOID,
+    BOOLOID, INT4OID, INT8OID, INTERVALOID, JSONBARRAYOID, JSONBOID, OIDOID, TEXTARRAYOID, TEXTOID,
+    TIMESTAMPTZARRAYOID, TIMESTAMPTZOID, UUIDARRAYOID, UUIDOID,
 };
+
+/// The filter of a subscription's events: $5 event types, $6 stream type, $7 partitions, $2
+/// partition (shared by the statements that read a partition's events, so they agree).
+macro_rules! partition_filter {
+    () => {
+        "(($5)::text[] IS NULL OR e.event_type = ANY ($5))
+          AND (($6)::text IS NULL OR EXISTS (SELECT 1 FROM es.streams s
+                                              WHERE s.stream_id = e.stream_id AND s.stream_type = $6))
+          AND ($7 = 1 OR es.stream_hash(e.stream_id) % $7 = $2)"
+    };
+}
+
+/// The columns of [`Stmt::PartitionRead`] / [`Stmt::PartitionLock`].
+macro_rules! partition_read {
+    ($lock:literal) => {
+        concat!(
+            "SELECT c.partitions, c.max_attempts, c.event_types, c.stream_type, p.checkpoint,
+                    p.owner, coalesce(p.lease_until > pg_catalog.clock_timestamp(), false),
+                    p.lease_until::text, p.head_position, p.head_attempts,
+                    EXISTS (SELECT 1 FROM es.parked_events k WHERE k.subscription = c.name),
+                    c.start_after
+               FROM es.subscription_config c
+               JOIN es.subscription_partitions p ON p.subscription = c.name AND p.partition = $2
+              WHERE c.name = $1",
+            $lock
+        )
+    };
+}
+
+/// A `&'static CStr` from a string literal built with `concat!`.
+macro_rules! cstr {
+    ($s:expr) => {
+        match CStr::from_bytes_with_nul(concat!($s, "\0").as_bytes()) {
+            Ok(c) => c,
+            Err(_) => panic!("a statement contains a NUL"),
+        }
+    };
+}
 
 impl Stmt {
     fn index(self) -> usize {
@@ -169,6 +289,265 @@ impl Stmt {
                                    WHERE datname = pg_catalog.current_database())",
                 &[],
             ),
+            Stmt::EventsReplicatedIn => (
+                c"SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription_rel r
+                                  WHERE r.srrelid = 'es.events'::pg_catalog.regclass)",
+                &[],
+            ),
+            Stmt::Watermark => (c"SELECT position FROM es.watermark WHERE id = 1", &[]),
+            Stmt::WriteWatermark => (
+                c"INSERT INTO es.watermark AS w (id, position, written_at)
+                  VALUES (1, $1, pg_catalog.clock_timestamp())
+                  ON CONFLICT (id) DO UPDATE
+                  SET position = excluded.position, written_at = excluded.written_at
+                  WHERE w.position < excluded.position",
+                &[INT8OID],
+            ),
+            Stmt::SequenceLast => (
+                c"SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END
+                    FROM es.global_position_seq",
+                &[],
+            ),
+            Stmt::ReadableEnd => (
+                c"SELECT pg_catalog.max(global_position) FROM es.events WHERE global_position <= $1",
+                &[INT8OID],
+            ),
+            Stmt::ExtensionPresent => (
+                c"SELECT count(*) FROM pg_catalog.pg_extension WHERE extname = 'event_store'",
+                &[],
+            ),
+            Stmt::SubscriptionInsert => (
+                c"INSERT INTO es.subscription_config
+                         (name, start_after, event_types, stream_type, partitions, max_attempts)
+                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING RETURNING 1",
+                &[TEXTOID, INT8OID, TEXTARRAYOID, TEXTOID, INT4OID, INT4OID],
+            ),
+            Stmt::PartitionsInsert => (
+                c"INSERT INTO es.subscription_partitions (subscription, partition, checkpoint)
+                  SELECT $1, g, $2 FROM pg_catalog.generate_series(0, $3 - 1) g",
+                &[TEXTOID, INT8OID, INT4OID],
+            ),
+            Stmt::SubscriptionDrop => (
+                c"WITH p AS (DELETE FROM es.subscription_partitions WHERE subscription = $1),
+                       k AS (DELETE FROM es.parked_events WHERE subscription = $1),
+                       u AS (DELETE FROM es.subscription_consumers WHERE subscription = $1),
+                       j AS (DELETE FROM es.projection_config WHERE name = $1),
+                       c AS (DELETE FROM es.subscription_config WHERE name = $1 RETURNING 1)
+                  SELECT count(*) FROM c",
+                &[TEXTOID],
+            ),
+            Stmt::SubscriptionPartitions => (
+                c"SELECT partitions FROM es.subscription_config WHERE name = $1",
+                &[TEXTOID],
+            ),
+            Stmt::IsProjection => (
+                c"SELECT count(*) FROM es.projection_config WHERE name = $1",
+                &[TEXTOID],
+            ),
+            Stmt::PartitionRead => (cstr!(partition_read!("")), &[TEXTOID, INT4OID]),
+            Stmt::PartitionLock => (
+                cstr!(partition_read!(" FOR NO KEY UPDATE OF p")),
+                &[TEXTOID, INT4OID],
+            ),
+            Stmt::Poll => (
+                cstr!(concat!(
+                    "SELECT e.* FROM es.events e
+                      WHERE e.global_position > $3 AND e.global_position <= $4 AND ",
+                    partition_filter!(),
+                    " AND (NOT $8 OR NOT EXISTS (SELECT 1 FROM es.parked_events k
+                                                  WHERE k.subscription = $1
+                                                    AND k.stream_id = e.stream_id))
+                      ORDER BY e.global_position LIMIT $9"
+                )),
+                &[TEXTOID, INT4OID, INT8OID, INT8OID, TEXTARRAYOID, TEXTOID, INT4OID, BOOLOID, INT4OID],
+            ),
+            Stmt::PollReplayed => (
+                c"SELECT e.* FROM es.parked_events k
+                    JOIN es.events e ON e.global_position = k.global_position
+                   WHERE k.subscription = $1 AND k.partition = $2 AND k.replay
+                   ORDER BY k.global_position LIMIT $3",
+                &[TEXTOID, INT4OID, INT4OID],
+            ),
+            Stmt::ParkBehind => (
+                cstr!(concat!(
+                    "INSERT INTO es.parked_events
+                            (subscription, partition, global_position, stream_id, attempts, error)
+                     SELECT $1, $2, e.global_position, e.stream_id, 0,
+                            'parked behind position ' || k.first || ' of its stream'
+                       FROM es.events e
+                       JOIN LATERAL (SELECT pg_catalog.min(k.global_position) AS first
+                                       FROM es.parked_events k
+                                      WHERE k.subscription = $1 AND k.stream_id = e.stream_id
+                                        AND k.global_position < e.global_position) k
+                         ON k.first IS NOT NULL
+                      WHERE e.global_position > $3 AND e.global_position <= $4 AND ",
+                    partition_filter!(),
+                    " ON CONFLICT (subscription, global_position) DO NOTHING"
+                )),
+                &[TEXTOID, INT4OID, INT8OID, INT8OID, TEXTARRAYOID, TEXTOID, INT4OID],
+            ),
+            Stmt::DeleteReplayed => (
+                c"DELETE FROM es.parked_events
+                   WHERE subscription = $1 AND partition = $2 AND replay AND global_position <= $3",
+                &[TEXTOID, INT4OID, INT8OID],
+            ),
+            Stmt::SetCheckpoint => (
+                c"UPDATE es.subscription_partitions
+                     SET checkpoint = $3,
+                         head_position = CASE WHEN head_position <= $3 THEN NULL ELSE head_position END,
+                         head_attempts = CASE WHEN head_position <= $3 THEN 0 ELSE head_attempts END,
+                         head_error = CASE WHEN head_position <= $3 THEN NULL ELSE head_error END,
+                         updated_at = pg_catalog.transaction_timestamp()
+                   WHERE subscription = $1 AND partition = $2",
+                &[TEXTOID, INT4OID, INT8OID],
+            ),
+            Stmt::SetHead => (
+                c"UPDATE es.subscription_partitions
+                     SET head_position = $3, head_attempts = $4, head_error = $5,
+                         updated_at = pg_catalog.transaction_timestamp()
+                   WHERE subscription = $1 AND partition = $2",
+                &[TEXTOID, INT4OID, INT8OID, INT4OID, TEXTOID],
+            ),
+            Stmt::EventStream => (
+                c"SELECT stream_id FROM es.events WHERE global_position = $1",
+                &[INT8OID],
+            ),
+            Stmt::ParkOne => (
+                c"INSERT INTO es.parked_events
+                         (subscription, partition, global_position, stream_id, attempts, error)
+                  VALUES ($1, $2, $3, $4, $5, $6)
+                  ON CONFLICT (subscription, global_position) DO UPDATE
+                  SET attempts = excluded.attempts, error = excluded.error, replay = false,
+                      parked_at = excluded.parked_at",
+                &[TEXTOID, INT4OID, INT8OID, UUIDOID, INT4OID, TEXTOID],
+            ),
+            Stmt::IsReplayed => (
+                c"SELECT count(*) FROM es.parked_events
+                   WHERE subscription = $1 AND partition = $2 AND global_position = $3 AND replay",
+                &[TEXTOID, INT4OID, INT8OID],
+            ),
+            Stmt::LiveConsumers => (
+                c"WITH seen AS (
+                      INSERT INTO es.subscription_consumers AS c (subscription, consumer, seen_until)
+                      VALUES ($1, $2, pg_catalog.clock_timestamp() + $3)
+                      ON CONFLICT (subscription, consumer) DO UPDATE SET seen_until = excluded.seen_until),
+                       gone AS (
+                      DELETE FROM es.subscription_consumers
+                       WHERE subscription = $1 AND consumer <> $2
+                         AND seen_until < pg_catalog.clock_timestamp())
+                  SELECT count(*) FROM es.subscription_consumers
+                   WHERE subscription = $1 AND consumer <> $2
+                     AND seen_until >= pg_catalog.clock_timestamp()",
+                &[TEXTOID, TEXTOID, INTERVALOID],
+            ),
+            Stmt::RenewLeases => (
+                c"UPDATE es.subscription_partitions
+                     SET lease_until = pg_catalog.clock_timestamp() + $3,
+                         updated_at = pg_catalog.transaction_timestamp()
+                   WHERE subscription = $1 AND owner = $2
+                     AND lease_until > pg_catalog.clock_timestamp()",
+                &[TEXTOID, TEXTOID, INTERVALOID],
+            ),
+            Stmt::TakePartitions => (
+                c"UPDATE es.subscription_partitions p
+                     SET owner = $2, lease_until = pg_catalog.clock_timestamp() + $3,
+                         updated_at = pg_catalog.transaction_timestamp()
+                   WHERE p.subscription = $1
+                     AND (p.owner IS NULL OR p.lease_until IS NULL
+                          OR p.lease_until <= pg_catalog.clock_timestamp())
+                     AND p.partition IN (
+                         SELECT q.partition FROM es.subscription_partitions q
+                          WHERE q.subscription = $1
+                            AND (q.owner IS NULL OR q.lease_until IS NULL
+                                 OR q.lease_until <= pg_catalog.clock_timestamp())
+                          ORDER BY q.partition LIMIT $4 FOR UPDATE SKIP LOCKED)",
+                &[TEXTOID, TEXTOID, INTERVALOID, INT4OID],
+            ),
+            Stmt::ShedPartitions => (
+                c"UPDATE es.subscription_partitions p
+                     SET owner = NULL, lease_until = NULL,
+                         updated_at = pg_catalog.transaction_timestamp()
+                   WHERE p.subscription = $1 AND p.owner = $2
+                     AND p.partition IN (
+                         SELECT q.partition FROM es.subscription_partitions q
+                          WHERE q.subscription = $1 AND q.owner = $2
+                          ORDER BY q.partition DESC LIMIT $3)",
+                &[TEXTOID, TEXTOID, INT4OID],
+            ),
+            Stmt::HeldPartitions => (
+                c"SELECT partition, lease_until FROM es.subscription_partitions
+                   WHERE subscription = $1 AND owner = $2
+                     AND lease_until > pg_catalog.clock_timestamp()
+                   ORDER BY partition",
+                &[TEXTOID, TEXTOID],
+            ),
+            Stmt::ReleasePartitions => (
+                c"WITH u AS (DELETE FROM es.subscription_consumers
+                              WHERE subscription = $1 AND consumer = $2)
+                  UPDATE es.subscription_partitions
+                     SET owner = NULL, lease_until = NULL,
+                         updated_at = pg_catalog.transaction_timestamp()
+                   WHERE subscription = $1 AND owner = $2",
+                &[TEXTOID, TEXTOID],
+            ),
+            Stmt::ReplayParked => (
+                c"UPDATE es.parked_events SET replay = true WHERE subscription = $1 AND NOT replay",
+                &[TEXTOID],
+            ),
+            Stmt::HandlerInfo => (
+                c"SELECT p.prokind::text, p.pronargs::int4,
+                         p.pronargs >= 1 AND p.proargtypes[0] = 'es.events'::pg_catalog.regtype,
+                         pg_catalog.format('%I.%I', n.nspname, p.proname),
+                         p.oid::pg_catalog.regprocedure::text
+                    FROM pg_catalog.pg_proc p
+                    JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                   WHERE p.oid = $1",
+                &[OIDOID],
+            ),
+            Stmt::ProjectionInsert => (
+                c"INSERT INTO es.projection_config (name, handler, batch, run_as)
+                  VALUES ($1, $2, $3, $4)",
+                &[TEXTOID, TEXTOID, INT4OID, TEXTOID],
+            ),
+            Stmt::ProjectionPause => (
+                c"UPDATE es.projection_config SET paused = $2 WHERE name = $1",
+                &[TEXTOID, BOOLOID],
+            ),
+            Stmt::ProjectionReset => (
+                c"WITH k AS (DELETE FROM es.parked_events WHERE subscription = $1)
+                  UPDATE es.subscription_partitions p
+                     SET checkpoint = c.start_after, head_position = NULL, head_attempts = 0,
+                         head_error = NULL, owner = NULL, lease_until = NULL,
+                         updated_at = pg_catalog.transaction_timestamp()
+                    FROM es.subscription_config c
+                   WHERE c.name = $1 AND p.subscription = $1",
+                &[TEXTOID],
+            ),
+            Stmt::ProjectionList => (
+                c"SELECT j.name, j.handler, j.batch, j.run_as::text FROM es.projection_config j
+                   WHERE NOT j.paused ORDER BY j.name",
+                &[],
+            ),
+            Stmt::RunHandler => (
+                c"SELECT es.run_handler($1, $2, e) FROM es.events e WHERE e.global_position = $3",
+                &[TEXTOID, TEXTOID, INT8OID],
+            ),
+            Stmt::ProjectionActive => (
+                c"SELECT count(*) FROM (SELECT 1 FROM es.projection_config
+                                         WHERE name = $1 AND NOT paused FOR SHARE) j",
+                &[TEXTOID],
+            ),
+            Stmt::ProjectionTouch => (
+                c"UPDATE es.projection_config SET last_run_at = pg_catalog.clock_timestamp()
+                   WHERE name = $1",
+                &[TEXTOID],
+            ),
+            Stmt::ProjectionCheckpoint => (
+                c"SELECT p.checkpoint FROM es.subscription_partitions p
+                    JOIN es.projection_config j ON j.name = p.subscription
+                   WHERE p.subscription = $1 AND p.partition = 0",
+                &[TEXTOID],
+            ),
         };
         Def { sql, args }
     }
@@ -264,19 +643,22 @@ impl Connection {
     /// `SPI_connect`, and the pinned search path.
     pub fn connect() -> Connection {
         LEFT_TO_ABORT.with(|f| f.set(false));
-        // SAFETY: SPI_connect pushes a new SPI level (popped by Drop or by the abort); the
-        // override path is copied by PushOverrideSearchPath, so the local may go.
-        unsafe {
-            pg_sys::SPI_connect();
-            let mut pinned = pg_sys::OverrideSearchPath {
-                schemas: ptr::null_mut(),
-                addCatalog: true,
-                addTemp: false,
-                generation: 0,
-            };
-            pg_sys::PushOverrideSearchPath(&mut pinned);
-        }
+        // SAFETY: SPI_connect pushes a new SPI level (popped by Drop or by the abort).
+        unsafe { pg_sys::SPI_connect() };
+        pin_search_path();
         Connection(())
+    }
+
+    /// Runs `f` with the caller's own search path instead of the pinned one: a projection's
+    /// handler is the user's code and resolves its names as its author wrote them.
+    pub fn unpinned<R>(&self, f: impl FnOnce() -> R) -> R {
+        // SAFETY: pops the path `connect` pushed (nothing else pushed one above it within this
+        // connection's use); it is pushed again after `f`. An ERROR inside `f` unwinds to the
+        // abort, which resets the whole override stack.
+        unsafe { pg_sys::PopOverrideSearchPath() };
+        let r = f();
+        pin_search_path();
+        r
     }
 
     fn run(&self, stmt: Stmt, args: &[Arg], read_only: bool, limit: i64) -> Rows<'_> {
@@ -344,6 +726,20 @@ impl Drop for Connection {
             pg_sys::PopOverrideSearchPath();
             pg_sys::SPI_finish();
         }
+    }
+}
+
+/// Pushes the override search path of `pg_catalog` alone.
+fn pin_search_path() {
+    // SAFETY: the override path is copied by PushOverrideSearchPath, so the local may go.
+    unsafe {
+        let mut pinned = pg_sys::OverrideSearchPath {
+            schemas: ptr::null_mut(),
+            addCatalog: true,
+            addTemp: false,
+            generation: 0,
+        };
+        pg_sys::PushOverrideSearchPath(&mut pinned);
     }
 }
 
@@ -448,6 +844,26 @@ impl<'s> Rows<'s> {
     /// Column `col` of row `row` as a bigint.
     pub fn i64(&self, row: usize, col: i32) -> Option<i64> {
         self.datum(row, col).map(|d| d.value() as i64)
+    }
+
+    /// Column `col` of row `row` as an integer.
+    pub fn i32(&self, row: usize, col: i32) -> Option<i32> {
+        self.datum(row, col).map(|d| d.value() as i32)
+    }
+
+    /// Column `col` of row `row` as a boolean.
+    pub fn bool(&self, row: usize, col: i32) -> Option<bool> {
+        self.datum(row, col).map(|d| d.value() & 0xff != 0)
+    }
+
+    /// Column `col` of row `row` as a uuid.
+    pub fn uuid(&self, row: usize, col: i32) -> Option<uuid::Uuid> {
+        // SAFETY: callers read uuid columns only (Stmt::def); a uuid datum points to its 16
+        // bytes, inside the tuple table the borrow of `self` keeps.
+        self.datum(row, col).map(|d| unsafe {
+            let bytes = &*d.cast_mut_ptr::<[u8; 16]>();
+            uuid::Uuid::from_bytes(*bytes)
+        })
     }
 
     /// Copies every row into a materialized set-returning function's result. The statement's

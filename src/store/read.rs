@@ -3,8 +3,9 @@
 
 use crate::pg::call::{ResultSet, i64_datum, uuid_datum};
 use crate::pg::heap::{self, Outcome};
-use crate::pg::positions;
+use crate::pg::positions::{self, Horizon};
 use crate::pg::spi::{Connection, Reading, Stmt};
+use crate::pg::workers;
 use event_store_core::EventStoreError;
 use pgrx::pg_sys::Datum;
 use uuid::Uuid;
@@ -88,8 +89,8 @@ pub fn read_all(after: i64, max: i32, out: &mut ResultSet) -> Result<(), EventSt
             reason: format!("{max} is negative"),
         });
     }
-    let horizon = positions::read_horizon()?;
     let conn = Connection::connect();
+    let horizon = readable(&conn, "es.read_all")?;
     conn.query_in(
         Stmt::ReadAll,
         &[
@@ -101,4 +102,39 @@ pub fn read_all(after: i64, max: i32, out: &mut ResultSet) -> Result<(), EventSt
     )
     .copy_into(out);
     Ok(())
+}
+
+/// The gap-safe bound of a read of the global log (`es.read_all`, `es.poll`, `es.wait`) and the
+/// snapshot to read in. On the primary: below the lowest position in flight. On a hot standby,
+/// and where `es.events` is replicated in by logical replication, the positions in flight are
+/// on another server: the bound is also capped at the watermark that server's worker writes
+/// (`es.watermark`, read in the same snapshot), so a replica's reader never skips an event that
+/// commits there late either.
+pub fn readable(conn: &Connection, function: &'static str) -> Result<Horizon, EventStoreError> {
+    let mut horizon = positions::read_horizon(function)?;
+    let replica = workers::in_recovery()
+        || conn
+            .execute(Stmt::EventsReplicatedIn, &[])
+            .datum(0, 1)
+            .is_some_and(|d| d.value() != 0);
+    if replica {
+        let watermark = conn
+            .query_in(Stmt::Watermark, &[], &horizon.snapshot)
+            .first_i64()
+            .unwrap_or(0);
+        horizon.last_readable = horizon.last_readable.min(watermark);
+    }
+    Ok(horizon)
+}
+
+/// The highest position stored at or below the horizon (0 for an empty log): the end of what a
+/// reader can read now.
+pub fn readable_end(conn: &Connection, horizon: &Horizon) -> i64 {
+    conn.query_in(
+        Stmt::ReadableEnd,
+        &[Some(i64_datum(horizon.last_readable))],
+        &horizon.snapshot,
+    )
+    .first_i64()
+    .unwrap_or(0)
 }

@@ -22,7 +22,9 @@ export ES_PRELOAD=${ES_PRELOAD:-1}
 export ES_TEST_TRACE_PORT=${ES_TRACE_PORT:-28819}
 cluster="$repo/scripts/cluster.sh"
 # the processes the tests kill on purpose (see kill_9), which the crash check does not count
-export ES_KILLED_PIDS=$repo/target/killed-pids
+# (one file per cluster: two runs on two clusters must not erase each other's list)
+mkdir -p "$ES_CLUSTER_DIR"
+export ES_KILLED_PIDS=$ES_CLUSTER_DIR/killed-pids
 : >"$ES_KILLED_PIDS"
 tracing_dir=$repo/target/es-cluster-tracing
 main_from=$(bash "$cluster" log-size)

@@ -19,7 +19,7 @@ PG_REGRESS=$(dirname "$($BIN/pg_config --pgxs)")/../test/regress/pg_regress
 db=event_store_regress
 out=$repo/target/pg_regress
 rm -rf "$out" && mkdir -p "$out"
-"$BIN/psql" -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+"$BIN/psql" -X -q -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
 tests=(setup)
 for f in "$here"/sql/*.sql; do
   name=$(basename "$f" .sql)

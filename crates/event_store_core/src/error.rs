@@ -157,6 +157,39 @@ pub enum EventStoreError {
         /// The position, as PostgreSQL reported it.
         position: String,
     },
+    /// ES201: the partition is leased by another consumer (fencing: a consumer that lost its
+    /// lease cannot move the checkpoint).
+    #[error(
+        "partition {partition} of subscription {subscription} is leased by another consumer: {owner}"
+    )]
+    LeasedByAnother {
+        /// The subscription.
+        subscription: String,
+        /// The partition.
+        partition: i32,
+        /// The consumer holding the lease.
+        owner: String,
+        /// When the lease expires, as PostgreSQL prints it.
+        lease_until: String,
+        /// The consumer the caller named (`None` = none).
+        consumer: Option<String>,
+    },
+    /// ES202: no subscription or projection of that name.
+    #[error("{kind} {name} does not exist")]
+    NoSuchSubscription {
+        /// `subscription` or `projection`.
+        kind: &'static str,
+        /// The name asked for.
+        name: String,
+    },
+    /// 42710: a subscription or projection of that name exists already.
+    #[error("{kind} {name} already exists")]
+    DuplicateName {
+        /// `subscription` or `projection`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
     /// 2200H: the global positions would pass the largest bigint.
     #[error(
         "global positions are exhausted: {count} positions from {first} would pass {}",
@@ -190,6 +223,9 @@ impl EventStoreError {
             Self::PreloadRequired { .. } => "55000",
             Self::PositionsExhausted { .. } => "2200H",
             Self::PositionTaken { .. } => "55000",
+            Self::LeasedByAnother { .. } => "ES201",
+            Self::NoSuchSubscription { .. } => "ES202",
+            Self::DuplicateName { .. } => "42710",
         }
     }
 
@@ -220,6 +256,15 @@ impl EventStoreError {
                 ..
             } => Some(format!("available: {available}, requested: {requested}")),
             Self::AccountNotActive { status, .. } => Some(format!("status: {status}")),
+            Self::LeasedByAnother {
+                owner,
+                lease_until,
+                consumer,
+                ..
+            } => Some(format!(
+                "owner: {owner}, lease until: {lease_until}, caller: {}",
+                consumer.as_deref().unwrap_or("(none)")
+            )),
             _ => None,
         }
     }
@@ -256,6 +301,15 @@ impl EventStoreError {
             ),
             Self::PositionTaken { .. } => Some(
                 "Retry the call: the next append moves es.global_position_seq past the stored positions (it falls behind when set back by hand or after a failover to a logical-replication subscriber).".into(),
+            ),
+            Self::LeasedByAnother { .. } => Some(
+                "Claim partitions with es.claim(name, consumer) and pass the same consumer to es.poll, es.ack and es.nack; a consumer whose lease expired must claim again.".into(),
+            ),
+            Self::NoSuchSubscription { kind: "projection", .. } => Some(
+                "The projections are listed in es.projections; create one with es.create_projection.".into(),
+            ),
+            Self::NoSuchSubscription { .. } => Some(
+                "The subscriptions are listed in es.subscriptions; create one with es.create_subscription.".into(),
             ),
             _ => None,
         }
@@ -377,6 +431,30 @@ mod tests {
                     function: "es.read_all",
                 },
                 "55000",
+            ),
+            (
+                EventStoreError::LeasedByAnother {
+                    subscription: "s".into(),
+                    partition: 1,
+                    owner: "a".into(),
+                    lease_until: "t".into(),
+                    consumer: None,
+                },
+                "ES201",
+            ),
+            (
+                EventStoreError::NoSuchSubscription {
+                    kind: "projection",
+                    name: "p".into(),
+                },
+                "ES202",
+            ),
+            (
+                EventStoreError::DuplicateName {
+                    kind: "subscription",
+                    name: "p".into(),
+                },
+                "42710",
             ),
         ];
         for (err, code) in cases {

@@ -97,7 +97,9 @@ fn parse_declaration(sql: &str) -> Result<Declaration, String> {
         let (name, ty) = match words {
             [] => return Err(format!("an empty argument in `sql`: {piece:?}")),
             [ty] => (format!("arg{}", params.len() + 1), (*ty).to_owned()),
-            [name, ty @ ..] => ((*name).to_owned(), ty.join(" ")),
+            // a quoted name ("position", a keyword PostgreSQL refuses bare) is the same
+            // argument to the body
+            [name, ty @ ..] => (name.trim_matches('"').to_owned(), ty.join(" ")),
         };
         params.push(Param { name, ty });
     }
@@ -288,6 +290,11 @@ fn expand(
                         "bigint" | "integer" => quote! {
                             if let Some(v) = call.i64(#args_mod::#param_ident) {
                                 span.record(#field, v);
+                            }
+                        },
+                        "text" => quote! {
+                            if let Some(v) = call.optional_text(#args_mod::#param_ident) {
+                                span.record(#field, v.as_str());
                             }
                         },
                         other => {

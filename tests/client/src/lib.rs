@@ -8,6 +8,7 @@
 //! scenario files read as the property they check.
 
 pub mod otlp;
+pub mod replica;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,0 +1,177 @@
+-- Subscriptions and projections (SPEC §9, §10): the views over their tables, the call of a
+-- projection's handler, and the seed's two projections. The functions these use are declared with
+-- their code (src/api/subscription.rs, src/api/projection.rs); the extension_sql_file! `requires`
+-- puts this file after them.
+
+CREATE VIEW es.subscriptions AS
+SELECT p.subscription AS name,
+       p.partition,
+       p.checkpoint,
+       (SELECT count(*)
+          FROM es.events e
+         WHERE e.global_position > p.checkpoint
+           AND (c.event_types IS NULL OR e.event_type = ANY (c.event_types))
+           AND (c.stream_type IS NULL OR EXISTS (
+                 SELECT 1 FROM es.streams s
+                  WHERE s.stream_id = e.stream_id AND s.stream_type = c.stream_type))
+           AND (c.partitions = 1 OR es.stream_hash(e.stream_id) % c.partitions = p.partition)
+       ) AS events_behind,
+       coalesce(extract(epoch FROM clock_timestamp() - (
+           SELECT e.recorded_at
+             FROM es.events e
+            WHERE e.global_position > p.checkpoint
+              AND (c.event_types IS NULL OR e.event_type = ANY (c.event_types))
+              AND (c.stream_type IS NULL OR EXISTS (
+                    SELECT 1 FROM es.streams s
+                     WHERE s.stream_id = e.stream_id AND s.stream_type = c.stream_type))
+              AND (c.partitions = 1 OR es.stream_hash(e.stream_id) % c.partitions = p.partition)
+            ORDER BY e.global_position
+            LIMIT 1)), 0)::double precision AS seconds_behind,
+       p.owner,
+       p.lease_until,
+       p.head_attempts,
+       (SELECT count(*) FROM es.parked_events k
+         WHERE k.subscription = p.subscription AND k.partition = p.partition AND NOT k.replay
+       ) AS parked
+  FROM es.subscription_partitions p
+  JOIN es.subscription_config c ON c.name = p.subscription;
+COMMENT ON VIEW es.subscriptions IS
+  'One row per partition of each subscription: its checkpoint, how many matching events are committed after it and how old the oldest of them is, its lease, the attempts of its failing head event and its parked events.';
+
+CREATE VIEW es.projections AS
+SELECT j.name,
+       CASE WHEN j.paused THEN 'paused'
+            WHEN s.parked > 0 THEN 'failed'
+            ELSE 'running' END AS state,
+       s.checkpoint,
+       s.events_behind,
+       s.seconds_behind,
+       coalesce(p.head_error,
+                (SELECT k.error FROM es.parked_events k
+                  WHERE k.subscription = j.name AND NOT k.replay
+                  ORDER BY k.attempts > 0 DESC, k.parked_at DESC, k.global_position DESC
+                  LIMIT 1)) AS last_error,
+       j.handler,
+       j.last_run_at
+  FROM es.projection_config j
+  JOIN es.subscriptions s ON s.name = j.name AND s.partition = 0
+  JOIN es.subscription_partitions p ON p.subscription = j.name AND p.partition = 0;
+COMMENT ON VIEW es.projections IS
+  'One row per projection: running, paused or failed (an event is parked: see es.parked_events), its checkpoint, its lag in events and seconds, and the last error of its handler.';
+
+REVOKE ALL ON es.subscriptions, es.projections FROM PUBLIC;
+GRANT SELECT ON es.subscriptions, es.projections TO pg_monitor;
+
+CREATE FUNCTION es.run_handler(handler text, run_as text, event es.events) RETURNS text
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pg_catalog.set_config('role', run_as, true);
+    EXECUTE 'SELECT ' || handler || '($1)' USING event;
+    PERFORM pg_catalog.set_config('role', 'none', true);
+    RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLERRM;
+END
+$$;
+COMMENT ON FUNCTION es.run_handler(text, text, es.events) IS
+  'Called by the projection worker: runs a projection''s handler (its quoted, schema-qualified name, as stored in es.projection_config) for one event, as the role that created the projection and with the database''s search_path, in a subtransaction; returns NULL, or the error message when the handler raised (its writes are then rolled back, and the event is retried and parked).';
+REVOKE ALL ON FUNCTION es.run_handler(text, text, es.events) FROM PUBLIC;
+
+CREATE FUNCTION es.project_account_balances(e es.events) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    prev jsonb;
+    s jsonb;
+BEGIN
+    SELECT jsonb_build_object('holder_name', b.holder_name, 'balance_cents', b.balance_cents,
+                              'status', b.status, 'version', b.version)
+      INTO prev
+      FROM es.account_balances b
+     WHERE b.account_id = e.stream_id;
+    IF prev IS NOT NULL AND (prev->>'version')::bigint >= e.version THEN
+        RETURN;  -- projected already (es.reset_projection replays from the start)
+    ELSIF prev IS NOT NULL AND (prev->>'version')::bigint = e.version - 1 THEN
+        SELECT es.account_replay(prev, e.data) INTO s;      -- one step of the store's fold
+    ELSIF e.version = 1 THEN
+        SELECT es.account_replay(e.data) INTO s;
+    ELSE
+        s := es.account_state(e.stream_id, at_version => e.version);
+    END IF;
+    INSERT INTO es.account_balances AS b
+           (account_id, holder_name, balance_cents, status, version, updated_at)
+    VALUES (e.stream_id, s->>'holder_name', (s->>'balance_cents')::bigint, s->>'status',
+            e.version, e.recorded_at)
+    ON CONFLICT (account_id) DO UPDATE
+       SET holder_name = excluded.holder_name, balance_cents = excluded.balance_cents,
+           status = excluded.status, version = excluded.version, updated_at = excluded.updated_at
+     WHERE b.version < excluded.version;
+END
+$$;
+COMMENT ON FUNCTION es.project_account_balances(es.events) IS
+  'Handler of the projection account_balances: folds one account event into es.account_balances with es.account_replay (the store''s own fold). Idempotent: an event at or below the row''s version is skipped.';
+
+CREATE FUNCTION es.project_account_transactions(e es.events) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    prev bigint;
+    amount bigint;
+    balance bigint;
+BEGIN
+    amount := CASE e.event_type
+                WHEN 'Opened' THEN (e.data->>'initial_balance_cents')::bigint
+                WHEN 'Deposited' THEN (e.data->>'amount_cents')::bigint
+                WHEN 'Withdrawn' THEN -(e.data->>'amount_cents')::bigint
+              END;
+    IF e.version = 1 THEN
+        prev := 0;
+    ELSE
+        SELECT t.balance_cents INTO prev FROM es.account_transactions t
+         WHERE t.account_id = e.stream_id AND t.version = e.version - 1;
+    END IF;
+    IF prev IS NULL THEN
+        balance := (es.account_state(e.stream_id, at_version => e.version)->>'balance_cents')::bigint;
+    ELSE
+        balance := prev + coalesce(amount, 0);
+    END IF;
+    INSERT INTO es.account_transactions
+           (account_id, version, event_type, amount_cents, balance_cents, description, occurred_at)
+    VALUES (e.stream_id, e.version, e.event_type, amount, balance,
+            CASE e.event_type WHEN 'Opened' THEN e.data->>'account_holder'
+                 WHEN 'Deposited' THEN e.data->>'description'
+                 WHEN 'Withdrawn' THEN e.data->>'description'
+                 ELSE e.data->>'reason' END,
+            e.occurred_at)
+    ON CONFLICT (account_id, version) DO NOTHING;
+END
+$$;
+COMMENT ON FUNCTION es.project_account_transactions(es.events) IS
+  'Handler of the projection account_transactions: one row of es.account_transactions per account event, with the signed amount and the balance after it. Idempotent (a row that exists is kept).';
+
+CREATE FUNCTION es.enable_account_projections() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    projection text;
+BEGIN
+    FOREACH projection IN ARRAY ARRAY['account_balances', 'account_transactions'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM es.projection_config j WHERE j.name = projection) THEN
+            PERFORM es.create_projection(projection,
+                                         ('es.project_' || projection || '(es.events)')::regprocedure,
+                                         ARRAY['Opened', 'Deposited', 'Withdrawn', 'Frozen', 'Closed'],
+                                         500);
+            UPDATE es.subscription_config c SET stream_type = 'account' WHERE c.name = projection;
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION es.enable_account_projections() IS
+  'Creates the seed''s two projections, account_balances and account_transactions (account streams only), kept by the background worker; does nothing for one that exists.';
+
+REVOKE ALL ON FUNCTION es.project_account_balances(es.events), es.project_account_transactions(es.events),
+    es.enable_account_projections() FROM PUBLIC;

@@ -1,0 +1,108 @@
+//! Projections (SPEC §10): `es.create_projection`, `es.drop_projection`,
+//! `es.pause_projection`, `es.resume_projection`, `es.reset_projection`,
+//! `es.wait_for_projection`. The seed's two projections and their views are in sql/flow.sql.
+
+use crate::pg::call::{Call, no_value};
+use crate::store::projection;
+use event_store_core::EventStoreError;
+use event_store_macros::sql_function;
+use pgrx::pg_sys::{Datum, Oid};
+
+#[sql_function(
+    sql = "es.create_projection(name text, handler regprocedure, event_types text[] DEFAULT NULL, batch integer DEFAULT 100)
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER",
+    comment = "Registers a projection: the background worker of this database calls handler(es.events) for every event of the given types (NULL = all), in order, batch events per transaction, with the ack in the same transaction (exactly once), as the role that created it. A handler that raises is retried, then its event is parked (es.parked_events) while the other projections go on. Needs shared_preload_libraries = 'event_store'.",
+    access = "owner",
+    span = "projection.create",
+    span_args = "projection = name, batch = batch",
+    span_fields = r#"db.system = "postgresql""#
+)]
+fn create_projection(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    use create_projection_args as arg;
+    let name = call.text(arg::name)?;
+    let handler = Oid::from(call.required(arg::handler)?.value() as u32);
+    let types = call.text_array(arg::event_types)?;
+    let batch = call.required_i32(arg::batch)?;
+    projection::create(&name, handler, types, call.arg(arg::event_types), batch)?;
+    Ok(no_value())
+}
+
+#[sql_function(
+    sql = "es.drop_projection(name text)
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER",
+    comment = "Drops a projection with its subscription and parked events (its read model stays). ES202 when there is none.",
+    access = "owner",
+    span = "projection.drop",
+    span_args = "projection = name",
+    span_fields = r#"db.system = "postgresql""#
+)]
+fn drop_projection(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    projection::drop(&call.text(drop_projection_args::name)?)?;
+    Ok(no_value())
+}
+
+#[sql_function(
+    sql = "es.pause_projection(name text)
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER",
+    comment = "Stops feeding a projection (its checkpoint stays) until es.resume_projection.",
+    access = "owner",
+    span = "projection.pause",
+    span_args = "projection = name",
+    span_fields = r#"db.system = "postgresql""#
+)]
+fn pause_projection(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    projection::set_paused(&call.text(pause_projection_args::name)?, true)?;
+    Ok(no_value())
+}
+
+#[sql_function(
+    sql = "es.resume_projection(name text)
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER",
+    comment = "Feeds a paused projection again, from its checkpoint.",
+    access = "owner",
+    span = "projection.resume",
+    span_args = "projection = name",
+    span_fields = r#"db.system = "postgresql""#
+)]
+fn resume_projection(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    projection::set_paused(&call.text(resume_projection_args::name)?, false)?;
+    Ok(no_value())
+}
+
+#[sql_function(
+    sql = "es.reset_projection(name text)
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER",
+    comment = "Puts a projection's checkpoint back at its start and forgets its parked events, for a rebuild: clear its read model first unless its handler is idempotent (the seed's two are).",
+    access = "owner",
+    span = "projection.reset",
+    span_args = "projection = name",
+    span_fields = r#"db.system = "postgresql""#
+)]
+fn reset_projection(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    projection::reset(&call.text(reset_projection_args::name)?)?;
+    Ok(no_value())
+}
+
+#[sql_function(
+    sql = "es.wait_for_projection(name text, \"position\" bigint, timeout_ms integer DEFAULT 10000)
+RETURNS boolean
+LANGUAGE c VOLATILE PARALLEL UNSAFE",
+    comment = "Read-your-writes: returns true as soon as the projection has handled everything up to position (e.g. what es.append_events just wrote), false after timeout_ms.",
+    span = "projection.wait",
+    span_args = "projection = name, position = position, timeout_ms = timeout_ms",
+    span_fields = r#"db.system = "postgresql""#
+)]
+fn wait_for_projection(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    use wait_for_projection_args as arg;
+    let ready = projection::wait_for(
+        &call.text(arg::name)?,
+        call.required_i64(arg::position)?,
+        call.required_i32(arg::timeout_ms)?,
+    )?;
+    Ok(Datum::from(ready))
+}

@@ -1,0 +1,256 @@
+//! The store's background workers (SPEC §10, §11), registered when the library is preloaded:
+//!
+//! - the **launcher** (one per cluster, on a primary) looks at every database once at start and
+//!   starts a database's worker when a backend asks for it (a projection was created, resumed
+//!   or reset) or, while replicas are connected, for every database that uses the store;
+//! - a **database worker** runs that database's projections (woken by the commits that append,
+//!   so a projection follows within milliseconds) and, while replicas are connected, writes the
+//!   watermark their readers cap at (`es.watermark`, every `es.watermark_interval`). It exits
+//!   when the database has neither, or does not have the extension, so an idle database keeps
+//!   no connection open.
+//!
+//! The work itself is in `crate::store` (projections) and `crate::pg` (the watermark's bound,
+//! the registry, starting workers).
+
+use crate::pg::call::i64_datum;
+use crate::pg::positions::{self, Waiter};
+use crate::pg::spi::{Connection, Stmt};
+use crate::pg::{gucs, workers};
+use crate::store::projection::{self, Step};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerStatus, DynamicBackgroundWorker, SignalWakeFlags,
+};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+/// How long a database worker with nothing to do stays before it exits.
+const IDLE_EXIT: Duration = Duration::from_secs(5);
+/// How soon the launcher starts a database's worker again after it exited on its own (replicas
+/// connected, nothing asked for it).
+const RESTART_AFTER: Duration = Duration::from_secs(5);
+/// How often the launcher forgets databases that were dropped.
+const RESCAN_EVERY: Duration = Duration::from_secs(30);
+
+fn check_signals() -> bool {
+    if BackgroundWorker::sighup_received() {
+        // SAFETY: what a backend does on SIGHUP, on the worker's main thread between rounds.
+        unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+    }
+    !BackgroundWorker::sigterm_received()
+}
+
+/// Entry point of the launcher (see `crate::pg::workers::register_launcher`).
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn es_launcher_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi(None, None);
+    // Every database gets one look after a start (or a crash restart): its projections run
+    // again without any client, and a stale watermark is brought up to date.
+    for db in workers::databases() {
+        workers::request(db, true);
+    }
+    let mut running: HashMap<u32, DynamicBackgroundWorker> = HashMap::new();
+    let mut exited: HashMap<u32, Instant> = HashMap::new();
+    let mut rescanned = Instant::now();
+    let mut warned = false;
+    while check_signals() {
+        let replicas = workers::replicas_connected();
+        for (db, wanted) in workers::launcher_poll() {
+            let alive = running.get(&db).is_some_and(|h| {
+                matches!(h.pid(), Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted))
+            });
+            if alive {
+                continue;
+            }
+            if running.remove(&db).is_some() {
+                exited.insert(db, Instant::now());
+            }
+            let recently = exited.get(&db).is_some_and(|t| t.elapsed() < RESTART_AFTER);
+            if wanted || (replicas && !recently) {
+                match workers::start_database_worker(db) {
+                    Some(handle) => {
+                        running.insert(db, handle);
+                        warned = false;
+                    }
+                    None => {
+                        if !warned {
+                            pgrx::log!(
+                                "event_store: no background worker slot is free for database {db}; raise max_worker_processes"
+                            );
+                            warned = true;
+                        }
+                        // the request stays pending: asked again next round
+                    }
+                }
+            }
+        }
+        if rescanned.elapsed() >= RESCAN_EVERY {
+            let live = workers::databases();
+            for db in workers::registered() {
+                if !live.contains(&db) {
+                    workers::forget(db);
+                    running.remove(&db);
+                }
+            }
+            rescanned = Instant::now();
+        }
+        if !BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
+            break;
+        }
+    }
+}
+
+/// What a database worker keeps between rounds.
+struct DatabaseWorker {
+    /// The last watermark written (skip the write when nothing moved).
+    watermark: i64,
+    watermark_at: Option<Instant>,
+}
+
+/// What one round found.
+struct Round {
+    /// The extension is installed in this database.
+    present: bool,
+    /// Projections that are not paused.
+    projections: usize,
+    /// A projection handled or skipped events (look again at once).
+    busy: bool,
+}
+
+impl DatabaseWorker {
+    fn round(&mut self) -> Round {
+        let present = in_transaction(|| {
+            Connection::connect()
+                .execute(Stmt::ExtensionPresent, &[])
+                .first_i64()
+                .unwrap_or(0)
+                > 0
+        });
+        if !present {
+            return Round {
+                present,
+                projections: 0,
+                busy: false,
+            };
+        }
+        self.write_watermark();
+        let runnable = in_transaction(projection::runnable);
+        let mut busy = false;
+        for p in &runnable {
+            let step = in_transaction(|| projection::step(p));
+            match step {
+                Ok(Step::Handled(_)) | Ok(Step::Skipped) | Ok(Step::Failed) => {
+                    busy = true;
+                    projection::committed();
+                }
+                Ok(Step::Idle) => {}
+                Err(e) => pgrx::log!("event_store: projection {}: {e}", p.name),
+            }
+        }
+        Round {
+            present,
+            projections: runnable.len(),
+            busy,
+        }
+    }
+
+    /// Writes the watermark while replicas are connected, at most every
+    /// `es.watermark_interval`, and never where `es.events` is itself replicated in.
+    fn write_watermark(&mut self) {
+        let interval = gucs::WATERMARK_INTERVAL.get();
+        if interval <= 0 || !workers::replicas_connected() {
+            return;
+        }
+        if self
+            .watermark_at
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(interval as u64))
+        {
+            return;
+        }
+        self.watermark_at = Some(Instant::now());
+        let last = self.watermark;
+        let written = in_transaction(|| {
+            let conn = Connection::connect();
+            let replicated_in = conn
+                .execute(Stmt::EventsReplicatedIn, &[])
+                .datum(0, 1)
+                .is_some_and(|d| d.value() != 0);
+            if replicated_in {
+                return last;
+            }
+            let sequence_last = conn
+                .execute(Stmt::SequenceLast, &[])
+                .first_i64()
+                .unwrap_or(0);
+            match positions::watermark_bound(sequence_last) {
+                Some(bound) if bound > last => {
+                    conn.execute(Stmt::WriteWatermark, &[Some(i64_datum(bound))]);
+                    bound
+                }
+                _ => last,
+            }
+        });
+        self.watermark = written;
+    }
+}
+
+fn in_transaction<R>(f: impl FnOnce() -> R) -> R {
+    BackgroundWorker::transaction(AssertUnwindSafe(f))
+}
+
+/// Entry point of a database worker; the argument is the database's OID.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let db = pg_sys::Oid::from(arg.value() as u32);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
+    // The worker's writes (checkpoints with the handlers' effects, the watermark) are redone
+    // or rewritten after a crash; they need not wait for the WAL flush.
+    // SAFETY: sets a GUC for this session, at the worker's start, outside any transaction.
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"synchronous_commit".as_ptr(),
+            c"off".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        );
+    }
+    let mut worker = DatabaseWorker {
+        watermark: -1,
+        watermark_at: None,
+    };
+    let waiter = Waiter::new();
+    let mut idle_since = Instant::now();
+    while check_signals() {
+        waiter.arm();
+        let asked = workers::take_request(db.to_u32());
+        let round = worker.round();
+        if !round.present {
+            workers::forget(db.to_u32());
+            break;
+        }
+        let replicas = workers::replicas_connected();
+        if asked || round.projections > 0 || replicas {
+            idle_since = Instant::now();
+        } else if idle_since.elapsed() >= IDLE_EXIT {
+            break;
+        }
+        if round.busy {
+            continue;
+        }
+        let naptime = Duration::from_millis(gucs::PROJECTION_NAPTIME.get().max(10) as u64);
+        let sleep = if replicas && gucs::WATERMARK_INTERVAL.get() > 0 {
+            naptime.min(Duration::from_millis(gucs::WATERMARK_INTERVAL.get() as u64))
+        } else {
+            naptime
+        };
+        if !BackgroundWorker::wait_latch(Some(sleep)) {
+            break;
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The PostgreSQL side of the store's per-database background workers (SPEC §10, §11): a
+//! registry in shared memory of the databases that use the store, the launcher's latch, the
+//! list of databases, starting a worker for one database, and whether replicas are connected.
+//!
+//! Why a launcher: a background worker connects to one database, and the projections of every
+//! database must run after a restart without any client. The launcher (a static worker) starts
+//! one dynamic worker per database that needs one; what a worker does is in `crate::daemon`.
+
+use super::shmem::Segment;
+use pgrx::bgworkers::{BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker};
+use pgrx::pg_sys;
+use std::ffi::CStr;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
+use std::time::Duration;
+
+/// Databases the registry tracks at once; a cluster with more databases that use the store
+/// gets workers for the first ones and a LOG line for the others.
+pub const MAX_DATABASES: usize = 64;
+
+/// One database that uses the store.
+#[repr(C)]
+struct Entry {
+    /// The database; 0 = free entry.
+    dboid: AtomicU32,
+    /// A backend asked for the worker (a projection was created, resumed or reset) and no
+    /// worker has seen the request yet: the launcher starts one while it is set, and a worker
+    /// clears it when it looks at the projections, so a request that races with a worker's
+    /// exit is never lost.
+    wanted: AtomicBool,
+}
+
+#[repr(C)]
+struct Registry {
+    /// `pgprocno` of the launcher, -1 while none runs.
+    launcher: AtomicI32,
+    entries: [Entry; MAX_DATABASES],
+}
+
+static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(ptr::null_mut());
+
+/// The registry's shared-memory segment (placed by `crate::pg::shmem`).
+pub static SEGMENT: Segment = Segment {
+    key: c"event_store workers",
+    size: || std::mem::size_of::<Registry>(),
+    tranche: None,
+    init: init_registry,
+    attach: |mem| REGISTRY.store(mem.cast(), Ordering::Release),
+};
+
+/// # Safety
+/// See [`Segment::init`].
+unsafe fn init_registry(mem: *mut u8) {
+    // SAFETY: the segment is zeroed and sized for a Registry; only the launcher field has a
+    // non-zero initial value.
+    unsafe {
+        (*mem.cast::<Registry>())
+            .launcher
+            .store(-1, Ordering::Relaxed)
+    };
+}
+
+fn registry() -> Option<&'static Registry> {
+    // SAFETY: null or the segment initialized by crate::pg::shmem, mapped for the process' life.
+    unsafe { REGISTRY.load(Ordering::Acquire).as_ref() }
+}
+
+/// Records that database `db` uses the store and, when `now`, wakes the launcher to start its
+/// worker at once. Without the preloaded library this does nothing (and nothing runs
+/// projections: `es.create_projection` says so).
+pub fn request(db: u32, now: bool) {
+    let Some(reg) = registry() else { return };
+    let entry = reg
+        .entries
+        .iter()
+        .find(|e| e.dboid.load(Ordering::Acquire) == db);
+    let entry = entry.or_else(|| {
+        reg.entries.iter().find(|e| {
+            e.dboid
+                .compare_exchange(0, db, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        })
+    });
+    match entry {
+        Some(e) if now => {
+            e.wanted.store(true, Ordering::Release);
+            wake_launcher();
+        }
+        Some(_) => {}
+        None => pgrx::log!(
+            "event_store: more than {MAX_DATABASES} databases use the store; database {db} gets no worker"
+        ),
+    }
+}
+
+/// Whether the library is preloaded (the registry exists): projections and the watermark need
+/// its workers.
+pub fn preloaded() -> bool {
+    registry().is_some()
+}
+
+fn wake_launcher() {
+    let Some(reg) = registry() else { return };
+    let procno = reg.launcher.load(Ordering::Acquire);
+    if procno >= 0 {
+        // SAFETY: the launcher's pgprocno indexes ProcGlobal's PGPROC array; its latch lives in
+        // shared memory for the cluster's life (SetLatch on an exited process' latch is
+        // harmless).
+        unsafe {
+            let proc = (*pg_sys::ProcGlobal).allProcs.add(procno as usize);
+            pg_sys::SetLatch(&raw mut (*proc).procLatch);
+        }
+    }
+}
+
+/// Called by the launcher: publishes its latch; returns the databases registered so far and
+/// whether a request for their worker is pending.
+pub fn launcher_poll() -> Vec<(u32, bool)> {
+    let Some(reg) = registry() else {
+        return Vec::new();
+    };
+    // SAFETY: MyProc is the launcher's PGPROC.
+    let me = unsafe { (*pg_sys::MyProc).pgprocno };
+    reg.launcher.store(me, Ordering::Release);
+    reg.entries
+        .iter()
+        .filter_map(|e| {
+            let db = e.dboid.load(Ordering::Acquire);
+            (db != 0).then(|| (db, e.wanted.load(Ordering::Acquire)))
+        })
+        .collect()
+}
+
+/// Called by a database's worker before it looks at the projections: whether a request was
+/// pending (it is cleared: this look answers it).
+pub fn take_request(db: u32) -> bool {
+    registry().is_some_and(|reg| {
+        reg.entries
+            .iter()
+            .filter(|e| e.dboid.load(Ordering::Acquire) == db)
+            .any(|e| e.wanted.swap(false, Ordering::AcqRel))
+    })
+}
+
+/// The databases registered so far.
+pub fn registered() -> Vec<u32> {
+    registry().map_or_else(Vec::new, |reg| {
+        reg.entries
+            .iter()
+            .map(|e| e.dboid.load(Ordering::Acquire))
+            .filter(|&db| db != 0)
+            .collect()
+    })
+}
+
+/// Forgets a database (it was dropped, or does not have the extension).
+pub fn forget(db: u32) {
+    if let Some(reg) = registry() {
+        for e in reg
+            .entries
+            .iter()
+            .filter(|e| e.dboid.load(Ordering::Acquire) == db)
+        {
+            e.wanted.store(false, Ordering::Release);
+            let _ = e
+                .dboid
+                .compare_exchange(db, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether a WAL sender is running (a streaming standby, a logical-replication subscriber or a
+/// base backup): then every database that appends needs its watermark written.
+pub fn replicas_connected() -> bool {
+    // SAFETY: WalSndCtl is set up at startup with max_wal_senders slots; each pid is read
+    // without the slot's spinlock, which can only make the answer stale by one iteration.
+    unsafe {
+        let ctl = pg_sys::WalSndCtl;
+        if ctl.is_null() {
+            return false;
+        }
+        let n = pg_sys::max_wal_senders.max(0) as usize;
+        (*ctl)
+            .walsnds
+            .as_slice(n)
+            .iter()
+            .any(|w| ptr::read_volatile(&w.pid) != 0)
+    }
+}
+
+/// The databases that accept connections and are not templates, read from the shared catalog
+/// `pg_database` (the launcher is connected to no database).
+pub fn databases() -> Vec<u32> {
+    let mut out = Vec::new();
+    // SAFETY: a catalog heap scan inside a transaction of the launcher (connected to no
+    // database, so only shared catalogs are read); every tuple is a pg_database row whose fixed
+    // part is FormData_pg_database; the scan and the relation are closed before the commit.
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        let rel = pg_sys::table_open(
+            pg_sys::DatabaseRelationId,
+            pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+        );
+        let scan = pg_sys::table_beginscan_catalog(rel, 0, ptr::null_mut());
+        loop {
+            let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+            if tuple.is_null() {
+                break;
+            }
+            let header = (*tuple).t_data;
+            let form = header
+                .cast::<u8>()
+                .add((*header).t_hoff as usize)
+                .cast::<pg_sys::FormData_pg_database>();
+            if (*form).datallowconn && !(*form).datistemplate {
+                out.push((*form).oid.to_u32());
+            }
+        }
+        pg_sys::table_endscan(scan);
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        pg_sys::CommitTransactionCommand();
+    }
+    out
+}
+
+/// Registers the launcher. Call from `_PG_init` under `shared_preload_libraries`.
+pub fn register_launcher() {
+    BackgroundWorkerBuilder::new("event_store launcher")
+        .set_type("event_store launcher")
+        .set_library("event_store")
+        .set_function("es_launcher_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(1)))
+        .load();
+}
+
+/// Starts the worker of database `db`; `None` when no background worker slot is free
+/// (`max_worker_processes`).
+pub fn start_database_worker(db: u32) -> Option<DynamicBackgroundWorker> {
+    BackgroundWorkerBuilder::new(&format!("event_store worker for database {db}"))
+        .set_type("event_store worker")
+        .set_library("event_store")
+        .set_function("es_database_worker_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(None)
+        .set_argument(Some(pg_sys::Datum::from(db)))
+        .load_dynamic()
+        .ok()
+}
+
+/// The name of the current role, as projections record who runs their handler.
+pub fn outer_user_name() -> String {
+    // SAFETY: GetOuterUserId is the session's role outside SECURITY DEFINER functions;
+    // GetUserNameFromId returns a palloc'd copy (noerr: NULL for a dropped role).
+    unsafe {
+        let name = pg_sys::GetUserNameFromId(pg_sys::GetOuterUserId(), true);
+        if name.is_null() {
+            return String::new();
+        }
+        CStr::from_ptr(name).to_string_lossy().into_owned()
+    }
+}
+
+/// Runs `f` as role `role` (a projection's handler runs with the rights of the role that
+/// created it, not the worker's). An ERROR inside `f` aborts the transaction, whose cleanup
+/// restores the user id.
+pub fn as_role<R>(role: &str, f: impl FnOnce() -> R) -> Option<R> {
+    let c = std::ffi::CString::new(role).ok()?;
+    // SAFETY: get_role_oid looks the role up (missing_ok: InvalidOid); the user id and
+    // security context are saved and restored around `f` (SECURITY_LOCAL_USERID_CHANGE, as
+    // SECURITY DEFINER functions do).
+    unsafe {
+        let oid = pg_sys::get_role_oid(c.as_ptr(), true);
+        if oid == pg_sys::InvalidOid {
+            return None;
+        }
+        let mut saved_user = pg_sys::InvalidOid;
+        let mut saved_context = 0;
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        pg_sys::SetUserIdAndSecContext(
+            oid,
+            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+        let r = f();
+        pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
+        Some(r)
+    }
+}
+
+/// Whether this server is a hot standby (or in crash recovery): readers there cap at the
+/// replicated watermark.
+pub fn in_recovery() -> bool {
+    // SAFETY: a read of shared state, valid in any backend.
+    unsafe { pg_sys::RecoveryInProgress() }
+}

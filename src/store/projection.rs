@@ -1,0 +1,234 @@
+//! Projections (SPEC §10): a handler `f(es.events)` fed by the background worker of the
+//! database, each batch and its ack in one transaction (exactly once), a failing event retried
+//! and parked like a subscription's, the others unaffected.
+
+use super::read::{readable, readable_end};
+use super::subscription::{
+    self, ack_locked, check_timeout, current_database, load, nack_locked, next_events, no_such,
+    remove, sleep_until,
+};
+use crate::pg::call::{i64_datum, text_datum};
+use crate::pg::positions::wake_waiters;
+use crate::pg::spi::{Arg, Connection, Stmt};
+use crate::pg::workers;
+use event_store_core::EventStoreError;
+use event_store_core::subscription::{SubscriptionSpec, check_count, check_name};
+use pgrx::pg_sys::{Datum, Oid};
+
+/// Failed attempts before a projection parks an event.
+const PROJECTION_MAX_ATTEMPTS: i32 = 5;
+
+/// `es.create_projection`.
+pub fn create(
+    name: &str,
+    handler: Oid,
+    event_types: Option<Vec<String>>,
+    event_types_arg: Arg,
+    batch: i32,
+) -> Result<(), EventStoreError> {
+    check_name(name)?;
+    check_count("batch", batch)?;
+    if !workers::preloaded() {
+        return Err(EventStoreError::PreloadRequired {
+            function: "es.create_projection",
+        });
+    }
+    let conn = Connection::connect();
+    let info = conn.execute(Stmt::HandlerInfo, &[Some(Datum::from(handler))]);
+    let invalid = |reason: String| EventStoreError::InvalidArgument {
+        name: "handler",
+        reason,
+    };
+    if info.is_empty() {
+        return Err(invalid(format!("no function has oid {}", handler.to_u32())));
+    }
+    let signature = info.text(0, 5).unwrap_or_default();
+    if info.text(0, 1).as_deref() != Some("f")
+        || info.i32(0, 2) != Some(1)
+        || info.bool(0, 3) != Some(true)
+    {
+        return Err(invalid(format!(
+            "{signature} is not a function of one argument of type es.events"
+        )));
+    }
+    let qualified = info.text(0, 4).unwrap_or_default();
+    subscription::create(
+        &conn,
+        &SubscriptionSpec {
+            name: name.to_owned(),
+            start_after: Some(0),
+            event_types,
+            stream_type: None,
+            partitions: 1,
+            max_attempts: PROJECTION_MAX_ATTEMPTS,
+        },
+        event_types_arg,
+    )?;
+    conn.execute(
+        Stmt::ProjectionInsert,
+        &[
+            Some(text_datum(name)),
+            Some(text_datum(&qualified)),
+            Some(Datum::from(batch)),
+            Some(text_datum(&workers::outer_user_name())),
+        ],
+    );
+    workers::request(current_database(), true);
+    Ok(())
+}
+
+fn existing(conn: &Connection, name: &str) -> Result<(), EventStoreError> {
+    if subscription::is_projection(conn, name) {
+        Ok(())
+    } else {
+        Err(no_such("projection", name))
+    }
+}
+
+/// `es.drop_projection`.
+pub fn drop(name: &str) -> Result<(), EventStoreError> {
+    let conn = Connection::connect();
+    existing(&conn, name)?;
+    remove(&conn, "projection", name)
+}
+
+/// `es.pause_projection` / `es.resume_projection`.
+pub fn set_paused(name: &str, paused: bool) -> Result<(), EventStoreError> {
+    let conn = Connection::connect();
+    existing(&conn, name)?;
+    conn.execute(
+        Stmt::ProjectionPause,
+        &[Some(text_datum(name)), Some(Datum::from(paused))],
+    );
+    if !paused {
+        workers::request(current_database(), true);
+    }
+    Ok(())
+}
+
+/// `es.reset_projection`: the checkpoint back to the start, parked events forgotten (the
+/// handler's read model is the caller's to clear, or its handler's to overwrite).
+pub fn reset(name: &str) -> Result<(), EventStoreError> {
+    let conn = Connection::connect();
+    existing(&conn, name)?;
+    conn.execute(Stmt::ProjectionReset, &[Some(text_datum(name))]);
+    workers::request(current_database(), true);
+    Ok(())
+}
+
+/// `es.wait_for_projection`: true once the projection's checkpoint reaches `position`.
+pub fn wait_for(name: &str, position: i64, timeout_ms: i32) -> Result<bool, EventStoreError> {
+    check_timeout(timeout_ms)?;
+    sleep_until(timeout_ms, || {
+        let conn = Connection::connect();
+        let checkpoint = conn
+            .execute(Stmt::ProjectionCheckpoint, &[Some(text_datum(name))])
+            .first_i64()
+            .ok_or_else(|| no_such("projection", name))?;
+        Ok(checkpoint >= position)
+    })
+}
+
+/// A projection as the worker runs it.
+pub struct Runnable {
+    /// Its name (and its subscription's).
+    pub name: String,
+    /// The handler, quoted and schema-qualified.
+    pub handler: String,
+    /// Events per transaction.
+    pub batch: i32,
+    /// The role the handler runs as.
+    pub run_as: String,
+}
+
+/// The projections that are not paused.
+pub fn runnable() -> Vec<Runnable> {
+    let conn = Connection::connect();
+    let rows = conn.execute(Stmt::ProjectionList, &[]);
+    (0..rows.len())
+        .map(|r| Runnable {
+            name: rows.text(r, 1).unwrap_or_default(),
+            handler: rows.text(r, 2).unwrap_or_default(),
+            batch: rows.i32(r, 3).unwrap_or(1).max(1),
+            run_as: rows.text(r, 4).unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// What one step of a projection did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Handled this many events (the checkpoint moved).
+    Handled(usize),
+    /// Nothing to handle; the checkpoint moved past events the projection does not read.
+    Skipped,
+    /// Nothing new.
+    Idle,
+    /// An event failed (counted, or parked).
+    Failed,
+}
+
+/// One batch of a projection, in the caller's transaction: each event through the handler
+/// (`es.run_handler`, a subtransaction per event that returns the handler's error instead of
+/// raising it), then the ack of the handled ones; a failing event is nacked and the batch ends
+/// there, so the events behind it wait (per-stream order) until it is retried or parked.
+pub fn step(p: &Runnable) -> Result<Step, EventStoreError> {
+    let conn = Connection::connect();
+    // A pause (or drop) that committed after the list was read must stop this batch; the
+    // share lock makes a pause wait for a batch in progress.
+    let active = conn
+        .execute(Stmt::ProjectionActive, &[Some(text_datum(&p.name))])
+        .first_i64()
+        .unwrap_or(0);
+    if active == 0 {
+        return Ok(Step::Idle);
+    }
+    let part = load(&conn, &p.name, 0, true)?;
+    let horizon = readable(&conn, "the projection worker")?;
+    let positions: Vec<i64> = next_events(&conn, &part, p.batch, &horizon)
+        .iter()
+        .flat_map(|rows| (0..rows.len()).filter_map(|r| rows.i64(r, 1)))
+        .collect();
+    if positions.is_empty() {
+        let end = readable_end(&conn, &horizon);
+        if end > part.checkpoint {
+            ack_locked(&conn, &part, end, part.any_parked)?;
+            return Ok(Step::Skipped);
+        }
+        return Ok(Step::Idle);
+    }
+    let mut handled = 0;
+    let mut last_ok = None;
+    for &position in &positions {
+        let args = [
+            Some(text_datum(&p.handler)),
+            Some(text_datum(&p.run_as)),
+            Some(i64_datum(position)),
+        ];
+        let error = conn.unpinned(|| conn.execute(Stmt::RunHandler, &args).text(0, 1));
+        match error {
+            None => {
+                handled += 1;
+                last_ok = Some(position);
+            }
+            Some(message) => {
+                if let Some(ok) = last_ok {
+                    ack_locked(&conn, &part, ok, part.any_parked)?;
+                }
+                let part = load(&conn, &p.name, 0, true)?;
+                nack_locked(&conn, &part, position, &message)?;
+                return Ok(Step::Failed);
+            }
+        }
+    }
+    if let Some(ok) = last_ok {
+        ack_locked(&conn, &part, ok, part.any_parked)?;
+    }
+    conn.execute(Stmt::ProjectionTouch, &[Some(text_datum(&p.name))]);
+    Ok(Step::Handled(handled))
+}
+
+/// Wakes `es.wait_for_projection` callers after the worker committed a batch.
+pub fn committed() {
+    wake_waiters(current_database());
+}

@@ -1,0 +1,158 @@
+-- Subscriptions and projections (SPEC §9, §10): every function, its results and its errors.
+-- Positions depend on the tests before this one, so they are shown relative to :base (the end of
+-- the log when this file starts) and the readable end in messages as END.
+SELECT coalesce(max(global_position), 0) AS base FROM es.events \gset
+-- the stable partition hash (fixed values: the same on every node and version)
+SELECT es.stream_hash('00000000-0000-0000-0000-000000000000') AS zero,
+       es.stream_hash('ffffffff-ffff-ffff-ffff-ffffffffffff') AS ones,
+       es.stream_hash('feed0000-0000-0000-0000-000000000001') % 2 AS p1,
+       es.stream_hash('feed0000-0000-0000-0000-000000000002') % 2 AS p2;
+SELECT es.create_subscription('orders', start_after => NULL, partitions => 2, max_attempts => 2);
+SELECT es.create_subscription('only_b', start_after => NULL, event_types => ARRAY['B']);
+SELECT name, start_after - :base AS start, event_types, stream_type, partitions, max_attempts
+  FROM es.subscription_config ORDER BY name;
+SELECT es.append_events('feed0000-0000-0000-0000-000000000001', 0,
+    ARRAY['{"type":"A"}', '{"type":"B"}', '{"type":"C"}']::jsonb[]);
+SELECT es.append_events('feed0000-0000-0000-0000-000000000002', 0,
+    ARRAY['{"type":"A"}', '{"type":"B"}']::jsonb[]);
+-- poll: the partition's events in position order, filtered; it does not move the checkpoint
+SELECT global_position - :base AS pos, stream_id, version, event_type FROM es.poll('orders', 0) ORDER BY 1;
+SELECT global_position - :base AS pos, stream_id, version, event_type FROM es.poll('orders', 1) ORDER BY 1;
+SELECT global_position - :base AS pos, event_type FROM es.poll('only_b', 0, 10) ORDER BY 1;
+SELECT global_position - :base AS pos FROM es.poll('orders', 0, 1);
+SELECT name, partition, checkpoint - :base AS checkpoint, events_behind, owner, head_attempts, parked
+  FROM es.subscriptions ORDER BY name, partition;
+-- ack moves the checkpoint forward only; it returns the checkpoint
+SELECT es.ack('orders', 1, :base + 3) - :base AS checkpoint;
+SELECT es.ack('orders', 1, :base + 1) - :base AS checkpoint;
+SELECT global_position - :base AS pos FROM es.poll('orders', 1) ORDER BY 1;
+-- an ack in a rolled-back transaction leaves the checkpoint where it was (exactly once)
+BEGIN;
+SELECT es.ack('orders', 1, :base + 5) - :base AS checkpoint;
+ROLLBACK;
+SELECT checkpoint - :base AS checkpoint FROM es.subscriptions WHERE name = 'orders' AND partition = 1;
+-- leases: a fair share each, fencing with ES201, release
+SELECT es.create_subscription('shared', partitions => 4);
+SELECT array_agg(partition ORDER BY partition) FROM es.claim('shared', 'c1', '1 hour');
+SELECT array_agg(partition ORDER BY partition) FROM es.claim('shared', 'c2', '1 hour');
+SELECT array_agg(partition ORDER BY partition) FROM es.claim('shared', 'c1', '1 hour');
+SELECT array_agg(partition ORDER BY partition) FROM es.claim('shared', 'c2', '1 hour');
+SELECT regexp_replace(error_of($$SELECT * FROM es.poll('shared', 0, 10, 'c2')$$), 'lease until: [^,]*', 'lease until: T');
+SELECT regexp_replace(error_of($$SELECT es.ack('shared', 0, 1)$$), 'lease until: [^,]*', 'lease until: T');
+SELECT count(*) FROM es.poll('shared', 0, 10, 'c1');
+SELECT es.release('shared', 'c1');
+SELECT array_agg(partition ORDER BY partition) FROM es.claim('shared', 'c2', '1 hour');
+SELECT partition, owner FROM es.subscriptions WHERE name = 'shared' ORDER BY partition;
+-- nack counts attempts, then parks; the stream's later events are held back, then parked behind
+SELECT es.nack('orders', 0, :base + 4, 'first failure');
+SELECT name, partition, head_attempts FROM es.subscriptions WHERE name = 'orders' AND partition = 0;
+SELECT es.nack('orders', 0, :base + 4, 'second failure');
+SELECT global_position - :base AS pos, stream_id FROM es.poll('orders', 0) ORDER BY 1;
+SELECT es.append_events('feed0000-0000-0000-0000-000000000004', 0, ARRAY['{"type":"A"}']::jsonb[]);
+SELECT global_position - :base AS pos, stream_id FROM es.poll('orders', 0) ORDER BY 1;
+SELECT es.ack('orders', 0, :base + 6) - :base AS checkpoint;
+SELECT global_position - :base AS pos, stream_id, attempts,
+       regexp_replace(error, 'position [0-9]+', 'position P') AS error, replay
+  FROM es.parked_events WHERE subscription = 'orders' ORDER BY 1;
+SELECT name, partition, checkpoint - :base AS checkpoint, parked FROM es.subscriptions
+ WHERE name = 'orders' ORDER BY partition;
+-- replay_parked puts them back first, in order; acking them finishes them
+SELECT es.replay_parked('orders');
+SELECT global_position - :base AS pos, event_type FROM es.poll('orders', 0);
+SELECT es.ack('orders', 0, :base + 5) - :base AS checkpoint;
+SELECT count(*) AS parked_left FROM es.parked_events WHERE subscription = 'orders';
+-- wait: true at once when an event is readable, false at the timeout when none is
+SELECT es.wait('orders', 1, 10) AS ready_after_10ms;
+SELECT es.append_events('feed0000-0000-0000-0000-000000000003', 0, ARRAY['{"type":"A"}']::jsonb[]);
+SELECT es.wait('orders', 1, 0) AS ready_now;
+-- errors
+SELECT coalesce(max(global_position), 0) AS endpos FROM es.events \gset
+SELECT error_of($$SELECT es.create_subscription('orders')$$);
+SELECT error_of($$SELECT es.create_subscription('', 0)$$);
+SELECT error_of($$SELECT es.create_subscription('x', -1)$$);
+SELECT error_of($$SELECT es.create_subscription('x', partitions => 0)$$);
+SELECT error_of($$SELECT es.create_subscription('x', partitions => 1025)$$);
+SELECT error_of($$SELECT es.create_subscription('x', max_attempts => 0)$$);
+SELECT error_of($$SELECT es.create_subscription('x', event_types => ARRAY[]::text[])$$);
+SELECT error_of($$SELECT es.create_subscription('x', event_types => ARRAY['A', NULL])$$);
+SELECT error_of($$SELECT es.create_subscription(NULL)$$);
+SELECT error_of($$SELECT es.drop_subscription('nope')$$);
+SELECT error_of($$SELECT * FROM es.poll('nope')$$);
+SELECT error_of($$SELECT * FROM es.poll('orders', 2)$$);
+SELECT error_of($$SELECT * FROM es.poll('orders', -1)$$);
+SELECT error_of($$SELECT * FROM es.poll('orders', 0, 0)$$);
+SELECT replace(error_of(format('SELECT es.ack(%L, 0, %s)', 'orders', :endpos + 1)), (:endpos)::text, 'END');
+SELECT error_of($$SELECT es.ack('nope', 0, 1)$$);
+SELECT regexp_replace(error_of(format('SELECT es.nack(%L, 0, %s, %L)', 'orders', :base + 1, 'x')), '[0-9]{6,}', 'P', 'g');
+SELECT regexp_replace(error_of(format('SELECT es.nack(%L, 1, %s, %L)', 'orders', :base + 4, 'x')), '[0-9]{6,}', 'P', 'g');
+SELECT error_of($$SELECT es.claim('nope', 'c')$$);
+SELECT error_of($$SELECT es.claim('shared', '')$$);
+SELECT error_of($$SELECT es.claim('shared', 'c', '0 seconds')$$);
+SELECT error_of($$SELECT es.release('nope', 'c')$$);
+SELECT error_of($$SELECT es.replay_parked('nope')$$);
+SELECT error_of($$SELECT es.wait('nope')$$);
+SELECT error_of($$SELECT es.wait('orders', 0, -1)$$);
+-- projections: a handler fed by the background worker, exactly once; failures parked
+CREATE TABLE seen (stream_id uuid, version bigint, event_type text, PRIMARY KEY (stream_id, version));
+CREATE FUNCTION remember(e es.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF e.data->>'fail' = 'yes' THEN
+        RAISE EXCEPTION 'cannot project % %', e.stream_id, e.version;
+    END IF;
+    INSERT INTO seen VALUES (e.stream_id, e.version, e.event_type);
+END $$;
+CREATE FUNCTION not_a_handler(n integer) RETURNS void LANGUAGE sql AS '';
+SELECT error_of($$SELECT es.create_projection('p', 'not_a_handler(integer)')$$);
+SELECT error_of($$SELECT es.create_projection('p', 'remember(es.events)', batch => 0)$$);
+SELECT es.create_projection('remember', 'remember(es.events)', event_types => ARRAY['A', 'B']);
+SELECT error_of($$SELECT es.create_projection('remember', 'remember(es.events)')$$);
+SELECT error_of($$SELECT es.drop_subscription('remember')$$);
+SELECT es.wait_for_projection('remember', :endpos, 10000);
+SELECT count(*) = (SELECT count(*) FROM es.events WHERE event_type IN ('A', 'B')) AS all_seen FROM seen;
+SELECT es.append_events('feed0000-0000-0000-0000-000000000008', 0,
+    ARRAY['{"type":"A","fail":"yes"}', '{"type":"B"}']::jsonb[]);
+SELECT es.append_events('feed0000-0000-0000-0000-000000000009', 0, ARRAY['{"type":"A"}']::jsonb[]);
+SELECT es.wait_for_projection('remember', (SELECT max(global_position) FROM es.events), 20000);
+SELECT stream_id, version, event_type FROM seen
+ WHERE stream_id IN ('feed0000-0000-0000-0000-000000000008', 'feed0000-0000-0000-0000-000000000009') ORDER BY 1, 2;
+SELECT name, state, events_behind, last_error FROM es.projections ORDER BY name;
+SELECT stream_id, attempts, regexp_replace(error, 'position [0-9]+', 'position P') AS error
+  FROM es.parked_events WHERE subscription = 'remember' ORDER BY global_position;
+SELECT es.pause_projection('remember');
+SELECT name, state FROM es.projections;
+SELECT es.resume_projection('remember');
+SELECT es.reset_projection('remember');
+SELECT name, state, checkpoint FROM es.projections;
+SELECT es.wait_for_projection('remember', (SELECT max(global_position) FROM es.events), 20000);
+SELECT error_of($$SELECT es.pause_projection('nope')$$);
+SELECT error_of($$SELECT es.reset_projection('nope')$$);
+SELECT error_of($$SELECT es.wait_for_projection('nope', 1, 10)$$);
+SELECT es.drop_projection('remember');
+SELECT error_of($$SELECT es.drop_projection('remember')$$);
+-- the seed's projections equal es.account_state / es.account_history once caught up
+SELECT es.enable_account_projections();
+SELECT es.enable_account_projections();
+SELECT es.open_account('Projected Holder', 1000) AS acct \gset
+SELECT es.deposit(:'acct', 250, 'salary');
+SELECT es.withdraw(:'acct', 100, 'rent');
+SELECT es.freeze_account(:'acct', 'audit');
+SELECT es.wait_for_projection('account_balances', (SELECT max(global_position) FROM es.events), 20000),
+       es.wait_for_projection('account_transactions', (SELECT max(global_position) FROM es.events), 20000);
+SELECT holder_name, balance_cents, status, version FROM es.account_balances WHERE account_id = :'acct';
+SELECT (SELECT to_jsonb(b) - 'account_id' - 'updated_at' FROM es.account_balances b WHERE account_id = :'acct')
+     = es.account_state(:'acct') AS balances_equal_state;
+SELECT version, event_type, amount_cents, balance_cents, description FROM es.account_transactions
+ WHERE account_id = :'acct' ORDER BY version;
+SELECT NOT EXISTS (
+    SELECT version, event_type, amount_cents, balance_cents, description, occurred_at
+      FROM es.account_history(:'acct')
+    EXCEPT
+    SELECT version, event_type, amount_cents, balance_cents, description, occurred_at
+      FROM es.account_transactions WHERE account_id = :'acct') AS transactions_equal_history;
+SELECT name, state FROM es.projections ORDER BY name;
+SELECT es.drop_projection('account_balances');
+SELECT es.drop_projection('account_transactions');
+SELECT es.drop_subscription('orders');
+SELECT es.drop_subscription('only_b');
+SELECT es.drop_subscription('shared');
+SELECT count(*) FROM es.subscriptions;
