@@ -104,3 +104,32 @@ SELECT version, state FROM es.streams WHERE stream_id = :'account_id';
 \echo '-- and it is what a full replay of the events gives'
 SELECT es.account_replay(data ORDER BY version) = es.account_state(:'account_id') AS replay_agrees
 FROM es.events WHERE stream_id = :'account_id';
+\echo
+\echo '== 12. Events flow onward: a consumer with a checkpoint, and the balance projection catching up'
+CREATE TABLE IF NOT EXISTS walkthrough_mail (global_position bigint PRIMARY KEY, account_id uuid, text text);
+TRUNCATE walkthrough_mail;
+\echo '-- a durable subscription to the account events of the whole log (start_after 0), one partition'
+SELECT es.create_subscription('walkthrough_mailer', 0, ARRAY['Deposited', 'Withdrawn']);
+\echo '-- the consumer reads a batch, writes its own table and acks in ONE transaction: each event is'
+\echo '-- handled exactly once, and a crash before COMMIT leaves the checkpoint where it was'
+BEGIN;
+INSERT INTO walkthrough_mail
+SELECT global_position, stream_id, event_type || ' of ' || (data->>'amount_cents') || ' cents'
+  FROM es.poll('walkthrough_mailer', 0, 2);
+SELECT es.ack('walkthrough_mailer', 0, (SELECT max(global_position) FROM walkthrough_mail)) AS checkpoint;
+COMMIT;
+SELECT name, partition, checkpoint, events_behind FROM es.subscriptions WHERE name = 'walkthrough_mailer';
+\echo '-- the next batch starts after the checkpoint; es.wait would block until one is there'
+SELECT es.wait('walkthrough_mailer', 0, 1000) AS more_to_read;
+SELECT global_position, event_type, data->>'amount_cents' AS amount FROM es.poll('walkthrough_mailer', 0, 10);
+\echo '-- the seed''s two projections, kept by the database''s background worker (no client needed)'
+SELECT es.enable_account_projections();
+SELECT es.open_account('Bob', 4200) AS bob \gset
+SELECT es.deposit(:'bob', 800, 'gift') AS version;
+\echo '-- read-your-writes: wait until the projection has caught up with the last append'
+SELECT es.wait_for_projection('account_balances', (SELECT max(global_position) FROM es.events), 10000) AS caught_up;
+SELECT holder_name, balance_cents, status, version FROM es.account_balances ORDER BY holder_name;
+SELECT es.wait_for_projection('account_transactions', (SELECT max(global_position) FROM es.events), 10000) AS caught_up;
+SELECT version, event_type, amount_cents, balance_cents, description
+  FROM es.account_transactions WHERE account_id = :'bob' ORDER BY version;
+SELECT name, state, checkpoint, events_behind, last_error FROM es.projections ORDER BY name;

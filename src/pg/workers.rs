@@ -245,7 +245,9 @@ pub fn start_database_worker(db: u32) -> Option<DynamicBackgroundWorker> {
         .set_function("es_database_worker_main")
         .enable_spi_access()
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
-        .set_restart_time(None)
+        // an ERROR (a handler that escaped es.run_handler, a statement_timeout) exits with 1
+        // and the worker comes back; its own exit (nothing to do) is 0 and unregisters it
+        .set_restart_time(Some(Duration::from_secs(5)))
         .set_argument(Some(pg_sys::Datum::from(db)))
         .load_dynamic()
         .ok()
