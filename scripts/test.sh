@@ -31,9 +31,10 @@ step() {
   fi
 }
 client=(--manifest-path tests/client/Cargo.toml)
+consumer=(--manifest-path benches/consumer/Cargo.toml)
 pgdata=${ES_PGRX_TEST_PGDATA:-/tmp/event_store-pgrx-test}
-step "format" bash -c "cargo fmt --all --check && cargo fmt --check ${client[*]}"
-step "clippy" bash -c "cargo clippy --workspace --all-targets -- -D warnings && cargo clippy --all-targets ${client[*]} -- -D warnings"
+step "format" bash -c "cargo fmt --all --check && cargo fmt --check ${client[*]} && cargo fmt --check ${consumer[*]}"
+step "clippy" bash -c "cargo clippy --workspace --all-targets -- -D warnings && cargo clippy --all-targets ${client[*]} -- -D warnings && CARGO_TARGET_DIR=target/bench-consumer cargo clippy --release ${consumer[*]} -- -D warnings"
 step "core crates" cargo test -p event_store_core -p event_store_macros
 step "unit and pg_test" bash -c "rm -rf $pgdata && install -d -o postgres $pgdata && cargo pgrx test pg15 --runas postgres --pgdata $pgdata"
 step "install" bash scripts/install.sh

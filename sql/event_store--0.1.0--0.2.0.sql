@@ -291,30 +291,32 @@ REVOKE ALL ON FUNCTION es.ack(text, integer, bigint, text) FROM PUBLIC;
 -- their code (src/api/subscription.rs, src/api/projection.rs); the extension_sql_file! `requires`
 -- puts this file after them.
 
+CREATE FUNCTION es.partition_lag(subscription text, partition integer,
+                                  OUT events_behind bigint, OUT seconds_behind double precision)
+LANGUAGE sql STABLE
+SET jit = off
+AS $$
+    SELECT count(*),
+           coalesce(extract(epoch FROM clock_timestamp() - min(e.recorded_at)), 0)::double precision
+      FROM es.subscription_partitions p
+      JOIN es.subscription_config c ON c.name = p.subscription
+      JOIN es.events e ON e.global_position > p.checkpoint
+     WHERE p.subscription = partition_lag.subscription AND p.partition = partition_lag.partition
+       AND (c.event_types IS NULL OR e.event_type = ANY (c.event_types))
+       AND (c.stream_type IS NULL OR EXISTS (
+             SELECT 1 FROM es.streams s
+              WHERE s.stream_id = e.stream_id AND s.stream_type = c.stream_type))
+       AND (c.partitions = 1 OR es.stream_hash(e.stream_id) % c.partitions = p.partition)
+$$;
+COMMENT ON FUNCTION es.partition_lag(text, integer) IS
+  'How many matching events are committed after a partition''s checkpoint, and how old the oldest of them is (seconds): the lag columns of es.subscriptions. Without JIT: the planner cannot know how far behind a checkpoint is, and compiling the query would cost more than running it.';
+
 CREATE VIEW es.subscriptions AS
 SELECT p.subscription AS name,
        p.partition,
        p.checkpoint,
-       (SELECT count(*)
-          FROM es.events e
-         WHERE e.global_position > p.checkpoint
-           AND (c.event_types IS NULL OR e.event_type = ANY (c.event_types))
-           AND (c.stream_type IS NULL OR EXISTS (
-                 SELECT 1 FROM es.streams s
-                  WHERE s.stream_id = e.stream_id AND s.stream_type = c.stream_type))
-           AND (c.partitions = 1 OR es.stream_hash(e.stream_id) % c.partitions = p.partition)
-       ) AS events_behind,
-       coalesce(extract(epoch FROM clock_timestamp() - (
-           SELECT e.recorded_at
-             FROM es.events e
-            WHERE e.global_position > p.checkpoint
-              AND (c.event_types IS NULL OR e.event_type = ANY (c.event_types))
-              AND (c.stream_type IS NULL OR EXISTS (
-                    SELECT 1 FROM es.streams s
-                     WHERE s.stream_id = e.stream_id AND s.stream_type = c.stream_type))
-              AND (c.partitions = 1 OR es.stream_hash(e.stream_id) % c.partitions = p.partition)
-            ORDER BY e.global_position
-            LIMIT 1)), 0)::double precision AS seconds_behind,
+       l.events_behind,
+       l.seconds_behind,
        p.owner,
        p.lease_until,
        p.head_attempts,
@@ -322,7 +324,7 @@ SELECT p.subscription AS name,
          WHERE k.subscription = p.subscription AND k.partition = p.partition AND NOT k.replay
        ) AS parked
   FROM es.subscription_partitions p
-  JOIN es.subscription_config c ON c.name = p.subscription;
+  CROSS JOIN LATERAL es.partition_lag(p.subscription, p.partition) l;
 COMMENT ON VIEW es.subscriptions IS
   'One row per partition of each subscription: its checkpoint, how many matching events are committed after it and how old the oldest of them is, its lease, the attempts of its failing head event and its parked events.';
 
@@ -348,6 +350,8 @@ COMMENT ON VIEW es.projections IS
   'One row per projection: running, paused or failed (an event is parked: see es.parked_events), its checkpoint, its lag in events and seconds, and the last error of its handler.';
 
 REVOKE ALL ON es.subscriptions, es.projections FROM PUBLIC;
+REVOKE ALL ON FUNCTION es.partition_lag(text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION es.partition_lag(text, integer) TO pg_monitor;
 GRANT SELECT ON es.subscriptions, es.projections TO pg_monitor;
 
 CREATE FUNCTION es.run_handler(handler text, run_as text, event es.events) RETURNS text

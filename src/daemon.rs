@@ -31,6 +31,8 @@ const IDLE_EXIT: Duration = Duration::from_secs(5);
 /// How soon the launcher starts a database's worker again after it exited on its own (replicas
 /// connected, nothing asked for it).
 const RESTART_AFTER: Duration = Duration::from_secs(5);
+/// The least time between two rounds of a database worker that did not fill a batch.
+const ROUND_GAP: Duration = Duration::from_millis(20);
 /// How often the launcher forgets databases that were dropped.
 const RESCAN_EVERY: Duration = Duration::from_secs(30);
 
@@ -117,44 +119,45 @@ struct Round {
     present: bool,
     /// Projections that are not paused.
     projections: usize,
-    /// A projection handled or skipped events (look again at once).
-    busy: bool,
+    /// A projection handled a full batch: more are waiting, look again at once.
+    full: bool,
 }
 
 impl DatabaseWorker {
     fn round(&mut self) -> Round {
-        let present = in_transaction(|| {
-            Connection::connect()
+        let runnable = in_transaction(|| {
+            let present = Connection::connect()
                 .execute(Stmt::ExtensionPresent, &[])
                 .first_i64()
                 .unwrap_or(0)
-                > 0
+                > 0;
+            present.then(projection::runnable)
         });
-        if !present {
+        let Some(runnable) = runnable else {
             return Round {
-                present,
+                present: false,
                 projections: 0,
-                busy: false,
+                full: false,
             };
-        }
+        };
         self.write_watermark();
-        let runnable = in_transaction(projection::runnable);
-        let mut busy = false;
+        let mut full = false;
         for p in &runnable {
             let step = in_transaction(|| projection::step(p));
             match step {
-                Ok(Step::Handled(_)) | Ok(Step::Skipped) | Ok(Step::Failed) => {
-                    busy = true;
+                Ok(Step::Handled(n)) => {
+                    full |= n >= p.batch as usize;
                     projection::committed();
                 }
+                Ok(Step::Skipped) | Ok(Step::Failed) => projection::committed(),
                 Ok(Step::Idle) => {}
                 Err(e) => pgrx::log!("event_store: projection {}: {e}", p.name),
             }
         }
         Round {
-            present,
             projections: runnable.len(),
-            busy,
+            full,
+            present: true,
         }
     }
 
@@ -175,11 +178,7 @@ impl DatabaseWorker {
         let last = self.watermark;
         let written = in_transaction(|| {
             let conn = Connection::connect();
-            let replicated_in = conn
-                .execute(Stmt::EventsReplicatedIn, &[])
-                .datum(0, 1)
-                .is_some_and(|d| d.value() != 0);
-            if replicated_in {
+            if crate::store::read::replicated_in(&conn) {
                 return last;
             }
             let sequence_last = conn
@@ -240,9 +239,13 @@ pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
         } else if idle_since.elapsed() >= IDLE_EXIT {
             break;
         }
-        if round.busy {
+        if round.full {
             continue;
         }
+        // Under a stream of appends every commit sets the latch: a short pause first gathers
+        // them into the next round, so the worker's rounds (and its CPU) stay bounded however
+        // fast the writers commit, at the price of that pause in a projection's lag.
+        std::thread::sleep(ROUND_GAP);
         let naptime = Duration::from_millis(gucs::PROJECTION_NAPTIME.get().max(10) as u64);
         let sleep = if replicas && gucs::WATERMARK_INTERVAL.get() > 0 {
             naptime.min(Duration::from_millis(gucs::WATERMARK_INTERVAL.get() as u64))

@@ -301,6 +301,53 @@ fn sequence_checked(has_subscription: impl FnOnce() -> bool) -> bool {
     !subscribed
 }
 
+/// Whether `es.events` is replicated in by a logical-replication subscription of this database
+/// (0 unknown, 1 yes, 2 no): asked of the catalog once, cached until `pg_subscription_rel` or
+/// `pg_subscription` changes (a syscache callback resets it).
+static EVENTS_REPLICATED_IN: AtomicU32 = AtomicU32::new(0);
+static REL_CALLBACK_REGISTERED: AtomicBool = AtomicBool::new(false);
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_subscription_rel_change(
+    _arg: pg_sys::Datum,
+    _cache: std::ffi::c_int,
+    _hash: u32,
+) {
+    EVENTS_REPLICATED_IN.store(0, Ordering::Relaxed);
+}
+
+/// Whether readers here must cap at the replicated watermark because `es.events` is a table of
+/// a logical-replication subscription; `ask` queries the catalog when the cached answer is
+/// stale. Every read of the log asks, so the answer is cached per backend.
+pub fn events_replicated_in(ask: impl FnOnce() -> bool) -> bool {
+    if !REL_CALLBACK_REGISTERED.swap(true, Ordering::Relaxed) {
+        // SAFETY: registers callbacks that live as long as the library (never unloaded);
+        // SUBSCRIPTIONRELMAP and SUBSCRIPTIONOID are the syscaches of pg_subscription_rel and
+        // pg_subscription.
+        unsafe {
+            for cache in [
+                pg_sys::SysCacheIdentifier::SUBSCRIPTIONRELMAP,
+                pg_sys::SysCacheIdentifier::SUBSCRIPTIONOID,
+            ] {
+                pg_sys::CacheRegisterSyscacheCallback(
+                    cache as i32,
+                    Some(on_subscription_rel_change),
+                    pg_sys::Datum::from(0usize),
+                );
+            }
+        }
+    }
+    match EVENTS_REPLICATED_IN.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let found = ask();
+            EVENTS_REPLICATED_IN.store(if found { 1 } else { 2 }, Ordering::Relaxed);
+            found
+        }
+    }
+}
+
 /// Makes the next draw check the sequence again (a drawn position turned out to be stored).
 pub fn forget_sequence_check() {
     SEQUENCE_CHECKED.store(false, Ordering::Relaxed);

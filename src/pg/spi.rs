@@ -393,7 +393,7 @@ impl Stmt {
             ),
             Stmt::SetCheckpoint => (
                 c"UPDATE es.subscription_partitions
-                     SET checkpoint = $3,
+                     SET checkpoint = greatest(checkpoint, $3),
                          head_position = CASE WHEN head_position <= $3 THEN NULL ELSE head_position END,
                          head_attempts = CASE WHEN head_position <= $3 THEN 0 ELSE head_attempts END,
                          head_error = CASE WHEN head_position <= $3 THEN NULL ELSE head_error END,

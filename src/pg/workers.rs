@@ -266,32 +266,6 @@ pub fn outer_user_name() -> String {
     }
 }
 
-/// Runs `f` as role `role` (a projection's handler runs with the rights of the role that
-/// created it, not the worker's). An ERROR inside `f` aborts the transaction, whose cleanup
-/// restores the user id.
-pub fn as_role<R>(role: &str, f: impl FnOnce() -> R) -> Option<R> {
-    let c = std::ffi::CString::new(role).ok()?;
-    // SAFETY: get_role_oid looks the role up (missing_ok: InvalidOid); the user id and
-    // security context are saved and restored around `f` (SECURITY_LOCAL_USERID_CHANGE, as
-    // SECURITY DEFINER functions do).
-    unsafe {
-        let oid = pg_sys::get_role_oid(c.as_ptr(), true);
-        if oid == pg_sys::InvalidOid {
-            return None;
-        }
-        let mut saved_user = pg_sys::InvalidOid;
-        let mut saved_context = 0;
-        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
-        pg_sys::SetUserIdAndSecContext(
-            oid,
-            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
-        let r = f();
-        pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
-        Some(r)
-    }
-}
-
 /// Whether this server is a hot standby (or in crash recovery): readers there cap at the
 /// replicated watermark.
 pub fn in_recovery() -> bool {

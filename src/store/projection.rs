@@ -4,8 +4,8 @@
 
 use super::read::{readable, readable_end};
 use super::subscription::{
-    self, ack_locked, check_timeout, current_database, load, nack_locked, next_events, no_such,
-    remove, sleep_until,
+    self, ack_locked, check_timeout, current_database, load, move_checkpoint, nack_locked,
+    next_events, no_such, remove, sleep_until,
 };
 use crate::pg::call::{i64_datum, text_datum};
 use crate::pg::positions::wake_waiters;
@@ -192,7 +192,7 @@ pub fn step(p: &Runnable) -> Result<Step, EventStoreError> {
     if positions.is_empty() {
         let end = readable_end(&conn, &horizon);
         if end > part.checkpoint {
-            ack_locked(&conn, &part, end, part.any_parked)?;
+            move_checkpoint(&conn, &part, end, part.any_parked);
             return Ok(Step::Skipped);
         }
         return Ok(Step::Idle);
@@ -222,7 +222,8 @@ pub fn step(p: &Runnable) -> Result<Step, EventStoreError> {
         }
     }
     if let Some(ok) = last_ok {
-        ack_locked(&conn, &part, ok, part.any_parked)?;
+        // every position handled was read below the horizon: readable
+        move_checkpoint(&conn, &part, ok, part.any_parked);
     }
     conn.execute(Stmt::ProjectionTouch, &[Some(text_datum(&p.name))]);
     Ok(Step::Handled(handled))

@@ -112,11 +112,7 @@ pub fn read_all(after: i64, max: i32, out: &mut ResultSet) -> Result<(), EventSt
 /// commits there late either.
 pub fn readable(conn: &Connection, function: &'static str) -> Result<Horizon, EventStoreError> {
     let mut horizon = positions::read_horizon(function)?;
-    let replica = workers::in_recovery()
-        || conn
-            .execute(Stmt::EventsReplicatedIn, &[])
-            .datum(0, 1)
-            .is_some_and(|d| d.value() != 0);
+    let replica = workers::in_recovery() || replicated_in(conn);
     if replica {
         let watermark = conn
             .query_in(Stmt::Watermark, &[], &horizon.snapshot)
@@ -125,6 +121,15 @@ pub fn readable(conn: &Connection, function: &'static str) -> Result<Horizon, Ev
         horizon.last_readable = horizon.last_readable.min(watermark);
     }
     Ok(horizon)
+}
+
+/// Whether `es.events` is replicated in here by logical replication (cached per backend).
+pub fn replicated_in(conn: &Connection) -> bool {
+    positions::events_replicated_in(|| {
+        conn.execute(Stmt::EventsReplicatedIn, &[])
+            .datum(0, 1)
+            .is_some_and(|d| d.value() != 0)
+    })
 }
 
 /// The highest position stored at or below the horizon (0 for an empty log): the end of what a

@@ -277,15 +277,8 @@ pub fn ack_locked(
     position: i64,
     any_parked: bool,
 ) -> Result<i64, EventStoreError> {
-    let key = [
-        p.name_arg(),
-        Some(Datum::from(p.partition)),
-        Some(i64_datum(position)),
-    ];
     if position <= p.checkpoint {
-        if any_parked {
-            conn.execute(Stmt::DeleteReplayed, &key);
-        }
+        move_checkpoint(conn, p, position, any_parked);
         return Ok(p.checkpoint);
     }
     let horizon = readable(conn, "es.ack")?;
@@ -295,6 +288,25 @@ pub fn ack_locked(
             name: "position",
             reason: format!("{position} is past the readable end of the log ({end})"),
         });
+    }
+    move_checkpoint(conn, p, position, any_parked);
+    Ok(position)
+}
+
+/// Moves the locked partition's checkpoint forward to `position`, which the caller knows is
+/// readable: parks the events behind parked ones on the way and finishes put-back events up to
+/// it. At or below the checkpoint it only finishes put-back events.
+pub fn move_checkpoint(conn: &Connection, p: &Partition<'_>, position: i64, any_parked: bool) {
+    let key = [
+        p.name_arg(),
+        Some(Datum::from(p.partition)),
+        Some(i64_datum(position)),
+    ];
+    if position <= p.checkpoint {
+        if any_parked {
+            conn.execute(Stmt::DeleteReplayed, &key);
+        }
+        return;
     }
     if any_parked {
         conn.execute(
@@ -312,7 +324,6 @@ pub fn ack_locked(
         conn.execute(Stmt::DeleteReplayed, &key);
     }
     conn.execute(Stmt::SetCheckpoint, &key);
-    Ok(position)
 }
 
 /// `es.nack`: true when the event was parked.
