@@ -362,8 +362,12 @@ BEGIN
     EXECUTE 'SELECT ' || handler || '($1)' USING event;
     PERFORM pg_catalog.set_config('role', 'none', true);
     RETURN NULL;
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLERRM;
+EXCEPTION
+    -- OTHERS leaves out ASSERT failures (and cancels, which must stop the worker's statement)
+    WHEN assert_failure THEN
+        RETURN SQLERRM;
+    WHEN OTHERS THEN
+        RETURN SQLERRM;
 END
 $$;
 COMMENT ON FUNCTION es.run_handler(text, text, es.events) IS

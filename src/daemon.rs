@@ -16,13 +16,15 @@ use crate::pg::call::i64_datum;
 use crate::pg::positions::{self, Waiter};
 use crate::pg::spi::{Connection, Stmt};
 use crate::pg::{gucs, workers};
-use crate::store::projection::{self, Step};
+use crate::store::projection::{self, Runnable, Step};
+use pgrx::PgTryBuilder;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerStatus, DynamicBackgroundWorker, SignalWakeFlags,
 };
 use pgrx::pg_sys;
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
@@ -72,7 +74,10 @@ pub extern "C-unwind" fn es_launcher_main(_arg: pg_sys::Datum) {
                 exited.insert(db, Instant::now());
             }
             let recently = exited.get(&db).is_some_and(|t| t.elapsed() < RESTART_AFTER);
-            if wanted || (replicas && !recently) {
+            // a worker that died (an ERROR it could not catch) is replaced, at most every
+            // RESTART_AFTER
+            let died = workers::crashed(db);
+            if wanted || ((replicas || died) && !recently) {
                 match workers::start_database_worker(db) {
                     Some(handle) => {
                         running.insert(db, handle);
@@ -108,6 +113,9 @@ pub extern "C-unwind" fn es_launcher_main(_arg: pg_sys::Datum) {
 
 /// What a database worker keeps between rounds.
 struct DatabaseWorker {
+    /// Projections whose handler raised an error es.run_handler could not catch: they run one
+    /// event per batch until a batch succeeds.
+    single: HashSet<String>,
     /// The last watermark written (skip the write when nothing moved).
     watermark: i64,
     watermark_at: Option<Instant>,
@@ -143,11 +151,12 @@ impl DatabaseWorker {
         self.write_watermark();
         let mut full = false;
         for p in &runnable {
-            let step = in_transaction(|| projection::step(p));
-            match step {
+            match self.step(p) {
                 Ok(Step::Handled(n)) => {
                     full |= n >= p.batch as usize;
+                    self.single.remove(&p.name);
                     projection::committed();
+                    guarded(|| projection::touch(&p.name)).ok();
                 }
                 Ok(Step::Skipped) | Ok(Step::Failed) => projection::committed(),
                 Ok(Step::Idle) => {}
@@ -158,6 +167,33 @@ impl DatabaseWorker {
             projections: runnable.len(),
             full,
             present: true,
+        }
+    }
+
+    /// One batch of a projection in a transaction of its own. An ERROR that escaped the
+    /// handler's subtransaction (an assertion, a cancel) aborts the transaction here, never the
+    /// worker: the projection then goes one event per batch, so the next escape is counted
+    /// against the event that caused it (and parks it after the attempts), while the other
+    /// projections go on.
+    fn step(&mut self, p: &Runnable) -> Result<Step, String> {
+        let single = self.single.contains(&p.name);
+        let batch = if single { 1 } else { p.batch };
+        match guarded(|| projection::step(p, batch)) {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(escaped) => {
+                pgrx::log!(
+                    "event_store: the handler of projection {} raised an error es.run_handler cannot catch: {escaped}",
+                    p.name
+                );
+                if single {
+                    if let Ok(Err(e)) = guarded(|| projection::escaped(&p.name, &escaped)) {
+                        pgrx::log!("event_store: projection {}: {e}", p.name);
+                    }
+                } else {
+                    self.single.insert(p.name.clone());
+                }
+                Ok(Step::Failed)
+            }
         }
     }
 
@@ -201,6 +237,25 @@ fn in_transaction<R>(f: impl FnOnce() -> R) -> R {
     BackgroundWorker::transaction(AssertUnwindSafe(f))
 }
 
+/// `f` in a transaction of its own; an ERROR inside it aborts the transaction and comes back as
+/// its message, so one projection's failure never ends the worker.
+fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    PgTryBuilder::new(AssertUnwindSafe(|| Ok(in_transaction(f))))
+        .catch_others(|caught| {
+            let message = match &caught {
+                CaughtError::PostgresError(r)
+                | CaughtError::ErrorReport(r)
+                | CaughtError::RustPanic { ereport: r, .. } => r.message().to_owned(),
+            };
+            // SAFETY: the ERROR left the transaction that `in_transaction` started half done;
+            // aborting it releases its locks, snapshots, SPI and memory, as a worker's error
+            // handler does, and leaves the process outside any transaction.
+            unsafe { pg_sys::AbortCurrentTransaction() };
+            Err(message)
+        })
+        .execute()
+}
+
 /// Entry point of a database worker; the argument is the database's OID.
 #[pg_guard]
 #[unsafe(no_mangle)]
@@ -219,7 +274,11 @@ pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
             pg_sys::GucSource::PGC_S_SESSION,
         );
     }
+    if !workers::claim_worker(db.to_u32()) {
+        return; // another worker serves this database
+    }
     let mut worker = DatabaseWorker {
+        single: HashSet::new(),
         watermark: -1,
         watermark_at: None,
     };
@@ -256,4 +315,5 @@ pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
             break;
         }
     }
+    workers::release_worker(db.to_u32());
 }

@@ -157,10 +157,10 @@ impl<'fc> Call<'fc> {
         // SAFETY: the SQL declaration makes the argument an interval (a pointer to its
         // fixed-size struct).
         let iv = unsafe { *d.cast_mut_ptr::<pg_sys::Interval>() };
-        let micros = iv.time as i128
-            + iv.day as i128 * 86_400_000_000
-            + iv.month as i128 * 30 * 86_400_000_000;
-        if micros <= 0 {
+        // every part non-negative and one positive: a mixed interval ('1 mon -30 days') is not
+        // positive on every calendar date
+        let parts = [iv.time, i64::from(iv.day), i64::from(iv.month)];
+        if parts.iter().any(|&p| p < 0) || parts.iter().all(|&p| p == 0) {
             return Err(EventStoreError::InvalidArgument {
                 name: p.name,
                 reason: "the lease must be a positive interval".into(),

@@ -67,12 +67,16 @@ pub enum Stmt {
     SequenceLast,
     /// The highest stored position at or below a bound.
     ReadableEnd,
-    /// Whether the extension is installed in this database (the worker's first question).
+    /// Whether the extension is installed in this database at a version with projections (the
+    /// worker's first question; a store still at 0.1.0 has nothing for it to do).
     ExtensionPresent,
     /// Create a subscription (no row when the name is taken).
     SubscriptionInsert,
     /// Create a subscription's partitions at its start position.
     PartitionsInsert,
+    /// Lock every partition row of a subscription (before a drop or a reset: a consumer's ack
+    /// or nack in flight commits first, and the statements after this see what it wrote).
+    SubscriptionLock,
     /// Drop a subscription (and its partitions, parked events and projection); returns how many
     /// subscriptions were dropped.
     SubscriptionDrop,
@@ -130,8 +134,8 @@ pub enum Stmt {
     ProjectionList,
     /// Run a projection's handler for one event (NULL, or the error it raised).
     RunHandler,
-    /// Whether a projection is still there and not paused, locking its row against a pause
-    /// until the batch commits.
+    /// Whether a projection is still there and not paused (read after its partition row is
+    /// locked: a pause that committed before the batch started stops it).
     ProjectionActive,
     /// Record that a projection handled a batch.
     ProjectionTouch,
@@ -313,7 +317,9 @@ impl Stmt {
                 &[INT8OID],
             ),
             Stmt::ExtensionPresent => (
-                c"SELECT count(*) FROM pg_catalog.pg_extension WHERE extname = 'event_store'",
+                c"SELECT count(*) FROM pg_catalog.pg_extension
+                   WHERE extname = 'event_store'
+                     AND pg_catalog.to_regclass('es.projection_config') IS NOT NULL",
                 &[],
             ),
             Stmt::SubscriptionInsert => (
@@ -326,6 +332,11 @@ impl Stmt {
                 c"INSERT INTO es.subscription_partitions (subscription, partition, checkpoint)
                   SELECT $1, g, $2 FROM pg_catalog.generate_series(0, $3 - 1) g",
                 &[TEXTOID, INT8OID, INT4OID],
+            ),
+            Stmt::SubscriptionLock => (
+                c"SELECT count(*) FROM (SELECT 1 FROM es.subscription_partitions
+                                         WHERE subscription = $1 FOR UPDATE) p",
+                &[TEXTOID],
             ),
             Stmt::SubscriptionDrop => (
                 c"WITH p AS (DELETE FROM es.subscription_partitions WHERE subscription = $1),
@@ -533,8 +544,7 @@ impl Stmt {
                 &[TEXTOID, TEXTOID, INT8OID],
             ),
             Stmt::ProjectionActive => (
-                c"SELECT count(*) FROM (SELECT 1 FROM es.projection_config
-                                         WHERE name = $1 AND NOT paused FOR SHARE) j",
+                c"SELECT count(*) FROM es.projection_config WHERE name = $1 AND NOT paused",
                 &[TEXTOID],
             ),
             Stmt::ProjectionTouch => (

@@ -28,6 +28,10 @@ struct Entry {
     /// clears it when it looks at the projections, so a request that races with a worker's
     /// exit is never lost.
     wanted: AtomicBool,
+    /// Process id of the database's worker while it runs; 0 when none. A worker claims it at
+    /// start (a second one for the same database exits at once) and clears it when it exits on
+    /// its own; left behind by a worker that died, it tells the launcher to start another.
+    worker: AtomicI32,
 }
 
 #[repr(C)]
@@ -142,6 +146,68 @@ pub fn take_request(db: u32) -> bool {
     })
 }
 
+unsafe extern "C" {
+    /// POSIX `kill`: with signal 0 it only asks whether the process exists.
+    fn kill(pid: std::ffi::c_int, sig: std::ffi::c_int) -> std::ffi::c_int;
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 sends nothing; it checks that the process exists (the workers are the
+    // server's own processes, so permission is never the reason for a failure).
+    pid > 0 && unsafe { kill(pid, 0) } == 0
+}
+
+fn entry(db: u32) -> Option<&'static Entry> {
+    registry()?
+        .entries
+        .iter()
+        .find(|e| e.dboid.load(Ordering::Acquire) == db)
+}
+
+/// Called by a database worker at start: true when it is the only worker of `db` (it records
+/// its pid), false when another one runs (the caller exits).
+pub fn claim_worker(db: u32) -> bool {
+    request(db, false);
+    let Some(e) = entry(db) else { return false };
+    // SAFETY: MyProcPid is this process' pid.
+    let me = unsafe { pg_sys::MyProcPid };
+    loop {
+        let current = e.worker.load(Ordering::Acquire);
+        if current != 0 && current != me && alive(current) {
+            return false;
+        }
+        if e.worker
+            .compare_exchange(current, me, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return true;
+        }
+    }
+}
+
+/// Called by a database worker that exits on its own.
+pub fn release_worker(db: u32) {
+    if let Some(e) = entry(db) {
+        // SAFETY: MyProcPid is this process' pid.
+        let me = unsafe { pg_sys::MyProcPid };
+        let _ = e
+            .worker
+            .compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+/// For the launcher: whether the worker of `db` died without clearing its pid (an ERROR or a
+/// crash); the pid is cleared so one new worker can claim it.
+pub fn crashed(db: u32) -> bool {
+    let Some(e) = entry(db) else { return false };
+    let pid = e.worker.load(Ordering::Acquire);
+    pid != 0
+        && !alive(pid)
+        && e.worker
+            .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+}
+
 /// The databases registered so far.
 pub fn registered() -> Vec<u32> {
     registry().map_or_else(Vec::new, |reg| {
@@ -245,9 +311,9 @@ pub fn start_database_worker(db: u32) -> Option<DynamicBackgroundWorker> {
         .set_function("es_database_worker_main")
         .enable_spi_access()
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
-        // an ERROR (a handler that escaped es.run_handler, a statement_timeout) exits with 1
-        // and the worker comes back; its own exit (nothing to do) is 0 and unregisters it
-        .set_restart_time(Some(Duration::from_secs(5)))
+        // the launcher starts another when one dies (see `crashed`); a restart by the
+        // postmaster would race with it
+        .set_restart_time(None)
         .set_argument(Some(pg_sys::Datum::from(db)))
         .load_dynamic()
         .ok()

@@ -54,6 +54,7 @@ pub fn create(
     let qualified = info.text(0, 4).unwrap_or_default();
     subscription::create(
         &conn,
+        "projection",
         &SubscriptionSpec {
             name: name.to_owned(),
             start_after: Some(0),
@@ -111,6 +112,7 @@ pub fn set_paused(name: &str, paused: bool) -> Result<(), EventStoreError> {
 pub fn reset(name: &str) -> Result<(), EventStoreError> {
     let conn = Connection::connect();
     existing(&conn, name)?;
+    subscription::lock_partitions(&conn, name);
     conn.execute(Stmt::ProjectionReset, &[Some(text_datum(name))]);
     workers::request(current_database(), true);
     Ok(())
@@ -172,10 +174,12 @@ pub enum Step {
 /// (`es.run_handler`, a subtransaction per event that returns the handler's error instead of
 /// raising it), then the ack of the handled ones; a failing event is nacked and the batch ends
 /// there, so the events behind it wait (per-stream order) until it is retried or parked.
-pub fn step(p: &Runnable) -> Result<Step, EventStoreError> {
+pub fn step(p: &Runnable, batch: i32) -> Result<Step, EventStoreError> {
     let conn = Connection::connect();
-    // A pause (or drop) that committed after the list was read must stop this batch; the
-    // share lock makes a pause wait for a batch in progress.
+    // The partition row first, as every client function that also touches the projection's
+    // configuration does (one lock order, no deadlock); then a pause (or drop) that committed
+    // since the list was read stops the batch.
+    let part = load(&conn, &p.name, 0, true)?;
     let active = conn
         .execute(Stmt::ProjectionActive, &[Some(text_datum(&p.name))])
         .first_i64()
@@ -183,9 +187,8 @@ pub fn step(p: &Runnable) -> Result<Step, EventStoreError> {
     if active == 0 {
         return Ok(Step::Idle);
     }
-    let part = load(&conn, &p.name, 0, true)?;
     let horizon = readable(&conn, "the projection worker")?;
-    let positions: Vec<i64> = next_events(&conn, &part, p.batch, &horizon)
+    let positions: Vec<i64> = next_events(&conn, &part, batch, &horizon)
         .iter()
         .flat_map(|rows| (0..rows.len()).filter_map(|r| rows.i64(r, 1)))
         .collect();
@@ -225,8 +228,34 @@ pub fn step(p: &Runnable) -> Result<Step, EventStoreError> {
         // every position handled was read below the horizon: readable
         move_checkpoint(&conn, &part, ok, part.any_parked);
     }
-    conn.execute(Stmt::ProjectionTouch, &[Some(text_datum(&p.name))]);
     Ok(Step::Handled(handled))
+}
+
+/// Records when a projection last handled a batch (after the batch's commit, in a transaction of
+/// its own: the configuration row is not locked while the partition row is).
+pub fn touch(name: &str) {
+    Connection::connect().execute(Stmt::ProjectionTouch, &[Some(text_datum(name))]);
+}
+
+/// After an ERROR escaped the handler's subtransaction (the worker aborted the batch): counts a
+/// failed attempt of the projection's next event, which a batch of one then was.
+pub fn escaped(name: &str, error: &str) -> Result<(), EventStoreError> {
+    let conn = Connection::connect();
+    let part = load(&conn, name, 0, true)?;
+    let horizon = readable(&conn, "the projection worker")?;
+    let head = next_events(&conn, &part, 1, &horizon)
+        .iter()
+        .find_map(|rows| {
+            if rows.is_empty() {
+                None
+            } else {
+                rows.i64(0, 1)
+            }
+        });
+    if let Some(position) = head {
+        nack_locked(&conn, &part, position, error)?;
+    }
+    Ok(())
 }
 
 /// Wakes `es.wait_for_projection` callers after the worker committed a batch.

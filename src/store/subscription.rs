@@ -14,8 +14,8 @@ use crate::pg::spi::{Arg, Connection, Rows, Stmt};
 use crate::pg::{gucs, workers};
 use event_store_core::EventStoreError;
 use event_store_core::subscription::{
-    Lease, NackOutcome, SubscriptionSpec, check_count, check_lease, check_partition, fair_share,
-    nack as count_attempt,
+    Lease, NackOutcome, SubscriptionSpec, check_consumer, check_count, check_lease,
+    check_partition, fair_share, nack as count_attempt,
 };
 use pgrx::pg_sys::{self, Datum};
 use std::time::{Duration, Instant};
@@ -115,6 +115,7 @@ pub fn no_such(kind: &'static str, name: &str) -> EventStoreError {
 /// `es.create_subscription` (also the subscription of a projection).
 pub fn create(
     conn: &Connection,
+    kind: &'static str,
     spec: &SubscriptionSpec,
     event_types: Arg,
 ) -> Result<(), EventStoreError> {
@@ -144,7 +145,7 @@ pub fn create(
     );
     if inserted.is_empty() {
         return Err(EventStoreError::DuplicateName {
-            kind: "subscription",
+            kind,
             name: spec.name.clone(),
         });
     }
@@ -175,6 +176,7 @@ pub fn drop(name: &str) -> Result<(), EventStoreError> {
 
 /// Deletes a subscription with its partitions, parked events and projection; ES202 when none.
 pub fn remove(conn: &Connection, kind: &'static str, name: &str) -> Result<(), EventStoreError> {
+    lock_partitions(conn, name);
     let dropped = conn
         .execute(Stmt::SubscriptionDrop, &[Some(text_datum(name))])
         .first_i64()
@@ -183,6 +185,12 @@ pub fn remove(conn: &Connection, kind: &'static str, name: &str) -> Result<(), E
         return Err(no_such(kind, name));
     }
     Ok(())
+}
+
+/// Locks every partition row of subscription `name`: an ack or nack in flight commits first,
+/// and the caller's next statements (a fresh snapshot each) see what it wrote.
+pub fn lock_partitions(conn: &Connection, name: &str) {
+    conn.execute(Stmt::SubscriptionLock, &[Some(text_datum(name))]);
 }
 
 /// Whether `name` is a projection's subscription.
@@ -444,12 +452,7 @@ pub fn claim(
     lease: Datum,
     out: &mut ResultSet,
 ) -> Result<(), EventStoreError> {
-    if consumer.is_empty() {
-        return Err(EventStoreError::InvalidArgument {
-            name: "consumer",
-            reason: "an empty name cannot own a partition".into(),
-        });
-    }
+    check_consumer(consumer)?;
     let conn = Connection::connect();
     let partitions = subscription_partitions(&conn, name)?;
     let who = [Some(text_datum(name)), Some(text_datum(consumer))];

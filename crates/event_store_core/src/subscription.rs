@@ -98,6 +98,24 @@ pub fn check_name(name: &str) -> Result<(), EventStoreError> {
     Ok(())
 }
 
+/// A consumer's name (`es.claim`): like a subscription's, 1..=63 characters without control
+/// characters; it is stored as the owner of the partitions it holds.
+pub fn check_consumer(consumer: &str) -> Result<(), EventStoreError> {
+    if consumer.is_empty()
+        || consumer.chars().count() > 63
+        || consumer.chars().any(char::is_control)
+    {
+        return Err(invalid(
+            "consumer",
+            format!(
+                "{:?} must be 1 to 63 characters without control characters",
+                consumer.chars().take(80).collect::<String>()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A partition number given to `es.poll`, `es.ack`, `es.nack`, `es.wait`.
 pub fn check_partition(partition: i32, partitions: i32) -> Result<(), EventStoreError> {
     if (0..partitions).contains(&partition) {
@@ -298,6 +316,15 @@ mod tests {
                 other => panic!("{s:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn consumer_names_are_bounded() {
+        assert!(check_consumer("worker-a").is_ok());
+        assert!(check_consumer("").is_err());
+        assert!(check_consumer(&"x".repeat(64)).is_err());
+        assert!(check_consumer("a\nb").is_err());
+        assert_eq!(check_consumer("").unwrap_err().sqlstate(), "22023");
     }
 
     #[test]

@@ -124,6 +124,16 @@ SELECT es.resume_projection('remember');
 SELECT es.reset_projection('remember');
 SELECT name, state, checkpoint FROM es.projections;
 SELECT es.wait_for_projection('remember', (SELECT max(global_position) FROM es.events), 20000);
+-- an ASSERT in a handler (which PL/pgSQL's WHEN OTHERS does not catch) is retried and parked too
+CREATE FUNCTION asserting(e es.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    ASSERT e.data->>'fail' IS NULL, 'asserting handler refuses ' || e.stream_id;
+END $$;
+SELECT es.create_projection('asserting', 'asserting(es.events)', event_types => ARRAY['A']);
+SELECT es.append_events('feed0000-0000-0000-0000-00000000000a', 0, ARRAY['{"type":"A","fail":"yes"}']::jsonb[]);
+SELECT es.wait_for_projection('asserting', (SELECT max(global_position) FROM es.events), 20000);
+SELECT stream_id, attempts, error FROM es.parked_events WHERE subscription = 'asserting' ORDER BY global_position;
+SELECT es.drop_projection('asserting');
 SELECT error_of($$SELECT es.pause_projection('nope')$$);
 SELECT error_of($$SELECT es.reset_projection('nope')$$);
 SELECT error_of($$SELECT es.wait_for_projection('nope', 1, 10)$$);
