@@ -504,6 +504,10 @@ W9_PROJECTIONS="account_balances account_transactions"
 # W9_FOLLOWERS (environment): which followers run in the store side, to tell their costs apart
 # (e.g. W9_FOLLOWERS=consumer); the bar is for both
 W9_FOLLOWERS=${W9_FOLLOWERS:-consumer projections}
+# W9_LINGER_MS (environment, default 20): after a batch that was not full the consumer waits this
+# long before its next poll (like a Kafka consumer's fetch.max.wait, and the projection worker's
+# 20 ms between rounds): it keeps up with fewer, larger batches. 0 polls again at once.
+W9_LINGER_MS=${W9_LINGER_MS:-20}
 setup_w9() {
   setup_w1
   build_consumer
@@ -551,7 +555,7 @@ w9_with_followers() {
   val "SELECT es.create_subscription('w9', start_after => NULL)" >/dev/null
   if [[ " $W9_FOLLOWERS " == *" consumer "* ]]; then
     rm -f "$stop"
-    "$CONSUMER" follow --db "$DB" --sub w9 --batch 500 --stop-file "$stop" --max-secs $((SECS + 600)) \
+    "$CONSUMER" follow --db "$DB" --sub w9 --batch 500 --linger-ms "$W9_LINGER_MS" --stop-file "$stop" --max-secs $((SECS + 600)) \
       >"$OUT/w9-consumer.rep$REP.out" 2>&1 &
     pid=$!
     # this runs in a $(...) subshell: stop the consumer however it ends

@@ -13,8 +13,10 @@
 //! es_consumer drain   --db DB --sub NAME [--batch 500] --secs S
 //!     drains the subscription for S seconds or until es.poll returns nothing;
 //!     prints "<events/s> <events> <seconds> <caught_up 0|1> <bytes>"
-//! es_consumer follow  --db DB --sub NAME [--batch 500] --stop-file F [--max-secs S]
-//!     follows the log (es.wait(sub, 0, 1000) when it is caught up) until file F exists;
+//! es_consumer follow  --db DB --sub NAME [--batch 500] --stop-file F [--max-secs S] [--linger-ms L]
+//!     follows the log (es.wait(sub, 0, 1000) when it is caught up) until file F exists; after
+//!     a batch that was not full it lingers L ms (default 0) before the next poll, as a Kafka
+//!     consumer's fetch.max.wait does, so it reads fewer, larger batches when it keeps up;
 //!     prints "<events> <seconds> <batches> <waits> <age_median_ms> <age_max_ms>", where age is
 //!     how old the oldest event of a batch was when the batch arrived (now - its recorded_at,
 //!     the appending transaction's start), over the batches: how far behind the consumer ran
@@ -223,6 +225,7 @@ fn follow(args: &Args) -> Result<(), Error> {
         args.num("batch", Some(500))?,
     )?;
     let wait = c.client.prepare(WAIT_SQL)?;
+    let linger = Duration::from_millis(args.num("linger-ms", Some(0))?);
     let (mut events, mut batches, mut waits) = (0usize, 0usize, 0usize);
     let mut ages: Vec<f64> = Vec::new();
     let start = Instant::now();
@@ -246,6 +249,8 @@ fn follow(args: &Args) -> Result<(), Error> {
             waits += 1;
             let sub = c.sub.clone();
             c.client.query_one(&wait, &[&sub])?;
+        } else if (n as i32) < c.batch && !linger.is_zero() {
+            thread::sleep(linger);
         }
     }
     ages.sort_by(f64::total_cmp);
