@@ -50,7 +50,8 @@ fn step(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     use step_args as arg;
     let context = aggregate_context(call)?;
     // SAFETY: the declaration passes this function's state as its first argument.
-    let state = match unsafe { state_arg(call, arg::arg1) } {
+    let previous = unsafe { state_arg(call, arg::arg1) };
+    let state = match previous {
         Some(state) => state as *mut AccountState,
         None => new_state(context, AccountState::default()),
     };
@@ -68,8 +69,9 @@ LANGUAGE c IMMUTABLE PARALLEL SAFE",
 fn from_step(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     use from_step_args as arg;
     let context = aggregate_context(call)?;
-    // SAFETY: as in `step`.
-    let state = match unsafe { state_arg(call, arg::arg1) } {
+    // SAFETY: as in `step`: the declaration passes the state as the first argument.
+    let previous = unsafe { state_arg(call, arg::arg1) };
+    let state = match previous {
         Some(state) => state as *mut AccountState,
         None => new_state(context, store::replay::start_from(call.jsonb(arg::arg2))?),
     };
@@ -86,8 +88,10 @@ LANGUAGE c IMMUTABLE PARALLEL SAFE",
 )]
 fn finish(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     aggregate_context(call)?;
-    // SAFETY: the aggregate passes its transition state as the final function's argument.
-    match unsafe { state_arg(call, finish_args::arg1) } {
+    // SAFETY: the aggregate passes its transition state (or NULL before the first row) as
+    // the final function's only argument.
+    let state = unsafe { state_arg(call, finish_args::arg1) };
+    match state {
         Some(state) => Ok(state_datum(state)),
         None => Ok(call.return_null()),
     }
