@@ -75,7 +75,7 @@ fn from_step(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
         Some(state) => state as *mut AccountState,
         None => new_state(context, store::replay::start_from(call.jsonb(arg::arg2))?),
     };
-    // SAFETY: as in `step`.
+    // SAFETY: as in `step`: a live state in the aggregate's context, used by this call only.
     store::replay::step(unsafe { &mut *state }, call.jsonb(arg::arg3))?;
     Ok(Datum::from(state))
 }
