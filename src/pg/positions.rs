@@ -254,10 +254,38 @@ fn register_database() {
 /// This backend has checked the sequence against the stored positions since its last
 /// subscription change (see [`sequence_checked`]).
 static SEQUENCE_CHECKED: AtomicBool = AtomicBool::new(false);
-/// Whether this backend's database has a logical-replication subscription: 0 unknown, 1 yes,
-/// 2 no. Reset by a syscache callback whenever `pg_subscription` changes.
-static SUBSCRIBED: AtomicU32 = AtomicU32::new(0);
-static CALLBACK_REGISTERED: AtomicBool = AtomicBool::new(false);
+/// Whether this backend's database has a logical-replication subscription.
+static SUBSCRIBED: CachedAnswer = CachedAnswer::new();
+/// Whether `es.events` is replicated in by a logical-replication subscription of this database.
+static EVENTS_REPLICATED_IN: CachedAnswer = CachedAnswer::new();
+static CALLBACKS_REGISTERED: AtomicBool = AtomicBool::new(false);
+
+/// A catalog question answered once per backend (0 unknown, 1 yes, 2 no), forgotten whenever
+/// `pg_subscription` or `pg_subscription_rel` changes (see [`on_subscription_change`]).
+struct CachedAnswer(AtomicU32);
+
+impl CachedAnswer {
+    const fn new() -> CachedAnswer {
+        CachedAnswer(AtomicU32::new(0))
+    }
+
+    fn get(&self, ask: impl FnOnce() -> bool) -> bool {
+        register_subscription_callbacks();
+        match self.0.load(Ordering::Relaxed) {
+            1 => true,
+            2 => false,
+            _ => {
+                let found = ask();
+                self.0.store(if found { 1 } else { 2 }, Ordering::Relaxed);
+                found
+            }
+        }
+    }
+
+    fn forget(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+}
 
 #[pg_guard]
 unsafe extern "C-unwind" fn on_subscription_change(
@@ -265,8 +293,32 @@ unsafe extern "C-unwind" fn on_subscription_change(
     _cache: std::ffi::c_int,
     _hash: u32,
 ) {
-    SUBSCRIBED.store(0, Ordering::Relaxed);
+    SUBSCRIBED.forget();
+    EVENTS_REPLICATED_IN.forget();
     SEQUENCE_CHECKED.store(false, Ordering::Relaxed);
+}
+
+/// Registers [`on_subscription_change`] for the syscaches of `pg_subscription` and
+/// `pg_subscription_rel`, once per backend.
+fn register_subscription_callbacks() {
+    if CALLBACKS_REGISTERED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: registers callbacks that live as long as the library (never unloaded);
+    // SUBSCRIPTIONOID and SUBSCRIPTIONRELMAP are the syscaches of pg_subscription and
+    // pg_subscription_rel.
+    unsafe {
+        for cache in [
+            pg_sys::SysCacheIdentifier::SUBSCRIPTIONOID,
+            pg_sys::SysCacheIdentifier::SUBSCRIPTIONRELMAP,
+        ] {
+            pg_sys::CacheRegisterSyscacheCallback(
+                cache as i32,
+                Some(on_subscription_change),
+                pg_sys::Datum::from(0usize),
+            );
+        }
+    }
 }
 
 /// Whether the next draw may trust the sequence without looking at the stored positions: once
@@ -275,77 +327,15 @@ unsafe extern "C-unwind" fn on_subscription_change(
 /// a subscription (its apply worker may insert rows at any time). `has_subscription` asks the
 /// catalog; its answer is cached until `pg_subscription` changes.
 fn sequence_checked(has_subscription: impl FnOnce() -> bool) -> bool {
-    if !CALLBACK_REGISTERED.swap(true, Ordering::Relaxed) {
-        // SAFETY: registers a callback that lives as long as the library (never unloaded);
-        // SUBSCRIPTIONOID is pg_subscription's syscache.
-        unsafe {
-            pg_sys::CacheRegisterSyscacheCallback(
-                pg_sys::SysCacheIdentifier::SUBSCRIPTIONOID as i32,
-                Some(on_subscription_change),
-                pg_sys::Datum::from(0usize),
-            )
-        };
-    }
-    if !SEQUENCE_CHECKED.load(Ordering::Relaxed) {
-        return false;
-    }
-    let subscribed = match SUBSCRIBED.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let found = has_subscription();
-            SUBSCRIBED.store(if found { 1 } else { 2 }, Ordering::Relaxed);
-            found
-        }
-    };
-    !subscribed
-}
-
-/// Whether `es.events` is replicated in by a logical-replication subscription of this database
-/// (0 unknown, 1 yes, 2 no): asked of the catalog once, cached until `pg_subscription_rel` or
-/// `pg_subscription` changes (a syscache callback resets it).
-static EVENTS_REPLICATED_IN: AtomicU32 = AtomicU32::new(0);
-static REL_CALLBACK_REGISTERED: AtomicBool = AtomicBool::new(false);
-
-#[pg_guard]
-unsafe extern "C-unwind" fn on_subscription_rel_change(
-    _arg: pg_sys::Datum,
-    _cache: std::ffi::c_int,
-    _hash: u32,
-) {
-    EVENTS_REPLICATED_IN.store(0, Ordering::Relaxed);
+    register_subscription_callbacks();
+    SEQUENCE_CHECKED.load(Ordering::Relaxed) && !SUBSCRIBED.get(has_subscription)
 }
 
 /// Whether readers here must cap at the replicated watermark because `es.events` is a table of
 /// a logical-replication subscription; `ask` queries the catalog when the cached answer is
 /// stale. Every read of the log asks, so the answer is cached per backend.
 pub fn events_replicated_in(ask: impl FnOnce() -> bool) -> bool {
-    if !REL_CALLBACK_REGISTERED.swap(true, Ordering::Relaxed) {
-        // SAFETY: registers callbacks that live as long as the library (never unloaded);
-        // SUBSCRIPTIONRELMAP and SUBSCRIPTIONOID are the syscaches of pg_subscription_rel and
-        // pg_subscription.
-        unsafe {
-            for cache in [
-                pg_sys::SysCacheIdentifier::SUBSCRIPTIONRELMAP,
-                pg_sys::SysCacheIdentifier::SUBSCRIPTIONOID,
-            ] {
-                pg_sys::CacheRegisterSyscacheCallback(
-                    cache as i32,
-                    Some(on_subscription_rel_change),
-                    pg_sys::Datum::from(0usize),
-                );
-            }
-        }
-    }
-    match EVENTS_REPLICATED_IN.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let found = ask();
-            EVENTS_REPLICATED_IN.store(if found { 1 } else { 2 }, Ordering::Relaxed);
-            found
-        }
-    }
+    EVENTS_REPLICATED_IN.get(ask)
 }
 
 /// Makes the next draw check the sequence again (a drawn position turned out to be stored).

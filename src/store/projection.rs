@@ -4,8 +4,8 @@
 
 use super::read::{readable, readable_end};
 use super::subscription::{
-    self, ack_locked, check_timeout, current_database, load, move_checkpoint, nack_locked,
-    next_events, no_such, remove, sleep_until,
+    self, check_timeout, current_database, load, move_checkpoint, nack_locked, next_events,
+    no_such, remove, sleep_until,
 };
 use crate::pg::call::{i64_datum, text_datum};
 use crate::pg::positions::wake_waiters;
@@ -216,7 +216,7 @@ pub fn step(p: &Runnable, batch: i32) -> Result<Step, EventStoreError> {
             }
             Some(message) => {
                 if let Some(ok) = last_ok {
-                    ack_locked(&conn, &part, ok, part.any_parked)?;
+                    move_checkpoint(&conn, &part, ok, part.any_parked);
                 }
                 let part = load(&conn, &p.name, 0, true)?;
                 nack_locked(&conn, &part, position, &message)?;
