@@ -104,6 +104,10 @@ CREATE TRIGGER events_refuse_truncate BEFORE TRUNCATE ON es.events
 COMMENT ON TRIGGER events_refuse_truncate ON es.events IS 'Keeps history append-only, even for the table owner.';
 
 -- Subscriptions, projections, replicas (0.2.0) -----------------------------------------------------
+-- (and the schema's own comment, new in 0.2.0)
+COMMENT ON SCHEMA es IS
+  'event_store: an event store inside PostgreSQL. Append with es.append_events (optimistic concurrency), read with es.load_events and the gap-safe es.read_all, snapshots, the seed''s bank account (es.open_account, es.deposit, es.account_state, es.account_history), subscriptions (es.poll, es.ack) and projections. Tables are written only by these functions; the README documents every function, error code and setting.';
+
 -- Written only by the extension's functions and its background worker. No foreign keys between
 -- them: es.drop_subscription removes a subscription's rows itself, and pg_dump restores the data
 -- of configuration tables in an order foreign keys would not always accept.

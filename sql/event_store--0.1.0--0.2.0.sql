@@ -6,6 +6,10 @@
 \echo Use "ALTER EXTENSION event_store UPDATE TO '0.2.0'" to load this file. \quit
 
 -- Subscriptions, projections, replicas (0.2.0) -----------------------------------------------------
+-- (and the schema's own comment, new in 0.2.0)
+COMMENT ON SCHEMA es IS
+  'event_store: an event store inside PostgreSQL. Append with es.append_events (optimistic concurrency), read with es.load_events and the gap-safe es.read_all, snapshots, the seed''s bank account (es.open_account, es.deposit, es.account_state, es.account_history), subscriptions (es.poll, es.ack) and projections. Tables are written only by these functions; the README documents every function, error code and setting.';
+
 -- Written only by the extension's functions and its background worker. No foreign keys between
 -- them: es.drop_subscription removes a subscription's rows itself, and pg_dump restores the data
 -- of configuration tables in an order foreign keys would not always accept.
@@ -173,6 +177,14 @@ SELECT pg_catalog.pg_extension_config_dump('es.account_transactions', '');
 
 -- Functions of 0.2.0 (from their #[sql_function] registrations) ------------------------------------
 
+DROP FUNCTION es.read_all(bigint, integer);
+-- src/api/read.rs:43
+CREATE FUNCTION es.read_all(after_position bigint DEFAULT 0, max_count bigint DEFAULT 1000)
+RETURNS SETOF es.events
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'es_read_all';
+COMMENT ON FUNCTION es.read_all(bigint, bigint) IS
+  'The global log after after_position in global_position order. Gap-safe: it stops before the first position still in flight, so a reader paging with its last position never skips an event. Needs shared_preload_libraries = ''event_store''.';
 CREATE FUNCTION es.create_projection(name text, handler regprocedure, event_types text[] DEFAULT NULL, batch integer DEFAULT 100)
 RETURNS void
 LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
@@ -270,11 +282,11 @@ AS 'MODULE_PATHNAME', 'es_drop_subscription';
 COMMENT ON FUNCTION es.drop_subscription(text) IS
   'Drops a subscription with its checkpoints and parked events (ES202 when there is none; a projection''s subscription goes with es.drop_projection).';
 REVOKE ALL ON FUNCTION es.drop_subscription(text) FROM PUBLIC;
-CREATE FUNCTION es.poll(name text, partition integer DEFAULT 0, max_count integer DEFAULT 100, consumer text DEFAULT NULL)
+CREATE FUNCTION es.poll(name text, partition integer DEFAULT 0, max_count bigint DEFAULT 100, consumer text DEFAULT NULL)
 RETURNS SETOF es.events
 LANGUAGE c VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'es_poll';
-COMMENT ON FUNCTION es.poll(text, integer, integer, text) IS
+COMMENT ON FUNCTION es.poll(text, integer, bigint, text) IS
   'The partition''s next events after its checkpoint, in global_position order, at most max_count: events put back by es.replay_parked first, then new ones. Gap-safe like es.read_all (never skips an event that commits late). Does not move the checkpoint (es.ack does). ES201 when another consumer holds the partition''s lease.';
 CREATE FUNCTION es.ack(name text, partition integer, "position" bigint, consumer text DEFAULT NULL)
 RETURNS bigint

@@ -41,7 +41,7 @@ fn stream_version(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
 }
 
 #[sql_function(
-    sql = "es.read_all(after_position bigint DEFAULT 0, max_count integer DEFAULT 1000)
+    sql = "es.read_all(after_position bigint DEFAULT 0, max_count bigint DEFAULT 1000)
 RETURNS SETOF es.events
 LANGUAGE c VOLATILE PARALLEL UNSAFE",
     comment = "The global log after after_position in global_position order. Gap-safe: it stops before the first position still in flight, so a reader paging with its last position never skips an event. Needs shared_preload_libraries = 'event_store'.",
@@ -52,7 +52,7 @@ LANGUAGE c VOLATILE PARALLEL UNSAFE",
 fn read_all(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     use read_all_args as arg;
     let after = call.required_i64(arg::after_position)?;
-    let max = call.required_i32(arg::max_count)?;
+    let max = call.required_i64(arg::max_count)?;
     let mut out = call.materialize();
     store::read::read_all(after, max, &mut out)?;
     Ok(no_value())

@@ -63,7 +63,7 @@ fn drop_subscription(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
 }
 
 #[sql_function(
-    sql = "es.poll(name text, partition integer DEFAULT 0, max_count integer DEFAULT 100, consumer text DEFAULT NULL)
+    sql = "es.poll(name text, partition integer DEFAULT 0, max_count bigint DEFAULT 100, consumer text DEFAULT NULL)
 RETURNS SETOF es.events
 LANGUAGE c VOLATILE PARALLEL UNSAFE",
     comment = "The partition's next events after its checkpoint, in global_position order, at most max_count: events put back by es.replay_parked first, then new ones. Gap-safe like es.read_all (never skips an event that commits late). Does not move the checkpoint (es.ack does). ES201 when another consumer holds the partition's lease.",
@@ -75,7 +75,7 @@ fn poll(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     use poll_args as arg;
     let name = call.text(arg::name)?;
     let partition = call.required_i32(arg::partition)?;
-    let max = call.required_i32(arg::max_count)?;
+    let max = call.required_i64(arg::max_count)?;
     let consumer = call.optional_text(arg::consumer);
     let mut out = call.materialize();
     subscription::poll(&name, partition, max, consumer.as_deref(), &mut out)?;

@@ -258,7 +258,7 @@ impl Stmt {
             Stmt::ReadAll => (
                 c"SELECT * FROM es.events WHERE global_position > $1 AND global_position <= $2
                   ORDER BY global_position LIMIT $3",
-                &[INT8OID, INT8OID, INT4OID],
+                &[INT8OID, INT8OID, INT8OID],
             ),
             Stmt::SaveSnapshot => (
                 c"INSERT INTO es.snapshots (stream_id, version, state) VALUES ($1, $2, $3)

@@ -14,7 +14,7 @@
 use super::pipeline::{self, Batch, StreamRules};
 use super::snapshot;
 use super::stream::visit_events;
-use crate::pg::call::{CallMemory, JsonbArray, jsonb_from_text};
+use crate::pg::call::{CallMemory, jsonb_from_text};
 use crate::pg::gucs::SNAPSHOT_INTERVAL;
 use crate::pg::heap::StreamHead;
 use crate::pg::jsonb::Jsonb;
@@ -124,7 +124,7 @@ pub fn open_account(
         "type": "Opened", "account_holder": holder, "initial_balance_cents": initial_balance_cents
     });
     let conn = Connection::connect();
-    let batch = Batch::decode(JsonbArray::build(memory, &[&event.to_string()]), &id)?;
+    let batch = Batch::for_command(memory, event, &id)?;
     pipeline::append(
         &conn,
         &id,
@@ -151,7 +151,7 @@ pub fn move_money(
     let event = serde_json::json!({
         "type": event_type, "amount_cents": amount, "description": description
     });
-    execute_command(memory, account, command, &event, expected)
+    execute_command(memory, account, command, event, expected)
 }
 
 /// `es.freeze_account` / `es.close_account`: changes the account's status, returns its new
@@ -170,7 +170,7 @@ pub fn change_status(
         }
     };
     let event = serde_json::json!({"type": event_type, "reason": reason});
-    execute_command(memory, account, command, &event, ExpectedVersion::Any)
+    execute_command(memory, account, command, event, ExpectedVersion::Any)
 }
 
 /// Appends a command's event through the pipeline with the command's rules.
@@ -178,7 +178,7 @@ fn execute_command(
     memory: CallMemory<'_>,
     account: &Uuid,
     command: Command,
-    event: &serde_json::Value,
+    event: serde_json::Value,
     expected: ExpectedVersion,
 ) -> Result<i64, EventStoreError> {
     let conn = Connection::connect();
@@ -200,7 +200,7 @@ fn execute_command(
         }
         other => other,
     };
-    let batch = Batch::decode(JsonbArray::build(memory, &[&event.to_string()]), account)?;
+    let batch = Batch::for_command(memory, event, account)?;
     pipeline::append(
         &conn,
         account,

@@ -1,13 +1,15 @@
 //! The append pipeline (SPEC §2): validate every element, take the stream row (the only lock an
 //! append needs, so appends to different streams never wait for each other), check the expected
 //! version on the row version the bump replaces, draw global positions, insert. The events'
-//! jsonb datums are stored as the caller sent them; the store only reads a few keys.
+//! jsonb datums are stored as the caller sent them (the store only reads a few keys); an account
+//! command's event is completed with the seed's metadata once its version is known.
 //!
 //! What a kind of stream adds (the account rules) comes in through [`StreamRules`]: the pipeline
 //! knows nothing about accounts, and the account module builds on the pipeline, not the reverse.
 
 use crate::pg::call::{
-    JsonbArray, i64_datum, text_datum, transaction_start, uuid_datum, uuid_from_datum,
+    CallMemory, JsonbArray, i64_datum, jsonb_from_text, text_datum, transaction_start, uuid_datum,
+    uuid_from_datum,
 };
 use crate::pg::heap::{self, Bump, EventRow, Outcome, StreamHead};
 use crate::pg::insert::{self, Conflict};
@@ -16,6 +18,7 @@ use crate::pg::positions;
 use crate::pg::spi::{Arg, Connection, Rows, Stmt};
 use event_store_core::event::{check_sequence_numbers, stream_type_for, validate_event};
 use event_store_core::expected::{StoredId, check_batch_ids_unique, classify_retry};
+use event_store_core::shape::{self, StoredAs};
 use event_store_core::{
     ACCOUNT_STREAM_TYPE, EventMeta, EventStoreError, ExpectedVersion, RetryDecision,
 };
@@ -31,6 +34,10 @@ pub struct Batch<'a> {
     pub elements: Vec<Jsonb<'a>>,
     /// What the core read from each element.
     pub metas: Vec<EventMeta>,
+    /// The payload of an account command's one event, which is stored completed with the seed's
+    /// metadata (`event_id`, `aggregate_id`, `sequence_number`, … of SPEC §5) once the version is
+    /// known; `None` for `es.append_events`, whose events are stored as sent.
+    command: Option<serde_json::Value>,
 }
 
 impl<'a> Batch<'a> {
@@ -58,7 +65,20 @@ impl<'a> Batch<'a> {
             array,
             elements,
             metas,
+            command: None,
         })
+    }
+
+    /// The one event of an account command: `payload` is validated like an appended element and
+    /// stored in the seed's whole shape ([`event_store_core::shape::complete`]).
+    pub fn for_command(
+        memory: CallMemory<'a>,
+        payload: serde_json::Value,
+        stream: &Uuid,
+    ) -> Result<Batch<'a>, EventStoreError> {
+        let mut batch = Batch::decode(JsonbArray::build(memory, &[&payload.to_string()]), stream)?;
+        batch.command = Some(payload);
+        Ok(batch)
     }
 
     /// The number of events.
@@ -181,6 +201,17 @@ pub fn append(
         }
         return Err(expected.conflict(stream, current_version(conn, stream)));
     };
+    if has_ids
+        && matches!(
+            expected,
+            ExpectedVersion::Exact(_) | ExpectedVersion::NoStream
+        )
+    {
+        // The bump won, so this is no retry; an id stored elsewhere would only meet the unique
+        // index, which cannot say where: look first, so ES004 names the stream and version.
+        // (`Any` / `StreamExists` looked before the bump.)
+        retry_or_duplicate(conn, stream, expected, &ids)?;
+    }
     let first_version = new_version - n + 1;
     check_sequence_numbers(&batch.metas, first_version)?;
     let first_position = positions::draw(conn, n)?;
@@ -294,6 +325,18 @@ fn insert(
         .enumerate()
         .map(|(i, (m, element))| {
             let event_id = m.event_id.unwrap_or_else(Uuid::now_v7);
+            let data = match &batch.command {
+                Some(payload) => jsonb_from_text(&shape::complete(
+                    payload,
+                    &StoredAs {
+                        event_id,
+                        aggregate_id: *stream,
+                        sequence_number: first_version + i as i64,
+                        occurred_at: now.value() as i64,
+                    },
+                )),
+                None => element.datum(),
+            };
             [
                 Some(i64_datum(first_position + i as i64)),
                 sid,
@@ -301,7 +344,7 @@ fn insert(
                 Some(uuid_datum(&event_id)),
                 Some(text_datum(&m.event_type)),
                 Some(Datum::from(m.event_version)),
-                Some(element.datum()),
+                Some(data),
                 m.has_metadata
                     .then(|| element.get_container(c"metadata"))
                     .flatten(),
@@ -311,9 +354,10 @@ fn insert(
         })
         .collect();
     insert::insert_events(conn, &rows, batch.array.datum()).map_err(|conflict| match conflict {
+        // Only an id committed by another transaction after the look-up above gets here.
         Conflict::EventId(event_id) => EventStoreError::DuplicateEventId {
             event_id,
-            stored_at: None,
+            stored_at: "by a concurrent append that committed first".into(),
         },
         Conflict::Position(position) => {
             // The sequence is behind the log (set back, or a promoted logical subscriber that

@@ -27,7 +27,7 @@ pub fn create(
     batch: i32,
 ) -> Result<(), EventStoreError> {
     check_name(name)?;
-    check_count("batch", batch)?;
+    check_count("batch", batch.into())?;
     if !workers::preloaded() {
         return Err(EventStoreError::PreloadRequired {
             function: "es.create_projection",

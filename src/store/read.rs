@@ -7,7 +7,6 @@ use crate::pg::positions::{self, Horizon};
 use crate::pg::spi::{Connection, Reading, Stmt};
 use crate::pg::workers;
 use event_store_core::EventStoreError;
-use pgrx::pg_sys::Datum;
 use uuid::Uuid;
 
 /// Why the native read of `es.load_events` stopped before the end of the stream.
@@ -82,7 +81,7 @@ pub fn stream_version(stream: &Uuid) -> i64 {
 /// Always reads the latest committed state (a snapshot of its own, taken together with the
 /// in-flight bound), also inside a REPEATABLE READ transaction: that is what makes paging with
 /// the last position gap-safe.
-pub fn read_all(after: i64, max: i32, out: &mut ResultSet) -> Result<(), EventStoreError> {
+pub fn read_all(after: i64, max: i64, out: &mut ResultSet) -> Result<(), EventStoreError> {
     if max < 0 {
         return Err(EventStoreError::InvalidArgument {
             name: "max_count",
@@ -96,7 +95,7 @@ pub fn read_all(after: i64, max: i32, out: &mut ResultSet) -> Result<(), EventSt
         &[
             Some(i64_datum(after)),
             Some(i64_datum(horizon.last_readable)),
-            Some(Datum::from(max)),
+            Some(i64_datum(max)),
         ],
         &horizon.snapshot,
     )

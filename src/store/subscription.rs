@@ -248,11 +248,13 @@ pub fn next_events<'c>(
 pub fn poll(
     name: &str,
     partition: i32,
-    max: i32,
+    max: i64,
     consumer: Option<&str>,
     out: &mut ResultSet,
 ) -> Result<(), EventStoreError> {
     check_count("max_count", max)?;
+    // A batch of more than 2^31 - 1 rows cannot be returned anyway: a larger count is "all".
+    let max = i32::try_from(max).unwrap_or(i32::MAX);
     let conn = Connection::connect();
     let p = load(&conn, name, partition, false)?;
     check_lease(name, partition, &p.lease, consumer)?;

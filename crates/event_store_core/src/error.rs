@@ -63,8 +63,10 @@ pub enum EventStoreError {
     DuplicateEventId {
         /// The event id that is already taken.
         event_id: String,
-        /// Where it is stored, when known (`stream … version …`).
-        stored_at: Option<String>,
+        /// Where it is stored, the end of the DETAIL `the event id is already stored …`:
+        /// `in stream S at version V`, `in this batch, at positions A and B`, or
+        /// `by a concurrent append that committed first`.
+        stored_at: String,
     },
     /// ES005: a snapshot version outside 1..current version.
     #[error("invalid snapshot version {version} for stream {stream_id}: {}", snapshot_range(*current))]
@@ -241,9 +243,9 @@ impl EventStoreError {
             Self::WrongExpectedVersion {
                 expected, actual, ..
             } => Some(format!("expected: {expected}, actual: {actual}")),
-            Self::DuplicateEventId { stored_at, .. } => stored_at
-                .as_ref()
-                .map(|at| format!("the event id is already stored in {at}")),
+            Self::DuplicateEventId { stored_at, .. } => {
+                Some(format!("the event id is already stored {stored_at}"))
+            }
             Self::InvalidSnapshot { current, .. } => {
                 Some(format!("current stream version: {current}"))
             }
@@ -380,7 +382,7 @@ mod tests {
             (
                 EventStoreError::DuplicateEventId {
                     event_id: "e".into(),
-                    stored_at: None,
+                    stored_at: "in this batch, at positions 1 and 2".into(),
                 },
                 "ES004",
             ),

@@ -159,10 +159,7 @@ pub fn classify_retry(
         .unwrap_or(&stored[0]);
     RetryDecision::Duplicate(EventStoreError::DuplicateEventId {
         event_id: taken.event_id.to_string(),
-        stored_at: Some(format!(
-            "stream {} at version {}",
-            taken.stream_id, taken.version
-        )),
+        stored_at: format!("in stream {} at version {}", taken.stream_id, taken.version),
     })
 }
 
@@ -320,7 +317,7 @@ pub fn check_batch_ids_unique(batch_ids: &[Option<Uuid>]) -> Result<(), EventSto
         {
             return Err(EventStoreError::DuplicateEventId {
                 event_id: id.to_string(),
-                stored_at: Some(format!("this batch, at positions {first} and {}", i + 1)),
+                stored_at: format!("in this batch, at positions {first} and {}", i + 1),
             });
         }
     }

@@ -8,6 +8,7 @@
 //! - [`expected`]: the expected-version modes and the classification of idempotent retries;
 //! - [`account`]: the bank account of the seed: its state, the one fold every read uses, and the
 //!   rules every write path checks;
+//! - [`shape`]: the seed's whole event shape for the events the account commands write;
 //! - [`subscription`]: the partition of a stream, and the rules of subscriptions (leases, attempts);
 //! - [`error`]: the one error enum, with the SQLSTATE, message, DETAIL and HINT of each failure.
 
@@ -16,6 +17,7 @@ pub mod error;
 pub mod event;
 pub mod expected;
 pub mod seed;
+pub mod shape;
 pub mod subscription;
 
 pub use error::EventStoreError;

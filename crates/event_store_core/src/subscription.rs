@@ -132,7 +132,7 @@ pub fn check_partition(partition: i32, partitions: i32) -> Result<(), EventStore
 }
 
 /// A batch size (`max_count` of `es.poll`, `batch` of a projection).
-pub fn check_count(name: &'static str, count: i32) -> Result<(), EventStoreError> {
+pub fn check_count(name: &'static str, count: i64) -> Result<(), EventStoreError> {
     if count >= 1 {
         Ok(())
     } else {

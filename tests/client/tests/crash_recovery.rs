@@ -85,7 +85,7 @@ const DIE_WITHIN: Duration = Duration::from_secs(30);
 /// How long to look for a backend that is running a statement before killing any worker's.
 const FIND_BUSY_WITHIN: Duration = Duration::from_secs(2);
 /// `es.read_all` page size.
-const PAGE: i32 = 500;
+const PAGE: i64 = 500;
 /// Pause between the COMMIT of a late-answer append and its answer.
 const LATE_ANSWER: &str = "0.1";
 /// Share of autocommit appends sent as late-answer appends: a worker then spends about a third

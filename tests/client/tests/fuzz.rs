@@ -267,7 +267,7 @@ const AMOUNT_EXTREMES: &[i64] = &[
     (1 << 53) + 1,
 ];
 
-/// Ints at the edges, for `read_all`'s `max_count`.
+/// Ints at the edges, for `read_all`'s `max_count` (a bigint; these are the int edges).
 const INT_EXTREMES: &[i32] = &[i32::MIN, -1, 0, 1, 2, 100, 1000, i32::MAX];
 
 // ---- subscriptions and projections (SPEC §9, §10) ----------------------------------------------
@@ -369,7 +369,7 @@ const INVALID_HANDLERS: &[&str] = &[
     "public.fz_default(es.events,text)",
     "public.fz_proc(es.events)",
     "es.account_replay(jsonb)",
-    "es.poll(text,integer,integer,text)",
+    "es.poll(text,integer,bigint,text)",
     "pg_catalog.now()",
     "public.fz_nope(es.events)",
 ];
@@ -549,7 +549,7 @@ enum After {
 struct Polled {
     name: Option<String>,
     partition: Option<i32>,
-    max: Option<i32>,
+    max: Option<i64>,
     checked: bool,
 }
 
@@ -1729,7 +1729,12 @@ impl Fuzz {
 
     fn gen_read_all(&mut self) -> (Call, After) {
         let after = self.pick_bigint(self.last_position / 2);
-        let max = self.pick_int();
+        // A bigint, like load_events' (issue 12): the ints at the edges and the bigint ones.
+        let max = if self.rng.random_bool(0.7) {
+            self.pick_int().map(i64::from)
+        } else {
+            self.pick_bigint(1000)
+        };
         match self.rng.random_range(0..5) {
             0 => (
                 Call::new(
@@ -2623,14 +2628,16 @@ impl Fuzz {
         }
     }
 
-    fn pick_max_count(&mut self) -> Option<i32> {
+    fn pick_max_count(&mut self) -> Option<i64> {
         match self.rng.random_range(0..100) {
             0..55 => Some(self.rng.random_range(1..=10)),
             55..65 => Some(100),
-            65..70 => Some(i32::MAX),
+            65..68 => Some(i32::MAX.into()),
+            68..70 => Some(i64::MAX),
             70..78 => Some(0),
-            78..84 => Some(-1),
-            84..88 => Some(i32::MIN),
+            78..82 => Some(-1),
+            82..86 => Some(i64::MIN),
+            86..88 => Some(i32::MIN.into()),
             88..93 => Some(1000),
             _ => None,
         }
@@ -3403,7 +3410,7 @@ impl Fuzz {
             .unwrap_or(1)
             .clamp(1, 4);
         for partition in 0..n {
-            let max = self.pick(&[1, 3, 10, 100]);
+            let max: i64 = self.pick(&[1, 3, 10, 100]);
             let call = Call::new(
                 "poll(consumer)",
                 "SELECT global_position FROM es.poll($1, $2, $3, $4)",

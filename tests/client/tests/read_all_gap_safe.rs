@@ -24,7 +24,7 @@ const STREAMS: usize = 64;
 /// How long the writers run.
 const RUN_FOR: Duration = Duration::from_secs(4);
 /// Page size of the reader.
-const PAGE: i32 = 100;
+const PAGE: i64 = 100;
 /// Bound of the final drain after the writers stopped.
 const DRAIN_WITHIN: Duration = Duration::from_secs(20);
 

@@ -49,7 +49,7 @@ const STREAMS: usize = 64;
 /// How long the writers run.
 const RUN_FOR: Duration = Duration::from_secs(5);
 /// Page size of the readers (`es.read_all(last, PAGE)`, `es.poll(name, 0, PAGE)`).
-const PAGE: i32 = 100;
+const PAGE: i64 = 100;
 /// How long a reader may take, after the writers stopped, to reach the last committed position.
 /// Generous: it bounds a stalled reader, it is not a performance assertion.
 const CATCH_UP_WITHIN: Duration = Duration::from_secs(60);

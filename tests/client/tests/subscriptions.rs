@@ -175,7 +175,7 @@ fn poll(
     client: &mut impl GenericClient,
     name: &str,
     partition: i32,
-    max_count: i32,
+    max_count: i64,
     consumer: Option<&str>,
 ) -> Result<Vec<Ev>, Error> {
     Ok(client

@@ -66,6 +66,8 @@ SELECT line FROM (
     SELECT 'type ' || t.typname || ' kind=' || t.typtype::text
     FROM pg_type t WHERE t.typnamespace = 'es'::regnamespace
   UNION ALL
+    SELECT 'schema es comment=' || coalesce(obj_description('es'::regnamespace, 'pg_namespace'), '-')
+  UNION ALL
     SELECT 'dumped ' || cfg::regclass::text || ' where=' || coalesce(cond, '-')
     FROM ext, unnest(ext.extconfig, ext.extcondition) AS u(cfg, cond)
 ) lines

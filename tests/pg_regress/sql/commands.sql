@@ -17,12 +17,26 @@ SELECT es.deposit(id, 10, 'on time', 4) AS v FROM acct;
 SELECT data->>'type' AS type, data->>'amount_cents' AS amount, data->>'description' AS description
 FROM es.events, acct WHERE stream_id = id ORDER BY version;
 SELECT es.account_replay(data ORDER BY version) AS state FROM es.events, acct WHERE stream_id = id;
+-- the events the commands write carry the seed's whole shape (SPEC §5), with the values the
+-- store keeps in its columns, so the seed's client decodes them (AccountEvent + EventMetadata)
+SELECT version, data->>'type' AS type, data->>'event_type' AS event_type,
+       (data->>'event_id')::uuid = event_id AS event_id_ok,
+       (data->>'aggregate_id')::uuid = stream_id AS aggregate_id_ok,
+       (data->'sequence_number')::bigint = version AS sequence_number_ok,
+       (data->>'occurred_at')::timestamptz = occurred_at AS occurred_at_ok,
+       data->>'occurred_at' ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$' AS rfc3339_utc,
+       data->'event_version' AS event_version,
+       (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(data) k) AS keys
+FROM es.events, acct WHERE stream_id = id ORDER BY version;
 -- frozen: no deposits or withdrawals; closing works, closing twice does not
 SELECT es.freeze_account(id, 'audit') AS v FROM acct;
 SELECT replace(error_of(format($$SELECT es.deposit(%L, 1)$$, id)), id::text, '<account>') AS error FROM acct;
 SELECT replace(error_of(format($$SELECT es.freeze_account(%L, 'again')$$, id)), id::text, '<account>') AS error FROM acct;
 SELECT es.close_account(id, 'moved away') AS v FROM acct;
 SELECT replace(error_of(format($$SELECT es.close_account(%L, 'again')$$, id)), id::text, '<account>') AS error FROM acct;
+SELECT version, data->>'type' AS type, data->>'event_type' AS event_type, data->>'reason' AS reason,
+       (data->'sequence_number')::bigint = version AS sequence_number_ok
+FROM es.events, acct WHERE stream_id = id AND version > 5 ORDER BY version;
 -- other refusals: no such stream, not an account, negative opening balance, NULLs
 SELECT error_of($$SELECT es.deposit('b0000000-0000-0000-0000-000000000009', 1)$$);
 SELECT es.append_events('b0000000-0000-0000-0000-000000000001', 0, ARRAY['{"type":"CartCreated"}']::jsonb[]) AS v;

@@ -48,6 +48,11 @@ SELECT error_of($$SELECT es.append_events('30000000-0000-0000-0000-000000000001'
 SELECT error_of($$SELECT es.append_events('30000000-0000-0000-0000-000000000001', 2, ARRAY['{"type":"X","event_id":"01890000-0000-7000-8000-0000000000e1"}']::jsonb[])$$);
 SELECT error_of($$SELECT es.append_events('30000000-0000-0000-0000-000000000002', NULL, ARRAY['{"type":"X","event_id":"01890000-0000-7000-8000-0000000000e1"}', '{"type":"Y"}']::jsonb[])$$);
 SELECT error_of($$SELECT es.append_events('30000000-0000-0000-0000-000000000001', NULL, ARRAY['{"type":"X","event_id":"01890000-0000-7000-8000-0000000000e7"}', '{"type":"Y","event_id":"01890000-0000-7000-8000-0000000000e7"}']::jsonb[])$$);
+-- ES004's DETAIL says where in every case: a new stream (expected 0), an explicit version that
+-- wins the stream, and the same stream at an earlier version (no retry: not right after it)
+SELECT error_of($$SELECT es.append_events('30000000-0000-0000-0000-0000000000f1', 0, ARRAY['{"type":"X","event_id":"01890000-0000-7000-8000-0000000000e1"}']::jsonb[])$$);
+SELECT error_of($$SELECT es.append_events('30000000-0000-0000-0000-000000000001', es.stream_version('30000000-0000-0000-0000-000000000001'), ARRAY['{"type":"X","event_id":"01890000-0000-7000-8000-0000000000e1"}']::jsonb[])$$);
+SELECT error_of($$SELECT es.append_events('30000000-0000-0000-0000-000000000002', 1, ARRAY['{"type":"X","event_id":"01890000-0000-7000-8000-0000000000e1"}']::jsonb[])$$);
 -- ES005 snapshots outside 1..current version
 SELECT error_of($$SELECT es.save_snapshot('30000000-0000-0000-0000-000000000001', 0, '{}')$$);
 SELECT error_of($$SELECT es.save_snapshot('30000000-0000-0000-0000-000000000001', 3, '{}')$$);
@@ -58,6 +63,11 @@ SELECT error_of($$SELECT es.save_snapshot('30000000-0000-0000-0000-000000000001'
 SELECT error_of($$SELECT * FROM es.load_events(NULL)$$);
 SELECT error_of($$SELECT * FROM es.load_events('30000000-0000-0000-0000-000000000001', 0, -1)$$);
 SELECT error_of($$SELECT * FROM es.read_all(NULL)$$);
+-- every count is a bigint, as es.load_events' is: a driver binding two 64-bit integers finds it
+SELECT pg_get_function_identity_arguments('es.read_all'::regproc) AS read_all,
+       pg_get_function_identity_arguments('es.poll'::regproc) AS poll;
+SELECT error_of($$SELECT * FROM es.read_all(0, -1::bigint)$$);
+SELECT count(*) AS more_than_an_int FROM es.read_all(0::bigint, 9223372036854775807::bigint);
 SELECT error_of($$SELECT * FROM es.read_all(0, -5)$$);
 SELECT error_of($$SELECT * FROM es.load_snapshot(NULL)$$);
 -- nothing above changed the store; the stream still takes appends at its version
