@@ -2,7 +2,8 @@
 #! Instructions per call of the installed build, counted by valgrind's callgrind in a single-user
 #! backend: a W1-like loop (one-event es.append_events, NULL expected version, random of 100k
 #! streams) and a W3-like loop (es.deposit on random of 10k accounts), each N calls in one
-#! statement, minus the same session without the loop.
+#! statement, minus the same session without the loop; and an append at an explicit expected
+#! version with and without a caller-given event id (the seed client's append).
 #!
 #! Why: on a 2-core virtual machine the throughput of a pgbench run varies by ±15 % from run to
 #! run, more than most changes cost; an instruction count is the same from run to run for the same
@@ -53,5 +54,13 @@ count() {
 base=$(count "SELECT 1;")
 append=$(count "SELECT count(es.append_events(lpad(to_hex((1 + (random() * 99999)::int)::bigint), 32, '0')::uuid, NULL, ARRAY['{\"type\":\"ItemAdded\",\"sku\":\"A-1\",\"qty\":1}']::jsonb[])) FROM generate_series(1, $n);")
 deposit=$(count "SELECT count(es.deposit(('e3' || lpad(to_hex(1 + (random() * 9999)::int), 30, '0'))::uuid, 100, 'bench')) FROM generate_series(1, $n);")
+# The seed client's append: an explicit expected version (0: a new stream) and a caller-given
+# event id, against the same append with the uuid under another key (same JSON work): the
+# difference is what the id costs (the look-up that lets ES004 say where an id is stored; the
+# id's index entry is the same in both).
+exact=$(count "SELECT count(es.append_events(gen_random_uuid(), 0, ARRAY[jsonb_build_object('type', 'ItemAdded', 'ref', gen_random_uuid())])) FROM generate_series(1, $n) g;")
+with_id=$(count "SELECT count(es.append_events(gen_random_uuid(), 0, ARRAY[jsonb_build_object('type', 'ItemAdded', 'event_id', gen_random_uuid())])) FROM generate_series(1, $n) g;")
 echo "W1-like es.append_events: $(((append - base) / n)) instructions per call"
 echo "W3-like es.deposit:       $(((deposit - base) / n)) instructions per call"
+echo "new stream (expected 0), no id:   $(((exact - base) / n)) instructions per call"
+echo "new stream (expected 0), with id: $(((with_id - base) / n)) instructions per call"

@@ -7,7 +7,7 @@ PGRX_VERSION=0.18.1
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 
 need_pkgs=()
-for p in postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang pkg-config sudo; do
+for p in postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-plproxy postgresql-15-wal2json libclang-dev clang pkg-config sudo; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -26,4 +26,58 @@ if ! grep -qs "pg15 = \"${PG_CONFIG}\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml";
   echo "setup: cargo pgrx init --pg15 ${PG_CONFIG}"
   cargo pgrx init --pg15 "${PG_CONFIG}" >/dev/null
 fi
+
+# The client drivers of the README and the pooler tests (tests/drivers,
+# tests/client/tests/{drivers,pgbouncer}.rs): Debian's pgbouncer binary, a Python venv at
+# target/venv with psycopg 3 and asyncpg, and node-postgres in tests/drivers/node/node_modules.
+repo=$(cd "$(dirname "$0")/.." && pwd)
+if ! dpkg-query -W -f='${Status}' pgbouncer 2>/dev/null | grep -q 'install ok installed'; then
+  echo "setup: installing Debian package pgbouncer"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq pgbouncer >/dev/null
+fi
+# The tests start their own pgbouncer per test; the package's system service (port 6432) must
+# neither run nor start at boot.
+pgbouncer_pid=/run/postgresql/pgbouncer.pid
+pgbouncer_running() { [ -s "$pgbouncer_pid" ] && kill -0 "$(cat "$pgbouncer_pid")" 2>/dev/null; }
+pgbouncer_enabled() {
+  [ -e /etc/systemd/system/multi-user.target.wants/pgbouncer.service ] ||
+    compgen -G '/etc/rc[2-5].d/S*pgbouncer' >/dev/null
+}
+if pgbouncer_enabled || pgbouncer_running; then
+  echo "setup: disabling and stopping the pgbouncer system service"
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now pgbouncer.service >/dev/null 2>&1
+  else
+    if pgbouncer_running; then service pgbouncer stop >/dev/null; fi
+    systemctl disable pgbouncer.service >/dev/null 2>&1 ||
+      rm -f /etc/systemd/system/multi-user.target.wants/pgbouncer.service
+    update-rc.d pgbouncer disable >/dev/null 2>&1
+  fi
+fi
+
+# (the copies of the pin lists inside the venv and node_modules say what was installed)
+requirements=$repo/tests/drivers/requirements.txt
+if ! cmp -s "$requirements" "$repo/target/venv/requirements.txt" ||
+    ! "$repo/target/venv/bin/python" -c 'import psycopg, asyncpg' 2>/dev/null; then
+  echo "setup: Python venv target/venv (psycopg 3, asyncpg)"
+  python3 -m venv "$repo/target/venv"
+  "$repo/target/venv/bin/python" -m pip install -q --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$repo/target/venv/requirements.txt"
+fi
+
+node_dir=$repo/tests/drivers/node
+if ! command -v npm >/dev/null; then
+  echo "setup: installing Debian packages nodejs npm"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq nodejs npm >/dev/null
+fi
+if ! cmp -s "$node_dir/package-lock.json" "$node_dir/node_modules/.setup-package-lock.json"; then
+  echo "setup: npm ci in tests/drivers/node (node-postgres)"
+  (cd "$node_dir" && npm ci --no-audit --no-fund --silent)
+  cp "$node_dir/package-lock.json" "$node_dir/node_modules/.setup-package-lock.json"
+fi
+
 echo "setup: ok ($(cargo pgrx --version))"

@@ -85,14 +85,7 @@ fn move_money(
     let amount = call.required_i64(amount)?;
     let description = call.text(description)?;
     let expected = ExpectedVersion::from_sql(call.i64(expected))?;
-    store::account::move_money(
-        call.memory(),
-        &account,
-        command(amount),
-        &description,
-        expected,
-    )
-    .map(i64_datum)
+    store::account::move_money(&account, command(amount), &description, expected).map(i64_datum)
 }
 
 #[sql_function(
@@ -133,5 +126,5 @@ fn change_status(
 ) -> Result<Datum, EventStoreError> {
     let account = call.uuid(account)?;
     let reason = call.text(reason)?;
-    store::account::change_status(call.memory(), &account, command, &reason).map(i64_datum)
+    store::account::change_status(&account, command, &reason).map(i64_datum)
 }

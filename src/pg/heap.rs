@@ -483,6 +483,14 @@ impl<const N: usize> Target<N> {
         columns: &[Column; N],
         no_triggers: unsafe fn(pg_sys::Relation) -> bool,
     ) -> Option<Target<N>> {
+        // A read-only transaction (every transaction of a hot standby, and `BEGIN READ ONLY` on
+        // a primary) must fail as PostgreSQL's own writes do, with 25006: the executor checks
+        // that, heap_update does not (on a standby it would fail later, with XX000, when it
+        // asks for a transaction id).
+        // SAFETY: reads a flag of this backend's transaction state, set at transaction start.
+        if unsafe { pg_sys::XactReadOnly } {
+            return None;
+        }
         let rel_oid = relation_oid(name)?;
         // SAFETY: the relation is opened and locked here, and closed below or by `close`.
         let rel =

@@ -14,7 +14,7 @@
 use super::pipeline::{self, Batch, StreamRules};
 use super::snapshot;
 use super::stream::visit_events;
-use crate::pg::call::{CallMemory, jsonb_from_text};
+use crate::pg::call::{CallMemory, jsonb_object};
 use crate::pg::gucs::SNAPSHOT_INTERVAL;
 use crate::pg::heap::StreamHead;
 use crate::pg::jsonb::Jsonb;
@@ -23,6 +23,7 @@ use event_store_core::account::{
     AccountState, Command, Event, Refusal, RuleViolation, admit, check_opening, check_text, decide,
     event_name, snapshot_due, text_key,
 };
+use event_store_core::shape::{Pairs, Scalar};
 use event_store_core::{ACCOUNT_STREAM_TYPE, EventStoreError, ExpectedVersion};
 use pgrx::pg_sys::Datum;
 use uuid::Uuid;
@@ -120,11 +121,13 @@ pub fn open_account(
         reason: format!("the initial balance {initial_balance_cents} is negative"),
     })?;
     let id = Uuid::now_v7();
-    let event = serde_json::json!({
-        "type": "Opened", "account_holder": holder, "initial_balance_cents": initial_balance_cents
-    });
+    let event = vec![
+        ("type", Scalar::Text("Opened".into())),
+        ("account_holder", Scalar::Text(holder.into())),
+        ("initial_balance_cents", Scalar::Int(initial_balance_cents)),
+    ];
     let conn = Connection::connect();
-    let batch = Batch::for_command(memory, event, &id)?;
+    let batch = Batch::checked_command(memory, event, &id)?;
     pipeline::append(
         &conn,
         &id,
@@ -137,7 +140,6 @@ pub fn open_account(
 
 /// `es.deposit` / `es.withdraw`: moves money, returns the account's new version.
 pub fn move_money(
-    memory: CallMemory<'_>,
     account: &Uuid,
     command: Command,
     description: &str,
@@ -148,16 +150,17 @@ pub fn move_money(
         Command::Withdraw { amount_cents } => ("Withdrawn", amount_cents),
         Command::Freeze | Command::Close => unreachable!("move_money takes money commands"),
     };
-    let event = serde_json::json!({
-        "type": event_type, "amount_cents": amount, "description": description
-    });
-    execute_command(memory, account, command, event, expected)
+    let event = vec![
+        ("type", Scalar::Text(event_type.into())),
+        ("amount_cents", Scalar::Int(amount)),
+        ("description", Scalar::Text(description.into())),
+    ];
+    execute_command(account, command, event, expected)
 }
 
 /// `es.freeze_account` / `es.close_account`: changes the account's status, returns its new
 /// version.
 pub fn change_status(
-    memory: CallMemory<'_>,
     account: &Uuid,
     command: Command,
     reason: &str,
@@ -169,16 +172,18 @@ pub fn change_status(
             unreachable!("change_status takes status commands")
         }
     };
-    let event = serde_json::json!({"type": event_type, "reason": reason});
-    execute_command(memory, account, command, event, ExpectedVersion::Any)
+    let event = vec![
+        ("type", Scalar::Text(event_type.into())),
+        ("reason", Scalar::Text(reason.into())),
+    ];
+    execute_command(account, command, event, ExpectedVersion::Any)
 }
 
 /// Appends a command's event through the pipeline with the command's rules.
 fn execute_command(
-    memory: CallMemory<'_>,
     account: &Uuid,
     command: Command,
-    event: serde_json::Value,
+    event: Pairs,
     expected: ExpectedVersion,
 ) -> Result<i64, EventStoreError> {
     let conn = Connection::connect();
@@ -200,7 +205,7 @@ fn execute_command(
         }
         other => other,
     };
-    let batch = Batch::for_command(memory, event, account)?;
+    let batch = Batch::command(event);
     pipeline::append(
         &conn,
         account,
@@ -381,7 +386,7 @@ fn snapshot_if_due(conn: &Connection, account: &Uuid, old: i64, new: i64, state:
 
 /// The state JSON of SPEC §5 as a jsonb datum in the current memory context.
 pub fn state_datum(state: &AccountState) -> Datum {
-    jsonb_from_text(&state.to_json())
+    jsonb_object(&state.pairs())
 }
 
 /// Finds an account stream without locking it: its current version and the state stored in its

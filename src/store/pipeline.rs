@@ -8,7 +8,7 @@
 //! knows nothing about accounts, and the account module builds on the pipeline, not the reverse.
 
 use crate::pg::call::{
-    CallMemory, JsonbArray, i64_datum, jsonb_from_text, text_datum, transaction_start, uuid_datum,
+    CallMemory, JsonbArray, i64_datum, jsonb_object, text_datum, transaction_start, uuid_datum,
     uuid_from_datum,
 };
 use crate::pg::heap::{self, Bump, EventRow, Outcome, StreamHead};
@@ -18,7 +18,7 @@ use crate::pg::positions;
 use crate::pg::spi::{Arg, Connection, Rows, Stmt};
 use event_store_core::event::{check_sequence_numbers, stream_type_for, validate_event};
 use event_store_core::expected::{StoredId, check_batch_ids_unique, classify_retry};
-use event_store_core::shape::{self, StoredAs};
+use event_store_core::shape::{Pairs, Scalar, StoredAs, seed_event, seed_event_type};
 use event_store_core::{
     ACCOUNT_STREAM_TYPE, EventMeta, EventStoreError, ExpectedVersion, RetryDecision,
 };
@@ -28,16 +28,18 @@ use uuid::Uuid;
 /// A decoded `events` array: its elements and what the core read from each; borrows the array
 /// for `'a`.
 pub struct Batch<'a> {
-    /// The array as passed (stored as-is by the SQL insert of a batch).
-    array: JsonbArray<'a>,
-    /// Each element, detoasted.
+    /// The array as passed (stored as-is by the SQL insert of a batch); `None` for a command's
+    /// event, which is never in a batch of more than one.
+    array: Option<JsonbArray<'a>>,
+    /// Each element, detoasted (none for a command's event built without jsonb: [`Batch::command`]).
     pub elements: Vec<Jsonb<'a>>,
     /// What the core read from each element.
     pub metas: Vec<EventMeta>,
-    /// The payload of an account command's one event, which is stored completed with the seed's
-    /// metadata (`event_id`, `aggregate_id`, `sequence_number`, … of SPEC §5) once the version is
-    /// known; `None` for `es.append_events`, whose events are stored as sent.
-    command: Option<serde_json::Value>,
+    /// An account command's one event: its payload (`type` first) and the seed's type name. It
+    /// is stored completed with the seed's metadata (`event_id`, `aggregate_id`,
+    /// `sequence_number`, … of SPEC §5) once the version is known; `None` for
+    /// `es.append_events`, whose events are stored as sent.
+    command: Option<(Pairs, &'static str)>,
 }
 
 impl<'a> Batch<'a> {
@@ -62,22 +64,49 @@ impl<'a> Batch<'a> {
         let ids: Vec<Option<Uuid>> = metas.iter().map(|m| m.event_id).collect();
         check_batch_ids_unique(&ids)?;
         Ok(Batch {
-            array,
+            array: Some(array),
             elements,
             metas,
             command: None,
         })
     }
 
-    /// The one event of an account command: `payload` is validated like an appended element and
-    /// stored in the seed's whole shape ([`event_store_core::shape::complete`]).
-    pub fn for_command(
+    /// The one event of an account command whose rules judge the command, not the element
+    /// (deposit, withdraw, freeze, close): `payload` is the event's `type` and fields; no jsonb
+    /// is built until the insert, which stores it in the seed's whole shape
+    /// ([`event_store_core::shape::seed_event`]). Why: the commands are an account's hot path.
+    pub fn command(payload: Pairs) -> Batch<'a> {
+        let event_type = match payload.first() {
+            Some(("type", Scalar::Text(t))) => t.clone(),
+            _ => String::new(),
+        };
+        let seed_type = seed_event_type(&event_type).unwrap_or_default();
+        Batch {
+            array: None,
+            elements: Vec::new(),
+            metas: vec![EventMeta {
+                event_type,
+                event_id: None,
+                occurred_at: None,
+                event_version: 1,
+                has_metadata: false,
+                sequence_number: None,
+            }],
+            command: Some((payload, seed_type)),
+        }
+    }
+
+    /// [`Batch::command`] for a command whose rules read the element (`es.open_account`, judged
+    /// like an appended `Opened`): validated like an appended element, stored in the seed's shape.
+    pub fn checked_command(
         memory: CallMemory<'a>,
-        payload: serde_json::Value,
+        payload: Pairs,
         stream: &Uuid,
     ) -> Result<Batch<'a>, EventStoreError> {
-        let mut batch = Batch::decode(JsonbArray::build(memory, &[&payload.to_string()]), stream)?;
-        batch.command = Some(payload);
+        let element = jsonb_object(&payload);
+        let mut batch = Batch::decode(JsonbArray::of(memory, &[element]), stream)?;
+        let seed_type = seed_event_type(&batch.metas[0].event_type).unwrap_or_default();
+        batch.command = Some((payload, seed_type));
         Ok(batch)
     }
 
@@ -321,21 +350,22 @@ fn insert(
     let rows: Vec<EventRow> = batch
         .metas
         .iter()
-        .zip(&batch.elements)
         .enumerate()
-        .map(|(i, (m, element))| {
+        .map(|(i, m)| {
             let event_id = m.event_id.unwrap_or_else(Uuid::now_v7);
+            let element = batch.elements.get(i);
             let data = match &batch.command {
-                Some(payload) => jsonb_from_text(&shape::complete(
-                    payload,
+                Some((payload, seed_type)) => Some(jsonb_object(&seed_event(
+                    payload.clone(),
+                    seed_type,
                     &StoredAs {
                         event_id,
                         aggregate_id: *stream,
                         sequence_number: first_version + i as i64,
                         occurred_at: now.value() as i64,
                     },
-                )),
-                None => element.datum(),
+                ))),
+                None => element.map(Jsonb::datum),
             };
             [
                 Some(i64_datum(first_position + i as i64)),
@@ -344,16 +374,21 @@ fn insert(
                 Some(uuid_datum(&event_id)),
                 Some(text_datum(&m.event_type)),
                 Some(Datum::from(m.event_version)),
-                Some(data),
+                data,
                 m.has_metadata
-                    .then(|| element.get_container(c"metadata"))
+                    .then(|| element.and_then(|e| e.get_container(c"metadata")))
                     .flatten(),
                 Some(m.occurred_at.map_or(now, Datum::from)),
                 Some(now),
             ]
         })
         .collect();
-    insert::insert_events(conn, &rows, batch.array.datum()).map_err(|conflict| match conflict {
+    insert::insert_events(
+        conn,
+        &rows,
+        batch.array.map_or(Datum::from(0usize), |a| a.datum()),
+    )
+    .map_err(|conflict| match conflict {
         // Only an id committed by another transaction after the look-up above gets here.
         Conflict::EventId(event_id) => EventStoreError::DuplicateEventId {
             event_id,

@@ -11,7 +11,9 @@
 #!
 #! env:   ES_CLUSTER_DIR (default: <repo>/target/es-cluster-client), ES_PORT (default: 28816),
 #!        ES_TRACE_PORT (the tracing tests' own cluster, default: 28819),
-#!        ES_PRELOAD (default: 1; read_all and the crash test need it)
+#!        ES_PRELOAD (default: 1; read_all and the crash test need it),
+#!        ES_CLIENT_CRATE (1: also run crates/event_store_client's tests, the default without
+#!        arguments; 0: never)
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -44,6 +46,18 @@ done
 status=0
 cargo test --manifest-path "$repo/tests/client/Cargo.toml" "$@" -- --test-threads=1 || status=$?
 [ "$status" -eq 0 ] || exit "$status"
+
+# The typed Rust client (crates/event_store_client, a member of the root workspace): its tests
+# create their own databases on this cluster (ES_TEST_PGHOST/ES_TEST_PGPORT) and need the library
+# preloaded (read_all). They run on a full run (no arguments), or when ES_CLIENT_CRATE=1 (e.g.
+# `ES_CLIENT_CRATE=1 tests/client/run.sh --test race_one_stream`); ES_CLIENT_CRATE=0 skips them.
+client_crate=${ES_CLIENT_CRATE:-}
+[ -n "$client_crate" ] || { [ $# -eq 0 ] && client_crate=1 || client_crate=0; }
+if [ "$client_crate" = 1 ]; then
+  [ "$ES_PRELOAD" = 1 ] || echo "run.sh: event_store_client's tests need ES_PRELOAD=1 (es.read_all)" >&2
+  (cd "$repo" && cargo test -p event_store_client) || status=$?
+  [ "$status" -eq 0 ] || exit "$status"
+fi
 
 # Second pass: the same cluster restarted without shared_preload_libraries.
 if [ "$ES_PRELOAD" = 1 ] && [ $# -eq 0 ]; then

@@ -433,6 +433,17 @@ pub fn event_name(event: &Event<'_>) -> &'static str {
 }
 
 impl AccountState {
+    /// The state JSON of SPEC §5 as pairs, for the extension's jsonb builder.
+    pub fn pairs(&self) -> crate::shape::Pairs {
+        use crate::shape::Scalar;
+        vec![
+            ("holder_name", Scalar::Text(self.holder_name.clone())),
+            ("balance_cents", Scalar::Int(self.balance_cents)),
+            ("status", Scalar::Text(self.status.as_str().to_owned())),
+            ("version", Scalar::Int(self.version)),
+        ]
+    }
+
     /// The state JSON of SPEC §5, keys in a fixed order (the holder's name JSON-escaped).
     pub fn to_json(&self) -> String {
         let holder = serde_json::Value::String(self.holder_name.clone());

@@ -111,6 +111,80 @@ impl AccountEvent {
             Self::Closed { .. } => Event::Closed,
         }
     }
+
+    /// The seed's factory of an `Opened` event (`event_type` `AccountOpened`), with a new
+    /// random event id and the current time.
+    pub fn new_opened(
+        aggregate_id: Uuid,
+        sequence: i64,
+        account_holder: String,
+        initial_balance_cents: i64,
+    ) -> Self {
+        Self::Opened {
+            metadata: EventMetadata::new(aggregate_id, sequence, "AccountOpened"),
+            account_holder,
+            initial_balance_cents,
+        }
+    }
+
+    /// The seed's factory of a `Deposited` event (`event_type` `MoneyDeposited`).
+    pub fn new_deposited(
+        aggregate_id: Uuid,
+        sequence: i64,
+        amount_cents: i64,
+        description: String,
+    ) -> Self {
+        Self::Deposited {
+            metadata: EventMetadata::new(aggregate_id, sequence, "MoneyDeposited"),
+            amount_cents,
+            description,
+        }
+    }
+
+    /// The seed's factory of a `Withdrawn` event (`event_type` `MoneyWithdrawn`).
+    pub fn new_withdrawn(
+        aggregate_id: Uuid,
+        sequence: i64,
+        amount_cents: i64,
+        description: String,
+    ) -> Self {
+        Self::Withdrawn {
+            metadata: EventMetadata::new(aggregate_id, sequence, "MoneyWithdrawn"),
+            amount_cents,
+            description,
+        }
+    }
+
+    /// A `Frozen` event (`event_type` `AccountFrozen`), built like the seed's factories.
+    pub fn new_frozen(aggregate_id: Uuid, sequence: i64, reason: String) -> Self {
+        Self::Frozen {
+            metadata: EventMetadata::new(aggregate_id, sequence, "AccountFrozen"),
+            reason,
+        }
+    }
+
+    /// A `Closed` event (`event_type` `AccountClosed`), built like the seed's factories.
+    pub fn new_closed(aggregate_id: Uuid, sequence: i64, reason: String) -> Self {
+        Self::Closed {
+            metadata: EventMetadata::new(aggregate_id, sequence, "AccountClosed"),
+            reason,
+        }
+    }
+}
+
+impl EventMetadata {
+    /// The metadata the seed's factories build: a new random (v4) event id, the current time,
+    /// event version 1.
+    fn new(aggregate_id: Uuid, sequence_number: i64, event_type: &str) -> Self {
+        Self {
+            event_id: Uuid::new_v4(),
+            aggregate_id,
+            sequence_number,
+            event_type: event_type.to_owned(),
+            occurred_at: Utc::now(),
+            event_version: 1,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -188,5 +262,33 @@ mod tests {
         assert_eq!(state.balance_cents, 300);
         assert_eq!(state.status, AccountStatus::Frozen);
         assert_eq!(state.version, 4);
+    }
+
+    /// The factories name the seed's event types and validate as the store's events.
+    #[test]
+    fn factories_build_the_seeds_events() {
+        let id = Uuid::from_u128(11);
+        let events = [
+            AccountEvent::new_opened(id, 1, "Alice".into(), 100),
+            AccountEvent::new_deposited(id, 2, 50, "salary".into()),
+            AccountEvent::new_withdrawn(id, 3, 20, "rent".into()),
+            AccountEvent::new_frozen(id, 4, "audit".into()),
+            AccountEvent::new_closed(id, 5, "moved".into()),
+        ];
+        let types = [
+            "AccountOpened",
+            "MoneyDeposited",
+            "MoneyWithdrawn",
+            "AccountFrozen",
+            "AccountClosed",
+        ];
+        for (i, (e, t)) in events.iter().zip(types).enumerate() {
+            let m = e.metadata();
+            assert_eq!((m.aggregate_id, m.sequence_number), (id, i as i64 + 1));
+            assert_eq!((m.event_type.as_str(), m.event_version), (t, 1));
+            let json = serde_json::to_value(e).unwrap();
+            validate_event(i + 1, &raw_from_json(&json), &id).unwrap();
+        }
+        assert_ne!(events[0].metadata().event_id, events[1].metadata().event_id);
     }
 }

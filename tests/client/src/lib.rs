@@ -301,3 +301,105 @@ pub fn verify_store(client: &mut Client) {
         assert_eq!(problems, 0, "verify_heapam({table}) reported corruption");
     }
 }
+
+/// The repository's root directory (this crate lives in `tests/client`).
+pub fn repo_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    dir.canonicalize().unwrap_or(dir)
+}
+
+/// The driver snippets' runtimes (tests/drivers): `python` is the venv `target/venv` and `node`
+/// needs `tests/drivers/node/node_modules`, both made by scripts/setup.sh. Panics with a clear
+/// message when what `program` needs is missing; returns the program to run.
+pub fn driver_program(program: &str) -> std::path::PathBuf {
+    let repo = repo_dir();
+    let (exe, needs, what) = match program {
+        "python" => {
+            let exe = repo.join("target/venv/bin/python");
+            (
+                exe.clone(),
+                exe,
+                "the Python venv target/venv (psycopg, asyncpg)",
+            )
+        }
+        "node" => (
+            std::path::PathBuf::from("node"),
+            repo.join("tests/drivers/node/node_modules/pg"),
+            "tests/drivers/node/node_modules (node-postgres; `npm ci` there)",
+        ),
+        other => panic!("unknown driver runtime {other:?}"),
+    };
+    assert!(
+        needs.exists(),
+        "{} is missing: {what} is made by `bash scripts/setup.sh`",
+        needs.display()
+    );
+    exe
+}
+
+/// Runs a driver script (`program` from [`driver_program`], `script` relative to the repository,
+/// then `args`) with only the libpq connection variables PGHOST/PGPORT/PGUSER/PGDATABASE set from
+/// the given values (other `PG*` variables of the caller are removed), and returns its standard
+/// output. Panics with its output when it fails.
+pub fn run_driver(
+    program: &str,
+    script: &str,
+    args: &[&str],
+    pghost: &str,
+    pgport: u16,
+    dbname: &str,
+) -> String {
+    let exe = driver_program(program);
+    let mut command = Command::new(&exe);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PG") {
+            command.env_remove(&key);
+        }
+    }
+    let output = command
+        .arg(repo_dir().join(script))
+        .args(args)
+        .current_dir(repo_dir())
+        .env("PGHOST", pghost)
+        .env("PGPORT", pgport.to_string())
+        .env("PGUSER", PG_USER)
+        .env("PGDATABASE", dbname)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{program} {script} failed ({}):\n--- stdout\n{stdout}--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Checks the three lines every driver snippet prints (tests/drivers, see tests/drivers.rs) in a
+/// database that holds only its own events.
+pub fn assert_snippet_story(script: &str, output: &str) {
+    let lines: Vec<&str> = output.lines().collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "{script}: expected three lines, got:\n{output}"
+    );
+    assert_eq!(lines[0], "appended: version 3", "{script}: the appends");
+    assert_eq!(
+        lines[1], "conflict: ES001 expected: 2, actual: 3",
+        "{script}: the wrong expected version, with SQLSTATE ES001 and its DETAIL"
+    );
+    let last: i64 = lines[2]
+        .strip_prefix("read: 3 events in 2 pages, last position ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "{script}: the fresh database's 3 events, read 2 per page, then the last \
+                 position; got {:?}",
+                lines[2]
+            )
+        });
+    assert!(last >= 3, "{script}: a position below 3 after 3 events");
+}

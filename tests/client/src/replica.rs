@@ -12,6 +12,11 @@
 //! `<repo>/target/` and their own port. Each value here stops its cluster (or drops its
 //! subscription) when dropped, also when a test panics, so a failed run leaves no server running
 //! and no replication slot pinning WAL on the primary.
+//!
+//! The ports default to [`STANDBY_PORT`] / [`SUBSCRIBER_PORT`]; `ES_STANDBY_PORT` /
+//! `ES_SUBSCRIBER_PORT` move them (and the replicas' directories, which are derived from the
+//! port), so two suites on two primaries can run their replica tests at the same time. The
+//! failover tests also stop the primary on purpose ([`PrimaryStopped`]) and start it again.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -25,10 +30,42 @@ use postgres::{Client, NoTls};
 
 use crate::{PG_USER, config, describe, pg_bin, port};
 
-/// Port of the streaming standby.
+/// Default port of the streaming standby (`ES_STANDBY_PORT` overrides it).
 pub const STANDBY_PORT: u16 = 28821;
-/// Port of the logical-replication subscriber cluster.
+/// Default port of the logical-replication subscriber cluster (`ES_SUBSCRIBER_PORT` overrides it).
 pub const SUBSCRIBER_PORT: u16 = 28822;
+
+/// The port in the environment variable `var`, else `default`.
+fn port_from_env(var: &str, default: u16) -> u16 {
+    match std::env::var(var) {
+        Ok(raw) if !raw.trim().is_empty() => raw
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{var} is not a port number: {raw:?}")),
+        _ => default,
+    }
+}
+
+/// The standby's port: `ES_STANDBY_PORT`, else [`STANDBY_PORT`].
+pub fn standby_port() -> u16 {
+    port_from_env("ES_STANDBY_PORT", STANDBY_PORT)
+}
+
+/// The subscriber's port: `ES_SUBSCRIBER_PORT`, else [`SUBSCRIBER_PORT`].
+pub fn subscriber_port() -> u16 {
+    port_from_env("ES_SUBSCRIBER_PORT", SUBSCRIBER_PORT)
+}
+
+/// The directory of the replica `role` on `port`: `<repo>/target/es-replica-<role>` on the
+/// default port (as before the ports could move), `<repo>/target/es-replica-<role>-<port>` on
+/// another, so runs on different ports never share (or delete) each other's cluster.
+fn replica_dir(role: &str, port: u16, default_port: u16) -> PathBuf {
+    if port == default_port {
+        repo().join(format!("target/es-replica-{role}"))
+    } else {
+        repo().join(format!("target/es-replica-{role}-{port}"))
+    }
+}
 
 /// Serializes the tests that use the replicas: they share the replicas' directories and ports
 /// (and one of them restarts the primary), so two of them must never overlap, even when
@@ -187,6 +224,91 @@ fn restart_primary() {
     expect_success("scripts/cluster.sh restart (the primary)", &out);
 }
 
+/// How [`PrimaryStopped::stop`] takes the primary down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// `pg_ctl stop -m fast`: sessions are ended, open transactions roll back, a shutdown
+    /// checkpoint is written (a planned switchover).
+    Fast,
+    /// `pg_ctl stop -m immediate`: every process quits at once, as in a crash or a power cut of
+    /// the server; open transactions simply never commit.
+    Immediate,
+}
+
+/// The primary (the client-test cluster that run.sh started) taken down on purpose, as in a
+/// failover. Dropping the value starts it again (also when a test panics), so the later tests,
+/// the test databases' `DROP DATABASE` and the replication slots' cleanup find it running.
+/// Declare it after every value whose drop needs the primary, so it is dropped first.
+pub struct PrimaryStopped {
+    /// Whether the primary is still down (cleared by [`PrimaryStopped::start`]).
+    down: bool,
+}
+
+impl PrimaryStopped {
+    /// Stops the primary `client` is connected to with `scripts/cluster.sh stop` or
+    /// `stop-immediate` (the environment run.sh exported), after checking that it is the cluster
+    /// of `ES_CLUSTER_DIR`, and checks that it no longer accepts connections.
+    pub fn stop(client: &mut Client, mode: Shutdown) -> PrimaryStopped {
+        ensure_own_primary(client);
+        let command = match mode {
+            Shutdown::Fast => "stop",
+            Shutdown::Immediate => "stop-immediate",
+        };
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/cluster.sh"))
+            .arg(command)
+            .output()
+            .expect("cannot run scripts/cluster.sh");
+        let stopped = PrimaryStopped { down: true };
+        expect_success(&format!("scripts/cluster.sh {command} (the primary)"), &out);
+        let still_up = config("postgres")
+            .connect_timeout(Duration::from_secs(2))
+            .connect(NoTls)
+            .is_ok();
+        assert!(
+            !still_up,
+            "the primary still accepts connections after {command}"
+        );
+        stopped
+    }
+
+    /// Starts the primary again (`scripts/cluster.sh start`, with crash recovery after an
+    /// immediate stop).
+    pub fn start(mut self) {
+        self.start_again().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn start_again(&mut self) -> Result<(), String> {
+        if !self.down {
+            return Ok(());
+        }
+        self.down = false;
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/cluster.sh"))
+            .arg("start")
+            .output()
+            .map_err(|e| format!("cannot run scripts/cluster.sh: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "starting the primary again failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}
+
+impl Drop for PrimaryStopped {
+    fn drop(&mut self) {
+        // Never panic in drop (it may run while unwinding): report instead.
+        if let Err(err) = self.start_again() {
+            eprintln!("warning: {err}");
+        }
+    }
+}
+
 /// The primary running with `wal_level = logical`, which a logical subscription needs (PG 15's
 /// default, `replica`, is enough for a streaming standby).
 ///
@@ -312,13 +434,15 @@ impl Replica {
 
     /// Makes a streaming hot standby of the test cluster with `pg_basebackup -R` (over loopback
     /// TCP, WAL streamed during the copy, a fast checkpoint) in `<repo>/target/es-replica-standby`
-    /// and starts it on [`STANDBY_PORT`]. `-R` writes `primary_conninfo` and `standby.signal`, so
-    /// the copy comes up as a hot standby that streams from the primary. No replication slot is
-    /// kept: nothing is left on the primary when the standby goes away, and the primary's
-    /// `max_wal_size` (4 GB) keeps the WAL a short test needs.
+    /// and starts it on [`standby_port`] (see [`replica_dir`] for another port). `-R` writes
+    /// `primary_conninfo` and `standby.signal`, so the copy comes up as a hot standby that
+    /// streams from the primary. No replication slot is kept: nothing is left on the primary
+    /// when the standby goes away, and the primary's `max_wal_size` (4 GB) keeps the WAL a short
+    /// test needs.
     pub fn standby() -> Replica {
-        let dir = repo().join("target/es-replica-standby");
-        Replica::clear(&dir, STANDBY_PORT);
+        let own_port = standby_port();
+        let dir = replica_dir("standby", own_port, STANDBY_PORT);
+        Replica::clear(&dir, own_port);
         std::fs::create_dir_all(dir.join("run"))
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
         chown_to_postgres(&dir);
@@ -351,7 +475,7 @@ impl Replica {
         writeln!(
             conf,
             "\n# event_store replica tests: the standby's own port and sockets\n\
-             port = {STANDBY_PORT}\n\
+             port = {own_port}\n\
              unix_socket_directories = '{}'\n\
              hot_standby = on\n\
              hot_standby_feedback = on",
@@ -362,7 +486,7 @@ impl Replica {
         let replica = Replica {
             role: "standby",
             dir,
-            port: STANDBY_PORT,
+            port: own_port,
             running: true,
         };
         replica.start();
@@ -370,15 +494,16 @@ impl Replica {
     }
 
     /// Makes a fresh cluster (initdb, the library preloaded) in
-    /// `<repo>/target/es-replica-subscriber` and starts it on [`SUBSCRIBER_PORT`]: the target of
-    /// a logical subscription.
+    /// `<repo>/target/es-replica-subscriber` and starts it on [`subscriber_port`] (see
+    /// [`replica_dir`] for another port): the target of a logical subscription.
     pub fn fresh_subscriber() -> Replica {
-        let dir = repo().join("target/es-replica-subscriber");
-        Replica::clear(&dir, SUBSCRIBER_PORT);
+        let own_port = subscriber_port();
+        let dir = replica_dir("subscriber", own_port, SUBSCRIBER_PORT);
+        Replica::clear(&dir, own_port);
         let replica = Replica {
             role: "subscriber",
             dir,
-            port: SUBSCRIBER_PORT,
+            port: own_port,
             running: true,
         };
         replica.start();
@@ -572,6 +697,11 @@ impl LogicalSubscription {
         subscription
     }
 
+    /// The subscription's name (also its publication's and its slot's on the primary).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The tables the subscription receives.
     pub fn tables(&self) -> &[String] {
         &self.tables
@@ -609,10 +739,13 @@ impl LogicalSubscription {
 
 impl Drop for LogicalSubscription {
     fn drop(&mut self) {
-        // DROP SUBSCRIPTION connects to the primary and drops the slot there too.
+        // DROP SUBSCRIPTION connects to the primary and drops the slot there too. (IF EXISTS: a
+        // failover test drops it itself, as a DBA does, and leaves only the slot to clean up.)
         let dropped = loopback_config(self.subscriber_port, &self.subscriber_db)
             .connect(NoTls)
-            .and_then(|mut c| c.batch_execute(&format!("DROP SUBSCRIPTION {}", self.name)));
+            .and_then(|mut c| {
+                c.batch_execute(&format!("DROP SUBSCRIPTION IF EXISTS {}", self.name))
+            });
         if let Err(err) = dropped {
             eprintln!(
                 "warning: DROP SUBSCRIPTION {} failed ({}); dropping its slot on the primary",

@@ -87,3 +87,10 @@ BEGIN
 EXCEPTION WHEN SQLSTATE 'ES001' THEN
     RAISE WARNING 'caught ES001 as expected';
 END $$;
+-- 25006 in a read-only transaction (as on a hot standby): every write path, the native ones too
+BEGIN READ ONLY;
+SELECT error_of($$SELECT es.append_events('30000000-0000-0000-0000-000000000001', NULL, ARRAY['{"type":"X"}']::jsonb[])$$);
+SELECT error_of($$SELECT es.append_events('30000000-0000-0000-0000-0000000000f9', 0, ARRAY['{"type":"X"}']::jsonb[])$$);
+SELECT error_of($$SELECT es.open_account('Ro', 0)$$);
+SELECT error_of($$SELECT es.save_snapshot('30000000-0000-0000-0000-000000000001', 1, '{}')$$);
+ROLLBACK;

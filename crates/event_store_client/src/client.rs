@@ -1,0 +1,508 @@
+//! [`EventStoreClient`]: the seed's `EventStore` and `SnapshotStore` over the extension's SQL
+//! functions, the account commands (one round trip each, decided inside the database), the audit
+//! reads and the global log. Every call is one statement; every failure is a typed
+//! [`EventStoreError`].
+
+use crate::account::{Account, AccountState, AccountStatus};
+use crate::error::{EventStoreError, SnapshotError};
+use crate::seed::AccountEvent;
+use crate::store::{EventStore, SnapshotStore};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{Executor, Postgres, Row};
+use uuid::Uuid;
+
+/// The seed's `PostgresEventStore`, now this client (`PostgresEventStore::new(pool)` as in the
+/// guide).
+pub type PostgresEventStore = EventStoreClient;
+/// The seed's `PostgresSnapshotStore`, now this client.
+pub type PostgresSnapshotStore = EventStoreClient;
+
+/// The columns of `es.events` a client reads, in [`RecordedEvent`]'s order.
+const EVENT_COLUMNS: &str = "global_position, stream_id, version, event_id, event_type, \
+                             event_version, data, metadata, occurred_at, recorded_at";
+
+/// A client of the `event_store` extension over a sqlx pool. Cheap to clone (the pool is
+/// shared); implements the seed's [`EventStore`] and [`SnapshotStore`], so one value serves both
+/// `Arc<dyn EventStore>` and `Arc<dyn SnapshotStore>`.
+#[derive(Debug, Clone)]
+pub struct EventStoreClient {
+    pool: PgPool,
+}
+
+/// One stored event: a row of `es.events`, as `es.read_all` and `es.load_events` return it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    /// Position in the global log (unique, increasing in commit-safe read order).
+    pub global_position: i64,
+    /// The stream (the seed's `aggregate_id`).
+    pub stream_id: Uuid,
+    /// 1-based, gapless version in the stream (the seed's `sequence_number`).
+    pub version: i64,
+    /// Unique id of the event.
+    pub event_id: Uuid,
+    /// The event object's `"type"`.
+    pub event_type: String,
+    /// Schema version of the payload.
+    pub event_version: i32,
+    /// The event object exactly as appended.
+    pub data: Value,
+    /// Optional metadata (correlation ids, user, traceparent…).
+    pub metadata: Option<Value>,
+    /// When it happened (given by the client, else the transaction time).
+    pub occurred_at: DateTime<Utc>,
+    /// When the store recorded it (the transaction time).
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl RecordedEvent {
+    /// Decodes `data` as the seed's [`AccountEvent`].
+    pub fn account_event(&self) -> Result<AccountEvent, EventStoreError> {
+        serde_json::from_value(self.data.clone()).map_err(|e| {
+            EventStoreError::Serialization(format!(
+                "event {} (version {} of stream {}) is not an AccountEvent: {e}",
+                self.event_id, self.version, self.stream_id
+            ))
+        })
+    }
+
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            global_position: row.try_get(0)?,
+            stream_id: row.try_get(1)?,
+            version: row.try_get(2)?,
+            event_id: row.try_get(3)?,
+            event_type: row.try_get(4)?,
+            event_version: row.try_get(5)?,
+            data: row.try_get(6)?,
+            metadata: row.try_get(7)?,
+            occurred_at: row.try_get(8)?,
+            recorded_at: row.try_get(9)?,
+        })
+    }
+}
+
+/// One row of `es.account_history`: an event of an account with the running balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// The event's version.
+    pub version: i64,
+    /// The event's type (`Opened`, `Deposited`, …).
+    pub event_type: String,
+    /// The signed amount: the opening balance, `+` a deposit, `-` a withdrawal; `None` for
+    /// `Frozen`/`Closed`.
+    pub amount_cents: Option<i64>,
+    /// The balance after the event.
+    pub balance_cents: i64,
+    /// The status after the event.
+    pub status: AccountStatus,
+    /// The description, reason or holder's name.
+    pub description: Option<String>,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// When the store recorded it.
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl EventStoreClient {
+    /// A client over an existing pool (the seed's `PostgresEventStore::new(pool)`).
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Connects a new pool to `url` (`postgres://user@host/db`, or `host=/socket/dir` options).
+    pub async fn connect(url: &str) -> Result<Self, EventStoreError> {
+        Ok(Self::new(PgPool::connect(url).await?))
+    }
+
+    /// The pool, for the application's own queries.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// `es.append_events` of any JSON event objects to any stream; `expected_version` `None`
+    /// appends without a check (`Some(-1)`: the stream must exist, `Some(0)`: it must not).
+    /// Returns the stream's new version.
+    pub async fn append_json(
+        &self,
+        stream_id: Uuid,
+        expected_version: Option<i64>,
+        events: Vec<Value>,
+    ) -> Result<i64, EventStoreError> {
+        append_json(&self.pool, stream_id, expected_version, events).await
+    }
+
+    /// `es.append_events` inside the caller's transaction (or on any connection).
+    pub async fn append_json_in<'c, E>(
+        executor: E,
+        stream_id: Uuid,
+        expected_version: Option<i64>,
+        events: Vec<Value>,
+    ) -> Result<i64, EventStoreError>
+    where
+        E: Executor<'c, Database = Postgres>,
+    {
+        append_json(executor, stream_id, expected_version, events).await
+    }
+
+    /// The stream's events after `from_version` (at most `max_count`), as stored.
+    pub async fn load_recorded(
+        &self,
+        stream_id: Uuid,
+        from_version: i64,
+        max_count: Option<i64>,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM es.load_events($1, $2, $3)");
+        let rows = sqlx::query(&sql)
+            .bind(stream_id)
+            .bind(from_version)
+            .bind(max_count)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(RecordedEvent::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// `es.stream_version`: the stream's version, 0 when it does not exist.
+    pub async fn stream_version(&self, stream_id: Uuid) -> Result<i64, EventStoreError> {
+        Ok(sqlx::query_scalar("SELECT es.stream_version($1)")
+            .bind(stream_id)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// The global log after position `after`, at most `max_count` events, in position order
+    /// (`es.read_all`). Gap-safe: paging with the last position seen never skips an event that
+    /// commits late. Needs the library preloaded (else [`EventStoreError::Database`], `55000`).
+    pub async fn read_all(
+        &self,
+        after: i64,
+        max_count: i64,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM es.read_all($1::bigint, $2::bigint)");
+        let rows = sqlx::query(&sql)
+            .bind(after)
+            .bind(max_count)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(RecordedEvent::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// `es.open_account`: opens an account in the database; returns its id (the stream id).
+    pub async fn open_account(
+        &self,
+        holder: &str,
+        initial_balance_cents: i64,
+    ) -> Result<Uuid, EventStoreError> {
+        Ok(sqlx::query_scalar("SELECT es.open_account($1, $2)")
+            .bind(holder)
+            .bind(initial_balance_cents)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// `es.deposit`: checks the rules and appends `Deposited` in one round trip; with
+    /// `expected_version` the account must be at that version (else `ConcurrencyConflict`).
+    /// Returns the account's new version.
+    pub async fn deposit(
+        &self,
+        account_id: Uuid,
+        amount_cents: i64,
+        description: &str,
+        expected_version: Option<i64>,
+    ) -> Result<i64, EventStoreError> {
+        self.money(
+            "deposit",
+            account_id,
+            amount_cents,
+            description,
+            expected_version,
+        )
+        .await
+    }
+
+    /// `es.withdraw`: like [`deposit`](Self::deposit); a withdrawal larger than the balance is
+    /// [`EventStoreError::InsufficientFunds`]. Concurrent withdrawals serialize in the store.
+    pub async fn withdraw(
+        &self,
+        account_id: Uuid,
+        amount_cents: i64,
+        description: &str,
+        expected_version: Option<i64>,
+    ) -> Result<i64, EventStoreError> {
+        self.money(
+            "withdraw",
+            account_id,
+            amount_cents,
+            description,
+            expected_version,
+        )
+        .await
+    }
+
+    /// `es.freeze_account`: returns the new version.
+    pub async fn freeze_account(
+        &self,
+        account_id: Uuid,
+        reason: &str,
+    ) -> Result<i64, EventStoreError> {
+        Ok(sqlx::query_scalar("SELECT es.freeze_account($1, $2)")
+            .bind(account_id)
+            .bind(reason)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// `es.close_account`: returns the new version.
+    pub async fn close_account(
+        &self,
+        account_id: Uuid,
+        reason: &str,
+    ) -> Result<i64, EventStoreError> {
+        Ok(sqlx::query_scalar("SELECT es.close_account($1, $2)")
+            .bind(account_id)
+            .bind(reason)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// `es.account_state`: the account's current state, folded by the database from its newest
+    /// snapshot.
+    pub async fn account_state(&self, account_id: Uuid) -> Result<AccountState, EventStoreError> {
+        self.account_state_at(account_id, None, None).await
+    }
+
+    /// Time travel: the state as of a time and/or at a version (`es.account_state(id, as_of,
+    /// at_version)`).
+    pub async fn account_state_at(
+        &self,
+        account_id: Uuid,
+        as_of: Option<DateTime<Utc>>,
+        at_version: Option<i64>,
+    ) -> Result<AccountState, EventStoreError> {
+        let state: Value = sqlx::query_scalar("SELECT es.account_state($1, $2, $3)")
+            .bind(account_id)
+            .bind(as_of)
+            .bind(at_version)
+            .fetch_one(&self.pool)
+            .await?;
+        serde_json::from_value(state.clone()).map_err(|e| {
+            EventStoreError::Serialization(format!("not an account state: {state}: {e}"))
+        })
+    }
+
+    /// `es.account_history`: one entry per event with the running balance.
+    pub async fn account_history(
+        &self,
+        account_id: Uuid,
+    ) -> Result<Vec<HistoryEntry>, EventStoreError> {
+        let rows = sqlx::query(
+            "SELECT version, event_type, amount_cents, balance_cents, status, description, \
+             occurred_at, recorded_at FROM es.account_history($1)",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get(4)?;
+                Ok(HistoryEntry {
+                    version: row.try_get(0)?,
+                    event_type: row.try_get(1)?,
+                    amount_cents: row.try_get(2)?,
+                    balance_cents: row.try_get(3)?,
+                    status: AccountStatus::parse(&status).ok_or_else(|| {
+                        EventStoreError::Serialization(format!("unknown status {status:?}"))
+                    })?,
+                    description: row.try_get(5)?,
+                    occurred_at: row.try_get(6)?,
+                    recorded_at: row.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest snapshot as stored in `es.snapshots` (not folded forward), with its version;
+    /// `None` when the stream has none. See [`SnapshotStore::load_snapshot`] for the folded one.
+    pub async fn load_stored_snapshot(
+        &self,
+        aggregate_id: Uuid,
+    ) -> Result<Option<(Account, i64)>, EventStoreError> {
+        let row: Option<(i64, Value)> =
+            sqlx::query_as("SELECT version, state FROM es.load_snapshot($1)")
+                .bind(aggregate_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(version, state)| Ok((account_from_state(aggregate_id, state)?, version)))
+            .transpose()
+    }
+
+    async fn money(
+        &self,
+        command: &str,
+        account_id: Uuid,
+        amount_cents: i64,
+        description: &str,
+        expected_version: Option<i64>,
+    ) -> Result<i64, EventStoreError> {
+        let sql = format!("SELECT es.{command}($1, $2, $3, $4)");
+        Ok(sqlx::query_scalar(&sql)
+            .bind(account_id)
+            .bind(amount_cents)
+            .bind(description)
+            .bind(expected_version)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
+
+async fn append_json<'c, E>(
+    executor: E,
+    stream_id: Uuid,
+    expected_version: Option<i64>,
+    events: Vec<Value>,
+) -> Result<i64, EventStoreError>
+where
+    E: Executor<'c, Database = Postgres>,
+{
+    Ok(sqlx::query_scalar("SELECT es.append_events($1, $2, $3)")
+        .bind(stream_id)
+        .bind(expected_version)
+        .bind(events)
+        .fetch_one(executor)
+        .await?)
+}
+
+/// An account from a state JSON of the store, with its id.
+fn account_from_state(id: Uuid, state: Value) -> Result<Account, EventStoreError> {
+    let parsed = serde_json::from_value::<AccountState>(state.clone()).map_err(|e| {
+        EventStoreError::Serialization(format!("not an account state: {state}: {e}"))
+    })?;
+    Ok(Account::from_state(id, parsed))
+}
+
+/// Decodes stored event objects as the seed's [`AccountEvent`]s.
+fn decode_events(
+    stream_id: Uuid,
+    rows: Vec<(i64, Value)>,
+) -> Result<Vec<AccountEvent>, EventStoreError> {
+    rows.into_iter()
+        .map(|(version, data)| {
+            serde_json::from_value(data).map_err(|e| {
+                EventStoreError::Serialization(format!(
+                    "event at version {version} of stream {stream_id} is not an AccountEvent: {e}"
+                ))
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl EventStore for EventStoreClient {
+    /// `es.append_events(aggregate_id, expected_version, events)`, the events serialized with
+    /// the seed's serde shape. `expected_version` is passed as it is: N the stream must be at N,
+    /// `0` it must not exist (the seed's new account), `-1` it must exist. The store checks that
+    /// each event's `aggregate_id` and `sequence_number` are the stream and the version it
+    /// assigns (`InvalidEvent` otherwise), and for an account stream every rule of the account.
+    async fn append_events(
+        &self,
+        aggregate_id: Uuid,
+        expected_version: i64,
+        events: Vec<AccountEvent>,
+    ) -> Result<(), EventStoreError> {
+        let events = events
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()?;
+        append_json(&self.pool, aggregate_id, Some(expected_version), events).await?;
+        Ok(())
+    }
+
+    /// `es.load_events(aggregate_id)`, each event decoded as the seed's `AccountEvent`.
+    async fn load_events(&self, aggregate_id: Uuid) -> Result<Vec<AccountEvent>, EventStoreError> {
+        self.load_events_from_version(aggregate_id, 0).await
+    }
+
+    /// `es.load_events(aggregate_id, from_version)`: the events with a version above
+    /// `from_version`.
+    async fn load_events_from_version(
+        &self,
+        aggregate_id: Uuid,
+        from_version: i64,
+    ) -> Result<Vec<AccountEvent>, EventStoreError> {
+        let rows: Vec<(i64, Value)> =
+            sqlx::query_as("SELECT version, data FROM es.load_events($1, $2)")
+                .bind(aggregate_id)
+                .bind(from_version)
+                .fetch_all(&self.pool)
+                .await?;
+        decode_events(aggregate_id, rows)
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for EventStoreClient {
+    /// `es.save_snapshot(aggregate_id, version, state)` with the account serialized as the
+    /// store's state JSON. For an account stream the store checks that the state is the
+    /// history's state at `version` and refuses any other ([`EventStoreError::InvalidSnapshot`],
+    /// `ES005`): a snapshot can never make a wrong balance authoritative.
+    async fn save_snapshot(
+        &self,
+        aggregate_id: Uuid,
+        version: i64,
+        state: &Account,
+    ) -> Result<(), SnapshotError> {
+        let state = serde_json::to_value(state)?;
+        sqlx::query("SELECT es.save_snapshot($1, $2, $3)")
+            .bind(aggregate_id)
+            .bind(version)
+            .bind(state)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The account **at the head of its stream**, folded forward by the database from its
+    /// newest snapshot (`es.account_state`), with the head version; `None` when the account has
+    /// no stored snapshot (the seed then replays all events).
+    ///
+    /// Why not the raw snapshot ([`EventStoreClient::load_stored_snapshot`] returns that): the
+    /// seed's `DepositHandler::load_account` has a bug (SPEC §4): after a snapshot it rebuilds
+    /// the account from the tail events alone (`Account::from_events(incremental_events)`),
+    /// losing the snapshot's balance and holder. With the fold-forward the tail it loads is
+    /// empty and the unchanged seed handler is correct.
+    ///
+    /// The race: a writer can append after the fold and before the handler loads the tail; the
+    /// handler then rebuilds from that tail alone again (the seed's bug), with a wrong balance.
+    /// The damage stays on the client side: its append carries the version it read, so it fails
+    /// with `ConcurrencyConflict` if the stream moved again; the store enforces every account
+    /// rule server side (an overdraft or a deposit to a frozen account is refused with
+    /// `ES101`/`ES102` whatever the client believed); and `es.save_snapshot` refuses a state that
+    /// is not the history's state (`ES005`). A command that must not depend on client state at
+    /// all is best sent as one [`deposit`](EventStoreClient::deposit) /
+    /// [`withdraw`](EventStoreClient::withdraw).
+    async fn load_snapshot(
+        &self,
+        aggregate_id: Uuid,
+    ) -> Result<Option<(Account, i64)>, SnapshotError> {
+        // One statement: the fold runs only when a snapshot exists.
+        let state: Option<Value> =
+            sqlx::query_scalar("SELECT es.account_state($1) FROM es.load_snapshot($1) LIMIT 1")
+                .bind(aggregate_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(state) = state else {
+            return Ok(None);
+        };
+        let account = account_from_state(aggregate_id, state)?;
+        let version = account.version();
+        Ok(Some((account, version)))
+    }
+}

@@ -1,0 +1,589 @@
+//! The client's one error type, [`EventStoreError`]: the seed's variants (`Database`,
+//! `Serialization`, `ConcurrencyConflict`) plus one variant per condition of the store's SQLSTATE
+//! table (SPEC §6), with the values the server puts in its DETAIL parsed into fields.
+//!
+//! The parser ([`EventStoreError::from_server`]) is pure: it takes the SQLSTATE, the message and
+//! the DETAIL text, in the formats `event_store_core::EventStoreError` produces on the server,
+//! and its tests feed it exactly those strings.
+
+use crate::account::AccountStatus;
+use uuid::Uuid;
+
+/// The seed's `SnapshotError`: the snapshot store fails with the same type as the event store.
+pub type SnapshotError = EventStoreError;
+
+/// Every failure of a call to the store, typed by SQLSTATE. **A stable contract**: a variant,
+/// its fields and the SQLSTATE it comes from change only with a major version; new conditions
+/// may be added (the enum is `#[non_exhaustive]`).
+///
+/// | SQLSTATE | variant | fields parsed | from the server's |
+/// |---|---|---|---|
+/// | `ES001` | [`ConcurrencyConflict`](Self::ConcurrencyConflict) | `expected` (N, `0`, `-1`), `actual` | DETAIL `expected: E, actual: A`, E = `N`, `0 (no stream)` or `-1 (an existing stream)` |
+/// | `ES002` | [`StreamNotFound`](Self::StreamNotFound) | | message (`stream … does not exist`, `account … does not exist`) |
+/// | `ES003` | [`InvalidEvent`](Self::InvalidEvent) | | message (which element, why) |
+/// | `ES004` | [`DuplicateEventId`](Self::DuplicateEventId) | `event_id`, `stored_in` (stream, version) | message `duplicate event id <uuid>`, DETAIL `the event id is already stored in stream <uuid> at version <n>` (else `stored_in` is `None`) |
+/// | `ES005` | [`InvalidSnapshot`](Self::InvalidSnapshot) | `detail` | message, DETAIL |
+/// | `ES101` | [`InsufficientFunds`](Self::InsufficientFunds) | `available`, `requested` | DETAIL `available: A, requested: R` |
+/// | `ES102` | [`AccountNotActive`](Self::AccountNotActive) | `status` | DETAIL `status: Frozen` |
+/// | `ES103` | [`InvalidAmount`](Self::InvalidAmount) | | message |
+/// | `ES104` | [`NotAnAccount`](Self::NotAnAccount) | | message |
+/// | `ES201` | [`LeasedByAnother`](Self::LeasedByAnother) | `owner`, `lease_until` | DETAIL `owner: O, lease until: T, caller: C` |
+/// | `ES202` | [`NoSuchSubscription`](Self::NoSuchSubscription) | | message |
+/// | `22023`, `22004` | [`InvalidArgument`](Self::InvalidArgument) | `code` | message |
+/// | any other, or a DETAIL not in its format | [`Database`](Self::Database) | the whole `sqlx::Error` | |
+///
+/// Every variant built from a server error keeps the server's primary message in `message`,
+/// and displays it. Client-side JSON failures (an event the seed's types cannot decode, a state
+/// that is not an account's) are [`Serialization`](Self::Serialization).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventStoreError {
+    /// Any database or connection failure that is not one of the store's conditions below
+    /// (e.g. `55000` the library is not preloaded, a closed connection, a row decode error).
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+
+    /// An event or a state that cannot be converted to or from the seed's JSON.
+    #[error("serialization error: {0}")]
+    Serialization(String),
+
+    /// `ES001`: the stream is not at the expected version (another writer appended first).
+    #[error("{message}")]
+    ConcurrencyConflict {
+        /// The expected version the call passed: N, `0` (no stream yet) or `-1` (any existing).
+        expected: i64,
+        /// The stream's version when the store checked (0: no stream).
+        actual: i64,
+        /// The server's message.
+        message: String,
+    },
+
+    /// `ES002`: the stream (expected version `-1`) or the account does not exist.
+    #[error("{message}")]
+    StreamNotFound {
+        /// The server's message.
+        message: String,
+    },
+
+    /// `ES003`: an event is not valid (for an account stream: not a well-formed account event),
+    /// or a stored event cannot be replayed.
+    #[error("{message}")]
+    InvalidEvent {
+        /// The server's message: which element of the batch, and why.
+        message: String,
+    },
+
+    /// `ES004`: an event id is already stored and the call is not an idempotent retry.
+    #[error("{message}")]
+    DuplicateEventId {
+        /// The event id.
+        event_id: Uuid,
+        /// Where it is stored (stream, version), when the server names it. `None` when the
+        /// duplicate is within the batch or was stored by a concurrent append that committed
+        /// first (see `detail`).
+        stored_in: Option<(Uuid, i64)>,
+        /// The server's DETAIL, when it sent one.
+        detail: Option<String>,
+        /// The server's message.
+        message: String,
+    },
+
+    /// `ES005`: a snapshot version outside 1..current version, or an account state that is not
+    /// the history's state at that version.
+    #[error("{message}")]
+    InvalidSnapshot {
+        /// The server's DETAIL (`current stream version: N` or `the history gives: {…}`).
+        detail: Option<String>,
+        /// The server's message.
+        message: String,
+    },
+
+    /// `ES101`: a withdrawal larger than the balance.
+    #[error("{message}")]
+    InsufficientFunds {
+        /// The balance.
+        available: i64,
+        /// The amount asked for.
+        requested: i64,
+        /// The server's message.
+        message: String,
+    },
+
+    /// `ES102`: the account's status does not allow the command.
+    #[error("{message}")]
+    AccountNotActive {
+        /// The account's status.
+        status: AccountStatus,
+        /// The server's message.
+        message: String,
+    },
+
+    /// `ES103`: an amount that is not a positive number of cents (or a negative opening
+    /// balance, or a deposit past the largest bigint).
+    #[error("{message}")]
+    InvalidAmount {
+        /// The server's message, with the value.
+        message: String,
+    },
+
+    /// `ES104`: the stream exists but is not an account stream.
+    #[error("{message}")]
+    NotAnAccount {
+        /// The server's message.
+        message: String,
+    },
+
+    /// `ES201`: the subscription's partition is leased by another consumer.
+    #[error("{message}")]
+    LeasedByAnother {
+        /// The consumer holding the lease.
+        owner: String,
+        /// When the lease ends, as the server printed it (its `DateStyle`).
+        lease_until: String,
+        /// The server's message.
+        message: String,
+    },
+
+    /// `ES202`: no subscription or projection of that name.
+    #[error("{message}")]
+    NoSuchSubscription {
+        /// The server's message.
+        message: String,
+    },
+
+    /// `22023` (invalid argument) or `22004` (a NULL argument or element).
+    #[error("{message}")]
+    InvalidArgument {
+        /// `22023` or `22004`.
+        code: String,
+        /// The server's message, naming the argument.
+        message: String,
+    },
+}
+
+impl EventStoreError {
+    /// The typed error for a server error with this SQLSTATE, message and DETAIL, or `None`
+    /// when it is not one of the store's conditions (or its DETAIL is not in the documented
+    /// format): the caller then keeps the error as [`Database`](Self::Database). Pure: usable
+    /// with any driver's error fields.
+    pub fn from_server(code: &str, message: &str, detail: Option<&str>) -> Option<Self> {
+        let message = message.to_owned();
+        Some(match code {
+            "ES001" => {
+                // `expected: E, actual: A`; E is N, `0 (no stream)` or `-1 (an existing stream)`.
+                let (expected, actual) = detail?
+                    .strip_prefix("expected: ")?
+                    .split_once(", actual: ")?;
+                let expected = expected.split(' ').next()?.parse().ok()?;
+                let actual = actual.parse().ok()?;
+                Self::ConcurrencyConflict {
+                    expected,
+                    actual,
+                    message,
+                }
+            }
+            "ES002" => Self::StreamNotFound { message },
+            "ES003" => Self::InvalidEvent { message },
+            "ES004" => {
+                let event_id = message.strip_prefix("duplicate event id ")?.parse().ok()?;
+                let stored_in = detail
+                    .and_then(|d| d.strip_prefix("the event id is already stored in stream "))
+                    .and_then(|rest| {
+                        let (stream, version) = rest.split_once(" at version ")?;
+                        Some((stream.parse().ok()?, version.parse().ok()?))
+                    });
+                Self::DuplicateEventId {
+                    event_id,
+                    stored_in,
+                    detail: detail.map(str::to_owned),
+                    message,
+                }
+            }
+            "ES005" => Self::InvalidSnapshot {
+                detail: detail.map(str::to_owned),
+                message,
+            },
+            "ES101" => {
+                let (available, requested) = two_values(detail?, "available: ", ", requested: ")?;
+                Self::InsufficientFunds {
+                    available,
+                    requested,
+                    message,
+                }
+            }
+            "ES102" => Self::AccountNotActive {
+                status: AccountStatus::parse(detail?.strip_prefix("status: ")?)?,
+                message,
+            },
+            "ES103" => Self::InvalidAmount { message },
+            "ES104" => Self::NotAnAccount { message },
+            "ES201" => {
+                let (owner, lease_until) = lease(detail?)?;
+                Self::LeasedByAnother {
+                    owner: owner.to_owned(),
+                    lease_until: lease_until.to_owned(),
+                    message,
+                }
+            }
+            "ES202" => Self::NoSuchSubscription { message },
+            "22023" | "22004" => Self::InvalidArgument {
+                code: code.to_owned(),
+                message,
+            },
+            _ => return None,
+        })
+    }
+
+    /// The SQLSTATE of a server error (`None` for `Serialization` and client-side failures).
+    pub fn sqlstate(&self) -> Option<&str> {
+        Some(match self {
+            Self::Database(err) => {
+                return err
+                    .as_database_error()?
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .map(|pg| pg.code());
+            }
+            Self::Serialization(_) => return None,
+            Self::ConcurrencyConflict { .. } => "ES001",
+            Self::StreamNotFound { .. } => "ES002",
+            Self::InvalidEvent { .. } => "ES003",
+            Self::DuplicateEventId { .. } => "ES004",
+            Self::InvalidSnapshot { .. } => "ES005",
+            Self::InsufficientFunds { .. } => "ES101",
+            Self::AccountNotActive { .. } => "ES102",
+            Self::InvalidAmount { .. } => "ES103",
+            Self::NotAnAccount { .. } => "ES104",
+            Self::LeasedByAnother { .. } => "ES201",
+            Self::NoSuchSubscription { .. } => "ES202",
+            Self::InvalidArgument { code, .. } => code,
+        })
+    }
+}
+
+/// Reads `owner: O, lease until: T, caller: C`. Consumer names may contain anything; a
+/// timestamp as PostgreSQL prints it (any `DateStyle`) has no comma, so the owner ends at the
+/// first `, lease until: ` that is followed by comma-free text and `, caller: `.
+fn lease(detail: &str) -> Option<(&str, &str)> {
+    const MARK: &str = ", lease until: ";
+    let rest = detail.strip_prefix("owner: ")?;
+    rest.match_indices(MARK).find_map(|(at, _)| {
+        let after = &rest[at + MARK.len()..];
+        let comma = after.find(", ")?;
+        after[comma..]
+            .starts_with(", caller: ")
+            .then(|| (&rest[..at], &after[..comma]))
+    })
+}
+
+/// Reads `<first>A<second>B` as two integers.
+fn two_values(detail: &str, first: &str, second: &str) -> Option<(i64, i64)> {
+    let (a, b) = detail.strip_prefix(first)?.split_once(second)?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+/// Classifies a sqlx error: a store condition becomes its variant, anything else
+/// [`EventStoreError::Database`]. So `?` on a sqlx call gives the typed error.
+impl From<sqlx::Error> for EventStoreError {
+    fn from(err: sqlx::Error) -> Self {
+        let typed = err
+            .as_database_error()
+            .and_then(|db| db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>())
+            .and_then(|pg| Self::from_server(pg.code(), pg.message(), pg.detail()));
+        typed.unwrap_or(Self::Database(err))
+    }
+}
+
+impl From<serde_json::Error> for EventStoreError {
+    fn from(err: serde_json::Error) -> Self {
+        Self::Serialization(err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use event_store_core::EventStoreError as Server;
+    use event_store_core::ExpectedVersion;
+
+    /// What the server sends for a core error: SQLSTATE, message, DETAIL.
+    fn parse(err: &Server) -> Option<EventStoreError> {
+        EventStoreError::from_server(err.sqlstate(), &err.message(), err.detail().as_deref())
+    }
+
+    const STREAM: &str = "01a23348-0a09-7105-b559-90754c00e709";
+    const EVENT: &str = "00000000-0000-0000-0000-000000000002";
+
+    #[test]
+    fn wrong_expected_version_gives_expected_and_actual() {
+        let stream: Uuid = STREAM.parse().unwrap();
+        for (mode, actual) in [
+            (ExpectedVersion::Exact(4), 6),
+            (ExpectedVersion::Exact(12), 0),
+            (ExpectedVersion::NoStream, 3),
+            (ExpectedVersion::StreamExists, 0),
+        ] {
+            let server = mode.conflict(&stream, actual);
+            match parse(&server) {
+                Some(EventStoreError::ConcurrencyConflict {
+                    expected: e,
+                    actual: a,
+                    message,
+                }) => {
+                    assert_eq!((Some(e), a), (mode.as_sql(), actual));
+                    assert_eq!(message, server.message());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // The literal text of SPEC §6 / the golden files.
+        let literal = EventStoreError::from_server(
+            "ES001",
+            "wrong expected version for stream s: expected 1, stream is at 3",
+            Some("expected: 1, actual: 3"),
+        );
+        assert!(matches!(
+            literal,
+            Some(EventStoreError::ConcurrencyConflict {
+                expected: 1,
+                actual: 3,
+                ..
+            })
+        ));
+        // No DETAIL, or another format: not guessed.
+        assert!(EventStoreError::from_server("ES001", "m", None).is_none());
+        assert!(
+            EventStoreError::from_server("ES001", "m", Some("expected: x, actual: 1")).is_none()
+        );
+        assert!(
+            EventStoreError::from_server("ES001", "m", Some("expected: any, actual: 1")).is_none()
+        );
+    }
+
+    #[test]
+    fn duplicate_event_id_says_where() {
+        let stored = Server::DuplicateEventId {
+            event_id: EVENT.into(),
+            stored_at: format!("in stream {STREAM} at version 7"),
+        };
+        match parse(&stored) {
+            Some(EventStoreError::DuplicateEventId {
+                event_id,
+                stored_in,
+                detail,
+                message,
+            }) => {
+                assert_eq!(event_id, EVENT.parse::<Uuid>().unwrap());
+                assert_eq!(stored_in, Some((STREAM.parse().unwrap(), 7)));
+                assert_eq!(
+                    detail.as_deref(),
+                    Some(
+                        "the event id is already stored in stream \
+                         01a23348-0a09-7105-b559-90754c00e709 at version 7"
+                    )
+                );
+                assert_eq!(message, format!("duplicate event id {EVENT}"));
+            }
+            other => panic!("{other:?}"),
+        }
+        for (stored_at, detail) in [
+            (
+                "in this batch, at positions 1 and 3",
+                "the event id is already stored in this batch, at positions 1 and 3",
+            ),
+            (
+                "by a concurrent append that committed first",
+                "the event id is already stored by a concurrent append that committed first",
+            ),
+        ] {
+            let server = Server::DuplicateEventId {
+                event_id: EVENT.into(),
+                stored_at: stored_at.into(),
+            };
+            match parse(&server) {
+                Some(EventStoreError::DuplicateEventId {
+                    stored_in: None,
+                    detail: d,
+                    ..
+                }) => assert_eq!(d.as_deref(), Some(detail)),
+                other => panic!("{other:?}"),
+            }
+        }
+        // An older server sent no DETAIL for a concurrent duplicate.
+        let bare =
+            EventStoreError::from_server("ES004", &format!("duplicate event id {EVENT}"), None);
+        assert!(matches!(
+            bare,
+            Some(EventStoreError::DuplicateEventId {
+                stored_in: None,
+                detail: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn account_rules_carry_their_values() {
+        let funds = Server::InsufficientFunds {
+            account_id: STREAM.into(),
+            available: 150,
+            requested: 500,
+        };
+        assert!(matches!(
+            parse(&funds),
+            Some(EventStoreError::InsufficientFunds {
+                available: 150,
+                requested: 500,
+                ..
+            })
+        ));
+        for status in ["Frozen", "Closed", "Active"] {
+            let server = Server::AccountNotActive {
+                account_id: STREAM.into(),
+                status,
+            };
+            match parse(&server) {
+                Some(EventStoreError::AccountNotActive { status: s, message }) => {
+                    assert_eq!(s.as_str(), status);
+                    assert_eq!(message, server.message());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(EventStoreError::from_server("ES102", "m", Some("status: Melted")).is_none());
+        let amount = Server::InvalidAmount {
+            reason: "-5 is not a positive number of cents".into(),
+        };
+        assert!(matches!(
+            parse(&amount),
+            Some(EventStoreError::InvalidAmount { message }) if message.contains("-5")
+        ));
+        let not_account = Server::NotAnAccount {
+            stream_id: STREAM.into(),
+        };
+        assert!(matches!(
+            parse(&not_account),
+            Some(EventStoreError::NotAnAccount { .. })
+        ));
+    }
+
+    #[test]
+    fn leases_give_owner_and_end() {
+        for (owner, consumer) in [
+            ("worker-1", Some("worker-2")),
+            ("a, lease until: b", None),
+            ("x", Some("y, caller: z")),
+        ] {
+            let server = Server::LeasedByAnother {
+                subscription: "orders".into(),
+                partition: 3,
+                owner: owner.into(),
+                lease_until: "2026-12-01 20:24:48.903595+00".into(),
+                consumer: consumer.map(str::to_owned),
+            };
+            match parse(&server) {
+                Some(EventStoreError::LeasedByAnother {
+                    owner: o,
+                    lease_until,
+                    ..
+                }) => {
+                    assert_eq!(o, owner);
+                    assert_eq!(lease_until, "2026-12-01 20:24:48.903595+00");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_other_condition_keeps_its_message() {
+        let cases: Vec<(Server, &str)> = vec![
+            (
+                Server::StreamNotFound {
+                    stream_id: STREAM.into(),
+                },
+                "ES002",
+            ),
+            (
+                Server::AccountNotFound {
+                    account_id: STREAM.into(),
+                },
+                "ES002",
+            ),
+            (
+                Server::InvalidEvent {
+                    index: 1,
+                    reason: "\"type\" is missing".into(),
+                },
+                "ES003",
+            ),
+            (
+                Server::InvalidAccountEvent {
+                    index: 2,
+                    event_type: "Withdrawn".into(),
+                    reason: "\"description\" is missing".into(),
+                },
+                "ES003",
+            ),
+            (
+                Server::UnreplayableEvent {
+                    event_type: "X".into(),
+                    reason: "r".into(),
+                },
+                "ES003",
+            ),
+            (
+                Server::InvalidSnapshot {
+                    stream_id: STREAM.into(),
+                    version: 99,
+                    current: 3,
+                },
+                "ES005",
+            ),
+            (
+                Server::SnapshotMismatch {
+                    stream_id: STREAM.into(),
+                    version: 1,
+                    expected: "{}".into(),
+                },
+                "ES005",
+            ),
+            (
+                Server::NoSuchSubscription {
+                    kind: "projection",
+                    name: "p".into(),
+                },
+                "ES202",
+            ),
+            (Server::NullArgument { name: "events" }, "22004"),
+            (Server::NullElement { position: 1 }, "22004"),
+            (
+                Server::InvalidArgument {
+                    name: "max_count",
+                    reason: "-1 is negative".into(),
+                },
+                "22023",
+            ),
+        ];
+        for (server, code) in cases {
+            let typed = parse(&server).unwrap_or_else(|| panic!("{server:?}"));
+            assert_eq!(typed.sqlstate(), Some(code), "{typed:?}");
+            assert_eq!(typed.to_string(), server.message());
+            if let EventStoreError::InvalidSnapshot { detail, .. } = &typed {
+                assert_eq!(detail, &server.detail());
+            }
+        }
+        // Not a store condition: the caller keeps the whole error.
+        for server in [
+            Server::PreloadRequired {
+                function: "es.read_all",
+            },
+            Server::DuplicateName {
+                kind: "subscription",
+                name: "s".into(),
+            },
+            Server::PositionsExhausted { first: 1, count: 2 },
+        ] {
+            assert!(parse(&server).is_none(), "{server:?}");
+        }
+    }
+}

@@ -1,0 +1,1123 @@
+//! Sharding by stream with PL/Proxy (SPEC §11, README "Sharding with PL/Proxy"): one proxy
+//! database and four partition databases on the test cluster (PL/Proxy connects to them with
+//! connection strings over the cluster's socket, like to any other server), set up by the shipped
+//! `scripts/shard.sh`. Why here: routing, error propagation across the hop and a partition going
+//! down only show with real connections between real databases.
+//!
+//! What is checked:
+//! - the proxy's `es.stream_hash` (plpgsql, no extension in the proxy) equals the extension's on
+//!   10,000 random ids and the core's fixed values;
+//! - a scenario of the core and account API (appends with expected versions, ES001/ES002/ES003/
+//!   ES004/22023 with their DETAILs, an idempotent retry, load_events, snapshots, the account
+//!   commands and rules — ES101 with `available: …, requested: …` —, account_state/history, the
+//!   Opened event the proxy builds) gives through the proxy exactly what it gives on one node:
+//!   same values, same SQLSTATE, message, DETAIL and HINT;
+//! - streams spread over the four partitions, each on exactly the partition `es.stream_hash(id) & 3`
+//!   names, and the per-shard global log (`es.read_all(shard, after, n)`) returns each event once;
+//! - 8 connections racing on one stream through the proxy with explicit expected versions: one
+//!   winner per version, every loser `ES001`, nothing else, versions gapless on the partition;
+//! - a partition that refuses connections (or whose connection string points at a closed port)
+//!   fails the calls of its streams with 08001 naming the shard, while the other partitions keep
+//!   working, and it comes back in the same proxy session;
+//! - repointing a partition (a moved copy) by running the script again, which live sessions pick
+//!   up; and the script's refusals: a count that is not a power of two, connection strings in
+//!   the wrong order, another count than the cluster's, a proxy database with the extension.
+//!
+//! The figures are written to stdout (not captured by the test harness) and to
+//! `target/sharding-summary.txt`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::process::Command;
+use std::sync::{Barrier, Once};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use event_store_client_tests::{
+    Client, Error, TestDb, Uuid, connect_with_retry, describe, host, port, repo_dir, sqlstate,
+};
+use postgres::types::ToSql;
+
+/// Partitions of the test cluster (a power of two, as PL/Proxy requires).
+const SHARDS: usize = 4;
+
+/// A line of the results: to the real stdout (the harness captures `println!` only) and to the
+/// summary file.
+fn report(line: &str) {
+    static FRESH: Once = Once::new();
+    let path = repo_dir().join("target/sharding-summary.txt");
+    FRESH.call_once(|| {
+        let _ = std::fs::write(&path, "");
+    });
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "sharding: {line}");
+    let _ = out.flush();
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(file, "{line}");
+    }
+}
+
+/// One proxy database and `SHARDS` partition databases, set up with `scripts/shard.sh`; all
+/// dropped at the end (the proxy first, then the partitions).
+struct Sharded {
+    proxy: TestDb,
+    parts: Vec<TestDb>,
+}
+
+impl Sharded {
+    fn new(tag: &str) -> Sharded {
+        let parts: Vec<TestDb> = (0..SHARDS)
+            .map(|i| TestDb::new(&format!("{tag}_p{i}")))
+            .collect();
+        let proxy = TestDb::empty(&format!("{tag}_px"));
+        let sharded = Sharded { proxy, parts };
+        let connstrs = sharded.connstrs();
+        let out = shard_sh(&sharded.proxy_connstr(), &connstrs, &[]);
+        assert!(
+            out.ok,
+            "scripts/shard.sh failed:\n{}\n{}",
+            out.stdout, out.stderr
+        );
+        sharded
+    }
+
+    /// The partitions' connection strings, as the proxy's server uses them (the session user is
+    /// added by PL/Proxy).
+    fn connstrs(&self) -> Vec<String> {
+        self.parts.iter().map(|p| part_connstr(p.name())).collect()
+    }
+
+    fn proxy_connstr(&self) -> String {
+        format!(
+            "host={} port={} dbname={}",
+            host(),
+            port(),
+            self.proxy.name()
+        )
+    }
+
+    fn proxy(&self) -> Client {
+        self.proxy.connect()
+    }
+}
+
+/// A partition database's connection string for the proxy's server.
+fn part_connstr(dbname: &str) -> String {
+    format!(
+        "host={} port={} dbname={dbname} application_name=es_proxy_test",
+        host(),
+        port()
+    )
+}
+
+/// What a run of `scripts/shard.sh` printed.
+struct ScriptRun {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `scripts/shard.sh --proxy-db PROXY --partition … EXTRA…` as the `postgres` role (its psql
+/// connects to the partitions and the proxy), without other `PG*` variables of the caller.
+fn shard_sh(proxy: &str, partitions: &[String], extra: &[&str]) -> ScriptRun {
+    let mut command = Command::new("bash");
+    command.arg(repo_dir().join("scripts/shard.sh"));
+    command.arg("--proxy-db").arg(proxy);
+    for p in partitions {
+        command.arg("--partition").arg(p);
+    }
+    command.args(extra);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PG") {
+            command.env_remove(&key);
+        }
+    }
+    command.env("PGUSER", "postgres");
+    let out = command.output().expect("cannot run scripts/shard.sh");
+    ScriptRun {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// An error as the client sees it: SQLSTATE, message, DETAIL, HINT.
+fn error_text(err: &Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!(
+            "{} | {} | DETAIL {:?} | HINT {:?}",
+            db.code().code(),
+            db.message(),
+            db.detail(),
+            db.hint()
+        ),
+        None => format!("client error: {err}"),
+    }
+}
+
+/// The outcome of one step, as text: `ok <value>` or the error.
+fn outcome<T: std::fmt::Debug>(result: Result<T, Error>) -> String {
+    match result {
+        Ok(v) => format!("ok {v:?}"),
+        Err(e) => error_text(&e),
+    }
+}
+
+/// Runs one query; its rows rendered as text, one `a|b|c` line per row (all columns are read
+/// as text by the query itself).
+fn rows(
+    client: &mut Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<String>, Error> {
+    Ok(client
+        .query(sql, params)?
+        .iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| {
+                    row.get::<_, Option<String>>(i)
+                        .unwrap_or_else(|| "∅".into())
+                })
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect())
+}
+
+fn append(
+    client: &mut Client,
+    stream: Uuid,
+    expected: Option<i64>,
+    events: &[&str],
+) -> Result<i64, Error> {
+    let events: Vec<String> = events.iter().map(|e| e.to_string()).collect();
+    client
+        .query_one(
+            "SELECT es.append_events($1, $2, $3::text[]::jsonb[])",
+            &[&stream, &expected, &events],
+        )
+        .map(|r| r.get(0))
+}
+
+fn one_i64(client: &mut Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<i64, Error> {
+    client.query_one(sql, params).map(|r| r.get(0))
+}
+
+fn one_text(
+    client: &mut Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<String>, Error> {
+    client.query_one(sql, params).map(|r| r.get(0))
+}
+
+/// The scenario of the core and account API; every step's outcome, with the account ids the
+/// store made replaced by `<account>` (they differ between two runs by nature).
+fn scenario(client: &mut Client) -> Vec<(String, String)> {
+    let s1 = Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0001);
+    let s2 = Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0002);
+    let missing = Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_00ff);
+    let x_id = "0193a000-0000-7000-8000-00000000000a";
+    let with_id = format!(r#"{{"type":"C","n":3,"event_id":"{x_id}"}}"#);
+    let mut steps: Vec<(String, String)> = Vec::new();
+    let mut step = |name: &str, text: String| steps.push((name.to_owned(), text));
+
+    step(
+        "append 2 to a new stream",
+        outcome(append(
+            client,
+            s1,
+            Some(0),
+            &[r#"{"type":"A","n":1}"#, r#"{"type":"B","n":2}"#],
+        )),
+    );
+    step(
+        "append expecting no stream (ES001)",
+        outcome(append(client, s1, Some(0), &[r#"{"type":"C"}"#])),
+    );
+    step(
+        "append at version 2 with an event id",
+        outcome(append(client, s1, Some(2), &[&with_id])),
+    );
+    step(
+        "idempotent retry",
+        outcome(append(client, s1, Some(2), &[&with_id])),
+    );
+    step(
+        "the id again elsewhere (ES004)",
+        outcome(append(client, s1, Some(3), &[&with_id])),
+    );
+    step(
+        "append to a missing stream with -1 (ES002)",
+        outcome(append(client, s2, Some(-1), &[r#"{"type":"A"}"#])),
+    );
+    step("empty batch", outcome(append(client, s1, None, &[])));
+    step(
+        "expected version -2 (22023)",
+        outcome(append(client, s1, Some(-2), &[r#"{"type":"A"}"#])),
+    );
+    step(
+        "event without a type (ES003)",
+        outcome(append(client, s1, None, &[r#"{"typ":"A"}"#])),
+    );
+    step(
+        "NULL events (22004)",
+        outcome(
+            client
+                .query_one("SELECT es.append_events($1, NULL, NULL::jsonb[])", &[&s1])
+                .map(|r| r.get::<_, Option<i64>>(0)),
+        ),
+    );
+    step(
+        "stream_version",
+        outcome(one_i64(client, "SELECT es.stream_version($1)", &[&s1])),
+    );
+    step(
+        "stream_version of a missing stream",
+        outcome(one_i64(client, "SELECT es.stream_version($1)", &[&missing])),
+    );
+    // event ids the store made (UUIDv7) differ between two runs: shown only when the client gave one
+    let events_sql = "SELECT version::text, event_type, data::text, \
+                      CASE WHEN data ? 'event_id' THEN event_id::text ELSE 'made by the store' END, \
+                      event_version::text, (occurred_at = recorded_at)::text \
+                      FROM es.load_events($1, $2, $3)";
+    step(
+        "load_events all",
+        outcome(rows(client, events_sql, &[&s1, &0i64, &None::<i64>])),
+    );
+    step(
+        "load_events after 1, at most 1",
+        outcome(rows(client, events_sql, &[&s1, &1i64, &Some(1i64)])),
+    );
+    step(
+        "save_snapshot",
+        outcome(
+            client
+                .execute("SELECT es.save_snapshot($1, 2, '{\"x\":1}')", &[&s1])
+                .map(|_| ()),
+        ),
+    );
+    step(
+        "save_snapshot past the stream (ES005)",
+        outcome(
+            client
+                .execute("SELECT es.save_snapshot($1, 9, '{}')", &[&s1])
+                .map(|_| ()),
+        ),
+    );
+    let snap_sql = "SELECT version::text, state::text FROM es.load_snapshot($1, $2)";
+    step(
+        "load_snapshot",
+        outcome(rows(client, snap_sql, &[&s1, &None::<i64>])),
+    );
+    step(
+        "load_snapshot at 1 (none)",
+        outcome(rows(client, snap_sql, &[&s1, &Some(1i64)])),
+    );
+
+    // the account commands and rules
+    let account: Uuid = match client.query_one("SELECT es.open_account('Alice', 100)", &[]) {
+        Ok(row) => row.get(0),
+        Err(e) => panic!("es.open_account failed: {}", describe(&e)),
+    };
+    let cmd = |client: &mut Client, sql: &str, params: &[&(dyn ToSql + Sync)]| {
+        outcome(one_i64(client, sql, params))
+    };
+    step(
+        "deposit 500",
+        cmd(client, "SELECT es.deposit($1, 500, 'salary')", &[&account]),
+    );
+    step(
+        "withdraw 200",
+        cmd(client, "SELECT es.withdraw($1, 200, 'rent')", &[&account]),
+    );
+    step(
+        "overdraft (ES101)",
+        cmd(client, "SELECT es.withdraw($1, 10000, 'car')", &[&account]),
+    );
+    step(
+        "withdraw 0 (ES103)",
+        cmd(client, "SELECT es.withdraw($1, 0, 'nothing')", &[&account]),
+    );
+    step(
+        "deposit at a stale version (ES001)",
+        cmd(client, "SELECT es.deposit($1, 5, 'late', 1)", &[&account]),
+    );
+    step(
+        "deposit at the current version",
+        cmd(
+            client,
+            "SELECT es.deposit($1, 5, 'on time', 3)",
+            &[&account],
+        ),
+    );
+    step(
+        "freeze",
+        cmd(client, "SELECT es.freeze_account($1, 'audit')", &[&account]),
+    );
+    step(
+        "deposit while frozen (ES102)",
+        cmd(client, "SELECT es.deposit($1, 5)", &[&account]),
+    );
+    step(
+        "close",
+        cmd(client, "SELECT es.close_account($1, 'bye')", &[&account]),
+    );
+    step(
+        "close again (ES102)",
+        cmd(client, "SELECT es.close_account($1, 'again')", &[&account]),
+    );
+    step(
+        "deposit to a missing account (ES002)",
+        cmd(client, "SELECT es.deposit($1, 5)", &[&missing]),
+    );
+    step(
+        "deposit to a stream that is not an account (ES104)",
+        cmd(client, "SELECT es.deposit($1, 5)", &[&s1]),
+    );
+    step(
+        "open with a NULL holder (22004)",
+        outcome(one_text(
+            client,
+            "SELECT es.open_account(NULL, 0)::text",
+            &[],
+        )),
+    );
+    step(
+        "open with a negative balance (ES103)",
+        outcome(one_text(
+            client,
+            "SELECT es.open_account('Bob', -1)::text",
+            &[],
+        )),
+    );
+    step(
+        "append an overdraft to the account (ES101 on every write path)",
+        outcome(append(
+            client,
+            account,
+            None,
+            &[r#"{"type":"Withdrawn","amount_cents":1,"description":"x"}"#],
+        )),
+    );
+    step(
+        "account_state",
+        outcome(one_text(
+            client,
+            "SELECT es.account_state($1)::text",
+            &[&account],
+        )),
+    );
+    step(
+        "account_state at version 3",
+        outcome(one_text(
+            client,
+            "SELECT es.account_state($1, at_version => 3)::text",
+            &[&account],
+        )),
+    );
+    step(
+        "account_state at version 99 (22023)",
+        outcome(one_text(
+            client,
+            "SELECT es.account_state($1, at_version => 99)::text",
+            &[&account],
+        )),
+    );
+    step(
+        "account_history",
+        outcome(rows(
+            client,
+            "SELECT version::text, event_type, amount_cents::text, balance_cents::text, status, \
+             description FROM es.account_history($1) ORDER BY version",
+            &[&account],
+        )),
+    );
+    // the events the commands (and, through the proxy, the proxy's open_account) wrote: the
+    // seed's whole shape, consistent with the row
+    step(
+        "the account's events",
+        outcome(rows(
+            client,
+            "SELECT version::text, event_type, \
+                    (data - 'event_id' - 'aggregate_id' - 'occurred_at')::text, \
+                    (SELECT string_agg(k, ',' ORDER BY k) FROM jsonb_object_keys(data) k), \
+                    ((data->>'event_id')::uuid = event_id AND (data->>'aggregate_id')::uuid = stream_id \
+                     AND (data->>'occurred_at')::timestamptz = occurred_at \
+                     AND occurred_at = recorded_at)::text \
+             FROM es.load_events($1)",
+            &[&account],
+        )),
+    );
+    let id = account.to_string();
+    steps
+        .into_iter()
+        .map(|(name, text)| (name, text.replace(&id, "<account>")))
+        .collect()
+}
+
+#[test]
+fn the_proxy_hash_is_the_store_hash() {
+    let sharded = Sharded::new("shard_hash");
+    let mut proxy = sharded.proxy();
+    let mut part = sharded.parts[0].connect();
+    let mut ids: Vec<Uuid> = (0..10_000).map(|_| Uuid::new_v4()).collect();
+    ids.extend([Uuid::nil(), Uuid::max(), Uuid::from_u128(1)]);
+    let sql = "SELECT array_agg(es.stream_hash(u) ORDER BY n) FROM unnest($1::uuid[]) WITH ORDINALITY AS t(u, n)";
+    let on_proxy: Vec<i32> = proxy.query_one(sql, &[&ids]).unwrap().get(0);
+    let in_store: Vec<i32> = part.query_one(sql, &[&ids]).unwrap().get(0);
+    assert_eq!(on_proxy.len(), ids.len());
+    let differ = on_proxy
+        .iter()
+        .zip(&in_store)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(
+        differ, 0,
+        "the proxy's es.stream_hash differs from the store's"
+    );
+    // the core's fixed values (crates/event_store_core/src/subscription.rs)
+    assert_eq!(
+        &on_proxy[ids.len() - 3..],
+        &[1_768_495_365, 906_459_637, 1_751_717_746]
+    );
+    report(&format!(
+        "es.stream_hash: the proxy's plpgsql FNV-1a equals the extension's on {} ids",
+        ids.len()
+    ));
+}
+
+#[test]
+fn the_api_through_the_proxy_gives_the_one_node_results() {
+    let sharded = Sharded::new("shard_api");
+    let single = TestDb::new("shard_api_single");
+    let one_node = scenario(&mut single.connect());
+    let t0 = Instant::now();
+    let through = scenario(&mut sharded.proxy());
+    let elapsed = t0.elapsed();
+    assert_eq!(one_node.len(), through.len());
+    let mut differences = Vec::new();
+    for ((name, a), (_, b)) in one_node.iter().zip(&through) {
+        if a != b {
+            differences.push(format!("{name}:\n  one node: {a}\n  proxy:    {b}"));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "the proxy differs from one node:\n{}",
+        differences.join("\n")
+    );
+    // the errors did come through with their codes and DETAILs (not just equal by accident)
+    let find = |step: &str| {
+        &through
+            .iter()
+            .find(|(n, _)| n == step)
+            .unwrap_or_else(|| panic!("no step {step}"))
+            .1
+    };
+    assert!(
+        find("append expecting no stream (ES001)").starts_with("ES001 | wrong expected version")
+            && find("append expecting no stream (ES001)")
+                .contains(r#"DETAIL Some("expected: 0 (no stream), actual: 2")"#),
+        "{}",
+        find("append expecting no stream (ES001)")
+    );
+    assert!(
+        find("overdraft (ES101)").contains(r#"DETAIL Some("available: 400, requested: 10000")"#),
+        "{}",
+        find("overdraft (ES101)")
+    );
+    assert_eq!(find("idempotent retry"), "ok 3");
+    for (name, text) in &through {
+        assert!(
+            !text.contains("REMOTE") && !text.contains("Remote detail"),
+            "{name}: PL/Proxy's decoration reached the client: {text}"
+        );
+    }
+    let errors = through.iter().filter(|(_, t)| !t.starts_with("ok")).count();
+    report(&format!(
+        "API scenario: {} steps ({} of them errors: ES001-ES005, ES101-ES104, 22004, 22023) equal \
+         through the proxy and on one node (SQLSTATE, message, DETAIL, HINT); {:.0} ms through the proxy",
+        through.len(),
+        errors,
+        elapsed.as_secs_f64() * 1000.0
+    ));
+    report(&format!(
+        "  e.g. {}",
+        find("append expecting no stream (ES001)")
+    ));
+}
+
+#[test]
+fn streams_spread_over_the_partitions_and_each_shard_log_reads_back() {
+    let sharded = Sharded::new("shard_spread");
+    let mut proxy = sharded.proxy();
+    let streams: Vec<Uuid> = (0..400).map(|_| Uuid::new_v4()).collect();
+    let t0 = Instant::now();
+    for (i, s) in streams.iter().enumerate() {
+        let event = format!(r#"{{"type":"Spread","i":{i}}}"#);
+        let v = append(&mut proxy, *s, Some(0), &[&event, r#"{"type":"Second"}"#])
+            .unwrap_or_else(|e| panic!("append through the proxy: {}", describe(&e)));
+        assert_eq!(v, 2);
+    }
+    let per_call = t0.elapsed().as_secs_f64() * 1e6 / streams.len() as f64;
+    // where each stream is: on exactly one partition, the one its hash names
+    let mut counts = [0usize; SHARDS];
+    let mut placed: BTreeMap<Uuid, usize> = BTreeMap::new();
+    for (i, part) in sharded.parts.iter().enumerate() {
+        let mut c = part.connect();
+        for row in c
+            .query(
+                "SELECT stream_id, es.stream_hash(stream_id) & 3 FROM es.streams",
+                &[],
+            )
+            .unwrap()
+        {
+            let id: Uuid = row.get(0);
+            let hashed: i32 = row.get(1);
+            assert_eq!(
+                hashed as usize, i,
+                "stream {id} is on partition {i}, its hash names {hashed}"
+            );
+            assert!(
+                placed.insert(id, i).is_none(),
+                "stream {id} is on two partitions"
+            );
+            counts[i] += 1;
+        }
+    }
+    assert_eq!(
+        placed.len(),
+        streams.len(),
+        "streams missing from the partitions"
+    );
+    for (i, n) in counts.iter().enumerate() {
+        assert!(*n > 40, "partition {i} got {n} of 400 streams: {counts:?}");
+        let shard_of: i64 = proxy
+            .query_one(
+                "SELECT count(*) FROM unnest($1::uuid[]) s WHERE es.shard_of(s) = $2",
+                &[&streams, &(i as i32)],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            shard_of as usize, *n,
+            "es.shard_of on the proxy disagrees for shard {i}"
+        );
+    }
+    // the global log, per shard, paged with (shard, position): every event once, in order
+    let mut seen: BTreeSet<(Uuid, i64)> = BTreeSet::new();
+    for shard in 0..SHARDS as i32 {
+        let mut after = 0i64;
+        loop {
+            let page = proxy
+                .query(
+                    "SELECT shard, global_position, stream_id, version FROM es.read_all($1, $2, 150)",
+                    &[&shard, &after],
+                )
+                .unwrap_or_else(|e| panic!("es.read_all({shard}, {after}, 150): {}", describe(&e)));
+            if page.is_empty() {
+                break;
+            }
+            for row in &page {
+                let (s, pos, id, v): (i32, i64, Uuid, i64) =
+                    (row.get(0), row.get(1), row.get(2), row.get(3));
+                assert_eq!(s, shard, "a row of shard {shard} says shard {s}");
+                assert!(pos > after, "positions of shard {shard} not ascending");
+                assert_eq!(
+                    placed[&id], shard as usize,
+                    "shard {shard}'s log has a stream of another"
+                );
+                assert!(seen.insert((id, v)), "event {id} v{v} read twice");
+                after = pos;
+            }
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        streams.len() * 2,
+        "the shards' logs miss events"
+    );
+    // what an error costs through the proxy: PL/Proxy drops its connection to the partition after
+    // a remote error and reconnects at the next call
+    let probe = streams[0];
+    let time_pairs = |proxy: &mut Client, fail: bool| {
+        let t0 = Instant::now();
+        for _ in 0..50 {
+            if fail {
+                let e = append(proxy, probe, Some(0), &[r#"{"type":"Late"}"#]).unwrap_err();
+                assert_eq!(sqlstate(&e), Some("ES001"), "{}", describe(&e));
+            } else {
+                one_i64(proxy, "SELECT es.stream_version($1)", &[&probe]).unwrap();
+            }
+            one_i64(proxy, "SELECT es.stream_version($1)", &[&probe]).unwrap();
+        }
+        t0.elapsed().as_secs_f64() * 1e3 / 50.0
+    };
+    let ok_pair_ms = time_pairs(&mut proxy, false);
+    let error_pair_ms = time_pairs(&mut proxy, true);
+    let out_of_range = proxy.query("SELECT * FROM es.read_all(4, 0, 10)", &[]);
+    let err = out_of_range.expect_err("es.read_all(4, …) with 4 shards must fail");
+    assert_eq!(sqlstate(&err), Some("22023"), "{}", describe(&err));
+    report(&format!(
+        "spread: 400 streams over 4 partitions {counts:?}, each on partition stream_hash & 3; \
+         {} events read back once from the 4 shard logs; {per_call:.0} µs per 2-event append \
+         through the proxy (one connection)",
+        seen.len()
+    ));
+    report(&format!(
+        "errors: an ES001 through the proxy and the next call take {error_pair_ms:.2} ms, two \
+         successful reads {ok_pair_ms:.2} ms (after a remote error PL/Proxy drops its connection to \
+         the partition and opens a new one at the next call)"
+    ));
+}
+
+/// What one racing connection observed.
+#[derive(Default)]
+struct Tally {
+    wins: Vec<(i64, i64)>,
+    conflicts: u64,
+    others: Vec<String>,
+}
+
+#[test]
+fn racing_appends_through_the_proxy_have_one_winner_per_version() {
+    let sharded = Sharded::new("shard_race");
+    let stream = Uuid::new_v4();
+    let run_for = Duration::from_secs(4);
+    let clients: Vec<Client> = (0..8).map(|_| sharded.proxy()).collect();
+    let start = Barrier::new(clients.len());
+    let tallies: Vec<Tally> = thread::scope(|scope| {
+        let racers: Vec<_> = clients
+            .into_iter()
+            .map(|mut client| {
+                let start = &start;
+                scope.spawn(move || {
+                    let mut tally = Tally::default();
+                    start.wait();
+                    let deadline = Instant::now() + run_for;
+                    while Instant::now() < deadline {
+                        let expected = match one_i64(
+                            &mut client,
+                            "SELECT es.stream_version($1)",
+                            &[&stream],
+                        ) {
+                            Ok(v) => v,
+                            Err(e) => {
+                                tally
+                                    .others
+                                    .push(format!("stream_version: {}", describe(&e)));
+                                break;
+                            }
+                        };
+                        match append(
+                            &mut client,
+                            stream,
+                            Some(expected),
+                            &[r#"{"type":"Raced"}"#],
+                        ) {
+                            Ok(v) => tally.wins.push((expected, v)),
+                            Err(e) if sqlstate(&e) == Some("ES001") => {
+                                let detail = e.as_db_error().and_then(|d| d.detail()).unwrap_or("");
+                                let want = if expected == 0 {
+                                    "expected: 0 (no stream), actual: ".to_owned()
+                                } else {
+                                    format!("expected: {expected}, actual: ")
+                                };
+                                if detail.starts_with(&want) {
+                                    tally.conflicts += 1;
+                                } else {
+                                    tally.others.push(format!("ES001 with DETAIL {detail:?}"));
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                tally.others.push(describe(&e));
+                                break;
+                            }
+                        }
+                    }
+                    tally
+                })
+            })
+            .collect();
+        racers
+            .into_iter()
+            .map(|r| r.join().expect("racer panicked"))
+            .collect()
+    });
+    let others: Vec<&String> = tallies.iter().flat_map(|t| t.others.iter()).collect();
+    assert!(
+        others.is_empty(),
+        "racing through the proxy must fail only with ES001: {others:#?}"
+    );
+    let mut versions: Vec<i64> = tallies
+        .iter()
+        .flat_map(|t| t.wins.iter().map(|w| w.1))
+        .collect();
+    for t in &tallies {
+        for &(expected, got) in &t.wins {
+            assert_eq!(got, expected + 1, "an append at {expected} returned {got}");
+        }
+    }
+    versions.sort_unstable();
+    let wins = versions.len() as i64;
+    let conflicts: u64 = tallies.iter().map(|t| t.conflicts).sum();
+    assert!(
+        wins > 0 && conflicts > 0,
+        "the race did not happen: {wins} wins, {conflicts} conflicts"
+    );
+    assert_eq!(
+        versions,
+        (1..=wins).collect::<Vec<_>>(),
+        "two winners of one version, or a gap"
+    );
+    // on the partition that holds the stream: versions 1..wins, nothing else
+    let shard: i32 = sharded
+        .proxy()
+        .query_one("SELECT es.shard_of($1)", &[&stream])
+        .unwrap()
+        .get(0);
+    let mut part = sharded.parts[shard as usize].connect();
+    let stored: Vec<i64> = part
+        .query(
+            "SELECT version FROM es.events WHERE stream_id = $1 ORDER BY version",
+            &[&stream],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        stored,
+        (1..=wins).collect::<Vec<_>>(),
+        "partition {shard} holds a gap or a duplicate"
+    );
+    for (i, p) in sharded.parts.iter().enumerate() {
+        if i != shard as usize {
+            let n: i64 = p
+                .connect()
+                .query_one("SELECT count(*) FROM es.events", &[])
+                .unwrap()
+                .get(0);
+            assert_eq!(
+                n, 0,
+                "partition {i} got events of a stream of partition {shard}"
+            );
+        }
+    }
+    report(&format!(
+        "race: 8 connections through the proxy on one stream (shard {shard}) for {} s: {wins} wins, one per \
+         version, {conflicts} ES001 with DETAIL `expected: N, actual: M`, nothing else \
+         (PL/Proxy reconnects to the partition after each remote error)",
+        run_for.as_secs()
+    ));
+}
+
+/// A stream id that hashes to `shard` (ids are tried in order until one fits).
+fn stream_on(proxy: &mut Client, shard: i32, salt: u128) -> Uuid {
+    (0u128..)
+        .map(|n| Uuid::from_u128((salt << 64) | n))
+        .find(|id| {
+            proxy
+                .query_one("SELECT es.shard_of($1)", &[id])
+                .unwrap()
+                .get::<_, i32>(0)
+                == shard
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_partition_that_is_down_fails_its_streams_only() {
+    let sharded = Sharded::new("shard_down");
+    let mut proxy = sharded.proxy();
+    let ids: Vec<Uuid> = (0..SHARDS as i32)
+        .map(|s| stream_on(&mut proxy, s, 0xd0 + s as u128))
+        .collect();
+    for id in &ids {
+        append(&mut proxy, *id, Some(0), &[r#"{"type":"Before"}"#])
+            .unwrap_or_else(|e| panic!("append before: {}", describe(&e)));
+    }
+    let down = 2usize;
+    let mut admin = connect_with_retry("postgres", Duration::from_secs(10)).unwrap();
+    let name = sharded.parts[down].name().to_owned();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false"
+        ))
+        .unwrap();
+    // its sessions end, including the proxy's cached connection
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&name],
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+            &[&name],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the sessions of {name} did not end"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+
+    // the first call notices the lost connection; every later one cannot connect: 08001
+    let first = append(&mut proxy, ids[down], None, &[r#"{"type":"During"}"#])
+        .expect_err("an append to the shard that is down must fail");
+    assert!(
+        matches!(sqlstate(&first), Some("08006" | "08001")),
+        "the first call after the shard's sessions ended: {}",
+        describe(&first)
+    );
+    let mut later = Vec::new();
+    for _ in 0..3 {
+        let e = append(&mut proxy, ids[down], None, &[r#"{"type":"During"}"#])
+            .expect_err("an append to the shard that is down must fail");
+        later.push(e);
+    }
+    for e in &later {
+        assert_eq!(sqlstate(e), Some("08001"), "{}", describe(e));
+        let msg = e.as_db_error().unwrap().message();
+        assert!(
+            msg.starts_with(&format!("shard {down} (database {name}) is unavailable: "))
+                && msg.contains("is not currently accepting connections"),
+            "{msg}"
+        );
+    }
+    let read_err = proxy
+        .query("SELECT * FROM es.read_all($1, 0, 10)", &[&(down as i32)])
+        .expect_err("reading the shard that is down must fail");
+    assert_eq!(
+        sqlstate(&read_err),
+        Some("08001"),
+        "{}",
+        describe(&read_err)
+    );
+    // the other shards keep working, in this session and in a new one
+    for (s, id) in ids.iter().enumerate().filter(|(s, _)| *s != down) {
+        let v = append(&mut proxy, *id, None, &[r#"{"type":"During"}"#])
+            .unwrap_or_else(|e| panic!("shard {s} while shard {down} is down: {}", describe(&e)));
+        assert_eq!(v, 2);
+        let n = proxy
+            .query("SELECT * FROM es.read_all($1, 0, 10)", &[&(s as i32)])
+            .unwrap_or_else(|e| panic!("read_all({s}) while {down} is down: {}", describe(&e)))
+            .len();
+        assert_eq!(n, 2);
+    }
+    let mut fresh = sharded.proxy();
+    assert_eq!(
+        one_i64(&mut fresh, "SELECT es.stream_version($1)", &[&ids[0]]).unwrap(),
+        2
+    );
+    let view_err = fresh
+        .query("SELECT * FROM es.subscriptions", &[])
+        .expect_err("the all-shards view needs every shard");
+    assert_eq!(
+        sqlstate(&view_err),
+        Some("08001"),
+        "{}",
+        describe(&view_err)
+    );
+
+    // back: the same proxy session reaches it again
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true"
+        ))
+        .unwrap();
+    let v = append(&mut proxy, ids[down], None, &[r#"{"type":"After"}"#])
+        .unwrap_or_else(|e| panic!("shard {down} after it came back: {}", describe(&e)));
+    assert_eq!(v, 2, "no append reached the shard while it was down");
+
+    // a connection string that points at a closed port: the same 08001, for that shard only
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    admin.close().ok();
+    let mut px_admin = sharded.proxy();
+    px_admin
+        .batch_execute(&format!(
+            "ALTER SERVER es_shards OPTIONS (SET p{down} 'host=127.0.0.1 port={closed_port} dbname={name} connect_timeout=2')"
+        ))
+        .unwrap();
+    let refused = append(&mut proxy, ids[down], None, &[r#"{"type":"During"}"#])
+        .expect_err("a shard whose server does not answer must fail");
+    assert_eq!(sqlstate(&refused), Some("08001"), "{}", describe(&refused));
+    append(&mut proxy, ids[0], None, &[r#"{"type":"During"}"#]).unwrap_or_else(|e| {
+        panic!(
+            "shard 0 while p{down} points at a closed port: {}",
+            describe(&e)
+        )
+    });
+
+    report(&format!(
+        "partition down (ALLOW_CONNECTIONS false + its sessions ended): first call {}; then {}",
+        error_text(&first),
+        error_text(&later[0])
+    ));
+    report(&format!(
+        "partition down: the 3 other shards kept appending and reading; shard {down} came back in \
+         the same proxy session; a closed port: {}",
+        sqlstate(&refused).unwrap_or("?")
+    ));
+}
+
+/// A database made by this test outside TestDb (a copy of a partition), dropped at the end.
+struct Copy(String);
+
+impl Drop for Copy {
+    fn drop(&mut self) {
+        if let Ok(mut c) = connect_with_retry("postgres", Duration::from_secs(10)) {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
+        }
+    }
+}
+
+#[test]
+fn the_script_repoints_a_moved_partition_and_refuses_wrong_clusters() {
+    let sharded = Sharded::new("shard_move");
+    let mut proxy = sharded.proxy();
+    let streams: Vec<Uuid> = (0..64).map(|_| Uuid::new_v4()).collect();
+    for s in &streams {
+        append(&mut proxy, *s, Some(0), &[r#"{"type":"One"}"#]).unwrap();
+    }
+    let connstrs = sharded.connstrs();
+    let proxy_cs = sharded.proxy_connstr();
+
+    // refusals: nothing changes
+    let three = shard_sh(&proxy_cs, &connstrs[..3], &[]);
+    assert!(
+        !three.ok && three.stderr.contains("power of two"),
+        "{}",
+        three.stderr
+    );
+    let mut swapped = connstrs.clone();
+    swapped.swap(0, 1);
+    let wrong_order = shard_sh(&proxy_cs, &swapped, &[]);
+    assert!(
+        !wrong_order.ok && wrong_order.stderr.contains("hash to another partition"),
+        "{}",
+        wrong_order.stderr
+    );
+    let two = shard_sh(&proxy_cs, &connstrs[..2], &[]);
+    assert!(
+        !two.ok && two.stderr.contains("has 4 partitions, not 2"),
+        "{}",
+        two.stderr
+    );
+    let with_store = TestDb::new("shard_move_badpx");
+    let bad_proxy = shard_sh(
+        &format!(
+            "host={} port={} dbname={}",
+            host(),
+            port(),
+            with_store.name()
+        ),
+        &connstrs,
+        &[],
+    );
+    assert!(
+        !bad_proxy.ok && bad_proxy.stderr.contains("has the event_store extension"),
+        "{}",
+        bad_proxy.stderr
+    );
+    // running it again with the same arguments is a no-op that succeeds
+    let again = shard_sh(&proxy_cs, &connstrs, &[]);
+    assert!(again.ok, "{}\n{}", again.stdout, again.stderr);
+
+    // move partition 3: a copy of its database (as pg_basebackup or a logical replica would
+    // give on a new server), then the script repoints p3; a live proxy session follows
+    let moved = 3usize;
+    let old = sharded.parts[moved].name().to_owned();
+    let copy = Copy(format!("{old}_moved"));
+    let mut admin = connect_with_retry("postgres", Duration::from_secs(10)).unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {old} WITH ALLOW_CONNECTIONS false"
+        ))
+        .unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&old],
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match admin.batch_execute(&format!("CREATE DATABASE {} TEMPLATE {old}", copy.0)) {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline && sqlstate(&e) == Some("55006") => {
+                thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => panic!("CREATE DATABASE … TEMPLATE {old}: {}", describe(&e)),
+        }
+    }
+    let mut repointed = connstrs.clone();
+    repointed[moved] = part_connstr(&copy.0);
+    let t0 = Instant::now();
+    let run = shard_sh(&proxy_cs, &repointed, &[]);
+    let script_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    assert!(run.ok, "repointing failed:\n{}\n{}", run.stdout, run.stderr);
+    let on_moved: Vec<Uuid> = streams
+        .iter()
+        .copied()
+        .filter(|s| {
+            proxy
+                .query_one("SELECT es.shard_of($1)", &[s])
+                .unwrap()
+                .get::<_, i32>(0)
+                == moved as i32
+        })
+        .collect();
+    assert!(!on_moved.is_empty());
+    for s in &on_moved {
+        let v = append(&mut proxy, *s, Some(1), &[r#"{"type":"Two"}"#])
+            .unwrap_or_else(|e| panic!("append after the move: {}", describe(&e)));
+        assert_eq!(v, 2, "the moved partition lost a stream's history");
+    }
+    let mut copy_client = connect_with_retry(&copy.0, Duration::from_secs(5)).unwrap();
+    let two_in_copy: i64 = copy_client
+        .query_one("SELECT count(*) FROM es.events WHERE version = 2", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        two_in_copy as usize,
+        on_moved.len(),
+        "the appends did not land in the copy"
+    );
+    admin
+        .batch_execute(&format!("ALTER DATABASE {old} WITH ALLOW_CONNECTIONS true"))
+        .unwrap();
+    let two_in_old: i64 = sharded.parts[moved]
+        .connect()
+        .query_one("SELECT count(*) FROM es.events WHERE version = 2", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        two_in_old, 0,
+        "the old partition still got appends after the move"
+    );
+    drop(copy_client);
+    drop(proxy);
+    report(&format!(
+        "script: refused 3 partitions, swapped connection strings, 2 partitions for a 4-partition \
+         cluster, a proxy database with the extension; a rerun is a no-op; partition {moved} moved \
+         to a copy and repointed in {script_ms:.0} ms, a live session appended {} events there",
+        on_moved.len()
+    ));
+}
