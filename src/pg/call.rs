@@ -479,11 +479,11 @@ pub fn jsonb_object(pairs: &[(&str, Scalar)]) -> Datum {
             },
         },
     };
-    // SAFETY: every JsonbValue handed to pushJsonbValue is complete for its type; the builder
-    // copies the structs, and the bytes their strings point to (`pairs` and the keys, borrowed
-    // for this whole function) stay valid until JsonbValueToJsonb has copied them into the
-    // result. Numerics are palloc'd by int64_to_numeric in the current context, like the
-    // result. Errors (a string too long) are raised through the guarded calls.
+    // The builder copies the structs; the bytes their strings point to (`pairs` and the keys,
+    // borrowed for this whole function) stay valid until JsonbValueToJsonb has copied them into
+    // the result. Numerics are palloc'd by int64_to_numeric in the current context, like it.
+    // SAFETY: every JsonbValue handed to pushJsonbValue is complete for its type and its bytes
+    // outlive the builder (above); errors (a string too long) come through the guarded calls.
     unsafe {
         let mut state: *mut pg_sys::JsonbParseState = std::ptr::null_mut();
         pg_sys::pushJsonbValue(

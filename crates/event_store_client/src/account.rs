@@ -13,43 +13,8 @@ use crate::seed::AccountEvent;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
-/// The seed's `AccountStatus`, named in the state JSON as `"Active"`, `"Frozen"`, `"Closed"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum AccountStatus {
-    /// Deposits and withdrawals allowed.
-    Active,
-    /// Frozen: no deposits, withdrawals or freezing.
-    Frozen,
-    /// Closed: nothing more.
-    Closed,
-}
-
-impl AccountStatus {
-    /// The name in the state JSON and in the store's messages (`Frozen`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "Active",
-            Self::Frozen => "Frozen",
-            Self::Closed => "Closed",
-        }
-    }
-
-    /// Parses the name in a state JSON or a DETAIL (`status: Frozen`); `None` for anything else.
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "Active" => Some(Self::Active),
-            "Frozen" => Some(Self::Frozen),
-            "Closed" => Some(Self::Closed),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for AccountStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The seed's `AccountStatus`: the core crate's, the one the extension decides with.
+pub use event_store_core::account::AccountStatus;
 
 /// An account's state: the seed's `AccountState` plus the version it reflects, exactly the
 /// store's state JSON (`es.account_state`, `es.snapshots.state`).

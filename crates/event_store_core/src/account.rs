@@ -35,8 +35,8 @@ impl Default for AccountState {
     }
 }
 
-/// The seed's `AccountStatus`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The seed's `AccountStatus`, named in the state JSON as `"Active"`, `"Frozen"`, `"Closed"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AccountStatus {
     /// Deposits and withdrawals allowed.
     Active,
@@ -46,8 +46,14 @@ pub enum AccountStatus {
     Closed,
 }
 
+impl std::fmt::Display for AccountStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl AccountStatus {
-    /// The name in the state JSON.
+    /// The name in the state JSON (and in the store's messages and DETAILs).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "Active",
