@@ -54,7 +54,6 @@ pub fn create(
     let qualified = info.text(0, 4).unwrap_or_default();
     subscription::create(
         &conn,
-        "projection",
         &SubscriptionSpec {
             name: name.to_owned(),
             start_after: Some(0),

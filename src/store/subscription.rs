@@ -115,7 +115,6 @@ pub fn no_such(kind: &'static str, name: &str) -> EventStoreError {
 /// `es.create_subscription` (also the subscription of a projection).
 pub fn create(
     conn: &Connection,
-    kind: &'static str,
     spec: &SubscriptionSpec,
     event_types: Arg,
 ) -> Result<(), EventStoreError> {
@@ -144,6 +143,14 @@ pub fn create(
         ],
     );
     if inserted.is_empty() {
+        // Name what holds the name, whichever is being created: a projection, or a plain
+        // subscription (also the rows of a projection's subscription replicated in without its
+        // projection, as on a promoted logical subscriber).
+        let kind = if is_projection(conn, &spec.name) {
+            "projection"
+        } else {
+            "subscription"
+        };
         return Err(EventStoreError::DuplicateName {
             kind,
             name: spec.name.clone(),

@@ -106,6 +106,8 @@ SELECT error_of($$SELECT es.create_projection('p', 'not_a_handler(integer)')$$);
 SELECT error_of($$SELECT es.create_projection('p', 'remember(es.events)', batch => 0)$$);
 SELECT es.create_projection('remember', 'remember(es.events)', event_types => ARRAY['A', 'B']);
 SELECT error_of($$SELECT es.create_projection('remember', 'remember(es.events)')$$);
+-- a projection whose name a plain subscription holds: the error names the subscription
+SELECT error_of($$SELECT es.create_projection('orders', 'remember(es.events)')$$);
 SELECT error_of($$SELECT es.drop_subscription('remember')$$);
 SELECT es.wait_for_projection('remember', :endpos, 10000);
 SELECT count(*) = (SELECT count(*) FROM es.events WHERE event_type IN ('A', 'B')) AS all_seen FROM seen;
