@@ -403,3 +403,28 @@ pub fn assert_snippet_story(script: &str, output: &str) {
         });
     assert!(last >= 3, "{script}: a position below 3 after 3 events");
 }
+
+/// Fails early with a clear message when the cluster runs without the preload the store's
+/// worker, gap-safe reads and subscriptions need.
+pub fn assert_preloaded(client: &mut Client) {
+    let preload: String = client
+        .query_one("SHOW shared_preload_libraries", &[])
+        .expect("SHOW shared_preload_libraries")
+        .get(0);
+    assert!(
+        preload.contains("event_store"),
+        "the test cluster must run with shared_preload_libraries = 'event_store' (ES_PRELOAD=1), \
+         it has {preload:?}"
+    );
+}
+
+/// The global position of `stream`'s event at `version`, read in `client`'s transaction.
+pub fn position_of(client: &mut impl postgres::GenericClient, stream: Uuid, version: i64) -> i64 {
+    client
+        .query_one(
+            "SELECT global_position FROM es.events WHERE stream_id = $1 AND version = $2",
+            &[&stream, &version],
+        )
+        .unwrap_or_else(|e| panic!("position of {stream} v{version}: {}", describe(&e)))
+        .get(0)
+}

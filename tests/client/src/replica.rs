@@ -794,3 +794,29 @@ impl Drop for LogicalSubscription {
         }
     }
 }
+
+/// The store's tables a logical replica receives, as the README's publication lists them (the
+/// log, the streams, the snapshots, the watermark and the subscriptions' state), those of them
+/// this build has. `es.watermark` is what carries gap safety to the subscriber.
+pub fn published_tables(client: &mut Client) -> Vec<String> {
+    let wanted = [
+        "events",
+        "streams",
+        "snapshots",
+        "watermark",
+        "subscription_config",
+        "subscription_partitions",
+        "subscription_consumers",
+        "parked_events",
+    ];
+    client
+        .query(
+            "SELECT relname::text FROM pg_class WHERE relnamespace = 'es'::regnamespace \
+             AND relkind = 'r' AND relname = ANY($1) ORDER BY array_position($1, relname::text)",
+            &[&&wanted[..]],
+        )
+        .expect("the store's tables")
+        .iter()
+        .map(|r| format!("es.{}", r.get::<_, String>(0)))
+        .collect()
+}

@@ -45,10 +45,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use event_store_client_tests::replica::{
-    self, LogicalSubscription, LogicalWalLevel, PrimaryStopped, Replica, Shutdown,
+    self, LogicalSubscription, LogicalWalLevel, PrimaryStopped, Replica, Shutdown, published_tables,
 };
 use event_store_client_tests::{
-    Client, TestDb, Uuid, append, describe, sqlstate, stream_version, verify_store,
+    Client, TestDb, Uuid, append, assert_preloaded, describe, position_of, sqlstate,
+    stream_version, verify_store,
 };
 use postgres::{GenericClient, NoTls};
 use rand::Rng;
@@ -130,15 +131,6 @@ fn watermark(client: &mut Client) -> Option<i64> {
         .query_opt("SELECT position FROM es.watermark", &[])
         .unwrap_or_else(|e| panic!("es.watermark: {}", describe(&e)))
         .map(|r| r.get(0))
-}
-
-/// The position of the event `stream` holds at `version`, read in `client`'s transaction.
-fn position_of(client: &mut impl GenericClient, stream: Uuid, version: i64) -> i64 {
-    one(
-        client,
-        "SELECT global_position FROM es.events WHERE stream_id = $1 AND version = $2",
-        &[&stream, &version],
-    )
 }
 
 /// Pages through `es.read_all(last, 100)` from `after` until a page is empty; returns the
@@ -594,16 +586,6 @@ fn out_of_order_load(port: u16, dbname: &str, label: &str, streams: &[Uuid], fro
         committed,
         read: got.len(),
     }
-}
-
-/// Fails early with a clear message when the cluster runs without the preload.
-fn assert_preloaded(client: &mut Client) {
-    let preload: String = one(client, "SHOW shared_preload_libraries", &[]);
-    assert!(
-        preload.contains("event_store"),
-        "the test cluster must run with shared_preload_libraries = 'event_store' (ES_PRELOAD=1), \
-         it has {preload:?}"
-    );
 }
 
 /// Appends `lines` to the summary (stderr, and `target/failover-summary.txt`, a section per
@@ -1097,31 +1079,6 @@ fn standby_write_outcomes(standby: &mut Client, account: Uuid, stream: Uuid) -> 
 // ---------------------------------------------------------------------------------------------
 // B: promoting a logical subscriber
 // ---------------------------------------------------------------------------------------------
-
-/// The tables a logical replica of the store receives: the README's publication plus the
-/// snapshots and the consumers of competing subscriptions (those this build has).
-fn published_tables(client: &mut Client) -> Vec<String> {
-    let wanted = [
-        "events",
-        "streams",
-        "snapshots",
-        "watermark",
-        "subscription_config",
-        "subscription_partitions",
-        "subscription_consumers",
-        "parked_events",
-    ];
-    client
-        .query(
-            "SELECT relname::text FROM pg_class WHERE relnamespace = 'es'::regnamespace \
-             AND relkind = 'r' AND relname = ANY($1) ORDER BY array_position($1, relname::text)",
-            &[&&wanted[..]],
-        )
-        .expect("the store's tables")
-        .iter()
-        .map(|r| format!("es.{}", r.get::<_, String>(0)))
-        .collect()
-}
 
 #[test]
 fn promoting_a_logical_subscriber() {

@@ -29,7 +29,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use event_store_client_tests::{
-    Client, TestDb, Uuid, append, bigints, connect_with_retry, describe, kill_9, sqlstate, texts,
+    Client, TestDb, Uuid, append, assert_preloaded, bigints, connect_with_retry, describe, kill_9,
+    position_of, sqlstate, texts,
 };
 use postgres::GenericClient;
 use postgres::types::ToSql;
@@ -95,17 +96,6 @@ fn note(
     let version = append(client, stream, None, &events)
         .unwrap_or_else(|e| panic!("append to {stream}: {}", describe(&e)));
     position_of(client, stream, version)
-}
-
-/// The global position of `stream`'s event at `version`.
-fn position_of(client: &mut impl GenericClient, stream: Uuid, version: i64) -> i64 {
-    client
-        .query_one(
-            "SELECT global_position FROM es.events WHERE stream_id = $1 AND version = $2",
-            &[&stream, &version],
-        )
-        .unwrap_or_else(|e| panic!("position of {stream} v{version}: {}", describe(&e)))
-        .get(0)
 }
 
 /// The last global position of the log.
@@ -241,19 +231,6 @@ fn assert_per_stream_order(seen: &[(Uuid, i64, i64)], what: &str) {
             "{what}: stream {stream} v{version} (position {position}) handled after v{before}"
         );
     }
-}
-
-/// Fails early with a clear message when the cluster runs without the preload the worker needs.
-fn assert_preloaded(client: &mut Client) {
-    let preload: String = client
-        .query_one("SHOW shared_preload_libraries", &[])
-        .expect("SHOW shared_preload_libraries")
-        .get(0);
-    assert!(
-        preload.contains("event_store"),
-        "the test cluster must run with shared_preload_libraries = 'event_store' (ES_PRELOAD=1), \
-         it has {preload:?}"
-    );
 }
 
 // ---------------------------------------------------------------------------------------------

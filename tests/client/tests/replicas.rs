@@ -38,8 +38,12 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use event_store_client_tests::replica::{self, LogicalSubscription, LogicalWalLevel, Replica};
-use event_store_client_tests::{Client, TestDb, Uuid, append, describe, sqlstate};
+use event_store_client_tests::replica::{
+    self, LogicalSubscription, LogicalWalLevel, Replica, published_tables,
+};
+use event_store_client_tests::{
+    Client, TestDb, Uuid, append, assert_preloaded, describe, sqlstate,
+};
 use rand::Rng;
 
 /// Writer connections on the primary.
@@ -472,48 +476,6 @@ fn report_and_assert(
             "the {label} reader got nothing while the writers were running: no progress"
         );
     }
-}
-
-/// Fails early with a clear message when the cluster runs without the preload the store's
-/// gap safety needs.
-fn assert_preloaded(client: &mut Client) {
-    let preload: String = client
-        .query_one("SHOW shared_preload_libraries", &[])
-        .expect("SHOW shared_preload_libraries")
-        .get(0);
-    assert!(
-        preload.contains("event_store"),
-        "the test cluster must run with shared_preload_libraries = 'event_store' (ES_PRELOAD=1), \
-         it has {preload:?}"
-    );
-}
-
-/// The store's tables to publish: the log, the streams, the watermark and the subscription
-/// state, those of them this build has (`es.watermark` is what carries gap safety to the
-/// subscriber, so its absence is reported: the readers there will then miss events).
-fn published_tables(client: &mut Client) -> Vec<String> {
-    let wanted = [
-        "events",
-        "streams",
-        "watermark",
-        "subscription_config",
-        "subscription_partitions",
-        "parked_events",
-    ];
-    let tables: Vec<String> = client
-        .query(
-            "SELECT relname::text FROM pg_class WHERE relnamespace = 'es'::regnamespace \
-             AND relkind = 'r' AND relname = ANY($1) ORDER BY array_position($1, relname::text)",
-            &[&&wanted[..]],
-        )
-        .expect("the store's tables")
-        .iter()
-        .map(|r| format!("es.{}", r.get::<_, String>(0)))
-        .collect();
-    if !tables.iter().any(|t| t == "es.watermark") {
-        eprintln!("replicas: this build has no es.watermark table: no gap safety on replicas");
-    }
-    tables
 }
 
 /// The primary's `es.watermark_interval` setting, for the record (`unset` in a build without it).

@@ -44,7 +44,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use event_store_client_tests::{
-    Client, Error, TestDb, Uuid, append, bigints, connect_with_retry, describe, kill_9, sqlstate,
+    Client, Error, TestDb, Uuid, append, assert_preloaded, bigints, connect_with_retry, describe,
+    kill_9, position_of, sqlstate,
 };
 use postgres::GenericClient;
 use postgres::types::ToSql;
@@ -157,17 +158,6 @@ fn note(client: &mut impl GenericClient, stream: Uuid, first: i64, count: i64, e
         .collect();
     append(client, stream, None, &events)
         .unwrap_or_else(|e| panic!("append to {stream}: {}", describe(&e)))
-}
-
-/// The global position of `stream`'s event at `version`.
-fn position_of(client: &mut impl GenericClient, stream: Uuid, version: i64) -> i64 {
-    client
-        .query_one(
-            "SELECT global_position FROM es.events WHERE stream_id = $1 AND version = $2",
-            &[&stream, &version],
-        )
-        .unwrap_or_else(|e| panic!("position of {stream} v{version}: {}", describe(&e)))
-        .get(0)
 }
 
 /// `es.poll(name, partition, max_count, consumer)`, in the order the function returns them.
@@ -284,19 +274,6 @@ fn checkpoint(client: &mut impl GenericClient, name: &str, partition: i32) -> i6
         .remove(&partition)
         .unwrap_or_else(|| panic!("es.subscriptions has no row for {name}/{partition}"))
         .checkpoint
-}
-
-/// Fails early with a clear message when the cluster runs without the preload subscriptions need.
-fn assert_preloaded(client: &mut Client) {
-    let preload: String = client
-        .query_one("SHOW shared_preload_libraries", &[])
-        .expect("SHOW shared_preload_libraries")
-        .get(0);
-    assert!(
-        preload.contains("event_store"),
-        "the test cluster must run with shared_preload_libraries = 'event_store' (ES_PRELOAD=1), \
-         it has {preload:?}"
-    );
 }
 
 /// Asserts that `handled` (in handling order) holds each stream's versions 1..=n in order.
