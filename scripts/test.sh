@@ -8,13 +8,21 @@
 #!   4. client tests with several real connections: races, gap-safe reads, crash, dump/restore
 #!   5. the benchmark runner in smoke mode (it must run; the bars are measured by benches/run.sh)
 #! Stops at the first failing layer. Ends with one line: "suites: N passed, M failed".
-#! env: PG_CONFIG / PG_BIN (another PostgreSQL 15 installation, e.g. a relocated copy, with
-#!      PGRX_HOME pointing at a `cargo pgrx init --pg15 $PG_CONFIG`), ES_PORT (port of every
-#!      throwaway cluster), ES_BENCH_PORT, ES_TRACE_PORT, ES_PGRX_TEST_PGDATA (the pg_test data dir)
+#!
+#! Every layer runs on a private copy of the machine's PostgreSQL under target/pg15
+#! (scripts/private_pg.sh), made anew by each run: the extension is installed there, and only
+#! there, from this tree (scripts/install.sh), so a test never passes on a file an earlier
+#! install left behind, and never touches a server of the machine.
+#! env: PG_CONFIG (the PostgreSQL installation to copy; default: the machine's PostgreSQL 15),
+#!      ES_PORT (port of every throwaway cluster), ES_BENCH_PORT, ES_TRACE_PORT,
+#!      ES_PGRX_TEST_PGDATA (the pg_test data dir)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 bash scripts/setup.sh
+eval "$(bash scripts/private_pg.sh "$here/target/pg15")"
+export PG_CONFIG PG_BIN PGRX_HOME
+echo "test: PostgreSQL $("$PG_CONFIG" --version | cut -d' ' -f2) copied to $here/target/pg15, without event_store"
 passed=0
 step() {
   local name=$1; shift
@@ -36,6 +44,8 @@ pgdata=${ES_PGRX_TEST_PGDATA:-/tmp/event_store-pgrx-test}
 step "format" bash -c "cargo fmt --all --check && cargo fmt --check ${client[*]} && cargo fmt --check ${consumer[*]}"
 step "clippy" bash -c "cargo clippy --workspace --all-targets -- -D warnings && cargo clippy --all-targets ${client[*]} -- -D warnings && CARGO_TARGET_DIR=target/bench-consumer cargo clippy --release ${consumer[*]} -- -D warnings"
 step "core crates" cargo test -p event_store_core -p event_store_macros
+# cargo pgrx test installs into the private copy by itself; the step after it installs every
+# script through scripts/install.sh (the library moved aside, not overwritten)
 step "unit and pg_test" bash -c "rm -rf $pgdata && install -d -o postgres $pgdata && cargo pgrx test pg15 --runas postgres --pgdata $pgdata"
 step "install" bash scripts/install.sh
 step "pg_regress" bash tests/pg_regress/run.sh

@@ -2,14 +2,18 @@
 //! snapshots and accounts is updated with `ALTER EXTENSION event_store UPDATE`; its schema must
 //! then equal a fresh install's, its data must be untouched, and it must go on working.
 //!
-//! Why: a fresh install runs the current version's generated script (from `sql/bootstrap.sql`),
-//! an installed store runs the upgrade scripts (`sql/event_store--A--B.sql`); the two are written
-//! by hand, separately, so only a comparison proves they agree. The schemas are compared through
+//! Why: a fresh install runs the current version's generated script (from `sql/bootstrap.sql`
+//! and the registrations), an installed store runs the upgrade scripts (`sql/event_store--A--B.sql`,
+//! written by `scripts/upgrade_0.2.0.py` while 0.2.0 is unreleased); the two are made separately,
+//! so only a comparison proves they agree. Each released version is installed from the
+//! repository's own file (checked byte for byte). The schemas are compared through
 //! the catalogs of schema `es` (pg_dump leaves out an extension's member objects): every member
 //! object, function definition, column, default, index, constraint, trigger, sequence, privilege,
 //! comment and dumped configuration table.
 
-use event_store_client_tests::{Client, TestDb, Uuid, append, describe, stream_version};
+use event_store_client_tests::{
+    Client, TestDb, Uuid, append, describe, pg_bin, stream_version,
+};
 
 /// Every released version: each one is installed, filled, and updated to the current version.
 const RELEASED: &[&str] = &["0.1.0"];
@@ -135,6 +139,30 @@ fn fill(client: &mut Client, stream: Uuid) -> Uuid {
     account
 }
 
+/// The install script of a released version that the server runs is the repository's own file,
+/// byte for byte: installed by `scripts/install.sh` from `sql/`, never a copy some earlier
+/// install left on the machine.
+fn assert_installed_from_repository(version: &str) {
+    let sharedir = std::process::Command::new(pg_bin("pg_config"))
+        .arg("--sharedir")
+        .output()
+        .expect("pg_config --sharedir");
+    let sharedir = String::from_utf8(sharedir.stdout).expect("utf-8");
+    let name = format!("event_store--{version}.sql");
+    let installed = std::path::Path::new(sharedir.trim()).join("extension").join(&name);
+    let repository = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../sql")
+        .join(&name);
+    let installed = std::fs::read(&installed)
+        .unwrap_or_else(|e| panic!("{} is not installed: {e}", installed.display()));
+    let repository = std::fs::read(&repository)
+        .unwrap_or_else(|e| panic!("{}: {e}", repository.display()));
+    assert!(
+        installed == repository,
+        "the installed {name} differs from the repository's sql/{name}"
+    );
+}
+
 #[test]
 fn every_released_version_updates_to_a_fresh_install() {
     let fresh = TestDb::new("upgrade_fresh");
@@ -150,6 +178,7 @@ fn every_released_version_updates_to_a_fresh_install() {
     );
 
     for version in RELEASED {
+        assert_installed_from_repository(version);
         let db = TestDb::empty("upgrade_from");
         let mut client = db.connect();
         client
