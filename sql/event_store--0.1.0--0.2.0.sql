@@ -185,6 +185,14 @@ LANGUAGE c VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'es_read_all';
 COMMENT ON FUNCTION es.read_all(bigint, bigint) IS
   'The global log after after_position in global_position order. Gap-safe: it stops before the first position still in flight, so a reader paging with its last position never skips an event. Needs shared_preload_libraries = ''event_store''.';
+CREATE FUNCTION es.worker_status(OUT state text, OUT reason text, OUT pid integer)
+RETURNS SETOF record
+LANGUAGE c VOLATILE PARALLEL SAFE ROWS 1
+AS 'MODULE_PATHNAME', 'es_worker_status';
+COMMENT ON FUNCTION es.worker_status() IS
+  'The state of this database''s background worker, which runs its projections and, while replicas are connected, writes their watermark: running (with its pid), idle (none runs; one starts on the next request or append that needs it), waiting for a worker slot (with the reason: es.max_workers or max_worker_processes), or no worker (the library is not preloaded).';
+REVOKE ALL ON FUNCTION es.worker_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION es.worker_status() TO pg_monitor;
 CREATE FUNCTION es.create_projection(name text, handler regprocedure, event_types text[] DEFAULT NULL, batch integer DEFAULT 100)
 RETURNS void
 LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
@@ -192,6 +200,13 @@ AS 'MODULE_PATHNAME', 'es_create_projection';
 COMMENT ON FUNCTION es.create_projection(text, regprocedure, text[], integer) IS
   'Registers a projection: the background worker of this database calls handler(es.events) for every event of the given types (NULL = all), in order, batch events per transaction, with the ack in the same transaction (exactly once), as the role that created it. A handler that raises is retried, then its event is parked (es.parked_events) while the other projections go on. Needs shared_preload_libraries = ''event_store''.';
 REVOKE ALL ON FUNCTION es.create_projection(text, regprocedure, text[], integer) FROM PUBLIC;
+CREATE FUNCTION es.projections_changed()
+RETURNS trigger
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'es_projections_changed';
+COMMENT ON FUNCTION es.projections_changed() IS
+  'Trigger of es.projection_config: when rows arrive other than through es.create_projection (pg_restore, a COPY), the database''s worker is asked for when the transaction commits, so restored projections run without a server restart.';
+REVOKE ALL ON FUNCTION es.projections_changed() FROM PUBLIC;
 CREATE FUNCTION es.drop_projection(name text)
 RETURNS void
 LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
@@ -344,6 +359,7 @@ CREATE VIEW es.projections AS
 SELECT j.name,
        CASE WHEN j.paused THEN 'paused'
             WHEN s.parked > 0 THEN 'failed'
+            WHEN w.state IN ('waiting for a worker slot', 'no worker') THEN w.state
             ELSE 'running' END AS state,
        s.checkpoint,
        s.events_behind,
@@ -354,12 +370,19 @@ SELECT j.name,
                   ORDER BY k.attempts > 0 DESC, k.parked_at DESC, k.global_position DESC
                   LIMIT 1)) AS last_error,
        j.handler,
-       j.last_run_at
+       j.last_run_at,
+       CASE WHEN NOT j.paused THEN w.reason END AS state_reason
   FROM es.projection_config j
   JOIN es.subscriptions s ON s.name = j.name AND s.partition = 0
-  JOIN es.subscription_partitions p ON p.subscription = j.name AND p.partition = 0;
+  JOIN es.subscription_partitions p ON p.subscription = j.name AND p.partition = 0
+  CROSS JOIN es.worker_status() w;
 COMMENT ON VIEW es.projections IS
-  'One row per projection: running, paused or failed (an event is parked: see es.parked_events), its checkpoint, its lag in events and seconds, and the last error of its handler.';
+  'One row per projection: running, paused, failed (an event is parked: see es.parked_events), waiting for a worker slot or no worker (state_reason says why: es.max_workers, max_worker_processes, or the library is not preloaded), its checkpoint, its lag in events and seconds, and the last error of its handler.';
+
+CREATE TRIGGER projections_changed AFTER INSERT ON es.projection_config
+    FOR EACH STATEMENT EXECUTE FUNCTION es.projections_changed();
+COMMENT ON TRIGGER projections_changed ON es.projection_config IS
+  'Asks for the database''s worker when projections arrive other than through es.create_projection (pg_restore), at commit.';
 
 REVOKE ALL ON es.subscriptions, es.projections FROM PUBLIC;
 REVOKE ALL ON FUNCTION es.partition_lag(text, integer) FROM PUBLIC;

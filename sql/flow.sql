@@ -44,6 +44,7 @@ CREATE VIEW es.projections AS
 SELECT j.name,
        CASE WHEN j.paused THEN 'paused'
             WHEN s.parked > 0 THEN 'failed'
+            WHEN w.state IN ('waiting for a worker slot', 'no worker') THEN w.state
             ELSE 'running' END AS state,
        s.checkpoint,
        s.events_behind,
@@ -54,12 +55,19 @@ SELECT j.name,
                   ORDER BY k.attempts > 0 DESC, k.parked_at DESC, k.global_position DESC
                   LIMIT 1)) AS last_error,
        j.handler,
-       j.last_run_at
+       j.last_run_at,
+       CASE WHEN NOT j.paused THEN w.reason END AS state_reason
   FROM es.projection_config j
   JOIN es.subscriptions s ON s.name = j.name AND s.partition = 0
-  JOIN es.subscription_partitions p ON p.subscription = j.name AND p.partition = 0;
+  JOIN es.subscription_partitions p ON p.subscription = j.name AND p.partition = 0
+  CROSS JOIN es.worker_status() w;
 COMMENT ON VIEW es.projections IS
-  'One row per projection: running, paused or failed (an event is parked: see es.parked_events), its checkpoint, its lag in events and seconds, and the last error of its handler.';
+  'One row per projection: running, paused, failed (an event is parked: see es.parked_events), waiting for a worker slot or no worker (state_reason says why: es.max_workers, max_worker_processes, or the library is not preloaded), its checkpoint, its lag in events and seconds, and the last error of its handler.';
+
+CREATE TRIGGER projections_changed AFTER INSERT ON es.projection_config
+    FOR EACH STATEMENT EXECUTE FUNCTION es.projections_changed();
+COMMENT ON TRIGGER projections_changed ON es.projection_config IS
+  'Asks for the database''s worker when projections arrive other than through es.create_projection (pg_restore), at commit.';
 
 REVOKE ALL ON es.subscriptions, es.projections FROM PUBLIC;
 REVOKE ALL ON FUNCTION es.partition_lag(text, integer) FROM PUBLIC;

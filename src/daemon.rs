@@ -35,8 +35,11 @@ const IDLE_EXIT: Duration = Duration::from_secs(5);
 const RESTART_AFTER: Duration = Duration::from_secs(5);
 /// The least time between two rounds of a database worker that did not fill a batch.
 const ROUND_GAP: Duration = Duration::from_millis(20);
-/// How often the launcher forgets databases that were dropped.
-const RESCAN_EVERY: Duration = Duration::from_secs(30);
+/// How often the launcher reads the list of databases (to look at new ones and forget dropped
+/// ones; a CREATE DATABASE in a backend with the library asks for a rescan at once).
+const RESCAN_EVERY: Duration = Duration::from_secs(5);
+/// How long a worker runs before it yields its slot to a database that waits for one.
+const YIELD_AFTER: Duration = Duration::from_secs(10);
 
 fn check_signals() -> bool {
     if BackgroundWorker::sighup_received() {
@@ -46,64 +49,124 @@ fn check_signals() -> bool {
     !BackgroundWorker::sigterm_received()
 }
 
+/// A worker the launcher started.
+struct Started {
+    handle: DynamicBackgroundWorker,
+    at: Instant,
+}
+
 /// Entry point of the launcher (see `crate::pg::workers::register_launcher`).
+///
+/// It starts a database's worker where there is work: a database it has not looked at yet (after
+/// a start, a promotion, a CREATE DATABASE, a restore) gets one look; a database with projections
+/// keeps one; a database whose appends replicas must see (the watermark) gets one while replicas
+/// are connected; a backend's request (a projection created, resumed, reset, restored) starts
+/// one at once. At most `es.max_workers` run at once: a database beyond that waits (and says so
+/// in `es.projections`), and the worker that has run longest yields its slot after its round, so
+/// every database progresses. A database held by a database-level command gets none.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn es_launcher_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(None, None);
-    // Every database gets one look after a start (or a crash restart): its projections run
-    // again without any client, and a stale watermark is brought up to date.
-    for db in workers::databases() {
-        workers::request(db, true);
-    }
-    let mut running: HashMap<u32, DynamicBackgroundWorker> = HashMap::new();
+    let mut running: HashMap<u32, Started> = HashMap::new();
     let mut exited: HashMap<u32, Instant> = HashMap::new();
-    let mut rescanned = Instant::now();
-    let mut warned = false;
+    // the databases looked at since this launcher started
+    let mut seen: HashSet<u32> = HashSet::new();
+    let mut rescanned: Option<Instant> = None;
+    // the databases that accept connections and are not templates, as last read
+    let mut live: HashSet<u32> = HashSet::new();
+    let mut warned: HashSet<u32> = HashSet::new();
+    // the worker asked to yield its slot, until it has exited (one at a time)
+    let mut yielding: Option<u32> = None;
     while check_signals() {
-        let replicas = workers::replicas_connected();
-        for (db, wanted) in workers::launcher_poll() {
-            let alive = running.get(&db).is_some_and(|h| {
-                matches!(h.pid(), Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted))
-            });
-            if alive {
-                continue;
-            }
-            if running.remove(&db).is_some() {
-                exited.insert(db, Instant::now());
-            }
-            let recently = exited.get(&db).is_some_and(|t| t.elapsed() < RESTART_AFTER);
-            // a worker that died (an ERROR it could not catch) is replaced, at most every
-            // RESTART_AFTER
-            let died = workers::crashed(db);
-            if wanted || ((replicas || died) && !recently) {
-                match workers::start_database_worker(db) {
-                    Some(handle) => {
-                        running.insert(db, handle);
-                        warned = false;
-                    }
-                    None => {
-                        if !warned {
-                            pgrx::log!(
-                                "event_store: no background worker slot is free for database {db}; raise max_worker_processes"
-                            );
-                            warned = true;
-                        }
-                        // the request stays pending: asked again next round
-                    }
+        if workers::take_rescan() || rescanned.is_none_or(|t| t.elapsed() >= RESCAN_EVERY) {
+            live = workers::databases().into_iter().collect();
+            for &db in &live {
+                if seen.insert(db) {
+                    workers::request(db, true);
                 }
             }
-        }
-        if rescanned.elapsed() >= RESCAN_EVERY {
-            let live = workers::databases();
             for db in workers::registered() {
                 if !live.contains(&db) {
                     workers::forget(db);
                     running.remove(&db);
                 }
             }
-            rescanned = Instant::now();
+            seen.retain(|db| live.contains(db));
+            rescanned = Some(Instant::now());
+        }
+        running.retain(|db, w| {
+            let alive = matches!(
+                w.handle.pid(),
+                Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted)
+            );
+            if !alive {
+                exited.insert(*db, Instant::now());
+            }
+            alive
+        });
+        yielding = yielding.filter(|db| running.contains_key(db));
+        let replicas = workers::replicas_connected();
+        let mut wanting: Vec<workers::Database> = workers::launcher_poll()
+            .into_iter()
+            .filter(|d| {
+                live.contains(&d.db) && !d.held && !d.worker_alive && !running.contains_key(&d.db)
+            })
+            .filter(|d| {
+                let recently = exited
+                    .get(&d.db)
+                    .is_some_and(|t| t.elapsed() < RESTART_AFTER);
+                // a worker that died (an ERROR it could not catch) is replaced, at most every
+                // RESTART_AFTER
+                let died = workers::crashed(d.db);
+                d.wanted || ((d.projections > 0 || died || (replicas && d.appended)) && !recently)
+            })
+            .collect();
+        // projections first: a look at a new database can wait
+        wanting.sort_by_key(|d| (d.projections == 0, !d.wanted, d.db));
+        let limit = gucs::MAX_WORKERS.get().max(1) as usize;
+        for d in &wanting {
+            let why = if running.len() >= limit {
+                workers::WAIT_LIMIT
+            } else if let Some(handle) = workers::start_database_worker(d.db) {
+                running.insert(
+                    d.db,
+                    Started {
+                        handle,
+                        at: Instant::now(),
+                    },
+                );
+                warned.remove(&d.db);
+                workers::WAIT_NONE
+            } else {
+                workers::WAIT_SLOTS
+            };
+            workers::set_waiting(d.db, why);
+            if why != workers::WAIT_NONE && (d.projections > 0 || d.wanted) {
+                if d.projections > 0 && warned.insert(d.db) {
+                    pgrx::log!(
+                        "event_store: database {} waits for a worker: {}",
+                        d.db,
+                        if why == workers::WAIT_LIMIT {
+                            format!("es.max_workers ({limit}) workers serve other databases")
+                        } else {
+                            "no background worker slot is free; raise max_worker_processes"
+                                .to_owned()
+                        }
+                    );
+                }
+                // the longest-running worker gives its slot up after its round
+                if yielding.is_none()
+                    && let Some((&db, _)) = running
+                        .iter()
+                        .filter(|(_, w)| w.at.elapsed() >= YIELD_AFTER)
+                        .max_by_key(|(_, w)| w.at.elapsed())
+                {
+                    workers::ask_yield(db);
+                    yielding = Some(db);
+                }
+            }
         }
         if !BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
             break;
@@ -113,6 +176,8 @@ pub extern "C-unwind" fn es_launcher_main(_arg: pg_sys::Datum) {
 
 /// What a database worker keeps between rounds.
 struct DatabaseWorker {
+    /// Its database.
+    db: u32,
     /// Projections whose handler raised an error es.run_handler could not catch: they run one
     /// event per batch until a batch succeeds.
     single: HashSet<String>,
@@ -129,6 +194,8 @@ struct Round {
     projections: usize,
     /// A projection handled a full batch: more are waiting, look again at once.
     full: bool,
+    /// The watermark has work (see `DatabaseWorker::write_watermark`).
+    watermark: bool,
 }
 
 impl DatabaseWorker {
@@ -146,9 +213,10 @@ impl DatabaseWorker {
                 present: false,
                 projections: 0,
                 full: false,
+                watermark: false,
             };
         };
-        self.write_watermark();
+        let watermark = self.write_watermark(self.db);
         let mut full = false;
         for p in &runnable {
             match self.step(p) {
@@ -167,6 +235,7 @@ impl DatabaseWorker {
             projections: runnable.len(),
             full,
             present: true,
+            watermark,
         }
     }
 
@@ -198,24 +267,27 @@ impl DatabaseWorker {
     }
 
     /// Writes the watermark while replicas are connected, at most every
-    /// `es.watermark_interval`, and never where `es.events` is itself replicated in.
-    fn write_watermark(&mut self) {
+    /// `es.watermark_interval`, and never where `es.events` is itself replicated in. Returns
+    /// whether the watermark has work: replicas are connected and a commit appended since the
+    /// last write, or positions below the sequence's end are still in flight.
+    fn write_watermark(&mut self, db: u32) -> bool {
         let interval = gucs::WATERMARK_INTERVAL.get();
         if interval <= 0 || !workers::replicas_connected() {
-            return;
+            return false;
         }
         if self
             .watermark_at
             .is_some_and(|t| t.elapsed() < Duration::from_millis(interval as u64))
         {
-            return;
+            return true;
         }
         self.watermark_at = Some(Instant::now());
+        let appended = workers::take_appended(db);
         let last = self.watermark;
-        let written = in_transaction(|| {
+        let (written, behind) = in_transaction(|| {
             let conn = Connection::connect();
             if crate::store::read::replicated_in(&conn) {
-                return last;
+                return (last, false);
             }
             let sequence_last = conn
                 .execute(Stmt::SequenceLast, &[])
@@ -224,12 +296,13 @@ impl DatabaseWorker {
             match positions::watermark_bound(sequence_last) {
                 Some(bound) if bound > last => {
                     conn.execute(Stmt::WriteWatermark, &[Some(i64_datum(bound))]);
-                    bound
+                    (bound, bound < sequence_last)
                 }
-                _ => last,
+                _ => (last, last < sequence_last),
             }
         });
         self.watermark = written;
+        appended || behind
     }
 }
 
@@ -274,28 +347,40 @@ pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
             pg_sys::GucSource::PGC_S_SESSION,
         );
     }
-    if !workers::claim_worker(db.to_u32()) {
-        return; // another worker serves this database
+    let db = db.to_u32();
+    if !workers::claim_worker(db) {
+        return; // another worker serves this database, or a database command holds it
     }
     let mut worker = DatabaseWorker {
+        db,
         single: HashSet::new(),
         watermark: -1,
         watermark_at: None,
     };
     let waiter = Waiter::new();
     let mut idle_since = Instant::now();
+    // whether this worker found work: one that did lingers IDLE_EXIT after its last work (a
+    // resume or the next append is likely); one sent to look at a database that has none (after
+    // a start, a CREATE DATABASE) leaves after one round and frees its slot
+    let mut worked = false;
     while check_signals() {
         waiter.arm();
-        let asked = workers::take_request(db.to_u32());
+        let asked = workers::take_request(db);
         let round = worker.round();
         if !round.present {
-            workers::forget(db.to_u32());
+            workers::forget_unless_wanted(db);
             break;
         }
-        let replicas = workers::replicas_connected();
-        if asked || round.projections > 0 || replicas {
+        workers::set_projections(db, round.projections);
+        if workers::take_yield(db) {
+            break; // another database waits for this slot; the launcher starts this one again
+        }
+        if round.projections > 0 || round.watermark {
+            worked = true;
             idle_since = Instant::now();
-        } else if idle_since.elapsed() >= IDLE_EXIT {
+        } else if asked && worked {
+            idle_since = Instant::now();
+        } else if !worked || idle_since.elapsed() >= IDLE_EXIT {
             break;
         }
         if round.full {
@@ -305,6 +390,7 @@ pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
         // them into the next round, so the worker's rounds (and its CPU) stay bounded however
         // fast the writers commit, at the price of that pause in a projection's lag.
         std::thread::sleep(ROUND_GAP);
+        let replicas = workers::replicas_connected();
         let naptime = Duration::from_millis(gucs::PROJECTION_NAPTIME.get().max(10) as u64);
         let sleep = if replicas && gucs::WATERMARK_INTERVAL.get() > 0 {
             naptime.min(Duration::from_millis(gucs::WATERMARK_INTERVAL.get() as u64))
@@ -315,5 +401,5 @@ pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
             break;
         }
     }
-    workers::release_worker(db.to_u32());
+    workers::release_worker(db);
 }

@@ -30,7 +30,12 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "../sql/flow.sql",
     name = "flow",
-    requires = ["es_stream_hash", "es_create_projection"]
+    requires = [
+        "es_stream_hash",
+        "es_create_projection",
+        "es_worker_status",
+        "es_projections_changed"
+    ]
 );
 
 /// The store's segments of shared memory: the positions in flight, the span ring and the
@@ -60,6 +65,7 @@ pub extern "C-unwind" fn _PG_init() {
         pg::positions::install_callback();
         trace::worker::register();
         pg::workers::register_launcher();
+        pg::utility::install();
     }
 }
 

@@ -1,8 +1,9 @@
 //! Projections (SPEC §10): `es.create_projection`, `es.drop_projection`,
 //! `es.pause_projection`, `es.resume_projection`, `es.reset_projection`,
-//! `es.wait_for_projection`. The seed's two projections and their views are in sql/flow.sql.
+//! `es.wait_for_projection`; the state of the database's worker (`es.worker_status`) and the
+//! trigger that asks for it when projections are restored (`es.projections_changed`). The seed's two projections and their views are in sql/flow.sql.
 
-use crate::pg::call::{Call, no_value};
+use crate::pg::call::{Call, no_value, text_datum};
 use crate::store::projection;
 use event_store_core::EventStoreError;
 use event_store_macros::sql_function;
@@ -105,4 +106,40 @@ fn wait_for_projection(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
         call.required_i32(arg::timeout_ms)?,
     )?;
     Ok(Datum::from(ready))
+}
+
+/// One row: state, reason, pid.
+#[sql_function(
+    sql = "es.worker_status(OUT state text, OUT reason text, OUT pid integer)
+RETURNS SETOF record
+LANGUAGE c VOLATILE PARALLEL SAFE ROWS 1",
+    comment = "The state of this database's background worker, which runs its projections and, while replicas are connected, writes their watermark: running (with its pid), idle (none runs; one starts on the next request or append that needs it), waiting for a worker slot (with the reason: es.max_workers or max_worker_processes), or no worker (the library is not preloaded).",
+    access = "owner, pg_monitor",
+    span = "projection.worker_status",
+    span_fields = r#"db.system = "postgresql""#
+)]
+fn worker_status(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    let (state, reason, pid) = projection::worker_status();
+    let mut out = call.materialize();
+    let values = [
+        text_datum(state),
+        reason.as_deref().map_or(Datum::from(0usize), text_datum),
+        Datum::from(pid.unwrap_or(0)),
+    ];
+    let nulls = [false, reason.is_none(), pid.is_none()];
+    // SAFETY: one value per OUT column of the declaration above, of its type.
+    unsafe { out.put(&values, &nulls) };
+    Ok(no_value())
+}
+
+#[sql_function(
+    sql = "es.projections_changed()
+RETURNS trigger
+LANGUAGE c VOLATILE",
+    comment = "Trigger of es.projection_config: when rows arrive other than through es.create_projection (pg_restore, a COPY), the database's worker is asked for when the transaction commits, so restored projections run without a server restart.",
+    access = "owner"
+)]
+fn projections_changed(_call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
+    projection::changed();
+    Ok(no_value())
 }

@@ -17,6 +17,14 @@ pub static WATERMARK_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(10);
 /// projections (milliseconds) when no commit wakes it.
 pub static PROJECTION_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
+/// `es.max_workers`: the most database workers (projections, the replicas' watermark) the
+/// store runs at once, across the cluster. Each takes a slot of `max_worker_processes`, the pool
+/// parallel query and logical replication draw from too, so the store must not take them all: a
+/// database beyond the bound waits (`es.projections` says so), and while one waits, the worker
+/// that has run longest yields its slot after its round, so every database's projections
+/// progress. Databases with no projections and no replicas to serve take no slot.
+pub static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
+
 /// Registers the settings.
 pub fn init() {
     GucRegistry::define_int_guc(
@@ -48,6 +56,16 @@ pub fn init() {
         3_600_000,
         GucContext::Sighup,
         GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"es.max_workers",
+        c"Most database workers (projections, replicas' watermark) the store runs at once.",
+        c"Each database worker takes a slot of max_worker_processes, which parallel query and logical replication also draw from. A database beyond this bound waits for a slot (es.projections shows it); while one waits, the longest-running worker yields its slot after its round.",
+        &MAX_WORKERS,
+        1,
+        1024,
+        GucContext::Sighup,
+        GucFlags::default(),
     );
     // SAFETY: called from _PG_init after the es.* settings are defined; the prefix is a static
     // string.

@@ -12,6 +12,10 @@
 //! - [`positions`]: global positions: their draws and the positions in flight that make the
 //!   global read gap-safe;
 //! - [`shmem`]: the shared-memory hooks of every segment;
+//! - [`workers`]: the registry of the per-database workers in shared memory, starting them, the
+//!   list of databases, whether replicas are connected;
+//! - [`utility`]: the `ProcessUtility_hook` that moves the workers out of the way of
+//!   database-level commands (`DROP DATABASE`, …);
 //! - [`aggregate`]: Rust values owned by an aggregate's memory context;
 //! - [`gucs`]: the store's settings; [`error`]: raising the store's errors as PostgreSQL ERRORs.
 
@@ -25,4 +29,5 @@ pub mod jsonb;
 pub mod positions;
 pub mod shmem;
 pub mod spi;
+pub mod utility;
 pub mod workers;

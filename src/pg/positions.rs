@@ -396,6 +396,10 @@ unsafe extern "C-unwind" fn on_xact_end(event: pg_sys::XactEvent::Type, _arg: *m
         | XACT_EVENT_PARALLEL_COMMIT
         | XACT_EVENT_PARALLEL_ABORT
         | XACT_EVENT_PREPARE => {
+            super::workers::transaction_ended(matches!(
+                event,
+                XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT
+            ));
             let i = MY_SLOT.swap(NO_SLOT, Ordering::Relaxed);
             if i != NO_SLOT
                 && let Some(shared) = shared()
@@ -403,7 +407,9 @@ unsafe extern "C-unwind" fn on_xact_end(event: pg_sys::XactEvent::Type, _arg: *m
                 slots(shared)[i].min_position.store(0, Ordering::Release);
                 if matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT) {
                     // SAFETY: MyDatabaseId is set in every backend that appends.
-                    wake_waiters(unsafe { pg_sys::MyDatabaseId }.to_u32());
+                    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+                    wake_waiters(db);
+                    super::workers::appended(db);
                 }
             }
         }

@@ -8,9 +8,10 @@ use super::subscription::{
     no_such, remove, sleep_until,
 };
 use crate::pg::call::{i64_datum, text_datum};
+use crate::pg::gucs;
 use crate::pg::positions::wake_waiters;
 use crate::pg::spi::{Arg, Connection, Stmt};
-use crate::pg::workers;
+use crate::pg::workers::{self, WorkerStatus};
 use event_store_core::EventStoreError;
 use event_store_core::subscription::{SubscriptionSpec, check_count, check_name};
 use pgrx::pg_sys::{Datum, Oid};
@@ -73,7 +74,7 @@ pub fn create(
             Some(text_datum(&workers::outer_user_name())),
         ],
     );
-    workers::request(current_database(), true);
+    workers::request_projections(current_database());
     Ok(())
 }
 
@@ -101,7 +102,7 @@ pub fn set_paused(name: &str, paused: bool) -> Result<(), EventStoreError> {
         &[Some(text_datum(name)), Some(Datum::from(paused))],
     );
     if !paused {
-        workers::request(current_database(), true);
+        workers::request_projections(current_database());
     }
     Ok(())
 }
@@ -113,7 +114,7 @@ pub fn reset(name: &str) -> Result<(), EventStoreError> {
     existing(&conn, name)?;
     subscription::lock_partitions(&conn, name);
     conn.execute(Stmt::ProjectionReset, &[Some(text_datum(name))]);
-    workers::request(current_database(), true);
+    workers::request_projections(current_database());
     Ok(())
 }
 
@@ -255,6 +256,45 @@ pub fn escaped(name: &str, error: &str) -> Result<(), EventStoreError> {
         nack_locked(&conn, &part, position, error)?;
     }
     Ok(())
+}
+
+/// Projections arrived in `es.projection_config` (the trigger `es.projections_changed`, e.g.
+/// under pg_restore): the worker is asked for when the transaction commits.
+pub fn changed() {
+    workers::request_projections(current_database());
+}
+
+/// `es.worker_status()`: the state of this database's worker (`running`, `idle`, `waiting for a
+/// worker slot` or `no worker`), why it is not running, and its pid.
+pub fn worker_status() -> (&'static str, Option<String>, Option<i32>) {
+    match workers::status(current_database()) {
+        WorkerStatus::NotPreloaded => (
+            "no worker",
+            Some(
+                "event_store is not in shared_preload_libraries: no worker runs projections"
+                    .to_owned(),
+            ),
+            None,
+        ),
+        WorkerStatus::Idle => ("idle", None, None),
+        WorkerStatus::Running(pid) => ("running", None, Some(pid)),
+        WorkerStatus::WaitingForLimit => (
+            "waiting for a worker slot",
+            Some(format!(
+                "es.max_workers ({}) workers serve other databases; each gives its slot up in turn, or raise es.max_workers",
+                gucs::MAX_WORKERS.get()
+            )),
+            None,
+        ),
+        WorkerStatus::WaitingForSlot => (
+            "waiting for a worker slot",
+            Some(format!(
+                "no background worker slot is free: all {} of max_worker_processes are in use (parallel query and logical replication draw from them too); raise max_worker_processes",
+                workers::max_worker_processes()
+            )),
+            None,
+        ),
+    }
 }
 
 /// Wakes `es.wait_for_projection` callers after the worker committed a batch.

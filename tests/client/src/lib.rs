@@ -428,3 +428,27 @@ pub fn position_of(client: &mut impl postgres::GenericClient, stream: Uuid, vers
         .unwrap_or_else(|e| panic!("position of {stream} v{version}: {}", describe(&e)))
         .get(0)
 }
+
+/// Runs a PostgreSQL client program against the test cluster and panics with its output on failure.
+pub fn run_client_program(program: &str, args: &[&str]) {
+    let output = std::process::Command::new(pg_bin(program))
+        .args([
+            "-h",
+            &host(),
+            "-p",
+            &port().to_string(),
+            "-U",
+            PG_USER,
+            "-w",
+        ])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", pg_bin(program)));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

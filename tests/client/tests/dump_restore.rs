@@ -10,11 +10,9 @@
 //! right next version, and restored event ids stay unique.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use event_store_client_tests::{
-    Client, PG_USER, TestDb, Uuid, append, describe, host, pg_bin, port, sqlstate, stream_version,
-    texts,
+    Client, TestDb, Uuid, append, describe, run_client_program, sqlstate, stream_version, texts,
 };
 
 /// Every row of the extension's tables, rendered whole (so columns added later are compared too).
@@ -72,30 +70,6 @@ fn populate(client: &mut Client, streams: &[Uuid; 3]) -> Uuid {
             .unwrap_or_else(|e| panic!("es.save_snapshot: {}", describe(&e)));
     }
     reused_id
-}
-
-/// Runs a PostgreSQL client program against the test cluster and panics with its output on failure.
-fn run_client_program(program: &str, args: &[&str]) {
-    let output = Command::new(pg_bin(program))
-        .args([
-            "-h",
-            &host(),
-            "-p",
-            &port().to_string(),
-            "-U",
-            PG_USER,
-            "-w",
-        ])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", pg_bin(program)));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// Removes the dump file when the test ends.
