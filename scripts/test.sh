@@ -20,6 +20,14 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 bash scripts/setup.sh
+# The machine's own installation (what scripts/main.sh installs into): the suite must leave it
+# exactly as it found it (a library overwritten under a running server crashes that server).
+machine_config=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+machine_files() {
+  stat -c '%n %i %s %Y' "$("$machine_config" --pkglibdir)"/event_store* \
+    "$("$machine_config" --sharedir)"/extension/event_store* 2>/dev/null | sort || true
+}
+machine_before=$(machine_files)
 eval "$(bash scripts/private_pg.sh "$here/target/pg15")"
 export PG_CONFIG PG_BIN PGRX_HOME
 echo "test: PostgreSQL $("$PG_CONFIG" --version | cut -d' ' -f2) copied to $here/target/pg15, without event_store"
@@ -47,9 +55,12 @@ step "core crates" cargo test -p event_store_core -p event_store_macros
 # cargo pgrx test installs into the private copy by itself; the step after it installs every
 # script through scripts/install.sh (the library moved aside, not overwritten)
 step "unit and pg_test" bash -c "rm -rf $pgdata && install -d -o postgres $pgdata && cargo pgrx test pg15 --runas postgres --pgdata $pgdata"
-step "install" bash scripts/install.sh
+# a file an earlier install left behind must not survive an install
+stale="$("$PG_CONFIG" --sharedir)/extension/event_store--0.0.1.sql"
+step "install" bash -c "touch '$stale' && bash scripts/install.sh && test ! -e '$stale'"
 step "pg_regress" bash tests/pg_regress/run.sh
 step "client tests" bash tests/client/run.sh
 step "benchmark smoke" bash benches/run.sh --smoke
+step "the machine's PostgreSQL untouched" bash -c "[ \"\$1\" = \"\$2\" ] || { echo 'the suite changed the machine installation:'; diff <(echo \"\$1\") <(echo \"\$2\"); exit 1; }" _ "$machine_before" "$(machine_files)"
 echo
 echo "suites: $passed passed, 0 failed"
