@@ -13,6 +13,8 @@
 //!   global read gap-safe;
 //! - [`shmem`]: the shared-memory hooks of every segment;
 //! - [`aggregate`]: Rust values owned by an aggregate's memory context;
+//! - [`security`]: running code as another role (a projection's handler as its creator) the
+//!   way PostgreSQL does, in a security-restricted operation;
 //! - [`gucs`]: the store's settings; [`error`]: raising the store's errors as PostgreSQL ERRORs.
 
 pub mod aggregate;
@@ -23,6 +25,7 @@ pub mod heap;
 pub mod insert;
 pub mod jsonb;
 pub mod positions;
+pub mod security;
 pub mod shmem;
 pub mod spi;
 pub mod workers;
