@@ -165,7 +165,7 @@ SELECT es.append_events(('feed0000-0000-0000-0000-0000000000' || n)::uuid, 0,
   FROM unnest(ARRAY['reset role', 'set role', 'set_config', 'session authorization', 'none'],
               ARRAY['b1', 'b2', 'b3', 'b4', 'b5']) AS t(x, n);
 SELECT es.append_events('feed0000-0000-0000-0000-0000000000b5', 1, ARRAY['{"type":"Escape"}']::jsonb[]);
--- four events retried five times each, about a second apart (es.projection_naptime)
+-- four events, each retried five times before it is parked
 SELECT es.wait_for_projection('escaping', (SELECT max(global_position) FROM es.events), 90000);
 SELECT e.data->>'escape' AS escape, k.attempts, k.error
   FROM es.parked_events k JOIN es.events e ON e.global_position = k.global_position
@@ -204,8 +204,8 @@ SELECT es.open_account('Projected Holder', 1000) AS acct \gset
 SELECT es.deposit(:'acct', 250, 'salary');
 SELECT es.withdraw(:'acct', 100, 'rent');
 SELECT es.freeze_account(:'acct', 'audit');
-SELECT es.wait_for_projection('account_balances', (SELECT max(global_position) FROM es.events), 20000),
-       es.wait_for_projection('account_transactions', (SELECT max(global_position) FROM es.events), 20000);
+SELECT es.wait_for_projection('account_balances', (SELECT max(global_position) FROM es.events), 60000),
+       es.wait_for_projection('account_transactions', (SELECT max(global_position) FROM es.events), 60000);
 SELECT holder_name, balance_cents, status, version FROM es.account_balances WHERE account_id = :'acct';
 SELECT (SELECT to_jsonb(b) - 'account_id' - 'updated_at' FROM es.account_balances b WHERE account_id = :'acct')
      = es.account_state(:'acct') AS balances_equal_state;
