@@ -26,14 +26,18 @@
 //!   handler, or from a `SECURITY DEFINER` function another role owns, runs as that function's
 //!   role (the current user of the call), never as the session's user.
 //!
+//! - `the_creator_is_dumped_by_name`: `pg_dump` / `pg_restore` keep the creator (a `regrole`:
+//!   written by name, read back as the role's OID).
+//!
 //! Needs `shared_preload_libraries = 'event_store'` (ES_PRELOAD=1). Stream ids are fixed.
 
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use event_store_client_tests::{
-    Client, NoTls, TestDb, Uuid, append, assert_preloaded, config, connect_with_retry, describe,
-    position_of,
+    Client, NoTls, PG_USER, TestDb, Uuid, append, assert_preloaded, config, connect_with_retry,
+    describe, host, pg_bin, port, position_of,
 };
 use postgres::GenericClient;
 
@@ -536,4 +540,58 @@ fn the_creator_is_the_caller_of_create_projection() {
             ("trapped".to_owned(), bob.to_owned()),
         ]
     );
+}
+
+/// Runs a PostgreSQL client program against the test cluster; panics with its output on failure.
+fn run_client_program(program: &str, args: &[&str]) {
+    let output = Command::new(pg_bin(program))
+        .args(["-h", &host(), "-p", &port().to_string(), "-U", PG_USER, "-w"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", pg_bin(program)));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_creator_is_dumped_by_name() {
+    let role = Role::new("es_sec_alice_dump");
+    let role = role.name.as_str();
+    let source = TestDb::new("sec_dump_src");
+    let mut c = source.connect();
+    assert_preloaded(&mut c);
+    unprivileged_creator(&mut c, role);
+    let mut alice = connect_as(&source, role);
+    exec(
+        &mut alice,
+        &format!(
+            "CREATE FUNCTION {role}.h(e es.events) RETURNS void LANGUAGE sql AS 'SELECT';
+             SELECT es.create_projection('dumped', '{role}.h(es.events)'::regprocedure);"
+        ),
+    );
+    drop(alice);
+    let dump = std::env::temp_dir().join(format!("{}.dump", source.name()));
+    let dump_path = dump.to_str().expect("temp path is UTF-8").to_owned();
+    run_client_program("pg_dump", &["-Fc", "-f", &dump_path, source.name()]);
+    let target = TestDb::empty("sec_dump_dst");
+    run_client_program(
+        "pg_restore",
+        &["--exit-on-error", "-d", target.name(), &dump_path],
+    );
+    let _ = std::fs::remove_file(&dump);
+    let mut dst = target.connect();
+    let row = dst
+        .query_one(
+            "SELECT j.run_as::text, j.run_as::oid = r.oid FROM es.projection_config j
+               JOIN pg_roles r ON r.rolname = $1 WHERE j.name = 'dumped'",
+            &[&role],
+        )
+        .unwrap_or_else(|e| panic!("restored es.projection_config: {}", describe(&e)));
+    assert_eq!(row.get::<_, String>(0), role);
+    assert!(row.get::<_, bool>(1), "the restored creator is the role's OID");
 }
