@@ -22,9 +22,10 @@ const PROJECTION_MAX_ATTEMPTS: i32 = 5;
 /// `es.create_projection` (`entry`: the OID of the SQL function called), called as the role
 /// that creates the projection (the function is `SECURITY INVOKER`): that role is recorded as
 /// the one the handler runs as, and the store's own rows are then written as the owner of
-/// `entry`, as a `SECURITY DEFINER` function would. Recording the definer's caller instead would let a
-/// `SECURITY DEFINER` function of another role, or a handler (whose session user is the
-/// worker's superuser), create a projection running as someone else.
+/// `entry`, as a `SECURITY DEFINER` function would. Recording the session's role instead (what
+/// a `SECURITY DEFINER` function can still see) would let a `SECURITY DEFINER` function of
+/// another role, or a handler (whose session user is the worker's superuser), create a
+/// projection running as someone else.
 pub fn create(
     name: &str,
     handler: Oid,
@@ -199,8 +200,9 @@ pub enum Step {
 
 /// One batch of a projection, in the caller's transaction: each event through the handler
 /// (`es.run_handler` as the projection's creator, a subtransaction per event that returns the
-/// handler's error instead of raising it: see [`handle`]), then the ack of the handled ones; a failing event is nacked and the batch ends
-/// there, so the events behind it wait (per-stream order) until it is retried or parked.
+/// handler's error instead of raising it: see [`handle`]), then the ack of the handled ones; a
+/// failing event is nacked and the batch ends there, so the events behind it wait (per-stream
+/// order) until it is retried or parked.
 pub fn step(p: &Runnable, batch: i32) -> Result<Step, EventStoreError> {
     let conn = Connection::connect();
     // The partition row first, as every client function that also touches the projection's
@@ -285,14 +287,17 @@ fn handle(conn: &Connection, p: &Runnable, run_handler: Oid, position: i64) -> O
     let handler = text_datum(&p.handler);
     // The handler is the user's code: it resolves its names with the session's search_path
     // (for its role), not the store's pinned one.
-    conn.unpinned(|| {
+    let error = conn.unpinned(|| {
         security::restricted_as(p.run_as, || {
             // SAFETY: es.run_handler(text, es.events) returns text; `handler` is a text datum
             // and `event` the composite datum of an es.events row, which lives in `row`'s
-            // tuple table until `row` is dropped after this call.
+            // tuple table until `row` is freed after this call.
             unsafe { security::call_returning_text(run_handler, &[handler, event]) }
         })
-    })
+    });
+    // one event row in memory at a time, however large the batch and its events
+    row.free();
+    error
 }
 
 /// Records when a projection last handled a batch (after the batch's commit, in a transaction of
