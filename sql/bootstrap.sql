@@ -197,7 +197,7 @@ CREATE TABLE es.projection_config (
     handler     text        NOT NULL,
     batch       integer     NOT NULL,
     paused      boolean     NOT NULL DEFAULT false,
-    run_as      name        NOT NULL,
+    run_as      regrole     NOT NULL,
     last_run_at timestamptz,
     created_at  timestamptz NOT NULL DEFAULT transaction_timestamp(),
     CONSTRAINT projection_config_pkey PRIMARY KEY (name)
@@ -208,7 +208,7 @@ COMMENT ON COLUMN es.projection_config.name IS 'The projection, and its subscrip
 COMMENT ON COLUMN es.projection_config.handler IS 'The handler function(es.events), quoted and schema-qualified ("schema"."function").';
 COMMENT ON COLUMN es.projection_config.batch IS 'Events per transaction of the worker.';
 COMMENT ON COLUMN es.projection_config.paused IS 'es.pause_projection / es.resume_projection.';
-COMMENT ON COLUMN es.projection_config.run_as IS 'The role that created the projection: the worker runs the handler as this role.';
+COMMENT ON COLUMN es.projection_config.run_as IS 'The role that called es.create_projection (its OID: it follows a rename, and pg_dump writes it by name): the worker runs the handler as this role, inside a security-restricted operation. A projection whose role was dropped fails each event with an error and parks it.';
 COMMENT ON COLUMN es.projection_config.last_run_at IS 'When the worker last handled a batch.';
 COMMENT ON COLUMN es.projection_config.created_at IS 'Transaction time of es.create_projection.';
 

@@ -99,7 +99,7 @@ CREATE TABLE es.projection_config (
     handler     text        NOT NULL,
     batch       integer     NOT NULL,
     paused      boolean     NOT NULL DEFAULT false,
-    run_as      name        NOT NULL,
+    run_as      regrole     NOT NULL,
     last_run_at timestamptz,
     created_at  timestamptz NOT NULL DEFAULT transaction_timestamp(),
     CONSTRAINT projection_config_pkey PRIMARY KEY (name)
@@ -110,7 +110,7 @@ COMMENT ON COLUMN es.projection_config.name IS 'The projection, and its subscrip
 COMMENT ON COLUMN es.projection_config.handler IS 'The handler function(es.events), quoted and schema-qualified ("schema"."function").';
 COMMENT ON COLUMN es.projection_config.batch IS 'Events per transaction of the worker.';
 COMMENT ON COLUMN es.projection_config.paused IS 'es.pause_projection / es.resume_projection.';
-COMMENT ON COLUMN es.projection_config.run_as IS 'The role that created the projection: the worker runs the handler as this role.';
+COMMENT ON COLUMN es.projection_config.run_as IS 'The role that called es.create_projection (its OID: it follows a rename, and pg_dump writes it by name): the worker runs the handler as this role, inside a security-restricted operation. A projection whose role was dropped fails each event with an error and parks it.';
 COMMENT ON COLUMN es.projection_config.last_run_at IS 'When the worker last handled a batch.';
 COMMENT ON COLUMN es.projection_config.created_at IS 'Transaction time of es.create_projection.';
 
@@ -195,10 +195,10 @@ REVOKE ALL ON FUNCTION es.worker_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION es.worker_status() TO pg_monitor;
 CREATE FUNCTION es.create_projection(name text, handler regprocedure, event_types text[] DEFAULT NULL, batch integer DEFAULT 100)
 RETURNS void
-LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+LANGUAGE c VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'es_create_projection';
 COMMENT ON FUNCTION es.create_projection(text, regprocedure, text[], integer) IS
-  'Registers a projection: the background worker of this database calls handler(es.events) for every event of the given types (NULL = all), in order, batch events per transaction, with the ack in the same transaction (exactly once), as the role that created it. A handler that raises is retried, then its event is parked (es.parked_events) while the other projections go on. Needs shared_preload_libraries = ''event_store''.';
+  'Registers a projection: the background worker of this database calls handler(es.events) for every event of the given types (NULL = all), in order, batch events per transaction, with the ack in the same transaction (exactly once), as the role that created it (the current user of this call), inside a security-restricted operation (as REFRESH MATERIALIZED VIEW runs a view''s owner''s code). A handler that raises is retried, then its event is parked (es.parked_events) while the other projections go on. SECURITY INVOKER, so the role recorded is the caller''s; the store''s rows are written as this function''s owner. Needs shared_preload_libraries = ''event_store''.';
 REVOKE ALL ON FUNCTION es.create_projection(text, regprocedure, text[], integer) FROM PUBLIC;
 CREATE FUNCTION es.projections_changed()
 RETURNS trigger
@@ -389,13 +389,14 @@ REVOKE ALL ON FUNCTION es.partition_lag(text, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION es.partition_lag(text, integer) TO pg_monitor;
 GRANT SELECT ON es.subscriptions, es.projections TO pg_monitor;
 
-CREATE FUNCTION es.run_handler(handler text, run_as text, event es.events) RETURNS text
+CREATE FUNCTION es.run_handler(handler text, event es.events) RETURNS text
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    PERFORM pg_catalog.set_config('role', run_as, true);
+    -- No role switching here: the worker calls this function already switched to the
+    -- projection's creator, inside a security-restricted operation (src/pg/security.rs); the
+    -- executor checks the creator's EXECUTE privilege on the handler.
     EXECUTE 'SELECT ' || handler || '($1)' USING event;
-    PERFORM pg_catalog.set_config('role', 'none', true);
     RETURN NULL;
 EXCEPTION
     -- OTHERS leaves out ASSERT failures (and cancels, which must stop the worker's statement)
@@ -405,9 +406,9 @@ EXCEPTION
         RETURN SQLERRM;
 END
 $$;
-COMMENT ON FUNCTION es.run_handler(text, text, es.events) IS
-  'Called by the projection worker: runs a projection''s handler (its quoted, schema-qualified name, as stored in es.projection_config) for one event, as the role that created the projection and with the database''s search_path, in a subtransaction; returns NULL, or the error message when the handler raised (its writes are then rolled back, and the event is retried and parked).';
-REVOKE ALL ON FUNCTION es.run_handler(text, text, es.events) FROM PUBLIC;
+COMMENT ON FUNCTION es.run_handler(text, es.events) IS
+  'Called by the projection worker (through fmgr, without a permission check on this function), already running as the role that created the projection inside a security-restricted operation: runs the projection''s handler (its quoted, schema-qualified name, as stored in es.projection_config) for one event in a subtransaction, with the session''s search_path; returns NULL, or the error message when the handler raised (its writes are then rolled back, and the event is retried and parked).';
+REVOKE ALL ON FUNCTION es.run_handler(text, es.events) FROM PUBLIC;
 
 CREATE FUNCTION es.project_account_balances(e es.events) RETURNS void
 LANGUAGE plpgsql

@@ -74,13 +74,14 @@ REVOKE ALL ON FUNCTION es.partition_lag(text, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION es.partition_lag(text, integer) TO pg_monitor;
 GRANT SELECT ON es.subscriptions, es.projections TO pg_monitor;
 
-CREATE FUNCTION es.run_handler(handler text, run_as text, event es.events) RETURNS text
+CREATE FUNCTION es.run_handler(handler text, event es.events) RETURNS text
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    PERFORM pg_catalog.set_config('role', run_as, true);
+    -- No role switching here: the worker calls this function already switched to the
+    -- projection's creator, inside a security-restricted operation (src/pg/security.rs); the
+    -- executor checks the creator's EXECUTE privilege on the handler.
     EXECUTE 'SELECT ' || handler || '($1)' USING event;
-    PERFORM pg_catalog.set_config('role', 'none', true);
     RETURN NULL;
 EXCEPTION
     -- OTHERS leaves out ASSERT failures (and cancels, which must stop the worker's statement)
@@ -90,9 +91,9 @@ EXCEPTION
         RETURN SQLERRM;
 END
 $$;
-COMMENT ON FUNCTION es.run_handler(text, text, es.events) IS
-  'Called by the projection worker: runs a projection''s handler (its quoted, schema-qualified name, as stored in es.projection_config) for one event, as the role that created the projection and with the database''s search_path, in a subtransaction; returns NULL, or the error message when the handler raised (its writes are then rolled back, and the event is retried and parked).';
-REVOKE ALL ON FUNCTION es.run_handler(text, text, es.events) FROM PUBLIC;
+COMMENT ON FUNCTION es.run_handler(text, es.events) IS
+  'Called by the projection worker (through fmgr, without a permission check on this function), already running as the role that created the projection inside a security-restricted operation: runs the projection''s handler (its quoted, schema-qualified name, as stored in es.projection_config) for one event in a subtransaction, with the session''s search_path; returns NULL, or the error message when the handler raised (its writes are then rolled back, and the event is retried and parked).';
+REVOKE ALL ON FUNCTION es.run_handler(text, es.events) FROM PUBLIC;
 
 CREATE FUNCTION es.project_account_balances(e es.events) RETURNS void
 LANGUAGE plpgsql

@@ -12,8 +12,8 @@ use pgrx::pg_sys::{Datum, Oid};
 #[sql_function(
     sql = "es.create_projection(name text, handler regprocedure, event_types text[] DEFAULT NULL, batch integer DEFAULT 100)
 RETURNS void
-LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER",
-    comment = "Registers a projection: the background worker of this database calls handler(es.events) for every event of the given types (NULL = all), in order, batch events per transaction, with the ack in the same transaction (exactly once), as the role that created it. A handler that raises is retried, then its event is parked (es.parked_events) while the other projections go on. Needs shared_preload_libraries = 'event_store'.",
+LANGUAGE c VOLATILE PARALLEL UNSAFE",
+    comment = "Registers a projection: the background worker of this database calls handler(es.events) for every event of the given types (NULL = all), in order, batch events per transaction, with the ack in the same transaction (exactly once), as the role that created it (the current user of this call), inside a security-restricted operation (as REFRESH MATERIALIZED VIEW runs a view's owner's code). A handler that raises is retried, then its event is parked (es.parked_events) while the other projections go on. SECURITY INVOKER, so the role recorded is the caller's; the store's rows are written as this function's owner. Needs shared_preload_libraries = 'event_store'.",
     access = "owner",
     span = "projection.create",
     span_args = "projection = name, batch = batch",
@@ -25,7 +25,14 @@ fn create_projection(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     let handler = Oid::from(call.required(arg::handler)?.value() as u32);
     let types = call.text_array(arg::event_types)?;
     let batch = call.required_i32(arg::batch)?;
-    projection::create(&name, handler, types, call.arg(arg::event_types), batch)?;
+    projection::create(
+        &name,
+        handler,
+        types,
+        call.arg(arg::event_types),
+        batch,
+        call.function_oid(),
+    )?;
     Ok(no_value())
 }
 

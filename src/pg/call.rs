@@ -54,6 +54,13 @@ impl<'fc> Call<'fc> {
         unsafe { (*self.fcinfo).args.as_slice((*self.fcinfo).nargs as usize) }
     }
 
+    /// The OID of the function being called (`fn_oid`).
+    pub fn function_oid(&self) -> pg_sys::Oid {
+        // SAFETY: `new`'s contract: fcinfo is valid for the call, and fmgr always sets its
+        // flinfo (with the function's OID) before calling a C function.
+        unsafe { (*(*self.fcinfo).flinfo).fn_oid }
+    }
+
     /// An argument, `None` when NULL (or not passed).
     pub fn arg(&self, p: Param) -> Option<Datum> {
         let a = self.args().get(p.index)?;

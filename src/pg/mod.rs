@@ -17,6 +17,8 @@
 //! - [`utility`]: the `ProcessUtility_hook` that moves the workers out of the way of
 //!   database-level commands (`DROP DATABASE`, …);
 //! - [`aggregate`]: Rust values owned by an aggregate's memory context;
+//! - [`security`]: running code as another role (a projection's handler as its creator) the
+//!   way PostgreSQL does, in a security-restricted operation;
 //! - [`gucs`]: the store's settings; [`error`]: raising the store's errors as PostgreSQL ERRORs.
 
 pub mod aggregate;
@@ -27,6 +29,7 @@ pub mod heap;
 pub mod insert;
 pub mod jsonb;
 pub mod positions;
+pub mod security;
 pub mod shmem;
 pub mod spi;
 pub mod utility;

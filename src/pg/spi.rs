@@ -132,8 +132,12 @@ pub enum Stmt {
     ProjectionReset,
     /// The projections the worker runs.
     ProjectionList,
-    /// Run a projection's handler for one event (NULL, or the error it raised).
-    RunHandler,
+    /// One event as a row of `es.events` (a composite datum), read by the worker for a
+    /// projection's handler (whose role need not be allowed to read the table).
+    EventRow,
+    /// The OID of `es.run_handler(text, es.events)` (NULL when it is missing), called through
+    /// fmgr as a projection's role.
+    RunHandlerOid,
     /// Whether a projection is still there and not paused (read after its partition row is
     /// locked: a pause that committed before the batch started stops it).
     ProjectionActive,
@@ -517,8 +521,8 @@ impl Stmt {
             ),
             Stmt::ProjectionInsert => (
                 c"INSERT INTO es.projection_config (name, handler, batch, run_as)
-                  VALUES ($1, $2, $3, $4)",
-                &[TEXTOID, TEXTOID, INT4OID, TEXTOID],
+                  VALUES ($1, $2, $3, $4::pg_catalog.regrole)",
+                &[TEXTOID, TEXTOID, INT4OID, OIDOID],
             ),
             Stmt::ProjectionPause => (
                 c"UPDATE es.projection_config SET paused = $2 WHERE name = $1",
@@ -535,13 +539,20 @@ impl Stmt {
                 &[TEXTOID],
             ),
             Stmt::ProjectionList => (
-                c"SELECT j.name, j.handler, j.batch, j.run_as::text FROM es.projection_config j
+                c"SELECT j.name, j.handler, j.batch, j.run_as::pg_catalog.oid, j.run_as::pg_catalog.text
+                    FROM es.projection_config j
                    WHERE NOT j.paused ORDER BY j.name",
                 &[],
             ),
-            Stmt::RunHandler => (
-                c"SELECT es.run_handler($1, $2, e) FROM es.events e WHERE e.global_position = $3",
-                &[TEXTOID, TEXTOID, INT8OID],
+            Stmt::EventRow => (
+                c"SELECT e FROM es.events e WHERE e.global_position = $1",
+                &[INT8OID],
+            ),
+            // to_regprocedure is STABLE, so the kept plan looks the function up on every run
+            // (a recreated extension gets its new OID)
+            Stmt::RunHandlerOid => (
+                c"SELECT pg_catalog.to_regprocedure('es.run_handler(text, es.events)')::pg_catalog.oid",
+                &[],
             ),
             Stmt::ProjectionActive => (
                 c"SELECT count(*) FROM es.projection_config WHERE name = $1 AND NOT paused",

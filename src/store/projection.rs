@@ -10,22 +10,46 @@ use super::subscription::{
 use crate::pg::call::{i64_datum, text_datum};
 use crate::pg::gucs;
 use crate::pg::positions::wake_waiters;
+use crate::pg::security;
 use crate::pg::spi::{Arg, Connection, Stmt};
 use crate::pg::workers::{self, WorkerStatus};
 use event_store_core::EventStoreError;
 use event_store_core::subscription::{SubscriptionSpec, check_count, check_name};
-use pgrx::pg_sys::{Datum, Oid};
+use pgrx::pg_sys::{self, Datum, Oid};
 
 /// Failed attempts before a projection parks an event.
 const PROJECTION_MAX_ATTEMPTS: i32 = 5;
 
-/// `es.create_projection`.
+/// `es.create_projection` (`entry`: the OID of the SQL function called), called as the role
+/// that creates the projection (the function is `SECURITY INVOKER`): that role is recorded as
+/// the one the handler runs as, and the store's own rows are then written as the owner of
+/// `entry`, as a `SECURITY DEFINER` function would. Recording the session's role instead (what
+/// a `SECURITY DEFINER` function can still see) would let a `SECURITY DEFINER` function of
+/// another role, or a handler (whose session user is the worker's superuser), create a
+/// projection running as someone else.
 pub fn create(
     name: &str,
     handler: Oid,
     event_types: Option<Vec<String>>,
     event_types_arg: Arg,
     batch: i32,
+    entry: Oid,
+) -> Result<(), EventStoreError> {
+    let creator = security::current_user();
+    // the function being called exists, so the fallback (the caller's own rights) is moot
+    let store_owner = security::function_owner(entry).unwrap_or(creator);
+    security::definer_as(store_owner, || {
+        create_as(name, handler, event_types, event_types_arg, batch, creator)
+    })
+}
+
+fn create_as(
+    name: &str,
+    handler: Oid,
+    event_types: Option<Vec<String>>,
+    event_types_arg: Arg,
+    batch: i32,
+    creator: Oid,
 ) -> Result<(), EventStoreError> {
     check_name(name)?;
     check_count("batch", batch.into())?;
@@ -71,7 +95,7 @@ pub fn create(
             Some(text_datum(name)),
             Some(text_datum(&qualified)),
             Some(Datum::from(batch)),
-            Some(text_datum(&workers::outer_user_name())),
+            Some(Datum::from(creator)),
         ],
     );
     workers::request_projections(current_database());
@@ -139,8 +163,10 @@ pub struct Runnable {
     pub handler: String,
     /// Events per transaction.
     pub batch: i32,
-    /// The role the handler runs as.
-    pub run_as: String,
+    /// The role the handler runs as (the projection's creator).
+    pub run_as: Oid,
+    /// Its name (its OID in digits once the role is dropped), for errors.
+    pub run_as_name: String,
 }
 
 /// The projections that are not paused.
@@ -152,7 +178,10 @@ pub fn runnable() -> Vec<Runnable> {
             name: rows.text(r, 1).unwrap_or_default(),
             handler: rows.text(r, 2).unwrap_or_default(),
             batch: rows.i32(r, 3).unwrap_or(1).max(1),
-            run_as: rows.text(r, 4).unwrap_or_default(),
+            run_as: rows
+                .datum(r, 4)
+                .map_or(pg_sys::InvalidOid, |d| Oid::from(d.value() as u32)),
+            run_as_name: rows.text(r, 5).unwrap_or_default(),
         })
         .collect()
 }
@@ -171,9 +200,10 @@ pub enum Step {
 }
 
 /// One batch of a projection, in the caller's transaction: each event through the handler
-/// (`es.run_handler`, a subtransaction per event that returns the handler's error instead of
-/// raising it), then the ack of the handled ones; a failing event is nacked and the batch ends
-/// there, so the events behind it wait (per-stream order) until it is retried or parked.
+/// (`es.run_handler` as the projection's creator, a subtransaction per event that returns the
+/// handler's error instead of raising it: see [`handle`]), then the ack of the handled ones; a
+/// failing event is nacked and the batch ends there, so the events behind it wait (per-stream
+/// order) until it is retried or parked.
 pub fn step(p: &Runnable, batch: i32) -> Result<Step, EventStoreError> {
     let conn = Connection::connect();
     // The partition row first, as every client function that also touches the projection's
@@ -202,13 +232,13 @@ pub fn step(p: &Runnable, batch: i32) -> Result<Step, EventStoreError> {
     }
     let mut handled = 0;
     let mut last_ok = None;
+    let run_handler = conn
+        .execute(Stmt::RunHandlerOid, &[])
+        .datum(0, 1)
+        .map(|d| Oid::from(d.value() as u32))
+        .ok_or_else(|| no_such("function", "es.run_handler(text, es.events)"))?;
     for &position in &positions {
-        let args = [
-            Some(text_datum(&p.handler)),
-            Some(text_datum(&p.run_as)),
-            Some(i64_datum(position)),
-        ];
-        let error = conn.unpinned(|| conn.execute(Stmt::RunHandler, &args).text(0, 1));
+        let error = handle(&conn, p, run_handler, position);
         match error {
             None => {
                 handled += 1;
@@ -229,6 +259,46 @@ pub fn step(p: &Runnable, batch: i32) -> Result<Step, EventStoreError> {
         move_checkpoint(&conn, &part, ok, part.any_parked);
     }
     Ok(Step::Handled(handled))
+}
+
+/// Runs the handler of `p` for the event at `position`: NULL, or the error it raised (or why it
+/// could not run).
+///
+/// The worker reads the event itself (the creator needs no SELECT on `es.events`), then calls
+/// `es.run_handler` through fmgr as the creator, inside a security-restricted operation with a
+/// GUC nest level of its own ([`security::restricted_as`]). The order is that of
+/// `ExecRefreshMatView`: switch, nest level, the call (whose `BEGIN … EXCEPTION` block is the
+/// handler's subtransaction, so a caught error is rolled back below the switch and the nest
+/// level), then the settings rolled back and the worker's user id restored. An ERROR that
+/// escapes the subtransaction (a cancel) aborts the batch's transaction, which restores both.
+/// The handler itself is called by the executor inside `es.run_handler`, which checks the
+/// creator's EXECUTE privilege on it at every event (a REVOKE takes effect at the next one).
+fn handle(conn: &Connection, p: &Runnable, run_handler: Oid, position: i64) -> Option<String> {
+    if !security::role_exists(p.run_as) {
+        return Some(format!(
+            "role {} that created projection {} does not exist",
+            p.run_as_name, p.name
+        ));
+    }
+    let row = conn.execute(Stmt::EventRow, &[Some(i64_datum(position))]);
+    // the log is append-only: a position read in this transaction is still there
+    let Some(event) = (!row.is_empty()).then(|| row.datum(0, 1)).flatten() else {
+        return Some(format!("event at position {position} not found"));
+    };
+    let handler = text_datum(&p.handler);
+    // The handler is the user's code: it resolves its names with the session's search_path
+    // (for its role), not the store's pinned one.
+    let error = conn.unpinned(|| {
+        security::restricted_as(p.run_as, || {
+            // SAFETY: es.run_handler(text, es.events) returns text; `handler` is a text datum
+            // and `event` the composite datum of an es.events row, which lives in `row`'s
+            // tuple table until `row` is freed after this call.
+            unsafe { security::call_returning_text(run_handler, &[handler, event]) }
+        })
+    });
+    // one event row in memory at a time, however large the batch and its events
+    row.free();
+    error
 }
 
 /// Records when a projection last handled a batch (after the batch's commit, in a transaction of

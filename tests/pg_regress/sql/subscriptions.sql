@@ -136,6 +136,62 @@ SELECT es.append_events('feed0000-0000-0000-0000-00000000000a', 0, ARRAY['{"type
 SELECT es.wait_for_projection('asserting', (SELECT max(global_position) FROM es.events), 20000);
 SELECT stream_id, attempts, error FROM es.parked_events WHERE subscription = 'asserting' ORDER BY global_position;
 SELECT es.drop_projection('asserting');
+-- a handler runs as the role that created its projection, inside a security-restricted
+-- operation: it cannot take the worker's (superuser) rights back; each escape fails, is retried
+-- and parked; the settings it changes do not outlive it (tests/client/tests/projection_security.rs)
+CREATE ROLE regress_es_creator;
+GRANT USAGE ON SCHEMA es TO regress_es_creator;
+GRANT EXECUTE ON FUNCTION es.create_projection(text, regprocedure, text[], integer) TO regress_es_creator;
+CREATE TABLE escaped (version bigint, who text, work_mem text);
+GRANT INSERT ON escaped TO regress_es_creator;
+CREATE FUNCTION escaping(e es.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    CASE e.data->>'escape'
+      WHEN 'reset role' THEN RESET ROLE;
+      WHEN 'set role' THEN EXECUTE format('SET ROLE %I', session_user);
+      WHEN 'set_config' THEN PERFORM set_config('role', 'none', false);
+      WHEN 'session authorization' THEN SET SESSION AUTHORIZATION DEFAULT;
+      ELSE NULL;
+    END CASE;
+    INSERT INTO escaped VALUES (e.version, current_user, current_setting('work_mem'));
+    SET work_mem = '77MB';
+END $$;
+SET ROLE regress_es_creator;
+SELECT es.create_projection('escaping', 'escaping(es.events)', event_types => ARRAY['Escape']);
+RESET ROLE;
+SELECT name, run_as FROM es.projection_config WHERE name = 'escaping';
+SELECT es.append_events(('feed0000-0000-0000-0000-0000000000' || n)::uuid, 0,
+                        ARRAY[jsonb_build_object('type', 'Escape', 'escape', x)])
+  FROM unnest(ARRAY['reset role', 'set role', 'set_config', 'session authorization', 'none'],
+              ARRAY['b1', 'b2', 'b3', 'b4', 'b5']) AS t(x, n);
+SELECT es.append_events('feed0000-0000-0000-0000-0000000000b5', 1, ARRAY['{"type":"Escape"}']::jsonb[]);
+-- four events, each retried five times before it is parked
+SELECT es.wait_for_projection('escaping', (SELECT max(global_position) FROM es.events), 90000);
+SELECT e.data->>'escape' AS escape, k.attempts, k.error
+  FROM es.parked_events k JOIN es.events e ON e.global_position = k.global_position
+ WHERE k.subscription = 'escaping' ORDER BY e.stream_id;
+SELECT * FROM escaped ORDER BY version;   -- as the creator; the SET of the first is gone at the second
+SELECT rolsuper FROM pg_roles WHERE rolname = 'regress_es_creator';
+-- a projection whose creator was dropped: each event fails naming the role, and is parked
+CREATE ROLE regress_es_gone;
+GRANT USAGE ON SCHEMA es TO regress_es_gone;
+GRANT EXECUTE ON FUNCTION es.create_projection(text, regprocedure, text[], integer) TO regress_es_gone;
+SET ROLE regress_es_gone;
+SELECT es.create_projection('orphaned', 'escaping(es.events)', event_types => ARRAY['Orphan']);
+RESET ROLE;
+DROP OWNED BY regress_es_gone;
+DROP ROLE regress_es_gone;
+SELECT es.append_events('feed0000-0000-0000-0000-0000000000b6', 0, ARRAY['{"type":"Orphan"}']::jsonb[]);
+SELECT es.wait_for_projection('orphaned', (SELECT max(global_position) FROM es.events), 60000);
+SELECT k.attempts, regexp_replace(k.error, 'role [0-9]+', 'role OID') AS error
+  FROM es.parked_events k WHERE k.subscription = 'orphaned';
+SELECT es.drop_projection('escaping');
+SELECT es.drop_projection('orphaned');
+DROP TABLE escaped;
+DROP FUNCTION escaping(es.events);
+REVOKE ALL ON FUNCTION es.create_projection(text, regprocedure, text[], integer) FROM regress_es_creator;
+REVOKE ALL ON SCHEMA es FROM regress_es_creator;
+DROP ROLE regress_es_creator;
 SELECT error_of($$SELECT es.pause_projection('nope')$$);
 SELECT error_of($$SELECT es.reset_projection('nope')$$);
 SELECT error_of($$SELECT es.wait_for_projection('nope', 1, 10)$$);
@@ -148,8 +204,8 @@ SELECT es.open_account('Projected Holder', 1000) AS acct \gset
 SELECT es.deposit(:'acct', 250, 'salary');
 SELECT es.withdraw(:'acct', 100, 'rent');
 SELECT es.freeze_account(:'acct', 'audit');
-SELECT es.wait_for_projection('account_balances', (SELECT max(global_position) FROM es.events), 20000),
-       es.wait_for_projection('account_transactions', (SELECT max(global_position) FROM es.events), 20000);
+SELECT es.wait_for_projection('account_balances', (SELECT max(global_position) FROM es.events), 60000),
+       es.wait_for_projection('account_transactions', (SELECT max(global_position) FROM es.events), 60000);
 SELECT holder_name, balance_cents, status, version FROM es.account_balances WHERE account_id = :'acct';
 SELECT (SELECT to_jsonb(b) - 'account_id' - 'updated_at' FROM es.account_balances b WHERE account_id = :'acct')
      = es.account_state(:'acct') AS balances_equal_state;
