@@ -454,6 +454,45 @@ fn scenario(client: &mut Client) -> Vec<(String, String)> {
             &[&account],
         )),
     );
+    // A NULL stream or account id, for every function routed by it: PL/Proxy cannot route a NULL
+    // (its hash is NULL), so the proxy must give the one-node 22004 itself.
+    let null_id: [(&str, &str); 11] = [
+        (
+            "append_events",
+            r#"SELECT es.append_events(NULL, NULL, ARRAY['{"type":"A"}']::jsonb[])::text"#,
+        ),
+        (
+            "load_events",
+            "SELECT count(*)::text FROM es.load_events(NULL)",
+        ),
+        ("stream_version", "SELECT es.stream_version(NULL)::text"),
+        (
+            "save_snapshot",
+            "SELECT es.save_snapshot(NULL, 1, '{}')::text",
+        ),
+        (
+            "load_snapshot",
+            "SELECT count(*)::text FROM es.load_snapshot(NULL)",
+        ),
+        ("deposit", "SELECT es.deposit(NULL, 5, 'x')::text"),
+        ("withdraw", "SELECT es.withdraw(NULL, 5, 'x')::text"),
+        (
+            "freeze_account",
+            "SELECT es.freeze_account(NULL, 'x')::text",
+        ),
+        ("close_account", "SELECT es.close_account(NULL, 'x')::text"),
+        ("account_state", "SELECT es.account_state(NULL)::text"),
+        (
+            "account_history",
+            "SELECT count(*)::text FROM es.account_history(NULL)",
+        ),
+    ];
+    for (function, sql) in null_id {
+        step(
+            &format!("{function} with a NULL id (22004)"),
+            outcome(one_text(client, sql, &[])),
+        );
+    }
     let id = account.to_string();
     steps
         .into_iter()
