@@ -787,12 +787,12 @@ fn a_subscriber_without_the_watermark_refuses_to_read_and_says_how_to_fix_it() {
         let read: Result<i64, _> = reader
             .query_one("SELECT count(*) FROM es.read_all(0, 100)", &[])
             .map(|r| r.get(0));
-        match read {
-            Ok(n) if n == stored => break,
+        match &read {
+            Ok(n) if *n == stored => break,
             Ok(_) => {}
             // until the refresh is visible to this backend's catalog cache, the refusal stands
-            Err(e) if sqlstate(&e) == Some("55000") => {}
-            Err(e) => panic!("es.read_all after the fix: {}", describe(&e)),
+            Err(e) if sqlstate(e) == Some("55000") => {}
+            Err(e) => panic!("es.read_all after the fix: {}", describe(e)),
         }
         assert!(
             Instant::now() < deadline,
