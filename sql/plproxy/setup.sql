@@ -319,14 +319,27 @@ RETURNS SETOF integer LANGUAGE plproxy AS $$
   CLUSTER 'es_shards'; SPLIT shards; RUN ON shards;
   SELECT (shards)[1] AS "drop_subscription" FROM es.drop_subscription(name) AS d;
 $$;
+-- A proxy set up before es.subscriptions had events_behind_is_estimate: the view and the two
+-- functions under it are made again below (CREATE OR REPLACE cannot change a function's result).
+DO $$
+BEGIN
+  IF to_regprocedure('es_proxy.subscriptions(integer[])') IS NOT NULL
+     AND NOT EXISTS (SELECT 1 FROM pg_proc
+                      WHERE oid = to_regprocedure('es_proxy.subscriptions(integer[])')
+                        AND 'events_behind_is_estimate' = ANY (proargnames)) THEN
+    DROP VIEW IF EXISTS es.subscriptions;
+    DROP FUNCTION IF EXISTS es_proxy.all_subscriptions();
+    DROP FUNCTION es_proxy.subscriptions(integer[]);
+  END IF;
+END $$;
 CREATE OR REPLACE FUNCTION es_proxy.subscriptions(shards integer[])
 RETURNS TABLE(shard integer, name text, partition integer, "checkpoint" bigint, events_behind bigint,
-              seconds_behind double precision, owner text, lease_until timestamptz, head_attempts integer,
-              parked bigint)
+              seconds_behind double precision, events_behind_is_estimate boolean, owner text,
+              lease_until timestamptz, head_attempts integer, parked bigint)
 LANGUAGE plproxy AS $$
   CLUSTER 'es_shards'; SPLIT shards; RUN ON shards;
   SELECT (shards)[1] AS "shard", s.name, s.partition, s."checkpoint", s.events_behind, s.seconds_behind,
-         s.owner, s.lease_until, s.head_attempts, s.parked
+         s.events_behind_is_estimate, s.owner, s.lease_until, s.head_attempts, s.parked
   FROM es.subscriptions AS s;
 $$;
 -- who each shard is (SPLIT: each gets its own number): scripts/shard.sh compares it with what the
@@ -662,8 +675,8 @@ COMMENT ON FUNCTION es.drop_subscription(text) IS 'es.drop_subscription on every
 
 CREATE OR REPLACE FUNCTION es_proxy.all_subscriptions()
 RETURNS TABLE(shard integer, name text, partition integer, "checkpoint" bigint, events_behind bigint,
-              seconds_behind double precision, owner text, lease_until timestamptz, head_attempts integer,
-              parked bigint)
+              seconds_behind double precision, events_behind_is_estimate boolean, owner text,
+              lease_until timestamptz, head_attempts integer, parked bigint)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
@@ -677,4 +690,4 @@ COMMENT ON FUNCTION es_proxy.all_subscriptions() IS
 
 CREATE OR REPLACE VIEW es.subscriptions AS SELECT * FROM es_proxy.all_subscriptions();
 COMMENT ON VIEW es.subscriptions IS
-  'es.subscriptions of every shard (queried in parallel), with the shard number: checkpoints, lag, leases and parked events of each shard''s copy of each subscription.';
+  'es.subscriptions of every shard (queried in parallel), with the shard number: checkpoints, lag (events_behind_is_estimate as on one node), leases and parked events of each shard''s copy of each subscription.';

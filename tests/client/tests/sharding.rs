@@ -682,6 +682,33 @@ fn streams_spread_over_the_partitions_and_each_shard_log_reads_back() {
         streams.len() * 2,
         "the shards' logs miss events"
     );
+    // the lag of a subscription on every shard, through the proxy's view: each shard's own log
+    // (fewer than 10,000 events after checkpoint 0, so exact, as on one node)
+    proxy
+        .execute("SELECT es.create_subscription('spread_lag', 0)", &[])
+        .unwrap_or_else(|e| panic!("es.create_subscription through the proxy: {}", describe(&e)));
+    let lag: Vec<(i32, i64, bool)> = proxy
+        .query(
+            "SELECT shard, events_behind, events_behind_is_estimate FROM es.subscriptions \
+             WHERE name = 'spread_lag' ORDER BY shard",
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("es.subscriptions through the proxy: {}", describe(&e)))
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let expected_lag: Vec<(i32, i64, bool)> = counts
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i as i32, 2 * *n as i64, false))
+        .collect();
+    assert_eq!(
+        lag, expected_lag,
+        "es.subscriptions through the proxy: (shard, events behind, estimate)"
+    );
+    proxy
+        .execute("SELECT es.drop_subscription('spread_lag')", &[])
+        .unwrap_or_else(|e| panic!("es.drop_subscription through the proxy: {}", describe(&e)));
     // what an error costs through the proxy: PL/Proxy drops its connection to the partition after
     // a remote error and reconnects at the next call
     let probe = streams[0];
