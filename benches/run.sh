@@ -536,10 +536,14 @@ w9_distance() {
 }
 w9_lag() {
   # the views' plans are costed high enough for JIT, which would take longer than the query
-  PGOPTIONS="-c jit=off" val "SELECT string_agg(format('%s %s events/%s s', name, events_behind,
+  # (~N: an estimate, past 10,000 events after the checkpoint)
+  PGOPTIONS="-c jit=off" val "SELECT string_agg(format('%s %s%s events/%s s', name,
+                                CASE WHEN events_behind_is_estimate THEN '~' ELSE '' END, events_behind,
                                 round(seconds_behind::numeric, 3)), ', ' ORDER BY name)
-       FROM (SELECT name, events_behind, seconds_behind FROM es.subscriptions WHERE name = 'w9'
-             UNION ALL SELECT name, events_behind, seconds_behind FROM es.projections) f"
+       FROM (SELECT name, events_behind, events_behind_is_estimate, seconds_behind
+               FROM es.subscriptions WHERE name = 'w9'
+             UNION ALL SELECT name, events_behind, events_behind_is_estimate, seconds_behind
+               FROM es.projections) f"
 }
 w9_with_followers() {
   local head p stop=$OUT/w9.stop pid= tps dist_end lag_end t0 t1 lag_after consumer=

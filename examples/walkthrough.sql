@@ -1,11 +1,36 @@
 -- event_store walkthrough: what the main job shows on a fresh cluster.
 -- Every statement below is plain SQL any client can send; run it again and it starts over.
-\set ON_ERROR_STOP 0
+--
+-- It runs in a database of its own, es_walkthrough_scratch, which it drops and creates anew, then
+-- connects to (psql's \connect): nothing in the database it is started from is read, changed or
+-- dropped. It drops only a database of that name that it made itself (marked by its comment),
+-- and stops with an error if it finds one it did not make.
+\set ON_ERROR_STOP 1
 \pset footer off
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS event_store CASCADE;
+SELECT current_database() = 'es_walkthrough_scratch' AS started_in_scratch,
+       EXISTS (SELECT 1 FROM pg_database WHERE datname = 'es_walkthrough_scratch') AS scratch_exists,
+       coalesce((SELECT shobj_description(oid, 'pg_database') FROM pg_database
+                  WHERE datname = 'es_walkthrough_scratch'), '') = 'event_store walkthrough scratch database'
+         AS scratch_is_ours
+\gset
+\if :started_in_scratch
+  DO $$ BEGIN RAISE EXCEPTION 'the walkthrough drops and recreates es_walkthrough_scratch: start it from another database'; END $$;
+\endif
+\if :scratch_exists
+  \if :scratch_is_ours
+    DROP DATABASE es_walkthrough_scratch WITH (FORCE);
+  \else
+    DO $$ BEGIN RAISE EXCEPTION 'a database es_walkthrough_scratch exists that the walkthrough did not make: it is left alone (drop or rename it to run the walkthrough)'; END $$;
+  \endif
+\endif
+CREATE DATABASE es_walkthrough_scratch;
+COMMENT ON DATABASE es_walkthrough_scratch IS 'event_store walkthrough scratch database';
+\connect es_walkthrough_scratch
+\set ON_ERROR_STOP 0
+SET client_min_messages = warning;
 CREATE EXTENSION event_store;
 \echo
 \echo '== 1. Append to a new stream (expected_version 0 = must not exist): returns the new version'

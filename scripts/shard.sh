@@ -22,7 +22,9 @@
 #! usage: scripts/shard.sh --proxy-db CONNINFO (--partition CONNSTR ... | --partitions-file FILE)
 #!          [--user ROLE] [--option KEY=VALUE ...] [--grant ROLE ...] [--create-extension]
 #!   --proxy-db CONNINFO   the proxy database (a libpq connection string or URI, as for psql -d);
-#!                         it must not have the event_store extension
+#!                         it must not have the event_store extension. The script's role must be
+#!                         a superuser there (PL/Proxy's language is untrusted); on the
+#!                         partitions it must read es.streams (README "Sharding with PL/Proxy")
 #!   --partition CONNSTR   a partition's libpq connection string, as the PROXY's server will use
 #!                         it (host=… port=… dbname=…), in order p0, p1, …; repeat per partition
 #!   --partitions-file F   one connection string per line, in order (blank lines and # comments skipped)

@@ -7,7 +7,8 @@
 -- names and signatures in schema `es`, so a client runs the same SQL against the proxy as against
 -- one node:
 --   * routed by stream: append_events, load_events, stream_version, save_snapshot, load_snapshot,
---     deposit, withdraw, freeze_account, close_account, account_state, account_history, and
+--     deposit, withdraw, freeze_account, close_account, account_state, account_history (a NULL
+--     stream or account id fails on the proxy with the store's 22004, as on one node), and
 --     open_account (the proxy makes the account id, a UUIDv7, and opens the account on the shard
 --     that id hashes to with the seed's `Opened` event through es.append_events);
 --   * per shard (a global position becomes (shard, position)): read_all, poll, ack, nack, claim,
@@ -196,6 +197,19 @@ END $$;
 COMMENT ON FUNCTION es_proxy.reraise(text, text, text, text, integer) IS
   'Raises a caught error again: a shard''s error with its SQLSTATE, message, DETAIL and HINT as the store wrote them (PL/Proxy''s prefixes removed); PL/Proxy''s own connection failures as 08001/08006 naming the shard.';
 
+-- es_proxy.require_id: the one-node error for a NULL stream or account id. PL/Proxy cannot route
+-- a NULL (its hash is NULL: "XX000 … Hash function returned NULL"), so the routed es functions
+-- check the id first and fail as the store does, with its SQLSTATE and message.
+CREATE OR REPLACE FUNCTION es_proxy.require_id(name text, id uuid) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF id IS NULL THEN
+    RAISE EXCEPTION '% must not be null', name USING ERRCODE = '22004';
+  END IF;
+END $$;
+COMMENT ON FUNCTION es_proxy.require_id(text, uuid) IS
+  'Raises the store''s 22004 "<name> must not be null" for a NULL stream or account id, which PL/Proxy could not route (its hash is NULL).';
+
 -- --- raw PL/Proxy functions (es_proxy): one remote call each -------------------------------------
 CREATE OR REPLACE FUNCTION es_proxy.append_events(stream_id uuid, expected_version bigint, events jsonb[])
 RETURNS bigint LANGUAGE plproxy AS $$
@@ -305,14 +319,27 @@ RETURNS SETOF integer LANGUAGE plproxy AS $$
   CLUSTER 'es_shards'; SPLIT shards; RUN ON shards;
   SELECT (shards)[1] AS "drop_subscription" FROM es.drop_subscription(name) AS d;
 $$;
+-- A proxy set up before es.subscriptions had events_behind_is_estimate: the view and the two
+-- functions under it are made again below (CREATE OR REPLACE cannot change a function's result).
+DO $$
+BEGIN
+  IF to_regprocedure('es_proxy.subscriptions(integer[])') IS NOT NULL
+     AND NOT EXISTS (SELECT 1 FROM pg_proc
+                      WHERE oid = to_regprocedure('es_proxy.subscriptions(integer[])')
+                        AND 'events_behind_is_estimate' = ANY (proargnames)) THEN
+    DROP VIEW IF EXISTS es.subscriptions;
+    DROP FUNCTION IF EXISTS es_proxy.all_subscriptions();
+    DROP FUNCTION es_proxy.subscriptions(integer[]);
+  END IF;
+END $$;
 CREATE OR REPLACE FUNCTION es_proxy.subscriptions(shards integer[])
 RETURNS TABLE(shard integer, name text, partition integer, "checkpoint" bigint, events_behind bigint,
-              seconds_behind double precision, owner text, lease_until timestamptz, head_attempts integer,
-              parked bigint)
+              seconds_behind double precision, events_behind_is_estimate boolean, owner text,
+              lease_until timestamptz, head_attempts integer, parked bigint)
 LANGUAGE plproxy AS $$
   CLUSTER 'es_shards'; SPLIT shards; RUN ON shards;
   SELECT (shards)[1] AS "shard", s.name, s.partition, s."checkpoint", s.events_behind, s.seconds_behind,
-         s.owner, s.lease_until, s.head_attempts, s.parked
+         s.events_behind_is_estimate, s.owner, s.lease_until, s.head_attempts, s.parked
   FROM es.subscriptions AS s;
 $$;
 -- who each shard is (SPLIT: each gets its own number): scripts/shard.sh compares it with what the
@@ -341,6 +368,7 @@ CREATE OR REPLACE FUNCTION es.append_events(stream_id uuid, expected_version big
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
+  PERFORM es_proxy.require_id('stream_id', stream_id);
   RETURN es_proxy.append_events(stream_id, expected_version, events);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -353,6 +381,7 @@ CREATE OR REPLACE FUNCTION es.load_events(stream_id uuid, from_version bigint DE
 RETURNS SETOF es.events LANGUAGE plpgsql STABLE AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
+  PERFORM es_proxy.require_id('stream_id', stream_id);
   RETURN QUERY SELECT * FROM es_proxy.load_events(stream_id, from_version, max_count);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -365,6 +394,7 @@ CREATE OR REPLACE FUNCTION es.stream_version(stream_id uuid)
 RETURNS bigint LANGUAGE plpgsql STABLE AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
+  PERFORM es_proxy.require_id('stream_id', stream_id);
   RETURN es_proxy.stream_version(stream_id);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -376,6 +406,7 @@ CREATE OR REPLACE FUNCTION es.save_snapshot(stream_id uuid, version bigint, stat
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
+  PERFORM es_proxy.require_id('stream_id', stream_id);
   PERFORM es_proxy.save_snapshot(stream_id, version, state);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -387,6 +418,7 @@ CREATE OR REPLACE FUNCTION es.load_snapshot(stream_id uuid, at_version bigint DE
 RETURNS TABLE(version bigint, state jsonb, taken_at timestamptz) LANGUAGE plpgsql STABLE AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
+  PERFORM es_proxy.require_id('stream_id', stream_id);
   RETURN QUERY SELECT * FROM es_proxy.load_snapshot(stream_id, at_version);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -425,6 +457,7 @@ CREATE OR REPLACE FUNCTION es.deposit(account_id uuid, amount_cents bigint, desc
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
+  PERFORM es_proxy.require_id('account_id', account_id);
   RETURN es_proxy.deposit(account_id, amount_cents, description, expected_version);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -436,6 +469,7 @@ CREATE OR REPLACE FUNCTION es.withdraw(account_id uuid, amount_cents bigint, des
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
+  PERFORM es_proxy.require_id('account_id', account_id);
   RETURN es_proxy.withdraw(account_id, amount_cents, description, expected_version);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -447,6 +481,7 @@ CREATE OR REPLACE FUNCTION es.freeze_account(account_id uuid, reason text)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
+  PERFORM es_proxy.require_id('account_id', account_id);
   RETURN es_proxy.freeze_account(account_id, reason);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -458,6 +493,7 @@ CREATE OR REPLACE FUNCTION es.close_account(account_id uuid, reason text)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
+  PERFORM es_proxy.require_id('account_id', account_id);
   RETURN es_proxy.close_account(account_id, reason);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -469,6 +505,7 @@ CREATE OR REPLACE FUNCTION es.account_state(account_id uuid, as_of timestamptz D
 RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
+  PERFORM es_proxy.require_id('account_id', account_id);
   RETURN es_proxy.account_state(account_id, as_of, at_version);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -482,6 +519,7 @@ RETURNS TABLE(version bigint, event_type text, amount_cents bigint, balance_cent
 LANGUAGE plpgsql STABLE AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
+  PERFORM es_proxy.require_id('account_id', account_id);
   RETURN QUERY SELECT * FROM es_proxy.account_history(account_id);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -637,8 +675,8 @@ COMMENT ON FUNCTION es.drop_subscription(text) IS 'es.drop_subscription on every
 
 CREATE OR REPLACE FUNCTION es_proxy.all_subscriptions()
 RETURNS TABLE(shard integer, name text, partition integer, "checkpoint" bigint, events_behind bigint,
-              seconds_behind double precision, owner text, lease_until timestamptz, head_attempts integer,
-              parked bigint)
+              seconds_behind double precision, events_behind_is_estimate boolean, owner text,
+              lease_until timestamptz, head_attempts integer, parked bigint)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
@@ -652,4 +690,4 @@ COMMENT ON FUNCTION es_proxy.all_subscriptions() IS
 
 CREATE OR REPLACE VIEW es.subscriptions AS SELECT * FROM es_proxy.all_subscriptions();
 COMMENT ON VIEW es.subscriptions IS
-  'es.subscriptions of every shard (queried in parallel), with the shard number: checkpoints, lag, leases and parked events of each shard''s copy of each subscription.';
+  'es.subscriptions of every shard (queried in parallel), with the shard number: checkpoints, lag (events_behind_is_estimate as on one node), leases and parked events of each shard''s copy of each subscription.';

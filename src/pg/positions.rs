@@ -258,6 +258,9 @@ static SEQUENCE_CHECKED: AtomicBool = AtomicBool::new(false);
 static SUBSCRIBED: CachedAnswer = CachedAnswer::new();
 /// Whether `es.events` is replicated in by a logical-replication subscription of this database.
 static EVENTS_REPLICATED_IN: CachedAnswer = CachedAnswer::new();
+/// Whether `es.watermark` is replicated in by a logical-replication subscription of this
+/// database.
+static WATERMARK_REPLICATED_IN: CachedAnswer = CachedAnswer::new();
 static CALLBACKS_REGISTERED: AtomicBool = AtomicBool::new(false);
 
 /// A catalog question answered once per backend (0 unknown, 1 yes, 2 no), forgotten whenever
@@ -295,6 +298,7 @@ unsafe extern "C-unwind" fn on_subscription_change(
 ) {
     SUBSCRIBED.forget();
     EVENTS_REPLICATED_IN.forget();
+    WATERMARK_REPLICATED_IN.forget();
     SEQUENCE_CHECKED.store(false, Ordering::Relaxed);
 }
 
@@ -336,6 +340,12 @@ fn sequence_checked(has_subscription: impl FnOnce() -> bool) -> bool {
 /// stale. Every read of the log asks, so the answer is cached per backend.
 pub fn events_replicated_in(ask: impl FnOnce() -> bool) -> bool {
     EVENTS_REPLICATED_IN.get(ask)
+}
+
+/// Whether `es.watermark` is a table of a logical-replication subscription here, cached like
+/// [`events_replicated_in`]: asked by every read of the log where `es.events` is replicated in.
+pub fn watermark_replicated_in(ask: impl FnOnce() -> bool) -> bool {
+    WATERMARK_REPLICATED_IN.get(ask)
 }
 
 /// Makes the next draw check the sequence again (a drawn position turned out to be stored).

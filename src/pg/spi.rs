@@ -59,6 +59,12 @@ pub enum Stmt {
     /// subscription): readers here cap at the replicated watermark, and the worker does not
     /// write one.
     EventsReplicatedIn,
+    /// Whether `es.watermark` is replicated in too: without it a reader where `es.events` is
+    /// replicated in cannot be gap-safe (and must say so rather than return nothing).
+    WatermarkReplicatedIn,
+    /// The subscription that replicates `es.events` in and its first publication, both quoted
+    /// as identifiers: what the error of a missing `es.watermark` tells the DBA to change.
+    EventsSubscription,
     /// The replicated watermark (`es.watermark`).
     Watermark,
     /// The primary's worker writes the watermark (only forward).
@@ -300,6 +306,20 @@ impl Stmt {
             Stmt::EventsReplicatedIn => (
                 c"SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription_rel r
                                   WHERE r.srrelid = 'es.events'::pg_catalog.regclass)",
+                &[],
+            ),
+            Stmt::WatermarkReplicatedIn => (
+                c"SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription_rel r
+                                  WHERE r.srrelid = 'es.watermark'::pg_catalog.regclass)",
+                &[],
+            ),
+            Stmt::EventsSubscription => (
+                c"SELECT pg_catalog.quote_ident(s.subname::text),
+                         pg_catalog.quote_ident(s.subpublications[1])
+                    FROM pg_catalog.pg_subscription_rel r
+                    JOIN pg_catalog.pg_subscription s ON s.oid = r.srsubid
+                   WHERE r.srrelid = 'es.events'::pg_catalog.regclass
+                   ORDER BY s.subname LIMIT 1",
                 &[],
             ),
             Stmt::Watermark => (c"SELECT position FROM es.watermark WHERE id = 1", &[]),

@@ -108,11 +108,27 @@ pub fn read_all(after: i64, max: i64, out: &mut ResultSet) -> Result<(), EventSt
 /// and where `es.events` is replicated in by logical replication, the positions in flight are
 /// on another server: the bound is also capped at the watermark that server's worker writes
 /// (`es.watermark`, read in the same snapshot), so a replica's reader never skips an event that
-/// commits there late either.
+/// commits there late either. Where `es.events` is replicated in but `es.watermark` is not, no
+/// watermark ever arrives: the read is refused (55000) rather than answered with nothing.
 pub fn readable(conn: &Connection, function: &'static str) -> Result<Horizon, EventStoreError> {
     let mut horizon = positions::read_horizon(function)?;
-    let replica = workers::in_recovery() || replicated_in(conn);
-    if replica {
+    let logical = replicated_in(conn);
+    if logical && !watermark_replicated_in(conn) {
+        let rows = conn.execute(Stmt::EventsSubscription, &[]);
+        // No row only if the subscription went away since the cached answer: name it unknown.
+        let name = |col| {
+            (!rows.is_empty())
+                .then(|| rows.text(0, col))
+                .flatten()
+                .unwrap_or_else(|| "(unknown)".to_owned())
+        };
+        return Err(EventStoreError::WatermarkNotReplicated {
+            function,
+            subscription: name(1),
+            publication: name(2),
+        });
+    }
+    if logical || workers::in_recovery() {
         let watermark = conn
             .query_in(Stmt::Watermark, &[], &horizon.snapshot)
             .first_i64()
@@ -126,6 +142,16 @@ pub fn readable(conn: &Connection, function: &'static str) -> Result<Horizon, Ev
 pub fn replicated_in(conn: &Connection) -> bool {
     positions::events_replicated_in(|| {
         conn.execute(Stmt::EventsReplicatedIn, &[])
+            .datum(0, 1)
+            .is_some_and(|d| d.value() != 0)
+    })
+}
+
+/// Whether `es.watermark` is replicated in here by logical replication too (cached per
+/// backend).
+fn watermark_replicated_in(conn: &Connection) -> bool {
+    positions::watermark_replicated_in(|| {
+        conn.execute(Stmt::WatermarkReplicatedIn, &[])
             .datum(0, 1)
             .is_some_and(|d| d.value() != 0)
     })

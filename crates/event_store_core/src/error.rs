@@ -149,6 +149,20 @@ pub enum EventStoreError {
         /// The SQL function that needs it.
         function: &'static str,
     },
+    /// 55000: `es.events` is replicated in here by logical replication but `es.watermark` is
+    /// not. The positions in flight are on the publisher and only its watermark carries them
+    /// here: without it a reader cannot be gap-safe, and says so instead of returning nothing.
+    #[error(
+        "{function} cannot be gap-safe here: es.events is replicated in by logical replication but es.watermark is not"
+    )]
+    WatermarkNotReplicated {
+        /// The SQL function (or worker) that reads the log.
+        function: &'static str,
+        /// The subscription that replicates `es.events` in, quoted as an identifier.
+        subscription: String,
+        /// That subscription's (first) publication on the publisher, quoted as an identifier.
+        publication: String,
+    },
     /// 55000: the position drawn for an event is already stored: the position sequence is
     /// behind the log (set back by hand, or not replicated to a logical subscriber that became
     /// the primary). The next append checks and moves it.
@@ -225,6 +239,7 @@ impl EventStoreError {
             Self::PreloadRequired { .. } => "55000",
             Self::PositionsExhausted { .. } => "2200H",
             Self::PositionTaken { .. } => "55000",
+            Self::WatermarkNotReplicated { .. } => "55000",
             Self::LeasedByAnother { .. } => "ES201",
             Self::NoSuchSubscription { .. } => "ES202",
             Self::DuplicateName { .. } => "42710",
@@ -258,6 +273,13 @@ impl EventStoreError {
                 ..
             } => Some(format!("available: {available}, requested: {requested}")),
             Self::AccountNotActive { status, .. } => Some(format!("status: {status}")),
+            Self::WatermarkNotReplicated {
+                subscription,
+                publication,
+                ..
+            } => Some(format!(
+                "subscription {subscription} receives es.events from publication {publication} without es.watermark, the bound of the positions still in flight on the publisher"
+            )),
             Self::LeasedByAnother {
                 owner,
                 lease_until,
@@ -304,6 +326,13 @@ impl EventStoreError {
             Self::PositionTaken { .. } => Some(
                 "Retry the call: the next append moves es.global_position_seq past the stored positions (it falls behind when set back by hand or after a failover to a logical-replication subscriber).".into(),
             ),
+            Self::WatermarkNotReplicated {
+                subscription,
+                publication,
+                ..
+            } => Some(format!(
+                "On the publisher: ALTER PUBLICATION {publication} ADD TABLE es.watermark; then here: ALTER SUBSCRIPTION {subscription} REFRESH PUBLICATION."
+            )),
             Self::LeasedByAnother { .. } => Some(
                 "Claim partitions with es.claim(name, consumer) and pass the same consumer to es.poll, es.ack and es.nack; a consumer whose lease expired must claim again.".into(),
             ),
@@ -435,6 +464,14 @@ mod tests {
                 "55000",
             ),
             (
+                EventStoreError::WatermarkNotReplicated {
+                    function: "es.read_all",
+                    subscription: "s".into(),
+                    publication: "p".into(),
+                },
+                "55000",
+            ),
+            (
                 EventStoreError::LeasedByAnother {
                     subscription: "s".into(),
                     partition: 1,
@@ -482,5 +519,125 @@ mod tests {
             "wrong expected version for stream 7: expected 4, stream is at 6"
         );
         assert_eq!(e.detail().unwrap(), "expected: 4, actual: 6");
+    }
+
+    /// The README's "Errors" table calls its DETAIL formats a contract: every DETAIL form the
+    /// store writes must be in the row of its SQLSTATE. Each form is made here by the code that
+    /// writes it, with marked values; the text between the values (what a program parses) must
+    /// appear in that row as written. (The DETAILs of the SQL files, with no values, must be in
+    /// the table too.)
+    #[test]
+    fn every_detail_form_is_in_the_readme_errors_table() {
+        use crate::ExpectedVersion;
+        use crate::account::AccountStatus;
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("\n## Errors\n")
+            .expect("README has a section ## Errors");
+        let section = &readme[start + 1..];
+        let section = &section[..section[1..].find("\n## ").map_or(section.len(), |e| e + 1)];
+        let row = |code: &str| {
+            section
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{code}` |")))
+                .unwrap_or_else(|| panic!("the README's Errors table has no row for {code}"))
+        };
+        // values that do not occur in the fixed text around them
+        let (n, m, id, text) = (987_654_321_i64, 876_543_210_i64, "VALUE-ID", "VALUE-TEXT");
+        let wrong_version = |expected: ExpectedVersion| EventStoreError::WrongExpectedVersion {
+            stream_id: id.into(),
+            expected: expected.to_string(),
+            actual: m,
+        };
+        let forms = [
+            wrong_version(ExpectedVersion::Exact(n)),
+            wrong_version(ExpectedVersion::NoStream),
+            wrong_version(ExpectedVersion::StreamExists),
+            EventStoreError::DuplicateEventId {
+                event_id: id.into(),
+                stored_at: format!("in stream {id} at version {n}"),
+            },
+            EventStoreError::DuplicateEventId {
+                event_id: id.into(),
+                stored_at: format!("in this batch, at positions {n} and {m}"),
+            },
+            EventStoreError::DuplicateEventId {
+                event_id: id.into(),
+                stored_at: "by a concurrent append that committed first".into(),
+            },
+            EventStoreError::InvalidSnapshot {
+                stream_id: id.into(),
+                version: m,
+                current: n,
+            },
+            EventStoreError::SnapshotMismatch {
+                stream_id: id.into(),
+                version: m,
+                expected: text.into(),
+            },
+            EventStoreError::InsufficientFunds {
+                account_id: id.into(),
+                available: n,
+                requested: m,
+            },
+            EventStoreError::AccountNotActive {
+                account_id: id.into(),
+                status: AccountStatus::Frozen.as_str(),
+            },
+            EventStoreError::AccountNotActive {
+                account_id: id.into(),
+                status: AccountStatus::Closed.as_str(),
+            },
+            EventStoreError::LeasedByAnother {
+                subscription: id.into(),
+                partition: 1,
+                owner: text.into(),
+                lease_until: id.into(),
+                consumer: Some(text.into()),
+            },
+            EventStoreError::LeasedByAnother {
+                subscription: id.into(),
+                partition: 1,
+                owner: text.into(),
+                lease_until: id.into(),
+                consumer: None,
+            },
+            EventStoreError::WatermarkNotReplicated {
+                function: "es.read_all",
+                subscription: id.into(),
+                publication: text.into(),
+            },
+        ];
+        let mut missing = Vec::new();
+        for err in &forms {
+            let detail = err
+                .detail()
+                .unwrap_or_else(|| panic!("{err:?} has no DETAIL"));
+            let marked = [n.to_string(), m.to_string(), id.into(), text.into()]
+                .iter()
+                .fold(detail.clone(), |d, v| d.replace(v.as_str(), "\0"));
+            let code = err.sqlstate();
+            for fixed in marked.split('\0').filter(|f| !f.trim().is_empty()) {
+                if !row(code).contains(fixed) {
+                    missing.push(format!("{code}: {fixed:?} (of the DETAIL {detail:?})"));
+                }
+            }
+        }
+        for sql in [
+            include_str!("../../../sql/bootstrap.sql"),
+            include_str!("../../../sql/flow.sql"),
+        ] {
+            for part in sql.split("DETAIL = '").skip(1) {
+                let detail = &part[..part.find('\'').expect("a DETAIL literal ends")];
+                if !section.contains(detail) {
+                    missing.push(format!("a DETAIL of the SQL files: {detail:?}"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "DETAIL forms missing from the README's Errors table:\n{}",
+            missing.join("\n")
+        );
     }
 }

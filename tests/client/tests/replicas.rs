@@ -681,3 +681,127 @@ fn a_standby_refuses_writes_and_its_poll_is_gap_safe() {
     );
     standby.stop().unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// A logical subscriber whose publication carries the log, the streams and the snapshots but not
+/// `es.watermark` (a publication written by hand, without the README's recipe). Before the fix
+/// every `es.read_all` there answered nothing, with no error, for ever: the readers capped at a
+/// watermark that never arrives. Now a reader that cannot be gap-safe refuses (55000) naming the
+/// missing table, its DETAIL names the subscription and the publication, and its HINT is the
+/// DBA's fix, which the test then applies: afterwards the same reader gets every event.
+#[test]
+fn a_subscriber_without_the_watermark_refuses_to_read_and_says_how_to_fix_it() {
+    let _exclusive = replica::exclusive();
+    let _wal = LogicalWalLevel::ensure();
+    let db = TestDb::new("replicas_nowm");
+    let mut primary = db.connect();
+    assert_preloaded(&mut primary);
+    let tables: Vec<String> = ["es.events", "es.streams", "es.snapshots"]
+        .map(String::from)
+        .to_vec();
+    let mut subscriber = Replica::fresh_subscriber();
+    let subscription = LogicalSubscription::create(&subscriber, db.name(), &tables);
+    let name = subscription.name().to_owned();
+
+    let streams: Vec<Uuid> = (1..=3u128)
+        .map(|i| Uuid::from_u128(0x0a7e_0000_0000_4000_8000_0000_0000_0000 + i))
+        .collect();
+    for stream in &streams {
+        append(
+            &mut primary,
+            *stream,
+            Some(0),
+            &[r#"{"type":"A"}"#.to_owned(), r#"{"type":"B"}"#.to_owned()],
+        )
+        .unwrap_or_else(|e| panic!("append on the primary: {}", describe(&e)));
+    }
+    let stored = (streams.len() * 2) as i64;
+    subscription.wait_for_apply(&mut primary);
+    let mut reader = subscriber.connect(db.name());
+    let replicated: i64 = reader
+        .query_one("SELECT count(*) FROM es.events", &[])
+        .expect("es.events on the subscriber")
+        .get(0);
+    assert_eq!(
+        replicated, stored,
+        "the subscriber holds the primary's events"
+    );
+
+    let expected_hint = format!(
+        "On the publisher: ALTER PUBLICATION {name} ADD TABLE es.watermark; then here: \
+         ALTER SUBSCRIPTION {name} REFRESH PUBLICATION."
+    );
+    for (function, sql) in [
+        ("es.read_all", "SELECT count(*) FROM es.read_all(0, 100)"),
+        (
+            "es.create_subscription",
+            "SELECT count(*) FROM es.create_subscription('on_the_subscriber')",
+        ),
+    ] {
+        let err = match reader.query_one(sql, &[]) {
+            Ok(row) => panic!(
+                "{function} on a subscriber without es.watermark answered {} rows instead of an error",
+                row.get::<_, i64>(0)
+            ),
+            Err(e) => e,
+        };
+        let db_err = err
+            .as_db_error()
+            .unwrap_or_else(|| panic!("{function}: {}", describe(&err)));
+        assert_eq!(
+            (
+                db_err.code().code(),
+                db_err.message(),
+                db_err.detail(),
+                db_err.hint()
+            ),
+            (
+                "55000",
+                format!(
+                    "{function} cannot be gap-safe here: es.events is replicated in by logical \
+                     replication but es.watermark is not"
+                )
+                .as_str(),
+                Some(
+                    format!(
+                        "subscription {name} receives es.events from publication {name} without \
+                         es.watermark, the bound of the positions still in flight on the publisher"
+                    )
+                    .as_str()
+                ),
+                Some(expected_hint.as_str()),
+            ),
+            "{function} on a subscriber without es.watermark"
+        );
+    }
+
+    // The HINT, as a DBA applies it: afterwards the reader gets the log (once the primary's
+    // worker, which writes the watermark while a replica is connected, has reached its end).
+    primary
+        .batch_execute(&format!("ALTER PUBLICATION {name} ADD TABLE es.watermark"))
+        .unwrap_or_else(|e| panic!("ALTER PUBLICATION: {}", describe(&e)));
+    reader
+        .batch_execute(&format!("ALTER SUBSCRIPTION {name} REFRESH PUBLICATION"))
+        .unwrap_or_else(|e| panic!("ALTER SUBSCRIPTION: {}", describe(&e)));
+    let deadline = Instant::now() + CATCH_UP_WITHIN;
+    loop {
+        let read: Result<i64, _> = reader
+            .query_one("SELECT count(*) FROM es.read_all(0, 100)", &[])
+            .map(|r| r.get(0));
+        match &read {
+            Ok(n) if *n == stored => break,
+            Ok(_) => {}
+            // until the refresh is visible to this backend's catalog cache, the refusal stands
+            Err(e) if sqlstate(e) == Some("55000") => {}
+            Err(e) => panic!("es.read_all after the fix: {}", describe(e)),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the HINT's fix the subscriber's es.read_all did not return the {stored} \
+             events within {CATCH_UP_WITHIN:?}: {read:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+
+    drop(subscription);
+    subscriber.stop().unwrap_or_else(|e| panic!("{e}"));
+}

@@ -454,6 +454,45 @@ fn scenario(client: &mut Client) -> Vec<(String, String)> {
             &[&account],
         )),
     );
+    // A NULL stream or account id, for every function routed by it: PL/Proxy cannot route a NULL
+    // (its hash is NULL), so the proxy must give the one-node 22004 itself.
+    let null_id: [(&str, &str); 11] = [
+        (
+            "append_events",
+            r#"SELECT es.append_events(NULL, NULL, ARRAY['{"type":"A"}']::jsonb[])::text"#,
+        ),
+        (
+            "load_events",
+            "SELECT count(*)::text FROM es.load_events(NULL)",
+        ),
+        ("stream_version", "SELECT es.stream_version(NULL)::text"),
+        (
+            "save_snapshot",
+            "SELECT es.save_snapshot(NULL, 1, '{}')::text",
+        ),
+        (
+            "load_snapshot",
+            "SELECT count(*)::text FROM es.load_snapshot(NULL)",
+        ),
+        ("deposit", "SELECT es.deposit(NULL, 5, 'x')::text"),
+        ("withdraw", "SELECT es.withdraw(NULL, 5, 'x')::text"),
+        (
+            "freeze_account",
+            "SELECT es.freeze_account(NULL, 'x')::text",
+        ),
+        ("close_account", "SELECT es.close_account(NULL, 'x')::text"),
+        ("account_state", "SELECT es.account_state(NULL)::text"),
+        (
+            "account_history",
+            "SELECT count(*)::text FROM es.account_history(NULL)",
+        ),
+    ];
+    for (function, sql) in null_id {
+        step(
+            &format!("{function} with a NULL id (22004)"),
+            outcome(one_text(client, sql, &[])),
+        );
+    }
     let id = account.to_string();
     steps
         .into_iter()
@@ -643,6 +682,33 @@ fn streams_spread_over_the_partitions_and_each_shard_log_reads_back() {
         streams.len() * 2,
         "the shards' logs miss events"
     );
+    // the lag of a subscription on every shard, through the proxy's view: each shard's own log
+    // (fewer than 10,000 events after checkpoint 0, so exact, as on one node)
+    proxy
+        .execute("SELECT es.create_subscription('spread_lag', 0)", &[])
+        .unwrap_or_else(|e| panic!("es.create_subscription through the proxy: {}", describe(&e)));
+    let lag: Vec<(i32, i64, bool)> = proxy
+        .query(
+            "SELECT shard, events_behind, events_behind_is_estimate FROM es.subscriptions \
+             WHERE name = 'spread_lag' ORDER BY shard",
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("es.subscriptions through the proxy: {}", describe(&e)))
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let expected_lag: Vec<(i32, i64, bool)> = counts
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i as i32, 2 * *n as i64, false))
+        .collect();
+    assert_eq!(
+        lag, expected_lag,
+        "es.subscriptions through the proxy: (shard, events behind, estimate)"
+    );
+    proxy
+        .execute("SELECT es.drop_subscription('spread_lag')", &[])
+        .unwrap_or_else(|e| panic!("es.drop_subscription through the proxy: {}", describe(&e)));
     // what an error costs through the proxy: PL/Proxy drops its connection to the partition after
     // a remote error and reconnects at the next call
     let probe = streams[0];

@@ -224,3 +224,31 @@ SELECT es.drop_subscription('orders');
 SELECT es.drop_subscription('only_b');
 SELECT es.drop_subscription('shared');
 SELECT count(*) FROM es.subscriptions;
+-- es.subscriptions at a bounded cost: a monitoring scrape examines at most the 10,000 events after
+-- a partition's checkpoint. A partition further behind says its events_behind is an estimate (the
+-- matching share of the events examined times the positions after the checkpoint); one a few
+-- events behind is exact. The rows of es.events read by the scrape are counted by the statistics
+-- of this transaction (pg_stat_xact_user_tables), not timed.
+SELECT es.create_subscription('far_behind', start_after => NULL);
+SELECT es.create_subscription('far_behind_b', start_after => NULL, event_types => ARRAY['LagB']);
+SELECT sum(v) AS appended FROM (
+  SELECT es.append_events(('1a900000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 0,
+           ARRAY(SELECT (CASE WHEN j % 10 = 0 THEN '{"type":"LagB"}' ELSE '{"type":"LagA"}' END)::jsonb
+                   FROM generate_series(1, 1000) j)) AS v
+    FROM generate_series(1, 52) i) a;
+SELECT es.create_subscription('near', start_after => NULL);
+SELECT es.append_events('1a900000-0000-4000-8000-00000000ffff', 0,
+    ARRAY['{"type":"LagA"}', '{"type":"LagB"}', '{"type":"LagA"}']::jsonb[]);
+BEGIN;
+SELECT name, events_behind, events_behind_is_estimate, seconds_behind >= 0 AS has_age
+  FROM es.subscriptions WHERE name IN ('far_behind', 'far_behind_b', 'near') ORDER BY name;
+SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) <= 3 * 10002 AS events_examined_bounded
+  FROM pg_stat_xact_user_tables WHERE relid = 'es.events'::regclass;
+COMMIT;
+-- what the scrape would have to count exactly, for comparison
+SELECT count(*) AS all_behind, count(*) FILTER (WHERE event_type = 'LagB') AS b_behind
+  FROM es.events WHERE global_position > (SELECT checkpoint FROM es.subscription_partitions
+                                           WHERE subscription = 'far_behind');
+SELECT es.drop_subscription('far_behind');
+SELECT es.drop_subscription('far_behind_b');
+SELECT es.drop_subscription('near');
