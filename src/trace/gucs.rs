@@ -41,6 +41,24 @@ pub static OTLP_MAX_BATCH: GucSetting<i32> = GucSetting::<i32>::new(512);
 /// `es.otlp_retries`: retries of a failed batch (with exponential backoff) before it is dropped.
 pub static OTLP_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
 
+/// The values of `es.otlp_compression`.
+#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OtlpCompression {
+    /// Uncompressed bodies, unless the postmaster's environment sets
+    /// `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION` or `OTEL_EXPORTER_OTLP_COMPRESSION` (read by
+    /// `opentelemetry-otlp`).
+    #[name = c"none"]
+    None,
+    /// gzip-compressed bodies (`Content-Encoding: gzip`), which every OTLP/HTTP collector
+    /// accepts.
+    #[name = c"gzip"]
+    Gzip,
+}
+
+/// `es.otlp_compression`: `none` or `gzip`, the compression of export request bodies.
+pub static OTLP_COMPRESSION: GucSetting<OtlpCompression> =
+    GucSetting::<OtlpCompression>::new(OtlpCompression::None);
+
 /// Registers the tracing settings (before the shared-memory hooks, which read the buffer size).
 pub fn init() {
     GucRegistry::define_bool_guc(
@@ -125,10 +143,18 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"es.otlp_retries",
         c"Retries of a failed export batch before it is dropped.",
-        c"Retries back off exponentially (250 ms doubling, at most 8 s); dropped spans are counted in es.tracing_stats().",
+        c"Only unreachable collectors and the answers 429, 502, 503 and 504 are retried, after the collector's Retry-After or an exponential backoff with jitter (250 ms doubling, at most 8 s); other answers drop the batch at once. Dropped spans are counted in es.tracing_stats().",
         &OTLP_RETRIES,
         0,
         100,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"es.otlp_compression",
+        c"Compression of export request bodies: none or gzip.",
+        c"none leaves it to OTEL_EXPORTER_OTLP_TRACES_COMPRESSION / OTEL_EXPORTER_OTLP_COMPRESSION in the postmaster's environment (uncompressed when unset). Reloadable.",
+        &OTLP_COMPRESSION,
         GucContext::Sighup,
         GucFlags::default(),
     );

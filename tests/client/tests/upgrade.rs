@@ -11,9 +11,7 @@
 //! object, function definition, column, default, index, constraint, trigger, sequence, privilege,
 //! comment and dumped configuration table.
 
-use event_store_client_tests::{
-    Client, TestDb, Uuid, append, describe, pg_bin, stream_version,
-};
+use event_store_client_tests::{Client, TestDb, Uuid, append, describe, pg_bin, stream_version};
 
 /// Every released version: each one is installed, filled, and updated to the current version.
 const RELEASED: &[&str] = &["0.1.0"];
@@ -149,14 +147,16 @@ fn assert_installed_from_repository(version: &str) {
         .expect("pg_config --sharedir");
     let sharedir = String::from_utf8(sharedir.stdout).expect("utf-8");
     let name = format!("event_store--{version}.sql");
-    let installed = std::path::Path::new(sharedir.trim()).join("extension").join(&name);
+    let installed = std::path::Path::new(sharedir.trim())
+        .join("extension")
+        .join(&name);
     let repository = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../sql")
         .join(&name);
     let installed = std::fs::read(&installed)
         .unwrap_or_else(|e| panic!("{} is not installed: {e}", installed.display()));
-    let repository = std::fs::read(&repository)
-        .unwrap_or_else(|e| panic!("{}: {e}", repository.display()));
+    let repository =
+        std::fs::read(&repository).unwrap_or_else(|e| panic!("{}: {e}", repository.display()));
     assert!(
         installed == repository,
         "the installed {name} differs from the repository's sql/{name}"
