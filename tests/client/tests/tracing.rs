@@ -357,8 +357,9 @@ fn gzip_compression_from_the_setting_and_from_the_environment() {
     assert_eq!(spans[0]["encoding"], "gzip", "decoded from a gzip body");
     assert_eq!(spans[0]["name"], "event_store.append_events");
     // back to none: uncompressed
-    c.batch_execute("ALTER SYSTEM SET es.otlp_compression = none; SELECT pg_reload_conf()")
+    c.batch_execute("ALTER SYSTEM SET es.otlp_compression = none")
         .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
     wait_until("the reload", || {
         let trace = traced_append(&mut c);
         let spans = rx.wait_trace(&trace, |s| !s.is_empty());
@@ -614,6 +615,10 @@ const UNTRACED: &[(&str, &str)] = &[
         "the aggregate's transition function",
     ),
     ("es.account_replay_final", "the aggregate's final function"),
+    (
+        "es.refuse_history_change",
+        "the trigger that refuses changes to es.events (sql/bootstrap.sql)",
+    ),
     ("es.partition_lag", "a SQL view helper (sql/flow.sql)"),
     (
         "es.run_handler",
@@ -661,6 +666,11 @@ fn every_sql_function_records_its_declared_span_with_its_attributes() {
         .unwrap()
         .get(0);
     let (a, f, st) = (account, frozen, stream);
+    // the first event of the log: the subscription's first delivery, nacked then acked
+    let p: i64 = c
+        .query_one("SELECT min(global_position) FROM es.events", &[])
+        .unwrap()
+        .get(0);
     // One call per function, in an order where each succeeds; every declared span argument is
     // passed non-NULL, so every declared attribute must arrive.
     let calls: Vec<(&str, String)> = vec![
@@ -682,14 +692,14 @@ fn every_sql_function_records_its_declared_span_with_its_attributes() {
         ("es.account_history", format!("SELECT count(*) FROM es.account_history('{a}')")),
         (
             "es.create_subscription",
-            "SELECT es.create_subscription('sub', 0, NULL, NULL, 2)".into(),
+            "SELECT es.create_subscription('sub', 0, NULL, NULL, 1)".into(),
         ),
         ("es.claim", "SELECT count(*) FROM es.claim('sub', 'c1')".into()),
         ("es.poll", "SELECT count(*) FROM es.poll('sub', 0, 10, 'c1')".into()),
-        ("es.nack", "SELECT es.nack('sub', 0, 1, 'boom', 'c1')".into()),
-        ("es.ack", "SELECT es.ack('sub', 0, 1, 'c1')".into()),
+        ("es.nack", format!("SELECT es.nack('sub', 0, {p}, 'boom', 'c1')")),
+        ("es.ack", format!("SELECT es.ack('sub', 0, {p}, 'c1')")),
         ("es.replay_parked", "SELECT es.replay_parked('sub')".into()),
-        ("es.wait", "SELECT es.wait('sub', 1, 10)".into()),
+        ("es.wait", "SELECT es.wait('sub', 0, 10)".into()),
         ("es.release", "SELECT es.release('sub', 'c1')".into()),
         ("es.drop_subscription", "SELECT es.drop_subscription('sub')".into()),
         (
@@ -752,7 +762,7 @@ fn every_sql_function_records_its_declared_span_with_its_attributes() {
     for (function, sql) in &calls {
         let (trace, parent) = client_ids();
         c.batch_execute(&format!("{sql} /*traceparent='00-{trace}-{parent}-01'*/"))
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
         let Some(reg) = regs.iter().find(|r| r.function == *function) else {
             continue; // a SQL function of sql/flow.sql or the aggregate
         };
