@@ -29,7 +29,7 @@ pub static OTLP_ENDPOINT: GucSetting<Option<std::ffi::CString>> =
 pub static SERVICE_NAME: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(Some(c"event_store"));
 
-/// `es.otlp_timeout`: the time one export request may take, connect to response (ms).
+/// `es.otlp_timeout`: the time one export request may take, name lookup to response (ms).
 pub static OTLP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(2000);
 
 /// `es.otlp_interval`: the longest spans wait while less than a full batch is waiting (ms).
@@ -112,7 +112,7 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"es.otlp_timeout",
-        c"Time one export request may take, connect to response.",
+        c"Time one export request may take, name lookup to response.",
         c"A collector that accepts connections but never answers costs at most this per attempt (a shutdown abandons the request at once).",
         &OTLP_TIMEOUT_MS,
         100,

@@ -272,6 +272,17 @@ impl BlockingHttp {
         deadline: Instant,
     ) -> Result<TcpStream, HttpError> {
         let addrs = self.resolve(host, port, target, deadline)?;
+        self.connect_any(&addrs, target, deadline)
+    }
+
+    /// The first of `addrs` that accepts a connection, each tried with an equal share of the
+    /// time left.
+    fn connect_any(
+        &self,
+        addrs: &[SocketAddr],
+        target: &str,
+        deadline: Instant,
+    ) -> Result<TcpStream, HttpError> {
         let mut errors = Vec::new();
         for (i, addr) in addrs.iter().enumerate() {
             self.remaining(deadline, "connecting")?;
@@ -699,6 +710,25 @@ mod tests {
             .is_err()
         );
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab", true).is_err());
+    }
+
+    #[test]
+    fn every_address_is_tried_in_turn() {
+        let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_addr = dead.local_addr().unwrap();
+        drop(dead);
+        let live = TcpListener::bind("127.0.0.1:0").unwrap();
+        let live_addr = live.local_addr().unwrap();
+        let client = BlockingHttp::new(Duration::from_secs(5));
+        let deadline = Instant::now() + client.timeout;
+        let s = client
+            .connect_any(&[dead_addr, live_addr], "test", deadline)
+            .unwrap();
+        assert_eq!(s.peer_addr().unwrap(), live_addr);
+        let e = client
+            .connect_any(&[dead_addr], "test", deadline)
+            .unwrap_err();
+        assert!(e.to_string().contains(&dead_addr.to_string()), "{e}");
     }
 
     #[test]

@@ -293,10 +293,15 @@ impl State {
                             .last_log
                             .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
                     {
-                        pgrx::log!(
-                            "event_store: span export failed (retried {} times per batch, then dropped; see es.tracing_stats()): {e}",
-                            gucs::OTLP_RETRIES.get()
-                        );
+                        match failed.verdict {
+                            otlp::Verdict::Reject => pgrx::log!(
+                                "event_store: the collector rejected a span batch (not retried: dropped; see es.tracing_stats()): {e}"
+                            ),
+                            otlp::Verdict::Retry(_) => pgrx::log!(
+                                "event_store: span export failed (retried {} times per batch, then dropped; see es.tracing_stats()): {e}",
+                                gucs::OTLP_RETRIES.get()
+                            ),
+                        }
                         self.last_log = Some(Instant::now());
                     }
                     self.failing = true;
