@@ -185,6 +185,31 @@ LANGUAGE c VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'es_read_all';
 COMMENT ON FUNCTION es.read_all(bigint, bigint) IS
   'The global log after after_position in global_position order. Gap-safe: it stops before the first position still in flight, so a reader paging with its last position never skips an event. Needs shared_preload_libraries = ''event_store''.';
+DROP FUNCTION es.tracing_stats();
+-- src/api/tracing_stats.rs:28
+CREATE FUNCTION es.tracing_stats(
+    OUT available boolean,
+    OUT status text,
+    OUT spans_recorded bigint,
+    OUT spans_exported bigint,
+    OUT spans_dropped bigint,
+    OUT spans_dropped_export bigint,
+    OUT export_failures bigint,
+    OUT batches_rejected bigint,
+    OUT spans_queued bigint,
+    OUT buffer_size integer,
+    OUT last_error text,
+    OUT last_export_at timestamptz,
+    OUT last_failure_at timestamptz,
+    OUT worker_pid integer,
+    OUT otlp_endpoint text)
+RETURNS SETOF record
+LANGUAGE c VOLATILE PARALLEL SAFE ROWS 1
+AS 'MODULE_PATHNAME', 'es_tracing_stats';
+COMMENT ON FUNCTION es.tracing_stats() IS
+  'One row: whether tracing is available (needs shared_preload_libraries = ''event_store''), its status in this session, spans recorded, exported, dropped because the buffer was full (spans_dropped), dropped after failed exports (spans_dropped_export), failed export attempts, batches the collector refused with an answer that is not retried (batches_rejected: a 4xx other than 429, a 5xx other than 502, 503, 504; their spans are in spans_dropped_export), spans waiting, the buffer size, the last export error and the times of the last successful and failed exports, the export worker''s pid and es.otlp_endpoint.';
+REVOKE ALL ON FUNCTION es.tracing_stats() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION es.tracing_stats() TO pg_monitor;
 CREATE FUNCTION es.create_projection(name text, handler regprocedure, event_types text[] DEFAULT NULL, batch integer DEFAULT 100)
 RETURNS void
 LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
