@@ -19,7 +19,8 @@ blocks = re.findall(r"/\* <begin connected objects> \*/\n(.*?)/\* </end connecte
 functions = sorted((b for b in blocks if b.startswith(tuple(f"-- {f}:" for f in NEW_API))),
                    key=lambda b: b.split("\n", 1)[0])
 # Functions of 0.1.0 whose signature 0.2.0 changes: dropped, then declared as a fresh install does.
-CHANGED = {"es.read_all(": "DROP FUNCTION es.read_all(bigint, integer);\n"}
+CHANGED = {"es.read_all(": "DROP FUNCTION es.read_all(bigint, integer);\n",
+           "es.tracing_stats(": "DROP FUNCTION es.tracing_stats();\n"}
 changed = [CHANGED[key] + b for key in CHANGED for b in blocks
            if b.startswith("-- src/api/") and f"\nCREATE FUNCTION {key}" in b]
 boot = open(os.path.join(repo, "sql/bootstrap.sql")).read()

@@ -1,6 +1,6 @@
 //! `es.tracing_stats()`: one row with the state of tracing and its counters (SPEC §7) — spans
 //! recorded, exported, dropped because the buffer was full, dropped after failed exports, export
-//! failures, the last error and the last successful export. Without the preload the row says
+//! failures, batches the collector refused, the last error and the last successful export. Without the preload the row says
 //! tracing is unavailable and why, instead of failing: a monitoring query should keep working.
 
 use crate::pg::call::{Call, no_value, text_datum};
@@ -22,7 +22,8 @@ fn int8(v: u64) -> Option<Datum> {
 }
 
 /// One row of the columns declared below: available, status, spans_recorded, spans_exported,
-/// spans_dropped, spans_dropped_export, export_failures, spans_queued, buffer_size, last_error,
+/// spans_dropped, spans_dropped_export, export_failures, batches_rejected, spans_queued,
+/// buffer_size, last_error,
 /// last_export_at, last_failure_at, worker_pid, otlp_endpoint.
 #[sql_function(
     sql = "es.tracing_stats(
@@ -33,6 +34,7 @@ fn int8(v: u64) -> Option<Datum> {
     OUT spans_dropped bigint,
     OUT spans_dropped_export bigint,
     OUT export_failures bigint,
+    OUT batches_rejected bigint,
     OUT spans_queued bigint,
     OUT buffer_size integer,
     OUT last_error text,
@@ -42,7 +44,7 @@ fn int8(v: u64) -> Option<Datum> {
     OUT otlp_endpoint text)
 RETURNS SETOF record
 LANGUAGE c VOLATILE PARALLEL SAFE ROWS 1",
-    comment = "One row: whether tracing is available (needs shared_preload_libraries = 'event_store'), its status in this session, spans recorded, exported, dropped because the buffer was full (spans_dropped), dropped after failed export retries (spans_dropped_export), failed export attempts, spans waiting, the buffer size, the last export error and the times of the last successful and failed exports, the export worker's pid and es.otlp_endpoint.",
+    comment = "One row: whether tracing is available (needs shared_preload_libraries = 'event_store'), its status in this session, spans recorded, exported, dropped because the buffer was full (spans_dropped), dropped after failed exports (spans_dropped_export), failed export attempts, batches the collector refused with an answer that is not retried (batches_rejected: a 4xx other than 429, a 5xx other than 502, 503, 504; their spans are in spans_dropped_export), spans waiting, the buffer size, the last export error and the times of the last successful and failed exports, the export worker's pid and es.otlp_endpoint.",
     access = "owner, pg_monitor"
 )]
 fn tracing_stats(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
@@ -50,7 +52,7 @@ fn tracing_stats(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     let endpoint = gucs::OTLP_ENDPOINT
         .get()
         .map(|s| text_datum(&s.to_string_lossy()));
-    let mut row: [Option<Datum>; 14] = [None; 14];
+    let mut row: [Option<Datum>; 15] = [None; 15];
     match ring::get() {
         None => {
             row[0] = Some(Datum::from(false));
@@ -79,16 +81,17 @@ fn tracing_stats(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
             row[4] = int8(st.dropped_full.load(Ordering::Relaxed));
             row[5] = int8(st.dropped_export.load(Ordering::Relaxed));
             row[6] = int8(st.export_failures.load(Ordering::Relaxed));
-            row[7] = int8(ring.len() as u64);
-            row[8] = Some(Datum::from(ring.capacity() as i32));
-            row[9] = st.last_error().map(|e| text_datum(&e));
-            row[10] = timestamptz(st.last_success_unix_ns.load(Ordering::Relaxed));
-            row[11] = timestamptz(st.last_failure_unix_ns.load(Ordering::Relaxed));
+            row[7] = int8(st.batches_rejected.load(Ordering::Relaxed));
+            row[8] = int8(ring.len() as u64);
+            row[9] = Some(Datum::from(ring.capacity() as i32));
+            row[10] = st.last_error().map(|e| text_datum(&e));
+            row[11] = timestamptz(st.last_success_unix_ns.load(Ordering::Relaxed));
+            row[12] = timestamptz(st.last_failure_unix_ns.load(Ordering::Relaxed));
             let pid = st.worker_pid.load(Ordering::Relaxed);
-            row[12] = (pid != 0).then(|| Datum::from(pid as i32));
+            row[13] = (pid != 0).then(|| Datum::from(pid as i32));
         }
     }
-    row[13] = endpoint;
+    row[14] = endpoint;
     let values: Vec<Datum> = row
         .iter()
         .map(|v| v.unwrap_or(Datum::from(0usize)))

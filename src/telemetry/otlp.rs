@@ -1,7 +1,7 @@
 //! From span records to OpenTelemetry's `SpanData` and `Resource`, and the export worker's retry
 //! schedule: the pure half of the export (SPEC §7), so the mapping is tested without a server.
 
-use super::record::SpanRecord;
+use super::record::{AttrValue, SpanRecord};
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
@@ -30,26 +30,22 @@ pub fn resource(service_name: &str, host: &str, db: &str) -> Resource {
         .build()
 }
 
-/// A record as OpenTelemetry's exportable span (`None` for a record of an unknown name).
-pub fn span_data(r: &SpanRecord, scope: &InstrumentationScope) -> Option<SpanData> {
-    let name = r.name()?;
+/// A record as OpenTelemetry's exportable span: its declared name, and each attribute under
+/// its own key (a uuid as its text form).
+pub fn span_data(r: &SpanRecord, scope: &InstrumentationScope) -> SpanData {
     let mut attributes: Vec<KeyValue> = r
-        .statics()
-        .map(|a| {
-            let (k, v) = a.key_value();
-            KeyValue::new(k, v)
+        .attrs()
+        .map(|(k, v)| {
+            let key = k.to_owned();
+            match v {
+                AttrValue::Int(i) => KeyValue::new(key, i),
+                AttrValue::Uuid(id) => KeyValue::new(key, uuid::Uuid::from_bytes(id).to_string()),
+                AttrValue::Str(text) => KeyValue::new(key, text.to_owned()),
+                AttrValue::Bool(b) => KeyValue::new(key, b),
+                AttrValue::F64(f) => KeyValue::new(key, f),
+            }
         })
         .collect();
-    let uuid = |id: [u8; 16]| uuid::Uuid::from_bytes(id).to_string();
-    if let Some(id) = r.account_id() {
-        attributes.push(KeyValue::new("account_id", uuid(id)));
-    }
-    if let Some(id) = r.aggregate_id() {
-        attributes.push(KeyValue::new("aggregate_id", uuid(id)));
-    }
-    for (k, v) in r.nums() {
-        attributes.push(KeyValue::new(k.key(), v));
-    }
     attributes.push(KeyValue::new("process.pid", i64::from(r.pid)));
     if let Some(code) = r.sqlstate() {
         attributes.push(KeyValue::new("db.response.status_code", code.to_owned()));
@@ -59,7 +55,7 @@ pub fn span_data(r: &SpanRecord, scope: &InstrumentationScope) -> Option<SpanDat
         None => Status::Ok,
     };
     let ts = |ns: u64| UNIX_EPOCH + Duration::from_nanos(ns);
-    Some(SpanData {
+    SpanData {
         span_context: SpanContext::new(
             TraceId::from_bytes(r.trace_id),
             SpanId::from_bytes(r.span_id),
@@ -70,7 +66,7 @@ pub fn span_data(r: &SpanRecord, scope: &InstrumentationScope) -> Option<SpanDat
         parent_span_id: SpanId::from_bytes(r.parent_id),
         parent_span_is_remote: r.parent_remote(),
         span_kind: SpanKind::Internal,
-        name: name.as_str().into(),
+        name: r.name().to_owned().into(),
         start_time: ts(r.start_unix_ns),
         end_time: ts(r.end_unix_ns.max(r.start_unix_ns)),
         attributes,
@@ -79,20 +75,56 @@ pub fn span_data(r: &SpanRecord, scope: &InstrumentationScope) -> Option<SpanDat
         links: SpanLinks::default(),
         status,
         instrumentation_scope: scope.clone(),
-    })
+    }
 }
 
-/// How long the worker waits before retry `attempt` (1-based) of a failed batch: 250 ms,
-/// doubling, at most 8 s.
-pub fn backoff(attempt: u32) -> Duration {
-    let ms = 250u64.saturating_mul(1 << attempt.saturating_sub(1).min(5));
-    Duration::from_millis(ms.min(8_000))
+/// How long the worker waits before retry `attempt` (1-based) of a failed batch when the
+/// collector did not say: exponential backoff (250 ms, doubling, at most 8 s) with jitter, a
+/// uniform draw in the upper half of the step (`jitter` is any random number), so exporters that
+/// failed together do not retry together.
+pub fn backoff(attempt: u32, jitter: u64) -> Duration {
+    let ms = 250u64
+        .saturating_mul(1 << attempt.saturating_sub(1).min(5))
+        .min(8_000);
+    Duration::from_millis(ms / 2 + jitter % (ms / 2 + 1))
+}
+
+/// The longest `Retry-After` the worker honours: a collector cannot stall the export for longer
+/// per retry (the retries themselves are bounded by `es.otlp_retries`).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// What to do with a batch whose export failed, by the OTLP/HTTP specification's rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Retry (after the collector's `Retry-After` when it sent one): the collector was
+    /// unreachable or answered 429, 502, 503 or 504.
+    Retry(Option<Duration>),
+    /// Drop the batch at once: any other answer (a 4xx says the request is bad and would be as
+    /// bad again; the specification names no other 5xx retryable either).
+    Reject,
+}
+
+/// The verdict on an export that failed with HTTP status `status` (`None`: no answer, a network
+/// error or a timeout) and the answer's `Retry-After` header.
+pub fn verdict(status: Option<u16>, retry_after: Option<&str>) -> Verdict {
+    match status {
+        None => Verdict::Retry(None),
+        Some(429 | 502 | 503 | 504) => Verdict::Retry(retry_after.and_then(parse_retry_after)),
+        Some(_) => Verdict::Reject,
+    }
+}
+
+/// A `Retry-After` value in its delay-seconds form, capped at [`MAX_RETRY_AFTER`]; `None` for
+/// the HTTP-date form or garbage (the backoff applies then).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let secs: u64 = value.trim().parse().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::record::{NumAttr, SpanName, StaticAttr};
+    use crate::telemetry::record::AttrValue as A;
     use opentelemetry::Value;
 
     fn attr<'a>(d: &'a SpanData, k: &str) -> Option<&'a Value> {
@@ -104,15 +136,17 @@ mod tests {
 
     #[test]
     fn a_deposit_record_maps_to_the_seeds_span() {
-        let mut r = SpanRecord::new(SpanName::Deposit, [7; 16], [8; 8], [9; 8]);
+        let mut r = SpanRecord::new("command.deposit", [7; 16], [8; 8], [9; 8]);
         r.start_unix_ns = 1_000;
         r.end_unix_ns = 5_000;
         r.set_parent_remote(true);
-        r.set_aggregate_id([1; 16]);
-        r.set_account_id([1; 16]);
-        r.set_static(StaticAttr::OpCommand);
-        r.set_num(NumAttr::AmountCents, 250);
-        let d = span_data(&r, &scope()).unwrap();
+        r.set_attr("aggregate_id", A::Uuid([1; 16]));
+        r.set_attr("account_id", A::Uuid([1; 16]));
+        r.set_attr("event_sourcing.operation", A::Str("command"));
+        r.set_attr("amount_cents", A::Int(250));
+        r.set_attr("retried", A::Bool(true));
+        let d = span_data(&r, &scope());
+        assert_eq!(attr(&d, "retried"), Some(&Value::Bool(true)));
         assert_eq!(d.name, "command.deposit");
         assert_eq!(d.span_context.trace_id(), TraceId::from_bytes([7; 16]));
         assert_eq!(d.parent_span_id, SpanId::from_bytes([9; 8]));
@@ -134,11 +168,11 @@ mod tests {
 
     #[test]
     fn a_failed_record_has_status_error() {
-        let mut r = SpanRecord::new(SpanName::AppendEvents, [7; 16], [8; 8], [0; 8]);
+        let mut r = SpanRecord::new("event_store.append_events", [7; 16], [8; 8], [0; 8]);
         r.set_error("ES001", "wrong expected version");
-        r.set_static(StaticAttr::DbSystem);
-        r.set_static(StaticAttr::DbInsert);
-        let d = span_data(&r, &scope()).unwrap();
+        r.set_attr("db.system", A::Str("postgresql"));
+        r.set_attr("db.operation", A::Str("INSERT"));
+        let d = span_data(&r, &scope());
         assert_eq!(d.status, Status::error("wrong expected version"));
         assert_eq!(
             attr(&d, "db.response.status_code"),
@@ -149,11 +183,43 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_and_is_capped() {
-        assert_eq!(backoff(1), Duration::from_millis(250));
-        assert_eq!(backoff(2), Duration::from_millis(500));
-        assert_eq!(backoff(6), Duration::from_millis(8_000));
-        assert_eq!(backoff(60), Duration::from_millis(8_000));
+    fn backoff_doubles_is_capped_and_jittered() {
+        assert_eq!(backoff(1, 0), Duration::from_millis(125));
+        assert_eq!(backoff(1, 125), Duration::from_millis(250));
+        assert_eq!(backoff(2, 0), Duration::from_millis(250));
+        assert_eq!(backoff(2, 250), Duration::from_millis(500));
+        assert_eq!(backoff(6, u64::MAX), backoff(60, u64::MAX));
+        for j in [0, 1, 7, 1_000_003, u64::MAX] {
+            let d = backoff(60, j);
+            assert!(
+                d >= Duration::from_secs(4) && d <= Duration::from_secs(8),
+                "{d:?}"
+            );
+        }
+        assert_ne!(backoff(3, 1), backoff(3, 2), "jitter moves the retry");
+    }
+
+    #[test]
+    fn only_the_specifications_retryable_answers_are_retried() {
+        assert_eq!(verdict(None, None), Verdict::Retry(None));
+        for code in [429, 502, 503, 504] {
+            assert_eq!(verdict(Some(code), None), Verdict::Retry(None), "{code}");
+        }
+        assert_eq!(
+            verdict(Some(429), Some(" 3 ")),
+            Verdict::Retry(Some(Duration::from_secs(3)))
+        );
+        assert_eq!(
+            verdict(Some(503), Some("86400")),
+            Verdict::Retry(Some(MAX_RETRY_AFTER))
+        );
+        assert_eq!(
+            verdict(Some(503), Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Verdict::Retry(None)
+        );
+        for code in [400, 401, 403, 404, 413, 500, 501, 505] {
+            assert_eq!(verdict(Some(code), Some("1")), Verdict::Reject, "{code}");
+        }
     }
 
     #[test]

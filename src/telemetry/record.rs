@@ -1,214 +1,43 @@
-//! The span records of the store (SPEC §7): the spans it records ([`SpanName`]), their
-//! attributes ([`StaticAttr`], [`NumAttr`]) and the fixed-size [`SpanRecord`] a finished span
-//! becomes, which crosses from a backend to the export worker through shared memory.
+//! The span records of the store (SPEC §7): the fixed-size [`SpanRecord`] a finished span
+//! becomes, which crosses from a backend to the export worker through shared memory. A record
+//! carries its span's name and attributes ([`AttrValue`]) as the code declared them
+//! (`#[sql_function(span = ...)]`, `#[instrument]`), so there is no list of known names or
+//! fields to keep in step with the declarations: whatever a span declares is exported.
 //!
 //! Pure Rust, tested without PostgreSQL: [`super::subscriber`] fills records from `tracing`
 //! spans, [`super::ring`] carries them, [`super::otlp`] turns them into OpenTelemetry spans.
 
-/// The spans the store records. The numeric value is what a [`SpanRecord`] stores, so a
-/// variant's value never changes once released.
-#[repr(u8)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SpanName {
-    /// `es.append_events`, and the append step of every command.
-    AppendEvents = 1,
-    /// `es.load_events`, and the tail a command loads after its snapshot.
-    LoadEvents = 2,
-    /// `es.stream_version`.
-    StreamVersion = 3,
-    /// `es.read_all`.
-    ReadAll = 4,
-    /// `es.save_snapshot`, and a command's automatic snapshot.
-    SnapshotSave = 5,
-    /// `es.load_snapshot`, and a command's snapshot lookup.
-    SnapshotLoad = 6,
-    /// A command folding the events after its snapshot into the account state.
-    AccountReplay = 7,
-    /// `es.open_account`.
-    OpenAccount = 8,
-    /// `es.deposit`.
-    Deposit = 9,
-    /// `es.withdraw`.
-    Withdraw = 10,
-    /// `es.freeze_account`.
-    FreezeAccount = 11,
-    /// `es.close_account`.
-    CloseAccount = 12,
-    /// `es.account_state` (time travel).
-    AccountState = 13,
-    /// `es.account_history` (audit).
-    AccountHistory = 14,
+/// An attribute value a record can carry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AttrValue<'a> {
+    /// An integer (`i64`; larger `u64`s are clamped).
+    Int(i64),
+    /// A uuid (`aggregate_id`, `account_id`, any field recorded as a `u128`), exported as text.
+    Uuid([u8; 16]),
+    /// A text value: a constant field (`db.system = "postgresql"`) or a text argument (the
+    /// subscription's name), cut to [`MAX_TEXT_BYTES`].
+    Str(&'a str),
+    /// A boolean.
+    Bool(bool),
+    /// A floating-point number.
+    F64(f64),
 }
 
-impl SpanName {
-    /// Every name, for lookups by number.
-    pub const ALL: [SpanName; 14] = [
-        SpanName::AppendEvents,
-        SpanName::LoadEvents,
-        SpanName::StreamVersion,
-        SpanName::ReadAll,
-        SpanName::SnapshotSave,
-        SpanName::SnapshotLoad,
-        SpanName::AccountReplay,
-        SpanName::OpenAccount,
-        SpanName::Deposit,
-        SpanName::Withdraw,
-        SpanName::FreezeAccount,
-        SpanName::CloseAccount,
-        SpanName::AccountState,
-        SpanName::AccountHistory,
-    ];
+const TAG_INT: u8 = 1;
+const TAG_UUID: u8 = 2;
+const TAG_STR: u8 = 3;
+const TAG_BOOL: u8 = 4;
+const TAG_F64: u8 = 5;
 
-    /// The span's name as exported (the seed's names where it has one).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SpanName::AppendEvents => "event_store.append_events",
-            SpanName::LoadEvents => "event_store.load_events",
-            SpanName::StreamVersion => "event_store.stream_version",
-            SpanName::ReadAll => "event_store.read_all",
-            SpanName::SnapshotSave => "snapshot_store.save",
-            SpanName::SnapshotLoad => "snapshot_store.load",
-            SpanName::AccountReplay => "account.replay",
-            SpanName::OpenAccount => "command.open_account",
-            SpanName::Deposit => "command.deposit",
-            SpanName::Withdraw => "command.withdraw",
-            SpanName::FreezeAccount => "command.freeze_account",
-            SpanName::CloseAccount => "command.close_account",
-            SpanName::AccountState => "account.state",
-            SpanName::AccountHistory => "account.history",
-        }
-    }
-
-    /// The name stored in a record, if it is one this version knows.
-    pub fn from_u8(v: u8) -> Option<SpanName> {
-        SpanName::ALL.into_iter().find(|n| *n as u8 == v)
-    }
-
-    /// The name a `tracing` span was declared with, if it is one of the store's.
-    pub fn from_name(name: &str) -> Option<SpanName> {
-        SpanName::ALL.into_iter().find(|n| n.as_str() == name)
-    }
-}
-
-/// The string attributes a span can carry: the constant fields of the seed's `#[instrument]`s.
-/// A record stores which ones its span declared as bits, so it stays fixed-size; the value is
-/// the bit, so a variant's value never changes once released.
-#[repr(u8)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StaticAttr {
-    /// `db.system = "postgresql"`.
-    DbSystem = 0,
-    /// `db.operation = "INSERT"`.
-    DbInsert = 1,
-    /// `db.operation = "SELECT"`.
-    DbSelect = 2,
-    /// `event_sourcing.operation = "append"`.
-    OpAppend = 3,
-    /// `event_sourcing.operation = "command"`.
-    OpCommand = 4,
-    /// `event_sourcing.operation = "replay"`.
-    OpReplay = 5,
-    /// `event_sourcing.optimization = "snapshot"`.
-    OptSnapshot = 6,
-}
-
-impl StaticAttr {
-    const ALL: [StaticAttr; 7] = [
-        StaticAttr::DbSystem,
-        StaticAttr::DbInsert,
-        StaticAttr::DbSelect,
-        StaticAttr::OpAppend,
-        StaticAttr::OpCommand,
-        StaticAttr::OpReplay,
-        StaticAttr::OptSnapshot,
-    ];
-
-    /// The attribute as exported.
-    pub fn key_value(self) -> (&'static str, &'static str) {
-        match self {
-            StaticAttr::DbSystem => ("db.system", "postgresql"),
-            StaticAttr::DbInsert => ("db.operation", "INSERT"),
-            StaticAttr::DbSelect => ("db.operation", "SELECT"),
-            StaticAttr::OpAppend => ("event_sourcing.operation", "append"),
-            StaticAttr::OpCommand => ("event_sourcing.operation", "command"),
-            StaticAttr::OpReplay => ("event_sourcing.operation", "replay"),
-            StaticAttr::OptSnapshot => ("event_sourcing.optimization", "snapshot"),
-        }
-    }
-
-    /// The attribute a field `key = value` stands for, if it is one a record can carry.
-    pub fn find(key: &str, value: &str) -> Option<StaticAttr> {
-        StaticAttr::ALL
-            .into_iter()
-            .find(|a| a.key_value() == (key, value))
-    }
-}
-
-/// Numeric span attributes. The value is what a record stores.
-#[repr(u8)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NumAttr {
-    /// `expected_version` (absent when the caller passed NULL).
-    ExpectedVersion = 1,
-    /// `events_count`.
-    EventsCount = 2,
-    /// `amount_cents`.
-    AmountCents = 3,
-    /// `version` (of a snapshot).
-    Version = 4,
-    /// `from_version`.
-    FromVersion = 5,
-    /// `at_version`.
-    AtVersion = 6,
-    /// `after_position`.
-    AfterPosition = 7,
-    /// `initial_balance_cents`.
-    InitialBalanceCents = 8,
-    /// `new_version`: the stream's version after an append.
-    NewVersion = 9,
-}
-
-impl NumAttr {
-    /// Every attribute, for lookups.
-    pub const ALL: [NumAttr; 9] = [
-        NumAttr::ExpectedVersion,
-        NumAttr::EventsCount,
-        NumAttr::AmountCents,
-        NumAttr::Version,
-        NumAttr::FromVersion,
-        NumAttr::AtVersion,
-        NumAttr::AfterPosition,
-        NumAttr::InitialBalanceCents,
-        NumAttr::NewVersion,
-    ];
-
-    /// The attribute key as exported.
-    pub fn key(self) -> &'static str {
-        match self {
-            NumAttr::ExpectedVersion => "expected_version",
-            NumAttr::EventsCount => "events_count",
-            NumAttr::AmountCents => "amount_cents",
-            NumAttr::Version => "version",
-            NumAttr::FromVersion => "from_version",
-            NumAttr::AtVersion => "at_version",
-            NumAttr::AfterPosition => "after_position",
-            NumAttr::InitialBalanceCents => "initial_balance_cents",
-            NumAttr::NewVersion => "new_version",
-        }
-    }
-
-    fn from_u8(v: u8) -> Option<NumAttr> {
-        NumAttr::ALL.into_iter().find(|n| *n as u8 == v)
-    }
-
-    /// The attribute a field named `key` records, if it is one.
-    pub fn from_key(key: &str) -> Option<NumAttr> {
-        NumAttr::ALL.into_iter().find(|n| n.key() == key)
-    }
-}
-
-/// How many numeric attributes one record holds.
-pub const MAX_NUM_ATTRS: usize = 4;
+/// Bytes of a span's name a record keeps (`#[sql_function]` refuses longer names at build
+/// time; a longer `#[instrument]` name is cut at a character boundary).
+pub const NAME_BYTES: usize = 48;
+/// Bytes of encoded attributes a record holds; an attribute that does not fit is dropped (a
+/// record's size is fixed). The largest span of the store (a command, with its ids, amounts,
+/// versions and constant fields) takes about 170.
+pub const ATTR_BYTES: usize = 320;
+/// Bytes kept of a text attribute's value.
+pub const MAX_TEXT_BYTES: usize = 64;
 /// Bytes kept of an error message (longer ones are cut at a character boundary).
 pub const MESSAGE_BYTES: usize = 160;
 /// Bytes kept of the database name (PostgreSQL names have at most 63).
@@ -216,8 +45,6 @@ pub const DB_NAME_BYTES: usize = 64;
 
 const FLAG_ERROR: u8 = 1;
 const FLAG_PARENT_REMOTE: u8 = 2;
-const FLAG_AGGREGATE: u8 = 4;
-const FLAG_ACCOUNT: u8 = 8;
 const FLAG_SQLSTATE: u8 = 16;
 
 /// One finished span, as backends write it into shared memory: fixed size, no pointers, so a
@@ -235,55 +62,56 @@ pub struct SpanRecord {
     pub start_unix_ns: u64,
     /// End, nanoseconds since the Unix epoch.
     pub end_unix_ns: u64,
-    /// The values of the numeric attributes in `num_keys`.
-    num_values: [i64; MAX_NUM_ATTRS],
-    /// The aggregate (stream / account) id, recorded as `aggregate_id` (`FLAG_AGGREGATE`)
-    /// and/or `account_id` (`FLAG_ACCOUNT`).
-    aggregate_id: [u8; 16],
     /// Process id of the backend that recorded the span.
     pub pid: i32,
-    /// [`SpanName`] as a number.
-    name: u8,
+    /// Bytes used of `attrs`.
+    attrs_len: u16,
+    name_len: u8,
     flags: u8,
-    /// [`StaticAttr`] bits.
-    statics: u16,
-    /// [`NumAttr`] numbers; 0 = unused slot.
-    num_keys: [u8; MAX_NUM_ATTRS],
     /// SQLSTATE of a failed call.
     sqlstate: [u8; 5],
     message_len: u8,
     db_name_len: u8,
+    /// The span's name as declared (`#[sql_function(span = ...)]`, `#[instrument(name = ...)]`):
+    /// the record carries it, so no list of names stands between a declaration and the export.
+    name: [u8; NAME_BYTES],
+    /// The attributes, in the order first set: each is the key's length (one byte), the key,
+    /// a type tag, and the value (8 bytes; 16 for a uuid; a length byte and the text).
+    attrs: [u8; ATTR_BYTES],
     message: [u8; MESSAGE_BYTES],
     db_name: [u8; DB_NAME_BYTES],
 }
 
 impl SpanRecord {
-    /// A record for span `name` with no attributes, status OK.
-    pub fn new(name: SpanName, trace_id: [u8; 16], span_id: [u8; 8], parent_id: [u8; 8]) -> Self {
-        SpanRecord {
+    /// A record for span `name` (cut to [`NAME_BYTES`]) with no attributes, status OK.
+    pub fn new(name: &str, trace_id: [u8; 16], span_id: [u8; 8], parent_id: [u8; 8]) -> Self {
+        let mut r = SpanRecord {
             trace_id,
             span_id,
             parent_id,
             start_unix_ns: 0,
             end_unix_ns: 0,
-            num_values: [0; MAX_NUM_ATTRS],
-            aggregate_id: [0; 16],
             pid: 0,
-            name: name as u8,
+            attrs_len: 0,
+            name_len: 0,
             flags: 0,
-            statics: 0,
-            num_keys: [0; MAX_NUM_ATTRS],
             sqlstate: [0; 5],
             message_len: 0,
             db_name_len: 0,
+            name: [0; NAME_BYTES],
+            attrs: [0; ATTR_BYTES],
             message: [0; MESSAGE_BYTES],
             db_name: [0; DB_NAME_BYTES],
-        }
+        };
+        r.name_len = copy_truncated(&mut r.name, name) as u8;
+        r
     }
 
-    /// The span's name (`None` for a record written by a newer version).
-    pub fn name(&self) -> Option<SpanName> {
-        SpanName::from_u8(self.name)
+    /// The span's name.
+    pub fn name(&self) -> &str {
+        // a record is read from shared memory: a length is never trusted to index
+        let len = (self.name_len as usize).min(NAME_BYTES);
+        std::str::from_utf8(&self.name[..len]).unwrap_or("")
     }
 
     /// Marks the parent as a span of another process (the client's).
@@ -304,61 +132,111 @@ impl SpanRecord {
         }
     }
 
-    /// Sets `aggregate_id`.
-    pub fn set_aggregate_id(&mut self, id: [u8; 16]) {
-        self.aggregate_id = id;
-        self.set_flag(FLAG_AGGREGATE, true);
-    }
-
-    /// Sets `account_id` (the seed's name of the aggregate id on commands).
-    pub fn set_account_id(&mut self, id: [u8; 16]) {
-        self.aggregate_id = id;
-        self.set_flag(FLAG_ACCOUNT, true);
-    }
-
-    /// `aggregate_id`, if set.
-    pub fn aggregate_id(&self) -> Option<[u8; 16]> {
-        (self.flags & FLAG_AGGREGATE != 0).then_some(self.aggregate_id)
-    }
-
-    /// `account_id`, if set.
-    pub fn account_id(&self) -> Option<[u8; 16]> {
-        (self.flags & FLAG_ACCOUNT != 0).then_some(self.aggregate_id)
-    }
-
-    /// Adds a constant string attribute.
-    pub fn set_static(&mut self, attr: StaticAttr) {
-        self.statics |= 1 << attr as u8;
-    }
-
-    /// The constant string attributes set, in [`StaticAttr`] order.
-    pub fn statics(&self) -> impl Iterator<Item = StaticAttr> + '_ {
-        StaticAttr::ALL
-            .into_iter()
-            .filter(|a| self.statics & (1 << *a as u8) != 0)
-    }
-
-    /// Sets (or replaces) a numeric attribute; when all slots are taken the value is dropped
-    /// (a record's size is fixed).
-    pub fn set_num(&mut self, key: NumAttr, value: i64) {
-        let k = key as u8;
-        let slot = self
-            .num_keys
-            .iter()
-            .position(|&s| s == k)
-            .or_else(|| self.num_keys.iter().position(|&s| s == 0));
-        if let Some(i) = slot {
-            self.num_keys[i] = k;
-            self.num_values[i] = value;
+    /// Sets attribute `key` (replacing an earlier value of the same key). An attribute that
+    /// does not fit in the record any more is dropped: a record's size is fixed.
+    pub fn set_attr(&mut self, key: &str, value: AttrValue<'_>) {
+        if key.is_empty() || key.len() > u8::MAX as usize {
+            return;
         }
+        self.remove_attr(key);
+        let text = match value {
+            AttrValue::Str(t) => cut(t, MAX_TEXT_BYTES),
+            _ => "",
+        };
+        let (tag, size) = match value {
+            AttrValue::Int(_) => (TAG_INT, 8),
+            AttrValue::Uuid(_) => (TAG_UUID, 16),
+            AttrValue::Str(_) => (TAG_STR, 1 + text.len()),
+            AttrValue::Bool(_) => (TAG_BOOL, 1),
+            AttrValue::F64(_) => (TAG_F64, 8),
+        };
+        let at = (self.attrs_len as usize).min(ATTR_BYTES);
+        let end = at + 1 + key.len() + 1 + size;
+        if end > ATTR_BYTES {
+            return;
+        }
+        // written in place: this runs in the backend for every field of every span
+        let out = &mut self.attrs[at..end];
+        out[0] = key.len() as u8;
+        out[1..1 + key.len()].copy_from_slice(key.as_bytes());
+        out[1 + key.len()] = tag;
+        let v = &mut out[2 + key.len()..];
+        match value {
+            AttrValue::Int(i) => v.copy_from_slice(&i.to_le_bytes()),
+            AttrValue::Uuid(id) => v.copy_from_slice(&id),
+            AttrValue::Str(_) => {
+                v[0] = text.len() as u8;
+                v[1..].copy_from_slice(text.as_bytes());
+            }
+            AttrValue::Bool(b) => v[0] = b as u8,
+            AttrValue::F64(f) => v.copy_from_slice(&f.to_le_bytes()),
+        }
+        self.attrs_len = end as u16;
     }
 
-    /// The numeric attributes set, in the order they were first set.
-    pub fn nums(&self) -> impl Iterator<Item = (NumAttr, i64)> + '_ {
-        self.num_keys
-            .iter()
-            .zip(self.num_values)
-            .filter_map(|(&k, v)| NumAttr::from_u8(k).map(|a| (a, v)))
+    /// Removes attribute `key`, if set.
+    fn remove_attr(&mut self, key: &str) {
+        let Some((start, end)) = self.entries().find(|e| e.0 == key).map(|e| (e.2, e.3)) else {
+            return;
+        };
+        let len = (self.attrs_len as usize).min(ATTR_BYTES);
+        self.attrs.copy_within(end..len, start);
+        self.attrs_len = (len - (end - start)) as u16;
+    }
+
+    /// The attributes with where each one's entry starts and ends in `attrs`.
+    fn entries(&self) -> impl Iterator<Item = (&str, AttrValue<'_>, usize, usize)> + '_ {
+        let buf = &self.attrs[..(self.attrs_len as usize).min(ATTR_BYTES)];
+        let mut at = 0usize;
+        std::iter::from_fn(move || {
+            let start = at;
+            let klen = *buf.get(at)? as usize;
+            let key = std::str::from_utf8(buf.get(at + 1..at + 1 + klen)?).ok()?;
+            at += 1 + klen;
+            let tag = *buf.get(at)?;
+            at += 1;
+            let eight = |at: usize| -> Option<[u8; 8]> { buf.get(at..at + 8)?.try_into().ok() };
+            let value = match tag {
+                TAG_INT => {
+                    let v = i64::from_le_bytes(eight(at)?);
+                    at += 8;
+                    AttrValue::Int(v)
+                }
+                TAG_UUID => {
+                    let id: [u8; 16] = buf.get(at..at + 16)?.try_into().ok()?;
+                    at += 16;
+                    AttrValue::Uuid(id)
+                }
+                TAG_STR => {
+                    let len = *buf.get(at)? as usize;
+                    let text = std::str::from_utf8(buf.get(at + 1..at + 1 + len)?).ok()?;
+                    at += 1 + len;
+                    AttrValue::Str(text)
+                }
+                TAG_BOOL => {
+                    let b = *buf.get(at)? != 0;
+                    at += 1;
+                    AttrValue::Bool(b)
+                }
+                TAG_F64 => {
+                    let v = f64::from_le_bytes(eight(at)?);
+                    at += 8;
+                    AttrValue::F64(v)
+                }
+                _ => return None,
+            };
+            Some((key, value, start, at))
+        })
+    }
+
+    /// The attributes set, in the order they were first set (a replaced one moves last).
+    pub fn attrs(&self) -> impl Iterator<Item = (&str, AttrValue<'_>)> + '_ {
+        self.entries().map(|(k, v, _, _)| (k, v))
+    }
+
+    /// The value of attribute `key`, if set.
+    pub fn attr(&self, key: &str) -> Option<AttrValue<'_>> {
+        self.attrs().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// Marks the span failed with `message` (cut to [`MESSAGE_BYTES`]).
@@ -405,14 +283,20 @@ impl SpanRecord {
     }
 }
 
-/// Copies as much of `s` as fits into `dst`, cut at a character boundary; returns the length.
-pub(crate) fn copy_truncated(dst: &mut [u8], s: &str) -> usize {
-    let mut n = s.len().min(dst.len());
+/// The longest prefix of `s` of at most `max` bytes that ends at a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut n = s.len().min(max);
     while !s.is_char_boundary(n) {
         n -= 1;
     }
-    dst[..n].copy_from_slice(&s.as_bytes()[..n]);
-    n
+    &s[..n]
+}
+
+/// Copies as much of `s` as fits into `dst`, cut at a character boundary; returns the length.
+pub(crate) fn copy_truncated(dst: &mut [u8], s: &str) -> usize {
+    let s = cut(s, dst.len());
+    dst[..s.len()].copy_from_slice(s.as_bytes());
+    s.len()
 }
 
 #[cfg(test)]
@@ -421,26 +305,28 @@ mod tests {
 
     #[test]
     fn span_record_round_trips_its_fields() {
-        let mut r = SpanRecord::new(SpanName::Deposit, [1; 16], [2; 8], [3; 8]);
-        assert_eq!(r.name(), Some(SpanName::Deposit));
+        let mut r = SpanRecord::new("command.deposit", [1; 16], [2; 8], [3; 8]);
+        assert_eq!(r.name(), "command.deposit");
         assert_eq!(r.failure(), None);
         assert_eq!(r.sqlstate(), None);
-        assert_eq!(r.aggregate_id(), None);
-        r.set_aggregate_id([9; 16]);
-        r.set_num(NumAttr::AmountCents, 500);
-        r.set_num(NumAttr::ExpectedVersion, -1);
-        r.set_num(NumAttr::AmountCents, 700); // replaces
+        assert_eq!(r.attr("aggregate_id"), None);
+        r.set_attr("aggregate_id", AttrValue::Uuid([9; 16]));
+        r.set_attr("amount_cents", AttrValue::Int(500));
+        r.set_attr("expected_version", AttrValue::Int(-1));
+        r.set_attr("amount_cents", AttrValue::Int(700)); // replaces, moves last
+        r.set_attr("event_sourcing.operation", AttrValue::Str("command"));
+        r.set_attr("retried", AttrValue::Bool(true));
+        r.set_attr("ratio", AttrValue::F64(0.5));
         assert_eq!(
-            r.nums().collect::<Vec<_>>(),
-            vec![(NumAttr::AmountCents, 700), (NumAttr::ExpectedVersion, -1)]
-        );
-        for k in [NumAttr::Version, NumAttr::EventsCount, NumAttr::FromVersion] {
-            r.set_num(k, 1);
-        }
-        assert_eq!(
-            r.nums().count(),
-            MAX_NUM_ATTRS,
-            "extra attributes are dropped"
+            r.attrs().collect::<Vec<_>>(),
+            vec![
+                ("aggregate_id", AttrValue::Uuid([9; 16])),
+                ("expected_version", AttrValue::Int(-1)),
+                ("amount_cents", AttrValue::Int(700)),
+                ("event_sourcing.operation", AttrValue::Str("command")),
+                ("retried", AttrValue::Bool(true)),
+                ("ratio", AttrValue::F64(0.5)),
+            ]
         );
         r.set_parent_remote(true);
         assert!(r.parent_remote());
@@ -449,31 +335,31 @@ mod tests {
         assert_eq!(r.sqlstate(), Some("ES101"));
         let msg = r.failure().unwrap();
         assert!(msg.len() <= MESSAGE_BYTES && msg.chars().all(|c| c == 'é'));
-        r.set_static(StaticAttr::OpCommand);
-        r.set_static(StaticAttr::DbSystem);
-        assert_eq!(
-            r.statics().collect::<Vec<_>>(),
-            vec![StaticAttr::DbSystem, StaticAttr::OpCommand]
-        );
-        assert_eq!(r.account_id(), None);
-        r.set_account_id([9; 16]);
-        assert_eq!(r.account_id(), Some([9; 16]));
         r.set_db_name("bank");
         assert_eq!(r.db_name(), "bank");
-        assert_eq!(r.aggregate_id(), Some([9; 16]));
         assert!(
-            std::mem::size_of::<SpanRecord>() <= 384,
-            "a record stays small"
+            std::mem::size_of::<SpanRecord>() <= 704,
+            "a record stays small: {}",
+            std::mem::size_of::<SpanRecord>()
         );
     }
 
     #[test]
-    fn span_names_round_trip() {
-        for n in SpanName::ALL {
-            assert_eq!(SpanName::from_u8(n as u8), Some(n));
-            assert_eq!(SpanName::from_name(n.as_str()), Some(n));
+    fn long_text_is_cut_and_a_full_record_drops_what_does_not_fit() {
+        let mut r = SpanRecord::new(&"n".repeat(NAME_BYTES + 10), [1; 16], [2; 8], [0; 8]);
+        assert_eq!(r.name().len(), NAME_BYTES);
+        r.set_attr("subscription", AttrValue::Str(&"s".repeat(200)));
+        assert_eq!(
+            r.attr("subscription"),
+            Some(AttrValue::Str(&"s".repeat(MAX_TEXT_BYTES)))
+        );
+        let mut kept = 0;
+        for i in 0..100 {
+            r.set_attr(&format!("k{i}"), AttrValue::Int(i));
+            kept += usize::from(r.attr(&format!("k{i}")).is_some());
         }
-        assert_eq!(SpanName::from_u8(0), None);
-        assert_eq!(SpanName::Deposit.as_str(), "command.deposit");
+        assert!(kept > 10 && kept < 100, "{kept}");
+        assert_eq!(r.attrs().count(), kept + 1, "nothing half-written");
+        assert_eq!(r.attr("k0"), Some(AttrValue::Int(0)));
     }
 }

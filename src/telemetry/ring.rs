@@ -21,6 +21,10 @@ pub struct RingStats {
     pub dropped_export: AtomicU64,
     /// Failed export attempts (each retry counts).
     pub export_failures: AtomicU64,
+    /// Batches the collector refused with an answer the OTLP/HTTP specification says not to
+    /// retry (a 4xx other than 429, a 5xx other than 502, 503, 504): dropped at once, their
+    /// spans counted in `dropped_export` too.
+    pub batches_rejected: AtomicU64,
     /// Time of the last successful export, ns since the Unix epoch; 0 = never.
     pub last_success_unix_ns: AtomicU64,
     /// Time of the last failed attempt, ns since the Unix epoch; 0 = never.
@@ -244,7 +248,6 @@ impl Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::record::SpanName;
 
     struct Mem(Vec<u64>);
     impl Mem {
@@ -263,7 +266,12 @@ mod tests {
     }
 
     fn rec(i: u64) -> SpanRecord {
-        let mut r = SpanRecord::new(SpanName::AppendEvents, [1; 16], i.to_be_bytes(), [0; 8]);
+        let mut r = SpanRecord::new(
+            "event_store.append_events",
+            [1; 16],
+            i.to_be_bytes(),
+            [0; 8],
+        );
         r.start_unix_ns = i;
         r
     }

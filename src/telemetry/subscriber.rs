@@ -16,14 +16,16 @@
 //! - a span named like the span it is opened in is the same span (an entry point whose body
 //!   runs its own instrumented step, e.g. `es.append_events` and `append`), so it is recorded
 //!   once, with the fields of both;
-//! - fields map to record attributes by name: `aggregate_id` / `account_id` (a uuid), the
-//!   numeric [`NumAttr`]s, and the constant strings of [`StaticAttr`]; other fields are ignored;
+//! - every span of this crate is recorded under the name it was declared with, and every field
+//!   it records becomes an attribute of that name (integers, uuids, text, booleans): the record
+//!   carries both, so a span declared in a new `#[sql_function]` or `#[instrument]` is exported
+//!   without any list to extend;
 //! - an ERROR event inside a span (what `#[instrument(err)]` emits) marks it failed with its
 //!   `error` field as the message and `db.response.status_code` as the SQLSTATE; a span closed
 //!   while a panic unwinds (a PostgreSQL ERROR) is failed too.
 
 use super::context::{TraceParent, sampled_by_ratio};
-use super::record::{MESSAGE_BYTES, NumAttr, SpanName, SpanRecord, StaticAttr};
+use super::record::{AttrValue, MAX_TEXT_BYTES, MESSAGE_BYTES, SpanRecord};
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use tracing_core::field::{Field, Visit};
@@ -67,11 +69,7 @@ struct Ctx {
 /// An open span.
 struct Open {
     meta: &'static Metadata<'static>,
-    /// `None` for a span name the store does not know: it is not recorded, and its children
-    /// belong where it would (it is transparent).
-    name: Option<SpanName>,
-    /// `None` under an unknown root: its children are roots.
-    ctx: Option<Ctx>,
+    ctx: Ctx,
     record: SpanRecord,
     /// Handles on this span (clones, and same-named spans folded into it).
     refs: u32,
@@ -79,7 +77,7 @@ struct Open {
 
 impl Open {
     fn recorded(&self) -> bool {
-        self.name.is_some() && self.ctx.is_some_and(|c| c.sampled)
+        self.ctx.sampled
     }
 }
 
@@ -141,7 +139,7 @@ impl<H: Host> Spans<H> {
 
     fn open(&self, state: &mut State, attrs: &Attributes<'_>) -> Id {
         let meta = attrs.metadata();
-        let name = SpanName::from_name(meta.name());
+        let name = meta.name();
         let parent = if let Some(p) = attrs.parent() {
             Some(p.clone())
         } else if attrs.is_contextual() {
@@ -149,9 +147,8 @@ impl<H: Host> Spans<H> {
         } else {
             None
         };
-        let parent = parent.and_then(|p| state.get(&p).map(|o| (p, o.name, o.ctx)));
+        let parent = parent.and_then(|p| state.get(&p).map(|o| (p, o.meta.name(), o.ctx)));
         if let Some((pid, pname, _)) = &parent
-            && name.is_some()
             && *pname == name
         {
             let open = state.get(pid).expect("looked up above");
@@ -161,16 +158,7 @@ impl<H: Host> Spans<H> {
             }
             return pid.clone();
         }
-        let parent_ctx = parent.and_then(|(_, _, ctx)| ctx);
-        let Some(name) = name else {
-            return state.insert(Open {
-                meta,
-                name: None,
-                ctx: parent_ctx,
-                record: SpanRecord::new(SpanName::AppendEvents, [0; 16], [0; 8], [0; 8]),
-                refs: 1,
-            });
-        };
+        let parent_ctx = parent.map(|(_, _, ctx)| ctx);
         let (trace_id, parent_id, sampled, remote) = match parent_ctx {
             Some(c) => (c.trace_id, c.span_id, c.sampled, false),
             None => match self.host.client_context() {
@@ -192,12 +180,11 @@ impl<H: Host> Spans<H> {
         }
         state.insert(Open {
             meta,
-            name: Some(name),
-            ctx: Some(Ctx {
+            ctx: Ctx {
                 trace_id,
                 span_id,
                 sampled,
-            }),
+            },
             record,
             refs: 1,
         })
@@ -351,27 +338,18 @@ impl<const N: usize> fmt::Write for Text<N> {
     }
 }
 
-/// Writes a span's fields into its record.
+/// Writes a span's fields into its record, each under its own name.
 struct Fields<'a>(&'a mut SpanRecord);
 
-impl Fields<'_> {
-    fn id(&mut self, key: &str, text: &str) {
-        let Ok(id) = uuid::Uuid::try_parse(text) else {
-            return;
-        };
-        match key {
-            "aggregate_id" => self.0.set_aggregate_id(*id.as_bytes()),
-            "account_id" => self.0.set_account_id(*id.as_bytes()),
-            _ => {}
-        }
-    }
+/// Fields whose text is a uuid (`%stream` in an `#[instrument]`): recorded as a uuid, like the
+/// entry points' `u128`s, so a span's id attribute has one form whichever way it was recorded.
+fn is_id(key: &str) -> bool {
+    key.ends_with("_id")
 }
 
 impl Visit for Fields<'_> {
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if let Some(k) = NumAttr::from_key(field.name()) {
-            self.0.set_num(k, value);
-        }
+        self.0.set_attr(field.name(), AttrValue::Int(value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
@@ -380,36 +358,34 @@ impl Visit for Fields<'_> {
 
     /// A uuid as a number (`Uuid::as_u128`): no text round trip.
     fn record_u128(&mut self, field: &Field, value: u128) {
-        match field.name() {
-            "aggregate_id" => self.0.set_aggregate_id(value.to_be_bytes()),
-            "account_id" => self.0.set_account_id(value.to_be_bytes()),
-            _ => {}
-        }
+        self.0
+            .set_attr(field.name(), AttrValue::Uuid(value.to_be_bytes()));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.set_attr(field.name(), AttrValue::Bool(value));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.set_attr(field.name(), AttrValue::F64(value));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        match field.name() {
-            k @ ("aggregate_id" | "account_id") => self.id(k, value),
-            k => {
-                if let Some(a) = StaticAttr::find(k, value) {
-                    self.0.set_static(a);
-                }
-            }
+        let key = field.name();
+        match uuid::Uuid::try_parse(value) {
+            Ok(id) if is_id(key) => self.0.set_attr(key, AttrValue::Uuid(*id.as_bytes())),
+            _ => self.0.set_attr(key, AttrValue::Str(value)),
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        match field.name() {
-            // An id does not change within a span: a step folded into its entry point's span
-            // (`es.append_events` and `append`) would only format and parse it again.
-            "aggregate_id" if self.0.aggregate_id().is_some() => {}
-            "account_id" if self.0.account_id().is_some() => {}
-            k @ ("aggregate_id" | "account_id") => self.id(k, Text::<48>::of(value).as_str()),
-            k if NumAttr::from_key(k).is_none() => {
-                self.record_str(field, Text::<48>::of(value).as_str())
-            }
-            _ => {}
+        let key = field.name();
+        // An id does not change within a span: a step folded into its entry point's span
+        // (`es.append_events` and `append`) would only format and parse it again.
+        if is_id(key) && matches!(self.0.attr(key), Some(AttrValue::Uuid(_))) {
+            return;
         }
+        self.record_str(field, Text::<{ MAX_TEXT_BYTES }>::of(value).as_str());
     }
 }
 
@@ -555,7 +531,7 @@ mod tests {
             aggregate_id = %ACCOUNT,
             amount_cents = amount,
             event_sourcing.operation = "command",
-            unknown_field = "ignored",
+            retried = false,
         );
         let _g = span.enter();
         let r = append(ACCOUNT, None, if amount > 0 { 1 } else { 0 });
@@ -573,36 +549,34 @@ mod tests {
         });
         assert_eq!(recs.len(), 2, "the child ends first");
         let (append, cmd) = (&recs[0], &recs[1]);
-        assert_eq!(cmd.name(), Some(SpanName::Deposit));
-        assert_eq!(append.name(), Some(SpanName::AppendEvents));
+        assert_eq!(cmd.name(), "command.deposit");
+        assert_eq!(append.name(), "event_store.append_events");
         assert_eq!(append.trace_id, cmd.trace_id);
         assert_eq!(append.parent_id, cmd.span_id);
         assert_eq!(cmd.parent_id, [0; 8], "a root");
         assert!(!cmd.parent_remote());
-        assert_eq!(cmd.account_id(), Some(*ACCOUNT.as_bytes()));
-        assert_eq!(cmd.aggregate_id(), Some(*ACCOUNT.as_bytes()));
+        let id = AttrValue::Uuid(*ACCOUNT.as_bytes());
         assert_eq!(
-            cmd.nums().collect::<Vec<_>>(),
-            vec![(NumAttr::AmountCents, 250)]
-        );
-        assert_eq!(
-            cmd.statics().collect::<Vec<_>>(),
-            vec![StaticAttr::OpCommand]
-        );
-        assert_eq!(append.account_id(), None);
-        assert_eq!(append.aggregate_id(), Some(*ACCOUNT.as_bytes()));
-        assert_eq!(
-            append.nums().collect::<Vec<_>>(),
-            vec![(NumAttr::EventsCount, 1)],
-            "a None expected version is no attribute"
-        );
-        assert_eq!(
-            append.statics().collect::<Vec<_>>(),
+            cmd.attrs().collect::<Vec<_>>(),
             vec![
-                StaticAttr::DbSystem,
-                StaticAttr::DbInsert,
-                StaticAttr::OpAppend
-            ]
+                ("account_id", id),
+                ("aggregate_id", id),
+                ("amount_cents", AttrValue::Int(250)),
+                ("event_sourcing.operation", AttrValue::Str("command")),
+                ("retried", AttrValue::Bool(false)),
+            ],
+            "every field, under its own name"
+        );
+        assert_eq!(
+            append.attrs().collect::<Vec<_>>(),
+            vec![
+                ("aggregate_id", id),
+                ("events_count", AttrValue::Int(1)),
+                ("db.system", AttrValue::Str("postgresql")),
+                ("db.operation", AttrValue::Str("INSERT")),
+                ("event_sourcing.operation", AttrValue::Str("append")),
+            ],
+            "a None expected version is no attribute"
         );
         assert!(cmd.start_unix_ns < append.start_unix_ns);
         assert!(append.end_unix_ns < cmd.end_unix_ns);
@@ -649,12 +623,16 @@ mod tests {
         });
         assert_eq!(recs.len(), 1);
         let r = &recs[0];
-        assert_eq!(r.aggregate_id(), Some(*ACCOUNT.as_bytes()));
         assert_eq!(
-            r.nums().collect::<Vec<_>>(),
-            vec![(NumAttr::ExpectedVersion, 3), (NumAttr::EventsCount, 2)]
+            r.attr("aggregate_id"),
+            Some(AttrValue::Uuid(*ACCOUNT.as_bytes()))
         );
-        assert!(r.statics().any(|a| a == StaticAttr::OpAppend));
+        assert_eq!(r.attr("expected_version"), Some(AttrValue::Int(3)));
+        assert_eq!(r.attr("events_count"), Some(AttrValue::Int(2)));
+        assert_eq!(
+            r.attr("event_sourcing.operation"),
+            Some(AttrValue::Str("append"))
+        );
     }
 
     #[test]
@@ -710,37 +688,41 @@ mod tests {
     }
 
     #[test]
-    fn other_targets_and_unknown_names_record_nothing() {
+    fn every_span_of_the_crate_is_recorded_under_its_declared_name() {
         let host = TestHost::new();
         let recs = host.run(|| {
             let _a = info_span!(target: "other_crate", "command.deposit").entered();
-            let _b = info_span!(target: "event_store::api", "some.other.span").entered();
-            let _c = info_span!(target: "event_store::api", "account.history").entered();
+            let _b = info_span!(
+                target: "event_store::api",
+                "subscription.poll",
+                subscription = "billing",
+                partition = 3i64,
+                db.operation = "SELECT",
+            )
+            .entered();
+            let _c = info_span!(target: "event_store::store", "a.new.step").entered();
         });
-        assert_eq!(recs.len(), 1);
-        assert_eq!(recs[0].name(), Some(SpanName::AccountHistory));
-        assert_eq!(recs[0].parent_id, [0; 8], "an unknown span is transparent");
-        let recs = host.run(|| {
-            let _a = info_span!(target: "event_store::api", "account.state").entered();
-            let _b = info_span!(target: "event_store::api", "some.other.span").entered();
-            let _c = info_span!(target: "event_store::api", "account.replay").entered();
-        });
-        assert_eq!(recs.len(), 2);
-        assert_eq!(recs[0].parent_id, recs[1].span_id, "the grandparent adopts");
+        assert_eq!(recs.len(), 2, "other crates' spans are never enabled");
+        assert_eq!(recs[0].name(), "a.new.step");
+        assert_eq!(recs[1].name(), "subscription.poll");
+        assert_eq!(recs[0].parent_id, recs[1].span_id);
+        assert_eq!(
+            recs[1].parent_id, [0; 8],
+            "the other crate's span is no parent"
+        );
+        assert_eq!(
+            recs[1].attrs().collect::<Vec<_>>(),
+            vec![
+                ("subscription", AttrValue::Str("billing")),
+                ("partition", AttrValue::Int(3)),
+                ("db.operation", AttrValue::Str("SELECT")),
+            ]
+        );
     }
 
     #[test]
     fn text_buffers_cut_at_a_character_boundary() {
         let t = Text::<5>::of(&format_args!("ééé"));
         assert_eq!(t.as_str(), "éé");
-        assert_eq!(
-            StaticAttr::find("db.operation", "SELECT"),
-            Some(StaticAttr::DbSelect)
-        );
-        assert_eq!(StaticAttr::find("db.operation", "DELETE"), None);
-        assert_eq!(
-            NumAttr::from_key("events_count"),
-            Some(NumAttr::EventsCount)
-        );
     }
 }

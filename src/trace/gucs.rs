@@ -29,7 +29,7 @@ pub static OTLP_ENDPOINT: GucSetting<Option<std::ffi::CString>> =
 pub static SERVICE_NAME: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(Some(c"event_store"));
 
-/// `es.otlp_timeout`: the time one export request may take, connect to response (ms).
+/// `es.otlp_timeout`: the time one export request may take, name lookup to response (ms).
 pub static OTLP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(2000);
 
 /// `es.otlp_interval`: the longest spans wait while less than a full batch is waiting (ms).
@@ -40,6 +40,24 @@ pub static OTLP_MAX_BATCH: GucSetting<i32> = GucSetting::<i32>::new(512);
 
 /// `es.otlp_retries`: retries of a failed batch (with exponential backoff) before it is dropped.
 pub static OTLP_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
+
+/// The values of `es.otlp_compression`.
+#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OtlpCompression {
+    /// Uncompressed bodies, unless the postmaster's environment sets
+    /// `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION` or `OTEL_EXPORTER_OTLP_COMPRESSION` (read by
+    /// `opentelemetry-otlp`).
+    #[name = c"none"]
+    None,
+    /// gzip-compressed bodies (`Content-Encoding: gzip`), which every OTLP/HTTP collector
+    /// accepts.
+    #[name = c"gzip"]
+    Gzip,
+}
+
+/// `es.otlp_compression`: `none` or `gzip`, the compression of export request bodies.
+pub static OTLP_COMPRESSION: GucSetting<OtlpCompression> =
+    GucSetting::<OtlpCompression>::new(OtlpCompression::None);
 
 /// Registers the tracing settings (before the shared-memory hooks, which read the buffer size).
 pub fn init() {
@@ -94,7 +112,7 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"es.otlp_timeout",
-        c"Time one export request may take, connect to response.",
+        c"Time one export request may take, name lookup to response.",
         c"A collector that accepts connections but never answers costs at most this per attempt (a shutdown abandons the request at once).",
         &OTLP_TIMEOUT_MS,
         100,
@@ -125,10 +143,18 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"es.otlp_retries",
         c"Retries of a failed export batch before it is dropped.",
-        c"Retries back off exponentially (250 ms doubling, at most 8 s); dropped spans are counted in es.tracing_stats().",
+        c"Only unreachable collectors and the answers 429, 502, 503 and 504 are retried, after the collector's Retry-After or an exponential backoff with jitter (250 ms doubling, at most 8 s); other answers drop the batch at once. Dropped spans are counted in es.tracing_stats().",
         &OTLP_RETRIES,
         0,
         100,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"es.otlp_compression",
+        c"Compression of export request bodies: none or gzip.",
+        c"none leaves it to OTEL_EXPORTER_OTLP_TRACES_COMPRESSION / OTEL_EXPORTER_OTLP_COMPRESSION in the postmaster's environment (uncompressed when unset). Reloadable.",
+        &OTLP_COMPRESSION,
         GucContext::Sighup,
         GucFlags::default(),
     );

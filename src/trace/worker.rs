@@ -4,19 +4,23 @@
 //!
 //! Everything runs on the worker's main thread: the exporter's future is driven by
 //! `futures_executor::block_on` and the HTTP client ([`super::http`]) is blocking with one
-//! deadline per request, so no thread ever sees PostgreSQL's signals. A failed batch is retried
-//! `es.otlp_retries` times with exponential backoff, then dropped and counted; the worker holds
+//! deadline per request, so no thread ever sees PostgreSQL's signals. A failed batch is handled
+//! as the OTLP/HTTP specification says ([`otlp::verdict`]): an unreachable collector and the
+//! answers 429, 502, 503 and 504 are retried `es.otlp_retries` times, after the collector's
+//! `Retry-After` or an exponential backoff with jitter, then the batch is dropped and counted;
+//! any other answer drops the batch at once (counted in `batches_rejected`). The worker holds
 //! at most one batch, so its memory stays bounded whatever the collector does. SIGHUP reloads
 //! the settings (a new endpoint takes effect for the next batch); SIGTERM abandons the request
 //! in flight within 100 ms and ends the loop.
 
 use super::gucs;
-use super::http::BlockingHttp;
+use super::gucs::OtlpCompression;
+use super::http::{BlockingHttp, LastAnswer};
 use crate::telemetry::context::now_unix_ns;
 use crate::telemetry::otlp;
 use crate::telemetry::record::SpanRecord;
 use crate::telemetry::ring::{Ring, RingStats};
-use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::{Compression, Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::SpanExporter as _;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
@@ -56,25 +60,60 @@ fn string_guc(g: &pgrx::GucSetting<Option<std::ffi::CString>>) -> String {
 struct Export {
     endpoint: String,
     timeout_ms: i32,
+    compression: OtlpCompression,
     exporter: opentelemetry_otlp::SpanExporter,
+    /// The status of the collector's last answer (the HTTP client's).
+    answer: LastAnswer,
 }
 
 impl Export {
-    fn build(endpoint: &str, timeout_ms: i32) -> Result<Export, String> {
+    fn build(
+        endpoint: &str,
+        timeout_ms: i32,
+        compression: OtlpCompression,
+    ) -> Result<Export, String> {
         let timeout = Duration::from_millis(timeout_ms.max(1) as u64);
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
+        let client = BlockingHttp::new(timeout).with_cancel(shutdown_requested);
+        let answer = client.last_answer();
+        let mut builder = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
-            .with_http_client(BlockingHttp::new(timeout).with_cancel(shutdown_requested))
+            .with_http_client(client)
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(endpoint)
-            .with_timeout(timeout)
+            .with_timeout(timeout);
+        // `none` sets nothing, so OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION still applies
+        if compression == OtlpCompression::Gzip {
+            builder = builder.with_compression(Compression::Gzip);
+        }
+        let exporter = builder
             .build()
             .map_err(|e| format!("cannot build the OTLP exporter for {endpoint:?}: {e}"))?;
         Ok(Export {
             endpoint: endpoint.to_owned(),
             timeout_ms,
+            compression,
             exporter,
+            answer,
         })
+    }
+}
+
+/// A failed export of the first `spans` pending spans (one database's batch).
+struct Failed {
+    message: String,
+    verdict: otlp::Verdict,
+    spans: usize,
+}
+
+impl Failed {
+    /// A failure before any request (the exporter cannot be built): retried, it may be a
+    /// setting being fixed.
+    fn local(message: String) -> Failed {
+        Failed {
+            message,
+            verdict: otlp::Verdict::Retry(None),
+            spans: 0,
+        }
     }
 }
 
@@ -133,16 +172,16 @@ impl State {
     }
 
     /// Exports `pending`, one request per database (the database is a resource attribute).
-    fn export_pending(&mut self) -> Result<(), String> {
+    fn export_pending(&mut self) -> Result<(), Failed> {
         let endpoint = string_guc(&gucs::OTLP_ENDPOINT);
         let timeout_ms = gucs::OTLP_TIMEOUT_MS.get();
-        if self
-            .export
-            .as_ref()
-            .is_none_or(|e| e.endpoint != endpoint || e.timeout_ms != timeout_ms)
-        {
+        let compression = gucs::OTLP_COMPRESSION.get();
+        if self.export.as_ref().is_none_or(|e| {
+            e.endpoint != endpoint || e.timeout_ms != timeout_ms || e.compression != compression
+        }) {
             self.export = None;
-            self.export = Some(Export::build(&endpoint, timeout_ms)?);
+            self.export =
+                Some(Export::build(&endpoint, timeout_ms, compression).map_err(Failed::local)?);
         }
         let service = string_guc(&gucs::SERVICE_NAME);
         self.pending.sort_by(|a, b| a.db_name().cmp(b.db_name()));
@@ -155,13 +194,28 @@ impl State {
                 .count();
             let batch: Vec<_> = self.pending[..n]
                 .iter()
-                .filter_map(|r| otlp::span_data(r, &self.scope))
+                .map(|r| otlp::span_data(r, &self.scope))
                 .collect();
             let export = self.export.as_mut().expect("built above");
             export
                 .exporter
                 .set_resource(&otlp::resource(&service, &self.host, &db));
-            futures_executor::block_on(export.exporter.export(batch)).map_err(|e| e.to_string())?;
+            *export.answer.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            if let Err(e) = futures_executor::block_on(export.exporter.export(batch)) {
+                let answer = export
+                    .answer
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                return Err(Failed {
+                    message: e.to_string(),
+                    verdict: otlp::verdict(
+                        answer.as_ref().map(|a| a.status),
+                        answer.as_ref().and_then(|a| a.retry_after.as_deref()),
+                    ),
+                    spans: n,
+                });
+            }
             self.stats().exported.fetch_add(n as u64, Ordering::Relaxed);
             self.stats()
                 .last_success_unix_ns
@@ -224,7 +278,8 @@ impl State {
                         pgrx::log!("event_store: span export works again");
                     }
                 }
-                Err(e) => {
+                Err(failed) => {
+                    let e = failed.message;
                     self.attempts += 1;
                     let st = self.stats();
                     st.export_failures.fetch_add(1, Ordering::Relaxed);
@@ -238,18 +293,39 @@ impl State {
                             .last_log
                             .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
                     {
-                        pgrx::log!(
-                            "event_store: span export failed (retried {} times per batch, then dropped; see es.tracing_stats()): {e}",
-                            gucs::OTLP_RETRIES.get()
-                        );
+                        match failed.verdict {
+                            otlp::Verdict::Reject => pgrx::log!(
+                                "event_store: the collector rejected a span batch (not retried: dropped; see es.tracing_stats()): {e}"
+                            ),
+                            otlp::Verdict::Retry(_) => pgrx::log!(
+                                "event_store: span export failed (retried {} times per batch, then dropped; see es.tracing_stats()): {e}",
+                                gucs::OTLP_RETRIES.get()
+                            ),
+                        }
                         self.last_log = Some(Instant::now());
                     }
                     self.failing = true;
+                    let after = match failed.verdict {
+                        otlp::Verdict::Reject => {
+                            // the collector refused this batch and would refuse it again
+                            let st = self.stats();
+                            st.batches_rejected.fetch_add(1, Ordering::Relaxed);
+                            st.dropped_export
+                                .fetch_add(failed.spans as u64, Ordering::Relaxed);
+                            self.pending.drain(..failed.spans);
+                            self.attempts = 0;
+                            continue;
+                        }
+                        otlp::Verdict::Retry(after) => after,
+                    };
                     if self.attempts > gucs::OTLP_RETRIES.get().max(0) as u32 {
                         self.give_up();
                         continue;
                     }
-                    return otlp::backoff(self.attempts);
+                    return after.unwrap_or_else(|| {
+                        // jitter: the clock's nanoseconds, enough to spread workers apart
+                        otlp::backoff(self.attempts, now_unix_ns())
+                    });
                 }
             }
         }

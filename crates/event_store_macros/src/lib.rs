@@ -241,6 +241,13 @@ fn expand(
     let run = match &span_name {
         None => quote! { #body_ident(&mut call) },
         Some(name) => {
+            // the span record keeps this many bytes of a name (telemetry::record::NAME_BYTES)
+            if name.len() > 48 {
+                return Err(syn::Error::new(
+                    here,
+                    format!("`span`: {name:?} is longer than the 48 bytes a span record keeps"),
+                ));
+            }
             let mut declared = Vec::new();
             let mut records = Vec::new();
             for piece in span_args

@@ -38,7 +38,7 @@ pub struct TraceCluster {
 }
 
 impl TraceCluster {
-    fn script(&self, action: &str, extra_conf: &str) -> std::process::Output {
+    fn script(&self, action: &str, extra_conf: &str, env: &[(&str, &str)]) -> std::process::Output {
         Command::new("bash")
             .arg(repo().join("scripts/cluster.sh"))
             .arg(action)
@@ -46,6 +46,7 @@ impl TraceCluster {
             .env("ES_PORT", self.port.to_string())
             .env("ES_PRELOAD", "1")
             .env("ES_EXTRA_CONF", extra_conf)
+            .envs(env.iter().copied())
             .output()
             .expect("run scripts/cluster.sh")
     }
@@ -53,6 +54,12 @@ impl TraceCluster {
     /// (Re)starts the cluster with `extra_conf` as additional `postgresql.conf` lines, after
     /// forgetting every `ALTER SYSTEM` of an earlier test.
     pub fn start(extra_conf: &str) -> TraceCluster {
+        TraceCluster::start_with_env(extra_conf, &[])
+    }
+
+    /// [`TraceCluster::start`] with `env` in the postmaster's environment (what
+    /// `opentelemetry-otlp` reads, e.g. `OTEL_EXPORTER_OTLP_COMPRESSION`).
+    pub fn start_with_env(extra_conf: &str, env: &[(&str, &str)]) -> TraceCluster {
         let c = TraceCluster {
             dir: repo().join("target/es-cluster-tracing"),
             port: trace_port(),
@@ -62,7 +69,7 @@ impl TraceCluster {
         if auto.exists() {
             std::fs::write(&auto, "# reset by the tracing tests\n").expect("reset auto.conf");
         }
-        let out = c.script("start", extra_conf);
+        let out = c.script("start", extra_conf, env);
         assert!(
             out.status.success(),
             "cluster start failed: {}{}",
@@ -75,7 +82,7 @@ impl TraceCluster {
     /// Stops the cluster (`pg_ctl stop -m fast`) and returns how long that took.
     pub fn stop(&self) -> Duration {
         let t0 = Instant::now();
-        let out = self.script("stop", "");
+        let out = self.script("stop", "", &[]);
         assert!(out.status.success(), "cluster stop failed");
         t0.elapsed()
     }
@@ -150,6 +157,8 @@ pub struct Stats {
     pub dropped_export: i64,
     /// export_failures
     pub failures: i64,
+    /// batches_rejected
+    pub rejected: i64,
     /// spans_queued
     pub queued: i64,
     /// last_error
@@ -166,7 +175,7 @@ pub fn stats(c: &mut Client) -> Stats {
         .query_one(
             "SELECT available, status, spans_recorded, spans_exported, spans_dropped, \
              spans_dropped_export, export_failures, spans_queued, last_error, worker_pid, \
-             otlp_endpoint FROM es.tracing_stats()",
+             otlp_endpoint, batches_rejected FROM es.tracing_stats()",
             &[],
         )
         .expect("es.tracing_stats()");
@@ -182,6 +191,7 @@ pub fn stats(c: &mut Client) -> Stats {
         last_error: r.get(8),
         worker_pid: r.get(9),
         endpoint: r.get(10),
+        rejected: r.get::<_, Option<i64>>(11).unwrap_or(0),
     }
 }
 
@@ -205,8 +215,13 @@ pub struct Receiver {
 
 impl Receiver {
     /// Starts the receiver binary `exe` (pass `env!("CARGO_BIN_EXE_otlp_receiver")`) in `mode`
-    /// (`ok`, `fail`, `blackhole`) on `port` (0 = any free port).
+    /// (`ok`, `fail`, `unavailable`, `blackhole`) on `port` (0 = any free port).
     pub fn start(exe: &str, mode: &str, port: u16) -> Receiver {
+        Receiver::start_with(exe, mode, port, &[])
+    }
+
+    /// [`Receiver::start`] with more arguments (`--respond 429:1,400`, `--chunked`).
+    pub fn start_with(exe: &str, mode: &str, port: u16, args: &[&str]) -> Receiver {
         static N: AtomicU32 = AtomicU32::new(0);
         let out = std::env::temp_dir().join(format!(
             "es-otlp-{}-{}.jsonl",
@@ -217,6 +232,7 @@ impl Receiver {
         let mut child = Command::new(exe)
             .args(["--port", &port.to_string(), "--mode", mode, "--out"])
             .arg(&out)
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start otlp_receiver");
@@ -247,6 +263,17 @@ impl Receiver {
             .collect()
     }
 
+    /// Every request received so far (`n`, `connection`, `status`, `encoding`, `spans`).
+    pub fn requests(&self) -> Vec<Value> {
+        let mut path = self.out.clone().into_os_string();
+        path.push(".requests");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// The spans of trace `trace_id` once `cond` holds for them.
     pub fn wait_trace(&self, trace_id: &str, mut cond: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
         let mut got = Vec::new();
@@ -267,6 +294,9 @@ impl Drop for Receiver {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.out);
+        let mut requests = self.out.clone().into_os_string();
+        requests.push(".requests");
+        let _ = std::fs::remove_file(requests);
     }
 }
 

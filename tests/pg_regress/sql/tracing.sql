@@ -2,14 +2,14 @@
 -- a malformed client trace context being a WARNING, never an error. Counters depend on the
 -- cluster's history (and the status on whether the worker has started yet), so only their
 -- presence is shown.
-SELECT available, buffer_size, spans_recorded IS NOT NULL AS has_counters,
+SELECT available, buffer_size, spans_recorded IS NOT NULL AND batches_rejected IS NOT NULL AS has_counters,
        otlp_endpoint
 FROM es.tracing_stats();
 SELECT name, setting, unit, context, vartype, min_val, max_val
 FROM pg_settings
 WHERE name IN ('es.tracing', 'es.trace_sample_ratio', 'es.traceparent', 'es.trace_buffer_size',
                'es.otlp_endpoint', 'es.service_name', 'es.otlp_timeout', 'es.otlp_interval',
-               'es.otlp_max_batch', 'es.otlp_retries')
+               'es.otlp_max_batch', 'es.otlp_retries', 'es.otlp_compression')
 ORDER BY name;
 -- a malformed traceparent: WARNING, the call succeeds
 BEGIN;

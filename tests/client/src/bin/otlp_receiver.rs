@@ -2,11 +2,20 @@
 //! official protobuf (`ExportTraceServiceRequest` from the `opentelemetry-proto` crate), so a
 //! test checks what a real collector would see, not what the extension meant to send.
 //!
-//! usage: otlp_receiver [--port N] [--out FILE] [--mode ok|fail|blackhole] [--count-only|--discard]
+//! usage: otlp_receiver [--port N] [--out FILE] [--mode ok|fail|unavailable|blackhole]
+//!                      [--respond LIST] [--chunked] [--count-only|--discard]
 //!   --port N      listen on 127.0.0.1:N (default 0: any free port)
-//!   --out FILE    append one JSON object per received span to FILE (default: stdout)
+//!   --out FILE    append one JSON object per received span to FILE (default: stdout), and one
+//!                 per request to FILE.requests (`n`, `connection`, `status`, `encoding`, `spans`)
 //!   --mode ok     answer 200 (default); fail: answer 500 after reading the request;
-//!          blackhole: accept connections and never read or answer
+//!          unavailable: answer 503; blackhole: accept connections and never read or answer
+//!   --respond LIST  the answers to the first requests, in order, before the mode's: a
+//!                 comma-separated list of status codes, `429:N` / `503:N` adding `Retry-After: N`
+//!                 (e.g. `429:1,503,400`); spans are only recorded from requests answered 200
+//!   --chunked     send 200 answers with `Transfer-Encoding: chunked` (in two chunks)
+//! A 200 answer carries a non-empty body (an `ExportTraceServiceResponse` with a message), with
+//! `Content-Length` and keep-alive unless `--chunked`. Bodies sent with `Content-Encoding: gzip`
+//! are decoded, and their spans and requests are marked `"encoding": "gzip"`.
 //!   --count-only  decode but write no spans: FILE holds the running total of spans received
 //!   --discard     answer 200 without decoding: the benchmark's stand-in for a collector on
 //!                 another machine (its CPU must not compete with the server's on a 2-core box)
@@ -16,10 +25,13 @@
 //!   prints the span tree of one trace from a FILE written by --out (exit 1 while fewer than
 //!   MIN_SPANS spans of it have arrived, so a script can poll)
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
 use serde_json::{Map, Value, json};
+use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -30,6 +42,7 @@ use std::sync::{Arc, Mutex};
 enum Mode {
     Ok,
     Fail,
+    Unavailable,
     BlackHole,
 }
 
@@ -39,6 +52,11 @@ struct Sink {
     count_only: bool,
     discard: bool,
     total: AtomicU64,
+    /// Scripted answers to the next requests (`--respond`): status, Retry-After.
+    script: VecDeque<(u16, Option<String>)>,
+    /// Requests served so far.
+    requests: u64,
+    chunked: bool,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -109,32 +127,76 @@ fn spans(req: &ExportTraceServiceRequest) -> Vec<Value> {
     out
 }
 
-fn respond(stream: &mut TcpStream, status: &str, body: &[u8]) {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
-        body.len()
+/// What the receiver answers to one request.
+struct Answer {
+    status: u16,
+    retry_after: Option<String>,
+    body: Vec<u8>,
+    chunked: bool,
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Status",
+    }
+}
+
+fn respond(stream: &mut TcpStream, a: &Answer) {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: application/x-protobuf\r\n",
+        a.status,
+        reason(a.status)
     );
-    let mut out = head.into_bytes();
-    out.extend_from_slice(body);
+    if let Some(r) = &a.retry_after {
+        head.push_str(&format!("Retry-After: {r}\r\n"));
+    }
+    let mut out = Vec::new();
+    if a.chunked {
+        head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+        out.extend_from_slice(head.as_bytes());
+        let (first, second) = a.body.split_at(a.body.len() / 2);
+        for part in [first, second] {
+            if !part.is_empty() {
+                out.extend_from_slice(format!("{:x};part=1\r\n", part.len()).as_bytes());
+                out.extend_from_slice(part);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        out.extend_from_slice(b"0\r\nX-Trailer: end\r\n\r\n");
+    } else {
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", a.body.len()));
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(&a.body);
+    }
     let _ = stream.write_all(&out);
 }
 
 /// Serves the requests of one connection (HTTP/1.1 keep-alive) until the client closes it.
-fn handle(stream: TcpStream, mode: Mode, sink: &Mutex<Sink>) {
+fn handle(stream: TcpStream, connection: u64, mode: Mode, sink: &Mutex<Sink>) {
     let mut writer = stream.try_clone().expect("clone the stream");
     let mut reader = BufReader::new(stream);
-    while let Some((request_line, body)) = read_request(&mut reader) {
-        let (status, reply) = serve(&request_line, &body, mode, sink);
-        respond(&mut writer, status, reply.as_bytes());
+    while let Some((request_line, gzip, body)) = read_request(&mut reader) {
+        let answer = serve(&request_line, gzip, &body, connection, mode, sink);
+        respond(&mut writer, &answer);
     }
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, Vec<u8>)> {
+/// The request line, whether the body was gzip-encoded, and the (decoded) body.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, bool, Vec<u8>)> {
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).ok()? == 0 {
         return None;
     }
     let mut length = 0usize;
+    let mut gzip = false;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).ok()? == 0 {
@@ -149,32 +211,120 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, Vec<u8>)> 
         {
             length = v.trim().parse().unwrap_or(0);
         }
+        if let Some((k, v)) = line.split_once(':')
+            && k.trim().eq_ignore_ascii_case("content-encoding")
+        {
+            gzip = v.trim().eq_ignore_ascii_case("gzip");
+        }
     }
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body).ok()?;
-    Some((request_line, body))
+    if gzip {
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut plain)
+            .ok()?;
+        body = plain;
+    }
+    Some((request_line, gzip, body))
+}
+
+/// A 200 answer's body: an `ExportTraceServiceResponse` whose message says all was accepted (a
+/// real collector may send one; the exporter must read past it on a kept-alive connection).
+fn accepted() -> Vec<u8> {
+    ExportTraceServiceResponse {
+        partial_success: Some(ExportTracePartialSuccess {
+            rejected_spans: 0,
+            error_message: "all spans accepted by otlp_receiver".to_owned(),
+        }),
+    }
+    .encode_to_vec()
+}
+
+fn plain(status: u16, text: &str) -> Answer {
+    Answer {
+        status,
+        retry_after: None,
+        body: text.as_bytes().to_vec(),
+        chunked: false,
+    }
 }
 
 fn serve(
     request_line: &str,
+    gzip: bool,
     body: &[u8],
+    connection: u64,
     mode: Mode,
     sink: &Mutex<Sink>,
-) -> (&'static str, String) {
+) -> Answer {
     if !request_line.starts_with("POST /v1/traces ") {
-        return ("404 Not Found", String::new());
+        return plain(404, "");
     }
-    if mode == Mode::Fail {
-        return ("500 Internal Server Error", "failing on purpose".to_owned());
-    }
-    if sink.lock().expect("sink lock").discard {
-        return ("200 OK", String::new());
-    }
-    let req = match ExportTraceServiceRequest::decode(body) {
-        Ok(r) => r,
-        Err(e) => return ("400 Bad Request", e.to_string()),
+    let (scripted, n, chunked) = {
+        let mut s = sink.lock().expect("sink lock");
+        s.requests += 1;
+        (s.script.pop_front(), s.requests, s.chunked)
     };
-    let spans = spans(&req);
+    let (status, retry_after) = scripted.unwrap_or(match mode {
+        Mode::Fail => (500, None),
+        Mode::Unavailable => (503, None),
+        _ => (200, None),
+    });
+    let answer = if status != 200 {
+        Answer {
+            retry_after,
+            ..plain(status, "failing on purpose")
+        }
+    } else if sink.lock().expect("sink lock").discard {
+        return plain(200, "");
+    } else {
+        match ExportTraceServiceRequest::decode(body) {
+            Ok(req) => {
+                record(&req, gzip, sink);
+                Answer {
+                    status: 200,
+                    retry_after: None,
+                    body: accepted(),
+                    chunked,
+                }
+            }
+            Err(e) => plain(400, &e.to_string()),
+        }
+    };
+    let s = sink.lock().expect("sink lock");
+    if let Some(p) = &s.path
+        && !s.count_only
+    {
+        let spans: usize = ExportTraceServiceRequest::decode(body)
+            .map(|r| spans(&r).len())
+            .unwrap_or(0);
+        let line = json!({
+            "n": n,
+            "connection": connection,
+            "status": answer.status,
+            "encoding": if gzip { "gzip" } else { "identity" },
+            "spans": spans,
+        });
+        if let Ok(mut f) = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(format!("{p}.requests"))
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+    answer
+}
+
+/// Writes the spans of an accepted request to the sink.
+fn record(req: &ExportTraceServiceRequest, gzip: bool, sink: &Mutex<Sink>) {
+    let mut spans = spans(req);
+    if gzip {
+        for sp in &mut spans {
+            sp["encoding"] = json!("gzip");
+        }
+    }
     let mut s = sink.lock().expect("sink lock");
     let total = s.total.fetch_add(spans.len() as u64, Ordering::Relaxed) + spans.len() as u64;
     if s.count_only {
@@ -198,8 +348,6 @@ fn serve(
             }
         }
     }
-    // An empty ExportTraceServiceResponse is an empty protobuf message.
-    ("200 OK", String::new())
 }
 
 /// One line per span: name, duration, status and attributes, indented under its parent.
@@ -279,6 +427,8 @@ fn main() {
     let mut mode = Mode::Ok;
     let mut count_only = false;
     let mut discard = false;
+    let mut script = VecDeque::new();
+    let mut chunked = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -288,10 +438,22 @@ fn main() {
                 mode = match args.next().as_deref() {
                     Some("ok") => Mode::Ok,
                     Some("fail") => Mode::Fail,
+                    Some("unavailable") => Mode::Unavailable,
                     Some("blackhole") => Mode::BlackHole,
                     other => panic!("unknown mode {other:?}"),
                 }
             }
+            "--respond" => {
+                let list = args.next().expect("--respond LIST");
+                for item in list.split(',').filter(|i| !i.is_empty()) {
+                    let (code, after) = match item.split_once(':') {
+                        Some((c, a)) => (c, Some(a.to_owned())),
+                        None => (item, None),
+                    };
+                    script.push_back((code.parse().expect("--respond: a status code"), after));
+                }
+            }
+            "--chunked" => chunked = true,
             "--count-only" => count_only = true,
             "--discard" => discard = true,
             other => panic!("unknown argument {other}"),
@@ -316,7 +478,11 @@ fn main() {
         count_only,
         discard,
         total: AtomicU64::new(0),
+        script,
+        requests: 0,
+        chunked,
     }));
+    let mut connections = 0u64;
     let mut held = Vec::new();
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -325,6 +491,8 @@ fn main() {
             continue;
         }
         let sink = Arc::clone(&sink);
-        std::thread::spawn(move || handle(stream, mode, &sink));
+        connections += 1;
+        let connection = connections;
+        std::thread::spawn(move || handle(stream, connection, mode, &sink));
     }
 }
