@@ -31,13 +31,12 @@
 //!
 //! Needs `shared_preload_libraries = 'event_store'` (ES_PRELOAD=1). Stream ids are fixed.
 
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use event_store_client_tests::{
-    Client, NoTls, PG_USER, TestDb, Uuid, append, assert_preloaded, config, connect_with_retry,
-    describe, host, pg_bin, port, position_of,
+    Client, NoTls, TestDb, Uuid, append, assert_preloaded, config, connect_with_retry, describe,
+    position_of, run_client_program,
 };
 use postgres::GenericClient;
 
@@ -70,7 +69,11 @@ impl Role {
 impl Drop for Role {
     fn drop(&mut self) {
         if let Err(e) = admin().batch_execute(&format!("DROP ROLE IF EXISTS {}", self.name)) {
-            eprintln!("warning: could not drop role {}: {}", self.name, describe(&e));
+            eprintln!(
+                "warning: could not drop role {}: {}",
+                self.name,
+                describe(&e)
+            );
         }
     }
 }
@@ -85,7 +88,13 @@ fn connect_as(db: &TestDb, role: &str) -> Client {
     config(db.name())
         .user(role)
         .connect(NoTls)
-        .unwrap_or_else(|e| panic!("cannot connect to {} as {role}: {}", db.name(), describe(&e)))
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot connect to {} as {role}: {}",
+                db.name(),
+                describe(&e)
+            )
+        })
 }
 
 /// Runs statements that must succeed.
@@ -161,7 +170,10 @@ fn parked_unless(
             .unwrap_or_else(|e| panic!("es.parked_events: {}", describe(&e)));
         if let Some(r) = rows.first() {
             let attempts: i32 = r.get(0);
-            assert!(attempts > 1, "parked without a retry: {attempts} attempt(s)");
+            assert!(
+                attempts > 1,
+                "parked without a retry: {attempts} attempt(s)"
+            );
             return (r.get(1), r.get::<_, Option<String>>(2).unwrap_or_default());
         }
         assert!(
@@ -180,7 +192,9 @@ fn is_superuser(c: &mut Client, role: &str) -> bool {
 
 fn seen(c: &mut Client, role: &str) -> Vec<(i64, String, String)> {
     c.query(
-        &format!("SELECT global_position, who, note FROM {role}.seen ORDER BY global_position, note"),
+        &format!(
+            "SELECT global_position, who, note FROM {role}.seen ORDER BY global_position, note"
+        ),
         &[],
     )
     .unwrap_or_else(|e| panic!("{role}.seen: {}", describe(&e)))
@@ -228,7 +242,10 @@ fn escape_fails(tag: u32, role: &str, escape: &str, expected_error: &str) {
         "last_error {error:?} should contain {expected_error:?}"
     );
     assert!(!is_superuser(&mut c, role), "{role} became a superuser");
-    assert!(seen(&mut c, role).is_empty(), "the handler went past the escape");
+    assert!(
+        seen(&mut c, role).is_empty(),
+        "the handler went past the escape"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -241,7 +258,10 @@ fn the_handler_runs_as_its_creator_without_reading_es_events() {
     let mut c = db.connect();
     assert_preloaded(&mut c);
     unprivileged_creator(&mut c, role);
-    exec(&mut c, &format!("REVOKE ALL ON ALL TABLES IN SCHEMA es FROM {role}"));
+    exec(
+        &mut c,
+        &format!("REVOKE ALL ON ALL TABLES IN SCHEMA es FROM {role}"),
+    );
     let mut alice = connect_as(&db, role);
     // the creator cannot read the log itself
     let err = alice
@@ -283,7 +303,11 @@ fn the_handler_runs_as_its_creator_without_reading_es_events() {
         "{error:?}"
     );
     assert!(!is_superuser(&mut c, role));
-    assert_eq!(seen(&mut c, role).len(), 1, "the failed event's row is rolled back");
+    assert_eq!(
+        seen(&mut c, role).len(),
+        1,
+        "the failed event's row is rolled back"
+    );
 }
 
 #[test]
@@ -449,7 +473,10 @@ fn a_revoked_handler_parks_until_granted_again() {
     assert!(wait_for(&mut c, "granted", third), "resumed after GRANT");
     let deadline = Instant::now() + SETTLE_WITHIN;
     while seen(&mut c, role).len() < 3 {
-        assert!(Instant::now() < deadline, "the parked event was not replayed");
+        assert!(
+            Instant::now() < deadline,
+            "the parked event was not replayed"
+        );
         thread::sleep(Duration::from_millis(100));
     }
     let rows = seen(&mut c, role);
@@ -486,10 +513,7 @@ fn a_dropped_creator_parks_each_event() {
     let first = note(&mut c, 9);
     assert!(wait_for(&mut c, "orphan", first));
     // the creator owns nothing: DROP ROLE goes through (privileges first, as DROP OWNED does)
-    exec(
-        &mut c,
-        &format!("DROP OWNED BY {role}; DROP ROLE {role};"),
-    );
+    exec(&mut c, &format!("DROP OWNED BY {role}; DROP ROLE {role};"));
     let second = note(&mut c, 9);
     let (state, error) = parked(&mut c, "orphan", second);
     assert_eq!(state, "failed");
@@ -565,22 +589,6 @@ fn the_creator_is_the_caller_of_create_projection() {
     );
 }
 
-/// Runs a PostgreSQL client program against the test cluster; panics with its output on failure.
-fn run_client_program(program: &str, args: &[&str]) {
-    let output = Command::new(pg_bin(program))
-        .args(["-h", &host(), "-p", &port().to_string(), "-U", PG_USER, "-w"])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", pg_bin(program)));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 #[test]
 fn the_creator_is_dumped_by_name() {
     let role = Role::new("es_sec_alice_dump");
@@ -616,5 +624,8 @@ fn the_creator_is_dumped_by_name() {
         )
         .unwrap_or_else(|e| panic!("restored es.projection_config: {}", describe(&e)));
     assert_eq!(row.get::<_, String>(0), role);
-    assert!(row.get::<_, bool>(1), "the restored creator is the role's OID");
+    assert!(
+        row.get::<_, bool>(1),
+        "the restored creator is the role's OID"
+    );
 }

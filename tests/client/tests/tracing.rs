@@ -621,6 +621,10 @@ const UNTRACED: &[(&str, &str)] = &[
     ),
     ("es.partition_lag", "a SQL view helper (sql/flow.sql)"),
     (
+        "es.projections_changed",
+        "the trigger that asks for the worker when projections are restored (sql/flow.sql)",
+    ),
+    (
         "es.run_handler",
         "SQL (sql/flow.sql); the handler it runs is the user's",
     ),
@@ -712,6 +716,7 @@ fn every_sql_function_records_its_declared_span_with_its_attributes() {
         ("es.reset_projection", "SELECT es.reset_projection('proj')".into()),
         ("es.wait_for_projection", "SELECT es.wait_for_projection('proj', 0, 10)".into()),
         ("es.drop_projection", "SELECT es.drop_projection('proj')".into()),
+        ("es.worker_status", "SELECT count(*) FROM es.worker_status()".into()),
         // the untraced ones run too (their calls must work with tracing on)
         ("es.stream_hash", format!("SELECT es.stream_hash('{st}')")),
         ("es.tracing_stats", "SELECT count(*) FROM es.tracing_stats()".into()),
@@ -726,7 +731,7 @@ fn every_sql_function_records_its_declared_span_with_its_attributes() {
         ("es.partition_lag", "SELECT count(*) FROM es.subscriptions".into()),
         (
             "es.run_handler",
-            format!("SELECT es.run_handler('es.project_account_balances(es.events)', current_user, e) FROM es.events e WHERE stream_id = '{a}' ORDER BY version LIMIT 1"),
+            format!("SELECT es.run_handler('es.project_account_balances', e) FROM es.events e WHERE stream_id = '{a}' ORDER BY version LIMIT 1"),
         ),
         ("es.enable_account_projections", "SELECT es.enable_account_projections()".into()),
     ];
