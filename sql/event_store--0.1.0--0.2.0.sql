@@ -185,6 +185,31 @@ LANGUAGE c VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'es_read_all';
 COMMENT ON FUNCTION es.read_all(bigint, bigint) IS
   'The global log after after_position in global_position order. Gap-safe: it stops before the first position still in flight, so a reader paging with its last position never skips an event. Needs shared_preload_libraries = ''event_store''.';
+DROP FUNCTION es.tracing_stats();
+-- src/api/tracing_stats.rs:28
+CREATE FUNCTION es.tracing_stats(
+    OUT available boolean,
+    OUT status text,
+    OUT spans_recorded bigint,
+    OUT spans_exported bigint,
+    OUT spans_dropped bigint,
+    OUT spans_dropped_export bigint,
+    OUT export_failures bigint,
+    OUT batches_rejected bigint,
+    OUT spans_queued bigint,
+    OUT buffer_size integer,
+    OUT last_error text,
+    OUT last_export_at timestamptz,
+    OUT last_failure_at timestamptz,
+    OUT worker_pid integer,
+    OUT otlp_endpoint text)
+RETURNS SETOF record
+LANGUAGE c VOLATILE PARALLEL SAFE ROWS 1
+AS 'MODULE_PATHNAME', 'es_tracing_stats';
+COMMENT ON FUNCTION es.tracing_stats() IS
+  'One row: whether tracing is available (needs shared_preload_libraries = ''event_store''), its status in this session, spans recorded, exported, dropped because the buffer was full (spans_dropped), dropped after failed exports (spans_dropped_export), failed export attempts, batches the collector refused with an answer that is not retried (batches_rejected: a 4xx other than 429, a 5xx other than 502, 503, 504; their spans are in spans_dropped_export), spans waiting, the buffer size, the last export error and the times of the last successful and failed exports, the export worker''s pid and es.otlp_endpoint.';
+REVOKE ALL ON FUNCTION es.tracing_stats() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION es.tracing_stats() TO pg_monitor;
 CREATE FUNCTION es.worker_status(OUT state text, OUT reason text, OUT pid integer)
 RETURNS SETOF record
 LANGUAGE c VOLATILE PARALLEL SAFE ROWS 1
@@ -319,24 +344,50 @@ REVOKE ALL ON FUNCTION es.ack(text, integer, bigint, text) FROM PUBLIC;
 -- puts this file after them.
 
 CREATE FUNCTION es.partition_lag(subscription text, partition integer,
-                                  OUT events_behind bigint, OUT seconds_behind double precision)
+                                  OUT events_behind bigint, OUT seconds_behind double precision,
+                                  OUT events_behind_is_estimate boolean)
 LANGUAGE sql STABLE
 SET jit = off
 AS $$
-    SELECT count(*),
-           coalesce(extract(epoch FROM clock_timestamp() - min(e.recorded_at)), 0)::double precision
-      FROM es.subscription_partitions p
-      JOIN es.subscription_config c ON c.name = p.subscription
-      JOIN es.events e ON e.global_position > p.checkpoint
-     WHERE p.subscription = partition_lag.subscription AND p.partition = partition_lag.partition
-       AND (c.event_types IS NULL OR e.event_type = ANY (c.event_types))
-       AND (c.stream_type IS NULL OR EXISTS (
-             SELECT 1 FROM es.streams s
-              WHERE s.stream_id = e.stream_id AND s.stream_type = c.stream_type))
-       AND (c.partitions = 1 OR es.stream_hash(e.stream_id) % c.partitions = p.partition)
+    -- A monitoring scrape reads this for every partition: it looks at no more than the 10,000
+    -- events after the checkpoint (10,001: one more says the log goes on), whatever the lag.
+    WITH p AS (
+        SELECT p.checkpoint, p.partition, c.event_types, c.stream_type, c.partitions
+          FROM es.subscription_partitions p
+          JOIN es.subscription_config c ON c.name = p.subscription
+         WHERE p.subscription = partition_lag.subscription AND p.partition = partition_lag.partition
+    ), examined AS (
+        SELECT e.recorded_at,
+               (p.event_types IS NULL OR e.event_type = ANY (p.event_types))
+               AND (p.stream_type IS NULL OR EXISTS (
+                     SELECT 1 FROM es.streams s
+                      WHERE s.stream_id = e.stream_id AND s.stream_type = p.stream_type))
+               AND (p.partitions = 1 OR es.stream_hash(e.stream_id) % p.partitions = p.partition)
+                 AS matches
+          FROM p CROSS JOIN LATERAL (
+                SELECT e.stream_id, e.event_type, e.recorded_at
+                  FROM es.events e
+                 WHERE e.global_position > p.checkpoint
+                 ORDER BY e.global_position
+                 LIMIT 10001) e
+    ), counted AS (
+        SELECT count(*) AS examined,
+               count(*) FILTER (WHERE matches) AS matching,
+               min(recorded_at) FILTER (WHERE matches) AS oldest
+          FROM examined
+    )
+    -- Beyond the cap: the share of matching events among those examined, times the positions
+    -- after the checkpoint (positions of rolled-back appends count too: an estimate).
+    SELECT CASE WHEN c.examined <= 10000 THEN c.matching
+                ELSE round(c.matching::numeric / c.examined
+                           * ((SELECT max(global_position) FROM es.events) - (SELECT checkpoint FROM p)))::bigint
+           END,
+           coalesce(extract(epoch FROM clock_timestamp() - c.oldest), 0)::double precision,
+           c.examined > 10000
+      FROM counted c
 $$;
 COMMENT ON FUNCTION es.partition_lag(text, integer) IS
-  'How many matching events are committed after a partition''s checkpoint, and how old the oldest of them is (seconds): the lag columns of es.subscriptions. Without JIT: the planner cannot know how far behind a checkpoint is, and compiling the query would cost more than running it.';
+  'The lag columns of es.subscriptions for one partition, at a bounded cost: it examines at most the 10,000 events after the checkpoint. events_behind is the exact number of matching events committed after the checkpoint when at most 10,000 events follow it; beyond that it is an estimate (events_behind_is_estimate true): the share of matching events among the 10,001 examined times the positions after the checkpoint. seconds_behind is the age of the oldest matching event examined. Without JIT: the planner cannot know how far behind a checkpoint is, and compiling the query would cost more than running it.';
 
 CREATE VIEW es.subscriptions AS
 SELECT p.subscription AS name,
@@ -344,6 +395,7 @@ SELECT p.subscription AS name,
        p.checkpoint,
        l.events_behind,
        l.seconds_behind,
+       l.events_behind_is_estimate,
        p.owner,
        p.lease_until,
        p.head_attempts,
@@ -353,7 +405,7 @@ SELECT p.subscription AS name,
   FROM es.subscription_partitions p
   CROSS JOIN LATERAL es.partition_lag(p.subscription, p.partition) l;
 COMMENT ON VIEW es.subscriptions IS
-  'One row per partition of each subscription: its checkpoint, how many matching events are committed after it and how old the oldest of them is, its lease, the attempts of its failing head event and its parked events.';
+  'One row per partition of each subscription: its checkpoint, how many matching events are committed after it (exact up to 10,000 events after the checkpoint, else an estimate: events_behind_is_estimate) and how old the oldest of them is, its lease, the attempts of its failing head event and its parked events.';
 
 CREATE VIEW es.projections AS
 SELECT j.name,
@@ -364,6 +416,7 @@ SELECT j.name,
        s.checkpoint,
        s.events_behind,
        s.seconds_behind,
+       s.events_behind_is_estimate,
        coalesce(p.head_error,
                 (SELECT k.error FROM es.parked_events k
                   WHERE k.subscription = j.name AND NOT k.replay
@@ -377,7 +430,7 @@ SELECT j.name,
   JOIN es.subscription_partitions p ON p.subscription = j.name AND p.partition = 0
   CROSS JOIN es.worker_status() w;
 COMMENT ON VIEW es.projections IS
-  'One row per projection: running, paused, failed (an event is parked: see es.parked_events), waiting for a worker slot or no worker (state_reason says why: es.max_workers, max_worker_processes, or the library is not preloaded), its checkpoint, its lag in events and seconds, and the last error of its handler.';
+  'One row per projection: running, paused, failed (an event is parked: see es.parked_events), waiting for a worker slot or no worker (state_reason says why: es.max_workers, max_worker_processes, or the library is not preloaded), its checkpoint, its lag in events (an estimate when events_behind_is_estimate: see es.subscriptions) and seconds, and the last error of its handler.';
 
 CREATE TRIGGER projections_changed AFTER INSERT ON es.projection_config
     FOR EACH STATEMENT EXECUTE FUNCTION es.projections_changed();
