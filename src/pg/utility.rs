@@ -81,9 +81,12 @@ unsafe fn database_command(stmt: *mut pg_sys::Node) -> Option<(pg_sys::Oid, Comm
             pg_sys::NodeTag::T_CreatedbStmt => {
                 let create = stmt.cast::<pg_sys::CreatedbStmt>();
                 match option((*create).options, c"template") {
-                    Some(template) => (pg_sys::defGetString(template), Command::CopyFrom),
+                    // `TEMPLATE DEFAULT` has no argument (createdb's own check)
+                    Some(template) if !(*template).arg.is_null() => {
+                        (pg_sys::defGetString(template), Command::CopyFrom)
+                    }
                     // from template1: nothing to hold, but a new database to look at
-                    None => (ptr::null_mut(), Command::CopyFrom),
+                    _ => (ptr::null_mut(), Command::CopyFrom),
                 }
             }
             _ => return None,

@@ -233,6 +233,17 @@ fn database_commands_work_as_without_the_extension() {
     append_and_wait(&mut connect(&copy), "in the copy");
     append_and_wait(&mut db.connect(), "in the template after the copy");
 
+    // the other spellings of CREATE DATABASE still work through the hook
+    for (suffix, template) in [
+        ("_d", " TEMPLATE DEFAULT"),
+        ("_z", " TEMPLATE = template0"),
+        ("_p", ""),
+    ] {
+        let name = format!("{}{suffix}", db.name());
+        let _dropped = DropLater(name.clone());
+        exec(&mut admin, &format!("CREATE DATABASE {name}{template}"));
+    }
+
     // DROP DATABASE, without FORCE
     wait_for_worker(&mut admin, &copy);
     exec(&mut admin, &format!("DROP DATABASE {copy}"));
