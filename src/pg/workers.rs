@@ -468,6 +468,7 @@ pub fn hold(db: u32, wait: Duration) -> bool {
     let Some(e) = entry(db) else {
         return false;
     };
+    HOLDING.store(true, Ordering::Relaxed);
     // SAFETY: MyProcPid is this process' pid.
     e.held_by
         .store(unsafe { pg_sys::MyProcPid }, Ordering::Release);
@@ -499,10 +500,17 @@ pub fn rescan_at_transaction_end() {
     RESCAN_AT_END.store(true, Ordering::Relaxed);
 }
 
+/// This backend holds a database for a database command (see [`hold`]): only then does the end
+/// of its transaction look for holds to release (every commit passes there).
+static HOLDING: AtomicBool = AtomicBool::new(false);
+
 /// Ends this backend's holds (at the end of its transaction, committed or not): each held
 /// database's worker is asked for again (the launcher starts it only where the database still
 /// exists, and it stays only if the database has work).
 fn release_holds() {
+    if !HOLDING.swap(false, Ordering::Relaxed) && !RESCAN_AT_END.load(Ordering::Relaxed) {
+        return;
+    }
     let Some(reg) = registry() else { return };
     // SAFETY: MyProcPid is this process' pid.
     let me = unsafe { pg_sys::MyProcPid };
