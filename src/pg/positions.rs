@@ -416,7 +416,8 @@ unsafe extern "C-unwind" fn on_xact_end(event: pg_sys::XactEvent::Type, _arg: *m
             {
                 slots(shared)[i].min_position.store(0, Ordering::Release);
                 if matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT) {
-                    // SAFETY: MyDatabaseId is set in every backend that appends.
+                    // SAFETY: MyDatabaseId is set at connection and never changed in a
+                    // backend that appends; this is that backend's own commit.
                     let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
                     wake_waiters(db);
                     super::workers::appended(db);

@@ -469,9 +469,9 @@ pub fn hold(db: u32, wait: Duration) -> bool {
         return false;
     };
     HOLDING.store(true, Ordering::Relaxed);
-    // SAFETY: MyProcPid is this process' pid.
-    e.held_by
-        .store(unsafe { pg_sys::MyProcPid }, Ordering::Release);
+    // SAFETY: MyProcPid is this process' pid, set at its start and never changed.
+    let me = unsafe { pg_sys::MyProcPid };
+    e.held_by.store(me, Ordering::Release);
     let pid = e.worker.load(Ordering::Acquire);
     if pid == 0 || !alive(pid) {
         return true;
