@@ -114,6 +114,9 @@ unsafe fn option(options: *mut pg_sys::List, name: &CStr) -> Option<*mut pg_sys:
     })
 }
 
+// SAFETY: the declaration is PostgreSQL 15's prototype of `standard_ProcessUtility`
+// (tcop/utility.h), the same as pgrx's guarded binding of that symbol; only its call site is
+// different (no guard), and that call site keeps no value with a destructor on its frame.
 unsafe extern "C-unwind" {
     /// PostgreSQL's `standard_ProcessUtility`, bound here without pgrx's error guard: an ERROR
     /// inside a utility statement must reach PostgreSQL's own handler unchanged (pgrx's guard
@@ -165,31 +168,24 @@ unsafe extern "C-unwind" fn process_utility(
     // SAFETY: pstmt is the statement PostgreSQL passes to every ProcessUtility hook;
     // before_utility is guarded (its own ERRORs are re-raised as PostgreSQL ERRORs).
     unsafe { before_utility((*pstmt).utilityStmt) };
+    let next = PREV
+        .get()
+        .copied()
+        .flatten()
+        .unwrap_or(standard_process_utility_unguarded);
     // SAFETY: the arguments PostgreSQL passed us, handed on unchanged to the previous hook or to
     // standard_ProcessUtility, as every ProcessUtility hook does; nothing in this frame needs
     // dropping if an ERROR jumps over it.
     unsafe {
-        match PREV.get().copied().flatten() {
-            Some(prev) => prev(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
-            None => standard_process_utility_unguarded(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
-        }
+        next(
+            pstmt,
+            query_string,
+            read_only_tree,
+            context,
+            params,
+            query_env,
+            dest,
+            qc,
+        )
     }
 }
