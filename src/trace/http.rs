@@ -578,18 +578,25 @@ mod tests {
         BlockingHttp::new(Duration::from_millis(timeout_ms)).send_blocking(req)
     }
 
+    /// Reads one request of `post` (its body is `hello`) from the test server's side.
+    fn read_request(s: &mut std::net::TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut b = [0u8; 1024];
+        while !got.ends_with(b"hello") {
+            let n = s.read(&mut b).unwrap();
+            assert!(n > 0, "the client closed early");
+            got.extend_from_slice(&b[..n]);
+        }
+        got
+    }
+
     #[test]
     fn posts_and_reads_the_status() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let server = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
-            let mut got = Vec::new();
-            let mut b = [0u8; 1024];
-            while !got.ends_with(b"hello") {
-                let n = s.read(&mut b).unwrap();
-                got.extend_from_slice(&b[..n]);
-            }
+            let got = read_request(&mut s);
             s.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 2\r\n\r\nno")
                 .unwrap();
             String::from_utf8(got).unwrap()
@@ -613,13 +620,7 @@ mod tests {
                 connections += 1;
                 // two requests on this connection, then close it
                 for _ in 0..2 {
-                    let mut got = Vec::new();
-                    let mut b = [0u8; 1024];
-                    while !got.ends_with(b"hello") {
-                        let n = s.read(&mut b).unwrap();
-                        assert!(n > 0, "the client closed early");
-                        got.extend_from_slice(&b[..n]);
-                    }
+                    read_request(&mut s);
                     s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                         .unwrap();
                 }
@@ -737,12 +738,7 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         let server = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
-            let mut got = Vec::new();
-            let mut b = [0u8; 1024];
-            while !got.ends_with(b"hello") {
-                let n = s.read(&mut b).unwrap();
-                got.extend_from_slice(&b[..n]);
-            }
+            read_request(&mut s);
             s.write_all(
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
             )

@@ -429,18 +429,25 @@ pub fn position_of(client: &mut impl postgres::GenericClient, stream: Uuid, vers
         .get(0)
 }
 
+/// A PostgreSQL client program (`pg_dump`, `psql`, …) with the test cluster's connection
+/// arguments, ready for its own arguments.
+pub fn client_command(program: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(pg_bin(program));
+    command.args([
+        "-h",
+        &host(),
+        "-p",
+        &port().to_string(),
+        "-U",
+        PG_USER,
+        "-w",
+    ]);
+    command
+}
+
 /// Runs a PostgreSQL client program against the test cluster and panics with its output on failure.
 pub fn run_client_program(program: &str, args: &[&str]) {
-    let output = std::process::Command::new(pg_bin(program))
-        .args([
-            "-h",
-            &host(),
-            "-p",
-            &port().to_string(),
-            "-U",
-            PG_USER,
-            "-w",
-        ])
+    let output = client_command(program)
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", pg_bin(program)));
@@ -451,4 +458,38 @@ pub fn run_client_program(program: &str, args: &[&str]) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Dumps `source` with `pg_dump -Fc` and restores it with `pg_restore` into a new empty
+/// database (`tag` names it), which is returned.
+pub fn dump_and_restore(source: &TestDb, tag: &str) -> TestDb {
+    let dump = std::env::temp_dir().join(format!("{}.dump", source.name()));
+    let dump_path = dump.to_str().expect("temp path is UTF-8").to_owned();
+    run_client_program("pg_dump", &["-Fc", "-f", &dump_path, source.name()]);
+    let target = TestDb::empty(tag);
+    let restored = std::panic::catch_unwind(|| {
+        run_client_program(
+            "pg_restore",
+            &["--exit-on-error", "-d", target.name(), &dump_path],
+        )
+    });
+    let _ = std::fs::remove_file(&dump);
+    if let Err(panic) = restored {
+        std::panic::resume_unwind(panic);
+    }
+    target
+}
+
+/// Runs statements that must succeed.
+pub fn exec(client: &mut impl postgres::GenericClient, sql: &str) {
+    client
+        .batch_execute(sql)
+        .unwrap_or_else(|e| panic!("{sql} failed: {}", describe(&e)));
+}
+
+/// A new connection to the cluster's `postgres` database (for commands on other databases,
+/// roles and settings).
+pub fn admin() -> Client {
+    connect_with_retry("postgres", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {}", describe(&e)))
 }

@@ -9,10 +9,8 @@
 //! store must keep working: the next append gets a position above every restored one and the
 //! right next version, and restored event ids stay unique.
 
-use std::path::PathBuf;
-
 use event_store_client_tests::{
-    Client, TestDb, Uuid, append, describe, run_client_program, sqlstate, stream_version, texts,
+    Client, TestDb, Uuid, append, describe, dump_and_restore, sqlstate, stream_version, texts,
 };
 
 /// Every row of the extension's tables, rendered whole (so columns added later are compared too).
@@ -72,15 +70,6 @@ fn populate(client: &mut Client, streams: &[Uuid; 3]) -> Uuid {
     reused_id
 }
 
-/// Removes the dump file when the test ends.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 #[test]
 fn dump_and_restore_keep_every_row_and_the_store_keeps_working() {
     let source = TestDb::new("dump_src");
@@ -88,15 +77,7 @@ fn dump_and_restore_keep_every_row_and_the_store_keeps_working() {
     let mut src = source.connect();
     let reused_id = populate(&mut src, &streams);
 
-    let dump = TempFile(std::env::temp_dir().join(format!("{}.dump", source.name())));
-    let dump_path = dump.0.to_str().expect("temp path is UTF-8").to_owned();
-    run_client_program("pg_dump", &["-Fc", "-f", &dump_path, source.name()]);
-
-    let target = TestDb::empty("dump_dst");
-    run_client_program(
-        "pg_restore",
-        &["--exit-on-error", "-d", target.name(), &dump_path],
-    );
+    let target = dump_and_restore(&source, "dump_dst");
     let mut dst = target.connect();
 
     // Same session settings on both sides, so timestamps render alike.

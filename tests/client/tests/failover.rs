@@ -48,7 +48,7 @@ use event_store_client_tests::replica::{
     self, LogicalSubscription, LogicalWalLevel, PrimaryStopped, Replica, Shutdown, published_tables,
 };
 use event_store_client_tests::{
-    Client, TestDb, Uuid, append, assert_preloaded, describe, position_of, sqlstate,
+    Client, TestDb, Uuid, append, assert_preloaded, describe, exec, position_of, sqlstate,
     stream_version, verify_store,
 };
 use postgres::{GenericClient, NoTls};
@@ -75,13 +75,6 @@ type Row = (i64, Uuid, i64);
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// Runs statements that must succeed.
-fn exec(client: &mut impl GenericClient, sql: &str) {
-    client
-        .batch_execute(sql)
-        .unwrap_or_else(|e| panic!("{sql} failed: {}", describe(&e)));
-}
 
 /// Runs a one-value query that must succeed and returns that value.
 fn one<T>(

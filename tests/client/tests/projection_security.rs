@@ -35,10 +35,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use event_store_client_tests::{
-    Client, NoTls, TestDb, Uuid, append, assert_preloaded, config, connect_with_retry, describe,
-    position_of, run_client_program,
+    Client, NoTls, TestDb, Uuid, admin, append, assert_preloaded, config, describe,
+    dump_and_restore, exec, position_of,
 };
-use postgres::GenericClient;
 
 /// `timeout_ms` of every `es.wait_for_projection` that must succeed (generous: 2 cores).
 const WAIT_MS: i32 = 30_000;
@@ -78,11 +77,6 @@ impl Drop for Role {
     }
 }
 
-fn admin() -> Client {
-    connect_with_retry("postgres", Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {}", describe(&e)))
-}
-
 /// A connection to `db` as `role`.
 fn connect_as(db: &TestDb, role: &str) -> Client {
     config(db.name())
@@ -95,13 +89,6 @@ fn connect_as(db: &TestDb, role: &str) -> Client {
                 describe(&e)
             )
         })
-}
-
-/// Runs statements that must succeed.
-fn exec(client: &mut impl GenericClient, sql: &str) {
-    client
-        .batch_execute(sql)
-        .unwrap_or_else(|e| panic!("{sql} failed: {}", describe(&e)));
 }
 
 /// The creator of the reproduction: `USAGE` on schema `es`, `EXECUTE` on every function of the
@@ -606,15 +593,7 @@ fn the_creator_is_dumped_by_name() {
         ),
     );
     drop(alice);
-    let dump = std::env::temp_dir().join(format!("{}.dump", source.name()));
-    let dump_path = dump.to_str().expect("temp path is UTF-8").to_owned();
-    run_client_program("pg_dump", &["-Fc", "-f", &dump_path, source.name()]);
-    let target = TestDb::empty("sec_dump_dst");
-    run_client_program(
-        "pg_restore",
-        &["--exit-on-error", "-d", target.name(), &dump_path],
-    );
-    let _ = std::fs::remove_file(&dump);
+    let target = dump_and_restore(&source, "sec_dump_dst");
     let mut dst = target.connect();
     let row = dst
         .query_one(

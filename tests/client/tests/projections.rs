@@ -29,8 +29,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use event_store_client_tests::{
-    Client, TestDb, Uuid, append, assert_preloaded, bigints, connect_with_retry, describe, kill_9,
-    position_of, sqlstate, texts,
+    Client, TestDb, Uuid, append, assert_preloaded, bigints, connect_with_retry, describe, exec,
+    kill_9, position_of, sqlstate, texts,
 };
 use postgres::GenericClient;
 use postgres::types::ToSql;
@@ -50,13 +50,6 @@ const RECOVER_WITHIN: Duration = Duration::from_secs(60);
 /// A fixed stream id: `tag` names the test, `n` the stream.
 fn stream_id(tag: u32, n: u32) -> Uuid {
     Uuid::from_u128(((0x9a0f_0000_u128 + u128::from(tag)) << 96) | u128::from(n))
-}
-
-/// Runs statements that must succeed.
-fn exec(client: &mut impl GenericClient, sql: &str) {
-    client
-        .batch_execute(sql)
-        .unwrap_or_else(|e| panic!("{sql} failed: {}", describe(&e)));
 }
 
 /// Runs a statement that must fail with SQLSTATE `code`.

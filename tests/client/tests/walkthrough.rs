@@ -11,11 +11,11 @@
 //! Run with `bash tests/client/run.sh --test walkthrough` (the library preloaded: the walkthrough
 //! reads the log and waits for the projections).
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use event_store_client_tests::{
-    PG_USER, TestDb, Uuid, append, assert_preloaded, connect_with_retry, describe, host, pg_bin,
-    port, repo_dir, stream_version,
+    TestDb, Uuid, append, assert_preloaded, client_command, connect_with_retry, describe, repo_dir,
+    stream_version,
 };
 
 /// The walkthrough's own database.
@@ -25,24 +25,14 @@ const WALKTHROUGH_STREAM: Uuid = Uuid::from_u128(0x7f3c2a10_0000_4000_8000_00000
 
 /// `psql -X -f examples/walkthrough.sql` connected to `dbname` on the test cluster.
 fn run_walkthrough(dbname: &str) -> Output {
-    let mut command = Command::new(pg_bin("psql"));
+    let mut command = client_command("psql");
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PG") {
             command.env_remove(&key);
         }
     }
     command
-        .args([
-            "-X",
-            "-q",
-            "-h",
-            &host(),
-            "-p",
-            &port().to_string(),
-            "-U",
-            PG_USER,
-        ])
-        .args(["-d", dbname, "-f"])
+        .args(["-X", "-q", "-d", dbname, "-f"])
         .arg(repo_dir().join("examples/walkthrough.sql"))
         .output()
         .expect("cannot run psql")

@@ -23,26 +23,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use event_store_client_tests::{
-    Client, TestDb, Uuid, append, assert_preloaded, connect_with_retry, describe,
-    run_client_program,
+    Client, TestDb, Uuid, admin, append, assert_preloaded, connect_with_retry, describe,
+    dump_and_restore, exec,
 };
-use postgres::GenericClient;
 
 /// `timeout_ms` of every `es.wait_for_projection` that must succeed.
 const WAIT_MS: i32 = 60_000;
 /// Bound of the loops that wait for the launcher and the workers.
 const SETTLE_WITHIN: Duration = Duration::from_secs(60);
-
-fn exec(client: &mut impl GenericClient, sql: &str) {
-    client
-        .batch_execute(sql)
-        .unwrap_or_else(|e| panic!("{sql} failed: {}", describe(&e)));
-}
-
-fn admin() -> Client {
-    connect_with_retry("postgres", Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("cannot connect to postgres: {}", describe(&e)))
-}
 
 fn connect(name: &str) -> Client {
     connect_with_retry(name, Duration::from_secs(30))
@@ -277,15 +265,7 @@ fn restored_projections_run_without_a_restart() {
         .expect("append");
     }
     exec(&mut src, "SELECT es.resume_projection('seen')");
-    let dump = std::env::temp_dir().join(format!("{}.dump", source.name()));
-    let dump_path = dump.to_str().expect("utf-8").to_owned();
-    run_client_program("pg_dump", &["-Fc", "-f", &dump_path, source.name()]);
-    let target = TestDb::empty("wrk_dst");
-    run_client_program(
-        "pg_restore",
-        &["--exit-on-error", "-d", target.name(), &dump_path],
-    );
-    let _ = std::fs::remove_file(&dump);
+    let target = dump_and_restore(&source, "wrk_dst");
     let mut dst = target.connect();
     let last: i64 = dst
         .query_one("SELECT max(global_position) FROM es.events", &[])
