@@ -79,13 +79,14 @@ const fn col(name: &'static CStr, ty: Oid, nullable: bool) -> Column {
 }
 
 /// `es.streams` as `sql/bootstrap.sql` creates it.
-const STREAMS: [Column; 6] = [
+const STREAMS: [Column; 7] = [
     col(c"stream_id", pg_sys::UUIDOID, false),
     col(c"stream_type", pg_sys::TEXTOID, true),
     col(c"version", pg_sys::INT8OID, false),
     col(c"created_at", pg_sys::TIMESTAMPTZOID, false),
     col(c"updated_at", pg_sys::TIMESTAMPTZOID, false),
     col(c"state", pg_sys::JSONBOID, true),
+    col(c"state_revision", pg_sys::INT8OID, true),
 ];
 const STREAM_ID: usize = 0;
 const STREAM_TYPE: usize = 1;
@@ -93,6 +94,7 @@ const STREAM_VERSION: usize = 2;
 const STREAM_CREATED_AT: usize = 3;
 const STREAM_UPDATED_AT: usize = 4;
 const STREAM_STATE: usize = 5;
+const STREAM_STATE_REVISION: usize = 6;
 
 /// `es.events` as `sql/bootstrap.sql` creates it.
 const EVENTS: [Column; 10] = [
@@ -129,9 +131,23 @@ pub struct StreamHead<'a> {
     pub old_version: i64,
     /// Whether the stream's type is `account`.
     pub account: bool,
+    /// `es.streams.stream_type` (text), if set.
+    stream_type: Option<Datum>,
     /// `es.streams.state` (jsonb), if set.
     state: Option<Datum>,
+    /// `es.streams.state_revision`, if set.
+    pub state_revision: Option<i64>,
     _row: PhantomData<&'a ()>,
+}
+
+/// The state an append keeps in the stream row with its bump, and the revision of the
+/// definition that computed it (`None`: an account's, or a generic stream's).
+#[derive(Debug, Clone, Copy)]
+pub struct Kept {
+    /// The state (a jsonb datum valid until the row is written).
+    pub state: Datum,
+    /// `es.streams.state_revision`.
+    pub revision: Option<i64>,
 }
 
 impl<'a> StreamHead<'a> {
@@ -139,13 +155,33 @@ impl<'a> StreamHead<'a> {
     ///
     /// # Safety
     /// `state`, when given, must be a non-null jsonb datum that outlives `'a`.
-    pub unsafe fn new(old_version: i64, account: bool, state: Option<Datum>) -> StreamHead<'a> {
+    /// `stream_type`, when given, must be a non-null text datum that outlives `'a`.
+    pub unsafe fn new(
+        old_version: i64,
+        stream_type: Option<Datum>,
+        state: Option<Datum>,
+        state_revision: Option<i64>,
+    ) -> StreamHead<'a> {
         StreamHead {
             old_version,
-            account,
+            // SAFETY: the caller's contract: a text datum.
+            account: stream_type
+                .is_some_and(|t| unsafe { text_equals(t, event_store_core::ACCOUNT_STREAM_TYPE) }),
+            stream_type,
             state,
+            state_revision,
             _row: PhantomData,
         }
+    }
+
+    /// `es.streams.stream_type`, if set.
+    pub fn stream_type(&self) -> Option<String> {
+        // SAFETY: `new`'s contract: a text datum valid for 'a; detoasting a packed value may
+        // allocate in the current context, nothing else.
+        self.stream_type.map(|d| unsafe {
+            let t = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
+            String::from_utf8_lossy(pgrx::varlena::varlena_to_byte_slice(t)).into_owned()
+        })
     }
 
     /// `es.streams.state`, if set.
@@ -535,7 +571,7 @@ pub fn bump_stream<E>(
     stream: &Uuid,
     expected: Option<i64>,
     n: i64,
-    judge: &mut dyn FnMut(&StreamHead<'_>) -> Result<Option<Datum>, E>,
+    judge: &mut dyn FnMut(&StreamHead<'_>) -> Result<Option<Kept>, E>,
 ) -> Outcome<Result<Bump, E>> {
     let Some(pkey_oid) = relation_oid(c"streams_pkey") else {
         return Outcome::Fallback;
@@ -574,12 +610,12 @@ pub fn bump_stream<E>(
 /// `target` is `es.streams` opened by [`Target::open`], and `pkey` its open primary key, a
 /// btree on stream_id.
 unsafe fn bump_row<E>(
-    target: &Target<6>,
+    target: &Target<7>,
     pkey: pg_sys::Relation,
     stream: &Uuid,
     expected: Option<i64>,
     n: i64,
-    judge: &mut dyn FnMut(&StreamHead<'_>) -> Result<Option<Datum>, E>,
+    judge: &mut dyn FnMut(&StreamHead<'_>) -> Result<Option<Kept>, E>,
 ) -> Result<Bump, E> {
     let (rel, layout, indexes) = (target.rel, &target.layout, &target.indexes);
     // SAFETY: the caller's contract; every pointer used below comes from PostgreSQL for this
@@ -615,7 +651,7 @@ unsafe fn bump_row<E>(
         let natts = layout.natts;
         let mut values = vec![Datum::from(0usize); natts];
         let mut nulls = vec![true; natts];
-        let mut row: [Option<Datum>; 6] = [None; 6];
+        let mut row: [Option<Datum>; 7] = [None; 7];
         // Made only for a non-HOT update, which needs index entries.
         let mut slot: *mut pg_sys::TupleTableSlot = ptr::null_mut();
         let result = loop {
@@ -640,12 +676,15 @@ unsafe fn bump_row<E>(
             // `current` stays allocated until the loop moves on, so the head may borrow it.
             let head = StreamHead::new(
                 version,
-                row[STREAM_TYPE]
-                    .is_some_and(|t| text_equals(t, event_store_core::ACCOUNT_STREAM_TYPE)),
+                row[STREAM_TYPE],
                 row[STREAM_STATE],
+                row[STREAM_STATE_REVISION].map(|d| d.value() as i64),
             );
             match judge(&head) {
-                Ok(Some(state)) => row[STREAM_STATE] = Some(state),
+                Ok(Some(kept)) => {
+                    row[STREAM_STATE] = Some(kept.state);
+                    row[STREAM_STATE_REVISION] = kept.revision.map(Datum::from);
+                }
                 Ok(None) => {}
                 Err(e) => break Err(e),
             }
