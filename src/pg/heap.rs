@@ -88,6 +88,16 @@ const STREAMS: [Column; 7] = [
     col(c"state", pg_sys::JSONBOID, true),
     col(c"state_revision", pg_sys::INT8OID, true),
 ];
+/// `es.streams` of 0.1.0 (before `state_revision`): a library newer than the schema still
+/// appends natively until `ALTER EXTENSION event_store UPDATE`.
+const STREAMS_0_1: [Column; 6] = [
+    col(c"stream_id", pg_sys::UUIDOID, false),
+    col(c"stream_type", pg_sys::TEXTOID, true),
+    col(c"version", pg_sys::INT8OID, false),
+    col(c"created_at", pg_sys::TIMESTAMPTZOID, false),
+    col(c"updated_at", pg_sys::TIMESTAMPTZOID, false),
+    col(c"state", pg_sys::JSONBOID, true),
+];
 const STREAM_ID: usize = 0;
 const STREAM_TYPE: usize = 1;
 const STREAM_VERSION: usize = 2;
@@ -576,9 +586,24 @@ pub fn bump_stream<E>(
     let Some(pkey_oid) = relation_oid(c"streams_pkey") else {
         return Outcome::Fallback;
     };
-    let Some(target) = Target::open(c"streams", &STREAMS, no_update_triggers) else {
-        return Outcome::Fallback;
-    };
+    if let Some(target) = Target::open(c"streams", &STREAMS, no_update_triggers) {
+        return bump_in(target, pkey_oid, stream, expected, n, judge);
+    }
+    match Target::open(c"streams", &STREAMS_0_1, no_update_triggers) {
+        Some(target) => bump_in(target, pkey_oid, stream, expected, n, judge),
+        None => Outcome::Fallback,
+    }
+}
+
+/// [`bump_stream`] in an open `es.streams` of either layout.
+fn bump_in<const N: usize, E>(
+    target: Target<N>,
+    pkey_oid: Oid,
+    stream: &Uuid,
+    expected: Option<i64>,
+    n: i64,
+    judge: &mut dyn FnMut(&StreamHead<'_>) -> Result<Option<Kept>, E>,
+) -> Outcome<Result<Bump, E>> {
     // The primary key must be the btree on stream_id the lookup keys on.
     let pkey = target.indexes.list.iter().find_map(|&(index, _)| {
         // SAFETY: an index opened by Indexes::open.
@@ -609,8 +634,8 @@ pub fn bump_stream<E>(
 /// # Safety
 /// `target` is `es.streams` opened by [`Target::open`], and `pkey` its open primary key, a
 /// btree on stream_id.
-unsafe fn bump_row<E>(
-    target: &Target<7>,
+unsafe fn bump_row<const N: usize, E>(
+    target: &Target<N>,
     pkey: pg_sys::Relation,
     stream: &Uuid,
     expected: Option<i64>,
@@ -651,7 +676,9 @@ unsafe fn bump_row<E>(
         let natts = layout.natts;
         let mut values = vec![Datum::from(0usize); natts];
         let mut nulls = vec![true; natts];
-        let mut row: [Option<Datum>; 7] = [None; 7];
+        let mut row: [Option<Datum>; N] = [None; N];
+        // Only the layout of 0.2.0 on has the column.
+        let revision_column = (N > STREAM_STATE_REVISION).then_some(STREAM_STATE_REVISION);
         // Made only for a non-HOT update, which needs index entries.
         let mut slot: *mut pg_sys::TupleTableSlot = ptr::null_mut();
         let result = loop {
@@ -678,12 +705,16 @@ unsafe fn bump_row<E>(
                 version,
                 row[STREAM_TYPE],
                 row[STREAM_STATE],
-                row[STREAM_STATE_REVISION].map(|d| d.value() as i64),
+                revision_column
+                    .and_then(|c| row[c])
+                    .map(|d| d.value() as i64),
             );
             match judge(&head) {
                 Ok(Some(kept)) => {
                     row[STREAM_STATE] = Some(kept.state);
-                    row[STREAM_STATE_REVISION] = kept.revision.map(Datum::from);
+                    if let Some(c) = revision_column {
+                        row[c] = kept.revision.map(Datum::from);
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => break Err(e),

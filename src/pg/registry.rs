@@ -134,9 +134,17 @@ fn load(conn: &Connection) -> Loaded {
     let mut loaded = Loaded::default();
     let oids = conn.query_in(Stmt::RegistryTables, &[], &snapshot);
     let oid = |c| Oid::from(oids.datum(0, c).map_or(0, |d| d.value() as u32));
-    if !oids.is_empty() {
-        TABLES.with(|t| t.set([oid(1), oid(2), oid(3)]));
+    let tables = [oid(1), oid(2), oid(3)];
+    if tables.contains(&pg_sys::InvalidOid) {
+        // The schema of 0.1.0 (this library runs it until ALTER EXTENSION UPDATE): no declared
+        // types, and its one rule, built in then.
+        loaded.rules.insert(
+            "Opened".to_owned(),
+            event_store_core::ACCOUNT_STREAM_TYPE.to_owned(),
+        );
+        return loaded;
     }
+    TABLES.with(|t| t.set(tables));
     let rows = conn.query_in(Stmt::RegistryTypes, &[], &snapshot);
     for r in 0..rows.len() {
         let oid_at = |c| Oid::from(rows.datum(r, c).map_or(0, |d| d.value() as u32));
@@ -237,7 +245,7 @@ pub struct StreamInfo {
 
 /// Reads a stream's row in the statement's snapshot (`None`: no such stream).
 pub fn stream_info(conn: &Connection, stream: &uuid::Uuid) -> Option<StreamInfo> {
-    let rows = conn.query(Stmt::StreamInfo, &[Some(uuid_datum(stream))]);
+    let rows = conn.query(Stmt::StreamStateInfo, &[Some(uuid_datum(stream))]);
     if rows.is_empty() {
         return None;
     }

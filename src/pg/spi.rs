@@ -188,9 +188,14 @@ pub enum Stmt {
     DeleteStaleSnapshots,
     /// Mark a rebuild's start or end in es.aggregate_types.
     RebuildMark,
+    /// A stream's version, type, state and the revision of its state (0.2.0 on).
+    StreamStateInfo,
+    /// Store a declared type's state with its revision (when the bump went through SPI, and
+    /// after a rebuild).
+    SetStateRevision,
 }
 
-const STMT_COUNT: usize = Stmt::RebuildMark as usize + 1;
+const STMT_COUNT: usize = Stmt::SetStateRevision as usize + 1;
 
 struct Def {
     sql: &'static CStr,
@@ -251,22 +256,22 @@ impl Stmt {
                 c"INSERT INTO es.streams AS s (stream_id, stream_type, version) VALUES ($1, $2, $3)
                   ON CONFLICT (stream_id) DO UPDATE
                   SET version = s.version + excluded.version, updated_at = transaction_timestamp()
-                  RETURNING s.version, s.stream_type, s.state, s.state_revision",
+                  RETURNING s.version, s.stream_type, s.state",
                 &[UUIDOID, TEXTOID, INT8OID],
             ),
             Stmt::BumpExisting => (
                 c"UPDATE es.streams SET version = version + $2, updated_at = transaction_timestamp()
-                  WHERE stream_id = $1 RETURNING version, stream_type, state, state_revision",
+                  WHERE stream_id = $1 RETURNING version, stream_type, state",
                 &[UUIDOID, INT8OID],
             ),
             Stmt::BumpExact => (
                 c"UPDATE es.streams SET version = version + $3, updated_at = transaction_timestamp()
-                  WHERE stream_id = $1 AND version = $2 RETURNING version, stream_type, state, state_revision",
+                  WHERE stream_id = $1 AND version = $2 RETURNING version, stream_type, state",
                 &[UUIDOID, INT8OID, INT8OID],
             ),
             Stmt::CreateNew => (
                 c"INSERT INTO es.streams (stream_id, stream_type, version) VALUES ($1, $2, $3)
-                  ON CONFLICT (stream_id) DO NOTHING RETURNING version, stream_type, state, state_revision",
+                  ON CONFLICT (stream_id) DO NOTHING RETURNING version, stream_type, state",
                 &[UUIDOID, TEXTOID, INT8OID],
             ),
             Stmt::LockStream => (
@@ -320,12 +325,12 @@ impl Stmt {
                 &[UUIDOID, INT8OID],
             ),
             Stmt::StreamInfo => (
-                c"SELECT version, stream_type, state, state_revision FROM es.streams WHERE stream_id = $1",
+                c"SELECT version, stream_type, state FROM es.streams WHERE stream_id = $1",
                 &[UUIDOID],
             ),
             Stmt::SetState => (
-                c"UPDATE es.streams SET state = $2, state_revision = $3 WHERE stream_id = $1",
-                &[UUIDOID, JSONBOID, INT8OID],
+                c"UPDATE es.streams SET state = $2 WHERE stream_id = $1",
+                &[UUIDOID, JSONBOID],
             ),
             Stmt::VersionAsOf => (
                 c"SELECT version FROM es.events
@@ -627,9 +632,17 @@ impl Stmt {
                 &[TEXTOID],
             ),
             Stmt::RegistryTables => (
-                c"SELECT 'es.aggregate_types'::regclass::oid, 'es.stream_type_rules'::regclass::oid,
-                         'es.upcasters'::regclass::oid",
+                c"SELECT to_regclass('es.aggregate_types')::oid, to_regclass('es.stream_type_rules')::oid,
+                         to_regclass('es.upcasters')::oid",
                 &[],
+            ),
+            Stmt::StreamStateInfo => (
+                c"SELECT version, stream_type, state, state_revision FROM es.streams WHERE stream_id = $1",
+                &[UUIDOID],
+            ),
+            Stmt::SetStateRevision => (
+                c"UPDATE es.streams SET state = $2, state_revision = $3 WHERE stream_id = $1",
+                &[UUIDOID, JSONBOID, INT8OID],
             ),
             Stmt::RegistryTypes => (
                 c"SELECT stream_type, evolve::oid, \"check\"::oid, initial_state, snapshot_every,

@@ -837,6 +837,6 @@ fn rebuild_stream(
         })?;
         Ok::<_, EventStoreError>(fold.finish())
     })?;
-    conn.execute(Stmt::SetState, &[sid, Some(state), revision]);
+    conn.execute(Stmt::SetStateRevision, &[sid, Some(state), revision]);
     Ok(())
 }

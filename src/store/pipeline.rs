@@ -281,20 +281,18 @@ fn check_bumped_row(
         return Ok(None);
     };
     // SAFETY: columns 2 and 3 of the bump statements are `stream_type text` and `state jsonb`,
-    // valid while `rows` is.
-    let head = unsafe {
-        StreamHead::new(
-            version - n,
-            rows.datum(0, 2),
-            rows.datum(0, 3),
-            rows.i64(0, 4),
-        )
-    };
+    // valid while `rows` is. (They do not return `state_revision`, which a schema of 0.1.0
+    // lacks: a declared type's kept state is then taken as stale and recomputed, which is
+    // only slower.)
+    let head = unsafe { StreamHead::new(version - n, rows.datum(0, 2), rows.datum(0, 3), None) };
     if let Some(kept) = rules.check_head(conn, &head)? {
-        conn.execute(
-            Stmt::SetState,
-            &[sid, Some(kept.state), kept.revision.map(i64_datum)],
-        );
+        match kept.revision {
+            None => conn.execute(Stmt::SetState, &[sid, Some(kept.state)]),
+            Some(r) => conn.execute(
+                Stmt::SetStateRevision,
+                &[sid, Some(kept.state), Some(i64_datum(r))],
+            ),
+        };
     }
     Ok(Some(version))
 }
