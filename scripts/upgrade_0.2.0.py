@@ -21,8 +21,31 @@ functions = sorted((b for b in blocks if b.startswith(tuple(f"-- {f}:" for f in 
 # Functions of 0.1.0 whose signature 0.2.0 changes: dropped, then declared as a fresh install does.
 CHANGED = {"es.read_all(": "DROP FUNCTION es.read_all(bigint, integer);\n",
            "es.tracing_stats(": "DROP FUNCTION es.tracing_stats();\n",
-           "es.append_events(": "DROP FUNCTION es.append_events(uuid, bigint, jsonb[]);\n"}
-changed = [CHANGED[key] + b for key in CHANGED for b in blocks
+           "es.append_events(": """-- es.append_events gains stream_type: the grants made on the 0.1.0 signature are kept
+SELECT pg_catalog.set_config('event_store_upgrade.append_events_acl', coalesce(p.proacl::text, ''), true)
+  FROM pg_catalog.pg_proc p WHERE p.oid = 'es.append_events(uuid, bigint, jsonb[])'::pg_catalog.regprocedure;
+DROP FUNCTION es.append_events(uuid, bigint, jsonb[]);
+"""}
+AFTER = {"es.append_events(": """
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN
+        SELECT a.grantee, a.is_grantable
+          FROM pg_catalog.aclexplode(nullif(current_setting('event_store_upgrade.append_events_acl', true), '')::pg_catalog.aclitem[]) a
+         WHERE a.privilege_type = 'EXECUTE'
+           AND a.grantee <> (SELECT proowner FROM pg_catalog.pg_proc
+                              WHERE oid = 'es.append_events(uuid, bigint, jsonb[], text)'::pg_catalog.regprocedure)
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION es.append_events(uuid, bigint, jsonb[], text) TO %s%s',
+            CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END,
+            CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END
+$$;
+"""}
+changed = [CHANGED[key] + b + AFTER.get(key, "") for key in CHANGED for b in blocks
            if b.startswith("-- src/api/") and f"\nCREATE FUNCTION {key}" in b]
 boot = open(os.path.join(repo, "sql/bootstrap.sql")).read()
 start = boot.index("-- Subscriptions, projections, replicas (0.2.0)")

@@ -287,6 +287,9 @@ COMMENT ON FUNCTION es.tracing_stats() IS
   'One row: whether tracing is available (needs shared_preload_libraries = ''event_store''), its status in this session, spans recorded, exported, dropped because the buffer was full (spans_dropped), dropped after failed exports (spans_dropped_export), failed export attempts, batches the collector refused with an answer that is not retried (batches_rejected: a 4xx other than 429, a 5xx other than 502, 503, 504; their spans are in spans_dropped_export), spans waiting, the buffer size, the last export error and the times of the last successful and failed exports, the export worker''s pid and es.otlp_endpoint.';
 REVOKE ALL ON FUNCTION es.tracing_stats() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION es.tracing_stats() TO pg_monitor;
+-- es.append_events gains stream_type: the grants made on the 0.1.0 signature are kept
+SELECT pg_catalog.set_config('event_store_upgrade.append_events_acl', coalesce(p.proacl::text, ''), true)
+  FROM pg_catalog.pg_proc p WHERE p.oid = 'es.append_events(uuid, bigint, jsonb[])'::pg_catalog.regprocedure;
 DROP FUNCTION es.append_events(uuid, bigint, jsonb[]);
 -- src/api/append.rs:9
 CREATE FUNCTION es.append_events(stream_id uuid, expected_version bigint, events jsonb[], stream_type text DEFAULT NULL)
@@ -296,6 +299,24 @@ AS 'MODULE_PATHNAME', 'es_append_events';
 COMMENT ON FUNCTION es.append_events(uuid, bigint, jsonb[], text) IS
   'Appends events atomically and returns the stream''s new version. expected_version: N = the stream is at N, 0 = it does not exist, -1 = it exists, NULL = no check. Wrong version: ES001. stream_type: the type a new stream gets (else es.stream_type_rules decides from its first event); naming another type than an existing stream''s: ES302. A stream of a declared aggregate type is checked event by event (its check''s error refuses the append unchanged).';
 REVOKE ALL ON FUNCTION es.append_events(uuid, bigint, jsonb[], text) FROM PUBLIC;
+
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN
+        SELECT a.grantee, a.is_grantable
+          FROM pg_catalog.aclexplode(nullif(current_setting('event_store_upgrade.append_events_acl', true), '')::pg_catalog.aclitem[]) a
+         WHERE a.privilege_type = 'EXECUTE'
+           AND a.grantee <> (SELECT proowner FROM pg_catalog.pg_proc
+                              WHERE oid = 'es.append_events(uuid, bigint, jsonb[], text)'::pg_catalog.regprocedure)
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION es.append_events(uuid, bigint, jsonb[], text) TO %s%s',
+            CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END,
+            CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END
+$$;
 CREATE FUNCTION es.define_upcaster(event_type text, from_version integer, upcast regprocedure)
 RETURNS void
 LANGUAGE c VOLATILE PARALLEL UNSAFE

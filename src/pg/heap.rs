@@ -184,6 +184,11 @@ impl<'a> StreamHead<'a> {
         }
     }
 
+    /// Whether `es.streams.stream_type` is set.
+    pub fn has_type(&self) -> bool {
+        self.stream_type.is_some()
+    }
+
     /// `es.streams.stream_type`, if set.
     pub fn stream_type(&self) -> Option<String> {
         // SAFETY: `new`'s contract: a text datum valid for 'a; detoasting a packed value may

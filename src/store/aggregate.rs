@@ -74,6 +74,15 @@ impl StreamRules for TypedRules<'_> {
         head: &StreamHead<'_>,
     ) -> Result<Option<Kept>, EventStoreError> {
         self.judged = None;
+        // The common cases first, without reading the type's name: an account, a generic stream.
+        if self.named.is_none() {
+            if head.account {
+                return self.account.check_head(conn, head);
+            }
+            if !head.has_type() {
+                return Ok(None);
+            }
+        }
         let stored = head.stream_type();
         if let Some(named) = self.named
             && stored.as_deref() != Some(named)

@@ -24,7 +24,7 @@ SELECT p.proname FROM pg_proc p WHERE p.pronamespace = 'es'::regnamespace AND ob
 CREATE ROLE regress_es_writer;
 CREATE ROLE regress_es_auditor;
 GRANT USAGE ON SCHEMA es TO regress_es_writer, regress_es_auditor;
-GRANT EXECUTE ON FUNCTION es.append_events(uuid, bigint, jsonb[]), es.save_snapshot(uuid, bigint, jsonb) TO regress_es_writer;
+GRANT EXECUTE ON FUNCTION es.append_events(uuid, bigint, jsonb[], text), es.save_snapshot(uuid, bigint, jsonb) TO regress_es_writer;
 GRANT SELECT ON ALL TABLES IN SCHEMA es TO regress_es_auditor;
 SET ROLE regress_es_writer;
 SELECT es.append_events('60000000-0000-0000-0000-000000000001', 1, ARRAY['{"type":"ByWriter"}']::jsonb[]) AS v;
@@ -65,7 +65,7 @@ SELECT version, event_type, recorded_at > '2000-01-01' AS real_time, occurred_at
 FROM es.events WHERE stream_id = '60000000-0000-0000-0000-000000000001' AND version >= 3 ORDER BY version;
 SELECT updated_at > '2000-01-01' AS real_updated FROM es.streams WHERE stream_id = '60000000-0000-0000-0000-000000000001';
 DROP SCHEMA regress_evil CASCADE;
-REVOKE ALL ON FUNCTION es.append_events(uuid, bigint, jsonb[]), es.save_snapshot(uuid, bigint, jsonb) FROM regress_es_writer;
+REVOKE ALL ON FUNCTION es.append_events(uuid, bigint, jsonb[], text), es.save_snapshot(uuid, bigint, jsonb) FROM regress_es_writer;
 REVOKE ALL ON ALL TABLES IN SCHEMA es FROM regress_es_auditor;
 REVOKE ALL ON SCHEMA es FROM regress_es_writer, regress_es_auditor;
 DROP ROLE regress_es_writer;
