@@ -338,6 +338,27 @@ pub fn isolated<R, E>(f: impl FnOnce() -> Result<R, E>) -> Result<R, E> {
     }
 }
 
+/// Runs `f`, which calls user functions ([`UserFn::call`]), with a GUC nest level of its own
+/// but no subtransaction, for a caller that raises `f`'s error as soon as it returns (an entry
+/// point that appends or reads): the transaction's abort then undoes whatever the user's code
+/// left behind, and nothing runs in between but the store's own cleanup (closing its scans and
+/// relations; the SPI connection is left to the abort, [`super::spi::leave_to_abort`]). It
+/// saves a subtransaction per call on the append path. On success the settings the code
+/// changed are rolled back.
+pub fn guarded<R, E>(f: impl FnOnce() -> Result<R, E>) -> Result<R, E> {
+    // SAFETY: a nest level opened here and closed here on success (the code that ran has
+    // closed every level it opened itself, as a function's SET clause does); on failure it
+    // is left to the abort that follows, which closes every level above the transaction's.
+    let level = unsafe { pg_sys::NewGUCNestLevel() };
+    let result = f();
+    match &result {
+        // SAFETY: see above.
+        Ok(_) => unsafe { pg_sys::AtEOXact_GUC(false, level) },
+        Err(_) => super::spi::leave_to_abort(),
+    }
+    result
+}
+
 /// Why a fold's step failed.
 #[derive(Debug)]
 pub enum StepError {

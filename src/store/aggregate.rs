@@ -8,9 +8,9 @@
 //! A declared type's functions are the user's code: each call runs as the type's definer in a
 //! security-restricted operation ([`crate::pg::udf::UserFn`]), and each run of them (one
 //! append's checks and folds, one state, one history, one stream of a rebuild) goes through
-//! [`crate::pg::udf::isolated`], a subtransaction, so a function that raises, loops until
-//! cancelled or misbehaves leaves nothing behind, and an error it raises in `check` reaches
-//! the caller unchanged.
+//! [`crate::pg::udf::guarded`]: the settings it changes are rolled back, and when it fails the
+//! call raises the error at once, so the transaction's abort undoes what it left behind; an
+//! error it raises in `check` reaches the caller unchanged.
 
 use super::account::AccountRules;
 use super::pipeline::{Batch, StreamRules};
@@ -215,7 +215,7 @@ fn judge(
     head: &StreamHead<'_>,
     batch: &Batch<'_>,
 ) -> Result<Datum, EventStoreError> {
-    udf::isolated(|| {
+    udf::guarded(|| {
         let evolve = open_evolve(def)?;
         let mut check = match def.check {
             Some(oid) => Some(
@@ -253,7 +253,7 @@ fn judge(
 
 /// A declared type's state at `version` of `stream`: the newest snapshot of the type's current
 /// revision at or below it, plus the tail folded with `evolve` (in the current memory
-/// context). Runs the user's code: call it inside [`udf::isolated`].
+/// context). Runs the user's code: call it inside [`udf::guarded`].
 fn state_at(
     conn: &Connection,
     stream: &Uuid,
@@ -361,7 +361,7 @@ pub fn state(
         // SAFETY: a jsonb datum of the SPI result, copied before the connection ends.
         return Ok(State::Declared(unsafe { udf::copy_jsonb(caller, state) }));
     }
-    let state = udf::isolated(|| state_at(&conn, stream, def, target, Reading::Statement))?;
+    let state = udf::guarded(|| state_at(&conn, stream, def, target, Reading::Statement))?;
     // SAFETY: as above: copied out of the connection's memory before it ends.
     Ok(State::Declared(unsafe { udf::copy_jsonb(caller, state) }))
 }
@@ -428,7 +428,7 @@ pub fn history(stream: &Uuid, out: &mut ResultSet) -> Result<(), EventStoreError
             },
         );
     }
-    udf::isolated(|| {
+    udf::guarded(|| {
         let mut fold = Fold::new(open_evolve(&def)?, def.initial_state_datum());
         let evolve_oid = fold.function();
         let mut up = Upcasting::load(&conn);
@@ -546,7 +546,7 @@ impl Replay {
                 };
                 let evolve = fold.function();
                 let at = *rows;
-                udf::isolated(|| {
+                udf::guarded(|| {
                     let event = fold.in_step(|_| upcast_event(up, event.datum()))?;
                     fold.step(event)
                         .map_err(|e| step_failed(def, evolve, at, e))
@@ -856,7 +856,7 @@ fn rebuild_stream(
     let revision = Some(i64_datum(def.revision));
     conn.execute(Stmt::DeleteStaleSnapshots, &[sid, revision]);
     let every = i64::from(def.snapshot_every.unwrap_or(0));
-    let state = udf::isolated(|| {
+    let state = udf::guarded(|| {
         let mut fold = Fold::new(open_evolve(def)?, def.initial_state_datum());
         let evolve_oid = fold.function();
         let mut up = Upcasting::load(conn);

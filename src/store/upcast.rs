@@ -5,7 +5,8 @@
 //! Every path that hands events out or folds them asks [`Upcasting::load`] first: `None` when
 //! no upcaster is declared (a lookup in the backend's registry cache, nothing more), so the
 //! read paths cost what they cost without the feature. An upcaster is the user's code: it runs
-//! as the role that declared it, inside the caller's [`crate::pg::udf::isolated`] unit.
+//! as the role that declared it, inside the caller's [`crate::pg::udf::guarded`] or
+//! [`crate::pg::udf::isolated`] unit.
 
 use crate::pg::jsonb::Jsonb;
 use crate::pg::registry::{self, Upcaster};
