@@ -26,17 +26,20 @@ CREATE TABLE es.streams (
     created_at  timestamptz NOT NULL DEFAULT transaction_timestamp(),
     updated_at  timestamptz NOT NULL DEFAULT transaction_timestamp(),
     state       jsonb,
+    state_revision bigint,
     CONSTRAINT streams_pkey PRIMARY KEY (stream_id)
 ) WITH (fillfactor = 90);
 COMMENT ON TABLE es.streams IS
   'One row per stream: its current version. The row is the lock that serializes appends to one stream; appends to different streams never touch the same row. Pages keep 10% free (fillfactor 90) so the per-append version update stays a HOT update; more would make PostgreSQL prune the page on nearly every read.';
 COMMENT ON COLUMN es.streams.stream_id IS 'The aggregate id.';
-COMMENT ON COLUMN es.streams.stream_type IS 'account for a stream whose first event is Opened, else NULL (a generic stream).';
+COMMENT ON COLUMN es.streams.stream_type IS 'The stream''s type, set by its first append (its stream_type argument, else es.stream_type_rules for its first event: Opened makes an account) and never changed; NULL for a generic stream. A type declared in es.aggregate_types holds the stream to its rules.';
 COMMENT ON COLUMN es.streams.version IS 'Version of the newest event of the stream (0 before the first).';
 COMMENT ON COLUMN es.streams.created_at IS 'Transaction time of the first append.';
 COMMENT ON COLUMN es.streams.updated_at IS 'Transaction time of the newest append.';
 COMMENT ON COLUMN es.streams.state IS
-  'Account streams: the account state at version, written with every append in the same row update, so a command or es.account_state reads it instead of replaying; ignored unless its "version" equals the row''s. NULL for other streams.';
+  'The state at version of a stream of a declared aggregate type (the account included), written with every append in the same row update, so a command or es.state reads it instead of replaying. An account''s is ignored unless its "version" equals the row''s; another type''s unless state_revision is the type''s current revision. NULL for generic streams.';
+COMMENT ON COLUMN es.streams.state_revision IS
+  'The revision of the aggregate type (es.aggregate_types.revision) whose functions computed state; NULL for accounts and generic streams. A state of an older revision (after es.alter_aggregate) is recomputed from the log until es.rebuild_states rewrites it.';
 
 CREATE TABLE es.events (
     global_position bigint      NOT NULL,
@@ -71,6 +74,7 @@ CREATE TABLE es.snapshots (
     version   bigint      NOT NULL,
     state     jsonb       NOT NULL,
     taken_at  timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    revision  bigint,
     CONSTRAINT snapshots_pkey PRIMARY KEY (stream_id, version)
 );
 COMMENT ON TABLE es.snapshots IS
@@ -79,6 +83,8 @@ COMMENT ON COLUMN es.snapshots.stream_id IS 'The aggregate id.';
 COMMENT ON COLUMN es.snapshots.version IS 'Version of the stream the state reflects (1..stream version when saved).';
 COMMENT ON COLUMN es.snapshots.state IS 'The state after applying events 1..version.';
 COMMENT ON COLUMN es.snapshots.taken_at IS 'Transaction time of the save.';
+COMMENT ON COLUMN es.snapshots.revision IS
+  'For a stream of a declared aggregate type other than the account: the type''s revision whose functions computed the state; a snapshot of another revision is not used (es.rebuild_states replaces it). NULL for accounts and generic streams.';
 
 -- Append-only enforcement -------------------------------------------------------------------------
 
@@ -262,12 +268,74 @@ COMMENT ON COLUMN es.account_transactions.balance_cents IS 'Balance after the ev
 COMMENT ON COLUMN es.account_transactions.description IS 'The description, the reason, or the holder for Opened.';
 COMMENT ON COLUMN es.account_transactions.occurred_at IS 'When the event happened.';
 
+-- Aggregates for any domain (0.2.0) ----------------------------------------------------------------
+
+CREATE SEQUENCE es.aggregate_revision_seq AS bigint NO CYCLE;
+COMMENT ON SEQUENCE es.aggregate_revision_seq IS
+  'Source of es.aggregate_types.revision: every es.define_aggregate and es.alter_aggregate takes a new one, never reused, so a kept state or snapshot names the definition that computed it.';
+
+CREATE TABLE es.aggregate_types (
+    stream_type         text         NOT NULL,
+    evolve              regprocedure NOT NULL,
+    "check"             regprocedure,
+    initial_state       jsonb        NOT NULL,
+    snapshot_every      integer,
+    native              boolean      NOT NULL DEFAULT false,
+    revision            bigint       NOT NULL,
+    definer             regrole      NOT NULL,
+    defined_at          timestamptz  NOT NULL DEFAULT transaction_timestamp(),
+    rebuild_started_at  timestamptz,
+    rebuild_finished_at timestamptz,
+    CONSTRAINT aggregate_types_pkey PRIMARY KEY (stream_type)
+);
+COMMENT ON TABLE es.aggregate_types IS
+  'The declared aggregate types (es.define_aggregate): for a stream of one of these types every append is checked event by event with check and folded with evolve, the state after it kept in es.streams.state, a snapshot taken every snapshot_every versions. The account is the built-in row (native). Written only by the es.*_aggregate functions; read through the view es.aggregates.';
+COMMENT ON COLUMN es.aggregate_types.stream_type IS 'The type''s name, as es.streams.stream_type holds it.';
+COMMENT ON COLUMN es.aggregate_types.evolve IS 'evolve(state jsonb, event jsonb) RETURNS jsonb: the fold; it never refuses a stored event and returns a JSON object.';
+COMMENT ON COLUMN es.aggregate_types."check" IS 'check(state jsonb, event jsonb) RETURNS void: the rules; it raises to refuse an appended event (its error reaches the caller unchanged). NULL: no rules beyond evolve.';
+COMMENT ON COLUMN es.aggregate_types.initial_state IS 'The state before the first event.';
+COMMENT ON COLUMN es.aggregate_types.snapshot_every IS 'A snapshot is written when an append reaches or crosses a multiple of it (0: never); NULL for the account, which follows es.snapshot_interval.';
+COMMENT ON COLUMN es.aggregate_types.native IS 'The built-in account, whose evolve and check are the store''s own code.';
+COMMENT ON COLUMN es.aggregate_types.revision IS 'Changes with every es.alter_aggregate (from es.aggregate_revision_seq): kept states and snapshots of another revision are not used.';
+COMMENT ON COLUMN es.aggregate_types.definer IS 'The role that declared (or last altered) the type: evolve and check run as this role, inside a security-restricted operation.';
+COMMENT ON COLUMN es.aggregate_types.defined_at IS 'Transaction time of the declaration or the last es.alter_aggregate.';
+COMMENT ON COLUMN es.aggregate_types.rebuild_started_at IS 'When the last CALL es.rebuild_states of this type started.';
+COMMENT ON COLUMN es.aggregate_types.rebuild_finished_at IS 'When it finished (NULL while it runs, or if it was interrupted).';
+
+CREATE TABLE es.stream_type_rules (
+    first_event_type text NOT NULL,
+    stream_type      text NOT NULL,
+    CONSTRAINT stream_type_rules_pkey PRIMARY KEY (first_event_type)
+);
+COMMENT ON TABLE es.stream_type_rules IS
+  'The type a new stream gets from its first event when its first append names none. One row at install: Opened -> account (the seed''s client appends accounts without naming a type). A DBA may change or delete it (then no stream becomes an account by accident); a stream whose first event has no row is generic.';
+COMMENT ON COLUMN es.stream_type_rules.first_event_type IS 'The "type" of a new stream''s first event.';
+COMMENT ON COLUMN es.stream_type_rules.stream_type IS 'The type the stream gets.';
+
+CREATE TABLE es.upcasters (
+    event_type   text         NOT NULL,
+    from_version integer      NOT NULL,
+    upcast       regprocedure NOT NULL,
+    definer      regrole      NOT NULL,
+    defined_at   timestamptz  NOT NULL DEFAULT transaction_timestamp(),
+    CONSTRAINT upcasters_pkey PRIMARY KEY (event_type, from_version)
+);
+COMMENT ON TABLE es.upcasters IS
+  'Upcasters (es.define_upcaster): an event of event_type stored with event_version = from_version is handed out and folded as upcast(event) returns it, at from_version + 1; chains compose. Stored rows never change.';
+COMMENT ON COLUMN es.upcasters.event_type IS 'The event type it applies to.';
+COMMENT ON COLUMN es.upcasters.from_version IS 'The event_version it reads; it produces from_version + 1.';
+COMMENT ON COLUMN es.upcasters.upcast IS 'upcast(event jsonb) RETURNS jsonb.';
+COMMENT ON COLUMN es.upcasters.definer IS 'The role that declared it: on reads outside a fold it runs as this role.';
+COMMENT ON COLUMN es.upcasters.defined_at IS 'Transaction time of the declaration.';
+
 -- Privileges and dumps ----------------------------------------------------------------------------
 
 REVOKE ALL ON TABLE es.events, es.streams, es.snapshots FROM PUBLIC;
 REVOKE ALL ON TABLE es.subscription_config, es.subscription_partitions, es.subscription_consumers, es.parked_events,
     es.projection_config, es.watermark, es.account_balances, es.account_transactions FROM PUBLIC;
+REVOKE ALL ON TABLE es.aggregate_types, es.stream_type_rules, es.upcasters FROM PUBLIC;
 REVOKE ALL ON SEQUENCE es.global_position_seq FROM PUBLIC;
+REVOKE ALL ON SEQUENCE es.aggregate_revision_seq FROM PUBLIC;
 REVOKE ALL ON FUNCTION es.refuse_history_change() FROM PUBLIC;
 
 SELECT pg_catalog.pg_extension_config_dump('es.events', '');
@@ -282,3 +350,7 @@ SELECT pg_catalog.pg_extension_config_dump('es.projection_config', '');
 SELECT pg_catalog.pg_extension_config_dump('es.watermark', '');
 SELECT pg_catalog.pg_extension_config_dump('es.account_balances', '');
 SELECT pg_catalog.pg_extension_config_dump('es.account_transactions', '');
+SELECT pg_catalog.pg_extension_config_dump('es.aggregate_types', 'WHERE NOT native');
+SELECT pg_catalog.pg_extension_config_dump('es.aggregate_revision_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('es.stream_type_rules', '');
+SELECT pg_catalog.pg_extension_config_dump('es.upcasters', '');

@@ -5,6 +5,17 @@
 
 \echo Use "ALTER EXTENSION event_store UPDATE TO '0.2.0'" to load this file. \quit
 
+-- Columns of 0.2.0 on tables of 0.1.0 (appended, as a fresh install places them last)
+ALTER TABLE es.streams ADD COLUMN state_revision bigint;
+ALTER TABLE es.snapshots ADD COLUMN revision bigint;
+COMMENT ON COLUMN es.streams.stream_type IS 'The stream''s type, set by its first append (its stream_type argument, else es.stream_type_rules for its first event: Opened makes an account) and never changed; NULL for a generic stream. A type declared in es.aggregate_types holds the stream to its rules.';
+COMMENT ON COLUMN es.streams.state IS
+  'The state at version of a stream of a declared aggregate type (the account included), written with every append in the same row update, so a command or es.state reads it instead of replaying. An account''s is ignored unless its "version" equals the row''s; another type''s unless state_revision is the type''s current revision. NULL for generic streams.';
+COMMENT ON COLUMN es.streams.state_revision IS
+  'The revision of the aggregate type (es.aggregate_types.revision) whose functions computed state; NULL for accounts and generic streams. A state of an older revision (after es.alter_aggregate) is recomputed from the log until es.rebuild_states rewrites it.';
+COMMENT ON COLUMN es.snapshots.revision IS
+  'For a stream of a declared aggregate type other than the account: the type''s revision whose functions computed the state; a snapshot of another revision is not used (es.rebuild_states replaces it). NULL for accounts and generic streams.';
+
 -- Subscriptions, projections, replicas (0.2.0) -----------------------------------------------------
 -- (and the schema's own comment, new in 0.2.0)
 COMMENT ON SCHEMA es IS
@@ -164,8 +175,70 @@ COMMENT ON COLUMN es.account_transactions.balance_cents IS 'Balance after the ev
 COMMENT ON COLUMN es.account_transactions.description IS 'The description, the reason, or the holder for Opened.';
 COMMENT ON COLUMN es.account_transactions.occurred_at IS 'When the event happened.';
 
+-- Aggregates for any domain (0.2.0) ----------------------------------------------------------------
+
+CREATE SEQUENCE es.aggregate_revision_seq AS bigint NO CYCLE;
+COMMENT ON SEQUENCE es.aggregate_revision_seq IS
+  'Source of es.aggregate_types.revision: every es.define_aggregate and es.alter_aggregate takes a new one, never reused, so a kept state or snapshot names the definition that computed it.';
+
+CREATE TABLE es.aggregate_types (
+    stream_type         text         NOT NULL,
+    evolve              regprocedure NOT NULL,
+    "check"             regprocedure,
+    initial_state       jsonb        NOT NULL,
+    snapshot_every      integer,
+    native              boolean      NOT NULL DEFAULT false,
+    revision            bigint       NOT NULL,
+    definer             regrole      NOT NULL,
+    defined_at          timestamptz  NOT NULL DEFAULT transaction_timestamp(),
+    rebuild_started_at  timestamptz,
+    rebuild_finished_at timestamptz,
+    CONSTRAINT aggregate_types_pkey PRIMARY KEY (stream_type)
+);
+COMMENT ON TABLE es.aggregate_types IS
+  'The declared aggregate types (es.define_aggregate): for a stream of one of these types every append is checked event by event with check and folded with evolve, the state after it kept in es.streams.state, a snapshot taken every snapshot_every versions. The account is the built-in row (native). Written only by the es.*_aggregate functions; read through the view es.aggregates.';
+COMMENT ON COLUMN es.aggregate_types.stream_type IS 'The type''s name, as es.streams.stream_type holds it.';
+COMMENT ON COLUMN es.aggregate_types.evolve IS 'evolve(state jsonb, event jsonb) RETURNS jsonb: the fold; it never refuses a stored event and returns a JSON object.';
+COMMENT ON COLUMN es.aggregate_types."check" IS 'check(state jsonb, event jsonb) RETURNS void: the rules; it raises to refuse an appended event (its error reaches the caller unchanged). NULL: no rules beyond evolve.';
+COMMENT ON COLUMN es.aggregate_types.initial_state IS 'The state before the first event.';
+COMMENT ON COLUMN es.aggregate_types.snapshot_every IS 'A snapshot is written when an append reaches or crosses a multiple of it (0: never); NULL for the account, which follows es.snapshot_interval.';
+COMMENT ON COLUMN es.aggregate_types.native IS 'The built-in account, whose evolve and check are the store''s own code.';
+COMMENT ON COLUMN es.aggregate_types.revision IS 'Changes with every es.alter_aggregate (from es.aggregate_revision_seq): kept states and snapshots of another revision are not used.';
+COMMENT ON COLUMN es.aggregate_types.definer IS 'The role that declared (or last altered) the type: evolve and check run as this role, inside a security-restricted operation.';
+COMMENT ON COLUMN es.aggregate_types.defined_at IS 'Transaction time of the declaration or the last es.alter_aggregate.';
+COMMENT ON COLUMN es.aggregate_types.rebuild_started_at IS 'When the last CALL es.rebuild_states of this type started.';
+COMMENT ON COLUMN es.aggregate_types.rebuild_finished_at IS 'When it finished (NULL while it runs, or if it was interrupted).';
+
+CREATE TABLE es.stream_type_rules (
+    first_event_type text NOT NULL,
+    stream_type      text NOT NULL,
+    CONSTRAINT stream_type_rules_pkey PRIMARY KEY (first_event_type)
+);
+COMMENT ON TABLE es.stream_type_rules IS
+  'The type a new stream gets from its first event when its first append names none. One row at install: Opened -> account (the seed''s client appends accounts without naming a type). A DBA may change or delete it (then no stream becomes an account by accident); a stream whose first event has no row is generic.';
+COMMENT ON COLUMN es.stream_type_rules.first_event_type IS 'The "type" of a new stream''s first event.';
+COMMENT ON COLUMN es.stream_type_rules.stream_type IS 'The type the stream gets.';
+
+CREATE TABLE es.upcasters (
+    event_type   text         NOT NULL,
+    from_version integer      NOT NULL,
+    upcast       regprocedure NOT NULL,
+    definer      regrole      NOT NULL,
+    defined_at   timestamptz  NOT NULL DEFAULT transaction_timestamp(),
+    CONSTRAINT upcasters_pkey PRIMARY KEY (event_type, from_version)
+);
+COMMENT ON TABLE es.upcasters IS
+  'Upcasters (es.define_upcaster): an event of event_type stored with event_version = from_version is handed out and folded as upcast(event) returns it, at from_version + 1; chains compose. Stored rows never change.';
+COMMENT ON COLUMN es.upcasters.event_type IS 'The event type it applies to.';
+COMMENT ON COLUMN es.upcasters.from_version IS 'The event_version it reads; it produces from_version + 1.';
+COMMENT ON COLUMN es.upcasters.upcast IS 'upcast(event jsonb) RETURNS jsonb.';
+COMMENT ON COLUMN es.upcasters.definer IS 'The role that declared it: on reads outside a fold it runs as this role.';
+COMMENT ON COLUMN es.upcasters.defined_at IS 'Transaction time of the declaration.';
+
 REVOKE ALL ON TABLE es.subscription_config, es.subscription_partitions, es.subscription_consumers, es.parked_events,
     es.projection_config, es.watermark, es.account_balances, es.account_transactions FROM PUBLIC;
+REVOKE ALL ON TABLE es.aggregate_types, es.stream_type_rules, es.upcasters FROM PUBLIC;
+REVOKE ALL ON SEQUENCE es.aggregate_revision_seq FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('es.subscription_config', '');
 SELECT pg_catalog.pg_extension_config_dump('es.subscription_partitions', '');
 SELECT pg_catalog.pg_extension_config_dump('es.subscription_consumers', '');
@@ -174,6 +247,10 @@ SELECT pg_catalog.pg_extension_config_dump('es.projection_config', '');
 SELECT pg_catalog.pg_extension_config_dump('es.watermark', '');
 SELECT pg_catalog.pg_extension_config_dump('es.account_balances', '');
 SELECT pg_catalog.pg_extension_config_dump('es.account_transactions', '');
+SELECT pg_catalog.pg_extension_config_dump('es.aggregate_types', 'WHERE NOT native');
+SELECT pg_catalog.pg_extension_config_dump('es.aggregate_revision_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('es.stream_type_rules', '');
+SELECT pg_catalog.pg_extension_config_dump('es.upcasters', '');
 
 -- Functions of 0.2.0 (from their #[sql_function] registrations) ------------------------------------
 
@@ -210,6 +287,100 @@ COMMENT ON FUNCTION es.tracing_stats() IS
   'One row: whether tracing is available (needs shared_preload_libraries = ''event_store''), its status in this session, spans recorded, exported, dropped because the buffer was full (spans_dropped), dropped after failed exports (spans_dropped_export), failed export attempts, batches the collector refused with an answer that is not retried (batches_rejected: a 4xx other than 429, a 5xx other than 502, 503, 504; their spans are in spans_dropped_export), spans waiting, the buffer size, the last export error and the times of the last successful and failed exports, the export worker''s pid and es.otlp_endpoint.';
 REVOKE ALL ON FUNCTION es.tracing_stats() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION es.tracing_stats() TO pg_monitor;
+DROP FUNCTION es.append_events(uuid, bigint, jsonb[]);
+-- src/api/append.rs:9
+CREATE FUNCTION es.append_events(stream_id uuid, expected_version bigint, events jsonb[], stream_type text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'es_append_events';
+COMMENT ON FUNCTION es.append_events(uuid, bigint, jsonb[], text) IS
+  'Appends events atomically and returns the stream''s new version. expected_version: N = the stream is at N, 0 = it does not exist, -1 = it exists, NULL = no check. Wrong version: ES001. stream_type: the type a new stream gets (else es.stream_type_rules decides from its first event); naming another type than an existing stream''s: ES302. A stream of a declared aggregate type is checked event by event (its check''s error refuses the append unchanged).';
+REVOKE ALL ON FUNCTION es.append_events(uuid, bigint, jsonb[], text) FROM PUBLIC;
+CREATE FUNCTION es.define_upcaster(event_type text, from_version integer, upcast regprocedure)
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'es_define_upcaster';
+COMMENT ON FUNCTION es.define_upcaster(text, integer, regprocedure) IS
+  'Declares an upcaster: an event of event_type stored with event_version = from_version is handed out and folded as upcast(event jsonb) RETURNS jsonb returns it, at from_version + 1; chains compose. Stored rows never change. Runs as the current user (recorded) inside a security-restricted operation. Existing: 42710; wrong signature: ES301.';
+REVOKE ALL ON FUNCTION es.define_upcaster(text, integer, regprocedure) FROM PUBLIC;
+CREATE FUNCTION es.drop_upcaster(event_type text, from_version integer)
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'es_drop_upcaster';
+COMMENT ON FUNCTION es.drop_upcaster(text, integer) IS
+  'Removes an upcaster (ES202 when there is none).';
+REVOKE ALL ON FUNCTION es.drop_upcaster(text, integer) FROM PUBLIC;
+CREATE FUNCTION es.state(stream_id uuid, at_version bigint DEFAULT NULL, as_of timestamptz DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE c STABLE PARALLEL RESTRICTED
+AS 'MODULE_PATHNAME', 'es_state';
+COMMENT ON FUNCTION es.state(uuid, bigint, timestamptz) IS
+  'The state of a stream of a declared aggregate type (the account included) at at_version (default: current), or at the newest version recorded at or before as_of, whichever is older; NULL when the stream did not exist yet at as_of. The current state is the one kept in the stream row; an older one starts from the newest usable snapshot. ES002 no such stream; ES303 the stream has no declared type; ES301 an evolve that fails.';
+CREATE FUNCTION es.history(stream_id uuid)
+RETURNS TABLE(version bigint, event_type text, data jsonb, state jsonb, recorded_at timestamptz)
+LANGUAGE c STABLE PARALLEL RESTRICTED ROWS 100
+AS 'MODULE_PATHNAME', 'es_history';
+COMMENT ON FUNCTION es.history(uuid) IS
+  'One row per event of a stream of a declared aggregate type (the account included), in version order, with the state after it. ES002 / ES303 / ES301 as es.state.';
+CREATE FUNCTION es.replay_step(internal, stream_type text, event jsonb) RETURNS internal
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'es_replay_step';
+COMMENT ON FUNCTION es.replay_step(internal, text, jsonb) IS
+  'Transition function of es.replay(text, jsonb): folds one event with the type''s evolve.';
+CREATE FUNCTION es.replay_from_step(internal, stream_type text, initial_state jsonb, event jsonb) RETURNS internal
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'es_replay_from_step';
+COMMENT ON FUNCTION es.replay_from_step(internal, text, jsonb, jsonb) IS
+  'Transition function of es.replay(text, jsonb, jsonb): starts from initial_state on a group''s first row.';
+CREATE FUNCTION es.replay_final(internal) RETURNS jsonb
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'es_replay_final';
+COMMENT ON FUNCTION es.replay_final(internal) IS
+  'Final function of es.replay: the state so far (read-only, so it serves a window function row by row).';
+CREATE FUNCTION es.rebuild_batch(stream_type text, batch_size integer DEFAULT 1000)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'es_rebuild_batch';
+COMMENT ON FUNCTION es.rebuild_batch(text, integer) IS
+  'One batch of es.rebuild_states: recomputes the kept state and snapshots of up to batch_size streams of the type whose state is not of its current revision; returns how many (0: none left). Streams an append holds are skipped (that append keeps a current state itself).';
+REVOKE ALL ON FUNCTION es.rebuild_batch(text, integer) FROM PUBLIC;
+CREATE FUNCTION es.registry_changed() RETURNS trigger
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'es_registry_changed';
+COMMENT ON FUNCTION es.registry_changed() IS
+  'Trigger of es.aggregate_types, es.stream_type_rules and es.upcasters: every backend of the database reads them again after the change commits.';
+REVOKE ALL ON FUNCTION es.registry_changed() FROM PUBLIC;
+CREATE FUNCTION es.account_evolve(state jsonb, event jsonb) RETURNS jsonb
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'es_account_evolve';
+COMMENT ON FUNCTION es.account_evolve(jsonb, jsonb) IS
+  'The account''s fold as a declared type''s evolve (the built-in row of es.aggregate_types): the state after the event. The append path and es.state fold accounts natively without calling it.';
+CREATE FUNCTION es.account_check(state jsonb, event jsonb) RETURNS void
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'es_account_check';
+COMMENT ON FUNCTION es.account_check(jsonb, jsonb) IS
+  'The account''s rules as a declared type''s check (the built-in row of es.aggregate_types): raises ES101-ES103 or ES003 for an event the state does not admit.';
+CREATE FUNCTION es.define_aggregate(stream_type text, evolve regprocedure, initial_state jsonb DEFAULT '{}', "check" regprocedure DEFAULT NULL, snapshot_every integer DEFAULT 100)
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'es_define_aggregate';
+COMMENT ON FUNCTION es.define_aggregate(text, regprocedure, jsonb, regprocedure, integer) IS
+  'Declares an aggregate type: every append to a stream of this type checks each event with check(state jsonb, event jsonb) RETURNS void (its error refuses the append unchanged) and folds it with evolve(state jsonb, event jsonb) RETURNS jsonb from initial_state; the state after the append is kept in es.streams.state, a snapshot taken every snapshot_every versions (0: none). Both functions run as the current user (recorded as the type''s definer) inside a security-restricted operation. SECURITY INVOKER, so the definer recorded is the caller; the store''s rows are written as this function''s owner. Existing type: 42710; a function of the wrong signature: ES301.';
+REVOKE ALL ON FUNCTION es.define_aggregate(text, regprocedure, jsonb, regprocedure, integer) FROM PUBLIC;
+CREATE FUNCTION es.alter_aggregate(stream_type text, evolve regprocedure, initial_state jsonb DEFAULT '{}', "check" regprocedure DEFAULT NULL, snapshot_every integer DEFAULT 100)
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'es_alter_aggregate';
+COMMENT ON FUNCTION es.alter_aggregate(text, regprocedure, jsonb, regprocedure, integer) IS
+  'Replaces an aggregate type''s definition with a new revision: kept states and snapshots of the old one are no longer used (reads and appends replay from the log) until CALL es.rebuild_states(stream_type) recomputes them. The built-in account cannot be altered (42501); an unknown type: ES303.';
+REVOKE ALL ON FUNCTION es.alter_aggregate(text, regprocedure, jsonb, regprocedure, integer) FROM PUBLIC;
+CREATE FUNCTION es.drop_aggregate(stream_type text, detach boolean DEFAULT false)
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'es_drop_aggregate';
+COMMENT ON FUNCTION es.drop_aggregate(text, boolean) IS
+  'Removes an aggregate type. Refused (2BP01) while streams of the type exist, unless detach: then they keep their type name and events but lose their kept state and rules (generic streams until the type is declared again). The built-in account cannot be dropped (42501); an unknown type: ES303.';
+REVOKE ALL ON FUNCTION es.drop_aggregate(text, boolean) FROM PUBLIC;
 CREATE FUNCTION es.worker_status(OUT state text, OUT reason text, OUT pid integer)
 RETURNS SETOF record
 LANGUAGE c VOLATILE PARALLEL SAFE ROWS 1
@@ -560,3 +731,100 @@ COMMENT ON FUNCTION es.enable_account_projections() IS
 
 REVOKE ALL ON FUNCTION es.project_account_balances(es.events), es.project_account_transactions(es.events),
     es.enable_account_projections() FROM PUBLIC;
+
+-- Aggregates for any domain (0.2.0) ----------------------------------------------------------------
+
+-- The account is the built-in declared type: its evolve and check are the store's own code.
+INSERT INTO es.aggregate_types (stream_type, evolve, "check", initial_state, snapshot_every,
+                                native, revision, definer)
+VALUES ('account', 'es.account_evolve(jsonb,jsonb)', 'es.account_check(jsonb,jsonb)', '{}', NULL,
+        true, nextval('es.aggregate_revision_seq'), current_user::regrole);
+-- The seed's client appends accounts without naming a type.
+INSERT INTO es.stream_type_rules (first_event_type, stream_type) VALUES ('Opened', 'account');
+
+CREATE FUNCTION es.stream_type_rules_replace() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- pg_restore inserts the dumped rules after CREATE EXTENSION inserted the default one: the
+    -- dumped row wins, so a DBA's change of the default survives a dump and restore.
+    DELETE FROM es.stream_type_rules WHERE first_event_type = NEW.first_event_type;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION es.stream_type_rules_replace() IS
+  'Trigger function: an inserted rule replaces the rule for the same first event type (pg_restore restores a changed default row).';
+REVOKE ALL ON FUNCTION es.stream_type_rules_replace() FROM PUBLIC;
+CREATE TRIGGER stream_type_rules_replace BEFORE INSERT ON es.stream_type_rules
+    FOR EACH ROW EXECUTE FUNCTION es.stream_type_rules_replace();
+COMMENT ON TRIGGER stream_type_rules_replace ON es.stream_type_rules IS
+  'An inserted rule replaces the one for the same first event type.';
+
+CREATE TRIGGER aggregate_types_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON es.aggregate_types
+    FOR EACH STATEMENT EXECUTE FUNCTION es.registry_changed();
+COMMENT ON TRIGGER aggregate_types_changed ON es.aggregate_types IS
+  'Every backend of the database reads the declared types again after the change commits.';
+CREATE TRIGGER stream_type_rules_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON es.stream_type_rules
+    FOR EACH STATEMENT EXECUTE FUNCTION es.registry_changed();
+COMMENT ON TRIGGER stream_type_rules_changed ON es.stream_type_rules IS
+  'Every backend of the database reads the stream-type rules again after the change commits.';
+CREATE TRIGGER upcasters_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON es.upcasters
+    FOR EACH STATEMENT EXECUTE FUNCTION es.registry_changed();
+COMMENT ON TRIGGER upcasters_changed ON es.upcasters IS
+  'Every backend of the database reads the upcasters again after the change commits.';
+
+CREATE VIEW es.aggregates AS
+SELECT t.stream_type, t.evolve, t."check", t.initial_state,
+       coalesce(t.snapshot_every, current_setting('es.snapshot_interval', true)::integer) AS snapshot_every,
+       t.native, t.revision, t.definer, t.defined_at,
+       s.streams,
+       s.stale_streams,
+       t.rebuild_started_at, t.rebuild_finished_at
+  FROM es.aggregate_types t
+  CROSS JOIN LATERAL (
+        SELECT count(*) AS streams,
+               count(*) FILTER (WHERE CASE WHEN t.native
+                                           THEN st.state IS NULL OR (st.state ->> 'version')::bigint IS DISTINCT FROM st.version
+                                           ELSE st.state_revision IS DISTINCT FROM t.revision END) AS stale_streams
+          FROM es.streams st WHERE st.stream_type = t.stream_type) s;
+COMMENT ON VIEW es.aggregates IS
+  'The declared aggregate types with their streams: stale_streams is how many of them keep no state of the current revision (after es.alter_aggregate: what CALL es.rebuild_states still has to recompute; reads and appends replay those from the log meanwhile); rebuild_started_at / rebuild_finished_at show a rebuild''s progress.';
+REVOKE ALL ON es.aggregates FROM PUBLIC;
+GRANT SELECT ON es.aggregates TO pg_monitor;
+
+CREATE AGGREGATE es.replay(stream_type text, event jsonb) (
+    SFUNC = es.replay_step,
+    STYPE = internal,
+    FINALFUNC = es.replay_final
+);
+COMMENT ON AGGREGATE es.replay(text, jsonb) IS
+  'Folds events with a declared aggregate type''s evolve from its initial state: SELECT es.replay(''cart'', data ORDER BY version) FROM es.events WHERE stream_id = $1. Also a window function. es.replay(''account'', ...) equals es.account_replay. ES303 for an undeclared type; ES301 for an evolve that fails.';
+
+CREATE AGGREGATE es.replay(stream_type text, initial_state jsonb, event jsonb) (
+    SFUNC = es.replay_from_step,
+    STYPE = internal,
+    FINALFUNC = es.replay_final
+);
+COMMENT ON AGGREGATE es.replay(text, jsonb, jsonb) IS
+  'es.replay starting from a state (e.g. a snapshot''s): SELECT es.replay(''cart'', s.state, e.data ORDER BY e.version) ... WHERE e.version > s.version.';
+
+CREATE PROCEDURE es.rebuild_states(stream_type text, batch_size integer DEFAULT 1000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    -- One transaction per batch: a stream is held only while its state is recomputed, so
+    -- appends go on (online); progress is visible in es.aggregates after each batch. (No SET
+    -- clause: a procedure with one cannot commit; every name here is qualified.)
+    LOOP
+        n := es.rebuild_batch(stream_type, batch_size);
+        COMMIT;
+        EXIT WHEN n = 0;
+    END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE es.rebuild_states(text, integer) IS
+  'Recomputes the kept states and snapshots of a declared type''s streams from the log after es.alter_aggregate, online: batch_size streams per transaction, each committed, until none is stale (es.aggregates.stale_streams). Call it with CALL, outside a transaction block.';
+REVOKE ALL ON PROCEDURE es.rebuild_states(text, integer) FROM PUBLIC;

@@ -220,3 +220,100 @@ COMMENT ON FUNCTION es.enable_account_projections() IS
 
 REVOKE ALL ON FUNCTION es.project_account_balances(es.events), es.project_account_transactions(es.events),
     es.enable_account_projections() FROM PUBLIC;
+
+-- Aggregates for any domain (0.2.0) ----------------------------------------------------------------
+
+-- The account is the built-in declared type: its evolve and check are the store's own code.
+INSERT INTO es.aggregate_types (stream_type, evolve, "check", initial_state, snapshot_every,
+                                native, revision, definer)
+VALUES ('account', 'es.account_evolve(jsonb,jsonb)', 'es.account_check(jsonb,jsonb)', '{}', NULL,
+        true, nextval('es.aggregate_revision_seq'), current_user::regrole);
+-- The seed's client appends accounts without naming a type.
+INSERT INTO es.stream_type_rules (first_event_type, stream_type) VALUES ('Opened', 'account');
+
+CREATE FUNCTION es.stream_type_rules_replace() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- pg_restore inserts the dumped rules after CREATE EXTENSION inserted the default one: the
+    -- dumped row wins, so a DBA's change of the default survives a dump and restore.
+    DELETE FROM es.stream_type_rules WHERE first_event_type = NEW.first_event_type;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION es.stream_type_rules_replace() IS
+  'Trigger function: an inserted rule replaces the rule for the same first event type (pg_restore restores a changed default row).';
+REVOKE ALL ON FUNCTION es.stream_type_rules_replace() FROM PUBLIC;
+CREATE TRIGGER stream_type_rules_replace BEFORE INSERT ON es.stream_type_rules
+    FOR EACH ROW EXECUTE FUNCTION es.stream_type_rules_replace();
+COMMENT ON TRIGGER stream_type_rules_replace ON es.stream_type_rules IS
+  'An inserted rule replaces the one for the same first event type.';
+
+CREATE TRIGGER aggregate_types_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON es.aggregate_types
+    FOR EACH STATEMENT EXECUTE FUNCTION es.registry_changed();
+COMMENT ON TRIGGER aggregate_types_changed ON es.aggregate_types IS
+  'Every backend of the database reads the declared types again after the change commits.';
+CREATE TRIGGER stream_type_rules_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON es.stream_type_rules
+    FOR EACH STATEMENT EXECUTE FUNCTION es.registry_changed();
+COMMENT ON TRIGGER stream_type_rules_changed ON es.stream_type_rules IS
+  'Every backend of the database reads the stream-type rules again after the change commits.';
+CREATE TRIGGER upcasters_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON es.upcasters
+    FOR EACH STATEMENT EXECUTE FUNCTION es.registry_changed();
+COMMENT ON TRIGGER upcasters_changed ON es.upcasters IS
+  'Every backend of the database reads the upcasters again after the change commits.';
+
+CREATE VIEW es.aggregates AS
+SELECT t.stream_type, t.evolve, t."check", t.initial_state,
+       coalesce(t.snapshot_every, current_setting('es.snapshot_interval', true)::integer) AS snapshot_every,
+       t.native, t.revision, t.definer, t.defined_at,
+       s.streams,
+       s.stale_streams,
+       t.rebuild_started_at, t.rebuild_finished_at
+  FROM es.aggregate_types t
+  CROSS JOIN LATERAL (
+        SELECT count(*) AS streams,
+               count(*) FILTER (WHERE CASE WHEN t.native
+                                           THEN st.state IS NULL OR (st.state ->> 'version')::bigint IS DISTINCT FROM st.version
+                                           ELSE st.state_revision IS DISTINCT FROM t.revision END) AS stale_streams
+          FROM es.streams st WHERE st.stream_type = t.stream_type) s;
+COMMENT ON VIEW es.aggregates IS
+  'The declared aggregate types with their streams: stale_streams is how many of them keep no state of the current revision (after es.alter_aggregate: what CALL es.rebuild_states still has to recompute; reads and appends replay those from the log meanwhile); rebuild_started_at / rebuild_finished_at show a rebuild''s progress.';
+REVOKE ALL ON es.aggregates FROM PUBLIC;
+GRANT SELECT ON es.aggregates TO pg_monitor;
+
+CREATE AGGREGATE es.replay(stream_type text, event jsonb) (
+    SFUNC = es.replay_step,
+    STYPE = internal,
+    FINALFUNC = es.replay_final
+);
+COMMENT ON AGGREGATE es.replay(text, jsonb) IS
+  'Folds events with a declared aggregate type''s evolve from its initial state: SELECT es.replay(''cart'', data ORDER BY version) FROM es.events WHERE stream_id = $1. Also a window function. es.replay(''account'', ...) equals es.account_replay. ES303 for an undeclared type; ES301 for an evolve that fails.';
+
+CREATE AGGREGATE es.replay(stream_type text, initial_state jsonb, event jsonb) (
+    SFUNC = es.replay_from_step,
+    STYPE = internal,
+    FINALFUNC = es.replay_final
+);
+COMMENT ON AGGREGATE es.replay(text, jsonb, jsonb) IS
+  'es.replay starting from a state (e.g. a snapshot''s): SELECT es.replay(''cart'', s.state, e.data ORDER BY e.version) ... WHERE e.version > s.version.';
+
+CREATE PROCEDURE es.rebuild_states(stream_type text, batch_size integer DEFAULT 1000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    -- One transaction per batch: a stream is held only while its state is recomputed, so
+    -- appends go on (online); progress is visible in es.aggregates after each batch. (No SET
+    -- clause: a procedure with one cannot commit; every name here is qualified.)
+    LOOP
+        n := es.rebuild_batch(stream_type, batch_size);
+        COMMIT;
+        EXIT WHEN n = 0;
+    END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE es.rebuild_states(text, integer) IS
+  'Recomputes the kept states and snapshots of a declared type''s streams from the log after es.alter_aggregate, online: batch_size streams per transaction, each committed, until none is stale (es.aggregates.stale_streams). Call it with CALL, outside a transaction block.';
+REVOKE ALL ON PROCEDURE es.rebuild_states(text, integer) FROM PUBLIC;

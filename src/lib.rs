@@ -34,7 +34,14 @@ pgrx::extension_sql_file!(
         "es_stream_hash",
         "es_create_projection",
         "es_worker_status",
-        "es_projections_changed"
+        "es_projections_changed",
+        "es_account_evolve",
+        "es_account_check",
+        "es_registry_changed",
+        "es_replay_step",
+        "es_replay_from_step",
+        "es_replay_final",
+        "es_rebuild_batch"
     ]
 );
 
@@ -56,6 +63,7 @@ static SEGMENTS: [&pg::shmem::Segment; 3] = [
 pub extern "C-unwind" fn _PG_init() {
     trace::gucs::init();
     pg::gucs::init();
+    pg::registry::install();
     trace::install();
     // SAFETY: a flag the postmaster sets while it loads shared_preload_libraries.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {

@@ -7,10 +7,10 @@ use event_store_macros::sql_function;
 use pgrx::pg_sys::Datum;
 
 #[sql_function(
-    sql = "es.append_events(stream_id uuid, expected_version bigint, events jsonb[])
+    sql = "es.append_events(stream_id uuid, expected_version bigint, events jsonb[], stream_type text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER",
-    comment = "Appends events atomically and returns the stream's new version. expected_version: N = the stream is at N, 0 = it does not exist, -1 = it exists, NULL = no check. Wrong version: ES001.",
+    comment = "Appends events atomically and returns the stream's new version. expected_version: N = the stream is at N, 0 = it does not exist, -1 = it exists, NULL = no check. Wrong version: ES001. stream_type: the type a new stream gets (else es.stream_type_rules decides from its first event); naming another type than an existing stream's: ES302. A stream of a declared aggregate type is checked event by event (its check's error refuses the append unchanged).",
     access = "owner",
     span = "event_store.append_events",
     span_args = "aggregate_id = stream_id, expected_version = expected_version, events_count = len(events)",
@@ -23,5 +23,6 @@ fn append_events(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     let events = call
         .jsonb_array(arg::events)
         .ok_or(EventStoreError::NullArgument { name: "events" })?;
-    store::append::append_events(&stream, expected, events).map(i64_datum)
+    let stream_type = call.optional_text(arg::stream_type);
+    store::append::append_events(&stream, expected, events, stream_type.as_deref()).map(i64_datum)
 }

@@ -5,6 +5,7 @@
 //! `crate::pg::error::raise`, which keeps its own SQLSTATE (`ES001`…).
 
 pub mod account;
+pub mod aggregate;
 pub mod append;
 pub mod audit;
 pub mod projection;

@@ -54,6 +54,11 @@ impl<'fc> Call<'fc> {
         unsafe { (*self.fcinfo).args.as_slice((*self.fcinfo).nargs as usize) }
     }
 
+    /// The raw call (for a trigger function, whose context PostgreSQL passes in it).
+    pub fn fcinfo(&self) -> pg_sys::FunctionCallInfo {
+        self.fcinfo
+    }
+
     /// The OID of the function being called (`fn_oid`).
     pub fn function_oid(&self) -> pg_sys::Oid {
         // SAFETY: `new`'s contract: fcinfo is valid for the call, and fmgr always sets its

@@ -16,6 +16,7 @@ unsafe extern "C-unwind" {
     fn errmsg(fmt: *const c_char, ...) -> c_int;
     fn errdetail(fmt: *const c_char, ...) -> c_int;
     fn errhint(fmt: *const c_char, ...) -> c_int;
+    fn errcontext_msg(fmt: *const c_char, ...) -> c_int;
     fn errfinish(filename: *const c_char, lineno: c_int, funcname: *const c_char);
 }
 
@@ -47,6 +48,11 @@ pub fn raise(err: EventStoreError, function: &'static std::ffi::CStr) -> ! {
     let message = pstrdup(&err.message());
     let detail = err.detail().map(|d| pstrdup(&d));
     let hint = err.hint().map(|h| pstrdup(&h));
+    // An error a user's function raised keeps where it was raised.
+    let context = match &err {
+        EventStoreError::Raised(raised) => raised.context.as_deref().map(pstrdup),
+        _ => None,
+    };
     drop(err);
     const PERCENT_S: *const c_char = c"%s".as_ptr();
     // SAFETY: the ereport protocol (errstart, then the fields, then errfinish), each string a
@@ -62,6 +68,9 @@ pub fn raise(err: EventStoreError, function: &'static std::ffi::CStr) -> ! {
             }
             if let Some(h) = hint {
                 errhint(PERCENT_S, h);
+            }
+            if let Some(c) = context {
+                errcontext_msg(PERCENT_S, c);
             }
             errfinish(c"event_store".as_ptr(), 0, function.as_ptr());
         }

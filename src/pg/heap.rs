@@ -79,7 +79,18 @@ const fn col(name: &'static CStr, ty: Oid, nullable: bool) -> Column {
 }
 
 /// `es.streams` as `sql/bootstrap.sql` creates it.
-const STREAMS: [Column; 6] = [
+const STREAMS: [Column; 7] = [
+    col(c"stream_id", pg_sys::UUIDOID, false),
+    col(c"stream_type", pg_sys::TEXTOID, true),
+    col(c"version", pg_sys::INT8OID, false),
+    col(c"created_at", pg_sys::TIMESTAMPTZOID, false),
+    col(c"updated_at", pg_sys::TIMESTAMPTZOID, false),
+    col(c"state", pg_sys::JSONBOID, true),
+    col(c"state_revision", pg_sys::INT8OID, true),
+];
+/// `es.streams` of 0.1.0 (before `state_revision`): a library newer than the schema still
+/// appends natively until `ALTER EXTENSION event_store UPDATE`.
+const STREAMS_0_1: [Column; 6] = [
     col(c"stream_id", pg_sys::UUIDOID, false),
     col(c"stream_type", pg_sys::TEXTOID, true),
     col(c"version", pg_sys::INT8OID, false),
@@ -93,6 +104,7 @@ const STREAM_VERSION: usize = 2;
 const STREAM_CREATED_AT: usize = 3;
 const STREAM_UPDATED_AT: usize = 4;
 const STREAM_STATE: usize = 5;
+const STREAM_STATE_REVISION: usize = 6;
 
 /// `es.events` as `sql/bootstrap.sql` creates it.
 const EVENTS: [Column; 10] = [
@@ -129,9 +141,23 @@ pub struct StreamHead<'a> {
     pub old_version: i64,
     /// Whether the stream's type is `account`.
     pub account: bool,
+    /// `es.streams.stream_type` (text), if set.
+    stream_type: Option<Datum>,
     /// `es.streams.state` (jsonb), if set.
     state: Option<Datum>,
+    /// `es.streams.state_revision`, if set.
+    pub state_revision: Option<i64>,
     _row: PhantomData<&'a ()>,
+}
+
+/// The state an append keeps in the stream row with its bump, and the revision of the
+/// definition that computed it (`None`: an account's, or a generic stream's).
+#[derive(Debug, Clone, Copy)]
+pub struct Kept {
+    /// The state (a jsonb datum valid until the row is written).
+    pub state: Datum,
+    /// `es.streams.state_revision`.
+    pub revision: Option<i64>,
 }
 
 impl<'a> StreamHead<'a> {
@@ -139,13 +165,33 @@ impl<'a> StreamHead<'a> {
     ///
     /// # Safety
     /// `state`, when given, must be a non-null jsonb datum that outlives `'a`.
-    pub unsafe fn new(old_version: i64, account: bool, state: Option<Datum>) -> StreamHead<'a> {
+    /// `stream_type`, when given, must be a non-null text datum that outlives `'a`.
+    pub unsafe fn new(
+        old_version: i64,
+        stream_type: Option<Datum>,
+        state: Option<Datum>,
+        state_revision: Option<i64>,
+    ) -> StreamHead<'a> {
         StreamHead {
             old_version,
-            account,
+            // SAFETY: the caller's contract: a text datum.
+            account: stream_type
+                .is_some_and(|t| unsafe { text_equals(t, event_store_core::ACCOUNT_STREAM_TYPE) }),
+            stream_type,
             state,
+            state_revision,
             _row: PhantomData,
         }
+    }
+
+    /// `es.streams.stream_type`, if set.
+    pub fn stream_type(&self) -> Option<String> {
+        // SAFETY: `new`'s contract: a text datum valid for 'a; detoasting a packed value may
+        // allocate in the current context, nothing else.
+        self.stream_type.map(|d| unsafe {
+            let t = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
+            String::from_utf8_lossy(pgrx::varlena::varlena_to_byte_slice(t)).into_owned()
+        })
     }
 
     /// `es.streams.state`, if set.
@@ -535,14 +581,29 @@ pub fn bump_stream<E>(
     stream: &Uuid,
     expected: Option<i64>,
     n: i64,
-    judge: &mut dyn FnMut(&StreamHead<'_>) -> Result<Option<Datum>, E>,
+    judge: &mut dyn FnMut(&StreamHead<'_>) -> Result<Option<Kept>, E>,
 ) -> Outcome<Result<Bump, E>> {
     let Some(pkey_oid) = relation_oid(c"streams_pkey") else {
         return Outcome::Fallback;
     };
-    let Some(target) = Target::open(c"streams", &STREAMS, no_update_triggers) else {
-        return Outcome::Fallback;
-    };
+    if let Some(target) = Target::open(c"streams", &STREAMS, no_update_triggers) {
+        return bump_in(target, pkey_oid, stream, expected, n, judge);
+    }
+    match Target::open(c"streams", &STREAMS_0_1, no_update_triggers) {
+        Some(target) => bump_in(target, pkey_oid, stream, expected, n, judge),
+        None => Outcome::Fallback,
+    }
+}
+
+/// [`bump_stream`] in an open `es.streams` of either layout.
+fn bump_in<const N: usize, E>(
+    target: Target<N>,
+    pkey_oid: Oid,
+    stream: &Uuid,
+    expected: Option<i64>,
+    n: i64,
+    judge: &mut dyn FnMut(&StreamHead<'_>) -> Result<Option<Kept>, E>,
+) -> Outcome<Result<Bump, E>> {
     // The primary key must be the btree on stream_id the lookup keys on.
     let pkey = target.indexes.list.iter().find_map(|&(index, _)| {
         // SAFETY: an index opened by Indexes::open.
@@ -573,13 +634,13 @@ pub fn bump_stream<E>(
 /// # Safety
 /// `target` is `es.streams` opened by [`Target::open`], and `pkey` its open primary key, a
 /// btree on stream_id.
-unsafe fn bump_row<E>(
-    target: &Target<6>,
+unsafe fn bump_row<const N: usize, E>(
+    target: &Target<N>,
     pkey: pg_sys::Relation,
     stream: &Uuid,
     expected: Option<i64>,
     n: i64,
-    judge: &mut dyn FnMut(&StreamHead<'_>) -> Result<Option<Datum>, E>,
+    judge: &mut dyn FnMut(&StreamHead<'_>) -> Result<Option<Kept>, E>,
 ) -> Result<Bump, E> {
     let (rel, layout, indexes) = (target.rel, &target.layout, &target.indexes);
     // SAFETY: the caller's contract; every pointer used below comes from PostgreSQL for this
@@ -615,7 +676,9 @@ unsafe fn bump_row<E>(
         let natts = layout.natts;
         let mut values = vec![Datum::from(0usize); natts];
         let mut nulls = vec![true; natts];
-        let mut row: [Option<Datum>; 6] = [None; 6];
+        let mut row: [Option<Datum>; N] = [None; N];
+        // Only the layout of 0.2.0 on has the column.
+        let revision_column = (N > STREAM_STATE_REVISION).then_some(STREAM_STATE_REVISION);
         // Made only for a non-HOT update, which needs index entries.
         let mut slot: *mut pg_sys::TupleTableSlot = ptr::null_mut();
         let result = loop {
@@ -640,12 +703,19 @@ unsafe fn bump_row<E>(
             // `current` stays allocated until the loop moves on, so the head may borrow it.
             let head = StreamHead::new(
                 version,
-                row[STREAM_TYPE]
-                    .is_some_and(|t| text_equals(t, event_store_core::ACCOUNT_STREAM_TYPE)),
+                row[STREAM_TYPE],
                 row[STREAM_STATE],
+                revision_column
+                    .and_then(|c| row[c])
+                    .map(|d| d.value() as i64),
             );
             match judge(&head) {
-                Ok(Some(state)) => row[STREAM_STATE] = Some(state),
+                Ok(Some(kept)) => {
+                    row[STREAM_STATE] = Some(kept.state);
+                    if let Some(c) = revision_column {
+                        row[c] = kept.revision.map(Datum::from);
+                    }
+                }
                 Ok(None) => {}
                 Err(e) => break Err(e),
             }

@@ -19,6 +19,11 @@
 //! - [`aggregate`]: Rust values owned by an aggregate's memory context;
 //! - [`security`]: running code as another role (a projection's handler as its creator) the
 //!   way PostgreSQL does, in a security-restricted operation;
+//! - [`udf`]: calling a user's function (an aggregate's evolve and check, an upcaster) through
+//!   fmgr, its ERROR caught whole, inside a subtransaction as its definer; long folds in
+//!   bounded memory;
+//! - [`registry`]: the declared aggregate types, stream-type rules and upcasters, cached per
+//!   backend until one of their tables changes;
 //! - [`gucs`]: the store's settings; [`error`]: raising the store's errors as PostgreSQL ERRORs.
 
 pub mod aggregate;
@@ -29,8 +34,10 @@ pub mod heap;
 pub mod insert;
 pub mod jsonb;
 pub mod positions;
+pub mod registry;
 pub mod security;
 pub mod shmem;
 pub mod spi;
+pub mod udf;
 pub mod utility;
 pub mod workers;

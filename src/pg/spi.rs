@@ -151,9 +151,51 @@ pub enum Stmt {
     ProjectionTouch,
     /// A projection's checkpoint.
     ProjectionCheckpoint,
+    /// The OIDs of the registry's tables (es.aggregate_types, es.stream_type_rules,
+    /// es.upcasters).
+    RegistryTables,
+    /// Every declared aggregate type.
+    RegistryTypes,
+    /// Every stream-type rule.
+    RegistryRules,
+    /// Every upcaster.
+    RegistryUpcasters,
+    /// The newest snapshot at or below a version computed by a given revision.
+    LoadSnapshotRevision,
+    /// Save (or replace) a snapshot with the revision that computed it.
+    SaveSnapshotRevision,
+    /// What a function is: (argument types, result type, returns a set, kind, its
+    /// regprocedure text); no row when it does not exist.
+    FunctionInfo,
+    /// Declare an aggregate type (no row when the name is taken).
+    AggregateInsert,
+    /// Replace an aggregate type's definition with a new revision (no row: no such type).
+    AggregateUpdate,
+    /// Remove an aggregate type (no row: no such type).
+    AggregateDelete,
+    /// How many streams are of a type.
+    StreamsOfType,
+    /// Forget the kept states of a type's streams (a drop with detach).
+    DetachStreams,
+    /// Declare an upcaster (no row when it exists).
+    UpcasterInsert,
+    /// Remove an upcaster (no row: none).
+    UpcasterDelete,
+    /// Up to n streams of a type whose kept state is not of a revision, locked (skipping
+    /// those locked by an append; a later batch takes them).
+    StaleStreams,
+    /// Remove a stream's snapshots of other revisions.
+    DeleteStaleSnapshots,
+    /// Mark a rebuild's start or end in es.aggregate_types.
+    RebuildMark,
+    /// A stream's version, type, state and the revision of its state (0.2.0 on).
+    StreamStateInfo,
+    /// Store a declared type's state with its revision (when the bump went through SPI, and
+    /// after a rebuild).
+    SetStateRevision,
 }
 
-const STMT_COUNT: usize = Stmt::ProjectionCheckpoint as usize + 1;
+const STMT_COUNT: usize = Stmt::SetStateRevision as usize + 1;
 
 struct Def {
     sql: &'static CStr,
@@ -588,6 +630,110 @@ impl Stmt {
                     JOIN es.projection_config j ON j.name = p.subscription
                    WHERE p.subscription = $1 AND p.partition = 0",
                 &[TEXTOID],
+            ),
+            Stmt::RegistryTables => (
+                c"SELECT to_regclass('es.aggregate_types')::oid, to_regclass('es.stream_type_rules')::oid,
+                         to_regclass('es.upcasters')::oid",
+                &[],
+            ),
+            Stmt::StreamStateInfo => (
+                c"SELECT version, stream_type, state, state_revision FROM es.streams WHERE stream_id = $1",
+                &[UUIDOID],
+            ),
+            Stmt::SetStateRevision => (
+                c"UPDATE es.streams SET state = $2, state_revision = $3 WHERE stream_id = $1",
+                &[UUIDOID, JSONBOID, INT8OID],
+            ),
+            Stmt::RegistryTypes => (
+                c"SELECT stream_type, evolve::oid, \"check\"::oid, initial_state, snapshot_every,
+                         native, revision, definer::oid
+                    FROM es.aggregate_types",
+                &[],
+            ),
+            Stmt::RegistryRules => (
+                c"SELECT first_event_type, stream_type FROM es.stream_type_rules",
+                &[],
+            ),
+            Stmt::RegistryUpcasters => (
+                c"SELECT event_type, from_version, upcast::oid, definer::oid FROM es.upcasters",
+                &[],
+            ),
+            Stmt::LoadSnapshotRevision => (
+                c"SELECT version, state, taken_at FROM es.snapshots
+                  WHERE stream_id = $1 AND version <= coalesce($2, 9223372036854775807)
+                    AND revision = $3
+                  ORDER BY version DESC LIMIT 1",
+                &[UUIDOID, INT8OID, INT8OID],
+            ),
+            Stmt::SaveSnapshotRevision => (
+                c"INSERT INTO es.snapshots (stream_id, version, state, revision) VALUES ($1, $2, $3, $4)
+                  ON CONFLICT (stream_id, version) DO UPDATE
+                  SET state = excluded.state, taken_at = transaction_timestamp(),
+                      revision = excluded.revision",
+                &[UUIDOID, INT8OID, JSONBOID, INT8OID],
+            ),
+            Stmt::FunctionInfo => (
+                c"SELECT array_to_string(p.proargtypes::oid[], ','), p.prorettype::regtype::text, p.proretset,
+                         p.prokind::text, p.oid::regprocedure::text
+                    FROM pg_catalog.pg_proc p WHERE p.oid = $1",
+                &[OIDOID],
+            ),
+            Stmt::AggregateInsert => (
+                c"INSERT INTO es.aggregate_types (stream_type, evolve, \"check\", initial_state,
+                                                 snapshot_every, revision, definer)
+                  VALUES ($1, $2, $3, $4, $5, nextval('es.aggregate_revision_seq'), $6)
+                  ON CONFLICT (stream_type) DO NOTHING RETURNING revision",
+                &[TEXTOID, OIDOID, OIDOID, JSONBOID, INT4OID, OIDOID],
+            ),
+            Stmt::AggregateUpdate => (
+                c"UPDATE es.aggregate_types
+                     SET evolve = $2, \"check\" = $3, initial_state = $4, snapshot_every = $5,
+                         revision = nextval('es.aggregate_revision_seq'), definer = $6,
+                         defined_at = transaction_timestamp(),
+                         rebuild_started_at = NULL, rebuild_finished_at = NULL
+                   WHERE stream_type = $1 AND NOT native RETURNING revision",
+                &[TEXTOID, OIDOID, OIDOID, JSONBOID, INT4OID, OIDOID],
+            ),
+            Stmt::AggregateDelete => (
+                c"DELETE FROM es.aggregate_types WHERE stream_type = $1 AND NOT native
+                  RETURNING revision",
+                &[TEXTOID],
+            ),
+            Stmt::StreamsOfType => (
+                c"SELECT count(*) FROM es.streams WHERE stream_type = $1",
+                &[TEXTOID],
+            ),
+            Stmt::DetachStreams => (
+                c"UPDATE es.streams SET state = NULL, state_revision = NULL
+                  WHERE stream_type = $1 AND state IS NOT NULL",
+                &[TEXTOID],
+            ),
+            Stmt::UpcasterInsert => (
+                c"INSERT INTO es.upcasters (event_type, from_version, upcast, definer)
+                  VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING from_version",
+                &[TEXTOID, INT4OID, OIDOID, OIDOID],
+            ),
+            Stmt::UpcasterDelete => (
+                c"DELETE FROM es.upcasters WHERE event_type = $1 AND from_version = $2
+                  RETURNING from_version",
+                &[TEXTOID, INT4OID],
+            ),
+            Stmt::StaleStreams => (
+                c"SELECT stream_id, version FROM es.streams
+                  WHERE stream_type = $1 AND state_revision IS DISTINCT FROM $2
+                  ORDER BY stream_id LIMIT $3 FOR UPDATE SKIP LOCKED",
+                &[TEXTOID, INT8OID, INT8OID],
+            ),
+            Stmt::DeleteStaleSnapshots => (
+                c"DELETE FROM es.snapshots WHERE stream_id = $1 AND revision IS DISTINCT FROM $2",
+                &[UUIDOID, INT8OID],
+            ),
+            Stmt::RebuildMark => (
+                c"UPDATE es.aggregate_types
+                     SET rebuild_started_at = CASE WHEN $2 THEN clock_timestamp() ELSE rebuild_started_at END,
+                         rebuild_finished_at = CASE WHEN $2 THEN NULL ELSE clock_timestamp() END
+                   WHERE stream_type = $1",
+                &[TEXTOID, BOOLOID],
             ),
         };
         Def { sql, args }

@@ -16,7 +16,7 @@ use super::snapshot;
 use super::stream::visit_events;
 use crate::pg::call::{CallMemory, jsonb_object};
 use crate::pg::gucs::SNAPSHOT_INTERVAL;
-use crate::pg::heap::StreamHead;
+use crate::pg::heap::{Kept, StreamHead};
 use crate::pg::jsonb::Jsonb;
 use crate::pg::spi::{Connection, Reading, Stmt};
 use event_store_core::account::{
@@ -73,7 +73,7 @@ impl StreamRules for AccountRules<'_> {
         &mut self,
         conn: &Connection,
         head: &StreamHead<'_>,
-    ) -> Result<Option<Datum>, EventStoreError> {
+    ) -> Result<Option<Kept>, EventStoreError> {
         self.judged = None;
         if !head.account {
             return match self.check {
@@ -90,7 +90,10 @@ impl StreamRules for AccountRules<'_> {
         };
         let datum = state_datum(&state);
         self.judged = Some(state);
-        Ok(Some(datum))
+        Ok(Some(Kept {
+            state: datum,
+            revision: None,
+        }))
     }
 
     fn appended(&mut self, conn: &Connection, old: i64, new: i64) {
@@ -134,6 +137,7 @@ pub fn open_account(
         ExpectedVersion::NoStream,
         &batch,
         &mut AccountRules::for_batch(&id, &batch),
+        Some(ACCOUNT_STREAM_TYPE),
     )?;
     Ok(id)
 }
@@ -212,6 +216,7 @@ fn execute_command(
         expected,
         &batch,
         &mut AccountRules::for_command(account, command),
+        None,
     )
 }
 
@@ -447,4 +452,32 @@ pub fn save_snapshot(stream: &Uuid, version: i64, state: Jsonb<'_>) -> Result<()
     }
     snapshot::save(&conn, stream, version, state.datum());
     Ok(())
+}
+
+/// `es.account_check(state, event)`: the account's rules as a declared type's `check` (the
+/// built-in row of `es.aggregate_types`); the append path judges accounts natively, with the
+/// stream's id in its messages, without calling it.
+pub fn check_one(
+    state: Option<Jsonb<'_>>,
+    event: Option<Jsonb<'_>>,
+) -> Result<(), EventStoreError> {
+    let state = super::replay::start_from(state)?;
+    let Some(event) = event else {
+        return Err(EventStoreError::NullArgument { name: "event" });
+    };
+    let decoded = event.account_event().decode()?;
+    admit(&state, &decoded).map_err(|refusal| match refusal {
+        Refusal::Malformed(e) => e.into(),
+        Refusal::Rule(v) => violation(&Uuid::nil(), v),
+    })
+}
+
+/// `es.account_evolve(state, event)`: the account's fold as a declared type's `evolve`.
+pub fn evolve_one(
+    state: Option<Jsonb<'_>>,
+    event: Option<Jsonb<'_>>,
+) -> Result<AccountState, EventStoreError> {
+    let mut state = super::replay::start_from(state)?;
+    super::replay::step(&mut state, event)?;
+    Ok(state)
 }

@@ -1,8 +1,10 @@
-//! `es.append_events` (SPEC §2): the append pipeline with the account rules, which apply to every
-//! stream whose first event is the seed's `Opened` (SPEC §5: no client can store an overdraft or
-//! a malformed fact through the generic append).
+//! `es.append_events` (SPEC §2): the append pipeline with the rules of the stream's type
+//! ([`TypedRules`]): an account's (no client can store an overdraft or a malformed fact through
+//! the generic append), a declared type's `check` and `evolve`, none for a generic stream. A
+//! stream the append creates gets the type the call names, else the one `es.stream_type_rules`
+//! gives its first event.
 
-use super::account::AccountRules;
+use super::aggregate::{TypedRules, type_of_new_stream};
 use super::pipeline::{self, Batch};
 use crate::pg::call::JsonbArray;
 use crate::pg::spi::Connection;
@@ -15,6 +17,7 @@ pub fn append_events(
     stream: &Uuid,
     expected: ExpectedVersion,
     events: JsonbArray<'_>,
+    stream_type: Option<&str>,
 ) -> Result<i64, EventStoreError> {
     let batch = Batch::decode(events, stream)?;
     let conn = Connection::connect();
@@ -23,11 +26,13 @@ pub fn append_events(
         expected.check(stream, current)?;
         return Ok(current);
     }
+    let new_type = type_of_new_stream(&conn, stream_type, &batch.metas[0].event_type);
     pipeline::append(
         &conn,
         stream,
         expected,
         &batch,
-        &mut AccountRules::for_batch(stream, &batch),
+        &mut TypedRules::new(stream, &batch, stream_type),
+        new_type.as_deref(),
     )
 }

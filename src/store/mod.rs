@@ -4,7 +4,9 @@
 //!
 //! - [`pipeline`]: the append pipeline, with the [`pipeline::StreamRules`] hook a kind of
 //!   stream implements;
-//! - [`append`]: `es.append_events` (the pipeline with the account rules);
+//! - [`append`]: `es.append_events` (the pipeline with the rules of the stream's type);
+//! - [`aggregate`]: aggregates for any domain: the rules of typed streams, the declared
+//!   types and upcasters, `es.state`, `es.history`, `es.replay`, `es.rebuild_states`;
 //! - [`account`]: the account rules and commands, and an account's state at a version;
 //! - [`read`]: `es.load_events`, `es.stream_version`, `es.read_all`;
 //! - [`snapshot`]: `es.save_snapshot`, `es.load_snapshot`, and the snapshot lookups and saves of
@@ -14,6 +16,7 @@
 //! - [`replay`]: the steps of the `es.account_replay` aggregate.
 
 pub mod account;
+pub mod aggregate;
 pub mod append;
 pub mod history;
 pub mod pipeline;

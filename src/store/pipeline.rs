@@ -11,17 +11,15 @@ use crate::pg::call::{
     CallMemory, JsonbArray, i64_datum, jsonb_object, text_datum, transaction_start, uuid_datum,
     uuid_from_datum,
 };
-use crate::pg::heap::{self, Bump, EventRow, Outcome, StreamHead};
+use crate::pg::heap::{self, Bump, EventRow, Kept, Outcome, StreamHead};
 use crate::pg::insert::{self, Conflict};
 use crate::pg::jsonb::Jsonb;
 use crate::pg::positions;
 use crate::pg::spi::{Arg, Connection, Rows, Stmt};
-use event_store_core::event::{check_sequence_numbers, stream_type_for, validate_event};
+use event_store_core::event::{check_sequence_numbers, validate_event};
 use event_store_core::expected::{StoredId, check_batch_ids_unique, classify_retry};
 use event_store_core::shape::{Pairs, Scalar, StoredAs, seed_event, seed_event_type};
-use event_store_core::{
-    ACCOUNT_STREAM_TYPE, EventMeta, EventStoreError, ExpectedVersion, RetryDecision,
-};
+use event_store_core::{EventMeta, EventStoreError, ExpectedVersion, RetryDecision};
 use pgrx::pg_sys::{BuiltinOid, Datum};
 use uuid::Uuid;
 
@@ -126,13 +124,13 @@ impl<'a> Batch<'a> {
 /// a concurrent append replaced it first, so its decision always follows the version the append
 /// extends.
 pub trait StreamRules {
-    /// Judges the stream row before the bump: the state datum to store with the bump (`None`:
-    /// keep the row's), or why the append is refused.
+    /// Judges the stream row before the bump: the state to store with the bump (`None`: keep
+    /// the row's), or why the append is refused.
     fn check_head(
         &mut self,
         conn: &Connection,
         head: &StreamHead<'_>,
-    ) -> Result<Option<Datum>, EventStoreError>;
+    ) -> Result<Option<Kept>, EventStoreError>;
 
     /// After the events are inserted: the stream went from `old` to `new`.
     fn appended(&mut self, conn: &Connection, old: i64, new: i64);
@@ -148,7 +146,8 @@ pub fn current_version(conn: &Connection, stream: &Uuid) -> i64 {
         .unwrap_or(0)
 }
 
-/// Appends a non-empty batch: bump (with `rules`), positions, insert, `rules.appended`.
+/// Appends a non-empty batch: bump (with `rules`), positions, insert, `rules.appended`. A
+/// stream the append creates gets `stream_type`.
 /// Traced as the seed's `event_store.append_events` (within `es.append_events` it is the entry
 /// point's own span).
 #[tracing::instrument(
@@ -170,12 +169,13 @@ pub fn append(
     expected: ExpectedVersion,
     batch: &Batch<'_>,
     rules: &mut dyn StreamRules,
+    stream_type: Option<&str>,
 ) -> Result<i64, EventStoreError> {
     let n = batch.len() as i64;
     let ids: Vec<Option<Uuid>> = batch.metas.iter().map(|m| m.event_id).collect();
     let has_ids = ids.iter().any(Option::is_some);
     let sid = Some(uuid_datum(stream));
-    let stream_type: Arg = stream_type_for(&batch.metas[0].event_type).map(text_datum);
+    let stream_type: Arg = stream_type.map(text_datum);
     let bumped = match expected {
         ExpectedVersion::Any | ExpectedVersion::StreamExists => {
             if has_ids {
@@ -280,16 +280,19 @@ fn check_bumped_row(
     let Some(version) = rows.first_i64() else {
         return Ok(None);
     };
-    // SAFETY: column 3 of the bump statements is `state jsonb`, valid while `rows` is.
-    let head = unsafe {
-        StreamHead::new(
-            version - n,
-            rows.text(0, 2).as_deref() == Some(ACCOUNT_STREAM_TYPE),
-            rows.datum(0, 3),
-        )
-    };
-    if let Some(state) = rules.check_head(conn, &head)? {
-        conn.execute(Stmt::SetState, &[sid, Some(state)]);
+    // SAFETY: columns 2 and 3 of the bump statements are `stream_type text` and `state jsonb`,
+    // valid while `rows` is. (They do not return `state_revision`, which a schema of 0.1.0
+    // lacks: a declared type's kept state is then taken as stale and recomputed, which is
+    // only slower.)
+    let head = unsafe { StreamHead::new(version - n, rows.datum(0, 2), rows.datum(0, 3), None) };
+    if let Some(kept) = rules.check_head(conn, &head)? {
+        match kept.revision {
+            None => conn.execute(Stmt::SetState, &[sid, Some(kept.state)]),
+            Some(r) => conn.execute(
+                Stmt::SetStateRevision,
+                &[sid, Some(kept.state), Some(i64_datum(r))],
+            ),
+        };
     }
     Ok(Some(version))
 }

@@ -173,6 +173,69 @@ pub enum EventStoreError {
         /// The position, as PostgreSQL reported it.
         position: String,
     },
+    /// ES301: a declared aggregate's definition, or what one of its functions did with an
+    /// event: an `evolve` that raised, returned NULL or a non-object, a function that no longer
+    /// exists or that the aggregate's definer may not execute.
+    #[error("{reason}")]
+    AggregateFailed {
+        /// The stream type.
+        stream_type: String,
+        /// What went wrong, naming the function and the event's version.
+        reason: String,
+        /// What the function raised, when it raised (its SQLSTATE and message).
+        raised: Option<String>,
+    },
+    /// ES301: a definition `es.define_aggregate` / `es.define_upcaster` refuses.
+    #[error("invalid definition of {what}: {reason}")]
+    InvalidDefinition {
+        /// `aggregate cart`, `upcaster ItemAdded 1`, …
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// ES302: an append names a type other than the stream's.
+    #[error("stream {stream_id} is of type {stored}, not {named}")]
+    StreamTypeConflict {
+        /// The stream.
+        stream_id: String,
+        /// Its type (`none` for a generic stream).
+        stored: String,
+        /// The type the append named.
+        named: String,
+    },
+    /// ES303: the stream has no declared aggregate type (`es.state`, `es.history`), or a type
+    /// name is not declared.
+    #[error("{what} has no declared aggregate type")]
+    NoAggregateType {
+        /// `stream <id> (type x)`, `stream type x`, …
+        what: String,
+    },
+    /// 42710: the aggregate type or upcaster exists already.
+    #[error("{what} already exists")]
+    AlreadyDefined {
+        /// `aggregate type cart`, …
+        what: String,
+    },
+    /// 2BP01: an aggregate type still has streams.
+    #[error("aggregate type {stream_type} still has {streams} streams")]
+    AggregateInUse {
+        /// The type.
+        stream_type: String,
+        /// How many streams are of it.
+        streams: i64,
+    },
+    /// 42501: the built-in account type cannot be changed or dropped.
+    #[error("the aggregate type {stream_type} is built in and cannot be {action}")]
+    BuiltInAggregate {
+        /// The type (`account`).
+        stream_type: String,
+        /// `altered`, `dropped`.
+        action: &'static str,
+    },
+    /// Any SQLSTATE: an ERROR a user's function raised (a declared aggregate's `check` refusing
+    /// an event, a statement timeout in an `evolve`, …), passed on unchanged.
+    #[error("{}", .0.message)]
+    Raised(RaisedError),
     /// ES201: the partition is leased by another consumer (fencing: a consumer that lost its
     /// lease cannot move the checkpoint).
     #[error(
@@ -221,8 +284,15 @@ pub enum EventStoreError {
 
 impl EventStoreError {
     /// The five-character SQLSTATE of the condition (SPEC §6).
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> &str {
         match self {
+            Self::AggregateFailed { .. } | Self::InvalidDefinition { .. } => "ES301",
+            Self::StreamTypeConflict { .. } => "ES302",
+            Self::NoAggregateType { .. } => "ES303",
+            Self::AlreadyDefined { .. } => "42710",
+            Self::AggregateInUse { .. } => "2BP01",
+            Self::BuiltInAggregate { .. } => "42501",
+            Self::Raised(e) => &e.sqlstate,
             Self::WrongExpectedVersion { .. } => "ES001",
             Self::StreamNotFound { .. } | Self::AccountNotFound { .. } => "ES002",
             Self::InvalidEvent { .. }
@@ -255,6 +325,15 @@ impl EventStoreError {
     /// DETAIL: the values a program would want to read back.
     pub fn detail(&self) -> Option<String> {
         match self {
+            Self::AggregateFailed {
+                raised: Some(raised),
+                ..
+            } => Some(format!("the function raised: {raised}")),
+            Self::StreamTypeConflict { stored, named, .. } => {
+                Some(format!("stream type: {stored}, named: {named}"))
+            }
+            Self::AggregateInUse { streams, .. } => Some(format!("streams: {streams}")),
+            Self::Raised(e) => e.detail.clone(),
             Self::WrongExpectedVersion {
                 expected, actual, ..
             } => Some(format!("expected: {expected}, actual: {actual}")),
@@ -296,6 +375,19 @@ impl EventStoreError {
     /// HINT: what the caller can do about it.
     pub fn hint(&self) -> Option<String> {
         match self {
+            Self::Raised(e) => e.hint.clone(),
+            Self::AggregateFailed { .. } => Some(
+                "An evolve function must return a JSON object for every stored event and never refuse one (refusing is check's job); fix it with es.alter_aggregate, then CALL es.rebuild_states.".into(),
+            ),
+            Self::StreamTypeConflict { .. } => Some(
+                "A stream's type is set by its first append (stream_type, or es.stream_type_rules) and never changes; append without naming a type, or to a new stream.".into(),
+            ),
+            Self::NoAggregateType { .. } => Some(
+                "Declare the type with es.define_aggregate; a stream gets its type from its first append (stream_type, or es.stream_type_rules).".into(),
+            ),
+            Self::AggregateInUse { .. } => Some(
+                "Pass detach => true to drop the type and keep its streams as generic streams.".into(),
+            ),
             Self::WrongExpectedVersion { actual: 0, .. } => {
                 Some("The stream does not exist yet: create it with expected_version 0.".into())
             }
@@ -345,6 +437,22 @@ impl EventStoreError {
             _ => None,
         }
     }
+}
+
+/// An ERROR raised by a user's function, as PostgreSQL reported it: what the store passes on
+/// unchanged ([`EventStoreError::Raised`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaisedError {
+    /// Its five-character SQLSTATE.
+    pub sqlstate: String,
+    /// Its primary message.
+    pub message: String,
+    /// Its DETAIL.
+    pub detail: Option<String>,
+    /// Its HINT.
+    pub hint: Option<String>,
+    /// Its CONTEXT (where in the user's code it was raised).
+    pub context: Option<String>,
 }
 
 /// The rest of [`EventStoreError::InvalidSnapshot`]'s message.
@@ -447,6 +555,36 @@ mod tests {
                     stream_id: "s".into(),
                 },
                 "ES104",
+            ),
+            (
+                EventStoreError::AggregateFailed {
+                    stream_type: "t".into(),
+                    reason: "r".into(),
+                    raised: None,
+                },
+                "ES301",
+            ),
+            (
+                EventStoreError::StreamTypeConflict {
+                    stream_id: "s".into(),
+                    stored: "a".into(),
+                    named: "b".into(),
+                },
+                "ES302",
+            ),
+            (
+                EventStoreError::NoAggregateType { what: "w".into() },
+                "ES303",
+            ),
+            (
+                EventStoreError::Raised(RaisedError {
+                    sqlstate: "CT001".into(),
+                    message: "m".into(),
+                    detail: Some("d".into()),
+                    hint: None,
+                    context: None,
+                }),
+                "CT001",
             ),
             (EventStoreError::NullArgument { name: "events" }, "22004"),
             (EventStoreError::NullElement { position: 2 }, "22004"),
@@ -606,6 +744,20 @@ mod tests {
                 function: "es.read_all",
                 subscription: id.into(),
                 publication: text.into(),
+            },
+            EventStoreError::AggregateFailed {
+                stream_type: id.into(),
+                reason: text.into(),
+                raised: Some(text.into()),
+            },
+            EventStoreError::StreamTypeConflict {
+                stream_id: id.into(),
+                stored: text.into(),
+                named: id.into(),
+            },
+            EventStoreError::AggregateInUse {
+                stream_type: id.into(),
+                streams: n,
             },
         ];
         let mut missing = Vec::new();

@@ -20,6 +20,6 @@ pub mod seed;
 pub mod shape;
 pub mod subscription;
 
-pub use error::EventStoreError;
+pub use error::{EventStoreError, RaisedError};
 pub use event::{ACCOUNT_STREAM_TYPE, EventMeta, JsonField, NumberText, RawEvent};
 pub use expected::{ExpectedVersion, RetryDecision};

@@ -76,11 +76,14 @@ SELECT line FROM (
 ORDER BY line
 "#;
 
-/// A digest of the stored data, to compare before and after the update.
+/// A digest of the stored data, to compare before and after the update (the columns of 0.1.0:
+/// the ones a later version adds are new, and NULL for the rows stored before).
 const DATA_FINGERPRINT: &str = "SELECT concat_ws(' ',
      (SELECT md5(string_agg(e::text, ',' ORDER BY global_position)) FROM es.events e),
-     (SELECT md5(string_agg(s::text, ',' ORDER BY stream_id)) FROM es.streams s),
-     (SELECT md5(string_agg(s::text, ',' ORDER BY stream_id, version)) FROM es.snapshots s),
+     (SELECT md5(string_agg((s.stream_id, s.stream_type, s.version, s.created_at, s.updated_at,
+                             s.state)::text, ',' ORDER BY stream_id)) FROM es.streams s),
+     (SELECT md5(string_agg((s.stream_id, s.version, s.state, s.taken_at)::text, ','
+                            ORDER BY stream_id, version)) FROM es.snapshots s),
      (SELECT last_value FROM es.global_position_seq))";
 
 fn lines(client: &mut Client, sql: &str) -> Vec<String> {

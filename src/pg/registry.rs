@@ -1,0 +1,258 @@
+//! The declared aggregate types (`es.aggregate_types`), the stream-type rules
+//! (`es.stream_type_rules`) and the upcasters (`es.upcasters`), read once per backend and kept
+//! until one of those tables changes.
+//!
+//! Why a cache: every append to a typed stream needs its type's definition, and every read that
+//! hands events out needs to know whether any upcaster exists; a query per call would cost
+//! more than the rest of a one-event append. How it stays true: a statement trigger on each of
+//! the three tables ([`changed`]) queues a relcache invalidation of the table, which PostgreSQL
+//! delivers to every backend of the database when the change commits (and to this backend at
+//! its next command, or at its rollback); the callback ([`install`]) only bumps a generation,
+//! and the next lookup reloads all three tables in a snapshot of the latest commits.
+
+use super::call::uuid_datum;
+use super::spi::{Connection, RegisteredSnapshot, Stmt};
+use pgrx::pg_sys::{self, Datum, Oid};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// One declared aggregate type.
+#[derive(Debug, Clone)]
+pub struct AggregateType {
+    /// Its name.
+    pub stream_type: String,
+    /// `evolve(state jsonb, event jsonb) RETURNS jsonb`.
+    pub evolve: Oid,
+    /// `check(state jsonb, event jsonb) RETURNS void`, if any.
+    pub check: Option<Oid>,
+    /// The initial state, as the bytes of its jsonb varlena (copied into PostgreSQL memory by
+    /// whoever folds: nothing points into the cache, which a reload frees).
+    pub initial_state: Vec<u8>,
+    /// Snapshot interval (`None`: the account's, `es.snapshot_interval`).
+    pub snapshot_every: Option<i32>,
+    /// The built-in account.
+    pub native: bool,
+    /// The definition's revision.
+    pub revision: i64,
+    /// The role its functions run as.
+    pub definer: Oid,
+}
+
+impl AggregateType {
+    /// The initial state as a jsonb datum in the current memory context.
+    pub fn initial_state_datum(&self) -> Datum {
+        // SAFETY: the bytes are a whole jsonb varlena (4-byte header) copied from the table;
+        // palloc'd memory of that size receives them.
+        unsafe {
+            let p = pg_sys::palloc(self.initial_state.len()).cast::<u8>();
+            std::ptr::copy_nonoverlapping(self.initial_state.as_ptr(), p, self.initial_state.len());
+            Datum::from(p)
+        }
+    }
+}
+
+/// One upcaster.
+#[derive(Debug, Clone, Copy)]
+pub struct Upcaster {
+    /// `upcast(event jsonb) RETURNS jsonb`.
+    pub upcast: Oid,
+    /// The role that declared it.
+    pub definer: Oid,
+}
+
+/// What the three tables held at the last load.
+#[derive(Default)]
+struct Loaded {
+    types: HashMap<String, Rc<AggregateType>>,
+    rules: HashMap<String, String>,
+    /// Per event type, per `from_version`.
+    upcasters: HashMap<String, HashMap<i32, Upcaster>>,
+}
+
+thread_local! {
+    /// Bumped by the relcache callback.
+    static GENERATION: Cell<u64> = const { Cell::new(1) };
+    /// The generation `CACHE` was loaded at, and the load.
+    static CACHE: RefCell<(u64, Rc<Loaded>)> = RefCell::new((0, Rc::new(Loaded::default())));
+    /// The OIDs of the three tables (known after the first load; until then every relcache
+    /// invalidation counts).
+    static TABLES: Cell<[Oid; 3]> = const { Cell::new([pg_sys::InvalidOid; 3]) };
+}
+
+/// Registers the relcache callback; called once per backend, when the library is loaded.
+pub fn install() {
+    // SAFETY: registers a callback with a static function; PostgreSQL keeps at most a fixed
+    // number per backend and this is called once per process (`_PG_init`).
+    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(relcache_changed), Datum::from(0usize)) };
+}
+
+/// The relcache callback: must not touch the catalogs or raise, only note the change.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn relcache_changed(_arg: Datum, relid: Oid) {
+    let tables = TABLES.with(Cell::get);
+    if relid == pg_sys::InvalidOid || tables[0] == pg_sys::InvalidOid || tables.contains(&relid) {
+        GENERATION.with(|g| g.set(g.get() + 1));
+    }
+}
+
+/// The trigger body of `es.registry_changed()`: queues the invalidation of the table whose
+/// statement fired it.
+///
+/// # Safety
+/// `fcinfo` must be the call of a trigger function (its context a `TriggerData`).
+pub unsafe fn changed(fcinfo: pg_sys::FunctionCallInfo) -> bool {
+    // SAFETY: the caller's contract; a trigger's context is TriggerData (checked by its tag)
+    // and its relation is open for the statement.
+    unsafe {
+        let context = (*fcinfo).context;
+        if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
+            return false;
+        }
+        let data = context.cast::<pg_sys::TriggerData>();
+        pg_sys::CacheInvalidateRelcache((*data).tg_relation);
+        true
+    }
+}
+
+/// The current load (reloading when a table changed since).
+fn loaded(conn: &Connection) -> Rc<Loaded> {
+    let generation = GENERATION.with(Cell::get);
+    if let Some(hit) = CACHE.with(|c| {
+        let c = c.borrow();
+        (c.0 == generation).then(|| c.1.clone())
+    }) {
+        return hit;
+    }
+    let load = Rc::new(load(conn));
+    CACHE.with(|c| *c.borrow_mut() = (generation, load.clone()));
+    load
+}
+
+fn load(conn: &Connection) -> Loaded {
+    let snapshot = RegisteredSnapshot::latest();
+    let mut loaded = Loaded::default();
+    let oids = conn.query_in(Stmt::RegistryTables, &[], &snapshot);
+    let oid = |c| Oid::from(oids.datum(0, c).map_or(0, |d| d.value() as u32));
+    let tables = [oid(1), oid(2), oid(3)];
+    if tables.contains(&pg_sys::InvalidOid) {
+        // The schema of 0.1.0 (this library runs it until ALTER EXTENSION UPDATE): no declared
+        // types, and its one rule, built in then.
+        loaded.rules.insert(
+            "Opened".to_owned(),
+            event_store_core::ACCOUNT_STREAM_TYPE.to_owned(),
+        );
+        return loaded;
+    }
+    TABLES.with(|t| t.set(tables));
+    let rows = conn.query_in(Stmt::RegistryTypes, &[], &snapshot);
+    for r in 0..rows.len() {
+        let oid_at = |c| Oid::from(rows.datum(r, c).map_or(0, |d| d.value() as u32));
+        let Some(stream_type) = rows.text(r, 1) else {
+            continue;
+        };
+        // SAFETY: column 4 of RegistryTypes is `initial_state jsonb` (NOT NULL): copied out
+        // as its detoasted varlena bytes.
+        let initial_state = unsafe { rows.jsonb(r, 4) }
+            .map(|j| varlena_bytes(j.datum()))
+            .unwrap_or_default();
+        let check = oid_at(3);
+        loaded.types.insert(
+            stream_type.clone(),
+            Rc::new(AggregateType {
+                stream_type,
+                evolve: oid_at(2),
+                check: (check != pg_sys::InvalidOid).then_some(check),
+                initial_state,
+                snapshot_every: rows.i32(r, 5),
+                native: rows.bool(r, 6).unwrap_or(false),
+                revision: rows.i64(r, 7).unwrap_or(0),
+                definer: oid_at(8),
+            }),
+        );
+    }
+    let rows = conn.query_in(Stmt::RegistryRules, &[], &snapshot);
+    for r in 0..rows.len() {
+        if let (Some(first), Some(stream_type)) = (rows.text(r, 1), rows.text(r, 2)) {
+            loaded.rules.insert(first, stream_type);
+        }
+    }
+    let rows = conn.query_in(Stmt::RegistryUpcasters, &[], &snapshot);
+    for r in 0..rows.len() {
+        let oid_at = |c| Oid::from(rows.datum(r, c).map_or(0, |d| d.value() as u32));
+        if let (Some(event_type), Some(from)) = (rows.text(r, 1), rows.i32(r, 2)) {
+            loaded.upcasters.entry(event_type).or_default().insert(
+                from,
+                Upcaster {
+                    upcast: oid_at(3),
+                    definer: oid_at(4),
+                },
+            );
+        }
+    }
+    loaded
+}
+
+/// The bytes of a (detoasted, 4-byte header) varlena.
+fn varlena_bytes(d: Datum) -> Vec<u8> {
+    // SAFETY: `d` is a detoasted varlena (Jsonb::from_datum detoasts anything not inline; an
+    // inline short-header value is copied through pg_detoast_datum_packed's full form below).
+    unsafe {
+        let full = pg_sys::pg_detoast_datum_copy(d.cast_mut_ptr());
+        let len = pgrx::varsize_any(full.cast());
+        let bytes = std::slice::from_raw_parts(full.cast::<u8>(), len).to_vec();
+        pg_sys::pfree(full.cast());
+        bytes
+    }
+}
+
+/// The declared type of this name (`account` included), if any.
+pub fn aggregate_type(conn: &Connection, stream_type: &str) -> Option<Rc<AggregateType>> {
+    loaded(conn).types.get(stream_type).cloned()
+}
+
+/// The type a new stream whose first event is `first_event_type` gets, by the rules.
+pub fn inferred_type(conn: &Connection, first_event_type: &str) -> Option<String> {
+    loaded(conn).rules.get(first_event_type).cloned()
+}
+
+/// Whether any upcaster is declared (when none is, the read paths do nothing more).
+pub fn any_upcaster(conn: &Connection) -> bool {
+    !loaded(conn).upcasters.is_empty()
+}
+
+/// The upcasters of an event type by `from_version` (empty when it has none).
+pub fn upcasters_of(conn: &Connection, event_type: &str) -> HashMap<i32, Upcaster> {
+    loaded(conn)
+        .upcasters
+        .get(event_type)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A stream's row, without locking it: (version, type, state datum, state revision).
+pub struct StreamInfo {
+    /// Its version.
+    pub version: i64,
+    /// Its type.
+    pub stream_type: Option<String>,
+    /// Its kept state (a jsonb datum in the SPI result, valid until the connection's next
+    /// statement frees it; copy before).
+    pub state: Option<Datum>,
+    /// The revision the kept state was computed by.
+    pub state_revision: Option<i64>,
+}
+
+/// Reads a stream's row in the statement's snapshot (`None`: no such stream).
+pub fn stream_info(conn: &Connection, stream: &uuid::Uuid) -> Option<StreamInfo> {
+    let rows = conn.query(Stmt::StreamStateInfo, &[Some(uuid_datum(stream))]);
+    if rows.is_empty() {
+        return None;
+    }
+    Some(StreamInfo {
+        version: rows.first_i64().unwrap_or(0),
+        stream_type: rows.text(0, 2),
+        state: rows.datum(0, 3),
+        state_revision: rows.i64(0, 4),
+    })
+}

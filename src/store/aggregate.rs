@@ -1,0 +1,842 @@
+//! Aggregates for any domain (README "Aggregates for any domain"): the rules of every typed
+//! stream on the append path ([`TypedRules`], the pipeline's [`StreamRules`] for
+//! `es.append_events`, of which the account's rules are one case), the declared types'
+//! management (`es.define_aggregate`, `es.alter_aggregate`, `es.drop_aggregate`,
+//! `es.define_upcaster`, `es.drop_upcaster`), their reads (`es.state`, `es.history`, the steps of
+//! `es.replay`) and `es.rebuild_states`' batches.
+//!
+//! A declared type's functions are the user's code: each call runs as the type's definer in a
+//! security-restricted operation ([`crate::pg::udf::UserFn`]), and each run of them (one
+//! append's checks and folds, one state, one history, one stream of a rebuild) goes through
+//! [`crate::pg::udf::isolated`], a subtransaction, so a function that raises, loops until
+//! cancelled or misbehaves leaves nothing behind, and an error it raises in `check` reaches
+//! the caller unchanged.
+
+use super::account::AccountRules;
+use super::pipeline::{Batch, StreamRules};
+use super::stream::visit_events;
+use crate::pg::call::{ResultSet, i64_datum, text_datum, uuid_datum};
+use crate::pg::heap::{Kept, StreamHead};
+use crate::pg::jsonb::Jsonb;
+use crate::pg::registry::{self, AggregateType};
+use crate::pg::security;
+use crate::pg::spi::{Connection, Reading, Stmt};
+use crate::pg::udf::{self, Fold, OpenError, StepError, UserFn};
+use event_store_core::account::{AccountState, snapshot_due};
+use event_store_core::{ACCOUNT_STREAM_TYPE, EventStoreError, JsonField};
+use pgrx::pg_sys::{self, Datum, Oid};
+use std::rc::Rc;
+use uuid::Uuid;
+
+/// The rules of `es.append_events`: the stream's type is checked against the one the call
+/// names, an account is judged by the account's rules, a stream of a declared type by its
+/// `check` and `evolve`, event by event, and a generic stream not at all.
+pub struct TypedRules<'b> {
+    stream: Uuid,
+    batch: &'b Batch<'b>,
+    named: Option<&'b str>,
+    account: AccountRules<'b>,
+    /// The type and the state after the batch, once judged (for the snapshot).
+    judged: Option<(Rc<AggregateType>, Datum)>,
+}
+
+impl<'b> TypedRules<'b> {
+    /// The rules of one `es.append_events` call; `named` is its `stream_type` argument.
+    pub fn new(stream: &Uuid, batch: &'b Batch<'b>, named: Option<&'b str>) -> TypedRules<'b> {
+        TypedRules {
+            stream: *stream,
+            batch,
+            named,
+            account: AccountRules::for_batch(stream, batch),
+            judged: None,
+        }
+    }
+}
+
+/// The type a stream created by `es.append_events` gets: the one it names, else the rule for
+/// its first event's type, else none.
+pub fn type_of_new_stream(
+    conn: &Connection,
+    named: Option<&str>,
+    first_event_type: &str,
+) -> Option<String> {
+    match named {
+        Some(t) => Some(t.to_owned()),
+        None => registry::inferred_type(conn, first_event_type),
+    }
+}
+
+impl StreamRules for TypedRules<'_> {
+    fn check_head(
+        &mut self,
+        conn: &Connection,
+        head: &StreamHead<'_>,
+    ) -> Result<Option<Kept>, EventStoreError> {
+        self.judged = None;
+        let stored = head.stream_type();
+        if let Some(named) = self.named
+            && stored.as_deref() != Some(named)
+        {
+            return Err(EventStoreError::StreamTypeConflict {
+                stream_id: self.stream.to_string(),
+                stored: stored.unwrap_or_else(|| "none (a generic stream)".into()),
+                named: named.to_owned(),
+            });
+        }
+        if head.account {
+            return self.account.check_head(conn, head);
+        }
+        let Some(stream_type) = stored else {
+            return Ok(None);
+        };
+        let Some(def) = registry::aggregate_type(conn, &stream_type) else {
+            return Ok(None);
+        };
+        if def.native {
+            return Ok(None);
+        }
+        let state = judge(conn, &self.stream, &def, head, self.batch)?;
+        let revision = def.revision;
+        self.judged = Some((def, state));
+        Ok(Some(Kept {
+            state,
+            revision: Some(revision),
+        }))
+    }
+
+    fn appended(&mut self, conn: &Connection, old: i64, new: i64) {
+        self.account.appended(conn, old, new);
+        if let Some((def, state)) = self.judged.take() {
+            let every = i64::from(def.snapshot_every.unwrap_or(0));
+            if snapshot_due(old, new, every) {
+                save_snapshot(conn, &self.stream, new, state, def.revision);
+            }
+        }
+    }
+
+    fn missing(&self, stream: &Uuid) -> EventStoreError {
+        EventStoreError::StreamNotFound {
+            stream_id: stream.to_string(),
+        }
+    }
+}
+
+/// Writes a snapshot computed by `revision`.
+fn save_snapshot(conn: &Connection, stream: &Uuid, version: i64, state: Datum, revision: i64) {
+    conn.execute(
+        Stmt::SaveSnapshotRevision,
+        &[
+            Some(uuid_datum(stream)),
+            Some(i64_datum(version)),
+            Some(state),
+            Some(i64_datum(revision)),
+        ],
+    );
+}
+
+/// ES301 for a function that cannot be opened.
+fn open_failed(def: &AggregateType, what: &str, oid: Oid, e: OpenError) -> EventStoreError {
+    let reason = match e {
+        OpenError::Missing => format!(
+            "the {what} function of aggregate type {} no longer exists (it was dropped)",
+            def.stream_type
+        ),
+        OpenError::NotAllowed => format!(
+            "the definer of aggregate type {} may not execute its {what} function {}",
+            def.stream_type,
+            udf::function_name(oid)
+        ),
+    };
+    EventStoreError::AggregateFailed {
+        stream_type: def.stream_type.clone(),
+        reason,
+        raised: None,
+    }
+}
+
+/// Opens a type's `evolve`.
+fn open_evolve(def: &AggregateType) -> Result<UserFn, EventStoreError> {
+    UserFn::open(def.evolve, 2, def.definer).map_err(|e| open_failed(def, "evolve", def.evolve, e))
+}
+
+/// ES301 for an evolve step that failed at `version`, or the error itself when it is one a
+/// user must see as it is (a cancel, a statement timeout, running out of memory or stack).
+fn step_failed(def: &AggregateType, evolve: Oid, version: i64, e: StepError) -> EventStoreError {
+    let name = udf::function_name(evolve);
+    let (what, raised) = match e {
+        StepError::Raised(raised) => {
+            if passes_through(&raised.sqlstate) {
+                return EventStoreError::Raised(raised);
+            }
+            (
+                "raised an error".to_owned(),
+                Some(format!("{}: {}", raised.sqlstate, raised.message)),
+            )
+        }
+        StepError::Null => ("returned NULL".to_owned(), None),
+        StepError::NotAnObject(kind) => (format!("returned {kind}, not a JSON object"), None),
+    };
+    EventStoreError::AggregateFailed {
+        stream_type: def.stream_type.clone(),
+        reason: format!(
+            "evolve function {name} of aggregate type {} {what} at version {version}",
+            def.stream_type
+        ),
+        raised,
+    }
+}
+
+/// SQLSTATE classes a user sees as PostgreSQL raised them even from an `evolve`: operator
+/// intervention (57: a cancel, a statement timeout), insufficient resources (53), program
+/// limits (54: stack depth), and transaction rollbacks (40: a deadlock, a serialization failure).
+fn passes_through(sqlstate: &str) -> bool {
+    ["57", "53", "54", "40"]
+        .iter()
+        .any(|class| sqlstate.starts_with(class))
+}
+
+/// Judges a batch appended to a stream of a declared type: from the state the row's version
+/// holds, each event is checked (the check's error refuses the append unchanged) and folded;
+/// the state after the batch, in the current memory context.
+fn judge(
+    conn: &Connection,
+    stream: &Uuid,
+    def: &AggregateType,
+    head: &StreamHead<'_>,
+    batch: &Batch<'_>,
+) -> Result<Datum, EventStoreError> {
+    udf::isolated(|| {
+        let evolve = open_evolve(def)?;
+        let mut check = match def.check {
+            Some(oid) => Some(
+                UserFn::open(oid, 2, def.definer).map_err(|e| open_failed(def, "check", oid, e))?,
+            ),
+            None => None,
+        };
+        let kept = head
+            .state()
+            .filter(|_| head.state_revision == Some(def.revision) && head.old_version > 0);
+        let mut fold = match kept {
+            Some(state) => Fold::new(evolve, state.datum()),
+            None if head.old_version == 0 => Fold::new(evolve, def.initial_state_datum()),
+            None => {
+                let start = state_at(conn, stream, def, head.old_version, Reading::Latest)?;
+                Fold::new(evolve, start)
+            }
+        };
+        let evolve_oid = fold.function();
+        for (i, element) in batch.elements.iter().enumerate() {
+            let version = head.old_version + i as i64 + 1;
+            let event = element.datum();
+            if let Some(check) = check.as_mut() {
+                fold.in_step(|state| check.call(&[state, event]))
+                    .map_err(EventStoreError::Raised)?;
+            }
+            fold.step(event)
+                .map_err(|e| step_failed(def, evolve_oid, version, e))?;
+        }
+        Ok(fold.finish())
+    })
+}
+
+/// A declared type's state at `version` of `stream`: the newest snapshot of the type's current
+/// revision at or below it, plus the tail folded with `evolve` (in the current memory
+/// context). Runs the user's code: call it inside [`udf::isolated`].
+fn state_at(
+    conn: &Connection,
+    stream: &Uuid,
+    def: &AggregateType,
+    version: i64,
+    reading: Reading,
+) -> Result<Datum, EventStoreError> {
+    let evolve = open_evolve(def)?;
+    let snap = conn.query_as(
+        reading,
+        Stmt::LoadSnapshotRevision,
+        &[
+            Some(uuid_datum(stream)),
+            Some(i64_datum(version)),
+            Some(i64_datum(def.revision)),
+        ],
+    );
+    // SAFETY: column 2 of LoadSnapshotRevision is `state jsonb` (NOT NULL).
+    let snapshot_state = (!snap.is_empty())
+        .then(|| unsafe { snap.jsonb(0, 2) })
+        .flatten();
+    let (from, mut fold) = match (snap.first_i64(), snapshot_state) {
+        (Some(at), Some(state)) => (at, Fold::new(evolve, state.datum())),
+        _ => (0, Fold::new(evolve, def.initial_state_datum())),
+    };
+    let evolve_oid = fold.function();
+    visit_events(conn, stream, from, version, reading, &mut |row| {
+        fold.step(row.data().datum())
+            .map_err(|e| step_failed(def, evolve_oid, row.version, e))
+    })?;
+    Ok(fold.finish())
+}
+
+/// What `es.state` and `es.history` find for a stream: its row and its type's definition.
+struct Typed {
+    version: i64,
+    state: Option<Datum>,
+    state_revision: Option<i64>,
+    def: Rc<AggregateType>,
+}
+
+/// The stream and its declared type (ES002 / ES303).
+fn typed_stream(conn: &Connection, stream: &Uuid) -> Result<Typed, EventStoreError> {
+    let info = registry::stream_info(conn, stream).ok_or(EventStoreError::StreamNotFound {
+        stream_id: stream.to_string(),
+    })?;
+    let no_type = |t: &str| EventStoreError::NoAggregateType {
+        what: format!("stream {stream} ({t})"),
+    };
+    let Some(stream_type) = info.stream_type else {
+        return Err(no_type("a generic stream"));
+    };
+    let def = registry::aggregate_type(conn, &stream_type)
+        .ok_or_else(|| no_type(&format!("type {stream_type}")))?;
+    Ok(Typed {
+        version: info.version,
+        state: info.state,
+        state_revision: info.state_revision,
+        def,
+    })
+}
+
+/// What `es.state` returns.
+pub enum State {
+    /// An account's state (rendered by the caller).
+    Account(AccountState),
+    /// A declared type's state, a jsonb datum in the caller's memory context.
+    Declared(Datum),
+    /// The stream did not exist yet at `as_of`.
+    NotYet,
+}
+
+/// `es.state`: the state at `at_version` (default: the current one), or at the newest version
+/// recorded at or before `as_of`, whichever is older; from the kept state when that is the
+/// one asked for, else the newest usable snapshot plus the tail.
+pub fn state(
+    stream: &Uuid,
+    at_version: Option<i64>,
+    as_of: Option<Datum>,
+) -> Result<State, EventStoreError> {
+    // SAFETY: the current memory context of the call, which outlives the SPI connection
+    // below (SPI_connect switches to a context of its own, freed at SPI_finish).
+    let caller = unsafe { pg_sys::CurrentMemoryContext };
+    let conn = Connection::connect();
+    let typed = typed_stream(&conn, stream)?;
+    if typed.def.native {
+        std::mem::drop(conn);
+        return Ok(
+            match super::history::account_state(stream, as_of, at_version)? {
+                Some(s) => State::Account(s),
+                None => State::NotYet,
+            },
+        );
+    }
+    let Some(target) = target_version(&conn, stream, typed.version, at_version, as_of)? else {
+        return Ok(State::NotYet);
+    };
+    let def = &typed.def;
+    if target == typed.version
+        && typed.state_revision == Some(def.revision)
+        && let Some(state) = typed.state
+    {
+        // SAFETY: a jsonb datum of the SPI result, copied before the connection ends.
+        return Ok(State::Declared(unsafe { udf::copy_jsonb(caller, state) }));
+    }
+    let state = udf::isolated(|| state_at(&conn, stream, def, target, Reading::Statement))?;
+    // SAFETY: as above: copied out of the connection's memory before it ends.
+    Ok(State::Declared(unsafe { udf::copy_jsonb(caller, state) }))
+}
+
+/// The version a time-travel read looks at (`None`: the stream did not exist yet at `as_of`).
+fn target_version(
+    conn: &Connection,
+    stream: &Uuid,
+    current: i64,
+    at_version: Option<i64>,
+    as_of: Option<Datum>,
+) -> Result<Option<i64>, EventStoreError> {
+    let mut target = current;
+    if let Some(v) = at_version {
+        if v < 1 {
+            return Err(EventStoreError::InvalidArgument {
+                name: "at_version",
+                reason: format!("{v} is below 1 (versions start at 1; NULL means the current one)"),
+            });
+        }
+        if v > current {
+            return Err(EventStoreError::InvalidArgument {
+                name: "at_version",
+                reason: format!("{v} is beyond the stream's current version {current}"),
+            });
+        }
+        target = v;
+    }
+    if let Some(t) = as_of {
+        let rows = conn.query(
+            Stmt::VersionAsOf,
+            &[Some(uuid_datum(stream)), Some(i64_datum(target)), Some(t)],
+        );
+        return Ok(rows.first_i64());
+    }
+    Ok(Some(target))
+}
+
+/// `es.history`: one row per event (version, event_type, data, state after it, recorded_at).
+pub fn history(stream: &Uuid, out: &mut ResultSet) -> Result<(), EventStoreError> {
+    let conn = Connection::connect();
+    let typed = typed_stream(&conn, stream)?;
+    let def = typed.def.clone();
+    if def.native {
+        let mut state = AccountState::default();
+        return visit_events(
+            &conn,
+            stream,
+            0,
+            typed.version,
+            Reading::Statement,
+            &mut |row| {
+                let data = row.data();
+                state.apply(&data.account_event().decode()?)?;
+                put_history_row(
+                    out,
+                    row.version,
+                    row.event_type(),
+                    data.datum(),
+                    super::account::state_datum(&state),
+                    row.recorded_at(),
+                );
+                Ok(())
+            },
+        );
+    }
+    udf::isolated(|| {
+        let mut fold = Fold::new(open_evolve(&def)?, def.initial_state_datum());
+        let evolve_oid = fold.function();
+        visit_events(
+            &conn,
+            stream,
+            0,
+            typed.version,
+            Reading::Statement,
+            &mut |row| {
+                let data = row.data().datum();
+                fold.step(data)
+                    .map_err(|e| step_failed(&def, evolve_oid, row.version, e))?;
+                put_history_row(
+                    out,
+                    row.version,
+                    row.event_type(),
+                    data,
+                    fold.state(),
+                    row.recorded_at(),
+                );
+                Ok(())
+            },
+        )
+    })
+}
+
+fn put_history_row(
+    out: &mut ResultSet,
+    version: i64,
+    event_type: Datum,
+    data: Datum,
+    state: Datum,
+    recorded_at: Datum,
+) {
+    let values = [i64_datum(version), event_type, data, state, recorded_at];
+    // SAFETY: the values match the declared columns (bigint, text, jsonb, jsonb,
+    // timestamptz), each valid while the row is visited; the tuplestore copies them.
+    unsafe { out.put(&values, &[false; 5]) };
+}
+
+/// The running fold of the `es.replay` aggregate for one group.
+pub enum Replay {
+    /// The account's native fold.
+    Account(AccountState),
+    /// A declared type's fold, in the aggregate's memory context.
+    Declared {
+        /// The definition it folds with.
+        def: Rc<AggregateType>,
+        /// The fold.
+        fold: Fold,
+        /// Rows folded so far (the version named in an error).
+        rows: i64,
+    },
+}
+
+impl Replay {
+    /// The fold of `stream_type` for a new group, from `initial` (default: the type's initial
+    /// state); allocates in the current memory context (the aggregate's).
+    pub fn start(stream_type: &str, initial: Option<Jsonb<'_>>) -> Result<Replay, EventStoreError> {
+        let def = {
+            let conn = Connection::connect();
+            registry::aggregate_type(&conn, stream_type)
+        }
+        .ok_or_else(|| EventStoreError::NoAggregateType {
+            what: format!("stream type {stream_type}"),
+        })?;
+        if def.native {
+            return Ok(Replay::Account(super::replay::start_from(initial)?));
+        }
+        if let Some(initial) = &initial
+            && !matches!(initial.shape(), JsonField::Object)
+        {
+            return Err(EventStoreError::InvalidArgument {
+                name: "initial_state",
+                reason: format!("{} is not a JSON object", udf::shape_name(&initial.shape())),
+            });
+        }
+        let evolve = open_evolve(&def)?;
+        let start = initial.map_or_else(|| def.initial_state_datum(), |j| j.datum());
+        Ok(Replay::Declared {
+            fold: Fold::new(evolve, start),
+            def,
+            rows: 0,
+        })
+    }
+
+    /// Folds one event (`None`: a NULL event).
+    pub fn step(&mut self, event: Option<Jsonb<'_>>) -> Result<(), EventStoreError> {
+        match self {
+            Replay::Account(state) => super::replay::step(state, event),
+            Replay::Declared { def, fold, rows } => {
+                *rows += 1;
+                let Some(event) = event else {
+                    return Err(EventStoreError::AggregateFailed {
+                        stream_type: def.stream_type.clone(),
+                        reason: format!(
+                            "es.replay of type {} got a NULL event at row {rows}",
+                            def.stream_type
+                        ),
+                        raised: None,
+                    });
+                };
+                let evolve = fold.function();
+                let at = *rows;
+                udf::isolated(|| {
+                    fold.step(event.datum())
+                        .map_err(|e| step_failed(def, evolve, at, e))
+                })
+            }
+        }
+    }
+
+    /// The state so far, as jsonb in the current memory context.
+    pub fn state(&self) -> Datum {
+        match self {
+            Replay::Account(state) => super::account::state_datum(state),
+            Replay::Declared { fold, .. } => {
+                // SAFETY: the fold's state is a valid jsonb datum until its next step.
+                unsafe { udf::copy_jsonb(pg_sys::CurrentMemoryContext, fold.state()) }
+            }
+        }
+    }
+}
+
+/// The arguments of `es.define_aggregate` / `es.alter_aggregate`.
+pub struct Definition {
+    /// The type's name.
+    pub stream_type: String,
+    /// `evolve`.
+    pub evolve: Oid,
+    /// The initial state (a jsonb datum of the call).
+    pub initial_state: Datum,
+    /// `check`, if any.
+    pub check: Option<Oid>,
+    /// The snapshot interval.
+    pub snapshot_every: i32,
+}
+
+/// Checks that `oid` takes `args` jsonb arguments and returns `returns` (not a set, a plain
+/// function), and that `role` may execute it.
+fn check_signature(
+    conn: &Connection,
+    what: &str,
+    role_of: &str,
+    oid: Oid,
+    args: usize,
+    returns: &str,
+    role: Oid,
+) -> Result<(), String> {
+    let rows = conn.query(Stmt::FunctionInfo, &[Some(Datum::from(oid))]);
+    if rows.is_empty() {
+        return Err(format!(
+            "{role_of}: there is no function with OID {}",
+            oid.to_u32()
+        ));
+    }
+    let name = rows.text(0, 5).unwrap_or_default();
+    let expected_args = vec![pg_sys::JSONBOID.to_u32().to_string(); args].join(",");
+    let ok = rows.text(0, 1).as_deref() == Some(expected_args.as_str())
+        && rows.text(0, 2).as_deref() == Some(returns)
+        && rows.bool(0, 3) == Some(false)
+        && rows.text(0, 4).as_deref() == Some("f");
+    if !ok {
+        let jsonbs = vec!["jsonb"; args].join(", ");
+        return Err(format!(
+            "{what} {name} must be a function ({jsonbs}) RETURNS {returns}"
+        ));
+    }
+    if UserFn::open(oid, args, role).is_err() {
+        return Err(format!("the current role may not execute {what} {name}"));
+    }
+    Ok(())
+}
+
+/// The owner of the store's tables (the owner of the function being called), who writes them.
+fn store_owner(entry: Oid) -> Oid {
+    security::function_owner(entry).unwrap_or_else(security::current_user)
+}
+
+/// Validates a definition and returns the role it will run as (the current user).
+fn validate(conn: &Connection, d: &Definition) -> Result<Oid, EventStoreError> {
+    let invalid = |reason: String| EventStoreError::InvalidDefinition {
+        what: format!("aggregate type {}", d.stream_type),
+        reason,
+    };
+    if d.stream_type.is_empty() {
+        return Err(EventStoreError::InvalidArgument {
+            name: "stream_type",
+            reason: "it is empty".into(),
+        });
+    }
+    if d.snapshot_every < 0 {
+        return Err(EventStoreError::InvalidArgument {
+            name: "snapshot_every",
+            reason: format!("{} is negative (0 means no snapshots)", d.snapshot_every),
+        });
+    }
+    // SAFETY: a jsonb argument of the call.
+    let shape = unsafe { Jsonb::from_datum(d.initial_state) }.shape();
+    if !matches!(shape, JsonField::Object) {
+        return Err(invalid(format!(
+            "initial_state is {}, not a JSON object",
+            udf::shape_name(&shape)
+        )));
+    }
+    let definer = security::current_user();
+    check_signature(conn, "evolve", "evolve", d.evolve, 2, "jsonb", definer).map_err(invalid)?;
+    if let Some(check) = d.check {
+        check_signature(conn, "check", "check", check, 2, "void", definer).map_err(invalid)?;
+    }
+    Ok(definer)
+}
+
+fn definition_args(d: &Definition, definer: Oid) -> [Option<Datum>; 6] {
+    [
+        Some(text_datum(&d.stream_type)),
+        Some(Datum::from(d.evolve)),
+        d.check.map(Datum::from),
+        Some(d.initial_state),
+        Some(Datum::from(d.snapshot_every)),
+        Some(Datum::from(definer)),
+    ]
+}
+
+/// `es.define_aggregate`.
+pub fn define(d: &Definition, entry: Oid) -> Result<(), EventStoreError> {
+    let conn = Connection::connect();
+    let definer = validate(&conn, d)?;
+    let rows = security::definer_as(store_owner(entry), || {
+        conn.execute(Stmt::AggregateInsert, &definition_args(d, definer))
+            .first_i64()
+    });
+    if rows.is_none() {
+        return Err(EventStoreError::AlreadyDefined {
+            what: format!("aggregate type {}", d.stream_type),
+        });
+    }
+    Ok(())
+}
+
+/// `es.alter_aggregate`.
+pub fn alter(d: &Definition, entry: Oid) -> Result<(), EventStoreError> {
+    if d.stream_type == ACCOUNT_STREAM_TYPE {
+        return Err(EventStoreError::BuiltInAggregate {
+            stream_type: d.stream_type.clone(),
+            action: "altered",
+        });
+    }
+    let conn = Connection::connect();
+    let definer = validate(&conn, d)?;
+    let rows = security::definer_as(store_owner(entry), || {
+        conn.execute(Stmt::AggregateUpdate, &definition_args(d, definer))
+            .first_i64()
+    });
+    if rows.is_none() {
+        return Err(EventStoreError::NoAggregateType {
+            what: format!("stream type {}", d.stream_type),
+        });
+    }
+    Ok(())
+}
+
+/// `es.drop_aggregate`.
+pub fn drop(stream_type: &str, detach: bool, entry: Oid) -> Result<(), EventStoreError> {
+    if stream_type == ACCOUNT_STREAM_TYPE {
+        return Err(EventStoreError::BuiltInAggregate {
+            stream_type: stream_type.to_owned(),
+            action: "dropped",
+        });
+    }
+    let conn = Connection::connect();
+    let t = Some(text_datum(stream_type));
+    security::definer_as(store_owner(entry), || {
+        let streams = conn
+            .execute(Stmt::StreamsOfType, &[t])
+            .first_i64()
+            .unwrap_or(0);
+        if streams > 0 && !detach {
+            return Err(EventStoreError::AggregateInUse {
+                stream_type: stream_type.to_owned(),
+                streams,
+            });
+        }
+        if conn.execute(Stmt::AggregateDelete, &[t]).is_empty() {
+            return Err(EventStoreError::NoAggregateType {
+                what: format!("stream type {stream_type}"),
+            });
+        }
+        if detach {
+            conn.execute(Stmt::DetachStreams, &[t]);
+        }
+        Ok(())
+    })
+}
+
+/// `es.define_upcaster`.
+pub fn define_upcaster(
+    event_type: &str,
+    from_version: i32,
+    upcast: Oid,
+    entry: Oid,
+) -> Result<(), EventStoreError> {
+    if from_version < 1 {
+        return Err(EventStoreError::InvalidArgument {
+            name: "from_version",
+            reason: format!("{from_version} is below 1 (event versions start at 1)"),
+        });
+    }
+    let conn = Connection::connect();
+    let definer = security::current_user();
+    check_signature(&conn, "upcast", "upcast", upcast, 1, "jsonb", definer).map_err(|reason| {
+        EventStoreError::InvalidDefinition {
+            what: format!("upcaster of {event_type} version {from_version}"),
+            reason,
+        }
+    })?;
+    let inserted = security::definer_as(store_owner(entry), || {
+        conn.execute(
+            Stmt::UpcasterInsert,
+            &[
+                Some(text_datum(event_type)),
+                Some(Datum::from(from_version)),
+                Some(Datum::from(upcast)),
+                Some(Datum::from(definer)),
+            ],
+        )
+        .first_i64()
+    });
+    if inserted.is_none() {
+        return Err(EventStoreError::AlreadyDefined {
+            what: format!("upcaster of {event_type} version {from_version}"),
+        });
+    }
+    Ok(())
+}
+
+/// `es.drop_upcaster`.
+pub fn drop_upcaster(
+    event_type: &str,
+    from_version: i32,
+    entry: Oid,
+) -> Result<(), EventStoreError> {
+    let conn = Connection::connect();
+    let deleted = security::definer_as(store_owner(entry), || {
+        conn.execute(
+            Stmt::UpcasterDelete,
+            &[
+                Some(text_datum(event_type)),
+                Some(Datum::from(from_version)),
+            ],
+        )
+        .first_i64()
+    });
+    if deleted.is_none() {
+        return Err(EventStoreError::NoSuchSubscription {
+            kind: "upcaster",
+            name: format!("{event_type} version {from_version}"),
+        });
+    }
+    Ok(())
+}
+
+/// One batch of `es.rebuild_states`: up to `batch` streams of the type whose kept state is not
+/// of its current revision get it recomputed from the log, with their snapshots (those of other
+/// revisions removed, new ones at every multiple of the interval); returns how many. Streams an
+/// append holds are skipped (that append keeps a state of the current revision itself).
+pub fn rebuild_batch(stream_type: &str, batch: i64) -> Result<i64, EventStoreError> {
+    if batch < 1 {
+        return Err(EventStoreError::InvalidArgument {
+            name: "batch_size",
+            reason: format!("{batch} is below 1"),
+        });
+    }
+    let conn = Connection::connect();
+    let def = registry::aggregate_type(&conn, stream_type).ok_or_else(|| {
+        EventStoreError::NoAggregateType {
+            what: format!("stream type {stream_type}"),
+        }
+    })?;
+    if def.native {
+        return Ok(0);
+    }
+    let t = Some(text_datum(stream_type));
+    let revision = Some(i64_datum(def.revision));
+    let rows = conn.execute(Stmt::StaleStreams, &[t, revision, Some(i64_datum(batch))]);
+    let streams: Vec<(Uuid, i64)> = (0..rows.len())
+        .filter_map(|r| Some((rows.uuid(r, 1)?, rows.i64(r, 2)?)))
+        .collect();
+    conn.execute(
+        Stmt::RebuildMark,
+        &[t, Some(Datum::from(!streams.is_empty()))],
+    );
+    for (stream, version) in &streams {
+        rebuild_stream(&conn, &def, stream, *version)?;
+    }
+    Ok(streams.len() as i64)
+}
+
+/// Recomputes one (locked) stream's kept state and snapshots.
+fn rebuild_stream(
+    conn: &Connection,
+    def: &AggregateType,
+    stream: &Uuid,
+    version: i64,
+) -> Result<(), EventStoreError> {
+    let sid = Some(uuid_datum(stream));
+    let revision = Some(i64_datum(def.revision));
+    conn.execute(Stmt::DeleteStaleSnapshots, &[sid, revision]);
+    let every = i64::from(def.snapshot_every.unwrap_or(0));
+    let state = udf::isolated(|| {
+        let mut fold = Fold::new(open_evolve(def)?, def.initial_state_datum());
+        let evolve_oid = fold.function();
+        visit_events(conn, stream, 0, version, Reading::Latest, &mut |row| {
+            fold.step(row.data().datum())
+                .map_err(|e| step_failed(def, evolve_oid, row.version, e))?;
+            if every > 0 && row.version % every == 0 {
+                save_snapshot(conn, stream, row.version, fold.state(), def.revision);
+            }
+            Ok(())
+        })?;
+        Ok::<_, EventStoreError>(fold.finish())
+    })?;
+    conn.execute(Stmt::SetStateRevision, &[sid, Some(state), revision]);
+    Ok(())
+}
