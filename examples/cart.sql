@@ -40,37 +40,29 @@
 -- program may want them. The store passes the SQLSTATE, message, DETAIL and HINT to the caller
 -- unchanged (event_store_client: EventStoreError::Domain { code, .. }).
 --
--- The functions read nothing but their arguments: no table access, no dynamic SQL. Each runs
--- with search_path = pg_catalog, pg_temp, so every operator and function they name is the
--- built-in one (pg_catalog comes first; nothing of another schema is used), whatever the
--- caller's path: they are IMMUTABLE and safe to call as the store's owner. They run on every append and every replay, so they do
--- the least work they can.
+-- The functions read nothing but their arguments: no table access, no dynamic SQL, so they
+-- are IMMUTABLE. Each runs with search_path = pg_catalog, pg_temp: every operator and function
+-- they name is the built-in one (pg_catalog comes first; nothing of another schema is used),
+-- whatever the path of the session that appends. They run on every append and every replay,
+-- so they do the least work they can.
 --
--- Runnable again: it drops and recreates schema cart (only these functions live there) and
--- redefines the aggregate, in one transaction.
+-- Runnable again, in one transaction: the functions are replaced in place (CREATE OR REPLACE
+-- keeps their identity, which the store's definition refers to), and an existing definition is
+-- replaced with es.alter_aggregate, so the carts already stored stay carts (es.drop_aggregate
+-- with detach would make them generic streams). A new definition marks their kept states
+-- stale (reads replay the log meanwhile): the CALL es.rebuild_states at the end recomputes them.
+-- New streams whose first event is CartOpened become carts without naming the type
+-- (es.stream_type_rules); a writer can also name it: es.append_events(id, v, events, 'cart').
 
 BEGIN;
--- Not the notices of DROP SCHEMA (what it cascades to), only problems.
-SET LOCAL client_min_messages = warning;
-
--- Redefining: es.define_aggregate refuses an existing type. detach keeps the carts already
--- stored; the definition below takes them over again.
-DO $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM es.aggregates WHERE stream_type = 'cart') THEN
-        PERFORM es.drop_aggregate('cart', detach => true);
-    END IF;
-END
-$$;
-
-DROP SCHEMA IF EXISTS cart CASCADE;
-CREATE SCHEMA cart;
+SET LOCAL client_min_messages = warning;  -- not the notice of an existing schema on a rerun
+CREATE SCHEMA IF NOT EXISTS cart;
 COMMENT ON SCHEMA cart IS 'the shopping cart aggregate of event_store (examples/cart.sql)';
 
 -- The fold. Never refuses: every rule is in cart.check, which ran before the event was stored.
 -- It must still not fail on an event it cannot read (es.replay may be given anything), so such
 -- an event leaves the state unchanged. Returns a JSON object.
-CREATE FUNCTION cart.evolve(state jsonb, event jsonb) RETURNS jsonb
+CREATE OR REPLACE FUNCTION cart.evolve(state jsonb, event jsonb) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -122,7 +114,7 @@ COMMENT ON FUNCTION cart.evolve(jsonb, jsonb) IS
 
 -- The rules. Raises to refuse (SQLSTATEs CT001..CT006, see the header); returns nothing when
 -- the event may be stored.
-CREATE FUNCTION cart.check(state jsonb, event jsonb) RETURNS void
+CREATE OR REPLACE FUNCTION cart.check(state jsonb, event jsonb) RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -207,7 +199,7 @@ COMMENT ON FUNCTION cart.check(jsonb, jsonb) IS
 
 -- Version 1 of ItemAdded called the quantity "qty"; version 2 calls it "quantity". Stored rows
 -- never change: the store applies this to every version-1 ItemAdded it reads.
-CREATE FUNCTION cart.item_added_v1_to_v2(event jsonb) RETURNS jsonb
+CREATE OR REPLACE FUNCTION cart.item_added_v1_to_v2(event jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -220,9 +212,28 @@ $$;
 COMMENT ON FUNCTION cart.item_added_v1_to_v2(jsonb) IS
     'ItemAdded version 1 ("qty") to version 2 ("quantity") (examples/cart.sql)';
 
-SELECT es.define_aggregate('cart', 'cart.evolve(jsonb,jsonb)',
-                           '{"status":"empty","items":{},"total_cents":0}',
-                           'cart.check(jsonb,jsonb)', 100);
-SELECT es.define_upcaster('ItemAdded', 1, 'cart.item_added_v1_to_v2(jsonb)');
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM es.aggregates WHERE stream_type = 'cart') THEN
+        PERFORM es.alter_aggregate('cart', 'cart.evolve(jsonb,jsonb)',
+                                   '{"status":"empty","items":{},"total_cents":0}',
+                                   'cart.check(jsonb,jsonb)', 100);
+    ELSE
+        PERFORM es.define_aggregate('cart', 'cart.evolve(jsonb,jsonb)',
+                                    '{"status":"empty","items":{},"total_cents":0}',
+                                    'cart.check(jsonb,jsonb)', 100);
+    END IF;
+    IF EXISTS (SELECT 1 FROM es.upcasters WHERE event_type = 'ItemAdded' AND from_version = 1) THEN
+        PERFORM es.drop_upcaster('ItemAdded', 1);
+    END IF;
+    PERFORM es.define_upcaster('ItemAdded', 1, 'cart.item_added_v1_to_v2(jsonb)');
+END
+$$;
+
+INSERT INTO es.stream_type_rules (first_event_type, stream_type) VALUES ('CartOpened', 'cart')
+ON CONFLICT (first_event_type) DO UPDATE SET stream_type = excluded.stream_type;
 
 COMMIT;
+
+-- Outside the transaction: it commits a batch at a time. Nothing to do on a first run.
+CALL es.rebuild_states('cart');

@@ -237,9 +237,11 @@ impl EventStoreClient {
         Ok((A::fold(events.iter().map(|(_, event)| event)), version))
     }
 
-    /// The stream's current state as the database folds it (`es.state`: the newest snapshot of
-    /// the type's current definition, folded forward by its `evolve`), decoded as `A::State`.
-    /// A stream without an aggregate type is [`EventStoreError::NoAggregateType`].
+    /// The stream's current state as the database folds it (`es.state`: the state the stream
+    /// row keeps, or the newest snapshot of the type's current definition folded forward by its
+    /// `evolve`), decoded as `A::State`. A stream that does not exist is
+    /// [`EventStoreError::StreamNotFound`], one without an aggregate type (a generic stream)
+    /// [`EventStoreError::NoAggregateType`].
     pub async fn state<A: Aggregate>(&self, stream_id: Uuid) -> Result<A::State, EventStoreError> {
         let state: Value = sqlx::query_scalar("SELECT es.state($1)")
             .bind(stream_id)
@@ -265,18 +267,20 @@ impl EventStoreClient {
     }
 
     /// The state as of a time: after the events recorded at or before `as_of`
-    /// (`es.state(stream_id, as_of => as_of)`).
+    /// (`es.state(stream_id, as_of => as_of)`); `None` when the stream had no event yet then.
     pub async fn state_as_of<A: Aggregate>(
         &self,
         stream_id: Uuid,
         as_of: DateTime<Utc>,
-    ) -> Result<A::State, EventStoreError> {
-        let state: Value = sqlx::query_scalar("SELECT es.state($1, as_of => $2)")
+    ) -> Result<Option<A::State>, EventStoreError> {
+        let state: Option<Value> = sqlx::query_scalar("SELECT es.state($1, as_of => $2)")
             .bind(stream_id)
             .bind(as_of)
             .fetch_one(self.pool())
             .await?;
-        decode_state::<A>(stream_id, state)
+        state
+            .map(|state| decode_state::<A>(stream_id, state))
+            .transpose()
     }
 
     /// The stream's events with their versions, decoded as `A`'s.

@@ -31,8 +31,8 @@ pub type SnapshotError = EventStoreError;
 /// | `ES104` | [`NotAnAccount`](Self::NotAnAccount) | | message |
 /// | `ES201` | [`LeasedByAnother`](Self::LeasedByAnother) | `owner`, `lease_until` | DETAIL `owner: O, lease until: T, caller: C` |
 /// | `ES202` | [`NoSuchSubscription`](Self::NoSuchSubscription) | | message |
-/// | `ES301` | [`InvalidAggregate`](Self::InvalidAggregate) | | message (the function, the event's version) |
-/// | `ES302` | [`StreamTypeConflict`](Self::StreamTypeConflict) | `detail` | message, DETAIL |
+/// | `ES301` | [`InvalidAggregate`](Self::InvalidAggregate) | `detail` | message (the function, the event's version), DETAIL `the function raised: <sqlstate>: <message>` when it raised |
+/// | `ES302` | [`StreamTypeConflict`](Self::StreamTypeConflict) | `stream_type` (`None`: a generic stream), `named` | DETAIL `stream type: <type>, named: <type>`, `<type>` = `none (a generic stream)` for a generic stream |
 /// | `ES303` | [`NoAggregateType`](Self::NoAggregateType) | | message |
 /// | `22023`, `22004` | [`InvalidArgument`](Self::InvalidArgument) | `code` | message |
 /// | a domain's own: a class neither PostgreSQL's nor `ES` (e.g. `CT005`), or `P0001` | [`Domain`](Self::Domain) | `code`, `detail`, `hint` | message, DETAIL, HINT, unchanged |
@@ -172,6 +172,9 @@ pub enum EventStoreError {
     /// longer exists.
     #[error("{message}")]
     InvalidAggregate {
+        /// The server's DETAIL: `the function raised: <sqlstate>: <message>` when the function
+        /// raised.
+        detail: Option<String>,
         /// The server's message: the function and the version of the event it failed on.
         message: String,
     },
@@ -180,8 +183,10 @@ pub enum EventStoreError {
     /// (a stream keeps the type of its first append).
     #[error("{message}")]
     StreamTypeConflict {
-        /// The server's DETAIL, when it sent one.
-        detail: Option<String>,
+        /// The stream's type; `None` for a generic stream (one without a type).
+        stream_type: Option<String>,
+        /// The type the append named.
+        named: String,
         /// The server's message.
         message: String,
     },
@@ -213,6 +218,9 @@ pub enum EventStoreError {
         hint: Option<String>,
     },
 }
+
+/// How an ES302 DETAIL names the type of a stream that has none.
+const GENERIC: &str = "none (a generic stream)";
 
 /// The classes of PostgreSQL 15's SQLSTATEs (its `errcodes.txt`).
 const POSTGRES_CLASSES: [&str; 43] = [
@@ -310,11 +318,21 @@ impl EventStoreError {
                 }
             }
             "ES202" => Self::NoSuchSubscription { message },
-            "ES301" => Self::InvalidAggregate { message },
-            "ES302" => Self::StreamTypeConflict {
+            "ES301" => Self::InvalidAggregate {
                 detail: detail.map(str::to_owned),
                 message,
             },
+            "ES302" => {
+                // `stream type: T, named: N`; T is `none (a generic stream)` for no type.
+                let (stored, named) = detail?
+                    .strip_prefix("stream type: ")?
+                    .split_once(", named: ")?;
+                Self::StreamTypeConflict {
+                    stream_type: (stored != GENERIC).then(|| stored.to_owned()),
+                    named: named.to_owned(),
+                    message,
+                }
+            }
             "ES303" => Self::NoAggregateType { message },
             "22023" | "22004" => Self::InvalidArgument {
                 code: code.to_owned(),
@@ -569,42 +587,76 @@ mod tests {
 
     #[test]
     fn aggregate_conditions_keep_message_and_detail() {
-        let invalid = EventStoreError::from_server(
-            "ES301",
-            "evolve function cart.evolve(jsonb,jsonb) returned null for the event at version 3",
-            None,
-        );
-        match invalid {
+        let raised = Server::AggregateFailed {
+            stream_type: "bad".into(),
+            reason: "evolve function ticket.bad(jsonb,jsonb) of aggregate type bad raised an \
+                     error at version 1"
+                .into(),
+            raised: Some("XY001: evolve cannot fold Raise".into()),
+        };
+        match parse(&raised) {
             Some(err @ EventStoreError::InvalidAggregate { .. }) => {
                 assert_eq!(err.sqlstate(), Some("ES301"));
-                assert!(err.to_string().contains("cart.evolve"), "{err}");
+                assert_eq!(err.to_string(), raised.message());
+                let EventStoreError::InvalidAggregate { detail, .. } = err else {
+                    unreachable!()
+                };
+                assert_eq!(
+                    detail.as_deref(),
+                    Some("the function raised: XY001: evolve cannot fold Raise")
+                );
             }
             other => panic!("{other:?}"),
         }
-        match EventStoreError::from_server(
-            "ES302",
-            "stream s is of type cart, not account",
-            Some("stream type: cart, requested: account"),
-        ) {
-            Some(
-                err @ EventStoreError::StreamTypeConflict {
-                    detail: Some(_), ..
-                },
-            ) => {
-                assert_eq!(err.sqlstate(), Some("ES302"));
-                assert_eq!(err.to_string(), "stream s is of type cart, not account");
-            }
-            other => panic!("{other:?}"),
-        }
+        let definition = Server::InvalidDefinition {
+            what: "aggregate type ticket".into(),
+            reason: "initial_state is an array, not a JSON object".into(),
+        };
         assert!(matches!(
-            EventStoreError::from_server("ES302", "m", None),
-            Some(EventStoreError::StreamTypeConflict { detail: None, .. })
+            parse(&definition),
+            Some(EventStoreError::InvalidAggregate { detail: None, message })
+                if message == definition.message()
         ));
-        let none = EventStoreError::from_server("ES303", "stream s has no aggregate type", None);
-        assert!(
-            matches!(&none, Some(e @ EventStoreError::NoAggregateType { .. }) if e.sqlstate() == Some("ES303")),
-            "{none:?}"
-        );
+
+        for (stored, want) in [("cart", Some("cart")), (GENERIC, None)] {
+            let conflict = Server::StreamTypeConflict {
+                stream_id: "e7000000-0000-0000-0000-000000000001".into(),
+                stored: stored.into(),
+                named: "account".into(),
+            };
+            match parse(&conflict) {
+                Some(
+                    ref err @ EventStoreError::StreamTypeConflict {
+                        ref stream_type,
+                        ref named,
+                        ref message,
+                    },
+                ) => {
+                    assert_eq!(stream_type.as_deref(), want);
+                    assert_eq!(named, "account");
+                    assert_eq!(message, &conflict.message());
+                    assert_eq!(err.sqlstate(), Some("ES302"));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Without its DETAIL, or in another format: not guessed at.
+        assert!(EventStoreError::from_server("ES302", "m", None).is_none());
+        assert!(EventStoreError::from_server("ES302", "m", Some("type: a, named: b")).is_none());
+
+        for what in [
+            "stream e7000000-0000-0000-0000-000000000002 (a generic stream)",
+            "stream type nothing",
+        ] {
+            let none = Server::NoAggregateType { what: what.into() };
+            match parse(&none) {
+                Some(e @ EventStoreError::NoAggregateType { .. }) => {
+                    assert_eq!(e.sqlstate(), Some("ES303"));
+                    assert_eq!(e.to_string(), none.message());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -631,6 +683,36 @@ mod tests {
             ref other => panic!("{other:?}"),
         }
         let full = full.unwrap();
+        // The same, as the server's core raises a check's error (passed on unchanged).
+        let server = Server::Raised(event_store_core::error::RaisedError {
+            sqlstate: "CT005".into(),
+            message: "the cart is full: 18 items and 3 more of A would be 21 (at most 20)".into(),
+            detail: Some("items: 18, adding: 3, limit: 20".into()),
+            hint: Some("remove items or check out first".into()),
+            context: None,
+        });
+        match EventStoreError::from_server_with_hint(
+            server.sqlstate(),
+            &server.message(),
+            server.detail().as_deref(),
+            server.hint().as_deref(),
+        ) {
+            Some(EventStoreError::Domain {
+                code,
+                message,
+                detail,
+                hint,
+            }) => assert_eq!(
+                (code, message, detail, hint),
+                (
+                    "CT005".to_owned(),
+                    server.message(),
+                    server.detail(),
+                    server.hint()
+                )
+            ),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(full.sqlstate(), Some("CT005"));
         assert_eq!(
             full.to_string(),

@@ -1,14 +1,17 @@
 //! The shopping cart of `examples/cart.sql`, an aggregate defined in PL/pgSQL
 //! (`es.define_aggregate`), through the typed client's [`Aggregate`] and through plain SQL.
 //!
-//! - `typed_and_plain_sql_appends_fold_alike`: the script loads with `psql -f`, twice (it is
-//!   rerunnable); events appended by `append_to::<Cart>` and by plain `es.append_events` decode
-//!   alike with `load::<Cart>`; `state::<Cart>` (the database's fold) equals the client's fold,
-//!   also at a version (`state_at`); a stored version-1 `ItemAdded` (`"qty"`) is kept as
-//!   written and read upcast to version 2 (`"quantity"`).
+//! - `typed_and_plain_sql_appends_fold_alike`: events appended by `append_to::<Cart>` and by
+//!   plain `es.append_events` (naming the type, or typed by `es.stream_type_rules`) decode alike
+//!   with `load::<Cart>`; `state::<Cart>` (the database's fold) equals the client's fold, also
+//!   at each version (`state_at`); the script runs again (`psql -f`) over stored carts, which
+//!   stay carts, their states the same, their rules still enforced.
+//! - `a_version_1_item_added_is_read_upcast`: a stored version-1 `ItemAdded` (`"qty"`) is kept as
+//!   written and read as version 2 (`"quantity"`) through the script's upcaster.
 //! - `every_rule_refuses_with_the_domains_sqlstate`: CT001..CT006 arrive typed
 //!   (`EventStoreError::Domain` with the check's message, DETAIL, HINT) and store nothing of the
-//!   batch; ES302 (another type) and ES303 (a generic stream's state) arrive typed too.
+//!   batch; ES301 (an evolve returning NULL), ES302 (another type) and ES303 (a generic
+//!   stream's state) arrive typed too.
 //! - `eight_writers_never_fill_a_cart_past_20`: 8 connections add items to one cart with no
 //!   expected version until each has been refused `CT005` at least once (a refused writer
 //!   removes its own line, so the cart stays at its limit under contention); every refusal's
@@ -153,6 +156,21 @@ impl Aggregate for Note {
     fn apply(_: &mut Value, _: &Value) {}
 }
 
+/// A type whose evolve returns NULL (ES301), defined by the test.
+struct Broken;
+
+impl Aggregate for Broken {
+    const STREAM_TYPE: &'static str = "broken";
+    type Event = Value;
+    type State = Value;
+
+    fn initial() -> Value {
+        json!({})
+    }
+
+    fn apply(_: &mut Value, _: &Value) {}
+}
+
 /// The cart's limit of items (`cart.check`, CT005).
 const LIMIT: i64 = 20;
 
@@ -174,16 +192,19 @@ fn removed(sku: &str) -> CartEvent {
     CartEvent::ItemRemoved { sku: sku.into() }
 }
 
-/// A runtime for the typed client's futures, on the calling thread.
+/// A runtime for the typed client's futures. Multi-threaded: its workers drive the
+/// connections' sockets, so several threads can each `block_on` their own writer at once.
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .expect("a tokio runtime")
 }
 
-/// A typed client of `db` on its own pool of at most `connections` connections.
-fn typed_client(db: &TestDb, connections: u32) -> EventStoreClient {
+/// A typed client of `db` on its own pool of at most `connections` connections, made in `rt`.
+fn typed_client(rt: &tokio::runtime::Runtime, db: &TestDb, connections: u32) -> EventStoreClient {
+    let _in_runtime = rt.enter();
     let host = host();
     let url = if host.starts_with('/') {
         format!(
@@ -201,27 +222,29 @@ fn typed_client(db: &TestDb, connections: u32) -> EventStoreClient {
     EventStoreClient::new(pool)
 }
 
-/// A test database with the extension and `examples/cart.sql` loaded as a user would, with
-/// `psql -f` (twice: the script must be rerunnable, and the second run replaces the first).
-fn cart_db(tag: &str) -> TestDb {
-    let db = TestDb::new(tag);
+/// Runs `examples/cart.sql` in `db` as a user would, with `psql -f`.
+fn load_script(db: &TestDb) {
     let script = repo_dir().join("examples/cart.sql");
     let script = script.to_str().expect("a UTF-8 path");
-    for _ in 0..2 {
-        run_client_program(
-            "psql",
-            &[
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-d",
-                db.name(),
-                "-f",
-                script,
-            ],
-        );
-    }
+    run_client_program(
+        "psql",
+        &[
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            db.name(),
+            "-f",
+            script,
+        ],
+    );
+}
+
+/// A test database with the extension and `examples/cart.sql` loaded.
+fn cart_db(tag: &str) -> TestDb {
+    let db = TestDb::new(tag);
+    load_script(&db);
     db
 }
 
@@ -261,7 +284,7 @@ fn typed_and_plain_sql_appends_fold_alike() {
     let db = cart_db("cart_fold");
     let mut sql = db.connect();
     let rt = runtime();
-    let client = typed_client(&db, 2);
+    let client = typed_client(&rt, &db, 2);
     let cart = Uuid::from_u128(0xca27_0001);
 
     // The typed client: a new stream (expected 0) named a cart by its first append.
@@ -327,7 +350,8 @@ fn typed_and_plain_sql_appends_fold_alike() {
         );
     }
 
-    // A cart begun from plain SQL, typed by its first append, read by the typed client.
+    // A cart begun from plain SQL without naming the type: its first event is CartOpened, which
+    // the script's es.stream_type_rules row makes a cart.
     let other = Uuid::from_u128(0xca27_0002);
     append_sql(
         &mut sql,
@@ -338,9 +362,17 @@ fn typed_and_plain_sql_appends_fold_alike() {
                    "event_version": 2}),
             json!({"type": "CheckedOut"}),
         ],
-        Some("cart"),
+        None,
     )
     .unwrap_or_else(|e| panic!("plain append of a new cart: {}", describe(&e)));
+    let stream_type: Option<String> = sql
+        .query_one(
+            "SELECT stream_type FROM es.streams WHERE stream_id = $1",
+            &[&other],
+        )
+        .unwrap_or_else(|e| panic!("{}", describe(&e)))
+        .get(0);
+    assert_eq!(stream_type.as_deref(), Some("cart"));
     let events = rt.block_on(client.load::<Cart>(other)).unwrap();
     assert_eq!(
         events,
@@ -353,7 +385,41 @@ fn typed_and_plain_sql_appends_fold_alike() {
         (Status::CheckedOut, 4, 3_200)
     );
 
-    // A version-1 ItemAdded ("qty"), as an old writer sent it: stored as written, read upcast.
+    // The script again, over stored carts: they stay carts with the same states, and the
+    // rules still hold (a checked-out cart refuses, an open one takes items).
+    load_script(&db);
+    let types = sql
+        .query(
+            "SELECT stream_type FROM es.streams WHERE stream_id = ANY($1) ORDER BY stream_id",
+            &[&vec![cart, other]],
+        )
+        .unwrap_or_else(|e| panic!("{}", describe(&e)));
+    let types: Vec<Option<String>> = types.iter().map(|r| r.get(0)).collect();
+    assert_eq!(types, vec![Some("cart".to_owned()); 2], "after the rerun");
+    assert_eq!(rt.block_on(client.state::<Cart>(cart)).unwrap(), server);
+    assert_eq!(rt.block_on(client.state::<Cart>(other)).unwrap(), state);
+    let (code, ..) =
+        domain(rt.block_on(client.append_to::<Cart>(other, None, &[added("MUG", 1, 800)])));
+    assert_eq!(code, "CT001");
+    let v = rt
+        .block_on(client.append_to::<Cart>(cart, Some(5), &[added("PEN-1", 1, 150)]))
+        .unwrap();
+    assert_eq!(v, 6);
+    let (folded, _) = rt.block_on(client.fold::<Cart>(cart)).unwrap();
+    assert_eq!(rt.block_on(client.state::<Cart>(cart)).unwrap(), folded);
+    assert_eq!(
+        (folded.item_count, folded.total_cents),
+        (4, 3 * 2_499 + 150)
+    );
+}
+
+#[test]
+fn a_version_1_item_added_is_read_upcast() {
+    let db = cart_db("cart_upcast");
+    let mut sql = db.connect();
+    let rt = runtime();
+    let client = typed_client(&rt, &db, 1);
+    // A version-1 ItemAdded ("qty", no event_version), as an old writer sent it.
     let old = Uuid::from_u128(0xca27_0003);
     append_sql(
         &mut sql,
@@ -365,6 +431,7 @@ fn typed_and_plain_sql_appends_fold_alike() {
         Some("cart"),
     )
     .unwrap_or_else(|e| panic!("plain append of a version-1 ItemAdded: {}", describe(&e)));
+    // Stored as written.
     let stored = sql
         .query_one(
             "SELECT data::text, event_version FROM es.events WHERE stream_id = $1 AND version = 2",
@@ -378,6 +445,7 @@ fn typed_and_plain_sql_appends_fold_alike() {
         json!({"type": "ItemAdded", "sku": "LAMP", "qty": 2, "unit_price_cents": 4_500}),
         "the stored row changed"
     );
+    // Read as version 2, and folded as such by both sides.
     let events = rt.block_on(client.load::<Cart>(old)).unwrap();
     assert_eq!(events, vec![opened("carol"), added("LAMP", 2, 4_500)]);
     let state = rt.block_on(client.state::<Cart>(old)).unwrap();
@@ -390,7 +458,7 @@ fn every_rule_refuses_with_the_domains_sqlstate() {
     let db = cart_db("cart_rules");
     let mut sql = db.connect();
     let rt = runtime();
-    let client = typed_client(&db, 2);
+    let client = typed_client(&rt, &db, 2);
     let cart = Uuid::from_u128(0xca27_0101);
     let version = |stream| rt.block_on(client.stream_version(stream)).unwrap();
 
@@ -505,8 +573,18 @@ fn every_rule_refuses_with_the_domains_sqlstate() {
 
     // ES302: the cart under another type.
     match rt.block_on(client.append_to::<Note>(cart, None, &[json!({"type": "Note"})])) {
-        Err(err @ EventStoreError::StreamTypeConflict { .. }) => {
-            assert_eq!(err.sqlstate(), Some("ES302"))
+        Err(
+            ref err @ EventStoreError::StreamTypeConflict {
+                ref stream_type,
+                ref named,
+                ..
+            },
+        ) => {
+            assert_eq!(
+                (stream_type.as_deref(), named.as_str()),
+                (Some("cart"), "account")
+            );
+            assert_eq!(err.sqlstate(), Some("ES302"));
         }
         other => panic!("expected ES302, got {other:?}"),
     }
@@ -521,6 +599,24 @@ fn every_rule_refuses_with_the_domains_sqlstate() {
         other => panic!("expected ES303, got {other:?}"),
     }
     assert_eq!(version(cart), 4);
+
+    // ES301: a type whose evolve returns NULL; nothing is stored.
+    sql.batch_execute(
+        "CREATE FUNCTION public.null_evolve(state jsonb, event jsonb) RETURNS jsonb \
+             LANGUAGE sql IMMUTABLE AS 'SELECT NULL::jsonb'; \
+             SELECT es.define_aggregate('broken', 'public.null_evolve(jsonb,jsonb)')",
+    )
+    .unwrap_or_else(|e| panic!("{}", describe(&e)));
+    let broken = Uuid::from_u128(0xca27_0103);
+    match rt.block_on(client.append_to::<Broken>(broken, Some(0), &[json!({"type": "Any"})])) {
+        Err(ref err @ EventStoreError::InvalidAggregate { ref message, .. }) => {
+            assert_eq!(err.sqlstate(), Some("ES301"));
+            assert!(message.contains("public.null_evolve"), "{message}");
+            assert!(message.contains("version 1"), "{message}");
+        }
+        other => panic!("expected ES301, got {other:?}"),
+    }
+    assert_eq!(version(broken), 0);
 }
 
 /// Writers racing on one cart.
@@ -556,14 +652,14 @@ fn eight_writers_never_fill_a_cart_past_20() {
     let db = cart_db("cart_race");
     let cart = Uuid::from_u128(0xca27_0201);
     let rt = runtime();
-    let setup = typed_client(&db, 1);
+    let setup = typed_client(&rt, &db, 1);
     rt.block_on(setup.append_to::<Cart>(cart, Some(0), &[opened("race")]))
         .unwrap();
 
     // One client and one connection per writer, connected before the start.
     let writers: Vec<EventStoreClient> = (0..WRITERS)
         .map(|_| {
-            let client = typed_client(&db, 1);
+            let client = typed_client(&rt, &db, 1);
             rt.block_on(client.stream_version(cart)).unwrap();
             client
         })
@@ -576,9 +672,8 @@ fn eight_writers_never_fill_a_cart_past_20() {
             .into_iter()
             .enumerate()
             .map(|(w, client)| {
-                let (start, refused_writers) = (&start, &refused_writers);
+                let (start, refused_writers, rt) = (&start, &refused_writers, &rt);
                 scope.spawn(move || {
-                    let rt = runtime();
                     let sku = format!("W{w}");
                     let mut tally = Tally::default();
                     let mut line = false;
