@@ -138,7 +138,7 @@ BEGIN
     END IF;
     IF event_type = 'CartOpened' THEN
         IF status <> 'empty' THEN
-            RAISE EXCEPTION 'the cart is not open: it is open already, CartOpened is refused'
+            RAISE EXCEPTION 'the cart is open already: CartOpened is refused'
                 USING ERRCODE = 'CT001', DETAIL = format('status: %s', status);
         END IF;
         RETURN;

@@ -306,7 +306,8 @@ mod tests {
     use serde_json::json;
     use std::collections::BTreeMap;
 
-    /// A cart like examples/cart.sql's, small: enough to test the trait's JSON.
+    /// A small cart (its state is simpler than examples/cart.sql's): enough to test the
+    /// trait's JSON.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     #[serde(tag = "type")]
     enum CartEvent {
