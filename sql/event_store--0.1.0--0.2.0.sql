@@ -301,14 +301,14 @@ RETURNS void
 LANGUAGE c VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'es_define_upcaster';
 COMMENT ON FUNCTION es.define_upcaster(text, integer, regprocedure) IS
-  'Declares an upcaster: an event of event_type stored with event_version = from_version is handed out and folded as upcast(event jsonb) RETURNS jsonb returns it, at from_version + 1; chains compose. Stored rows never change. Runs as the current user (recorded) inside a security-restricted operation. Existing: 42710; wrong signature: ES301.';
+  'Declares an upcaster: an event of event_type stored with event_version = from_version is handed out and folded as upcast(event jsonb) RETURNS jsonb returns it, at from_version + 1; chains compose; applied by es.load_events, es.read_all, es.poll, projections, es.state, es.history and es.replay. Stored rows never change. Runs as the current user (recorded) inside a security-restricted operation. Every declared type''s kept states become stale (as after es.alter_aggregate) until CALL es.rebuild_states. Existing: 42710; wrong signature: ES301.';
 REVOKE ALL ON FUNCTION es.define_upcaster(text, integer, regprocedure) FROM PUBLIC;
 CREATE FUNCTION es.drop_upcaster(event_type text, from_version integer)
 RETURNS void
 LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 AS 'MODULE_PATHNAME', 'es_drop_upcaster';
 COMMENT ON FUNCTION es.drop_upcaster(text, integer) IS
-  'Removes an upcaster (ES202 when there is none).';
+  'Removes an upcaster (ES202 when there is none); every declared type''s kept states become stale, as after es.alter_aggregate.';
 REVOKE ALL ON FUNCTION es.drop_upcaster(text, integer) FROM PUBLIC;
 CREATE FUNCTION es.state(stream_id uuid, at_version bigint DEFAULT NULL, as_of timestamptz DEFAULT NULL)
 RETURNS jsonb

@@ -111,7 +111,7 @@ fn drop_aggregate(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     sql = "es.define_upcaster(event_type text, from_version integer, upcast regprocedure)
 RETURNS void
 LANGUAGE c VOLATILE PARALLEL UNSAFE",
-    comment = "Declares an upcaster: an event of event_type stored with event_version = from_version is handed out and folded as upcast(event jsonb) RETURNS jsonb returns it, at from_version + 1; chains compose. Stored rows never change. Runs as the current user (recorded) inside a security-restricted operation. Existing: 42710; wrong signature: ES301.",
+    comment = "Declares an upcaster: an event of event_type stored with event_version = from_version is handed out and folded as upcast(event jsonb) RETURNS jsonb returns it, at from_version + 1; chains compose; applied by es.load_events, es.read_all, es.poll, projections, es.state, es.history and es.replay. Stored rows never change. Runs as the current user (recorded) inside a security-restricted operation. Every declared type's kept states become stale (as after es.alter_aggregate) until CALL es.rebuild_states. Existing: 42710; wrong signature: ES301.",
     access = "owner",
     span = "upcaster.define",
     span_args = "event_type = event_type, from_version = from_version",
@@ -130,7 +130,7 @@ fn define_upcaster(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     sql = "es.drop_upcaster(event_type text, from_version integer)
 RETURNS void
 LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER",
-    comment = "Removes an upcaster (ES202 when there is none).",
+    comment = "Removes an upcaster (ES202 when there is none); every declared type's kept states become stale, as after es.alter_aggregate.",
     access = "owner",
     span = "upcaster.drop",
     span_args = "event_type = event_type, from_version = from_version",

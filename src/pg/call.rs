@@ -249,6 +249,8 @@ impl<'fc> Call<'fc> {
                 store: (*rsinfo).setResult,
                 desc,
                 natts: (*desc).natts as usize,
+                rewrite: None,
+                failed: None,
             }
         }
     }
@@ -334,11 +336,18 @@ impl<'a> JsonbArray<'a> {
     }
 }
 
+/// What [`ResultSet::set_rewrite`] applies to each row before it is stored.
+pub type Rewrite = Box<dyn FnMut(&mut [Datum], &mut [bool]) -> Result<(), EventStoreError>>;
+
 /// Where a materialized set-returning call puts its rows (see [`Call::materialize`]).
 pub struct ResultSet {
     store: *mut pg_sys::Tuplestorestate,
     desc: pg_sys::TupleDesc,
     natts: usize,
+    /// Applied to each row first (upcasting), in `scratch`, which is reset after each row.
+    rewrite: Option<(Rewrite, pg_sys::MemoryContext)>,
+    /// The rewrite's first error: no row is stored after it.
+    failed: Option<EventStoreError>,
 }
 
 impl ResultSet {
@@ -352,11 +361,59 @@ impl ResultSet {
         self.desc
     }
 
+    /// Rewrites every row put from now on with `rewrite` (its allocations freed row by row);
+    /// its first error stops the result ([`ResultSet::take_error`]).
+    pub fn set_rewrite(&mut self, rewrite: Rewrite) {
+        // SAFETY: a child of the current context (the call's), deleted with it.
+        let scratch = unsafe {
+            pg_sys::AllocSetContextCreateExtended(
+                pg_sys::CurrentMemoryContext,
+                c"event_store row rewrite".as_ptr(),
+                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+            )
+        };
+        self.rewrite = Some((rewrite, scratch));
+    }
+
+    /// The rewrite's error, if it failed (the rows before it are stored, none after).
+    pub fn take_error(&mut self) -> Result<(), EventStoreError> {
+        self.failed.take().map_or(Ok(()), Err)
+    }
+
     /// Appends a row (copied into the store). The slices must have one entry per attribute.
     ///
     /// # Safety
     /// Each non-NULL value must be a valid datum of its attribute's type.
     pub unsafe fn put(&mut self, values: &[Datum], nulls: &[bool]) {
+        if self.failed.is_some() {
+            return;
+        }
+        if let Some((rewrite, scratch)) = self.rewrite.as_mut() {
+            let (mut v, mut n) = (values.to_vec(), nulls.to_vec());
+            let scratch = *scratch;
+            // SAFETY: the rewrite runs in the scratch context; the row is copied into the
+            // store (put_row) before the context is reset.
+            unsafe {
+                let previous = pg_sys::MemoryContextSwitchTo(scratch);
+                let result = rewrite(&mut v, &mut n);
+                pg_sys::MemoryContextSwitchTo(previous);
+                match result {
+                    Ok(()) => self.put_row(&v, &n),
+                    Err(e) => self.failed = Some(e),
+                }
+                pg_sys::MemoryContextReset(scratch);
+            }
+            return;
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.put_row(values, nulls) }
+    }
+
+    /// # Safety
+    /// As [`ResultSet::put`].
+    unsafe fn put_row(&mut self, values: &[Datum], nulls: &[bool]) {
         assert!(
             values.len() == self.natts && nulls.len() == self.natts,
             "a row of {} values for {} attributes",

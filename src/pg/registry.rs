@@ -216,9 +216,23 @@ pub fn inferred_type(conn: &Connection, first_event_type: &str) -> Option<String
     loaded(conn).rules.get(first_event_type).cloned()
 }
 
+/// True when the cache is current and holds no upcaster (no SPI connection needed to know).
+pub fn known_no_upcaster() -> bool {
+    let generation = GENERATION.with(Cell::get);
+    CACHE.with(|c| {
+        let c = c.borrow();
+        c.0 == generation && c.1.upcasters.is_empty()
+    })
+}
+
 /// Whether any upcaster is declared (when none is, the read paths do nothing more).
 pub fn any_upcaster(conn: &Connection) -> bool {
     !loaded(conn).upcasters.is_empty()
+}
+
+/// Every upcaster: per event type, per `from_version`.
+pub fn all_upcasters(conn: &Connection) -> HashMap<String, HashMap<i32, Upcaster>> {
+    loaded(conn).upcasters.clone()
 }
 
 /// The upcasters of an event type by `from_version` (empty when it has none).

@@ -193,9 +193,11 @@ pub enum Stmt {
     /// Store a declared type's state with its revision (when the bump went through SPI, and
     /// after a rebuild).
     SetStateRevision,
+    /// A new revision for every declared type (an upcaster changes what their folds read).
+    ReviseAll,
 }
 
-const STMT_COUNT: usize = Stmt::SetStateRevision as usize + 1;
+const STMT_COUNT: usize = Stmt::ReviseAll as usize + 1;
 
 struct Def {
     sql: &'static CStr,
@@ -639,6 +641,13 @@ impl Stmt {
             Stmt::StreamStateInfo => (
                 c"SELECT version, stream_type, state, state_revision FROM es.streams WHERE stream_id = $1",
                 &[UUIDOID],
+            ),
+            Stmt::ReviseAll => (
+                c"UPDATE es.aggregate_types
+                     SET revision = nextval('es.aggregate_revision_seq'),
+                         rebuild_started_at = NULL, rebuild_finished_at = NULL
+                   WHERE NOT native",
+                &[],
             ),
             Stmt::SetStateRevision => (
                 c"UPDATE es.streams SET state = $2, state_revision = $3 WHERE stream_id = $1",

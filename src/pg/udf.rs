@@ -227,6 +227,69 @@ unsafe fn call_catching(
     }
 }
 
+/// SQLSTATE classes a user sees as PostgreSQL raised them even from inside a user's function
+/// the store reports as its own error (ES301): operator intervention (57: a cancel, a statement
+/// timeout), insufficient resources (53), program limits (54: stack depth), and transaction
+/// rollbacks (40: a deadlock, a serialization failure).
+pub fn passes_through(sqlstate: &str) -> bool {
+    ["57", "53", "54", "40"]
+        .iter()
+        .any(|class| sqlstate.starts_with(class))
+}
+
+/// The 0-based position of the live attribute `name` in `desc`.
+///
+/// # Safety
+/// `desc` must be a valid tuple descriptor.
+pub unsafe fn attribute(desc: pg_sys::TupleDesc, name: &CStr) -> Option<usize> {
+    // SAFETY: the caller's contract; a descriptor's attribute array has `natts` entries, names
+    // are NUL-terminated NameData.
+    unsafe {
+        (*desc)
+            .attrs
+            .as_slice((*desc).natts as usize)
+            .iter()
+            .position(|a| !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()) == name)
+    }
+}
+
+/// A composite datum rebuilt with `f` applied to its deformed values (a fresh datum in the
+/// current memory context); `f`'s error leaves the datum as it is.
+///
+/// # Safety
+/// `d` must be a valid composite datum.
+pub unsafe fn rewrite_composite<E>(
+    d: Datum,
+    f: impl FnOnce(pg_sys::TupleDesc, &mut [Datum], &mut [bool]) -> Result<(), E>,
+) -> Result<Datum, E> {
+    // SAFETY: the caller's contract; the row type's descriptor is looked up by the datum's own
+    // type id and typmod, pinned while the tuple is deformed and formed again, then released.
+    unsafe {
+        let header =
+            pg_sys::pg_detoast_datum(d.cast_mut_ptr()).cast::<pg_sys::HeapTupleHeaderData>();
+        let desc = pg_sys::lookup_rowtype_tupdesc(
+            pgrx::heap_tuple_header_get_type_id(header),
+            pgrx::heap_tuple_header_get_typmod(header),
+        );
+        let natts = (*desc).natts as usize;
+        let mut tuple = pg_sys::HeapTupleData {
+            t_len: pgrx::varsize(header.cast()) as u32,
+            t_self: pg_sys::ItemPointerData::default(),
+            t_tableOid: pg_sys::InvalidOid,
+            t_data: header,
+        };
+        let mut values = vec![Datum::from(0usize); natts];
+        let mut nulls = vec![true; natts];
+        pg_sys::heap_deform_tuple(&mut tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        let result = f(desc, &mut values, &mut nulls).map(|()| {
+            let formed = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            pg_sys::heap_copy_tuple_as_datum(formed, desc)
+        });
+        pg_sys::DecrTupleDescRefCount(desc);
+        result
+    }
+}
+
 /// PostgreSQL's `unpack_sql_state`: five characters, six bits each.
 fn unpack_sqlstate(code: c_int) -> String {
     (0..5)

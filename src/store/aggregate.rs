@@ -22,6 +22,7 @@ use crate::pg::registry::{self, AggregateType};
 use crate::pg::security;
 use crate::pg::spi::{Connection, Reading, Stmt};
 use crate::pg::udf::{self, Fold, OpenError, StepError, UserFn};
+use crate::store::upcast::Upcasting;
 use event_store_core::account::{AccountState, snapshot_due};
 use event_store_core::{ACCOUNT_STREAM_TYPE, EventStoreError, JsonField};
 use pgrx::pg_sys::{self, Datum, Oid};
@@ -165,7 +166,7 @@ fn step_failed(def: &AggregateType, evolve: Oid, version: i64, e: StepError) -> 
     let name = udf::function_name(evolve);
     let (what, raised) = match e {
         StepError::Raised(raised) => {
-            if passes_through(&raised.sqlstate) {
+            if udf::passes_through(&raised.sqlstate) {
                 return EventStoreError::Raised(raised);
             }
             (
@@ -186,13 +187,13 @@ fn step_failed(def: &AggregateType, evolve: Oid, version: i64, e: StepError) -> 
     }
 }
 
-/// SQLSTATE classes a user sees as PostgreSQL raised them even from an `evolve`: operator
-/// intervention (57: a cancel, a statement timeout), insufficient resources (53), program
-/// limits (54: stack depth), and transaction rollbacks (40: a deadlock, a serialization failure).
-fn passes_through(sqlstate: &str) -> bool {
-    ["57", "53", "54", "40"]
-        .iter()
-        .any(|class| sqlstate.starts_with(class))
+/// `event` as its upcasters make it (unchanged without upcasters), in the current memory
+/// context.
+fn upcast_event(up: &mut Option<Upcasting>, event: Datum) -> Result<Datum, EventStoreError> {
+    match up {
+        Some(u) => Ok(u.apply(event)?.map_or(event, |(d, _)| d)),
+        None => Ok(event),
+    }
 }
 
 /// Judges a batch appended to a stream of a declared type: from the state the row's version
@@ -225,9 +226,11 @@ fn judge(
             }
         };
         let evolve_oid = fold.function();
+        let mut up = Upcasting::load(conn);
         for (i, element) in batch.elements.iter().enumerate() {
             let version = head.old_version + i as i64 + 1;
-            let event = element.datum();
+            // an event appended at an older version is checked and folded as it is read
+            let event = fold.in_step(|_| upcast_event(&mut up, element.datum()))?;
             if let Some(check) = check.as_mut() {
                 fold.in_step(|state| check.call(&[state, event]))
                     .map_err(EventStoreError::Raised)?;
@@ -268,8 +271,10 @@ fn state_at(
         _ => (0, Fold::new(evolve, def.initial_state_datum())),
     };
     let evolve_oid = fold.function();
+    let mut up = Upcasting::load(conn);
     visit_events(conn, stream, from, version, reading, &mut |row| {
-        fold.step(row.data().datum())
+        let event = fold.in_step(|_| upcast_event(&mut up, row.data().datum()))?;
+        fold.step(event)
             .map_err(|e| step_failed(def, evolve_oid, row.version, e))
     })?;
     Ok(fold.finish())
@@ -417,6 +422,7 @@ pub fn history(stream: &Uuid, out: &mut ResultSet) -> Result<(), EventStoreError
     udf::isolated(|| {
         let mut fold = Fold::new(open_evolve(&def)?, def.initial_state_datum());
         let evolve_oid = fold.function();
+        let mut up = Upcasting::load(&conn);
         visit_events(
             &conn,
             stream,
@@ -424,14 +430,17 @@ pub fn history(stream: &Uuid, out: &mut ResultSet) -> Result<(), EventStoreError
             typed.version,
             Reading::Statement,
             &mut |row| {
-                let data = row.data().datum();
+                let data = fold.in_step(|_| upcast_event(&mut up, row.data().datum()))?;
+                // shown as folded; copied out of the step's context, which the step resets
+                // SAFETY: a jsonb datum (the row's, or the upcast one in the step context).
+                let shown = unsafe { udf::copy_jsonb(pg_sys::CurrentMemoryContext, data) };
                 fold.step(data)
                     .map_err(|e| step_failed(&def, evolve_oid, row.version, e))?;
                 put_history_row(
                     out,
                     row.version,
                     row.event_type(),
-                    data,
+                    shown,
                     fold.state(),
                     row.recorded_at(),
                 );
@@ -467,6 +476,8 @@ pub enum Replay {
         fold: Fold,
         /// Rows folded so far (the version named in an error).
         rows: i64,
+        /// The upcasters, if any.
+        up: Option<Upcasting>,
     },
 }
 
@@ -494,10 +505,12 @@ impl Replay {
         }
         let evolve = open_evolve(&def)?;
         let start = initial.map_or_else(|| def.initial_state_datum(), |j| j.datum());
+        let up = Upcasting::load_unconnected();
         Ok(Replay::Declared {
             fold: Fold::new(evolve, start),
             def,
             rows: 0,
+            up,
         })
     }
 
@@ -505,7 +518,12 @@ impl Replay {
     pub fn step(&mut self, event: Option<Jsonb<'_>>) -> Result<(), EventStoreError> {
         match self {
             Replay::Account(state) => super::replay::step(state, event),
-            Replay::Declared { def, fold, rows } => {
+            Replay::Declared {
+                def,
+                fold,
+                rows,
+                up,
+            } => {
                 *rows += 1;
                 let Some(event) = event else {
                     return Err(EventStoreError::AggregateFailed {
@@ -520,7 +538,8 @@ impl Replay {
                 let evolve = fold.function();
                 let at = *rows;
                 udf::isolated(|| {
-                    fold.step(event.datum())
+                    let event = fold.in_step(|_| upcast_event(up, event.datum()))?;
+                    fold.step(event)
                         .map_err(|e| step_failed(def, evolve, at, e))
                 })
             }
@@ -748,6 +767,9 @@ pub fn define_upcaster(
             what: format!("upcaster of {event_type} version {from_version}"),
         });
     }
+    // What the folds read changed: every declared type's kept states and snapshots are stale
+    // (recomputed from the log until es.rebuild_states), as after es.alter_aggregate.
+    security::definer_as(store_owner(entry), || conn.execute(Stmt::ReviseAll, &[]));
     Ok(())
 }
 
@@ -774,6 +796,7 @@ pub fn drop_upcaster(
             name: format!("{event_type} version {from_version}"),
         });
     }
+    security::definer_as(store_owner(entry), || conn.execute(Stmt::ReviseAll, &[]));
     Ok(())
 }
 
@@ -827,8 +850,10 @@ fn rebuild_stream(
     let state = udf::isolated(|| {
         let mut fold = Fold::new(open_evolve(def)?, def.initial_state_datum());
         let evolve_oid = fold.function();
+        let mut up = Upcasting::load(conn);
         visit_events(conn, stream, 0, version, Reading::Latest, &mut |row| {
-            fold.step(row.data().datum())
+            let event = fold.in_step(|_| upcast_event(&mut up, row.data().datum()))?;
+            fold.step(event)
                 .map_err(|e| step_failed(def, evolve_oid, row.version, e))?;
             if every > 0 && row.version % every == 0 {
                 save_snapshot(conn, stream, row.version, fold.state(), def.revision);

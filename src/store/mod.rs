@@ -13,7 +13,8 @@
 //!   the account;
 //! - [`stream`]: reading one stream in version order;
 //! - [`history`]: time travel and audit (`es.account_state`, `es.account_history`);
-//! - [`replay`]: the steps of the `es.account_replay` aggregate.
+//! - [`replay`]: the steps of the `es.account_replay` aggregate;
+//! - [`upcast`]: upcasting: events of an older `event_version` as their upcasters make them.
 
 pub mod account;
 pub mod aggregate;
@@ -26,3 +27,4 @@ pub mod replay;
 pub mod snapshot;
 pub mod stream;
 pub mod subscription;
+pub mod upcast;

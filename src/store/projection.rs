@@ -285,6 +285,11 @@ fn handle(conn: &Connection, p: &Runnable, run_handler: Oid, position: i64) -> O
     let Some(event) = (!row.is_empty()).then(|| row.datum(0, 1)).flatten() else {
         return Some(format!("event at position {position} not found"));
     };
+    // an event of an older version reaches the handler as its upcasters make it
+    let event = match upcast_row(conn, event) {
+        Ok(e) => e,
+        Err(e) => return Some(e.message()),
+    };
     let handler = text_datum(&p.handler);
     // The handler is the user's code: it resolves its names with the session's search_path
     // (for its role), not the store's pinned one.
@@ -370,4 +375,27 @@ pub fn worker_status() -> (&'static str, Option<String>, Option<i32>) {
 /// Wakes `es.wait_for_projection` callers after the worker committed a batch.
 pub fn committed() {
     wake_waiters(current_database());
+}
+
+/// An `es.events` row (a composite datum) as its upcasters make it; the same datum without
+/// upcasters.
+fn upcast_row(conn: &Connection, event: Datum) -> Result<Datum, EventStoreError> {
+    if crate::pg::registry::known_no_upcaster() {
+        return Ok(event);
+    }
+    let Some(mut up) = crate::store::upcast::Upcasting::load(conn) else {
+        return Ok(event);
+    };
+    crate::pg::udf::isolated(|| {
+        // SAFETY: `event` is the composite datum of an es.events row (Stmt::EventRow); `desc`
+        // is its row type's descriptor, valid during the rewrite.
+        unsafe {
+            crate::pg::udf::rewrite_composite(event, |desc, values, nulls| {
+                match crate::store::upcast::RowColumns::of(desc) {
+                    Some(columns) => up.apply_to_row(values, nulls, columns),
+                    None => Ok(()),
+                }
+            })
+        }
+    })
 }

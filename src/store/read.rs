@@ -5,7 +5,9 @@ use crate::pg::call::{ResultSet, i64_datum, uuid_datum};
 use crate::pg::heap::{self, Outcome};
 use crate::pg::positions::{self, Horizon};
 use crate::pg::spi::{Connection, Reading, Stmt};
+use crate::pg::udf;
 use crate::pg::workers;
+use crate::store::upcast::{RowColumns, Upcasting};
 use event_store_core::EventStoreError;
 use uuid::Uuid;
 
@@ -21,6 +23,37 @@ enum Stop {
 /// `es.load_events`: the events of `stream` after `from` (at most `max`, `None` = all), into
 /// `out`, in version order.
 pub fn load_events(
+    stream: &Uuid,
+    from: i64,
+    max: Option<i64>,
+    out: &mut ResultSet,
+) -> Result<(), EventStoreError> {
+    match upcasting(out) {
+        false => load_events_as_stored(stream, from, max, out),
+        true => udf::isolated(|| {
+            load_events_as_stored(stream, from, max, out)?;
+            out.take_error()
+        }),
+    }
+}
+
+/// Sets `out` up to upcast the rows of `es.events` put into it, when there are upcasters
+/// (then the read must run in an [`udf::isolated`] unit: upcasters are the user's code).
+pub fn upcasting(out: &mut ResultSet) -> bool {
+    // SAFETY: the result's own descriptor.
+    let Some(columns) = (unsafe { RowColumns::of(out.desc()) }) else {
+        return false;
+    };
+    let Some(mut up) = Upcasting::load_unconnected() else {
+        return false;
+    };
+    out.set_rewrite(Box::new(move |values, nulls| {
+        up.apply_to_row(values, nulls, columns)
+    }));
+    true
+}
+
+fn load_events_as_stored(
     stream: &Uuid,
     from: i64,
     max: Option<i64>,
@@ -88,6 +121,16 @@ pub fn read_all(after: i64, max: i64, out: &mut ResultSet) -> Result<(), EventSt
             reason: format!("{max} is negative"),
         });
     }
+    match upcasting(out) {
+        false => read_all_as_stored(after, max, out),
+        true => udf::isolated(|| {
+            read_all_as_stored(after, max, out)?;
+            out.take_error()
+        }),
+    }
+}
+
+fn read_all_as_stored(after: i64, max: i64, out: &mut ResultSet) -> Result<(), EventStoreError> {
     let conn = Connection::connect();
     let horizon = readable(&conn, "es.read_all")?;
     conn.query_in(

@@ -266,10 +266,18 @@ pub fn poll(
     let p = load(&conn, name, partition, false)?;
     check_lease(name, partition, &p.lease, consumer)?;
     let horizon = readable(&conn, "es.poll")?;
-    for rows in next_events(&conn, &p, max, &horizon) {
-        rows.copy_into(out);
+    if !super::read::upcasting(out) {
+        for rows in next_events(&conn, &p, max, &horizon) {
+            rows.copy_into(out);
+        }
+        return Ok(());
     }
-    Ok(())
+    crate::pg::udf::isolated(|| {
+        for rows in next_events(&conn, &p, max, &horizon) {
+            rows.copy_into(out);
+        }
+        out.take_error()
+    })
 }
 
 /// `es.ack`: returns the checkpoint after it.

@@ -185,6 +185,14 @@ pub enum EventStoreError {
         /// What the function raised, when it raised (its SQLSTATE and message).
         raised: Option<String>,
     },
+    /// ES301: an upcaster that raised, returned NULL or a non-object, or no longer exists.
+    #[error("{reason}")]
+    UpcastFailed {
+        /// What went wrong, naming the upcaster, the event type and the version.
+        reason: String,
+        /// What the function raised, when it raised (its SQLSTATE and message).
+        raised: Option<String>,
+    },
     /// ES301: a definition `es.define_aggregate` / `es.define_upcaster` refuses.
     #[error("invalid definition of {what}: {reason}")]
     InvalidDefinition {
@@ -286,7 +294,9 @@ impl EventStoreError {
     /// The five-character SQLSTATE of the condition (SPEC §6).
     pub fn sqlstate(&self) -> &str {
         match self {
-            Self::AggregateFailed { .. } | Self::InvalidDefinition { .. } => "ES301",
+            Self::AggregateFailed { .. }
+            | Self::UpcastFailed { .. }
+            | Self::InvalidDefinition { .. } => "ES301",
             Self::StreamTypeConflict { .. } => "ES302",
             Self::NoAggregateType { .. } => "ES303",
             Self::AlreadyDefined { .. } => "42710",
@@ -326,6 +336,10 @@ impl EventStoreError {
     pub fn detail(&self) -> Option<String> {
         match self {
             Self::AggregateFailed {
+                raised: Some(raised),
+                ..
+            }
+            | Self::UpcastFailed {
                 raised: Some(raised),
                 ..
             } => Some(format!("the function raised: {raised}")),
@@ -379,6 +393,9 @@ impl EventStoreError {
             Self::AggregateFailed { .. } => Some(
                 "An evolve function must return a JSON object for every stored event and never refuse one (refusing is check's job); fix it with es.alter_aggregate, then CALL es.rebuild_states.".into(),
             ),
+            Self::UpcastFailed { .. } => Some(
+                "An upcaster must return the event, a JSON object, at the next version for every stored event of its type and version; replace it with CREATE OR REPLACE FUNCTION, or remove it with es.drop_upcaster.".into(),
+            ),
             Self::StreamTypeConflict { .. } => Some(
                 "A stream's type is set by its first append (stream_type, or es.stream_type_rules) and never changes; append without naming a type, or to a new stream.".into(),
             ),
@@ -428,6 +445,9 @@ impl EventStoreError {
             Self::LeasedByAnother { .. } => Some(
                 "Claim partitions with es.claim(name, consumer) and pass the same consumer to es.poll, es.ack and es.nack; a consumer whose lease expired must claim again.".into(),
             ),
+            Self::NoSuchSubscription { kind: "upcaster", .. } => {
+                Some("The upcasters are listed in es.upcasters.".into())
+            }
             Self::NoSuchSubscription { kind: "projection", .. } => Some(
                 "The projections are listed in es.projections; create one with es.create_projection.".into(),
             ),

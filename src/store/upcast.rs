@@ -1,0 +1,179 @@
+//! Upcasting (README "Upcasting"): an event stored with an older `event_version` is handed out
+//! and folded as the chain of its type's upcasters makes it, one version at a time
+//! (`es.define_upcaster(event_type, from_version, upcast)`); the stored row never changes.
+//!
+//! Every path that hands events out or folds them asks [`Upcasting::load`] first: `None` when
+//! no upcaster is declared (a lookup in the backend's registry cache, nothing more), so the
+//! read paths cost what they cost without the feature. An upcaster is the user's code: it runs
+//! as the role that declared it, inside the caller's [`crate::pg::udf::isolated`] unit.
+
+use crate::pg::jsonb::Jsonb;
+use crate::pg::registry::{self, Upcaster};
+use crate::pg::spi::Connection;
+use crate::pg::udf::{self, OpenError, UserFn};
+use event_store_core::{EventStoreError, JsonField};
+use pgrx::pg_sys::{self, Datum};
+use std::collections::HashMap;
+
+/// The declared upcasters, and the ones opened so far for this statement.
+pub struct Upcasting {
+    chains: HashMap<String, HashMap<i32, Upcaster>>,
+    opened: HashMap<u32, UserFn>,
+    /// Where the upcasters are opened: the context current at `load` (a row's context is
+    /// reset after each row).
+    memory: pg_sys::MemoryContext,
+}
+
+impl Upcasting {
+    /// The upcasters, `None` when there are none; they are opened in the current memory
+    /// context, which must outlive the use (`conn`'s, for a call that keeps `conn` open).
+    pub fn load(conn: &Connection) -> Option<Upcasting> {
+        // SAFETY: a read of the current memory context.
+        let memory = unsafe { pg_sys::CurrentMemoryContext };
+        Upcasting::load_in(conn, memory)
+    }
+
+    fn load_in(conn: &Connection, memory: pg_sys::MemoryContext) -> Option<Upcasting> {
+        registry::any_upcaster(conn).then(|| Upcasting {
+            chains: registry::all_upcasters(conn),
+            opened: HashMap::new(),
+            memory,
+        })
+    }
+
+    /// [`Upcasting::load`] for a call that has no SPI connection of its own (a read, the
+    /// `es.replay` aggregate): the upcasters are opened in the context current now, not in the
+    /// short connection's; it connects only when the registry must be read again, so a read
+    /// without upcasters costs no more.
+    pub fn load_unconnected() -> Option<Upcasting> {
+        if registry::known_no_upcaster() {
+            return None;
+        }
+        // SAFETY: a read of the current memory context, before SPI_connect replaces it.
+        let memory = unsafe { pg_sys::CurrentMemoryContext };
+        let conn = Connection::connect();
+        Upcasting::load_in(&conn, memory)
+    }
+
+    /// `event` (an event object, as `es.events.data` holds it) at its type's newest version:
+    /// `None` when no upcaster applies, else the upcast object (in the current memory context)
+    /// and its version.
+    pub fn apply(&mut self, event: Datum) -> Result<Option<(Datum, i32)>, EventStoreError> {
+        // SAFETY: the caller passes a jsonb datum valid during the call.
+        let json = unsafe { Jsonb::from_datum(event) };
+        let JsonField::String(event_type) = json.get(c"type") else {
+            return Ok(None);
+        };
+        let Some(chain) = self.chains.get(event_type) else {
+            return Ok(None);
+        };
+        let mut version = match json.get(c"event_version") {
+            JsonField::Integer(v) => i32::try_from(v).unwrap_or(i32::MAX),
+            _ => 1,
+        };
+        if !chain.contains_key(&version) {
+            return Ok(None);
+        }
+        let event_type = event_type.to_owned();
+        let mut current = event;
+        while let Some(up) = chain.get(&version).copied() {
+            let failed = |reason: String, raised: Option<String>| EventStoreError::UpcastFailed {
+                reason: format!(
+                    "upcaster {} of {event_type} version {version} {reason}",
+                    udf::function_name(up.upcast)
+                ),
+                raised,
+            };
+            let upcast = match self.opened.entry(up.upcast.to_u32()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    // SAFETY: a switch to the statement's context and back around the lookup.
+                    let f = unsafe {
+                        let previous = pg_sys::MemoryContextSwitchTo(self.memory);
+                        let f = UserFn::open(up.upcast, 1, up.definer);
+                        pg_sys::MemoryContextSwitchTo(previous);
+                        f
+                    };
+                    let f = f.map_err(|e| match e {
+                        OpenError::Missing => {
+                            failed("no longer exists (it was dropped)".into(), None)
+                        }
+                        OpenError::NotAllowed => {
+                            failed("may not be executed by its definer".into(), None)
+                        }
+                    })?;
+                    e.insert(f)
+                }
+            };
+            let next = match upcast.call(&[current]) {
+                Err(raised) if udf::passes_through(&raised.sqlstate) => {
+                    return Err(EventStoreError::Raised(raised));
+                }
+                Err(raised) => {
+                    return Err(failed(
+                        "raised an error".into(),
+                        Some(format!("{}: {}", raised.sqlstate, raised.message)),
+                    ));
+                }
+                Ok(None) => return Err(failed("returned NULL".into(), None)),
+                Ok(Some(d)) => d,
+            };
+            // SAFETY: the declared result type is jsonb (checked at es.define_upcaster).
+            let shape = unsafe { Jsonb::from_datum(next) }.shape();
+            if !matches!(shape, JsonField::Object) {
+                return Err(failed(
+                    format!("returned {}, not a JSON object", udf::shape_name(&shape)),
+                    None,
+                ));
+            }
+            current = next;
+            version += 1;
+        }
+        Ok(Some((current, version)))
+    }
+
+    /// Upcasts a row of `es.events` in place (`data` and `event_version`, at the given
+    /// 0-based attribute positions).
+    pub fn apply_to_row(
+        &mut self,
+        values: &mut [Datum],
+        nulls: &mut [bool],
+        at: RowColumns,
+    ) -> Result<(), EventStoreError> {
+        if nulls[at.data] {
+            return Ok(());
+        }
+        if let Some((data, version)) = self.apply(values[at.data])? {
+            values[at.data] = data;
+            values[at.event_version] = Datum::from(version);
+            nulls[at.event_version] = false;
+        }
+        Ok(())
+    }
+}
+
+/// Where `data` and `event_version` are in a row of `es.events` (0-based attribute numbers).
+#[derive(Debug, Clone, Copy)]
+pub struct RowColumns {
+    /// `data`.
+    pub data: usize,
+    /// `event_version`.
+    pub event_version: usize,
+}
+
+impl RowColumns {
+    /// The positions in a row descriptor of `es.events`' type (`None` when it has no such
+    /// columns).
+    ///
+    /// # Safety
+    /// `desc` must be a valid tuple descriptor.
+    pub unsafe fn of(desc: pg_sys::TupleDesc) -> Option<RowColumns> {
+        // SAFETY: the caller's contract.
+        unsafe {
+            Some(RowColumns {
+                data: udf::attribute(desc, c"data")?,
+                event_version: udf::attribute(desc, c"event_version")?,
+            })
+        }
+    }
+}
