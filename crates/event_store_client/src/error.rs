@@ -1,6 +1,8 @@
 //! The client's one error type, [`EventStoreError`]: the seed's variants (`Database`,
 //! `Serialization`, `ConcurrencyConflict`) plus one variant per condition of the store's SQLSTATE
-//! table (SPEC §6), with the values the server puts in its DETAIL parsed into fields.
+//! table (SPEC §6), with the values the server puts in its DETAIL parsed into fields, and
+//! [`EventStoreError::Domain`] for the errors a domain's own `check` function raises, which the
+//! store passes through unchanged.
 //!
 //! The parser ([`EventStoreError::from_server`]) is pure: it takes the SQLSTATE, the message and
 //! the DETAIL text, in the formats `event_store_core::EventStoreError` produces on the server,
@@ -29,7 +31,11 @@ pub type SnapshotError = EventStoreError;
 /// | `ES104` | [`NotAnAccount`](Self::NotAnAccount) | | message |
 /// | `ES201` | [`LeasedByAnother`](Self::LeasedByAnother) | `owner`, `lease_until` | DETAIL `owner: O, lease until: T, caller: C` |
 /// | `ES202` | [`NoSuchSubscription`](Self::NoSuchSubscription) | | message |
+/// | `ES301` | [`InvalidAggregate`](Self::InvalidAggregate) | `detail` | message (the function, the event's version), DETAIL `the function raised: <sqlstate>: <message>` when it raised |
+/// | `ES302` | [`StreamTypeConflict`](Self::StreamTypeConflict) | `stream_type` (`None`: a generic stream), `named` | DETAIL `stream type: <type>, named: <type>`, `<type>` = `none (a generic stream)` for a generic stream |
+/// | `ES303` | [`NoAggregateType`](Self::NoAggregateType) | | message |
 /// | `22023`, `22004` | [`InvalidArgument`](Self::InvalidArgument) | `code` | message |
+/// | a domain's own: a class neither PostgreSQL's nor `ES` (e.g. `CT005`), or `P0001` | [`Domain`](Self::Domain) | `code`, `detail`, `hint` | message, DETAIL, HINT, unchanged |
 /// | any other, or a DETAIL not in its format | [`Database`](Self::Database) | the whole `sqlx::Error` | |
 ///
 /// Every variant built from a server error keeps the server's primary message in `message`,
@@ -43,7 +49,8 @@ pub enum EventStoreError {
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
 
-    /// An event or a state that cannot be converted to or from the seed's JSON.
+    /// An event or a state that cannot be converted to or from the seed's JSON, or to or from
+    /// an [`Aggregate`](crate::Aggregate)'s types.
     #[error("serialization error: {0}")]
     Serialization(String),
 
@@ -159,14 +166,99 @@ pub enum EventStoreError {
         /// The server's message, naming the argument.
         message: String,
     },
+
+    /// `ES301`: an aggregate's definition or one of its results is invalid: its `evolve`
+    /// raised, returned NULL or something that is not a JSON object, or one of its functions no
+    /// longer exists.
+    #[error("{message}")]
+    InvalidAggregate {
+        /// The server's DETAIL: `the function raised: <sqlstate>: <message>` when the function
+        /// raised.
+        detail: Option<String>,
+        /// The server's message: the function and the version of the event it failed on.
+        message: String,
+    },
+
+    /// `ES302`: the stream exists with another aggregate type than the one the append named
+    /// (a stream keeps the type of its first append).
+    #[error("{message}")]
+    StreamTypeConflict {
+        /// The stream's type; `None` for a generic stream (one without a type).
+        stream_type: Option<String>,
+        /// The type the append named.
+        named: String,
+        /// The server's message.
+        message: String,
+    },
+
+    /// `ES303`: the stream has no aggregate type (a generic stream), so it has no state
+    /// (`es.state`, `es.history`).
+    #[error("{message}")]
+    NoAggregateType {
+        /// The server's message.
+        message: String,
+    },
+
+    /// A domain's own error, passed through by the store unchanged: what an aggregate's
+    /// `check` function raised to refuse an event (e.g. the cart's `CT005`, the cart is full),
+    /// or another error of the application's own SQL. Recognized by its SQLSTATE: a class
+    /// that is neither one of PostgreSQL's nor the store's `ES` (give a domain's refusals such
+    /// a class of their own), or `P0001`, the code of a plain `RAISE EXCEPTION`. Any other
+    /// PostgreSQL SQLSTATE raised by a `check` (e.g. `23514`) stays
+    /// [`Database`](Self::Database): it cannot be told from the server's own failures.
+    #[error("{message}")]
+    Domain {
+        /// The SQLSTATE, e.g. `CT005`.
+        code: String,
+        /// The message.
+        message: String,
+        /// The DETAIL, when there is one.
+        detail: Option<String>,
+        /// The HINT, when there is one.
+        hint: Option<String>,
+    },
+}
+
+/// How an ES302 DETAIL names the type of a stream that has none.
+const GENERIC: &str = "none (a generic stream)";
+
+/// The classes of PostgreSQL 15's SQLSTATEs (its `errcodes.txt`).
+const POSTGRES_CLASSES: [&str; 43] = [
+    "00", "01", "02", "03", "08", "09", "0A", "0B", "0F", "0L", "0P", "0Z", "20", "21", "22", "23",
+    "24", "25", "26", "27", "28", "2B", "2D", "2F", "34", "38", "39", "3B", "3D", "3F", "40", "42",
+    "44", "53", "54", "55", "57", "58", "72", "F0", "HV", "P0", "XX",
+];
+
+/// Whether a SQLSTATE is a domain's own (see [`EventStoreError::Domain`]): five digits or
+/// uppercase letters, of a class neither PostgreSQL's nor the store's, or `P0001`.
+fn is_domain_code(code: &str) -> bool {
+    let well_formed = code.len() == 5
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase());
+    well_formed
+        && (code == "P0001" || (!POSTGRES_CLASSES.contains(&&code[..2]) && !code.starts_with("ES")))
 }
 
 impl EventStoreError {
     /// The typed error for a server error with this SQLSTATE, message and DETAIL, or `None`
     /// when it is not one of the store's conditions (or its DETAIL is not in the documented
-    /// format): the caller then keeps the error as [`Database`](Self::Database). Pure: usable
-    /// with any driver's error fields.
+    /// format) nor a domain's own: the caller then keeps the error as
+    /// [`Database`](Self::Database). Pure: usable with any driver's error fields. A
+    /// [`Domain`](Self::Domain) error built here has no `hint`; see
+    /// [`from_server_with_hint`](Self::from_server_with_hint).
     pub fn from_server(code: &str, message: &str, detail: Option<&str>) -> Option<Self> {
+        Self::from_server_with_hint(code, message, detail, None)
+    }
+
+    /// [`from_server`](Self::from_server) with the server's HINT too, which only a
+    /// [`Domain`](Self::Domain) error keeps (the store's own HINTs are for people).
+    pub fn from_server_with_hint(
+        code: &str,
+        message: &str,
+        detail: Option<&str>,
+        hint: Option<&str>,
+    ) -> Option<Self> {
         let message = message.to_owned();
         Some(match code {
             "ES001" => {
@@ -226,9 +318,31 @@ impl EventStoreError {
                 }
             }
             "ES202" => Self::NoSuchSubscription { message },
+            "ES301" => Self::InvalidAggregate {
+                detail: detail.map(str::to_owned),
+                message,
+            },
+            "ES302" => {
+                // `stream type: T, named: N`; T is `none (a generic stream)` for no type.
+                let (stored, named) = detail?
+                    .strip_prefix("stream type: ")?
+                    .split_once(", named: ")?;
+                Self::StreamTypeConflict {
+                    stream_type: (stored != GENERIC).then(|| stored.to_owned()),
+                    named: named.to_owned(),
+                    message,
+                }
+            }
+            "ES303" => Self::NoAggregateType { message },
             "22023" | "22004" => Self::InvalidArgument {
                 code: code.to_owned(),
                 message,
+            },
+            _ if is_domain_code(code) => Self::Domain {
+                code: code.to_owned(),
+                message,
+                detail: detail.map(str::to_owned),
+                hint: hint.map(str::to_owned),
             },
             _ => return None,
         })
@@ -255,7 +369,10 @@ impl EventStoreError {
             Self::NotAnAccount { .. } => "ES104",
             Self::LeasedByAnother { .. } => "ES201",
             Self::NoSuchSubscription { .. } => "ES202",
-            Self::InvalidArgument { code, .. } => code,
+            Self::InvalidAggregate { .. } => "ES301",
+            Self::StreamTypeConflict { .. } => "ES302",
+            Self::NoAggregateType { .. } => "ES303",
+            Self::InvalidArgument { code, .. } | Self::Domain { code, .. } => code,
         })
     }
 }
@@ -288,7 +405,9 @@ impl From<sqlx::Error> for EventStoreError {
         let typed = err
             .as_database_error()
             .and_then(|db| db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>())
-            .and_then(|pg| Self::from_server(pg.code(), pg.message(), pg.detail()));
+            .and_then(|pg| {
+                Self::from_server_with_hint(pg.code(), pg.message(), pg.detail(), pg.hint())
+            });
         typed.unwrap_or(Self::Database(err))
     }
 }
@@ -464,6 +583,164 @@ mod tests {
             parse(&not_account),
             Some(EventStoreError::NotAnAccount { .. })
         ));
+    }
+
+    #[test]
+    fn aggregate_conditions_keep_message_and_detail() {
+        let raised = Server::AggregateFailed {
+            stream_type: "bad".into(),
+            reason: "evolve function ticket.bad(jsonb,jsonb) of aggregate type bad raised an \
+                     error at version 1"
+                .into(),
+            raised: Some("XY001: evolve cannot fold Raise".into()),
+        };
+        match parse(&raised) {
+            Some(err @ EventStoreError::InvalidAggregate { .. }) => {
+                assert_eq!(err.sqlstate(), Some("ES301"));
+                assert_eq!(err.to_string(), raised.message());
+                let EventStoreError::InvalidAggregate { detail, .. } = err else {
+                    unreachable!()
+                };
+                assert_eq!(
+                    detail.as_deref(),
+                    Some("the function raised: XY001: evolve cannot fold Raise")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let definition = Server::InvalidDefinition {
+            what: "aggregate type ticket".into(),
+            reason: "initial_state is an array, not a JSON object".into(),
+        };
+        assert!(matches!(
+            parse(&definition),
+            Some(EventStoreError::InvalidAggregate { detail: None, message })
+                if message == definition.message()
+        ));
+
+        for (stored, want) in [("cart", Some("cart")), (GENERIC, None)] {
+            let conflict = Server::StreamTypeConflict {
+                stream_id: "e7000000-0000-0000-0000-000000000001".into(),
+                stored: stored.into(),
+                named: "account".into(),
+            };
+            match parse(&conflict) {
+                Some(
+                    ref err @ EventStoreError::StreamTypeConflict {
+                        ref stream_type,
+                        ref named,
+                        ref message,
+                    },
+                ) => {
+                    assert_eq!(stream_type.as_deref(), want);
+                    assert_eq!(named, "account");
+                    assert_eq!(message, &conflict.message());
+                    assert_eq!(err.sqlstate(), Some("ES302"));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Without its DETAIL, or in another format: not guessed at.
+        assert!(EventStoreError::from_server("ES302", "m", None).is_none());
+        assert!(EventStoreError::from_server("ES302", "m", Some("type: a, named: b")).is_none());
+
+        for what in [
+            "stream e7000000-0000-0000-0000-000000000002 (a generic stream)",
+            "stream type nothing",
+        ] {
+            let none = Server::NoAggregateType { what: what.into() };
+            match parse(&none) {
+                Some(e @ EventStoreError::NoAggregateType { .. }) => {
+                    assert_eq!(e.sqlstate(), Some("ES303"));
+                    assert_eq!(e.to_string(), none.message());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_domains_own_error_passes_through_with_detail_and_hint() {
+        // What cart.check raises (examples/cart.sql).
+        let full = EventStoreError::from_server_with_hint(
+            "CT005",
+            "the cart is full: 18 items and 3 more of A would be 21 (at most 20)",
+            Some("items: 18, adding: 3, limit: 20"),
+            Some("remove items or check out first"),
+        );
+        match full {
+            Some(EventStoreError::Domain {
+                ref code,
+                ref message,
+                ref detail,
+                ref hint,
+            }) => {
+                assert_eq!(code, "CT005");
+                assert!(message.starts_with("the cart is full"), "{message}");
+                assert_eq!(detail.as_deref(), Some("items: 18, adding: 3, limit: 20"));
+                assert_eq!(hint.as_deref(), Some("remove items or check out first"));
+            }
+            ref other => panic!("{other:?}"),
+        }
+        let full = full.unwrap();
+        // The same, as the server's core raises a check's error (passed on unchanged).
+        let server = Server::Raised(event_store_core::error::RaisedError {
+            sqlstate: "CT005".into(),
+            message: "the cart is full: 18 items and 3 more of A would be 21 (at most 20)".into(),
+            detail: Some("items: 18, adding: 3, limit: 20".into()),
+            hint: Some("remove items or check out first".into()),
+            context: None,
+        });
+        match EventStoreError::from_server_with_hint(
+            server.sqlstate(),
+            &server.message(),
+            server.detail().as_deref(),
+            server.hint().as_deref(),
+        ) {
+            Some(EventStoreError::Domain {
+                code,
+                message,
+                detail,
+                hint,
+            }) => assert_eq!(
+                (code, message, detail, hint),
+                (
+                    "CT005".to_owned(),
+                    server.message(),
+                    server.detail(),
+                    server.hint()
+                )
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(full.sqlstate(), Some("CT005"));
+        assert_eq!(
+            full.to_string(),
+            "the cart is full: 18 items and 3 more of A would be 21 (at most 20)"
+        );
+        // Without the HINT (from_server), and any class of a domain's own; a plain RAISE.
+        for code in ["CT001", "CT006", "ZZ999", "Q1234", "9A000", "P0001"] {
+            match EventStoreError::from_server(code, "refused", None) {
+                Some(EventStoreError::Domain {
+                    code: c,
+                    detail: None,
+                    hint: None,
+                    ..
+                }) => assert_eq!(c, code),
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+        // PostgreSQL's own codes and the store's unknown ones are not a domain's: the caller
+        // keeps the whole error.
+        for code in [
+            "23505", "40P01", "42710", "55000", "57014", "P0002", "P0004", "XX000", "HV000",
+            "F0000", "0A000", "ES999", "ES300", "", "ct005", "CT05", "CT0055", "CT-05",
+        ] {
+            assert!(
+                EventStoreError::from_server(code, "m", Some("d")).is_none(),
+                "{code:?}"
+            );
+        }
     }
 
     #[test]

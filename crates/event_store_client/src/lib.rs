@@ -13,8 +13,13 @@
 //!   ([`EventStoreClient::open_account`], [`deposit`](EventStoreClient::deposit),
 //!   [`withdraw`](EventStoreClient::withdraw), …), the audit reads and the global log
 //!   ([`EventStoreClient::read_all`]);
+//! - aggregates of any domain defined in the database (`es.define_aggregate`): the
+//!   [`Aggregate`] trait over a serde event enum, and typed operations on streams of its type
+//!   ([`EventStoreClient::append_to`], [`load`](EventStoreClient::load),
+//!   [`state`](EventStoreClient::state), [`fold`](EventStoreClient::fold), …);
 //! - one error enum, [`EventStoreError`], typed by the store's SQLSTATEs with the values of
-//!   their DETAIL parsed: a stable contract (its table is on the enum and in the README).
+//!   their DETAIL parsed: a stable contract (its table is on the enum and in the README); a
+//!   domain's own refusals arrive as [`EventStoreError::Domain`].
 //!
 //! ```no_run
 //! use event_store_client::{Account, EventStore, EventStoreClient, EventStoreError};
@@ -39,6 +44,7 @@
 //! ```
 
 pub mod account;
+pub mod aggregate;
 pub mod client;
 pub mod error;
 pub mod store;
@@ -50,6 +56,7 @@ pub mod seed {
 }
 
 pub use account::{Account, AccountState, AccountStatus, DomainError};
+pub use aggregate::Aggregate;
 pub use client::{
     EventStoreClient, HistoryEntry, PostgresEventStore, PostgresSnapshotStore, RecordedEvent,
 };
