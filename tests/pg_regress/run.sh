@@ -29,9 +29,11 @@ if [ "${1:-}" = "--auto" ]; then
   for t in "${tests[@]}"; do [ -f "$here/expected/$t.out" ] || : >"$here/expected/$t.out"; done
 fi
 status=0
-PGOPTIONS='-c client_min_messages=warning' "$PG_REGRESS" --bindir="$BIN" --inputdir="$here" \
-  --outputdir="$out" --use-existing --dbname="$db" \
-  --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" "${tests[@]}" || status=$?
+# psql reads each file from stdin, so `\ir` (types_cart.sql loads examples/cart.sql as a user
+# would) resolves from the working directory: the files' own.
+(cd "$here/sql" && PGOPTIONS='-c client_min_messages=warning' "$PG_REGRESS" --bindir="$BIN" \
+  --inputdir="$here" --outputdir="$out" --use-existing --dbname="$db" \
+  --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" "${tests[@]}") || status=$?
 if [ "${1:-}" = "--auto" ]; then
   cp "$out"/results/*.out "$here/expected/"
   echo "pg_regress: expected output updated from this run"
