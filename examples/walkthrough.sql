@@ -158,3 +158,29 @@ SELECT es.wait_for_projection('account_transactions', (SELECT max(global_positio
 SELECT version, event_type, amount_cents, balance_cents, description
   FROM es.account_transactions WHERE account_id = :'bob' ORDER BY version;
 SELECT name, state, checkpoint, events_behind, last_error FROM es.projections ORDER BY name;
+\echo
+\echo '== 13. Your own domain: the shopping cart of examples/cart.sql, declared in PL/pgSQL'
+\set ON_ERROR_STOP 1
+\ir cart.sql
+\set ON_ERROR_STOP 0
+SELECT stream_type, evolve, "check", snapshot_every FROM es.aggregates ORDER BY stream_type;
+\echo '-- CartOpened makes a stream a cart (es.stream_type_rules); its rules run on every append'
+SELECT es.append_events('7f3c2a10-0000-4000-8000-0000000000c1', 0, ARRAY[
+  '{"type":"CartOpened","customer":"Alice"}',
+  '{"type":"ItemAdded","sku":"tea","quantity":12,"unit_price_cents":450,"event_version":2}']::jsonb[]) AS version;
+\echo '-- a rule refused with the domain''s own SQLSTATE (CT005: at most 20 items)'
+SELECT es.append_events('7f3c2a10-0000-4000-8000-0000000000c1', NULL, ARRAY[
+  '{"type":"ItemAdded","sku":"mug","quantity":9,"unit_price_cents":900,"event_version":2}']::jsonb[]);
+\echo '   -> SQLSTATE' :LAST_ERROR_SQLSTATE
+\echo '-- an old ItemAdded (version 1 said "qty") is stored as sent and read upcast'
+SELECT es.append_events('7f3c2a10-0000-4000-8000-0000000000c1', NULL, ARRAY[
+  '{"type":"ItemAdded","sku":"mug","qty":1,"unit_price_cents":900}']::jsonb[]) AS version;
+SELECT version, event_version, data->>'quantity' AS quantity
+  FROM es.load_events('7f3c2a10-0000-4000-8000-0000000000c1') ORDER BY version;
+\echo '-- the state kept with the stream, time travel, and the same fold as an SQL aggregate'
+SELECT es.state('7f3c2a10-0000-4000-8000-0000000000c1') ->> 'item_count' AS items_now,
+       es.state('7f3c2a10-0000-4000-8000-0000000000c1', at_version => 2) ->> 'item_count' AS items_at_2;
+SELECT version, event_type, state ->> 'total_cents' AS total_cents
+  FROM es.history('7f3c2a10-0000-4000-8000-0000000000c1') ORDER BY version;
+SELECT es.replay('cart', data ORDER BY version) ->> 'total_cents' AS replayed_total
+  FROM es.events WHERE stream_id = '7f3c2a10-0000-4000-8000-0000000000c1';
