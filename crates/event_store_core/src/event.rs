@@ -323,12 +323,6 @@ pub fn check_sequence_numbers(
 /// `es.streams.stream_type` of an account stream.
 pub const ACCOUNT_STREAM_TYPE: &str = "account";
 
-/// The stream type a new stream gets from its first event: `account` when it is the seed's
-/// `Opened` (SPEC §5), else none (a generic stream).
-pub fn stream_type_for(first_event_type: &str) -> Option<&'static str> {
-    (first_event_type == "Opened").then_some(ACCOUNT_STREAM_TYPE)
-}
-
 fn parse_uuid(s: &str) -> Option<Uuid> {
     Uuid::try_parse(s).ok()
 }
@@ -535,11 +529,5 @@ pub(crate) mod tests {
         let long = "x".repeat(500);
         let r = reason(serde_json::json!({"type": "T", "event_id": long}));
         assert!(r.len() < 120, "{r}");
-    }
-
-    #[test]
-    fn account_streams_start_with_opened() {
-        assert_eq!(stream_type_for("Opened"), Some("account"));
-        assert_eq!(stream_type_for("Deposited"), None);
     }
 }
