@@ -22,6 +22,14 @@ CREATE FUNCTION cart_demo.project(e es.events) RETURNS void LANGUAGE sql AS $$
      SET item_count = excluded.item_count, total_cents = excluded.total_cents, status = excluded.status $$;
 SELECT es.create_projection('cart_totals', 'cart_demo.project(es.events)',
                             ARRAY['CartOpened', 'ItemAdded', 'ItemRemoved', 'CheckedOut']);
+-- a projection's handler gets old events upcast too
+CREATE TABLE cart_demo.lines (cart_id uuid, version bigint, event_version int, quantity int,
+                              PRIMARY KEY (cart_id, version));
+CREATE FUNCTION cart_demo.line(e es.events) RETURNS void LANGUAGE sql AS $$
+  INSERT INTO cart_demo.lines
+  SELECT e.stream_id, e.version, e.event_version, (e.data->>'quantity')::int
+   WHERE e.stream_id::text LIKE 'ca000000%' $$;
+SELECT es.create_projection('cart_lines', 'cart_demo.line(es.events)', ARRAY['ItemAdded']);
 -- appends from psql: the first event makes the stream a cart (es.stream_type_rules), or it is named
 SELECT es.append_events('ca000000-0000-0000-0000-000000000001', 0, ARRAY[
   '{"type":"CartOpened","customer":"Ada"}',
@@ -53,4 +61,7 @@ SELECT version, event_type, state->'item_count' AS items, state->'total_cents' A
 SELECT max(global_position) AS last FROM es.events \gset
 SELECT es.wait_for_projection('cart_totals', :last, 30000);
 SELECT * FROM cart_demo.totals ORDER BY cart_id;
+SELECT es.wait_for_projection('cart_lines', :last, 30000);
+SELECT * FROM cart_demo.lines ORDER BY cart_id, version;
 SELECT es.drop_projection('cart_totals');
+SELECT es.drop_projection('cart_lines');
