@@ -64,6 +64,9 @@ pub enum Bump {
         /// Its version.
         actual: i64,
     },
+    /// The row was changed by this very transaction while the append judged it: a function
+    /// the rules called (a declared type's `check` or `evolve`) appended to the same stream.
+    ChangedDuringAppend,
 }
 
 /// A column this version of the store reads or writes: its name, its type, and whether the
@@ -776,6 +779,9 @@ unsafe fn bump_row<const N: usize, E>(
                     current = fetch_any(rel, tmfd.ctid);
                 }
                 pg_sys::TM_Result::TM_Deleted => break Ok(Bump::NotFound),
+                pg_sys::TM_Result::TM_SelfModified | pg_sys::TM_Result::TM_Invisible => {
+                    break Ok(Bump::ChangedDuringAppend);
+                }
                 other => pgrx::error!("event_store: unexpected result {other} updating es.streams"),
             }
         };

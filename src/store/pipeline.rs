@@ -261,6 +261,15 @@ fn bump_native(
     let mut check = |head: &StreamHead<'_>| rules.check_head(conn, head);
     match heap::bump_stream(stream, expected, n, &mut check) {
         Outcome::Done(Ok(Bump::Updated { old_version })) => Some(Ok(Some(old_version + n))),
+        Outcome::Done(Ok(Bump::ChangedDuringAppend)) => {
+            Some(Err(EventStoreError::AggregateFailed {
+                stream_type: String::new(),
+                reason: format!(
+                    "stream {stream} was changed during its own append by a function the append called (a check or evolve that appends to the stream it judges)"
+                ),
+                raised: None,
+            }))
+        }
         Outcome::Done(Ok(_)) => Some(Ok(None)),
         Outcome::Done(Err(e)) => Some(Err(e)),
         Outcome::Fallback => None,
