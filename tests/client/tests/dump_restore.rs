@@ -7,7 +7,8 @@
 //! config-dump registration brings the rows and the position sequence). Events (every column),
 //! streams, snapshots and global positions must be identical in both databases, and the restored
 //! store must keep working: the next append gets a position above every restored one and the
-//! right next version, and restored event ids stay unique.
+//! right next version, and restored event ids stay unique. A declared aggregate type comes along
+//! with its definition, revision, kept states, upcaster and a changed stream-type rule.
 
 use event_store_client_tests::{
     Client, TestDb, Uuid, append, describe, dump_and_restore, sqlstate, stream_version, texts,
@@ -168,4 +169,91 @@ fn dump_and_restore_keep_every_row_and_the_store_keeps_working() {
             describe(&err)
         ),
     }
+}
+
+/// A declared aggregate type survives a dump and restore with everything it needs: its row in
+/// `es.aggregates` (functions by name, revision), its streams' kept states of that revision, a
+/// changed stream-type rule, its upcaster; and in the restored database its rules still refuse,
+/// its state is the same, and old events are still read upcast.
+#[test]
+fn a_declared_type_survives_a_dump_and_restore() {
+    let source = TestDb::new("dump_types_src");
+    let mut src = source.connect();
+    src.batch_execute(
+        r#"
+        CREATE SCHEMA counter;
+        CREATE FUNCTION counter.evolve(state jsonb, event jsonb) RETURNS jsonb
+        LANGUAGE sql IMMUTABLE SET search_path = pg_catalog AS
+        $$ SELECT jsonb_build_object('n', (state->>'n')::int + coalesce((event->>'by')::int, 0)) $$;
+        CREATE FUNCTION counter.check(state jsonb, event jsonb) RETURNS void
+        LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+        BEGIN
+            IF (state->>'n')::int + coalesce((event->>'by')::int, 0) > 10 THEN
+                RAISE EXCEPTION 'counter past 10' USING ERRCODE = 'CN001';
+            END IF;
+        END $$;
+        CREATE FUNCTION counter.by_from_step(event jsonb) RETURNS jsonb
+        LANGUAGE sql IMMUTABLE SET search_path = pg_catalog AS
+        $$ SELECT (event - 'step') || jsonb_build_object('by', event->'step', 'event_version', 2) $$;
+        SELECT es.define_aggregate('counter', 'counter.evolve(jsonb,jsonb)', '{"n": 0}',
+                                   'counter.check(jsonb,jsonb)', 2);
+        SELECT es.define_upcaster('Inc', 1, 'counter.by_from_step(jsonb)');
+        UPDATE es.stream_type_rules SET stream_type = 'counter' WHERE first_event_type = 'Opened';
+        "#,
+    )
+    .unwrap_or_else(|e| panic!("declaring the type: {}", describe(&e)));
+    let stream = Uuid::new_v4();
+    let events = [
+        r#"{"type":"Opened"}"#.to_owned(),
+        r#"{"type":"Inc","step":3}"#.to_owned(),
+        r#"{"type":"Inc","by":4,"event_version":2}"#.to_owned(),
+    ];
+    append(&mut src, stream, Some(0), &events)
+        .unwrap_or_else(|e| panic!("appending to the counter: {}", describe(&e)));
+
+    let target = dump_and_restore(&source, "dump_types_dst");
+    let mut dst = target.connect();
+    let rows = |client: &mut Client, sql: &str| texts(client, sql);
+    for sql in [
+        "SELECT concat_ws(' ', stream_type, evolve, \"check\", initial_state, snapshot_every, revision, native) \
+         FROM es.aggregates ORDER BY stream_type",
+        "SELECT concat_ws(' ', first_event_type, stream_type) FROM es.stream_type_rules ORDER BY 1",
+        "SELECT concat_ws(' ', event_type, from_version, upcast) FROM es.upcasters ORDER BY 1",
+        "SELECT concat_ws(' ', stream_id, stream_type, version, state, state_revision) FROM es.streams ORDER BY 1",
+        "SELECT concat_ws(' ', stream_id, version, state, revision) FROM es.snapshots ORDER BY stream_id, version",
+    ] {
+        assert_eq!(
+            rows(&mut src, sql),
+            rows(&mut dst, sql),
+            "differs after the restore: {sql}"
+        );
+    }
+    let state = |client: &mut Client| -> String {
+        client
+            .query_one("SELECT es.state($1)::text", &[&stream])
+            .map(|r| r.get(0))
+            .unwrap_or_else(|e| panic!("es.state: {}", describe(&e)))
+    };
+    assert_eq!(state(&mut dst), r#"{"n": 7}"#);
+    assert_eq!(state(&mut src), state(&mut dst));
+    // the rules and the upcaster still work in the restored database
+    let too_much = [r#"{"type":"Inc","step":4}"#.to_owned()];
+    match append(&mut dst, stream, None, &too_much) {
+        Ok(v) => panic!("the restored counter accepted 7 + 4 (version {v})"),
+        Err(e) => assert_eq!(sqlstate(&e), Some("CN001"), "{}", describe(&e)),
+    }
+    let fine = [r#"{"type":"Inc","step":3}"#.to_owned()];
+    assert_eq!(append(&mut dst, stream, None, &fine).expect("7 + 3"), 4);
+    assert_eq!(state(&mut dst), r#"{"n": 10}"#);
+    // the changed rule: a new stream starting with Opened is a counter
+    let other = Uuid::new_v4();
+    append(&mut dst, other, Some(0), &events[..1]).expect("a new Opened stream");
+    let ty: Option<String> = dst
+        .query_one(
+            "SELECT stream_type FROM es.streams WHERE stream_id = $1",
+            &[&other],
+        )
+        .expect("its type")
+        .get(0);
+    assert_eq!(ty.as_deref(), Some("counter"));
 }
