@@ -181,11 +181,7 @@ fn history(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
 
 /// The aggregate's context, or the error for a direct call of a transition function.
 fn replay_context(call: &Call<'_>) -> Result<pg_sys::MemoryContext, EventStoreError> {
-    call.aggregate_context()
-        .ok_or(EventStoreError::InvalidArgument {
-            name: "call",
-            reason: "es.replay's functions can only be called by the aggregate".into(),
-        })
+    call.aggregate_context_of("es.replay")
 }
 
 /// The running fold the executor passes back as the `internal` argument (`None` on a group's

@@ -15,11 +15,7 @@ use pgrx::pg_sys::{self, Datum};
 
 /// The aggregate's context, or the error for a direct call of a transition function.
 fn aggregate_context(call: &Call<'_>) -> Result<pg_sys::MemoryContext, EventStoreError> {
-    call.aggregate_context()
-        .ok_or(EventStoreError::InvalidArgument {
-            name: "call",
-            reason: "es.account_replay's functions can only be called by the aggregate".into(),
-        })
+    call.aggregate_context_of("es.account_replay")
 }
 
 /// The state the executor passes back as the `internal` argument (`None` on the first row).

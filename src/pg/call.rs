@@ -235,6 +235,19 @@ impl<'fc> Call<'fc> {
         (kind != 0 && !context.is_null()).then_some(context)
     }
 
+    /// [`Call::aggregate_context`] of a transition or final function of the aggregate
+    /// `aggregate`, or the error for a direct call (22023).
+    pub fn aggregate_context_of(
+        &self,
+        aggregate: &str,
+    ) -> Result<pg_sys::MemoryContext, EventStoreError> {
+        self.aggregate_context()
+            .ok_or_else(|| EventStoreError::InvalidArgument {
+                name: "call",
+                reason: format!("{aggregate}'s functions can only be called by the aggregate"),
+            })
+    }
+
     /// Sets up a materialized set-returning call and returns where its rows go. The function
     /// must be declared `RETURNS SETOF`/`TABLE` (sql/bootstrap.sql).
     pub fn materialize(&mut self) -> ResultSet {

@@ -109,12 +109,17 @@ pub fn current_user() -> Oid {
 
 /// Whether a role with this OID exists.
 pub fn role_exists(role: Oid) -> bool {
-    // SAFETY: a syscache probe by key (AUTHOID takes the role's OID); it returns false for a
-    // missing role and keeps no reference.
+    exists_by_oid(pg_sys::SysCacheIdentifier::AUTHOID, role)
+}
+
+/// Whether the catalog row of `cache` keyed by `oid` exists (a role, a function, …).
+pub fn exists_by_oid(cache: pg_sys::SysCacheIdentifier::Type, oid: Oid) -> bool {
+    // SAFETY: a syscache probe by a one-OID key (the caches passed here are keyed by an OID);
+    // it returns false for a missing row and keeps no reference.
     unsafe {
         pg_sys::SearchSysCacheExists(
-            pg_sys::SysCacheIdentifier::AUTHOID as c_int,
-            Datum::from(role),
+            cache as c_int,
+            Datum::from(oid),
             Datum::from(0usize),
             Datum::from(0usize),
             Datum::from(0usize),

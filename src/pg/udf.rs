@@ -146,17 +146,7 @@ impl UserFn {
 
 /// Whether a function with this OID exists (in the catalog snapshot of the moment).
 pub fn function_exists(oid: Oid) -> bool {
-    // SAFETY: a syscache probe by key (PROCOID takes the function's OID); it keeps no
-    // reference and returns false for a missing function.
-    unsafe {
-        pg_sys::SearchSysCacheExists(
-            pg_sys::SysCacheIdentifier::PROCOID as c_int,
-            Datum::from(oid),
-            Datum::from(0usize),
-            Datum::from(0usize),
-            Datum::from(0usize),
-        )
-    }
+    super::security::exists_by_oid(pg_sys::SysCacheIdentifier::PROCOID, oid)
 }
 
 /// The function's name with its argument types, as `regprocedure` prints it
