@@ -804,13 +804,17 @@ pub struct Connection(());
 thread_local! {
     /// An ERROR was caught (without a subtransaction) and the call is on its way out with the
     /// store's own error: the abort, not Drop, cleans SPI up.
-    static LEFT_TO_ABORT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static LEFT_TO_ABORT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    /// How many connections are open (nested: a user's function called by the store may call
+    /// the store again). The mark above names the depth of the one left to the abort, so a
+    /// caught error below it never stops an outer connection from finishing normally.
+    static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Marks the open SPI connection as left to the abort: call when an ERROR has been caught
 /// without a subtransaction and the call will end with an error of its own.
 pub fn leave_to_abort() {
-    LEFT_TO_ABORT.with(|f| f.set(true));
+    LEFT_TO_ABORT.with(|f| f.set(Some(DEPTH.with(std::cell::Cell::get))));
 }
 
 /// A snapshot registered with the current resource owner, unregistered when dropped.
@@ -851,7 +855,7 @@ pub type Arg = Option<Datum>;
 impl Connection {
     /// `SPI_connect`, and the pinned search path.
     pub fn connect() -> Connection {
-        LEFT_TO_ABORT.with(|f| f.set(false));
+        DEPTH.with(|d| d.set(d.get() + 1));
         // SAFETY: SPI_connect pushes a new SPI level (popped by Drop or by the abort).
         unsafe { pg_sys::SPI_connect() };
         pin_search_path();
@@ -925,7 +929,19 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        if std::thread::panicking() || LEFT_TO_ABORT.with(|f| f.get()) {
+        let depth = DEPTH.with(|d| {
+            let mine = d.get();
+            d.set(mine.saturating_sub(1));
+            mine
+        });
+        let left = LEFT_TO_ABORT.with(|f| {
+            let left = f.get().is_some_and(|d| d >= depth);
+            if left {
+                f.set(None);
+            }
+            left
+        });
+        if std::thread::panicking() || left {
             return;
         }
         // SAFETY: pops what `connect` pushed, in reverse order; nothing pushed an override
