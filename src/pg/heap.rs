@@ -771,6 +771,17 @@ unsafe fn bump_row<const N: usize, E>(
                     current = fetch_any(rel, tmfd.ctid);
                 }
                 pg_sys::TM_Result::TM_Deleted => break Ok(Bump::NotFound),
+                // The judge ran code (a declared type's functions, as their definer) that
+                // changed this row itself: as PostgreSQL says of a BEFORE trigger that did.
+                pg_sys::TM_Result::TM_SelfModified => {
+                    pgrx::ereport!(
+                        ERROR,
+                        pgrx::PgSqlErrorCode::ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION,
+                        format!(
+                            "the row of stream {stream} in es.streams was changed by a function the append called"
+                        )
+                    );
+                }
                 other => pgrx::error!("event_store: unexpected result {other} updating es.streams"),
             }
         };
