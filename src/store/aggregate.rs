@@ -26,8 +26,43 @@ use crate::store::upcast::Upcasting;
 use event_store_core::account::{AccountState, snapshot_due};
 use event_store_core::{ACCOUNT_STREAM_TYPE, EventStoreError, JsonField};
 use pgrx::pg_sys::{self, Datum, Oid};
+use std::cell::RefCell;
 use std::rc::Rc;
 use uuid::Uuid;
+
+thread_local! {
+    /// The streams whose append or rebuild is running a declared type's functions right now
+    /// (innermost last: a function may append to another stream).
+    static JUDGING: RefCell<Vec<Uuid>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Marks a stream as being judged by its type's functions while the value lives: an append
+/// those functions make to the same stream is refused ([`TypedRules::check_head`]). It would
+/// otherwise change the stream row under the append that called them (the row the append is
+/// about to replace, or has just created and not yet filled in). Removed on every path out,
+/// an ERROR included (it unwinds through here as a panic).
+struct Judging(Uuid);
+
+impl Judging {
+    fn enter(stream: &Uuid) -> Judging {
+        JUDGING.with_borrow_mut(|streams| streams.push(*stream));
+        Judging(*stream)
+    }
+
+    fn active(stream: &Uuid) -> bool {
+        JUDGING.with_borrow(|streams| streams.contains(stream))
+    }
+}
+
+impl Drop for Judging {
+    fn drop(&mut self) {
+        JUDGING.with_borrow_mut(|streams| {
+            if let Some(i) = streams.iter().rposition(|s| *s == self.0) {
+                streams.remove(i);
+            }
+        });
+    }
+}
 
 /// The rules of `es.append_events`: the stream's type is checked against the one the call
 /// names, an account is judged by the account's rules, a stream of a declared type by its
@@ -84,6 +119,18 @@ impl StreamRules for TypedRules<'_> {
             }
         }
         let stored = head.stream_type();
+        if Judging::active(&self.stream) {
+            let stream_type = stored.unwrap_or_default();
+            return Err(EventStoreError::AggregateFailed {
+                reason: format!(
+                    "stream {} is being appended to or rebuilt: the check and evolve functions \
+                     of its type {stream_type} cannot append to it",
+                    self.stream
+                ),
+                stream_type,
+                raised: None,
+            });
+        }
         if let Some(named) = self.named
             && stored.as_deref() != Some(named)
         {
@@ -215,6 +262,7 @@ fn judge(
     head: &StreamHead<'_>,
     batch: &Batch<'_>,
 ) -> Result<Datum, EventStoreError> {
+    let _judging = Judging::enter(stream);
     udf::guarded(|| {
         let evolve = open_evolve(def)?;
         let mut check = match def.check {
@@ -856,6 +904,7 @@ fn rebuild_stream(
     let revision = Some(i64_datum(def.revision));
     conn.execute(Stmt::DeleteStaleSnapshots, &[sid, revision]);
     let every = i64::from(def.snapshot_every.unwrap_or(0));
+    let _judging = Judging::enter(stream);
     let state = udf::guarded(|| {
         let mut fold = Fold::new(open_evolve(def)?, def.initial_state_datum());
         let evolve_oid = fold.function();

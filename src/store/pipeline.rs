@@ -265,7 +265,7 @@ fn bump_native(
             Some(Err(EventStoreError::AggregateFailed {
                 stream_type: String::new(),
                 reason: format!(
-                    "stream {stream} was changed during its own append by a function the append called (a check or evolve that appends to the stream it judges)"
+                    "stream {stream} was changed during its own append by a function the append called (a check or evolve that updates es.streams)"
                 ),
                 raised: None,
             }))
