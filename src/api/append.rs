@@ -24,5 +24,11 @@ fn append_events(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
         .jsonb_array(arg::events)
         .ok_or(EventStoreError::NullArgument { name: "events" })?;
     let stream_type = call.optional_text(arg::stream_type);
+    if stream_type.as_deref() == Some("") {
+        return Err(EventStoreError::InvalidArgument {
+            name: "stream_type",
+            reason: "it is empty (NULL names no type)".into(),
+        });
+    }
     store::append::append_events(&stream, expected, events, stream_type.as_deref()).map(i64_datum)
 }

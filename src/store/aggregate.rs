@@ -648,6 +648,11 @@ fn check_signature(
         ));
     }
     let name = rows.text(0, 5).unwrap_or_default();
+    if name.starts_with("es.") {
+        return Err(format!(
+            "{what} {name} is the store's own function: a declared type brings its own"
+        ));
+    }
     let expected_args = vec![pg_sys::JSONBOID.to_u32().to_string(); args].join(",");
     let ok = rows.text(0, 1).as_deref() == Some(expected_args.as_str())
         && rows.text(0, 2).as_deref() == Some(returns)

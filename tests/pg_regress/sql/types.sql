@@ -152,3 +152,6 @@ SELECT error_of($$SELECT es.drop_upcaster('Commented', 2)$$);
 SELECT version, event_version, data FROM es.load_events('e7000000-0000-0000-0000-000000000006') ORDER BY version;
 SELECT es.drop_upcaster('Commented', 1);
 SELECT version, event_version, data FROM es.load_events('e7000000-0000-0000-0000-000000000006') ORDER BY version;
+-- an empty type name, and the store's own functions as another type's, are refused
+SELECT error_of($$SELECT es.append_events('e7000000-0000-0000-0000-000000000009', 0, ARRAY['{"type":"X"}']::jsonb[], '')$$);
+SELECT error_of($$SELECT es.define_aggregate('copycat', 'es.account_evolve(jsonb,jsonb)')$$);
