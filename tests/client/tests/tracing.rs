@@ -640,6 +640,30 @@ const UNTRACED: &[(&str, &str)] = &[
         "es.enable_account_projections",
         "SQL (sql/flow.sql); its es.create_projection calls record their spans",
     ),
+    (
+        "es.account_evolve",
+        "the account's fold as a declared type's evolve: run per event",
+    ),
+    (
+        "es.account_check",
+        "the account's rules as a declared type's check: run per event",
+    ),
+    ("es.replay", "an aggregate: it runs once per row"),
+    ("es.replay_step", "the aggregate's transition function"),
+    ("es.replay_from_step", "the aggregate's transition function"),
+    ("es.replay_final", "the aggregate's final function"),
+    (
+        "es.registry_changed",
+        "the trigger that refreshes the backends' registry cache (sql/flow.sql)",
+    ),
+    (
+        "es.stream_type_rules_replace",
+        "the trigger that lets a restored rule replace the default one (sql/flow.sql)",
+    ),
+    (
+        "es.rebuild_states",
+        "a PL/pgSQL procedure (sql/flow.sql); its es.rebuild_batch calls record their spans",
+    ),
 ];
 
 #[test]
@@ -677,6 +701,12 @@ fn every_sql_function_records_its_declared_span_with_its_attributes() {
         .get(0);
     // One call per function, in an order where each succeeds; every declared span argument is
     // passed non-NULL, so every declared attribute must arrive.
+    // what the calls of the aggregates' functions declare a type with
+    c.batch_execute(
+        "CREATE FUNCTION public.traced_evolve(s jsonb, e jsonb) RETURNS jsonb LANGUAGE sql AS 'SELECT s';
+         CREATE FUNCTION public.traced_upcast(e jsonb) RETURNS jsonb LANGUAGE sql AS 'SELECT e';",
+    )
+    .unwrap();
     let calls: Vec<(&str, String)> = vec![
         ("es.open_account", "SELECT es.open_account('ann', 500)".into()),
         ("es.deposit", format!("SELECT es.deposit('{a}', 250, 'pay', 1)")),
@@ -717,6 +747,24 @@ fn every_sql_function_records_its_declared_span_with_its_attributes() {
         ("es.wait_for_projection", "SELECT es.wait_for_projection('proj', 0, 10)".into()),
         ("es.drop_projection", "SELECT es.drop_projection('proj')".into()),
         ("es.worker_status", "SELECT count(*) FROM es.worker_status()".into()),
+        (
+            "es.define_aggregate",
+            "SELECT es.define_aggregate('traced', 'public.traced_evolve(jsonb,jsonb)')".into(),
+        ),
+        (
+            "es.alter_aggregate",
+            "SELECT es.alter_aggregate('traced', 'public.traced_evolve(jsonb,jsonb)', '{}', NULL, 10)"
+                .into(),
+        ),
+        ("es.rebuild_batch", "SELECT es.rebuild_batch('traced', 10)".into()),
+        (
+            "es.define_upcaster",
+            "SELECT es.define_upcaster('Traced', 1, 'public.traced_upcast(jsonb)')".into(),
+        ),
+        ("es.drop_upcaster", "SELECT es.drop_upcaster('Traced', 1)".into()),
+        ("es.drop_aggregate", "SELECT es.drop_aggregate('traced')".into()),
+        ("es.state", format!("SELECT es.state('{a}', 1)")),
+        ("es.history", format!("SELECT count(*) FROM es.history('{a}')")),
         // the untraced ones run too (their calls must work with tracing on)
         ("es.stream_hash", format!("SELECT es.stream_hash('{st}')")),
         ("es.tracing_stats", "SELECT count(*) FROM es.tracing_stats()".into()),
