@@ -251,10 +251,7 @@ unsafe fn layout<const N: usize>(
     for_write: bool,
 ) -> Option<Layout<N>> {
     // SAFETY: an open relation's descriptor has `natts` attributes.
-    let attrs = unsafe {
-        let desc = (*rel).rd_att;
-        (*desc).attrs.as_slice((*desc).natts as usize)
-    };
+    let attrs = unsafe { super::compat::tuple_attrs((*rel).rd_att) };
     let mut at = [0usize; N];
     let mut found = 0;
     for (i, a) in attrs.iter().enumerate() {
@@ -735,12 +732,11 @@ unsafe fn bump_row<const N: usize, E>(
             let mut otid = (*current).t_self;
             let mut tmfd = std::mem::zeroed::<pg_sys::TM_FailureData>();
             let mut tuple_lock = 0;
-            let tm = pg_sys::heap_update(
+            let tm = super::compat::heap_update(
                 rel,
                 &mut otid,
                 new,
                 cid,
-                ptr::null_mut(),
                 true,
                 &mut tmfd,
                 &mut tuple_lock,
@@ -1071,7 +1067,7 @@ unsafe fn scan_rows<E>(
                 value,
             );
         }
-        let scan = pg_sys::index_beginscan(rel, index, snapshot, 3, 0);
+        let scan = super::compat::index_beginscan(rel, index, snapshot, 3, 0);
         pg_sys::index_rescan(scan, keys.as_mut_ptr(), 3, ptr::null_mut(), 0);
         let slot = pg_sys::table_slot_create(rel, ptr::null_mut());
         let natts = layout.natts as i32;

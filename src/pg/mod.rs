@@ -4,6 +4,7 @@
 //! (`crate::api`) are built on it.
 //!
 //! - [`call`]: one call of a C entry point (arguments, result, set-returning output) and datums;
+//! - [`compat`]: the calls that differ between PostgreSQL 15 and 18, one function each;
 //! - [`spi`]: every SQL statement of the store and the SPI connection that runs them;
 //! - [`heap`]: the native paths: the stream-row bump, the event inserts, the ordered scan of a
 //!   stream, with the heap and index access methods;
@@ -28,6 +29,7 @@
 
 pub mod aggregate;
 pub mod call;
+pub mod compat;
 pub mod error;
 pub mod gucs;
 pub mod heap;

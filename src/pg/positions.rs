@@ -166,7 +166,7 @@ fn draw_positions(
         let Some(shared) = shared() else {
             return draw_past(sequence, n, stored_max);
         };
-        let me = (*pg_sys::MyProc).pgprocno as usize;
+        let me = super::compat::my_proc_number();
         pg_sys::LWLockAcquire(shared.lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
         let drawn = draw_past(sequence, n, stored_max);
         if let Ok(first) = drawn
@@ -469,7 +469,7 @@ impl Waiter {
     pub fn new() -> Waiter {
         let slot = shared().and_then(|shared| {
             // SAFETY: MyProc is this backend's PGPROC.
-            let me = unsafe { (*pg_sys::MyProc).pgprocno } as usize;
+            let me = super::compat::my_proc_number();
             let slot = slots(shared).get(me)?;
             shared.waiting.fetch_add(1, Ordering::AcqRel);
             Some(slot)

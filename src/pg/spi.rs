@@ -799,7 +799,7 @@ fn plan(stmt: Stmt) -> pg_sys::SPIPlanPtr {
 /// the (sub)transaction's abort that follows every ERROR cleans up both (`AtEOSubXact_SPI`,
 /// `AtEOSubXact_Namespace`), and calling into PostgreSQL in the middle of an error could raise
 /// a second one while the first unwinds.
-pub struct Connection(());
+pub struct Connection(std::sync::atomic::AtomicI32);
 
 thread_local! {
     /// An ERROR was caught (without a subtransaction) and the call is on its way out with the
@@ -858,19 +858,21 @@ impl Connection {
         DEPTH.with(|d| d.set(d.get() + 1));
         // SAFETY: SPI_connect pushes a new SPI level (popped by Drop or by the abort).
         unsafe { pg_sys::SPI_connect() };
-        pin_search_path();
-        Connection(())
+        Connection(std::sync::atomic::AtomicI32::new(
+            super::compat::pin_search_path(),
+        ))
     }
 
     /// Runs `f` with the caller's own search path instead of the pinned one: a projection's
     /// handler is the user's code and resolves its names as its author wrote them.
     pub fn unpinned<R>(&self, f: impl FnOnce() -> R) -> R {
-        // SAFETY: pops the path `connect` pushed (nothing else pushed one above it within this
-        // connection's use); it is pushed again after `f`. An ERROR inside `f` unwinds to the
-        // abort, which resets the whole override stack.
-        unsafe { pg_sys::PopOverrideSearchPath() };
+        // Undoes the pin `connect` made (nothing pinned above it within this connection's use)
+        // and pins again after `f`. An ERROR inside `f` unwinds to the abort, which resets the
+        // whole override stack (or the GUC nest levels, on PostgreSQL 18).
+        super::compat::unpin_search_path(self.0.load(Ordering::Relaxed));
         let r = f();
-        pin_search_path();
+        self.0
+            .store(super::compat::pin_search_path(), Ordering::Relaxed);
         r
     }
 
@@ -944,27 +946,12 @@ impl Drop for Connection {
         if std::thread::panicking() || left {
             return;
         }
-        // SAFETY: pops what `connect` pushed, in reverse order; nothing pushed an override
-        // path or an SPI level above them that is still there (both are balanced within one
-        // call of the extension).
-        unsafe {
-            pg_sys::PopOverrideSearchPath();
-            pg_sys::SPI_finish();
-        }
-    }
-}
-
-/// Pushes the override search path of `pg_catalog` alone.
-fn pin_search_path() {
-    // SAFETY: the override path is copied by PushOverrideSearchPath, so the local may go.
-    unsafe {
-        let mut pinned = pg_sys::OverrideSearchPath {
-            schemas: ptr::null_mut(),
-            addCatalog: true,
-            addTemp: false,
-            generation: 0,
-        };
-        pg_sys::PushOverrideSearchPath(&mut pinned);
+        // Undoes what `connect` did, in reverse order; nothing pinned a path or pushed an SPI
+        // level above them that is still there (both are balanced within one call of the
+        // extension).
+        super::compat::unpin_search_path(self.0.load(Ordering::Relaxed));
+        // SAFETY: pops the SPI level `connect` pushed (see above).
+        unsafe { pg_sys::SPI_finish() };
     }
 }
 
@@ -1104,16 +1091,14 @@ impl<'s> Rows<'s> {
             let t = &*self.table;
             let width = (*t.tupdesc).natts as usize;
             let desc = out.desc();
-            let live: Vec<usize> = (*desc)
-                .attrs
-                .as_slice(out.natts())
+            let attrs = super::compat::tuple_attrs(desc);
+            let live: Vec<usize> = attrs
                 .iter()
                 .enumerate()
                 .filter(|(_, a)| !a.attisdropped)
                 .map(|(i, _)| i)
                 .collect();
-            let columns = (*t.tupdesc).attrs.as_slice(width);
-            let attrs = (*desc).attrs.as_slice(out.natts());
+            let columns = super::compat::tuple_attrs(t.tupdesc);
             if live.len() != width
                 || live
                     .iter()

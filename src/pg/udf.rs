@@ -57,13 +57,7 @@ impl UserFn {
         if !function_exists(oid) {
             return Err(OpenError::Missing);
         }
-        // SAFETY: an ACL check of an existing function (checked just above, in this
-        // transaction's catalog snapshot) for an existing role; it raises nothing for these.
-        let allowed = unsafe {
-            pg_sys::pg_proc_aclcheck(oid, role, pg_sys::ACL_EXECUTE as pg_sys::AclMode)
-                == pg_sys::AclResult::ACLCHECK_OK
-        };
-        if !allowed {
+        if !super::compat::may_execute(oid, role) {
             return Err(OpenError::NotAllowed);
         }
         // SAFETY: fmgr_info fills a palloc0'd FmgrInfo for an existing function (fn_mcxt is the
@@ -235,9 +229,7 @@ pub unsafe fn attribute(desc: pg_sys::TupleDesc, name: &CStr) -> Option<usize> {
     // SAFETY: the caller's contract; a descriptor's attribute array has `natts` entries, names
     // are NUL-terminated NameData.
     unsafe {
-        (*desc)
-            .attrs
-            .as_slice((*desc).natts as usize)
+        super::compat::tuple_attrs(desc)
             .iter()
             .position(|a| !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()) == name)
     }

@@ -207,8 +207,7 @@ pub fn launcher_poll() -> Vec<Database> {
     let Some(reg) = registry() else {
         return Vec::new();
     };
-    // SAFETY: MyProc is the launcher's PGPROC.
-    let me = unsafe { (*pg_sys::MyProc).pgprocno };
+    let me = super::compat::my_proc_number() as i32;
     reg.launcher.store(me, Ordering::Release);
     reg.entries
         .iter()

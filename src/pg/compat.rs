@@ -1,0 +1,185 @@
+//! The calls whose signature or existence differs between the PostgreSQL versions the store
+//! builds for (`pg15`, `pg18`): each is one function here, so the rest of the glue, and every
+//! layer above it, knows no version. Where PostgreSQL 18 changed an API, the 18 version does
+//! what PostgreSQL's own code does there.
+
+use pgrx::pg_sys::{self, Oid};
+use std::ffi::c_int;
+
+/// The attributes of a tuple descriptor, dropped ones included, in order (PostgreSQL 15: the
+/// descriptor's own array, nothing allocated).
+///
+/// # Safety
+/// `desc` must be a valid tuple descriptor that outlives `'a`.
+#[cfg(feature = "pg15")]
+pub unsafe fn tuple_attrs<'a>(desc: pg_sys::TupleDesc) -> &'a [pg_sys::FormData_pg_attribute] {
+    // SAFETY: the caller's contract; the attribute array has `natts` entries.
+    unsafe { (*desc).attrs.as_slice((*desc).natts as usize) }
+}
+
+/// The attributes of a tuple descriptor, dropped ones included, in order (PostgreSQL 18 keeps
+/// them behind its compact attributes: only the accessor is valid).
+///
+/// # Safety
+/// `desc` must be a valid tuple descriptor that outlives `'a`.
+#[cfg(feature = "pg18")]
+pub unsafe fn tuple_attrs<'a>(desc: pg_sys::TupleDesc) -> Vec<&'a pg_sys::FormData_pg_attribute> {
+    // SAFETY: the caller's contract; TupleDescAttr returns the i-th of `natts` attributes.
+    unsafe {
+        (0..(*desc).natts)
+            .map(|i| &*pg_sys::TupleDescAttr(desc, i))
+            .collect()
+    }
+}
+
+/// This backend's index in PostgreSQL's PGPROC array (`MyProc->pgprocno` until 16,
+/// `GetNumberFromPGProc(MyProc)` from 17).
+pub fn my_proc_number() -> usize {
+    #[cfg(feature = "pg15")]
+    // SAFETY: MyProc is this backend's PGPROC, set before any extension code runs.
+    let n = unsafe { (*pg_sys::MyProc).pgprocno as usize };
+    #[cfg(feature = "pg18")]
+    // SAFETY: MyProc points into ProcGlobal->allProcs, the array GetNumberFromPGProc indexes.
+    let n = unsafe {
+        (pg_sys::MyProc as usize - (*pg_sys::ProcGlobal).allProcs as usize)
+            / std::mem::size_of::<pg_sys::PGPROC>()
+    };
+    n
+}
+
+/// `index_beginscan` without instrumentation (an argument PostgreSQL 18 added).
+///
+/// # Safety
+/// As `index_beginscan`: open relations and a registered snapshot.
+pub unsafe fn index_beginscan(
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    snapshot: pg_sys::Snapshot,
+    nkeys: c_int,
+    norderbys: c_int,
+) -> pg_sys::IndexScanDesc {
+    // SAFETY: the caller's contract.
+    unsafe {
+        #[cfg(feature = "pg15")]
+        let scan = pg_sys::index_beginscan(heap, index, snapshot, nkeys, norderbys);
+        #[cfg(feature = "pg18")]
+        let scan = pg_sys::index_beginscan(
+            heap,
+            index,
+            snapshot,
+            std::ptr::null_mut(),
+            nkeys,
+            norderbys,
+        );
+        scan
+    }
+}
+
+/// `heap_update`; whether the new tuple needs index entries is read from the tuple itself
+/// (`HEAP_ONLY_TUPLE`) by the caller, as on PostgreSQL 15, so the 16+ out-argument that says
+/// the same is not used.
+///
+/// # Safety
+/// As `heap_update`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn heap_update(
+    rel: pg_sys::Relation,
+    otid: pg_sys::ItemPointer,
+    new: pg_sys::HeapTuple,
+    cid: pg_sys::CommandId,
+    wait: bool,
+    tmfd: *mut pg_sys::TM_FailureData,
+    lockmode: *mut pg_sys::LockTupleMode::Type,
+) -> pg_sys::TM_Result::Type {
+    // SAFETY: the caller's contract.
+    unsafe {
+        #[cfg(feature = "pg15")]
+        let tm = pg_sys::heap_update(
+            rel,
+            otid,
+            new,
+            cid,
+            std::ptr::null_mut(),
+            wait,
+            tmfd,
+            lockmode,
+        );
+        #[cfg(feature = "pg18")]
+        let tm = {
+            let mut update_indexes = pg_sys::TU_UpdateIndexes::TU_None;
+            pg_sys::heap_update(
+                rel,
+                otid,
+                new,
+                cid,
+                std::ptr::null_mut(),
+                wait,
+                tmfd,
+                lockmode,
+                &mut update_indexes,
+            )
+        };
+        tm
+    }
+}
+
+/// Whether `role` may execute function `oid`.
+pub fn may_execute(oid: Oid, role: Oid) -> bool {
+    // SAFETY: an ACL check of a function and a role (the caller checked the function exists);
+    // it raises nothing for existing objects.
+    unsafe {
+        #[cfg(feature = "pg15")]
+        let r = pg_sys::pg_proc_aclcheck(oid, role, pg_sys::ACL_EXECUTE as pg_sys::AclMode);
+        #[cfg(feature = "pg18")]
+        let r = pg_sys::object_aclcheck(
+            pg_sys::ProcedureRelationId,
+            oid,
+            role,
+            pg_sys::ACL_EXECUTE as pg_sys::AclMode,
+        );
+        r == pg_sys::AclResult::ACLCHECK_OK
+    }
+}
+
+/// Pins the search path: an override path of `pg_catalog` alone on PostgreSQL 15 (no setting
+/// is re-assigned, which a `SET search_path` clause would cost on every call); on 18, where
+/// override paths are gone, what PostgreSQL 17 does for maintenance operations: a GUC nest
+/// level with `RestrictSearchPath()` (`pg_catalog, pg_temp`). Returns what
+/// [`unpin_search_path`] takes back, in the reverse order of the pins.
+pub fn pin_search_path() -> c_int {
+    #[cfg(feature = "pg15")]
+    // SAFETY: the override path is copied by PushOverrideSearchPath, so the local may go.
+    unsafe {
+        let mut pinned = pg_sys::OverrideSearchPath {
+            schemas: std::ptr::null_mut(),
+            addCatalog: true,
+            addTemp: false,
+            generation: 0,
+        };
+        pg_sys::PushOverrideSearchPath(&mut pinned);
+        0
+    }
+    #[cfg(feature = "pg18")]
+    // SAFETY: a nest level of its own, closed by unpin_search_path (or by the abort).
+    unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        pg_sys::RestrictSearchPath();
+        level
+    }
+}
+
+/// Undoes [`pin_search_path`] (the last pin still in place).
+pub fn unpin_search_path(pin: c_int) {
+    #[cfg(feature = "pg15")]
+    {
+        let _ = pin;
+        // SAFETY: pops the path the matching pin pushed (pins are undone in reverse order).
+        unsafe { pg_sys::PopOverrideSearchPath() };
+    }
+    #[cfg(feature = "pg18")]
+    // SAFETY: closes the pin's nest level, restoring the search path saved at it; levels are
+    // closed in reverse order.
+    unsafe {
+        pg_sys::AtEOXact_GUC(true, pin);
+    }
+}
