@@ -191,10 +191,9 @@ fn replay_context(call: &Call<'_>) -> Result<pg_sys::MemoryContext, EventStoreEr
 /// `state` must be the `internal` argument of these functions, as the aggregate's declaration
 /// guarantees: its transition functions take and return it.
 unsafe fn replay_arg<'s>(call: &Call<'_>, state: Param) -> Option<&'s mut Replay> {
-    // SAFETY: the caller's contract: a pointer made by `aggregate::alloc` in the aggregate's
-    // context, which lives as long as the group.
-    call.arg(state)
-        .map(|d| unsafe { &mut *d.cast_mut_ptr::<Replay>() })
+    // SAFETY: the caller's contract: the state is a `Replay` made by `aggregate::alloc` in the
+    // aggregate's context, which lives as long as the group.
+    unsafe { aggregate::internal_arg(call, state) }
 }
 
 /// One transition: starts the group's fold on its first row (in the aggregate's context,

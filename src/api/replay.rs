@@ -24,10 +24,9 @@ fn aggregate_context(call: &Call<'_>) -> Result<pg_sys::MemoryContext, EventStor
 /// `state` must be the `internal` argument of these functions, as the aggregate's declaration
 /// guarantees: its transition functions take and return it.
 unsafe fn state_arg<'s>(call: &Call<'_>, state: Param) -> Option<&'s mut AccountState> {
-    // SAFETY: the caller's contract: a pointer returned by `aggregate::alloc` in the
+    // SAFETY: the caller's contract: an `AccountState` made by `aggregate::alloc` in the
     // aggregate's context, which lives as long as the group.
-    call.arg(state)
-        .map(|d| unsafe { &mut *d.cast_mut_ptr::<AccountState>() })
+    unsafe { aggregate::internal_arg(call, state) }
 }
 
 /// A new state in the aggregate's context (dropped with it), as the `internal` result.

@@ -3,6 +3,7 @@
 //! `internal` argument on every row, and dropped when PostgreSQL resets or deletes the context
 //! (a memory-context reset callback), so a state that owns Rust memory (a `String`) never leaks.
 
+use super::call::{Call, Param};
 use pgrx::pg_sys;
 
 /// A value and the callback that drops it, allocated together in the aggregate's context.
@@ -44,4 +45,19 @@ pub unsafe fn alloc<T>(context: pg_sys::MemoryContext, value: T) -> *mut T {
         pg_sys::MemoryContextRegisterResetCallback(context, &raw mut (*owned).callback);
         &raw mut (*owned).value
     }
+}
+
+/// The `internal` argument of an aggregate's transition or final function: the value
+/// [`alloc`] made for the group, `None` on the group's first row.
+///
+/// # Safety
+/// `p` must be the `internal` argument the aggregate's declaration passes to the function, and
+/// every non-NULL value of it a `T` made by [`alloc`] in the aggregate's context, which lives
+/// for `'s` (the group).
+pub unsafe fn internal_arg<'s, T>(call: &Call<'_>, p: Param) -> Option<&'s mut T> {
+    call.arg(p).map(|d| {
+        // SAFETY: the caller's contract: a live `T` in the aggregate's context, used by this
+        // call only.
+        unsafe { &mut *d.cast_mut_ptr::<T>() }
+    })
 }

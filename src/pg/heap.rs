@@ -71,6 +71,7 @@ pub enum Bump {
 
 /// A column this version of the store reads or writes: its name, its type, and whether the
 /// native writes may leave it NULL.
+#[derive(Clone, Copy)]
 struct Column {
     name: &'static CStr,
     ty: Oid,
@@ -94,12 +95,7 @@ const STREAMS: [Column; 7] = [
 /// `es.streams` of 0.1.0 (before `state_revision`): a library newer than the schema still
 /// appends natively until `ALTER EXTENSION event_store UPDATE`.
 const STREAMS_0_1: [Column; 6] = [
-    col(c"stream_id", pg_sys::UUIDOID, false),
-    col(c"stream_type", pg_sys::TEXTOID, true),
-    col(c"version", pg_sys::INT8OID, false),
-    col(c"created_at", pg_sys::TIMESTAMPTZOID, false),
-    col(c"updated_at", pg_sys::TIMESTAMPTZOID, false),
-    col(c"state", pg_sys::JSONBOID, true),
+    STREAMS[0], STREAMS[1], STREAMS[2], STREAMS[3], STREAMS[4], STREAMS[5],
 ];
 const STREAM_ID: usize = 0;
 const STREAM_TYPE: usize = 1;
@@ -177,9 +173,10 @@ impl<'a> StreamHead<'a> {
     ) -> StreamHead<'a> {
         StreamHead {
             old_version,
-            // SAFETY: the caller's contract: a text datum.
-            account: stream_type
-                .is_some_and(|t| unsafe { text_equals(t, event_store_core::ACCOUNT_STREAM_TYPE) }),
+            account: stream_type.is_some_and(|t| {
+                // SAFETY: the caller's contract: a text datum valid for 'a.
+                unsafe { text_equals(t, event_store_core::ACCOUNT_STREAM_TYPE) }
+            }),
             stream_type,
             state,
             state_revision,

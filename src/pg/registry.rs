@@ -61,13 +61,16 @@ pub struct Upcaster {
     pub definer: Oid,
 }
 
+/// Every upcaster: per event type, per `from_version`.
+pub type Upcasters = HashMap<String, HashMap<i32, Upcaster>>;
+
 /// What the three tables held at the last load.
 #[derive(Default)]
 struct Loaded {
     types: HashMap<String, Rc<AggregateType>>,
     rules: HashMap<String, String>,
     /// Per event type, per `from_version`.
-    upcasters: HashMap<String, HashMap<i32, Upcaster>>,
+    upcasters: Rc<Upcasters>,
 }
 
 thread_local! {
@@ -178,10 +181,11 @@ fn load(conn: &Connection) -> Loaded {
         }
     }
     let rows = conn.query_in(Stmt::RegistryUpcasters, &[], &snapshot);
+    let mut upcasters = Upcasters::new();
     for r in 0..rows.len() {
         let oid_at = |c| Oid::from(rows.datum(r, c).map_or(0, |d| d.value() as u32));
         if let (Some(event_type), Some(from)) = (rows.text(r, 1), rows.i32(r, 2)) {
-            loaded.upcasters.entry(event_type).or_default().insert(
+            upcasters.entry(event_type).or_default().insert(
                 from,
                 Upcaster {
                     upcast: oid_at(3),
@@ -190,6 +194,7 @@ fn load(conn: &Connection) -> Loaded {
             );
         }
     }
+    loaded.upcasters = Rc::new(upcasters);
     loaded
 }
 
@@ -230,18 +235,9 @@ pub fn any_upcaster(conn: &Connection) -> bool {
     !loaded(conn).upcasters.is_empty()
 }
 
-/// Every upcaster: per event type, per `from_version`.
-pub fn all_upcasters(conn: &Connection) -> HashMap<String, HashMap<i32, Upcaster>> {
+/// Every upcaster, shared with the cache (a read or fold takes them without copying).
+pub fn all_upcasters(conn: &Connection) -> Rc<Upcasters> {
     loaded(conn).upcasters.clone()
-}
-
-/// The upcasters of an event type by `from_version` (empty when it has none).
-pub fn upcasters_of(conn: &Connection, event_type: &str) -> HashMap<i32, Upcaster> {
-    loaded(conn)
-        .upcasters
-        .get(event_type)
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// A stream's row, without locking it: (version, type, state datum, state revision).

@@ -319,10 +319,12 @@ fn state_at(
             Some(i64_datum(def.revision)),
         ],
     );
-    // SAFETY: column 2 of LoadSnapshotRevision is `state jsonb` (NOT NULL).
-    let snapshot_state = (!snap.is_empty())
-        .then(|| unsafe { snap.jsonb(0, 2) })
-        .flatten();
+    let snapshot_state = if snap.is_empty() {
+        None
+    } else {
+        // SAFETY: column 2 of LoadSnapshotRevision is `state jsonb` (NOT NULL).
+        unsafe { snap.jsonb(0, 2) }
+    };
     let (from, mut fold) = match (snap.first_i64(), snapshot_state) {
         (Some(at), Some(state)) => (at, Fold::new(evolve, state.datum())),
         _ => (0, Fold::new(evolve, def.initial_state_datum())),

@@ -9,7 +9,7 @@
 //! [`crate::pg::udf::isolated`] unit.
 
 use crate::pg::jsonb::Jsonb;
-use crate::pg::registry::{self, Upcaster};
+use crate::pg::registry::{self, Upcasters};
 use crate::pg::spi::Connection;
 use crate::pg::udf::{self, OpenError, UserFn};
 use event_store_core::{EventStoreError, JsonField};
@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 /// The declared upcasters, and the ones opened so far for this statement.
 pub struct Upcasting {
-    chains: HashMap<String, HashMap<i32, Upcaster>>,
+    chains: std::rc::Rc<Upcasters>,
     opened: HashMap<u32, UserFn>,
     /// Where the upcasters are opened: the context current at `load` (a row's context is
     /// reset after each row).
