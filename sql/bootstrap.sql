@@ -276,8 +276,8 @@ COMMENT ON SEQUENCE es.aggregate_revision_seq IS
 
 CREATE TABLE es.aggregate_types (
     stream_type         text         NOT NULL,
-    evolve              regprocedure NOT NULL,
-    "check"             regprocedure,
+    evolve              text         NOT NULL,
+    "check"             text,
     initial_state       jsonb        NOT NULL,
     snapshot_every      integer,
     native              boolean      NOT NULL DEFAULT false,
@@ -291,8 +291,8 @@ CREATE TABLE es.aggregate_types (
 COMMENT ON TABLE es.aggregate_types IS
   'The declared aggregate types (es.define_aggregate): for a stream of one of these types every append is checked event by event with check and folded with evolve, the state after it kept in es.streams.state, a snapshot taken every snapshot_every versions. The account is the built-in row (native). Written only by the es.*_aggregate functions; read through the view es.aggregates.';
 COMMENT ON COLUMN es.aggregate_types.stream_type IS 'The type''s name, as es.streams.stream_type holds it.';
-COMMENT ON COLUMN es.aggregate_types.evolve IS 'evolve(state jsonb, event jsonb) RETURNS jsonb: the fold; it never refuses a stored event and returns a JSON object.';
-COMMENT ON COLUMN es.aggregate_types."check" IS 'check(state jsonb, event jsonb) RETURNS void: the rules; it raises to refuse an appended event (its error reaches the caller unchanged). NULL: no rules beyond evolve.';
+COMMENT ON COLUMN es.aggregate_types.evolve IS 'evolve(state jsonb, event jsonb) RETURNS jsonb: the fold; it never refuses a stored event and returns a JSON object. Kept by name (schema-qualified, with its argument types, as regprocedure prints it) and looked up when the registry is read, because pg_upgrade keeps names but not function OIDs: a dropped or renamed function fails the type''s appends and reads (ES301) until es.alter_aggregate names it again.';
+COMMENT ON COLUMN es.aggregate_types."check" IS 'check(state jsonb, event jsonb) RETURNS void: the rules; it raises to refuse an appended event (its error reaches the caller unchanged). NULL: no rules beyond evolve. Kept by name, like evolve: a named check that no longer exists fails every append (ES301), never means no rules.';
 COMMENT ON COLUMN es.aggregate_types.initial_state IS 'The state before the first event.';
 COMMENT ON COLUMN es.aggregate_types.snapshot_every IS 'A snapshot is written when an append reaches or crosses a multiple of it (0: never); NULL for the account, which follows es.snapshot_interval.';
 COMMENT ON COLUMN es.aggregate_types.native IS 'The built-in account, whose evolve and check are the store''s own code.';
@@ -315,7 +315,7 @@ COMMENT ON COLUMN es.stream_type_rules.stream_type IS 'The type the stream gets.
 CREATE TABLE es.upcasters (
     event_type   text         NOT NULL,
     from_version integer      NOT NULL,
-    upcast       regprocedure NOT NULL,
+    upcast       text         NOT NULL,
     definer      regrole      NOT NULL,
     defined_at   timestamptz  NOT NULL DEFAULT transaction_timestamp(),
     CONSTRAINT upcasters_pkey PRIMARY KEY (event_type, from_version)
@@ -324,7 +324,7 @@ COMMENT ON TABLE es.upcasters IS
   'Upcasters (es.define_upcaster): an event of event_type stored with event_version = from_version is handed out and folded as upcast(event) returns it, at from_version + 1; chains compose. Stored rows never change.';
 COMMENT ON COLUMN es.upcasters.event_type IS 'The event type it applies to.';
 COMMENT ON COLUMN es.upcasters.from_version IS 'The event_version it reads; it produces from_version + 1.';
-COMMENT ON COLUMN es.upcasters.upcast IS 'upcast(event jsonb) RETURNS jsonb.';
+COMMENT ON COLUMN es.upcasters.upcast IS 'upcast(event jsonb) RETURNS jsonb. Kept by name (schema-qualified, with its argument types), looked up when the registry is read (pg_upgrade keeps names, not function OIDs); a dropped or renamed one fails the reads it applies to (ES301).';
 COMMENT ON COLUMN es.upcasters.definer IS 'The role that declared it: on reads outside a fold it runs as this role.';
 COMMENT ON COLUMN es.upcasters.defined_at IS 'Transaction time of the declaration.';
 

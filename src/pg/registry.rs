@@ -83,11 +83,30 @@ thread_local! {
     static TABLES: Cell<[Oid; 3]> = const { Cell::new([pg_sys::InvalidOid; 3]) };
 }
 
-/// Registers the relcache callback; called once per backend, when the library is loaded.
+/// Registers the relcache callback, and a syscache callback on `pg_proc`; called once per
+/// backend, when the library is loaded.
+///
+/// The registry names its functions by text and resolves them at load, so a function created,
+/// dropped or renamed anywhere must make the next use load again: otherwise a session that
+/// loaded before a rename would go on calling the old OID while new sessions fail (ES301).
+/// Function DDL is rare; a reload is three small queries.
 pub fn install() {
-    // SAFETY: registers a callback with a static function; PostgreSQL keeps at most a fixed
+    // SAFETY: registers callbacks with static functions; PostgreSQL keeps at most a fixed
     // number per backend and this is called once per process (`_PG_init`).
-    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(relcache_changed), Datum::from(0usize)) };
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(relcache_changed), Datum::from(0usize));
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::PROCOID as i32,
+            Some(proc_changed),
+            Datum::from(0usize),
+        );
+    }
+}
+
+/// The `pg_proc` syscache callback: must not touch the catalogs or raise, only note the change.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn proc_changed(_arg: Datum, _cache_id: i32, _hash: u32) {
+    GENERATION.with(|g| g.set(g.get() + 1));
 }
 
 /// The relcache callback: must not touch the catalogs or raise, only note the change.
@@ -159,13 +178,15 @@ fn load(conn: &Connection) -> Loaded {
         let initial_state = unsafe { rows.jsonb(r, 4) }
             .map(|j| varlena_bytes(j.datum()))
             .unwrap_or_default();
-        let check = oid_at(3);
+        // NULL: no check; 0: a check named that no longer resolves (UserFn::open refuses it,
+        // so the type's appends fail rather than go unjudged)
+        let check = rows.datum(r, 3).map(|d| Oid::from(d.value() as u32));
         loaded.types.insert(
             stream_type.clone(),
             Rc::new(AggregateType {
                 stream_type,
                 evolve: oid_at(2),
-                check: (check != pg_sys::InvalidOid).then_some(check),
+                check,
                 initial_state,
                 snapshot_every: rows.i32(r, 5),
                 native: rows.bool(r, 6).unwrap_or(false),

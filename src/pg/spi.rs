@@ -653,9 +653,16 @@ impl Stmt {
                 c"UPDATE es.streams SET state = $2, state_revision = $3 WHERE stream_id = $1",
                 &[UUIDOID, JSONBOID, INT8OID],
             ),
+            // The registry keeps functions by name (regprocedure's text form), because pg_upgrade
+            // keeps names but not function OIDs (and refuses reg* columns other than regclass,
+            // regrole, regtype). Written and resolved under the pinned search path (pg_catalog
+            // only), every name outside pg_catalog is schema-qualified both ways. A name that no
+            // longer resolves loads as OID 0, which UserFn::open reports as missing (ES301).
             Stmt::RegistryTypes => (
-                c"SELECT stream_type, evolve::oid, \"check\"::oid, initial_state, snapshot_every,
-                         native, revision, definer::oid
+                c"SELECT stream_type, coalesce(pg_catalog.to_regprocedure(evolve)::oid, 0),
+                         CASE WHEN \"check\" IS NOT NULL
+                              THEN coalesce(pg_catalog.to_regprocedure(\"check\")::oid, 0) END,
+                         initial_state, snapshot_every, native, revision, definer::oid
                     FROM es.aggregate_types",
                 &[],
             ),
@@ -664,7 +671,9 @@ impl Stmt {
                 &[],
             ),
             Stmt::RegistryUpcasters => (
-                c"SELECT event_type, from_version, upcast::oid, definer::oid FROM es.upcasters",
+                c"SELECT event_type, from_version, coalesce(pg_catalog.to_regprocedure(upcast)::oid, 0),
+                         definer::oid
+                    FROM es.upcasters",
                 &[],
             ),
             Stmt::LoadSnapshotRevision => (
@@ -690,13 +699,15 @@ impl Stmt {
             Stmt::AggregateInsert => (
                 c"INSERT INTO es.aggregate_types (stream_type, evolve, \"check\", initial_state,
                                                  snapshot_every, revision, definer)
-                  VALUES ($1, $2, $3, $4, $5, nextval('es.aggregate_revision_seq'), $6)
+                  VALUES ($1, $2::regprocedure::text, $3::regprocedure::text, $4, $5,
+                          nextval('es.aggregate_revision_seq'), $6)
                   ON CONFLICT (stream_type) DO NOTHING RETURNING revision",
                 &[TEXTOID, OIDOID, OIDOID, JSONBOID, INT4OID, OIDOID],
             ),
             Stmt::AggregateUpdate => (
                 c"UPDATE es.aggregate_types
-                     SET evolve = $2, \"check\" = $3, initial_state = $4, snapshot_every = $5,
+                     SET evolve = $2::regprocedure::text, \"check\" = $3::regprocedure::text,
+                         initial_state = $4, snapshot_every = $5,
                          revision = nextval('es.aggregate_revision_seq'), definer = $6,
                          defined_at = transaction_timestamp(),
                          rebuild_started_at = NULL, rebuild_finished_at = NULL
@@ -719,7 +730,8 @@ impl Stmt {
             ),
             Stmt::UpcasterInsert => (
                 c"INSERT INTO es.upcasters (event_type, from_version, upcast, definer)
-                  VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING from_version",
+                  VALUES ($1, $2, $3::regprocedure::text, $4) ON CONFLICT DO NOTHING
+                  RETURNING from_version",
                 &[TEXTOID, INT4OID, OIDOID, OIDOID],
             ),
             Stmt::UpcasterDelete => (

@@ -195,7 +195,7 @@ fn save_snapshot(conn: &Connection, stream: &Uuid, version: i64, state: Datum, r
 fn open_failed(def: &AggregateType, what: &str, oid: Oid, e: OpenError) -> EventStoreError {
     let reason = match e {
         OpenError::Missing => format!(
-            "the {what} function of aggregate type {} no longer exists (it was dropped)",
+            "the {what} function of aggregate type {} no longer exists (it was dropped or renamed)",
             def.stream_type
         ),
         OpenError::NotAllowed => format!(

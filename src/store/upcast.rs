@@ -97,7 +97,7 @@ impl Upcasting {
                     };
                     let f = f.map_err(|e| match e {
                         OpenError::Missing => {
-                            failed("no longer exists (it was dropped)".into(), None)
+                            failed("no longer exists (it was dropped or renamed)".into(), None)
                         }
                         OpenError::NotAllowed => {
                             failed("may not be executed by its definer".into(), None)

@@ -78,6 +78,13 @@ SELECT stream_type, streams, stale_streams, rebuild_finished_at IS NOT NULL AS r
 SELECT version, state FROM es.snapshots
  WHERE stream_id = 'e7000000-0000-0000-0000-000000000001' ORDER BY version;
 SELECT state FROM es.streams WHERE stream_id = 'e7000000-0000-0000-0000-000000000001';
+-- functions are kept by name (pg_upgrade keeps names, not function OIDs): a renamed check fails
+-- the type's appends (ES301), never means "no rules"; under its old name again, it judges again
+ALTER FUNCTION ticket.check(jsonb, jsonb) RENAME TO check_renamed;
+SELECT evolve, "check" FROM es.aggregates WHERE stream_type = 'ticket';
+SELECT error_of($$SELECT es.append_events('e7000000-0000-0000-0000-000000000001', NULL, ARRAY['{"type":"Commented"}']::jsonb[])$$);
+ALTER FUNCTION ticket.check_renamed(jsonb, jsonb) RENAME TO "check";
+SELECT error_of($$SELECT es.append_events('e7000000-0000-0000-0000-000000000001', NULL, ARRAY['{"type":"Opened"}']::jsonb[])$$);
 -- user functions that fail: NULL, a non-object, an error (ES301 naming function and version)
 CREATE FUNCTION ticket.bad(state jsonb, event jsonb) RETURNS jsonb LANGUAGE plpgsql
 AS $$
