@@ -21,6 +21,7 @@
 #!     its upcaster work; es.read_all after the old end returns exactly the new events
 #!   - the projection worker resumes: new events projected once, old ones not again; a paused
 #!     projection stays paused; the account projections equal es.account_state
+#!   - the servers pg_upgrade starts (binary-upgrade mode) run no event_store background worker
 #!   - pg_amcheck (heap and B-tree, heapallindexed, rootdescend) clean on every database, and no
 #!     crash in either server's log nor in pg_upgrade's (scripts/cluster.sh check-log)
 #! Known issue handled here (see tests/upgrade/RUNBOOK.md): pg_upgrade refuses the store's
@@ -49,7 +50,14 @@ sql=$here/tests/upgrade
 step() { echo; echo "--- $*"; }
 ok() { echo "  ok: $*"; }
 fail() { echo "pg_upgrade test: FAILED: $*" >&2; exit 1; }
-as_pg() { runuser -u postgres -- env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$@"; }
+# the servers and pg_upgrade run as postgres (PostgreSQL refuses root), as scripts/cluster.sh runs them
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u postgres -- env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$@"
+  else
+    env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$@"
+  fi
+}
 
 # --- the two installations ------------------------------------------------------------------------
 # install_copy MAJOR: a private copy of the machine's installation with this tree's build installed;
@@ -70,14 +78,15 @@ install_copy() {
 }
 mkdir -p "$work"
 step "installations"
-if [ -n "${PG15_CONFIG:-}" ] && [ -n "${PG18_CONFIG:-}" ]; then
-  cfg15=$PG15_CONFIG
-  cfg18=$PG18_CONFIG
-else
-  echo "  no PG15_CONFIG/PG18_CONFIG: installing this tree into private copies under $work"
-  cfg15=$(install_copy 15 | tail -1)
-  cfg18=$(install_copy 18 | tail -1)
-fi
+for major in 15 18; do
+  var=PG${major}_CONFIG
+  if [ -z "${!var:-}" ]; then
+    echo "  no $var: installing this tree into a private copy of PostgreSQL $major under $work"
+    printf -v "$var" '%s' "$(install_copy "$major" | tail -1)"
+  fi
+done
+cfg15=$PG15_CONFIG
+cfg18=$PG18_CONFIG
 bin15=${PG15_BIN:-$("$cfg15" --bindir)}
 bin18=${PG18_BIN:-$("$cfg18" --bindir)}
 [ "$(es_pg_major "$cfg15")" = 15 ] || fail "$cfg15 is not PostgreSQL 15"
@@ -128,7 +137,6 @@ expect_sqlstate() {
 
 step "PostgreSQL 15: fill a store (tests/upgrade/fill.sql)"
 old start >/dev/null
-old_log0=0
 psql_at "$bin15" "$old_dir" "$port_old" postgres -c "CREATE DATABASE shop"
 # a second database without the extension: pg_upgrade moves it too
 psql_at "$bin15" "$old_dir" "$port_old" postgres -c "CREATE DATABASE plain"
@@ -155,7 +163,7 @@ old_checksums=$(as_pg "$bin15/pg_controldata" "$old_dir/data" | sed -n 's/^Data 
 checksum_opt=--no-data-checksums
 [ "$old_checksums" = 0 ] || checksum_opt=--data-checksums
 mkdir -p "$new_dir/run" "$work/run"
-chown postgres:postgres "$new_dir" "$new_dir/run" "$work/run"
+[ "$(id -u)" != 0 ] || chown postgres:postgres "$new_dir" "$new_dir/run" "$work/run"
 as_pg "$bin18/initdb" -D "$new_dir/data" -U postgres --auth=trust --no-sync -E UTF8 --locale=C.UTF-8 $checksum_opt \
   >"$new_dir/initdb.log"
 # the settings scripts/cluster.sh gives a cluster it creates (its start adds the preload include)
@@ -172,6 +180,13 @@ ok "initdb $checksum_opt; shared_preload_libraries = 'event_store' in both clust
 # run_upgrade ARGS...: pg_upgrade as postgres, from a directory it may write (its socket and the
 # delete script), on ports of this test; output in $work/pg_upgrade*.out
 run_upgrade() {
+  # the servers pg_upgrade starts log at debug1 (what background workers they start; pg_upgrade
+  # keeps their log, --retain); the next scripts/cluster.sh start puts ES_EXTRA_CONF back
+  local d
+  for d in "$old_dir" "$new_dir"; do
+    echo "log_min_messages = debug1" >"$d/data/conf.d-extra.conf"
+    [ "$(id -u)" != 0 ] || chown postgres:postgres "$d/data/conf.d-extra.conf"
+  done
   (cd "$work/run" && as_pg "$bin18/pg_upgrade" --old-bindir "$bin15" --new-bindir "$bin18" \
     --old-datadir "$old_dir/data" --new-datadir "$new_dir/data" --old-port $((port_old + 2)) \
     --new-port $((port_old + 3)) --username postgres --socketdir "$work/run" --copy --retain "$@")
@@ -247,6 +262,15 @@ if found=$(grep -hE 'terminated by signal|PANIC:' $upgrade_logs); then
   fail "a server pg_upgrade ran crashed"
 fi
 ok "no crash or PANIC in pg_upgrade's logs"
+# binary-upgrade mode: the store starts no background worker (no projection runs, no connection
+# to a database while pg_upgrade dumps the old cluster's schema)
+if found=$(grep -hE 'starting background worker process "event_store' $upgrade_logs); then
+  echo "$found" >&2
+  fail "event_store background workers ran in the servers pg_upgrade started"
+fi
+grep -q 'registering background worker' $upgrade_logs || fail "pg_upgrade's servers did not log at debug1"
+ok "no event_store background worker in the servers pg_upgrade ran (their debug1 log lists" \
+  "$(grep -ho 'starting background worker process "[^"]*"' $upgrade_logs | sort -u | cut -d'"' -f2 | paste -sd, -))"
 
 step "PostgreSQL 18: the store after the upgrade"
 if [ "${reg_workaround:-0}" = 1 ]; then
@@ -258,6 +282,8 @@ fi
 new start >/dev/null
 expect_equal "server version" "$(q18 -c "SHOW server_version_num" | cut -c1-2)" 18
 expect_equal "library preloaded" "$(q18 -c "SHOW shared_preload_libraries")" event_store
+expect_equal "every database came along" \
+  "$(q18 -c "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database")" "plain,postgres,shop,template0,template1"
 q18 -f "$sql/fingerprint.sql" >"$work/after.txt"
 diff -u "$work/before.txt" "$work/after.txt" >"$work/fingerprint.diff" || {
   head -60 "$work/fingerprint.diff"
@@ -352,7 +378,7 @@ if [ "${reg_workaround:-0}" = 1 ]; then q15 -f "$sql/reg_columns_back.sql"; fi
 q15 -f "$sql/fingerprint.sql" >"$work/rollback.txt"
 diff -q "$work/before.txt" "$work/rollback.txt" >/dev/null || fail "the old cluster differs from its fingerprint"
 ok "the PostgreSQL 15 cluster starts with its fingerprint unchanged"
-old check-log "$old_log0"
+old check-log 0
 ok "no crash in the PostgreSQL 15 server log"
 old stop
 
