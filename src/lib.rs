@@ -55,7 +55,8 @@ static SEGMENTS: [&pg::shmem::Segment; 3] = [
 
 /// Library initialization. Under `shared_preload_libraries` (in the postmaster, before any
 /// fork) it installs the shared-memory hooks for positions in flight and the span ring, and
-/// registers the OTLP export worker (nothing that runs is created here); loaded on demand in a
+/// registers the OTLP export worker and the launcher (nothing that runs is created here; no worker
+/// at all in pg_upgrade's binary-upgrade mode); loaded on demand in a
 /// backend it installs nothing, and everything but `es.read_all` and tracing works. Either way
 /// the `tracing` subscriber is set (a pointer; it records only when the ring exists).
 #[pg_guard]
@@ -71,8 +72,16 @@ pub extern "C-unwind" fn _PG_init() {
         tests::perturb_malloc();
         pg::shmem::install(&SEGMENTS);
         pg::positions::install_callback();
-        trace::worker::register();
-        pg::workers::register_launcher();
+        // No background worker in binary-upgrade mode (`postgres -b`, the servers pg_upgrade
+        // starts, old and new): they would run projections and connect to every database while
+        // pg_upgrade dumps the old cluster's schema, whose data files it copies afterwards.
+        // PostgreSQL keeps its own logical replication launcher out for the same reason.
+        // SAFETY: a flag the postmaster sets from its command line before it loads
+        // shared_preload_libraries; read here in the postmaster, before any fork.
+        if !unsafe { pg_sys::IsBinaryUpgrade } {
+            trace::worker::register();
+            pg::workers::register_launcher();
+        }
         pg::utility::install();
     }
 }
