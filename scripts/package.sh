@@ -85,7 +85,9 @@ mkdir -p "$target_dir"
 log=$target_dir/package.log
 t=$(date +%s)
 # shellcheck disable=SC2046
-(cd "$source_dir" && CARGO_TARGET_DIR=$target_dir cargo pgrx package --pg-config "$pg_config" \
+# PGRX_PG_CONFIG_PATH: pgrx-pg-sys binds to this pg_config, whatever `cargo pgrx init` recorded
+# in PGRX_HOME (the machine's ~/.pgrx knows only 15).
+(cd "$source_dir" && CARGO_TARGET_DIR=$target_dir PGRX_PG_CONFIG_PATH=$pg_config cargo pgrx package --pg-config "$pg_config" \
   $(es_pg_features "$major") --out-dir "$stage") >"$log" 2>&1 ||
   { tail -40 "$log" >&2; echo "package: cargo pgrx package failed (log: $log)" >&2; exit 1; }
 echo "package: built in $(elapsed "$t") (log: $log)"

@@ -76,16 +76,18 @@ released_package() {
   if ! git -C "$here" cat-file -e "$released_commit^{commit}" 2>/dev/null; then
     return 0
   fi
-  # The released tree, read out of git (no worktree registered in the repository; nothing to
-  # clean up if the run is interrupted).
-  src=$here/target/package-src/$released_commit
+  # The released tree, read out of git with `git archive` (unlike `git worktree add`, nothing is
+  # registered in the repository, so an interrupted run leaves nothing to prune), outside this
+  # tree: under target/, cargo would take it for a member of this workspace (0.1.0's Cargo.toml
+  # has no [workspace] of its own).
+  src=${TMPDIR:-/tmp}/event_store-src-$released_commit
   rm -rf "$src" "$cache.tmp"
   mkdir -p "$src" "$cache"
   git -C "$here" archive "$released_commit" | tar -x -C "$src"
   # built aside and moved into the cache whole: an interrupted build leaves no cached package
   bash scripts/package.sh --pg 15 --source "$src" --out "$cache.tmp" >&2
   mv "$cache.tmp/$(basename "$deb")" "$deb"
-  rm -rf "$cache.tmp"
+  rm -rf "$cache.tmp" "$src"
   echo "$deb"
 }
 
@@ -110,6 +112,19 @@ run_version() {
         "$released_commit is not in this clone (shallow?); 0.2.0 is installed alone"
     fi
   fi
+
+  # The package holds the library, the control file, this version's install script, every script
+  # of sql/ and the docs.
+  local contents f
+  contents=$(dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|')
+  for f in "$("$machine_cfg" --pkglibdir)/event_store.so" \
+    "$("$machine_cfg" --sharedir)/extension/event_store.control" \
+    "$("$machine_cfg" --sharedir)/extension/event_store--$current_version.sql" \
+    $(for s in sql/event_store--*.sql; do echo "$("$machine_cfg" --sharedir)/extension/$(basename "$s")"; done) \
+    "/usr/share/doc/postgresql-$major-event-store/README.md" \
+    "/usr/share/doc/postgresql-$major-event-store/examples/walkthrough.sql"; do
+    grep -qxF "$f" <<<"$contents" || fail "the package has no $f"
+  done
 
   # The private installation and its dpkg database.
   bindir=$dir$("$machine_cfg" --bindir)
@@ -223,8 +238,12 @@ run_version() {
   "${dpkg[@]}" -r "postgresql-$major-event-store" >"$dir/dpkg.log" 2>&1 || { cat "$dir/dpkg.log"; fail "dpkg -r"; }
   "${dpkg[@]}" --purge "postgresql-$major-event-store" >"$dir/dpkg.log" 2>&1 || { cat "$dir/dpkg.log"; fail "dpkg --purge"; }
   local left
-  left=$(find "$dir" -path "$dir/cluster" -prune -o \( -iname '*event_store*' -o -iname '*event-store*' \) -print)
+  # (the 18 wheel's own prefix is /opt/event_store: a directory of the installation, not ours)
+  left=$(find "$dir" -path "$dir/cluster" -prune -o \( -name 'event_store.*' -o -name 'event_store--*' \
+    -o -name '*event-store*' \) -print)
   [ -z "$left" ] || fail "left after dpkg --purge: $left"
+  [ -z "$(dpkg-query --admindir="$admin" -W 2>/dev/null | grep event-store)" ] ||
+    fail "the dpkg database still knows the package after --purge"
   ES_PRELOAD=0 "${cluster[@]}" start >/dev/null
   "${psql[@]}" -d postgres -c "CREATE DATABASE es_pkg_removed"
   if out=$("${psql[@]}" -d es_pkg_removed -c "CREATE EXTENSION event_store" 2>&1); then
