@@ -50,17 +50,19 @@ cluster=()
 stop_cluster() { if [ ${#cluster[@]} -gt 0 ]; then "${cluster[@]}" stop >/dev/null 2>&1 || true; fi; }
 trap stop_cluster EXIT
 fail() { echo "package test FAILED: $*" >&2; exit 1; }
+trap 'echo "package test FAILED at line $LINENO: $BASH_COMMAND (exit $?)" >&2' ERR
 
-# machine_state MAJOR: what the test must leave as it found it: every file of the machine's
-# installation (name, inode, size, mtime), a doc directory of the package, a package of the
-# extension in the machine's dpkg database.
+# machine_state MAJOR: what the test must leave as it found it: the machine installation's
+# directories a package of the extension writes into (the library directory, the extension
+# directory; name, inode, size, mtime of each entry), a doc directory of the package, a package of
+# the extension in the machine's dpkg database.
 machine_state() {
   local cfg
   cfg=$(es_pg_config "$1")
-  find "$(dirname "$("$cfg" --bindir)")" "$("$cfg" --pkglibdir)" "$("$cfg" --sharedir)" \
-    -printf '%p %i %s %T@ %y %l\n' 2>/dev/null | sort
+  { find "$("$cfg" --pkglibdir)" "$("$cfg" --sharedir)/extension" -maxdepth 1 \
+      -printf '%p %i %s %T@ %y %l\n' 2>&1 || true; } | sort
   ls -d /usr/share/doc/postgresql-*-event-store 2>/dev/null || true
-  dpkg-query -W -f '${Package}\n' 2>/dev/null | grep event-store || true
+  { dpkg-query -W -f '${Package}\n' 2>/dev/null || true; } | { grep event-store || true; }
 }
 
 # released_package: builds (once per commit) the 0.1.0 package for PostgreSQL 15; prints its path,
@@ -192,7 +194,7 @@ run_version() {
   if [ -n "$old_deb" ]; then
     echo "package test: 15: dpkg -i $(basename "$deb") over $released_version (upgrade, the server running)"
     "${dpkg[@]}" -i "$deb" >"$dir/dpkg.log" 2>&1 || { cat "$dir/dpkg.log"; fail "dpkg -i $deb (upgrade)"; }
-    grep -q "Preparing to unpack .* over ($released_version)" "$dir/dpkg.log" ||
+    grep -qF "Unpacking postgresql-$major-event-store ($current_version) over ($released_version)" "$dir/dpkg.log" ||
       { cat "$dir/dpkg.log"; fail "dpkg did not upgrade from $released_version"; }
   fi
   [ "$(dpkg-query --admindir="$admin" -W -f '${Version} ${Status}' "postgresql-$major-event-store")" = "$current_version install ok installed" ] ||
