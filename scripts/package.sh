@@ -44,7 +44,7 @@ while [ $# -gt 0 ]; do
     --pg-config) pg_config=$2; shift 2 ;;
     --source) source_dir=$2; shift 2 ;;
     --out) out_dir=$2; shift 2 ;;
-    -h|--help) sed -n 's/^#! \{0,1\}//p' "$0"; exit 0 ;;
+    -h|--help) sed -n '1d; s/^#! \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "package: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done

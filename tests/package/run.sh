@@ -8,9 +8,12 @@
 #! the test gives dpkg a root of its own: a private copy of the machine's installation made by
 #! scripts/private_pg.sh (DIR + the absolute paths of the original, the lib and extension
 #! directories real directories holding symbolic links to the machine's files, no event_store file)
-#! with a private dpkg database under DIR/var/lib/dpkg, and runs `dpkg --root=DIR`. Nothing is
-#! ever written into the machine's installation (checked: its listings before and after, and the
-#! machine's dpkg database, are compared) nor taken from the source tree but the packages.
+#! with a private dpkg database under DIR/var/lib/dpkg (holding the package's dependencies as the
+#! machine's dpkg knows them), and runs `dpkg --root=DIR`; no directory on the way to a file of the
+#! package may be a symbolic link there. Nothing is ever written into the machine's installation
+#! (checked: the listings of its library and extension directories before and after, a doc
+#! directory of the package, and the machine's dpkg database) nor taken from the source tree but
+#! the packages.
 #!
 #! For each version, with a fresh cluster started from DIR's binaries (the library preloaded):
 #!   1. upgrade: PostgreSQL 15: the released 0.1.0 package (built from its commit, the parent of
@@ -19,7 +22,9 @@
 #!      version 0.2.0, the events intact, appends working. PostgreSQL 18 never had a 0.1.0 package
 #!      (0.1.0 does not build for 18): the 0.2.0 package, CREATE EXTENSION event_store VERSION
 #!      '0.1.0' (the 0.1.0 script it ships), then the same UPDATE and checks. Without the 0.1.0
-#!      commit (a shallow clone) the 15 upgrade is SKIPPED (said so), and 15 installs 0.2.0 alone.
+#!      commit (a shallow clone) the upgrade from the 0.1.0 package is SKIPPED (said so), and 15
+#!      runs the upgrade the way 18 does. The 0.1.0 tree is read with `git archive` into
+#!      $TMPDIR (default /tmp), built once, and removed; its package is kept in the cache.
 #!   2. CREATE EXTENSION in a fresh database (the default version, 0.2.0) and the README's
 #!      walkthrough, as the package ships it (/usr/share/doc/postgresql-MAJOR-event-store/
 #!      examples/walkthrough.sql): every error it shows is one it expects, and its streams,
@@ -36,7 +41,15 @@ cd "$here"
 source "$here/scripts/pg_versions.sh"
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 versions=("$@")
-[ ${#versions[@]} -gt 0 ] || versions=("${ES_PG_VERSIONS[@]}")
+if [ ${#versions[@]} -eq 0 ]; then
+  if declare -p ES_PG_SUPPORTED >/dev/null 2>&1; then
+    # a pg_versions.sh that lists the supported versions in ES_PG_SUPPORTED and leaves
+    # ES_PG_VERSIONS (space-separated) to the caller
+    read -r -a versions <<<"${ES_PG_VERSIONS:-${ES_PG_SUPPORTED[*]}}"
+  else
+    versions=("${ES_PG_VERSIONS[@]}")
+  fi
+fi
 base_port=${ES_PORT:-28960}
 # The released 0.1.0: the parent of 727b2bb (Cargo.toml there says 0.1.0).
 released_commit=${ES_PACKAGE_RELEASED_COMMIT:-a6a8583b8cba0a9317cbeae6fbe2891dd0297b58}
