@@ -9,8 +9,9 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 source "$repo/scripts/pg_versions.sh"
 PG_CONFIG=${PG_CONFIG:-$(es_pg_config 15)}
 
+# (flex, bison, make, curl: PL/Proxy's build for 18 below; binutils: readelf in private_pg.sh)
 need_pkgs=()
-for p in postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-plproxy postgresql-15-wal2json libclang-dev clang pkg-config flex bison sudo; do
+for p in postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-plproxy postgresql-15-wal2json libclang-dev clang pkg-config flex bison make curl binutils sudo; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
