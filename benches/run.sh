@@ -4,7 +4,10 @@
 #! alternated in one run on one throwaway cluster, and prints store/raw ratios against the SPEC bars.
 #! Why: the bars are ratios measured in one run, so the machine's speed cancels out.
 #!
-#! usage: benches/run.sh [--smoke] [--secs N] [--reps N] [--only W1,W2] [--store-sql FILE]
+#! usage: benches/run.sh [--pg 15|18] [--smoke] [--secs N] [--reps N] [--only W1,W2] [--store-sql FILE]
+#!   --pg V        the PostgreSQL major version to run on (or ES_PG_VERSION=V): its binaries are
+#!                 $PG_BIN when that is set (scripts/test.sh: its copy of V; it must be V), else the
+#!                 machine's installation of V (scripts/pg_versions.sh); default: $PG_BIN, or 15
 #!   --smoke       ~2 s runs, one repetition: proves the suite runs; never fails on a missed bar
 #!   --secs N      seconds per pgbench run (default 10; SPEC §8 asks for >= 8)
 #!   --reps N      repetitions of the alternated sequence (default 3); each figure is the median
@@ -28,7 +31,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$here/benches
 OUT=$here/target/bench                 # generated pgbench scripts and per-run pgbench logs
 RESULTS=$here/target/bench-results.txt
-BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PG_VERSION=${ES_PG_VERSION:-}
 DB=es_bench
 CLIENTS=8
 THREADS=2
@@ -41,6 +44,7 @@ STORE_SQL=
 die() { echo "bench: error: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
+    --pg) PG_VERSION=${2:?--pg needs a version}; shift ;;
     --smoke) SMOKE=1; SECS=2; REPS=1 ;;
     --secs) SECS=${2:?--secs needs a value}; shift ;;
     --reps) REPS=${2:?--reps needs a value}; shift ;;
@@ -53,6 +57,19 @@ while [ $# -gt 0 ]; do
 done
 [[ $SECS =~ ^[1-9][0-9]*$ && $REPS =~ ^[1-9][0-9]*$ ]] || die "--secs and --reps take positive integers"
 [ -z "$STORE_SQL" ] || [ -f "$STORE_SQL" ] || die "no such file: $STORE_SQL"
+# shellcheck source=../scripts/pg_versions.sh
+source "$here/scripts/pg_versions.sh"
+if [ -n "${PG_BIN:-}" ]; then
+  BIN=$PG_BIN
+elif [ -n "$PG_VERSION" ]; then
+  BIN=$(dirname "$(es_pg_config "$PG_VERSION")") || die "no PostgreSQL $PG_VERSION"
+else
+  BIN=/usr/lib/postgresql/15/bin
+fi
+# the cluster, psql and pgbench are all of that version (a PG_BIN of another version is an error)
+export PG_BIN=$BIN PATH=$BIN:$PATH
+major=$(es_pg_major "$BIN/pg_config")
+[ -z "$PG_VERSION" ] || [ "$major" = "$PG_VERSION" ] || die "--pg $PG_VERSION, but PG_BIN ($BIN) is PostgreSQL $major"
 
 # --- cluster ----------------------------------------------------------------------------------------
 export ES_CLUSTER_DIR=$here/target/es-cluster-bench ES_PORT=${ES_BENCH_PORT:-28817}
@@ -69,6 +86,7 @@ cluster start >/dev/null || die "the cluster did not start (log: $ES_CLUSTER_DIR
 # shellcheck disable=SC2046
 export $(cluster env)                   # PGHOST PGPORT PGUSER for psql and pgbench
 unset PGDATABASE PGOPTIONS
+echo "bench: $(psql -X -qAt -d postgres -c 'SELECT version()')"
 sql() { psql -X -q -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
 val() { psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB" -c "$1"; }
 

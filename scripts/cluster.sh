@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-#! Starts, stops and describes a throwaway PostgreSQL 15 cluster for the demo, the client tests and
-#! the benchmarks. It runs as the `postgres` user (PostgreSQL refuses root), on its own port and
+#! Starts, stops and describes a throwaway PostgreSQL cluster (15 or 18: the binaries in $PG_BIN)
+#! for the demo, the client tests and the benchmarks. It runs as the `postgres` user (PostgreSQL refuses root), on its own port and
 #! socket directory, so it never touches the distribution's cluster on 5432.
 #!
 #! The postmaster runs with MALLOC_PERTURB_ in its environment (every backend inherits it): glibc
@@ -15,7 +15,10 @@
 #!                    shows a process terminated by a signal (a crash: the postmaster restarted
 #!                    every session) or a PANIC; processes a test killed on purpose (their pids
 #!                    listed in $ES_KILLED_PIDS, one per line) are not counted
-#! env:   ES_CLUSTER_DIR (default: target/es-cluster), ES_PORT (default: 28815),
+#! A data directory that another major version made (scripts/test.sh runs the same layers, in the
+#! same directories, on 15 and then on 18) is stopped and made anew by start.
+#! env:   PG_BIN (the server's binaries; default: the machine's PostgreSQL 15),
+#!        ES_CLUSTER_DIR (default: target/es-cluster), ES_PORT (default: 28815),
 #!        ES_PRELOAD (default: 1; 0 starts without shared_preload_libraries),
 #!        ES_EXTRA_CONF (postgresql.conf lines for this start, e.g. the es.otlp_* settings; kept
 #!        in conf.d-extra.conf, replaced at every start),
@@ -44,8 +47,25 @@ as_pg() {
   fi
 }
 
+# the major version of the binaries ("postgres (PostgreSQL) 18.6" -> 18)
+bin_major() { "$BIN/postgres" --version | sed -E 's/^[^0-9]*([0-9]+).*/\1/'; }
+
 init() {
-  [ -f "$DATA/PG_VERSION" ] && return 0
+  if [ -f "$DATA/PG_VERSION" ]; then
+    [ "$(cat "$DATA/PG_VERSION")" = "$(bin_major)" ] && return 0
+    # a throwaway cluster of another version: its server (if any) stopped by its pid (this
+    # version's pg_ctl may refuse its data directory), then the data made anew
+    echo "cluster: $DATA is PostgreSQL $(cat "$DATA/PG_VERSION")'s; made anew for $(bin_major)" >&2
+    if [ -f "$DATA/postmaster.pid" ]; then
+      local pid
+      pid=$(head -1 "$DATA/postmaster.pid")
+      if kill -0 "$pid" 2>/dev/null; then
+        kill -INT "$pid"
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      fi
+    fi
+    rm -rf "$DATA"
+  fi
   mkdir -p "$DIR" "$RUN"
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$DIR" "$RUN"
   # every parent of the data directory must be traversable by postgres

@@ -47,9 +47,9 @@ if [ -z "${PG_CONFIG:-}" ]; then
 fi
 [ -x "$PG_CONFIG" ] || missing "no pg_config at '$PG_CONFIG': set PG_CONFIG to your installation's (Debian: /usr/lib/postgresql/NN/bin/pg_config)"
 major=$(es_pg_major "$PG_CONFIG")
-case " ${ES_PG_VERSIONS[*]} " in
+case " ${ES_PG_SUPPORTED[*]} " in
   *" $major "*) ;;
-  *) missing "PostgreSQL $major is not supported (supported: ${ES_PG_VERSIONS[*]})" ;;
+  *) missing "PostgreSQL $major is not supported (supported: ${ES_PG_SUPPORTED[*]})" ;;
 esac
 [ -f "$("$PG_CONFIG" --includedir-server)/postgres.h" ] ||
   missing "the server headers of PostgreSQL $major are missing (Debian: apt-get install postgresql-server-dev-$major)"

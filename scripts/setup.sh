@@ -15,7 +15,8 @@ PG_CONFIG=${PG_CONFIG:-$(es_pg_config 15)}
 bash "$repo/scripts/prerequisites.sh"
 
 need_pkgs=()
-for p in postgresql-15-plproxy postgresql-15-wal2json sudo; do
+# (flex, bison, make, curl: PL/Proxy's build for 18 below; binutils: readelf in private_pg.sh)
+for p in postgresql-15-plproxy postgresql-15-wal2json flex bison make curl binutils sudo; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -48,6 +49,33 @@ if ! "$pg18_config" --version 2>/dev/null | grep -q '^PostgreSQL 18'; then
   mv "$tmp" "$ES_PG18_HOME"
   rm -rf "$ES_PG18_HOME.old.$$"
   "$pg18_config" --version
+fi
+
+# PL/Proxy for PostgreSQL 18 (the sharding test, scripts/shard.sh): Debian 12 packages it for 15
+# only, and the newer Debian's package for 18 needs a newer glibc, so it is built from Debian's
+# source tarball (fetched from the archive this machine's apt uses) with the 18 installation's
+# pgxs, and installed into it, as the Debian package is into 15: the suite's copy of 18 links it.
+# wal2json has no source tarball there: the CDC test skips on 18 (tests/client/tests/cdc.rs).
+plproxy_version=2.11.0
+plproxy_sha256=9b65d918fc7027a529868a1a30cced974c1fdbf91c0f1d25f757b9f8ec80353f
+pg18_sharedir=$("$pg18_config" --sharedir)
+if [ ! -f "$pg18_sharedir/extension/plproxy.control" ]; then
+  echo "setup: PL/Proxy $plproxy_version for PostgreSQL 18 (built from Debian's source) into $ES_PG18_HOME"
+  mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
+  [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" { print $2; exit }' /etc/apt/sources.list)
+  build=$(mktemp -d)
+  curl -fsSL -o "$build/plproxy.tar.gz" \
+    "$mirror/pool/main/p/postgresql-plproxy/postgresql-plproxy_${plproxy_version}.orig.tar.gz"
+  echo "$plproxy_sha256  $build/plproxy.tar.gz" | sha256sum -c --quiet
+  tar -xzf "$build/plproxy.tar.gz" -C "$build"
+  # CFLAGS replaces the wheel's own (pg_config --cflags): they are the flags of the newer gcc the
+  # wheel was built with, which Debian 12's gcc refuses (-Wmissing-variable-declarations)
+  make -C "$build/plproxy-$plproxy_version" PG_CONFIG="$pg18_config" \
+    CFLAGS="-O2 -fPIC -fvisibility=hidden -fno-strict-aliasing -fwrapv -Wall" >"$build/make.log" 2>&1 &&
+    make -C "$build/plproxy-$plproxy_version" PG_CONFIG="$pg18_config" install >>"$build/make.log" 2>&1 ||
+    { tail -30 "$build/make.log"; exit 1; }
+  chmod -R a+rX "$ES_PG18_HOME"
+  rm -rf "$build"
 fi
 
 # The client drivers of the README and the pooler tests (tests/drivers,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-#! Runs the client-side test suite (tests/client) against a throwaway PostgreSQL 15 cluster.
+#! Runs the client-side test suite (tests/client) against a throwaway PostgreSQL cluster of the
+#! version in $PG_BIN (default: the machine's 15; scripts/test.sh runs it on 15 and on 18).
 #! It starts (or reuses) the cluster with ../../scripts/cluster.sh, points the tests at it through
 #! ES_TEST_PGHOST/ES_TEST_PGPORT, runs `cargo test` single-threaded (the crash test restarts the
 #! whole cluster, so no two tests may overlap), stops the cluster on exit and exits with cargo's
@@ -42,6 +43,9 @@ for kv in $(bash "$cluster" env); do
     PGPORT=*) export ES_TEST_PGPORT=${kv#PGPORT=} ;;
   esac
 done
+
+# which server the tests run on (scripts/test.sh runs them on 15 and on 18)
+echo "client tests: $("${PG_BIN:-/usr/lib/postgresql/15/bin}/psql" -X -qAt -h "$ES_TEST_PGHOST" -p "$ES_TEST_PGPORT" -U postgres -d postgres -c 'SELECT version()')"
 
 status=0
 cargo test --manifest-path "$repo/tests/client/Cargo.toml" "$@" -- --test-threads=1 || status=$?

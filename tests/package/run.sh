@@ -41,15 +41,8 @@ cd "$here"
 source "$here/scripts/pg_versions.sh"
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 versions=("$@")
-if [ ${#versions[@]} -eq 0 ]; then
-  if declare -p ES_PG_SUPPORTED >/dev/null 2>&1; then
-    # a pg_versions.sh that lists the supported versions in ES_PG_SUPPORTED and leaves
-    # ES_PG_VERSIONS (space-separated) to the caller
-    read -r -a versions <<<"${ES_PG_VERSIONS:-${ES_PG_SUPPORTED[*]}}"
-  else
-    versions=("${ES_PG_VERSIONS[@]}")
-  fi
-fi
+# (ES_PG_VERSIONS: a space-separated choice of the caller, as scripts/test.sh takes it)
+[ ${#versions[@]} -gt 0 ] || read -r -a versions <<<"${ES_PG_VERSIONS:-${ES_PG_SUPPORTED[*]}}"
 base_port=${ES_PORT:-28960}
 # The released 0.1.0: the parent of 727b2bb (Cargo.toml there says 0.1.0).
 released_commit=${ES_PACKAGE_RELEASED_COMMIT:-a6a8583b8cba0a9317cbeae6fbe2891dd0297b58}

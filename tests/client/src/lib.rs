@@ -1,6 +1,6 @@
 //! Shared helpers of the client-side test suite of the `event_store` extension.
 //!
-//! The scenarios under `tests/` talk to a running PostgreSQL 15 cluster that has the extension
+//! The scenarios under `tests/` talk to a running PostgreSQL cluster (15 or 18) that has the extension
 //! installed (normally the throwaway cluster that `tests/client/run.sh` starts). This module holds
 //! what they all need: the connection settings read from `ES_TEST_PGHOST` / `ES_TEST_PGPORT`, a
 //! fresh uniquely named database per test with `CREATE EXTENSION event_store` (dropped again when
@@ -24,10 +24,45 @@ pub const PG_USER: &str = "postgres";
 /// Upper bound of any single statement a test sends, so a hung server cannot hang the suite.
 const STATEMENT_TIMEOUT: &str = "120s";
 
-/// Where the PostgreSQL 15 client programs (`pg_dump`, `pg_restore`) live; `PG_BIN` overrides.
+/// Where the client programs (`pg_dump`, `pg_restore`) of the server's version live: `PG_BIN`
+/// (scripts/test.sh points it at its copy of 15 or 18), else the machine's PostgreSQL 15.
 pub fn pg_bin(program: &str) -> String {
     let dir = std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".to_owned());
     format!("{dir}/{program}")
+}
+
+/// The major version of the installation in [`pg_bin`] (`pg_config --version`: "PostgreSQL 18.6").
+pub fn pg_major() -> u32 {
+    let out = Command::new(pg_bin("pg_config"))
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", pg_bin("pg_config")));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("pg_config --version printed {text:?}"))
+}
+
+/// Whether the server's installation has the loadable module `name` (e.g. `wal2json`) in its
+/// library directory.
+pub fn has_library(name: &str) -> bool {
+    let out = Command::new(pg_bin("pg_config"))
+        .arg("--pkglibdir")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", pg_bin("pg_config")));
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    std::path::Path::new(&dir)
+        .join(format!("{name}.so"))
+        .exists()
+}
+
+/// Says on the terminal that a test did not run and why. Written to stderr directly: the test
+/// harness hides what a passing test prints with `eprintln!`, and a skip must be seen.
+pub fn report_skip(test: &str, reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
 }
 
 /// The server's host: a unix socket directory (starts with `/`) or `127.0.0.1`, from `ES_TEST_PGHOST`.

@@ -46,8 +46,8 @@ use std::time::{Duration, Instant};
 
 use event_store_client_tests::replica::{self, LogicalWalLevel};
 use event_store_client_tests::{
-    Client, PG_USER, TestDb, Uuid, append, connect_with_retry, describe, host, pg_bin, port,
-    repo_dir, sqlstate,
+    Client, PG_USER, TestDb, Uuid, append, connect_with_retry, describe, has_library, host, pg_bin,
+    pg_major, port, repo_dir, report_skip, sqlstate,
 };
 use postgres::Transaction;
 
@@ -1258,6 +1258,16 @@ fn shape(txs: &[CdcTx]) -> Vec<(u32, Vec<Uuid>)> {
 
 #[test]
 fn logical_decoding_streams_committed_events_once_in_commit_order() {
+    // wal2json is Debian's package for PostgreSQL 15; for 18 Debian 12 has none, and
+    // scripts/setup.sh cannot build it (no source tarball in the archive it may use): on a version
+    // after 15 without it the test cannot run, and says so. On 15 a missing wal2json still fails.
+    if pg_major() > 15 && !has_library("wal2json") {
+        report_skip(
+            "cdc",
+            &format!("wal2json is not installed for PostgreSQL {}", pg_major()),
+        );
+        return;
+    }
     let began = Instant::now();
     // The guards drop in reverse order: pg_recvlogical, the slots, the database, the plugin
     // setting, wal_level, the lock.
