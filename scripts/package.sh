@@ -146,7 +146,9 @@ server_pkg=$(dpkg-query -S "$("$pg_config" --bindir)/postgres" 2>/dev/null | gre
   head -1 | cut -d: -f1 || true)
 if [ -n "$server_pkg" ]; then depends+=("$server_pkg"); fi
 for lib in $(objdump -p "$so" | awk '$1 == "NEEDED" {print $2}'); do
-  path=$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')
+  # (awk reads to the end: an early exit would kill ldconfig with SIGPIPE, which pipefail and
+  # set -e turn into a silent failure of the whole script, now and then)
+  path=$(ldconfig -p | awk -v l="$lib" '$1 == l && !found {print $NF; found = 1}')
   [ -n "$path" ] || { echo "package: $so needs $lib, which ldconfig does not know" >&2; exit 1; }
   pkg=$(dpkg-query -S "$(readlink -f "$path")" 2>/dev/null | grep -v '^diversion' | head -1 | cut -d: -f1 || true)
   [ -n "$pkg" ] || pkg=$(dpkg-query -S "$path" 2>/dev/null | grep -v '^diversion' | head -1 | cut -d: -f1 || true)

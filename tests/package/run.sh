@@ -107,7 +107,8 @@ run_version() {
   state_before=$(machine_state "$major")
 
   t=$(date +%s)
-  deb=$(bash scripts/package.sh --pg "$major" --out "$here/target/packages" | tail -1)
+  # (its progress reaches the log through stderr; its last line is the package's path)
+  deb=$(bash scripts/package.sh --pg "$major" --out "$here/target/packages" | tee /dev/stderr | tail -1)
   echo "package test: $major: $current_version package in $(elapsed "$t")"
   old_deb=''
   if [ "$major" = 15 ]; then
