@@ -143,7 +143,8 @@ pub fn classify_retry(
         let right_place = match expected {
             ExpectedVersion::Any | ExpectedVersion::StreamExists => true,
             ExpectedVersion::NoStream => start == 1,
-            ExpectedVersion::Exact(n) => start == n + 1,
+            // (checked: an expected version of i64::MAX is valid input, and no retry)
+            ExpectedVersion::Exact(n) => n.checked_add(1) == Some(start),
         };
         if in_order && right_place {
             return RetryDecision::AlreadyAppended {
@@ -244,6 +245,16 @@ mod tests {
     fn nothing_stored_appends() {
         let d = classify_retry(&id(S), ExpectedVersion::Exact(3), &[Some(id(1))], &[]);
         assert_eq!(d, RetryDecision::Append);
+    }
+
+    /// The fuzz test found it: an expected version of i64::MAX whose ids are stored is no
+    /// retry (nothing follows i64::MAX), and never an overflow.
+    #[test]
+    fn the_largest_expected_version_is_no_retry() {
+        let batch = [Some(id(1))];
+        let found = [stored(1, S, 1)];
+        let d = classify_retry(&id(S), ExpectedVersion::Exact(i64::MAX), &batch, &found);
+        assert!(matches!(d, RetryDecision::Duplicate(_)), "{d:?}");
     }
 
     #[test]
