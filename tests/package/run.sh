@@ -107,8 +107,11 @@ run_version() {
   state_before=$(machine_state "$major")
 
   t=$(date +%s)
-  # (its progress reaches the log through stderr; its last line is the package's path)
-  deb=$(bash scripts/package.sh --pg "$major" --out "$here/target/packages" | tee /dev/stderr | tail -1)
+  # (its output reaches the log through stderr; its last line is the package's path. Not
+  # `tee /dev/stderr`: that opens the log file again, truncating it, when stderr is a file.)
+  out=$(bash scripts/package.sh --pg "$major" --out "$here/target/packages")
+  echo "$out" >&2
+  deb=$(tail -1 <<<"$out")
   echo "package test: $major: $current_version package in $(elapsed "$t")"
   old_deb=''
   if [ "$major" = 15 ]; then
