@@ -453,6 +453,19 @@ pub fn assert_preloaded(client: &mut Client) {
     );
 }
 
+/// Panics unless the test cluster runs without the library preloaded (the second pass of
+/// tests/client/run.sh, ES_PRELOAD=0).
+pub fn assert_not_preloaded(client: &mut Client) {
+    let preload: String = client
+        .query_one("SHOW shared_preload_libraries", &[])
+        .expect("SHOW shared_preload_libraries")
+        .get(0);
+    assert!(
+        !preload.contains("event_store"),
+        "this pass must run without the preload, it has {preload:?}"
+    );
+}
+
 /// The global position of `stream`'s event at `version`, read in `client`'s transaction.
 pub fn position_of(client: &mut impl postgres::GenericClient, stream: Uuid, version: i64) -> i64 {
     client

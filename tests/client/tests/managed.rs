@@ -13,7 +13,9 @@
 //! Runs only in the second pass of tests/client/run.sh (`--ignored`), which restarts the cluster
 //! with ES_PRELOAD=0.
 
-use event_store_client_tests::{NoTls, TestDb, Uuid, admin, config, describe, exec, sqlstate};
+use event_store_client_tests::{
+    NoTls, TestDb, Uuid, admin, assert_not_preloaded, config, describe, exec, sqlstate,
+};
 
 /// The restricted role: it owns the test database and nothing else (no superuser, no role or
 /// database creation). Roles are cluster-wide, so it is made once and kept.
@@ -41,14 +43,7 @@ fn a_non_superuser_owner_without_the_preload_uses_the_documented_subset() {
              END $$"
         ),
     );
-    let preload: String = root
-        .query_one("SHOW shared_preload_libraries", &[])
-        .expect("SHOW")
-        .get(0);
-    assert!(
-        !preload.contains("event_store"),
-        "this pass must run without the preload"
-    );
+    assert_not_preloaded(&mut root);
     let db = TestDb::empty("managed");
     exec(
         &mut root,

@@ -3,21 +3,16 @@
 //! `es.read_all` fails with a clear error (55000) whose HINT names the setting. Runs only in the
 //! second pass of tests/client/run.sh (`--ignored`), which restarts the cluster with ES_PRELOAD=0.
 
-use event_store_client_tests::{TestDb, Uuid, append, describe, sqlstate, stream_version};
+use event_store_client_tests::{
+    TestDb, Uuid, append, assert_not_preloaded, describe, sqlstate, stream_version,
+};
 
 #[test]
 #[ignore = "needs a cluster without the preload: the second pass of tests/client/run.sh"]
 fn the_store_works_and_read_all_explains_the_missing_preload() {
     let db = TestDb::new("nopreload");
     let mut client = db.connect();
-    let preload: String = client
-        .query_one("SHOW shared_preload_libraries", &[])
-        .expect("SHOW")
-        .get(0);
-    assert!(
-        !preload.contains("event_store"),
-        "this pass must run without the preload"
-    );
+    assert_not_preloaded(&mut client);
 
     let s = Uuid::new_v4();
     let events = [r#"{"type":"A"}"#.to_owned(), r#"{"type":"B"}"#.to_owned()];
