@@ -55,7 +55,7 @@ grants = "\n".join(l for l in boot[end:].splitlines()
                    if any(t in l for t in ("subscription_", "parked_events", "projection_config",
                                             "es.watermark", "account_balances", "account_transactions",
                                             "aggregate_types", "stream_type_rules", "es.upcasters",
-                                            "aggregate_revision_seq"))
+                                            "aggregate_revision_seq", "data_audit"))
                    or l.startswith("    es.projection_config"))
 flow = open(os.path.join(repo, "sql/flow.sql")).read()
 # the comments of those columns and the new wording of the ones 0.2.0 changes, as bootstrap.sql

@@ -235,9 +235,38 @@ COMMENT ON COLUMN es.upcasters.upcast IS 'upcast(event jsonb) RETURNS jsonb. Kep
 COMMENT ON COLUMN es.upcasters.definer IS 'The role that declared it: on reads outside a fold it runs as this role.';
 COMMENT ON COLUMN es.upcasters.defined_at IS 'Transaction time of the declaration.';
 
+-- The life of the data (0.2.0): the audit of every deletion, erasure, truncation, retention and
+-- archiving act. Appended to by the functions that act, in the acting transaction, so an act and
+-- its record commit or vanish together.
+
+CREATE SEQUENCE es.data_audit_seq AS bigint NO CYCLE;
+COMMENT ON SEQUENCE es.data_audit_seq IS 'Source of es.data_audit.id.';
+
+CREATE TABLE es.data_audit (
+    id           bigint      NOT NULL DEFAULT nextval('es.data_audit_seq'),
+    action       text        NOT NULL,
+    target       text        NOT NULL,
+    detail       jsonb,
+    performed_by name        NOT NULL DEFAULT session_user,
+    performed_at timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    xact_id      xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    CONSTRAINT data_audit_pkey PRIMARY KEY (id)
+);
+COMMENT ON TABLE es.data_audit IS
+  'One row per act that removes, hides or makes unreadable stored events or their data (stream deletion and undeletion, truncation, erasure of a subject''s personal data, retention settings and batches, archiving): who, when, what. Written by those functions in the acting transaction; never changed by the store.';
+COMMENT ON COLUMN es.data_audit.id IS 'Increases in the order the acts were recorded.';
+COMMENT ON COLUMN es.data_audit.action IS 'What was done: the name of the function that did it (delete_stream, undelete_stream, truncate_stream, forget, set_retention, retention, archive, ...).';
+COMMENT ON COLUMN es.data_audit.target IS 'What it was done to: a stream id, a subject, a stream type, or a time bound.';
+COMMENT ON COLUMN es.data_audit.detail IS 'The act''s arguments and counts (versions, events removed, positions), as a JSON object.';
+COMMENT ON COLUMN es.data_audit.performed_by IS 'The session user that called the function (for the background worker: the role it runs as).';
+COMMENT ON COLUMN es.data_audit.performed_at IS 'Transaction time of the act.';
+COMMENT ON COLUMN es.data_audit.xact_id IS 'The transaction that did it.';
+
 REVOKE ALL ON TABLE es.subscription_config, es.subscription_partitions, es.subscription_consumers, es.parked_events,
     es.projection_config, es.watermark, es.account_balances, es.account_transactions FROM PUBLIC;
 REVOKE ALL ON TABLE es.aggregate_types, es.stream_type_rules, es.upcasters FROM PUBLIC;
+REVOKE ALL ON TABLE es.data_audit FROM PUBLIC;
+REVOKE ALL ON SEQUENCE es.data_audit_seq FROM PUBLIC;
 REVOKE ALL ON SEQUENCE es.aggregate_revision_seq FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('es.subscription_config', '');
 SELECT pg_catalog.pg_extension_config_dump('es.subscription_partitions', '');
@@ -251,6 +280,8 @@ SELECT pg_catalog.pg_extension_config_dump('es.aggregate_types', 'WHERE NOT nati
 SELECT pg_catalog.pg_extension_config_dump('es.aggregate_revision_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('es.stream_type_rules', '');
 SELECT pg_catalog.pg_extension_config_dump('es.upcasters', '');
+SELECT pg_catalog.pg_extension_config_dump('es.data_audit', '');
+SELECT pg_catalog.pg_extension_config_dump('es.data_audit_seq', '');
 
 -- Functions of 0.2.0 (from their #[sql_function] registrations) ------------------------------------
 
