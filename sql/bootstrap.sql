@@ -27,6 +27,9 @@ CREATE TABLE es.streams (
     updated_at  timestamptz NOT NULL DEFAULT transaction_timestamp(),
     state       jsonb,
     state_revision bigint,
+    deleted     text,
+    deleted_at  timestamptz,
+    truncated_before bigint,
     CONSTRAINT streams_pkey PRIMARY KEY (stream_id)
 ) WITH (fillfactor = 90);
 COMMENT ON TABLE es.streams IS
@@ -40,6 +43,11 @@ COMMENT ON COLUMN es.streams.state IS
   'The state at version of a stream of a declared aggregate type (the account included), written with every append in the same row update, so a command or es.state reads it instead of replaying. An account''s is ignored unless its "version" equals the row''s; another type''s unless state_revision is the type''s current revision. NULL for generic streams.';
 COMMENT ON COLUMN es.streams.state_revision IS
   'The revision of the aggregate type (es.aggregate_types.revision) whose functions computed state; NULL for accounts and generic streams. A state of an older revision (after es.alter_aggregate) is recomputed from the log until es.rebuild_states rewrites it.';
+COMMENT ON COLUMN es.streams.deleted IS
+  'NULL for a live stream; soft: deleted by es.delete_stream (reads as empty, appends refused with ES007, until es.undelete_stream); hard: a tombstone (its events before the $stream_deleted marker are removed; the id can never be used again).';
+COMMENT ON COLUMN es.streams.deleted_at IS 'Transaction time of the deletion; NULL for a live stream.';
+COMMENT ON COLUMN es.streams.truncated_before IS
+  'Set by es.truncate_stream: events with a lower version were removed (a snapshot holds the state at truncated_before - 1); reads that need them raise ES008. NULL: never truncated.';
 
 CREATE TABLE es.events (
     global_position bigint      NOT NULL,
@@ -355,6 +363,33 @@ COMMENT ON COLUMN es.data_audit.performed_by IS 'The session user that called th
 COMMENT ON COLUMN es.data_audit.performed_at IS 'Transaction time of the act.';
 COMMENT ON COLUMN es.data_audit.xact_id IS 'The transaction that did it.';
 
+-- The only way events leave es.events: the removal the store's acts (es.delete_stream with
+-- hard, es.truncate_stream) make after recording it in the stream's row. It removes only what
+-- that row says is removed (before the tombstone's marker, or below truncated_before), so even a
+-- call from outside the store removes nothing an audited act did not decide. Its own SET clause
+-- keeps the append-only trigger from firing inside it (and reverts when it returns, even on
+-- error); the trigger stays for everyone else.
+CREATE FUNCTION es.purge_stream(stream_id uuid,
+                                OUT removed bigint, OUT first_position bigint, OUT last_position bigint)
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET session_replication_role = replica
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH s AS (
+        SELECT s.stream_id,
+               CASE WHEN s.deleted = 'hard' THEN s.version ELSE coalesce(s.truncated_before, 1) END AS below
+          FROM es.streams s
+         WHERE s.stream_id = purge_stream.stream_id
+    ), d AS (
+        DELETE FROM es.events e USING s
+         WHERE e.stream_id = s.stream_id AND e.version < s.below
+        RETURNING e.global_position
+    )
+    SELECT count(*), min(d.global_position), max(d.global_position) FROM d
+$$;
+COMMENT ON FUNCTION es.purge_stream(uuid) IS
+  'Internal: removes the events of a stream that its es.streams row records as removed (a hard delete: all before the $stream_deleted marker; a truncation: those below truncated_before), bypassing the append-only trigger; returns how many and their first and last global positions. Called by es.delete_stream and es.truncate_stream after they record the act; EXECUTE is revoked from PUBLIC.';
+
 -- Privileges and dumps ----------------------------------------------------------------------------
 
 REVOKE ALL ON TABLE es.events, es.streams, es.snapshots FROM PUBLIC;
@@ -366,6 +401,7 @@ REVOKE ALL ON SEQUENCE es.data_audit_seq FROM PUBLIC;
 REVOKE ALL ON SEQUENCE es.global_position_seq FROM PUBLIC;
 REVOKE ALL ON SEQUENCE es.aggregate_revision_seq FROM PUBLIC;
 REVOKE ALL ON FUNCTION es.refuse_history_change() FROM PUBLIC;
+REVOKE ALL ON FUNCTION es.purge_stream(uuid) FROM PUBLIC;
 
 SELECT pg_catalog.pg_extension_config_dump('es.events', '');
 SELECT pg_catalog.pg_extension_config_dump('es.streams', '');

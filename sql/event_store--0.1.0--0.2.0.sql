@@ -7,12 +7,20 @@
 
 -- Columns of 0.2.0 on tables of 0.1.0 (appended, as a fresh install places them last)
 ALTER TABLE es.streams ADD COLUMN state_revision bigint;
+ALTER TABLE es.streams ADD COLUMN deleted text;
+ALTER TABLE es.streams ADD COLUMN deleted_at timestamptz;
+ALTER TABLE es.streams ADD COLUMN truncated_before bigint;
 ALTER TABLE es.snapshots ADD COLUMN revision bigint;
 COMMENT ON COLUMN es.streams.stream_type IS 'The stream''s type, set by its first append (its stream_type argument, else es.stream_type_rules for its first event: Opened makes an account) and never changed; NULL for a generic stream. A type declared in es.aggregate_types holds the stream to its rules.';
 COMMENT ON COLUMN es.streams.state IS
   'The state at version of a stream of a declared aggregate type (the account included), written with every append in the same row update, so a command or es.state reads it instead of replaying. An account''s is ignored unless its "version" equals the row''s; another type''s unless state_revision is the type''s current revision. NULL for generic streams.';
 COMMENT ON COLUMN es.streams.state_revision IS
   'The revision of the aggregate type (es.aggregate_types.revision) whose functions computed state; NULL for accounts and generic streams. A state of an older revision (after es.alter_aggregate) is recomputed from the log until es.rebuild_states rewrites it.';
+COMMENT ON COLUMN es.streams.deleted IS
+  'NULL for a live stream; soft: deleted by es.delete_stream (reads as empty, appends refused with ES007, until es.undelete_stream); hard: a tombstone (its events before the $stream_deleted marker are removed; the id can never be used again).';
+COMMENT ON COLUMN es.streams.deleted_at IS 'Transaction time of the deletion; NULL for a live stream.';
+COMMENT ON COLUMN es.streams.truncated_before IS
+  'Set by es.truncate_stream: events with a lower version were removed (a snapshot holds the state at truncated_before - 1); reads that need them raise ES008. NULL: never truncated.';
 COMMENT ON COLUMN es.snapshots.revision IS
   'For a stream of a declared aggregate type other than the account: the type''s revision whose functions computed the state; a snapshot of another revision is not used (es.rebuild_states replaces it). NULL for accounts and generic streams.';
 
@@ -262,12 +270,40 @@ COMMENT ON COLUMN es.data_audit.performed_by IS 'The session user that called th
 COMMENT ON COLUMN es.data_audit.performed_at IS 'Transaction time of the act.';
 COMMENT ON COLUMN es.data_audit.xact_id IS 'The transaction that did it.';
 
+-- The only way events leave es.events: the removal the store's acts (es.delete_stream with
+-- hard, es.truncate_stream) make after recording it in the stream's row. It removes only what
+-- that row says is removed (before the tombstone's marker, or below truncated_before), so even a
+-- call from outside the store removes nothing an audited act did not decide. Its own SET clause
+-- keeps the append-only trigger from firing inside it (and reverts when it returns, even on
+-- error); the trigger stays for everyone else.
+CREATE FUNCTION es.purge_stream(stream_id uuid,
+                                OUT removed bigint, OUT first_position bigint, OUT last_position bigint)
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET session_replication_role = replica
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH s AS (
+        SELECT s.stream_id,
+               CASE WHEN s.deleted = 'hard' THEN s.version ELSE coalesce(s.truncated_before, 1) END AS below
+          FROM es.streams s
+         WHERE s.stream_id = purge_stream.stream_id
+    ), d AS (
+        DELETE FROM es.events e USING s
+         WHERE e.stream_id = s.stream_id AND e.version < s.below
+        RETURNING e.global_position
+    )
+    SELECT count(*), min(d.global_position), max(d.global_position) FROM d
+$$;
+COMMENT ON FUNCTION es.purge_stream(uuid) IS
+  'Internal: removes the events of a stream that its es.streams row records as removed (a hard delete: all before the $stream_deleted marker; a truncation: those below truncated_before), bypassing the append-only trigger; returns how many and their first and last global positions. Called by es.delete_stream and es.truncate_stream after they record the act; EXECUTE is revoked from PUBLIC.';
+
 REVOKE ALL ON TABLE es.subscription_config, es.subscription_partitions, es.subscription_consumers, es.parked_events,
     es.projection_config, es.watermark, es.account_balances, es.account_transactions FROM PUBLIC;
 REVOKE ALL ON TABLE es.aggregate_types, es.stream_type_rules, es.upcasters FROM PUBLIC;
 REVOKE ALL ON TABLE es.data_audit FROM PUBLIC;
 REVOKE ALL ON SEQUENCE es.data_audit_seq FROM PUBLIC;
 REVOKE ALL ON SEQUENCE es.aggregate_revision_seq FROM PUBLIC;
+REVOKE ALL ON FUNCTION es.purge_stream(uuid) FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('es.subscription_config', '');
 SELECT pg_catalog.pg_extension_config_dump('es.subscription_partitions', '');
 SELECT pg_catalog.pg_extension_config_dump('es.subscription_consumers', '');
@@ -433,6 +469,27 @@ AS 'MODULE_PATHNAME', 'es_drop_aggregate';
 COMMENT ON FUNCTION es.drop_aggregate(text, boolean) IS
   'Removes an aggregate type. Refused (2BP01) while streams of the type exist, unless detach: then they keep their type name and events but lose their kept state and rules (generic streams until the type is declared again). The built-in account cannot be dropped (42501); an unknown type: ES303.';
 REVOKE ALL ON FUNCTION es.drop_aggregate(text, boolean) FROM PUBLIC;
+CREATE FUNCTION es.delete_stream(stream_id uuid, expected_version bigint DEFAULT NULL, hard boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'es_delete_stream';
+COMMENT ON FUNCTION es.delete_stream(uuid, bigint, boolean) IS
+  'Deletes a stream and returns the version of the $stream_deleted marker it appends at the stream''s head (read_all, subscriptions and projections see it). Soft (default): load_events reads it as empty, the state functions raise ES007, appends are refused (ES007) until es.undelete_stream; the events stay. Hard: a tombstone: the events before the marker, the snapshots and the kept state are removed, the id can never be used again. expected_version as in es.append_events (ES001); the stream''s rules judge the marker (an account with money: ES105; a declared type''s check sees it). Recorded in es.data_audit.';
+REVOKE ALL ON FUNCTION es.delete_stream(uuid, bigint, boolean) FROM PUBLIC;
+CREATE FUNCTION es.undelete_stream(stream_id uuid)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'es_undelete_stream';
+COMMENT ON FUNCTION es.undelete_stream(uuid) IS
+  'Restores a soft-deleted stream: appends a $stream_undeleted marker and returns its version; the stream reads and takes appends again. A hard-deleted stream: ES007; a live one: 55000. Recorded in es.data_audit.';
+REVOKE ALL ON FUNCTION es.undelete_stream(uuid) FROM PUBLIC;
+CREATE FUNCTION es.truncate_stream(stream_id uuid, before_version bigint)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'es_truncate_stream';
+COMMENT ON FUNCTION es.truncate_stream(uuid, bigint) IS
+  'Removes the events of a stream with version < before_version (1 <= before_version <= the stream''s version, else 22023) and returns how many. An account or a stream of a declared type needs a usable snapshot at version before_version - 1 (else ES005); a generic stream none. The state, time travel and history at or above before_version - 1 are unchanged; reads that need a removed event raise ES008. Recorded in es.data_audit.';
+REVOKE ALL ON FUNCTION es.truncate_stream(uuid, bigint) FROM PUBLIC;
 CREATE FUNCTION es.worker_status(OUT state text, OUT reason text, OUT pid integer)
 RETURNS SETOF record
 LANGUAGE c VOLATILE PARALLEL SAFE ROWS 1
@@ -694,6 +751,11 @@ DECLARE
     prev jsonb;
     s jsonb;
 BEGIN
+    IF e.event_type = '$stream_deleted' THEN
+        -- a deleted account (soft or hard) has no balance row; $stream_undeleted brings it back
+        DELETE FROM es.account_balances b WHERE b.account_id = e.stream_id;
+        RETURN;
+    END IF;
     SELECT jsonb_build_object('holder_name', b.holder_name, 'balance_cents', b.balance_cents,
                               'status', b.status, 'version', b.version)
       INTO prev
@@ -706,7 +768,11 @@ BEGIN
     ELSIF e.version = 1 THEN
         SELECT es.account_replay(e.data) INTO s;
     ELSE
-        s := es.account_state(e.stream_id, at_version => e.version);
+        BEGIN
+            s := es.account_state(e.stream_id, at_version => e.version);
+        EXCEPTION WHEN SQLSTATE 'ES007' THEN
+            RETURN;  -- deleted again since: its own $stream_deleted follows in the log
+        END;
     END IF;
     INSERT INTO es.account_balances AS b
            (account_id, holder_name, balance_cents, status, version, updated_at)
@@ -719,7 +785,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION es.project_account_balances(es.events) IS
-  'Handler of the projection account_balances: folds one account event into es.account_balances with es.account_replay (the store''s own fold). Idempotent: an event at or below the row''s version is skipped.';
+  'Handler of the projection account_balances: folds one account event into es.account_balances with es.account_replay (the store''s own fold). Idempotent: an event at or below the row''s version is skipped. $stream_deleted removes the account''s row; $stream_undeleted brings it back.';
 
 CREATE FUNCTION es.project_account_transactions(e es.events) RETURNS void
 LANGUAGE plpgsql
@@ -730,6 +796,11 @@ DECLARE
     amount bigint;
     balance bigint;
 BEGIN
+    IF e.event_type = '$stream_deleted' AND (e.data->>'hard')::boolean THEN
+        -- a tombstone: the account's events are gone, and so are its rows
+        DELETE FROM es.account_transactions t WHERE t.account_id = e.stream_id;
+        RETURN;
+    END IF;
     amount := CASE e.event_type
                 WHEN 'Opened' THEN (e.data->>'initial_balance_cents')::bigint
                 WHEN 'Deposited' THEN (e.data->>'amount_cents')::bigint
@@ -742,7 +813,11 @@ BEGIN
          WHERE t.account_id = e.stream_id AND t.version = e.version - 1;
     END IF;
     IF prev IS NULL THEN
-        balance := (es.account_state(e.stream_id, at_version => e.version)->>'balance_cents')::bigint;
+        BEGIN
+            balance := (es.account_state(e.stream_id, at_version => e.version)->>'balance_cents')::bigint;
+        EXCEPTION WHEN SQLSTATE 'ES007' THEN
+            RETURN;  -- deleted since: its $stream_deleted follows in the log
+        END;
     ELSE
         balance := prev + coalesce(amount, 0);
     END IF;
@@ -758,7 +833,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION es.project_account_transactions(es.events) IS
-  'Handler of the projection account_transactions: one row of es.account_transactions per account event, with the signed amount and the balance after it. Idempotent (a row that exists is kept).';
+  'Handler of the projection account_transactions: one row of es.account_transactions per account event, with the signed amount and the balance after it (a soft $stream_deleted / $stream_undeleted marker is a row without an amount). Idempotent (a row that exists is kept). A hard delete''s marker removes the account''s rows.';
 
 CREATE FUNCTION es.enable_account_projections() RETURNS void
 LANGUAGE plpgsql
@@ -771,7 +846,8 @@ BEGIN
         IF NOT EXISTS (SELECT 1 FROM es.projection_config j WHERE j.name = projection) THEN
             PERFORM es.create_projection(projection,
                                          ('es.project_' || projection || '(es.events)')::regprocedure,
-                                         ARRAY['Opened', 'Deposited', 'Withdrawn', 'Frozen', 'Closed'],
+                                         ARRAY['Opened', 'Deposited', 'Withdrawn', 'Frozen', 'Closed',
+                                               '$stream_deleted', '$stream_undeleted'],
                                          500);
             UPDATE es.subscription_config c SET stream_type = 'account' WHERE c.name = projection;
         END IF;
@@ -838,7 +914,8 @@ SELECT t.stream_type, t.evolve, t."check", t.initial_state,
         SELECT count(*) AS streams,
                count(*) FILTER (WHERE CASE WHEN t.native
                                            THEN st.state IS NULL OR (st.state ->> 'version')::bigint IS DISTINCT FROM st.version
-                                           ELSE st.state_revision IS DISTINCT FROM t.revision END) AS stale_streams
+                                           ELSE st.state_revision IS DISTINCT FROM t.revision END
+                                  AND st.deleted IS DISTINCT FROM 'hard') AS stale_streams
           FROM es.streams st WHERE st.stream_type = t.stream_type) s;
 COMMENT ON VIEW es.aggregates IS
   'The declared aggregate types with their streams: stale_streams is how many of them keep no state of the current revision (after es.alter_aggregate: what CALL es.rebuild_states still has to recompute; reads and appends replay those from the log meanwhile); rebuild_started_at / rebuild_finished_at show a rebuild''s progress.';

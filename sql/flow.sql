@@ -131,6 +131,11 @@ DECLARE
     prev jsonb;
     s jsonb;
 BEGIN
+    IF e.event_type = '$stream_deleted' THEN
+        -- a deleted account (soft or hard) has no balance row; $stream_undeleted brings it back
+        DELETE FROM es.account_balances b WHERE b.account_id = e.stream_id;
+        RETURN;
+    END IF;
     SELECT jsonb_build_object('holder_name', b.holder_name, 'balance_cents', b.balance_cents,
                               'status', b.status, 'version', b.version)
       INTO prev
@@ -143,7 +148,11 @@ BEGIN
     ELSIF e.version = 1 THEN
         SELECT es.account_replay(e.data) INTO s;
     ELSE
-        s := es.account_state(e.stream_id, at_version => e.version);
+        BEGIN
+            s := es.account_state(e.stream_id, at_version => e.version);
+        EXCEPTION WHEN SQLSTATE 'ES007' THEN
+            RETURN;  -- deleted again since: its own $stream_deleted follows in the log
+        END;
     END IF;
     INSERT INTO es.account_balances AS b
            (account_id, holder_name, balance_cents, status, version, updated_at)
@@ -156,7 +165,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION es.project_account_balances(es.events) IS
-  'Handler of the projection account_balances: folds one account event into es.account_balances with es.account_replay (the store''s own fold). Idempotent: an event at or below the row''s version is skipped.';
+  'Handler of the projection account_balances: folds one account event into es.account_balances with es.account_replay (the store''s own fold). Idempotent: an event at or below the row''s version is skipped. $stream_deleted removes the account''s row; $stream_undeleted brings it back.';
 
 CREATE FUNCTION es.project_account_transactions(e es.events) RETURNS void
 LANGUAGE plpgsql
@@ -167,6 +176,11 @@ DECLARE
     amount bigint;
     balance bigint;
 BEGIN
+    IF e.event_type = '$stream_deleted' AND (e.data->>'hard')::boolean THEN
+        -- a tombstone: the account's events are gone, and so are its rows
+        DELETE FROM es.account_transactions t WHERE t.account_id = e.stream_id;
+        RETURN;
+    END IF;
     amount := CASE e.event_type
                 WHEN 'Opened' THEN (e.data->>'initial_balance_cents')::bigint
                 WHEN 'Deposited' THEN (e.data->>'amount_cents')::bigint
@@ -179,7 +193,11 @@ BEGIN
          WHERE t.account_id = e.stream_id AND t.version = e.version - 1;
     END IF;
     IF prev IS NULL THEN
-        balance := (es.account_state(e.stream_id, at_version => e.version)->>'balance_cents')::bigint;
+        BEGIN
+            balance := (es.account_state(e.stream_id, at_version => e.version)->>'balance_cents')::bigint;
+        EXCEPTION WHEN SQLSTATE 'ES007' THEN
+            RETURN;  -- deleted since: its $stream_deleted follows in the log
+        END;
     ELSE
         balance := prev + coalesce(amount, 0);
     END IF;
@@ -195,7 +213,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION es.project_account_transactions(es.events) IS
-  'Handler of the projection account_transactions: one row of es.account_transactions per account event, with the signed amount and the balance after it. Idempotent (a row that exists is kept).';
+  'Handler of the projection account_transactions: one row of es.account_transactions per account event, with the signed amount and the balance after it (a soft $stream_deleted / $stream_undeleted marker is a row without an amount). Idempotent (a row that exists is kept). A hard delete''s marker removes the account''s rows.';
 
 CREATE FUNCTION es.enable_account_projections() RETURNS void
 LANGUAGE plpgsql
@@ -208,7 +226,8 @@ BEGIN
         IF NOT EXISTS (SELECT 1 FROM es.projection_config j WHERE j.name = projection) THEN
             PERFORM es.create_projection(projection,
                                          ('es.project_' || projection || '(es.events)')::regprocedure,
-                                         ARRAY['Opened', 'Deposited', 'Withdrawn', 'Frozen', 'Closed'],
+                                         ARRAY['Opened', 'Deposited', 'Withdrawn', 'Frozen', 'Closed',
+                                               '$stream_deleted', '$stream_undeleted'],
                                          500);
             UPDATE es.subscription_config c SET stream_type = 'account' WHERE c.name = projection;
         END IF;
@@ -275,7 +294,8 @@ SELECT t.stream_type, t.evolve, t."check", t.initial_state,
         SELECT count(*) AS streams,
                count(*) FILTER (WHERE CASE WHEN t.native
                                            THEN st.state IS NULL OR (st.state ->> 'version')::bigint IS DISTINCT FROM st.version
-                                           ELSE st.state_revision IS DISTINCT FROM t.revision END) AS stale_streams
+                                           ELSE st.state_revision IS DISTINCT FROM t.revision END
+                                  AND st.deleted IS DISTINCT FROM 'hard') AS stale_streams
           FROM es.streams st WHERE st.stream_type = t.stream_type) s;
 COMMENT ON VIEW es.aggregates IS
   'The declared aggregate types with their streams: stale_streams is how many of them keep no state of the current revision (after es.alter_aggregate: what CALL es.rebuild_states still has to recompute; reads and appends replay those from the log meanwhile); rebuild_started_at / rebuild_finished_at show a rebuild''s progress.';

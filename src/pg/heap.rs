@@ -83,7 +83,7 @@ const fn col(name: &'static CStr, ty: Oid, nullable: bool) -> Column {
 }
 
 /// `es.streams` as `sql/bootstrap.sql` creates it.
-const STREAMS: [Column; 7] = [
+const STREAMS: [Column; 10] = [
     col(c"stream_id", pg_sys::UUIDOID, false),
     col(c"stream_type", pg_sys::TEXTOID, true),
     col(c"version", pg_sys::INT8OID, false),
@@ -91,6 +91,9 @@ const STREAMS: [Column; 7] = [
     col(c"updated_at", pg_sys::TIMESTAMPTZOID, false),
     col(c"state", pg_sys::JSONBOID, true),
     col(c"state_revision", pg_sys::INT8OID, true),
+    col(c"deleted", pg_sys::TEXTOID, true),
+    col(c"deleted_at", pg_sys::TIMESTAMPTZOID, true),
+    col(c"truncated_before", pg_sys::INT8OID, true),
 ];
 /// `es.streams` of 0.1.0 (before `state_revision`): a library newer than the schema still
 /// appends natively until `ALTER EXTENSION event_store UPDATE`.
@@ -104,6 +107,7 @@ const STREAM_CREATED_AT: usize = 3;
 const STREAM_UPDATED_AT: usize = 4;
 const STREAM_STATE: usize = 5;
 const STREAM_STATE_REVISION: usize = 6;
+const STREAM_DELETED: usize = 7;
 
 /// `es.events` as `sql/bootstrap.sql` creates it.
 const EVENTS: [Column; 10] = [
@@ -146,6 +150,8 @@ pub struct StreamHead<'a> {
     state: Option<Datum>,
     /// `es.streams.state_revision`, if set.
     pub state_revision: Option<i64>,
+    /// `es.streams.deleted` is set (`Some(true)`: a hard delete).
+    pub deleted: Option<bool>,
     _row: PhantomData<&'a ()>,
 }
 
@@ -164,14 +170,17 @@ impl<'a> StreamHead<'a> {
     ///
     /// # Safety
     /// `state`, when given, must be a non-null jsonb datum that outlives `'a`.
-    /// `stream_type`, when given, must be a non-null text datum that outlives `'a`.
+    /// `stream_type` and `deleted`, when given, must be non-null text datums that outlive `'a`.
     pub unsafe fn new(
         old_version: i64,
         stream_type: Option<Datum>,
         state: Option<Datum>,
         state_revision: Option<i64>,
+        deleted: Option<Datum>,
     ) -> StreamHead<'a> {
         StreamHead {
+            // SAFETY: the caller's contract: a text datum valid for 'a.
+            deleted: deleted.map(|d| unsafe { text_equals(d, "hard") }),
             old_version,
             account: stream_type.is_some_and(|t| {
                 // SAFETY: the caller's contract: a text datum valid for 'a.
@@ -340,6 +349,34 @@ unsafe fn btree_on(index: pg_sys::Relation, attnos: &[i16], types: &[Oid], cmp: 
                 && pg_sys::get_opfamily_proc(families[i], types[i], types[i], BTORDER_PROC)
                     == Oid::from(cmp[i])
         })
+    }
+}
+
+/// Whether `es.streams` has the columns of a stream's life (`deleted`, `truncated_before`):
+/// not before `ALTER EXTENSION event_store UPDATE` from 0.1.0, when a library newer than the
+/// schema runs. Two syscache lookups, so the read paths can ask on every call.
+pub fn streams_have_lifecycle() -> bool {
+    let Some(rel) = relation_oid(c"streams") else {
+        return false;
+    };
+    // SAFETY: syscache lookups by relation OID and name; a missing column is InvalidAttrNumber.
+    unsafe {
+        pg_sys::get_attnum(rel, c"deleted".as_ptr()) != pg_sys::InvalidAttrNumber as i16
+            && pg_sys::get_attnum(rel, c"truncated_before".as_ptr())
+                != pg_sys::InvalidAttrNumber as i16
+    }
+}
+
+/// Whether the current user may read `es.streams` (a role granted only `es.events` reads the
+/// log as stored, without the streams' life).
+pub fn streams_readable() -> bool {
+    let Some(rel) = relation_oid(c"streams") else {
+        return false;
+    };
+    // SAFETY: a catalog privilege check of an existing relation for the current user.
+    unsafe {
+        pg_sys::pg_class_aclcheck(rel, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode)
+            == pg_sys::AclResult::ACLCHECK_OK
     }
 }
 
@@ -679,8 +716,9 @@ unsafe fn bump_row<const N: usize, E>(
         let mut values = vec![Datum::from(0usize); natts];
         let mut nulls = vec![true; natts];
         let mut row: [Option<Datum>; N] = [None; N];
-        // Only the layout of 0.2.0 on has the column.
+        // Only the layout of 0.2.0 on has the columns.
         let revision_column = (N > STREAM_STATE_REVISION).then_some(STREAM_STATE_REVISION);
+        let deleted_column = (N > STREAM_DELETED).then_some(STREAM_DELETED);
         // Made only for a non-HOT update, which needs index entries.
         let mut slot: *mut pg_sys::TupleTableSlot = ptr::null_mut();
         let result = loop {
@@ -710,6 +748,7 @@ unsafe fn bump_row<const N: usize, E>(
                 revision_column
                     .and_then(|c| row[c])
                     .map(|d| d.value() as i64),
+                deleted_column.and_then(|c| row[c]),
             );
             match judge(&head) {
                 Ok(Some(kept)) => {
@@ -899,6 +938,17 @@ impl<'r> StreamRow<'r> {
     /// `event_type`, as a text datum valid while the row is.
     pub fn event_type(&self) -> Datum {
         self.event_type
+    }
+
+    /// Whether the event is one of the store's markers (its type starts with `$`): read
+    /// without copying the type.
+    pub fn is_marker(&self) -> bool {
+        // SAFETY: both constructors guarantee a text datum valid for 'r; detoasting a packed
+        // value may allocate in the current context, nothing else.
+        unsafe {
+            let t = pg_sys::pg_detoast_datum_packed(self.event_type.cast_mut_ptr());
+            pgrx::varlena::varlena_to_byte_slice(t).first() == Some(&b'$')
+        }
     }
 
     /// `occurred_at` (timestamptz, by value).

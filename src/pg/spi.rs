@@ -195,9 +195,31 @@ pub enum Stmt {
     SetStateRevision,
     /// A new revision for every declared type (an upcaster changes what their folds read).
     ReviseAll,
+    /// A stream's life: deleted, when, truncated before (schema 0.2.0 on only).
+    StreamLifecycle,
+    /// The stream row locked, with its life (for the acts on it).
+    LockStreamLifecycle,
+    /// Marks a stream deleted (soft or hard; a hard delete forgets the kept state).
+    MarkDeleted,
+    /// Marks a stream live again.
+    MarkUndeleted,
+    /// Records a truncation's cut.
+    SetTruncated,
+    /// Removes the events a stream's row records as removed (es.purge_stream).
+    PurgeStream,
+    /// Removes a stream's snapshots below a version.
+    DeleteSnapshotsBelow,
+    /// A snapshot at exactly a version, with its revision.
+    SnapshotAt,
+    /// The newest snapshot of a revision (NULL: an account's) at or below a version.
+    NewestSnapshotOf,
+    /// The global position of one event of a stream.
+    EventPosition,
+    /// One row of es.data_audit.
+    AuditInsert,
 }
 
-const STMT_COUNT: usize = Stmt::ReviseAll as usize + 1;
+const STMT_COUNT: usize = Stmt::AuditInsert as usize + 1;
 
 struct Def {
     sql: &'static CStr,
@@ -649,6 +671,56 @@ impl Stmt {
                    WHERE NOT native",
                 &[],
             ),
+            Stmt::StreamLifecycle => (
+                c"SELECT deleted, deleted_at::text, truncated_before FROM es.streams WHERE stream_id = $1",
+                &[UUIDOID],
+            ),
+            Stmt::LockStreamLifecycle => (
+                c"SELECT version, stream_type, deleted, deleted_at::text, truncated_before
+                    FROM es.streams WHERE stream_id = $1 FOR UPDATE",
+                &[UUIDOID],
+            ),
+            Stmt::MarkDeleted => (
+                c"UPDATE es.streams
+                     SET deleted = $2, deleted_at = transaction_timestamp(),
+                         state = CASE WHEN $2 = 'hard' THEN NULL ELSE state END,
+                         state_revision = CASE WHEN $2 = 'hard' THEN NULL ELSE state_revision END
+                   WHERE stream_id = $1",
+                &[UUIDOID, TEXTOID],
+            ),
+            Stmt::MarkUndeleted => (
+                c"UPDATE es.streams SET deleted = NULL, deleted_at = NULL WHERE stream_id = $1",
+                &[UUIDOID],
+            ),
+            Stmt::SetTruncated => (
+                c"UPDATE es.streams SET truncated_before = $2 WHERE stream_id = $1",
+                &[UUIDOID, INT8OID],
+            ),
+            Stmt::PurgeStream => (
+                c"SELECT removed, first_position, last_position FROM es.purge_stream($1)",
+                &[UUIDOID],
+            ),
+            Stmt::DeleteSnapshotsBelow => (
+                c"DELETE FROM es.snapshots WHERE stream_id = $1 AND version < $2",
+                &[UUIDOID, INT8OID],
+            ),
+            Stmt::SnapshotAt => (
+                c"SELECT state, revision FROM es.snapshots WHERE stream_id = $1 AND version = $2",
+                &[UUIDOID, INT8OID],
+            ),
+            Stmt::NewestSnapshotOf => (
+                c"SELECT max(version) FROM es.snapshots
+                  WHERE stream_id = $1 AND version <= $2 AND revision IS NOT DISTINCT FROM $3",
+                &[UUIDOID, INT8OID, INT8OID],
+            ),
+            Stmt::EventPosition => (
+                c"SELECT global_position FROM es.events WHERE stream_id = $1 AND version = $2",
+                &[UUIDOID, INT8OID],
+            ),
+            Stmt::AuditInsert => (
+                c"INSERT INTO es.data_audit (action, target, detail) VALUES ($1, $2, $3)",
+                &[TEXTOID, TEXTOID, JSONBOID],
+            ),
             Stmt::SetStateRevision => (
                 c"UPDATE es.streams SET state = $2, state_revision = $3 WHERE stream_id = $1",
                 &[UUIDOID, JSONBOID, INT8OID],
@@ -742,6 +814,7 @@ impl Stmt {
             Stmt::StaleStreams => (
                 c"SELECT stream_id, version FROM es.streams
                   WHERE stream_type = $1 AND state_revision IS DISTINCT FROM $2
+                    AND deleted IS DISTINCT FROM 'hard'
                   ORDER BY stream_id LIMIT $3 FOR UPDATE SKIP LOCKED",
                 &[TEXTOID, INT8OID, INT8OID],
             ),

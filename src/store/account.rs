@@ -243,6 +243,10 @@ fn violation(account: &Uuid, v: RuleViolation) -> EventStoreError {
         } => EventStoreError::InvalidAmount {
             reason: overflow_reason(balance, amount_cents),
         },
+        RuleViolation::NonZeroBalance { balance } => EventStoreError::AccountNotDeletable {
+            account_id: account.to_string(),
+            balance,
+        },
     }
 }
 
@@ -395,7 +399,7 @@ pub fn state_datum(state: &AccountState) -> Datum {
 }
 
 /// Finds an account stream without locking it: its current version and the state stored in its
-/// row (when that is the state at the version), or ES002 / ES104.
+/// row (when that is the state at the version), or ES002 / ES104 / ES007 (deleted).
 pub fn account_head(
     conn: &Connection,
     account: &Uuid,
@@ -415,6 +419,8 @@ pub fn account_head(
         });
     }
     let version = rows.first_i64().unwrap_or(0);
+    // A deleted account reads as gone, with its own error (ES007).
+    super::life::of(conn, account, Reading::Statement).check_live(account)?;
     // SAFETY: column 3 of StreamInfo is `state jsonb`.
     let state = unsafe { rows.jsonb(0, 3) }
         .and_then(|json| json.account_state().ok())

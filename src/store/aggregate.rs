@@ -24,6 +24,7 @@ use crate::pg::spi::{Connection, Reading, Stmt};
 use crate::pg::udf::{self, Fold, OpenError, StepError, UserFn};
 use crate::store::upcast::Upcasting;
 use event_store_core::account::{AccountState, snapshot_due};
+use event_store_core::lifecycle::is_reserved;
 use event_store_core::{ACCOUNT_STREAM_TYPE, EventStoreError, JsonField};
 use pgrx::pg_sys::{self, Datum, Oid};
 use std::cell::RefCell;
@@ -286,14 +287,23 @@ fn judge(
         let mut up = Upcasting::load(conn);
         for (i, element) in batch.elements.iter().enumerate() {
             let version = head.old_version + i as i64 + 1;
+            // The store's markers ($stream_deleted, $stream_undeleted) are shown to check,
+            // which may refuse them, and never folded: evolve sees only the domain's events.
+            let marker = is_reserved(&batch.metas[i].event_type);
             // an event appended at an older version is checked and folded as it is read
-            let event = fold.in_step(|_| upcast_event(&mut up, element.datum()))?;
+            let event = if marker {
+                element.datum()
+            } else {
+                fold.in_step(|_| upcast_event(&mut up, element.datum()))?
+            };
             if let Some(check) = check.as_mut() {
                 fold.in_step(|state| check.call(&[state, event]))
                     .map_err(EventStoreError::Raised)?;
             }
-            fold.step(event)
-                .map_err(|e| step_failed(def, evolve_oid, version, e))?;
+            if !marker {
+                fold.step(event)
+                    .map_err(|e| step_failed(def, evolve_oid, version, e))?;
+            }
         }
         Ok(fold.finish())
     })
@@ -332,6 +342,9 @@ fn state_at(
     let evolve_oid = fold.function();
     let mut up = Upcasting::load(conn);
     visit_events(conn, stream, from, version, reading, &mut |row| {
+        if row.is_marker() {
+            return Ok(());
+        }
         let event = fold.in_step(|_| upcast_event(&mut up, row.data().datum()))?;
         fold.step(event)
             .map_err(|e| step_failed(def, evolve_oid, row.version, e))
@@ -341,6 +354,8 @@ fn state_at(
 
 /// What `es.state` and `es.history` find for a stream: its row and its type's definition.
 struct Typed {
+    /// Events below this version were removed by a truncation.
+    truncated_before: Option<i64>,
     version: i64,
     state: Option<Datum>,
     state_revision: Option<i64>,
@@ -360,7 +375,11 @@ fn typed_stream(conn: &Connection, stream: &Uuid) -> Result<Typed, EventStoreErr
     };
     let def = registry::aggregate_type(conn, &stream_type)
         .ok_or_else(|| no_type(&format!("type {stream_type}")))?;
+    // A deleted stream reads as gone, with its own error (ES007).
+    let life = super::life::of(conn, stream, Reading::Statement);
+    life.check_live(stream)?;
     Ok(Typed {
+        truncated_before: life.truncated_before,
         version: info.version,
         state: info.state,
         state_revision: info.state_revision,
@@ -455,12 +474,18 @@ pub fn history(stream: &Uuid, out: &mut ResultSet) -> Result<(), EventStoreError
     let conn = Connection::connect();
     let typed = typed_stream(&conn, stream)?;
     let def = typed.def.clone();
+    // A truncated stream's history starts after the snapshot the truncation kept.
+    let from = typed.truncated_before.map_or(0, |t| t - 1);
     if def.native {
-        let mut state = AccountState::default();
+        let mut state = if from > 0 {
+            super::account::load_state(&conn, stream, from, Reading::Statement)?
+        } else {
+            AccountState::default()
+        };
         return visit_events(
             &conn,
             stream,
-            0,
+            from,
             typed.version,
             Reading::Statement,
             &mut |row| {
@@ -479,22 +504,34 @@ pub fn history(stream: &Uuid, out: &mut ResultSet) -> Result<(), EventStoreError
         );
     }
     udf::guarded(|| {
-        let mut fold = Fold::new(open_evolve(&def)?, def.initial_state_datum());
+        let start = if from > 0 {
+            state_at(&conn, stream, &def, from, Reading::Statement)?
+        } else {
+            def.initial_state_datum()
+        };
+        let mut fold = Fold::new(open_evolve(&def)?, start);
         let evolve_oid = fold.function();
         let mut up = Upcasting::load(&conn);
         visit_events(
             &conn,
             stream,
-            0,
+            from,
             typed.version,
             Reading::Statement,
             &mut |row| {
-                let data = fold.in_step(|_| upcast_event(&mut up, row.data().datum()))?;
+                let marker = row.is_marker();
+                let data = if marker {
+                    row.data().datum()
+                } else {
+                    fold.in_step(|_| upcast_event(&mut up, row.data().datum()))?
+                };
                 // shown as folded; copied out of the step's context, which the step resets
                 // SAFETY: a jsonb datum (the row's, or the upcast one in the step context).
                 let shown = unsafe { udf::copy_jsonb(pg_sys::CurrentMemoryContext, data) };
-                fold.step(data)
-                    .map_err(|e| step_failed(&def, evolve_oid, row.version, e))?;
+                if !marker {
+                    fold.step(data)
+                        .map_err(|e| step_failed(&def, evolve_oid, row.version, e))?;
+                }
                 put_history_row(
                     out,
                     row.version,
@@ -596,6 +633,12 @@ impl Replay {
                 };
                 let evolve = fold.function();
                 let at = *rows;
+                if let JsonField::String(t) = event.get(c"type")
+                    && is_reserved(t)
+                {
+                    // the store's markers are not folded (as on the append path)
+                    return Ok(());
+                }
                 udf::guarded(|| {
                     let event = fold.in_step(|_| upcast_event(up, event.datum()))?;
                     fold.step(event)

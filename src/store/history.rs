@@ -67,8 +67,16 @@ pub fn account_state(
 pub fn account_history(account: &Uuid, out: &mut ResultSet) -> Result<(), EventStoreError> {
     let conn = Connection::connect();
     let (current, _) = account_head(&conn, account)?;
-    let mut state = AccountState::default();
-    visit_events(&conn, account, 0, current, Reading::Statement, &mut |row| {
+    // A truncated account's history starts after the snapshot the truncation kept.
+    let from = super::life::of(&conn, account, Reading::Statement)
+        .truncated_before
+        .map_or(0, |t| t - 1);
+    let mut state = if from > 0 {
+        load_state(&conn, account, from, Reading::Statement)?
+    } else {
+        AccountState::default()
+    };
+    visit_events(&conn, account, from, current, Reading::Statement, &mut |row| {
         let data = row.data();
         let event = data.account_event().decode()?;
         state.apply(&event)?;
@@ -79,7 +87,7 @@ pub fn account_history(account: &Uuid, out: &mut ResultSet) -> Result<(), EventS
             } => Some(initial_balance_cents),
             Event::Deposited { amount_cents } => Some(amount_cents),
             Event::Withdrawn { amount_cents } => Some(-amount_cents),
-            Event::Frozen | Event::Closed => None,
+            Event::Frozen | Event::Closed | Event::StreamDeleted | Event::StreamUndeleted => None,
         };
         let text = match event {
             Event::Opened { account_holder, .. } => Some(account_holder),

@@ -14,12 +14,16 @@
 //! - [`stream`]: reading one stream in version order;
 //! - [`history`]: time travel and audit (`es.account_state`, `es.account_history`);
 //! - [`replay`]: the steps of the `es.account_replay` aggregate;
+//! - [`life`]: a stream's life as reads and appends see it (deleted, truncated);
+//! - [`lifecycle`]: `es.delete_stream`, `es.undelete_stream`, `es.truncate_stream`;
 //! - [`upcast`]: upcasting: events of an older `event_version` as their upcasters make them.
 
 pub mod account;
 pub mod aggregate;
 pub mod append;
 pub mod history;
+pub mod life;
+pub mod lifecycle;
 pub mod pipeline;
 pub mod projection;
 pub mod read;

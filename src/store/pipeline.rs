@@ -8,16 +8,18 @@
 //! knows nothing about accounts, and the account module builds on the pipeline, not the reverse.
 
 use crate::pg::call::{
-    CallMemory, JsonbArray, i64_datum, jsonb_object, text_datum, transaction_start, uuid_datum,
-    uuid_from_datum,
+    CallMemory, JsonbArray, i64_datum, jsonb_from_text, jsonb_object, text_datum,
+    transaction_start, uuid_datum, uuid_from_datum,
 };
 use crate::pg::heap::{self, Bump, EventRow, Kept, Outcome, StreamHead};
 use crate::pg::insert::{self, Conflict};
 use crate::pg::jsonb::Jsonb;
 use crate::pg::positions;
-use crate::pg::spi::{Arg, Connection, Rows, Stmt};
+use crate::pg::spi::{Arg, Connection, Reading, Rows, Stmt};
+use crate::store::life;
 use event_store_core::event::{check_sequence_numbers, validate_event};
 use event_store_core::expected::{StoredId, check_batch_ids_unique, classify_retry};
+use event_store_core::lifecycle::check_not_reserved;
 use event_store_core::shape::{Pairs, Scalar, StoredAs, seed_event, seed_event_type};
 use event_store_core::{EventMeta, EventStoreError, ExpectedVersion, RetryDecision};
 use pgrx::pg_sys::{BuiltinOid, Datum};
@@ -38,12 +40,25 @@ pub struct Batch<'a> {
     /// `sequence_number`, … of SPEC §5) once the version is known; `None` for
     /// `es.append_events`, whose events are stored as sent.
     command: Option<(Pairs, &'static str)>,
+    /// The store's own marker (`$stream_deleted`, `$stream_undeleted`): its reserved type is
+    /// allowed, and it may be appended to a deleted stream (a soft-deleted one escalated to a
+    /// tombstone, or undeleted).
+    marker: bool,
 }
 
 impl<'a> Batch<'a> {
     /// Reads and validates every element for an append to `stream` (ES003 naming the element,
     /// 22004 for a NULL one, 22023 for a multi-dimensional array, ES004 for an id given twice).
     pub fn decode(array: JsonbArray<'a>, stream: &Uuid) -> Result<Batch<'a>, EventStoreError> {
+        let batch = Batch::decode_any(array, stream)?;
+        for (i, m) in batch.metas.iter().enumerate() {
+            check_not_reserved(i + 1, &m.event_type)?;
+        }
+        Ok(batch)
+    }
+
+    /// [`Batch::decode`] without the check of reserved types.
+    fn decode_any(array: JsonbArray<'a>, stream: &Uuid) -> Result<Batch<'a>, EventStoreError> {
         let elements = array
             .elements()
             .map_err(|ndim| EventStoreError::InvalidArgument {
@@ -66,7 +81,20 @@ impl<'a> Batch<'a> {
             elements,
             metas,
             command: None,
+            marker: false,
         })
+    }
+
+    /// The store's marker event `json` (its `type` is reserved), stored as built.
+    pub fn marker(
+        memory: CallMemory<'a>,
+        json: &str,
+        stream: &Uuid,
+    ) -> Result<Batch<'a>, EventStoreError> {
+        let element = jsonb_from_text(json);
+        let mut batch = Batch::decode_any(JsonbArray::of(memory, &[element]), stream)?;
+        batch.marker = true;
+        Ok(batch)
     }
 
     /// The one event of an account command whose rules judge the command, not the element
@@ -91,6 +119,7 @@ impl<'a> Batch<'a> {
                 sequence_number: None,
             }],
             command: Some((payload, seed_type)),
+            marker: false,
         }
     }
 
@@ -191,11 +220,11 @@ pub fn append(
             }
             // The stream exists on every append but its first, so bump first (natively when
             // possible) and create the stream only when there is none.
-            let bumped = match bump_native(conn, stream, None, n, rules) {
+            let bumped = match bump_native(conn, stream, None, n, batch.marker, rules) {
                 Some(result) => result?,
                 None => {
                     let rows = conn.execute(Stmt::BumpExisting, &[sid, Some(i64_datum(n))]);
-                    check_bumped_row(conn, sid, n, &rows, rules)?
+                    check_bumped_row(conn, stream, n, &rows, batch.marker, rules)?
                 }
             };
             match bumped {
@@ -203,30 +232,34 @@ pub fn append(
                 None if expected == ExpectedVersion::Any => {
                     let rows =
                         conn.execute(Stmt::UpsertAny, &[sid, stream_type, Some(i64_datum(n))]);
-                    check_bumped_row(conn, sid, n, &rows, rules)?
+                    check_bumped_row(conn, stream, n, &rows, batch.marker, rules)?
                 }
                 None => return Err(rules.missing(stream)),
             }
         }
-        ExpectedVersion::Exact(v) => match bump_native(conn, stream, Some(v), n, rules) {
+        ExpectedVersion::Exact(v) => match bump_native(conn, stream, Some(v), n, batch.marker, rules) {
             Some(result) => result?,
             None => {
                 let rows = conn.execute(
                     Stmt::BumpExact,
                     &[sid, Some(i64_datum(v)), Some(i64_datum(n))],
                 );
-                check_bumped_row(conn, sid, n, &rows, rules)?
+                check_bumped_row(conn, stream, n, &rows, batch.marker, rules)?
             }
         },
         ExpectedVersion::NoStream => {
             let rows = conn.execute(Stmt::CreateNew, &[sid, stream_type, Some(i64_datum(n))]);
-            check_bumped_row(conn, sid, n, &rows, rules)?
+            check_bumped_row(conn, stream, n, &rows, batch.marker, rules)?
         }
     };
     let Some(new_version) = bumped else {
         // Exact / NoStream lost: either this call was already appended, or it is a conflict.
         if has_ids && let Some(returned) = retry_or_duplicate(conn, stream, expected, &ids)? {
             return Ok(returned);
+        }
+        // A deleted stream says so rather than which version it is at.
+        if let Some(deleted) = life::of(conn, stream, Reading::Latest).deleted_error(stream) {
+            return Err(deleted);
         }
         return Err(expected.conflict(stream, current_version(conn, stream)));
     };
@@ -256,9 +289,19 @@ fn bump_native(
     stream: &Uuid,
     expected: Option<i64>,
     n: i64,
+    marker: bool,
     rules: &mut dyn StreamRules,
 ) -> Option<Result<Option<i64>, EventStoreError>> {
-    let mut check = |head: &StreamHead<'_>| rules.check_head(conn, head);
+    let mut check = |head: &StreamHead<'_>| {
+        // A deleted stream takes no appends but the store's markers; judged on the row the
+        // bump replaces, so an append that waited for a deletion's lock sees it.
+        if let Some(hard) = head.deleted
+            && !marker
+        {
+            return Err(life::deleted_error(conn, stream, hard));
+        }
+        rules.check_head(conn, head)
+    };
     match heap::bump_stream(stream, expected, n, &mut check) {
         Outcome::Done(Ok(Bump::Updated { old_version })) => Some(Ok(Some(old_version + n))),
         Outcome::Done(Ok(Bump::ChangedDuringAppend)) => {
@@ -281,19 +324,29 @@ fn bump_native(
 /// no row was bumped).
 fn check_bumped_row(
     conn: &Connection,
-    sid: Arg,
+    stream: &Uuid,
     n: i64,
     rows: &Rows<'_>,
+    marker: bool,
     rules: &mut dyn StreamRules,
 ) -> Result<Option<i64>, EventStoreError> {
+    let sid = Some(uuid_datum(stream));
     let Some(version) = rows.first_i64() else {
         return Ok(None);
     };
+    // The bump statements do not name the columns of a stream's life (a 0.1.0 schema lacks
+    // them): the row this transaction just updated says whether the stream is deleted.
+    if !marker
+        && let Some(deleted) = life::of(conn, stream, Reading::Latest).deleted_error(stream)
+    {
+        return Err(deleted);
+    }
     // SAFETY: columns 2 and 3 of the bump statements are `stream_type text` and `state jsonb`,
     // valid while `rows` is. (They do not return `state_revision`, which a schema of 0.1.0
     // lacks: a declared type's kept state is then taken as stale and recomputed, which is
     // only slower.)
-    let head = unsafe { StreamHead::new(version - n, rows.datum(0, 2), rows.datum(0, 3), None) };
+    let head =
+        unsafe { StreamHead::new(version - n, rows.datum(0, 2), rows.datum(0, 3), None, None) };
     if let Some(kept) = rules.check_head(conn, &head)? {
         match kept.revision {
             None => conn.execute(Stmt::SetState, &[sid, Some(kept.state)]),

@@ -7,7 +7,9 @@ use crate::pg::positions::{self, Horizon};
 use crate::pg::spi::{Connection, Reading, Stmt};
 use crate::pg::udf;
 use crate::pg::workers;
+use crate::store::life;
 use crate::store::upcast::{RowColumns, Upcasting};
+use event_store_core::lifecycle::check_readable_from;
 use event_store_core::EventStoreError;
 use uuid::Uuid;
 
@@ -73,6 +75,15 @@ fn load_events_as_stored(
     let mut left = max.unwrap_or(i64::MAX);
     if left == 0 {
         return Ok(());
+    }
+    // A deleted stream reads as empty; a truncated one refuses a read from below its cut.
+    if heap::streams_readable() {
+        let conn = Connection::connect();
+        let life = life::of(&conn, stream, Reading::Statement);
+        if life.deleted.is_some() {
+            return Ok(());
+        }
+        check_readable_from(&stream.to_string(), from, life.truncated_before)?;
     }
     let scanned = heap::scan_stream(stream, from, i64::MAX, Reading::Statement, &mut |row| {
         let (values, nulls) = row.table_row().ok_or(Stop::Shape)?;

@@ -63,5 +63,13 @@ pub fn save(conn: &Connection, stream: &Uuid, version: i64, state: Datum) {
 /// `es.load_snapshot`: the newest snapshot at or below `at_version`, into `out`.
 pub fn load_snapshot(stream: &Uuid, at_version: Option<i64>, out: &mut ResultSet) {
     let conn = Connection::connect();
+    // A deleted stream reads as empty, its snapshots included.
+    if crate::pg::heap::streams_readable()
+        && super::life::of(&conn, stream, Reading::Statement)
+            .deleted
+            .is_some()
+    {
+        return;
+    }
     newest(&conn, stream, at_version, Reading::Statement).copy_into(out);
 }

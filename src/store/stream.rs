@@ -54,6 +54,8 @@ fn visit_untraced(
     if to <= from {
         return Ok(());
     }
+    // A fold that would start below a truncation's cut would give a wrong state: refuse it.
+    super::life::check_readable(conn, stream, from, reading)?;
     if let Outcome::Done(result) = heap::scan_stream(stream, from, to, reading, visit) {
         return result;
     }

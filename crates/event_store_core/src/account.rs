@@ -112,6 +112,11 @@ pub enum Event<'a> {
     Frozen,
     /// `Closed{reason}`.
     Closed,
+    /// The store's `$stream_deleted` marker (SPEC §14): judged by the account's rule (only an
+    /// empty account is deleted), folded as a step of the version only.
+    StreamDeleted,
+    /// The store's `$stream_undeleted` marker: a step of the version only.
+    StreamUndeleted,
 }
 
 /// Why an event could not be applied: the type (as found) and the reason. Raised as ES003
@@ -185,6 +190,8 @@ impl<'a> EventView<'a> {
             }),
             "Frozen" => Ok(Event::Frozen),
             "Closed" => Ok(Event::Closed),
+            crate::lifecycle::STREAM_DELETED => Ok(Event::StreamDeleted),
+            crate::lifecycle::STREAM_UNDELETED => Ok(Event::StreamUndeleted),
             other => Err(ReplayError {
                 event_type: if other.is_empty() {
                     "\"\"".to_owned()
@@ -209,6 +216,8 @@ impl AccountState {
             reason: reason.into(),
         };
         match *event {
+            // The store's markers change nothing but the version the state reflects.
+            Event::StreamDeleted | Event::StreamUndeleted => {}
             Event::Opened {
                 account_holder,
                 initial_balance_cents,
@@ -299,6 +308,11 @@ pub enum RuleViolation {
         available: i64,
         /// The amount asked for.
         requested: i64,
+    },
+    /// ES105: deleting an account that still holds money (or owes it).
+    NonZeroBalance {
+        /// The balance.
+        balance: i64,
     },
     /// ES103: a deposit that would take the balance past the largest bigint.
     BalanceOverflow {
@@ -394,6 +408,13 @@ pub fn admit(state: &AccountState, event: &Event<'_>) -> Result<(), Refusal> {
             return check_opening(initial_balance_cents).map_err(Refusal::Rule);
         }
         _ if !state.opened => return Err(malformed("an account stream starts with Opened")),
+        // Deleting an account is a rule of the account: only an empty one goes.
+        Event::StreamDeleted if state.balance_cents != 0 => {
+            return Err(Refusal::Rule(RuleViolation::NonZeroBalance {
+                balance: state.balance_cents,
+            }));
+        }
+        Event::StreamDeleted | Event::StreamUndeleted => return Ok(()),
         Event::Deposited { amount_cents } => Command::Deposit { amount_cents },
         Event::Withdrawn { amount_cents } => Command::Withdraw { amount_cents },
         Event::Frozen => Command::Freeze,
@@ -435,6 +456,8 @@ pub fn event_name(event: &Event<'_>) -> &'static str {
         Event::Withdrawn { .. } => "Withdrawn",
         Event::Frozen => "Frozen",
         Event::Closed => "Closed",
+        Event::StreamDeleted => crate::lifecycle::STREAM_DELETED,
+        Event::StreamUndeleted => crate::lifecycle::STREAM_UNDELETED,
     }
 }
 
@@ -492,6 +515,28 @@ mod tests {
             s.apply(e).unwrap();
         }
         s
+    }
+
+    #[test]
+    fn markers_step_the_version_and_only_an_empty_account_is_deleted() {
+        let mut s = replay(AccountState::default(), &[opened("Alice", 300)]);
+        assert_eq!(
+            admit(&s, &Event::StreamDeleted),
+            Err(Refusal::Rule(RuleViolation::NonZeroBalance { balance: 300 }))
+        );
+        s.apply(&Event::Withdrawn { amount_cents: 300 }).unwrap();
+        assert_eq!(admit(&s, &Event::StreamDeleted), Ok(()));
+        assert_eq!(admit(&s, &Event::StreamUndeleted), Ok(()));
+        let before = s.clone();
+        s.apply(&Event::StreamDeleted).unwrap();
+        s.apply(&Event::StreamUndeleted).unwrap();
+        assert_eq!(s.version, before.version + 2);
+        assert_eq!(
+            (s.balance_cents, s.status, &s.holder_name),
+            (before.balance_cents, before.status, &before.holder_name)
+        );
+        assert_eq!(event_name(&Event::StreamDeleted), "$stream_deleted");
+        assert_eq!(event_name(&Event::StreamUndeleted), "$stream_undeleted");
     }
 
     #[test]

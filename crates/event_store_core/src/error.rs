@@ -91,6 +91,46 @@ pub enum EventStoreError {
         /// The state the history gives at that version.
         expected: String,
     },
+    /// ES005: `es.truncate_stream` of a typed stream without a usable snapshot at the version
+    /// before the cut (the state there could not be computed once the events are gone).
+    #[error(
+        "stream {stream_id} cannot be truncated before version {before_version}: no usable snapshot at version {}",
+        before_version - 1
+    )]
+    TruncationNotCovered {
+        /// The stream.
+        stream_id: String,
+        /// The cut asked for.
+        before_version: i64,
+        /// The newest usable snapshot's version below the stream's version, if any.
+        newest: Option<i64>,
+    },
+    /// ES007: the stream is deleted (soft: until `es.undelete_stream`; hard: for ever).
+    #[error("stream {stream_id} is deleted")]
+    StreamDeleted {
+        /// The stream.
+        stream_id: String,
+        /// A tombstone (hard delete) rather than a soft delete.
+        hard: bool,
+        /// When it was deleted, as PostgreSQL prints the time.
+        deleted_at: String,
+    },
+    /// 55000: `es.undelete_stream` of a stream that is not deleted.
+    #[error("stream {stream_id} is not deleted")]
+    StreamNotDeleted {
+        /// The stream.
+        stream_id: String,
+    },
+    /// ES008: a read needs events below the version a truncation removed.
+    #[error("stream {stream_id} is truncated before version {before_version}")]
+    StreamTruncated {
+        /// The stream.
+        stream_id: String,
+        /// Events with a lower version were removed.
+        before_version: i64,
+        /// The first version the read needed.
+        asked: i64,
+    },
     /// ES101: a withdrawal larger than the balance.
     #[error(
         "insufficient funds in account {account_id}: available {available}, requested {requested}"
@@ -122,6 +162,14 @@ pub enum EventStoreError {
     NotAnAccount {
         /// The stream.
         stream_id: String,
+    },
+    /// ES105: an account is deleted only when its balance is zero.
+    #[error("account {account_id} cannot be deleted: its balance is {balance} cents")]
+    AccountNotDeletable {
+        /// The account.
+        account_id: String,
+        /// Its balance.
+        balance: i64,
     },
     /// 22004: a required argument is NULL.
     #[error("{name} must not be null")]
@@ -309,7 +357,13 @@ impl EventStoreError {
             | Self::InvalidAccountEvent { .. }
             | Self::UnreplayableEvent { .. } => "ES003",
             Self::DuplicateEventId { .. } => "ES004",
-            Self::InvalidSnapshot { .. } | Self::SnapshotMismatch { .. } => "ES005",
+            Self::InvalidSnapshot { .. }
+            | Self::SnapshotMismatch { .. }
+            | Self::TruncationNotCovered { .. } => "ES005",
+            Self::StreamDeleted { .. } => "ES007",
+            Self::StreamTruncated { .. } => "ES008",
+            Self::StreamNotDeleted { .. } => "55000",
+            Self::AccountNotDeletable { .. } => "ES105",
             Self::InsufficientFunds { .. } => "ES101",
             Self::AccountNotActive { .. } => "ES102",
             Self::InvalidAmount { .. } => "ES103",
@@ -366,6 +420,24 @@ impl EventStoreError {
                 ..
             } => Some(format!("available: {available}, requested: {requested}")),
             Self::AccountNotActive { status, .. } => Some(format!("status: {status}")),
+            Self::TruncationNotCovered { newest, .. } => Some(match newest {
+                Some(v) => format!("newest usable snapshot: version {v}"),
+                None => "newest usable snapshot: none".to_owned(),
+            }),
+            Self::StreamDeleted {
+                hard, deleted_at, ..
+            } => Some(format!(
+                "deleted: {}, at: {deleted_at}",
+                if *hard { "hard" } else { "soft" }
+            )),
+            Self::StreamTruncated {
+                before_version,
+                asked,
+                ..
+            } => Some(format!(
+                "truncated before: {before_version}, asked from: {asked}"
+            )),
+            Self::AccountNotDeletable { balance, .. } => Some(format!("balance: {balance}")),
             Self::WatermarkNotReplicated {
                 subscription,
                 publication,
@@ -425,6 +497,25 @@ impl EventStoreError {
             ),
             Self::DuplicateEventId { .. } => Some(
                 "Retrying a call is safe only with the same events in the same order; give new events new ids.".into(),
+            ),
+            Self::TruncationNotCovered { before_version, .. } => Some(format!(
+                "Truncate just after a stored snapshot (before_version = its version + 1), or save one at version {} first (es.save_snapshot for an account; a declared type's own snapshots come every snapshot_every versions).",
+                before_version - 1
+            )),
+            Self::StreamDeleted { hard: false, .. } => Some(
+                "Restore it with es.undelete_stream(stream_id); its events are kept until a hard delete.".into(),
+            ),
+            Self::StreamDeleted { hard: true, .. } => Some(
+                "A hard-deleted stream is a tombstone: its id can never be used again. Use a new stream id.".into(),
+            ),
+            Self::StreamTruncated { before_version, .. } => Some(format!(
+                "Events before version {before_version} were removed by es.truncate_stream: read from version {} on (es.load_events from_version >= {}), or start from the snapshot at version {}.",
+                before_version - 1,
+                before_version - 1,
+                before_version - 1
+            )),
+            Self::AccountNotDeletable { .. } => Some(
+                "Withdraw the balance first: an account is deleted only when it holds no money (es.close_account keeps it readable).".into(),
             ),
             Self::NotAnAccount { .. } => Some(
                 "Account streams start with an Opened event; create one with es.open_account.".into(),
@@ -652,6 +743,43 @@ mod tests {
                     name: "p".into(),
                 },
                 "42710",
+            ),
+            (
+                EventStoreError::StreamDeleted {
+                    stream_id: "s".into(),
+                    hard: false,
+                    deleted_at: "t".into(),
+                },
+                "ES007",
+            ),
+            (
+                EventStoreError::StreamTruncated {
+                    stream_id: "s".into(),
+                    before_version: 5,
+                    asked: 1,
+                },
+                "ES008",
+            ),
+            (
+                EventStoreError::TruncationNotCovered {
+                    stream_id: "s".into(),
+                    before_version: 5,
+                    newest: None,
+                },
+                "ES005",
+            ),
+            (
+                EventStoreError::AccountNotDeletable {
+                    account_id: "a".into(),
+                    balance: 7,
+                },
+                "ES105",
+            ),
+            (
+                EventStoreError::StreamNotDeleted {
+                    stream_id: "s".into(),
+                },
+                "55000",
             ),
         ];
         for (err, code) in cases {

@@ -8,6 +8,8 @@
 //! - [`expected`]: the expected-version modes and the classification of idempotent retries;
 //! - [`account`]: the bank account of the seed: its state, the one fold every read uses, and the
 //!   rules every write path checks;
+//! - [`lifecycle`]: the deletion, undeletion and truncation of a stream, and its reserved marker
+//!   event types;
 //! - [`shape`]: the seed's whole event shape for the events the account commands write;
 //! - [`subscription`]: the partition of a stream, and the rules of subscriptions (leases, attempts);
 //! - [`error`]: the one error enum, with the SQLSTATE, message, DETAIL and HINT of each failure.
@@ -16,6 +18,7 @@ pub mod account;
 pub mod error;
 pub mod event;
 pub mod expected;
+pub mod lifecycle;
 pub mod seed;
 pub mod shape;
 pub mod subscription;
