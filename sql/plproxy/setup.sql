@@ -7,6 +7,7 @@
 -- names and signatures in schema `es`, so a client runs the same SQL against the proxy as against
 -- one node:
 --   * routed by stream: append_events, load_events, stream_version, save_snapshot, load_snapshot,
+--     delete_stream, undelete_stream, truncate_stream,
 --     deposit, withdraw, freeze_account, close_account, account_state, account_history (a NULL
 --     stream or account id fails on the proxy with the store's 22004, as on one node), and
 --     open_account (the proxy makes the account id, a UUIDv7, and opens the account on the shard
@@ -227,6 +228,18 @@ CREATE OR REPLACE FUNCTION es_proxy.save_snapshot(stream_id uuid, version bigint
 RETURNS void LANGUAGE plproxy AS $$
   CLUSTER 'es_shards'; RUN ON es.stream_hash(stream_id); TARGET es.save_snapshot;
 $$;
+CREATE OR REPLACE FUNCTION es_proxy.delete_stream(stream_id uuid, expected_version bigint, hard boolean)
+RETURNS bigint LANGUAGE plproxy AS $$
+  CLUSTER 'es_shards'; RUN ON es.stream_hash(stream_id); TARGET es.delete_stream;
+$$;
+CREATE OR REPLACE FUNCTION es_proxy.undelete_stream(stream_id uuid)
+RETURNS bigint LANGUAGE plproxy AS $$
+  CLUSTER 'es_shards'; RUN ON es.stream_hash(stream_id); TARGET es.undelete_stream;
+$$;
+CREATE OR REPLACE FUNCTION es_proxy.truncate_stream(stream_id uuid, before_version bigint)
+RETURNS bigint LANGUAGE plproxy AS $$
+  CLUSTER 'es_shards'; RUN ON es.stream_hash(stream_id); TARGET es.truncate_stream;
+$$;
 CREATE OR REPLACE FUNCTION es_proxy.load_snapshot(stream_id uuid, at_version bigint)
 RETURNS TABLE(version bigint, state jsonb, taken_at timestamptz) LANGUAGE plproxy AS $$
   CLUSTER 'es_shards'; RUN ON es.stream_hash(stream_id); TARGET es.load_snapshot;
@@ -413,6 +426,43 @@ EXCEPTION WHEN OTHERS THEN
   PERFORM es_proxy.reraise(s, m, d, h, es.shard_of(stream_id));
 END $$;
 COMMENT ON FUNCTION es.save_snapshot(uuid, bigint, jsonb) IS 'es.save_snapshot on the shard of stream_id.';
+
+CREATE OR REPLACE FUNCTION es.delete_stream(stream_id uuid, expected_version bigint DEFAULT NULL,
+                                            hard boolean DEFAULT false)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE s text; m text; d text; h text;
+BEGIN
+  PERFORM es_proxy.require_id('stream_id', stream_id);
+  RETURN es_proxy.delete_stream(stream_id, expected_version, hard);
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
+  PERFORM es_proxy.reraise(s, m, d, h, es.shard_of(stream_id));
+END $$;
+COMMENT ON FUNCTION es.delete_stream(uuid, bigint, boolean) IS 'es.delete_stream on the shard of stream_id.';
+
+CREATE OR REPLACE FUNCTION es.undelete_stream(stream_id uuid)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE s text; m text; d text; h text;
+BEGIN
+  PERFORM es_proxy.require_id('stream_id', stream_id);
+  RETURN es_proxy.undelete_stream(stream_id);
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
+  PERFORM es_proxy.reraise(s, m, d, h, es.shard_of(stream_id));
+END $$;
+COMMENT ON FUNCTION es.undelete_stream(uuid) IS 'es.undelete_stream on the shard of stream_id.';
+
+CREATE OR REPLACE FUNCTION es.truncate_stream(stream_id uuid, before_version bigint)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE s text; m text; d text; h text;
+BEGIN
+  PERFORM es_proxy.require_id('stream_id', stream_id);
+  RETURN es_proxy.truncate_stream(stream_id, before_version);
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
+  PERFORM es_proxy.reraise(s, m, d, h, es.shard_of(stream_id));
+END $$;
+COMMENT ON FUNCTION es.truncate_stream(uuid, bigint) IS 'es.truncate_stream on the shard of stream_id.';
 
 CREATE OR REPLACE FUNCTION es.load_snapshot(stream_id uuid, at_version bigint DEFAULT NULL)
 RETURNS TABLE(version bigint, state jsonb, taken_at timestamptz) LANGUAGE plpgsql STABLE AS $$

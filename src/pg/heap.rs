@@ -375,8 +375,11 @@ pub fn streams_readable() -> bool {
     };
     // SAFETY: a catalog privilege check of an existing relation for the current user.
     unsafe {
-        pg_sys::pg_class_aclcheck(rel, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode)
-            == pg_sys::AclResult::ACLCHECK_OK
+        pg_sys::pg_class_aclcheck(
+            rel,
+            pg_sys::GetUserId(),
+            pg_sys::ACL_SELECT as pg_sys::AclMode,
+        ) == pg_sys::AclResult::ACLCHECK_OK
     }
 }
 

@@ -76,49 +76,58 @@ pub fn account_history(account: &Uuid, out: &mut ResultSet) -> Result<(), EventS
     } else {
         AccountState::default()
     };
-    visit_events(&conn, account, from, current, Reading::Statement, &mut |row| {
-        let data = row.data();
-        let event = data.account_event().decode()?;
-        state.apply(&event)?;
-        let amount = match event {
-            Event::Opened {
-                initial_balance_cents,
-                ..
-            } => Some(initial_balance_cents),
-            Event::Deposited { amount_cents } => Some(amount_cents),
-            Event::Withdrawn { amount_cents } => Some(-amount_cents),
-            Event::Frozen | Event::Closed | Event::StreamDeleted | Event::StreamUndeleted => None,
-        };
-        let text = match event {
-            Event::Opened { account_holder, .. } => Some(account_holder),
-            _ => match text_key(event_name(&event)).map(|k| data.get(k)) {
-                Some(JsonField::String(s)) => Some(s),
-                _ => None,
-            },
-        };
-        let values = [
-            i64_datum(row.version),
-            row.event_type(),
-            amount.map_or(no_value(), i64_datum),
-            i64_datum(state.balance_cents),
-            text_datum(state.status.as_str()),
-            text.map_or(no_value(), text_datum),
-            row.occurred_at(),
-            row.recorded_at(),
-        ];
-        let nulls = [
-            false,
-            false,
-            amount.is_none(),
-            false,
-            false,
-            text.is_none(),
-            false,
-            false,
-        ];
-        // SAFETY: the values match the declared columns (bigint, text, bigint, bigint, text,
-        // text, timestamptz, timestamptz); the row's datums are valid until the visit returns.
-        unsafe { out.put(&values, &nulls) };
-        Ok(())
-    })
+    visit_events(
+        &conn,
+        account,
+        from,
+        current,
+        Reading::Statement,
+        &mut |row| {
+            let data = row.data();
+            let event = data.account_event().decode()?;
+            state.apply(&event)?;
+            let amount = match event {
+                Event::Opened {
+                    initial_balance_cents,
+                    ..
+                } => Some(initial_balance_cents),
+                Event::Deposited { amount_cents } => Some(amount_cents),
+                Event::Withdrawn { amount_cents } => Some(-amount_cents),
+                Event::Frozen | Event::Closed | Event::StreamDeleted | Event::StreamUndeleted => {
+                    None
+                }
+            };
+            let text = match event {
+                Event::Opened { account_holder, .. } => Some(account_holder),
+                _ => match text_key(event_name(&event)).map(|k| data.get(k)) {
+                    Some(JsonField::String(s)) => Some(s),
+                    _ => None,
+                },
+            };
+            let values = [
+                i64_datum(row.version),
+                row.event_type(),
+                amount.map_or(no_value(), i64_datum),
+                i64_datum(state.balance_cents),
+                text_datum(state.status.as_str()),
+                text.map_or(no_value(), text_datum),
+                row.occurred_at(),
+                row.recorded_at(),
+            ];
+            let nulls = [
+                false,
+                false,
+                amount.is_none(),
+                false,
+                false,
+                text.is_none(),
+                false,
+                false,
+            ];
+            // SAFETY: the values match the declared columns (bigint, text, bigint, bigint, text,
+            // text, timestamptz, timestamptz); the row's datums are valid until the visit returns.
+            unsafe { out.put(&values, &nulls) };
+            Ok(())
+        },
+    )
 }

@@ -132,7 +132,10 @@ pub fn delete_stream(
     let deletion = if hard { Deletion::Hard } else { Deletion::Soft };
     conn.execute(
         Stmt::MarkDeleted,
-        &[Some(uuid_datum(stream)), Some(text_datum(deletion.as_str()))],
+        &[
+            Some(uuid_datum(stream)),
+            Some(text_datum(deletion.as_str())),
+        ],
     );
     let (removed, first, last) = if hard {
         conn.execute(
@@ -171,12 +174,11 @@ pub fn undelete_stream(memory: CallMemory<'_>, stream: &Uuid) -> Result<i64, Eve
             });
         }
         Some(Deletion::Hard) => {
-            return Err(locked
-                .life
-                .deleted_error(stream)
-                .unwrap_or(EventStoreError::StreamNotDeleted {
+            return Err(locked.life.deleted_error(stream).unwrap_or(
+                EventStoreError::StreamNotDeleted {
                     stream_id: stream.to_string(),
-                }));
+                },
+            ));
         }
         Some(Deletion::Soft) => {}
     }

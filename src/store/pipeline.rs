@@ -237,16 +237,18 @@ pub fn append(
                 None => return Err(rules.missing(stream)),
             }
         }
-        ExpectedVersion::Exact(v) => match bump_native(conn, stream, Some(v), n, batch.marker, rules) {
-            Some(result) => result?,
-            None => {
-                let rows = conn.execute(
-                    Stmt::BumpExact,
-                    &[sid, Some(i64_datum(v)), Some(i64_datum(n))],
-                );
-                check_bumped_row(conn, stream, n, &rows, batch.marker, rules)?
+        ExpectedVersion::Exact(v) => {
+            match bump_native(conn, stream, Some(v), n, batch.marker, rules) {
+                Some(result) => result?,
+                None => {
+                    let rows = conn.execute(
+                        Stmt::BumpExact,
+                        &[sid, Some(i64_datum(v)), Some(i64_datum(n))],
+                    );
+                    check_bumped_row(conn, stream, n, &rows, batch.marker, rules)?
+                }
             }
-        },
+        }
         ExpectedVersion::NoStream => {
             let rows = conn.execute(Stmt::CreateNew, &[sid, stream_type, Some(i64_datum(n))]);
             check_bumped_row(conn, stream, n, &rows, batch.marker, rules)?
@@ -336,8 +338,7 @@ fn check_bumped_row(
     };
     // The bump statements do not name the columns of a stream's life (a 0.1.0 schema lacks
     // them): the row this transaction just updated says whether the stream is deleted.
-    if !marker
-        && let Some(deleted) = life::of(conn, stream, Reading::Latest).deleted_error(stream)
+    if !marker && let Some(deleted) = life::of(conn, stream, Reading::Latest).deleted_error(stream)
     {
         return Err(deleted);
     }

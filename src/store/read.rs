@@ -9,8 +9,8 @@ use crate::pg::udf;
 use crate::pg::workers;
 use crate::store::life;
 use crate::store::upcast::{RowColumns, Upcasting};
-use event_store_core::lifecycle::check_readable_from;
 use event_store_core::EventStoreError;
+use event_store_core::lifecycle::check_readable_from;
 use uuid::Uuid;
 
 /// Why the native read of `es.load_events` stopped before the end of the stream.

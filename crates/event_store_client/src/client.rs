@@ -329,6 +329,54 @@ impl EventStoreClient {
             .collect()
     }
 
+    /// `es.delete_stream`: deletes the stream (`hard`: a tombstone, its events removed and its
+    /// id never usable again; else soft, until [`undelete_stream`](Self::undelete_stream)) if
+    /// it is at `expected_version` (`None`: any); returns the version of the `$stream_deleted`
+    /// marker appended at its head. [`EventStoreError::StreamDeleted`] when it is deleted
+    /// already (a soft-deleted one may still be deleted hard),
+    /// [`EventStoreError::AccountNotDeletable`] for an account with money,
+    /// [`EventStoreError::ConcurrencyConflict`], or a declared type's own refusal
+    /// ([`EventStoreError::Domain`]).
+    pub async fn delete_stream(
+        &self,
+        stream_id: Uuid,
+        expected_version: Option<i64>,
+        hard: bool,
+    ) -> Result<i64, EventStoreError> {
+        Ok(sqlx::query_scalar("SELECT es.delete_stream($1, $2, $3)")
+            .bind(stream_id)
+            .bind(expected_version)
+            .bind(hard)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// `es.undelete_stream`: restores a soft-deleted stream; returns the version of the
+    /// `$stream_undeleted` marker. [`EventStoreError::StreamDeleted`] for a hard-deleted one,
+    /// [`EventStoreError::Database`] (`55000`) for a live one.
+    pub async fn undelete_stream(&self, stream_id: Uuid) -> Result<i64, EventStoreError> {
+        Ok(sqlx::query_scalar("SELECT es.undelete_stream($1)")
+            .bind(stream_id)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// `es.truncate_stream`: removes the stream's events below `before_version`; returns how
+    /// many. An account or a declared type's stream needs a snapshot at `before_version - 1`
+    /// ([`EventStoreError::InvalidSnapshot`] otherwise). Later reads below the cut fail with
+    /// [`EventStoreError::StreamTruncated`].
+    pub async fn truncate_stream(
+        &self,
+        stream_id: Uuid,
+        before_version: i64,
+    ) -> Result<i64, EventStoreError> {
+        Ok(sqlx::query_scalar("SELECT es.truncate_stream($1, $2)")
+            .bind(stream_id)
+            .bind(before_version)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     /// The newest snapshot as stored in `es.snapshots` (not folded forward), with its version;
     /// `None` when the stream has none. See [`SnapshotStore::load_snapshot`] for the folded one.
     pub async fn load_stored_snapshot(

@@ -25,10 +25,13 @@ pub type SnapshotError = EventStoreError;
 /// | `ES003` | [`InvalidEvent`](Self::InvalidEvent) | | message (which element, why) |
 /// | `ES004` | [`DuplicateEventId`](Self::DuplicateEventId) | `event_id`, `stored_in` (stream, version) | message `duplicate event id <uuid>`, DETAIL `the event id is already stored in stream <uuid> at version <n>` (else `stored_in` is `None`) |
 /// | `ES005` | [`InvalidSnapshot`](Self::InvalidSnapshot) | `detail` | message, DETAIL |
+/// | `ES007` | [`StreamDeleted`](Self::StreamDeleted) | `hard`, `deleted_at` | DETAIL `deleted: soft\|hard, at: <time>` |
+/// | `ES008` | [`StreamTruncated`](Self::StreamTruncated) | `before_version`, `asked_from` | DETAIL `truncated before: V, asked from: F` |
 /// | `ES101` | [`InsufficientFunds`](Self::InsufficientFunds) | `available`, `requested` | DETAIL `available: A, requested: R` |
 /// | `ES102` | [`AccountNotActive`](Self::AccountNotActive) | `status` | DETAIL `status: Frozen` |
 /// | `ES103` | [`InvalidAmount`](Self::InvalidAmount) | | message |
 /// | `ES104` | [`NotAnAccount`](Self::NotAnAccount) | | message |
+/// | `ES105` | [`AccountNotDeletable`](Self::AccountNotDeletable) | `balance` | DETAIL `balance: B` |
 /// | `ES201` | [`LeasedByAnother`](Self::LeasedByAnother) | `owner`, `lease_until` | DETAIL `owner: O, lease until: T, caller: C` |
 /// | `ES202` | [`NoSuchSubscription`](Self::NoSuchSubscription) | | message |
 /// | `ES301` | [`InvalidAggregate`](Self::InvalidAggregate) | `detail` | message (the function, the event's version), DETAIL `the function raised: <sqlstate>: <message>` when it raised |
@@ -101,6 +104,38 @@ pub enum EventStoreError {
     InvalidSnapshot {
         /// The server's DETAIL (`current stream version: N` or `the history gives: {…}`).
         detail: Option<String>,
+        /// The server's message.
+        message: String,
+    },
+
+    /// `ES007`: the stream is deleted: soft (until `es.undelete_stream`) or hard (a tombstone,
+    /// for ever).
+    #[error("{message}")]
+    StreamDeleted {
+        /// A hard delete (a tombstone) rather than a soft one.
+        hard: bool,
+        /// When it was deleted, as the server printed it (its `DateStyle`).
+        deleted_at: String,
+        /// The server's message.
+        message: String,
+    },
+
+    /// `ES008`: a read needs events that `es.truncate_stream` removed.
+    #[error("{message}")]
+    StreamTruncated {
+        /// Events below this version were removed.
+        before_version: i64,
+        /// The first version the read needed.
+        asked_from: i64,
+        /// The server's message.
+        message: String,
+    },
+
+    /// `ES105`: an account is deleted only when its balance is zero.
+    #[error("{message}")]
+    AccountNotDeletable {
+        /// The account's balance.
+        balance: i64,
         /// The server's message.
         message: String,
     },
@@ -295,6 +330,31 @@ impl EventStoreError {
                 detail: detail.map(str::to_owned),
                 message,
             },
+            "ES007" => {
+                let (how, deleted_at) = detail?.strip_prefix("deleted: ")?.split_once(", at: ")?;
+                Self::StreamDeleted {
+                    hard: match how {
+                        "hard" => true,
+                        "soft" => false,
+                        _ => return None,
+                    },
+                    deleted_at: deleted_at.to_owned(),
+                    message,
+                }
+            }
+            "ES008" => {
+                let (before_version, asked_from) =
+                    two_values(detail?, "truncated before: ", ", asked from: ")?;
+                Self::StreamTruncated {
+                    before_version,
+                    asked_from,
+                    message,
+                }
+            }
+            "ES105" => Self::AccountNotDeletable {
+                balance: detail?.strip_prefix("balance: ")?.trim().parse().ok()?,
+                message,
+            },
             "ES101" => {
                 let (available, requested) = two_values(detail?, "available: ", ", requested: ")?;
                 Self::InsufficientFunds {
@@ -363,6 +423,9 @@ impl EventStoreError {
             Self::InvalidEvent { .. } => "ES003",
             Self::DuplicateEventId { .. } => "ES004",
             Self::InvalidSnapshot { .. } => "ES005",
+            Self::StreamDeleted { .. } => "ES007",
+            Self::StreamTruncated { .. } => "ES008",
+            Self::AccountNotDeletable { .. } => "ES105",
             Self::InsufficientFunds { .. } => "ES101",
             Self::AccountNotActive { .. } => "ES102",
             Self::InvalidAmount { .. } => "ES103",
@@ -538,6 +601,78 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_life_of_a_stream_carries_its_values() {
+        for hard in [false, true] {
+            let deleted = Server::StreamDeleted {
+                stream_id: STREAM.into(),
+                hard,
+                deleted_at: "2026-12-06 10:00:00.5+00".into(),
+            };
+            match parse(&deleted) {
+                Some(err @ EventStoreError::StreamDeleted { .. }) => {
+                    assert_eq!(err.sqlstate(), Some("ES007"));
+                    let EventStoreError::StreamDeleted {
+                        hard: h,
+                        deleted_at,
+                        message,
+                    } = err
+                    else {
+                        unreachable!()
+                    };
+                    assert_eq!(h, hard);
+                    assert_eq!(deleted_at, "2026-12-06 10:00:00.5+00");
+                    assert_eq!(message, deleted.message());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let truncated = Server::StreamTruncated {
+            stream_id: STREAM.into(),
+            before_version: 40,
+            asked: 1,
+        };
+        match parse(&truncated) {
+            Some(err @ EventStoreError::StreamTruncated { .. }) => {
+                assert_eq!(err.sqlstate(), Some("ES008"));
+                assert!(matches!(
+                    err,
+                    EventStoreError::StreamTruncated {
+                        before_version: 40,
+                        asked_from: 1,
+                        ..
+                    }
+                ));
+            }
+            other => panic!("{other:?}"),
+        }
+        let not_empty = Server::AccountNotDeletable {
+            account_id: STREAM.into(),
+            balance: -7,
+        };
+        match parse(&not_empty) {
+            Some(err @ EventStoreError::AccountNotDeletable { balance: -7, .. }) => {
+                assert_eq!(err.sqlstate(), Some("ES105"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let uncovered = Server::TruncationNotCovered {
+            stream_id: STREAM.into(),
+            before_version: 40,
+            newest: Some(30),
+        };
+        assert!(matches!(
+            parse(&uncovered),
+            Some(EventStoreError::InvalidSnapshot { detail: Some(d), .. }) if d == "newest usable snapshot: version 30"
+        ));
+        // a DETAIL not in its format is kept as the database error
+        assert!(
+            EventStoreError::from_server("ES007", "m", Some("deleted: maybe, at: t")).is_none()
+        );
+        assert!(EventStoreError::from_server("ES008", "m", None).is_none());
+        assert!(EventStoreError::from_server("ES105", "m", Some("balance: x")).is_none());
     }
 
     #[test]

@@ -522,7 +522,9 @@ mod tests {
         let mut s = replay(AccountState::default(), &[opened("Alice", 300)]);
         assert_eq!(
             admit(&s, &Event::StreamDeleted),
-            Err(Refusal::Rule(RuleViolation::NonZeroBalance { balance: 300 }))
+            Err(Refusal::Rule(RuleViolation::NonZeroBalance {
+                balance: 300
+            }))
         );
         s.apply(&Event::Withdrawn { amount_cents: 300 }).unwrap();
         assert_eq!(admit(&s, &Event::StreamDeleted), Ok(()));

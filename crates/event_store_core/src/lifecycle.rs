@@ -126,7 +126,9 @@ mod tests {
         assert!(!is_reserved("Deposited") && !is_reserved("a$b") && !is_reserved(""));
         let err = check_not_reserved(2, "$stream_deleted").unwrap_err();
         assert_eq!(err.sqlstate(), "ES003");
-        assert!(err.message().starts_with("invalid event at position 2 of the batch: event type \"$stream_deleted\" is reserved"));
+        assert!(err.message().starts_with(
+            "invalid event at position 2 of the batch: event type \"$stream_deleted\" is reserved"
+        ));
         assert!(check_not_reserved(1, "Opened").is_ok());
     }
 
@@ -174,7 +176,10 @@ mod tests {
         let e = check_readable_from("s", 0, Some(5)).unwrap_err();
         assert_eq!(e.sqlstate(), "ES008");
         assert_eq!(e.message(), "stream s is truncated before version 5");
-        assert_eq!(e.detail().as_deref(), Some("truncated before: 5, asked from: 1"));
+        assert_eq!(
+            e.detail().as_deref(),
+            Some("truncated before: 5, asked from: 1")
+        );
         assert!(check_readable_from("s", 3, Some(5)).is_err());
     }
 }

@@ -38,6 +38,10 @@
 //! The store picks the event ids of command events, so the commands carry a client-chosen tag (a
 //! uuid) in the `description` (deposit, withdraw) or as the holder (open) to find them again.
 //!
+//! `a_hard_delete_or_truncation_killed_midway_is_all_or_nothing` (SPEC §14) kills the backend
+//! of a hard delete, then of a truncation, of a 100,000-event stream while it runs: after
+//! recovery each act is all (tombstone or cut, events gone, audit row) or nothing.
+//!
 //! The test restarts the cluster it runs against, so it needs that cluster's `ES_CLUSTER_DIR` and
 //! `ES_PORT` (tests/client/run.sh exports them) and refuses to run when they do not name the server
 //! `ES_TEST_PGHOST`/`ES_TEST_PGPORT` point at; no other test may run at the same time (run.sh runs
@@ -1317,4 +1321,146 @@ fn acknowledged_events_survive_crashes_under_load_and_lost_calls_are_all_or_noth
     }
     std::fs::write(&path, &summary)
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+/// Events of the large stream the lifecycle crash test deletes or truncates.
+const LARGE: i64 = 100_000;
+
+/// The stream's row and events after recovery: (deleted, truncated_before, version, events,
+/// lowest version, markers, audit rows of the act).
+fn life_after(
+    client: &mut Client,
+    stream: Uuid,
+) -> (Option<String>, Option<i64>, i64, i64, i64, i64, i64) {
+    let row = client
+        .query_one(
+            "SELECT s.deleted, s.truncated_before, s.version,
+                    (SELECT count(*) FROM es.events e WHERE e.stream_id = s.stream_id),
+                    (SELECT coalesce(min(version), 0) FROM es.events e WHERE e.stream_id = s.stream_id),
+                    (SELECT count(*) FROM es.events e WHERE e.stream_id = s.stream_id
+                        AND e.event_type LIKE '$%'),
+                    (SELECT count(*) FROM es.data_audit a WHERE a.target = s.stream_id::text)
+               FROM es.streams s WHERE s.stream_id = $1",
+            &[&stream],
+        )
+        .unwrap_or_else(|e| panic!("reading the stream after recovery: {}", describe(&e)));
+    (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+        row.get(6),
+    )
+}
+
+/// SPEC §14: a hard delete and a truncation of a large stream, each killed with SIGKILL while it
+/// runs (the postmaster then restarts every backend and recovers): afterwards each act is all
+/// (the stream tombstoned or cut, the events gone, its audit row there) or nothing (every event,
+/// no marker, no audit row), and the store works and is sound.
+#[test]
+fn a_hard_delete_or_truncation_killed_midway_is_all_or_nothing() {
+    let db = TestDb::new("crashlife");
+    {
+        let mut client = db.connect();
+        ensure_own_cluster(&mut client);
+    }
+    let mut rng = rand::rng();
+    let mut outcomes = Vec::new();
+    for act in ["hard delete", "truncation"] {
+        let stream = Uuid::new_v4();
+        let mut client = db.connect();
+        for _ in 0..LARGE / 20_000 {
+            client
+                .query_one(
+                    "SELECT es.append_events($1, NULL, (SELECT array_agg(jsonb_build_object(\
+                     'type', 'Bulk', 'n', g, 'pad', repeat('x', 100))) FROM generate_series(1, 20000) g))",
+                    &[&stream],
+                )
+                .unwrap_or_else(|e| panic!("filling the stream: {}", describe(&e)));
+        }
+        let mut actor = db.connect();
+        let pid: i32 = actor
+            .query_one("SELECT pg_backend_pid()", &[])
+            .expect("pid")
+            .get(0);
+        let sql = match act {
+            "hard delete" => "SELECT es.delete_stream($1, NULL, true)",
+            _ => "SELECT es.truncate_stream($1, es.stream_version($1))",
+        };
+        let call =
+            thread::spawn(move || actor.query_one(sql, &[&stream]).map(|r| r.get::<_, i64>(0)));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let active: bool = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 \
+                     AND state = 'active' AND query LIKE '%_stream(%')",
+                    &[&pid],
+                )
+                .expect("pg_stat_activity")
+                .get(0);
+            if active || call.is_finished() || Instant::now() > deadline {
+                break;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        thread::sleep(Duration::from_millis(rng.random_range(5..150)));
+        kill_9(pid);
+        let answered = call.join().expect("the act's thread panicked");
+        let mut client = connect_with_retry(db.name(), Duration::from_secs(90))
+            .unwrap_or_else(|e| panic!("no connection after the kill: {}", describe(&e)));
+        let (deleted, cut, version, events, lowest, markers, audits) =
+            life_after(&mut client, stream);
+        let all = match act {
+            "hard delete" => {
+                deleted.as_deref() == Some("hard")
+                    && version == LARGE + 1
+                    && (events, lowest, markers, audits) == (1, LARGE + 1, 1, 1)
+            }
+            _ => {
+                cut == Some(LARGE)
+                    && version == LARGE
+                    && (events, lowest, markers, audits) == (1, LARGE, 0, 1)
+            }
+        };
+        let nothing = deleted.is_none()
+            && cut.is_none()
+            && version == LARGE
+            && (events, lowest, markers, audits) == (LARGE, 1, 0, 0);
+        assert!(
+            all ^ nothing,
+            "{act} killed mid-way left the stream half done: deleted {deleted:?}, cut {cut:?}, \
+             version {version}, {events} events from {lowest}, {markers} markers, {audits} audit rows"
+        );
+        if answered.is_ok() {
+            assert!(all, "{act} returned {answered:?} but did not happen");
+        }
+        // The store works on: a live stream takes appends, a tombstoned one refuses them.
+        let appended = client.query_one(
+            r#"SELECT es.append_events($1, NULL, ARRAY['{"type": "After"}']::jsonb[])"#,
+            &[&stream],
+        );
+        match (act, all) {
+            ("hard delete", true) => {
+                let err = appended.expect_err("an append to a tombstone");
+                assert_eq!(sqlstate(&err), Some("ES007"), "{}", describe(&err));
+            }
+            _ => {
+                appended.unwrap_or_else(|e| panic!("append after recovery: {}", describe(&e)));
+            }
+        }
+        verify_store(&mut client);
+        outcomes.push(format!(
+            "{act}: {} ({})",
+            if all { "all" } else { "nothing" },
+            if answered.is_ok() {
+                "answered"
+            } else {
+                "killed"
+            }
+        ));
+    }
+    eprintln!("lifecycle crash: {}", outcomes.join(", "));
 }

@@ -5,7 +5,8 @@
 //! user can send anything, in any order, inside any transaction. This test sends a random but
 //! reproducible mix of every entry point (appends, reads, the global log, snapshots, the account
 //! aggregate as aggregate and as window function, the account commands, time travel, history,
-//! the tracing counters) with adversarial arguments: NULLs, extreme bigints, wrong JSON types for
+//! the tracing counters, the deletion, undeletion and truncation of streams) with adversarial
+//! arguments: NULLs, extreme bigints, wrong JSON types for
 //! every key the store reads, numbers past bigint, floats where integers go, deep and huge
 //! (TOASTed) values, 2-D arrays, reused event ids, balances near `i64::MAX`. The calls run on
 //! three connections, in transactions with savepoints that commit or roll back at random, beside
@@ -35,10 +36,11 @@
 //! - a failing call changes nothing: a digest of `es.streams`, `es.events` and `es.snapshots`
 //!   taken right before it equals the one after its rollback (its own savepoint inside a
 //!   transaction, the statement itself in autocommit);
-//! - at the end, on a fresh connection: versions are gapless `1..N` per stream and equal
+//! - at the end, on a fresh connection: versions are gapless `1..N` per stream (from the cut
+//!   of a truncated stream; only the marker of a hard-deleted one) and equal
 //!   `es.streams.version`, with no stream row without events and no events without a stream
-//!   row; every account stream's `es.account_state` equals the replay of its events with
-//!   `es.account_replay`; `es.read_all` paged by 100 returns every event once, in position
+//!   row; every live, untruncated account stream's `es.account_state` equals the replay of its
+//!   events with `es.account_replay`; `es.read_all` paged by 100 returns every event once, in position
 //!   order; amcheck finds the heaps and B-trees of all three tables sound.
 //!
 //! And for subscriptions and projections:
@@ -1523,7 +1525,42 @@ impl Fuzz {
                 Call::new("tracing_stats", "SELECT * FROM es.tracing_stats()"),
                 After::Nothing,
             ),
+            97 => self.gen_lifecycle(),
             _ => self.gen_setting(),
+        }
+    }
+
+    /// The life of a stream (SPEC §14): soft and hard deletes, undeletes and truncations of
+    /// the pool's streams with versions and flags at the edges. Rare, since a hard delete
+    /// takes a pool stream out for the rest of the run.
+    fn gen_lifecycle(&mut self) -> (Call, After) {
+        let stream = self.pick_stream();
+        let known = self.known(stream);
+        match self.rng.random_range(0..10) {
+            0..3 => {
+                let expected = self.pick_expected(stream);
+                let hard = match self.rng.random_range(0..10) {
+                    0 => None,
+                    1..3 => Some(true),
+                    _ => Some(false),
+                };
+                let call = Call::new("delete_stream", "SELECT es.delete_stream($1, $2, $3)")
+                    .arg(stream)
+                    .arg(expected)
+                    .arg(hard);
+                (call, After::Version(stream))
+            }
+            3..6 => (
+                Call::new("undelete_stream", "SELECT es.undelete_stream($1)").arg(stream),
+                After::Version(stream),
+            ),
+            _ => {
+                let before = self.pick_bigint(known);
+                let call = Call::new("truncate_stream", "SELECT es.truncate_stream($1, $2)")
+                    .arg(stream)
+                    .arg(before);
+                (call, After::Nothing)
+            }
         }
     }
 
@@ -3824,7 +3861,7 @@ fn final_flow_checks(db: &TestDb, seed: u64, fuzz: &Fuzz, log_from: Option<u64>)
     let balances_sql = "SELECT s.stream_id::text, to_jsonb(b)::text, a::text \
          FROM es.streams s CROSS JOIN LATERAL es.account_state(s.stream_id) AS a \
          LEFT JOIN es.account_balances b ON b.account_id = s.stream_id \
-         WHERE s.stream_type = 'account' \
+         WHERE s.stream_type = 'account' AND s.deleted IS NULL AND s.truncated_before IS NULL \
            AND NOT EXISTS (SELECT 1 FROM es.parked_events k \
                 WHERE k.subscription = 'account_balances' AND k.stream_id = s.stream_id) \
            AND (b.account_id IS NULL OR (b.holder_name, b.balance_cents, b.status, b.version) \
@@ -3845,7 +3882,7 @@ fn final_flow_checks(db: &TestDb, seed: u64, fuzz: &Fuzz, log_from: Option<u64>)
             EXCEPT SELECT 'projection', h.version, h.event_type, h.amount_cents, \
                    h.balance_cents, h.description, h.occurred_at \
             FROM es.account_history(s.stream_id) h)) d \
-         WHERE s.stream_type = 'account' \
+         WHERE s.stream_type = 'account' AND s.deleted IS NULL AND s.truncated_before IS NULL \
            AND NOT EXISTS (SELECT 1 FROM es.parked_events k \
                 WHERE k.subscription = 'account_transactions' AND k.stream_id = s.stream_id) \
          LIMIT 5";
@@ -3966,8 +4003,10 @@ fn final_checks(db: &TestDb, seed: u64) -> Final {
              FROM (SELECT stream_id, count(*) AS n, min(version) AS lo, max(version) AS hi, \
                           count(DISTINCT version) AS d FROM es.events GROUP BY stream_id) e \
              FULL JOIN es.streams s ON s.stream_id = e.stream_id \
-             WHERE e.stream_id IS NULL OR s.stream_id IS NULL OR e.lo <> 1 OR e.hi <> e.n \
-                OR e.d <> e.n OR s.version IS DISTINCT FROM e.hi \
+             WHERE e.stream_id IS NULL OR s.stream_id IS NULL \
+                OR e.lo <> CASE WHEN s.deleted = 'hard' THEN s.version \
+                                ELSE coalesce(s.truncated_before, 1) END \
+                OR e.hi - e.lo + 1 <> e.n OR e.d <> e.n OR s.version IS DISTINCT FROM e.hi \
              LIMIT 10",
             &[],
         )
@@ -3996,7 +4035,8 @@ fn final_checks(db: &TestDb, seed: u64) -> Final {
     // Every account's state equals the replay of its events.
     let accounts: Vec<Uuid> = client
         .query(
-            "SELECT stream_id FROM es.streams WHERE stream_type = 'account' ORDER BY 1",
+            "SELECT stream_id FROM es.streams WHERE stream_type = 'account' \
+             AND deleted IS NULL AND truncated_before IS NULL ORDER BY 1",
             &[],
         )
         .unwrap_or_else(|e| fail(format!("listing accounts: {}", describe(&e))))

@@ -320,6 +320,41 @@ fn scenario(client: &mut Client) -> Vec<(String, String)> {
         outcome(rows(client, snap_sql, &[&s1, &Some(1i64)])),
     );
 
+    // the life of a stream (outcomes that carry the deletion time stay out: they differ
+    // between the two runs)
+    step(
+        "truncate_stream before 2",
+        outcome(one_i64(client, "SELECT es.truncate_stream($1, 2)", &[&s1])),
+    );
+    step(
+        "load_events below the cut (ES008)",
+        outcome(rows(client, events_sql, &[&s1, &0i64, &None::<i64>])),
+    );
+    step(
+        "delete_stream at a wrong version (ES001)",
+        outcome(one_i64(client, "SELECT es.delete_stream($1, 1)", &[&s1])),
+    );
+    step(
+        "delete_stream",
+        outcome(one_i64(client, "SELECT es.delete_stream($1)", &[&s1])),
+    );
+    step(
+        "load_events of a deleted stream (none)",
+        outcome(rows(client, events_sql, &[&s1, &2i64, &None::<i64>])),
+    );
+    step(
+        "undelete_stream",
+        outcome(one_i64(client, "SELECT es.undelete_stream($1)", &[&s1])),
+    );
+    step(
+        "undelete_stream of a live stream (55000)",
+        outcome(one_i64(client, "SELECT es.undelete_stream($1)", &[&s1])),
+    );
+    step(
+        "delete_stream of a missing stream (ES002)",
+        outcome(one_i64(client, "SELECT es.delete_stream($1)", &[&missing])),
+    );
+
     // the account commands and rules
     let account: Uuid = match client.query_one("SELECT es.open_account('Alice', 100)", &[]) {
         Ok(row) => row.get(0),
@@ -456,7 +491,13 @@ fn scenario(client: &mut Client) -> Vec<(String, String)> {
     );
     // A NULL stream or account id, for every function routed by it: PL/Proxy cannot route a NULL
     // (its hash is NULL), so the proxy must give the one-node 22004 itself.
-    let null_id: [(&str, &str); 11] = [
+    let null_id: [(&str, &str); 14] = [
+        ("delete_stream", "SELECT es.delete_stream(NULL)::text"),
+        ("undelete_stream", "SELECT es.undelete_stream(NULL)::text"),
+        (
+            "truncate_stream",
+            "SELECT es.truncate_stream(NULL, 1)::text",
+        ),
         (
             "append_events",
             r#"SELECT es.append_events(NULL, NULL, ARRAY['{"type":"A"}']::jsonb[])::text"#,
