@@ -384,11 +384,15 @@ AS $$
         DELETE FROM es.events e USING s
          WHERE e.stream_id = s.stream_id AND e.version < s.below
         RETURNING e.global_position
+    ), parked AS (
+        -- a parked event that is gone cannot be replayed, nor hold its stream's later events
+        DELETE FROM es.parked_events k USING d
+         WHERE k.stream_id = purge_stream.stream_id AND k.global_position = d.global_position
     )
     SELECT count(*), min(d.global_position), max(d.global_position) FROM d
 $$;
 COMMENT ON FUNCTION es.purge_stream(uuid) IS
-  'Internal: removes the events of a stream that its es.streams row records as removed (a hard delete: all before the $stream_deleted marker; a truncation: those below truncated_before), bypassing the append-only trigger; returns how many and their first and last global positions. Called by es.delete_stream and es.truncate_stream after they record the act; EXECUTE is revoked from PUBLIC.';
+  'Internal: removes the events of a stream that its es.streams row records as removed (a hard delete: all before the $stream_deleted marker; a truncation: those below truncated_before), bypassing the append-only trigger; removes the subscriptions'' parked entries of those events too; returns how many events and their first and last global positions. Called by es.delete_stream and es.truncate_stream after they record the act; EXECUTE is revoked from PUBLIC.';
 
 -- Privileges and dumps ----------------------------------------------------------------------------
 

@@ -1525,7 +1525,7 @@ impl Fuzz {
                 Call::new("tracing_stats", "SELECT * FROM es.tracing_stats()"),
                 After::Nothing,
             ),
-            97 => self.gen_lifecycle(),
+            97..99 => self.gen_lifecycle(),
             _ => self.gen_setting(),
         }
     }
