@@ -337,8 +337,11 @@ fn check_bumped_row(
         return Ok(None);
     };
     // The bump statements do not name the columns of a stream's life (a 0.1.0 schema lacks
-    // them): the row this transaction just updated says whether the stream is deleted.
-    if !marker && let Some(deleted) = life::of(conn, stream, Reading::Latest).deleted_error(stream)
+    // them): the row this transaction just updated says whether the stream is deleted. A row
+    // the statement created (it was at version 0) is not: no look-up on a stream's first append.
+    if !marker
+        && version > n
+        && let Some(deleted) = life::of(conn, stream, Reading::Latest).deleted_error(stream)
     {
         return Err(deleted);
     }
