@@ -217,9 +217,11 @@ pub enum Stmt {
     EventPosition,
     /// One row of es.data_audit.
     AuditInsert,
+    /// Whether a stream was created at or before a time.
+    CreatedBy,
 }
 
-const STMT_COUNT: usize = Stmt::AuditInsert as usize + 1;
+const STMT_COUNT: usize = Stmt::CreatedBy as usize + 1;
 
 struct Def {
     sql: &'static CStr,
@@ -716,6 +718,10 @@ impl Stmt {
             Stmt::EventPosition => (
                 c"SELECT global_position FROM es.events WHERE stream_id = $1 AND version = $2",
                 &[UUIDOID, INT8OID],
+            ),
+            Stmt::CreatedBy => (
+                c"SELECT created_at <= $2 FROM es.streams WHERE stream_id = $1",
+                &[UUIDOID, TIMESTAMPTZOID],
             ),
             Stmt::AuditInsert => (
                 c"INSERT INTO es.data_audit (action, target, detail) VALUES ($1, $2, $3)",

@@ -464,7 +464,13 @@ fn target_version(
             Stmt::VersionAsOf,
             &[Some(uuid_datum(stream)), Some(i64_datum(target)), Some(t)],
         );
-        return Ok(rows.first_i64());
+        let found = rows.first_i64();
+        if found.is_none() {
+            // before its first stored event: not created yet, unless a truncation removed the
+            // events of that time
+            super::life::check_found_as_of(conn, stream, t, Reading::Statement)?;
+        }
+        return Ok(found);
     }
     Ok(Some(target))
 }

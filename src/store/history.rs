@@ -51,7 +51,12 @@ pub fn account_state(
         );
         match rows.first_i64() {
             Some(v) => target = v,
-            None => return Ok(None),
+            None => {
+                // before its first stored event: not opened yet, unless a truncation removed
+                // the events of that time
+                super::life::check_found_as_of(&conn, account, t, Reading::Statement)?;
+                return Ok(None);
+            }
         }
     }
     match head_state {

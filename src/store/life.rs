@@ -11,6 +11,7 @@ use crate::pg::heap;
 use crate::pg::spi::{Connection, Reading, Stmt};
 use event_store_core::EventStoreError;
 use event_store_core::lifecycle::{Deletion, check_readable_from};
+use pgrx::pg_sys::Datum;
 use uuid::Uuid;
 
 /// What a stream's row says of its life.
@@ -77,4 +78,34 @@ pub fn check_readable(
 ) -> Result<(), EventStoreError> {
     let life = of(conn, stream, reading);
     check_readable_from(&stream.to_string(), from, life.truncated_before)
+}
+
+/// ES008 for a time-travel read of `stream` at `as_of` that found no stored event at or before
+/// that time, when a truncation removed the events that might have answered it (the stream
+/// existed then); `Ok` when the stream was not created yet, which the caller answers as such.
+pub fn check_found_as_of(
+    conn: &Connection,
+    stream: &Uuid,
+    as_of: Datum,
+    reading: Reading,
+) -> Result<(), EventStoreError> {
+    let Some(cut) = of(conn, stream, reading).truncated_before else {
+        return Ok(());
+    };
+    let existed = conn
+        .query_as(
+            reading,
+            Stmt::CreatedBy,
+            &[Some(uuid_datum(stream)), Some(as_of)],
+        )
+        .bool(0, 1)
+        .unwrap_or(false);
+    if existed {
+        return Err(EventStoreError::StreamTruncated {
+            stream_id: stream.to_string(),
+            before_version: cut,
+            asked: 1,
+        });
+    }
+    Ok(())
 }

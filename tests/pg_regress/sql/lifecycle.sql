@@ -225,6 +225,13 @@ SELECT es.state('7a000000-0000-0000-0000-00000000c002');
 SELECT es.state('7a000000-0000-0000-0000-00000000c002', at_version => 4);
 SELECT error_of($$SELECT es.state('7a000000-0000-0000-0000-00000000c002', at_version => 3)$$);
 SELECT version, state FROM es.history('7a000000-0000-0000-0000-00000000c002') ORDER BY version;
+-- time travel by time: before the stream existed it did not exist; at a time whose events were
+-- removed, ES008 (the first four events and the stream's creation share a transaction)
+SELECT es.state('7a000000-0000-0000-0000-00000000c002', as_of => '2000-01-01') AS before_it_existed;
+SELECT error_of(format('SELECT es.state(%L, as_of => %L)', '7a000000-0000-0000-0000-00000000c002',
+    (SELECT created_at FROM es.streams WHERE stream_id = '7a000000-0000-0000-0000-00000000c002')));
+SELECT error_of(format('SELECT es.account_state(%L, as_of => %L)', '7a000000-0000-0000-0000-00000000a002',
+    (SELECT created_at FROM es.streams WHERE stream_id = '7a000000-0000-0000-0000-00000000a002') - interval '1 microsecond'));
 SELECT es.replay('lc_ticket', (SELECT state FROM es.snapshots WHERE stream_id = '7a000000-0000-0000-0000-00000000c002' AND version = 4),
                  data ORDER BY version)
   FROM es.events WHERE stream_id = '7a000000-0000-0000-0000-00000000c002';
