@@ -1389,8 +1389,12 @@ fn a_hard_delete_or_truncation_killed_midway_is_all_or_nothing() {
             "hard delete" => "SELECT es.delete_stream($1, NULL, true)",
             _ => "SELECT es.truncate_stream($1, es.stream_version($1))",
         };
-        let call =
-            thread::spawn(move || actor.query_one(sql, &[&stream]).map(|r| r.get::<_, i64>(0)));
+        // The thread hands the connection back, so that an act that finished before the kill
+        // leaves its backend alive (idle) to be killed rather than gone.
+        let call = thread::spawn(move || {
+            let answered = actor.query_one(sql, &[&stream]).map(|r| r.get::<_, i64>(0));
+            (answered, actor)
+        });
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let active: bool = client
@@ -1408,7 +1412,8 @@ fn a_hard_delete_or_truncation_killed_midway_is_all_or_nothing() {
         }
         thread::sleep(Duration::from_millis(rng.random_range(5..150)));
         kill_9(pid);
-        let answered = call.join().expect("the act's thread panicked");
+        let (answered, actor) = call.join().expect("the act's thread panicked");
+        drop(actor);
         let mut client = connect_with_retry(db.name(), Duration::from_secs(90))
             .unwrap_or_else(|e| panic!("no connection after the kill: {}", describe(&e)));
         let (deleted, cut, version, events, lowest, markers, audits) =
