@@ -11,6 +11,7 @@ pub mod audit;
 pub mod projection;
 pub mod read;
 pub mod replay;
+pub mod retention;
 pub mod snapshot;
 pub mod subscription;
 pub mod tracing_stats;

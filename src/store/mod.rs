@@ -14,6 +14,7 @@
 //! - [`stream`]: reading one stream in version order;
 //! - [`history`]: time travel and audit (`es.account_state`, `es.account_history`);
 //! - [`replay`]: the steps of the `es.account_replay` aggregate;
+//! - [`retention`]: the retention policies' worker side (`es.wake_retention`, the batches);
 //! - [`upcast`]: upcasting: events of an older `event_version` as their upcasters make them.
 
 pub mod account;
@@ -24,6 +25,7 @@ pub mod pipeline;
 pub mod projection;
 pub mod read;
 pub mod replay;
+pub mod retention;
 pub mod snapshot;
 pub mod stream;
 pub mod subscription;
