@@ -364,6 +364,16 @@ BEGIN
         RAISE EXCEPTION 'invalid max_age: % is not positive', max_age
             USING ERRCODE = '22023', HINT = 'Give a positive interval, or NULL for no age limit.';
     END IF;
+    IF max_age IS NOT NULL THEN
+        -- the worker compares recorded_at with now() - max_age: it must be a time (it stays one,
+        -- as now() only grows)
+        BEGIN
+            PERFORM pg_catalog.transaction_timestamp() - max_age;
+        EXCEPTION WHEN datetime_field_overflow THEN
+            RAISE EXCEPTION 'invalid max_age: % reaches before the earliest time PostgreSQL represents', max_age
+                USING ERRCODE = '22023', HINT = 'Give a shorter interval, or NULL for no age limit.';
+        END;
+    END IF;
     IF max_count IS NOT NULL AND max_count < 1 THEN
         RAISE EXCEPTION 'invalid max_count: % is less than 1', max_count
             USING ERRCODE = '22023', HINT = 'Give the number of newest events each stream keeps (at least 1), or NULL for no count limit.';

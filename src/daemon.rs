@@ -275,10 +275,10 @@ impl DatabaseWorker {
         let size = gucs::RETENTION_BATCH_SIZE.get().max(1);
         for policy in &policies {
             let now = Instant::now();
-            let cursor = self.retention.entry(policy.clone()).or_insert(Cursor {
-                after: 0,
-                due: now,
-            });
+            let cursor = self
+                .retention
+                .entry(policy.clone())
+                .or_insert(Cursor { after: 0, due: now });
             if cursor.due > now {
                 continue;
             }
@@ -294,15 +294,16 @@ impl DatabaseWorker {
                     }
                 }
                 Err(e) => {
-                    let shown = if policy.is_empty() { "(generic streams)" } else { policy };
+                    let shown = if policy.is_empty() {
+                        "(generic streams)"
+                    } else {
+                        policy
+                    };
                     pgrx::log!("event_store: retention policy {shown}: {e}");
                 }
             }
         }
-        (
-            policies.len(),
-            self.retention.values().map(|c| c.due).min(),
-        )
+        (policies.len(), self.retention.values().map(|c| c.due).min())
     }
 
     /// One batch of a projection in a transaction of its own. An ERROR that escaped the

@@ -356,8 +356,7 @@ pub fn archive_in_use() -> bool {
     // to the end of the transaction like the executor's.
     unsafe {
         let rel = pg_sys::table_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-        let blocks =
-            pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
+        let blocks = pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
         pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
         blocks > 0
     }

@@ -2,11 +2,11 @@
 //! the gap-safe global log (`es.read_all`).
 
 use crate::pg::call::{ResultSet, i64_datum, uuid_datum};
+use crate::pg::gucs;
 use crate::pg::heap::{self, Outcome};
 use crate::pg::positions::{self, Horizon};
 use crate::pg::spi::{Connection, Reading, Stmt};
 use crate::pg::udf;
-use crate::pg::gucs;
 use crate::pg::workers;
 use crate::store::upcast::{RowColumns, Upcasting};
 use event_store_core::EventStoreError;

@@ -57,8 +57,7 @@ fn visit_untraced(
     // Through the archive: both tables in one statement per page (each page sees every event
     // of the stream exactly once, whichever table holds it in that page's snapshot).
     let archived = super::read::through_archive();
-    if !archived
-        && let Outcome::Done(result) = heap::scan_stream(stream, from, to, reading, visit)
+    if !archived && let Outcome::Done(result) = heap::scan_stream(stream, from, to, reading, visit)
     {
         return result;
     }

@@ -45,7 +45,10 @@ async fn retention_policy_and_archive_through_the_client() {
         .set_retention_paused(Some("nope"), true)
         .await
         .unwrap_err();
-    assert!(matches!(err, EventStoreError::InvalidArgument { .. }), "{err:?}");
+    assert!(
+        matches!(err, EventStoreError::InvalidArgument { .. }),
+        "{err:?}"
+    );
     assert!(store.retention().await.unwrap().is_empty());
 
     // a paused policy first: read back as set

@@ -131,7 +131,10 @@ fn worker_removes_expired_events_while_appenders_consumers_and_projections_run()
     let accounts: Vec<Uuid> = (0..4)
         .map(|i| {
             setup
-                .query_one("SELECT es.open_account($1, 1000)", &[&format!("holder {i}")])
+                .query_one(
+                    "SELECT es.open_account($1, 1000)",
+                    &[&format!("holder {i}")],
+                )
                 .expect("open_account")
                 .get(0)
         })
@@ -239,7 +242,10 @@ fn worker_removes_expired_events_while_appenders_consumers_and_projections_run()
     until_retention_done(&mut client);
     let end = i64_of(&mut client, "SELECT max(global_position) FROM es.events");
     let caught_up: bool = client
-        .query_one("SELECT es.wait_for_projection('projected', $1, 120000)", &[&end])
+        .query_one(
+            "SELECT es.wait_for_projection('projected', $1, 120000)",
+            &[&end],
+        )
         .expect("wait_for_projection")
         .get(0);
     assert!(caught_up, "the projection did not reach position {end}");
@@ -265,14 +271,15 @@ fn worker_removes_expired_events_while_appenders_consumers_and_projections_run()
     for s in &streams {
         let head = versions.get(s).map_or(1, |v| v.len() as i64 + 1);
         let expected: Vec<i64> = ((head - 4).max(1)..=head).collect();
-        assert_eq!(kept.get(s), Some(&expected), "the events kept of stream {s}");
+        assert_eq!(
+            kept.get(s),
+            Some(&expected),
+            "the events kept of stream {s}"
+        );
     }
     for a in &accounts {
         let vs = kept.get(a).cloned().unwrap_or_default();
-        let head = i64_of(
-            &mut client,
-            &format!("SELECT es.stream_version('{a}')"),
-        );
+        let head = i64_of(&mut client, &format!("SELECT es.stream_version('{a}')"));
         assert_eq!(vs.last().copied(), Some(head), "account {a} keeps its head");
         assert!(
             vs.windows(2).all(|w| w[1] == w[0] + 1),
@@ -291,7 +298,11 @@ fn worker_removes_expired_events_while_appenders_consumers_and_projections_run()
             &mut client,
             &format!("SELECT (es.account_state('{a}') ->> 'balance_cents')::bigint"),
         );
-        assert_eq!(balance, 1000 + deposits.get(a).copied().unwrap_or(0), "balance of {a}");
+        assert_eq!(
+            balance,
+            1000 + deposits.get(a).copied().unwrap_or(0),
+            "balance of {a}"
+        );
     }
 
     // positions: never one for two events, in the consumer's order strictly increasing; no
@@ -304,7 +315,10 @@ fn worker_removes_expired_events_while_appenders_consumers_and_projections_run()
         seen.add("consumer", *p, *s, *v);
     }
     let projected: Vec<(i64, Uuid, i64)> = client
-        .query("SELECT global_position, stream_id, version FROM public.projected", &[])
+        .query(
+            "SELECT global_position, stream_id, version FROM public.projected",
+            &[],
+        )
         .expect("projected")
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -321,12 +335,18 @@ fn worker_removes_expired_events_while_appenders_consumers_and_projections_run()
         .iter()
         .filter(|e| !consumed_at.contains(&e.0))
         .collect();
-    assert!(skipped.is_empty(), "the consumer skipped live events: {skipped:?}");
+    assert!(
+        skipped.is_empty(),
+        "the consumer skipped live events: {skipped:?}"
+    );
     let skipped: Vec<_> = live
         .iter()
         .filter(|e| !projected_at.contains(&e.0))
         .collect();
-    assert!(skipped.is_empty(), "the projection skipped live events: {skipped:?}");
+    assert!(
+        skipped.is_empty(),
+        "the projection skipped live events: {skipped:?}"
+    );
 
     // the audit adds up: every event appended is live or was removed by an audited batch
     let removed_audited = i64_of(
@@ -398,7 +418,10 @@ impl Tablespace {
             .status()
             .expect("chown");
         assert!(owner.success(), "chown postgres {dir}");
-        exec(&mut admin(), &format!("CREATE TABLESPACE {name} LOCATION '{dir}'"));
+        exec(
+            &mut admin(),
+            &format!("CREATE TABLESPACE {name} LOCATION '{dir}'"),
+        );
         Tablespace { name, dir }
     }
 }
@@ -467,7 +490,10 @@ fn archive_in_chunks_onto_a_tablespace_reads_through_while_appenders_and_a_consu
                 space.name
             ),
         );
-        assert_eq!(placed, 4, "the archive and its three indexes on the tablespace");
+        assert_eq!(
+            placed, 4,
+            "the archive and its three indexes on the tablespace"
+        );
         let accounts: Vec<Uuid> = (0..5)
             .map(|i| {
                 let a: Uuid = client
@@ -554,7 +580,10 @@ fn archive_in_chunks_onto_a_tablespace_reads_through_while_appenders_and_a_consu
                     }
                 })
             };
-            let appended: i64 = appenders.into_iter().map(|h| h.join().expect("appender")).sum();
+            let appended: i64 = appenders
+                .into_iter()
+                .map(|h| h.join().expect("appender"))
+                .sum();
             let chunks = archiver.join().expect("archiver");
             done.store(true, Ordering::Release);
             (appended, consumer.join().expect("consumer"), chunks)
@@ -563,7 +592,11 @@ fn archive_in_chunks_onto_a_tablespace_reads_through_while_appenders_and_a_consu
         let live = i64_of(&mut client, "SELECT count(*) FROM es.events");
         let archived = i64_of(&mut client, "SELECT count(*) FROM es.events_archive");
         let total = accounts.len() as i64 * 13 + appended;
-        assert_eq!(live + archived, total, "every event is in exactly one table");
+        assert_eq!(
+            live + archived,
+            total,
+            "every event is in exactly one table"
+        );
         assert_eq!(
             i64_of(
                 &mut client,
@@ -581,10 +614,16 @@ fn archive_in_chunks_onto_a_tablespace_reads_through_while_appenders_and_a_consu
             archived,
             "the audit counts what moved"
         );
-        assert!(archived >= accounts.len() as i64 * 13, "the old events moved");
+        assert!(
+            archived >= accounts.len() as i64 * 13,
+            "the old events moved"
+        );
         // the consumer saw every event once, in order
         assert_eq!(consumed.len() as i64, total, "the consumer saw every event");
-        assert!(consumed.windows(2).all(|w| w[0] < w[1]), "in position order");
+        assert!(
+            consumed.windows(2).all(|w| w[0] < w[1]),
+            "in position order"
+        );
         // every read answers as before
         assert_eq!(answers(&mut client, &accounts, upto), before);
         // commands on archived accounts start from the same state
@@ -646,7 +685,10 @@ fn held_backend(monitor: &mut Client, db: &str, like: Option<&str>) -> i32 {
         if let Some(r) = row {
             return r.get(0);
         }
-        assert!(Instant::now() < deadline, "nothing waits in the hold ({like:?})");
+        assert!(
+            Instant::now() < deadline,
+            "nothing waits in the hold ({like:?})"
+        );
         thread::sleep(Duration::from_millis(50));
     }
 }
@@ -730,9 +772,15 @@ fn a_kill_in_the_middle_of_a_retention_batch_or_an_archive_leaves_all_or_nothing
     let mut client = connect_with_retry(db.name(), Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("reconnect: {}", describe(&e)));
     assert_eq!(i64_of(&mut client, "SELECT count(*) FROM es.events"), 9);
-    assert_eq!(i64_of(&mut client, "SELECT count(*) FROM es.events_archive"), 0);
     assert_eq!(
-        i64_of(&mut client, "SELECT count(*) FROM es.data_audit WHERE action = 'archive'"),
+        i64_of(&mut client, "SELECT count(*) FROM es.events_archive"),
+        0
+    );
+    assert_eq!(
+        i64_of(
+            &mut client,
+            "SELECT count(*) FROM es.data_audit WHERE action = 'archive'"
+        ),
         0
     );
     exec(&mut client, "UPDATE public.hold SET go = true");

@@ -38,6 +38,7 @@ END $$;
 SELECT error_of($$SELECT es.set_retention(NULL, interval '1 day')$$);
 SELECT error_of($$SELECT es.set_retention('x', interval '0 seconds')$$);
 SELECT error_of($$SELECT es.set_retention('x', interval '-1 day')$$);
+SELECT error_of($$SELECT es.set_retention('x', interval '100000 years')$$);
 SELECT error_of($$SELECT es.set_retention('x', NULL, 0)$$);
 SELECT error_of($$SELECT es.set_retention('x', NULL, -5)$$);
 SELECT error_of($$SELECT es.pause_retention('nope')$$);
