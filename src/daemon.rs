@@ -188,6 +188,10 @@ struct DatabaseWorker {
     watermark_at: Option<Instant>,
     /// Each retention policy's place in its pass over the log, and when its next batch is due.
     retention: HashMap<String, Cursor>,
+    /// The policies as last read, and when (read again once a batch is due, or after a
+    /// naptime): a round under a stream of appends comes every few milliseconds, and must not
+    /// cost a query each time.
+    policies: Option<(Vec<String>, Instant)>,
 }
 
 /// Where a retention policy's next batch starts and when it may run.
@@ -263,15 +267,23 @@ impl DatabaseWorker {
     /// (an appender waits for one batch at most; an error is logged, and the policy tries again
     /// after its naptime). Returns the number of active policies and when the next batch is due.
     fn retain(&mut self) -> (usize, Option<Instant>) {
+        let naptime = Duration::from_millis(gucs::RETENTION_NAPTIME.get().max(10) as u64);
+        let now = Instant::now();
+        if let Some((policies, read_at)) = &self.policies {
+            let due = self.retention.values().map(|c| c.due).min();
+            if now.duration_since(*read_at) < naptime && due.is_none_or(|d| d > now) {
+                return (policies.len(), due);
+            }
+        }
         let policies = match guarded(retention::policies) {
             Ok(p) => p,
             Err(e) => {
                 pgrx::log!("event_store: retention policies: {e}");
+                self.policies = None;
                 return (0, None);
             }
         };
         self.retention.retain(|k, _| policies.contains(k));
-        let naptime = Duration::from_millis(gucs::RETENTION_NAPTIME.get().max(10) as u64);
         let size = gucs::RETENTION_BATCH_SIZE.get().max(1);
         for policy in &policies {
             let now = Instant::now();
@@ -303,7 +315,10 @@ impl DatabaseWorker {
                 }
             }
         }
-        (policies.len(), self.retention.values().map(|c| c.due).min())
+        let due = self.retention.values().map(|c| c.due).min();
+        let active = policies.len();
+        self.policies = Some((policies, now));
+        (active, due)
     }
 
     /// One batch of a projection in a transaction of its own. An ERROR that escaped the
@@ -424,6 +439,7 @@ pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
         watermark: -1,
         watermark_at: None,
         retention: HashMap::new(),
+        policies: None,
     };
     let waiter = Waiter::new();
     let mut idle_since = Instant::now();
