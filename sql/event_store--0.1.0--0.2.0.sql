@@ -668,8 +668,11 @@ AS $$
                AND (p.partitions = 1 OR es.stream_hash(e.stream_id) % p.partitions = p.partition)
                  AS matches
           FROM p CROSS JOIN LATERAL (
+                -- archived events count too: es.poll reads through the archive
                 SELECT e.stream_id, e.event_type, e.recorded_at
-                  FROM es.events e
+                  FROM (SELECT v.global_position, v.stream_id, v.event_type, v.recorded_at FROM es.events v
+                        UNION ALL
+                        SELECT a.global_position, a.stream_id, a.event_type, a.recorded_at FROM es.events_archive a) e
                  WHERE e.global_position > p.checkpoint
                  ORDER BY e.global_position
                  LIMIT 10001) e
@@ -683,7 +686,9 @@ AS $$
     -- after the checkpoint (positions of rolled-back appends count too: an estimate).
     SELECT CASE WHEN c.examined <= 10000 THEN c.matching
                 ELSE round(c.matching::numeric / c.examined
-                           * ((SELECT max(global_position) FROM es.events) - (SELECT checkpoint FROM p)))::bigint
+                           * (greatest((SELECT max(global_position) FROM es.events),
+                                       (SELECT max(global_position) FROM es.events_archive))
+                              - (SELECT checkpoint FROM p)))::bigint
            END,
            coalesce(extract(epoch FROM clock_timestamp() - c.oldest), 0)::double precision,
            c.examined > 10000
@@ -979,10 +984,13 @@ BEGIN
     -- session_replication_role is replica, which this function's own SET clause makes so for
     -- its body only (reverted on return and on error). Positions are never handed out again
     -- (es.global_position_seq), so a hole stays a hole.
-    DELETE FROM es.events WHERE global_position = ANY (positions);
-    GET DIAGNOSTICS live = ROW_COUNT;
+    -- The archive first: es.archive locks it before it takes rows of es.events, so taking the
+    -- two in the same order never deadlocks with it (and an event es.archive moves meanwhile is
+    -- found in the archive once its move commits).
     DELETE FROM es.events_archive WHERE global_position = ANY (positions);
     GET DIAGNOSTICS archived = ROW_COUNT;
+    DELETE FROM es.events WHERE global_position = ANY (positions);
+    GET DIAGNOSTICS live = ROW_COUNT;
     RETURN live + archived;
 END
 $$;
@@ -1244,14 +1252,18 @@ BEGIN
     IF picked IS NULL THEN
         RETURN 0;
     END IF;
-    -- Touch the rows of the streams whose events move, in stream order: a command that read such
-    -- a stream before this commits finds its row changed when it appends and reads again, so no
-    -- replay ever misses the events in flight between the two tables. Appends to those streams
-    -- wait for this transaction at most.
     SELECT pg_catalog.array_agg(DISTINCT v.stream_id) INTO streams
       FROM es.events v WHERE v.global_position = ANY (picked);
-    PERFORM 1 FROM es.streams s WHERE s.stream_id = ANY (streams) ORDER BY s.stream_id FOR NO KEY UPDATE;
-    UPDATE es.streams s SET updated_at = s.updated_at WHERE s.stream_id = ANY (streams);
+    -- The first move into an empty archive: until it commits, readers of one stream read
+    -- es.events alone (natively), and a command that read a stream that way must not judge an
+    -- append by a tail that lost events meanwhile. Touching the rows of the streams whose events
+    -- move (in stream order) makes such a command find its row changed and read again, through
+    -- the archive. Later moves need none of it: every reader then reads both tables in one
+    -- statement. (Appends to those streams wait for this first chunk at most.)
+    IF pg_catalog.pg_relation_size('es.events_archive') = 0 THEN
+        PERFORM 1 FROM es.streams s WHERE s.stream_id = ANY (streams) ORDER BY s.stream_id FOR NO KEY UPDATE;
+        UPDATE es.streams s SET updated_at = s.updated_at WHERE s.stream_id = ANY (streams);
+    END IF;
     WITH gone AS (
         DELETE FROM es.events v WHERE v.global_position = ANY (picked) RETURNING v.*
     )
