@@ -205,6 +205,12 @@ pub enum Stmt {
     EventRowArchived,
     /// Whether the database has the retention tables (an extension of 0.2.0 on).
     RetentionPresent,
+    /// The highest archived position (NULL when none): a position is never handed out twice.
+    MaxArchivedPosition,
+    /// [`Stmt::VersionAsOf`] through the archive.
+    VersionAsOfArchived,
+    /// [`Stmt::ReadableEnd`] through the archive.
+    ReadableEndArchived,
     /// The retention policies that are not paused, by stream type.
     RetentionPolicies,
     /// One batch of a retention policy (`es.retention_batch`): removed, next position.
@@ -408,6 +414,12 @@ impl Stmt {
                 &[UUIDOID, JSONBOID],
             ),
             Stmt::VersionAsOf => (
+                c"SELECT version FROM es.events
+                  WHERE stream_id = $1 AND version <= $2 AND recorded_at <= $3
+                  ORDER BY version DESC LIMIT 1",
+                &[UUIDOID, INT8OID, TIMESTAMPTZOID],
+            ),
+            Stmt::VersionAsOfArchived => (
                 cstr!(concat!(
                     "SELECT version FROM ",
                     all_events!(),
@@ -416,10 +428,9 @@ impl Stmt {
                 )),
                 &[UUIDOID, INT8OID, TIMESTAMPTZOID],
             ),
-            // archived positions count: a position is never handed out twice
-            Stmt::MaxPosition => (
-                c"SELECT greatest((SELECT max(global_position) FROM es.events),
-                                  (SELECT max(global_position) FROM es.events_archive))",
+            Stmt::MaxPosition => (c"SELECT max(global_position) FROM es.events", &[]),
+            Stmt::MaxArchivedPosition => (
+                c"SELECT max(global_position) FROM es.events_archive",
                 &[],
             ),
             Stmt::Subscriptions => (
@@ -462,6 +473,10 @@ impl Stmt {
                 &[],
             ),
             Stmt::ReadableEnd => (
+                c"SELECT pg_catalog.max(global_position) FROM es.events WHERE global_position <= $1",
+                &[INT8OID],
+            ),
+            Stmt::ReadableEndArchived => (
                 c"SELECT greatest(
                     (SELECT pg_catalog.max(global_position) FROM es.events WHERE global_position <= $1),
                     (SELECT pg_catalog.max(global_position) FROM es.events_archive WHERE global_position <= $1))",

@@ -235,7 +235,11 @@ fn watermark_replicated_in(conn: &Connection) -> bool {
 /// reader can read now.
 pub fn readable_end(conn: &Connection, horizon: &Horizon) -> i64 {
     conn.query_in(
-        Stmt::ReadableEnd,
+        if through_archive() {
+            Stmt::ReadableEndArchived
+        } else {
+            Stmt::ReadableEnd
+        },
         &[Some(i64_datum(horizon.last_readable))],
         &horizon.snapshot,
     )
