@@ -409,7 +409,9 @@ measure_w5() {
 # 100k W1 streams plus the bulk in other streams, appended through es.append_events in batches of
 # 100 events and vacuumed) against W1 on the W1 database (100k events) in the same run: what a
 # big, old log costs an append (deeper B-trees, a larger working set of index pages).
-W7_EVENTS=10000000
+# ES_BENCH_W7_EVENTS (environment) overrides the size, e.g. where the disk cannot hold 10M events
+# twice (W7:archived copies the store)
+W7_EVENTS=${ES_BENCH_W7_EVENTS:-10000000}
 if [ "$SMOKE" = 1 ]; then W7_EVENTS=200000; fi
 W7_DB=${DB}_w7
 setup_w7() {
@@ -432,11 +434,21 @@ setup_w7() {
   "${d7[@]}" -c "VACUUM ANALYZE" >/dev/null
   W7_SETUP_EVENTS=$("${d7[@]}" -c "SELECT count(*) FROM es.events")
   rm -f "$OUT/w7-events.count"
+  [[ " ${WORKLOADS[*]} " != *" W7:archived "* ]] || setup_w7_archived
 }
 measure_w7() {
+  local tps
   case $1 in
-    base) pgbench_tps w7_small "$BENCH/w1_append.sql" 1 ;;
-    store) PGB_DB=$W7_DB PGB_COUNT=w7-events pgbench_tps w7_big "$BENCH/w1_append.sql" 1 ;;
+    base)
+      tps=$(pgbench_tps w7_small "$BENCH/w1_append.sql" 1)
+      [[ " ${WORKLOADS[*]} " != *" W7:archived "* ]] || echo "$tps" >>"$OUT/w7-base.tps"
+      echo "$tps" ;;
+    store)
+      tps=$(PGB_DB=$W7_DB PGB_COUNT=w7-events pgbench_tps w7_big "$BENCH/w1_append.sql" 1)
+      if [[ " ${WORKLOADS[*]} " == *" W7:archived "* ]]; then
+        PGB_DB=$W7A_DB PGB_COUNT=w7a-events pgbench_tps w7_archived "$BENCH/w1_append.sql" 1 >>"$OUT/w7a.tps"
+      fi
+      echo "$tps" ;;
   esac
 }
 # check_w7: the big store holds what its setup and its runs appended, versions gapless.
@@ -993,6 +1005,99 @@ measure_w13() {
   esac
 }
 
+# --- W14 and W7:archived: retention and archiving (README "Deleting and forgetting") -------------
+# W14: W1 while the database worker removes expired events at its default pace (es.retention_batch_size
+# 1000 events every es.retention_naptime 1 s), against W1 with the policy paused, both on a database
+# of their own (es_bench_w14: the 100k W1 streams with W14_PER_STREAM events each, a policy on the
+# generic streams keeping each stream's newest event). Every W1 append makes one more event expired,
+# so the worker has work during every store run; the note says how many it removed. Base and store
+# alternate like every workload's, so both see the same growing, thinning table.
+W14_PER_STREAM=3
+W14_DB=${DB}_w14
+w14() { psql -X -qAt -v ON_ERROR_STOP=1 -d "$W14_DB" "$@"; }
+setup_w14() {
+  psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "SET client_min_messages = warning" \
+    -c "DROP DATABASE IF EXISTS $W14_DB WITH (FORCE)" -c "CREATE DATABASE $W14_DB"
+  w14 -c "CREATE EXTENSION event_store" >/dev/null
+  local from
+  for ((from = 1; from <= W1_STREAMS; from += 10000)); do
+    w14 -c "SET es.tracing = off" -c "SELECT count(es.append_events(lpad(to_hex(n::bigint), 32, '0')::uuid, 0,
+                 (SELECT array_agg('$W1_EVENT'::jsonb) FROM generate_series(1, $W14_PER_STREAM))))
+         FROM generate_series($from, least($from + 9999, $W1_STREAMS)) AS n" >/dev/null
+  done
+  w14 -c "VACUUM ANALYZE" >/dev/null
+  w14 -c "BEGIN" -c "SELECT es.set_retention('', max_count => 1)" -c "SELECT es.pause_retention('')" -c "COMMIT" >/dev/null
+  rm -f "$OUT/w14-events.count"
+}
+measure_w14() {
+  local before after i tps
+  case $1 in
+    base)
+      w14 -c "SELECT es.pause_retention('')" >/dev/null
+      PGB_DB=$W14_DB PGB_COUNT=w14-events pgbench_tps w14_paused "$BENCH/w1_append.sql" 1 ;;
+    store)
+      before=$(w14 -c "SELECT events_removed FROM es.retention_policies WHERE stream_type = ''")
+      w14 -c "SELECT es.resume_retention('')" >/dev/null
+      # the worker starts (launcher) and removes its first batch before the run starts
+      for ((i = 0; i < 300; i++)); do
+        [ "$(w14 -c "SELECT events_removed FROM es.retention_policies WHERE stream_type = ''")" -gt "$before" ] && break
+        sleep 0.1
+      done
+      [ "$i" -lt 300 ] || die "W14: the worker removed nothing within 30 s"
+      before=$(w14 -c "SELECT events_removed FROM es.retention_policies WHERE stream_type = ''")
+      tps=$(PGB_DB=$W14_DB PGB_COUNT=w14-events pgbench_tps w14_retention "$BENCH/w1_append.sql" 1)
+      after=$(w14 -c "SELECT events_removed FROM es.retention_policies WHERE stream_type = ''")
+      w14 -c "SELECT es.pause_retention('')" >/dev/null
+      note "W14 rep $REP: the worker removed $((after - before)) events during the $SECS s store run ($(awk -v n=$((after - before)) -v s="$SECS" 'BEGIN { printf "%.0f", n / s }')/s)"
+      echo "$tps" ;;
+  esac
+}
+# check_w14: every event the setup and the runs appended is live or was removed by an audited
+# retention batch, and each stream's live events are a contiguous run ending at its head.
+check_w14() {
+  local appended removed audited live bad
+  appended=$(( W1_STREAMS * W14_PER_STREAM + $({ cat "$OUT/w14-events.count" 2>/dev/null || true; } | paste -sd+ | sed 's/^$/0/') ))
+  removed=$(w14 -c "SELECT events_removed FROM es.retention_policies WHERE stream_type = ''")
+  audited=$(w14 -c "SELECT coalesce(sum((detail ->> 'events_removed')::bigint), 0) FROM es.data_audit WHERE action = 'retention'")
+  live=$(w14 -c "SELECT count(*) FROM es.events")
+  [ "$removed" = "$audited" ] || die "W14 check: es.retention_policies says $removed removed, the audit $audited"
+  [ $((live + removed)) = "$appended" ] || die "W14 check: $live live + $removed removed events, $appended appended"
+  bad=$(w14 -c "SELECT count(*) FROM (SELECT stream_id, count(*) n, min(version) lo, max(version) hi FROM es.events GROUP BY 1) e
+                JOIN es.streams s USING (stream_id) WHERE e.hi <> s.version OR e.hi - e.lo + 1 <> e.n")
+  [ "$bad" = 0 ] || die "W14 check: $bad streams whose live events are not a contiguous run up to their head"
+  STORE_CHECK+="; W14's store: $appended events appended, $removed removed by $(w14 -c "SELECT count(*) FROM es.data_audit WHERE action = 'retention'") audited batches, $live live, each stream a contiguous run up to its head"
+}
+
+# W7:archived: W1 on a copy of W7's store (es_bench_w7a, made from it after its setup) whose oldest
+# 90 % of events were moved to es.events_archive by es.archive (in chunks of 1M, then VACUUM
+# ANALYZE), against W7's base (W1 on the 100k store) in the same repetition: what reading through
+# an archive costs an append (nothing: appends never read it). Measured by measure_w7 right after
+# W7's own store run; the row's figure is the ratio of the medians.
+W7A_DB=${DB}_w7a
+setup_w7_archived() {
+  psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "SET client_min_messages = warning" \
+    -c "DROP DATABASE IF EXISTS $W7A_DB WITH (FORCE)" -c "CREATE DATABASE $W7A_DB TEMPLATE $W7_DB"
+  local d=(psql -X -qAt -v ON_ERROR_STOP=1 -d "$W7A_DB") total goal moved=0 n
+  total=$("${d[@]}" -c "SELECT count(*) FROM es.events")
+  goal=$((total * 9 / 10))
+  while [ "$moved" -lt "$goal" ]; do
+    n=$("${d[@]}" -c "SELECT es.archive('infinity', least(1000000, $goal - $moved))")
+    [ "$n" -gt 0 ] || die "W7:archived: es.archive moved nothing with $moved of $goal moved"
+    moved=$((moved + n))
+  done
+  "${d[@]}" -c "VACUUM ANALYZE" >/dev/null
+  W7A_LIVE=$("${d[@]}" -c "SELECT count(*) FROM es.events")
+  W7A_ARCHIVED=$("${d[@]}" -c "SELECT count(*) FROM es.events_archive")
+  note "W7:archived: $W7A_ARCHIVED of $((W7A_LIVE + W7A_ARCHIVED)) events archived, $W7A_LIVE live"
+  rm -f "$OUT/w7a.tps" "$OUT/w7-base.tps"
+}
+figure_w7_archived() {
+  local a b
+  a=$(median <"$OUT/w7a.tps")
+  b=$(median <"$OUT/w7-base.tps")
+  awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f\n", a / b }'
+}
+
 register W1 tps 0 '>=' 0.85 "append 1 event, random of 100k streams"
 register W2 tps "$W2_EVENTS" '>=' 0.95 "append 100 events to a new stream"
 register W3 tps 0 '>=' 0.70 "es.deposit, random of 10k accounts"
@@ -1000,6 +1105,7 @@ register W4 s 0 '<=' 1.5 "account_state, 1M events, vs SQL fold"
 register W5 st/s 0 '>=' 50 "account_state w/ snapshots vs full replay"
 register W6 tps 0 '>=' 0.90 "W1 tracing on (exported) / tracing off"
 register W7 tps 0 '>=' 0.80 "W1 with ${W7_EVENTS} events stored / 100k"
+register W7:archived ratio 0 '>=' 0.80 "W1, ${W7_EVENTS} ev, 90% archived / 100k" figure_w7_archived
 register W8 ev/s 0 '>=' 3 "poll+ack 500/txn, 1 consumer / W1 ev/s"
 register W9 tps 0 '>=' 0.85 "W1 + consumer + 2 projections / W1"
 register W10 ms 0 '<=' 20 "commit -> es.wait delivery, median" figure_w10
@@ -1007,6 +1113,7 @@ register W10:p99 ms 0 '<=' 100 "commit -> es.wait delivery, p99" figure_w10_p99
 register W11 tps 0 '>=' 0.15 "append 1 event via PL/Proxy / direct"
 register W12 tps 0 '>=' 0.60 "append 1 event to a PL/pgSQL cart / raw"
 register W13 s 0 '<=' 1.5 "es.state replay, ${W13_EVENTS} ev / SQL agg"
+register W14 tps 0 '>=' 0.85 "W1 + retention worker removing / W1 alone"
 [ ${#WORKLOADS[@]} -gt 0 ] || die "--only $ONLY selects no workload"
 
 # --- database ---------------------------------------------------------------------------------------
@@ -1071,6 +1178,7 @@ echo "bench: checking the store"
 check_store
 cluster check-log "$LOG_FROM" || die "a server process crashed during the runs"
 [[ " ${WORKLOADS[*]} " != *" W7 "* ]] || check_w7
+[[ " ${WORKLOADS[*]} " != *" W14 "* ]] || check_w14
 [[ " ${WORKLOADS[*]} " != *" W12 "* ]] || check_w12
 W6_MEMORY=
 if [[ " ${WORKLOADS[*]} " == *" W6 "* ]]; then

@@ -363,6 +363,74 @@ COMMENT ON COLUMN es.data_audit.performed_by IS 'The session user that called th
 COMMENT ON COLUMN es.data_audit.performed_at IS 'Transaction time of the act.';
 COMMENT ON COLUMN es.data_audit.xact_id IS 'The transaction that did it.';
 
+-- Retention and archiving (0.2.0) -----------------------------------------------------------------
+
+CREATE TABLE es.retention_policies (
+    stream_type    text        NOT NULL,
+    max_age        interval,
+    max_count      bigint,
+    paused         boolean     NOT NULL DEFAULT false,
+    set_by         name        NOT NULL DEFAULT session_user,
+    set_at         timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    events_removed bigint      NOT NULL DEFAULT 0,
+    batches        bigint      NOT NULL DEFAULT 0,
+    last_batch_at  timestamptz,
+    last_pass_at   timestamptz,
+    CONSTRAINT retention_policies_pkey PRIMARY KEY (stream_type)
+);
+COMMENT ON TABLE es.retention_policies IS
+  'One row per retention policy (es.set_retention): the database''s background worker removes the events of the streams of that type that are older than max_age or beyond the newest max_count of their stream, in small batches (es.retention_batch_size events per transaction, es.retention_naptime between batches). Read through the view es.retention.';
+COMMENT ON COLUMN es.retention_policies.stream_type IS 'The stream type it applies to, as es.streams.stream_type holds it; '''' (the empty string) for the generic streams, whose type is NULL.';
+COMMENT ON COLUMN es.retention_policies.max_age IS 'Events recorded (recorded_at) longer ago than this are removed; NULL: no age limit.';
+COMMENT ON COLUMN es.retention_policies.max_count IS 'Each stream keeps its newest max_count events (by version); older ones are removed; NULL: no count limit.';
+COMMENT ON COLUMN es.retention_policies.paused IS 'es.pause_retention / es.resume_retention: a paused policy removes nothing.';
+COMMENT ON COLUMN es.retention_policies.set_by IS 'The session user that last called es.set_retention for it.';
+COMMENT ON COLUMN es.retention_policies.set_at IS 'Transaction time of that call.';
+COMMENT ON COLUMN es.retention_policies.events_removed IS 'Events the worker removed under this policy so far.';
+COMMENT ON COLUMN es.retention_policies.batches IS 'Batches (transactions) that removed events under this policy so far.';
+COMMENT ON COLUMN es.retention_policies.last_batch_at IS 'When the worker last removed events under this policy.';
+COMMENT ON COLUMN es.retention_policies.last_pass_at IS 'When the worker last finished a pass over the whole log for this policy.';
+
+CREATE TABLE es.events_archive (LIKE es.events INCLUDING DEFAULTS);
+ALTER TABLE es.events_archive ADD CONSTRAINT events_archive_pkey PRIMARY KEY (stream_id, version);
+ALTER TABLE es.events_archive ADD CONSTRAINT events_archive_global_position_key UNIQUE (global_position);
+CREATE INDEX events_archive_event_id_idx ON es.events_archive (event_id);
+COMMENT ON TABLE es.events_archive IS
+  'Events moved out of es.events by es.archive, unchanged (same columns, positions and versions). The read functions read through it (es.load_events, es.read_all, es.poll, projections, states, replays and time travel) unless es.include_archived is off. It may live on another tablespace: ALTER TABLE es.events_archive SET TABLESPACE t, and each of its indexes with ALTER INDEX ... SET TABLESPACE t. Written only by es.archive; UPDATE, DELETE and TRUNCATE are refused, even for the owner (retention removes archived events through the store''s own function).';
+COMMENT ON COLUMN es.events_archive.global_position IS 'The event''s position in the log, as it had in es.events.';
+COMMENT ON COLUMN es.events_archive.stream_id IS 'The aggregate id.';
+COMMENT ON COLUMN es.events_archive.version IS 'The event''s version in its stream.';
+COMMENT ON COLUMN es.events_archive.event_id IS 'The event''s id. Not unique here: ids are unique among the live events of es.events (an archived or removed event''s id no longer blocks an append).';
+COMMENT ON COLUMN es.events_archive.event_type IS 'The event object''s "type".';
+COMMENT ON COLUMN es.events_archive.event_version IS 'Schema version of the payload.';
+COMMENT ON COLUMN es.events_archive.data IS 'The event object exactly as appended.';
+COMMENT ON COLUMN es.events_archive.metadata IS 'The object''s "metadata" object, if any.';
+COMMENT ON COLUMN es.events_archive.occurred_at IS 'The object''s "occurred_at", else the transaction time of its append.';
+COMMENT ON COLUMN es.events_archive.recorded_at IS 'Transaction time of the append (not of the archiving).';
+COMMENT ON INDEX es.events_archive_pkey IS 'A stream''s archived events in version order (reads through the archive).';
+COMMENT ON INDEX es.events_archive_global_position_key IS 'The archived log in position order (es.read_all and es.poll read through it); positions are unique across both tables.';
+COMMENT ON INDEX es.events_archive_event_id_idx IS 'Finds an archived event by its id.';
+
+CREATE FUNCTION es.refuse_archive_change() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'es.events_archive is append-only: % is not allowed', lower(TG_OP)
+        USING ERRCODE = 'ES006',
+              DETAIL = 'Archived events are facts: they are never changed, and removed only by a retention policy.',
+              HINT = 'Append a compensating event with es.append_events instead.';
+END
+$$;
+COMMENT ON FUNCTION es.refuse_archive_change() IS
+  'Trigger function that refuses UPDATE, DELETE and TRUNCATE of es.events_archive (SQLSTATE ES006).';
+
+CREATE TRIGGER events_archive_refuse_update_delete BEFORE UPDATE OR DELETE ON es.events_archive
+    FOR EACH ROW EXECUTE FUNCTION es.refuse_archive_change();
+COMMENT ON TRIGGER events_archive_refuse_update_delete ON es.events_archive IS 'Keeps the archive append-only, even for the table owner.';
+CREATE TRIGGER events_archive_refuse_truncate BEFORE TRUNCATE ON es.events_archive
+    FOR EACH STATEMENT EXECUTE FUNCTION es.refuse_archive_change();
+COMMENT ON TRIGGER events_archive_refuse_truncate ON es.events_archive IS 'Keeps the archive append-only, even for the table owner.';
 -- The only way events leave es.events: the removal the store's acts (es.delete_stream with
 -- hard, es.truncate_stream) make after recording it in the stream's row. It removes only what
 -- that row says is removed (before the tombstone's marker, or below truncated_before), so even a
@@ -384,15 +452,22 @@ AS $$
         DELETE FROM es.events e USING s
          WHERE e.stream_id = s.stream_id AND e.version < s.below
         RETURNING e.global_position
+    ), a AS (
+        -- the same events moved to the archive by es.archive go too: a removal leaves no copy
+        DELETE FROM es.events_archive e USING s
+         WHERE e.stream_id = s.stream_id AND e.version < s.below
+        RETURNING e.global_position
+    ), gone AS (
+        SELECT global_position FROM d UNION ALL SELECT global_position FROM a
     ), parked AS (
         -- a parked event that is gone cannot be replayed, nor hold its stream's later events
-        DELETE FROM es.parked_events k USING d
-         WHERE k.stream_id = purge_stream.stream_id AND k.global_position = d.global_position
+        DELETE FROM es.parked_events k USING gone
+         WHERE k.stream_id = purge_stream.stream_id AND k.global_position = gone.global_position
     )
-    SELECT count(*), min(d.global_position), max(d.global_position) FROM d
+    SELECT count(*), min(gone.global_position), max(gone.global_position) FROM gone
 $$;
 COMMENT ON FUNCTION es.purge_stream(uuid) IS
-  'Internal: removes the events of a stream that its es.streams row records as removed (a hard delete: all before the $stream_deleted marker; a truncation: those below truncated_before), bypassing the append-only trigger; removes the subscriptions'' parked entries of those events too; returns how many events and their first and last global positions. Called by es.delete_stream and es.truncate_stream after they record the act; EXECUTE is revoked from PUBLIC.';
+  'Internal: removes the events of a stream that its es.streams row records as removed (a hard delete: all before the $stream_deleted marker; a truncation: those below truncated_before), from es.events and from es.events_archive, bypassing the append-only triggers; removes the subscriptions'' parked entries of those events too; returns how many events and their first and last global positions. Called by es.delete_stream and es.truncate_stream after they record the act; EXECUTE is revoked from PUBLIC.';
 
 -- Privileges and dumps ----------------------------------------------------------------------------
 
@@ -401,6 +476,8 @@ REVOKE ALL ON TABLE es.subscription_config, es.subscription_partitions, es.subsc
     es.projection_config, es.watermark, es.account_balances, es.account_transactions FROM PUBLIC;
 REVOKE ALL ON TABLE es.aggregate_types, es.stream_type_rules, es.upcasters FROM PUBLIC;
 REVOKE ALL ON TABLE es.data_audit FROM PUBLIC;
+REVOKE ALL ON TABLE es.retention_policies, es.events_archive FROM PUBLIC;
+REVOKE ALL ON FUNCTION es.refuse_archive_change() FROM PUBLIC;
 REVOKE ALL ON SEQUENCE es.data_audit_seq FROM PUBLIC;
 REVOKE ALL ON SEQUENCE es.global_position_seq FROM PUBLIC;
 REVOKE ALL ON SEQUENCE es.aggregate_revision_seq FROM PUBLIC;
@@ -425,3 +502,5 @@ SELECT pg_catalog.pg_extension_config_dump('es.stream_type_rules', '');
 SELECT pg_catalog.pg_extension_config_dump('es.upcasters', '');
 SELECT pg_catalog.pg_extension_config_dump('es.data_audit', '');
 SELECT pg_catalog.pg_extension_config_dump('es.data_audit_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('es.retention_policies', '');
+SELECT pg_catalog.pg_extension_config_dump('es.events_archive', '');

@@ -25,8 +25,11 @@ AS $$
                AND (p.partitions = 1 OR es.stream_hash(e.stream_id) % p.partitions = p.partition)
                  AS matches
           FROM p CROSS JOIN LATERAL (
+                -- archived events count too: es.poll reads through the archive
                 SELECT e.stream_id, e.event_type, e.recorded_at
-                  FROM es.events e
+                  FROM (SELECT v.global_position, v.stream_id, v.event_type, v.recorded_at FROM es.events v
+                        UNION ALL
+                        SELECT a.global_position, a.stream_id, a.event_type, a.recorded_at FROM es.events_archive a) e
                  WHERE e.global_position > p.checkpoint
                  ORDER BY e.global_position
                  LIMIT 10001) e
@@ -40,7 +43,9 @@ AS $$
     -- after the checkpoint (positions of rolled-back appends count too: an estimate).
     SELECT CASE WHEN c.examined <= 10000 THEN c.matching
                 ELSE round(c.matching::numeric / c.examined
-                           * ((SELECT max(global_position) FROM es.events) - (SELECT checkpoint FROM p)))::bigint
+                           * (greatest((SELECT max(global_position) FROM es.events),
+                                       (SELECT max(global_position) FROM es.events_archive))
+                              - (SELECT checkpoint FROM p)))::bigint
            END,
            coalesce(extract(epoch FROM clock_timestamp() - c.oldest), 0)::double precision,
            c.examined > 10000
@@ -337,3 +342,318 @@ $$;
 COMMENT ON PROCEDURE es.rebuild_states(text, integer) IS
   'Recomputes the kept states and snapshots of a declared type''s streams from the log after es.alter_aggregate, online: batch_size streams per transaction, each committed, until none is stale (es.aggregates.stale_streams). Call it with CALL, outside a transaction block.';
 REVOKE ALL ON PROCEDURE es.rebuild_states(text, integer) FROM PUBLIC;
+
+-- Retention and archiving (SPEC §14) ----------------------------------------------------------------
+-- Plain SQL: what they do is a few set-based statements, and the background worker's batch
+-- (es.retention_batch) is one call. The only native piece is es.wake_retention (src/api/retention.rs),
+-- which asks the launcher for the database's worker.
+
+CREATE FUNCTION es.remove_events(positions bigint[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET session_replication_role = replica
+AS $$
+DECLARE
+    live bigint;
+    archived bigint;
+BEGIN
+    -- The append-only triggers are ordinary triggers: they do not fire while
+    -- session_replication_role is replica, which this function's own SET clause makes so for
+    -- its body only (reverted on return and on error). Positions are never handed out again
+    -- (es.global_position_seq), so a hole stays a hole.
+    -- The archive first: es.archive locks it before it takes rows of es.events, so taking the
+    -- two in the same order never deadlocks with it (and an event es.archive moves meanwhile is
+    -- found in the archive once its move commits).
+    DELETE FROM es.events_archive WHERE global_position = ANY (positions);
+    GET DIAGNOSTICS archived = ROW_COUNT;
+    DELETE FROM es.events WHERE global_position = ANY (positions);
+    GET DIAGNOSTICS live = ROW_COUNT;
+    RETURN live + archived;
+END
+$$;
+COMMENT ON FUNCTION es.remove_events(bigint[]) IS
+  'Internal: removes the events at the given global positions from es.events and es.events_archive, past their append-only triggers, and returns how many it removed. Called only by the store''s own functions (the retention batch), which audit the act; EXECUTE is not granted to anyone.';
+REVOKE ALL ON FUNCTION es.remove_events(bigint[]) FROM PUBLIC;
+
+CREATE FUNCTION es.set_retention(stream_type text, max_age interval DEFAULT NULL, max_count bigint DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    policy text := set_retention.stream_type;
+BEGIN
+    IF policy IS NULL THEN
+        RAISE EXCEPTION 'stream_type must not be null'
+            USING ERRCODE = '22004',
+                  HINT = 'Name a stream type, or '''' (the empty string) for the generic streams, whose type is NULL.';
+    END IF;
+    IF max_age IS NOT NULL AND max_age <= interval '0' THEN
+        RAISE EXCEPTION 'invalid max_age: % is not positive', max_age
+            USING ERRCODE = '22023', HINT = 'Give a positive interval, or NULL for no age limit.';
+    END IF;
+    IF max_age IS NOT NULL THEN
+        -- the worker compares recorded_at with now() - max_age: it must be a time (it stays one,
+        -- as now() only grows)
+        BEGIN
+            PERFORM pg_catalog.transaction_timestamp() - max_age;
+        EXCEPTION WHEN datetime_field_overflow THEN
+            RAISE EXCEPTION 'invalid max_age: % reaches before the earliest time PostgreSQL represents', max_age
+                USING ERRCODE = '22023', HINT = 'Give a shorter interval, or NULL for no age limit.';
+        END;
+    END IF;
+    IF max_count IS NOT NULL AND max_count < 1 THEN
+        RAISE EXCEPTION 'invalid max_count: % is less than 1', max_count
+            USING ERRCODE = '22023', HINT = 'Give the number of newest events each stream keeps (at least 1), or NULL for no count limit.';
+    END IF;
+    IF max_age IS NULL AND max_count IS NULL THEN
+        DELETE FROM es.retention_policies r WHERE r.stream_type = policy;
+        IF FOUND THEN
+            INSERT INTO es.data_audit (action, target, detail)
+            VALUES ('set_retention', policy, jsonb_build_object('stream_type', nullif(policy, ''), 'removed_policy', true));
+        END IF;
+        RETURN;
+    END IF;
+    INSERT INTO es.retention_policies AS r (stream_type, max_age, max_count)
+    VALUES (policy, max_age, max_count)
+    ON CONFLICT ON CONSTRAINT retention_policies_pkey DO UPDATE
+       SET max_age = excluded.max_age, max_count = excluded.max_count,
+           set_by = excluded.set_by, set_at = excluded.set_at;
+    INSERT INTO es.data_audit (action, target, detail)
+    VALUES ('set_retention', policy,
+            jsonb_build_object('stream_type', nullif(policy, ''), 'max_age', max_age::text, 'max_count', max_count));
+    IF NOT es.wake_retention() THEN
+        RAISE WARNING 'retention policies are applied by the background worker, which needs the event_store library preloaded'
+            USING HINT = 'Add event_store to shared_preload_libraries and restart the server.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION es.set_retention(text, interval, bigint) IS
+  'Sets the retention policy of a stream type ('''' for the generic streams): the background worker removes events recorded longer ago than max_age, and events beyond the newest max_count of their stream, in batches of es.retention_batch_size every es.retention_naptime. Both NULL removes the policy. For a declared aggregate type (the account included) only events at or below the stream''s newest usable snapshot are removed, so states and replays keep working. Audited in es.data_audit (set_retention; each batch: retention).';
+REVOKE ALL ON FUNCTION es.set_retention(text, interval, bigint) FROM PUBLIC;
+
+CREATE FUNCTION es.set_retention_paused(stream_type text, paused boolean) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    policy text := set_retention_paused.stream_type;
+    changed bigint;
+BEGIN
+    IF paused IS NULL THEN
+        RAISE EXCEPTION 'paused must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF policy IS NOT NULL AND NOT EXISTS (SELECT 1 FROM es.retention_policies r WHERE r.stream_type = policy) THEN
+        RAISE EXCEPTION 'invalid stream_type: no retention policy for stream type "%"', policy
+            USING ERRCODE = '22023', HINT = 'es.set_retention sets one; es.retention lists them.';
+    END IF;
+    UPDATE es.retention_policies r SET paused = set_retention_paused.paused
+     WHERE (policy IS NULL OR r.stream_type = policy) AND r.paused IS DISTINCT FROM set_retention_paused.paused;
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    IF changed > 0 THEN
+        INSERT INTO es.data_audit (action, target, detail)
+        VALUES (CASE WHEN paused THEN 'pause_retention' ELSE 'resume_retention' END, coalesce(policy, '*'),
+                jsonb_build_object('stream_type', nullif(policy, ''), 'all', policy IS NULL, 'policies', changed));
+        IF NOT paused THEN
+            PERFORM es.wake_retention();
+        END IF;
+    END IF;
+    RETURN changed;
+END
+$$;
+COMMENT ON FUNCTION es.set_retention_paused(text, boolean) IS
+  'Pauses (paused true) or resumes the retention policy of a stream type, or every policy when stream_type is NULL; returns how many policies changed. A batch under way finishes (it is one transaction); no new one starts while paused. Audited (pause_retention / resume_retention).';
+REVOKE ALL ON FUNCTION es.set_retention_paused(text, boolean) FROM PUBLIC;
+
+CREATE FUNCTION es.pause_retention(stream_type text DEFAULT NULL) RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT es.set_retention_paused(stream_type, true) $$;
+COMMENT ON FUNCTION es.pause_retention(text) IS
+  'es.set_retention_paused(stream_type, true): pauses one policy, or all (NULL).';
+REVOKE ALL ON FUNCTION es.pause_retention(text) FROM PUBLIC;
+
+CREATE FUNCTION es.resume_retention(stream_type text DEFAULT NULL) RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT es.set_retention_paused(stream_type, false) $$;
+COMMENT ON FUNCTION es.resume_retention(text) IS
+  'es.set_retention_paused(stream_type, false): resumes one policy, or all (NULL).';
+REVOKE ALL ON FUNCTION es.resume_retention(text) FROM PUBLIC;
+
+CREATE FUNCTION es.retention_expired(stream_type text, after_position bigint DEFAULT 0,
+                                     scan_limit bigint DEFAULT NULL, max_count bigint DEFAULT NULL)
+RETURNS TABLE (global_position bigint, stream_id uuid, scanned_to bigint, scanned bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    policy text := retention_expired.stream_type;
+    p es.retention_policies;
+    t es.aggregate_types;
+BEGIN
+    SELECT * INTO p FROM es.retention_policies r WHERE r.stream_type = policy;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF policy <> '' THEN
+        SELECT * INTO t FROM es.aggregate_types a WHERE a.stream_type = policy;
+    END IF;
+    -- The events after after_position (at most scan_limit of them, live and archived, in position
+    -- order), and among them the expired ones. A declared type's event goes only once a usable
+    -- snapshot covers it: the state, a replay and a command start from that snapshot.
+    RETURN QUERY
+    WITH scan AS MATERIALIZED (
+        SELECT e.global_position, e.stream_id, e.version, e.recorded_at
+          FROM (SELECT v.global_position, v.stream_id, v.version, v.recorded_at FROM es.events v
+                UNION ALL
+                SELECT a.global_position, a.stream_id, a.version, a.recorded_at FROM es.events_archive a) e
+         WHERE e.global_position > after_position
+         ORDER BY e.global_position
+         LIMIT scan_limit
+    ), bounds AS (
+        SELECT pg_catalog.max(s.global_position) AS scanned_to, pg_catalog.count(*) AS scanned FROM scan s
+    )
+    SELECT x.global_position, x.stream_id, b.scanned_to, b.scanned
+      FROM bounds b
+      LEFT JOIN LATERAL (
+        SELECT w.global_position, w.stream_id
+          FROM scan w
+          JOIN es.streams s ON s.stream_id = w.stream_id
+         WHERE CASE WHEN policy = '' THEN s.stream_type IS NULL ELSE s.stream_type = policy END
+           AND ((p.max_age IS NOT NULL AND w.recorded_at < pg_catalog.transaction_timestamp() - p.max_age)
+                OR (p.max_count IS NOT NULL AND w.version <= s.version - p.max_count))
+           AND (t.stream_type IS NULL
+                OR w.version <= coalesce((SELECT pg_catalog.max(n.version) FROM es.snapshots n
+                                           WHERE n.stream_id = w.stream_id
+                                             AND (t.native OR n.revision = t.revision)), 0))
+         ORDER BY w.global_position
+         LIMIT retention_expired.max_count) x ON true;
+END
+$$;
+COMMENT ON FUNCTION es.retention_expired(text, bigint, bigint, bigint) IS
+  'Internal: the events a retention policy would remove now, after after_position among the next scan_limit events of the log (live and archived; NULL: all), at most max_count of them; each row also carries how far the scan went and how many events it looked at (one row with NULL position when none is expired). Used by the worker''s batch and by es.retention.';
+REVOKE ALL ON FUNCTION es.retention_expired(text, bigint, bigint, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION es.retention_expired(text, bigint, bigint, bigint) TO pg_monitor;
+
+CREATE FUNCTION es.retention_batch(stream_type text, batch_size integer, after_position bigint,
+                                   OUT removed bigint, OUT next_position bigint)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    policy text := retention_batch.stream_type;
+    p es.retention_policies;
+    scan_limit bigint := greatest(batch_size, 1)::bigint * 10;
+    picked bigint[];
+    streams bigint;
+    scanned_to bigint;
+    scanned bigint;
+BEGIN
+    removed := 0;
+    next_position := 0;
+    SELECT * INTO p FROM es.retention_policies r WHERE r.stream_type = policy AND NOT r.paused;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    -- A bounded look (ten batches' worth of the log) per transaction, so a batch costs the same
+    -- on a log of any length; the worker carries next_position to its next batch (0: the pass
+    -- reached the end of the log and the next one starts again from the beginning).
+    SELECT pg_catalog.array_agg(x.global_position ORDER BY x.global_position) FILTER (WHERE x.global_position IS NOT NULL),
+           pg_catalog.count(DISTINCT x.stream_id), pg_catalog.max(x.scanned_to), pg_catalog.max(x.scanned)
+      INTO picked, streams, scanned_to, scanned
+      FROM es.retention_expired(policy, after_position, scan_limit, greatest(batch_size, 1)) x;
+    IF picked IS NOT NULL THEN
+        removed := es.remove_events(picked);
+    END IF;
+    IF removed > 0 THEN
+        INSERT INTO es.data_audit (action, target, detail)
+        VALUES ('retention', policy,
+                jsonb_build_object('stream_type', nullif(policy, ''), 'events_removed', removed, 'streams', streams,
+                                   'first_position', picked[1], 'last_position', picked[pg_catalog.cardinality(picked)],
+                                   'max_age', p.max_age::text, 'max_count', p.max_count));
+    END IF;
+    IF pg_catalog.cardinality(picked) >= greatest(batch_size, 1) THEN
+        next_position := picked[pg_catalog.cardinality(picked)];
+    ELSIF coalesce(scanned, 0) >= scan_limit THEN
+        next_position := scanned_to;
+    END IF;
+    UPDATE es.retention_policies r
+       SET events_removed = r.events_removed + removed,
+           batches = r.batches + (removed > 0)::integer,
+           last_batch_at = CASE WHEN removed > 0 THEN pg_catalog.clock_timestamp() ELSE r.last_batch_at END,
+           last_pass_at = CASE WHEN next_position = 0 THEN pg_catalog.clock_timestamp() ELSE r.last_pass_at END
+     WHERE r.stream_type = policy;
+END
+$$;
+COMMENT ON FUNCTION es.retention_batch(text, integer, bigint) IS
+  'Internal: one batch of a retention policy, run by the database''s background worker in a transaction of its own: removes at most batch_size expired events found after after_position (through es.remove_events), records the batch in es.data_audit (action retention) and in es.retention_policies, and returns how many it removed and where the next batch starts (0: the pass is complete).';
+REVOKE ALL ON FUNCTION es.retention_batch(text, integer, bigint) FROM PUBLIC;
+
+CREATE VIEW es.retention AS
+SELECT r.stream_type, r.max_age, r.max_count, r.paused,
+       r.events_removed, r.batches, r.last_batch_at, r.last_pass_at,
+       (SELECT pg_catalog.count(x.global_position) FROM es.retention_expired(r.stream_type) x) AS events_expired,
+       r.set_by, r.set_at
+  FROM es.retention_policies r;
+COMMENT ON VIEW es.retention IS
+  'The retention policies and their progress: events removed so far, batches, the last batch and the last complete pass, and events_expired, how many events the policy would remove now (exact; it reads the whole log, so on a big store select it with care).';
+REVOKE ALL ON es.retention FROM PUBLIC;
+GRANT SELECT ON es.retention TO pg_monitor;
+
+CREATE FUNCTION es.archive(before timestamptz, max_events bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET session_replication_role = replica
+AS $$
+DECLARE
+    picked bigint[];
+    streams uuid[];
+    moved bigint;
+BEGIN
+    IF before IS NULL THEN
+        RAISE EXCEPTION 'before must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF max_events IS NOT NULL AND max_events < 0 THEN
+        RAISE EXCEPTION 'invalid max_events: % is negative', max_events
+            USING ERRCODE = '22023', HINT = 'NULL moves every event recorded before the bound.';
+    END IF;
+    -- One archiver at a time (readers and appenders do not take this lock).
+    LOCK TABLE es.events_archive IN SHARE ROW EXCLUSIVE MODE;
+    SELECT pg_catalog.array_agg(e.global_position ORDER BY e.global_position)
+      INTO picked
+      FROM (SELECT v.global_position FROM es.events v
+             WHERE v.recorded_at < before
+             ORDER BY v.global_position
+             LIMIT max_events) e;
+    IF picked IS NULL THEN
+        RETURN 0;
+    END IF;
+    SELECT pg_catalog.array_agg(DISTINCT v.stream_id) INTO streams
+      FROM es.events v WHERE v.global_position = ANY (picked);
+    -- The first move into an empty archive: until it commits, readers of one stream read
+    -- es.events alone (natively), and a command that read a stream that way must not judge an
+    -- append by a tail that lost events meanwhile. Touching the rows of the streams whose events
+    -- move (in stream order) makes such a command find its row changed and read again, through
+    -- the archive. Later moves need none of it: every reader then reads both tables in one
+    -- statement. (Appends to those streams wait for this first chunk at most.)
+    IF pg_catalog.pg_relation_size('es.events_archive') = 0 THEN
+        PERFORM 1 FROM es.streams s WHERE s.stream_id = ANY (streams) ORDER BY s.stream_id FOR NO KEY UPDATE;
+        UPDATE es.streams s SET updated_at = s.updated_at WHERE s.stream_id = ANY (streams);
+    END IF;
+    WITH gone AS (
+        DELETE FROM es.events v WHERE v.global_position = ANY (picked) RETURNING v.*
+    )
+    INSERT INTO es.events_archive SELECT * FROM gone;
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    INSERT INTO es.data_audit (action, target, detail)
+    VALUES ('archive', before::text,
+            jsonb_build_object('before', before, 'max_events', max_events, 'events_moved', moved,
+                               'streams', pg_catalog.cardinality(streams),
+                               'first_position', picked[1], 'last_position', picked[pg_catalog.cardinality(picked)]));
+    RETURN moved;
+END
+$$;
+COMMENT ON FUNCTION es.archive(timestamptz, bigint) IS
+  'Moves the events recorded before the bound (all streams, in global_position order, at most max_events; NULL: all) from es.events to es.events_archive in one transaction, and returns how many it moved. Positions, versions and ids are kept, and every read function reads through the archive. To archive in chunks, call it repeatedly until it returns 0 (each call commits on its own). Audited in es.data_audit (action archive).';
+REVOKE ALL ON FUNCTION es.archive(timestamptz, bigint) FROM PUBLIC;

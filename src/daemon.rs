@@ -5,9 +5,10 @@
 //!   or reset) or, while replicas are connected, for every database that uses the store;
 //! - a **database worker** runs that database's projections (woken by the commits that append,
 //!   so a projection follows within milliseconds) and, while replicas are connected, writes the
-//!   watermark their readers cap at (`es.watermark`, every `es.watermark_interval`). It exits
-//!   when the database has neither, or does not have the extension, so an idle database keeps
-//!   no connection open.
+//!   watermark their readers cap at (`es.watermark`, every `es.watermark_interval`), and applies
+//!   the retention policies (`es.set_retention`): one batch of each policy every
+//!   `es.retention_naptime`, each in its own transaction. It exits when the database has none of
+//!   these, or does not have the extension, so an idle database keeps no connection open.
 //!
 //! The work itself is in `crate::store` (projections) and `crate::pg` (the watermark's bound,
 //! the registry, starting workers).
@@ -17,6 +18,7 @@ use crate::pg::positions::{self, Waiter};
 use crate::pg::spi::{Connection, Stmt};
 use crate::pg::{gucs, workers};
 use crate::store::projection::{self, Runnable, Step};
+use crate::store::retention;
 use pgrx::PgTryBuilder;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerStatus, DynamicBackgroundWorker, SignalWakeFlags,
@@ -184,6 +186,19 @@ struct DatabaseWorker {
     /// The last watermark written (skip the write when nothing moved).
     watermark: i64,
     watermark_at: Option<Instant>,
+    /// Each retention policy's place in its pass over the log, and when its next batch is due.
+    retention: HashMap<String, Cursor>,
+    /// The policies as last read, and when (read again once a batch is due, or after a
+    /// naptime): a round under a stream of appends comes every few milliseconds, and must not
+    /// cost a query each time.
+    policies: Option<(Vec<String>, Instant)>,
+}
+
+/// Where a retention policy's next batch starts and when it may run.
+struct Cursor {
+    /// The position after which the next batch looks (0: a new pass from the start).
+    after: i64,
+    due: Instant,
 }
 
 /// What one round found.
@@ -196,6 +211,10 @@ struct Round {
     full: bool,
     /// The watermark has work (see `DatabaseWorker::write_watermark`).
     watermark: bool,
+    /// Retention policies that are not paused.
+    retention: usize,
+    /// When the next retention batch is due (None: no policy).
+    retention_due: Option<Instant>,
 }
 
 impl DatabaseWorker {
@@ -214,6 +233,8 @@ impl DatabaseWorker {
                 projections: 0,
                 full: false,
                 watermark: false,
+                retention: 0,
+                retention_due: None,
             };
         };
         let watermark = self.write_watermark(self.db);
@@ -231,12 +252,73 @@ impl DatabaseWorker {
                 Err(e) => pgrx::log!("event_store: projection {}: {e}", p.name),
             }
         }
+        let (retention, retention_due) = self.retain();
         Round {
             projections: runnable.len(),
             full,
             present: true,
             watermark,
+            retention,
+            retention_due,
         }
+    }
+
+    /// One batch of each retention policy whose time has come, each in a transaction of its own
+    /// (an appender waits for one batch at most; an error is logged, and the policy tries again
+    /// after its naptime). Returns the number of active policies and when the next batch is due.
+    fn retain(&mut self) -> (usize, Option<Instant>) {
+        let naptime = Duration::from_millis(gucs::RETENTION_NAPTIME.get().max(10) as u64);
+        let now = Instant::now();
+        if let Some((policies, read_at)) = &self.policies {
+            let due = self.retention.values().map(|c| c.due).min();
+            if now.duration_since(*read_at) < naptime && due.is_none_or(|d| d > now) {
+                return (policies.len(), due);
+            }
+        }
+        let policies = match guarded(retention::policies) {
+            Ok(p) => p,
+            Err(e) => {
+                pgrx::log!("event_store: retention policies: {e}");
+                self.policies = None;
+                return (0, None);
+            }
+        };
+        self.retention.retain(|k, _| policies.contains(k));
+        let size = gucs::RETENTION_BATCH_SIZE.get().max(1);
+        for policy in &policies {
+            let now = Instant::now();
+            let cursor = self
+                .retention
+                .entry(policy.clone())
+                .or_insert(Cursor { after: 0, due: now });
+            if cursor.due > now {
+                continue;
+            }
+            let after = cursor.after;
+            cursor.due = now + naptime;
+            match guarded(|| retention::batch(policy, size, after)) {
+                Ok(b) => {
+                    cursor.after = b.next;
+                    // a pass that reached the end of the log with nothing more to remove: the
+                    // next pass can wait longer (events expire with time, not all at once)
+                    if b.next == 0 && b.removed < i64::from(size) {
+                        cursor.due = now + naptime * 10;
+                    }
+                }
+                Err(e) => {
+                    let shown = if policy.is_empty() {
+                        "(generic streams)"
+                    } else {
+                        policy
+                    };
+                    pgrx::log!("event_store: retention policy {shown}: {e}");
+                }
+            }
+        }
+        let due = self.retention.values().map(|c| c.due).min();
+        let active = policies.len();
+        self.policies = Some((policies, now));
+        (active, due)
     }
 
     /// One batch of a projection in a transaction of its own. An ERROR that escaped the
@@ -356,6 +438,8 @@ pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
         single: HashSet::new(),
         watermark: -1,
         watermark_at: None,
+        retention: HashMap::new(),
+        policies: None,
     };
     let waiter = Waiter::new();
     let mut idle_since = Instant::now();
@@ -371,11 +455,13 @@ pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
             workers::forget_unless_wanted(db);
             break;
         }
-        workers::set_projections(db, round.projections);
+        // the work that keeps the worker (and makes the launcher start it again): projections
+        // and retention policies
+        workers::set_projections(db, round.projections + round.retention);
         if workers::take_yield(db) {
             break; // another database waits for this slot; the launcher starts this one again
         }
-        if round.projections > 0 || round.watermark {
+        if round.projections > 0 || round.watermark || round.retention > 0 {
             worked = true;
             idle_since = Instant::now();
         } else if asked && worked {
@@ -392,11 +478,14 @@ pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
         std::thread::sleep(ROUND_GAP);
         let replicas = workers::replicas_connected();
         let naptime = Duration::from_millis(gucs::PROJECTION_NAPTIME.get().max(10) as u64);
-        let sleep = if replicas && gucs::WATERMARK_INTERVAL.get() > 0 {
+        let mut sleep = if replicas && gucs::WATERMARK_INTERVAL.get() > 0 {
             naptime.min(Duration::from_millis(gucs::WATERMARK_INTERVAL.get() as u64))
         } else {
             naptime
         };
+        if let Some(due) = round.retention_due {
+            sleep = sleep.min(due.saturating_duration_since(Instant::now()));
+        }
         if !BackgroundWorker::wait_latch(Some(sleep)) {
             break;
         }

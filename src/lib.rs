@@ -41,7 +41,8 @@ pgrx::extension_sql_file!(
         "es_replay_step",
         "es_replay_from_step",
         "es_replay_final",
-        "es_rebuild_batch"
+        "es_rebuild_batch",
+        "es_wake_retention"
     ]
 );
 

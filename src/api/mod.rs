@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod projection;
 pub mod read;
 pub mod replay;
+pub mod retention;
 pub mod snapshot;
 pub mod subscription;
 pub mod tracing_stats;

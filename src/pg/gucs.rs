@@ -25,6 +25,17 @@ pub static PROJECTION_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(1000);
 /// progress. Databases with no projections and no replicas to serve take no slot.
 pub static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
 
+/// `es.retention_batch_size`: the most events one batch of a retention policy removes (one
+/// transaction of the database worker; an append waits for at most one batch).
+pub static RETENTION_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1000);
+
+/// `es.retention_naptime`: the pause between two batches of a retention policy (milliseconds).
+pub static RETENTION_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(1000);
+
+/// `es.include_archived`: whether the read functions read through `es.events_archive` (on, the
+/// default) or the live events of `es.events` only.
+pub static INCLUDE_ARCHIVED: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 /// Registers the settings.
 pub fn init() {
     GucRegistry::define_int_guc(
@@ -65,6 +76,34 @@ pub fn init() {
         1,
         1024,
         GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"es.retention_batch_size",
+        c"Most events one batch of a retention policy removes.",
+        c"Each batch is one transaction of the database's background worker; appends never wait for more than one batch.",
+        &RETENTION_BATCH_SIZE,
+        1,
+        1_000_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"es.retention_naptime",
+        c"Pause between two batches of a retention policy (ms).",
+        c"With es.retention_batch_size it sets the pace at which the worker removes expired events.",
+        &RETENTION_NAPTIME,
+        10,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_bool_guc(
+        c"es.include_archived",
+        c"Whether the read functions read through es.events_archive.",
+        c"On (the default), es.load_events, es.read_all, es.poll, projections, states, replays and time travel read the archived events with the live ones; off, the live events of es.events only.",
+        &INCLUDE_ARCHIVED,
+        GucContext::Userset,
         GucFlags::default(),
     );
     // SAFETY: called from _PG_init after the es.* settings are defined; the prefix is a static

@@ -383,6 +383,25 @@ pub fn streams_readable() -> bool {
     }
 }
 
+/// Whether `es.events_archive` has ever held a row (its heap has a block): until then the reads
+/// of one stream take the native path over `es.events` alone, and after it they read both
+/// tables in one statement. The archive only grows (retention's removals leave its blocks), so
+/// an answer of false, given after the reader's snapshot was taken, means no archived row is
+/// visible to that snapshot.
+pub fn archive_in_use() -> bool {
+    let Some(oid) = relation_oid(c"events_archive") else {
+        return false;
+    };
+    // SAFETY: opened and locked (AccessShareLock, as a reader) and closed here; the lock is kept
+    // to the end of the transaction like the executor's.
+    unsafe {
+        let rel = pg_sys::table_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let blocks = pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
+        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        blocks > 0
+    }
+}
+
 fn relation_oid(name: &CStr) -> Option<Oid> {
     // SAFETY: syscache lookups by name; missing objects give InvalidOid (missing_ok).
     unsafe {

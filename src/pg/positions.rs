@@ -137,7 +137,12 @@ pub fn draw(conn: &Connection, n: i64) -> Result<i64, EventStoreError> {
     let stored_max = if sequence_checked(subscribed) {
         None
     } else {
-        let max = conn.execute(Stmt::MaxPosition, &[]).first_i64();
+        let mut max = conn.execute(Stmt::MaxPosition, &[]).first_i64();
+        // archived events keep their positions: those are taken too
+        if super::heap::archive_in_use() {
+            let archived = conn.execute(Stmt::MaxArchivedPosition, &[]).first_i64();
+            max = max.max(archived);
+        }
         mark_sequence_checked();
         max
     };

@@ -193,6 +193,28 @@ pub enum Stmt {
     /// Store a declared type's state with its revision (when the bump went through SPI, and
     /// after a rebuild).
     SetStateRevision,
+    /// [`Stmt::LoadEvents`] through the archive: a stream's events in `es.events` and
+    /// `es.events_archive` after a version (once anything was archived).
+    LoadEventsArchived,
+    /// [`Stmt::ReadAll`] through the archive.
+    ReadAllArchived,
+    /// [`Stmt::Poll`] through the archive.
+    PollArchived,
+    /// [`Stmt::EventRow`] through the archive (after `EventRow` found nothing: the event was
+    /// archived or removed since it was polled).
+    EventRowArchived,
+    /// Whether the database has the retention tables (an extension of 0.2.0 on).
+    RetentionPresent,
+    /// The highest archived position (NULL when none): a position is never handed out twice.
+    MaxArchivedPosition,
+    /// [`Stmt::VersionAsOf`] through the archive.
+    VersionAsOfArchived,
+    /// [`Stmt::ReadableEnd`] through the archive.
+    ReadableEndArchived,
+    /// The retention policies that are not paused, by stream type.
+    RetentionPolicies,
+    /// One batch of a retention policy (`es.retention_batch`): removed, next position.
+    RetentionBatch,
     /// A new revision for every declared type (an upcaster changes what their folds read).
     ReviseAll,
     /// A stream's life: deleted, when, truncated before (schema 0.2.0 on only).
@@ -241,6 +263,33 @@ macro_rules! partition_filter {
           AND (($6)::text IS NULL OR EXISTS (SELECT 1 FROM es.streams s
                                               WHERE s.stream_id = e.stream_id AND s.stream_type = $6))
           AND ($7 = 1 OR es.stream_hash(e.stream_id) % $7 = $2)"
+    };
+}
+
+/// The whole log, live and archived, as one relation (`es.events_archive` has the columns of
+/// `es.events`, in the same order): PostgreSQL flattens it into an append of the two tables, so
+/// a qualifier on position or stream reaches both indexes, and one statement reads both in one
+/// snapshot (an event moved by `es.archive` is seen in exactly one of them).
+macro_rules! all_events {
+    () => {
+        "(SELECT * FROM es.events UNION ALL SELECT * FROM es.events_archive)"
+    };
+}
+
+/// [`Stmt::Poll`] from `$source` (`es.events`, or [`all_events`] through the archive).
+macro_rules! poll {
+    ($source:expr) => {
+        concat!(
+            "SELECT e.* FROM ",
+            $source,
+            " e
+              WHERE e.global_position > $3 AND e.global_position <= $4 AND ",
+            partition_filter!(),
+            " AND (NOT $8 OR NOT EXISTS (SELECT 1 FROM es.parked_events k
+                                          WHERE k.subscription = $1
+                                            AND k.stream_id = e.stream_id))
+              ORDER BY e.global_position LIMIT $9"
+        )
     };
 }
 
@@ -338,6 +387,36 @@ impl Stmt {
                   ORDER BY global_position LIMIT $3",
                 &[INT8OID, INT8OID, INT8OID],
             ),
+            Stmt::LoadEventsArchived => (
+                cstr!(concat!(
+                    "SELECT * FROM ",
+                    all_events!(),
+                    " e WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3"
+                )),
+                &[UUIDOID, INT8OID, INT8OID],
+            ),
+            Stmt::ReadAllArchived => (
+                cstr!(concat!(
+                    "SELECT * FROM ",
+                    all_events!(),
+                    " e WHERE global_position > $1 AND global_position <= $2
+                      ORDER BY global_position LIMIT $3"
+                )),
+                &[INT8OID, INT8OID, INT8OID],
+            ),
+            Stmt::RetentionPresent => (
+                c"SELECT count(*) FROM pg_catalog.pg_class
+                   WHERE oid = pg_catalog.to_regclass('es.retention_policies')",
+                &[],
+            ),
+            Stmt::RetentionPolicies => (
+                c"SELECT stream_type FROM es.retention_policies WHERE NOT paused ORDER BY stream_type",
+                &[],
+            ),
+            Stmt::RetentionBatch => (
+                c"SELECT removed, next_position FROM es.retention_batch($1, $2, $3)",
+                &[TEXTOID, INT4OID, INT8OID],
+            ),
             Stmt::SaveSnapshot => (
                 c"INSERT INTO es.snapshots (stream_id, version, state) VALUES ($1, $2, $3)
                   ON CONFLICT (stream_id, version) DO UPDATE
@@ -364,7 +443,20 @@ impl Stmt {
                   ORDER BY version DESC LIMIT 1",
                 &[UUIDOID, INT8OID, TIMESTAMPTZOID],
             ),
+            Stmt::VersionAsOfArchived => (
+                cstr!(concat!(
+                    "SELECT version FROM ",
+                    all_events!(),
+                    " e WHERE stream_id = $1 AND version <= $2 AND recorded_at <= $3
+                      ORDER BY version DESC LIMIT 1"
+                )),
+                &[UUIDOID, INT8OID, TIMESTAMPTZOID],
+            ),
             Stmt::MaxPosition => (c"SELECT max(global_position) FROM es.events", &[]),
+            Stmt::MaxArchivedPosition => (
+                c"SELECT max(global_position) FROM es.events_archive",
+                &[],
+            ),
             Stmt::Subscriptions => (
                 c"SELECT count(*) FROM pg_catalog.pg_subscription
                   WHERE subdbid = (SELECT oid FROM pg_catalog.pg_database
@@ -406,6 +498,12 @@ impl Stmt {
             ),
             Stmt::ReadableEnd => (
                 c"SELECT pg_catalog.max(global_position) FROM es.events WHERE global_position <= $1",
+                &[INT8OID],
+            ),
+            Stmt::ReadableEndArchived => (
+                c"SELECT greatest(
+                    (SELECT pg_catalog.max(global_position) FROM es.events WHERE global_position <= $1),
+                    (SELECT pg_catalog.max(global_position) FROM es.events_archive WHERE global_position <= $1))",
                 &[INT8OID],
             ),
             Stmt::ExtensionPresent => (
@@ -453,22 +551,22 @@ impl Stmt {
                 &[TEXTOID, INT4OID],
             ),
             Stmt::Poll => (
-                cstr!(concat!(
-                    "SELECT e.* FROM es.events e
-                      WHERE e.global_position > $3 AND e.global_position <= $4 AND ",
-                    partition_filter!(),
-                    " AND (NOT $8 OR NOT EXISTS (SELECT 1 FROM es.parked_events k
-                                                  WHERE k.subscription = $1
-                                                    AND k.stream_id = e.stream_id))
-                      ORDER BY e.global_position LIMIT $9"
-                )),
+                cstr!(poll!("es.events")),
+                &[TEXTOID, INT4OID, INT8OID, INT8OID, TEXTARRAYOID, TEXTOID, INT4OID, BOOLOID, INT4OID],
+            ),
+            Stmt::PollArchived => (
+                cstr!(poll!(all_events!())),
                 &[TEXTOID, INT4OID, INT8OID, INT8OID, TEXTARRAYOID, TEXTOID, INT4OID, BOOLOID, INT4OID],
             ),
             Stmt::PollReplayed => (
-                c"SELECT e.* FROM es.parked_events k
-                    JOIN es.events e ON e.global_position = k.global_position
+                cstr!(concat!(
+                    "SELECT e.* FROM es.parked_events k
+                    JOIN ",
+                    all_events!(),
+                    " e ON e.global_position = k.global_position
                    WHERE k.subscription = $1 AND k.partition = $2 AND k.replay
-                   ORDER BY k.global_position LIMIT $3",
+                   ORDER BY k.global_position LIMIT $3"
+                )),
                 &[TEXTOID, INT4OID, INT4OID],
             ),
             Stmt::ParkBehind => (
@@ -477,7 +575,9 @@ impl Stmt {
                             (subscription, partition, global_position, stream_id, attempts, error)
                      SELECT $1, $2, e.global_position, e.stream_id, 0,
                             'parked behind position ' || k.first || ' of its stream'
-                       FROM es.events e
+                       FROM ",
+                    all_events!(),
+                    " e
                        JOIN LATERAL (SELECT pg_catalog.min(k.global_position) AS first
                                        FROM es.parked_events k
                                       WHERE k.subscription = $1 AND k.stream_id = e.stream_id
@@ -512,7 +612,11 @@ impl Stmt {
                 &[TEXTOID, INT4OID, INT8OID, INT4OID, TEXTOID],
             ),
             Stmt::EventStream => (
-                c"SELECT stream_id FROM es.events WHERE global_position = $1",
+                cstr!(concat!(
+                    "SELECT stream_id FROM ",
+                    all_events!(),
+                    " e WHERE global_position = $1"
+                )),
                 &[INT8OID],
             ),
             Stmt::ParkOne => (
@@ -634,6 +738,14 @@ impl Stmt {
             ),
             Stmt::EventRow => (
                 c"SELECT e FROM es.events e WHERE e.global_position = $1",
+                &[INT8OID],
+            ),
+            // ROW(a.*)::es.events: the handler takes an es.events row; the archive's has the
+            // same columns in the same order
+            Stmt::EventRowArchived => (
+                c"SELECT e FROM es.events e WHERE e.global_position = $1
+                  UNION ALL
+                  SELECT ROW(a.*)::es.events FROM es.events_archive a WHERE a.global_position = $1",
                 &[INT8OID],
             ),
             // to_regprocedure is STABLE, so the kept plan looks the function up on every run

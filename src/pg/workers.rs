@@ -33,8 +33,9 @@ struct Entry {
     /// start (a second one for the same database exits at once) and clears it when it exits on
     /// its own; left behind by a worker that died, it tells the launcher to start another.
     worker: AtomicI32,
-    /// Projections that are not paused, as the database's worker last counted them (a backend
-    /// that creates or resumes one sets at least 1): the work that keeps a worker there.
+    /// Projections and retention policies that are not paused, as the database's worker last
+    /// counted them (a backend that creates or resumes one sets at least 1): the work that keeps
+    /// a worker there.
     projections: AtomicI32,
     /// A transaction that appended committed since the worker last wrote the watermark: while
     /// replicas are connected, the watermark has work.
@@ -231,7 +232,8 @@ pub fn take_request(db: u32) -> bool {
     entry(db).is_some_and(|e| e.wanted.swap(false, Ordering::AcqRel))
 }
 
-/// Called by a database's worker after each round: how many projections it runs.
+/// Called by a database's worker after each round: how much work keeps it there (projections
+/// that are not paused, plus retention policies that are not paused).
 pub fn set_projections(db: u32, n: usize) {
     if let Some(e) = entry(db) {
         e.projections

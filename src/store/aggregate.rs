@@ -461,7 +461,11 @@ fn target_version(
     }
     if let Some(t) = as_of {
         let rows = conn.query(
-            Stmt::VersionAsOf,
+            if super::read::through_archive() {
+                Stmt::VersionAsOfArchived
+            } else {
+                Stmt::VersionAsOf
+            },
             &[Some(uuid_datum(stream)), Some(i64_datum(target)), Some(t)],
         );
         let found = rows.first_i64();

@@ -46,7 +46,11 @@ pub fn account_state(
     }
     if let Some(t) = as_of {
         let rows = conn.query(
-            Stmt::VersionAsOf,
+            if super::read::through_archive() {
+                Stmt::VersionAsOfArchived
+            } else {
+                Stmt::VersionAsOf
+            },
             &[Some(uuid_datum(account)), Some(i64_datum(target)), Some(t)],
         );
         match rows.first_i64() {

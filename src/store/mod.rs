@@ -16,6 +16,7 @@
 //! - [`replay`]: the steps of the `es.account_replay` aggregate;
 //! - [`life`]: a stream's life as reads and appends see it (deleted, truncated);
 //! - [`lifecycle`]: `es.delete_stream`, `es.undelete_stream`, `es.truncate_stream`;
+//! - [`retention`]: the retention policies' worker side (`es.wake_retention`, the batches);
 //! - [`upcast`]: upcasting: events of an older `event_version` as their upcasters make them.
 
 pub mod account;
@@ -28,6 +29,7 @@ pub mod pipeline;
 pub mod projection;
 pub mod read;
 pub mod replay;
+pub mod retention;
 pub mod snapshot;
 pub mod stream;
 pub mod subscription;

@@ -280,9 +280,17 @@ fn handle(conn: &Connection, p: &Runnable, run_handler: Oid, position: i64) -> O
             p.run_as_name, p.name
         ));
     }
-    let row = conn.execute(Stmt::EventRow, &[Some(i64_datum(position))]);
-    // the log is append-only: a position read in this transaction is still there
-    let Some(event) = (!row.is_empty()).then(|| row.datum(0, 1)).flatten() else {
+    let mut row = conn.execute(Stmt::EventRow, &[Some(i64_datum(position))]);
+    if row.is_empty() {
+        // Moved to the archive or removed by a retention policy since it was polled: look in
+        // both tables in one snapshot; an event found in neither was removed, and there is
+        // nothing left to hand the handler.
+        row = conn.execute(Stmt::EventRowArchived, &[Some(i64_datum(position))]);
+        if row.is_empty() {
+            return None;
+        }
+    }
+    let Some(event) = row.datum(0, 1) else {
         return Some(format!("event at position {position} not found"));
     };
     // an event of an older version reaches the handler as its upcasters make it

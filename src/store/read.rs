@@ -2,6 +2,7 @@
 //! the gap-safe global log (`es.read_all`).
 
 use crate::pg::call::{ResultSet, i64_datum, uuid_datum};
+use crate::pg::gucs;
 use crate::pg::heap::{self, Outcome};
 use crate::pg::positions::{self, Horizon};
 use crate::pg::spi::{Connection, Reading, Stmt};
@@ -85,23 +86,22 @@ fn load_events_as_stored(
         }
         check_readable_from(&stream.to_string(), from, life.truncated_before)?;
     }
-    let scanned = heap::scan_stream(stream, from, i64::MAX, Reading::Statement, &mut |row| {
-        let (values, nulls) = row.table_row().ok_or(Stop::Shape)?;
-        if values.len() != out.natts() {
-            return Err(Stop::Shape);
-        }
-        // SAFETY: a row of es.events (dropped attributes NULL) for a result whose row type is
-        // es.events, attribute for attribute (same count, checked above).
-        unsafe { out.put(values, nulls) };
-        left -= 1;
-        if left == 0 { Err(Stop::Full) } else { Ok(()) }
-    });
+    let archived = through_archive();
+    let scanned = if archived {
+        Outcome::Fallback
+    } else {
+        load_natively(stream, from, &mut left, out)
+    };
     if let Outcome::Done(Ok(()) | Err(Stop::Full)) = scanned {
         return Ok(());
     }
     let conn = Connection::connect();
     conn.query(
-        Stmt::LoadEvents,
+        if archived {
+            Stmt::LoadEventsArchived
+        } else {
+            Stmt::LoadEvents
+        },
         &[
             Some(uuid_datum(stream)),
             Some(i64_datum(from)),
@@ -110,6 +110,33 @@ fn load_events_as_stored(
     )
     .copy_into(out);
     Ok(())
+}
+
+/// Whether reads go through `es.events_archive` too: `es.include_archived` is on and something
+/// was ever archived (asked after the reader's snapshot was taken; see
+/// [`heap::archive_in_use`]). Until then one stream is read natively from `es.events`.
+pub fn through_archive() -> bool {
+    gucs::INCLUDE_ARCHIVED.get() && heap::archive_in_use()
+}
+
+/// The native read of `es.load_events` (see [`heap::scan_stream`]).
+fn load_natively(
+    stream: &Uuid,
+    from: i64,
+    left: &mut i64,
+    out: &mut ResultSet,
+) -> Outcome<Result<(), Stop>> {
+    heap::scan_stream(stream, from, i64::MAX, Reading::Statement, &mut |row| {
+        let (values, nulls) = row.table_row().ok_or(Stop::Shape)?;
+        if values.len() != out.natts() {
+            return Err(Stop::Shape);
+        }
+        // SAFETY: a row of es.events (dropped attributes NULL) for a result whose row type is
+        // es.events, attribute for attribute (same count, checked above).
+        unsafe { out.put(values, nulls) };
+        *left -= 1;
+        if *left == 0 { Err(Stop::Full) } else { Ok(()) }
+    })
 }
 
 /// `es.stream_version`: 0 when the stream does not exist.
@@ -145,7 +172,11 @@ fn read_all_as_stored(after: i64, max: i64, out: &mut ResultSet) -> Result<(), E
     let conn = Connection::connect();
     let horizon = readable(&conn, "es.read_all")?;
     conn.query_in(
-        Stmt::ReadAll,
+        if through_archive() {
+            Stmt::ReadAllArchived
+        } else {
+            Stmt::ReadAll
+        },
         &[
             Some(i64_datum(after)),
             Some(i64_datum(horizon.last_readable)),
@@ -215,7 +246,11 @@ fn watermark_replicated_in(conn: &Connection) -> bool {
 /// reader can read now.
 pub fn readable_end(conn: &Connection, horizon: &Horizon) -> i64 {
     conn.query_in(
-        Stmt::ReadableEnd,
+        if through_archive() {
+            Stmt::ReadableEndArchived
+        } else {
+            Stmt::ReadableEnd
+        },
         &[Some(i64_datum(horizon.last_readable))],
         &horizon.snapshot,
     )

@@ -56,9 +56,18 @@ fn visit_untraced(
     }
     // A fold that would start below a truncation's cut would give a wrong state: refuse it.
     super::life::check_readable(conn, stream, from, reading)?;
-    if let Outcome::Done(result) = heap::scan_stream(stream, from, to, reading, visit) {
+    // Through the archive: both tables in one statement per page (each page sees every event
+    // of the stream exactly once, whichever table holds it in that page's snapshot).
+    let archived = super::read::through_archive();
+    if !archived && let Outcome::Done(result) = heap::scan_stream(stream, from, to, reading, visit)
+    {
         return result;
     }
+    let load = if archived {
+        Stmt::LoadEventsArchived
+    } else {
+        Stmt::LoadEvents
+    };
     let mut after = from;
     while after < to {
         let args = [
@@ -66,7 +75,7 @@ fn visit_untraced(
             Some(i64_datum(after)),
             Some(i64_datum(PAGE.min(to - after))),
         ];
-        let rows = conn.query_as(reading, Stmt::LoadEvents, &args);
+        let rows = conn.query_as(reading, load, &args);
         if rows.is_empty() {
             break;
         }
@@ -80,7 +89,8 @@ fn visit_untraced(
             ) else {
                 continue;
             };
-            // SAFETY: LoadEvents is `SELECT * FROM es.events`: columns 5, 7, 9, 10 are
+            // SAFETY: LoadEvents(Archived) is `SELECT *` of es.events (or of its archive, which has
+            // the same columns): columns 5, 7, 9, 10 are
             // event_type text, data jsonb, occurred_at and recorded_at timestamptz, valid
             // while `rows` is (until the page is freed below).
             let row = unsafe {

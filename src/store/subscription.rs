@@ -233,7 +233,11 @@ pub fn next_events<'c>(
     }
     if left > 0 {
         out.push(conn.query_in(
-            Stmt::Poll,
+            if super::read::through_archive() {
+                Stmt::PollArchived
+            } else {
+                Stmt::Poll
+            },
             &[
                 p.name_arg(),
                 Some(Datum::from(p.partition)),

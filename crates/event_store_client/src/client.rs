@@ -106,6 +106,25 @@ pub struct HistoryEntry {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// One row of the view `es.retention`: a retention policy and its progress.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionPolicy {
+    /// The stream type (`""`: the generic streams).
+    pub stream_type: String,
+    /// Events older than this are removed (`None`: no age limit).
+    pub max_age: Option<std::time::Duration>,
+    /// Each stream keeps its newest this many events (`None`: no count limit).
+    pub max_count: Option<i64>,
+    /// Paused (`set_retention_paused`).
+    pub paused: bool,
+    /// Events removed under the policy so far.
+    pub events_removed: i64,
+    /// Events the policy would remove now.
+    pub events_expired: i64,
+    /// When the worker last removed events under it.
+    pub last_batch_at: Option<DateTime<Utc>>,
+}
+
 impl EventStoreClient {
     /// A client over an existing pool (the seed's `PostgresEventStore::new(pool)`).
     pub fn new(pool: PgPool) -> Self {
@@ -390,6 +409,85 @@ impl EventStoreClient {
                 .await?;
         row.map(|(version, state)| Ok((account_from_state(aggregate_id, state)?, version)))
             .transpose()
+    }
+
+    /// `es.set_retention`: the retention policy of `stream_type` (`""`: the generic streams,
+    /// whose type is NULL). The database's background worker removes events recorded longer ago
+    /// than `max_age` and events beyond the newest `max_count` of their stream, in small
+    /// batches; for a declared aggregate type (the account included) only events a stored
+    /// snapshot covers. Both `None` removes the policy. Invalid values are
+    /// [`EventStoreError::InvalidArgument`] (`22023`).
+    pub async fn set_retention(
+        &self,
+        stream_type: &str,
+        max_age: Option<std::time::Duration>,
+        max_count: Option<i64>,
+    ) -> Result<(), EventStoreError> {
+        sqlx::query("SELECT es.set_retention($1, make_interval(secs => $2::float8), $3)")
+            .bind(stream_type)
+            .bind(max_age.map(|d| d.as_secs_f64()))
+            .bind(max_count)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// `es.pause_retention` (`paused` true) or `es.resume_retention`: one policy, or every policy
+    /// when `stream_type` is `None`. Returns how many policies changed; a policy that does not
+    /// exist is [`EventStoreError::InvalidArgument`].
+    pub async fn set_retention_paused(
+        &self,
+        stream_type: Option<&str>,
+        paused: bool,
+    ) -> Result<i64, EventStoreError> {
+        Ok(sqlx::query_scalar("SELECT es.set_retention_paused($1, $2)")
+            .bind(stream_type)
+            .bind(paused)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// The view `es.retention`: each policy with its progress.
+    pub async fn retention(&self) -> Result<Vec<RetentionPolicy>, EventStoreError> {
+        let rows = sqlx::query(
+            "SELECT stream_type, extract(epoch FROM max_age)::float8, max_count, paused, \
+                    events_removed, events_expired, last_batch_at \
+               FROM es.retention ORDER BY stream_type",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RetentionPolicy {
+                    stream_type: r.try_get(0)?,
+                    max_age: r
+                        .try_get::<Option<f64>, _>(1)?
+                        .map(std::time::Duration::from_secs_f64),
+                    max_count: r.try_get(2)?,
+                    paused: r.try_get(3)?,
+                    events_removed: r.try_get(4)?,
+                    events_expired: r.try_get(5)?,
+                    last_batch_at: r.try_get(6)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// `es.archive`: moves the events recorded before `before` (at most `max_events`, oldest
+    /// positions first) to `es.events_archive` in one transaction; returns how many moved. Every
+    /// read, this client's included, reads through the archive. Call it until it returns 0 to
+    /// archive in chunks.
+    pub async fn archive(
+        &self,
+        before: DateTime<Utc>,
+        max_events: Option<i64>,
+    ) -> Result<i64, EventStoreError> {
+        Ok(sqlx::query_scalar("SELECT es.archive($1, $2)")
+            .bind(before)
+            .bind(max_events)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     async fn money(

@@ -59,6 +59,7 @@ pub use account::{Account, AccountState, AccountStatus, DomainError};
 pub use aggregate::Aggregate;
 pub use client::{
     EventStoreClient, HistoryEntry, PostgresEventStore, PostgresSnapshotStore, RecordedEvent,
+    RetentionPolicy,
 };
 pub use error::{EventStoreError, SnapshotError};
 pub use seed::{AccountEvent, EventMetadata};
