@@ -262,11 +262,63 @@ COMMENT ON COLUMN es.data_audit.performed_by IS 'The session user that called th
 COMMENT ON COLUMN es.data_audit.performed_at IS 'Transaction time of the act.';
 COMMENT ON COLUMN es.data_audit.xact_id IS 'The transaction that did it.';
 
+-- Personal data (0.2.0): crypto-shredding. The paths of each event type that hold personal data,
+-- and one key per data subject; es.forget destroys a subject's key.
+
+CREATE TABLE es.personal_data (
+    event_type text        NOT NULL,
+    paths      text[]      NOT NULL,
+    defined_by name        NOT NULL DEFAULT session_user,
+    defined_at timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    CONSTRAINT personal_data_pkey PRIMARY KEY (event_type)
+);
+COMMENT ON TABLE es.personal_data IS
+  'The personal-data paths of event types (es.define_personal_data): at append the values there are sealed with their subject''s key (es.subject_keys) before anything stores them. Written only by es.define_personal_data.';
+COMMENT ON COLUMN es.personal_data.event_type IS 'The event type (the event object''s "type").';
+COMMENT ON COLUMN es.personal_data.paths IS 'Dot-separated object keys from the event''s top (customer.email); empty: none any more.';
+COMMENT ON COLUMN es.personal_data.defined_by IS 'The session user that defined them.';
+COMMENT ON COLUMN es.personal_data.defined_at IS 'Transaction time of the definition.';
+
+CREATE SEQUENCE es.subject_key_seq AS bigint NO CYCLE;
+COMMENT ON SEQUENCE es.subject_key_seq IS
+  'Source of es.subject_keys.key_id: never reused, so a value sealed with a destroyed key never opens with a new one.';
+
+CREATE TABLE es.subject_keys (
+    subject    text        NOT NULL,
+    key_id     bigint      NOT NULL,
+    key        bytea       NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    CONSTRAINT subject_keys_pkey PRIMARY KEY (subject),
+    CONSTRAINT subject_keys_key_id_key UNIQUE (key_id)
+);
+COMMENT ON TABLE es.subject_keys IS
+  'One AES-256 key per data subject, made by the first append that seals a value for it and destroyed by es.forget. It shares this database''s WAL, replicas and backups until they age out (README "Forgetting a subject"). Members of es_personal_data may read it: that is what revealing needs.';
+COMMENT ON COLUMN es.subject_keys.subject IS 'The data subject: a stream id as text, or the data_subject an event''s metadata named.';
+COMMENT ON COLUMN es.subject_keys.key_id IS 'What a sealed value names (es:enc:v1:<key_id>:...); never the subject, which may be personal itself.';
+COMMENT ON COLUMN es.subject_keys.key IS 'The 32 key bytes, from pg_strong_random.';
+COMMENT ON COLUMN es.subject_keys.created_at IS 'Transaction time of the append that made it.';
+
+-- The role whose members read personal values in clear. Roles belong to the cluster, not to a
+-- database or the extension: made once, by the first CREATE EXTENSION (or update) of the cluster,
+-- left in place by DROP EXTENSION, and not in pg_dump's output (pg_dumpall --globals has it).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'es_personal_data') THEN
+        CREATE ROLE es_personal_data NOLOGIN;
+        COMMENT ON ROLE es_personal_data IS
+          'event_store: members (and superusers) read the personal values es.define_personal_data marked in clear, while their subject''s key exists; others read null and an "_erased" marker.';
+    END IF;
+END
+$$;
+
 REVOKE ALL ON TABLE es.subscription_config, es.subscription_partitions, es.subscription_consumers, es.parked_events,
     es.projection_config, es.watermark, es.account_balances, es.account_transactions FROM PUBLIC;
 REVOKE ALL ON TABLE es.aggregate_types, es.stream_type_rules, es.upcasters FROM PUBLIC;
 REVOKE ALL ON TABLE es.data_audit FROM PUBLIC;
 REVOKE ALL ON SEQUENCE es.data_audit_seq FROM PUBLIC;
+REVOKE ALL ON TABLE es.personal_data, es.subject_keys FROM PUBLIC;
+REVOKE ALL ON SEQUENCE es.subject_key_seq FROM PUBLIC;
+GRANT SELECT (key_id, key) ON TABLE es.subject_keys TO es_personal_data;
 REVOKE ALL ON SEQUENCE es.aggregate_revision_seq FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('es.subscription_config', '');
 SELECT pg_catalog.pg_extension_config_dump('es.subscription_partitions', '');
@@ -282,6 +334,9 @@ SELECT pg_catalog.pg_extension_config_dump('es.stream_type_rules', '');
 SELECT pg_catalog.pg_extension_config_dump('es.upcasters', '');
 SELECT pg_catalog.pg_extension_config_dump('es.data_audit', '');
 SELECT pg_catalog.pg_extension_config_dump('es.data_audit_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('es.personal_data', '');
+SELECT pg_catalog.pg_extension_config_dump('es.subject_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('es.subject_key_seq', '');
 
 -- Functions of 0.2.0 (from their #[sql_function] registrations) ------------------------------------
 
@@ -433,6 +488,26 @@ AS 'MODULE_PATHNAME', 'es_drop_aggregate';
 COMMENT ON FUNCTION es.drop_aggregate(text, boolean) IS
   'Removes an aggregate type. Refused (2BP01) while streams of the type exist, unless detach: then they keep their type name and events but lose their kept state and rules (generic streams until the type is declared again). The built-in account cannot be dropped (42501); an unknown type: ES303.';
 REVOKE ALL ON FUNCTION es.drop_aggregate(text, boolean) FROM PUBLIC;
+CREATE FUNCTION es.define_personal_data(event_type text, paths text[])
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'es_define_personal_data';
+COMMENT ON FUNCTION es.define_personal_data(text, text[]) IS
+  'Marks the personal-data paths of an event type (dot-separated object keys, e.g. customer.email), replacing its earlier ones: from the next append on, the values there are sealed (AES-256-GCM) with the key of their subject (the metadata''s data_subject, else the stream) before anything stores them. Reads reveal them to members of es_personal_data while the key exists; es.forget destroys it. An empty array unmarks the type (what was sealed stays sealed). Recorded in es.data_audit. 22023 for a path the store reads itself, an empty key, a repeated or nested path, or an account event''s non-text field.';
+REVOKE ALL ON FUNCTION es.define_personal_data(text, text[]) FROM PUBLIC;
+CREATE FUNCTION es.forget(subject text)
+RETURNS boolean
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'es_forget';
+COMMENT ON FUNCTION es.forget(text) IS
+  'Crypto-shredding: destroys the key of a data subject (a stream id as text, or the data_subject its events'' metadata named), in the caller''s transaction, and records the act in es.data_audit. From the commit on, every copy of the subject''s sealed values (table, WAL, replicas, logical subscribers, dumps, backups) is ciphertext nobody can read: reads show null and an "_erased" marker, while the events'' existence, type, time and other fields stay. True when a key was destroyed, false when the subject had none. A later append for the subject gets a new key.';
+REVOKE ALL ON FUNCTION es.forget(text) FROM PUBLIC;
+CREATE FUNCTION es.reveal(value jsonb)
+RETURNS jsonb
+LANGUAGE c STABLE PARALLEL SAFE STRICT
+AS 'MODULE_PATHNAME', 'es_reveal';
+COMMENT ON FUNCTION es.reveal(jsonb) IS
+  'A JSON value (a read model''s column, a snapshot''s state, a row read from es.events directly) with its sealed personal values revealed, for a member of es_personal_data while their key exists; else null in their place and an "_erased" marker listing their paths in an object. Values without sealed parts come back unchanged.';
 CREATE FUNCTION es.worker_status(OUT state text, OUT reason text, OUT pid integer)
 RETURNS SETOF record
 LANGUAGE c VOLATILE PARALLEL SAFE ROWS 1
@@ -825,6 +900,10 @@ CREATE TRIGGER upcasters_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON
     FOR EACH STATEMENT EXECUTE FUNCTION es.registry_changed();
 COMMENT ON TRIGGER upcasters_changed ON es.upcasters IS
   'Every backend of the database reads the upcasters again after the change commits.';
+CREATE TRIGGER personal_data_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON es.personal_data
+    FOR EACH STATEMENT EXECUTE FUNCTION es.registry_changed();
+COMMENT ON TRIGGER personal_data_changed ON es.personal_data IS
+  'Every backend of the database reads the personal-data paths again after the change commits.';
 
 CREATE VIEW es.aggregates AS
 SELECT t.stream_type, t.evolve, t."check", t.initial_state,

@@ -262,6 +262,10 @@ CREATE TRIGGER upcasters_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON
     FOR EACH STATEMENT EXECUTE FUNCTION es.registry_changed();
 COMMENT ON TRIGGER upcasters_changed ON es.upcasters IS
   'Every backend of the database reads the upcasters again after the change commits.';
+CREATE TRIGGER personal_data_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON es.personal_data
+    FOR EACH STATEMENT EXECUTE FUNCTION es.registry_changed();
+COMMENT ON TRIGGER personal_data_changed ON es.personal_data IS
+  'Every backend of the database reads the personal-data paths again after the change commits.';
 
 CREATE VIEW es.aggregates AS
 SELECT t.stream_type, t.evolve, t."check", t.initial_state,

@@ -8,6 +8,7 @@ pub mod account;
 pub mod aggregate;
 pub mod append;
 pub mod audit;
+pub mod personal;
 pub mod projection;
 pub mod read;
 pub mod replay;

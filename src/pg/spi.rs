@@ -195,9 +195,23 @@ pub enum Stmt {
     SetStateRevision,
     /// A new revision for every declared type (an upcaster changes what their folds read).
     ReviseAll,
+    /// Every event type's personal-data paths (joined by newlines).
+    RegistryPersonalData,
+    /// Define (or replace) an event type's personal-data paths.
+    PersonalDataUpsert,
+    /// A subject's key: (key_id, key).
+    KeyOfSubject,
+    /// Create a subject's key unless a concurrent append did: (key_id, key), no row then.
+    KeyInsert,
+    /// A key by its id (what a sealed value names).
+    KeyById,
+    /// Destroy a subject's key: its key_id, no row when it had none.
+    KeyForget,
+    /// Record an act in es.data_audit (action, target, detail).
+    AuditInsert,
 }
 
-const STMT_COUNT: usize = Stmt::ReviseAll as usize + 1;
+const STMT_COUNT: usize = Stmt::AuditInsert as usize + 1;
 
 struct Def {
     sql: &'static CStr,
@@ -205,7 +219,7 @@ struct Def {
 }
 
 use BuiltinOid::{
-    BOOLOID, INT4OID, INT8OID, INTERVALOID, JSONBARRAYOID, JSONBOID, OIDOID, TEXTARRAYOID, TEXTOID,
+    BOOLOID, BYTEAOID, INT4OID, INT8OID, INTERVALOID, JSONBARRAYOID, JSONBOID, OIDOID, TEXTARRAYOID, TEXTOID,
     TIMESTAMPTZARRAYOID, TIMESTAMPTZOID, UUIDARRAYOID, UUIDOID,
 };
 
@@ -635,8 +649,42 @@ impl Stmt {
             ),
             Stmt::RegistryTables => (
                 c"SELECT to_regclass('es.aggregate_types')::oid, to_regclass('es.stream_type_rules')::oid,
-                         to_regclass('es.upcasters')::oid",
+                         to_regclass('es.upcasters')::oid, to_regclass('es.personal_data')::oid",
                 &[],
+            ),
+            Stmt::RegistryPersonalData => (
+                c"SELECT event_type, pg_catalog.array_to_string(paths, E'\\n') FROM es.personal_data",
+                &[],
+            ),
+            Stmt::PersonalDataUpsert => (
+                c"INSERT INTO es.personal_data (event_type, paths) VALUES ($1, $2)
+                  ON CONFLICT (event_type) DO UPDATE
+                  SET paths = excluded.paths, defined_by = session_user,
+                      defined_at = transaction_timestamp()
+                  RETURNING (SELECT p.paths FROM es.personal_data p WHERE p.event_type = $1)",
+                &[TEXTOID, TEXTARRAYOID],
+            ),
+            Stmt::KeyOfSubject => (
+                c"SELECT key_id, key FROM es.subject_keys WHERE subject = $1",
+                &[TEXTOID],
+            ),
+            Stmt::KeyInsert => (
+                c"INSERT INTO es.subject_keys (subject, key_id, key)
+                  VALUES ($1, nextval('es.subject_key_seq'), $2)
+                  ON CONFLICT (subject) DO NOTHING RETURNING key_id, key",
+                &[TEXTOID, BYTEAOID],
+            ),
+            Stmt::KeyById => (
+                c"SELECT key FROM es.subject_keys WHERE key_id = $1",
+                &[INT8OID],
+            ),
+            Stmt::KeyForget => (
+                c"DELETE FROM es.subject_keys WHERE subject = $1 RETURNING key_id",
+                &[TEXTOID],
+            ),
+            Stmt::AuditInsert => (
+                c"INSERT INTO es.data_audit (action, target, detail) VALUES ($1, $2, $3)",
+                &[TEXTOID, TEXTOID, JSONBOID],
             ),
             Stmt::StreamStateInfo => (
                 c"SELECT version, stream_type, state, state_revision FROM es.streams WHERE stream_id = $1",

@@ -129,8 +129,9 @@ pub fn open_account(
         ("account_holder", Scalar::Text(holder.into())),
         ("initial_balance_cents", Scalar::Int(initial_balance_cents)),
     ];
+    let mut batch = Batch::checked_command(memory, event, &id)?;
+    batch.seal_personal_data(Some(memory), &id)?;
     let conn = Connection::connect();
-    let batch = Batch::checked_command(memory, event, &id)?;
     pipeline::append(
         &conn,
         &id,
@@ -209,7 +210,8 @@ fn execute_command(
         }
         other => other,
     };
-    let batch = Batch::command(event);
+    let mut batch = Batch::command(event);
+    batch.seal_personal_data(None, account)?;
     pipeline::append(
         &conn,
         account,

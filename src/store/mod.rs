@@ -13,6 +13,8 @@
 //!   the account;
 //! - [`stream`]: reading one stream in version order;
 //! - [`history`]: time travel and audit (`es.account_state`, `es.account_history`);
+//! - [`personal`]: personal data: `es.define_personal_data`, `es.forget`, the subjects' keys,
+//!   and how reads reveal or erase sealed values;
 //! - [`replay`]: the steps of the `es.account_replay` aggregate;
 //! - [`upcast`]: upcasting: events of an older `event_version` as their upcasters make them.
 
@@ -20,6 +22,7 @@ pub mod account;
 pub mod aggregate;
 pub mod append;
 pub mod history;
+pub mod personal;
 pub mod pipeline;
 pub mod projection;
 pub mod read;

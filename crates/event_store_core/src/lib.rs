@@ -9,6 +9,8 @@
 //! - [`account`]: the bank account of the seed: its state, the one fold every read uses, and the
 //!   rules every write path checks;
 //! - [`shape`]: the seed's whole event shape for the events the account commands write;
+//! - [`personal`]: personal-data paths, sealing a value with its subject's key (AES-256-GCM) and
+//!   revealing or erasing it on read (crypto-shredding);
 //! - [`subscription`]: the partition of a stream, and the rules of subscriptions (leases, attempts);
 //! - [`error`]: the one error enum, with the SQLSTATE, message, DETAIL and HINT of each failure.
 
@@ -16,6 +18,7 @@ pub mod account;
 pub mod error;
 pub mod event;
 pub mod expected;
+pub mod personal;
 pub mod seed;
 pub mod shape;
 pub mod subscription;

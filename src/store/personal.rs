@@ -1,0 +1,292 @@
+//! Personal data and crypto-shredding (SPEC §14, README "Forgetting a subject"):
+//! `es.define_personal_data`, `es.forget`, the subjects' keys (`es.subject_keys`), and what the
+//! reads do with sealed values: reveal them for a member of `es_personal_data` whose subject's
+//! key still exists, else `null` with the `"_erased"` marker.
+//!
+//! Sealing itself happens in the append pipeline ([`super::pipeline::Batch::seal_personal_data`])
+//! with the [`Sealer`] of this module; the cipher and the token format are the core's
+//! ([`event_store_core::personal`]).
+
+use crate::pg::call::{
+    ResultSet, array_of, bytea_bytes, bytea_datum, jsonb_from_text, jsonb_to_string,
+    strong_random, text_datum,
+};
+use crate::pg::registry::{self, PersonalPaths};
+use crate::pg::security;
+use crate::pg::spi::{Connection, RegisteredSnapshot, Rows, Stmt};
+use event_store_core::EventStoreError;
+use event_store_core::personal::{self, KEY_LEN, NONCE_LEN};
+use pgrx::pg_sys::{self, BuiltinOid, Datum};
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::rc::Rc;
+
+/// The role whose members read personal values in clear.
+pub const ROLE: &CStr = c"es_personal_data";
+
+/// The personal-data paths of every event type (from the backend's registry cache; it connects
+/// only when the cache must be loaded again).
+pub fn paths() -> Rc<PersonalPaths> {
+    if registry::known_no_personal_data() {
+        return Rc::default();
+    }
+    let conn = Connection::connect();
+    registry::personal_paths(&conn)
+}
+
+/// The keys of the subjects one append seals values for: found in `es.subject_keys`, or made on
+/// first use.
+pub struct Sealer<'c> {
+    conn: &'c Connection,
+    keys: HashMap<String, (i64, [u8; KEY_LEN])>,
+}
+
+impl<'c> Sealer<'c> {
+    /// No key looked up yet.
+    pub fn new(conn: &'c Connection) -> Sealer<'c> {
+        Sealer {
+            conn,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// `plaintext` (a value's JSON text) sealed with `subject`'s key under a fresh nonce.
+    pub fn seal(&mut self, subject: &str, plaintext: &str) -> Result<String, EventStoreError> {
+        let (key_id, key) = self.key(subject)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        if !strong_random(&mut nonce) {
+            return Err(no_random());
+        }
+        Ok(personal::seal(&key, key_id, &nonce, plaintext))
+    }
+
+    /// The subject's key, made when it has none. Two first appends for one subject at once end
+    /// with one key: the second insert waits for the first and does nothing, then reads the
+    /// committed row in a snapshot of the latest commits (also under REPEATABLE READ, whose
+    /// own snapshot predates it). A `forget` that destroys the key between the two tries again.
+    fn key(&mut self, subject: &str) -> Result<(i64, [u8; KEY_LEN]), EventStoreError> {
+        if let Some(k) = self.keys.get(subject) {
+            return Ok(*k);
+        }
+        let arg = Some(text_datum(subject));
+        for _ in 0..3 {
+            if let Some(k) = key_row(&self.conn.execute(Stmt::KeyOfSubject, &[arg]))? {
+                return Ok(self.keep(subject, k));
+            }
+            let mut key = [0u8; KEY_LEN];
+            if !strong_random(&mut key) {
+                return Err(no_random());
+            }
+            let made = self
+                .conn
+                .execute(Stmt::KeyInsert, &[arg, Some(bytea_datum(&key))]);
+            if let Some(k) = key_row(&made)? {
+                return Ok(self.keep(subject, k));
+            }
+            let latest = RegisteredSnapshot::latest();
+            if let Some(k) = key_row(&self.conn.query_in(Stmt::KeyOfSubject, &[arg], &latest))? {
+                return Ok(self.keep(subject, k));
+            }
+        }
+        Err(EventStoreError::KeyUnavailable {
+            reason: "it was destroyed by es.forget each time this append made it".into(),
+        })
+    }
+
+    fn keep(&mut self, subject: &str, k: (i64, [u8; KEY_LEN])) -> (i64, [u8; KEY_LEN]) {
+        self.keys.insert(subject.to_owned(), k);
+        k
+    }
+}
+
+fn no_random() -> EventStoreError {
+    EventStoreError::KeyUnavailable {
+        reason: "PostgreSQL's strong random source (pg_strong_random) gave no bytes".into(),
+    }
+}
+
+/// The (key_id, key) of the first row, if any.
+fn key_row(rows: &Rows<'_>) -> Result<Option<(i64, [u8; KEY_LEN])>, EventStoreError> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let (Some(id), Some(key)) = (rows.first_i64(), rows.datum(0, 2)) else {
+        return Ok(None);
+    };
+    // SAFETY: column 2 of KeyOfSubject / KeyInsert is `key bytea`, valid while `rows` is.
+    let bytes = unsafe { bytea_bytes(key) };
+    let key: [u8; KEY_LEN] = bytes
+        .try_into()
+        .map_err(|_| EventStoreError::KeyUnavailable {
+            reason: format!("key {id} in es.subject_keys is not {KEY_LEN} bytes long"),
+        })?;
+    Ok(Some((id, key)))
+}
+
+/// `es.define_personal_data`: marks the paths of `event_type` (replacing its earlier ones) and
+/// records the act in `es.data_audit`. Values stored before keep their form: a newly marked
+/// path is sealed from the next append on, an unmarked one stays sealed where it was.
+pub fn define(event_type: &str, paths: &[String]) -> Result<(), EventStoreError> {
+    personal::parse_paths(event_type, paths)?;
+    let conn = Connection::connect();
+    let elements: Vec<Option<Datum>> = paths.iter().map(|p| Some(text_datum(p))).collect();
+    let array = array_of(
+        &elements,
+        BuiltinOid::TEXTOID,
+        -1,
+        false,
+        pg_sys::TYPALIGN_INT,
+    );
+    conn.execute(
+        Stmt::PersonalDataUpsert,
+        &[Some(text_datum(event_type)), Some(array)],
+    );
+    let detail = serde_json::json!({ "paths": paths }).to_string();
+    audit(&conn, "define_personal_data", event_type, &detail);
+    Ok(())
+}
+
+/// `es.forget`: destroys the subject's key and records the act, in the caller's transaction;
+/// true when there was a key. The sealed values stay where they are, unreadable by anyone from
+/// the commit on. A later append for the subject makes a new key (what is appended after
+/// forgetting is readable; what was forgotten stays so).
+pub fn forget(subject: &str) -> bool {
+    let conn = Connection::connect();
+    let key_id = conn
+        .execute(Stmt::KeyForget, &[Some(text_datum(subject))])
+        .first_i64();
+    // Counting the events the key sealed would read the whole log: the audit names the key.
+    let detail = serde_json::json!({ "key_id": key_id, "key_destroyed": key_id.is_some() });
+    audit(&conn, "forget", subject, &detail.to_string());
+    key_id.is_some()
+}
+
+fn audit(conn: &Connection, action: &str, target: &str, detail: &str) {
+    conn.execute(
+        Stmt::AuditInsert,
+        &[
+            Some(text_datum(action)),
+            Some(text_datum(target)),
+            Some(jsonb_from_text(detail)),
+        ],
+    );
+}
+
+/// What a read does with sealed values: reveals them for a member of `es_personal_data`
+/// whose subject still has its key, else leaves `null` and the `"_erased"` marker.
+pub struct Revealer {
+    member: bool,
+    /// The keys looked up so far (`None`: destroyed, or never made here).
+    keys: HashMap<i64, Option<Vec<u8>>>,
+}
+
+impl Revealer {
+    /// `None` when personal data was never defined here: the read has nothing to look for.
+    pub fn load() -> Option<Revealer> {
+        if registry::known_no_personal_data() {
+            return None;
+        }
+        let conn = Connection::connect();
+        if !registry::any_personal_data(&conn) {
+            return None;
+        }
+        Some(Revealer {
+            member: security::current_user_has_role(ROLE),
+            keys: HashMap::new(),
+        })
+    }
+
+    fn open(&mut self, key_id: i64, token: &str) -> Option<String> {
+        if !self.member {
+            return None;
+        }
+        let key = self.keys.entry(key_id).or_insert_with(|| {
+            // A read's own connection (the caller may be inside a scan): the key as the caller
+            // may read it (members are granted SELECT on es.subject_keys).
+            let conn = Connection::connect();
+            let rows = conn.query(
+                Stmt::KeyById,
+                &[Some(crate::pg::call::i64_datum(key_id))],
+            );
+            if rows.is_empty() {
+                return None;
+            }
+            // SAFETY: column 1 of KeyById is `key bytea`, valid while `rows` is.
+            rows.datum(0, 1).map(|d| unsafe { bytea_bytes(d) })
+        });
+        personal::open(key.as_deref()?, token)
+    }
+
+    /// A jsonb datum with its sealed values revealed or erased: `None` when it holds none
+    /// (use it as it is), else the new datum (in the current memory context).
+    pub fn jsonb(&mut self, d: Datum) -> Option<Datum> {
+        // SAFETY: the callers pass jsonb datums.
+        let text = unsafe { jsonb_to_string(d) };
+        let (revealed, _) = personal::reveal_text(&text, &mut |id, t| self.open(id, t))?;
+        Some(jsonb_from_text(&revealed))
+    }
+
+    /// A text value that may be a sealed string (a read model's column): `None` when it is
+    /// not one, else the revealed text, or `Some(None)` (SQL NULL) when it is erased or sealed
+    /// a non-string.
+    pub fn text(&mut self, s: &str) -> Option<Option<String>> {
+        if !personal::is_token(s) {
+            return None;
+        }
+        let opened = personal::token_key_id(s).and_then(|id| self.open(id, s));
+        Some(opened.and_then(|json| serde_json::from_str::<String>(&json).ok()))
+    }
+}
+
+/// A jsonb result (`es.state`, `es.account_state`, `es.reveal`) as the caller may see it.
+pub fn reveal_datum(d: Datum) -> Datum {
+    match Revealer::load() {
+        Some(mut r) => r.jsonb(d).unwrap_or(d),
+        None => d,
+    }
+}
+
+/// Makes `out` reveal or erase the sealed values of its rows: the jsonb columns `jsonb` and the
+/// text columns `text` (0-based). Nothing when personal data was never defined here.
+pub fn reveal_columns(out: &mut ResultSet, jsonb: &'static [usize], text: &'static [usize]) {
+    let Some(mut r) = Revealer::load() else {
+        return;
+    };
+    out.set_rewrite(Box::new(move |values, nulls| {
+        for &c in jsonb {
+            if !nulls[c]
+                && let Some(d) = r.jsonb(values[c])
+            {
+                values[c] = d;
+            }
+        }
+        for &c in text {
+            if nulls[c] {
+                continue;
+            }
+            // SAFETY: the caller names text columns.
+            let s = unsafe { text_of(values[c]) };
+            match r.text(&s) {
+                None => {}
+                Some(Some(t)) => values[c] = text_datum(&t),
+                Some(None) => nulls[c] = true,
+            }
+        }
+        Ok(())
+    }));
+}
+
+/// The Rust string of a text datum.
+///
+/// # Safety
+/// `d` must be a valid text datum.
+unsafe fn text_of(d: Datum) -> String {
+    // SAFETY: the caller's contract; text_to_cstring detoasts and copies into a palloc'd C
+    // string, copied again here and freed.
+    unsafe {
+        let c = pg_sys::text_to_cstring(d.cast_mut_ptr());
+        let s = CStr::from_ptr(c).to_string_lossy().into_owned();
+        pg_sys::pfree(c.cast());
+        s
+    }
+}
