@@ -8,8 +8,8 @@
 //! ([`event_store_core::personal`]).
 
 use crate::pg::call::{
-    ResultSet, array_of, bytea_bytes, bytea_datum, jsonb_from_text, jsonb_to_string,
-    strong_random, text_datum,
+    ResultSet, array_of, bytea_bytes, bytea_datum, jsonb_from_text, jsonb_to_string, strong_random,
+    text_datum,
 };
 use crate::pg::registry::{self, PersonalPaths};
 use crate::pg::security;
@@ -204,10 +204,7 @@ impl Revealer {
             // A read's own connection (the caller may be inside a scan): the key as the caller
             // may read it (members are granted SELECT on es.subject_keys).
             let conn = Connection::connect();
-            let rows = conn.query(
-                Stmt::KeyById,
-                &[Some(crate::pg::call::i64_datum(key_id))],
-            );
+            let rows = conn.query(Stmt::KeyById, &[Some(crate::pg::call::i64_datum(key_id))]);
             if rows.is_empty() {
                 return None;
             }

@@ -350,7 +350,10 @@ mod tests {
     fn paths_are_checked() {
         assert_eq!(
             parse_paths("Registered", &paths(&["email", "address.city"])).unwrap(),
-            vec![vec!["email".to_owned()], vec!["address".into(), "city".into()]]
+            vec![
+                vec!["email".to_owned()],
+                vec!["address".into(), "city".into()]
+            ]
         );
         assert!(parse_paths("Registered", &[]).unwrap().is_empty());
         let reason = |t: &str, p: &[&str]| match parse_paths(t, &paths(p)) {
