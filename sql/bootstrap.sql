@@ -379,7 +379,7 @@ COMMENT ON SEQUENCE es.subject_key_seq IS
 CREATE TABLE es.subject_keys (
     subject    text        NOT NULL,
     key_id     bigint      NOT NULL,
-    key        bytea       NOT NULL,
+    key        bytea,
     created_at timestamptz NOT NULL DEFAULT transaction_timestamp(),
     CONSTRAINT subject_keys_pkey PRIMARY KEY (subject),
     CONSTRAINT subject_keys_key_id_key UNIQUE (key_id)
@@ -388,7 +388,7 @@ COMMENT ON TABLE es.subject_keys IS
   'One AES-256 key per data subject, made by the first append that seals a value for it and destroyed by es.forget. It shares this database''s WAL, replicas and backups until they age out (README "Forgetting a subject"). Members of es_personal_data may read it: that is what revealing needs.';
 COMMENT ON COLUMN es.subject_keys.subject IS 'The data subject: a stream id as text, or the data_subject an event''s metadata named.';
 COMMENT ON COLUMN es.subject_keys.key_id IS 'What a sealed value names (es:enc:v1:<key_id>:...); never the subject, which may be personal itself.';
-COMMENT ON COLUMN es.subject_keys.key IS 'The 32 key bytes, from pg_strong_random.';
+COMMENT ON COLUMN es.subject_keys.key IS 'The 32 key bytes, from pg_strong_random; NULL when the key provider named by es.key_provider keeps them (in another database).';
 COMMENT ON COLUMN es.subject_keys.created_at IS 'Transaction time of the append that made it.';
 
 -- The role whose members read personal values in clear. Roles belong to the cluster, not to a

@@ -286,7 +286,7 @@ COMMENT ON SEQUENCE es.subject_key_seq IS
 CREATE TABLE es.subject_keys (
     subject    text        NOT NULL,
     key_id     bigint      NOT NULL,
-    key        bytea       NOT NULL,
+    key        bytea,
     created_at timestamptz NOT NULL DEFAULT transaction_timestamp(),
     CONSTRAINT subject_keys_pkey PRIMARY KEY (subject),
     CONSTRAINT subject_keys_key_id_key UNIQUE (key_id)
@@ -295,7 +295,7 @@ COMMENT ON TABLE es.subject_keys IS
   'One AES-256 key per data subject, made by the first append that seals a value for it and destroyed by es.forget. It shares this database''s WAL, replicas and backups until they age out (README "Forgetting a subject"). Members of es_personal_data may read it: that is what revealing needs.';
 COMMENT ON COLUMN es.subject_keys.subject IS 'The data subject: a stream id as text, or the data_subject an event''s metadata named.';
 COMMENT ON COLUMN es.subject_keys.key_id IS 'What a sealed value names (es:enc:v1:<key_id>:...); never the subject, which may be personal itself.';
-COMMENT ON COLUMN es.subject_keys.key IS 'The 32 key bytes, from pg_strong_random.';
+COMMENT ON COLUMN es.subject_keys.key IS 'The 32 key bytes, from pg_strong_random; NULL when the key provider named by es.key_provider keeps them (in another database).';
 COMMENT ON COLUMN es.subject_keys.created_at IS 'Transaction time of the append that made it.';
 
 -- The role whose members read personal values in clear. Roles belong to the cluster, not to a
@@ -959,3 +959,43 @@ $$;
 COMMENT ON PROCEDURE es.rebuild_states(text, integer) IS
   'Recomputes the kept states and snapshots of a declared type''s streams from the log after es.alter_aggregate, online: batch_size streams per transaction, each committed, until none is stale (es.aggregates.stale_streams). Call it with CALL, outside a transaction block.';
 REVOKE ALL ON PROCEDURE es.rebuild_states(text, integer) FROM PUBLIC;
+
+-- Keys in another database (README "Forgetting a subject"): es.key_provider names a function
+-- (action text, key_id bigint, key bytea) RETURNS bytea that keeps the keys; the store calls it
+-- through these two, so the name is resolved (and quoted) in one place.
+CREATE FUNCTION es.key_provider_call(action text, key_id bigint, key bytea) RETURNS bytea
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    provider text := nullif(btrim(current_setting('es.key_provider', true)), '');
+    f regprocedure;
+    result bytea;
+BEGIN
+    IF provider IS NULL THEN
+        RAISE EXCEPTION 'es.key_provider is not set'
+            USING ERRCODE = '55000',
+                  HINT = 'Set es.key_provider to the function that keeps the keys (ALTER DATABASE ... SET es.key_provider = ''schema.function'').';
+    END IF;
+    f := to_regprocedure(provider || '(text, bigint, bytea)');
+    IF f IS NULL THEN
+        RAISE EXCEPTION 'es.key_provider names no function %(text, bigint, bytea)', provider
+            USING ERRCODE = '42883',
+                  HINT = 'The key provider is a schema-qualified function (action text, key_id bigint, key bytea) RETURNS bytea.';
+    END IF;
+    EXECUTE format('SELECT %s($1, $2, $3)', f::oid::regproc) INTO result USING action, key_id, key;
+    RETURN result;
+END
+$$;
+COMMENT ON FUNCTION es.key_provider_call(text, bigint, bytea) IS
+  'Internal: calls the key provider es.key_provider names (put a new key, get one, forget one). Called by the appends that make keys and by es.forget, as the extension''s owner.';
+REVOKE ALL ON FUNCTION es.key_provider_call(text, bigint, bytea) FROM PUBLIC;
+
+CREATE FUNCTION es.key_provider_get(key_id bigint) RETURNS bytea
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT es.key_provider_call('get', key_id, NULL) $$;
+COMMENT ON FUNCTION es.key_provider_get(bigint) IS
+  'Internal: the key the key provider keeps under key_id (NULL: none), fetched as the extension''s owner. Reads call it for a caller who holds es_personal_data, the only role allowed to execute it (as members may read es.subject_keys).';
+REVOKE ALL ON FUNCTION es.key_provider_get(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION es.key_provider_get(bigint) TO es_personal_data;

@@ -39,7 +39,7 @@ LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER",
 )]
 fn forget(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     let subject = call.text(forget_args::subject)?;
-    Ok(Datum::from(store::personal::forget(&subject)))
+    Ok(Datum::from(store::personal::forget(&subject)?))
 }
 
 #[sql_function(

@@ -209,9 +209,13 @@ pub enum Stmt {
     KeyForget,
     /// Record an act in es.data_audit (action, target, detail).
     AuditInsert,
+    /// Call the key provider: (action, key_id, key) -> key.
+    KeyProviderCall,
+    /// A key from the key provider, as the owner, for a member of es_personal_data.
+    KeyProviderGet,
 }
 
-const STMT_COUNT: usize = Stmt::AuditInsert as usize + 1;
+const STMT_COUNT: usize = Stmt::KeyProviderGet as usize + 1;
 
 struct Def {
     sql: &'static CStr,
@@ -679,9 +683,14 @@ impl Stmt {
                 &[INT8OID],
             ),
             Stmt::KeyForget => (
-                c"DELETE FROM es.subject_keys WHERE subject = $1 RETURNING key_id",
+                c"DELETE FROM es.subject_keys WHERE subject = $1 RETURNING key_id, key IS NULL",
                 &[TEXTOID],
             ),
+            Stmt::KeyProviderCall => (
+                c"SELECT es.key_provider_call($1, $2, $3)",
+                &[TEXTOID, INT8OID, BYTEAOID],
+            ),
+            Stmt::KeyProviderGet => (c"SELECT es.key_provider_get($1)", &[INT8OID]),
             Stmt::AuditInsert => (
                 c"INSERT INTO es.data_audit (action, target, detail) VALUES ($1, $2, $3)",
                 &[TEXTOID, TEXTOID, JSONBOID],

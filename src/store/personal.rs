@@ -7,10 +7,12 @@
 //! with the [`Sealer`] of this module; the cipher and the token format are the core's
 //! ([`event_store_core::personal`]).
 
+use crate::pg::call::i64_datum;
 use crate::pg::call::{
     ResultSet, array_of, bytea_bytes, bytea_datum, jsonb_from_text, jsonb_to_string, strong_random,
     text_datum,
 };
+use crate::pg::gucs;
 use crate::pg::registry::{self, PersonalPaths};
 use crate::pg::security;
 use crate::pg::spi::{Connection, RegisteredSnapshot, Rows, Stmt};
@@ -64,33 +66,60 @@ impl<'c> Sealer<'c> {
     /// with one key: the second insert waits for the first and does nothing, then reads the
     /// committed row in a snapshot of the latest commits (also under REPEATABLE READ, whose
     /// own snapshot predates it). A `forget` that destroys the key between the two tries again.
+    /// With a key provider (`es.key_provider`) the row keeps no key: the provider stores it
+    /// (`put`) and gives it back (`get`).
     fn key(&mut self, subject: &str) -> Result<(i64, [u8; KEY_LEN]), EventStoreError> {
         if let Some(k) = self.keys.get(subject) {
             return Ok(*k);
         }
+        let provider = gucs::key_provider();
         let arg = Some(text_datum(subject));
         for _ in 0..3 {
-            if let Some(k) = key_row(&self.conn.execute(Stmt::KeyOfSubject, &[arg]))? {
-                return Ok(self.keep(subject, k));
+            if let Some(row) = key_row(&self.conn.execute(Stmt::KeyOfSubject, &[arg])) {
+                return self.resolve(subject, row);
             }
             let mut key = [0u8; KEY_LEN];
             if !strong_random(&mut key) {
                 return Err(no_random());
             }
-            let made = self
-                .conn
-                .execute(Stmt::KeyInsert, &[arg, Some(bytea_datum(&key))]);
-            if let Some(k) = key_row(&made)? {
-                return Ok(self.keep(subject, k));
+            let kept = provider.is_none().then(|| bytea_datum(&key));
+            let made = self.conn.execute(Stmt::KeyInsert, &[arg, kept]);
+            if let Some((key_id, _)) = key_row(&made) {
+                if provider.is_some() {
+                    call_provider(self.conn, "put", key_id, Some(bytea_datum(&key)));
+                }
+                return Ok(self.keep(subject, (key_id, key)));
             }
             let latest = RegisteredSnapshot::latest();
-            if let Some(k) = key_row(&self.conn.query_in(Stmt::KeyOfSubject, &[arg], &latest))? {
-                return Ok(self.keep(subject, k));
+            if let Some(row) = key_row(&self.conn.query_in(Stmt::KeyOfSubject, &[arg], &latest)) {
+                return self.resolve(subject, row);
             }
         }
         Err(EventStoreError::KeyUnavailable {
             reason: "it was destroyed by es.forget each time this append made it".into(),
         })
+    }
+
+    /// A found row's key: its bytes, or the key provider's.
+    fn resolve(
+        &mut self,
+        subject: &str,
+        (key_id, bytes): (i64, Option<Vec<u8>>),
+    ) -> Result<(i64, [u8; KEY_LEN]), EventStoreError> {
+        let bytes = match bytes {
+            Some(b) => b,
+            None => {
+                provider_get(self.conn, key_id)?.ok_or_else(|| EventStoreError::KeyUnavailable {
+                    reason: format!("the key provider has no key {key_id}"),
+                })?
+            }
+        };
+        let key: [u8; KEY_LEN] = bytes
+            .try_into()
+            .map_err(|_| EventStoreError::KeyUnavailable {
+                reason: format!("key {key_id} is not {KEY_LEN} bytes long"),
+            })?;
+        Ok(self.keep(subject, (key_id, key)))
     }
 
     fn keep(&mut self, subject: &str, k: (i64, [u8; KEY_LEN])) -> (i64, [u8; KEY_LEN]) {
@@ -105,22 +134,45 @@ fn no_random() -> EventStoreError {
     }
 }
 
-/// The (key_id, key) of the first row, if any.
-fn key_row(rows: &Rows<'_>) -> Result<Option<(i64, [u8; KEY_LEN])>, EventStoreError> {
+/// The (key_id, key) of the first row, if any (the key `None`: the key provider keeps it).
+fn key_row(rows: &Rows<'_>) -> Option<(i64, Option<Vec<u8>>)> {
+    if rows.is_empty() {
+        return None;
+    }
+    let id = rows.first_i64()?;
+    // SAFETY: column 2 of KeyOfSubject / KeyInsert is `key bytea`, valid while `rows` is.
+    let key = rows.datum(0, 2).map(|d| unsafe { bytea_bytes(d) });
+    Some((id, key))
+}
+
+/// Calls the key provider (`put` a new key, `forget` one), under its own search path.
+fn call_provider(conn: &Connection, action: &str, key_id: i64, key: Option<Datum>) {
+    conn.unpinned(|| {
+        conn.execute(
+            Stmt::KeyProviderCall,
+            &[Some(text_datum(action)), Some(i64_datum(key_id)), key],
+        );
+    });
+}
+
+/// The key the key provider keeps under `key_id` (`None`: it has none), or why it cannot be
+/// asked.
+fn provider_get(conn: &Connection, key_id: i64) -> Result<Option<Vec<u8>>, EventStoreError> {
+    if gucs::key_provider().is_none() {
+        return Err(EventStoreError::KeyUnavailable {
+            reason: format!(
+                "key {key_id} is kept by a key provider, and es.key_provider is not set"
+            ),
+        });
+    }
+    // The provider is the DBA's code: it runs under its own search path (es.key_provider_call's
+    // SET clause, or its own), not the store's pinned one, which would hide its extensions.
+    let rows = conn.unpinned(|| conn.execute(Stmt::KeyProviderGet, &[Some(i64_datum(key_id))]));
     if rows.is_empty() {
         return Ok(None);
     }
-    let (Some(id), Some(key)) = (rows.first_i64(), rows.datum(0, 2)) else {
-        return Ok(None);
-    };
-    // SAFETY: column 2 of KeyOfSubject / KeyInsert is `key bytea`, valid while `rows` is.
-    let bytes = unsafe { bytea_bytes(key) };
-    let key: [u8; KEY_LEN] = bytes
-        .try_into()
-        .map_err(|_| EventStoreError::KeyUnavailable {
-            reason: format!("key {id} in es.subject_keys is not {KEY_LEN} bytes long"),
-        })?;
-    Ok(Some((id, key)))
+    // SAFETY: column 1 is the bytea the provider returned, valid while `rows` is.
+    Ok(rows.datum(0, 1).map(|d| unsafe { bytea_bytes(d) }))
 }
 
 /// `es.define_personal_data`: marks the paths of `event_type` (replacing its earlier ones) and
@@ -149,16 +201,33 @@ pub fn define(event_type: &str, paths: &[String]) -> Result<(), EventStoreError>
 /// `es.forget`: destroys the subject's key and records the act, in the caller's transaction;
 /// true when there was a key. The sealed values stay where they are, unreadable by anyone from
 /// the commit on. A later append for the subject makes a new key (what is appended after
-/// forgetting is readable; what was forgotten stays so).
-pub fn forget(subject: &str) -> bool {
+/// forgetting is readable; what was forgotten stays so). A key the key provider keeps is
+/// destroyed there too (in the provider's own transaction, which a rollback here cannot undo).
+pub fn forget(subject: &str) -> Result<bool, EventStoreError> {
     let conn = Connection::connect();
-    let key_id = conn
-        .execute(Stmt::KeyForget, &[Some(text_datum(subject))])
-        .first_i64();
+    let rows = conn.execute(Stmt::KeyForget, &[Some(text_datum(subject))]);
+    let key_id = rows.first_i64();
+    let remote = key_id.is_some() && rows.bool(0, 2).unwrap_or(false);
+    let provider = gucs::key_provider();
+    if remote {
+        let Some(id) = key_id else { unreachable!() };
+        if provider.is_none() {
+            return Err(EventStoreError::KeyUnavailable {
+                reason: format!(
+                    "key {id} is kept by a key provider, and es.key_provider is not set: nothing was destroyed"
+                ),
+            });
+        }
+        call_provider(&conn, "forget", id, None);
+    }
     // Counting the events the key sealed would read the whole log: the audit names the key.
-    let detail = serde_json::json!({ "key_id": key_id, "key_destroyed": key_id.is_some() });
+    let detail = serde_json::json!({
+        "key_id": key_id,
+        "key_destroyed": key_id.is_some(),
+        "key_provider": remote.then_some(provider).flatten(),
+    });
     audit(&conn, "forget", subject, &detail.to_string());
-    key_id.is_some()
+    Ok(key_id.is_some())
 }
 
 fn audit(conn: &Connection, action: &str, target: &str, detail: &str) {
@@ -204,12 +273,16 @@ impl Revealer {
             // A read's own connection (the caller may be inside a scan): the key as the caller
             // may read it (members are granted SELECT on es.subject_keys).
             let conn = Connection::connect();
-            let rows = conn.query(Stmt::KeyById, &[Some(crate::pg::call::i64_datum(key_id))]);
+            let rows = conn.query(Stmt::KeyById, &[Some(i64_datum(key_id))]);
             if rows.is_empty() {
                 return None;
             }
             // SAFETY: column 1 of KeyById is `key bytea`, valid while `rows` is.
-            rows.datum(0, 1).map(|d| unsafe { bytea_bytes(d) })
+            match rows.datum(0, 1).map(|d| unsafe { bytea_bytes(d) }) {
+                Some(key) => Some(key),
+                // kept by the key provider; not set (or not answering with a key): erased
+                None => provider_get(&conn, key_id).ok().flatten(),
+            }
         });
         personal::open(key.as_deref()?, token)
     }

@@ -433,3 +433,146 @@ fn a_forget_killed_mid_transaction_leaves_all_or_nothing() {
         vec![Some(format!(r#"{HOLDER} ["holder_name"]"#))]
     );
 }
+
+#[test]
+fn keys_kept_in_another_database_through_the_key_provider() {
+    let db = TestDb::new("crypto_provider");
+    let keys = TestDb::empty("crypto_keys");
+    let mut k = keys.connect();
+    exec(
+        &mut k,
+        "CREATE TABLE keys (key_id bigint PRIMARY KEY, key bytea NOT NULL)",
+    );
+    let mut c = db.connect();
+    let conninfo = format!(
+        "host=127.0.0.1 port={} user=postgres dbname={}",
+        event_store_client_tests::port(),
+        keys.name()
+    );
+    exec(&mut c, "CREATE EXTENSION dblink");
+    exec(
+        &mut c,
+        &format!(
+            r#"CREATE FUNCTION public.remote_keys(action text, key_id bigint, key bytea) RETURNS bytea
+               LANGUAGE plpgsql SET search_path = public AS $f$
+               DECLARE r bytea;
+               BEGIN
+                 IF action = 'put' THEN
+                   PERFORM dblink_exec('{conninfo}', format('INSERT INTO keys VALUES (%s, %L)', key_id, key));
+                   RETURN key;
+                 ELSIF action = 'get' THEN
+                   SELECT t.k INTO r FROM dblink('{conninfo}', format('SELECT key FROM keys WHERE key_id = %s', key_id)) AS t(k bytea);
+                   RETURN r;
+                 ELSIF action = 'forget' THEN
+                   PERFORM dblink_exec('{conninfo}', format('DELETE FROM keys WHERE key_id = %s', key_id));
+                   RETURN NULL;
+                 END IF;
+                 RAISE EXCEPTION 'unknown action %', action;
+               END $f$"#
+        ),
+    );
+    exec(
+        &mut c,
+        &format!(
+            "ALTER DATABASE {} SET es.key_provider = 'public.remote_keys'",
+            db.name()
+        ),
+    );
+    drop(c);
+    let mut c = db.connect();
+    define_paths(&mut c);
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    for s in [first, second] {
+        append(
+            &mut c,
+            s,
+            Some(0),
+            &[format!(
+                r#"{{"type":"Opened","account_holder":"{HOLDER}","initial_balance_cents":5}}"#
+            )],
+        )
+        .unwrap_or_else(|e| panic!("Opened with a key provider: {}", describe(&e)));
+    }
+    // the rows here keep no key; the key database has them
+    assert_eq!(
+        one_text(
+            &mut c,
+            "SELECT format('%s %s', count(*), count(key)) FROM es.subject_keys"
+        ),
+        "2 0"
+    );
+    let remote_hex = texts(
+        &mut k,
+        "SELECT encode(key, 'hex') FROM keys ORDER BY key_id",
+    )
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>();
+    assert_eq!(remote_hex.len(), 2);
+    assert!(remote_hex.iter().all(|h| h.len() == 64));
+    assert_eq!(
+        one_text(
+            &mut c,
+            &format!("SELECT es.account_state('{first}')->>'holder_name'")
+        ),
+        HOLDER
+    );
+    // this database's dump holds the ciphertext but no key
+    let dump = Command::new(pg_bin("pg_dump"))
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
+        .arg(event_store_client_tests::port().to_string())
+        .arg(db.name())
+        .output()
+        .expect("cannot run pg_dump");
+    assert!(
+        dump.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(dump.contains("es:enc:v1:"));
+    assert_no_cleartext("pg_dump's output", &dump);
+    for hex in &remote_hex {
+        assert!(!dump.contains(hex.as_str()), "the dump holds a key");
+    }
+    // forgetting destroys the key in the key database, and says so in the audit
+    exec(&mut c, &format!("SELECT es.forget('{first}')"));
+    assert_eq!(one_text(&mut k, "SELECT count(*)::text FROM keys"), "1");
+    assert_eq!(
+        one_text(
+            &mut c,
+            "SELECT detail->>'key_provider' FROM es.data_audit WHERE action = 'forget'"
+        ),
+        "public.remote_keys"
+    );
+    assert_eq!(
+        one_text(
+            &mut c,
+            &format!("SELECT es.account_state('{first}')->>'_erased'")
+        ),
+        r#"["holder_name"]"#
+    );
+    // without the setting, a key kept by the provider can be neither read nor destroyed
+    exec(&mut c, "SET es.key_provider = ''");
+    assert_eq!(
+        one_text(
+            &mut c,
+            &format!("SELECT es.account_state('{second}')->>'_erased'")
+        ),
+        r#"["holder_name"]"#
+    );
+    let refused = c
+        .query_one("SELECT es.forget($1)", &[&second.to_string()])
+        .expect_err("a forget without the provider must fail");
+    assert_eq!(event_store_client_tests::sqlstate(&refused), Some("55000"));
+    exec(&mut c, "RESET es.key_provider");
+    assert_eq!(
+        one_text(
+            &mut c,
+            &format!("SELECT es.account_state('{second}')->>'holder_name'")
+        ),
+        HOLDER
+    );
+    exec(&mut c, &format!("SELECT es.forget('{second}')"));
+    assert_eq!(one_text(&mut k, "SELECT count(*)::text FROM keys"), "0");
+}

@@ -83,6 +83,8 @@ SELECT es.reveal((SELECT state FROM es.streams WHERE stream_id = 'e1000000-0000-
 SELECT error_of($$SELECT key FROM es.subject_keys$$);
 SELECT error_of($$SELECT es.forget('customer-7')$$);
 SELECT error_of($$SELECT es.define_personal_data('Registered', ARRAY['email'])$$);
+SELECT error_of($$SET es.key_provider = 'public.mine'$$);
+SELECT error_of($$SELECT es.key_provider_get(1)$$);
 RESET ROLE;
 -- a member: in clear (es.reveal too, for a read model or a row read directly)
 SET ROLE regress_pd_member;
@@ -123,6 +125,13 @@ SELECT version, masked(data - 'event_id' - 'occurred_at') AS stored FROM es.even
 SELECT es.append_events('e3000000-0000-0000-0000-000000000001', 0, ARRAY['{"type":"Withdrawn","event_id":"e3000000-0000-0000-0000-0000000000c1","amount_cents":1,"description":"es:enc:v1:999:AAAA"}']::jsonb[]) AS v;
 SELECT data->>'description' AS kept FROM es.events WHERE stream_id = 'e3000000-0000-0000-0000-000000000001';
 SELECT data->'description' AS description, data->'_erased' AS erased FROM es.load_events('e3000000-0000-0000-0000-000000000001');
+-- a key provider (README "Keys in another database") that does not exist: the append that
+-- would make a key fails whole; a subject whose key is here needs no provider
+SET es.key_provider = 'public.no_such_provider';
+SELECT error_of($$SELECT es.append_events('e4000000-0000-0000-0000-000000000001', 0, ARRAY['{"type":"Opened","account_holder":"Nobody","initial_balance_cents":0}']::jsonb[])$$);
+SELECT count(*) AS nothing_stored FROM es.streams WHERE stream_id = 'e4000000-0000-0000-0000-000000000001';
+SELECT es.withdraw('e1000000-0000-0000-0000-000000000001', 1, 'with the key here') AS v;
+RESET es.key_provider;
 -- every act is in es.data_audit
 SELECT id, action, target, detail, performed_by = session_user AS by_me FROM es.data_audit ORDER BY id;
 -- nothing here holds the cleartext any more
