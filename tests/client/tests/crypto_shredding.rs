@@ -91,6 +91,8 @@ fn forgotten_cleartext_is_in_no_table_wal_decoding_dump_or_standby() {
     );
     let wal_start = one_text(&mut c, "SELECT pg_current_wal_lsn()::text");
     define_paths(&mut c);
+    // the seed's projections copy the holder and descriptions into their read models
+    exec(&mut c, "SELECT es.enable_account_projections()");
     let account = Uuid::new_v4();
     let customer = Uuid::new_v4();
     let other = Uuid::new_v4();
@@ -133,6 +135,34 @@ fn forgotten_cleartext_is_in_no_table_wal_decoding_dump_or_standby() {
         &format!(
             "SELECT format('%s %s %s', version, amount_cents, balance_cents) FROM es.account_history('{account}') ORDER BY version"
         ),
+    );
+    // the read models caught up: they hold the sealed form, which es.reveal opens
+    let last = one_text(&mut c, "SELECT max(global_position)::text FROM es.events");
+    for projection in ["account_balances", "account_transactions"] {
+        let done: bool = c
+            .query_one(
+                &format!("SELECT es.wait_for_projection('{projection}', {last}, 60000)"),
+                &[],
+            )
+            .unwrap_or_else(|e| panic!("es.wait_for_projection: {}", describe(&e)))
+            .get(0);
+        assert!(done, "projection {projection} did not catch up");
+    }
+    assert!(
+        one_text(
+            &mut c,
+            &format!("SELECT holder_name FROM es.account_balances WHERE account_id = '{account}'")
+        )
+        .starts_with("es:enc:v1:")
+    );
+    assert_eq!(
+        one_text(
+            &mut c,
+            &format!(
+                "SELECT es.reveal(to_jsonb(holder_name)) #>> '{{}}' FROM es.account_balances WHERE account_id = '{account}'"
+            )
+        ),
+        HOLDER
     );
     // forget both subjects in one transaction
     exec(
@@ -181,6 +211,8 @@ fn forgotten_cleartext_is_in_no_table_wal_decoding_dump_or_standby() {
                UNION ALL SELECT to_jsonb(s)::text FROM es.streams s
                UNION ALL SELECT to_jsonb(s)::text FROM es.snapshots s
                UNION ALL SELECT to_jsonb(a)::text FROM es.data_audit a
+               UNION ALL SELECT to_jsonb(b)::text FROM es.account_balances b
+               UNION ALL SELECT to_jsonb(t)::text FROM es.account_transactions t
                UNION ALL SELECT to_jsonb(r)::text FROM es.load_events('{account}') r
                UNION ALL SELECT to_jsonb(r)::text FROM es.read_all(0, 1000) r
                UNION ALL SELECT to_jsonb(h)::text FROM es.account_history('{account}') h
@@ -406,6 +438,16 @@ fn a_forget_killed_mid_transaction_leaves_all_or_nothing() {
     exec(&mut victim, &format!("BEGIN; SELECT es.forget('{kept}')"));
     kill_9(pid);
     drop(victim);
+    // The postmaster ends every session when a backend dies: once this one is gone too, the
+    // crash restart is under way, and a new session cannot slip in before it and die in it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while c.simple_query("SELECT 1").is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the postmaster did not react to the killed backend"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(c);
     let mut c = connect_with_retry(db.name(), Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("no reconnection after the crash: {}", describe(&e)));

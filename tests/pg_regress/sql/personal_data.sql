@@ -93,6 +93,11 @@ SELECT es.account_state('e1000000-0000-0000-0000-000000000001') AS state;
 SELECT es.reveal((SELECT state FROM es.streams WHERE stream_id = 'e1000000-0000-0000-0000-000000000001')) AS revealed;
 SELECT es.reveal('{"plain": 1.10, "n": [1, 2]}') AS unchanged;
 RESET ROLE;
+-- a client saves the state it read (the holder revealed): the snapshot keeps it sealed; another
+-- holder is refused as before
+SELECT es.save_snapshot('e1000000-0000-0000-0000-000000000001', 3, es.account_state('e1000000-0000-0000-0000-000000000001', at_version => 3));
+SELECT version, masked(state) AS snapshot FROM es.snapshots WHERE stream_id = 'e1000000-0000-0000-0000-000000000001' ORDER BY version;
+SELECT error_of($$SELECT es.save_snapshot('e1000000-0000-0000-0000-000000000001', 3, '{"holder_name": "Mallory", "balance_cents": 120, "status": "Active", "version": 3}')$$) ~ '^ES005' AS refused;
 -- forgetting: the key is destroyed in the caller's transaction, with its audit row
 BEGIN;
 SELECT es.forget('e1000000-0000-0000-0000-000000000001') AS destroyed;
