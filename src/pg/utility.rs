@@ -10,6 +10,12 @@
 //! a database created from a template is looked at at once. This is how TimescaleDB's loader
 //! stops its per-database scheduler before a `DROP DATABASE`.
 //!
+//! `DROP EXTENSION event_store` and `ALTER EXTENSION event_store UPDATE` get the same treatment
+//! for the current database: they take exclusive locks on the store's tables one after another
+//! while the worker, in the middle of a projection's batch, holds a share lock on one and waits
+//! for another, and PostgreSQL's deadlock detector then cancels the command ("deadlock
+//! detected"). Holding the database first makes the worker finish its round and leave.
+//!
 //! Every utility statement passes through the hook, so the hook must not change how they fail:
 //! it calls the next hook without pgrx's guard (see `standard_process_utility_unguarded`).
 //!
@@ -48,7 +54,13 @@ enum Command {
     Alter,
     /// `CREATE DATABASE … TEMPLATE`: the template stays, and a new database appears.
     CopyFrom,
+    /// `DROP EXTENSION event_store` / `ALTER EXTENSION event_store …` in the current database:
+    /// its worker must be out of the way of the store's tables, nothing else.
+    Extension,
 }
+
+/// The extension's name, as `DROP EXTENSION` and `ALTER EXTENSION` name it.
+const EXTENSION: &CStr = c"event_store";
 
 /// The database a utility statement must have alone, if it is one of the commands above and the
 /// database exists; for a `CREATE DATABASE`, its template (`InvalidOid` for the default one).
@@ -60,7 +72,9 @@ unsafe fn database_command(stmt: *mut pg_sys::Node) -> Option<(pg_sys::Oid, Comm
         return None;
     }
     // SAFETY: the node's tag says which struct it is; each branch reads only that struct's
-    // fields, whose strings and lists live in the statement's memory for the command's life.
+    // fields, whose strings and lists live in the statement's memory for the command's life (a
+    // DropStmt's objects are nodes whose own tag is checked before a String's sval is read);
+    // MyDatabaseId is the backend's database, set once at connection.
     let (name, command) = unsafe {
         match (*stmt).type_ {
             pg_sys::NodeTag::T_DropdbStmt => {
@@ -88,6 +102,27 @@ unsafe fn database_command(stmt: *mut pg_sys::Node) -> Option<(pg_sys::Oid, Comm
                     // from template1: nothing to hold, but a new database to look at
                     _ => (ptr::null_mut(), Command::CopyFrom),
                 }
+            }
+            pg_sys::NodeTag::T_DropStmt => {
+                let drop = stmt.cast::<pg_sys::DropStmt>();
+                if (*drop).removeType != pg_sys::ObjectType::OBJECT_EXTENSION {
+                    return None;
+                }
+                // `DROP EXTENSION a, b`: a list of String nodes
+                let names = pgrx::PgList::<pg_sys::Node>::from_pg((*drop).objects);
+                let ours = names.iter_ptr().any(|n| {
+                    !n.is_null()
+                        && (*n).type_ == pg_sys::NodeTag::T_String
+                        && !(*n.cast::<pg_sys::String>()).sval.is_null()
+                        && CStr::from_ptr((*n.cast::<pg_sys::String>()).sval) == EXTENSION
+                });
+                return ours.then_some((pg_sys::MyDatabaseId, Command::Extension));
+            }
+            pg_sys::NodeTag::T_AlterExtensionStmt => {
+                let alter = stmt.cast::<pg_sys::AlterExtensionStmt>();
+                let ours =
+                    !(*alter).extname.is_null() && CStr::from_ptr((*alter).extname) == EXTENSION;
+                return ours.then_some((pg_sys::MyDatabaseId, Command::Extension));
             }
             _ => return None,
         }

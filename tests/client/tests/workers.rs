@@ -11,6 +11,9 @@
 //!   and follows new appends) without a server restart.
 //! - `no_worker_stays_where_there_is_no_work`: databases with the extension but neither
 //!   projections nor replicas keep no worker.
+//! - `drop_extension_while_the_worker_runs_a_batch`: `DROP EXTENSION event_store` while the
+//!   worker is inside a batch of the account projections succeeds every time (it was cancelled
+//!   as a deadlock now and then).
 //! - `es_max_workers_bounds_the_workers_and_every_database_progresses`: with `es.max_workers =
 //!   1` and two databases with projections, one of them shows `waiting for a worker slot` with
 //!   the reason in `es.projections`, never more than one worker runs, and both read models still
@@ -400,4 +403,57 @@ fn es_max_workers_bounds_the_workers_and_every_database_progresses() {
     // both progress: the running worker yields its slot in turn
     append_and_wait(&mut ca, "database a under es.max_workers = 1");
     append_and_wait(&mut cb, "database b under es.max_workers = 1");
+}
+
+/// `DROP EXTENSION event_store` while the database's worker is in the middle of a batch of the
+/// seed's account projections (whose read models are the extension's own tables): the command
+/// succeeds every time and the worker leaves. Before the store's utility hook held the database
+/// for it, the command took exclusive locks on the store's tables one by one while the worker held
+/// a share lock on one and waited for another, and PostgreSQL's deadlock detector cancelled the
+/// command now and then ("deadlock detected").
+#[test]
+fn drop_extension_while_the_worker_runs_a_batch() {
+    let db = TestDb::new("dropext");
+    let mut admin = admin();
+    assert_preloaded(&mut db.connect());
+    for round in 0..8 {
+        let mut c = db.connect();
+        if round > 0 {
+            exec(&mut c, "CREATE EXTENSION event_store");
+        }
+        exec(
+            &mut c,
+            "SELECT es.enable_account_projections();
+             SELECT es.pause_projection('account_balances'), es.pause_projection('account_transactions');
+             CREATE TEMP TABLE accounts AS SELECT es.open_account('holder ' || g) AS id FROM generate_series(1, 200) g;
+             SELECT count(es.deposit(id, 100)) FROM accounts, generate_series(1, 20);
+             SELECT es.resume_projection('account_balances'), es.resume_projection('account_transactions');",
+        );
+        wait_for_worker(&mut admin, db.name());
+        // inside the catch-up: some events handled, not all
+        let start = Instant::now();
+        while c
+            .query_one("SELECT count(*) FROM es.account_transactions", &[])
+            .expect("account_transactions")
+            .get::<_, i64>(0)
+            == 0
+        {
+            assert!(
+                start.elapsed() < SETTLE_WITHIN,
+                "round {round}: the projections handled nothing"
+            );
+            thread::sleep(Duration::from_millis(2));
+        }
+        if let Err(e) = c.batch_execute("DROP EXTENSION event_store CASCADE") {
+            panic!("round {round}: DROP EXTENSION failed: {}", describe(&e));
+        }
+        let start = Instant::now();
+        while worker_pid(&mut admin, db.name()).is_some() {
+            assert!(
+                start.elapsed() < SETTLE_WITHIN,
+                "round {round}: a worker stays connected after DROP EXTENSION"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
