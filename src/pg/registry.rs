@@ -300,6 +300,16 @@ pub fn any_personal_data(conn: &Connection) -> bool {
     loaded(conn).any_personal
 }
 
+/// The personal-data paths when the cache is current (no SPI connection needed; a shared
+/// reference, no copy), `None` when it must be loaded again.
+pub fn cached_personal_paths() -> Option<Rc<PersonalPaths>> {
+    let generation = GENERATION.with(Cell::get);
+    CACHE.with(|c| {
+        let c = c.borrow();
+        (c.0 == generation).then(|| c.1.personal.clone())
+    })
+}
+
 /// True when the cache is current and no personal data is defined (no SPI connection needed).
 pub fn known_no_personal_data() -> bool {
     let generation = GENERATION.with(Cell::get);

@@ -474,10 +474,11 @@ fn revealed_equals(truth: &AccountState, given: &AccountState) -> bool {
         .and_then(|mut r| r.text(&truth.holder_name))
         .flatten()
         .unwrap_or_default();
-    given == &AccountState {
-        holder_name: holder,
-        ..truth.clone()
-    }
+    given
+        == &AccountState {
+            holder_name: holder,
+            ..truth.clone()
+        }
 }
 
 /// `es.account_check(state, event)`: the account's rules as a declared type's `check` (the

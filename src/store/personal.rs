@@ -27,13 +27,14 @@ use std::rc::Rc;
 pub const ROLE: &CStr = c"es_personal_data";
 
 /// The personal-data paths of every event type (from the backend's registry cache; it connects
-/// only when the cache must be loaded again).
-pub fn paths() -> Rc<PersonalPaths> {
-    if registry::known_no_personal_data() {
-        return Rc::default();
-    }
-    let conn = Connection::connect();
-    registry::personal_paths(&conn)
+/// only when the cache must be loaded again); `None` when there are none, which a store without
+/// personal-data paths learns without a connection or an allocation (the append hot path).
+pub fn paths() -> Option<Rc<PersonalPaths>> {
+    let paths = registry::cached_personal_paths().unwrap_or_else(|| {
+        let conn = Connection::connect();
+        registry::personal_paths(&conn)
+    });
+    (!paths.is_empty()).then_some(paths)
 }
 
 /// The keys of the subjects one append seals values for: found in `es.subject_keys`, or made on

@@ -124,12 +124,13 @@ impl<'a> Batch<'a> {
         memory: Option<CallMemory<'a>>,
         stream: &Uuid,
     ) -> Result<(), EventStoreError> {
-        let registry = personal::paths();
-        if registry.is_empty()
-            || !self
-                .metas
-                .iter()
-                .any(|m| registry.contains_key(&m.event_type))
+        let Some(registry) = personal::paths() else {
+            return Ok(());
+        };
+        if !self
+            .metas
+            .iter()
+            .any(|m| registry.contains_key(&m.event_type))
         {
             return Ok(());
         }
