@@ -469,6 +469,55 @@ $$;
 COMMENT ON FUNCTION es.purge_stream(uuid) IS
   'Internal: removes the events of a stream that its es.streams row records as removed (a hard delete: all before the $stream_deleted marker; a truncation: those below truncated_before), from es.events and from es.events_archive, bypassing the append-only triggers; removes the subscriptions'' parked entries of those events too; returns how many events and their first and last global positions. Called by es.delete_stream and es.truncate_stream after they record the act; EXECUTE is revoked from PUBLIC.';
 
+-- Personal data (0.2.0): crypto-shredding. The paths of each event type that hold personal data,
+-- and one key per data subject; es.forget destroys a subject's key.
+
+CREATE TABLE es.personal_data (
+    event_type text        NOT NULL,
+    paths      text[]      NOT NULL,
+    defined_by name        NOT NULL DEFAULT session_user,
+    defined_at timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    CONSTRAINT personal_data_pkey PRIMARY KEY (event_type)
+);
+COMMENT ON TABLE es.personal_data IS
+  'The personal-data paths of event types (es.define_personal_data): at append the values there are sealed with their subject''s key (es.subject_keys) before anything stores them. Written only by es.define_personal_data.';
+COMMENT ON COLUMN es.personal_data.event_type IS 'The event type (the event object''s "type").';
+COMMENT ON COLUMN es.personal_data.paths IS 'Dot-separated object keys from the event''s top (customer.email); empty: none any more.';
+COMMENT ON COLUMN es.personal_data.defined_by IS 'The session user that defined them.';
+COMMENT ON COLUMN es.personal_data.defined_at IS 'Transaction time of the definition.';
+
+CREATE SEQUENCE es.subject_key_seq AS bigint NO CYCLE;
+COMMENT ON SEQUENCE es.subject_key_seq IS
+  'Source of es.subject_keys.key_id: never reused, so a value sealed with a destroyed key never opens with a new one.';
+
+CREATE TABLE es.subject_keys (
+    subject    text        NOT NULL,
+    key_id     bigint      NOT NULL,
+    key        bytea,
+    created_at timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    CONSTRAINT subject_keys_pkey PRIMARY KEY (subject),
+    CONSTRAINT subject_keys_key_id_key UNIQUE (key_id)
+);
+COMMENT ON TABLE es.subject_keys IS
+  'One AES-256 key per data subject, made by the first append that seals a value for it and destroyed by es.forget. It shares this database''s WAL, replicas and backups until they age out (README "Forgetting a subject"). Members of es_personal_data may read it: that is what revealing needs.';
+COMMENT ON COLUMN es.subject_keys.subject IS 'The data subject: a stream id as text, or the data_subject an event''s metadata named.';
+COMMENT ON COLUMN es.subject_keys.key_id IS 'What a sealed value names (es:enc:v1:<key_id>:...); never the subject, which may be personal itself.';
+COMMENT ON COLUMN es.subject_keys.key IS 'The 32 key bytes, from pg_strong_random; NULL when the key provider named by es.key_provider keeps them (in another database).';
+COMMENT ON COLUMN es.subject_keys.created_at IS 'Transaction time of the append that made it.';
+
+-- The role whose members read personal values in clear. Roles belong to the cluster, not to a
+-- database or the extension: made once, by the first CREATE EXTENSION (or update) of the cluster,
+-- left in place by DROP EXTENSION, and not in pg_dump's output (pg_dumpall --globals has it).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'es_personal_data') THEN
+        CREATE ROLE es_personal_data NOLOGIN;
+        COMMENT ON ROLE es_personal_data IS
+          'event_store: members (and superusers) read the personal values es.define_personal_data marked in clear, while their subject''s key exists; others read null and an "_erased" marker.';
+    END IF;
+END
+$$;
+
 -- Privileges and dumps ----------------------------------------------------------------------------
 
 REVOKE ALL ON TABLE es.events, es.streams, es.snapshots FROM PUBLIC;
@@ -479,6 +528,9 @@ REVOKE ALL ON TABLE es.data_audit FROM PUBLIC;
 REVOKE ALL ON TABLE es.retention_policies, es.events_archive FROM PUBLIC;
 REVOKE ALL ON FUNCTION es.refuse_archive_change() FROM PUBLIC;
 REVOKE ALL ON SEQUENCE es.data_audit_seq FROM PUBLIC;
+REVOKE ALL ON TABLE es.personal_data, es.subject_keys FROM PUBLIC;
+REVOKE ALL ON SEQUENCE es.subject_key_seq FROM PUBLIC;
+GRANT SELECT (key_id, key) ON TABLE es.subject_keys TO es_personal_data;
 REVOKE ALL ON SEQUENCE es.global_position_seq FROM PUBLIC;
 REVOKE ALL ON SEQUENCE es.aggregate_revision_seq FROM PUBLIC;
 REVOKE ALL ON FUNCTION es.refuse_history_change() FROM PUBLIC;
@@ -504,3 +556,6 @@ SELECT pg_catalog.pg_extension_config_dump('es.data_audit', '');
 SELECT pg_catalog.pg_extension_config_dump('es.data_audit_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('es.retention_policies', '');
 SELECT pg_catalog.pg_extension_config_dump('es.events_archive', '');
+SELECT pg_catalog.pg_extension_config_dump('es.personal_data', '');
+SELECT pg_catalog.pg_extension_config_dump('es.subject_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('es.subject_key_seq', '');

@@ -262,82 +262,63 @@ COMMENT ON COLUMN es.data_audit.performed_by IS 'The session user that called th
 COMMENT ON COLUMN es.data_audit.performed_at IS 'Transaction time of the act.';
 COMMENT ON COLUMN es.data_audit.xact_id IS 'The transaction that did it.';
 
--- Retention and archiving (0.2.0) -----------------------------------------------------------------
+-- Personal data (0.2.0): crypto-shredding. The paths of each event type that hold personal data,
+-- and one key per data subject; es.forget destroys a subject's key.
 
-CREATE TABLE es.retention_policies (
-    stream_type    text        NOT NULL,
-    max_age        interval,
-    max_count      bigint,
-    paused         boolean     NOT NULL DEFAULT false,
-    set_by         name        NOT NULL DEFAULT session_user,
-    set_at         timestamptz NOT NULL DEFAULT transaction_timestamp(),
-    events_removed bigint      NOT NULL DEFAULT 0,
-    batches        bigint      NOT NULL DEFAULT 0,
-    last_batch_at  timestamptz,
-    last_pass_at   timestamptz,
-    CONSTRAINT retention_policies_pkey PRIMARY KEY (stream_type)
+CREATE TABLE es.personal_data (
+    event_type text        NOT NULL,
+    paths      text[]      NOT NULL,
+    defined_by name        NOT NULL DEFAULT session_user,
+    defined_at timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    CONSTRAINT personal_data_pkey PRIMARY KEY (event_type)
 );
-COMMENT ON TABLE es.retention_policies IS
-  'One row per retention policy (es.set_retention): the database''s background worker removes the events of the streams of that type that are older than max_age or beyond the newest max_count of their stream, in small batches (es.retention_batch_size events per transaction, es.retention_naptime between batches). Read through the view es.retention.';
-COMMENT ON COLUMN es.retention_policies.stream_type IS 'The stream type it applies to, as es.streams.stream_type holds it; '''' (the empty string) for the generic streams, whose type is NULL.';
-COMMENT ON COLUMN es.retention_policies.max_age IS 'Events recorded (recorded_at) longer ago than this are removed; NULL: no age limit.';
-COMMENT ON COLUMN es.retention_policies.max_count IS 'Each stream keeps its newest max_count events (by version); older ones are removed; NULL: no count limit.';
-COMMENT ON COLUMN es.retention_policies.paused IS 'es.pause_retention / es.resume_retention: a paused policy removes nothing.';
-COMMENT ON COLUMN es.retention_policies.set_by IS 'The session user that last called es.set_retention for it.';
-COMMENT ON COLUMN es.retention_policies.set_at IS 'Transaction time of that call.';
-COMMENT ON COLUMN es.retention_policies.events_removed IS 'Events the worker removed under this policy so far.';
-COMMENT ON COLUMN es.retention_policies.batches IS 'Batches (transactions) that removed events under this policy so far.';
-COMMENT ON COLUMN es.retention_policies.last_batch_at IS 'When the worker last removed events under this policy.';
-COMMENT ON COLUMN es.retention_policies.last_pass_at IS 'When the worker last finished a pass over the whole log for this policy.';
+COMMENT ON TABLE es.personal_data IS
+  'The personal-data paths of event types (es.define_personal_data): at append the values there are sealed with their subject''s key (es.subject_keys) before anything stores them. Written only by es.define_personal_data.';
+COMMENT ON COLUMN es.personal_data.event_type IS 'The event type (the event object''s "type").';
+COMMENT ON COLUMN es.personal_data.paths IS 'Dot-separated object keys from the event''s top (customer.email); empty: none any more.';
+COMMENT ON COLUMN es.personal_data.defined_by IS 'The session user that defined them.';
+COMMENT ON COLUMN es.personal_data.defined_at IS 'Transaction time of the definition.';
 
-CREATE TABLE es.events_archive (LIKE es.events INCLUDING DEFAULTS);
-ALTER TABLE es.events_archive ADD CONSTRAINT events_archive_pkey PRIMARY KEY (stream_id, version);
-ALTER TABLE es.events_archive ADD CONSTRAINT events_archive_global_position_key UNIQUE (global_position);
-CREATE INDEX events_archive_event_id_idx ON es.events_archive (event_id);
-COMMENT ON TABLE es.events_archive IS
-  'Events moved out of es.events by es.archive, unchanged (same columns, positions and versions). The read functions read through it (es.load_events, es.read_all, es.poll, projections, states, replays and time travel) unless es.include_archived is off. It may live on another tablespace: ALTER TABLE es.events_archive SET TABLESPACE t, and each of its indexes with ALTER INDEX ... SET TABLESPACE t. Written only by es.archive; UPDATE, DELETE and TRUNCATE are refused, even for the owner (retention removes archived events through the store''s own function).';
-COMMENT ON COLUMN es.events_archive.global_position IS 'The event''s position in the log, as it had in es.events.';
-COMMENT ON COLUMN es.events_archive.stream_id IS 'The aggregate id.';
-COMMENT ON COLUMN es.events_archive.version IS 'The event''s version in its stream.';
-COMMENT ON COLUMN es.events_archive.event_id IS 'The event''s id. Not unique here: ids are unique among the live events of es.events (an archived or removed event''s id no longer blocks an append).';
-COMMENT ON COLUMN es.events_archive.event_type IS 'The event object''s "type".';
-COMMENT ON COLUMN es.events_archive.event_version IS 'Schema version of the payload.';
-COMMENT ON COLUMN es.events_archive.data IS 'The event object exactly as appended.';
-COMMENT ON COLUMN es.events_archive.metadata IS 'The object''s "metadata" object, if any.';
-COMMENT ON COLUMN es.events_archive.occurred_at IS 'The object''s "occurred_at", else the transaction time of its append.';
-COMMENT ON COLUMN es.events_archive.recorded_at IS 'Transaction time of the append (not of the archiving).';
-COMMENT ON INDEX es.events_archive_pkey IS 'A stream''s archived events in version order (reads through the archive).';
-COMMENT ON INDEX es.events_archive_global_position_key IS 'The archived log in position order (es.read_all and es.poll read through it); positions are unique across both tables.';
-COMMENT ON INDEX es.events_archive_event_id_idx IS 'Finds an archived event by its id.';
+CREATE SEQUENCE es.subject_key_seq AS bigint NO CYCLE;
+COMMENT ON SEQUENCE es.subject_key_seq IS
+  'Source of es.subject_keys.key_id: never reused, so a value sealed with a destroyed key never opens with a new one.';
 
-CREATE FUNCTION es.refuse_archive_change() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
+CREATE TABLE es.subject_keys (
+    subject    text        NOT NULL,
+    key_id     bigint      NOT NULL,
+    key        bytea,
+    created_at timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    CONSTRAINT subject_keys_pkey PRIMARY KEY (subject),
+    CONSTRAINT subject_keys_key_id_key UNIQUE (key_id)
+);
+COMMENT ON TABLE es.subject_keys IS
+  'One AES-256 key per data subject, made by the first append that seals a value for it and destroyed by es.forget. It shares this database''s WAL, replicas and backups until they age out (README "Forgetting a subject"). Members of es_personal_data may read it: that is what revealing needs.';
+COMMENT ON COLUMN es.subject_keys.subject IS 'The data subject: a stream id as text, or the data_subject an event''s metadata named.';
+COMMENT ON COLUMN es.subject_keys.key_id IS 'What a sealed value names (es:enc:v1:<key_id>:...); never the subject, which may be personal itself.';
+COMMENT ON COLUMN es.subject_keys.key IS 'The 32 key bytes, from pg_strong_random; NULL when the key provider named by es.key_provider keeps them (in another database).';
+COMMENT ON COLUMN es.subject_keys.created_at IS 'Transaction time of the append that made it.';
+
+-- The role whose members read personal values in clear. Roles belong to the cluster, not to a
+-- database or the extension: made once, by the first CREATE EXTENSION (or update) of the cluster,
+-- left in place by DROP EXTENSION, and not in pg_dump's output (pg_dumpall --globals has it).
+DO $$
 BEGIN
-    RAISE EXCEPTION 'es.events_archive is append-only: % is not allowed', lower(TG_OP)
-        USING ERRCODE = 'ES006',
-              DETAIL = 'Archived events are facts: they are never changed, and removed only by a retention policy.',
-              HINT = 'Append a compensating event with es.append_events instead.';
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'es_personal_data') THEN
+        CREATE ROLE es_personal_data NOLOGIN;
+        COMMENT ON ROLE es_personal_data IS
+          'event_store: members (and superusers) read the personal values es.define_personal_data marked in clear, while their subject''s key exists; others read null and an "_erased" marker.';
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION es.refuse_archive_change() IS
-  'Trigger function that refuses UPDATE, DELETE and TRUNCATE of es.events_archive (SQLSTATE ES006).';
-
-CREATE TRIGGER events_archive_refuse_update_delete BEFORE UPDATE OR DELETE ON es.events_archive
-    FOR EACH ROW EXECUTE FUNCTION es.refuse_archive_change();
-COMMENT ON TRIGGER events_archive_refuse_update_delete ON es.events_archive IS 'Keeps the archive append-only, even for the table owner.';
-CREATE TRIGGER events_archive_refuse_truncate BEFORE TRUNCATE ON es.events_archive
-    FOR EACH STATEMENT EXECUTE FUNCTION es.refuse_archive_change();
-COMMENT ON TRIGGER events_archive_refuse_truncate ON es.events_archive IS 'Keeps the archive append-only, even for the table owner.';
 
 REVOKE ALL ON TABLE es.subscription_config, es.subscription_partitions, es.subscription_consumers, es.parked_events,
     es.projection_config, es.watermark, es.account_balances, es.account_transactions FROM PUBLIC;
 REVOKE ALL ON TABLE es.aggregate_types, es.stream_type_rules, es.upcasters FROM PUBLIC;
 REVOKE ALL ON TABLE es.data_audit FROM PUBLIC;
-REVOKE ALL ON TABLE es.retention_policies, es.events_archive FROM PUBLIC;
-REVOKE ALL ON FUNCTION es.refuse_archive_change() FROM PUBLIC;
 REVOKE ALL ON SEQUENCE es.data_audit_seq FROM PUBLIC;
+REVOKE ALL ON TABLE es.personal_data, es.subject_keys FROM PUBLIC;
+REVOKE ALL ON SEQUENCE es.subject_key_seq FROM PUBLIC;
+GRANT SELECT (key_id, key) ON TABLE es.subject_keys TO es_personal_data;
 REVOKE ALL ON SEQUENCE es.aggregate_revision_seq FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('es.subscription_config', '');
 SELECT pg_catalog.pg_extension_config_dump('es.subscription_partitions', '');
@@ -353,8 +334,9 @@ SELECT pg_catalog.pg_extension_config_dump('es.stream_type_rules', '');
 SELECT pg_catalog.pg_extension_config_dump('es.upcasters', '');
 SELECT pg_catalog.pg_extension_config_dump('es.data_audit', '');
 SELECT pg_catalog.pg_extension_config_dump('es.data_audit_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('es.retention_policies', '');
-SELECT pg_catalog.pg_extension_config_dump('es.events_archive', '');
+SELECT pg_catalog.pg_extension_config_dump('es.personal_data', '');
+SELECT pg_catalog.pg_extension_config_dump('es.subject_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('es.subject_key_seq', '');
 
 -- Functions of 0.2.0 (from their #[sql_function] registrations) ------------------------------------
 
@@ -506,6 +488,26 @@ AS 'MODULE_PATHNAME', 'es_drop_aggregate';
 COMMENT ON FUNCTION es.drop_aggregate(text, boolean) IS
   'Removes an aggregate type. Refused (2BP01) while streams of the type exist, unless detach: then they keep their type name and events but lose their kept state and rules (generic streams until the type is declared again). The built-in account cannot be dropped (42501); an unknown type: ES303.';
 REVOKE ALL ON FUNCTION es.drop_aggregate(text, boolean) FROM PUBLIC;
+CREATE FUNCTION es.define_personal_data(event_type text, paths text[])
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'es_define_personal_data';
+COMMENT ON FUNCTION es.define_personal_data(text, text[]) IS
+  'Marks the personal-data paths of an event type (dot-separated object keys, e.g. customer.email), replacing its earlier ones: from the next append on, the values there are sealed (AES-256-GCM) with the key of their subject (the metadata''s data_subject, else the stream) before anything stores them. Reads reveal them to members of es_personal_data while the key exists; es.forget destroys it. An empty array unmarks the type (what was sealed stays sealed). Recorded in es.data_audit. 22023 for a path the store reads itself, an empty key, a repeated or nested path, or an account event''s non-text field.';
+REVOKE ALL ON FUNCTION es.define_personal_data(text, text[]) FROM PUBLIC;
+CREATE FUNCTION es.forget(subject text)
+RETURNS boolean
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'es_forget';
+COMMENT ON FUNCTION es.forget(text) IS
+  'Crypto-shredding: destroys the key of a data subject (a stream id as text, or the data_subject its events'' metadata named), in the caller''s transaction, and records the act in es.data_audit. From the commit on, every copy of the subject''s sealed values (table, WAL, replicas, logical subscribers, dumps, backups) is ciphertext nobody can read: reads show null and an "_erased" marker, while the events'' existence, type, time and other fields stay. True when a key was destroyed, false when the subject had none. A later append for the subject gets a new key.';
+REVOKE ALL ON FUNCTION es.forget(text) FROM PUBLIC;
+CREATE FUNCTION es.reveal(value jsonb)
+RETURNS jsonb
+LANGUAGE c STABLE PARALLEL SAFE STRICT
+AS 'MODULE_PATHNAME', 'es_reveal';
+COMMENT ON FUNCTION es.reveal(jsonb) IS
+  'A JSON value (a read model''s column, a snapshot''s state, a row read from es.events directly) with its sealed personal values revealed, for a member of es_personal_data while their key exists; else null in their place and an "_erased" marker listing their paths in an object. Values without sealed parts come back unchanged.';
 CREATE FUNCTION es.worker_status(OUT state text, OUT reason text, OUT pid integer)
 RETURNS SETOF record
 LANGUAGE c VOLATILE PARALLEL SAFE ROWS 1
@@ -562,13 +564,6 @@ LANGUAGE c VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'es_wait_for_projection';
 COMMENT ON FUNCTION es.wait_for_projection(text, bigint, integer) IS
   'Read-your-writes: returns true as soon as the projection has handled everything up to position (e.g. what es.append_events just wrote), false after timeout_ms.';
-CREATE FUNCTION es.wake_retention()
-RETURNS boolean
-LANGUAGE c VOLATILE PARALLEL UNSAFE
-AS 'MODULE_PATHNAME', 'es_wake_retention';
-COMMENT ON FUNCTION es.wake_retention() IS
-  'Internal: when the calling transaction commits, asks the launcher to start this database''s background worker, which applies the retention policies (es.set_retention and es.resume_retention call it). Returns false when the library is not preloaded: then no worker runs and the policies wait.';
-REVOKE ALL ON FUNCTION es.wake_retention() FROM PUBLIC;
 CREATE FUNCTION es.nack(name text, partition integer, "position" bigint, error text, consumer text DEFAULT NULL)
 RETURNS boolean
 LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
@@ -668,11 +663,8 @@ AS $$
                AND (p.partitions = 1 OR es.stream_hash(e.stream_id) % p.partitions = p.partition)
                  AS matches
           FROM p CROSS JOIN LATERAL (
-                -- archived events count too: es.poll reads through the archive
                 SELECT e.stream_id, e.event_type, e.recorded_at
-                  FROM (SELECT v.global_position, v.stream_id, v.event_type, v.recorded_at FROM es.events v
-                        UNION ALL
-                        SELECT a.global_position, a.stream_id, a.event_type, a.recorded_at FROM es.events_archive a) e
+                  FROM es.events e
                  WHERE e.global_position > p.checkpoint
                  ORDER BY e.global_position
                  LIMIT 10001) e
@@ -686,9 +678,7 @@ AS $$
     -- after the checkpoint (positions of rolled-back appends count too: an estimate).
     SELECT CASE WHEN c.examined <= 10000 THEN c.matching
                 ELSE round(c.matching::numeric / c.examined
-                           * (greatest((SELECT max(global_position) FROM es.events),
-                                       (SELECT max(global_position) FROM es.events_archive))
-                              - (SELECT checkpoint FROM p)))::bigint
+                           * ((SELECT max(global_position) FROM es.events) - (SELECT checkpoint FROM p)))::bigint
            END,
            coalesce(extract(epoch FROM clock_timestamp() - c.oldest), 0)::double precision,
            c.examined > 10000
@@ -910,6 +900,10 @@ CREATE TRIGGER upcasters_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON
     FOR EACH STATEMENT EXECUTE FUNCTION es.registry_changed();
 COMMENT ON TRIGGER upcasters_changed ON es.upcasters IS
   'Every backend of the database reads the upcasters again after the change commits.';
+CREATE TRIGGER personal_data_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON es.personal_data
+    FOR EACH STATEMENT EXECUTE FUNCTION es.registry_changed();
+COMMENT ON TRIGGER personal_data_changed ON es.personal_data IS
+  'Every backend of the database reads the personal-data paths again after the change commits.';
 
 CREATE VIEW es.aggregates AS
 SELECT t.stream_type, t.evolve, t."check", t.initial_state,
@@ -966,317 +960,42 @@ COMMENT ON PROCEDURE es.rebuild_states(text, integer) IS
   'Recomputes the kept states and snapshots of a declared type''s streams from the log after es.alter_aggregate, online: batch_size streams per transaction, each committed, until none is stale (es.aggregates.stale_streams). Call it with CALL, outside a transaction block.';
 REVOKE ALL ON PROCEDURE es.rebuild_states(text, integer) FROM PUBLIC;
 
--- Retention and archiving (SPEC §14) ----------------------------------------------------------------
--- Plain SQL: what they do is a few set-based statements, and the background worker's batch
--- (es.retention_batch) is one call. The only native piece is es.wake_retention (src/api/retention.rs),
--- which asks the launcher for the database's worker.
-
-CREATE FUNCTION es.remove_events(positions bigint[]) RETURNS bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-SET session_replication_role = replica
-AS $$
-DECLARE
-    live bigint;
-    archived bigint;
-BEGIN
-    -- The append-only triggers are ordinary triggers: they do not fire while
-    -- session_replication_role is replica, which this function's own SET clause makes so for
-    -- its body only (reverted on return and on error). Positions are never handed out again
-    -- (es.global_position_seq), so a hole stays a hole.
-    -- The archive first: es.archive locks it before it takes rows of es.events, so taking the
-    -- two in the same order never deadlocks with it (and an event es.archive moves meanwhile is
-    -- found in the archive once its move commits).
-    DELETE FROM es.events_archive WHERE global_position = ANY (positions);
-    GET DIAGNOSTICS archived = ROW_COUNT;
-    DELETE FROM es.events WHERE global_position = ANY (positions);
-    GET DIAGNOSTICS live = ROW_COUNT;
-    RETURN live + archived;
-END
-$$;
-COMMENT ON FUNCTION es.remove_events(bigint[]) IS
-  'Internal: removes the events at the given global positions from es.events and es.events_archive, past their append-only triggers, and returns how many it removed. Called only by the store''s own functions (the retention batch), which audit the act; EXECUTE is not granted to anyone.';
-REVOKE ALL ON FUNCTION es.remove_events(bigint[]) FROM PUBLIC;
-
-CREATE FUNCTION es.set_retention(stream_type text, max_age interval DEFAULT NULL, max_count bigint DEFAULT NULL)
-RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+-- Keys in another database (README "Forgetting a subject"): es.key_provider names a function
+-- (action text, key_id bigint, key bytea) RETURNS bytea that keeps the keys; the store calls it
+-- through these two, so the name is resolved (and quoted) in one place.
+CREATE FUNCTION es.key_provider_call(action text, key_id bigint, key bytea) RETURNS bytea
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    policy text := set_retention.stream_type;
+    provider text := nullif(btrim(current_setting('es.key_provider', true)), '');
+    f regprocedure;
+    result bytea;
 BEGIN
-    IF policy IS NULL THEN
-        RAISE EXCEPTION 'stream_type must not be null'
-            USING ERRCODE = '22004',
-                  HINT = 'Name a stream type, or '''' (the empty string) for the generic streams, whose type is NULL.';
+    IF provider IS NULL THEN
+        RAISE EXCEPTION 'es.key_provider is not set'
+            USING ERRCODE = '55000',
+                  HINT = 'Set es.key_provider to the function that keeps the keys (ALTER DATABASE ... SET es.key_provider = ''schema.function'').';
     END IF;
-    IF max_age IS NOT NULL AND max_age <= interval '0' THEN
-        RAISE EXCEPTION 'invalid max_age: % is not positive', max_age
-            USING ERRCODE = '22023', HINT = 'Give a positive interval, or NULL for no age limit.';
+    f := to_regprocedure(provider || '(text, bigint, bytea)');
+    IF f IS NULL THEN
+        RAISE EXCEPTION 'es.key_provider names no function %(text, bigint, bytea)', provider
+            USING ERRCODE = '42883',
+                  HINT = 'The key provider is a schema-qualified function (action text, key_id bigint, key bytea) RETURNS bytea.';
     END IF;
-    IF max_age IS NOT NULL THEN
-        -- the worker compares recorded_at with now() - max_age: it must be a time (it stays one,
-        -- as now() only grows)
-        BEGIN
-            PERFORM pg_catalog.transaction_timestamp() - max_age;
-        EXCEPTION WHEN datetime_field_overflow THEN
-            RAISE EXCEPTION 'invalid max_age: % reaches before the earliest time PostgreSQL represents', max_age
-                USING ERRCODE = '22023', HINT = 'Give a shorter interval, or NULL for no age limit.';
-        END;
-    END IF;
-    IF max_count IS NOT NULL AND max_count < 1 THEN
-        RAISE EXCEPTION 'invalid max_count: % is less than 1', max_count
-            USING ERRCODE = '22023', HINT = 'Give the number of newest events each stream keeps (at least 1), or NULL for no count limit.';
-    END IF;
-    IF max_age IS NULL AND max_count IS NULL THEN
-        DELETE FROM es.retention_policies r WHERE r.stream_type = policy;
-        IF FOUND THEN
-            INSERT INTO es.data_audit (action, target, detail)
-            VALUES ('set_retention', policy, jsonb_build_object('stream_type', nullif(policy, ''), 'removed_policy', true));
-        END IF;
-        RETURN;
-    END IF;
-    INSERT INTO es.retention_policies AS r (stream_type, max_age, max_count)
-    VALUES (policy, max_age, max_count)
-    ON CONFLICT ON CONSTRAINT retention_policies_pkey DO UPDATE
-       SET max_age = excluded.max_age, max_count = excluded.max_count,
-           set_by = excluded.set_by, set_at = excluded.set_at;
-    INSERT INTO es.data_audit (action, target, detail)
-    VALUES ('set_retention', policy,
-            jsonb_build_object('stream_type', nullif(policy, ''), 'max_age', max_age::text, 'max_count', max_count));
-    IF NOT es.wake_retention() THEN
-        RAISE WARNING 'retention policies are applied by the background worker, which needs the event_store library preloaded'
-            USING HINT = 'Add event_store to shared_preload_libraries and restart the server.';
-    END IF;
+    EXECUTE format('SELECT %s($1, $2, $3)', f::oid::regproc) INTO result USING action, key_id, key;
+    RETURN result;
 END
 $$;
-COMMENT ON FUNCTION es.set_retention(text, interval, bigint) IS
-  'Sets the retention policy of a stream type ('''' for the generic streams): the background worker removes events recorded longer ago than max_age, and events beyond the newest max_count of their stream, in batches of es.retention_batch_size every es.retention_naptime. Both NULL removes the policy. For a declared aggregate type (the account included) only events at or below the stream''s newest usable snapshot are removed, so states and replays keep working. Audited in es.data_audit (set_retention; each batch: retention).';
-REVOKE ALL ON FUNCTION es.set_retention(text, interval, bigint) FROM PUBLIC;
+COMMENT ON FUNCTION es.key_provider_call(text, bigint, bytea) IS
+  'Internal: calls the key provider es.key_provider names (put a new key, get one, forget one). Called by the appends that make keys and by es.forget, as the extension''s owner.';
+REVOKE ALL ON FUNCTION es.key_provider_call(text, bigint, bytea) FROM PUBLIC;
 
-CREATE FUNCTION es.set_retention_paused(stream_type text, paused boolean) RETURNS bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    policy text := set_retention_paused.stream_type;
-    changed bigint;
-BEGIN
-    IF paused IS NULL THEN
-        RAISE EXCEPTION 'paused must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF policy IS NOT NULL AND NOT EXISTS (SELECT 1 FROM es.retention_policies r WHERE r.stream_type = policy) THEN
-        RAISE EXCEPTION 'invalid stream_type: no retention policy for stream type "%"', policy
-            USING ERRCODE = '22023', HINT = 'es.set_retention sets one; es.retention lists them.';
-    END IF;
-    UPDATE es.retention_policies r SET paused = set_retention_paused.paused
-     WHERE (policy IS NULL OR r.stream_type = policy) AND r.paused IS DISTINCT FROM set_retention_paused.paused;
-    GET DIAGNOSTICS changed = ROW_COUNT;
-    IF changed > 0 THEN
-        INSERT INTO es.data_audit (action, target, detail)
-        VALUES (CASE WHEN paused THEN 'pause_retention' ELSE 'resume_retention' END, coalesce(policy, '*'),
-                jsonb_build_object('stream_type', nullif(policy, ''), 'all', policy IS NULL, 'policies', changed));
-        IF NOT paused THEN
-            PERFORM es.wake_retention();
-        END IF;
-    END IF;
-    RETURN changed;
-END
-$$;
-COMMENT ON FUNCTION es.set_retention_paused(text, boolean) IS
-  'Pauses (paused true) or resumes the retention policy of a stream type, or every policy when stream_type is NULL; returns how many policies changed. A batch under way finishes (it is one transaction); no new one starts while paused. Audited (pause_retention / resume_retention).';
-REVOKE ALL ON FUNCTION es.set_retention_paused(text, boolean) FROM PUBLIC;
-
-CREATE FUNCTION es.pause_retention(stream_type text DEFAULT NULL) RETURNS bigint
+CREATE FUNCTION es.key_provider_get(key_id bigint) RETURNS bytea
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT es.set_retention_paused(stream_type, true) $$;
-COMMENT ON FUNCTION es.pause_retention(text) IS
-  'es.set_retention_paused(stream_type, true): pauses one policy, or all (NULL).';
-REVOKE ALL ON FUNCTION es.pause_retention(text) FROM PUBLIC;
-
-CREATE FUNCTION es.resume_retention(stream_type text DEFAULT NULL) RETURNS bigint
-LANGUAGE sql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT es.set_retention_paused(stream_type, false) $$;
-COMMENT ON FUNCTION es.resume_retention(text) IS
-  'es.set_retention_paused(stream_type, false): resumes one policy, or all (NULL).';
-REVOKE ALL ON FUNCTION es.resume_retention(text) FROM PUBLIC;
-
-CREATE FUNCTION es.retention_expired(stream_type text, after_position bigint DEFAULT 0,
-                                     scan_limit bigint DEFAULT NULL, max_count bigint DEFAULT NULL)
-RETURNS TABLE (global_position bigint, stream_id uuid, scanned_to bigint, scanned bigint)
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    policy text := retention_expired.stream_type;
-    p es.retention_policies;
-    t es.aggregate_types;
-BEGIN
-    SELECT * INTO p FROM es.retention_policies r WHERE r.stream_type = policy;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    IF policy <> '' THEN
-        SELECT * INTO t FROM es.aggregate_types a WHERE a.stream_type = policy;
-    END IF;
-    -- The events after after_position (at most scan_limit of them, live and archived, in position
-    -- order), and among them the expired ones. A declared type's event goes only once a usable
-    -- snapshot covers it: the state, a replay and a command start from that snapshot.
-    RETURN QUERY
-    WITH scan AS MATERIALIZED (
-        SELECT e.global_position, e.stream_id, e.version, e.recorded_at
-          FROM (SELECT v.global_position, v.stream_id, v.version, v.recorded_at FROM es.events v
-                UNION ALL
-                SELECT a.global_position, a.stream_id, a.version, a.recorded_at FROM es.events_archive a) e
-         WHERE e.global_position > after_position
-         ORDER BY e.global_position
-         LIMIT scan_limit
-    ), bounds AS (
-        SELECT pg_catalog.max(s.global_position) AS scanned_to, pg_catalog.count(*) AS scanned FROM scan s
-    )
-    SELECT x.global_position, x.stream_id, b.scanned_to, b.scanned
-      FROM bounds b
-      LEFT JOIN LATERAL (
-        SELECT w.global_position, w.stream_id
-          FROM scan w
-          JOIN es.streams s ON s.stream_id = w.stream_id
-         WHERE CASE WHEN policy = '' THEN s.stream_type IS NULL ELSE s.stream_type = policy END
-           AND ((p.max_age IS NOT NULL AND w.recorded_at < pg_catalog.transaction_timestamp() - p.max_age)
-                OR (p.max_count IS NOT NULL AND w.version <= s.version - p.max_count))
-           AND (t.stream_type IS NULL
-                OR w.version <= coalesce((SELECT pg_catalog.max(n.version) FROM es.snapshots n
-                                           WHERE n.stream_id = w.stream_id
-                                             AND (t.native OR n.revision = t.revision)), 0))
-         ORDER BY w.global_position
-         LIMIT retention_expired.max_count) x ON true;
-END
-$$;
-COMMENT ON FUNCTION es.retention_expired(text, bigint, bigint, bigint) IS
-  'Internal: the events a retention policy would remove now, after after_position among the next scan_limit events of the log (live and archived; NULL: all), at most max_count of them; each row also carries how far the scan went and how many events it looked at (one row with NULL position when none is expired). Used by the worker''s batch and by es.retention.';
-REVOKE ALL ON FUNCTION es.retention_expired(text, bigint, bigint, bigint) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION es.retention_expired(text, bigint, bigint, bigint) TO pg_monitor;
-
-CREATE FUNCTION es.retention_batch(stream_type text, batch_size integer, after_position bigint,
-                                   OUT removed bigint, OUT next_position bigint)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    policy text := retention_batch.stream_type;
-    p es.retention_policies;
-    scan_limit bigint := greatest(batch_size, 1)::bigint * 10;
-    picked bigint[];
-    streams bigint;
-    scanned_to bigint;
-    scanned bigint;
-BEGIN
-    removed := 0;
-    next_position := 0;
-    SELECT * INTO p FROM es.retention_policies r WHERE r.stream_type = policy AND NOT r.paused;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    -- A bounded look (ten batches' worth of the log) per transaction, so a batch costs the same
-    -- on a log of any length; the worker carries next_position to its next batch (0: the pass
-    -- reached the end of the log and the next one starts again from the beginning).
-    SELECT pg_catalog.array_agg(x.global_position ORDER BY x.global_position) FILTER (WHERE x.global_position IS NOT NULL),
-           pg_catalog.count(DISTINCT x.stream_id), pg_catalog.max(x.scanned_to), pg_catalog.max(x.scanned)
-      INTO picked, streams, scanned_to, scanned
-      FROM es.retention_expired(policy, after_position, scan_limit, greatest(batch_size, 1)) x;
-    IF picked IS NOT NULL THEN
-        removed := es.remove_events(picked);
-    END IF;
-    IF removed > 0 THEN
-        INSERT INTO es.data_audit (action, target, detail)
-        VALUES ('retention', policy,
-                jsonb_build_object('stream_type', nullif(policy, ''), 'events_removed', removed, 'streams', streams,
-                                   'first_position', picked[1], 'last_position', picked[pg_catalog.cardinality(picked)],
-                                   'max_age', p.max_age::text, 'max_count', p.max_count));
-    END IF;
-    IF pg_catalog.cardinality(picked) >= greatest(batch_size, 1) THEN
-        next_position := picked[pg_catalog.cardinality(picked)];
-    ELSIF coalesce(scanned, 0) >= scan_limit THEN
-        next_position := scanned_to;
-    END IF;
-    UPDATE es.retention_policies r
-       SET events_removed = r.events_removed + removed,
-           batches = r.batches + (removed > 0)::integer,
-           last_batch_at = CASE WHEN removed > 0 THEN pg_catalog.clock_timestamp() ELSE r.last_batch_at END,
-           last_pass_at = CASE WHEN next_position = 0 THEN pg_catalog.clock_timestamp() ELSE r.last_pass_at END
-     WHERE r.stream_type = policy;
-END
-$$;
-COMMENT ON FUNCTION es.retention_batch(text, integer, bigint) IS
-  'Internal: one batch of a retention policy, run by the database''s background worker in a transaction of its own: removes at most batch_size expired events found after after_position (through es.remove_events), records the batch in es.data_audit (action retention) and in es.retention_policies, and returns how many it removed and where the next batch starts (0: the pass is complete).';
-REVOKE ALL ON FUNCTION es.retention_batch(text, integer, bigint) FROM PUBLIC;
-
-CREATE VIEW es.retention AS
-SELECT r.stream_type, r.max_age, r.max_count, r.paused,
-       r.events_removed, r.batches, r.last_batch_at, r.last_pass_at,
-       (SELECT pg_catalog.count(x.global_position) FROM es.retention_expired(r.stream_type) x) AS events_expired,
-       r.set_by, r.set_at
-  FROM es.retention_policies r;
-COMMENT ON VIEW es.retention IS
-  'The retention policies and their progress: events removed so far, batches, the last batch and the last complete pass, and events_expired, how many events the policy would remove now (exact; it reads the whole log, so on a big store select it with care).';
-REVOKE ALL ON es.retention FROM PUBLIC;
-GRANT SELECT ON es.retention TO pg_monitor;
-
-CREATE FUNCTION es.archive(before timestamptz, max_events bigint DEFAULT NULL) RETURNS bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-SET session_replication_role = replica
-AS $$
-DECLARE
-    picked bigint[];
-    streams uuid[];
-    moved bigint;
-BEGIN
-    IF before IS NULL THEN
-        RAISE EXCEPTION 'before must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF max_events IS NOT NULL AND max_events < 0 THEN
-        RAISE EXCEPTION 'invalid max_events: % is negative', max_events
-            USING ERRCODE = '22023', HINT = 'NULL moves every event recorded before the bound.';
-    END IF;
-    -- One archiver at a time (readers and appenders do not take this lock).
-    LOCK TABLE es.events_archive IN SHARE ROW EXCLUSIVE MODE;
-    SELECT pg_catalog.array_agg(e.global_position ORDER BY e.global_position)
-      INTO picked
-      FROM (SELECT v.global_position FROM es.events v
-             WHERE v.recorded_at < before
-             ORDER BY v.global_position
-             LIMIT max_events) e;
-    IF picked IS NULL THEN
-        RETURN 0;
-    END IF;
-    SELECT pg_catalog.array_agg(DISTINCT v.stream_id) INTO streams
-      FROM es.events v WHERE v.global_position = ANY (picked);
-    -- The first move into an empty archive: until it commits, readers of one stream read
-    -- es.events alone (natively), and a command that read a stream that way must not judge an
-    -- append by a tail that lost events meanwhile. Touching the rows of the streams whose events
-    -- move (in stream order) makes such a command find its row changed and read again, through
-    -- the archive. Later moves need none of it: every reader then reads both tables in one
-    -- statement. (Appends to those streams wait for this first chunk at most.)
-    IF pg_catalog.pg_relation_size('es.events_archive') = 0 THEN
-        PERFORM 1 FROM es.streams s WHERE s.stream_id = ANY (streams) ORDER BY s.stream_id FOR NO KEY UPDATE;
-        UPDATE es.streams s SET updated_at = s.updated_at WHERE s.stream_id = ANY (streams);
-    END IF;
-    WITH gone AS (
-        DELETE FROM es.events v WHERE v.global_position = ANY (picked) RETURNING v.*
-    )
-    INSERT INTO es.events_archive SELECT * FROM gone;
-    GET DIAGNOSTICS moved = ROW_COUNT;
-    INSERT INTO es.data_audit (action, target, detail)
-    VALUES ('archive', before::text,
-            jsonb_build_object('before', before, 'max_events', max_events, 'events_moved', moved,
-                               'streams', pg_catalog.cardinality(streams),
-                               'first_position', picked[1], 'last_position', picked[pg_catalog.cardinality(picked)]));
-    RETURN moved;
-END
-$$;
-COMMENT ON FUNCTION es.archive(timestamptz, bigint) IS
-  'Moves the events recorded before the bound (all streams, in global_position order, at most max_events; NULL: all) from es.events to es.events_archive in one transaction, and returns how many it moved. Positions, versions and ids are kept, and every read function reads through the archive. To archive in chunks, call it repeatedly until it returns 0 (each call commits on its own). Audited in es.data_audit (action archive).';
-REVOKE ALL ON FUNCTION es.archive(timestamptz, bigint) FROM PUBLIC;
+AS $$ SELECT es.key_provider_call('get', key_id, NULL) $$;
+COMMENT ON FUNCTION es.key_provider_get(bigint) IS
+  'Internal: the key the key provider keeps under key_id (NULL: none), fetched as the extension''s owner. Reads call it for a caller who holds es_personal_data, the only role allowed to execute it (as members may read es.subject_keys).';
+REVOKE ALL ON FUNCTION es.key_provider_get(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION es.key_provider_get(bigint) TO es_personal_data;

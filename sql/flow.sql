@@ -286,6 +286,10 @@ CREATE TRIGGER upcasters_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON
     FOR EACH STATEMENT EXECUTE FUNCTION es.registry_changed();
 COMMENT ON TRIGGER upcasters_changed ON es.upcasters IS
   'Every backend of the database reads the upcasters again after the change commits.';
+CREATE TRIGGER personal_data_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON es.personal_data
+    FOR EACH STATEMENT EXECUTE FUNCTION es.registry_changed();
+COMMENT ON TRIGGER personal_data_changed ON es.personal_data IS
+  'Every backend of the database reads the personal-data paths again after the change commits.';
 
 CREATE VIEW es.aggregates AS
 SELECT t.stream_type, t.evolve, t."check", t.initial_state,
@@ -657,3 +661,43 @@ $$;
 COMMENT ON FUNCTION es.archive(timestamptz, bigint) IS
   'Moves the events recorded before the bound (all streams, in global_position order, at most max_events; NULL: all) from es.events to es.events_archive in one transaction, and returns how many it moved. Positions, versions and ids are kept, and every read function reads through the archive. To archive in chunks, call it repeatedly until it returns 0 (each call commits on its own). Audited in es.data_audit (action archive).';
 REVOKE ALL ON FUNCTION es.archive(timestamptz, bigint) FROM PUBLIC;
+
+-- Keys in another database (README "Forgetting a subject"): es.key_provider names a function
+-- (action text, key_id bigint, key bytea) RETURNS bytea that keeps the keys; the store calls it
+-- through these two, so the name is resolved (and quoted) in one place.
+CREATE FUNCTION es.key_provider_call(action text, key_id bigint, key bytea) RETURNS bytea
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    provider text := nullif(btrim(current_setting('es.key_provider', true)), '');
+    f regprocedure;
+    result bytea;
+BEGIN
+    IF provider IS NULL THEN
+        RAISE EXCEPTION 'es.key_provider is not set'
+            USING ERRCODE = '55000',
+                  HINT = 'Set es.key_provider to the function that keeps the keys (ALTER DATABASE ... SET es.key_provider = ''schema.function'').';
+    END IF;
+    f := to_regprocedure(provider || '(text, bigint, bytea)');
+    IF f IS NULL THEN
+        RAISE EXCEPTION 'es.key_provider names no function %(text, bigint, bytea)', provider
+            USING ERRCODE = '42883',
+                  HINT = 'The key provider is a schema-qualified function (action text, key_id bigint, key bytea) RETURNS bytea.';
+    END IF;
+    EXECUTE format('SELECT %s($1, $2, $3)', f::oid::regproc) INTO result USING action, key_id, key;
+    RETURN result;
+END
+$$;
+COMMENT ON FUNCTION es.key_provider_call(text, bigint, bytea) IS
+  'Internal: calls the key provider es.key_provider names (put a new key, get one, forget one). Called by the appends that make keys and by es.forget, as the extension''s owner.';
+REVOKE ALL ON FUNCTION es.key_provider_call(text, bigint, bytea) FROM PUBLIC;
+
+CREATE FUNCTION es.key_provider_get(key_id bigint) RETURNS bytea
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT es.key_provider_call('get', key_id, NULL) $$;
+COMMENT ON FUNCTION es.key_provider_get(bigint) IS
+  'Internal: the key the key provider keeps under key_id (NULL: none), fetched as the extension''s owner. Reads call it for a caller who holds es_personal_data, the only role allowed to execute it (as members may read es.subject_keys).';
+REVOKE ALL ON FUNCTION es.key_provider_get(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION es.key_provider_get(bigint) TO es_personal_data;

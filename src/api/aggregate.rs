@@ -157,8 +157,8 @@ fn state(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     use state_args as arg;
     let stream = call.uuid(arg::stream_id)?;
     match store::aggregate::state(&stream, call.i64(arg::at_version), call.arg(arg::as_of))? {
-        State::Account(s) => Ok(state_datum(&s)),
-        State::Declared(d) => Ok(d),
+        State::Account(s) => Ok(store::personal::reveal_datum(state_datum(&s))),
+        State::Declared(d) => Ok(store::personal::reveal_datum(d)),
         State::NotYet => Ok(call.return_null()),
     }
 }

@@ -30,5 +30,12 @@ fn append_events(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
             reason: "it is empty (NULL names no type)".into(),
         });
     }
-    store::append::append_events(&stream, expected, events, stream_type.as_deref()).map(i64_datum)
+    store::append::append_events(
+        call.memory(),
+        &stream,
+        expected,
+        events,
+        stream_type.as_deref(),
+    )
+    .map(i64_datum)
 }

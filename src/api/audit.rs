@@ -22,7 +22,7 @@ fn account_state(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     let state =
         store::history::account_state(&account, call.arg(arg::as_of), call.i64(arg::at_version))?;
     match state {
-        Some(state) => Ok(state_datum(&state)),
+        Some(state) => Ok(store::personal::reveal_datum(state_datum(&state))),
         None => Ok(call.return_null()),
     }
 }

@@ -9,6 +9,7 @@ pub mod aggregate;
 pub mod append;
 pub mod audit;
 pub mod lifecycle;
+pub mod personal;
 pub mod projection;
 pub mod read;
 pub mod replay;

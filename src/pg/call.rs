@@ -601,3 +601,104 @@ pub fn transaction_start() -> Datum {
     // SAFETY: reads the start time of the transaction in progress.
     Datum::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() })
 }
+
+/// The JSON text of a jsonb datum (PostgreSQL's own printer, `JsonbToCString`).
+///
+/// # Safety
+/// `d` must be a valid jsonb datum.
+pub unsafe fn jsonb_to_string(d: Datum) -> String {
+    // SAFETY: the caller's contract; the detoasted value is a Jsonb whose root container spans
+    // its data; JsonbToCString returns a palloc'd NUL-terminated string, copied and freed.
+    unsafe {
+        let j = pg_sys::pg_detoast_datum(d.cast_mut_ptr()).cast::<pg_sys::Jsonb>();
+        let len = pgrx::varsize_any(j.cast()) as i32;
+        let c = pg_sys::JsonbToCString(std::ptr::null_mut(), &mut (*j).root, len);
+        let s = std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned();
+        pg_sys::pfree(c.cast());
+        s
+    }
+}
+
+/// A bytea datum (in the current memory context) holding `bytes`.
+pub fn bytea_datum(bytes: &[u8]) -> Datum {
+    let total = bytes.len() + pg_sys::VARHDRSZ;
+    // SAFETY: palloc returns `total` writable bytes: a 4-byte varlena header, then the data.
+    unsafe {
+        let p = pg_sys::palloc(total).cast::<pg_sys::varlena>();
+        pgrx::set_varsize_4b(p, total as i32);
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            p.cast::<u8>().add(pg_sys::VARHDRSZ),
+            bytes.len(),
+        );
+        Datum::from(p)
+    }
+}
+
+/// The bytes of a bytea datum.
+///
+/// # Safety
+/// `d` must be a valid bytea datum.
+pub unsafe fn bytea_bytes(d: Datum) -> Vec<u8> {
+    // SAFETY: the caller's contract; the detoasted value's data area is varsize_any_exhdr bytes
+    // from vardata_any.
+    unsafe {
+        let v = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
+        let len = pgrx::varsize_any_exhdr(v);
+        std::slice::from_raw_parts(pgrx::vardata_any(v).cast::<u8>(), len).to_vec()
+    }
+}
+
+/// Fills `buf` from PostgreSQL's cryptographically strong source (`pg_strong_random`: OpenSSL's
+/// or the kernel's); false when it has none to give.
+pub fn strong_random(buf: &mut [u8]) -> bool {
+    // SAFETY: writes exactly buf.len() bytes into buf.
+    unsafe { pg_sys::pg_strong_random(buf.as_mut_ptr().cast(), buf.len()) }
+}
+
+/// A `text[]` of `keys` (in the current memory context): a jsonb path.
+fn path_array(keys: &[String]) -> Datum {
+    let elements: Vec<Option<Datum>> = keys.iter().map(|k| Some(text_datum(k))).collect();
+    array_of(
+        &elements,
+        BuiltinOid::TEXTOID,
+        -1,
+        false,
+        pg_sys::TYPALIGN_INT,
+    )
+}
+
+/// The value at `path` (object keys) in a jsonb datum, `None` when there is none: PostgreSQL's
+/// `jsonb_extract_path` (`#>`), so every value keeps its exact form.
+///
+/// # Safety
+/// `d` must be a valid jsonb datum.
+pub unsafe fn jsonb_at_path(d: Datum, path: &[String]) -> Option<Datum> {
+    let path = path_array(path);
+    // SAFETY: the caller's contract; jsonb_extract_path(jsonb, text[]) reads both arguments
+    // and returns a new jsonb, or NULL (which the helper reports as None).
+    unsafe {
+        pgrx::fcinfo::direct_function_call_as_datum(
+            pg_sys::jsonb_extract_path,
+            &[Some(d), Some(path)],
+        )
+    }
+}
+
+/// A copy of a jsonb datum with the value at `path` (which exists) replaced by `value`:
+/// PostgreSQL's `jsonb_set`, which keeps the rest of the document as it was.
+///
+/// # Safety
+/// `d` and `value` must be valid jsonb datums.
+pub unsafe fn jsonb_set_path(d: Datum, path: &[String], value: Datum) -> Datum {
+    let path = path_array(path);
+    // SAFETY: the caller's contract; jsonb_set(jsonb, text[], jsonb, bool) is strict and every
+    // argument is given; it returns a new jsonb in the current memory context.
+    unsafe {
+        pgrx::fcinfo::direct_function_call_as_datum(
+            pg_sys::jsonb_set,
+            &[Some(d), Some(path), Some(value), Some(Datum::from(false))],
+        )
+        .unwrap_or(d)
+    }
+}

@@ -36,8 +36,31 @@ pub static RETENTION_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(1000);
 /// default) or the live events of `es.events` only.
 pub static INCLUDE_ARCHIVED: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// `es.key_provider`: the schema-qualified name of a function `(action text, key_id bigint, key
+/// bytea) RETURNS bytea` that keeps the subjects' keys instead of `es.subject_keys` (README
+/// "Keys in another database"); empty: the keys are in `es.subject_keys`. Superuser only: the
+/// store calls it as the extension's owner.
+pub static KEY_PROVIDER: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(None);
+
+/// The key provider's name, `None` when the setting is empty.
+pub fn key_provider() -> Option<String> {
+    KEY_PROVIDER
+        .get()
+        .map(|c| c.to_string_lossy().trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
 /// Registers the settings.
 pub fn init() {
+    GucRegistry::define_string_guc(
+        c"es.key_provider",
+        c"Function that keeps the data subjects' keys instead of es.subject_keys (empty = the table).",
+        c"A schema-qualified function (action text, key_id bigint, key bytea) RETURNS bytea: action put stores a new key, get returns one (NULL: none), forget destroys one. It may keep the keys in another database (dblink, postgres_fdw), so this database's backups hold no key.",
+        &KEY_PROVIDER,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"es.snapshot_interval",
         c"Events between automatic snapshots of an account stream (0 = off).",

@@ -1,14 +1,15 @@
 //! The declared aggregate types (`es.aggregate_types`), the stream-type rules
-//! (`es.stream_type_rules`) and the upcasters (`es.upcasters`), read once per backend and kept
-//! until one of those tables changes.
+//! (`es.stream_type_rules`), the upcasters (`es.upcasters`) and the personal-data paths
+//! (`es.personal_data`), read once per backend and kept until one of those tables changes.
 //!
 //! Why a cache: every append to a typed stream needs its type's definition, and every read that
 //! hands events out needs to know whether any upcaster exists; a query per call would cost
-//! more than the rest of a one-event append. How it stays true: a statement trigger on each of
-//! the three tables ([`changed`]) queues a relcache invalidation of the table, which PostgreSQL
+//! more than the rest of a one-event append (an append without personal-data paths pays one
+//! lookup in an empty map for them). How it stays true: a statement trigger on each of
+//! the four tables ([`changed`]) queues a relcache invalidation of the table, which PostgreSQL
 //! delivers to every backend of the database when the change commits (and to this backend at
 //! its next command, or at its rollback); the callback ([`install`]) only bumps a generation,
-//! and the next lookup reloads all three tables in a snapshot of the latest commits.
+//! and the next lookup reloads all four tables in a snapshot of the latest commits.
 
 use super::call::uuid_datum;
 use super::spi::{Connection, RegisteredSnapshot, Stmt};
@@ -64,13 +65,21 @@ pub struct Upcaster {
 /// Every upcaster: per event type, per `from_version`.
 pub type Upcasters = HashMap<String, HashMap<i32, Upcaster>>;
 
-/// What the three tables held at the last load.
+/// The personal-data paths of each event type that has any (`es.define_personal_data`).
+pub type PersonalPaths = HashMap<String, Vec<event_store_core::personal::Path>>;
+
+/// What the four tables held at the last load.
 #[derive(Default)]
 struct Loaded {
     types: HashMap<String, Rc<AggregateType>>,
     rules: HashMap<String, String>,
     /// Per event type, per `from_version`.
     upcasters: Rc<Upcasters>,
+    /// Per event type with at least one path.
+    personal: Rc<PersonalPaths>,
+    /// Whether es.personal_data has any row (a type whose paths were emptied still had sealed
+    /// values stored, which reads must go on revealing or erasing).
+    any_personal: bool,
 }
 
 thread_local! {
@@ -78,9 +87,9 @@ thread_local! {
     static GENERATION: Cell<u64> = const { Cell::new(1) };
     /// The generation `CACHE` was loaded at, and the load.
     static CACHE: RefCell<(u64, Rc<Loaded>)> = RefCell::new((0, Rc::new(Loaded::default())));
-    /// The OIDs of the three tables (known after the first load; until then every relcache
+    /// The OIDs of the four tables (known after the first load; until then every relcache
     /// invalidation counts).
-    static TABLES: Cell<[Oid; 3]> = const { Cell::new([pg_sys::InvalidOid; 3]) };
+    static TABLES: Cell<[Oid; 4]> = const { Cell::new([pg_sys::InvalidOid; 4]) };
 }
 
 /// Registers the relcache callback, and a syscache callback on `pg_proc`; called once per
@@ -156,7 +165,7 @@ fn load(conn: &Connection) -> Loaded {
     let mut loaded = Loaded::default();
     let oids = conn.query_in(Stmt::RegistryTables, &[], &snapshot);
     let oid = |c| Oid::from(oids.datum(0, c).map_or(0, |d| d.value() as u32));
-    let tables = [oid(1), oid(2), oid(3)];
+    let tables = [oid(1), oid(2), oid(3), oid(4)];
     if tables.contains(&pg_sys::InvalidOid) {
         // The schema of 0.1.0 (this library runs it until ALTER EXTENSION UPDATE): no declared
         // types, and its one rule, built in then.
@@ -216,6 +225,25 @@ fn load(conn: &Connection) -> Loaded {
         }
     }
     loaded.upcasters = Rc::new(upcasters);
+    let rows = conn.query_in(Stmt::RegistryPersonalData, &[], &snapshot);
+    let mut personal = PersonalPaths::new();
+    for r in 0..rows.len() {
+        loaded.any_personal = true;
+        let (Some(event_type), Some(paths)) = (rows.text(r, 1), rows.text(r, 2)) else {
+            continue;
+        };
+        // The paths as one text joined by newlines (keys cannot hold one: es.define_personal_data
+        // checked them), so the registry needs no array decoding.
+        let paths: Vec<_> = paths
+            .split('\n')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split('.').map(str::to_owned).collect())
+            .collect();
+        if !paths.is_empty() {
+            personal.insert(event_type, paths);
+        }
+    }
+    loaded.personal = Rc::new(personal);
     loaded
 }
 
@@ -259,6 +287,36 @@ pub fn any_upcaster(conn: &Connection) -> bool {
 /// Every upcaster, shared with the cache (a read or fold takes them without copying).
 pub fn all_upcasters(conn: &Connection) -> Rc<Upcasters> {
     loaded(conn).upcasters.clone()
+}
+
+/// The personal-data paths of every event type that has some (an empty map on a store without
+/// personal data: the append's whole cost of the feature).
+pub fn personal_paths(conn: &Connection) -> Rc<PersonalPaths> {
+    loaded(conn).personal.clone()
+}
+
+/// Whether personal data was ever defined here (then reads look for sealed values).
+pub fn any_personal_data(conn: &Connection) -> bool {
+    loaded(conn).any_personal
+}
+
+/// The personal-data paths when the cache is current (no SPI connection needed; a shared
+/// reference, no copy), `None` when it must be loaded again.
+pub fn cached_personal_paths() -> Option<Rc<PersonalPaths>> {
+    let generation = GENERATION.with(Cell::get);
+    CACHE.with(|c| {
+        let c = c.borrow();
+        (c.0 == generation).then(|| c.1.personal.clone())
+    })
+}
+
+/// True when the cache is current and no personal data is defined (no SPI connection needed).
+pub fn known_no_personal_data() -> bool {
+    let generation = GENERATION.with(Cell::get);
+    CACHE.with(|c| {
+        let c = c.borrow();
+        c.0 == generation && !c.1.any_personal
+    })
 }
 
 /// A stream's row, without locking it: (version, type, state datum, state revision).

@@ -193,3 +193,16 @@ pub unsafe fn call_returning_text(function: Oid, args: &[Datum]) -> Option<Strin
         text
     }
 }
+
+/// Whether the current user holds the privileges of the role named `role` (a member of it, or a
+/// superuser); false when no such role exists. Called from the read functions, which are
+/// `SECURITY INVOKER`, so the current user is the caller (inside a user's own `SECURITY
+/// DEFINER` function, that function's owner, as everywhere in PostgreSQL).
+pub fn current_user_has_role(role: &std::ffi::CStr) -> bool {
+    // SAFETY: get_role_oid with missing_ok returns InvalidOid instead of raising;
+    // has_privs_of_role reads the role membership cache.
+    unsafe {
+        let oid = pg_sys::get_role_oid(role.as_ptr(), true);
+        oid != pg_sys::InvalidOid && pg_sys::has_privs_of_role(pg_sys::GetUserId(), oid)
+    }
+}

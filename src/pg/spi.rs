@@ -241,9 +241,25 @@ pub enum Stmt {
     AuditInsert,
     /// Whether a stream was created at or before a time.
     CreatedBy,
+    /// Every event type's personal-data paths (joined by newlines).
+    RegistryPersonalData,
+    /// Define (or replace) an event type's personal-data paths.
+    PersonalDataUpsert,
+    /// A subject's key: (key_id, key).
+    KeyOfSubject,
+    /// Create a subject's key unless a concurrent append did: (key_id, key), no row then.
+    KeyInsert,
+    /// A key by its id (what a sealed value names).
+    KeyById,
+    /// Destroy a subject's key: its key_id, no row when it had none.
+    KeyForget,
+    /// Call the key provider: (action, key_id, key) -> key.
+    KeyProviderCall,
+    /// A key from the key provider, as the owner, for a member of es_personal_data.
+    KeyProviderGet,
 }
 
-const STMT_COUNT: usize = Stmt::CreatedBy as usize + 1;
+const STMT_COUNT: usize = Stmt::KeyProviderGet as usize + 1;
 
 struct Def {
     sql: &'static CStr,
@@ -251,8 +267,8 @@ struct Def {
 }
 
 use BuiltinOid::{
-    BOOLOID, INT4OID, INT8OID, INTERVALOID, JSONBARRAYOID, JSONBOID, OIDOID, TEXTARRAYOID, TEXTOID,
-    TIMESTAMPTZARRAYOID, TIMESTAMPTZOID, UUIDARRAYOID, UUIDOID,
+    BOOLOID, BYTEAOID, INT4OID, INT8OID, INTERVALOID, JSONBARRAYOID, JSONBOID, OIDOID,
+    TEXTARRAYOID, TEXTOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID, UUIDARRAYOID, UUIDOID,
 };
 
 /// The filter of a subscription's events: $5 event types, $6 stream type, $7 partitions, $2
@@ -771,8 +787,47 @@ impl Stmt {
             ),
             Stmt::RegistryTables => (
                 c"SELECT to_regclass('es.aggregate_types')::oid, to_regclass('es.stream_type_rules')::oid,
-                         to_regclass('es.upcasters')::oid",
+                         to_regclass('es.upcasters')::oid, to_regclass('es.personal_data')::oid",
                 &[],
+            ),
+            Stmt::RegistryPersonalData => (
+                c"SELECT event_type, pg_catalog.array_to_string(paths, E'\\n') FROM es.personal_data",
+                &[],
+            ),
+            Stmt::PersonalDataUpsert => (
+                c"INSERT INTO es.personal_data (event_type, paths) VALUES ($1, $2)
+                  ON CONFLICT (event_type) DO UPDATE
+                  SET paths = excluded.paths, defined_by = session_user,
+                      defined_at = transaction_timestamp()
+                  RETURNING (SELECT p.paths FROM es.personal_data p WHERE p.event_type = $1)",
+                &[TEXTOID, TEXTARRAYOID],
+            ),
+            Stmt::KeyOfSubject => (
+                c"SELECT key_id, key FROM es.subject_keys WHERE subject = $1",
+                &[TEXTOID],
+            ),
+            Stmt::KeyInsert => (
+                c"INSERT INTO es.subject_keys (subject, key_id, key)
+                  VALUES ($1, nextval('es.subject_key_seq'), $2)
+                  ON CONFLICT (subject) DO NOTHING RETURNING key_id, key",
+                &[TEXTOID, BYTEAOID],
+            ),
+            Stmt::KeyById => (
+                c"SELECT key FROM es.subject_keys WHERE key_id = $1",
+                &[INT8OID],
+            ),
+            Stmt::KeyForget => (
+                c"DELETE FROM es.subject_keys WHERE subject = $1 RETURNING key_id, key IS NULL",
+                &[TEXTOID],
+            ),
+            Stmt::KeyProviderCall => (
+                c"SELECT es.key_provider_call($1, $2, $3)",
+                &[TEXTOID, INT8OID, BYTEAOID],
+            ),
+            Stmt::KeyProviderGet => (c"SELECT es.key_provider_get($1)", &[INT8OID]),
+            Stmt::AuditInsert => (
+                c"INSERT INTO es.data_audit (action, target, detail) VALUES ($1, $2, $3)",
+                &[TEXTOID, TEXTOID, JSONBOID],
             ),
             Stmt::StreamStateInfo => (
                 c"SELECT version, stream_type, state, state_revision FROM es.streams WHERE stream_id = $1",
@@ -834,10 +889,6 @@ impl Stmt {
             Stmt::CreatedBy => (
                 c"SELECT created_at <= $2 FROM es.streams WHERE stream_id = $1",
                 &[UUIDOID, TIMESTAMPTZOID],
-            ),
-            Stmt::AuditInsert => (
-                c"INSERT INTO es.data_audit (action, target, detail) VALUES ($1, $2, $3)",
-                &[TEXTOID, TEXTOID, JSONBOID],
             ),
             Stmt::SetStateRevision => (
                 c"UPDATE es.streams SET state = $2, state_revision = $3 WHERE stream_id = $1",

@@ -6,7 +6,7 @@
 
 use super::aggregate::{TypedRules, type_of_new_stream};
 use super::pipeline::{self, Batch};
-use crate::pg::call::JsonbArray;
+use crate::pg::call::{CallMemory, JsonbArray};
 use crate::pg::spi::Connection;
 use event_store_core::{EventStoreError, ExpectedVersion};
 use uuid::Uuid;
@@ -14,12 +14,14 @@ use uuid::Uuid;
 /// Appends the `events` array to `stream`; the stream's new version (its current one for an
 /// empty array, after the expected-version check).
 pub fn append_events(
+    memory: CallMemory<'_>,
     stream: &Uuid,
     expected: ExpectedVersion,
     events: JsonbArray<'_>,
     stream_type: Option<&str>,
 ) -> Result<i64, EventStoreError> {
-    let batch = Batch::decode(events, stream)?;
+    let mut batch = Batch::decode(events, stream)?;
+    batch.seal_personal_data(Some(memory), stream)?;
     let conn = Connection::connect();
     if batch.is_empty() {
         let current = pipeline::current_version(&conn, stream);

@@ -74,6 +74,8 @@ pub fn account_state(
 /// (version, event_type, amount_cents, balance_cents, status, description, occurred_at,
 /// recorded_at).
 pub fn account_history(account: &Uuid, out: &mut ResultSet) -> Result<(), EventStoreError> {
+    // description: the holder of Opened, or a reason or description, may be sealed
+    super::personal::reveal_columns(out, &[], &[5]);
     let conn = Connection::connect();
     let (current, _) = account_head(&conn, account)?;
     // A truncated account's history starts after the snapshot the truncation kept.

@@ -13,6 +13,8 @@
 //!   the account;
 //! - [`stream`]: reading one stream in version order;
 //! - [`history`]: time travel and audit (`es.account_state`, `es.account_history`);
+//! - [`personal`]: personal data: `es.define_personal_data`, `es.forget`, the subjects' keys,
+//!   and how reads reveal or erase sealed values;
 //! - [`replay`]: the steps of the `es.account_replay` aggregate;
 //! - [`life`]: a stream's life as reads and appends see it (deleted, truncated);
 //! - [`lifecycle`]: `es.delete_stream`, `es.undelete_stream`, `es.truncate_stream`;
@@ -25,6 +27,7 @@ pub mod append;
 pub mod history;
 pub mod life;
 pub mod lifecycle;
+pub mod personal;
 pub mod pipeline;
 pub mod projection;
 pub mod read;

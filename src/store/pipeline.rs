@@ -7,9 +7,10 @@
 //! What a kind of stream adds (the account rules) comes in through [`StreamRules`]: the pipeline
 //! knows nothing about accounts, and the account module builds on the pipeline, not the reverse.
 
+use super::personal;
 use crate::pg::call::{
-    CallMemory, JsonbArray, i64_datum, jsonb_from_text, jsonb_object, text_datum,
-    transaction_start, uuid_datum, uuid_from_datum,
+    CallMemory, JsonbArray, i64_datum, jsonb_at_path, jsonb_from_text, jsonb_object,
+    jsonb_set_path, jsonb_to_string, text_datum, transaction_start, uuid_datum, uuid_from_datum,
 };
 use crate::pg::heap::{self, Bump, EventRow, Kept, Outcome, StreamHead};
 use crate::pg::insert::{self, Conflict};
@@ -20,6 +21,9 @@ use crate::store::life;
 use event_store_core::event::{check_sequence_numbers, validate_event};
 use event_store_core::expected::{StoredId, check_batch_ids_unique, classify_retry};
 use event_store_core::lifecycle::check_not_reserved;
+use event_store_core::personal::{
+    Path, TOKEN_PREFIX, is_token, seals_only_strings, string_json, subject_of,
+};
 use event_store_core::shape::{Pairs, Scalar, StoredAs, seed_event, seed_event_type};
 use event_store_core::{EventMeta, EventStoreError, ExpectedVersion, RetryDecision};
 use pgrx::pg_sys::{BuiltinOid, Datum};
@@ -135,6 +139,103 @@ impl<'a> Batch<'a> {
         let seed_type = seed_event_type(&batch.metas[0].event_type).unwrap_or_default();
         batch.command = Some((payload, seed_type));
         Ok(batch)
+    }
+
+    /// Seals the values at the personal-data paths of the batch's event types with their
+    /// subjects' keys (README "Forgetting a subject"), before anything judges or stores the
+    /// batch: the account's rules, a type's `check` and `evolve`, the kept state, snapshots and
+    /// the rows all see the sealed form only, so no copy of the cleartext is ever written (the
+    /// cleartext was validated by `decode`). A batch of types without paths costs one lookup in
+    /// the registry's cache. `memory` is the call's, where the sealed elements are built (needed
+    /// when the batch has elements).
+    pub fn seal_personal_data(
+        &mut self,
+        memory: Option<CallMemory<'a>>,
+        stream: &Uuid,
+    ) -> Result<(), EventStoreError> {
+        let Some(registry) = personal::paths() else {
+            return Ok(());
+        };
+        if !self
+            .metas
+            .iter()
+            .any(|m| registry.contains_key(&m.event_type))
+        {
+            return Ok(());
+        }
+        let stream_text = stream.to_string();
+        // The keys are found or made in a connection of their own, closed before the sealed
+        // elements are built, so they are built in the call's memory.
+        let mut edits: Vec<(usize, Vec<(Path, String)>)> = Vec::new();
+        {
+            let conn = Connection::connect();
+            let mut sealer = personal::Sealer::new(&conn);
+            if let Some((payload, _)) = self.command.as_mut()
+                && let Some(paths) = registry.get(&self.metas[0].event_type)
+            {
+                for (key, value) in payload.iter_mut() {
+                    if let Scalar::Text(t) = value
+                        && !is_token(t)
+                        && paths.iter().any(|p| p.len() == 1 && p[0] == *key)
+                    {
+                        *t = sealer.seal(&stream_text, &string_json(t))?;
+                    }
+                }
+            }
+            for (i, element) in self.elements.iter().enumerate() {
+                let Some(paths) = registry.get(&self.metas[i].event_type) else {
+                    continue;
+                };
+                let named = element.get_container(c"metadata").and_then(|m| {
+                    // SAFETY: get_container returns a jsonb datum of its own.
+                    match unsafe { Jsonb::from_datum(m) }.get(c"data_subject") {
+                        event_store_core::JsonField::String(s) => Some(s.to_owned()),
+                        _ => None,
+                    }
+                });
+                let subject = subject_of(named.as_deref(), &stream_text);
+                let only_strings = seals_only_strings(&self.metas[i].event_type);
+                let mut sealed = Vec::new();
+                for path in paths.iter() {
+                    // SAFETY: an element is a jsonb datum valid for the call.
+                    let Some(value) = (unsafe { jsonb_at_path(element.datum(), path) }) else {
+                        continue;
+                    };
+                    // SAFETY: jsonb_extract_path returns a jsonb datum.
+                    let text = unsafe { jsonb_to_string(value) };
+                    if text == "null"
+                        || text.starts_with(&format!("\"{TOKEN_PREFIX}"))
+                        || (only_strings && !text.starts_with('"'))
+                    {
+                        continue;
+                    }
+                    sealed.push((path.clone(), sealer.seal(&subject, &text)?));
+                }
+                if !sealed.is_empty() {
+                    edits.push((i, sealed));
+                }
+            }
+        }
+        if edits.is_empty() {
+            return Ok(());
+        }
+        for (i, sealed) in edits {
+            let mut d = self.elements[i].datum();
+            for (path, token) in sealed {
+                let value = jsonb_from_text(&string_json(&token));
+                // SAFETY: `d` and `value` are jsonb datums; the path exists (read above).
+                d = unsafe { jsonb_set_path(d, &path, value) };
+            }
+            // SAFETY: a jsonb datum built in the call's memory, valid for 'a.
+            self.elements[i] = unsafe { Jsonb::from_datum(d) };
+        }
+        if self.array.is_some()
+            && let Some(memory) = memory
+        {
+            let datums: Vec<Datum> = self.elements.iter().map(Jsonb::datum).collect();
+            self.array = Some(JsonbArray::of(memory, &datums));
+        }
+        Ok(())
     }
 
     /// The number of events.

@@ -9,6 +9,7 @@ use crate::pg::spi::{Connection, Reading, Stmt};
 use crate::pg::udf;
 use crate::pg::workers;
 use crate::store::life;
+use crate::store::personal;
 use crate::store::upcast::{RowColumns, Upcasting};
 use event_store_core::EventStoreError;
 use event_store_core::lifecycle::check_readable_from;
@@ -40,20 +41,34 @@ pub fn load_events(
     }
 }
 
-/// Sets `out` up to upcast the rows of `es.events` put into it, when there are upcasters
-/// (then the read must run in an [`udf::isolated`] unit: upcasters are the user's code).
+/// Sets `out` up to hand out the rows of `es.events` put into it as the caller may see them:
+/// upcast when there are upcasters (then the read must run in an [`udf::isolated`] unit, and
+/// this returns true: upcasters are the user's code), their sealed personal values revealed or
+/// erased when personal data was ever defined here ([`personal::Revealer`]).
 pub fn upcasting(out: &mut ResultSet) -> bool {
     // SAFETY: the result's own descriptor.
     let Some(columns) = (unsafe { RowColumns::of(out.desc()) }) else {
         return false;
     };
-    let Some(mut up) = Upcasting::load_unconnected() else {
+    let mut up = Upcasting::load_unconnected();
+    let mut reveal = personal::Revealer::load();
+    if up.is_none() && reveal.is_none() {
         return false;
-    };
+    }
+    let isolated = up.is_some();
     out.set_rewrite(Box::new(move |values, nulls| {
-        up.apply_to_row(values, nulls, columns)
+        if let Some(up) = up.as_mut() {
+            up.apply_to_row(values, nulls, columns)?;
+        }
+        if let Some(r) = reveal.as_mut()
+            && !nulls[columns.data]
+            && let Some(d) = r.jsonb(values[columns.data])
+        {
+            values[columns.data] = d;
+        }
+        Ok(())
     }));
-    true
+    isolated
 }
 
 fn load_events_as_stored(

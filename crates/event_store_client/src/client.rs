@@ -312,9 +312,36 @@ impl EventStoreClient {
             .bind(at_version)
             .fetch_one(&self.pool)
             .await?;
+        let state = erased_as_empty(state);
         serde_json::from_value(state.clone()).map_err(|e| {
             EventStoreError::Serialization(format!("not an account state: {state}: {e}"))
         })
+    }
+
+    /// `es.define_personal_data`: marks the personal-data paths of an event type (dot-separated
+    /// object keys); from the next append on their values are sealed with their subject's key.
+    /// An empty slice unmarks the type.
+    pub async fn define_personal_data(
+        &self,
+        event_type: &str,
+        paths: &[&str],
+    ) -> Result<(), EventStoreError> {
+        sqlx::query("SELECT es.define_personal_data($1, $2)")
+            .bind(event_type)
+            .bind(paths)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// `es.forget`: destroys the key of a data subject (a stream id as text, or the
+    /// `data_subject` its events' metadata named), crypto-shredding every value sealed with it;
+    /// true when a key was destroyed.
+    pub async fn forget(&self, subject: &str) -> Result<bool, EventStoreError> {
+        Ok(sqlx::query_scalar("SELECT es.forget($1)")
+            .bind(subject)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// `es.account_history`: one entry per event with the running balance.
@@ -527,7 +554,34 @@ where
 }
 
 /// An account from a state JSON of the store, with its id.
+/// A state or event the store read with erased personal values (`null`, listed under
+/// `"_erased"`): each erased top-level value becomes an empty string, so the typed seed values
+/// (whose holder, description and reason are strings) still decode. The raw JSON keeps `null`
+/// and the marker.
+fn erased_as_empty(mut value: Value) -> Value {
+    let erased: Vec<String> = value
+        .get("_erased")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Value::Object(map) = &mut value {
+        for key in erased {
+            if let Some(v) = map.get_mut(&key)
+                && v.is_null()
+            {
+                *v = Value::String(String::new());
+            }
+        }
+    }
+    value
+}
+
 fn account_from_state(id: Uuid, state: Value) -> Result<Account, EventStoreError> {
+    let state = erased_as_empty(state);
     let parsed = serde_json::from_value::<AccountState>(state.clone()).map_err(|e| {
         EventStoreError::Serialization(format!("not an account state: {state}: {e}"))
     })?;
@@ -541,7 +595,7 @@ fn decode_events(
 ) -> Result<Vec<AccountEvent>, EventStoreError> {
     rows.into_iter()
         .map(|(version, data)| {
-            serde_json::from_value(data).map_err(|e| {
+            serde_json::from_value(erased_as_empty(data)).map_err(|e| {
                 EventStoreError::Serialization(format!(
                     "event at version {version} of stream {stream_id} is not an AccountEvent: {e}"
                 ))

@@ -191,6 +191,14 @@ pub enum EventStoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// 55000: the key of a data subject could not be made or found (no strong random bytes, or
+    /// the subject was forgotten again and again while this append created its key). The
+    /// subject is not named: it may itself be personal data, and errors reach the server log.
+    #[error("the key of a data subject is unavailable: {reason}")]
+    KeyUnavailable {
+        /// Why.
+        reason: String,
+    },
     /// 55000: the function needs `shared_preload_libraries = 'event_store'`.
     #[error("{function} needs the event_store library preloaded")]
     PreloadRequired {
@@ -370,7 +378,7 @@ impl EventStoreError {
             Self::NotAnAccount { .. } => "ES104",
             Self::NullArgument { .. } | Self::NullElement { .. } => "22004",
             Self::InvalidArgument { .. } => "22023",
-            Self::PreloadRequired { .. } => "55000",
+            Self::PreloadRequired { .. } | Self::KeyUnavailable { .. } => "55000",
             Self::PositionsExhausted { .. } => "2200H",
             Self::PositionTaken { .. } => "55000",
             Self::WatermarkNotReplicated { .. } => "55000",
@@ -522,6 +530,9 @@ impl EventStoreError {
             ),
             Self::PreloadRequired { .. } => Some(
                 "Add event_store to shared_preload_libraries in postgresql.conf and restart the server.".into(),
+            ),
+            Self::KeyUnavailable { .. } => Some(
+                "Retry the append; nothing of it was stored.".into(),
             ),
             Self::PositionTaken { .. } => Some(
                 "Retry the call: the next append moves es.global_position_seq past the stored positions (it falls behind when set back by hand or after a failover to a logical-replication subscriber).".into(),

@@ -11,6 +11,8 @@
 //! - [`lifecycle`]: the deletion, undeletion and truncation of a stream, and its reserved marker
 //!   event types;
 //! - [`shape`]: the seed's whole event shape for the events the account commands write;
+//! - [`personal`]: personal-data paths, sealing a value with its subject's key (AES-256-GCM) and
+//!   revealing or erasing it on read (crypto-shredding);
 //! - [`subscription`]: the partition of a stream, and the rules of subscriptions (leases, attempts);
 //! - [`error`]: the one error enum, with the SQLSTATE, message, DETAIL and HINT of each failure.
 
@@ -19,6 +21,7 @@ pub mod error;
 pub mod event;
 pub mod expected;
 pub mod lifecycle;
+pub mod personal;
 pub mod seed;
 pub mod shape;
 pub mod subscription;
