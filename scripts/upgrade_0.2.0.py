@@ -10,11 +10,7 @@ import os, re, subprocess, sys
 
 repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NEW_API = ("src/api/subscription.rs", "src/api/projection.rs", "src/api/aggregate.rs",
-<<<<<<< HEAD
-           "src/api/lifecycle.rs", "src/api/retention.rs")
-=======
-           "src/api/personal.rs")
->>>>>>> lifecrypto
+           "src/api/lifecycle.rs", "src/api/retention.rs", "src/api/personal.rs")
 out = os.path.join(repo, "target", "schema-0.2.0.sql")
 subprocess.run(["cargo", "pgrx", "schema", "pg15", "--pg-config",
                 os.environ.get("PG_CONFIG", "/usr/lib/postgresql/15/bin/pg_config"), "-o", out],
@@ -60,13 +56,9 @@ grants = "\n".join(l for l in boot[end:].splitlines()
                    if any(t in l for t in ("subscription_", "parked_events", "projection_config",
                                             "es.watermark", "account_balances", "account_transactions",
                                             "aggregate_types", "stream_type_rules", "es.upcasters",
-<<<<<<< HEAD
                                             "aggregate_revision_seq", "data_audit", "purge_stream",
-                                            "retention_policies", "events_archive", "refuse_archive_change"))
-=======
-                                            "aggregate_revision_seq", "data_audit", "personal_data",
-                                            "subject_key"))
->>>>>>> lifecrypto
+                                            "retention_policies", "events_archive", "refuse_archive_change",
+                                            "personal_data", "subject_key"))
                    or l.startswith("    es.projection_config"))
 flow = open(os.path.join(repo, "sql/flow.sql")).read()
 # the comments of those columns and the new wording of the ones 0.2.0 changes, as bootstrap.sql

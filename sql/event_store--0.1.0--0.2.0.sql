@@ -7,12 +7,20 @@
 
 -- Columns of 0.2.0 on tables of 0.1.0 (appended, as a fresh install places them last)
 ALTER TABLE es.streams ADD COLUMN state_revision bigint;
+ALTER TABLE es.streams ADD COLUMN deleted text;
+ALTER TABLE es.streams ADD COLUMN deleted_at timestamptz;
+ALTER TABLE es.streams ADD COLUMN truncated_before bigint;
 ALTER TABLE es.snapshots ADD COLUMN revision bigint;
 COMMENT ON COLUMN es.streams.stream_type IS 'The stream''s type, set by its first append (its stream_type argument, else es.stream_type_rules for its first event: Opened makes an account) and never changed; NULL for a generic stream. A type declared in es.aggregate_types holds the stream to its rules.';
 COMMENT ON COLUMN es.streams.state IS
   'The state at version of a stream of a declared aggregate type (the account included), written with every append in the same row update, so a command or es.state reads it instead of replaying. An account''s is ignored unless its "version" equals the row''s; another type''s unless state_revision is the type''s current revision. NULL for generic streams.';
 COMMENT ON COLUMN es.streams.state_revision IS
   'The revision of the aggregate type (es.aggregate_types.revision) whose functions computed state; NULL for accounts and generic streams. A state of an older revision (after es.alter_aggregate) is recomputed from the log until es.rebuild_states rewrites it.';
+COMMENT ON COLUMN es.streams.deleted IS
+  'NULL for a live stream; soft: deleted by es.delete_stream (reads as empty, appends refused with ES007, until es.undelete_stream); hard: a tombstone (its events before the $stream_deleted marker are removed; the id can never be used again).';
+COMMENT ON COLUMN es.streams.deleted_at IS 'Transaction time of the deletion; NULL for a live stream.';
+COMMENT ON COLUMN es.streams.truncated_before IS
+  'Set by es.truncate_stream: events with a lower version were removed (a snapshot holds the state at truncated_before - 1); reads that need them raise ES008. NULL: never truncated.';
 COMMENT ON COLUMN es.snapshots.revision IS
   'For a stream of a declared aggregate type other than the account: the type''s revision whose functions computed the state; a snapshot of another revision is not used (es.rebuild_states replaces it). NULL for accounts and generic streams.';
 
@@ -262,6 +270,112 @@ COMMENT ON COLUMN es.data_audit.performed_by IS 'The session user that called th
 COMMENT ON COLUMN es.data_audit.performed_at IS 'Transaction time of the act.';
 COMMENT ON COLUMN es.data_audit.xact_id IS 'The transaction that did it.';
 
+-- Retention and archiving (0.2.0) -----------------------------------------------------------------
+
+CREATE TABLE es.retention_policies (
+    stream_type    text        NOT NULL,
+    max_age        interval,
+    max_count      bigint,
+    paused         boolean     NOT NULL DEFAULT false,
+    set_by         name        NOT NULL DEFAULT session_user,
+    set_at         timestamptz NOT NULL DEFAULT transaction_timestamp(),
+    events_removed bigint      NOT NULL DEFAULT 0,
+    batches        bigint      NOT NULL DEFAULT 0,
+    last_batch_at  timestamptz,
+    last_pass_at   timestamptz,
+    CONSTRAINT retention_policies_pkey PRIMARY KEY (stream_type)
+);
+COMMENT ON TABLE es.retention_policies IS
+  'One row per retention policy (es.set_retention): the database''s background worker removes the events of the streams of that type that are older than max_age or beyond the newest max_count of their stream, in small batches (es.retention_batch_size events per transaction, es.retention_naptime between batches). Read through the view es.retention.';
+COMMENT ON COLUMN es.retention_policies.stream_type IS 'The stream type it applies to, as es.streams.stream_type holds it; '''' (the empty string) for the generic streams, whose type is NULL.';
+COMMENT ON COLUMN es.retention_policies.max_age IS 'Events recorded (recorded_at) longer ago than this are removed; NULL: no age limit.';
+COMMENT ON COLUMN es.retention_policies.max_count IS 'Each stream keeps its newest max_count events (by version); older ones are removed; NULL: no count limit.';
+COMMENT ON COLUMN es.retention_policies.paused IS 'es.pause_retention / es.resume_retention: a paused policy removes nothing.';
+COMMENT ON COLUMN es.retention_policies.set_by IS 'The session user that last called es.set_retention for it.';
+COMMENT ON COLUMN es.retention_policies.set_at IS 'Transaction time of that call.';
+COMMENT ON COLUMN es.retention_policies.events_removed IS 'Events the worker removed under this policy so far.';
+COMMENT ON COLUMN es.retention_policies.batches IS 'Batches (transactions) that removed events under this policy so far.';
+COMMENT ON COLUMN es.retention_policies.last_batch_at IS 'When the worker last removed events under this policy.';
+COMMENT ON COLUMN es.retention_policies.last_pass_at IS 'When the worker last finished a pass over the whole log for this policy.';
+
+CREATE TABLE es.events_archive (LIKE es.events INCLUDING DEFAULTS);
+ALTER TABLE es.events_archive ADD CONSTRAINT events_archive_pkey PRIMARY KEY (stream_id, version);
+ALTER TABLE es.events_archive ADD CONSTRAINT events_archive_global_position_key UNIQUE (global_position);
+CREATE INDEX events_archive_event_id_idx ON es.events_archive (event_id);
+COMMENT ON TABLE es.events_archive IS
+  'Events moved out of es.events by es.archive, unchanged (same columns, positions and versions). The read functions read through it (es.load_events, es.read_all, es.poll, projections, states, replays and time travel) unless es.include_archived is off. It may live on another tablespace: ALTER TABLE es.events_archive SET TABLESPACE t, and each of its indexes with ALTER INDEX ... SET TABLESPACE t. Written only by es.archive; UPDATE, DELETE and TRUNCATE are refused, even for the owner (retention removes archived events through the store''s own function).';
+COMMENT ON COLUMN es.events_archive.global_position IS 'The event''s position in the log, as it had in es.events.';
+COMMENT ON COLUMN es.events_archive.stream_id IS 'The aggregate id.';
+COMMENT ON COLUMN es.events_archive.version IS 'The event''s version in its stream.';
+COMMENT ON COLUMN es.events_archive.event_id IS 'The event''s id. Not unique here: ids are unique among the live events of es.events (an archived or removed event''s id no longer blocks an append).';
+COMMENT ON COLUMN es.events_archive.event_type IS 'The event object''s "type".';
+COMMENT ON COLUMN es.events_archive.event_version IS 'Schema version of the payload.';
+COMMENT ON COLUMN es.events_archive.data IS 'The event object exactly as appended.';
+COMMENT ON COLUMN es.events_archive.metadata IS 'The object''s "metadata" object, if any.';
+COMMENT ON COLUMN es.events_archive.occurred_at IS 'The object''s "occurred_at", else the transaction time of its append.';
+COMMENT ON COLUMN es.events_archive.recorded_at IS 'Transaction time of the append (not of the archiving).';
+COMMENT ON INDEX es.events_archive_pkey IS 'A stream''s archived events in version order (reads through the archive).';
+COMMENT ON INDEX es.events_archive_global_position_key IS 'The archived log in position order (es.read_all and es.poll read through it); positions are unique across both tables.';
+COMMENT ON INDEX es.events_archive_event_id_idx IS 'Finds an archived event by its id.';
+
+CREATE FUNCTION es.refuse_archive_change() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'es.events_archive is append-only: % is not allowed', lower(TG_OP)
+        USING ERRCODE = 'ES006',
+              DETAIL = 'Archived events are facts: they are never changed, and removed only by a retention policy.',
+              HINT = 'Append a compensating event with es.append_events instead.';
+END
+$$;
+COMMENT ON FUNCTION es.refuse_archive_change() IS
+  'Trigger function that refuses UPDATE, DELETE and TRUNCATE of es.events_archive (SQLSTATE ES006).';
+
+CREATE TRIGGER events_archive_refuse_update_delete BEFORE UPDATE OR DELETE ON es.events_archive
+    FOR EACH ROW EXECUTE FUNCTION es.refuse_archive_change();
+COMMENT ON TRIGGER events_archive_refuse_update_delete ON es.events_archive IS 'Keeps the archive append-only, even for the table owner.';
+CREATE TRIGGER events_archive_refuse_truncate BEFORE TRUNCATE ON es.events_archive
+    FOR EACH STATEMENT EXECUTE FUNCTION es.refuse_archive_change();
+COMMENT ON TRIGGER events_archive_refuse_truncate ON es.events_archive IS 'Keeps the archive append-only, even for the table owner.';
+-- The only way events leave es.events: the removal the store's acts (es.delete_stream with
+-- hard, es.truncate_stream) make after recording it in the stream's row. It removes only what
+-- that row says is removed (before the tombstone's marker, or below truncated_before), so even a
+-- call from outside the store removes nothing an audited act did not decide. Its own SET clause
+-- keeps the append-only trigger from firing inside it (and reverts when it returns, even on
+-- error); the trigger stays for everyone else.
+CREATE FUNCTION es.purge_stream(stream_id uuid,
+                                OUT removed bigint, OUT first_position bigint, OUT last_position bigint)
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET session_replication_role = replica
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH s AS (
+        SELECT s.stream_id,
+               CASE WHEN s.deleted = 'hard' THEN s.version ELSE coalesce(s.truncated_before, 1) END AS below
+          FROM es.streams s
+         WHERE s.stream_id = purge_stream.stream_id
+    ), d AS (
+        DELETE FROM es.events e USING s
+         WHERE e.stream_id = s.stream_id AND e.version < s.below
+        RETURNING e.global_position
+    ), a AS (
+        -- the same events moved to the archive by es.archive go too: a removal leaves no copy
+        DELETE FROM es.events_archive e USING s
+         WHERE e.stream_id = s.stream_id AND e.version < s.below
+        RETURNING e.global_position
+    ), gone AS (
+        SELECT global_position FROM d UNION ALL SELECT global_position FROM a
+    ), parked AS (
+        -- a parked event that is gone cannot be replayed, nor hold its stream's later events
+        DELETE FROM es.parked_events k USING gone
+         WHERE k.stream_id = purge_stream.stream_id AND k.global_position = gone.global_position
+    )
+    SELECT count(*), min(gone.global_position), max(gone.global_position) FROM gone
+$$;
+COMMENT ON FUNCTION es.purge_stream(uuid) IS
+  'Internal: removes the events of a stream that its es.streams row records as removed (a hard delete: all before the $stream_deleted marker; a truncation: those below truncated_before), from es.events and from es.events_archive, bypassing the append-only triggers; removes the subscriptions'' parked entries of those events too; returns how many events and their first and last global positions. Called by es.delete_stream and es.truncate_stream after they record the act; EXECUTE is revoked from PUBLIC.';
+
 -- Personal data (0.2.0): crypto-shredding. The paths of each event type that hold personal data,
 -- and one key per data subject; es.forget destroys a subject's key.
 
@@ -315,11 +429,14 @@ REVOKE ALL ON TABLE es.subscription_config, es.subscription_partitions, es.subsc
     es.projection_config, es.watermark, es.account_balances, es.account_transactions FROM PUBLIC;
 REVOKE ALL ON TABLE es.aggregate_types, es.stream_type_rules, es.upcasters FROM PUBLIC;
 REVOKE ALL ON TABLE es.data_audit FROM PUBLIC;
+REVOKE ALL ON TABLE es.retention_policies, es.events_archive FROM PUBLIC;
+REVOKE ALL ON FUNCTION es.refuse_archive_change() FROM PUBLIC;
 REVOKE ALL ON SEQUENCE es.data_audit_seq FROM PUBLIC;
 REVOKE ALL ON TABLE es.personal_data, es.subject_keys FROM PUBLIC;
 REVOKE ALL ON SEQUENCE es.subject_key_seq FROM PUBLIC;
 GRANT SELECT (key_id, key) ON TABLE es.subject_keys TO es_personal_data;
 REVOKE ALL ON SEQUENCE es.aggregate_revision_seq FROM PUBLIC;
+REVOKE ALL ON FUNCTION es.purge_stream(uuid) FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('es.subscription_config', '');
 SELECT pg_catalog.pg_extension_config_dump('es.subscription_partitions', '');
 SELECT pg_catalog.pg_extension_config_dump('es.subscription_consumers', '');
@@ -334,6 +451,8 @@ SELECT pg_catalog.pg_extension_config_dump('es.stream_type_rules', '');
 SELECT pg_catalog.pg_extension_config_dump('es.upcasters', '');
 SELECT pg_catalog.pg_extension_config_dump('es.data_audit', '');
 SELECT pg_catalog.pg_extension_config_dump('es.data_audit_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('es.retention_policies', '');
+SELECT pg_catalog.pg_extension_config_dump('es.events_archive', '');
 SELECT pg_catalog.pg_extension_config_dump('es.personal_data', '');
 SELECT pg_catalog.pg_extension_config_dump('es.subject_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('es.subject_key_seq', '');
@@ -488,6 +607,27 @@ AS 'MODULE_PATHNAME', 'es_drop_aggregate';
 COMMENT ON FUNCTION es.drop_aggregate(text, boolean) IS
   'Removes an aggregate type. Refused (2BP01) while streams of the type exist, unless detach: then they keep their type name and events but lose their kept state and rules (generic streams until the type is declared again). The built-in account cannot be dropped (42501); an unknown type: ES303.';
 REVOKE ALL ON FUNCTION es.drop_aggregate(text, boolean) FROM PUBLIC;
+CREATE FUNCTION es.delete_stream(stream_id uuid, expected_version bigint DEFAULT NULL, hard boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'es_delete_stream';
+COMMENT ON FUNCTION es.delete_stream(uuid, bigint, boolean) IS
+  'Deletes a stream and returns the version of the $stream_deleted marker it appends at the stream''s head (read_all, subscriptions and projections see it). Soft (default): load_events reads it as empty, the state functions raise ES007, appends are refused (ES007) until es.undelete_stream; the events stay. Hard: a tombstone: the events before the marker, the snapshots and the kept state are removed, the id can never be used again. expected_version as in es.append_events (ES001); the stream''s rules judge the marker (an account with money: ES105; a declared type''s check sees it). Recorded in es.data_audit.';
+REVOKE ALL ON FUNCTION es.delete_stream(uuid, bigint, boolean) FROM PUBLIC;
+CREATE FUNCTION es.undelete_stream(stream_id uuid)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'es_undelete_stream';
+COMMENT ON FUNCTION es.undelete_stream(uuid) IS
+  'Restores a soft-deleted stream: appends a $stream_undeleted marker and returns its version; the stream reads and takes appends again. A hard-deleted stream: ES007; a live one: 55000. Recorded in es.data_audit.';
+REVOKE ALL ON FUNCTION es.undelete_stream(uuid) FROM PUBLIC;
+CREATE FUNCTION es.truncate_stream(stream_id uuid, before_version bigint)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'es_truncate_stream';
+COMMENT ON FUNCTION es.truncate_stream(uuid, bigint) IS
+  'Removes the events of a stream with version < before_version (1 <= before_version <= the stream''s version, else 22023) and returns how many. An account or a stream of a declared type needs a usable snapshot at version before_version - 1 (else ES005); a generic stream none. The state, time travel and history at or above before_version - 1 are unchanged; reads that need a removed event raise ES008. Recorded in es.data_audit.';
+REVOKE ALL ON FUNCTION es.truncate_stream(uuid, bigint) FROM PUBLIC;
 CREATE FUNCTION es.define_personal_data(event_type text, paths text[])
 RETURNS void
 LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
@@ -564,6 +704,13 @@ LANGUAGE c VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'es_wait_for_projection';
 COMMENT ON FUNCTION es.wait_for_projection(text, bigint, integer) IS
   'Read-your-writes: returns true as soon as the projection has handled everything up to position (e.g. what es.append_events just wrote), false after timeout_ms.';
+CREATE FUNCTION es.wake_retention()
+RETURNS boolean
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'es_wake_retention';
+COMMENT ON FUNCTION es.wake_retention() IS
+  'Internal: when the calling transaction commits, asks the launcher to start this database''s background worker, which applies the retention policies (es.set_retention and es.resume_retention call it). Returns false when the library is not preloaded: then no worker runs and the policies wait.';
+REVOKE ALL ON FUNCTION es.wake_retention() FROM PUBLIC;
 CREATE FUNCTION es.nack(name text, partition integer, "position" bigint, error text, consumer text DEFAULT NULL)
 RETURNS boolean
 LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER
@@ -663,8 +810,11 @@ AS $$
                AND (p.partitions = 1 OR es.stream_hash(e.stream_id) % p.partitions = p.partition)
                  AS matches
           FROM p CROSS JOIN LATERAL (
+                -- archived events count too: es.poll reads through the archive
                 SELECT e.stream_id, e.event_type, e.recorded_at
-                  FROM es.events e
+                  FROM (SELECT v.global_position, v.stream_id, v.event_type, v.recorded_at FROM es.events v
+                        UNION ALL
+                        SELECT a.global_position, a.stream_id, a.event_type, a.recorded_at FROM es.events_archive a) e
                  WHERE e.global_position > p.checkpoint
                  ORDER BY e.global_position
                  LIMIT 10001) e
@@ -678,7 +828,9 @@ AS $$
     -- after the checkpoint (positions of rolled-back appends count too: an estimate).
     SELECT CASE WHEN c.examined <= 10000 THEN c.matching
                 ELSE round(c.matching::numeric / c.examined
-                           * ((SELECT max(global_position) FROM es.events) - (SELECT checkpoint FROM p)))::bigint
+                           * (greatest((SELECT max(global_position) FROM es.events),
+                                       (SELECT max(global_position) FROM es.events_archive))
+                              - (SELECT checkpoint FROM p)))::bigint
            END,
            coalesce(extract(epoch FROM clock_timestamp() - c.oldest), 0)::double precision,
            c.examined > 10000
@@ -769,6 +921,11 @@ DECLARE
     prev jsonb;
     s jsonb;
 BEGIN
+    IF e.event_type = '$stream_deleted' THEN
+        -- a deleted account (soft or hard) has no balance row; $stream_undeleted brings it back
+        DELETE FROM es.account_balances b WHERE b.account_id = e.stream_id;
+        RETURN;
+    END IF;
     SELECT jsonb_build_object('holder_name', b.holder_name, 'balance_cents', b.balance_cents,
                               'status', b.status, 'version', b.version)
       INTO prev
@@ -781,7 +938,11 @@ BEGIN
     ELSIF e.version = 1 THEN
         SELECT es.account_replay(e.data) INTO s;
     ELSE
-        s := es.account_state(e.stream_id, at_version => e.version);
+        BEGIN
+            s := es.account_state(e.stream_id, at_version => e.version);
+        EXCEPTION WHEN SQLSTATE 'ES007' THEN
+            RETURN;  -- deleted again since: its own $stream_deleted follows in the log
+        END;
     END IF;
     INSERT INTO es.account_balances AS b
            (account_id, holder_name, balance_cents, status, version, updated_at)
@@ -794,7 +955,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION es.project_account_balances(es.events) IS
-  'Handler of the projection account_balances: folds one account event into es.account_balances with es.account_replay (the store''s own fold). Idempotent: an event at or below the row''s version is skipped.';
+  'Handler of the projection account_balances: folds one account event into es.account_balances with es.account_replay (the store''s own fold). Idempotent: an event at or below the row''s version is skipped. $stream_deleted removes the account''s row; $stream_undeleted brings it back.';
 
 CREATE FUNCTION es.project_account_transactions(e es.events) RETURNS void
 LANGUAGE plpgsql
@@ -805,6 +966,11 @@ DECLARE
     amount bigint;
     balance bigint;
 BEGIN
+    IF e.event_type = '$stream_deleted' AND (e.data->>'hard')::boolean THEN
+        -- a tombstone: the account's events are gone, and so are its rows
+        DELETE FROM es.account_transactions t WHERE t.account_id = e.stream_id;
+        RETURN;
+    END IF;
     amount := CASE e.event_type
                 WHEN 'Opened' THEN (e.data->>'initial_balance_cents')::bigint
                 WHEN 'Deposited' THEN (e.data->>'amount_cents')::bigint
@@ -817,7 +983,11 @@ BEGIN
          WHERE t.account_id = e.stream_id AND t.version = e.version - 1;
     END IF;
     IF prev IS NULL THEN
-        balance := (es.account_state(e.stream_id, at_version => e.version)->>'balance_cents')::bigint;
+        BEGIN
+            balance := (es.account_state(e.stream_id, at_version => e.version)->>'balance_cents')::bigint;
+        EXCEPTION WHEN SQLSTATE 'ES007' THEN
+            RETURN;  -- deleted since: its $stream_deleted follows in the log
+        END;
     ELSE
         balance := prev + coalesce(amount, 0);
     END IF;
@@ -833,7 +1003,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION es.project_account_transactions(es.events) IS
-  'Handler of the projection account_transactions: one row of es.account_transactions per account event, with the signed amount and the balance after it. Idempotent (a row that exists is kept).';
+  'Handler of the projection account_transactions: one row of es.account_transactions per account event, with the signed amount and the balance after it (a soft $stream_deleted / $stream_undeleted marker is a row without an amount). Idempotent (a row that exists is kept). A hard delete''s marker removes the account''s rows.';
 
 CREATE FUNCTION es.enable_account_projections() RETURNS void
 LANGUAGE plpgsql
@@ -846,7 +1016,8 @@ BEGIN
         IF NOT EXISTS (SELECT 1 FROM es.projection_config j WHERE j.name = projection) THEN
             PERFORM es.create_projection(projection,
                                          ('es.project_' || projection || '(es.events)')::regprocedure,
-                                         ARRAY['Opened', 'Deposited', 'Withdrawn', 'Frozen', 'Closed'],
+                                         ARRAY['Opened', 'Deposited', 'Withdrawn', 'Frozen', 'Closed',
+                                               '$stream_deleted', '$stream_undeleted'],
                                          500);
             UPDATE es.subscription_config c SET stream_type = 'account' WHERE c.name = projection;
         END IF;
@@ -917,7 +1088,8 @@ SELECT t.stream_type, t.evolve, t."check", t.initial_state,
         SELECT count(*) AS streams,
                count(*) FILTER (WHERE CASE WHEN t.native
                                            THEN st.state IS NULL OR (st.state ->> 'version')::bigint IS DISTINCT FROM st.version
-                                           ELSE st.state_revision IS DISTINCT FROM t.revision END) AS stale_streams
+                                           ELSE st.state_revision IS DISTINCT FROM t.revision END
+                                  AND st.deleted IS DISTINCT FROM 'hard') AS stale_streams
           FROM es.streams st WHERE st.stream_type = t.stream_type) s;
 COMMENT ON VIEW es.aggregates IS
   'The declared aggregate types with their streams: stale_streams is how many of them keep no state of the current revision (after es.alter_aggregate: what CALL es.rebuild_states still has to recompute; reads and appends replay those from the log meanwhile); rebuild_started_at / rebuild_finished_at show a rebuild''s progress.';
@@ -959,6 +1131,321 @@ $$;
 COMMENT ON PROCEDURE es.rebuild_states(text, integer) IS
   'Recomputes the kept states and snapshots of a declared type''s streams from the log after es.alter_aggregate, online: batch_size streams per transaction, each committed, until none is stale (es.aggregates.stale_streams). Call it with CALL, outside a transaction block.';
 REVOKE ALL ON PROCEDURE es.rebuild_states(text, integer) FROM PUBLIC;
+
+-- Retention and archiving (SPEC §14) ----------------------------------------------------------------
+-- Plain SQL: what they do is a few set-based statements, and the background worker's batch
+-- (es.retention_batch) is one call. The only native piece is es.wake_retention (src/api/retention.rs),
+-- which asks the launcher for the database's worker.
+
+CREATE FUNCTION es.remove_events(positions bigint[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET session_replication_role = replica
+AS $$
+DECLARE
+    live bigint;
+    archived bigint;
+BEGIN
+    -- The append-only triggers are ordinary triggers: they do not fire while
+    -- session_replication_role is replica, which this function's own SET clause makes so for
+    -- its body only (reverted on return and on error). Positions are never handed out again
+    -- (es.global_position_seq), so a hole stays a hole.
+    -- The archive first: es.archive locks it before it takes rows of es.events, so taking the
+    -- two in the same order never deadlocks with it (and an event es.archive moves meanwhile is
+    -- found in the archive once its move commits).
+    DELETE FROM es.events_archive WHERE global_position = ANY (positions);
+    GET DIAGNOSTICS archived = ROW_COUNT;
+    DELETE FROM es.events WHERE global_position = ANY (positions);
+    GET DIAGNOSTICS live = ROW_COUNT;
+    RETURN live + archived;
+END
+$$;
+COMMENT ON FUNCTION es.remove_events(bigint[]) IS
+  'Internal: removes the events at the given global positions from es.events and es.events_archive, past their append-only triggers, and returns how many it removed. Called only by the store''s own functions (the retention batch), which audit the act; EXECUTE is not granted to anyone.';
+REVOKE ALL ON FUNCTION es.remove_events(bigint[]) FROM PUBLIC;
+
+CREATE FUNCTION es.set_retention(stream_type text, max_age interval DEFAULT NULL, max_count bigint DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    policy text := set_retention.stream_type;
+BEGIN
+    IF policy IS NULL THEN
+        RAISE EXCEPTION 'stream_type must not be null'
+            USING ERRCODE = '22004',
+                  HINT = 'Name a stream type, or '''' (the empty string) for the generic streams, whose type is NULL.';
+    END IF;
+    IF max_age IS NOT NULL AND max_age <= interval '0' THEN
+        RAISE EXCEPTION 'invalid max_age: % is not positive', max_age
+            USING ERRCODE = '22023', HINT = 'Give a positive interval, or NULL for no age limit.';
+    END IF;
+    IF max_age IS NOT NULL THEN
+        -- the worker compares recorded_at with now() - max_age: it must be a time (it stays one,
+        -- as now() only grows)
+        BEGIN
+            PERFORM pg_catalog.transaction_timestamp() - max_age;
+        EXCEPTION WHEN datetime_field_overflow THEN
+            RAISE EXCEPTION 'invalid max_age: % reaches before the earliest time PostgreSQL represents', max_age
+                USING ERRCODE = '22023', HINT = 'Give a shorter interval, or NULL for no age limit.';
+        END;
+    END IF;
+    IF max_count IS NOT NULL AND max_count < 1 THEN
+        RAISE EXCEPTION 'invalid max_count: % is less than 1', max_count
+            USING ERRCODE = '22023', HINT = 'Give the number of newest events each stream keeps (at least 1), or NULL for no count limit.';
+    END IF;
+    IF max_age IS NULL AND max_count IS NULL THEN
+        DELETE FROM es.retention_policies r WHERE r.stream_type = policy;
+        IF FOUND THEN
+            INSERT INTO es.data_audit (action, target, detail)
+            VALUES ('set_retention', policy, jsonb_build_object('stream_type', nullif(policy, ''), 'removed_policy', true));
+        END IF;
+        RETURN;
+    END IF;
+    INSERT INTO es.retention_policies AS r (stream_type, max_age, max_count)
+    VALUES (policy, max_age, max_count)
+    ON CONFLICT ON CONSTRAINT retention_policies_pkey DO UPDATE
+       SET max_age = excluded.max_age, max_count = excluded.max_count,
+           set_by = excluded.set_by, set_at = excluded.set_at;
+    INSERT INTO es.data_audit (action, target, detail)
+    VALUES ('set_retention', policy,
+            jsonb_build_object('stream_type', nullif(policy, ''), 'max_age', max_age::text, 'max_count', max_count));
+    IF NOT es.wake_retention() THEN
+        RAISE WARNING 'retention policies are applied by the background worker, which needs the event_store library preloaded'
+            USING HINT = 'Add event_store to shared_preload_libraries and restart the server.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION es.set_retention(text, interval, bigint) IS
+  'Sets the retention policy of a stream type ('''' for the generic streams): the background worker removes events recorded longer ago than max_age, and events beyond the newest max_count of their stream, in batches of es.retention_batch_size every es.retention_naptime. Both NULL removes the policy. For a declared aggregate type (the account included) only events at or below the stream''s newest usable snapshot are removed, so states and replays keep working. Audited in es.data_audit (set_retention; each batch: retention).';
+REVOKE ALL ON FUNCTION es.set_retention(text, interval, bigint) FROM PUBLIC;
+
+CREATE FUNCTION es.set_retention_paused(stream_type text, paused boolean) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    policy text := set_retention_paused.stream_type;
+    changed bigint;
+BEGIN
+    IF paused IS NULL THEN
+        RAISE EXCEPTION 'paused must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF policy IS NOT NULL AND NOT EXISTS (SELECT 1 FROM es.retention_policies r WHERE r.stream_type = policy) THEN
+        RAISE EXCEPTION 'invalid stream_type: no retention policy for stream type "%"', policy
+            USING ERRCODE = '22023', HINT = 'es.set_retention sets one; es.retention lists them.';
+    END IF;
+    UPDATE es.retention_policies r SET paused = set_retention_paused.paused
+     WHERE (policy IS NULL OR r.stream_type = policy) AND r.paused IS DISTINCT FROM set_retention_paused.paused;
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    IF changed > 0 THEN
+        INSERT INTO es.data_audit (action, target, detail)
+        VALUES (CASE WHEN paused THEN 'pause_retention' ELSE 'resume_retention' END, coalesce(policy, '*'),
+                jsonb_build_object('stream_type', nullif(policy, ''), 'all', policy IS NULL, 'policies', changed));
+        IF NOT paused THEN
+            PERFORM es.wake_retention();
+        END IF;
+    END IF;
+    RETURN changed;
+END
+$$;
+COMMENT ON FUNCTION es.set_retention_paused(text, boolean) IS
+  'Pauses (paused true) or resumes the retention policy of a stream type, or every policy when stream_type is NULL; returns how many policies changed. A batch under way finishes (it is one transaction); no new one starts while paused. Audited (pause_retention / resume_retention).';
+REVOKE ALL ON FUNCTION es.set_retention_paused(text, boolean) FROM PUBLIC;
+
+CREATE FUNCTION es.pause_retention(stream_type text DEFAULT NULL) RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT es.set_retention_paused(stream_type, true) $$;
+COMMENT ON FUNCTION es.pause_retention(text) IS
+  'es.set_retention_paused(stream_type, true): pauses one policy, or all (NULL).';
+REVOKE ALL ON FUNCTION es.pause_retention(text) FROM PUBLIC;
+
+CREATE FUNCTION es.resume_retention(stream_type text DEFAULT NULL) RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT es.set_retention_paused(stream_type, false) $$;
+COMMENT ON FUNCTION es.resume_retention(text) IS
+  'es.set_retention_paused(stream_type, false): resumes one policy, or all (NULL).';
+REVOKE ALL ON FUNCTION es.resume_retention(text) FROM PUBLIC;
+
+CREATE FUNCTION es.retention_expired(stream_type text, after_position bigint DEFAULT 0,
+                                     scan_limit bigint DEFAULT NULL, max_count bigint DEFAULT NULL)
+RETURNS TABLE (global_position bigint, stream_id uuid, scanned_to bigint, scanned bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    policy text := retention_expired.stream_type;
+    p es.retention_policies;
+    t es.aggregate_types;
+BEGIN
+    SELECT * INTO p FROM es.retention_policies r WHERE r.stream_type = policy;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF policy <> '' THEN
+        SELECT * INTO t FROM es.aggregate_types a WHERE a.stream_type = policy;
+    END IF;
+    -- The events after after_position (at most scan_limit of them, live and archived, in position
+    -- order), and among them the expired ones. A declared type's event goes only once a usable
+    -- snapshot covers it: the state, a replay and a command start from that snapshot.
+    RETURN QUERY
+    WITH scan AS MATERIALIZED (
+        SELECT e.global_position, e.stream_id, e.version, e.recorded_at
+          FROM (SELECT v.global_position, v.stream_id, v.version, v.recorded_at FROM es.events v
+                UNION ALL
+                SELECT a.global_position, a.stream_id, a.version, a.recorded_at FROM es.events_archive a) e
+         WHERE e.global_position > after_position
+         ORDER BY e.global_position
+         LIMIT scan_limit
+    ), bounds AS (
+        SELECT pg_catalog.max(s.global_position) AS scanned_to, pg_catalog.count(*) AS scanned FROM scan s
+    )
+    SELECT x.global_position, x.stream_id, b.scanned_to, b.scanned
+      FROM bounds b
+      LEFT JOIN LATERAL (
+        SELECT w.global_position, w.stream_id
+          FROM scan w
+          JOIN es.streams s ON s.stream_id = w.stream_id
+         WHERE CASE WHEN policy = '' THEN s.stream_type IS NULL ELSE s.stream_type = policy END
+           AND ((p.max_age IS NOT NULL AND w.recorded_at < pg_catalog.transaction_timestamp() - p.max_age)
+                OR (p.max_count IS NOT NULL AND w.version <= s.version - p.max_count))
+           AND (t.stream_type IS NULL
+                OR w.version <= coalesce((SELECT pg_catalog.max(n.version) FROM es.snapshots n
+                                           WHERE n.stream_id = w.stream_id
+                                             AND (t.native OR n.revision = t.revision)), 0))
+         ORDER BY w.global_position
+         LIMIT retention_expired.max_count) x ON true;
+END
+$$;
+COMMENT ON FUNCTION es.retention_expired(text, bigint, bigint, bigint) IS
+  'Internal: the events a retention policy would remove now, after after_position among the next scan_limit events of the log (live and archived; NULL: all), at most max_count of them; each row also carries how far the scan went and how many events it looked at (one row with NULL position when none is expired). Used by the worker''s batch and by es.retention.';
+REVOKE ALL ON FUNCTION es.retention_expired(text, bigint, bigint, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION es.retention_expired(text, bigint, bigint, bigint) TO pg_monitor;
+
+CREATE FUNCTION es.retention_batch(stream_type text, batch_size integer, after_position bigint,
+                                   OUT removed bigint, OUT next_position bigint)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    policy text := retention_batch.stream_type;
+    p es.retention_policies;
+    scan_limit bigint := greatest(batch_size, 1)::bigint * 10;
+    picked bigint[];
+    streams bigint;
+    scanned_to bigint;
+    scanned bigint;
+BEGIN
+    removed := 0;
+    next_position := 0;
+    SELECT * INTO p FROM es.retention_policies r WHERE r.stream_type = policy AND NOT r.paused;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    -- A bounded look (ten batches' worth of the log) per transaction, so a batch costs the same
+    -- on a log of any length; the worker carries next_position to its next batch (0: the pass
+    -- reached the end of the log and the next one starts again from the beginning).
+    SELECT pg_catalog.array_agg(x.global_position ORDER BY x.global_position) FILTER (WHERE x.global_position IS NOT NULL),
+           pg_catalog.count(DISTINCT x.stream_id), pg_catalog.max(x.scanned_to), pg_catalog.max(x.scanned)
+      INTO picked, streams, scanned_to, scanned
+      FROM es.retention_expired(policy, after_position, scan_limit, greatest(batch_size, 1)) x;
+    IF picked IS NOT NULL THEN
+        removed := es.remove_events(picked);
+    END IF;
+    IF removed > 0 THEN
+        INSERT INTO es.data_audit (action, target, detail)
+        VALUES ('retention', policy,
+                jsonb_build_object('stream_type', nullif(policy, ''), 'events_removed', removed, 'streams', streams,
+                                   'first_position', picked[1], 'last_position', picked[pg_catalog.cardinality(picked)],
+                                   'max_age', p.max_age::text, 'max_count', p.max_count));
+    END IF;
+    IF pg_catalog.cardinality(picked) >= greatest(batch_size, 1) THEN
+        next_position := picked[pg_catalog.cardinality(picked)];
+    ELSIF coalesce(scanned, 0) >= scan_limit THEN
+        next_position := scanned_to;
+    END IF;
+    UPDATE es.retention_policies r
+       SET events_removed = r.events_removed + removed,
+           batches = r.batches + (removed > 0)::integer,
+           last_batch_at = CASE WHEN removed > 0 THEN pg_catalog.clock_timestamp() ELSE r.last_batch_at END,
+           last_pass_at = CASE WHEN next_position = 0 THEN pg_catalog.clock_timestamp() ELSE r.last_pass_at END
+     WHERE r.stream_type = policy;
+END
+$$;
+COMMENT ON FUNCTION es.retention_batch(text, integer, bigint) IS
+  'Internal: one batch of a retention policy, run by the database''s background worker in a transaction of its own: removes at most batch_size expired events found after after_position (through es.remove_events), records the batch in es.data_audit (action retention) and in es.retention_policies, and returns how many it removed and where the next batch starts (0: the pass is complete).';
+REVOKE ALL ON FUNCTION es.retention_batch(text, integer, bigint) FROM PUBLIC;
+
+CREATE VIEW es.retention AS
+SELECT r.stream_type, r.max_age, r.max_count, r.paused,
+       r.events_removed, r.batches, r.last_batch_at, r.last_pass_at,
+       (SELECT pg_catalog.count(x.global_position) FROM es.retention_expired(r.stream_type) x) AS events_expired,
+       r.set_by, r.set_at
+  FROM es.retention_policies r;
+COMMENT ON VIEW es.retention IS
+  'The retention policies and their progress: events removed so far, batches, the last batch and the last complete pass, and events_expired, how many events the policy would remove now (exact; it reads the whole log, so on a big store select it with care).';
+REVOKE ALL ON es.retention FROM PUBLIC;
+GRANT SELECT ON es.retention TO pg_monitor;
+
+CREATE FUNCTION es.archive(before timestamptz, max_events bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET session_replication_role = replica
+AS $$
+DECLARE
+    picked bigint[];
+    streams uuid[];
+    moved bigint;
+BEGIN
+    IF before IS NULL THEN
+        RAISE EXCEPTION 'before must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF max_events IS NOT NULL AND max_events < 0 THEN
+        RAISE EXCEPTION 'invalid max_events: % is negative', max_events
+            USING ERRCODE = '22023', HINT = 'NULL moves every event recorded before the bound.';
+    END IF;
+    -- One archiver at a time (readers and appenders do not take this lock).
+    LOCK TABLE es.events_archive IN SHARE ROW EXCLUSIVE MODE;
+    SELECT pg_catalog.array_agg(e.global_position ORDER BY e.global_position)
+      INTO picked
+      FROM (SELECT v.global_position FROM es.events v
+             WHERE v.recorded_at < before
+             ORDER BY v.global_position
+             LIMIT max_events) e;
+    IF picked IS NULL THEN
+        RETURN 0;
+    END IF;
+    SELECT pg_catalog.array_agg(DISTINCT v.stream_id) INTO streams
+      FROM es.events v WHERE v.global_position = ANY (picked);
+    -- The first move into an empty archive: until it commits, readers of one stream read
+    -- es.events alone (natively), and a command that read a stream that way must not judge an
+    -- append by a tail that lost events meanwhile. Touching the rows of the streams whose events
+    -- move (in stream order) makes such a command find its row changed and read again, through
+    -- the archive. Later moves need none of it: every reader then reads both tables in one
+    -- statement. (Appends to those streams wait for this first chunk at most.)
+    IF pg_catalog.pg_relation_size('es.events_archive') = 0 THEN
+        PERFORM 1 FROM es.streams s WHERE s.stream_id = ANY (streams) ORDER BY s.stream_id FOR NO KEY UPDATE;
+        UPDATE es.streams s SET updated_at = s.updated_at WHERE s.stream_id = ANY (streams);
+    END IF;
+    WITH gone AS (
+        DELETE FROM es.events v WHERE v.global_position = ANY (picked) RETURNING v.*
+    )
+    INSERT INTO es.events_archive SELECT * FROM gone;
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    INSERT INTO es.data_audit (action, target, detail)
+    VALUES ('archive', before::text,
+            jsonb_build_object('before', before, 'max_events', max_events, 'events_moved', moved,
+                               'streams', pg_catalog.cardinality(streams),
+                               'first_position', picked[1], 'last_position', picked[pg_catalog.cardinality(picked)]));
+    RETURN moved;
+END
+$$;
+COMMENT ON FUNCTION es.archive(timestamptz, bigint) IS
+  'Moves the events recorded before the bound (all streams, in global_position order, at most max_events; NULL: all) from es.events to es.events_archive in one transaction, and returns how many it moved. Positions, versions and ids are kept, and every read function reads through the archive. To archive in chunks, call it repeatedly until it returns 0 (each call commits on its own). Audited in es.data_audit (action archive).';
+REVOKE ALL ON FUNCTION es.archive(timestamptz, bigint) FROM PUBLIC;
 
 -- Keys in another database (README "Forgetting a subject"): es.key_provider names a function
 -- (action text, key_id bigint, key bytea) RETURNS bytea that keeps the keys; the store calls it
