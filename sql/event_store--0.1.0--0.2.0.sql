@@ -1312,10 +1312,22 @@ BEGIN
          WHERE CASE WHEN policy = '' THEN s.stream_type IS NULL ELSE s.stream_type = policy END
            AND ((p.max_age IS NOT NULL AND w.recorded_at < pg_catalog.transaction_timestamp() - p.max_age)
                 OR (p.max_count IS NOT NULL AND w.version <= s.version - p.max_count))
+           -- a declared type's events go only up to a usable snapshot that is itself expired:
+           -- the cut then lands right after a snapshot, where every answer at or above it starts
+           -- (es.streams.truncated_before, as es.truncate_stream records it)
            AND (t.stream_type IS NULL
-                OR w.version <= coalesce((SELECT pg_catalog.max(n.version) FROM es.snapshots n
-                                           WHERE n.stream_id = w.stream_id
-                                             AND (t.native OR n.revision = t.revision)), 0))
+                OR EXISTS (SELECT 1 FROM es.snapshots n
+                            WHERE n.stream_id = w.stream_id
+                              AND (t.native OR n.revision = t.revision)
+                              AND n.version >= w.version
+                              AND ((p.max_count IS NOT NULL AND n.version <= s.version - p.max_count)
+                                   OR (p.max_age IS NOT NULL
+                                       AND NOT EXISTS (SELECT 1 FROM es.events v
+                                                        WHERE v.stream_id = n.stream_id AND v.version = n.version
+                                                          AND v.recorded_at >= pg_catalog.transaction_timestamp() - p.max_age)
+                                       AND NOT EXISTS (SELECT 1 FROM es.events_archive v
+                                                        WHERE v.stream_id = n.stream_id AND v.version = n.version
+                                                          AND v.recorded_at >= pg_catalog.transaction_timestamp() - p.max_age)))))
          ORDER BY w.global_position
          LIMIT retention_expired.max_count) x ON true;
 END
@@ -1352,6 +1364,31 @@ BEGIN
            pg_catalog.count(DISTINCT x.stream_id), pg_catalog.max(x.scanned_to), pg_catalog.max(x.scanned)
       INTO picked, streams, scanned_to, scanned
       FROM es.retention_expired(policy, after_position, scan_limit, greatest(batch_size, 1)) x;
+    IF picked IS NOT NULL AND policy <> '' THEN
+        -- A declared type's stream records the cut (es.streams.truncated_before), so no answer
+        -- below it is computed from a log that no longer holds its start (ES008 instead, as after
+        -- es.truncate_stream). Rows an append holds are skipped (SKIP LOCKED): their events wait
+        -- for a later batch, and the worker never waits for nor deadlocks with an appender.
+        SELECT pg_catalog.array_agg(x.global_position ORDER BY x.global_position)
+          INTO picked
+          FROM (SELECT e.global_position, e.stream_id FROM es.events e WHERE e.global_position = ANY (picked)
+                UNION ALL
+                SELECT a.global_position, a.stream_id FROM es.events_archive a WHERE a.global_position = ANY (picked)) x
+         WHERE x.stream_id IN (SELECT s.stream_id FROM es.streams s
+                                WHERE s.stream_id IN (SELECT e.stream_id FROM es.events e WHERE e.global_position = ANY (picked)
+                                                      UNION
+                                                      SELECT a.stream_id FROM es.events_archive a WHERE a.global_position = ANY (picked))
+                                ORDER BY s.stream_id
+                                  FOR UPDATE SKIP LOCKED);
+        UPDATE es.streams s
+           SET truncated_before = GREATEST(coalesce(s.truncated_before, 1), c.below)
+          FROM (SELECT x.stream_id, pg_catalog.max(x.version) + 1 AS below
+                  FROM (SELECT e.stream_id, e.version FROM es.events e WHERE e.global_position = ANY (picked)
+                        UNION ALL
+                        SELECT a.stream_id, a.version FROM es.events_archive a WHERE a.global_position = ANY (picked)) x
+                 GROUP BY x.stream_id) c
+         WHERE s.stream_id = c.stream_id;
+    END IF;
     IF picked IS NOT NULL THEN
         removed := es.remove_events(picked);
     END IF;

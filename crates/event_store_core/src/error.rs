@@ -517,7 +517,7 @@ impl EventStoreError {
                 "A hard-deleted stream is a tombstone: its id can never be used again. Use a new stream id.".into(),
             ),
             Self::StreamTruncated { before_version, .. } => Some(format!(
-                "Events before version {before_version} were removed by es.truncate_stream: read from version {} on (es.load_events from_version >= {}), or start from the snapshot at version {}.",
+                "Events before version {before_version} were removed (es.truncate_stream, or a retention policy): read from version {} on (es.load_events from_version >= {}), or start from the snapshot at version {}.",
                 before_version - 1,
                 before_version - 1,
                 before_version - 1
