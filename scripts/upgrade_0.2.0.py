@@ -57,7 +57,7 @@ grants = "\n".join(l for l in boot[end:].splitlines()
                                             "es.watermark", "account_balances", "account_transactions",
                                             "aggregate_types", "stream_type_rules", "es.upcasters",
                                             "aggregate_revision_seq", "data_audit", "purge_stream",
-                                            "retention_policies", "events_archive", "refuse_archive_change",
+                                            "retention_policies", "events_archive", "refuse_archive_change", "keep_archive_shape",
                                             "personal_data", "subject_key"))
                    or l.startswith("    es.projection_config"))
 flow = open(os.path.join(repo, "sql/flow.sql")).read()

@@ -338,6 +338,51 @@ COMMENT ON TRIGGER events_archive_refuse_update_delete ON es.events_archive IS '
 CREATE TRIGGER events_archive_refuse_truncate BEFORE TRUNCATE ON es.events_archive
     FOR EACH STATEMENT EXECUTE FUNCTION es.refuse_archive_change();
 COMMENT ON TRIGGER events_archive_refuse_truncate ON es.events_archive IS 'Keeps the archive append-only, even for the table owner.';
+
+-- Every read of the whole log is `SELECT * FROM es.events UNION ALL SELECT * FROM
+-- es.events_archive`, which needs both tables to have the same columns in the same order. A DBA
+-- may add or drop a column of es.events (the store's native paths step aside for such a table,
+-- README "Robustness"); this event trigger makes the same change to the archive in the same
+-- transaction, so reads through it keep working (archived rows read NULL in an added column).
+CREATE FUNCTION es.keep_archive_shape() RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c record;
+BEGIN
+    IF pg_catalog.to_regclass('es.events_archive') IS NULL
+       OR NOT EXISTS (SELECT FROM pg_catalog.pg_event_trigger_ddl_commands() d
+                       WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                         AND d.objid = 'es.events'::pg_catalog.regclass) THEN
+        RETURN;
+    END IF;
+    FOR c IN SELECT b.attname FROM pg_catalog.pg_attribute b
+              WHERE b.attrelid = 'es.events_archive'::pg_catalog.regclass AND b.attnum > 0 AND NOT b.attisdropped
+                AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                                 WHERE a.attrelid = 'es.events'::pg_catalog.regclass AND a.attname = b.attname
+                                   AND NOT a.attisdropped)
+              ORDER BY b.attnum
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE es.events_archive DROP COLUMN %I', c.attname);
+    END LOOP;
+    FOR c IN SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS typ FROM pg_catalog.pg_attribute a
+              WHERE a.attrelid = 'es.events'::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped
+                AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute b
+                                 WHERE b.attrelid = 'es.events_archive'::pg_catalog.regclass AND b.attname = a.attname
+                                   AND NOT b.attisdropped)
+              ORDER BY a.attnum
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE es.events_archive ADD COLUMN %I %s', c.attname, c.typ);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION es.keep_archive_shape() IS
+  'Event trigger function: after an ALTER TABLE of es.events, adds to es.events_archive the columns es.events gained and drops those it lost, so the two keep the same columns in the same order (reads through the archive union them).';
+CREATE EVENT TRIGGER es_keep_archive_shape ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION es.keep_archive_shape();
+COMMENT ON EVENT TRIGGER es_keep_archive_shape IS
+  'event_store: keeps es.events_archive''s columns the same as es.events'' after an ALTER TABLE of es.events.';
 -- The only way events leave es.events: the removal the store's acts (es.delete_stream with
 -- hard, es.truncate_stream) make after recording it in the stream's row. It removes only what
 -- that row says is removed (before the tombstone's marker, or below truncated_before), so even a
@@ -431,6 +476,7 @@ REVOKE ALL ON TABLE es.aggregate_types, es.stream_type_rules, es.upcasters FROM 
 REVOKE ALL ON TABLE es.data_audit FROM PUBLIC;
 REVOKE ALL ON TABLE es.retention_policies, es.events_archive FROM PUBLIC;
 REVOKE ALL ON FUNCTION es.refuse_archive_change() FROM PUBLIC;
+REVOKE ALL ON FUNCTION es.keep_archive_shape() FROM PUBLIC;
 REVOKE ALL ON SEQUENCE es.data_audit_seq FROM PUBLIC;
 REVOKE ALL ON TABLE es.personal_data, es.subject_keys FROM PUBLIC;
 REVOKE ALL ON SEQUENCE es.subject_key_seq FROM PUBLIC;
