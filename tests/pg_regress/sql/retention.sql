@@ -172,6 +172,16 @@ SELECT count(*) AS archived_left FROM es.events_archive e JOIN es.streams s USIN
 SELECT es.account_state(:'bob') ->> 'balance_cents' AS balance;
 SELECT es.append_events(gen_random_uuid(), 0, ARRAY['{"type":"New"}']::jsonb[]) AS v;
 SELECT max(global_position) > :last_position AS new_position_is_higher FROM es.events;
+-- a DBA's column on es.events reaches the archive too (an event trigger), so reads through the
+-- archive keep working; dropping it drops it there
+ALTER TABLE es.events ADD COLUMN regress_note text DEFAULT 'live';
+SELECT count(*) AS through_with_column, count(*) FILTER (WHERE regress_note IS NULL) AS archived_rows
+  FROM es.read_all(0, 1000);
+SELECT attname FROM pg_attribute WHERE attrelid = 'es.events_archive'::regclass AND attname = 'regress_note' AND NOT attisdropped;
+ALTER TABLE es.events DROP COLUMN regress_note;
+SELECT count(*) AS through_without_column FROM es.read_all(0, 1000);
+SELECT count(*) AS archive_column_gone FROM pg_attribute
+ WHERE attrelid = 'es.events_archive'::regclass AND attname = 'regress_note' AND NOT attisdropped;
 -- the internal functions are not for PUBLIC
 SELECT p.oid::regprocedure AS function, has_function_privilege('public', p.oid, 'EXECUTE') AS public_exec
   FROM pg_proc p
