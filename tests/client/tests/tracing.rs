@@ -601,6 +601,10 @@ fn registrations() -> Vec<Registration> {
 /// from both this list and `calls` fails the test below: a new function needs a decision.
 const UNTRACED: &[(&str, &str)] = &[
     (
+        "es.purge_stream",
+        "internal: called only by es.delete_stream and es.truncate_stream, inside their spans",
+    ),
+    (
         "es.stream_hash",
         "a pure hash, run per row by PL/Proxy's routing",
     ),
@@ -722,6 +726,9 @@ fn every_sql_function_records_its_declared_span_with_its_attributes() {
         ("es.read_all", "SELECT count(*) FROM es.read_all(0, 10)".into()),
         ("es.save_snapshot", format!("SELECT es.save_snapshot('{st}', 1, '{{}}')")),
         ("es.load_snapshot", format!("SELECT count(*) FROM es.load_snapshot('{st}', 1)")),
+        ("es.truncate_stream", format!("SELECT es.truncate_stream('{st}', 1)")),
+        ("es.delete_stream", format!("SELECT es.delete_stream('{st}', 1, false)")),
+        ("es.undelete_stream", format!("SELECT es.undelete_stream('{st}')")),
         ("es.account_state", format!("SELECT es.account_state('{a}', NULL, 2)")),
         ("es.account_history", format!("SELECT count(*) FROM es.account_history('{a}')")),
         (
