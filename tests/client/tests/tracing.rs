@@ -668,6 +668,18 @@ const UNTRACED: &[(&str, &str)] = &[
         "es.rebuild_states",
         "a PL/pgSQL procedure (sql/flow.sql); its es.rebuild_batch calls record their spans",
     ),
+    (
+        "es.reveal",
+        "a per-value function (a read model's column), like a cast",
+    ),
+    (
+        "es.key_provider_call",
+        "SQL (sql/flow.sql): the key provider's call, inside an append or es.forget",
+    ),
+    (
+        "es.key_provider_get",
+        "SQL (sql/flow.sql): a key from the key provider, inside a read",
+    ),
 ];
 
 #[test]
@@ -770,11 +782,17 @@ fn every_sql_function_records_its_declared_span_with_its_attributes() {
         ),
         ("es.drop_upcaster", "SELECT es.drop_upcaster('Traced', 1)".into()),
         ("es.drop_aggregate", "SELECT es.drop_aggregate('traced')".into()),
+        (
+            "es.define_personal_data",
+            "SELECT es.define_personal_data('Traced', ARRAY['who'])".into(),
+        ),
+        ("es.forget", "SELECT es.forget('traced subject')".into()),
         ("es.state", format!("SELECT es.state('{a}', 1)")),
         ("es.history", format!("SELECT count(*) FROM es.history('{a}')")),
         // the untraced ones run too (their calls must work with tracing on)
         ("es.stream_hash", format!("SELECT es.stream_hash('{st}')")),
         ("es.tracing_stats", "SELECT count(*) FROM es.tracing_stats()".into()),
+        ("es.reveal", "SELECT es.reveal('{\"who\": \"x\"}')".into()),
         (
             "es.account_replay",
             format!("SELECT es.account_replay(data ORDER BY version) FROM es.events WHERE stream_id = '{a}'"),
