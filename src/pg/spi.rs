@@ -200,6 +200,12 @@ pub enum Stmt {
     ReadAllArchived,
     /// [`Stmt::Poll`] through the archive.
     PollArchived,
+    /// [`Stmt::PollReplayed`] through the archive.
+    PollReplayedArchived,
+    /// [`Stmt::ParkBehind`] through the archive.
+    ParkBehindArchived,
+    /// [`Stmt::EventStream`] through the archive.
+    EventStreamArchived,
     /// [`Stmt::EventRow`] through the archive (after `EventRow` found nothing: the event was
     /// archived or removed since it was polled).
     EventRowArchived,
@@ -283,7 +289,8 @@ macro_rules! partition_filter {
 }
 
 /// The whole log, live and archived, as one relation (`es.events_archive` has the columns of
-/// `es.events`, in the same order): PostgreSQL flattens it into an append of the two tables, so
+/// `es.events`, in the same order; a DBA who adds a column to one must add it to the other, and
+/// these statements run only once something was archived): PostgreSQL flattens it into an append of the two tables, so
 /// a qualifier on position or stream reaches both indexes, and one statement reads both in one
 /// snapshot (an event moved by `es.archive` is seen in exactly one of them).
 macro_rules! all_events {
@@ -305,6 +312,43 @@ macro_rules! poll {
                                           WHERE k.subscription = $1
                                             AND k.stream_id = e.stream_id))
               ORDER BY e.global_position LIMIT $9"
+        )
+    };
+}
+
+/// [`Stmt::PollReplayed`] from `$source` (`es.events`, or [`all_events`] through the archive).
+macro_rules! poll_replayed {
+    ($source:expr) => {
+        concat!(
+            "SELECT e.* FROM es.parked_events k
+                    JOIN ",
+            $source,
+            " e ON e.global_position = k.global_position
+                   WHERE k.subscription = $1 AND k.partition = $2 AND k.replay
+                   ORDER BY k.global_position LIMIT $3"
+        )
+    };
+}
+
+/// [`Stmt::ParkBehind`] from `$source` (`es.events`, or [`all_events`] through the archive).
+macro_rules! park_behind {
+    ($source:expr) => {
+        concat!(
+            "INSERT INTO es.parked_events
+                            (subscription, partition, global_position, stream_id, attempts, error)
+                     SELECT $1, $2, e.global_position, e.stream_id, 0,
+                            'parked behind position ' || k.first || ' of its stream'
+                       FROM ",
+                    $source,
+                    " e
+                       JOIN LATERAL (SELECT pg_catalog.min(k.global_position) AS first
+                                       FROM es.parked_events k
+                                      WHERE k.subscription = $1 AND k.stream_id = e.stream_id
+                                        AND k.global_position < e.global_position) k
+                         ON k.first IS NOT NULL
+                      WHERE e.global_position > $3 AND e.global_position <= $4 AND ",
+                    partition_filter!(),
+                    " ON CONFLICT (subscription, global_position) DO NOTHING"
         )
     };
 }
@@ -575,34 +619,19 @@ impl Stmt {
                 &[TEXTOID, INT4OID, INT8OID, INT8OID, TEXTARRAYOID, TEXTOID, INT4OID, BOOLOID, INT4OID],
             ),
             Stmt::PollReplayed => (
-                cstr!(concat!(
-                    "SELECT e.* FROM es.parked_events k
-                    JOIN ",
-                    all_events!(),
-                    " e ON e.global_position = k.global_position
-                   WHERE k.subscription = $1 AND k.partition = $2 AND k.replay
-                   ORDER BY k.global_position LIMIT $3"
-                )),
+                cstr!(poll_replayed!("es.events")),
+                &[TEXTOID, INT4OID, INT4OID],
+            ),
+            Stmt::PollReplayedArchived => (
+                cstr!(poll_replayed!(all_events!())),
                 &[TEXTOID, INT4OID, INT4OID],
             ),
             Stmt::ParkBehind => (
-                cstr!(concat!(
-                    "INSERT INTO es.parked_events
-                            (subscription, partition, global_position, stream_id, attempts, error)
-                     SELECT $1, $2, e.global_position, e.stream_id, 0,
-                            'parked behind position ' || k.first || ' of its stream'
-                       FROM ",
-                    all_events!(),
-                    " e
-                       JOIN LATERAL (SELECT pg_catalog.min(k.global_position) AS first
-                                       FROM es.parked_events k
-                                      WHERE k.subscription = $1 AND k.stream_id = e.stream_id
-                                        AND k.global_position < e.global_position) k
-                         ON k.first IS NOT NULL
-                      WHERE e.global_position > $3 AND e.global_position <= $4 AND ",
-                    partition_filter!(),
-                    " ON CONFLICT (subscription, global_position) DO NOTHING"
-                )),
+                cstr!(park_behind!("es.events")),
+                &[TEXTOID, INT4OID, INT8OID, INT8OID, TEXTARRAYOID, TEXTOID, INT4OID],
+            ),
+            Stmt::ParkBehindArchived => (
+                cstr!(park_behind!(all_events!())),
                 &[TEXTOID, INT4OID, INT8OID, INT8OID, TEXTARRAYOID, TEXTOID, INT4OID],
             ),
             Stmt::DeleteReplayed => (
@@ -628,6 +657,10 @@ impl Stmt {
                 &[TEXTOID, INT4OID, INT8OID, INT4OID, TEXTOID],
             ),
             Stmt::EventStream => (
+                c"SELECT stream_id FROM es.events WHERE global_position = $1",
+                &[INT8OID],
+            ),
+            Stmt::EventStreamArchived => (
                 cstr!(concat!(
                     "SELECT stream_id FROM ",
                     all_events!(),

@@ -285,6 +285,9 @@ fn handle(conn: &Connection, p: &Runnable, run_handler: Oid, position: i64) -> O
         // Moved to the archive or removed by a retention policy since it was polled: look in
         // both tables in one snapshot; an event found in neither was removed, and there is
         // nothing left to hand the handler.
+        if !super::read::through_archive() {
+            return None;
+        }
         row = conn.execute(Stmt::EventRowArchived, &[Some(i64_datum(position))]);
         if row.is_empty() {
             return None;

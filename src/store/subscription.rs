@@ -220,7 +220,11 @@ pub fn next_events<'c>(
     let mut left = max;
     if p.any_parked {
         let replayed = conn.query_in(
-            Stmt::PollReplayed,
+            if super::read::through_archive() {
+                Stmt::PollReplayedArchived
+            } else {
+                Stmt::PollReplayed
+            },
             &[
                 p.name_arg(),
                 Some(Datum::from(p.partition)),
@@ -339,7 +343,11 @@ pub fn move_checkpoint(conn: &Connection, p: &Partition<'_>, position: i64, any_
     }
     if any_parked {
         conn.execute(
-            Stmt::ParkBehind,
+            if super::read::through_archive() {
+                Stmt::ParkBehindArchived
+            } else {
+                Stmt::ParkBehind
+            },
             &[
                 p.name_arg(),
                 Some(Datum::from(p.partition)),
@@ -414,7 +422,14 @@ pub fn nack_locked(
         });
     }
     let stream = conn
-        .execute(Stmt::EventStream, &[Some(i64_datum(position))])
+        .execute(
+            if super::read::through_archive() {
+                Stmt::EventStreamArchived
+            } else {
+                Stmt::EventStream
+            },
+            &[Some(i64_datum(position))],
+        )
         .uuid(0, 1)
         .ok_or_else(|| EventStoreError::InvalidArgument {
             name: "position",
