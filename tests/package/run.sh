@@ -24,7 +24,8 @@
 #!      '0.1.0' (the 0.1.0 script it ships), then the same UPDATE and checks. Without the 0.1.0
 #!      commit (a shallow clone) the upgrade from the 0.1.0 package is SKIPPED (said so), and 15
 #!      runs the upgrade the way 18 does. The 0.1.0 tree is read with `git archive` into
-#!      $TMPDIR (default /tmp), built once, and removed; its package is kept in the cache.
+#!      a fresh directory under $TMPDIR (default /tmp), built once, and removed; its package is
+#!      kept in the cache.
 #!   2. CREATE EXTENSION in a fresh database (the default version, 0.2.0) and the README's
 #!      walkthrough, as the package ships it (/usr/share/doc/postgresql-MAJOR-event-store/
 #!      examples/walkthrough.sql): every error it shows is one it expects, and its streams,
@@ -88,9 +89,10 @@ released_package() {
   # registered in the repository, so an interrupted run leaves nothing to prune), outside this
   # tree: under target/, cargo would take it for a member of this workspace (0.1.0's Cargo.toml
   # has no [workspace] of its own).
-  src=${TMPDIR:-/tmp}/event_store-src-$released_commit
-  rm -rf "$src" "$cache.tmp"
-  mkdir -p "$src" "$cache"
+  # (a directory of its own per run: two runs at once on one machine must not share it)
+  src=$(mktemp -d "${TMPDIR:-/tmp}/event_store-src-$released_commit.XXXXXX")
+  rm -rf "$cache.tmp"
+  mkdir -p "$cache"
   git -C "$here" archive "$released_commit" | tar -x -C "$src"
   # built aside and moved into the cache whole: an interrupted build leaves no cached package
   bash scripts/package.sh --pg 15 --source "$src" --out "$cache.tmp" >&2
