@@ -446,12 +446,13 @@ fn check_bumped_row(
     {
         return Err(deleted);
     }
+    // (The bump statements do not return `state_revision`, which a schema of 0.1.0 lacks: a
+    // declared type's kept state is then taken as stale and recomputed, which is only slower;
+    // nor `deleted`: a deleted stream was refused just above.)
+    let (stream_type, state) = (rows.datum(0, 2), rows.datum(0, 3));
     // SAFETY: columns 2 and 3 of the bump statements are `stream_type text` and `state jsonb`,
-    // valid while `rows` is. (They do not return `state_revision`, which a schema of 0.1.0
-    // lacks: a declared type's kept state is then taken as stale and recomputed, which is
-    // only slower.)
-    let head =
-        unsafe { StreamHead::new(version - n, rows.datum(0, 2), rows.datum(0, 3), None, None) };
+    // valid while `rows` is; no `deleted` datum is passed.
+    let head = unsafe { StreamHead::new(version - n, stream_type, state, None, None) };
     if let Some(kept) = rules.check_head(conn, &head)? {
         match kept.revision {
             None => conn.execute(Stmt::SetState, &[sid, Some(kept.state)]),

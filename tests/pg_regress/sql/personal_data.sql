@@ -6,18 +6,7 @@
 CREATE DATABASE es_regress_personal;
 \c es_regress_personal
 CREATE EXTENSION event_store;
-CREATE FUNCTION error_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; det text; hnt text;
-BEGIN
-    EXECUTE sql;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-                            det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || msg
-        || coalesce(E'\nDETAIL: ' || nullif(det, ''), '')
-        || coalesce(E'\nHINT: ' || nullif(hnt, ''), '');
-END $$;
+\ir ../error_of.sql
 -- sealed values are random: shown as <sealed key N>
 CREATE FUNCTION masked(j anyelement) RETURNS text LANGUAGE sql AS $$
   SELECT regexp_replace(j::text, 'es:enc:v1:([0-9]+):[A-Za-z0-9+/=]+', '<sealed key \1>', 'g') $$;

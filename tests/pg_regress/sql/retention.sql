@@ -9,18 +9,7 @@ CREATE DATABASE regress_lifearchive;
 \c regress_lifearchive
 SET client_min_messages = warning;
 CREATE EXTENSION event_store;
-CREATE FUNCTION error_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; det text; hnt text;
-BEGIN
-    EXECUTE sql;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-                            det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || msg
-        || coalesce(E'\nDETAIL: ' || nullif(det, ''), '')
-        || coalesce(E'\nHINT: ' || nullif(hnt, ''), '');
-END $$;
+\ir ../error_of.sql
 -- waits (at most 60 s) until no policy has an expired event left; says whether it got there
 CREATE FUNCTION retention_done() RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
