@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-#! Benchmark suite of event_store (SPEC §8): runs each workload against the store and against its
+#! Benchmark suite of event_store (docs/reference.md §8): runs each workload against the store and against its
 #! "raw" baseline (plain INSERTs into a copy of es.events with client-made versions and no checks),
-#! alternated in one run on one throwaway cluster, and prints store/raw ratios against the SPEC bars.
+#! alternated in one run on one throwaway cluster, and prints store/raw ratios against the bars of docs/reference.md §8.
 #! Why: the bars are ratios measured in one run, so the machine's speed cancels out.
 #!
 #! usage: benches/run.sh [--pg 15|18] [--smoke] [--secs N] [--reps N] [--only W1,W2] [--store-sql FILE]
@@ -9,7 +9,7 @@
 #!                 $PG_BIN when that is set (scripts/test.sh: its copy of V; it must be V), else the
 #!                 machine's installation of V (scripts/pg_versions.sh); default: $PG_BIN, or 15
 #!   --smoke       ~2 s runs, one repetition: proves the suite runs; never fails on a missed bar
-#!   --secs N      seconds per pgbench run (default 10; SPEC §8 asks for >= 8)
+#!   --secs N      seconds per pgbench run (default 10; docs/reference.md §8 asks for >= 8)
 #!   --reps N      repetitions of the alternated sequence (default 3); each figure is the median
 #!   --only LIST   run only these workloads (comma-separated ids, e.g. W1)
 #!   --store-sql F build the store from SQL file F instead of CREATE EXTENSION event_store, without
@@ -463,7 +463,7 @@ check_w7() {
   STORE_CHECK+="; W7's store: $got events, versions gapless"
 }
 
-# --- W8-W10: subscriptions (SPEC §9) and projections (§10) -----------------------------------------
+# --- W8-W10: subscriptions (docs/reference.md §9) and projections (§10) -----------------------------------------
 # The consumers are benches/consumer (es_consumer): one transaction per batch, `SELECT * FROM
 # es.poll(sub, 0, 500)` (every column of every event reaches the client), es.ack of the last
 # position, COMMIT; its sessions run with synchronous_commit=off and es.tracing=off like pgbench's.
@@ -486,7 +486,7 @@ drop_subscription() {
 # W8_BACKLOG events in streams of 100, appended 1,000 streams per statement) for SECS seconds or
 # until it reaches the end of the log, 500 events per transaction, against the
 # append rate of W1 (8 writers, one-event es.append_events) in the same repetition: the ratio is
-# consumer events/s / W1 events/s (SPEC: >= 3, a consumer keeps up with the writers). Every
+# consumer events/s / W1 events/s (docs/reference.md §8: >= 3, a consumer keeps up with the writers). Every
 # repetition drains the same first events with a new subscription; the consumer's checkpoint is
 # checked against the number of events it got.
 W8_BATCH=500
@@ -524,7 +524,7 @@ measure_w8() {
 # W9: W1 (8 pgbench clients) while a subscription consumer (es_consumer follow: poll + ack of 500,
 # es.wait(sub, 0, 1000) when caught up) and the two account projections (es.enable_account_projections,
 # run by the extension's background worker) follow the log, against W1 alone in the same
-# repetition (SPEC: >= 0.85). The base side runs with the projections paused and no consumer.
+# repetition (docs/reference.md §8: >= 0.85). The base side runs with the projections paused and no consumer.
 # Before the store side the projections are resumed and caught up, and the subscription is
 # created afresh at the head (start_after => NULL); right after it, the lag of each (events and
 # seconds behind, the distance of its checkpoint to the log's head) and the time to catch up are
@@ -673,7 +673,7 @@ percentile_ms() {
 figure_w10() { percentile_ms 50; }
 figure_w10_p99() { percentile_ms 99; }
 
-# --- W11: sharding by stream with PL/Proxy (SPEC §11, README "Sharding with PL/Proxy") ------------
+# --- W11: sharding by stream with PL/Proxy (docs/reference.md §11, README "Sharding with PL/Proxy") ------------
 # One-event appends (W1's event, expected_version NULL) through a proxy database to W11_SHARDS
 # partition databases, set up by scripts/shard.sh on this cluster, against the same appends sent
 # by the clients straight to the partition that holds each stream (client-side routing), in the
@@ -685,7 +685,7 @@ figure_w10_p99() { percentile_ms 99; }
 # settings (synchronous_commit=off, es.tracing=off), so the proxy's sessions on them match
 # pgbench's. Everything runs on this one machine: the ratio is what the hop costs in CPU here,
 # not what N machines give (README "Benchmarks" has the estimate). After the runs,
-# report_w11_costs measures where the hop's cost goes (notes under the table). SPEC §8 sets no
+# report_w11_costs measures where the hop's cost goes (notes under the table). docs/reference.md §8 sets no
 # bar for W11: 0.15 is a floor that catches a broken hop (a new partition connection per call
 # would give well under 0.1), below the 0.24 and 0.34 of two runs on the 2-core reference machine.
 W11_SHARDS=4
@@ -1227,7 +1227,7 @@ agg="median of $REPS"; [ "$REPS" = 1 ] && agg="single run"
 report=$RESULTS.tmp
 missed=0
 {
-  echo "event_store benchmark (SPEC §8), $mode mode, $(date '+%F %T %Z')"
+  echo "event_store benchmark (docs/reference.md §8), $mode mode, $(date '+%F %T %Z')"
   echo "store: $STORE_NAME; $(val 'SHOW server_version' | cut -d' ' -f1), $(nproc) cores"
   echo "pgbench -n -M prepared -c $CLIENTS -j $THREADS -T $SECS, synchronous_commit=off;" \
        "base and store alternated, $REPS repetition(s); figures: $agg; ratio = store / base;" \

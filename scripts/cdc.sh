@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-#! Change data capture of the event log (SPEC §11, README "Change data capture"): streams every
+#! Change data capture of the event log (docs/reference.md §11, README "Change data capture"): streams every
 #! committed event of es.events as wal2json JSON lines, whole transactions in commit order,
 #! through a logical replication slot that it creates on first use. Why a script: it is the
 #! README's recipe verbatim (tests/client/tests/readme_snippets.rs checks that the README shows

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-#! Shards the event store by stream with PL/Proxy (SPEC §11, README "Sharding with PL/Proxy"):
+#! Shards the event store by stream with PL/Proxy (docs/reference.md §11, README "Sharding with PL/Proxy"):
 #! makes a proxy database route each call of the store's API to the partition database that
 #! holds its stream. Why a script: the cluster definition (one connection string per partition,
 #! in hash order) and the checks that it is right must be applied the same way every time.

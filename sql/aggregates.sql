@@ -1,4 +1,4 @@
--- The es.account_replay aggregate (SPEC §5), over the transition and final functions that
+-- The es.account_replay aggregate (docs/reference.md §5), over the transition and final functions that
 -- src/api/replay.rs registers (their declarations come with their code; this file only needs them
 -- to exist, which the extension_sql_file! `requires` ensures).
 

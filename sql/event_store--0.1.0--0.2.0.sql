@@ -829,7 +829,7 @@ REVOKE ALL ON FUNCTION es.ack(text, integer, bigint, text) FROM PUBLIC;
 
 -- Views, the handler call and the seed's projections (sql/flow.sql) --------------------------------
 
--- Subscriptions and projections (SPEC §9, §10): the views over their tables, the call of a
+-- Subscriptions and projections (docs/reference.md §9, §10): the views over their tables, the call of a
 -- projection's handler, and the seed's two projections. The functions these use are declared with
 -- their code (src/api/subscription.rs, src/api/projection.rs); the extension_sql_file! `requires`
 -- puts this file after them.
@@ -1178,7 +1178,7 @@ COMMENT ON PROCEDURE es.rebuild_states(text, integer) IS
   'Recomputes the kept states and snapshots of a declared type''s streams from the log after es.alter_aggregate, online: batch_size streams per transaction, each committed, until none is stale (es.aggregates.stale_streams). Call it with CALL, outside a transaction block.';
 REVOKE ALL ON PROCEDURE es.rebuild_states(text, integer) FROM PUBLIC;
 
--- Retention and archiving (SPEC §14) ----------------------------------------------------------------
+-- Retention and archiving (docs/reference.md §14) ----------------------------------------------------------------
 -- Plain SQL: what they do is a few set-based statements, and the background worker's batch
 -- (es.retention_batch) is one call. The only native piece is es.wake_retention (src/api/retention.rs),
 -- which asks the launcher for the database's worker.

@@ -1,4 +1,4 @@
-//! The store's background workers (SPEC §10, §11), registered when the library is preloaded:
+//! The store's background workers (docs/reference.md §10, §11), registered when the library is preloaded:
 //!
 //! - the **launcher** (one per cluster, on a primary) looks at every database once at start and
 //!   starts a database's worker when a backend asks for it (a projection was created, resumed

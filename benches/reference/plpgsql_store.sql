@@ -1,4 +1,4 @@
--- Reference store for calibration: the "plain PL/pgSQL store (stream row lock + insert)" that SPEC §8
+-- Reference store for calibration: the "plain PL/pgSQL store (stream row lock + insert)" that docs/reference.md §8
 -- quotes for scale (about 0.6 x raw on W1, 0.93 x raw on W2). Same tables as sql/bootstrap.sql, but
 -- es.append_events is PL/pgSQL. Used by `benches/run.sh --store-sql benches/reference/plpgsql_store.sql`
 -- in place of CREATE EXTENSION event_store, to calibrate the machine and to run the suite without the

@@ -1,5 +1,5 @@
 -- sql/plproxy/setup.sql — the proxy side of sharding the event store by stream with PL/Proxy
--- (SPEC §11 "Sharding by stream"; README "Sharding with PL/Proxy").
+-- (docs/reference.md §11 "Sharding by stream"; README "Sharding with PL/Proxy").
 --
 -- Why: every write of the store is keyed by one stream id, so a stream can live on exactly one
 -- partition database and a proxy database can route each call there. This file creates, in the

@@ -1,4 +1,4 @@
-//! The account commands of SPEC §5: `es.open_account`, `es.deposit`, `es.withdraw`,
+//! The account commands of docs/reference.md §5: `es.open_account`, `es.deposit`, `es.withdraw`,
 //! `es.freeze_account`, `es.close_account`.
 
 use crate::pg::call::{Call, Param, i64_datum, uuid_datum};

@@ -1,4 +1,4 @@
-//! `es.append_events` (SPEC §2).
+//! `es.append_events` (docs/reference.md §2).
 
 use crate::pg::call::{Call, i64_datum};
 use crate::store;

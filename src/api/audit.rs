@@ -1,4 +1,4 @@
-//! Time travel and audit for psql (SPEC §5): `es.account_state` and `es.account_history`.
+//! Time travel and audit for psql (docs/reference.md §5): `es.account_state` and `es.account_history`.
 
 use crate::pg::call::{Call, no_value};
 use crate::store;

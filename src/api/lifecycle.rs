@@ -1,4 +1,4 @@
-//! The life of a stream (SPEC §14): `es.delete_stream`, `es.undelete_stream`,
+//! The life of a stream (docs/reference.md §14): `es.delete_stream`, `es.undelete_stream`,
 //! `es.truncate_stream`.
 
 use crate::pg::call::{Call, i64_datum};

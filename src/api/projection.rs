@@ -1,4 +1,4 @@
-//! Projections (SPEC §10): `es.create_projection`, `es.drop_projection`,
+//! Projections (docs/reference.md §10): `es.create_projection`, `es.drop_projection`,
 //! `es.pause_projection`, `es.resume_projection`, `es.reset_projection`,
 //! `es.wait_for_projection`; the state of the database's worker (`es.worker_status`) and the
 //! trigger that asks for it when projections are restored (`es.projections_changed`). The seed's two projections and their views are in sql/flow.sql.

@@ -1,4 +1,4 @@
-//! Reads (SPEC §3): `es.load_events`, `es.stream_version` and the gap-safe global log
+//! Reads (docs/reference.md §3): `es.load_events`, `es.stream_version` and the gap-safe global log
 //! `es.read_all`.
 
 use crate::pg::call::{Call, i64_datum, no_value};

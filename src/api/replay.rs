@@ -1,4 +1,4 @@
-//! `es.account_replay`: the aggregate that folds account events into the state of SPEC §5, as a
+//! `es.account_replay`: the aggregate that folds account events into the state of docs/reference.md §5, as a
 //! plain aggregate (`… (data ORDER BY version)`) or as a window function (running balance), and
 //! its two-argument form that starts from a snapshot's state. Its transition functions keep an
 //! [`AccountState`] in the aggregate's memory context ([`crate::pg::aggregate`]); the final

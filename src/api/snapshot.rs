@@ -1,4 +1,4 @@
-//! Snapshots (SPEC §4): `es.save_snapshot` and `es.load_snapshot`.
+//! Snapshots (docs/reference.md §4): `es.save_snapshot` and `es.load_snapshot`.
 
 use crate::pg::call::{Call, no_value};
 use crate::store;

@@ -1,4 +1,4 @@
-//! Subscriptions (SPEC §9): `es.stream_hash`, `es.create_subscription`,
+//! Subscriptions (docs/reference.md §9): `es.stream_hash`, `es.create_subscription`,
 //! `es.drop_subscription`, `es.poll`, `es.ack`, `es.nack`, `es.claim`, `es.release`,
 //! `es.replay_parked`, `es.wait`.
 

@@ -1,4 +1,4 @@
-//! `es.tracing_stats()`: one row with the state of tracing and its counters (SPEC §7) — spans
+//! `es.tracing_stats()`: one row with the state of tracing and its counters (docs/reference.md §7) — spans
 //! recorded, exported, dropped because the buffer was full, dropped after failed exports, export
 //! failures, batches the collector refused, the last error and the last successful export. Without the preload the row says
 //! tracing is unavailable and why, instead of failing: a monitoring query should keep working.

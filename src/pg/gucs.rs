@@ -4,12 +4,12 @@
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 /// `es.snapshot_interval`: an append to an account stream that reaches or crosses a multiple of
-/// this many events writes a snapshot at the new version, in the same transaction (SPEC §4).
+/// this many events writes a snapshot at the new version, in the same transaction (docs/reference.md §4).
 /// 100 is the seed's interval; 0 turns automatic snapshots off.
 pub static SNAPSHOT_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(100);
 
 /// `es.watermark_interval`: how often (milliseconds) the primary's worker writes the watermark
-/// that readers on replicas cap at (SPEC §11); the lag it adds to a replica's readers is at
+/// that readers on replicas cap at (docs/reference.md §11); the lag it adds to a replica's readers is at
 /// most this plus the replication delay. 0 stops writing it (replicas then read nothing new).
 pub static WATERMARK_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(10);
 

@@ -1,4 +1,4 @@
-//! Positions in flight: the shared-memory table that makes `es.read_all` gap-safe (SPEC §3),
+//! Positions in flight: the shared-memory table that makes `es.read_all` gap-safe (docs/reference.md §3),
 //! and the drawing of global positions.
 //!
 //! The trap: global positions come from a sequence, so a writer can draw position 10, a second

@@ -1,4 +1,4 @@
-//! The PostgreSQL side of the store's per-database background workers (SPEC §10, §11): a
+//! The PostgreSQL side of the store's per-database background workers (docs/reference.md §10, §11): a
 //! registry in shared memory of the databases that use the store, the launcher's latch, the
 //! list of databases, starting a worker for one database, and whether replicas are connected.
 //!

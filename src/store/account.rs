@@ -1,4 +1,4 @@
-//! The seed's bank account inside the database (SPEC §5): the account rules every write path
+//! The seed's bank account inside the database (docs/reference.md §5): the account rules every write path
 //! applies ([`AccountRules`], the append pipeline's [`StreamRules`] for accounts), the commands
 //! (`es.open_account`, `es.deposit`, `es.withdraw`, `es.freeze_account`, `es.close_account`),
 //! the account's state at a version ([`load_state`]), and `es.save_snapshot`, which for an
@@ -395,7 +395,7 @@ fn snapshot_if_due(conn: &Connection, account: &Uuid, old: i64, new: i64, state:
     }
 }
 
-/// The state JSON of SPEC §5 as a jsonb datum in the current memory context.
+/// The state JSON of docs/reference.md §5 as a jsonb datum in the current memory context.
 pub fn state_datum(state: &AccountState) -> Datum {
     jsonb_object(&state.pairs())
 }

@@ -1,4 +1,4 @@
-//! `es.append_events` (SPEC §2): the append pipeline with the rules of the stream's type
+//! `es.append_events` (docs/reference.md §2): the append pipeline with the rules of the stream's type
 //! ([`TypedRules`]): an account's (no client can store an overdraft or a malformed fact through
 //! the generic append), a declared type's `check` and `evolve`, none for a generic stream. A
 //! stream the append creates gets the type the call names, else the one `es.stream_type_rules`

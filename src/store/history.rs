@@ -1,4 +1,4 @@
-//! Time travel and audit (SPEC §5): the state of an account at a version or a moment
+//! Time travel and audit (docs/reference.md §5): the state of an account at a version or a moment
 //! (`es.account_state`) and its history with running balances (`es.account_history`).
 //!
 //! Both read in the statement's snapshot, like any query, and fold with the same core

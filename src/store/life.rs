@@ -1,4 +1,4 @@
-//! A stream's life as the reads and appends see it (SPEC §14): whether it is deleted (soft or
+//! A stream's life as the reads and appends see it (docs/reference.md §14): whether it is deleted (soft or
 //! hard, and when) and where a truncation cut it, from its `es.streams` row. The acts that
 //! change it are in [`super::lifecycle`].
 //!

@@ -1,4 +1,4 @@
-//! The acts on a stream's life (SPEC §14): `es.delete_stream` (soft, or hard: a tombstone),
+//! The acts on a stream's life (docs/reference.md §14): `es.delete_stream` (soft, or hard: a tombstone),
 //! `es.undelete_stream` and `es.truncate_stream`. Each one is a single transaction that takes
 //! the stream row lock first (as an append does, so an append racing it lands before it or is
 //! refused after it), and records itself in `es.data_audit`.

@@ -1,4 +1,4 @@
-//! The append pipeline (SPEC §2): validate every element, take the stream row (the only lock an
+//! The append pipeline (docs/reference.md §2): validate every element, take the stream row (the only lock an
 //! append needs, so appends to different streams never wait for each other), check the expected
 //! version on the row version the bump replaces, draw global positions, insert. The events'
 //! jsonb datums are stored as the caller sent them (the store only reads a few keys); an account
@@ -41,7 +41,7 @@ pub struct Batch<'a> {
     pub metas: Vec<EventMeta>,
     /// An account command's one event: its payload (`type` first) and the seed's type name. It
     /// is stored completed with the seed's metadata (`event_id`, `aggregate_id`,
-    /// `sequence_number`, … of SPEC §5) once the version is known; `None` for
+    /// `sequence_number`, … of docs/reference.md §5) once the version is known; `None` for
     /// `es.append_events`, whose events are stored as sent.
     command: Option<(Pairs, &'static str)>,
     /// The store's own marker (`$stream_deleted`, `$stream_undeleted`): its reserved type is

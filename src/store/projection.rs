@@ -1,4 +1,4 @@
-//! Projections (SPEC §10): a handler `f(es.events)` fed by the background worker of the
+//! Projections (docs/reference.md §10): a handler `f(es.events)` fed by the background worker of the
 //! database, each batch and its ack in one transaction (exactly once), a failing event retried
 //! and parked like a subscription's, the others unaffected.
 

@@ -1,4 +1,4 @@
-//! Reads (SPEC §3): a stream's events (`es.load_events`), its version (`es.stream_version`) and
+//! Reads (docs/reference.md §3): a stream's events (`es.load_events`), its version (`es.stream_version`) and
 //! the gap-safe global log (`es.read_all`).
 
 use crate::pg::call::{ResultSet, i64_datum, uuid_datum};

@@ -1,4 +1,4 @@
-//! `es.account_replay`, the aggregate that folds account events into the state of SPEC §5 (also
+//! `es.account_replay`, the aggregate that folds account events into the state of docs/reference.md §5 (also
 //! as a window function, and from a snapshot's state): its steps over an [`AccountState`] that
 //! the aggregate keeps in its memory context between rows, never serialized. The fold itself is
 //! the core's ([`AccountState::apply`]), the same one the commands and time travel use.

@@ -1,4 +1,4 @@
-//! Retention (SPEC §14): asking for the database's worker when a policy is set or resumed, and
+//! Retention (docs/reference.md §14): asking for the database's worker when a policy is set or resumed, and
 //! what the worker does for the policies: list them and run one batch of one. The batch itself
 //! (which events, their removal, the audit row, the progress) is `es.retention_batch` in
 //! sql/flow.sql: one statement, so the worker's transaction holds exactly one batch.

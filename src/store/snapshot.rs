@@ -1,4 +1,4 @@
-//! Snapshots (SPEC §4): `es.load_snapshot`, and the lookups and saves that `es.save_snapshot`,
+//! Snapshots (docs/reference.md §4): `es.load_snapshot`, and the lookups and saves that `es.save_snapshot`,
 //! the account commands and time travel make (`es.save_snapshot` itself is in
 //! [`super::account`]: an account's snapshot must be its true state).
 

@@ -1,4 +1,4 @@
-//! Subscriptions (SPEC §9): durable, partitioned checkpoints over the global log, with leases
+//! Subscriptions (docs/reference.md §9): durable, partitioned checkpoints over the global log, with leases
 //! for competing consumers, failed attempts, parking, and waiting without polling.
 //!
 //! The state lives in tables (`es.subscription_config`, `es.subscription_partitions`,

@@ -1,4 +1,4 @@
-//! The client's trace context and the ids of new spans (SPEC §7): W3C `traceparent` values,
+//! The client's trace context and the ids of new spans (docs/reference.md §7): W3C `traceparent` values,
 //! sqlcommenter comments in a query's text, root-trace sampling by ratio, and the span and trace
 //! id generator. Pure Rust, tested without PostgreSQL.
 

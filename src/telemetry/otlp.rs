@@ -1,5 +1,5 @@
 //! From span records to OpenTelemetry's `SpanData` and `Resource`, and the export worker's retry
-//! schedule: the pure half of the export (SPEC §7), so the mapping is tested without a server.
+//! schedule: the pure half of the export (docs/reference.md §7), so the mapping is tested without a server.
 
 use super::record::{AttrValue, SpanRecord};
 use opentelemetry::trace::{

@@ -1,4 +1,4 @@
-//! The span records of the store (SPEC §7): the fixed-size [`SpanRecord`] a finished span
+//! The span records of the store (docs/reference.md §7): the fixed-size [`SpanRecord`] a finished span
 //! becomes, which crosses from a backend to the export worker through shared memory. A record
 //! carries its span's name and attributes ([`AttrValue`]) as the code declared them
 //! (`#[sql_function(span = ...)]`, `#[instrument]`), so there is no list of known names or

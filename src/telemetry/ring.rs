@@ -1,4 +1,4 @@
-//! The lock-free span ring (SPEC §7): backends push finished [`SpanRecord`]s into it and never
+//! The lock-free span ring (docs/reference.md §7): backends push finished [`SpanRecord`]s into it and never
 //! wait, the export worker is its single consumer, and it counts what it drops and what the
 //! worker reports. The memory is given to it (shared memory, placed by `crate::trace::ring`), so
 //! it is tested here with plain memory and threads.

@@ -1,4 +1,4 @@
-//! The store's spans as `tracing` spans (SPEC §7): a `tracing` subscriber that turns the spans the
+//! The store's spans as `tracing` spans (docs/reference.md §7): a `tracing` subscriber that turns the spans the
 //! code declares with `#[instrument]` and `info_span!` (the seed's names and fields) into
 //! fixed-size [`SpanRecord`]s, and hands each finished, sampled one to its [`Host`].
 //!

@@ -1,4 +1,4 @@
-//! The `es.*` tracing settings (SPEC §7). Session settings decide what a backend records;
+//! The `es.*` tracing settings (docs/reference.md §7). Session settings decide what a backend records;
 //! reloadable ones (`SIGHUP`) steer the export worker; the buffer size is fixed at server start
 //! because it sizes shared memory.
 

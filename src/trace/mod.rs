@@ -1,4 +1,4 @@
-//! Tracing in backends (SPEC §7): every SQL entry point records a span, a command's span parents
+//! Tracing in backends (docs/reference.md §7): every SQL entry point records a span, a command's span parents
 //! the spans it causes, and finished spans go into the shared ring ([`ring`]) that the export
 //! worker ([`worker`]) drains.
 //!

@@ -1,4 +1,4 @@
-//! The OTLP export worker (SPEC §7): a static background worker, registered when the library is
+//! The OTLP export worker (docs/reference.md §7): a static background worker, registered when the library is
 //! preloaded and restarted a second after a crash, that drains the span ring and exports batches
 //! with `opentelemetry-otlp` (OTLP/HTTP protobuf) to `es.otlp_endpoint`.
 //!

@@ -1,4 +1,4 @@
-//! `es_consumer`: the subscription consumers of the benchmark workloads W8–W10 (SPEC §8), run by
+//! `es_consumer`: the subscription consumers of the benchmark workloads W8–W10 (docs/reference.md §8), run by
 //! `benches/run.sh`.
 //!
 //! Why a program: a consumer loop in bash would start a `psql` per batch (milliseconds each, more
@@ -32,7 +32,7 @@
 //! ```
 //! Connection: PGHOST (a socket directory or host name), PGPORT, PGUSER from the environment
 //! (`scripts/cluster.sh env`); sessions run with ES_CONSUMER_OPTIONS (default
-//! `-c synchronous_commit=off -c es.tracing=off`, the conditions of SPEC §8).
+//! `-c synchronous_commit=off -c es.tracing=off`, the conditions of docs/reference.md §8).
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Note on the seed's `load_account`: after a snapshot it rebuilds the account from the tail
-//! events alone (the seed bug of SPEC §4). It is correct here because this crate's
+//! events alone (the seed bug of docs/reference.md §4). It is correct here because this crate's
 //! `load_snapshot` returns the snapshot folded forward to the stream's head, so the tail is empty.
 
 // The seed's `CommandError` names every variant `…Error`; it stays as the seed wrote it.

@@ -674,7 +674,7 @@ impl SnapshotStore for EventStoreClient {
     /// no stored snapshot (the seed then replays all events).
     ///
     /// Why not the raw snapshot ([`EventStoreClient::load_stored_snapshot`] returns that): the
-    /// seed's `DepositHandler::load_account` has a bug (SPEC §4): after a snapshot it rebuilds
+    /// seed's `DepositHandler::load_account` has a bug (docs/reference.md §4): after a snapshot it rebuilds
     /// the account from the tail events alone (`Account::from_events(incremental_events)`),
     /// losing the snapshot's balance and holder. With the fold-forward the tail it loads is
     /// empty and the unchanged seed handler is correct.

@@ -1,6 +1,6 @@
 //! The client's one error type, [`EventStoreError`]: the seed's variants (`Database`,
 //! `Serialization`, `ConcurrencyConflict`) plus one variant per condition of the store's SQLSTATE
-//! table (SPEC §6), with the values the server puts in its DETAIL parsed into fields, and
+//! table (docs/reference.md §6), with the values the server puts in its DETAIL parsed into fields, and
 //! [`EventStoreError::Domain`] for the errors a domain's own `check` function raises, which the
 //! store passes through unchanged.
 //!
@@ -517,7 +517,7 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        // The literal text of SPEC §6 / the golden files.
+        // The literal text of docs/reference.md §6 / the golden files.
         let literal = EventStoreError::from_server(
             "ES001",
             "wrong expected version for stream s: expected 1, stream is at 3",

@@ -1,5 +1,5 @@
 //! The account commands, the audit reads and the global log through the client, and the seed's
-//! serde types decoding what the commands write (SPEC §5).
+//! serde types decoding what the commands write (docs/reference.md §5).
 
 mod support;
 
@@ -67,7 +67,7 @@ async fn commands_run_in_the_database() {
 }
 
 /// Every event a command writes decodes as the seed's `AccountEvent`, with the metadata the
-/// store stored in its columns (SPEC §5: the commands write the seed's whole serde shape).
+/// store stored in its columns (docs/reference.md §5: the commands write the seed's whole serde shape).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_written_events_decode_as_the_seeds_account_events() {
     let db = TestDb::new("decode").await;

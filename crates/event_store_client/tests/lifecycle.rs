@@ -1,4 +1,4 @@
-//! The life of a stream through the client (SPEC §14): `delete_stream` (soft, hard),
+//! The life of a stream through the client (docs/reference.md §14): `delete_stream` (soft, hard),
 //! `undelete_stream`, `truncate_stream`, and the typed errors they and the reads after them
 //! give (`StreamDeleted`, `StreamTruncated`, `AccountNotDeletable`, `InvalidSnapshot`),
 //! against a real cluster (see `support`).

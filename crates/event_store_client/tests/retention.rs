@@ -1,4 +1,4 @@
-//! Retention and archiving through the typed client (SPEC §14): a policy set, read back,
+//! Retention and archiving through the typed client (docs/reference.md §14): a policy set, read back,
 //! paused and resumed, the worker's removal seen through `retention`, an invalid value as a
 //! typed error, and `archive` with reads through the archive unchanged.
 

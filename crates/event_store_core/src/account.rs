@@ -1,4 +1,4 @@
-//! The seed's bank account (SPEC §5) as pure Rust: its events, its state, the transition
+//! The seed's bank account (docs/reference.md §5) as pure Rust: its events, its state, the transition
 //! function that replay folds with, and the business rules that commands check.
 //!
 //! The SQL layer reads an event's keys from binary jsonb into an [`EventView`] and keeps
@@ -7,7 +7,7 @@
 
 use crate::event::JsonField;
 
-/// The state of an account as SPEC §5 shows it: `{"holder_name", "balance_cents", "status",
+/// The state of an account as docs/reference.md §5 shows it: `{"holder_name", "balance_cents", "status",
 /// "version"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountState {
@@ -112,7 +112,7 @@ pub enum Event<'a> {
     Frozen,
     /// `Closed{reason}`.
     Closed,
-    /// The store's `$stream_deleted` marker (SPEC §14): judged by the account's rule (only an
+    /// The store's `$stream_deleted` marker (docs/reference.md §14): judged by the account's rule (only an
     /// empty account is deleted), folded as a step of the version only.
     StreamDeleted,
     /// The store's `$stream_undeleted` marker: a step of the version only.
@@ -270,7 +270,7 @@ impl AccountState {
     }
 }
 
-/// A command on an account (SPEC §5), checked against the current state by [`decide`].
+/// A command on an account (docs/reference.md §5), checked against the current state by [`decide`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
     /// `es.deposit`.
@@ -462,7 +462,7 @@ pub fn event_name(event: &Event<'_>) -> &'static str {
 }
 
 impl AccountState {
-    /// The state JSON of SPEC §5 as pairs, for the extension's jsonb builder.
+    /// The state JSON of docs/reference.md §5 as pairs, for the extension's jsonb builder.
     pub fn pairs(&self) -> crate::shape::Pairs {
         use crate::shape::Scalar;
         vec![
@@ -473,7 +473,7 @@ impl AccountState {
         ]
     }
 
-    /// The state JSON of SPEC §5, keys in a fixed order (the holder's name JSON-escaped).
+    /// The state JSON of docs/reference.md §5, keys in a fixed order (the holder's name JSON-escaped).
     pub fn to_json(&self) -> String {
         let holder = serde_json::Value::String(self.holder_name.clone());
         format!(

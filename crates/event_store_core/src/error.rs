@@ -1,10 +1,10 @@
-//! The one error type of the store: every failure a user can cause, with its SQLSTATE (SPEC §6),
+//! The one error type of the store: every failure a user can cause, with its SQLSTATE (docs/reference.md §6),
 //! a lowercase message that carries the values, and DETAIL/HINT.
 //!
 //! The enum is pure data; the extension's `pg::error::raise` is the single place that turns it into a
 //! PostgreSQL ERROR, so every code and wording is decided here and tested here.
 
-/// Every user-visible failure of the store. One variant per condition of SPEC §6.
+/// Every user-visible failure of the store. One variant per condition of docs/reference.md §6.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventStoreError {
     /// ES001: the stream is not at the version the caller expected.
@@ -347,7 +347,7 @@ pub enum EventStoreError {
 }
 
 impl EventStoreError {
-    /// The five-character SQLSTATE of the condition (SPEC §6).
+    /// The five-character SQLSTATE of the condition (docs/reference.md §6).
     pub fn sqlstate(&self) -> &str {
         match self {
             Self::AggregateFailed { .. }

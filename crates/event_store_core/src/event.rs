@@ -1,4 +1,4 @@
-//! Validation of one appended event object (SPEC §2): what the store reads from it and the rules
+//! Validation of one appended event object (docs/reference.md §2): what the store reads from it and the rules
 //! it must follow, including the seed's serde JSON (`aggregate_id`, `sequence_number`).
 //!
 //! The SQL layer reads the keys straight out of the binary jsonb (no text round trip) and hands

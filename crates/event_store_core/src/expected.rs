@@ -1,4 +1,4 @@
-//! The rules of `es.append_events` that do not depend on storage (SPEC §2): the four
+//! The rules of `es.append_events` that do not depend on storage (docs/reference.md §2): the four
 //! expected-version modes, and how a call whose event ids are already stored is classified
 //! (idempotent retry, or a duplicate).
 

@@ -1,4 +1,4 @@
-//! The life of a stream (SPEC §14): soft and hard deletion, undeletion and truncation before a
+//! The life of a stream (docs/reference.md §14): soft and hard deletion, undeletion and truncation before a
 //! snapshot, as pure decisions.
 //!
 //! Consumers learn of a deletion through the log itself: the store appends a marker event at

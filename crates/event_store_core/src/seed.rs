@@ -1,7 +1,7 @@
 //! The seed's event types, as serde definitions: [`AccountEvent`] with `#[serde(tag = "type")]`
 //! and its flattened [`EventMetadata`], exactly as the guide declares them. This is the JSON the
 //! seed's client writes with `serde_json::to_value` and reads back with
-//! `serde_json::from_value::<AccountEvent>`; the store accepts it unchanged (SPEC §2) and folds
+//! `serde_json::from_value::<AccountEvent>`; the store accepts it unchanged (docs/reference.md §2) and folds
 //! it with the same transition as everything else ([`AccountEvent::fact`]).
 
 use crate::account::Event;

@@ -1,4 +1,4 @@
-//! The seed's whole event shape for the events the account commands write (SPEC §5): the payload
+//! The seed's whole event shape for the events the account commands write (docs/reference.md §5): the payload
 //! a command decides (`{"type":"Deposited","amount_cents":…,"description":…}`) completed with the
 //! flattened [`crate::seed::EventMetadata`] the seed's factories (`AccountEvent::new_deposited`…)
 //! put in every event, so the seed's client decodes what the commands write with

@@ -1,4 +1,4 @@
-//! Subscriptions (SPEC §9) as pure decisions: which partition a stream belongs to, what a valid
+//! Subscriptions (docs/reference.md §9) as pure decisions: which partition a stream belongs to, what a valid
 //! subscription is, who may move a partition's checkpoint, how many partitions a consumer may
 //! claim, and when a failing event is parked. The extension stores the state; these functions
 //! decide, so every rule is tested here without a server.

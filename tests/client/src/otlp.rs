@@ -1,4 +1,4 @@
-//! Helpers of the tracing tests (SPEC §7): a throwaway cluster whose `postgresql.conf` each test
+//! Helpers of the tracing tests (docs/reference.md §7): a throwaway cluster whose `postgresql.conf` each test
 //! chooses (export settings, buffer size), the OTLP receiver binary (`src/bin/otlp_receiver.rs`)
 //! as a child process, and waiting for spans to arrive.
 //!

@@ -1,4 +1,4 @@
-//! Real replicas of the client-test cluster on loopback, for the replica tests (SPEC §11):
+//! Real replicas of the client-test cluster on loopback, for the replica tests (docs/reference.md §11):
 //! a streaming hot standby made with `pg_basebackup -R`, a second cluster that subscribes to the
 //! store's tables by logical replication, and the primary's `wal_level = logical` that the
 //! subscription needs.

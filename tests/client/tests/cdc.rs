@@ -1,4 +1,4 @@
-//! Change data capture of the event log by logical decoding (SPEC §11, issue 13 item 3): the
+//! Change data capture of the event log by logical decoding (docs/reference.md §11, issue 13 item 3): the
 //! README's recipe, run for real.
 //!
 //! Why: a CDC consumer (wal2json through `pg_recvlogical`, or Debezium, which reads `pgoutput`,

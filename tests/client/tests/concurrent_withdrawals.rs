@@ -1,4 +1,4 @@
-//! Concurrent withdrawals from one account (SPEC §5): 8 connections withdraw random amounts
+//! Concurrent withdrawals from one account (docs/reference.md §5): 8 connections withdraw random amounts
 //! with no explicit expected version until the account is drained. They must serialize on the
 //! account: none may fail with ES001, only ES101 (insufficient funds) refuses, the balance is
 //! never negative at any version, and the final balance is the initial one minus the sum of the

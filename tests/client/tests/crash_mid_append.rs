@@ -1,4 +1,4 @@
-//! A backend killed with SIGKILL in the middle of a big append leaves nothing behind (SPEC §2:
+//! A backend killed with SIGKILL in the middle of a big append leaves nothing behind (docs/reference.md §2:
 //! appends are atomic, versions stay gapless; §6: never a broken store).
 //!
 //! One connection appends 50 000 events to a new stream in one `es.append_events` call; a second

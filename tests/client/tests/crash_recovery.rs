@@ -1,4 +1,4 @@
-//! Crash recovery under load (SPEC §2: appends are atomic and versions gapless; §3: the global log
+//! Crash recovery under load (docs/reference.md §2: appends are atomic and versions gapless; §3: the global log
 //! is gap-safe; §5: the account rules hold; §6: a crash never leaves a broken store).
 //!
 //! `crash_mid_append` kills the one backend of a quiet server in one big append; a real server
@@ -38,7 +38,7 @@
 //! The store picks the event ids of command events, so the commands carry a client-chosen tag (a
 //! uuid) in the `description` (deposit, withdraw) or as the holder (open) to find them again.
 //!
-//! `a_hard_delete_or_truncation_killed_midway_is_all_or_nothing` (SPEC §14) kills the backend
+//! `a_hard_delete_or_truncation_killed_midway_is_all_or_nothing` (docs/reference.md §14) kills the backend
 //! of a hard delete, then of a truncation, of a 100,000-event stream while it runs: after
 //! recovery each act is all (tombstone or cut, events gone, audit row) or nothing.
 //!
@@ -1355,7 +1355,7 @@ fn life_after(
     )
 }
 
-/// SPEC §14: a hard delete and a truncation of a large stream, each killed with SIGKILL while it
+/// docs/reference.md §14: a hard delete and a truncation of a large stream, each killed with SIGKILL while it
 /// runs (the postmaster then restarts every backend and recovers): afterwards each act is all
 /// (the stream tombstoned or cut, the events gone, its audit row there) or nothing (every event,
 /// no marker, no audit row), and the store works and is sound.

@@ -1,4 +1,4 @@
-//! A database that uses the extension survives `pg_dump -Fc` / `pg_restore` (SPEC §1: event and
+//! A database that uses the extension survives `pg_dump -Fc` / `pg_restore` (docs/reference.md §1: event and
 //! snapshot rows survive a dump and restore).
 //!
 //! The source database gets a few interleaved streams (with client-given event ids, occurred_at,

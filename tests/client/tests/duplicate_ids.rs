@@ -1,4 +1,4 @@
-//! ES004's DETAIL in every case (SPEC §6, issue 12): the one case a single session cannot show is
+//! ES004's DETAIL in every case (docs/reference.md §6, issue 12): the one case a single session cannot show is
 //! an event id that a concurrent transaction stores while this append runs. The look-up before
 //! the insert cannot see an uncommitted row, so the unique index finds it, waits for the other
 //! transaction, and the store must still answer with ES004 and a DETAIL, never a raw 23505.

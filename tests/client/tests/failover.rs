@@ -1,5 +1,5 @@
 //! The failover runbook of the README ("Failover runbook"), tested with real clusters on loopback
-//! (SPEC §2, §9, §10, §11; issue 13 item 4).
+//! (docs/reference.md §2, §9, §10, §11; issue 13 item 4).
 //!
 //! A failover is the moment a replica becomes the server that takes the writes. What the store
 //! must give then: appends go on without reusing a position (never a raw 23505) and without a
@@ -29,7 +29,7 @@
 //!   replicated balance) and the account projections created afresh there after dropping the
 //!   replicated subscriptions of the publisher's projections.
 //! - `a_standby_refuses_every_write_with_the_read_only_error`: what a client still pointed at a
-//!   standby gets: every write function fails with 25006 (SPEC §11), never XX000.
+//!   standby gets: every write function fails with 25006 (docs/reference.md §11), never XX000.
 //!
 //! Figures (promotion time, the sequence before the first draw, ...) are printed and written
 //! to `target/failover-summary.txt`. The replicas are stopped when a test ends (also when it
@@ -984,7 +984,7 @@ fn promoting_a_streaming_standby() {
 }
 
 /// Before a promotion, a hot standby refuses every write with PostgreSQL's read-only error,
-/// 25006 (SPEC §11; never XX000, SPEC §6): clients that still point at it after a failover get
+/// 25006 (docs/reference.md §11; never XX000, docs/reference.md §6): clients that still point at it after a failover get
 /// an error they can recognise and retry elsewhere. Every write function is tried once, and all
 /// outcomes are reported together.
 #[test]
@@ -1012,7 +1012,7 @@ fn a_standby_refuses_every_write_with_the_read_only_error() {
         .collect();
     assert!(
         wrong.is_empty(),
-        "on a hot standby every write must fail with PostgreSQL's read-only error 25006 (SPEC \
+        "on a hot standby every write must fail with PostgreSQL's read-only error 25006 (docs/reference.md \
          §11, never XX000); these did not: {wrong:#?}"
     );
 }

@@ -1,4 +1,4 @@
-//! A seeded, time-bounded fuzz of the whole SQL surface of `event_store` (SPEC §2–§6, §9, §10).
+//! A seeded, time-bounded fuzz of the whole SQL surface of `event_store` (docs/reference.md §2–§6, §9, §10).
 //!
 //! Why: the extension is native code that decodes jsonb, arrays and tuples itself and keeps
 //! per-stream state in its own rows and memory. The scenario tests walk the intended paths; a
@@ -14,7 +14,7 @@
 //! tables, and include the pattern "append, then roll back a 400-event batch, then read the
 //! stream back".
 //!
-//! Subscriptions and projections (SPEC §9, §10) are a third of the calls, interleaved with the
+//! Subscriptions and projections (docs/reference.md §9, §10) are a third of the calls, interleaved with the
 //! rest: `es.stream_hash`, create/drop subscription, `poll`, `ack`, `nack`, `claim`, `release`,
 //! `replay_parked`, `wait` (timeouts of 0–20 ms, and a long one cancelled by a
 //! `statement_timeout`), create/pause/resume/reset/drop projection with handlers that work,
@@ -272,7 +272,7 @@ const AMOUNT_EXTREMES: &[i64] = &[
 /// Ints at the edges, for `read_all`'s `max_count` (a bigint; these are the int edges).
 const INT_EXTREMES: &[i32] = &[i32::MIN, -1, 0, 1, 2, 100, 1000, i32::MAX];
 
-// ---- subscriptions and projections (SPEC §9, §10) ----------------------------------------------
+// ---- subscriptions and projections (docs/reference.md §9, §10) ----------------------------------------------
 
 /// Share of the random calls that go to the subscription and projection surface.
 const FLOW_SHARE: f64 = 0.3;
@@ -280,7 +280,7 @@ const FLOW_SHARE: f64 = 0.3;
 /// On: some projection handlers raise `assert_failure` (P0004), which PL/pgSQL's `WHEN OTHERS`
 /// does not catch. `es.run_handler` catches it by name; anything that still escapes aborts
 /// only that projection's batch (the worker then goes one event at a time and parks the event
-/// that causes it), and the other projections keep running (SPEC §10). The fuzz found the
+/// that causes it), and the other projections keep running (docs/reference.md §10). The fuzz found the
 /// escape first: the worker used to die and every projection of the database stopped.
 const FUZZ_ESCAPING_HANDLER: bool = true;
 
@@ -450,7 +450,7 @@ const FLOW_DIGEST: &str = "SELECT concat_ws(' ', \
      (SELECT count(*) || ':' || coalesce(sum(hashtext(concat_ws('|', name, handler, batch, \
         run_as))), 0) FROM es.projection_config))";
 
-/// `es.stream_hash` as SPEC §9 defines it: 32-bit FNV-1a over the uuid's 16 bytes, top bit
+/// `es.stream_hash` as docs/reference.md §9 defines it: 32-bit FNV-1a over the uuid's 16 bytes, top bit
 /// cleared.
 fn fnv1a31(bytes: &[u8; 16]) -> i32 {
     let h = bytes.iter().fold(0x811c_9dc5_u32, |h, &b| {
@@ -467,7 +467,7 @@ struct Call {
     shown: Vec<String>,
     /// Sent with the simple protocol, without parameters (VACUUM, ALTER TABLE).
     simple: bool,
-    /// A call of the subscription and projection surface (SPEC §9, §10): the SQLSTATEs it may
+    /// A call of the subscription and projection surface (docs/reference.md §9, §10): the SQLSTATEs it may
     /// fail with besides [`FLOW_CODES`], and it is checked against [`FLOW_DIGEST`] too. `None`
     /// for the other calls, which are only checked for internal errors.
     allowed: Option<Vec<&'static str>>,
@@ -1530,7 +1530,7 @@ impl Fuzz {
         }
     }
 
-    /// The life of a stream (SPEC §14): soft and hard deletes, undeletes and truncations of
+    /// The life of a stream (docs/reference.md §14): soft and hard deletes, undeletes and truncations of
     /// the pool's streams with versions and flags at the edges. Rare, since a hard delete
     /// takes a pool stream out for the rest of the run.
     fn gen_lifecycle(&mut self) -> (Call, After) {
@@ -2431,7 +2431,7 @@ impl Fuzz {
     }
 }
 
-/// The subscription and projection surface (SPEC §9, §10).
+/// The subscription and projection surface (docs/reference.md §9, §10).
 impl Fuzz {
     // ---- checks ------------------------------------------------------------------------------
 
@@ -3921,7 +3921,7 @@ fn final_flow_checks(db: &TestDb, seed: u64, fuzz: &Fuzz, log_from: Option<u64>)
     let (duplicates, worker_errors, pids) = worker_report(&mut client, fuzz, log_from);
     if !duplicates.is_empty() {
         let text = format!(
-            "more than one event_store worker ran at once for the database (SPEC §10: one per \
+            "more than one event_store worker ran at once for the database (docs/reference.md §10: one per \
              database):\n  {}\n  their log lines:\n  {}",
             duplicates.join("\n  "),
             worker_errors.join("\n  ")
@@ -4904,7 +4904,7 @@ impl AggFuzz {
             ("es.rebuild_batch('fz_ok', -2147483648)".into(), Want::Code(&["22023"])),
             ("es.rebuild_batch('fz_nope')".into(), Want::Code(&["ES303"])),
             ("es.rebuild_batch('account', 2147483647)".into(), Want::Ok),
-            // retention and archiving (SPEC §14): hostile arguments; the valid calls name a
+            // retention and archiving (docs/reference.md §14): hostile arguments; the valid calls name a
             // type no stream has and a bound before every event, so nothing of the fuzz's
             // streams goes
             ("es.set_retention(NULL)".into(), Want::Code(&["22004"])),

@@ -1,4 +1,4 @@
-//! Appends to different streams never wait for each other (SPEC §2): the only lock an append
+//! Appends to different streams never wait for each other (docs/reference.md §2): the only lock an append
 //! takes is its own stream's row, so a transaction that appended to stream X and stays open
 //! must not delay an append to stream Y, while a second append to X does wait for it.
 

@@ -1,5 +1,5 @@
 //! Deletions and truncations racing appenders, a subscription consumer and the seed's two
-//! projections (SPEC §14: "a concurrency test against appenders and consumers").
+//! projections (docs/reference.md §14: "a concurrency test against appenders and consumers").
 //!
 //! For 12 s, four connections append to a pool of generic streams (1–3 events, client-chosen
 //! event ids, NULL expected version) and deposit to a pool of accounts; one connection deletes

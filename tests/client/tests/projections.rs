@@ -1,4 +1,4 @@
-//! Projections, read models kept by the database itself (SPEC §10, issue 11 items 4, 6, 7): a
+//! Projections, read models kept by the database itself (docs/reference.md §10, issue 11 items 4, 6, 7): a
 //! background worker of the preloaded library feeds each projection's handler its events and
 //! acks in the handler's transaction, with no client process involved. Each test appends through
 //! ordinary connections and only *waits* (`es.wait_for_projection`) or looks at the read model.

@@ -1,4 +1,4 @@
-//! Racing appends to ONE stream from 8 connections (SPEC §2, optimistic concurrency).
+//! Racing appends to ONE stream from 8 connections (docs/reference.md §2, optimistic concurrency).
 //!
 //! With an explicit expected version, each connection reads `es.stream_version` and appends at
 //! that version: exactly one append may win per version, every loser must get `ES001` (never a

@@ -1,4 +1,4 @@
-//! The global read `es.read_all` is gap-safe (SPEC §3).
+//! The global read `es.read_all` is gap-safe (docs/reference.md §3).
 //!
 //! 8 writer connections append to random streams, each inside an explicit transaction that sleeps
 //! 0–30 ms before COMMIT, so transactions commit out of global-position order; meanwhile one reader

@@ -1,4 +1,4 @@
-//! Readers on real replicas are gap-safe (SPEC §11, issue 11 items 3 and 7).
+//! Readers on real replicas are gap-safe (docs/reference.md §11, issue 11 items 3 and 7).
 //!
 //! A reader that pages through `es.read_all(last, 100)` must never skip an event that commits
 //! late, also when it reads from a replica rather than the primary. On a replica the primary's

@@ -1,4 +1,4 @@
-//! Retention and archiving against a real server (SPEC §14):
+//! Retention and archiving against a real server (docs/reference.md §14):
 //!
 //! - the database worker removes expired events while appenders, a subscription consumer and a
 //!   projection run: no append fails or goes wrong, nothing is half-deleted (each stream keeps a

@@ -1,4 +1,4 @@
-//! Durable subscriptions, the event bus inside the store (SPEC §9, issue 11 items 1, 2, 6, 7),
+//! Durable subscriptions, the event bus inside the store (docs/reference.md §9, issue 11 items 1, 2, 6, 7),
 //! driven the way real consumers drive them: several connections at once, real leases, a backend
 //! killed between a handler's write and its COMMIT, writers that commit out of position order.
 //!
@@ -73,7 +73,7 @@ fn stream_id(tag: u32, n: u32) -> Uuid {
     Uuid::from_u128(((0x5ab5_0000_u128 + u128::from(tag)) << 96) | u128::from(n))
 }
 
-/// The documented partitioning hash (SPEC §9, issue 11 contract): FNV-1a 32-bit over the uuid's
+/// The documented partitioning hash (docs/reference.md §9, issue 11 contract): FNV-1a 32-bit over the uuid's
 /// 16 bytes, masked to 31 bits.
 fn fnv1a_31(id: Uuid) -> i32 {
     let mut h: u32 = 0x811c_9dc5;

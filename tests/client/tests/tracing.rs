@@ -1,4 +1,4 @@
-//! Tracing end to end (SPEC §7): spans exported by the background worker over OTLP/HTTP arrive
+//! Tracing end to end (docs/reference.md §7): spans exported by the background worker over OTLP/HTTP arrive
 //! at a real receiver that decodes the official protobuf, with the seed's names and attributes,
 //! parent/child links and the client's trace id (from `SET es.traceparent` and from a
 //! sqlcommenter comment); failures, a dead or black-holing collector, a full buffer and a

@@ -1,4 +1,4 @@
-//! Upgrades (SPEC §12): a store installed at every released version and filled with events,
+//! Upgrades (docs/reference.md §12): a store installed at every released version and filled with events,
 //! snapshots and accounts is updated with `ALTER EXTENSION event_store UPDATE`; its schema must
 //! then equal a fresh install's, its data must be untouched, and it must go on working.
 //!

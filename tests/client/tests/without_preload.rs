@@ -1,4 +1,4 @@
-//! Without `shared_preload_libraries` (SPEC §0): everything but `es.read_all` works (tracing is
+//! Without `shared_preload_libraries` (docs/reference.md §0): everything but `es.read_all` works (tracing is
 //! off and `es.tracing_stats()` says so), and
 //! `es.read_all` fails with a clear error (55000) whose HINT names the setting. Runs only in the
 //! second pass of tests/client/run.sh (`--ignored`), which restarts the cluster with ES_PRELOAD=0.

@@ -1,4 +1,4 @@
--- Time travel and audit (SPEC §5): es.account_state at a version, as of a time, from the newest
+-- Time travel and audit (docs/reference.md §5): es.account_state at a version, as of a time, from the newest
 -- usable snapshot; es.account_history with the running balance.
 \pset null '(null)'
 SET es.snapshot_interval = 4;

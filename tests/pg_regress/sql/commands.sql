@@ -1,4 +1,4 @@
--- The account commands (SPEC §5): the seed's story, every rule with its SQLSTATE, automatic
+-- The account commands (docs/reference.md §5): the seed's story, every rule with its SQLSTATE, automatic
 -- snapshots on the interval (also when a batch jumps over a multiple), snapshot + tail.
 \pset null '(null)'
 CREATE TEMP TABLE acct AS SELECT es.open_account('Alice', 0) AS id;
@@ -17,7 +17,7 @@ SELECT es.deposit(id, 10, 'on time', 4) AS v FROM acct;
 SELECT data->>'type' AS type, data->>'amount_cents' AS amount, data->>'description' AS description
 FROM es.events, acct WHERE stream_id = id ORDER BY version;
 SELECT es.account_replay(data ORDER BY version) AS state FROM es.events, acct WHERE stream_id = id;
--- the events the commands write carry the seed's whole shape (SPEC §5), with the values the
+-- the events the commands write carry the seed's whole shape (docs/reference.md §5), with the values the
 -- store keeps in its columns, so the seed's client decodes them (AccountEvent + EventMetadata)
 SELECT version, data->>'type' AS type, data->>'event_type' AS event_type,
        (data->>'event_id')::uuid = event_id AS event_id_ok,

@@ -1,4 +1,4 @@
--- The life of a stream (SPEC §14): es.delete_stream (soft, hard), es.undelete_stream,
+-- The life of a stream (docs/reference.md §14): es.delete_stream (soft, hard), es.undelete_stream,
 -- es.truncate_stream; the $ markers in the log; the account's ES105 rule and a declared type's
 -- check judging the marker; reads of deleted and truncated streams; es.data_audit.
 -- ES007's DETAIL carries the deletion time: lc_error masks it.

@@ -1,4 +1,4 @@
--- Personal data and crypto-shredding (SPEC §14, README "Forgetting a subject"): paths marked by
+-- Personal data and crypto-shredding (docs/reference.md §14, README "Forgetting a subject"): paths marked by
 -- es.define_personal_data are sealed at append with their subject's key; reads reveal them to
 -- members of es_personal_data, null and "_erased" to others; es.forget destroys the key.
 -- In a database of its own, so the keys and positions of this file touch no other file.

@@ -1,4 +1,4 @@
--- Retention and archiving (SPEC §14), in a database of its own (the worker removes events, and
+-- Retention and archiving (docs/reference.md §14), in a database of its own (the worker removes events, and
 -- es.archive moves every old event: the other files' streams are left alone): the policies and
 -- every error, the worker's batches and their audit, what a declared type keeps (its snapshot),
 -- archiving with reads through the archive giving the same answers as before, and the

@@ -1,4 +1,4 @@
--- The account rules on es.append_events (SPEC §5 "on every write path"): a stream whose first
+-- The account rules on es.append_events (docs/reference.md §5 "on every write path"): a stream whose first
 -- event is Opened is an account stream, and every append to it is checked like a command:
 -- event schema (ES003), amounts (ES103), status (ES102), balance (ES101). Automatic snapshots
 -- are written on this path too, also when a batch jumps over a multiple of the interval.

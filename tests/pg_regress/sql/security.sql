@@ -1,4 +1,4 @@
--- Security (SPEC §7b): append-only even for the owner, no direct writes for PUBLIC, pinned
+-- Security (docs/reference.md §7b): append-only even for the owner, no direct writes for PUBLIC, pinned
 -- search_path for every statement of the writing functions, dumpable tables, and the writer/auditor roles of the README.
 SELECT es.append_events('60000000-0000-0000-0000-000000000001', 0, ARRAY['{"type":"Fact"}']::jsonb[]) AS v;
 SELECT error_of($$UPDATE es.events SET data = '{}'$$);

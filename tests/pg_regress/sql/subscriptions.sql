@@ -1,4 +1,4 @@
--- Subscriptions and projections (SPEC §9, §10): every function, its results and its errors.
+-- Subscriptions and projections (docs/reference.md §9, §10): every function, its results and its errors.
 -- Positions depend on the tests before this one, so they are shown relative to :base (the end of
 -- the log when this file starts) and the readable end in messages as END.
 SELECT coalesce(max(global_position), 0) AS base FROM es.events \gset

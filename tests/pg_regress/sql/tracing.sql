@@ -1,4 +1,4 @@
--- Tracing's SQL contract (SPEC §7): es.tracing_stats() shape, the settings and their limits, and
+-- Tracing's SQL contract (docs/reference.md §7): es.tracing_stats() shape, the settings and their limits, and
 -- a malformed client trace context being a WARNING, never an error. Counters depend on the
 -- cluster's history (and the status on whether the worker has started yet), so only their
 -- presence is shown.
