@@ -673,7 +673,7 @@ percentile_ms() {
 figure_w10() { percentile_ms 50; }
 figure_w10_p99() { percentile_ms 99; }
 
-# --- W11: sharding by stream with PL/Proxy (docs/reference.md §11, README "Sharding with PL/Proxy") ------------
+# --- W11: sharding by stream with PL/Proxy (docs/reference.md §11, docs/sharding.md) ------------
 # One-event appends (W1's event, expected_version NULL) through a proxy database to W11_SHARDS
 # partition databases, set up by scripts/shard.sh on this cluster, against the same appends sent
 # by the clients straight to the partition that holds each stream (client-side routing), in the
@@ -684,7 +684,7 @@ figure_w10_p99() { percentile_ms 99; }
 # its own), so both pay the same lookup. The partitions' connection strings carry the sessions'
 # settings (synchronous_commit=off, es.tracing=off), so the proxy's sessions on them match
 # pgbench's. Everything runs on this one machine: the ratio is what the hop costs in CPU here,
-# not what N machines give (README "Benchmarks" has the estimate). After the runs,
+# not what N machines give (docs/benchmarks.md has the estimate). After the runs,
 # report_w11_costs measures where the hop's cost goes (notes under the table). docs/reference.md §8 sets no
 # bar for W11: 0.15 is a floor that catches a broken hop (a new partition connection per call
 # would give well under 0.1), below the 0.24 and 0.34 of two runs on the 2-core reference machine.
@@ -871,7 +871,7 @@ check_w11() {
   STORE_CHECK+="; W11's $W11_SHARDS partitions: $got events, each stream on its hash's partition, versions gapless"
 }
 
-# --- W12-W13: aggregates for any domain (README "Aggregates for any domain") -----------------------
+# --- W12-W13: aggregates for any domain (docs/accounts-and-aggregates.md) -----------------------
 
 # W12: one-event es.append_events (NULL expected version, the type named) to a random one of 10k
 # shopping carts, a declared aggregate type whose check and evolve are PL/pgSQL
@@ -1005,7 +1005,7 @@ measure_w13() {
   esac
 }
 
-# --- W14 and W7:archived: retention and archiving (README "Deleting and forgetting") -------------
+# --- W14 and W7:archived: retention and archiving (docs/lifecycle.md) -------------
 # W14: W1 while the database worker removes expired events at its default pace (es.retention_batch_size
 # 1000 events every es.retention_naptime 1 s), against W1 with the policy paused, both on a database
 # of their own (es_bench_w14: the 100k W1 streams with W14_PER_STREAM events each, a policy on the
@@ -1284,6 +1284,10 @@ echo
 cat "$report"
 mv "$report" "$RESULTS"
 echo "bench: results written to ${RESULTS#"$here"/}"
+# the chart of the figures against their bars (benches/chart.py, python3's standard library only);
+# a picture, never a reason to fail the run
+python3 "$BENCH/chart.py" "$RESULTS" -o "$here/target/bench-chart.svg" 2>&1 | sed 's/^/bench: /' ||
+  echo "bench: no chart drawn (benches/chart.py failed); the results above are complete"
 
 if [ "$missed" = 1 ]; then
   if [ "$SMOKE" = 1 ]; then

@@ -2,7 +2,7 @@
 -- PL/pgSQL, with the events and state of examples/cart.sql (CartOpened, ItemAdded, ItemRemoved,
 -- CheckedOut; lines by sku with quantity and unit price, item count, total), written with few
 -- statements: PL/pgSQL prepares each expression of a function again in every transaction, the
--- bulk of what a one-event append to such a type costs (README "Benchmarks"). No limit on the
+-- bulk of what a one-event append to such a type costs (docs/benchmarks.md). No limit on the
 -- items (examples/cart.sql stops at 20, which random appends to 10k carts would soon reach), so
 -- the workload is never refused; every append still reads the state, validates the event
 -- (status, sku, quantity and price) and builds the new state with jsonb functions. Without a

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-#! Change data capture of the event log (docs/reference.md §11, README "Change data capture"): streams every
+#! Change data capture of the event log (docs/reference.md §11, docs/replicas.md "Change data capture"): streams every
 #! committed event of es.events as wal2json JSON lines, whole transactions in commit order,
 #! through a logical replication slot that it creates on first use. Why a script: it is the
-#! README's recipe verbatim (tests/client/tests/readme_snippets.rs checks that the README shows
+#! recipe of docs/replicas.md verbatim (tests/client/tests/doc_snippets.rs checks that the page shows
 #! these lines) and tests/client/tests/cdc.rs runs it, so the documented commands are the tested
 #! ones.
 #!
@@ -15,7 +15,7 @@
 #! env:   libpq's PGHOST, PGPORT, PGUSER (a role with REPLICATION, or a superuser), PGPASSWORD…;
 #!        ES_CDC_SLOT (default es_cdc), ES_CDC_OUT (default -, standard output; a file is appended
 #!        to, and reopened on SIGHUP), PG_BIN (default /usr/lib/postgresql/15/bin)
-#! needs: wal_level = logical and wal2json in output_plugin_libraries (see the README)
+#! needs: wal_level = logical and wal2json in output_plugin_libraries (see docs/replicas.md)
 set -euo pipefail
 export PATH="${PG_BIN:-/usr/lib/postgresql/15/bin}:$PATH"
 DB=${1:?usage: scripts/cdc.sh DBNAME [more pg_recvlogical options]}

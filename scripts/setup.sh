@@ -15,8 +15,9 @@ PG_CONFIG=${PG_CONFIG:-$(es_pg_config 15)}
 bash "$repo/scripts/prerequisites.sh"
 
 need_pkgs=()
-# (flex, bison, make, curl: PL/Proxy's build for 18 below; binutils: readelf in private_pg.sh)
-for p in postgresql-15-plproxy postgresql-15-wal2json flex bison make curl binutils sudo; do
+# (flex, bison, make, curl: PL/Proxy's build for 18 below; binutils: readelf in private_pg.sh;
+# graphviz: `dot`, which the doc test runs to check docs/diagrams/*.svg against their sources)
+for p in postgresql-15-plproxy postgresql-15-wal2json flex bison make curl binutils sudo graphviz; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -78,7 +79,7 @@ if [ ! -f "$pg18_sharedir/extension/plproxy.control" ]; then
   rm -rf "$build"
 fi
 
-# The client drivers of the README and the pooler tests (tests/drivers,
+# The client drivers of docs/clients.md and the pooler tests (tests/drivers,
 # tests/client/tests/{drivers,pgbouncer}.rs): Debian's pgbouncer binary, a Python venv at
 # target/venv with psycopg 3 and asyncpg, and node-postgres in tests/drivers/node/node_modules.
 if ! dpkg-query -W -f='${Status}' pgbouncer 2>/dev/null | grep -q 'install ok installed'; then

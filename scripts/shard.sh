@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-#! Shards the event store by stream with PL/Proxy (docs/reference.md §11, README "Sharding with PL/Proxy"):
+#! Shards the event store by stream with PL/Proxy (docs/reference.md §11, docs/sharding.md):
 #! makes a proxy database route each call of the store's API to the partition database that
 #! holds its stream. Why a script: the cluster definition (one connection string per partition,
 #! in hash order) and the checks that it is right must be applied the same way every time.
@@ -24,7 +24,7 @@
 #!   --proxy-db CONNINFO   the proxy database (a libpq connection string or URI, as for psql -d);
 #!                         it must not have the event_store extension. The script's role must be
 #!                         a superuser there (PL/Proxy's language is untrusted); on the
-#!                         partitions it must read es.streams (README "Sharding with PL/Proxy")
+#!                         partitions it must read es.streams (docs/sharding.md)
 #!   --partition CONNSTR   a partition's libpq connection string, as the PROXY's server will use
 #!                         it (host=… port=… dbname=…), in order p0, p1, …; repeat per partition
 #!   --partitions-file F   one connection string per line, in order (blank lines and # comments skipped)

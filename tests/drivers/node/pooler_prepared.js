@@ -1,5 +1,5 @@
 // Prepared statements of node-postgres behind pgbouncer in transaction mode.
-// Not a README snippet: tests/client/tests/pgbouncer.rs runs it against its own pgbouncer (1.18,
+// Not a docs snippet: tests/client/tests/pgbouncer.rs runs it against its own pgbouncer (1.18,
 // default_pool_size = 2), one case per run, and checks the line it prints: "<case>: ok", or
 // "<case>: <SQLSTATE> <message>" when the second execution failed. Client A runs a query (on
 // server connection S1); client X opens a transaction, which takes S1; A's next execution runs on

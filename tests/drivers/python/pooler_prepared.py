@@ -1,6 +1,6 @@
 """Prepared statements of psycopg 3 and asyncpg behind pgbouncer in transaction mode.
 
-Not a README snippet: tests/client/tests/pgbouncer.rs runs it against its own pgbouncer (1.18, no
+Not a docs snippet: tests/client/tests/pgbouncer.rs runs it against its own pgbouncer (1.18, no
 prepared-statement tracking, default_pool_size = 2), one case per run, and checks the line it
 prints: "<case>: ok", or "<case>: <SQLSTATE> <message>" when the second execution failed.
 

@@ -1,4 +1,4 @@
--- Personal data and crypto-shredding (docs/reference.md §14, README "Forgetting a subject"): paths marked by
+-- Personal data and crypto-shredding (docs/reference.md §14, docs/lifecycle.md "Forgetting a subject"): paths marked by
 -- es.define_personal_data are sealed at append with their subject's key; reads reveal them to
 -- members of es_personal_data, null and "_erased" to others; es.forget destroys the key.
 -- In a database of its own, so the keys and positions of this file touch no other file.
@@ -119,7 +119,7 @@ SELECT version, masked(data - 'event_id' - 'occurred_at') AS stored FROM es.even
 SELECT es.append_events('e3000000-0000-0000-0000-000000000001', 0, ARRAY['{"type":"Withdrawn","event_id":"e3000000-0000-0000-0000-0000000000c1","amount_cents":1,"description":"es:enc:v1:999:AAAA"}']::jsonb[]) AS v;
 SELECT data->>'description' AS kept FROM es.events WHERE stream_id = 'e3000000-0000-0000-0000-000000000001';
 SELECT data->'description' AS description, data->'_erased' AS erased FROM es.load_events('e3000000-0000-0000-0000-000000000001');
--- a key provider (README "Keys in another database") that does not exist: the append that
+-- a key provider (docs/lifecycle.md "Keys in another database") that does not exist: the append that
 -- would make a key fails whole; a subject whose key is here needs no provider
 SET es.key_provider = 'public.no_such_provider';
 SELECT error_of($$SELECT es.append_events('e4000000-0000-0000-0000-000000000001', 0, ARRAY['{"type":"Opened","account_holder":"Nobody","initial_balance_cents":0}']::jsonb[])$$);

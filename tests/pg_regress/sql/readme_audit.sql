@@ -1,5 +1,6 @@
--- The README's "Audit and time travel with psql", as written: a fresh psql session in a database
--- with the extension. psql keeps the account id and a moment in variables (\gset).
+-- docs/accounts-and-aggregates.md "Audit and time travel with psql", as written: a fresh psql
+-- session in a database with the extension. psql keeps the account id and a moment in variables
+-- (\gset).
 SET es.snapshot_interval = 2;   -- snapshots every 2 versions, so a short story has some
 SELECT es.open_account('Alice', 0) AS account_id \gset
 SELECT es.deposit(:'account_id', 500, 'salary') AS version;

@@ -1,5 +1,7 @@
--- The README's "Aggregates for any domain" example, as written (tests/pg_regress/sql/types.sql
--- covers the rest of the contract).
+-- docs/accounts-and-aggregates.md "Aggregates for any domain" example, as written: the page shows
+-- the lines between the snippet markers (tests/client/tests/doc_snippets.rs checks it), and
+-- tests/pg_regress/sql/types.sql covers the rest of the contract.
+-- snippet-start
 CREATE SCHEMA issue;
 \set id 'a1000000-0000-0000-0000-000000000001'
 -- the fold (never refuses a stored event; returns a JSON object) and the rules (raise to refuse)
@@ -27,3 +29,4 @@ SELECT es.state(:'id');                          -- {"status": "closed", "commen
 SELECT es.state(:'id', at_version => 1);         -- time travel (also as_of => timestamptz)
 SELECT version, event_type, state FROM es.history(:'id');
 SELECT es.replay('issue', data ORDER BY version) FROM es.events WHERE stream_id = :'id';
+-- snippet-end

@@ -1,5 +1,5 @@
 -- Security (docs/reference.md §7b): append-only even for the owner, no direct writes for PUBLIC, pinned
--- search_path for every statement of the writing functions, dumpable tables, and the writer/auditor roles of the README.
+-- search_path for every statement of the writing functions, dumpable tables, and the writer/auditor roles of docs/security.md.
 SELECT es.append_events('60000000-0000-0000-0000-000000000001', 0, ARRAY['{"type":"Fact"}']::jsonb[]) AS v;
 SELECT error_of($$UPDATE es.events SET data = '{}'$$);
 SELECT error_of($$DELETE FROM es.events$$);
@@ -20,7 +20,7 @@ SELECT c::regclass AS dumped FROM pg_extension, unnest(extconfig) AS c WHERE ext
 SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'es'::regnamespace AND c.relkind IN ('r', 'S')
   AND obj_description(c.oid, 'pg_class') IS NULL;
 SELECT p.proname FROM pg_proc p WHERE p.pronamespace = 'es'::regnamespace AND obj_description(p.oid, 'pg_proc') IS NULL;
--- the roles of the README: a writer appends through the functions only; an auditor reads
+-- the roles of docs/security.md: a writer appends through the functions only; an auditor reads
 CREATE ROLE regress_es_writer;
 CREATE ROLE regress_es_auditor;
 GRANT USAGE ON SCHEMA es TO regress_es_writer, regress_es_auditor;
