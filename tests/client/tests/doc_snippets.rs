@@ -462,6 +462,9 @@ fn every_cited_doc_and_reference_section_exists() {
             continue;
         };
         let rel = file.strip_prefix(&repo).unwrap_or(file).display().to_string();
+        if rel == "tests/client/tests/doc_snippets.rs" {
+            continue; // its own examples of citations, some of files that do not exist
+        }
         for (path, after) in doc_citations(&text) {
             cited += 1;
             if !repo.join(&path).is_file() {
