@@ -313,7 +313,10 @@ fn broken(from: &str, target: &str) -> Option<String> {
     let rel: PathBuf = if path.is_empty() {
         PathBuf::from(from)
     } else {
-        normalize(&dir.join(path))?
+        match normalize(&dir.join(path)) {
+            Some(rel) => rel,
+            None => return Some("it leaves the repository".to_owned()),
+        }
     };
     let file = repo_dir().join(&rel);
     if !file.exists() {
