@@ -108,7 +108,7 @@ say "event_store $version installed into $(dirname "$libdir") in $(elapsed $star
   "$(cd "$extdir" && ls event_store--*.sql | tr '\n' ' ')"
 if [ "${ES_INSTALL_QUIET:-0}" != 1 ]; then
   cat <<NEXT
-install: next steps (README, "Installing into your PostgreSQL"):
+install: next steps (docs/installation.md):
   1. in postgresql.conf: shared_preload_libraries = 'event_store'   (for read_all, subscriptions,
      projections and tracing; the rest works without it)
   2. restart PostgreSQL (a server that had the old library loaded needs the restart too)

@@ -11,7 +11,8 @@
 #!     `CREATE EXTENSION event_store VERSION '0.1.0'` and `ALTER EXTENSION event_store UPDATE`
 #!     work from the package alone (the same set scripts/install.sh installs)
 #!   - /usr/share/doc/postgresql-MAJOR-event-store/: README.md, CHANGELOG.md, LICENSE (those the
-#!     source has), examples/*.sql (the README's walkthrough), a copyright file
+#!     source has), docs/ (the pages and pictures README.md links to, same layout),
+#!     examples/*.sql (the README's walkthrough), a copyright file
 #!   - DEBIAN/control (Depends: the package of the server binary when dpkg knows one, e.g.
 #!     postgresql-15, and the packages of the libraries the library links, libc6 at the newest
 #!     GLIBC symbol version it uses) and DEBIAN/md5sums
@@ -124,6 +125,12 @@ mkdir -p "$stage$docdir"
 for f in README.md CHANGELOG.md LICENSE; do
   if [ -f "$source_dir/$f" ]; then install -m 644 "$source_dir/$f" "$stage$docdir/$f"; fi
 done
+# docs/ (the pages README.md links to, their pictures) keeps its layout, so the links resolve.
+if [ -d "$source_dir/docs" ]; then
+  (cd "$source_dir" && find docs -type f \( -name '*.md' -o -name '*.svg' \)) | while read -r f; do
+    install -D -m 644 "$source_dir/$f" "$stage$docdir/$f"
+  done
+fi
 if compgen -G "$source_dir/examples/*.sql" >/dev/null; then
   mkdir -p "$stage$docdir/examples"
   install -m 644 "$source_dir"/examples/*.sql "$stage$docdir/examples/"

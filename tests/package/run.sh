@@ -136,6 +136,8 @@ run_version() {
     "$("$machine_cfg" --sharedir)/extension/event_store--$current_version.sql" \
     $(for s in sql/event_store--*.sql; do echo "$("$machine_cfg" --sharedir)/extension/$(basename "$s")"; done) \
     "/usr/share/doc/postgresql-$major-event-store/README.md" \
+    "/usr/share/doc/postgresql-$major-event-store/docs/reference.md" \
+    "/usr/share/doc/postgresql-$major-event-store/docs/diagrams/dataflow.svg" \
     "/usr/share/doc/postgresql-$major-event-store/examples/walkthrough.sql"; do
     grep -qxF "$f" <<<"$contents" || fail "the package has no $f"
   done
