@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-#! Shards the event store by stream with PL/Proxy (docs/reference.md §11, README "Sharding with PL/Proxy"):
+#! Shards the event store by stream with PL/Proxy (docs/reference.md §11, docs/sharding.md):
 #! makes a proxy database route each call of the store's API to the partition database that
 #! holds its stream. Why a script: the cluster definition (one connection string per partition,
 #! in hash order) and the checks that it is right must be applied the same way every time.
@@ -24,7 +24,7 @@
 #!   --proxy-db CONNINFO   the proxy database (a libpq connection string or URI, as for psql -d);
 #!                         it must not have the event_store extension. The script's role must be
 #!                         a superuser there (PL/Proxy's language is untrusted); on the
-#!                         partitions it must read es.streams (README "Sharding with PL/Proxy")
+#!                         partitions it must read es.streams (docs/sharding.md)
 #!   --partition CONNSTR   a partition's libpq connection string, as the PROXY's server will use
 #!                         it (host=… port=… dbname=…), in order p0, p1, …; repeat per partition
 #!   --partitions-file F   one connection string per line, in order (blank lines and # comments skipped)
@@ -133,7 +133,7 @@ has_store=$(proxy_psql -c "SELECT count(*) FROM pg_extension WHERE extname = 'ev
   die "the proxy database has the event_store extension: the proxy needs a database of its own (its schema es holds the routed functions)"
 existing=$(proxy_psql -c "SELECT count(*) FROM pg_foreign_server s, unnest(s.srvoptions) o WHERE s.srvname = 'es_shards' AND o ~ '^p[0-9]+='")
 if [ "$existing" != 0 ] && [ "$existing" != "$N" ]; then
-  die "the proxy's cluster es_shards has $existing partitions, not $N: the partition count and the hash are fixed for the life of a cluster (README \"Sharding with PL/Proxy\": grow by moving partition databases to new servers, not by changing the count)"
+  die "the proxy's cluster es_shards has $existing partitions, not $N: the partition count and the hash are fixed for the life of a cluster (docs/sharding.md: grow by moving partition databases to new servers, not by changing the count)"
 fi
 
 # the desired server options, one "KEY<TAB>VALUE" line each, p0 … pN-1 first and in order (PL/Proxy
@@ -193,7 +193,7 @@ BEGIN
     END IF;
   END IF;
   EXECUTE 'COMMENT ON SERVER es_shards IS '
-    || quote_literal('The event store''s PL/Proxy cluster: partition databases p0..pN-1 in hash order (stream to partition es.stream_hash(stream_id) & (N - 1)); made by scripts/shard.sh, see README "Sharding with PL/Proxy".');
+    || quote_literal('The event store''s PL/Proxy cluster: partition databases p0..pN-1 in hash order (stream to partition es.stream_hash(stream_id) & (N - 1)); made by scripts/shard.sh, see docs/sharding.md.');
   -- the user mapping FOR PUBLIC: the mapped user and password, or none (each session user)
   IF u <> '' THEN map_opts := map_opts || format('user %L', u); END IF;
   IF pw <> '' THEN map_opts := map_opts || format('password %L', pw); END IF;
