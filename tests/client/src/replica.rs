@@ -759,8 +759,8 @@ impl Drop for LogicalSubscription {
     }
 }
 
-/// The store's tables a logical replica receives, as the README's publication lists them (the
-/// log, the streams, the snapshots, the watermark and the subscriptions' state), those of them
+/// The store's tables a logical replica receives, as docs/replicas.md's publication lists them
+/// (the log, the streams, the snapshots, the watermark and the subscriptions' state), those of them
 /// this build has. `es.watermark` is what carries gap safety to the subscriber.
 pub fn published_tables(client: &mut Client) -> Vec<String> {
     let wanted = [

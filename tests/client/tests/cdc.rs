@@ -1,10 +1,10 @@
 //! Change data capture of the event log by logical decoding (docs/reference.md §11, issue 13 item 3): the
-//! README's recipe, run for real.
+//! recipe of docs/replicas.md, run for real.
 //!
 //! Why: a CDC consumer (wal2json through `pg_recvlogical`, or Debezium, which reads `pgoutput`,
 //! into Kafka) sees the log as PostgreSQL's logical decoding produces it: whole transactions in
 //! commit order, which is not the order of `global_position` when writers commit out of order.
-//! What the README promises about that stream is checked here against the stored log, on the
+//! What docs/replicas.md promises about that stream is checked here against the stored log, on the
 //! client-test cluster restarted with `wal_level = logical` (`replica::LogicalWalLevel`), in a
 //! fresh database, with two slots created before anything is written:
 //! - a `wal2json` slot (`format-version=2`, `add-tables=es.events`), created and read by
@@ -35,7 +35,7 @@
 //! when the test fails (a Drop guard), so no slot pins the primary's WAL.
 //!
 //! Run with `bash tests/client/run.sh --test cdc`. No Kafka broker runs here: the decoding side is
-//! what is tested; the Debezium configuration in the README is documentation.
+//! what is tested; the Debezium configuration in docs/replicas.md is documentation.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -51,7 +51,7 @@ use event_store_client_tests::{
 };
 use postgres::Transaction;
 
-/// The publication the pgoutput slot (and Debezium, in the README) reads.
+/// The publication the pgoutput slot (and Debezium, in docs/replicas.md) reads.
 const PUBLICATION: &str = "es_events";
 /// Prefix of the wal2json slot's name (the test database's name follows).
 const WAL2JSON_SLOT: &str = "w2j_";
@@ -1033,7 +1033,7 @@ struct RecvLogical {
 }
 
 impl RecvLogical {
-    /// Runs `scripts/cdc.sh` (the README's recipe: `pg_recvlogical --create-slot
+    /// Runs `scripts/cdc.sh` (the recipe of docs/replicas.md: `pg_recvlogical --create-slot
     /// --if-not-exists -P wal2json`, then `exec pg_recvlogical --start` with the wal2json
     /// options) for `slot` of database `db`, writing to `out` (stderr next to it), with only the
     /// test cluster's libpq variables set. The extra options `--status-interval=1

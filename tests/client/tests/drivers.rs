@@ -1,4 +1,4 @@
-//! The README's driver snippets (tests/drivers: psycopg 3, asyncpg, node-postgres), each run as a
+//! The driver snippets of docs/clients.md (tests/drivers: psycopg 3, asyncpg, node-postgres), each run as a
 //! subprocess against a fresh database with the libpq variables PGHOST/PGPORT/PGUSER/PGDATABASE.
 //!
 //! Every snippet tells the same story and prints it: two events appended to a new stream with

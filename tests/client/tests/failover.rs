@@ -1,4 +1,4 @@
-//! The failover runbook of the README ("Failover runbook"), tested with real clusters on loopback
+//! The failover runbook of docs/replicas.md ("Failover runbook"), tested with real clusters on loopback
 //! (docs/reference.md §2, §9, §10, §11; issue 13 item 4).
 //!
 //! A failover is the moment a replica becomes the server that takes the writes. What the store

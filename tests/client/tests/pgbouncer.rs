@@ -5,7 +5,7 @@
 //! a directory under `target/pgbouncer/`, and stops it when it ends, also on failure; its log must
 //! show no warning or error.
 //!
-//! What the README's "Behind a pooler" section says, shown here with several client connections:
+//! What docs/clients.md says "Behind a pooler", shown here with several client connections:
 //! - a session `SET` of `es.traceparent`, `es.snapshot_interval` or `es.tracing` stays on the
 //!   server connection and applies to other clients' transactions;
 //! - `SET LOCAL` inside a transaction takes effect there and nowhere else;
@@ -14,7 +14,7 @@
 //! - named prepared statements used across transactions fail (`26000`), while a statement
 //!   prepared and run inside one transaction, unnamed statements (`query_typed`) and the simple
 //!   query protocol work; the same for psycopg, asyncpg and node-postgres with and without the
-//!   settings the README gives;
+//!   settings docs/clients.md gives;
 //! - `ES001` and its DETAIL reach the client unchanged, and the driver snippets run unchanged.
 
 use std::fs;
@@ -33,7 +33,7 @@ use event_store_client_tests::{
 };
 use postgres::SimpleQueryMessage;
 
-// The README's tokio-postgres snippet, to run it through the pooler (its own direct test comes
+// The tokio-postgres snippet of docs/clients.md, to run it through the pooler (its own direct test comes
 // along and runs here too).
 #[path = "tokio_postgres_snippet.rs"]
 mod tokio_postgres_snippet;
@@ -677,7 +677,7 @@ fn es001_and_its_detail_survive_the_pooler() {
     bouncer.assert_log_clean();
 }
 
-/// The README's driver snippets, unchanged, through the pooler (each with its own database, as
+/// The driver snippets of docs/clients.md, unchanged, through the pooler (each with its own database, as
 /// in drivers.rs), with every round trip on the other server connection than the one before.
 #[test]
 fn the_driver_snippets_run_through_the_pooler() {
@@ -711,7 +711,7 @@ fn the_driver_snippets_run_through_the_pooler() {
 }
 
 /// Each driver's prepared statements with its default settings (they break across transactions)
-/// and with the settings the README gives (they work): tests/drivers/*/pooler_prepared.*.
+/// and with the settings docs/clients.md gives (they work): tests/drivers/*/pooler_prepared.*.
 #[test]
 fn driver_prepared_statement_settings() {
     let db = TestDb::new("pgb_driver_prepared");

@@ -1,4 +1,4 @@
-//! A projection's handler runs with its creator's rights and nothing more (README "Security").
+//! A projection's handler runs with its creator's rights and nothing more (docs/security.md).
 //!
 //! The database worker is connected as the bootstrap superuser; it runs each handler as the role
 //! that called `es.create_projection`, the way REFRESH MATERIALIZED VIEW runs a view owner's

@@ -683,7 +683,7 @@ fn a_standby_refuses_writes_and_its_poll_is_gap_safe() {
 }
 
 /// A logical subscriber whose publication carries the log, the streams and the snapshots but not
-/// `es.watermark` (a publication written by hand, without the README's recipe). Before the fix
+/// `es.watermark` (a publication written by hand, without the recipe of docs/replicas.md). Before the fix
 /// every `es.read_all` there answered nothing, with no error, for ever: the readers capped at a
 /// watermark that never arrives. Now a reader that cannot be gap-safe refuses (55000) naming the
 /// missing table, its DETAIL names the subscription and the publication, and its HINT is the

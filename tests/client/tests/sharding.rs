@@ -1,4 +1,4 @@
-//! Sharding by stream with PL/Proxy (docs/reference.md §11, README "Sharding with PL/Proxy"): one proxy
+//! Sharding by stream with PL/Proxy (docs/reference.md §11, docs/sharding.md): one proxy
 //! database and four partition databases on the test cluster (PL/Proxy connects to them with
 //! connection strings over the cluster's socket, like to any other server), set up by the shipped
 //! `scripts/shard.sh`. Why here: routing, error propagation across the hop and a partition going
