@@ -762,15 +762,19 @@ const PROXIED: &[(&str, &str, Proxied)] = &[
 ];
 
 /// A reason of [`NOT_PROXIED`].
-const AGGREGATE: &str = "an aggregate over rows the caller selects: PL/Proxy routes calls, not aggregates; run it on the partition that holds the rows";
+const AGGREGATE: &str = "an aggregate over rows the caller selects: PL/Proxy routes calls, \
+     not aggregates; run it on the partition that holds the rows";
 /// A reason of [`NOT_PROXIED`].
 const AGGREGATE_STEP: &str = "a support function of the aggregate es.account_replay / es.replay";
 /// A reason of [`NOT_PROXIED`].
-const DEFINITION: &str = "a definition every partition needs (like CREATE EXTENSION): run it on each partition; the proxy does not fan definitions out";
+const DEFINITION: &str = "a definition every partition needs (like CREATE EXTENSION): run it \
+     on each partition; the proxy does not fan definitions out";
 /// A reason of [`NOT_PROXIED`].
-const PROJECTIONS: &str = "projections run in each partition's database, where their read model lives: managed on each partition";
+const PROJECTIONS: &str = "projections run in each partition's database, where their read \
+     model lives: managed on each partition";
 /// A reason of [`NOT_PROXIED`].
-const RETENTION: &str = "retention and archiving run in each partition's database (its own worker and policies): managed on each partition";
+const RETENTION: &str = "retention and archiving run in each partition's database (its own \
+     worker and policies): managed on each partition";
 /// A reason of [`NOT_PROXIED`].
 const REBUILD: &str =
     "rebuilds the states of a type from the partition's own streams: run on each partition";
@@ -782,17 +786,20 @@ const PER_DATABASE: &str = "about one server or database: asked on each partitio
 const KEYS: &str =
     "crypto-shredding keeps a subject's keys in each partition's database: run on each partition";
 /// A reason of [`NOT_PROXIED`].
-const NOT_ROUTED_YET: &str = "a stream's function not routed yet (it could be, like es.account_state): call it on the partition es.shard_of(stream_id) names";
+const NOT_ROUTED_YET: &str = "a stream's function not routed yet (it could be, like \
+     es.account_state): call it on the partition es.shard_of(stream_id) names";
 
 /// The extension's functions of schema `es` that the proxy does not declare, each with why.
 const NOT_PROXIED: &[(&str, &str)] = &[
     (
         "account_check",
-        "the account's rules as a check function of (state, event): no stream to route by, the partitions run it inside their appends",
+        "the account's rules as a check function of (state, event): no stream to route by, the \
+         partitions run it inside their appends",
     ),
     (
         "account_evolve",
-        "the account's rules as an evolve function of (state, event): no stream to route by, the partitions run it inside their appends",
+        "the account's rules as an evolve function of (state, event): no stream to route by, the \
+         partitions run it inside their appends",
     ),
     ("account_replay", AGGREGATE),
     ("account_replay_final", AGGREGATE_STEP),
@@ -831,7 +838,8 @@ const NOT_PROXIED: &[(&str, &str)] = &[
     ),
     (
         "partition_lag",
-        "the lag of one subscription partition; the proxy's view es.subscriptions gives every shard's",
+        "the lag of one subscription partition; the proxy's view es.subscriptions gives every \
+         shard's",
     ),
     ("archive", RETENTION),
     ("pause_retention", RETENTION),
@@ -987,7 +995,8 @@ fn the_proxy_functions_have_the_store_signatures() {
                 let (Some(identity), Some(arguments)) = (strip(&p.identity), strip(&p.arguments))
                 else {
                     problems.push(format!(
-                        "es.{name}({}) is on one shard (PROXIED) but does not start with `shard integer`",
+                        "es.{name}({}) is on one shard (PROXIED) but does not start with \
+                         `shard integer`",
                         p.identity
                     ));
                     continue;
@@ -996,7 +1005,8 @@ fn the_proxy_functions_have_the_store_signatures() {
                     Some((proxy_result, store_result)) => {
                         if p.result != *proxy_result {
                             problems.push(format!(
-                                "es.{name}({identity}) on the proxy returns {}, PROXIED says {proxy_result}",
+                                "es.{name}({identity}) on the proxy returns {}, PROXIED says \
+                                 {proxy_result}",
                                 p.result
                             ));
                         }
@@ -1014,8 +1024,8 @@ fn the_proxy_functions_have_the_store_signatures() {
             } => {
                 if p.arguments != *arguments || p.result != *result {
                     problems.push(format!(
-                        "es.{name} on the proxy: ({}) RETURNS {}; PROXIED says ({arguments}) RETURNS \
-                         {result} ({why})",
+                        "es.{name} on the proxy: ({}) RETURNS {}; PROXIED says ({arguments}) \
+                         RETURNS {result} ({why})",
                         p.arguments, p.result
                     ));
                 }
@@ -1024,8 +1034,8 @@ fn the_proxy_functions_have_the_store_signatures() {
                     .find(|s| s.name == *name && s.arguments == *store_arguments)
                 else {
                     problems.push(format!(
-                        "es.{name}({store_arguments}), which the proxy's es.{name} stands for, is not \
-                         a function of the extension: {:?}",
+                        "es.{name}({store_arguments}), which the proxy's es.{name} stands for, \
+                         is not a function of the extension: {:?}",
                         store
                             .iter()
                             .filter(|s| s.name == *name)
