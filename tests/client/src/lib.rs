@@ -181,6 +181,28 @@ pub fn message_and_detail(err: &Error) -> (String, String) {
     )
 }
 
+/// `es.wait_for_projection(name, position, timeout_ms)`: whether projection `name` reached
+/// `position` within `timeout_ms`; panics when the call fails.
+pub fn wait_for_projection(
+    client: &mut impl postgres::GenericClient,
+    name: &str,
+    position: i64,
+    timeout_ms: i32,
+) -> bool {
+    client
+        .query_one(
+            "SELECT es.wait_for_projection($1, $2, $3)",
+            &[&name, &position, &timeout_ms],
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "es.wait_for_projection({name}, {position}): {}",
+                describe(&e)
+            )
+        })
+        .get(0)
+}
+
 /// Panics unless `ES_CLUSTER_DIR` / `ES_PORT` (exported by tests/client/run.sh) name the server
 /// `client` is connected to. A test that stops or restarts that cluster through
 /// `scripts/cluster.sh` calls it first: the script's default is the demo cluster, which a test

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use event_store_client_tests::{
     Client, TestDb, Uuid, append, assert_preloaded, bigints, connect_with_retry, describe, exec,
-    expect_sqlstate, kill_9, position_of, texts,
+    expect_sqlstate, kill_9, position_of, texts, wait_for_projection,
 };
 use postgres::GenericClient;
 
@@ -105,26 +105,10 @@ fn create_projection(client: &mut impl GenericClient, name: &str) {
     );
 }
 
-/// `es.wait_for_projection(name, position, timeout_ms)`.
-fn wait_for(client: &mut impl GenericClient, name: &str, position: i64, timeout_ms: i32) -> bool {
-    client
-        .query_one(
-            "SELECT es.wait_for_projection($1, $2, $3)",
-            &[&name, &position, &timeout_ms],
-        )
-        .unwrap_or_else(|e| {
-            panic!(
-                "es.wait_for_projection({name}, {position}): {}",
-                describe(&e)
-            )
-        })
-        .get(0)
-}
-
 /// Waits (generously) until projection `name` has reached `position`, failing with its
 /// `es.projections` row otherwise.
 fn caught_up(client: &mut impl GenericClient, name: &str, position: i64) {
-    if !wait_for(client, name, position, WAIT_MS) {
+    if !wait_for_projection(client, name, position, WAIT_MS) {
         panic!(
             "projection {name} did not reach position {position} within {WAIT_MS} ms: {:?}",
             projection_row(client, name)
@@ -514,7 +498,7 @@ fn pause_resume_reset_and_drop() {
     let second = note(&mut c, s, "Noted", 11, 10, "");
     caught_up(&mut c, "witness", second);
     assert!(
-        !wait_for(&mut c, "pr", second, 1_500),
+        !wait_for_projection(&mut c, "pr", second, 1_500),
         "a paused projection must not reach new events"
     );
     assert_eq!(
