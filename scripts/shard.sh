@@ -133,7 +133,7 @@ has_store=$(proxy_psql -c "SELECT count(*) FROM pg_extension WHERE extname = 'ev
   die "the proxy database has the event_store extension: the proxy needs a database of its own (its schema es holds the routed functions)"
 existing=$(proxy_psql -c "SELECT count(*) FROM pg_foreign_server s, unnest(s.srvoptions) o WHERE s.srvname = 'es_shards' AND o ~ '^p[0-9]+='")
 if [ "$existing" != 0 ] && [ "$existing" != "$N" ]; then
-  die "the proxy's cluster es_shards has $existing partitions, not $N: the partition count and the hash are fixed for the life of a cluster (README \"Sharding with PL/Proxy\": grow by moving partition databases to new servers, not by changing the count)"
+  die "the proxy's cluster es_shards has $existing partitions, not $N: the partition count and the hash are fixed for the life of a cluster (docs/sharding.md: grow by moving partition databases to new servers, not by changing the count)"
 fi
 
 # the desired server options, one "KEY<TAB>VALUE" line each, p0 … pN-1 first and in order (PL/Proxy
@@ -193,7 +193,7 @@ BEGIN
     END IF;
   END IF;
   EXECUTE 'COMMENT ON SERVER es_shards IS '
-    || quote_literal('The event store''s PL/Proxy cluster: partition databases p0..pN-1 in hash order (stream to partition es.stream_hash(stream_id) & (N - 1)); made by scripts/shard.sh, see README "Sharding with PL/Proxy".');
+    || quote_literal('The event store''s PL/Proxy cluster: partition databases p0..pN-1 in hash order (stream to partition es.stream_hash(stream_id) & (N - 1)); made by scripts/shard.sh, see docs/sharding.md.');
   -- the user mapping FOR PUBLIC: the mapped user and password, or none (each session user)
   IF u <> '' THEN map_opts := map_opts || format('user %L', u); END IF;
   IF pw <> '' THEN map_opts := map_opts || format('password %L', pw); END IF;

@@ -1,5 +1,5 @@
 -- sql/plproxy/setup.sql — the proxy side of sharding the event store by stream with PL/Proxy
--- (docs/reference.md §11 "Sharding by stream"; README "Sharding with PL/Proxy").
+-- (docs/reference.md §11 "Sharding by stream"; docs/sharding.md).
 --
 -- Why: every write of the store is keyed by one stream id, so a stream can live on exactly one
 -- partition database and a proxy database can route each call there. This file creates, in the
@@ -19,8 +19,8 @@
 --     shard_count, shard_of, shards.
 -- Errors keep the store's SQLSTATE, message, DETAIL and HINT: PL/Proxy prefixes a remote error's
 -- message, DETAIL and HINT ("... REMOTE ERROR: ", "Remote detail: ", "Remote hint: "), and each
--- `es` function strips those again (es_proxy.reraise), so the DETAIL contract of the README's
--- "Errors" survives the hop. A shard that cannot be reached gives 08001 naming the shard (08006
+-- `es` function strips those again (es_proxy.reraise), so the DETAIL contract (docs/sql-reference.md,
+-- "Errors") survives the hop. A shard that cannot be reached gives 08001 naming the shard (08006
 -- when the connection broke during the call or the shard's session ended), for the streams of
 -- that shard only. PL/Proxy runs each call in its own transaction on the shard (autocommit), with
 -- an unnamed statement (parsed and planned there per call), and reconnects to a shard after a
@@ -48,7 +48,7 @@ END $$;
 
 CREATE SCHEMA IF NOT EXISTS es;
 COMMENT ON SCHEMA es IS
-  'event_store through PL/Proxy: the store''s functions with its signatures, each routed to the shard (partition database) of its stream; see README "Sharding with PL/Proxy".';
+  'event_store through PL/Proxy: the store''s functions with its signatures, each routed to the shard (partition database) of its stream; see docs/sharding.md.';
 CREATE SCHEMA IF NOT EXISTS es_proxy;
 COMMENT ON SCHEMA es_proxy IS
   'Internals of the event_store proxy: the raw PL/Proxy functions (cluster es_shards) that the es functions call, and helpers.';
@@ -212,7 +212,8 @@ COMMENT ON FUNCTION es_proxy.require_id(text, uuid) IS
   'Raises the store''s 22004 "<name> must not be null" for a NULL stream or account id, which PL/Proxy could not route (its hash is NULL).';
 
 -- --- raw PL/Proxy functions (es_proxy): one remote call each -------------------------------------
-CREATE OR REPLACE FUNCTION es_proxy.append_events(stream_id uuid, expected_version bigint, events jsonb[])
+CREATE OR REPLACE FUNCTION es_proxy.append_events(stream_id uuid, expected_version bigint, events jsonb[],
+    stream_type text)
 RETURNS bigint LANGUAGE plproxy AS $$
   CLUSTER 'es_shards'; RUN ON es.stream_hash(stream_id); TARGET es.append_events;
 $$;
@@ -377,18 +378,49 @@ END $$;
 -- --- es: the store's API, routed ---------------------------------------------------------------
 -- Each function calls its es_proxy twin and, on error, raises it again without PL/Proxy's
 -- decorations (the EXCEPTION block costs a subtransaction on the proxy, which writes nothing).
-CREATE OR REPLACE FUNCTION es.append_events(stream_id uuid, expected_version bigint, events jsonb[])
+CREATE OR REPLACE FUNCTION es.append_events(stream_id uuid, expected_version bigint, events jsonb[],
+    stream_type text DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
   PERFORM es_proxy.require_id('stream_id', stream_id);
-  RETURN es_proxy.append_events(stream_id, expected_version, events);
+  RETURN es_proxy.append_events(stream_id, expected_version, events, stream_type);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
   PERFORM es_proxy.reraise(s, m, d, h, es.shard_of(stream_id));
 END $$;
-COMMENT ON FUNCTION es.append_events(uuid, bigint, jsonb[]) IS
-  'es.append_events on the shard of stream_id (es.shard_of): the same contract as on one node (ES001 with its DETAIL, idempotent retries), in the shard''s own transaction.';
+COMMENT ON FUNCTION es.append_events(uuid, bigint, jsonb[], text) IS
+  'es.append_events on the shard of stream_id (es.shard_of): the same contract as on one node (ES001 with its DETAIL, idempotent retries, the stream_type of a new stream, which every shard must have declared), in the shard''s own transaction.';
+
+-- A proxy set up before es.append_events had stream_type: the three-argument functions go (beside
+-- the store's signature above, a call with three arguments would be ambiguous) and their
+-- privileges pass to the ones that replace them.
+DO $$
+DECLARE
+  f record;
+  g record;
+BEGIN
+  FOR f IN SELECT * FROM (VALUES
+      ('es.append_events(uuid, bigint, jsonb[])', 'es.append_events(uuid, bigint, jsonb[], text)'),
+      ('es_proxy.append_events(uuid, bigint, jsonb[])', 'es_proxy.append_events(uuid, bigint, jsonb[], text)')
+    ) AS v(old, new)
+  LOOP
+    CONTINUE WHEN to_regprocedure(f.old) IS NULL;
+    IF (SELECT proacl FROM pg_proc WHERE oid = to_regprocedure(f.old)) IS NOT NULL THEN
+      EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f.new);
+      FOR g IN SELECT a.grantee, a.is_grantable
+                 FROM pg_proc p, aclexplode(p.proacl) a
+                WHERE p.oid = to_regprocedure(f.old) AND a.privilege_type = 'EXECUTE'
+                  AND a.grantee <> p.proowner
+      LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s%s', f.new,
+          CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(g.grantee)) END,
+          CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+      END LOOP;
+    END IF;
+    EXECUTE format('DROP FUNCTION %s', f.old);
+  END LOOP;
+END $$;
 
 CREATE OR REPLACE FUNCTION es.load_events(stream_id uuid, from_version bigint DEFAULT 0, max_count bigint DEFAULT NULL)
 RETURNS SETOF es.events LANGUAGE plpgsql STABLE AS $$

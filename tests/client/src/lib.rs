@@ -146,6 +146,98 @@ pub fn describe(err: &Error) -> String {
     }
 }
 
+/// Runs a statement that must fail with SQLSTATE `code`, panicking with the statement and what
+/// it did otherwise; returns the error, for the assertions on its message and DETAIL
+/// ([`message_and_detail`], [`describe`]).
+pub fn expect_sqlstate(
+    client: &mut impl postgres::GenericClient,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+    code: &str,
+) -> Error {
+    match client.query(sql, params) {
+        Ok(rows) => panic!(
+            "{sql} succeeded ({} rows), expected SQLSTATE {code}",
+            rows.len()
+        ),
+        Err(err) => {
+            assert_eq!(
+                sqlstate(&err),
+                Some(code),
+                "{sql}: expected SQLSTATE {code}, got {}",
+                describe(&err)
+            );
+            err
+        }
+    }
+}
+
+/// A server error's message and DETAIL (`""` without one); panics on a client-side error.
+pub fn message_and_detail(err: &Error) -> (String, String) {
+    let db = err.as_db_error().expect("a server error");
+    (
+        db.message().to_owned(),
+        db.detail().unwrap_or("").to_owned(),
+    )
+}
+
+/// `es.wait_for_projection(name, position, timeout_ms)`: whether projection `name` reached
+/// `position` within `timeout_ms`; panics when the call fails.
+pub fn wait_for_projection(
+    client: &mut impl postgres::GenericClient,
+    name: &str,
+    position: i64,
+    timeout_ms: i32,
+) -> bool {
+    client
+        .query_one(
+            "SELECT es.wait_for_projection($1, $2, $3)",
+            &[&name, &position, &timeout_ms],
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "es.wait_for_projection({name}, {position}): {}",
+                describe(&e)
+            )
+        })
+        .get(0)
+}
+
+/// Panics unless `ES_CLUSTER_DIR` / `ES_PORT` (exported by tests/client/run.sh) name the server
+/// `client` is connected to. A test that stops or restarts that cluster through
+/// `scripts/cluster.sh` calls it first: the script's default is the demo cluster, which a test
+/// must never touch. `why` completes the message when `ES_CLUSTER_DIR` is missing ("this test
+/// restarts the cluster").
+pub fn ensure_own_cluster(client: &mut Client, why: &str) {
+    let dir = std::env::var("ES_CLUSTER_DIR").unwrap_or_else(|_| {
+        panic!(
+            "ES_CLUSTER_DIR is not set: {why}, run it with tests/client/run.sh or export \
+             ES_CLUSTER_DIR/ES_PORT of the cluster under test"
+        )
+    });
+    let cluster_port: u16 = std::env::var("ES_PORT")
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("ES_PORT is not set to a port number"));
+    assert_eq!(
+        cluster_port,
+        port(),
+        "ES_PORT must be the port the tests connect to (ES_TEST_PGPORT)"
+    );
+    let data_dir: String = client
+        .query_one("SELECT current_setting('data_directory')", &[])
+        .expect("data_directory")
+        .get(0);
+    let canonical = |p: &std::path::Path| {
+        std::fs::canonicalize(p).unwrap_or_else(|e| panic!("cannot resolve {}: {e}", p.display()))
+    };
+    assert_eq!(
+        canonical(std::path::Path::new(&data_dir)),
+        canonical(&std::path::Path::new(&dir).join("data")),
+        "the server under test is not the cluster in ES_CLUSTER_DIR"
+    );
+}
+
 /// Calls `es.append_events(stream, expected_version, events)` with the events given as JSON texts;
 /// `expected_version = None` sends SQL NULL (no check). Returns the stream's new version.
 pub fn append(

@@ -8,7 +8,7 @@
 use postgres::{Client, NoTls};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,10 +18,6 @@ use std::time::{Duration, Instant};
 /// How long a test waits for something the worker does asynchronously (an export, a reload).
 /// Generous: it bounds a hung test, it is not a performance assertion.
 pub const PATIENCE: Duration = Duration::from_secs(60);
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// The port of the tracing cluster: `ES_TEST_TRACE_PORT` (set by tests/client/run.sh).
 pub fn trace_port() -> u16 {
@@ -40,7 +36,7 @@ pub struct TraceCluster {
 impl TraceCluster {
     fn script(&self, action: &str, extra_conf: &str, env: &[(&str, &str)]) -> std::process::Output {
         Command::new("bash")
-            .arg(repo().join("scripts/cluster.sh"))
+            .arg(crate::repo_dir().join("scripts/cluster.sh"))
             .arg(action)
             .env("ES_CLUSTER_DIR", &self.dir)
             .env("ES_PORT", self.port.to_string())
@@ -61,7 +57,7 @@ impl TraceCluster {
     /// `opentelemetry-otlp` reads, e.g. `OTEL_EXPORTER_OTLP_COMPRESSION`).
     pub fn start_with_env(extra_conf: &str, env: &[(&str, &str)]) -> TraceCluster {
         let c = TraceCluster {
-            dir: repo().join("target/es-cluster-tracing"),
+            dir: crate::repo_dir().join("target/es-cluster-tracing"),
             port: trace_port(),
         };
         c.stop();

@@ -61,9 +61,9 @@ pub fn subscriber_port() -> u16 {
 /// another, so runs on different ports never share (or delete) each other's cluster.
 fn replica_dir(role: &str, port: u16, default_port: u16) -> PathBuf {
     if port == default_port {
-        repo().join(format!("target/es-replica-{role}"))
+        crate::repo_dir().join(format!("target/es-replica-{role}"))
     } else {
-        repo().join(format!("target/es-replica-{role}-{port}"))
+        crate::repo_dir().join(format!("target/es-replica-{role}-{port}"))
     }
 }
 
@@ -80,10 +80,8 @@ pub fn exclusive() -> MutexGuard<'static, ()> {
 /// Generous: it bounds a hung test, it is not a performance assertion.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// The repository root, where `scripts/cluster.sh` lives and `target/` holds the clusters.
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+/// Why the replica tests must run on their own cluster (for [`crate::ensure_own_cluster`]).
+const PRIMARY_RESTART: &str = "the replica tests restart the primary";
 
 /// Whether this process runs as root (then PostgreSQL's programs must run as `postgres`).
 fn running_as_root() -> bool {
@@ -140,7 +138,7 @@ fn expect_success(what: &str, out: &Output) {
 /// preloaded and no extra settings (whatever the caller's environment says).
 fn cluster_script(dir: &Path, port: u16, args: &[&str]) -> Output {
     Command::new("bash")
-        .arg(repo().join("scripts/cluster.sh"))
+        .arg(crate::repo_dir().join("scripts/cluster.sh"))
         .args(args)
         .env("ES_CLUSTER_DIR", dir)
         .env("ES_PORT", port.to_string())
@@ -180,44 +178,10 @@ fn connect_loopback(port: u16, dbname: &str) -> Client {
     }
 }
 
-/// Panics unless `ES_CLUSTER_DIR` / `ES_PORT` (exported by tests/client/run.sh) name the
-/// primary the tests are connected to: [`LogicalWalLevel`] restarts that cluster through
-/// `scripts/cluster.sh`, and must never restart another one (the script's default is the demo
-/// cluster).
-fn ensure_own_primary(client: &mut Client) {
-    let dir = std::env::var("ES_CLUSTER_DIR").unwrap_or_else(|_| {
-        panic!(
-            "ES_CLUSTER_DIR is not set: the replica tests restart the primary, run them with \
-             tests/client/run.sh or export ES_CLUSTER_DIR/ES_PORT of the cluster under test"
-        )
-    });
-    let cluster_port: u16 = std::env::var("ES_PORT")
-        .ok()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("ES_PORT is not set to a port number"));
-    assert_eq!(
-        cluster_port,
-        port(),
-        "ES_PORT must be the port the tests connect to (ES_TEST_PGPORT)"
-    );
-    let data_dir: String = client
-        .query_one("SELECT current_setting('data_directory')", &[])
-        .expect("data_directory")
-        .get(0);
-    let canonical = |p: &Path| {
-        std::fs::canonicalize(p).unwrap_or_else(|e| panic!("cannot resolve {}: {e}", p.display()))
-    };
-    assert_eq!(
-        canonical(Path::new(&data_dir)),
-        canonical(&Path::new(&dir).join("data")),
-        "the server under test is not the cluster in ES_CLUSTER_DIR"
-    );
-}
-
 /// Restarts the primary with `scripts/cluster.sh restart` (the environment run.sh exported).
 fn restart_primary() {
     let out = Command::new("bash")
-        .arg(repo().join("scripts/cluster.sh"))
+        .arg(crate::repo_dir().join("scripts/cluster.sh"))
         .arg("restart")
         .output()
         .expect("cannot run scripts/cluster.sh");
@@ -249,13 +213,13 @@ impl PrimaryStopped {
     /// `stop-immediate` (the environment run.sh exported), after checking that it is the cluster
     /// of `ES_CLUSTER_DIR`, and checks that it no longer accepts connections.
     pub fn stop(client: &mut Client, mode: Shutdown) -> PrimaryStopped {
-        ensure_own_primary(client);
+        crate::ensure_own_cluster(client, PRIMARY_RESTART);
         let command = match mode {
             Shutdown::Fast => "stop",
             Shutdown::Immediate => "stop-immediate",
         };
         let out = Command::new("bash")
-            .arg(repo().join("scripts/cluster.sh"))
+            .arg(crate::repo_dir().join("scripts/cluster.sh"))
             .arg(command)
             .output()
             .expect("cannot run scripts/cluster.sh");
@@ -284,7 +248,7 @@ impl PrimaryStopped {
         }
         self.down = false;
         let out = Command::new("bash")
-            .arg(repo().join("scripts/cluster.sh"))
+            .arg(crate::repo_dir().join("scripts/cluster.sh"))
             .arg("start")
             .output()
             .map_err(|e| format!("cannot run scripts/cluster.sh: {e}"))?;
@@ -347,7 +311,7 @@ impl LogicalWalLevel {
         if level == "logical" {
             return LogicalWalLevel { changed: false };
         }
-        ensure_own_primary(&mut admin);
+        crate::ensure_own_cluster(&mut admin, PRIMARY_RESTART);
         admin
             .batch_execute("ALTER SYSTEM SET wal_level = 'logical'")
             .unwrap_or_else(|e| panic!("ALTER SYSTEM SET wal_level: {}", describe(&e)));
@@ -392,7 +356,7 @@ impl Drop for LogicalWalLevel {
         match reset {
             Ok(true) => {
                 let out = Command::new("bash")
-                    .arg(repo().join("scripts/cluster.sh"))
+                    .arg(crate::repo_dir().join("scripts/cluster.sh"))
                     .arg("restart")
                     .output();
                 if !matches!(&out, Ok(o) if o.status.success()) {
@@ -795,8 +759,8 @@ impl Drop for LogicalSubscription {
     }
 }
 
-/// The store's tables a logical replica receives, as the publication of docs/replicas.md lists them (the
-/// log, the streams, the snapshots, the watermark and the subscriptions' state), those of them
+/// The store's tables a logical replica receives, as docs/replicas.md's publication lists them
+/// (the log, the streams, the snapshots, the watermark and the subscriptions' state), those of them
 /// this build has. `es.watermark` is what carries gap safety to the subscriber.
 pub fn published_tables(client: &mut Client) -> Vec<String> {
     let wanted = [

@@ -56,8 +56,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use event_store_client_tests::{
-    Client, Error, TestDb, Uuid, append, bigints, connect_with_retry, describe, kill_9, port,
-    sqlstate, stream_version, verify_store,
+    Client, Error, TestDb, Uuid, append, bigints, connect_with_retry, describe, ensure_own_cluster,
+    kill_9, sqlstate, stream_version, verify_store,
 };
 use postgres::GenericClient;
 use rand::Rng;
@@ -617,39 +617,6 @@ fn cluster(action: &str) {
     assert!(
         status.success(),
         "scripts/cluster.sh {action} failed: {status}"
-    );
-}
-
-/// Panics unless `ES_CLUSTER_DIR` / `ES_PORT` name the server the tests are connected to: this
-/// test stops that cluster, and must never stop another one (the default of cluster.sh is the
-/// demo cluster).
-fn ensure_own_cluster(client: &mut Client) {
-    let dir = std::env::var("ES_CLUSTER_DIR").unwrap_or_else(|_| {
-        panic!(
-            "ES_CLUSTER_DIR is not set: this test restarts the cluster, run it with \
-             tests/client/run.sh or export ES_CLUSTER_DIR/ES_PORT of the cluster under test"
-        )
-    });
-    let cluster_port: u16 = std::env::var("ES_PORT")
-        .ok()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("ES_PORT is not set to a port number"));
-    assert_eq!(
-        cluster_port,
-        port(),
-        "ES_PORT must be the port the tests connect to (ES_TEST_PGPORT)"
-    );
-    let data_dir: String = client
-        .query_one("SELECT current_setting('data_directory')", &[])
-        .expect("data_directory")
-        .get(0);
-    let canonical = |p: &Path| {
-        std::fs::canonicalize(p).unwrap_or_else(|e| panic!("cannot resolve {}: {e}", p.display()))
-    };
-    assert_eq!(
-        canonical(Path::new(&data_dir)),
-        canonical(&Path::new(&dir).join("data")),
-        "the server under test is not the cluster in ES_CLUSTER_DIR"
     );
 }
 
@@ -1213,7 +1180,7 @@ fn acknowledged_events_survive_crashes_under_load_and_lost_calls_are_all_or_noth
     let mut ledger = Ledger::default();
     let pool = {
         let mut client = db.connect();
-        ensure_own_cluster(&mut client);
+        ensure_own_cluster(&mut client, "this test restarts the cluster");
         client.batch_execute(SNAPSHOT_INTERVAL).expect("SET");
         setup(&mut client, &mut ledger)
     };
@@ -1364,7 +1331,7 @@ fn a_hard_delete_or_truncation_killed_midway_is_all_or_nothing() {
     let db = TestDb::new("crashlife");
     {
         let mut client = db.connect();
-        ensure_own_cluster(&mut client);
+        ensure_own_cluster(&mut client, "this test restarts the cluster");
     }
     let mut rng = rand::rng();
     let mut outcomes = Vec::new();

@@ -1,4 +1,4 @@
-//! Crypto-shredding (docs/reference.md §14, docs/lifecycle.md "Forgetting a subject"), proven on a real cluster.
+//! Crypto-shredding (docs/reference.md §14, docs/lifecycle.md, "Forgetting a subject"), proven on a real cluster.
 //!
 //! - After `es.forget`, the cleartext of the forgotten subjects is in no table file, no WAL
 //!   segment written since before the appends (the raw bytes, and `pg_waldump`'s decoding), no

@@ -48,8 +48,8 @@ use event_store_client_tests::replica::{
     self, LogicalSubscription, LogicalWalLevel, PrimaryStopped, Replica, Shutdown, published_tables,
 };
 use event_store_client_tests::{
-    Client, TestDb, Uuid, append, assert_preloaded, describe, exec, position_of, sqlstate,
-    stream_version, verify_store,
+    Client, TestDb, Uuid, append, assert_preloaded, describe, exec, expect_sqlstate, position_of,
+    sqlstate, stream_version, verify_store,
 };
 use postgres::{GenericClient, NoTls};
 use rand::Rng;
@@ -425,30 +425,6 @@ fn wait_for_projection(client: &mut Client, label: &str, name: &str, position: i
             .flatten()
             .map(|r| r.get::<_, String>(0))
     );
-}
-
-/// A statement that must fail with SQLSTATE `code`; returns the error's description.
-fn expect_sqlstate(
-    client: &mut Client,
-    sql: &str,
-    params: &[&(dyn postgres::types::ToSql + Sync)],
-    code: &str,
-) -> String {
-    match client.query(sql, params) {
-        Ok(rows) => panic!(
-            "{sql} succeeded ({} rows), expected SQLSTATE {code}",
-            rows.len()
-        ),
-        Err(err) => {
-            assert_eq!(
-                sqlstate(&err),
-                Some(code),
-                "{sql}: expected SQLSTATE {code}, got {}",
-                describe(&err)
-            );
-            describe(&err)
-        }
-    }
 }
 
 /// What the out-of-order load on a promoted server did.
@@ -1315,12 +1291,12 @@ fn promoting_a_logical_subscriber() {
         );
     }
     let (account, balance, _) = balances[1];
-    let overdraft = expect_sqlstate(
+    let overdraft = describe(&expect_sqlstate(
         &mut dba,
         "SELECT es.withdraw($1, $2)",
         &[&account, &(balance + 100 + 1)],
         "ES101",
-    );
+    ));
     assert!(
         overdraft.contains(&format!("available: {}", balance + 100)),
         "the overdraft's DETAIL names the replicated balance plus the deposit: {overdraft}"

@@ -1,11 +1,11 @@
-//! Managed and restricted servers (docs/installation.md "Managed and restricted servers"): a cluster without
+//! Managed and restricted servers (docs/installation.md, "Managed and restricted servers"): a cluster without
 //! `shared_preload_libraries`, a database owned by a role that is not a superuser, and the store
-//! created there by a superuser (as a provider's administrator would). docs/installation.md says plainly
+//! created there by a superuser (as a provider's administrator would). The docs say plainly
 //! what needs a superuser and what needs the preload; this test holds it to that, from the
 //! restricted role's own connection:
 //! - the owner cannot `CREATE EXTENSION event_store` itself (42501: the control file says
 //!   `superuser = true`), nor `ALTER EXTENSION … UPDATE`;
-//! - with the grants docs/installation.md lists, the owner appends, reads, snapshots, runs the account
+//! - with the grants the docs list, the owner appends, reads, snapshots, runs the account
 //!   commands, declares an aggregate type of its own and reads states and history;
 //! - what needs the preload fails with a clear error naming the setting (55000): `es.read_all`,
 //!   `es.create_subscription`, `es.create_projection`; tracing says it is off; nothing crashes.
@@ -21,7 +21,7 @@ use event_store_client_tests::{
 /// database creation). Roles are cluster-wide, so it is made once and kept.
 const OWNER: &str = "es_managed_owner";
 
-/// The grants docs/installation.md "Managed and restricted servers" gives the database owner
+/// The grants docs/installation.md ("Managed and restricted servers") gives the database owner
 /// after `CREATE EXTENSION` (what the administrator runs once).
 const GRANTS: &str = "
 GRANT USAGE ON SCHEMA es TO es_managed_owner;

@@ -5,7 +5,7 @@
 //! a directory under `target/pgbouncer/`, and stops it when it ends, also on failure; its log must
 //! show no warning or error.
 //!
-//! What docs/clients.md "Behind a pooler" says, shown here with several client connections:
+//! What docs/clients.md says "Behind a pooler", shown here with several client connections:
 //! - a session `SET` of `es.traceparent`, `es.snapshot_interval` or `es.tracing` stays on the
 //!   server connection and applies to other clients' transactions;
 //! - `SET LOCAL` inside a transaction takes effect there and nowhere else;

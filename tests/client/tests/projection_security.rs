@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use event_store_client_tests::{
     Client, NoTls, TestDb, Uuid, admin, append, assert_preloaded, config, describe,
-    dump_and_restore, exec, position_of,
+    dump_and_restore, exec, position_of, wait_for_projection,
 };
 
 /// `timeout_ms` of every `es.wait_for_projection` that must succeed (generous: 2 cores).
@@ -118,15 +118,6 @@ fn note(c: &mut Client, tag: u32) -> i64 {
     let version = append(c, stream, None, &[r#"{"type":"Noted"}"#.to_owned()])
         .unwrap_or_else(|e| panic!("append: {}", describe(&e)));
     position_of(c, stream, version)
-}
-
-fn wait_for(c: &mut Client, name: &str, position: i64) -> bool {
-    c.query_one(
-        "SELECT es.wait_for_projection($1, $2, $3)",
-        &[&name, &position, &WAIT_MS],
-    )
-    .unwrap_or_else(|e| panic!("es.wait_for_projection({name}): {}", describe(&e)))
-    .get(0)
 }
 
 /// Waits until the event at `position` is parked by projection `name`; returns the projection's
@@ -269,7 +260,10 @@ fn the_handler_runs_as_its_creator_without_reading_es_events() {
         ),
     );
     let first = note(&mut c, 1);
-    assert!(wait_for(&mut c, "plain", first), "the handler did not run");
+    assert!(
+        wait_for_projection(&mut c, "plain", first, WAIT_MS),
+        "the handler did not run"
+    );
     assert_eq!(
         seen(&mut c, role),
         vec![(first, role.to_owned(), "Noted".to_owned())],
@@ -397,8 +391,8 @@ fn settings_a_handler_changes_do_not_leak() {
     );
     let first = note(&mut c, 7);
     let second = note(&mut c, 7);
-    assert!(wait_for(&mut c, "a_setter", second));
-    assert!(wait_for(&mut c, "b_observer", second));
+    assert!(wait_for_projection(&mut c, "a_setter", second, WAIT_MS));
+    assert!(wait_for_projection(&mut c, "b_observer", second, WAIT_MS));
     let expected = format!("{} {}", defaults.0, defaults.1);
     let rows = seen(&mut c, role);
     assert_eq!(rows.len(), 4, "{rows:?}");
@@ -437,7 +431,7 @@ fn a_revoked_handler_parks_until_granted_again() {
         "SELECT es.create_projection('granted', 'public.granted(es.events)'::regprocedure)",
     );
     let first = note(&mut c, 8);
-    assert!(wait_for(&mut c, "granted", first));
+    assert!(wait_for_projection(&mut c, "granted", first, WAIT_MS));
     exec(
         &mut c,
         &format!("REVOKE EXECUTE ON FUNCTION public.granted(es.events) FROM {role}"),
@@ -457,7 +451,10 @@ fn a_revoked_handler_parks_until_granted_again() {
         ),
     );
     let third = note(&mut c, 8);
-    assert!(wait_for(&mut c, "granted", third), "resumed after GRANT");
+    assert!(
+        wait_for_projection(&mut c, "granted", third, WAIT_MS),
+        "resumed after GRANT"
+    );
     let deadline = Instant::now() + SETTLE_WITHIN;
     while seen(&mut c, role).len() < 3 {
         assert!(
@@ -498,7 +495,7 @@ fn a_dropped_creator_parks_each_event() {
     );
     drop(alice);
     let first = note(&mut c, 9);
-    assert!(wait_for(&mut c, "orphan", first));
+    assert!(wait_for_projection(&mut c, "orphan", first, WAIT_MS));
     // the creator owns nothing: DROP ROLE goes through (privileges first, as DROP OWNED does)
     exec(&mut c, &format!("DROP OWNED BY {role}; DROP ROLE {role};"));
     let second = note(&mut c, 9);
@@ -544,7 +541,7 @@ fn the_creator_is_the_caller_of_create_projection() {
         ),
     );
     let first = note(&mut c, 10);
-    assert!(wait_for(&mut c, "spawner", first));
+    assert!(wait_for_projection(&mut c, "spawner", first, WAIT_MS));
     // bob's SECURITY DEFINER function creates a projection; the superuser calls it
     let mut b = connect_as(&db, bob);
     exec(

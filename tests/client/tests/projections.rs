@@ -30,10 +30,9 @@ use std::time::{Duration, Instant};
 
 use event_store_client_tests::{
     Client, TestDb, Uuid, append, assert_preloaded, bigints, connect_with_retry, describe, exec,
-    kill_9, position_of, sqlstate, texts,
+    expect_sqlstate, kill_9, position_of, texts, wait_for_projection,
 };
 use postgres::GenericClient;
-use postgres::types::ToSql;
 
 /// `timeout_ms` of every `es.wait_for_projection` that must succeed (generous: 2 cores).
 const WAIT_MS: i32 = 30_000;
@@ -50,27 +49,6 @@ const RECOVER_WITHIN: Duration = Duration::from_secs(60);
 /// A fixed stream id: `tag` names the test, `n` the stream.
 fn stream_id(tag: u32, n: u32) -> Uuid {
     Uuid::from_u128(((0x9a0f_0000_u128 + u128::from(tag)) << 96) | u128::from(n))
-}
-
-/// Runs a statement that must fail with SQLSTATE `code`.
-fn expect_sqlstate(
-    client: &mut impl GenericClient,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-    code: &str,
-) {
-    match client.query(sql, params) {
-        Ok(rows) => panic!(
-            "{sql} succeeded ({} rows), expected SQLSTATE {code}",
-            rows.len()
-        ),
-        Err(err) => assert_eq!(
-            sqlstate(&err),
-            Some(code),
-            "{sql}: expected SQLSTATE {code}, got {}",
-            describe(&err)
-        ),
-    }
 }
 
 /// Appends `count` events of type `event_type` (`{"type":..,"n":i,...extra}`) to `stream`, no
@@ -127,26 +105,10 @@ fn create_projection(client: &mut impl GenericClient, name: &str) {
     );
 }
 
-/// `es.wait_for_projection(name, position, timeout_ms)`.
-fn wait_for(client: &mut impl GenericClient, name: &str, position: i64, timeout_ms: i32) -> bool {
-    client
-        .query_one(
-            "SELECT es.wait_for_projection($1, $2, $3)",
-            &[&name, &position, &timeout_ms],
-        )
-        .unwrap_or_else(|e| {
-            panic!(
-                "es.wait_for_projection({name}, {position}): {}",
-                describe(&e)
-            )
-        })
-        .get(0)
-}
-
 /// Waits (generously) until projection `name` has reached `position`, failing with its
 /// `es.projections` row otherwise.
 fn caught_up(client: &mut impl GenericClient, name: &str, position: i64) {
-    if !wait_for(client, name, position, WAIT_MS) {
+    if !wait_for_projection(client, name, position, WAIT_MS) {
         panic!(
             "projection {name} did not reach position {position} within {WAIT_MS} ms: {:?}",
             projection_row(client, name)
@@ -536,7 +498,7 @@ fn pause_resume_reset_and_drop() {
     let second = note(&mut c, s, "Noted", 11, 10, "");
     caught_up(&mut c, "witness", second);
     assert!(
-        !wait_for(&mut c, "pr", second, 1_500),
+        !wait_for_projection(&mut c, "pr", second, 1_500),
         "a paused projection must not reach new events"
     );
     assert_eq!(

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use event_store_client_tests::{Client, TestDb, Uuid, append, bigints, describe, verify_store};
+use event_store_client_tests::{
+    Client, TestDb, Uuid, append, assert_preloaded, bigints, describe, verify_store,
+};
 use rand::Rng;
 
 /// Writer connections.
@@ -198,24 +200,10 @@ fn assert_saw_everything_once_in_order(db: &TestDb, reading: &Reading, committed
     );
 }
 
-/// Fails early with a clear message when the cluster runs without the preload `read_all` needs.
-fn assert_preloaded(db: &TestDb) {
-    let mut client = db.connect();
-    let preload: String = client
-        .query_one("SHOW shared_preload_libraries", &[])
-        .expect("SHOW shared_preload_libraries")
-        .get(0);
-    assert!(
-        preload.contains("event_store"),
-        "the test cluster must run with shared_preload_libraries = 'event_store' (ES_PRELOAD=1), \
-         it has {preload:?}"
-    );
-}
-
 #[test]
 fn reader_sees_every_commit_once_in_order_despite_out_of_order_commits() {
     let db = TestDb::new("read_all");
-    assert_preloaded(&db);
+    assert_preloaded(&mut db.connect());
     let (reading, committed) = run(&db, 0);
     assert!(committed > 0, "the writers committed nothing");
     assert_saw_everything_once_in_order(&db, &reading, committed);
@@ -225,7 +213,7 @@ fn reader_sees_every_commit_once_in_order_despite_out_of_order_commits() {
 #[test]
 fn rolled_back_appends_neither_show_nor_stall_the_reader() {
     let db = TestDb::new("read_all_rb");
-    assert_preloaded(&db);
+    assert_preloaded(&mut db.connect());
     let (reading, committed) = run(&db, 20);
     assert!(committed > 0, "the writers committed nothing");
     assert_saw_everything_once_in_order(&db, &reading, committed);

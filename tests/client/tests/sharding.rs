@@ -5,6 +5,10 @@
 //! down only show with real connections between real databases.
 //!
 //! What is checked:
+//! - the proxy's functions of schema `es` (declared by hand in sql/plproxy/setup.sql) have the
+//!   extension's signatures in `pg_proc` (arguments with names, types and defaults, result,
+//!   set-returning, kind), or the documented per-shard or own form, and every function of the
+//!   extension is proxied or listed as not proxied with its reason;
 //! - the proxy's `es.stream_hash` (plpgsql, no extension in the proxy) equals the extension's on
 //!   10,000 random ids and the core's fixed values;
 //! - a scenario of the core and account API (appends with expected versions, ES001/ES002/ES003/
@@ -222,6 +226,7 @@ fn scenario(client: &mut Client) -> Vec<(String, String)> {
     let s1 = Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0001);
     let s2 = Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0002);
     let missing = Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_00ff);
+    let typed = Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0003);
     let x_id = "0193a000-0000-7000-8000-00000000000a";
     let with_id = format!(r#"{{"type":"C","n":3,"event_id":"{x_id}"}}"#);
     let mut steps: Vec<(String, String)> = Vec::new();
@@ -272,6 +277,16 @@ fn scenario(client: &mut Client) -> Vec<(String, String)> {
                 .query_one("SELECT es.append_events($1, NULL, NULL::jsonb[])", &[&s1])
                 .map(|r| r.get::<_, Option<i64>>(0)),
         ),
+    );
+    // the fourth argument, stream_type, reaches the shard
+    let typed_sql = "SELECT es.append_events($1, NULL, ARRAY['{\"type\":\"A\"}']::jsonb[], $2)";
+    step(
+        "append naming a stream type to a new stream",
+        outcome(one_i64(client, typed_sql, &[&typed, &"sharded_type"])),
+    );
+    step(
+        "append naming another stream type (ES302)",
+        outcome(one_i64(client, typed_sql, &[&typed, &"another_type"])),
     );
     step(
         "stream_version",
@@ -572,6 +587,547 @@ fn the_proxy_hash_is_the_store_hash() {
     ));
 }
 
+/// How a function of schema `es` on the proxy stands to the extension's function of the same
+/// name (compared in [`the_proxy_functions_have_the_store_signatures`]).
+enum Proxied {
+    /// The extension's arguments (names, types, modes, defaults) and result, unchanged: a client
+    /// sends the same SQL to the proxy as to one node.
+    Same,
+    /// On the shard a caller names: `shard integer` first, then the extension's arguments and
+    /// its result, or the result given here (with the reason) where the rows gain the shard
+    /// number.
+    OnOneShard(Option<(&'static str, &'static str)>),
+    /// Differs on purpose: the proxy's arguments and result, the extension's arguments they
+    /// stand for (so a change of either side fails the test), and why.
+    Own {
+        arguments: &'static str,
+        result: &'static str,
+        store_arguments: &'static str,
+        why: &'static str,
+    },
+    /// The proxy's own, not a function of the extension.
+    ProxyOnly(&'static str),
+}
+
+/// Every function of schema `es` that sql/plproxy/setup.sql declares, by its arguments as
+/// `pg_get_function_identity_arguments` prints them.
+const PROXIED: &[(&str, &str, Proxied)] = &[
+    // routed by stream (RUN ON es.stream_hash(stream_id))
+    (
+        "append_events",
+        "stream_id uuid, expected_version bigint, events jsonb[], stream_type text",
+        Proxied::Same,
+    ),
+    (
+        "load_events",
+        "stream_id uuid, from_version bigint, max_count bigint",
+        Proxied::Same,
+    ),
+    ("stream_version", "stream_id uuid", Proxied::Same),
+    (
+        "save_snapshot",
+        "stream_id uuid, version bigint, state jsonb",
+        Proxied::Same,
+    ),
+    (
+        "load_snapshot",
+        "stream_id uuid, at_version bigint",
+        Proxied::Same,
+    ),
+    (
+        "delete_stream",
+        "stream_id uuid, expected_version bigint, hard boolean",
+        Proxied::Same,
+    ),
+    ("undelete_stream", "stream_id uuid", Proxied::Same),
+    (
+        "truncate_stream",
+        "stream_id uuid, before_version bigint",
+        Proxied::Same,
+    ),
+    // the proxy makes the id and appends the Opened event on its shard: same signature
+    (
+        "open_account",
+        "holder text, initial_balance_cents bigint",
+        Proxied::Same,
+    ),
+    (
+        "deposit",
+        "account_id uuid, amount_cents bigint, description text, expected_version bigint",
+        Proxied::Same,
+    ),
+    (
+        "withdraw",
+        "account_id uuid, amount_cents bigint, description text, expected_version bigint",
+        Proxied::Same,
+    ),
+    (
+        "freeze_account",
+        "account_id uuid, reason text",
+        Proxied::Same,
+    ),
+    (
+        "close_account",
+        "account_id uuid, reason text",
+        Proxied::Same,
+    ),
+    (
+        "account_state",
+        "account_id uuid, as_of timestamp with time zone, at_version bigint",
+        Proxied::Same,
+    ),
+    ("account_history", "account_id uuid", Proxied::Same),
+    // the global log and subscriptions of one shard: a global position is (shard, position)
+    (
+        "read_all",
+        "shard integer, after_position bigint, max_count bigint",
+        Proxied::Own {
+            arguments: "shard integer, after_position bigint, max_count bigint",
+            result: "SETOF es.shard_events",
+            store_arguments: "after_position bigint DEFAULT 0, max_count bigint DEFAULT 1000",
+            why: "one shard's log, its rows with the shard number; no defaults, so that a one-node \
+                  call es.read_all(after, n) fails instead of reading shard `after`",
+        },
+    ),
+    (
+        "poll",
+        "shard integer, name text, partition integer, max_count bigint, consumer text",
+        // the rows carry the shard number (es.shard_events: es.events and `shard`)
+        Proxied::OnOneShard(Some(("SETOF es.shard_events", "SETOF es.events"))),
+    ),
+    (
+        "ack",
+        "shard integer, name text, partition integer, \"position\" bigint, consumer text",
+        Proxied::OnOneShard(None),
+    ),
+    (
+        "nack",
+        "shard integer, name text, partition integer, \"position\" bigint, error text, consumer text",
+        Proxied::OnOneShard(None),
+    ),
+    (
+        "claim",
+        "shard integer, name text, consumer text, lease interval",
+        Proxied::OnOneShard(None),
+    ),
+    (
+        "release",
+        "shard integer, name text, consumer text",
+        Proxied::OnOneShard(None),
+    ),
+    (
+        "replay_parked",
+        "shard integer, name text",
+        Proxied::OnOneShard(None),
+    ),
+    (
+        "wait",
+        "shard integer, name text, partition integer, timeout_ms integer",
+        Proxied::OnOneShard(None),
+    ),
+    (
+        "create_subscription",
+        "shard integer, name text, start_after bigint, event_types text[], stream_type text, partitions integer, max_attempts integer",
+        Proxied::OnOneShard(None),
+    ),
+    (
+        "drop_subscription",
+        "shard integer, name text",
+        Proxied::OnOneShard(None),
+    ),
+    // on every shard at once
+    (
+        "create_subscription",
+        "name text, start_after bigint, event_types text[], stream_type text, partitions integer, max_attempts integer",
+        Proxied::Same,
+    ),
+    ("drop_subscription", "name text", Proxied::Same),
+    // local to the proxy
+    ("stream_hash", "stream_id uuid", Proxied::Same),
+    (
+        "shard_count",
+        "",
+        Proxied::ProxyOnly("the number of partitions of cluster es_shards"),
+    ),
+    (
+        "shard_of",
+        "stream_id uuid",
+        Proxied::ProxyOnly("the partition a stream lives on"),
+    ),
+    (
+        "shards",
+        "",
+        Proxied::ProxyOnly("the partitions and their connection strings"),
+    ),
+];
+
+/// A reason of [`NOT_PROXIED`].
+const AGGREGATE: &str = "an aggregate over rows the caller selects: PL/Proxy routes calls, \
+     not aggregates; run it on the partition that holds the rows";
+/// A reason of [`NOT_PROXIED`].
+const AGGREGATE_STEP: &str = "a support function of the aggregate es.account_replay / es.replay";
+/// A reason of [`NOT_PROXIED`].
+const DEFINITION: &str = "a definition every partition needs (like CREATE EXTENSION): run it \
+     on each partition; the proxy does not fan definitions out";
+/// A reason of [`NOT_PROXIED`].
+const PROJECTIONS: &str = "projections run in each partition's database, where their read \
+     model lives: managed on each partition";
+/// A reason of [`NOT_PROXIED`].
+const RETENTION: &str = "retention and archiving run in each partition's database (its own \
+     worker and policies): managed on each partition";
+/// A reason of [`NOT_PROXIED`].
+const REBUILD: &str =
+    "rebuilds the states of a type from the partition's own streams: run on each partition";
+/// A reason of [`NOT_PROXIED`].
+const TRIGGER: &str = "a trigger function of the store's own tables";
+/// A reason of [`NOT_PROXIED`].
+const PER_DATABASE: &str = "about one server or database: asked on each partition";
+/// A reason of [`NOT_PROXIED`].
+const KEYS: &str =
+    "crypto-shredding keeps a subject's keys in each partition's database: run on each partition";
+/// A reason of [`NOT_PROXIED`].
+const NOT_ROUTED_YET: &str = "a stream's function not routed yet (it could be, like \
+     es.account_state): call it on the partition es.shard_of(stream_id) names";
+
+/// The extension's functions of schema `es` that the proxy does not declare, each with why.
+const NOT_PROXIED: &[(&str, &str)] = &[
+    (
+        "account_check",
+        "the account's rules as a check function of (state, event): no stream to route by, the \
+         partitions run it inside their appends",
+    ),
+    (
+        "account_evolve",
+        "the account's rules as an evolve function of (state, event): no stream to route by, the \
+         partitions run it inside their appends",
+    ),
+    ("account_replay", AGGREGATE),
+    ("account_replay_final", AGGREGATE_STEP),
+    ("account_replay_from_step", AGGREGATE_STEP),
+    ("account_replay_step", AGGREGATE_STEP),
+    ("replay", AGGREGATE),
+    ("replay_final", AGGREGATE_STEP),
+    ("replay_from_step", AGGREGATE_STEP),
+    ("replay_step", AGGREGATE_STEP),
+    ("define_aggregate", DEFINITION),
+    ("alter_aggregate", DEFINITION),
+    ("drop_aggregate", DEFINITION),
+    ("define_upcaster", DEFINITION),
+    ("drop_upcaster", DEFINITION),
+    ("define_personal_data", DEFINITION),
+    ("rebuild_batch", REBUILD),
+    ("rebuild_states", REBUILD),
+    ("create_projection", PROJECTIONS),
+    ("drop_projection", PROJECTIONS),
+    ("pause_projection", PROJECTIONS),
+    ("resume_projection", PROJECTIONS),
+    ("reset_projection", PROJECTIONS),
+    ("wait_for_projection", PROJECTIONS),
+    ("enable_account_projections", PROJECTIONS),
+    (
+        "project_account_balances",
+        "the handler of a projection, called by its partition's worker",
+    ),
+    (
+        "project_account_transactions",
+        "the handler of a projection, called by its partition's worker",
+    ),
+    (
+        "run_handler",
+        "called by a partition's projection worker around a handler",
+    ),
+    (
+        "partition_lag",
+        "the lag of one subscription partition; the proxy's view es.subscriptions gives every \
+         shard's",
+    ),
+    ("archive", RETENTION),
+    ("pause_retention", RETENTION),
+    ("resume_retention", RETENTION),
+    ("set_retention", RETENTION),
+    ("set_retention_paused", RETENTION),
+    ("wake_retention", RETENTION),
+    ("retention_batch", RETENTION),
+    ("retention_expired", RETENTION),
+    ("remove_events", RETENTION),
+    (
+        "purge_stream",
+        "the removal step of es.delete_stream(hard) and of retention, run inside the partition",
+    ),
+    ("forget", KEYS),
+    ("reveal", KEYS),
+    ("key_provider_call", KEYS),
+    ("key_provider_get", KEYS),
+    ("tracing_stats", PER_DATABASE),
+    ("worker_status", PER_DATABASE),
+    ("keep_archive_shape", TRIGGER),
+    ("refuse_archive_change", TRIGGER),
+    ("refuse_history_change", TRIGGER),
+    ("registry_changed", TRIGGER),
+    ("stream_type_rules_replace", TRIGGER),
+    ("projections_changed", TRIGGER),
+    ("state", NOT_ROUTED_YET),
+    ("history", NOT_ROUTED_YET),
+];
+
+/// A function of schema `es` as the catalogs describe it.
+#[derive(Debug, Clone, PartialEq)]
+struct Signature {
+    name: String,
+    identity: String,
+    /// Names, modes, types and defaults (`pg_get_function_arguments`).
+    arguments: String,
+    /// `pg_get_function_result`: `SETOF …` and `TABLE(…)` included.
+    result: String,
+    retset: bool,
+    /// `f` function, `p` procedure, `a` aggregate, `w` window function.
+    kind: String,
+}
+
+/// The functions of schema `es` of the database `client` is connected to; `members_only` keeps
+/// the extension's member functions (not a user's function created in its schema).
+fn es_functions(client: &mut Client, members_only: bool) -> Vec<Signature> {
+    client
+        .query(
+            "SELECT p.proname::text, pg_get_function_identity_arguments(p.oid),
+                    pg_get_function_arguments(p.oid), coalesce(pg_get_function_result(p.oid), ''),
+                    p.proretset, p.prokind::text
+               FROM pg_proc p
+              WHERE p.pronamespace = 'es'::regnamespace
+                AND (NOT $1 OR EXISTS (SELECT 1 FROM pg_depend d
+                                        WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                                          AND d.refclassid = 'pg_extension'::regclass
+                                          AND d.deptype = 'e'))
+              ORDER BY 1, 2",
+            &[&members_only],
+        )
+        .expect("the functions of schema es")
+        .iter()
+        .map(|r| Signature {
+            name: r.get(0),
+            identity: r.get(1),
+            arguments: r.get(2),
+            result: r.get(3),
+            retset: r.get(4),
+            kind: r.get(5),
+        })
+        .collect()
+}
+
+/// The columns of view `es.subscriptions` as `name type` lines, in order.
+fn subscriptions_view_columns(client: &mut Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT attname || ' ' || format_type(atttypid, atttypmod) FROM pg_attribute
+              WHERE attrelid = 'es.subscriptions'::regclass AND attnum > 0 AND NOT attisdropped
+              ORDER BY attnum",
+            &[],
+        )
+        .expect("the columns of es.subscriptions")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The proxy declares about ninety functions by hand (sql/plproxy/setup.sql, with bodies of its
+/// own: routing, the store's errors without PL/Proxy's decorations), so nothing but this test
+/// keeps them in step with the extension: each proxy function of schema `es` is compared, by
+/// [`PROXIED`], with the extension's function of the same name in `pg_proc` (arguments with their
+/// names, types, modes and defaults, result, set-returning, kind), every extension function is
+/// either proxied or on [`NOT_PROXIED`] with its reason, and the proxy's `es.subscriptions` is the
+/// extension's with the shard number first. A function added to the extension, or a signature
+/// changed on either side, fails here until the proxy (or one of the lists) follows.
+#[test]
+fn the_proxy_functions_have_the_store_signatures() {
+    let sharded = Sharded::new("shard_sig");
+    let proxy = es_functions(&mut sharded.proxy(), false);
+    let store = es_functions(&mut sharded.parts[0].connect(), true);
+    let mut problems: Vec<String> = Vec::new();
+    let mut covered: BTreeSet<(String, String)> = BTreeSet::new();
+    let store_fn = |name: &str, identity: &str| {
+        store
+            .iter()
+            .find(|s| s.name == name && s.identity == identity)
+    };
+    let declared: BTreeSet<(String, String)> = PROXIED
+        .iter()
+        .map(|(n, i, _)| ((*n).to_owned(), (*i).to_owned()))
+        .collect();
+    assert_eq!(
+        declared.len(),
+        PROXIED.len(),
+        "PROXIED lists a function twice"
+    );
+    for p in &proxy {
+        if !declared.contains(&(p.name.clone(), p.identity.clone())) {
+            problems.push(format!(
+                "the proxy declares es.{}({}) which PROXIED does not list",
+                p.name, p.identity
+            ));
+        }
+    }
+    for (name, identity, how) in PROXIED {
+        let Some(p) = proxy
+            .iter()
+            .find(|p| p.name == *name && p.identity == *identity)
+        else {
+            problems.push(format!(
+                "PROXIED lists es.{name}({identity}) but the proxy does not declare it"
+            ));
+            continue;
+        };
+        // What the extension's function must be for the proxy's to be right.
+        let (store_identity, store_arguments, store_result) = match how {
+            Proxied::ProxyOnly(what) => {
+                if store.iter().any(|s| s.name == *name) {
+                    problems.push(format!(
+                        "es.{name} is the proxy's own ({what}), but the extension has it too"
+                    ));
+                }
+                continue;
+            }
+            Proxied::Same => (p.identity.clone(), p.arguments.clone(), p.result.clone()),
+            Proxied::OnOneShard(result) => {
+                let strip = |text: &str| {
+                    text.strip_prefix("shard integer")
+                        .map(|rest| rest.strip_prefix(", ").unwrap_or(rest).to_owned())
+                };
+                let (Some(identity), Some(arguments)) = (strip(&p.identity), strip(&p.arguments))
+                else {
+                    problems.push(format!(
+                        "es.{name}({}) is on one shard (PROXIED) but does not start with \
+                         `shard integer`",
+                        p.identity
+                    ));
+                    continue;
+                };
+                let result = match result {
+                    Some((proxy_result, store_result)) => {
+                        if p.result != *proxy_result {
+                            problems.push(format!(
+                                "es.{name}({identity}) on the proxy returns {}, PROXIED says \
+                                 {proxy_result}",
+                                p.result
+                            ));
+                        }
+                        (*store_result).to_owned()
+                    }
+                    None => p.result.clone(),
+                };
+                (identity, arguments, result)
+            }
+            Proxied::Own {
+                arguments,
+                result,
+                store_arguments,
+                why,
+            } => {
+                if p.arguments != *arguments || p.result != *result {
+                    problems.push(format!(
+                        "es.{name} on the proxy: ({}) RETURNS {}; PROXIED says ({arguments}) \
+                         RETURNS {result} ({why})",
+                        p.arguments, p.result
+                    ));
+                }
+                let Some(s) = store
+                    .iter()
+                    .find(|s| s.name == *name && s.arguments == *store_arguments)
+                else {
+                    problems.push(format!(
+                        "es.{name}({store_arguments}), which the proxy's es.{name} stands for, \
+                         is not a function of the extension: {:?}",
+                        store
+                            .iter()
+                            .filter(|s| s.name == *name)
+                            .map(|s| &s.arguments)
+                            .collect::<Vec<_>>()
+                    ));
+                    continue;
+                };
+                covered.insert((s.name.clone(), s.identity.clone()));
+                continue;
+            }
+        };
+        let Some(s) = store_fn(name, &store_identity) else {
+            problems.push(format!(
+                "the proxy's es.{name}({}) stands for es.{name}({store_identity}), which the \
+                 extension does not have (it has: {:?})",
+                p.identity,
+                store
+                    .iter()
+                    .filter(|s| s.name == *name)
+                    .map(|s| &s.identity)
+                    .collect::<Vec<_>>()
+            ));
+            continue;
+        };
+        covered.insert((s.name.clone(), s.identity.clone()));
+        if s.arguments != store_arguments
+            || s.result != store_result
+            || s.retset != p.retset
+            || s.kind != p.kind
+        {
+            problems.push(format!(
+                "es.{name}: the proxy's signature drifted from the extension's:\n  proxy:     ({}) \
+                 RETURNS {} (set: {}, kind {})\n  extension: ({}) RETURNS {} (set: {}, kind {})",
+                p.arguments, p.result, p.retset, p.kind, s.arguments, s.result, s.retset, s.kind
+            ));
+        }
+    }
+    let not_proxied: BTreeMap<&str, &str> = NOT_PROXIED.iter().copied().collect();
+    assert_eq!(
+        not_proxied.len(),
+        NOT_PROXIED.len(),
+        "NOT_PROXIED lists a name twice"
+    );
+    let mut unlisted = Vec::new();
+    let mut used = BTreeSet::new();
+    for s in &store {
+        if covered.contains(&(s.name.clone(), s.identity.clone())) {
+            continue;
+        }
+        if not_proxied.contains_key(s.name.as_str()) {
+            used.insert(s.name.as_str());
+        } else {
+            unlisted.push(format!("es.{}({})", s.name, s.identity));
+        }
+    }
+    if !unlisted.is_empty() {
+        problems.push(format!(
+            "extension functions neither proxied nor on NOT_PROXIED (with the reason): {}",
+            unlisted.join(", ")
+        ));
+    }
+    for name in not_proxied.keys() {
+        if !used.contains(name) {
+            problems.push(format!(
+                "NOT_PROXIED lists es.{name}, which is proxied or not a function of the extension"
+            ));
+        }
+    }
+    let mut want_view = vec!["shard integer".to_owned()];
+    want_view.extend(subscriptions_view_columns(&mut sharded.parts[0].connect()));
+    let view = subscriptions_view_columns(&mut sharded.proxy());
+    if view != want_view {
+        problems.push(format!(
+            "the proxy's es.subscriptions is not the extension's with the shard first:\n  proxy: \
+             {view:?}\n  wanted: {want_view:?}"
+        ));
+    }
+    assert!(
+        problems.is_empty(),
+        "sql/plproxy/setup.sql and the extension disagree:\n{}",
+        problems.join("\n")
+    );
+    report(&format!(
+        "signatures: {} proxy functions of schema es match the extension's pg_proc ({} extension \
+         functions covered, {} names not proxied on purpose)",
+        proxy.len(),
+        covered.len(),
+        NOT_PROXIED.len()
+    ));
+}
+
 #[test]
 fn the_api_through_the_proxy_gives_the_one_node_results() {
     let sharded = Sharded::new("shard_api");
@@ -613,6 +1169,12 @@ fn the_api_through_the_proxy_gives_the_one_node_results() {
         find("overdraft (ES101)")
     );
     assert_eq!(find("idempotent retry"), "ok 3");
+    assert_eq!(find("append naming a stream type to a new stream"), "ok 1");
+    assert!(
+        find("append naming another stream type (ES302)").starts_with("ES302 | "),
+        "{}",
+        find("append naming another stream type (ES302)")
+    );
     for (name, text) in &through {
         assert!(
             !text.contains("REMOTE") && !text.contains("Remote detail"),
@@ -621,7 +1183,7 @@ fn the_api_through_the_proxy_gives_the_one_node_results() {
     }
     let errors = through.iter().filter(|(_, t)| !t.starts_with("ok")).count();
     report(&format!(
-        "API scenario: {} steps ({} of them errors: ES001-ES005, ES101-ES104, 22004, 22023) equal \
+        "API scenario: {} steps ({} of them errors: ES001-ES005, ES101-ES104, ES302, 22004, 22023) equal \
          through the proxy and on one node (SQLSTATE, message, DETAIL, HINT); {:.0} ms through the proxy",
         through.len(),
         errors,

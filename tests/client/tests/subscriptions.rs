@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use event_store_client_tests::{
     Client, Error, TestDb, Uuid, append, assert_preloaded, bigints, connect_with_retry, describe,
-    kill_9, position_of, sqlstate,
+    expect_sqlstate, kill_9, message_and_detail, position_of,
 };
 use postgres::GenericClient;
 use postgres::types::ToSql;
@@ -121,34 +121,6 @@ fn rows(
     client
         .query(sql, params)
         .unwrap_or_else(|e| panic!("{sql} failed: {}", describe(&e)))
-}
-
-/// Runs a statement that must fail with SQLSTATE `code`; returns the error's message and DETAIL.
-fn expect_sqlstate(
-    client: &mut impl GenericClient,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-    code: &str,
-) -> (String, String) {
-    match client.query(sql, params) {
-        Ok(rows) => panic!(
-            "{sql} succeeded ({} rows), expected SQLSTATE {code}",
-            rows.len()
-        ),
-        Err(err) => {
-            assert_eq!(
-                sqlstate(&err),
-                Some(code),
-                "{sql}: expected SQLSTATE {code}, got {}",
-                describe(&err)
-            );
-            let db = err.as_db_error().expect("a server error");
-            (
-                db.message().to_owned(),
-                db.detail().unwrap_or("").to_owned(),
-            )
-        }
-    }
 }
 
 /// Appends events of type `Noted` (`{"type":"Noted","n":i,...extra}`) to `stream`, no version check.
@@ -414,7 +386,7 @@ fn competing_consumers_share_partitions_and_a_consumer_whose_lease_expired_is_fe
         ),
     ];
     for (sql, params) in &sqls {
-        let (message, detail) = expect_sqlstate(&mut c, sql, params, "ES201");
+        let (message, detail) = message_and_detail(&expect_sqlstate(&mut c, sql, params, "ES201"));
         assert!(
             detail.contains(pc_owner) || message.contains(pc_owner),
             "{sql}: ES201 must name the owner {pc_owner:?}: message {message:?}, DETAIL {detail:?}"
@@ -429,12 +401,12 @@ fn competing_consumers_share_partitions_and_a_consumer_whose_lease_expired_is_fe
     );
     let other = (pc + 1) % CC_PARTITIONS;
     let intruder = if owner_of[&other] == "A" { "B" } else { "A" };
-    let (message, detail) = expect_sqlstate(
+    let (message, detail) = message_and_detail(&expect_sqlstate(
         &mut admin,
         "SELECT es.ack('workers', $1, $2, $3)",
         &[&other, &next, &intruder],
         "ES201",
-    );
+    ));
     assert!(
         detail.contains(owner_of[&other]) || message.contains(owner_of[&other]),
         "ES201 must name the owner {}: {message:?} / {detail:?}",
@@ -1469,7 +1441,7 @@ fn bad_subscription_calls_fail_with_stable_sqlstates() {
         ),
     ];
     for (sql, params, value) in &cases {
-        let (message, detail) = expect_sqlstate(&mut c, sql, params, "22023");
+        let (message, detail) = message_and_detail(&expect_sqlstate(&mut c, sql, params, "22023"));
         assert!(
             message.contains(value.as_str()) || detail.contains(value.as_str()),
             "{sql}: the 22023 error must carry the value {value}: {message:?} / {detail:?}"
@@ -1543,12 +1515,12 @@ fn a_nack_names_the_head_and_cannot_skip_the_events_before_it() {
     );
     // The head is p1: a nack of p3 (max_attempts 1 would park it at once) must be refused, not
     // move the checkpoint over p1 and p2, which were never delivered, acked or parked.
-    let (message, detail) = expect_sqlstate(
+    let (message, detail) = message_and_detail(&expect_sqlstate(
         &mut c,
         "SELECT es.nack('nh', 0, $1, 'failed')",
         &[&p3],
         "22023",
-    );
+    ));
     assert!(
         message.contains(&p3.to_string()) || detail.contains(&p3.to_string()),
         "the 22023 error must carry the position {p3}: {message:?} / {detail:?}"

@@ -1,7 +1,7 @@
-//! The tokio-postgres snippet of docs/clients.md, run against a fresh database.
+//! The tokio-postgres snippet of docs/clients.md ("Clients"), run against a fresh database.
 //!
-//! The code between `// snippet-start` and `// snippet-end` is what docs/clients.md shows, verbatim
-//! (`doc_snippets.rs` checks that): an append that binds `jsonb[]`, a wrong expected version
+//! The code between `// snippet-start` and `// snippet-end` is what docs/clients.md shows,
+//! verbatim (the snippet test checks that): an append that binds `jsonb[]`, a wrong expected version
 //! caught as `ES001` with its DETAIL, and the global log paged with `es.read_all(after bigint,
 //! max_count bigint)` by the last position seen. Every call goes through `query_typed` (one round
 //! trip, no named prepared statement), so the same code runs behind pgbouncer in transaction mode.
