@@ -189,6 +189,7 @@ impl EventStoreClient {
     /// [`EventStoreError::ConcurrencyConflict`]). A refusal of the type's rules is
     /// [`EventStoreError::Domain`] (its SQLSTATE, message, DETAIL, HINT) and stores nothing of
     /// the batch; a stream of another type is [`EventStoreError::StreamTypeConflict`].
+    #[tracing::instrument(name = "event_store_client.append_to", skip(self, events), err)]
     pub async fn append_to<A: Aggregate>(
         &self,
         stream_id: Uuid,
@@ -199,20 +200,21 @@ impl EventStoreClient {
             .iter()
             .map(event_json::<A>)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(
-            sqlx::query_scalar("SELECT es.append_events($1, $2, $3, $4)")
-                .bind(stream_id)
-                .bind(expected_version)
-                .bind(events)
-                .bind(A::STREAM_TYPE)
-                .fetch_one(self.pool())
-                .await?,
-        )
+        Ok(self
+            .sql("SELECT es.append_events($1, $2, $3, $4)")
+            .scalar()
+            .bind(stream_id)
+            .bind(expected_version)
+            .bind(events)
+            .bind(A::STREAM_TYPE)
+            .fetch_one(self.pool())
+            .await?)
     }
 
     /// The stream's events in version order (`es.load_events`), upcast by the store to their
     /// current version and decoded as `A`'s events; empty when the stream does not exist. An
     /// event that does not decode is [`EventStoreError::Serialization`] naming its version.
+    #[tracing::instrument(name = "event_store_client.load", skip(self), err)]
     pub async fn load<A: Aggregate>(
         &self,
         stream_id: Uuid,
@@ -228,6 +230,7 @@ impl EventStoreClient {
     /// The stream's events folded in the client ([`Aggregate::fold`] of [`load`](Self::load)),
     /// with the version the state is at (0: no stream), the one to pass as `expected_version`
     /// when appending what was decided from this state.
+    #[tracing::instrument(name = "event_store_client.fold", skip(self), err)]
     pub async fn fold<A: Aggregate>(
         &self,
         stream_id: Uuid,
@@ -242,8 +245,11 @@ impl EventStoreClient {
     /// `evolve`), decoded as `A::State`. A stream that does not exist is
     /// [`EventStoreError::StreamNotFound`], one without an aggregate type (a generic stream)
     /// [`EventStoreError::NoAggregateType`].
+    #[tracing::instrument(name = "event_store_client.state", skip(self), err)]
     pub async fn state<A: Aggregate>(&self, stream_id: Uuid) -> Result<A::State, EventStoreError> {
-        let state: Value = sqlx::query_scalar("SELECT es.state($1)")
+        let state: Value = self
+            .sql("SELECT es.state($1)")
+            .scalar()
             .bind(stream_id)
             .fetch_one(self.pool())
             .await?;
@@ -253,12 +259,15 @@ impl EventStoreClient {
     /// The state after the event at `at_version` (`es.state(stream_id, at_version)`): time
     /// travel by version. A version outside 1..current is
     /// [`EventStoreError::InvalidArgument`].
+    #[tracing::instrument(name = "event_store_client.state_at", skip(self), err)]
     pub async fn state_at<A: Aggregate>(
         &self,
         stream_id: Uuid,
         at_version: i64,
     ) -> Result<A::State, EventStoreError> {
-        let state: Value = sqlx::query_scalar("SELECT es.state($1, at_version => $2)")
+        let state: Value = self
+            .sql("SELECT es.state($1, at_version => $2)")
+            .scalar()
             .bind(stream_id)
             .bind(at_version)
             .fetch_one(self.pool())
@@ -268,12 +277,15 @@ impl EventStoreClient {
 
     /// The state as of a time: after the events recorded at or before `as_of`
     /// (`es.state(stream_id, as_of => as_of)`); `None` when the stream had no event yet then.
+    #[tracing::instrument(name = "event_store_client.state_as_of", skip(self), err)]
     pub async fn state_as_of<A: Aggregate>(
         &self,
         stream_id: Uuid,
         as_of: DateTime<Utc>,
     ) -> Result<Option<A::State>, EventStoreError> {
-        let state: Option<Value> = sqlx::query_scalar("SELECT es.state($1, as_of => $2)")
+        let state: Option<Value> = self
+            .sql("SELECT es.state($1, as_of => $2)")
+            .scalar()
             .bind(stream_id)
             .bind(as_of)
             .fetch_one(self.pool())
@@ -288,11 +300,12 @@ impl EventStoreClient {
         &self,
         stream_id: Uuid,
     ) -> Result<Vec<(i64, A::Event)>, EventStoreError> {
-        let rows: Vec<(i64, Value)> =
-            sqlx::query_as("SELECT version, data FROM es.load_events($1) ORDER BY version")
-                .bind(stream_id)
-                .fetch_all(self.pool())
-                .await?;
+        let rows: Vec<(i64, Value)> = self
+            .sql("SELECT version, data FROM es.load_events($1) ORDER BY version")
+            .query_as()
+            .bind(stream_id)
+            .fetch_all(self.pool())
+            .await?;
         rows.into_iter()
             .map(|(version, data)| Ok((version, decode_event::<A>(stream_id, version, data)?)))
             .collect()
