@@ -63,7 +63,7 @@ pub(crate) fn event_object<E: Serialize>(event: &E) -> Result<Value, EventStoreE
 impl EventStoreClient {
     /// Appends events of any serde type to a stream atomically (`es.append_events`), if it is at
     /// `expected`; returns the stream's new version. The event type stored is each object's
-    /// `"type"`.
+    /// `"type"`. Its span is [`append_in`](Self::append_in)'s.
     ///
     /// ```no_run
     /// use event_store_client::{EventStoreClient, ExpectedVersion};
@@ -80,7 +80,6 @@ impl EventStoreClient {
     /// assert_eq!(version, 2);
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(name = "event_store_client.append", skip(self, events), fields(events = events.len()), err)]
     pub async fn append<E: Serialize>(
         &self,
         stream_id: Uuid,
@@ -168,7 +167,6 @@ impl EventStoreClient {
     /// let events: Vec<Shop> = store.load_as(order).await?;
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(name = "event_store_client.load_events", skip(self), err)]
     pub async fn load_as<E: DeserializeOwned>(
         &self,
         stream_id: Uuid,

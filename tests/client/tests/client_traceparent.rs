@@ -63,7 +63,7 @@ fn the_servers_spans_join_the_applications_trace() {
                 let request = tracing::info_span!("app.request");
                 async {
                     store
-                        .append(stream, ExpectedVersion::NoStream, &[serde_json::json!({"type": "Opened"})])
+                        .append(stream, ExpectedVersion::NoStream, &[serde_json::json!({"type": "ItemAdded"})])
                         .await
                         .expect("append");
                 }
