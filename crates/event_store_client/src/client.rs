@@ -730,6 +730,7 @@ impl EventStore for EventStoreClient {
     /// `0` it must not exist (the seed's new account), `-1` it must exist. The store checks that
     /// each event's `aggregate_id` and `sequence_number` are the stream and the version it
     /// assigns (`InvalidEvent` otherwise), and for an account stream every rule of the account.
+    #[tracing::instrument(name = "event_store_client.append_events", skip(self, events), fields(events = events.len()), err)]
     async fn append_events(
         &self,
         aggregate_id: Uuid,
@@ -758,6 +759,7 @@ impl EventStore for EventStoreClient {
 
     /// `es.load_events(aggregate_id, from_version)`: the events with a version above
     /// `from_version`.
+    #[tracing::instrument(name = "event_store_client.load_events", skip(self), err)]
     async fn load_events_from_version(
         &self,
         aggregate_id: Uuid,
@@ -780,6 +782,7 @@ impl SnapshotStore for EventStoreClient {
     /// store's state JSON. For an account stream the store checks that the state is the
     /// history's state at `version` and refuses any other ([`EventStoreError::InvalidSnapshot`],
     /// `ES005`): a snapshot can never make a wrong balance authoritative.
+    #[tracing::instrument(name = "event_store_client.save_snapshot", skip(self, state), err)]
     async fn save_snapshot(
         &self,
         aggregate_id: Uuid,
@@ -816,6 +819,7 @@ impl SnapshotStore for EventStoreClient {
     /// is not the history's state (`ES005`). A command that must not depend on client state at
     /// all is best sent as one [`deposit`](EventStoreClient::deposit) /
     /// [`withdraw`](EventStoreClient::withdraw).
+    #[tracing::instrument(name = "event_store_client.load_snapshot", skip(self), err)]
     async fn load_snapshot(
         &self,
         aggregate_id: Uuid,
