@@ -67,10 +67,12 @@
 
 use crate::client::EventStoreClient;
 use crate::error::EventStoreError;
+use crate::expected::ExpectedVersion;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use sqlx::{Executor, Postgres};
 use uuid::Uuid;
 
 /// An aggregate type of the store: the stream type a database defined with
@@ -189,13 +191,41 @@ impl EventStoreClient {
     /// [`EventStoreError::ConcurrencyConflict`]). A refusal of the type's rules is
     /// [`EventStoreError::Domain`] (its SQLSTATE, message, DETAIL, HINT) and stores nothing of
     /// the batch; a stream of another type is [`EventStoreError::StreamTypeConflict`].
-    #[tracing::instrument(name = "event_store_client.append_to", skip(self, events), err)]
+    /// `expected_version` also takes an [`ExpectedVersion`] (`Option<i64>` converts into it).
+    /// Its span is [`append_to_in`](Self::append_to_in)'s.
     pub async fn append_to<A: Aggregate>(
         &self,
         stream_id: Uuid,
-        expected_version: Option<i64>,
+        expected_version: impl Into<ExpectedVersion> + std::fmt::Debug,
         events: &[A::Event],
     ) -> Result<i64, EventStoreError> {
+        self.append_to_in::<A, _>(self.pool(), stream_id, expected_version, events)
+            .await
+    }
+
+    /// [`append_to`](Self::append_to) on any sqlx executor: `&mut *tx` appends inside the
+    /// caller's transaction.
+    ///
+    /// ```no_run
+    /// # use event_store_client::{Aggregate, EventStoreClient, ExpectedVersion};
+    /// # async fn demo<A: Aggregate>(store: EventStoreClient, id: uuid::Uuid, events: Vec<A::Event>)
+    /// # -> Result<(), event_store_client::EventStoreError> {
+    /// let mut tx = store.pool().begin().await?;
+    /// store.append_to_in::<A, _>(&mut *tx, id, ExpectedVersion::NoStream, &events).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    #[tracing::instrument(name = "event_store_client.append_to", skip(self, executor, events), fields(stream_type = A::STREAM_TYPE, events = events.len()), err)]
+    pub async fn append_to_in<'c, A: Aggregate, X>(
+        &self,
+        executor: X,
+        stream_id: Uuid,
+        expected_version: impl Into<ExpectedVersion> + std::fmt::Debug,
+        events: &[A::Event],
+    ) -> Result<i64, EventStoreError>
+    where
+        X: Executor<'c, Database = Postgres>,
+    {
         let events = events
             .iter()
             .map(event_json::<A>)
@@ -204,10 +234,10 @@ impl EventStoreClient {
             .sql("SELECT es.append_events($1, $2, $3, $4)")
             .scalar()
             .bind(stream_id)
-            .bind(expected_version)
+            .bind(expected_version.into().as_sql())
             .bind(events)
             .bind(A::STREAM_TYPE)
-            .fetch_one(self.pool())
+            .fetch_one(executor)
             .await?)
     }
 
