@@ -61,6 +61,10 @@ if [ "$client_crate" = 1 ]; then
   [ "$ES_PRELOAD" = 1 ] || echo "run.sh: event_store_client's tests need ES_PRELOAD=1 (es.read_all)" >&2
   (cd "$repo" && cargo test -p event_store_client) || status=$?
   [ "$status" -eq 0 ] || exit "$status"
+  # The crate as it would be published: packaged with the core it depends on (cargo verifies the
+  # client against the packaged core), so a missing file or version is found before a release.
+  (cd "$repo" && cargo package -p event_store_core -p event_store_client --allow-dirty --quiet) || status=$?
+  [ "$status" -eq 0 ] || exit "$status"
 fi
 
 # Second pass: the same cluster restarted without shared_preload_libraries.

@@ -67,10 +67,12 @@
 
 use crate::client::EventStoreClient;
 use crate::error::EventStoreError;
+use crate::expected::ExpectedVersion;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use sqlx::{Executor, Postgres};
 use uuid::Uuid;
 
 /// An aggregate type of the store: the stream type a database defined with
@@ -189,30 +191,60 @@ impl EventStoreClient {
     /// [`EventStoreError::ConcurrencyConflict`]). A refusal of the type's rules is
     /// [`EventStoreError::Domain`] (its SQLSTATE, message, DETAIL, HINT) and stores nothing of
     /// the batch; a stream of another type is [`EventStoreError::StreamTypeConflict`].
+    /// `expected_version` also takes an [`ExpectedVersion`] (`Option<i64>` converts into it).
+    /// Its span is [`append_to_in`](Self::append_to_in)'s.
     pub async fn append_to<A: Aggregate>(
         &self,
         stream_id: Uuid,
-        expected_version: Option<i64>,
+        expected_version: impl Into<ExpectedVersion> + std::fmt::Debug,
         events: &[A::Event],
     ) -> Result<i64, EventStoreError> {
+        self.append_to_in::<A, _>(self.pool(), stream_id, expected_version, events)
+            .await
+    }
+
+    /// [`append_to`](Self::append_to) on any sqlx executor: `&mut *tx` appends inside the
+    /// caller's transaction.
+    ///
+    /// ```no_run
+    /// # use event_store_client::{Aggregate, EventStoreClient, ExpectedVersion};
+    /// # async fn demo<A: Aggregate>(store: EventStoreClient, id: uuid::Uuid, events: Vec<A::Event>)
+    /// # -> Result<(), event_store_client::EventStoreError> {
+    /// let mut tx = store.pool().begin().await?;
+    /// store.append_to_in::<A, _>(&mut *tx, id, ExpectedVersion::NoStream, &events).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    #[tracing::instrument(name = "event_store_client.append_to", skip(self, executor, events), fields(stream_type = A::STREAM_TYPE, events = events.len()), err)]
+    pub async fn append_to_in<'c, A: Aggregate, X>(
+        &self,
+        executor: X,
+        stream_id: Uuid,
+        expected_version: impl Into<ExpectedVersion> + std::fmt::Debug,
+        events: &[A::Event],
+    ) -> Result<i64, EventStoreError>
+    where
+        X: Executor<'c, Database = Postgres>,
+    {
         let events = events
             .iter()
             .map(event_json::<A>)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(
-            sqlx::query_scalar("SELECT es.append_events($1, $2, $3, $4)")
-                .bind(stream_id)
-                .bind(expected_version)
-                .bind(events)
-                .bind(A::STREAM_TYPE)
-                .fetch_one(self.pool())
-                .await?,
-        )
+        Ok(self
+            .sql("SELECT es.append_events($1, $2, $3, $4)")
+            .scalar()
+            .bind(stream_id)
+            .bind(expected_version.into().as_sql())
+            .bind(events)
+            .bind(A::STREAM_TYPE)
+            .fetch_one(executor)
+            .await?)
     }
 
     /// The stream's events in version order (`es.load_events`), upcast by the store to their
     /// current version and decoded as `A`'s events; empty when the stream does not exist. An
     /// event that does not decode is [`EventStoreError::Serialization`] naming its version.
+    #[tracing::instrument(name = "event_store_client.load", skip(self), err)]
     pub async fn load<A: Aggregate>(
         &self,
         stream_id: Uuid,
@@ -228,6 +260,7 @@ impl EventStoreClient {
     /// The stream's events folded in the client ([`Aggregate::fold`] of [`load`](Self::load)),
     /// with the version the state is at (0: no stream), the one to pass as `expected_version`
     /// when appending what was decided from this state.
+    #[tracing::instrument(name = "event_store_client.fold", skip(self), err)]
     pub async fn fold<A: Aggregate>(
         &self,
         stream_id: Uuid,
@@ -242,8 +275,11 @@ impl EventStoreClient {
     /// `evolve`), decoded as `A::State`. A stream that does not exist is
     /// [`EventStoreError::StreamNotFound`], one without an aggregate type (a generic stream)
     /// [`EventStoreError::NoAggregateType`].
+    #[tracing::instrument(name = "event_store_client.state", skip(self), err)]
     pub async fn state<A: Aggregate>(&self, stream_id: Uuid) -> Result<A::State, EventStoreError> {
-        let state: Value = sqlx::query_scalar("SELECT es.state($1)")
+        let state: Value = self
+            .sql("SELECT es.state($1)")
+            .scalar()
             .bind(stream_id)
             .fetch_one(self.pool())
             .await?;
@@ -253,12 +289,15 @@ impl EventStoreClient {
     /// The state after the event at `at_version` (`es.state(stream_id, at_version)`): time
     /// travel by version. A version outside 1..current is
     /// [`EventStoreError::InvalidArgument`].
+    #[tracing::instrument(name = "event_store_client.state_at", skip(self), err)]
     pub async fn state_at<A: Aggregate>(
         &self,
         stream_id: Uuid,
         at_version: i64,
     ) -> Result<A::State, EventStoreError> {
-        let state: Value = sqlx::query_scalar("SELECT es.state($1, at_version => $2)")
+        let state: Value = self
+            .sql("SELECT es.state($1, at_version => $2)")
+            .scalar()
             .bind(stream_id)
             .bind(at_version)
             .fetch_one(self.pool())
@@ -268,12 +307,15 @@ impl EventStoreClient {
 
     /// The state as of a time: after the events recorded at or before `as_of`
     /// (`es.state(stream_id, as_of => as_of)`); `None` when the stream had no event yet then.
+    #[tracing::instrument(name = "event_store_client.state_as_of", skip(self), err)]
     pub async fn state_as_of<A: Aggregate>(
         &self,
         stream_id: Uuid,
         as_of: DateTime<Utc>,
     ) -> Result<Option<A::State>, EventStoreError> {
-        let state: Option<Value> = sqlx::query_scalar("SELECT es.state($1, as_of => $2)")
+        let state: Option<Value> = self
+            .sql("SELECT es.state($1, as_of => $2)")
+            .scalar()
             .bind(stream_id)
             .bind(as_of)
             .fetch_one(self.pool())
@@ -288,11 +330,12 @@ impl EventStoreClient {
         &self,
         stream_id: Uuid,
     ) -> Result<Vec<(i64, A::Event)>, EventStoreError> {
-        let rows: Vec<(i64, Value)> =
-            sqlx::query_as("SELECT version, data FROM es.load_events($1) ORDER BY version")
-                .bind(stream_id)
-                .fetch_all(self.pool())
-                .await?;
+        let rows: Vec<(i64, Value)> = self
+            .sql("SELECT version, data FROM es.load_events($1) ORDER BY version")
+            .query_as()
+            .bind(stream_id)
+            .fetch_all(self.pool())
+            .await?;
         rows.into_iter()
             .map(|(version, data)| Ok((version, decode_event::<A>(stream_id, version, data)?)))
             .collect()

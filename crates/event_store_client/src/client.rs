@@ -5,6 +5,7 @@
 
 use crate::account::{Account, AccountState, AccountStatus};
 use crate::error::{EventStoreError, SnapshotError};
+use crate::options::{ClientOptions, Sql};
 use crate::seed::AccountEvent;
 use crate::store::{EventStore, SnapshotStore};
 use async_trait::async_trait;
@@ -21,7 +22,7 @@ pub type PostgresEventStore = EventStoreClient;
 pub type PostgresSnapshotStore = EventStoreClient;
 
 /// The columns of `es.events` a client reads, in [`RecordedEvent`]'s order.
-const EVENT_COLUMNS: &str = "global_position, stream_id, version, event_id, event_type, \
+pub(crate) const EVENT_COLUMNS: &str = "global_position, stream_id, version, event_id, event_type, \
                              event_version, data, metadata, occurred_at, recorded_at";
 
 /// A client of the `event_store` extension over a sqlx pool. Cheap to clone (the pool is
@@ -30,6 +31,7 @@ const EVENT_COLUMNS: &str = "global_position, stream_id, version, event_id, even
 #[derive(Debug, Clone)]
 pub struct EventStoreClient {
     pool: PgPool,
+    options: ClientOptions,
 }
 
 /// One stored event: a row of `es.events`, as `es.read_all` and `es.load_events` return it.
@@ -68,7 +70,7 @@ impl RecordedEvent {
         })
     }
 
-    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+    pub(crate) fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
             global_position: row.try_get(0)?,
             stream_id: row.try_get(1)?,
@@ -128,12 +130,44 @@ pub struct RetentionPolicy {
 impl EventStoreClient {
     /// A client over an existing pool (the seed's `PostgresEventStore::new(pool)`).
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self::with_options(pool, ClientOptions::default())
+    }
+
+    /// A client over an existing pool, sending its statements as `options` say (e.g.
+    /// [`ClientOptions::pooler_safe`] behind pgbouncer in transaction mode).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), event_store_client::EventStoreError> {
+    /// use event_store_client::{ClientOptions, EventStoreClient};
+    ///
+    /// let pool = sqlx::PgPool::connect("postgres://app@pgbouncer:6432/shop").await?;
+    /// let store = EventStoreClient::with_options(pool, ClientOptions::default().pooler_safe(true));
+    /// # Ok(()) }
+    /// ```
+    pub fn with_options(pool: PgPool, options: ClientOptions) -> Self {
+        Self { pool, options }
     }
 
     /// Connects a new pool to `url` (`postgres://user@host/db`, or `host=/socket/dir` options).
+    #[tracing::instrument(name = "event_store_client.connect", skip_all, err)]
     pub async fn connect(url: &str) -> Result<Self, EventStoreError> {
         Ok(Self::new(PgPool::connect(url).await?))
+    }
+
+    /// [`connect`](Self::connect) with options.
+    #[tracing::instrument(name = "event_store_client.connect_with", skip_all, err)]
+    pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Self, EventStoreError> {
+        Ok(Self::with_options(PgPool::connect(url).await?, options))
+    }
+
+    /// The options the client sends its statements with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// The statement to send for `text` (named or not, with the trace comment).
+    pub(crate) fn sql(&self, text: &str) -> Sql {
+        self.options.sql(text)
     }
 
     /// The pool, for the application's own queries.
@@ -144,16 +178,35 @@ impl EventStoreClient {
     /// `es.append_events` of any JSON event objects to any stream; `expected_version` `None`
     /// appends without a check (`Some(-1)`: the stream must exist, `Some(0)`: it must not).
     /// Returns the stream's new version.
+    #[tracing::instrument(name = "event_store_client.append_json", skip(self, events), err)]
     pub async fn append_json(
         &self,
         stream_id: Uuid,
         expected_version: Option<i64>,
         events: Vec<Value>,
     ) -> Result<i64, EventStoreError> {
-        append_json(&self.pool, stream_id, expected_version, events).await
+        append_json(
+            &self.options,
+            &self.pool,
+            stream_id,
+            expected_version,
+            events,
+        )
+        .await
     }
 
-    /// `es.append_events` inside the caller's transaction (or on any connection).
+    /// `es.append_events` inside the caller's transaction (or on any connection), with the
+    /// default [`ClientOptions`].
+    #[deprecated(
+        since = "0.2.0",
+        note = "use `EventStoreClient::append_in(executor, …)`, which keeps the client's options \
+                (pooler-safe mode, trace context) and takes any serde event"
+    )]
+    #[tracing::instrument(
+        name = "event_store_client.append_json_in",
+        skip(executor, events),
+        err
+    )]
     pub async fn append_json_in<'c, E>(
         executor: E,
         stream_id: Uuid,
@@ -163,10 +216,18 @@ impl EventStoreClient {
     where
         E: Executor<'c, Database = Postgres>,
     {
-        append_json(executor, stream_id, expected_version, events).await
+        append_json(
+            &ClientOptions::default(),
+            executor,
+            stream_id,
+            expected_version,
+            events,
+        )
+        .await
     }
 
     /// The stream's events after `from_version` (at most `max_count`), as stored.
+    #[tracing::instrument(name = "event_store_client.load_recorded", skip(self), err)]
     pub async fn load_recorded(
         &self,
         stream_id: Uuid,
@@ -174,7 +235,9 @@ impl EventStoreClient {
         max_count: Option<i64>,
     ) -> Result<Vec<RecordedEvent>, EventStoreError> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM es.load_events($1, $2, $3)");
-        let rows = sqlx::query(&sql)
+        let rows = self
+            .sql(&sql)
+            .query()
             .bind(stream_id)
             .bind(from_version)
             .bind(max_count)
@@ -187,8 +250,11 @@ impl EventStoreClient {
     }
 
     /// `es.stream_version`: the stream's version, 0 when it does not exist.
+    #[tracing::instrument(name = "event_store_client.stream_version", skip(self), err)]
     pub async fn stream_version(&self, stream_id: Uuid) -> Result<i64, EventStoreError> {
-        Ok(sqlx::query_scalar("SELECT es.stream_version($1)")
+        Ok(self
+            .sql("SELECT es.stream_version($1)")
+            .scalar()
             .bind(stream_id)
             .fetch_one(&self.pool)
             .await?)
@@ -197,13 +263,16 @@ impl EventStoreClient {
     /// The global log after position `after`, at most `max_count` events, in position order
     /// (`es.read_all`). Gap-safe: paging with the last position seen never skips an event that
     /// commits late. Needs the library preloaded (else [`EventStoreError::Database`], `55000`).
+    #[tracing::instrument(name = "event_store_client.read_all", skip(self), err)]
     pub async fn read_all(
         &self,
         after: i64,
         max_count: i64,
     ) -> Result<Vec<RecordedEvent>, EventStoreError> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM es.read_all($1::bigint, $2::bigint)");
-        let rows = sqlx::query(&sql)
+        let rows = self
+            .sql(&sql)
+            .query()
             .bind(after)
             .bind(max_count)
             .fetch_all(&self.pool)
@@ -215,12 +284,15 @@ impl EventStoreClient {
     }
 
     /// `es.open_account`: opens an account in the database; returns its id (the stream id).
+    #[tracing::instrument(name = "event_store_client.open_account", skip(self), err)]
     pub async fn open_account(
         &self,
         holder: &str,
         initial_balance_cents: i64,
     ) -> Result<Uuid, EventStoreError> {
-        Ok(sqlx::query_scalar("SELECT es.open_account($1, $2)")
+        Ok(self
+            .sql("SELECT es.open_account($1, $2)")
+            .scalar()
             .bind(holder)
             .bind(initial_balance_cents)
             .fetch_one(&self.pool)
@@ -230,6 +302,7 @@ impl EventStoreClient {
     /// `es.deposit`: checks the rules and appends `Deposited` in one round trip; with
     /// `expected_version` the account must be at that version (else `ConcurrencyConflict`).
     /// Returns the account's new version.
+    #[tracing::instrument(name = "event_store_client.deposit", skip(self), err)]
     pub async fn deposit(
         &self,
         account_id: Uuid,
@@ -249,6 +322,7 @@ impl EventStoreClient {
 
     /// `es.withdraw`: like [`deposit`](Self::deposit); a withdrawal larger than the balance is
     /// [`EventStoreError::InsufficientFunds`]. Concurrent withdrawals serialize in the store.
+    #[tracing::instrument(name = "event_store_client.withdraw", skip(self), err)]
     pub async fn withdraw(
         &self,
         account_id: Uuid,
@@ -267,12 +341,15 @@ impl EventStoreClient {
     }
 
     /// `es.freeze_account`: returns the new version.
+    #[tracing::instrument(name = "event_store_client.freeze_account", skip(self), err)]
     pub async fn freeze_account(
         &self,
         account_id: Uuid,
         reason: &str,
     ) -> Result<i64, EventStoreError> {
-        Ok(sqlx::query_scalar("SELECT es.freeze_account($1, $2)")
+        Ok(self
+            .sql("SELECT es.freeze_account($1, $2)")
+            .scalar()
             .bind(account_id)
             .bind(reason)
             .fetch_one(&self.pool)
@@ -280,12 +357,15 @@ impl EventStoreClient {
     }
 
     /// `es.close_account`: returns the new version.
+    #[tracing::instrument(name = "event_store_client.close_account", skip(self), err)]
     pub async fn close_account(
         &self,
         account_id: Uuid,
         reason: &str,
     ) -> Result<i64, EventStoreError> {
-        Ok(sqlx::query_scalar("SELECT es.close_account($1, $2)")
+        Ok(self
+            .sql("SELECT es.close_account($1, $2)")
+            .scalar()
             .bind(account_id)
             .bind(reason)
             .fetch_one(&self.pool)
@@ -294,19 +374,23 @@ impl EventStoreClient {
 
     /// `es.account_state`: the account's current state, folded by the database from its newest
     /// snapshot.
+    #[tracing::instrument(name = "event_store_client.account_state", skip(self), err)]
     pub async fn account_state(&self, account_id: Uuid) -> Result<AccountState, EventStoreError> {
         self.account_state_at(account_id, None, None).await
     }
 
     /// Time travel: the state as of a time and/or at a version (`es.account_state(id, as_of,
     /// at_version)`).
+    #[tracing::instrument(name = "event_store_client.account_state_at", skip(self), err)]
     pub async fn account_state_at(
         &self,
         account_id: Uuid,
         as_of: Option<DateTime<Utc>>,
         at_version: Option<i64>,
     ) -> Result<AccountState, EventStoreError> {
-        let state: Value = sqlx::query_scalar("SELECT es.account_state($1, $2, $3)")
+        let state: Value = self
+            .sql("SELECT es.account_state($1, $2, $3)")
+            .scalar()
             .bind(account_id)
             .bind(as_of)
             .bind(at_version)
@@ -321,12 +405,14 @@ impl EventStoreClient {
     /// `es.define_personal_data`: marks the personal-data paths of an event type (dot-separated
     /// object keys); from the next append on their values are sealed with their subject's key.
     /// An empty slice unmarks the type.
+    #[tracing::instrument(name = "event_store_client.define_personal_data", skip(self), err)]
     pub async fn define_personal_data(
         &self,
         event_type: &str,
         paths: &[&str],
     ) -> Result<(), EventStoreError> {
-        sqlx::query("SELECT es.define_personal_data($1, $2)")
+        self.sql("SELECT es.define_personal_data($1, $2)")
+            .query()
             .bind(event_type)
             .bind(paths)
             .execute(&self.pool)
@@ -337,25 +423,31 @@ impl EventStoreClient {
     /// `es.forget`: destroys the key of a data subject (a stream id as text, or the
     /// `data_subject` its events' metadata named), crypto-shredding every value sealed with it;
     /// true when a key was destroyed.
+    #[tracing::instrument(name = "event_store_client.forget", skip(self), err)]
     pub async fn forget(&self, subject: &str) -> Result<bool, EventStoreError> {
-        Ok(sqlx::query_scalar("SELECT es.forget($1)")
+        Ok(self
+            .sql("SELECT es.forget($1)")
+            .scalar()
             .bind(subject)
             .fetch_one(&self.pool)
             .await?)
     }
 
     /// `es.account_history`: one entry per event with the running balance.
+    #[tracing::instrument(name = "event_store_client.account_history", skip(self), err)]
     pub async fn account_history(
         &self,
         account_id: Uuid,
     ) -> Result<Vec<HistoryEntry>, EventStoreError> {
-        let rows = sqlx::query(
-            "SELECT version, event_type, amount_cents, balance_cents, status, description, \
+        let rows = self
+            .sql(
+                "SELECT version, event_type, amount_cents, balance_cents, status, description, \
              occurred_at, recorded_at FROM es.account_history($1)",
-        )
-        .bind(account_id)
-        .fetch_all(&self.pool)
-        .await?;
+            )
+            .query()
+            .bind(account_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 let status: String = row.try_get(4)?;
@@ -383,13 +475,16 @@ impl EventStoreClient {
     /// [`EventStoreError::AccountNotDeletable`] for an account with money,
     /// [`EventStoreError::ConcurrencyConflict`], or a declared type's own refusal
     /// ([`EventStoreError::Domain`]).
+    #[tracing::instrument(name = "event_store_client.delete_stream", skip(self), err)]
     pub async fn delete_stream(
         &self,
         stream_id: Uuid,
         expected_version: Option<i64>,
         hard: bool,
     ) -> Result<i64, EventStoreError> {
-        Ok(sqlx::query_scalar("SELECT es.delete_stream($1, $2, $3)")
+        Ok(self
+            .sql("SELECT es.delete_stream($1, $2, $3)")
+            .scalar()
             .bind(stream_id)
             .bind(expected_version)
             .bind(hard)
@@ -400,8 +495,11 @@ impl EventStoreClient {
     /// `es.undelete_stream`: restores a soft-deleted stream; returns the version of the
     /// `$stream_undeleted` marker. [`EventStoreError::StreamDeleted`] for a hard-deleted one,
     /// [`EventStoreError::Database`] (`55000`) for a live one.
+    #[tracing::instrument(name = "event_store_client.undelete_stream", skip(self), err)]
     pub async fn undelete_stream(&self, stream_id: Uuid) -> Result<i64, EventStoreError> {
-        Ok(sqlx::query_scalar("SELECT es.undelete_stream($1)")
+        Ok(self
+            .sql("SELECT es.undelete_stream($1)")
+            .scalar()
             .bind(stream_id)
             .fetch_one(&self.pool)
             .await?)
@@ -411,12 +509,15 @@ impl EventStoreClient {
     /// many. An account or a declared type's stream needs a snapshot at `before_version - 1`
     /// ([`EventStoreError::InvalidSnapshot`] otherwise). Later reads below the cut fail with
     /// [`EventStoreError::StreamTruncated`].
+    #[tracing::instrument(name = "event_store_client.truncate_stream", skip(self), err)]
     pub async fn truncate_stream(
         &self,
         stream_id: Uuid,
         before_version: i64,
     ) -> Result<i64, EventStoreError> {
-        Ok(sqlx::query_scalar("SELECT es.truncate_stream($1, $2)")
+        Ok(self
+            .sql("SELECT es.truncate_stream($1, $2)")
+            .scalar()
             .bind(stream_id)
             .bind(before_version)
             .fetch_one(&self.pool)
@@ -425,15 +526,17 @@ impl EventStoreClient {
 
     /// The newest snapshot as stored in `es.snapshots` (not folded forward), with its version;
     /// `None` when the stream has none. See [`SnapshotStore::load_snapshot`] for the folded one.
+    #[tracing::instrument(name = "event_store_client.load_stored_snapshot", skip(self), err)]
     pub async fn load_stored_snapshot(
         &self,
         aggregate_id: Uuid,
     ) -> Result<Option<(Account, i64)>, EventStoreError> {
-        let row: Option<(i64, Value)> =
-            sqlx::query_as("SELECT version, state FROM es.load_snapshot($1)")
-                .bind(aggregate_id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<(i64, Value)> = self
+            .sql("SELECT version, state FROM es.load_snapshot($1)")
+            .query_as()
+            .bind(aggregate_id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|(version, state)| Ok((account_from_state(aggregate_id, state)?, version)))
             .transpose()
     }
@@ -444,13 +547,15 @@ impl EventStoreClient {
     /// batches; for a declared aggregate type (the account included) only events a stored
     /// snapshot covers. Both `None` removes the policy. Invalid values are
     /// [`EventStoreError::InvalidArgument`] (`22023`).
+    #[tracing::instrument(name = "event_store_client.set_retention", skip(self), err)]
     pub async fn set_retention(
         &self,
         stream_type: &str,
         max_age: Option<std::time::Duration>,
         max_count: Option<i64>,
     ) -> Result<(), EventStoreError> {
-        sqlx::query("SELECT es.set_retention($1, make_interval(secs => $2::float8), $3)")
+        self.sql("SELECT es.set_retention($1, make_interval(secs => $2::float8), $3)")
+            .query()
             .bind(stream_type)
             .bind(max_age.map(|d| d.as_secs_f64()))
             .bind(max_count)
@@ -462,12 +567,15 @@ impl EventStoreClient {
     /// `es.pause_retention` (`paused` true) or `es.resume_retention`: one policy, or every policy
     /// when `stream_type` is `None`. Returns how many policies changed; a policy that does not
     /// exist is [`EventStoreError::InvalidArgument`].
+    #[tracing::instrument(name = "event_store_client.set_retention_paused", skip(self), err)]
     pub async fn set_retention_paused(
         &self,
         stream_type: Option<&str>,
         paused: bool,
     ) -> Result<i64, EventStoreError> {
-        Ok(sqlx::query_scalar("SELECT es.set_retention_paused($1, $2)")
+        Ok(self
+            .sql("SELECT es.set_retention_paused($1, $2)")
+            .scalar()
             .bind(stream_type)
             .bind(paused)
             .fetch_one(&self.pool)
@@ -475,14 +583,17 @@ impl EventStoreClient {
     }
 
     /// The view `es.retention`: each policy with its progress.
+    #[tracing::instrument(name = "event_store_client.retention", skip(self), err)]
     pub async fn retention(&self) -> Result<Vec<RetentionPolicy>, EventStoreError> {
-        let rows = sqlx::query(
-            "SELECT stream_type, extract(epoch FROM max_age)::float8, max_count, paused, \
+        let rows = self
+            .sql(
+                "SELECT stream_type, extract(epoch FROM max_age)::float8, max_count, paused, \
                     events_removed, events_expired, last_batch_at \
                FROM es.retention ORDER BY stream_type",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+            )
+            .query()
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(RetentionPolicy {
@@ -505,12 +616,15 @@ impl EventStoreClient {
     /// positions first) to `es.events_archive` in one transaction; returns how many moved. Every
     /// read, this client's included, reads through the archive. Call it until it returns 0 to
     /// archive in chunks.
+    #[tracing::instrument(name = "event_store_client.archive", skip(self), err)]
     pub async fn archive(
         &self,
         before: DateTime<Utc>,
         max_events: Option<i64>,
     ) -> Result<i64, EventStoreError> {
-        Ok(sqlx::query_scalar("SELECT es.archive($1, $2)")
+        Ok(self
+            .sql("SELECT es.archive($1, $2)")
+            .scalar()
             .bind(before)
             .bind(max_events)
             .fetch_one(&self.pool)
@@ -526,7 +640,9 @@ impl EventStoreClient {
         expected_version: Option<i64>,
     ) -> Result<i64, EventStoreError> {
         let sql = format!("SELECT es.{command}($1, $2, $3, $4)");
-        Ok(sqlx::query_scalar(&sql)
+        Ok(self
+            .sql(&sql)
+            .scalar()
             .bind(account_id)
             .bind(amount_cents)
             .bind(description)
@@ -537,6 +653,7 @@ impl EventStoreClient {
 }
 
 async fn append_json<'c, E>(
+    options: &ClientOptions,
     executor: E,
     stream_id: Uuid,
     expected_version: Option<i64>,
@@ -545,7 +662,9 @@ async fn append_json<'c, E>(
 where
     E: Executor<'c, Database = Postgres>,
 {
-    Ok(sqlx::query_scalar("SELECT es.append_events($1, $2, $3)")
+    Ok(options
+        .sql("SELECT es.append_events($1, $2, $3)")
+        .scalar()
         .bind(stream_id)
         .bind(expected_version)
         .bind(events)
@@ -611,6 +730,7 @@ impl EventStore for EventStoreClient {
     /// `0` it must not exist (the seed's new account), `-1` it must exist. The store checks that
     /// each event's `aggregate_id` and `sequence_number` are the stream and the version it
     /// assigns (`InvalidEvent` otherwise), and for an account stream every rule of the account.
+    #[tracing::instrument(name = "event_store_client.append_events", skip(self, events), fields(events = events.len()), err)]
     async fn append_events(
         &self,
         aggregate_id: Uuid,
@@ -621,7 +741,14 @@ impl EventStore for EventStoreClient {
             .iter()
             .map(serde_json::to_value)
             .collect::<Result<Vec<_>, _>>()?;
-        append_json(&self.pool, aggregate_id, Some(expected_version), events).await?;
+        append_json(
+            &self.options,
+            &self.pool,
+            aggregate_id,
+            Some(expected_version),
+            events,
+        )
+        .await?;
         Ok(())
     }
 
@@ -632,17 +759,19 @@ impl EventStore for EventStoreClient {
 
     /// `es.load_events(aggregate_id, from_version)`: the events with a version above
     /// `from_version`.
+    #[tracing::instrument(name = "event_store_client.load_events", skip(self), err)]
     async fn load_events_from_version(
         &self,
         aggregate_id: Uuid,
         from_version: i64,
     ) -> Result<Vec<AccountEvent>, EventStoreError> {
-        let rows: Vec<(i64, Value)> =
-            sqlx::query_as("SELECT version, data FROM es.load_events($1, $2)")
-                .bind(aggregate_id)
-                .bind(from_version)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(i64, Value)> = self
+            .sql("SELECT version, data FROM es.load_events($1, $2)")
+            .query_as()
+            .bind(aggregate_id)
+            .bind(from_version)
+            .fetch_all(&self.pool)
+            .await?;
         decode_events(aggregate_id, rows)
     }
 }
@@ -653,6 +782,7 @@ impl SnapshotStore for EventStoreClient {
     /// store's state JSON. For an account stream the store checks that the state is the
     /// history's state at `version` and refuses any other ([`EventStoreError::InvalidSnapshot`],
     /// `ES005`): a snapshot can never make a wrong balance authoritative.
+    #[tracing::instrument(name = "event_store_client.save_snapshot", skip(self, state), err)]
     async fn save_snapshot(
         &self,
         aggregate_id: Uuid,
@@ -660,7 +790,8 @@ impl SnapshotStore for EventStoreClient {
         state: &Account,
     ) -> Result<(), SnapshotError> {
         let state = serde_json::to_value(state)?;
-        sqlx::query("SELECT es.save_snapshot($1, $2, $3)")
+        self.sql("SELECT es.save_snapshot($1, $2, $3)")
+            .query()
             .bind(aggregate_id)
             .bind(version)
             .bind(state)
@@ -688,16 +819,18 @@ impl SnapshotStore for EventStoreClient {
     /// is not the history's state (`ES005`). A command that must not depend on client state at
     /// all is best sent as one [`deposit`](EventStoreClient::deposit) /
     /// [`withdraw`](EventStoreClient::withdraw).
+    #[tracing::instrument(name = "event_store_client.load_snapshot", skip(self), err)]
     async fn load_snapshot(
         &self,
         aggregate_id: Uuid,
     ) -> Result<Option<(Account, i64)>, SnapshotError> {
         // One statement: the fold runs only when a snapshot exists.
-        let state: Option<Value> =
-            sqlx::query_scalar("SELECT es.account_state($1) FROM es.load_snapshot($1) LIMIT 1")
-                .bind(aggregate_id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let state: Option<Value> = self
+            .sql("SELECT es.account_state($1) FROM es.load_snapshot($1) LIMIT 1")
+            .scalar()
+            .bind(aggregate_id)
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(state) = state else {
             return Ok(None);
         };

@@ -9,6 +9,7 @@
 //! and its tests feed it exactly those strings.
 
 use crate::account::AccountStatus;
+use event_store_core::sqlstate;
 use uuid::Uuid;
 
 /// The seed's `SnapshotError`: the snapshot store fails with the same type as the event store.
@@ -296,7 +297,7 @@ impl EventStoreError {
     ) -> Option<Self> {
         let message = message.to_owned();
         Some(match code {
-            "ES001" => {
+            sqlstate::CONCURRENCY => {
                 // `expected: E, actual: A`; E is N, `0 (no stream)` or `-1 (an existing stream)`.
                 let (expected, actual) = detail?
                     .strip_prefix("expected: ")?
@@ -309,9 +310,9 @@ impl EventStoreError {
                     message,
                 }
             }
-            "ES002" => Self::StreamNotFound { message },
-            "ES003" => Self::InvalidEvent { message },
-            "ES004" => {
+            sqlstate::STREAM_NOT_FOUND => Self::StreamNotFound { message },
+            sqlstate::INVALID_EVENT => Self::InvalidEvent { message },
+            sqlstate::DUPLICATE_EVENT_ID => {
                 let event_id = message.strip_prefix("duplicate event id ")?.parse().ok()?;
                 let stored_in = detail
                     .and_then(|d| d.strip_prefix("the event id is already stored in stream "))
@@ -326,11 +327,11 @@ impl EventStoreError {
                     message,
                 }
             }
-            "ES005" => Self::InvalidSnapshot {
+            sqlstate::INVALID_SNAPSHOT => Self::InvalidSnapshot {
                 detail: detail.map(str::to_owned),
                 message,
             },
-            "ES007" => {
+            sqlstate::STREAM_DELETED => {
                 let (how, deleted_at) = detail?.strip_prefix("deleted: ")?.split_once(", at: ")?;
                 Self::StreamDeleted {
                     hard: match how {
@@ -342,7 +343,7 @@ impl EventStoreError {
                     message,
                 }
             }
-            "ES008" => {
+            sqlstate::STREAM_TRUNCATED => {
                 let (before_version, asked_from) =
                     two_values(detail?, "truncated before: ", ", asked from: ")?;
                 Self::StreamTruncated {
@@ -351,11 +352,11 @@ impl EventStoreError {
                     message,
                 }
             }
-            "ES105" => Self::AccountNotDeletable {
+            sqlstate::ACCOUNT_NOT_DELETABLE => Self::AccountNotDeletable {
                 balance: detail?.strip_prefix("balance: ")?.trim().parse().ok()?,
                 message,
             },
-            "ES101" => {
+            sqlstate::INSUFFICIENT_FUNDS => {
                 let (available, requested) = two_values(detail?, "available: ", ", requested: ")?;
                 Self::InsufficientFunds {
                     available,
@@ -363,13 +364,13 @@ impl EventStoreError {
                     message,
                 }
             }
-            "ES102" => Self::AccountNotActive {
+            sqlstate::ACCOUNT_NOT_ACTIVE => Self::AccountNotActive {
                 status: AccountStatus::parse(detail?.strip_prefix("status: ")?)?,
                 message,
             },
-            "ES103" => Self::InvalidAmount { message },
-            "ES104" => Self::NotAnAccount { message },
-            "ES201" => {
+            sqlstate::INVALID_AMOUNT => Self::InvalidAmount { message },
+            sqlstate::NOT_AN_ACCOUNT => Self::NotAnAccount { message },
+            sqlstate::LEASED_BY_ANOTHER => {
                 let (owner, lease_until) = lease(detail?)?;
                 Self::LeasedByAnother {
                     owner: owner.to_owned(),
@@ -377,12 +378,12 @@ impl EventStoreError {
                     message,
                 }
             }
-            "ES202" => Self::NoSuchSubscription { message },
-            "ES301" => Self::InvalidAggregate {
+            sqlstate::NO_SUCH_SUBSCRIPTION => Self::NoSuchSubscription { message },
+            sqlstate::INVALID_AGGREGATE => Self::InvalidAggregate {
                 detail: detail.map(str::to_owned),
                 message,
             },
-            "ES302" => {
+            sqlstate::STREAM_TYPE_CONFLICT => {
                 // `stream type: T, named: N`; T is `none (a generic stream)` for no type.
                 let (stored, named) = detail?
                     .strip_prefix("stream type: ")?
@@ -393,11 +394,13 @@ impl EventStoreError {
                     message,
                 }
             }
-            "ES303" => Self::NoAggregateType { message },
-            "22023" | "22004" => Self::InvalidArgument {
-                code: code.to_owned(),
-                message,
-            },
+            sqlstate::NO_AGGREGATE_TYPE => Self::NoAggregateType { message },
+            sqlstate::INVALID_PARAMETER_VALUE | sqlstate::NULL_VALUE_NOT_ALLOWED => {
+                Self::InvalidArgument {
+                    code: code.to_owned(),
+                    message,
+                }
+            }
             _ if is_domain_code(code) => Self::Domain {
                 code: code.to_owned(),
                 message,
@@ -418,23 +421,23 @@ impl EventStoreError {
                     .map(|pg| pg.code());
             }
             Self::Serialization(_) => return None,
-            Self::ConcurrencyConflict { .. } => "ES001",
-            Self::StreamNotFound { .. } => "ES002",
-            Self::InvalidEvent { .. } => "ES003",
-            Self::DuplicateEventId { .. } => "ES004",
-            Self::InvalidSnapshot { .. } => "ES005",
-            Self::StreamDeleted { .. } => "ES007",
-            Self::StreamTruncated { .. } => "ES008",
-            Self::AccountNotDeletable { .. } => "ES105",
-            Self::InsufficientFunds { .. } => "ES101",
-            Self::AccountNotActive { .. } => "ES102",
-            Self::InvalidAmount { .. } => "ES103",
-            Self::NotAnAccount { .. } => "ES104",
-            Self::LeasedByAnother { .. } => "ES201",
-            Self::NoSuchSubscription { .. } => "ES202",
-            Self::InvalidAggregate { .. } => "ES301",
-            Self::StreamTypeConflict { .. } => "ES302",
-            Self::NoAggregateType { .. } => "ES303",
+            Self::ConcurrencyConflict { .. } => sqlstate::CONCURRENCY,
+            Self::StreamNotFound { .. } => sqlstate::STREAM_NOT_FOUND,
+            Self::InvalidEvent { .. } => sqlstate::INVALID_EVENT,
+            Self::DuplicateEventId { .. } => sqlstate::DUPLICATE_EVENT_ID,
+            Self::InvalidSnapshot { .. } => sqlstate::INVALID_SNAPSHOT,
+            Self::StreamDeleted { .. } => sqlstate::STREAM_DELETED,
+            Self::StreamTruncated { .. } => sqlstate::STREAM_TRUNCATED,
+            Self::AccountNotDeletable { .. } => sqlstate::ACCOUNT_NOT_DELETABLE,
+            Self::InsufficientFunds { .. } => sqlstate::INSUFFICIENT_FUNDS,
+            Self::AccountNotActive { .. } => sqlstate::ACCOUNT_NOT_ACTIVE,
+            Self::InvalidAmount { .. } => sqlstate::INVALID_AMOUNT,
+            Self::NotAnAccount { .. } => sqlstate::NOT_AN_ACCOUNT,
+            Self::LeasedByAnother { .. } => sqlstate::LEASED_BY_ANOTHER,
+            Self::NoSuchSubscription { .. } => sqlstate::NO_SUCH_SUBSCRIPTION,
+            Self::InvalidAggregate { .. } => sqlstate::INVALID_AGGREGATE,
+            Self::StreamTypeConflict { .. } => sqlstate::STREAM_TYPE_CONFLICT,
+            Self::NoAggregateType { .. } => sqlstate::NO_AGGREGATE_TYPE,
             Self::InvalidArgument { code, .. } | Self::Domain { code, .. } => code,
         })
     }

@@ -19,7 +19,20 @@
 //!   [`state`](EventStoreClient::state), [`fold`](EventStoreClient::fold), …);
 //! - one error enum, [`EventStoreError`], typed by the store's SQLSTATEs with the values of
 //!   their DETAIL parsed: a stable contract (its table is on the enum and in the README); a
-//!   domain's own refusals arrive as [`EventStoreError::Domain`].
+//!   domain's own refusals arrive as [`EventStoreError::Domain`]; the codes themselves are
+//!   [`sqlstate`] (the core's constants);
+//! - events of **any serde type** ([`EventStoreClient::append`], [`RecordedEvent::decode`],
+//!   [`EventStoreClient::load_as`]) with an [`ExpectedVersion`], and every log call on **any
+//!   sqlx executor** (`append_in`, `load_in`, `read_all_in`, `poll_in`, `ack_in`, …) so it joins
+//!   the caller's transaction;
+//! - the log and subscriptions as [`futures::Stream`]s ([`EventStoreClient::read_all_stream`],
+//!   [`load_events_stream`](EventStoreClient::load_events_stream),
+//!   [`subscription_stream`](EventStoreClient::subscription_stream)), and [`Consumer`], a
+//!   cancel-safe helper that handles each event in the caller's transaction and acks it there;
+//! - [`ClientOptions`]: a **pooler-safe** mode (unnamed statements, for pgbouncer in transaction
+//!   mode) and the page size; every call has a `tracing` span and sends the current W3C
+//!   `traceparent` in a sqlcommenter comment (feature `opentelemetry`), so the server's spans
+//!   join the application's trace.
 //!
 //! ```no_run
 //! use event_store_client::{Account, EventStore, EventStoreClient, EventStoreError};
@@ -43,11 +56,17 @@
 //! # }
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod account;
 pub mod aggregate;
 pub mod client;
 pub mod error;
+pub mod expected;
+pub mod options;
 pub mod store;
+pub mod subscription;
+pub mod typed;
 
 /// The seed's event types, from `event_store_core` (the same serde definitions the extension
 /// validates against).
@@ -62,5 +81,9 @@ pub use client::{
     RetentionPolicy,
 };
 pub use error::{EventStoreError, SnapshotError};
+pub use event_store_core::sqlstate;
+pub use expected::ExpectedVersion;
+pub use options::ClientOptions;
 pub use seed::{AccountEvent, EventMetadata};
 pub use store::{EventStore, SnapshotStore};
+pub use subscription::{Consumer, HandlerFuture, Progress, SubscriptionSpec};

@@ -1,8 +1,11 @@
-//! The two examples, run against a fresh database: the seed's `DepositHandler` (its code
-//! verbatim, over this crate) and the plain-sqlx snippet of the README.
+//! The examples, run against a fresh database: the seed's `DepositHandler` (its code verbatim,
+//! over this crate), the plain-sqlx snippet of the README, and the README's consumer.
 
 mod support;
 
+#[allow(dead_code)]
+#[path = "../examples/consumer.rs"]
+mod consumer;
 #[allow(dead_code)] // its `main` is the example's
 #[path = "../examples/deposit_handler.rs"]
 mod deposit_handler;
@@ -152,4 +155,26 @@ async fn sqlx_plain_example_runs() {
         .await
         .unwrap_or_else(|e| panic!("examples/sqlx_plain.rs: {e}"));
     assert_eq!((expected, actual, read), (0, 2, 2));
+}
+
+/// The README's consumer: serde events appended, handled in the consumer's transaction, the
+/// read model and the checkpoint committed together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_example_runs() {
+    let db = TestDb::new("ex_consumer").await;
+    let (handled, revenue) = consumer::run(&db.url(), 10)
+        .await
+        .unwrap_or_else(|e| panic!("examples/consumer.rs: {e}"));
+    assert_eq!((handled, revenue), (20, 10 * 1_000));
+    // Run again: the subscription exists and is drained; nothing is handled twice.
+    let checkpoint: i64 =
+        sqlx::query_scalar("SELECT checkpoint FROM es.subscriptions WHERE name = 'revenue'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let last: i64 = sqlx::query_scalar("SELECT max(global_position) FROM es.events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(checkpoint, last);
 }

@@ -346,45 +346,108 @@ pub enum EventStoreError {
     },
 }
 
+/// The SQLSTATEs the store raises (docs/reference.md §6): the one place each code is written.
+/// The extension raises them through [`EventStoreError::sqlstate`]; a client matches on them
+/// (`event_store_client` builds its typed error from these constants).
+pub mod sqlstate {
+    /// ES001: the stream is not at the expected version (optimistic concurrency).
+    pub const CONCURRENCY: &str = "ES001";
+    /// ES002: the stream (or account) does not exist.
+    pub const STREAM_NOT_FOUND: &str = "ES002";
+    /// ES003: an event of the batch is not valid (or a stored one cannot be replayed).
+    pub const INVALID_EVENT: &str = "ES003";
+    /// ES004: an event id is already stored and the call is not an idempotent retry.
+    pub const DUPLICATE_EVENT_ID: &str = "ES004";
+    /// ES005: a snapshot out of range, not the history's state, or missing at a truncation.
+    pub const INVALID_SNAPSHOT: &str = "ES005";
+    /// ES006: `UPDATE`, `DELETE` or `TRUNCATE` of the append-only event tables.
+    pub const APPEND_ONLY: &str = "ES006";
+    /// ES007: the stream is deleted (soft or hard).
+    pub const STREAM_DELETED: &str = "ES007";
+    /// ES008: a read needs events below the version a truncation removed.
+    pub const STREAM_TRUNCATED: &str = "ES008";
+    /// ES101: a withdrawal larger than the balance.
+    pub const INSUFFICIENT_FUNDS: &str = "ES101";
+    /// ES102: the account does not accept the command in its status.
+    pub const ACCOUNT_NOT_ACTIVE: &str = "ES102";
+    /// ES103: an amount that is not a positive number of cents.
+    pub const INVALID_AMOUNT: &str = "ES103";
+    /// ES104: the stream is not an account.
+    pub const NOT_AN_ACCOUNT: &str = "ES104";
+    /// ES105: an account is deleted only when its balance is zero.
+    pub const ACCOUNT_NOT_DELETABLE: &str = "ES105";
+    /// ES201: the partition is leased by another consumer.
+    pub const LEASED_BY_ANOTHER: &str = "ES201";
+    /// ES202: no subscription or projection of that name.
+    pub const NO_SUCH_SUBSCRIPTION: &str = "ES202";
+    /// ES301: an aggregate definition, or one of its functions, failed or is invalid.
+    pub const INVALID_AGGREGATE: &str = "ES301";
+    /// ES302: an append names a stream type other than the stream's.
+    pub const STREAM_TYPE_CONFLICT: &str = "ES302";
+    /// ES303: the stream has no declared aggregate type.
+    pub const NO_AGGREGATE_TYPE: &str = "ES303";
+    /// 22004 (PostgreSQL's `null_value_not_allowed`): a NULL argument or element.
+    pub const NULL_VALUE_NOT_ALLOWED: &str = "22004";
+    /// 22023 (PostgreSQL's `invalid_parameter_value`): an invalid argument.
+    pub const INVALID_PARAMETER_VALUE: &str = "22023";
+    /// 2200H (PostgreSQL's `sequence_generator_limit_exceeded`): global positions exhausted.
+    pub const SEQUENCE_GENERATOR_LIMIT_EXCEEDED: &str = "2200H";
+    /// 2BP01 (PostgreSQL's `dependent_objects_still_exist`): an aggregate type still in use.
+    pub const DEPENDENT_OBJECTS_STILL_EXIST: &str = "2BP01";
+    /// 42501 (PostgreSQL's `insufficient_privilege`): a built-in aggregate type.
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    /// 42710 (PostgreSQL's `duplicate_object`): a name already defined.
+    pub const DUPLICATE_OBJECT: &str = "42710";
+    /// 55000 (PostgreSQL's `object_not_in_prerequisite_state`): the library is not preloaded,
+    /// a key is unavailable, a stream is not deleted, …
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
+}
+
 impl EventStoreError {
     /// The five-character SQLSTATE of the condition (docs/reference.md §6).
     pub fn sqlstate(&self) -> &str {
         match self {
             Self::AggregateFailed { .. }
             | Self::UpcastFailed { .. }
-            | Self::InvalidDefinition { .. } => "ES301",
-            Self::StreamTypeConflict { .. } => "ES302",
-            Self::NoAggregateType { .. } => "ES303",
-            Self::AlreadyDefined { .. } => "42710",
-            Self::AggregateInUse { .. } => "2BP01",
-            Self::BuiltInAggregate { .. } => "42501",
+            | Self::InvalidDefinition { .. } => sqlstate::INVALID_AGGREGATE,
+            Self::StreamTypeConflict { .. } => sqlstate::STREAM_TYPE_CONFLICT,
+            Self::NoAggregateType { .. } => sqlstate::NO_AGGREGATE_TYPE,
+            Self::AlreadyDefined { .. } => sqlstate::DUPLICATE_OBJECT,
+            Self::AggregateInUse { .. } => sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+            Self::BuiltInAggregate { .. } => sqlstate::INSUFFICIENT_PRIVILEGE,
             Self::Raised(e) => &e.sqlstate,
-            Self::WrongExpectedVersion { .. } => "ES001",
-            Self::StreamNotFound { .. } | Self::AccountNotFound { .. } => "ES002",
+            Self::WrongExpectedVersion { .. } => sqlstate::CONCURRENCY,
+            Self::StreamNotFound { .. } | Self::AccountNotFound { .. } => {
+                sqlstate::STREAM_NOT_FOUND
+            }
             Self::InvalidEvent { .. }
             | Self::InvalidAccountEvent { .. }
-            | Self::UnreplayableEvent { .. } => "ES003",
-            Self::DuplicateEventId { .. } => "ES004",
+            | Self::UnreplayableEvent { .. } => sqlstate::INVALID_EVENT,
+            Self::DuplicateEventId { .. } => sqlstate::DUPLICATE_EVENT_ID,
             Self::InvalidSnapshot { .. }
             | Self::SnapshotMismatch { .. }
-            | Self::TruncationNotCovered { .. } => "ES005",
-            Self::StreamDeleted { .. } => "ES007",
-            Self::StreamTruncated { .. } => "ES008",
-            Self::StreamNotDeleted { .. } => "55000",
-            Self::AccountNotDeletable { .. } => "ES105",
-            Self::InsufficientFunds { .. } => "ES101",
-            Self::AccountNotActive { .. } => "ES102",
-            Self::InvalidAmount { .. } => "ES103",
-            Self::NotAnAccount { .. } => "ES104",
-            Self::NullArgument { .. } | Self::NullElement { .. } => "22004",
-            Self::InvalidArgument { .. } => "22023",
-            Self::PreloadRequired { .. } | Self::KeyUnavailable { .. } => "55000",
-            Self::PositionsExhausted { .. } => "2200H",
-            Self::PositionTaken { .. } => "55000",
-            Self::WatermarkNotReplicated { .. } => "55000",
-            Self::LeasedByAnother { .. } => "ES201",
-            Self::NoSuchSubscription { .. } => "ES202",
-            Self::DuplicateName { .. } => "42710",
+            | Self::TruncationNotCovered { .. } => sqlstate::INVALID_SNAPSHOT,
+            Self::StreamDeleted { .. } => sqlstate::STREAM_DELETED,
+            Self::StreamTruncated { .. } => sqlstate::STREAM_TRUNCATED,
+            Self::StreamNotDeleted { .. } => sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            Self::AccountNotDeletable { .. } => sqlstate::ACCOUNT_NOT_DELETABLE,
+            Self::InsufficientFunds { .. } => sqlstate::INSUFFICIENT_FUNDS,
+            Self::AccountNotActive { .. } => sqlstate::ACCOUNT_NOT_ACTIVE,
+            Self::InvalidAmount { .. } => sqlstate::INVALID_AMOUNT,
+            Self::NotAnAccount { .. } => sqlstate::NOT_AN_ACCOUNT,
+            Self::NullArgument { .. } | Self::NullElement { .. } => {
+                sqlstate::NULL_VALUE_NOT_ALLOWED
+            }
+            Self::InvalidArgument { .. } => sqlstate::INVALID_PARAMETER_VALUE,
+            Self::PreloadRequired { .. } | Self::KeyUnavailable { .. } => {
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
+            Self::PositionsExhausted { .. } => sqlstate::SEQUENCE_GENERATOR_LIMIT_EXCEEDED,
+            Self::PositionTaken { .. } => sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            Self::WatermarkNotReplicated { .. } => sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            Self::LeasedByAnother { .. } => sqlstate::LEASED_BY_ANOTHER,
+            Self::NoSuchSubscription { .. } => sqlstate::NO_SUCH_SUBSCRIPTION,
+            Self::DuplicateName { .. } => sqlstate::DUPLICATE_OBJECT,
         }
     }
 
@@ -589,6 +652,54 @@ fn snapshot_range(current: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The constants are SQLSTATEs, each written once: the store's own (class `ES`) distinct.
+    #[test]
+    fn the_sqlstate_constants_are_well_formed_and_distinct() {
+        use sqlstate::*;
+        let own = [
+            CONCURRENCY,
+            STREAM_NOT_FOUND,
+            INVALID_EVENT,
+            DUPLICATE_EVENT_ID,
+            INVALID_SNAPSHOT,
+            APPEND_ONLY,
+            STREAM_DELETED,
+            STREAM_TRUNCATED,
+            INSUFFICIENT_FUNDS,
+            ACCOUNT_NOT_ACTIVE,
+            INVALID_AMOUNT,
+            NOT_AN_ACCOUNT,
+            ACCOUNT_NOT_DELETABLE,
+            LEASED_BY_ANOTHER,
+            NO_SUCH_SUBSCRIPTION,
+            INVALID_AGGREGATE,
+            STREAM_TYPE_CONFLICT,
+            NO_AGGREGATE_TYPE,
+        ];
+        let postgres = [
+            NULL_VALUE_NOT_ALLOWED,
+            INVALID_PARAMETER_VALUE,
+            SEQUENCE_GENERATOR_LIMIT_EXCEEDED,
+            DEPENDENT_OBJECTS_STILL_EXIST,
+            INSUFFICIENT_PRIVILEGE,
+            DUPLICATE_OBJECT,
+            OBJECT_NOT_IN_PREREQUISITE_STATE,
+        ];
+        for code in own.iter().chain(&postgres) {
+            assert!(
+                code.len() == 5
+                    && code
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()),
+                "{code}"
+            );
+        }
+        assert!(own.iter().all(|c| c.starts_with("ES")));
+        let distinct: std::collections::BTreeSet<_> = own.iter().collect();
+        assert_eq!(distinct.len(), own.len());
+        assert_eq!(CONCURRENCY, "ES001");
+    }
 
     #[test]
     fn codes_follow_the_spec() {

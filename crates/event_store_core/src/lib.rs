@@ -14,7 +14,8 @@
 //! - [`personal`]: personal-data paths, sealing a value with its subject's key (AES-256-GCM) and
 //!   revealing or erasing it on read (crypto-shredding);
 //! - [`subscription`]: the partition of a stream, and the rules of subscriptions (leases, attempts);
-//! - [`error`]: the one error enum, with the SQLSTATE, message, DETAIL and HINT of each failure.
+//! - [`error`]: the one error enum, with the SQLSTATE, message, DETAIL and HINT of each failure;
+//!   [`sqlstate`]: the SQLSTATE constants themselves, which a client matches on.
 
 pub mod account;
 pub mod error;
@@ -26,6 +27,6 @@ pub mod seed;
 pub mod shape;
 pub mod subscription;
 
-pub use error::{EventStoreError, RaisedError};
+pub use error::{EventStoreError, RaisedError, sqlstate};
 pub use event::{ACCOUNT_STREAM_TYPE, EventMeta, JsonField, NumberText, RawEvent};
 pub use expected::{ExpectedVersion, RetryDecision};
