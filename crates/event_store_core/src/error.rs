@@ -929,26 +929,26 @@ mod tests {
         assert_eq!(e.detail().unwrap(), "expected: 4, actual: 6");
     }
 
-    /// The README's "Errors" table calls its DETAIL formats a contract: every DETAIL form the
+    /// The errors table of docs/reference.md §6 calls its DETAIL formats a contract: every DETAIL form the
     /// store writes must be in the row of its SQLSTATE. Each form is made here by the code that
     /// writes it, with marked values; the text between the values (what a program parses) must
     /// appear in that row as written. (The DETAILs of the SQL files, with no values, must be in
     /// the table too.)
     #[test]
-    fn every_detail_form_is_in_the_readme_errors_table() {
+    fn every_detail_form_is_in_the_reference_errors_table() {
         use crate::ExpectedVersion;
         use crate::account::AccountStatus;
-        let readme = include_str!("../../../README.md");
-        let start = readme
-            .find("\n## Errors\n")
-            .expect("README has a section ## Errors");
-        let section = &readme[start + 1..];
+        let reference = include_str!("../../../docs/reference.md");
+        let start = reference
+            .find("\n## 6. Errors\n")
+            .expect("docs/reference.md has a section ## 6. Errors");
+        let section = &reference[start + 1..];
         let section = &section[..section[1..].find("\n## ").map_or(section.len(), |e| e + 1)];
         let row = |code: &str| {
             section
                 .lines()
                 .find(|l| l.starts_with(&format!("| `{code}` |")))
-                .unwrap_or_else(|| panic!("the README's Errors table has no row for {code}"))
+                .unwrap_or_else(|| panic!("docs/reference.md §6 has no row for {code}"))
         };
         // values that do not occur in the fixed text around them
         let (n, m, id, text) = (987_654_321_i64, 876_543_210_i64, "VALUE-ID", "VALUE-TEXT");
@@ -1058,7 +1058,7 @@ mod tests {
         }
         assert!(
             missing.is_empty(),
-            "DETAIL forms missing from the README's Errors table:\n{}",
+            "DETAIL forms missing from the errors table of docs/reference.md §6:\n{}",
             missing.join("\n")
         );
     }

@@ -19,7 +19,12 @@ const DB: &str = "es_client_traceparent";
 /// The one span of this process named `name`.
 fn local<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
     let found: Vec<&SpanData> = spans.iter().filter(|s| s.name == name).collect();
-    assert_eq!(found.len(), 1, "one span {name} among {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>());
+    assert_eq!(
+        found.len(),
+        1,
+        "one span {name} among {:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
     found[0]
 }
 
@@ -35,7 +40,10 @@ fn the_servers_spans_join_the_applications_trace() {
     let url = format!(
         "postgres://postgres@localhost:{}/{DB}?host={}",
         trace_port(),
-        socket.canonicalize().expect("the tracing cluster's socket directory").display()
+        socket
+            .canonicalize()
+            .expect("the tracing cluster's socket directory")
+            .display()
     );
 
     let exporter = InMemorySpanExporter::default();
@@ -55,33 +63,43 @@ fn the_servers_spans_join_the_applications_trace() {
         exporter.reset();
         let stream = uuid::Uuid::new_v4();
         runtime.block_on(async {
-                let pool = sqlx::PgPool::connect(&url).await.expect("connect");
-                let store = EventStoreClient::with_options(
-                    pool,
-                    ClientOptions::default().pooler_safe(pooler_safe),
-                );
-                let request = tracing::info_span!("app.request");
-                async {
-                    store
-                        .append(stream, ExpectedVersion::NoStream, &[serde_json::json!({"type": "ItemAdded"})])
-                        .await
-                        .expect("append");
-                }
-                .instrument(request)
-                .await;
-                store.pool().close().await;
-            });
+            let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+            let store = EventStoreClient::with_options(
+                pool,
+                ClientOptions::default().pooler_safe(pooler_safe),
+            );
+            let request = tracing::info_span!("app.request");
+            async {
+                store
+                    .append(
+                        stream,
+                        ExpectedVersion::NoStream,
+                        &[serde_json::json!({"type": "ItemAdded"})],
+                    )
+                    .await
+                    .expect("append");
+            }
+            .instrument(request)
+            .await;
+            store.pool().close().await;
+        });
         let _ = provider.force_flush();
         let spans = exporter.get_finished_spans().expect("the exported spans");
         let app = local(&spans, "app.request");
         let client = local(&spans, "event_store_client.append");
         assert_eq!(client.span_context.trace_id(), app.span_context.trace_id());
-        assert_eq!(client.parent_span_id, app.span_context.span_id(), "the client's span is the app's child");
+        assert_eq!(
+            client.parent_span_id,
+            app.span_context.span_id(),
+            "the client's span is the app's child"
+        );
         let trace = app.span_context.trace_id().to_string();
 
         // The server's spans, exported by its worker to the receiver: same trace, and the
         // server's root span is a child of the client's span.
-        let server = rx.wait_trace(&trace, |s| s.iter().any(|s| s["name"] == "event_store.append_events"));
+        let server = rx.wait_trace(&trace, |s| {
+            s.iter().any(|s| s["name"] == "event_store.append_events")
+        });
         let append = named(&server, "event_store.append_events");
         assert_eq!(append["trace_id"], trace.as_str());
         assert_eq!(
