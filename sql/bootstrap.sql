@@ -435,7 +435,7 @@ COMMENT ON TRIGGER events_archive_refuse_truncate ON es.events_archive IS 'Keeps
 -- Every read of the whole log is `SELECT * FROM es.events UNION ALL SELECT * FROM
 -- es.events_archive`, which needs both tables to have the same columns in the same order. A DBA
 -- may add or drop a column of es.events (the store's native paths step aside for such a table,
--- README "Robustness"); this event trigger makes the same change to the archive in the same
+-- docs/operations.md "How an append works"); this event trigger makes the same change to the archive in the same
 -- transaction, so reads through it keep working (archived rows read NULL in an added column).
 CREATE FUNCTION es.keep_archive_shape() RETURNS event_trigger
 LANGUAGE plpgsql
@@ -544,7 +544,7 @@ CREATE TABLE es.subject_keys (
     CONSTRAINT subject_keys_key_id_key UNIQUE (key_id)
 );
 COMMENT ON TABLE es.subject_keys IS
-  'One AES-256 key per data subject, made by the first append that seals a value for it and destroyed by es.forget. It shares this database''s WAL, replicas and backups until they age out (README "Forgetting a subject"). Members of es_personal_data may read it: that is what revealing needs.';
+  'One AES-256 key per data subject, made by the first append that seals a value for it and destroyed by es.forget. It shares this database''s WAL, replicas and backups until they age out (docs/lifecycle.md "Forgetting a subject"). Members of es_personal_data may read it: that is what revealing needs.';
 COMMENT ON COLUMN es.subject_keys.subject IS 'The data subject: a stream id as text, or the data_subject an event''s metadata named.';
 COMMENT ON COLUMN es.subject_keys.key_id IS 'What a sealed value names (es:enc:v1:<key_id>:...); never the subject, which may be personal itself.';
 COMMENT ON COLUMN es.subject_keys.key IS 'The 32 key bytes, from pg_strong_random; NULL when the key provider named by es.key_provider keeps them (in another database).';

@@ -342,7 +342,7 @@ COMMENT ON TRIGGER events_archive_refuse_truncate ON es.events_archive IS 'Keeps
 -- Every read of the whole log is `SELECT * FROM es.events UNION ALL SELECT * FROM
 -- es.events_archive`, which needs both tables to have the same columns in the same order. A DBA
 -- may add or drop a column of es.events (the store's native paths step aside for such a table,
--- README "Robustness"); this event trigger makes the same change to the archive in the same
+-- docs/operations.md "How an append works"); this event trigger makes the same change to the archive in the same
 -- transaction, so reads through it keep working (archived rows read NULL in an added column).
 CREATE FUNCTION es.keep_archive_shape() RETURNS event_trigger
 LANGUAGE plpgsql
@@ -451,7 +451,7 @@ CREATE TABLE es.subject_keys (
     CONSTRAINT subject_keys_key_id_key UNIQUE (key_id)
 );
 COMMENT ON TABLE es.subject_keys IS
-  'One AES-256 key per data subject, made by the first append that seals a value for it and destroyed by es.forget. It shares this database''s WAL, replicas and backups until they age out (README "Forgetting a subject"). Members of es_personal_data may read it: that is what revealing needs.';
+  'One AES-256 key per data subject, made by the first append that seals a value for it and destroyed by es.forget. It shares this database''s WAL, replicas and backups until they age out (docs/lifecycle.md "Forgetting a subject"). Members of es_personal_data may read it: that is what revealing needs.';
 COMMENT ON COLUMN es.subject_keys.subject IS 'The data subject: a stream id as text, or the data_subject an event''s metadata named.';
 COMMENT ON COLUMN es.subject_keys.key_id IS 'What a sealed value names (es:enc:v1:<key_id>:...); never the subject, which may be personal itself.';
 COMMENT ON COLUMN es.subject_keys.key IS 'The 32 key bytes, from pg_strong_random; NULL when the key provider named by es.key_provider keeps them (in another database).';
@@ -1530,7 +1530,7 @@ COMMENT ON FUNCTION es.archive(timestamptz, bigint) IS
   'Moves the events recorded before the bound (all streams, in global_position order, at most max_events; NULL: all) from es.events to es.events_archive in one transaction, and returns how many it moved. Positions, versions and ids are kept, and every read function reads through the archive. To archive in chunks, call it repeatedly until it returns 0 (each call commits on its own). Audited in es.data_audit (action archive).';
 REVOKE ALL ON FUNCTION es.archive(timestamptz, bigint) FROM PUBLIC;
 
--- Keys in another database (README "Forgetting a subject"): es.key_provider names a function
+-- Keys in another database (docs/lifecycle.md "Forgetting a subject"): es.key_provider names a function
 -- (action text, key_id bigint, key bytea) RETURNS bytea that keeps the keys; the store calls it
 -- through these two, so the name is resolved (and quoted) in one place.
 CREATE FUNCTION es.key_provider_call(action text, key_id bigint, key bytea) RETURNS bytea

@@ -699,7 +699,7 @@ COMMENT ON FUNCTION es.archive(timestamptz, bigint) IS
   'Moves the events recorded before the bound (all streams, in global_position order, at most max_events; NULL: all) from es.events to es.events_archive in one transaction, and returns how many it moved. Positions, versions and ids are kept, and every read function reads through the archive. To archive in chunks, call it repeatedly until it returns 0 (each call commits on its own). Audited in es.data_audit (action archive).';
 REVOKE ALL ON FUNCTION es.archive(timestamptz, bigint) FROM PUBLIC;
 
--- Keys in another database (README "Forgetting a subject"): es.key_provider names a function
+-- Keys in another database (docs/lifecycle.md "Forgetting a subject"): es.key_provider names a function
 -- (action text, key_id bigint, key bytea) RETURNS bytea that keeps the keys; the store calls it
 -- through these two, so the name is resolved (and quoted) in one place.
 CREATE FUNCTION es.key_provider_call(action text, key_id bigint, key bytea) RETURNS bytea

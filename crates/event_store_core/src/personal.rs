@@ -1,4 +1,4 @@
-//! Personal data and crypto-shredding (docs/reference.md §14, README "Forgetting a subject"): which paths of
+//! Personal data and crypto-shredding (docs/reference.md §14, docs/lifecycle.md "Forgetting a subject"): which paths of
 //! an event type hold personal data, how a value at such a path is sealed with its subject's key
 //! before it is stored, and how a read reveals it again or marks it erased.
 //!
