@@ -1,16 +1,16 @@
 //! event_store: a complete event store inside PostgreSQL.
 //!
 //! Three layers, one direction (see ARCHITECTURE.md): [`api`], one entry point per SQL
-//! function; [`store`], the use cases; [`pg`], the PostgreSQL glue, which knows nothing above it.
-//! Beside them: the pure core (the `event_store_core` crate), the pure span model
-//! ([`telemetry`]) and its PostgreSQL side with the export worker ([`trace`]).
+//! function, and beside it [`workers`], the background workers; [`store`], the use cases;
+//! [`pg`], the PostgreSQL glue, which knows nothing above it, and beside it [`trace`], tracing in
+//! backends. Below them the pure crates: the core (`event_store_core`) and the span model
+//! (`event_store_telemetry`).
 
 pub mod api;
-pub mod daemon;
 pub mod pg;
 pub mod store;
-pub mod telemetry;
 pub mod trace;
+pub mod workers;
 
 use pgrx::prelude::*;
 
@@ -50,8 +50,8 @@ pgrx::extension_sql_file!(
 /// registry of the per-database workers.
 static SEGMENTS: [&pg::shmem::Segment; 3] = [
     &pg::positions::SEGMENT,
-    &trace::ring::SEGMENT,
-    &pg::workers::SEGMENT,
+    &trace::ring_segment::SEGMENT,
+    &pg::worker_registry::SEGMENT,
 ];
 
 /// Library initialization. Under `shared_preload_libraries` (in the postmaster, before any
@@ -63,8 +63,8 @@ static SEGMENTS: [&pg::shmem::Segment; 3] = [
 #[pg_guard]
 #[allow(non_snake_case)]
 pub extern "C-unwind" fn _PG_init() {
-    trace::gucs::init();
-    pg::gucs::init();
+    trace::settings::init();
+    pg::settings::init();
     pg::registry::install();
     trace::install();
     // SAFETY: a flag the postmaster sets while it loads shared_preload_libraries.
@@ -80,8 +80,7 @@ pub extern "C-unwind" fn _PG_init() {
         // SAFETY: a flag the postmaster sets from its command line before it loads
         // shared_preload_libraries; read here in the postmaster, before any fork.
         if !unsafe { pg_sys::IsBinaryUpgrade } {
-            trace::worker::register();
-            pg::workers::register_launcher();
+            workers::register();
         }
         pg::utility::install();
     }

@@ -4,7 +4,7 @@
 //! tracing is unavailable and why, instead of failing: a monitoring query should keep working.
 
 use crate::pg::call::{Call, no_value, text_datum};
-use crate::trace::{gucs, ring};
+use crate::trace::{ring_segment, settings};
 use event_store_core::EventStoreError;
 use event_store_macros::sql_function;
 use pgrx::pg_sys::Datum;
@@ -49,11 +49,11 @@ LANGUAGE c VOLATILE PARALLEL SAFE ROWS 1",
 )]
 fn tracing_stats(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     let mut out = call.materialize();
-    let endpoint = gucs::OTLP_ENDPOINT
+    let endpoint = settings::OTLP_ENDPOINT
         .get()
         .map(|s| text_datum(&s.to_string_lossy()));
     let mut row: [Option<Datum>; 15] = [None; 15];
-    match ring::get() {
+    match ring_segment::get() {
         None => {
             row[0] = Some(Datum::from(false));
             row[1] = Some(text_datum(
@@ -62,9 +62,9 @@ fn tracing_stats(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
         }
         Some(ring) => {
             let st = ring.stats();
-            let status = if !gucs::TRACING.get() {
+            let status = if !settings::TRACING.get() {
                 "off: es.tracing is off in this session"
-            } else if gucs::OTLP_ENDPOINT
+            } else if settings::OTLP_ENDPOINT
                 .get()
                 .is_none_or(|e| e.to_bytes().is_empty())
             {

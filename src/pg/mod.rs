@@ -13,8 +13,10 @@
 //! - [`positions`]: global positions: their draws and the positions in flight that make the
 //!   global read gap-safe;
 //! - [`shmem`]: the shared-memory hooks of every segment;
-//! - [`workers`]: the registry of the per-database workers in shared memory, starting them, the
-//!   list of databases, whether replicas are connected;
+//! - [`worker_registry`]: the registry in shared memory of the databases the background workers
+//!   serve (their work, their worker, why one waits, a database command's hold): what backends
+//!   and the hooks below tell the workers, and what the workers (`crate::workers`) read;
+//! - [`server`]: what the server is (in recovery, its background worker slots);
 //! - [`utility`]: the `ProcessUtility_hook` that moves the workers out of the way of
 //!   database-level commands (`DROP DATABASE`, …);
 //! - [`aggregate`]: Rust values owned by an aggregate's memory context;
@@ -25,21 +27,23 @@
 //!   bounded memory;
 //! - [`registry`]: the declared aggregate types, stream-type rules and upcasters, cached per
 //!   backend until one of their tables changes;
-//! - [`gucs`]: the store's settings; [`error`]: raising the store's errors as PostgreSQL ERRORs.
+//! - [`settings`]: the store's `es.*` settings (tracing has its own, `trace/settings.rs`);
+//!   [`error`]: raising the store's errors as PostgreSQL ERRORs.
 
 pub mod aggregate;
 pub mod call;
 pub mod compat;
 pub mod error;
-pub mod gucs;
 pub mod heap;
 pub mod insert;
 pub mod jsonb;
 pub mod positions;
 pub mod registry;
 pub mod security;
+pub mod server;
+pub mod settings;
 pub mod shmem;
 pub mod spi;
 pub mod udf;
 pub mod utility;
-pub mod workers;
+pub mod worker_registry;

@@ -252,7 +252,7 @@ static REGISTERED: AtomicBool = AtomicBool::new(false);
 fn register_database() {
     if !REGISTERED.swap(true, Ordering::Relaxed) {
         // SAFETY: MyDatabaseId is set in every backend that appends.
-        super::workers::request(unsafe { pg_sys::MyDatabaseId }.to_u32(), false);
+        super::worker_registry::request(unsafe { pg_sys::MyDatabaseId }.to_u32(), false);
     }
 }
 
@@ -411,7 +411,7 @@ unsafe extern "C-unwind" fn on_xact_end(event: pg_sys::XactEvent::Type, _arg: *m
         | XACT_EVENT_PARALLEL_COMMIT
         | XACT_EVENT_PARALLEL_ABORT
         | XACT_EVENT_PREPARE => {
-            super::workers::transaction_ended(matches!(
+            super::worker_registry::transaction_ended(matches!(
                 event,
                 XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT
             ));
@@ -425,7 +425,7 @@ unsafe extern "C-unwind" fn on_xact_end(event: pg_sys::XactEvent::Type, _arg: *m
                     // backend that appends; this is that backend's own commit.
                     let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
                     wake_waiters(db);
-                    super::workers::appended(db);
+                    super::worker_registry::appended(db);
                 }
             }
         }

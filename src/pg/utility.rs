@@ -21,7 +21,7 @@
 //!
 //! Installed only with the preloaded library (the workers exist only then).
 
-use super::workers;
+use super::worker_registry;
 use pgrx::pg_sys;
 use std::ffi::{CStr, c_char};
 use std::ptr;
@@ -170,7 +170,7 @@ unsafe extern "C-unwind" {
 }
 
 /// Before a utility statement: takes hold of the database a database-level command needs alone
-/// (its worker leaves; released when the transaction ends, see `workers::transaction_ended`).
+/// (its worker leaves; released when the transaction ends, see `worker_registry::transaction_ended`).
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn before_utility(stmt: *mut pg_sys::Node) {
     // SAFETY: stmt is the utility statement PostgreSQL is about to run.
@@ -180,10 +180,10 @@ unsafe extern "C-unwind" fn before_utility(stmt: *mut pg_sys::Node) {
     // a database the store never served (a template, one without the extension) has no worker
     // to move: nothing is held for it
     if db != pg_sys::InvalidOid {
-        workers::hold(db.to_u32(), WORKER_EXIT_WAIT);
+        worker_registry::hold(db.to_u32(), WORKER_EXIT_WAIT);
     }
     if command == Command::CopyFrom {
-        workers::rescan_at_transaction_end();
+        worker_registry::rescan_at_transaction_end();
     }
 }
 

@@ -15,9 +15,9 @@ use super::pipeline::{self, Batch, StreamRules};
 use super::snapshot;
 use super::stream::visit_events;
 use crate::pg::call::{CallMemory, jsonb_object};
-use crate::pg::gucs::SNAPSHOT_INTERVAL;
 use crate::pg::heap::{Kept, StreamHead};
 use crate::pg::jsonb::Jsonb;
+use crate::pg::settings::SNAPSHOT_INTERVAL;
 use crate::pg::spi::{Connection, Reading, Stmt};
 use event_store_core::account::{
     AccountState, Command, Event, Refusal, RuleViolation, admit, check_opening, check_text, decide,

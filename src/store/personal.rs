@@ -12,9 +12,9 @@ use crate::pg::call::{
     ResultSet, array_of, bytea_bytes, bytea_datum, jsonb_from_text, jsonb_to_string, strong_random,
     text_datum,
 };
-use crate::pg::gucs;
 use crate::pg::registry::{self, PersonalPaths};
 use crate::pg::security;
+use crate::pg::settings;
 use crate::pg::spi::{Connection, RegisteredSnapshot, Rows, Stmt};
 use event_store_core::EventStoreError;
 use event_store_core::personal::{self, KEY_LEN, NONCE_LEN};
@@ -73,7 +73,7 @@ impl<'c> Sealer<'c> {
         if let Some(k) = self.keys.get(subject) {
             return Ok(*k);
         }
-        let provider = gucs::key_provider();
+        let provider = settings::key_provider();
         let arg = Some(text_datum(subject));
         for _ in 0..3 {
             if let Some(row) = key_row(&self.conn.execute(Stmt::KeyOfSubject, &[arg])) {
@@ -159,7 +159,7 @@ fn call_provider(conn: &Connection, action: &str, key_id: i64, key: Option<Datum
 /// The key the key provider keeps under `key_id` (`None`: it has none), or why it cannot be
 /// asked.
 fn provider_get(conn: &Connection, key_id: i64) -> Result<Option<Vec<u8>>, EventStoreError> {
-    if gucs::key_provider().is_none() {
+    if settings::key_provider().is_none() {
         return Err(EventStoreError::KeyUnavailable {
             reason: format!(
                 "key {key_id} is kept by a key provider, and es.key_provider is not set"
@@ -209,7 +209,7 @@ pub fn forget(subject: &str) -> Result<bool, EventStoreError> {
     let rows = conn.execute(Stmt::KeyForget, &[Some(text_datum(subject))]);
     let key_id = rows.first_i64();
     let remote = key_id.is_some() && rows.bool(0, 2).unwrap_or(false);
-    let provider = gucs::key_provider();
+    let provider = settings::key_provider();
     if remote {
         let Some(id) = key_id else { unreachable!() };
         if provider.is_none() {

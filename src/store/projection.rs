@@ -8,11 +8,12 @@ use super::subscription::{
     no_such, remove, sleep_until,
 };
 use crate::pg::call::{i64_datum, text_datum};
-use crate::pg::gucs;
 use crate::pg::positions::wake_waiters;
 use crate::pg::security;
+use crate::pg::server;
+use crate::pg::settings;
 use crate::pg::spi::{Arg, Connection, Stmt};
-use crate::pg::workers::{self, WorkerStatus};
+use crate::pg::worker_registry::{self, WorkerStatus};
 use event_store_core::EventStoreError;
 use event_store_core::subscription::{SubscriptionSpec, check_count, check_name};
 use pgrx::pg_sys::{self, Datum, Oid};
@@ -53,7 +54,7 @@ fn create_as(
 ) -> Result<(), EventStoreError> {
     check_name(name)?;
     check_count("batch", batch.into())?;
-    if !workers::preloaded() {
+    if !worker_registry::preloaded() {
         return Err(EventStoreError::PreloadRequired {
             function: "es.create_projection",
         });
@@ -98,7 +99,7 @@ fn create_as(
             Some(Datum::from(creator)),
         ],
     );
-    workers::request_projections(current_database());
+    worker_registry::request_projections(current_database());
     Ok(())
 }
 
@@ -126,7 +127,7 @@ pub fn set_paused(name: &str, paused: bool) -> Result<(), EventStoreError> {
         &[Some(text_datum(name)), Some(Datum::from(paused))],
     );
     if !paused {
-        workers::request_projections(current_database());
+        worker_registry::request_projections(current_database());
     }
     Ok(())
 }
@@ -138,7 +139,7 @@ pub fn reset(name: &str) -> Result<(), EventStoreError> {
     existing(&conn, name)?;
     subscription::lock_partitions(&conn, name);
     conn.execute(Stmt::ProjectionReset, &[Some(text_datum(name))]);
-    workers::request_projections(current_database());
+    worker_registry::request_projections(current_database());
     Ok(())
 }
 
@@ -347,13 +348,13 @@ pub fn escaped(name: &str, error: &str) -> Result<(), EventStoreError> {
 /// Projections arrived in `es.projection_config` (the trigger `es.projections_changed`, e.g.
 /// under pg_restore): the worker is asked for when the transaction commits.
 pub fn changed() {
-    workers::request_projections(current_database());
+    worker_registry::request_projections(current_database());
 }
 
 /// `es.worker_status()`: the state of this database's worker (`running`, `idle`, `waiting for a
 /// worker slot` or `no worker`), why it is not running, and its pid.
 pub fn worker_status() -> (&'static str, Option<String>, Option<i32>) {
-    match workers::status(current_database()) {
+    match worker_registry::status(current_database()) {
         WorkerStatus::NotPreloaded => (
             "no worker",
             Some(
@@ -368,7 +369,7 @@ pub fn worker_status() -> (&'static str, Option<String>, Option<i32>) {
             "waiting for a worker slot",
             Some(format!(
                 "es.max_workers ({}) workers serve other databases; each gives its slot up in turn, or raise es.max_workers",
-                gucs::MAX_WORKERS.get()
+                settings::MAX_WORKERS.get()
             )),
             None,
         ),
@@ -376,7 +377,7 @@ pub fn worker_status() -> (&'static str, Option<String>, Option<i32>) {
             "waiting for a worker slot",
             Some(format!(
                 "no background worker slot is free: all {} of max_worker_processes are in use (parallel query and logical replication draw from them too); raise max_worker_processes",
-                workers::max_worker_processes()
+                server::max_worker_processes()
             )),
             None,
         ),

@@ -2,12 +2,12 @@
 //! the gap-safe global log (`es.read_all`).
 
 use crate::pg::call::{ResultSet, i64_datum, uuid_datum};
-use crate::pg::gucs;
 use crate::pg::heap::{self, Outcome};
 use crate::pg::positions::{self, Horizon};
+use crate::pg::server;
+use crate::pg::settings;
 use crate::pg::spi::{Connection, Reading, Stmt};
 use crate::pg::udf;
-use crate::pg::workers;
 use crate::store::life;
 use crate::store::personal;
 use crate::store::upcast::{RowColumns, Upcasting};
@@ -131,7 +131,7 @@ fn load_events_as_stored(
 /// was ever archived (asked after the reader's snapshot was taken; see
 /// [`heap::archive_in_use`]). Until then one stream is read natively from `es.events`.
 pub fn through_archive() -> bool {
-    gucs::INCLUDE_ARCHIVED.get() && heap::archive_in_use()
+    settings::INCLUDE_ARCHIVED.get() && heap::archive_in_use()
 }
 
 /// The native read of `es.load_events` (see [`heap::scan_stream`]).
@@ -228,7 +228,7 @@ pub fn readable(conn: &Connection, function: &'static str) -> Result<Horizon, Ev
             publication: name(2),
         });
     }
-    if logical || workers::in_recovery() {
+    if logical || server::in_recovery() {
         let watermark = conn
             .query_in(Stmt::Watermark, &[], &horizon.snapshot)
             .first_i64()

@@ -5,7 +5,7 @@
 
 use crate::pg::call::{i64_datum, text_datum};
 use crate::pg::spi::{Connection, Stmt};
-use crate::pg::workers;
+use crate::pg::worker_registry;
 use crate::store::subscription::current_database;
 use pgrx::pg_sys::Datum;
 
@@ -13,10 +13,10 @@ use pgrx::pg_sys::Datum;
 /// database's worker (it then finds the policies itself). False without the preloaded library:
 /// no worker runs.
 pub fn wake() -> bool {
-    if !workers::preloaded() {
+    if !worker_registry::preloaded() {
         return false;
     }
-    workers::request_projections(current_database());
+    worker_registry::request_projections(current_database());
     true
 }
 

@@ -11,7 +11,7 @@ use super::read::{readable, readable_end};
 use crate::pg::call::{ResultSet, i64_datum, text_datum, uuid_datum};
 use crate::pg::positions::{Horizon, Waiter, wake_waiters};
 use crate::pg::spi::{Arg, Connection, Rows, Stmt};
-use crate::pg::{gucs, workers};
+use crate::pg::{server, settings};
 use event_store_core::EventStoreError;
 use event_store_core::subscription::{
     Lease, NackOutcome, SubscriptionSpec, check_consumer, check_count, check_lease,
@@ -578,8 +578,8 @@ pub fn sleep_until(
 ) -> Result<bool, EventStoreError> {
     let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
     let waiter = Waiter::new();
-    let idle = if workers::in_recovery() {
-        Duration::from_millis(gucs::WATERMARK_INTERVAL.get().max(1) as u64)
+    let idle = if server::in_recovery() {
+        Duration::from_millis(settings::WATERMARK_INTERVAL.get().max(1) as u64)
     } else {
         Duration::from_secs(1)
     };

@@ -1,30 +1,31 @@
 //! Tracing in backends (docs/reference.md §7): every SQL entry point records a span, a command's span parents
-//! the spans it causes, and finished spans go into the shared ring ([`ring`]) that the export
-//! worker ([`worker`]) drains.
+//! the spans it causes, and finished spans go into the shared ring ([`ring_segment`]) that the
+//! export worker (`crate::workers::export`) drains. The tracing settings are [`settings`]; the
+//! export worker's blocking HTTP client is [`http`]. The span model itself (records, context,
+//! the ring, the subscriber) is the pgrx-free crate `event_store_telemetry`.
 //!
 //! Spans are declared with `tracing`, as in the seed: an entry point's span with its
 //! registration (`#[sql_function(span = …)]`, run by [`entry`]), the steps' spans with
 //! `#[instrument]` where they run (the append pipeline, an account's replay, the stream read,
 //! the snapshot lookups and saves in `crate::store`). The process's `tracing` subscriber is
-//! `crate::telemetry::subscriber::Spans` with [`PgHost`]: no OpenTelemetry SDK, no threads,
+//! `event_store_telemetry::subscriber::Spans` with [`PgHost`]: no OpenTelemetry SDK, no threads,
 //! nothing allocated per span; a finished span is a fixed-size record copied once into shared
 //! memory, and the SDK's `SpanData` is built only in the worker. Ids come from a per-process
 //! generator seeded with `pg_strong_random`, the parent from the client's trace context (a
 //! sqlcommenter comment in the query text, else `es.traceparent`), the sampling decision from
 //! `es.trace_sample_ratio`.
 
-pub mod gucs;
 pub mod http;
-pub mod ring;
-pub mod worker;
+pub mod ring_segment;
+pub mod settings;
 
 use crate::pg::call::Call;
-use crate::telemetry::context::{
+use event_store_core::EventStoreError;
+use event_store_telemetry::context::{
     IdGen, TraceParent, now_unix_ns, parse_traceparent, sqlcommenter_traceparent,
 };
-use crate::telemetry::record::SpanRecord;
-use crate::telemetry::subscriber::{Host, Spans};
-use event_store_core::EventStoreError;
+use event_store_telemetry::record::SpanRecord;
+use event_store_telemetry::subscriber::{Host, Spans};
 use pgrx::pg_sys::{self, Datum};
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
@@ -83,7 +84,7 @@ fn my_pid() -> u32 {
 /// Whether this backend records spans: the library is preloaded (the ring exists) and
 /// `es.tracing` is on.
 pub fn enabled() -> bool {
-    ring::get().is_some() && gucs::TRACING.get()
+    ring_segment::get().is_some() && settings::TRACING.get()
 }
 
 /// The PostgreSQL side of the span model: settings, ids, the client's context, the ring.
@@ -111,7 +112,7 @@ impl Host for PgHost {
     }
 
     fn sample_ratio(&self) -> f64 {
-        gucs::SAMPLE_RATIO.get()
+        settings::SAMPLE_RATIO.get()
     }
 
     fn stamp(&self, record: &mut SpanRecord) {
@@ -120,7 +121,7 @@ impl Host for PgHost {
     }
 
     fn finish(&self, record: &SpanRecord) {
-        if let Some(ring) = ring::get()
+        if let Some(ring) = ring_segment::get()
             && ring.push(record)
             && ring.len() * 2 >= ring.capacity()
         {
@@ -162,7 +163,7 @@ fn client_context() -> Option<TraceParent> {
         }
     };
     let (value, source) = from_comment.or_else(|| {
-        gucs::TRACEPARENT
+        settings::TRACEPARENT
             .get()
             .map(|v| v.to_string_lossy().into_owned())
             .filter(|v| !v.trim().is_empty())

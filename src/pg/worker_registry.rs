@@ -1,15 +1,17 @@
-//! The PostgreSQL side of the store's per-database background workers (docs/reference.md §10, §11): a
-//! registry in shared memory of the databases that use the store, the launcher's latch, the
-//! list of databases, starting a worker for one database, and whether replicas are connected.
+//! The registry in shared memory of the databases the store's background workers serve
+//! (docs/reference.md §10, §11): for each database its work (projections and retention policies,
+//! appends the watermark must cover), its worker's pid, why it waits for a worker, and a
+//! database-level command's hold on it; and the launcher's latch.
 //!
-//! Why a launcher: a background worker connects to one database, and the projections of every
-//! database must run after a restart without any client. The launcher (a static worker) starts
-//! one dynamic worker per database that needs one; what a worker does is in `crate::daemon`.
+//! It is the one place backends and workers meet, so it is glue in `pg/`, below everything that
+//! uses it: backends write it (the use cases in `crate::store` ask for a database's worker and
+//! read its status, the transaction callback of [`super::positions`] marks commits, the
+//! [`super::utility`] hook holds a database), and the workers, one layer above everything
+//! (`crate::workers`), read and claim it. Registering and starting the workers, and what they do,
+//! is in `crate::workers`; nothing here starts a process.
 
 use super::shmem::Segment;
-use pgrx::bgworkers::{BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker};
 use pgrx::pg_sys;
-use std::ffi::CStr;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
 use std::time::Duration;
@@ -299,12 +301,6 @@ pub fn status(db: u32) -> WorkerStatus {
     }
 }
 
-/// `max_worker_processes`: the cluster's background worker slots.
-pub fn max_worker_processes() -> i32 {
-    // SAFETY: a server setting, set at start and never changed while the server runs.
-    unsafe { pg_sys::max_worker_processes }
-}
-
 /// The state of a database's worker, as `es.projections` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerStatus {
@@ -531,108 +527,4 @@ fn release_holds() {
         reg.rescan.store(true, Ordering::Release);
         wake_launcher();
     }
-}
-
-/// Whether a WAL sender is running (a streaming standby, a logical-replication subscriber or a
-/// base backup): then every database that appends needs its watermark written.
-pub fn replicas_connected() -> bool {
-    // SAFETY: WalSndCtl is set up at startup with max_wal_senders slots; each pid is read
-    // without the slot's spinlock, which can only make the answer stale by one iteration.
-    unsafe {
-        let ctl = pg_sys::WalSndCtl;
-        if ctl.is_null() {
-            return false;
-        }
-        let n = pg_sys::max_wal_senders.max(0) as usize;
-        (*ctl)
-            .walsnds
-            .as_slice(n)
-            .iter()
-            .any(|w| ptr::read_volatile(&w.pid) != 0)
-    }
-}
-
-/// The databases that accept connections and are not templates, read from the shared catalog
-/// `pg_database` (the launcher is connected to no database).
-pub fn databases() -> Vec<u32> {
-    let mut out = Vec::new();
-    // SAFETY: a catalog heap scan inside a transaction of the launcher (connected to no
-    // database, so only shared catalogs are read); every tuple is a pg_database row whose fixed
-    // part is FormData_pg_database; the scan and the relation are closed before the commit.
-    unsafe {
-        pg_sys::SetCurrentStatementStartTimestamp();
-        pg_sys::StartTransactionCommand();
-        let rel = pg_sys::table_open(
-            pg_sys::DatabaseRelationId,
-            pg_sys::AccessShareLock as pg_sys::LOCKMODE,
-        );
-        let scan = pg_sys::table_beginscan_catalog(rel, 0, ptr::null_mut());
-        loop {
-            let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
-            if tuple.is_null() {
-                break;
-            }
-            let header = (*tuple).t_data;
-            let form = header
-                .cast::<u8>()
-                .add((*header).t_hoff as usize)
-                .cast::<pg_sys::FormData_pg_database>();
-            if (*form).datallowconn && !(*form).datistemplate {
-                out.push((*form).oid.to_u32());
-            }
-        }
-        pg_sys::table_endscan(scan);
-        pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-        pg_sys::CommitTransactionCommand();
-    }
-    out
-}
-
-/// Registers the launcher. Call from `_PG_init` under `shared_preload_libraries`.
-pub fn register_launcher() {
-    BackgroundWorkerBuilder::new("event_store launcher")
-        .set_type("event_store launcher")
-        .set_library("event_store")
-        .set_function("es_launcher_main")
-        .enable_spi_access()
-        .set_start_time(BgWorkerStartTime::RecoveryFinished)
-        .set_restart_time(Some(Duration::from_secs(1)))
-        .load();
-}
-
-/// Starts the worker of database `db`; `None` when no background worker slot is free
-/// (`max_worker_processes`).
-pub fn start_database_worker(db: u32) -> Option<DynamicBackgroundWorker> {
-    BackgroundWorkerBuilder::new(&format!("event_store worker for database {db}"))
-        .set_type("event_store worker")
-        .set_library("event_store")
-        .set_function("es_database_worker_main")
-        .enable_spi_access()
-        .set_start_time(BgWorkerStartTime::RecoveryFinished)
-        // the launcher starts another when one dies (see `crashed`); a restart by the
-        // postmaster would race with it
-        .set_restart_time(None)
-        .set_argument(Some(pg_sys::Datum::from(db)))
-        .load_dynamic()
-        .ok()
-}
-
-/// The name of the current role, as projections record who runs their handler.
-pub fn outer_user_name() -> String {
-    // SAFETY: GetOuterUserId is the session's role outside SECURITY DEFINER functions;
-    // GetUserNameFromId returns a palloc'd copy (noerr: NULL for a dropped role).
-    unsafe {
-        let name = pg_sys::GetUserNameFromId(pg_sys::GetOuterUserId(), true);
-        if name.is_null() {
-            return String::new();
-        }
-        CStr::from_ptr(name).to_string_lossy().into_owned()
-    }
-}
-
-/// Whether this server is a hot standby (or in crash recovery): readers there cap at the
-/// replicated watermark.
-pub fn in_recovery() -> bool {
-    // SAFETY: a read of shared state, valid in any backend.
-    unsafe { pg_sys::RecoveryInProgress() }
 }

@@ -1,5 +1,7 @@
-//! The `es.*` settings. Defined in `_PG_init` in every process that loads the library; the
-//! `es` prefix is reserved so a mistyped `es.*` setting is an error, not a silent no-op.
+//! The store's `es.*` settings (snapshots, the watermark, the workers, retention, archived reads,
+//! key providers); tracing's own are in `trace/settings.rs`. Defined in `_PG_init` in every
+//! process that loads the library; the `es` prefix is reserved so a mistyped `es.*` setting is an
+//! error, not a silent no-op.
 
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 

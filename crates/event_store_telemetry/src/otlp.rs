@@ -124,7 +124,7 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::record::AttrValue as A;
+    use crate::record::AttrValue as A;
     use opentelemetry::Value;
 
     fn attr<'a>(d: &'a SpanData, k: &str) -> Option<&'a Value> {

@@ -3,7 +3,7 @@
 //! with `opentelemetry-otlp` (OTLP/HTTP protobuf) to `es.otlp_endpoint`.
 //!
 //! Everything runs on the worker's main thread: the exporter's future is driven by
-//! `futures_executor::block_on` and the HTTP client ([`super::http`]) is blocking with one
+//! `futures_executor::block_on` and the HTTP client (`crate::trace::http`) is blocking with one
 //! deadline per request, so no thread ever sees PostgreSQL's signals. A failed batch is handled
 //! as the OTLP/HTTP specification says ([`otlp::verdict`]): an unreachable collector and the
 //! answers 429, 502, 503 and 504 are retried `es.otlp_retries` times, after the collector's
@@ -13,13 +13,13 @@
 //! the settings (a new endpoint takes effect for the next batch); SIGTERM abandons the request
 //! in flight within 100 ms and ends the loop.
 
-use super::gucs;
-use super::gucs::OtlpCompression;
-use super::http::{BlockingHttp, LastAnswer};
-use crate::telemetry::context::now_unix_ns;
-use crate::telemetry::otlp;
-use crate::telemetry::record::SpanRecord;
-use crate::telemetry::ring::{Ring, RingStats};
+use crate::trace::http::{BlockingHttp, LastAnswer};
+use crate::trace::ring_segment;
+use crate::trace::settings::{self, OtlpCompression};
+use event_store_telemetry::context::now_unix_ns;
+use event_store_telemetry::otlp;
+use event_store_telemetry::record::SpanRecord;
+use event_store_telemetry::ring::{Ring, RingStats};
 use opentelemetry_otlp::{Compression, Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::SpanExporter as _;
 use pgrx::bgworkers::{
@@ -30,7 +30,7 @@ use pgrx::prelude::*;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// Registers the worker. Call from `_PG_init` under `shared_preload_libraries`.
+/// Registers the worker (see [`super::register`]).
 pub fn register() {
     BackgroundWorkerBuilder::new("event_store otlp exporter")
         .set_type("event_store otlp exporter")
@@ -153,7 +153,7 @@ impl State {
     }
 
     fn fill(&mut self) {
-        let max = gucs::OTLP_MAX_BATCH.get().max(1) as usize;
+        let max = settings::OTLP_MAX_BATCH.get().max(1) as usize;
         while self.pending.len() < max {
             // SAFETY: this worker is the ring's only consumer: one static worker, registered
             // once, and a restarted one starts after the old one exited.
@@ -173,9 +173,9 @@ impl State {
 
     /// Exports `pending`, one request per database (the database is a resource attribute).
     fn export_pending(&mut self) -> Result<(), Failed> {
-        let endpoint = string_guc(&gucs::OTLP_ENDPOINT);
-        let timeout_ms = gucs::OTLP_TIMEOUT_MS.get();
-        let compression = gucs::OTLP_COMPRESSION.get();
+        let endpoint = string_guc(&settings::OTLP_ENDPOINT);
+        let timeout_ms = settings::OTLP_TIMEOUT_MS.get();
+        let compression = settings::OTLP_COMPRESSION.get();
         if self.export.as_ref().is_none_or(|e| {
             e.endpoint != endpoint || e.timeout_ms != timeout_ms || e.compression != compression
         }) {
@@ -183,7 +183,7 @@ impl State {
             self.export =
                 Some(Export::build(&endpoint, timeout_ms, compression).map_err(Failed::local)?);
         }
-        let service = string_guc(&gucs::SERVICE_NAME);
+        let service = string_guc(&settings::SERVICE_NAME);
         self.pending.sort_by(|a, b| a.db_name().cmp(b.db_name()));
         while let Some(first) = self.pending.first() {
             let db = first.db_name().to_owned();
@@ -232,7 +232,7 @@ impl State {
     /// A full batch: `es.otlp_max_batch` spans, or half the ring when that is smaller (backends
     /// wake the worker at half a ring, so a larger batch would only ever go out on the interval).
     fn full_batch(&self) -> usize {
-        let max = gucs::OTLP_MAX_BATCH.get().max(1) as usize;
+        let max = settings::OTLP_MAX_BATCH.get().max(1) as usize;
         max.min((self.ring.capacity() / 2).max(1))
     }
 
@@ -246,7 +246,7 @@ impl State {
     /// second), and the per-request costs (the exporter's grouping, the HTTP exchange, two
     /// context switches) made it the third busiest process on the machine.
     fn run_once(&mut self) -> Duration {
-        let interval = Duration::from_millis(gucs::OTLP_INTERVAL_MS.get().max(1) as u64);
+        let interval = Duration::from_millis(settings::OTLP_INTERVAL_MS.get().max(1) as u64);
         loop {
             self.check_signals();
             if self.stopping {
@@ -266,7 +266,7 @@ impl State {
                 // the spans that arrive from now on wait for the next interval
                 self.flushed_at = Instant::now();
             }
-            if string_guc(&gucs::OTLP_ENDPOINT).is_empty() {
+            if string_guc(&settings::OTLP_ENDPOINT).is_empty() {
                 self.give_up();
                 continue;
             }
@@ -299,7 +299,7 @@ impl State {
                             ),
                             otlp::Verdict::Retry(_) => pgrx::log!(
                                 "event_store: span export failed (retried {} times per batch, then dropped; see es.tracing_stats()): {e}",
-                                gucs::OTLP_RETRIES.get()
+                                settings::OTLP_RETRIES.get()
                             ),
                         }
                         self.last_log = Some(Instant::now());
@@ -318,7 +318,7 @@ impl State {
                         }
                         otlp::Verdict::Retry(after) => after,
                     };
-                    if self.attempts > gucs::OTLP_RETRIES.get().max(0) as u32 {
+                    if self.attempts > settings::OTLP_RETRIES.get().max(0) as u32 {
                         self.give_up();
                         continue;
                     }
@@ -356,7 +356,7 @@ unsafe extern "C" {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn es_otlp_exporter_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    let Some(ring) = super::ring::get() else {
+    let Some(ring) = ring_segment::get() else {
         pgrx::log!("event_store: no span ring in shared memory; the exporter exits");
         return;
     };
@@ -374,7 +374,7 @@ pub extern "C-unwind" fn es_otlp_exporter_main(_arg: pg_sys::Datum) {
         export: None,
         host: hostname(),
         scope: otlp::scope(),
-        pending: Vec::with_capacity(gucs::OTLP_MAX_BATCH.get().max(1) as usize),
+        pending: Vec::with_capacity(settings::OTLP_MAX_BATCH.get().max(1) as usize),
         attempts: 0,
         flushed_at: Instant::now(),
         stopping: false,

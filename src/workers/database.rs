@@ -1,28 +1,26 @@
-//! The store's background workers (docs/reference.md §10, §11), registered when the library is preloaded:
+//! A database's worker (docs/reference.md §10, §11): one dynamic background worker per database
+//! that has work, started by the [`super::launcher`] with the database's OID as its argument.
 //!
-//! - the **launcher** (one per cluster, on a primary) looks at every database once at start and
-//!   starts a database's worker when a backend asks for it (a projection was created, resumed
-//!   or reset) or, while replicas are connected, for every database that uses the store;
-//! - a **database worker** runs that database's projections (woken by the commits that append,
-//!   so a projection follows within milliseconds) and, while replicas are connected, writes the
-//!   watermark their readers cap at (`es.watermark`, every `es.watermark_interval`), and applies
-//!   the retention policies (`es.set_retention`): one batch of each policy every
-//!   `es.retention_naptime`, each in its own transaction. It exits when the database has none of
-//!   these, or does not have the extension, so an idle database keeps no connection open.
+//! It runs that database's projections (woken by the commits that append, so a projection
+//! follows within milliseconds), each batch in its own transaction; while replicas are connected
+//! it writes the watermark their readers cap at (`es.watermark`, every `es.watermark_interval`);
+//! and it applies the retention policies (`es.set_retention`): one batch of each policy every
+//! `es.retention_naptime`, each in its own transaction. It exits when the database has none of
+//! these, or does not have the extension, so an idle database keeps no connection open; it gives
+//! its slot up when the launcher asks (another database waits for one).
 //!
-//! The work itself is in `crate::store` (projections) and `crate::pg` (the watermark's bound,
-//! the registry, starting workers).
+//! The work itself is in `crate::store` (projections, retention) and `crate::pg` (the
+//! watermark's bound, the registry it claims its database in).
 
 use crate::pg::call::i64_datum;
 use crate::pg::positions::{self, Waiter};
+use crate::pg::settings;
 use crate::pg::spi::{Connection, Stmt};
-use crate::pg::{gucs, workers};
+use crate::pg::worker_registry;
 use crate::store::projection::{self, Runnable, Step};
 use crate::store::retention;
 use pgrx::PgTryBuilder;
-use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerStatus, DynamicBackgroundWorker, SignalWakeFlags,
-};
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
@@ -32,149 +30,8 @@ use std::time::{Duration, Instant};
 
 /// How long a database worker with nothing to do stays before it exits.
 const IDLE_EXIT: Duration = Duration::from_secs(5);
-/// How soon the launcher starts a database's worker again after it exited on its own (replicas
-/// connected, nothing asked for it).
-const RESTART_AFTER: Duration = Duration::from_secs(5);
 /// The least time between two rounds of a database worker that did not fill a batch.
 const ROUND_GAP: Duration = Duration::from_millis(20);
-/// How often the launcher reads the list of databases (to look at new ones and forget dropped
-/// ones; a CREATE DATABASE in a backend with the library asks for a rescan at once).
-const RESCAN_EVERY: Duration = Duration::from_secs(5);
-/// How long a worker runs before it yields its slot to a database that waits for one.
-const YIELD_AFTER: Duration = Duration::from_secs(10);
-
-fn check_signals() -> bool {
-    if BackgroundWorker::sighup_received() {
-        // SAFETY: what a backend does on SIGHUP, on the worker's main thread between rounds.
-        unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-    }
-    !BackgroundWorker::sigterm_received()
-}
-
-/// A worker the launcher started.
-struct Started {
-    handle: DynamicBackgroundWorker,
-    at: Instant,
-}
-
-/// Entry point of the launcher (see `crate::pg::workers::register_launcher`).
-///
-/// It starts a database's worker where there is work: a database it has not looked at yet (after
-/// a start, a promotion, a CREATE DATABASE, a restore) gets one look; a database with projections
-/// keeps one; a database whose appends replicas must see (the watermark) gets one while replicas
-/// are connected; a backend's request (a projection created, resumed, reset, restored) starts
-/// one at once. At most `es.max_workers` run at once: a database beyond that waits (and says so
-/// in `es.projections`), and the worker that has run longest yields its slot after its round, so
-/// every database progresses. A database held by a database-level command gets none.
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub extern "C-unwind" fn es_launcher_main(_arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    BackgroundWorker::connect_worker_to_spi(None, None);
-    let mut running: HashMap<u32, Started> = HashMap::new();
-    let mut exited: HashMap<u32, Instant> = HashMap::new();
-    // the databases looked at since this launcher started
-    let mut seen: HashSet<u32> = HashSet::new();
-    let mut rescanned: Option<Instant> = None;
-    // the databases that accept connections and are not templates, as last read
-    let mut live: HashSet<u32> = HashSet::new();
-    let mut warned: HashSet<u32> = HashSet::new();
-    // the worker asked to yield its slot, until it has exited (one at a time)
-    let mut yielding: Option<u32> = None;
-    while check_signals() {
-        if workers::take_rescan() || rescanned.is_none_or(|t| t.elapsed() >= RESCAN_EVERY) {
-            live = workers::databases().into_iter().collect();
-            for &db in &live {
-                if seen.insert(db) {
-                    workers::request(db, true);
-                }
-            }
-            for db in workers::registered() {
-                if !live.contains(&db) {
-                    workers::forget(db);
-                    running.remove(&db);
-                }
-            }
-            seen.retain(|db| live.contains(db));
-            rescanned = Some(Instant::now());
-        }
-        running.retain(|db, w| {
-            let alive = matches!(
-                w.handle.pid(),
-                Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted)
-            );
-            if !alive {
-                exited.insert(*db, Instant::now());
-            }
-            alive
-        });
-        yielding = yielding.filter(|db| running.contains_key(db));
-        let replicas = workers::replicas_connected();
-        let mut wanting: Vec<workers::Database> = workers::launcher_poll()
-            .into_iter()
-            .filter(|d| {
-                live.contains(&d.db) && !d.held && !d.worker_alive && !running.contains_key(&d.db)
-            })
-            .filter(|d| {
-                let recently = exited
-                    .get(&d.db)
-                    .is_some_and(|t| t.elapsed() < RESTART_AFTER);
-                // a worker that died (an ERROR it could not catch) is replaced, at most every
-                // RESTART_AFTER
-                let died = workers::crashed(d.db);
-                d.wanted || ((d.projections > 0 || died || (replicas && d.appended)) && !recently)
-            })
-            .collect();
-        // projections first: a look at a new database can wait
-        wanting.sort_by_key(|d| (d.projections == 0, !d.wanted, d.db));
-        let limit = gucs::MAX_WORKERS.get().max(1) as usize;
-        for d in &wanting {
-            let why = if running.len() >= limit {
-                workers::WAIT_LIMIT
-            } else if let Some(handle) = workers::start_database_worker(d.db) {
-                running.insert(
-                    d.db,
-                    Started {
-                        handle,
-                        at: Instant::now(),
-                    },
-                );
-                warned.remove(&d.db);
-                workers::WAIT_NONE
-            } else {
-                workers::WAIT_SLOTS
-            };
-            workers::set_waiting(d.db, why);
-            if why != workers::WAIT_NONE && (d.projections > 0 || d.wanted) {
-                if d.projections > 0 && warned.insert(d.db) {
-                    pgrx::log!(
-                        "event_store: database {} waits for a worker: {}",
-                        d.db,
-                        if why == workers::WAIT_LIMIT {
-                            format!("es.max_workers ({limit}) workers serve other databases")
-                        } else {
-                            "no background worker slot is free; raise max_worker_processes"
-                                .to_owned()
-                        }
-                    );
-                }
-                // the longest-running worker gives its slot up after its round
-                if yielding.is_none()
-                    && let Some((&db, _)) = running
-                        .iter()
-                        .filter(|(_, w)| w.at.elapsed() >= YIELD_AFTER)
-                        .max_by_key(|(_, w)| w.at.elapsed())
-                {
-                    workers::ask_yield(db);
-                    yielding = Some(db);
-                }
-            }
-        }
-        if !BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
-            break;
-        }
-    }
-}
 
 /// What a database worker keeps between rounds.
 struct DatabaseWorker {
@@ -267,7 +124,7 @@ impl DatabaseWorker {
     /// (an appender waits for one batch at most; an error is logged, and the policy tries again
     /// after its naptime). Returns the number of active policies and when the next batch is due.
     fn retain(&mut self) -> (usize, Option<Instant>) {
-        let naptime = Duration::from_millis(gucs::RETENTION_NAPTIME.get().max(10) as u64);
+        let naptime = Duration::from_millis(settings::RETENTION_NAPTIME.get().max(10) as u64);
         let now = Instant::now();
         if let Some((policies, read_at)) = &self.policies {
             let due = self.retention.values().map(|c| c.due).min();
@@ -284,7 +141,7 @@ impl DatabaseWorker {
             }
         };
         self.retention.retain(|k, _| policies.contains(k));
-        let size = gucs::RETENTION_BATCH_SIZE.get().max(1);
+        let size = settings::RETENTION_BATCH_SIZE.get().max(1);
         for policy in &policies {
             let now = Instant::now();
             let cursor = self
@@ -353,8 +210,8 @@ impl DatabaseWorker {
     /// whether the watermark has work: replicas are connected and a commit appended since the
     /// last write, or positions below the sequence's end are still in flight.
     fn write_watermark(&mut self, db: u32) -> bool {
-        let interval = gucs::WATERMARK_INTERVAL.get();
-        if interval <= 0 || !workers::replicas_connected() {
+        let interval = settings::WATERMARK_INTERVAL.get();
+        if interval <= 0 || !super::replicas_connected() {
             return false;
         }
         if self
@@ -364,7 +221,7 @@ impl DatabaseWorker {
             return true;
         }
         self.watermark_at = Some(Instant::now());
-        let appended = workers::take_appended(db);
+        let appended = worker_registry::take_appended(db);
         let last = self.watermark;
         let (written, behind) = in_transaction(|| {
             let conn = Connection::connect();
@@ -430,7 +287,7 @@ pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
         );
     }
     let db = db.to_u32();
-    if !workers::claim_worker(db) {
+    if !worker_registry::claim_worker(db) {
         return; // another worker serves this database, or a database command holds it
     }
     let mut worker = DatabaseWorker {
@@ -447,18 +304,18 @@ pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
     // resume or the next append is likely); one sent to look at a database that has none (after
     // a start, a CREATE DATABASE) leaves after one round and frees its slot
     let mut worked = false;
-    while check_signals() {
+    while super::check_signals() {
         waiter.arm();
-        let asked = workers::take_request(db);
+        let asked = worker_registry::take_request(db);
         let round = worker.round();
         if !round.present {
-            workers::forget_unless_wanted(db);
+            worker_registry::forget_unless_wanted(db);
             break;
         }
         // the work that keeps the worker (and makes the launcher start it again): projections
         // and retention policies
-        workers::set_projections(db, round.projections + round.retention);
-        if workers::take_yield(db) {
+        worker_registry::set_projections(db, round.projections + round.retention);
+        if worker_registry::take_yield(db) {
             break; // another database waits for this slot; the launcher starts this one again
         }
         if round.projections > 0 || round.watermark || round.retention > 0 {
@@ -476,10 +333,12 @@ pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
         // them into the next round, so the worker's rounds (and its CPU) stay bounded however
         // fast the writers commit, at the price of that pause in a projection's lag.
         std::thread::sleep(ROUND_GAP);
-        let replicas = workers::replicas_connected();
-        let naptime = Duration::from_millis(gucs::PROJECTION_NAPTIME.get().max(10) as u64);
-        let mut sleep = if replicas && gucs::WATERMARK_INTERVAL.get() > 0 {
-            naptime.min(Duration::from_millis(gucs::WATERMARK_INTERVAL.get() as u64))
+        let replicas = super::replicas_connected();
+        let naptime = Duration::from_millis(settings::PROJECTION_NAPTIME.get().max(10) as u64);
+        let mut sleep = if replicas && settings::WATERMARK_INTERVAL.get() > 0 {
+            naptime.min(Duration::from_millis(
+                settings::WATERMARK_INTERVAL.get() as u64
+            ))
         } else {
             naptime
         };
@@ -490,5 +349,5 @@ pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
             break;
         }
     }
-    workers::release_worker(db);
+    worker_registry::release_worker(db);
 }

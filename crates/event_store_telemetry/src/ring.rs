@@ -1,6 +1,6 @@
 //! The lock-free span ring (docs/reference.md §7): backends push finished [`SpanRecord`]s into it and never
 //! wait, the export worker is its single consumer, and it counts what it drops and what the
-//! worker reports. The memory is given to it (shared memory, placed by `crate::trace::ring`), so
+//! worker reports. The memory is given to it (shared memory, placed by the extension's `trace::ring_segment`), so
 //! it is tested here with plain memory and threads.
 
 use super::record::{SpanRecord, copy_truncated};

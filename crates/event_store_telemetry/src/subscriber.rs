@@ -438,7 +438,7 @@ impl Visit for Failure<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::context::IdGen;
+    use crate::context::IdGen;
     use std::sync::{Arc, Mutex};
     use tracing::{error, info_span, instrument};
 

@@ -1,13 +1,14 @@
-//! Places the span ring ([`crate::telemetry::ring::Ring`]) in shared memory, sized by
-//! `es.trace_buffer_size`, when the library is preloaded.
+//! The span ring's shared-memory segment: places the lock-free ring
+//! ([`event_store_telemetry::ring::Ring`]) in shared memory, sized by `es.trace_buffer_size`, when
+//! the library is preloaded, and gives backends and the export worker their view of it.
 //!
 //! The ring needs no lock: producers claim slots with a compare-and-swap and the single consumer
 //! is the export worker, so a backend never waits on tracing. Without the preload there is no
 //! ring, [`get`] says so, and tracing is off.
 
-use super::gucs::BUFFER_SIZE;
+use super::settings::BUFFER_SIZE;
 use crate::pg::shmem::Segment;
-use crate::telemetry::ring::Ring;
+use event_store_telemetry::ring::Ring;
 use std::ffi::CStr;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};

@@ -1,0 +1,60 @@
+//! The store's background workers (docs/reference.md §7, §10, §11), registered by `_PG_init`
+//! when the library is preloaded:
+//!
+//! - [`launcher`]: one per cluster, on a primary; starts a database's worker where there is work;
+//! - [`database`]: one per database that has work: its projections, its retention policies and,
+//!   while replicas are connected, its watermark;
+//! - [`export`]: the OTLP export worker, which drains the span ring and sends the spans to the
+//!   collector.
+//!
+//! This folder is the top layer beside `crate::api`: it may import `crate::store`, `crate::pg`,
+//! `crate::trace` and the pure crates, and nothing imports it. What backends and workers share
+//! (the registry of databases in shared memory, the span ring's segment) is glue below, in
+//! `crate::pg::worker_registry` and `crate::trace::ring_segment`. Its `unsafe` blocks are glue
+//! with PostgreSQL's worker API (signals, the catalog scan of the launcher, aborting a
+//! worker's transaction), each with its `// SAFETY:`.
+
+pub mod database;
+pub mod export;
+pub mod launcher;
+
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::pg_sys;
+use std::ptr;
+
+/// Registers the static workers: the OTLP export worker, then the launcher (which starts the
+/// database workers itself). Call from `_PG_init` under `shared_preload_libraries`, never in
+/// binary-upgrade mode.
+pub fn register() {
+    export::register();
+    launcher::register();
+}
+
+/// Between rounds: reloads the configuration after a SIGHUP; false once SIGTERM arrived (the
+/// worker leaves its loop).
+fn check_signals() -> bool {
+    if BackgroundWorker::sighup_received() {
+        // SAFETY: what a backend does on SIGHUP, on the worker's main thread between rounds.
+        unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+    }
+    !BackgroundWorker::sigterm_received()
+}
+
+/// Whether a WAL sender is running (a streaming standby, a logical-replication subscriber or a
+/// base backup): then every database that appends needs its watermark written.
+pub fn replicas_connected() -> bool {
+    // SAFETY: WalSndCtl is set up at startup with max_wal_senders slots; each pid is read
+    // without the slot's spinlock, which can only make the answer stale by one iteration.
+    unsafe {
+        let ctl = pg_sys::WalSndCtl;
+        if ctl.is_null() {
+            return false;
+        }
+        let n = pg_sys::max_wal_senders.max(0) as usize;
+        (*ctl)
+            .walsnds
+            .as_slice(n)
+            .iter()
+            .any(|w| ptr::read_volatile(&w.pid) != 0)
+    }
+}
