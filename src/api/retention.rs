@@ -1,7 +1,7 @@
 //! Retention and archiving (docs/reference.md §14): the one native entry point, `es.wake_retention`, which
 //! asks the launcher for the database's worker when a retention policy is set or resumed. The
 //! policies, the worker's batch, `es.archive` and the view `es.retention` are SQL
-//! (sql/flow.sql); the worker's loop is in `crate::workers::database`.
+//! (sql/flow.sql); the worker's loop is in `workers/database.rs`.
 
 use crate::pg::call::Call;
 use crate::store::retention;

@@ -15,7 +15,7 @@
 //! - [`shmem`]: the shared-memory hooks of every segment;
 //! - [`worker_registry`]: the registry in shared memory of the databases the background workers
 //!   serve (their work, their worker, why one waits, a database command's hold): what backends
-//!   and the hooks below tell the workers, and what the workers (`crate::workers`) read;
+//!   and the hooks here tell the workers, and what the workers (`workers/`) read;
 //! - [`server`]: what the server is (in recovery, its background worker slots);
 //! - [`utility`]: the `ProcessUtility_hook` that moves the workers out of the way of
 //!   database-level commands (`DROP DATABASE`, …);

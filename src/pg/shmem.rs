@@ -1,6 +1,6 @@
 //! The store's shared memory: one pair of hooks (`shmem_request_hook`, `shmem_startup_hook`)
-//! for every segment the library places there (the positions in flight, the span ring), so the
-//! hook chaining and `AddinShmemInitLock` are written once.
+//! for every segment the library places there (the positions in flight, the span ring, the
+//! workers' registry), so the hook chaining and `AddinShmemInitLock` are written once.
 //!
 //! Segments exist only when the library is preloaded (`shared_preload_libraries`): the hooks are
 //! installed by `_PG_init` in the postmaster, before any fork.

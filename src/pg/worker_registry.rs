@@ -4,11 +4,11 @@
 //! database-level command's hold on it; and the launcher's latch.
 //!
 //! It is the one place backends and workers meet, so it is glue in `pg/`, below everything that
-//! uses it: backends write it (the use cases in `crate::store` ask for a database's worker and
-//! read its status, the transaction callback of [`super::positions`] marks commits, the
-//! [`super::utility`] hook holds a database), and the workers, one layer above everything
-//! (`crate::workers`), read and claim it. Registering and starting the workers, and what they do,
-//! is in `crate::workers`; nothing here starts a process.
+//! uses it: backends write it (the use cases of `store/` ask for a database's worker and read its
+//! status, the transaction callback of [`super::positions`] marks commits, the [`super::utility`]
+//! hook holds a database), and the workers, the top layer (`workers/`), read and claim it.
+//! Registering and starting the workers, and what they do, is in `workers/`; nothing here starts
+//! a process.
 
 use super::shmem::Segment;
 use pgrx::pg_sys;

@@ -1,6 +1,6 @@
 //! Tracing in backends (docs/reference.md §7): every SQL entry point records a span, a command's span parents
 //! the spans it causes, and finished spans go into the shared ring ([`ring_segment`]) that the
-//! export worker (`crate::workers::export`) drains. The tracing settings are [`settings`]; the
+//! export worker (`workers/export.rs`) drains. The tracing settings are [`settings`]; the
 //! export worker's blocking HTTP client is [`http`]. The span model itself (records, context,
 //! the ring, the subscriber) is the pgrx-free crate `event_store_telemetry`.
 //!
