@@ -29,6 +29,7 @@ const RESTART_AFTER: Duration = Duration::from_secs(5);
 const RESCAN_EVERY: Duration = Duration::from_secs(5);
 /// How long a worker runs before it yields its slot to a database that waits for one.
 const YIELD_AFTER: Duration = Duration::from_secs(10);
+
 /// Registers the launcher (see [`super::register`]).
 pub fn register() {
     BackgroundWorkerBuilder::new("event_store launcher")
@@ -43,14 +44,14 @@ pub fn register() {
 
 /// Starts the worker of database `db`; `None` when no background worker slot is free
 /// (`max_worker_processes`).
-pub fn start_database_worker(db: u32) -> Option<DynamicBackgroundWorker> {
+fn start_database_worker(db: u32) -> Option<DynamicBackgroundWorker> {
     BackgroundWorkerBuilder::new(&format!("event_store worker for database {db}"))
         .set_type("event_store worker")
         .set_library("event_store")
         .set_function("es_database_worker_main")
         .enable_spi_access()
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
-        // the launcher starts another when one dies (see `crashed`); a restart by the
+        // the launcher starts another when one dies (see `worker_registry::crashed`); a restart by the
         // postmaster would race with it
         .set_restart_time(None)
         .set_argument(Some(pg_sys::Datum::from(db)))
@@ -60,7 +61,7 @@ pub fn start_database_worker(db: u32) -> Option<DynamicBackgroundWorker> {
 
 /// The databases that accept connections and are not templates, read from the shared catalog
 /// `pg_database` (the launcher is connected to no database).
-pub fn databases() -> Vec<u32> {
+fn databases() -> Vec<u32> {
     let mut out = Vec::new();
     // SAFETY: a catalog heap scan inside a transaction of the launcher (connected to no
     // database, so only shared catalogs are read); every tuple is a pg_database row whose fixed

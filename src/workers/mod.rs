@@ -42,7 +42,7 @@ fn check_signals() -> bool {
 
 /// Whether a WAL sender is running (a streaming standby, a logical-replication subscriber or a
 /// base backup): then every database that appends needs its watermark written.
-pub fn replicas_connected() -> bool {
+fn replicas_connected() -> bool {
     // SAFETY: WalSndCtl is set up at startup with max_wal_senders slots; each pid is read
     // without the slot's spinlock, which can only make the answer stale by one iteration.
     unsafe {
