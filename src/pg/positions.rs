@@ -130,17 +130,17 @@ pub fn draw(conn: &Connection, n: i64) -> Result<i64, EventStoreError> {
     register_database();
     let sequence = position_sequence();
     let subscribed = || {
-        conn.execute(Stmt::Subscriptions, &[])
+        conn.execute(&SUBSCRIPTIONS, &[])
             .first_i64()
             .is_some_and(|n| n > 0)
     };
     let stored_max = if sequence_checked(subscribed) {
         None
     } else {
-        let mut max = conn.execute(Stmt::MaxPosition, &[]).first_i64();
+        let mut max = conn.execute(&MAX_POSITION, &[]).first_i64();
         // archived events keep their positions: those are taken too
         if super::heap::archive_in_use() {
-            let archived = conn.execute(Stmt::MaxArchivedPosition, &[]).first_i64();
+            let archived = conn.execute(&MAX_ARCHIVED_POSITION, &[]).first_i64();
             max = max.max(archived);
         }
         mark_sequence_checked();
@@ -536,3 +536,30 @@ fn lowest_in_flight(shared: &InFlight, db: u32) -> Option<i64> {
         })
         .min()
 }
+
+// The statements of this use case, prepared once per backend by `pg::spi`.
+
+/// The highest stored global position (NULL when the log is empty), to check the position
+/// sequence against after a failover to a logical-replication subscriber, whose sequence
+/// PostgreSQL 15 does not replicate. One backward step of the position index.
+pub static MAX_POSITION: Stmt = Stmt::new(
+    "MaxPosition",
+    c"SELECT max(global_position) FROM es.events",
+    &[],
+);
+
+/// How many logical-replication subscriptions the current database has.
+pub static SUBSCRIPTIONS: Stmt = Stmt::new(
+    "Subscriptions",
+    c"SELECT count(*) FROM pg_catalog.pg_subscription
+                  WHERE subdbid = (SELECT oid FROM pg_catalog.pg_database
+                                   WHERE datname = pg_catalog.current_database())",
+    &[],
+);
+
+/// The highest archived position (NULL when none): a position is never handed out twice.
+pub static MAX_ARCHIVED_POSITION: Stmt = Stmt::new(
+    "MaxArchivedPosition",
+    c"SELECT max(global_position) FROM es.events_archive",
+    &[],
+);
