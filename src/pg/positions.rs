@@ -23,7 +23,7 @@
 //! worker may insert more), and moves the sequence past them.
 
 use super::shmem::{Segment, tranche_lock};
-use super::spi::{Connection, RegisteredSnapshot, Stmt, position_sequence};
+use super::spi::{Connection, RegisteredSnapshot, Stmt};
 use event_store_core::EventStoreError;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -120,6 +120,20 @@ fn shared() -> Option<&'static InFlight> {
 fn slots(shared: &InFlight) -> &[Slot] {
     // SAFETY: the segment holds `nslots` slots right after the header (shmem_size).
     unsafe { std::slice::from_raw_parts(shared.slots.as_ptr(), shared.nslots) }
+}
+
+/// OID of `es.global_position_seq`, looked up per call (two syscache probes) so a dropped and
+/// recreated extension is never served a stale OID.
+fn position_sequence() -> pg_sys::Oid {
+    // SAFETY: syscache lookups by name (an ERROR when the schema is missing).
+    unsafe {
+        let ns = pg_sys::get_namespace_oid(c"es".as_ptr(), false);
+        let seq = pg_sys::get_relname_relid(c"global_position_seq".as_ptr(), ns);
+        if seq == pg_sys::InvalidOid {
+            pgrx::error!("event_store: es.global_position_seq is missing; reinstall the extension");
+        }
+        seq
+    }
 }
 
 /// Draws `n` global positions for an append and returns the first. Before the first draw of

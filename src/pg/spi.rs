@@ -1,5 +1,8 @@
-//! Every SQL statement the extension runs, in one place, and the thin SPI layer that runs them
-//! ([`Connection`]).
+//! The thin SPI layer the extension's statements run through ([`Connection`], [`Rows`]) and
+//! what a statement is ([`Stmt`]). The statements themselves are declared where their meaning
+//! is known: the store's next to its use cases (`crate::store`), the glue's own (the inserts of
+//! an append, the registry's loads, the position checks) in their `pg` modules; this file knows
+//! no table of the store.
 //!
 //! Each statement is prepared once per backend and kept (`SPI_keepplan`), so a call pays for
 //! neither parsing nor planning; PostgreSQL's plan cache replans them by itself when the schema
@@ -470,19 +473,5 @@ impl<'s> Rows<'s> {
                 out.put(&row_values, &row_nulls);
             }
         }
-    }
-}
-
-/// OID of `es.global_position_seq`, looked up per call (two syscache probes) so a dropped and
-/// recreated extension is never served a stale OID.
-pub fn position_sequence() -> Oid {
-    // SAFETY: syscache lookups by name (an ERROR when the schema is missing).
-    unsafe {
-        let ns = pg_sys::get_namespace_oid(c"es".as_ptr(), false);
-        let seq = pg_sys::get_relname_relid(c"global_position_seq".as_ptr(), ns);
-        if seq == pg_sys::InvalidOid {
-            pgrx::error!("event_store: es.global_position_seq is missing; reinstall the extension");
-        }
-        seq
     }
 }
