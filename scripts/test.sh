@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 #! Runs every test layer, in order, on a machine set up by scripts/setup.sh:
-#!   1. style gates: cargo fmt --check, cargo clippy --all-targets -D warnings (the workspace: the
-#!      extension, its pure core, its span model and its macros; and the client tests)
+#!   1. style gates: cargo fmt --check, the rules of ARCHITECTURE.md (scripts/check_architecture.py:
+#!      layers, imports, where unsafe lives, the module table; its self-test first), cargo clippy
+#!      --all-targets -D warnings (the workspace: the extension, its pure core, its span model and
+#!      its macros; and the client tests)
 #!   2. the pure crates' #[test]s with plain cargo test (no PostgreSQL, no pgrx): the core, the
 #!      macros, the span model (event_store_telemetry)
 #! These run once. Then, on each supported PostgreSQL version in turn (15, then 18; the steps are
@@ -82,6 +84,7 @@ declare -A copy_config copy_bin
 
 # --- once: the crates that do not depend on the server version ---------------------------------
 step "format" bash -c "cargo fmt --all --check && cargo fmt --check ${client[*]} && cargo fmt --check ${consumer[*]}"
+step "architecture" bash -c "python3 scripts/check_architecture.py --self-test && python3 scripts/check_architecture.py"
 step "clippy" bash -c "cargo clippy --workspace --all-targets -- -D warnings && cargo clippy --all-targets ${client[*]} -- -D warnings && CARGO_TARGET_DIR=target/bench-consumer cargo clippy --release ${consumer[*]} -- -D warnings"
 step "core crates" cargo test -p event_store_core -p event_store_macros -p event_store_telemetry
 

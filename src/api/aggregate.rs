@@ -3,14 +3,17 @@
 //! `es.state`, `es.history`, the steps of the `es.replay` aggregate (declared in
 //! sql/flow.sql), one batch of `es.rebuild_states` and the registry tables' trigger.
 
-use crate::pg::aggregate;
+use crate::pg::aggregate::{self, StartIn};
 use crate::pg::call::{Call, Param, no_value};
 use crate::store;
 use crate::store::account::state_datum;
 use crate::store::aggregate::{Definition, Replay, State};
 use event_store_core::EventStoreError;
 use event_store_macros::sql_function;
-use pgrx::pg_sys::{self, Datum, Oid};
+use pgrx::pg_sys::{Datum, Oid};
+
+/// The aggregate `es.replay`'s steps are of (named in the error of a direct call).
+const REPLAY: &str = "es.replay";
 
 /// A required `regprocedure` argument.
 fn function_arg(call: &Call<'_>, p: Param) -> Result<Oid, EventStoreError> {
@@ -19,14 +22,14 @@ fn function_arg(call: &Call<'_>, p: Param) -> Result<Oid, EventStoreError> {
 
 /// The arguments shared by `es.define_aggregate` and `es.alter_aggregate` (the same five in
 /// the same order).
-fn definition(
-    call: &Call<'_>,
+fn definition<'fc>(
+    call: &Call<'fc>,
     [stream_type, evolve, initial_state, check, snapshot_every]: [Param; 5],
-) -> Result<Definition, EventStoreError> {
+) -> Result<Definition<'fc>, EventStoreError> {
     Ok(Definition {
         stream_type: call.text(stream_type)?,
         evolve: function_arg(call, evolve)?,
-        initial_state: call.required(initial_state)?,
+        initial_state: call.required_jsonb(initial_state)?,
         check: call.arg(check).map(|d| Oid::from(d.value() as u32)),
         snapshot_every: call.required_i32(snapshot_every)?,
     })
@@ -179,23 +182,6 @@ fn history(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     Ok(no_value())
 }
 
-/// The aggregate's context, or the error for a direct call of a transition function.
-fn replay_context(call: &Call<'_>) -> Result<pg_sys::MemoryContext, EventStoreError> {
-    call.aggregate_context_of("es.replay")
-}
-
-/// The running fold the executor passes back as the `internal` argument (`None` on a group's
-/// first row).
-///
-/// # Safety
-/// `state` must be the `internal` argument of these functions, as the aggregate's declaration
-/// guarantees: its transition functions take and return it.
-unsafe fn replay_arg<'s>(call: &Call<'_>, state: Param) -> Option<&'s mut Replay> {
-    // SAFETY: the caller's contract: the state is a `Replay` made by `aggregate::alloc` in the
-    // aggregate's context, which lives as long as the group.
-    unsafe { aggregate::internal_arg(call, state) }
-}
-
 /// One transition: starts the group's fold on its first row (in the aggregate's context,
 /// which owns it), then folds `event`.
 fn replay_transition(
@@ -205,28 +191,19 @@ fn replay_transition(
     initial: Option<Param>,
     event: Param,
 ) -> Result<Datum, EventStoreError> {
-    let context = replay_context(call)?;
-    // SAFETY: the declaration passes this function's state as its first argument.
-    let replay = match unsafe { replay_arg(call, state) } {
-        Some(r) => r as *mut Replay,
-        None => {
-            let t = call.text(stream_type)?;
-            // SAFETY: a switch to the aggregate's context (AggCheckCallContext's) and back,
-            // so the fold's memory lives with the group.
-            let started = unsafe {
-                let previous = pg_sys::MemoryContextSwitchTo(context);
-                let r = Replay::start(&t, initial.and_then(|p| call.jsonb(p)));
-                pg_sys::MemoryContextSwitchTo(previous);
-                r
-            }?;
-            // SAFETY: `context` is the aggregate's; the executor keeps the pointer only while
-            // it lives.
-            unsafe { aggregate::alloc(context, started) }
-        }
-    };
-    // SAFETY: a live fold in the aggregate's context, used by this call only.
-    unsafe { (*replay).step(call.jsonb(event))? };
-    Ok(Datum::from(replay))
+    aggregate::transition(
+        call,
+        REPLAY,
+        state,
+        StartIn::Group,
+        || {
+            Replay::start(
+                &call.text(stream_type)?,
+                initial.and_then(|p| call.jsonb(p)),
+            )
+        },
+        |replay: &mut Replay| replay.step(call.jsonb(event)),
+    )
 }
 
 #[sql_function(
@@ -261,11 +238,8 @@ LANGUAGE c VOLATILE PARALLEL UNSAFE",
     comment = "Final function of es.replay: the state so far (read-only, so it serves a window function row by row)."
 )]
 fn replay_final(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
-    replay_context(call)?;
-    // SAFETY: the aggregate passes its transition state (or NULL before the first row) as
-    // the final function's only argument.
-    match unsafe { replay_arg(call, replay_final_args::arg1) } {
-        Some(r) => Ok(r.state()),
+    match aggregate::finish(call, REPLAY, replay_final_args::arg1, Replay::state)? {
+        Some(state) => Ok(state),
         None => Ok(call.return_null()),
     }
 }
@@ -294,8 +268,7 @@ LANGUAGE c VOLATILE PARALLEL UNSAFE",
     access = "owner"
 )]
 fn registry_changed(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
-    // SAFETY: the call's fcinfo, whose context is checked to be a TriggerData.
-    if !unsafe { crate::pg::registry::changed(call.fcinfo()) } {
+    if !crate::pg::registry::changed(call) {
         return Err(EventStoreError::InvalidArgument {
             name: "call",
             reason: "es.registry_changed can only be called as a trigger".into(),

@@ -20,7 +20,7 @@ fn account_state(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     use account_state_args as arg;
     let account = call.uuid(arg::account_id)?;
     let state =
-        store::history::account_state(&account, call.arg(arg::as_of), call.i64(arg::at_version))?;
+        store::audit::account_state(&account, call.arg(arg::as_of), call.i64(arg::at_version))?;
     match state {
         Some(state) => Ok(store::personal::reveal_datum(state_datum(&state))),
         None => Ok(call.return_null()),
@@ -40,6 +40,6 @@ LANGUAGE c STABLE PARALLEL SAFE ROWS 100",
 fn account_history(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     let account = call.uuid(account_history_args::account_id)?;
     let mut out = call.materialize();
-    store::history::account_history(&account, &mut out)?;
+    store::audit::account_history(&account, &mut out)?;
     Ok(no_value())
 }

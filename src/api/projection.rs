@@ -3,7 +3,7 @@
 //! `es.wait_for_projection`; the state of the database's worker (`es.worker_status`) and the
 //! trigger that asks for it when projections are restored (`es.projections_changed`). The seed's two projections and their views are in sql/flow.sql.
 
-use crate::pg::call::{Call, no_value, text_datum};
+use crate::pg::call::{Call, Value, no_value};
 use crate::store::projection;
 use event_store_core::EventStoreError;
 use event_store_macros::sql_function;
@@ -128,14 +128,11 @@ LANGUAGE c VOLATILE PARALLEL SAFE ROWS 1",
 fn worker_status(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     let (state, reason, pid) = projection::worker_status();
     let mut out = call.materialize();
-    let values = [
-        text_datum(state),
-        reason.as_deref().map_or(Datum::from(0usize), text_datum),
-        Datum::from(pid.unwrap_or(0)),
-    ];
-    let nulls = [false, reason.is_none(), pid.is_none()];
-    // SAFETY: one value per OUT column of the declaration above, of its type.
-    unsafe { out.put(&values, &nulls) };
+    out.put_values(&[
+        Value::Text(state),
+        reason.as_deref().map_or(Value::Null, Value::Text),
+        pid.map_or(Value::Null, Value::Int4),
+    ]);
     Ok(no_value())
 }
 

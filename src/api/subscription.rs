@@ -42,8 +42,7 @@ fn create_subscription(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
         partitions: call.required_i32(arg::partitions)?,
         max_attempts: call.required_i32(arg::max_attempts)?,
     };
-    let conn = crate::pg::spi::Connection::connect();
-    subscription::create(&conn, &spec, call.arg(arg::event_types))?;
+    subscription::create(&spec, call.arg(arg::event_types))?;
     Ok(no_value())
 }
 

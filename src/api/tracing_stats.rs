@@ -3,7 +3,7 @@
 //! failures, batches the collector refused, the last error and the last successful export. Without the preload the row says
 //! tracing is unavailable and why, instead of failing: a monitoring query should keep working.
 
-use crate::pg::call::{Call, no_value, text_datum};
+use crate::pg::call::{Call, Value, no_value};
 use crate::trace::{ring_segment, settings};
 use event_store_core::EventStoreError;
 use event_store_macros::sql_function;
@@ -13,12 +13,16 @@ use std::sync::atomic::Ordering;
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
-fn timestamptz(unix_ns: u64) -> Option<Datum> {
-    (unix_ns != 0).then(|| Datum::from((unix_ns / 1000) as i64 - PG_EPOCH_OFFSET_US))
+fn timestamptz(unix_ns: u64) -> Value<'static> {
+    if unix_ns == 0 {
+        Value::Null
+    } else {
+        Value::TimestampTz((unix_ns / 1000) as i64 - PG_EPOCH_OFFSET_US)
+    }
 }
 
-fn int8(v: u64) -> Option<Datum> {
-    Some(Datum::from(v as i64))
+fn int8(v: u64) -> Value<'static> {
+    Value::Int8(v as i64)
 }
 
 /// One row of the columns declared below: available, status, spans_recorded, spans_exported,
@@ -51,14 +55,15 @@ fn tracing_stats(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     let mut out = call.materialize();
     let endpoint = settings::OTLP_ENDPOINT
         .get()
-        .map(|s| text_datum(&s.to_string_lossy()));
-    let mut row: [Option<Datum>; 15] = [None; 15];
+        .map(|s| s.to_string_lossy().into_owned());
+    let mut row: [Value<'_>; 15] = [Value::Null; 15];
+    let last_error;
     match ring_segment::get() {
         None => {
-            row[0] = Some(Datum::from(false));
-            row[1] = Some(text_datum(
+            row[0] = Value::Bool(false);
+            row[1] = Value::Text(
                 "unavailable: event_store is not in shared_preload_libraries (tracing is off)",
-            ));
+            );
         }
         Some(ring) => {
             let st = ring.stats();
@@ -74,8 +79,8 @@ fn tracing_stats(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
             } else {
                 "on"
             };
-            row[0] = Some(Datum::from(true));
-            row[1] = Some(text_datum(status));
+            row[0] = Value::Bool(true);
+            row[1] = Value::Text(status);
             row[2] = int8(st.recorded.load(Ordering::Relaxed));
             row[3] = int8(st.exported.load(Ordering::Relaxed));
             row[4] = int8(st.dropped_full.load(Ordering::Relaxed));
@@ -83,21 +88,20 @@ fn tracing_stats(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
             row[6] = int8(st.export_failures.load(Ordering::Relaxed));
             row[7] = int8(st.batches_rejected.load(Ordering::Relaxed));
             row[8] = int8(ring.len() as u64);
-            row[9] = Some(Datum::from(ring.capacity() as i32));
-            row[10] = st.last_error().map(|e| text_datum(&e));
+            row[9] = Value::Int4(ring.capacity() as i32);
+            last_error = st.last_error();
+            row[10] = last_error.as_deref().map_or(Value::Null, Value::Text);
             row[11] = timestamptz(st.last_success_unix_ns.load(Ordering::Relaxed));
             row[12] = timestamptz(st.last_failure_unix_ns.load(Ordering::Relaxed));
             let pid = st.worker_pid.load(Ordering::Relaxed);
-            row[13] = (pid != 0).then(|| Datum::from(pid as i32));
+            row[13] = if pid != 0 {
+                Value::Int4(pid as i32)
+            } else {
+                Value::Null
+            };
         }
     }
-    row[14] = endpoint;
-    let values: Vec<Datum> = row
-        .iter()
-        .map(|v| v.unwrap_or(Datum::from(0usize)))
-        .collect();
-    let nulls: Vec<bool> = row.iter().map(Option::is_none).collect();
-    // SAFETY: one value per OUT column of the declaration above, of its type.
-    unsafe { out.put(&values, &nulls) };
+    row[14] = endpoint.as_deref().map_or(Value::Null, Value::Text);
+    out.put_values(&row);
     Ok(no_value())
 }

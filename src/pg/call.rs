@@ -5,9 +5,8 @@
 
 use crate::pg::jsonb::Jsonb;
 use event_store_core::EventStoreError;
-use event_store_core::shape::{Scalar, to_json_text};
 use pgrx::pg_sys::{self, BuiltinOid, Datum};
-use std::ffi::{CString, c_char};
+use std::ffi::CStr;
 use std::marker::PhantomData;
 use uuid::Uuid;
 
@@ -189,6 +188,12 @@ impl<'fc> Call<'fc> {
         self.arg(p).map(|d| unsafe { Jsonb::from_datum(d) })
     }
 
+    /// A required jsonb argument.
+    pub fn required_jsonb(&self, p: Param) -> Result<Jsonb<'fc>, EventStoreError> {
+        self.jsonb(p)
+            .ok_or(EventStoreError::NullArgument { name: p.name })
+    }
+
     /// A `jsonb[]` argument, `None` when NULL; valid for the call.
     pub fn jsonb_array(&self, p: Param) -> Option<JsonbArray<'fc>> {
         self.arg(p).map(|array| JsonbArray {
@@ -283,12 +288,6 @@ pub struct JsonbArray<'a> {
 }
 
 impl<'a> JsonbArray<'a> {
-    /// A one-dimensional array of `json` texts, built in the call's memory.
-    pub fn build(memory: CallMemory<'a>, json: &[&str]) -> JsonbArray<'a> {
-        let elements: Vec<Datum> = json.iter().map(|j| jsonb_from_text(j)).collect();
-        JsonbArray::of(memory, &elements)
-    }
-
     /// A one-dimensional array of jsonb datums built in the call's memory.
     pub fn of(_memory: CallMemory<'a>, jsonb: &[Datum]) -> JsonbArray<'a> {
         let elements: Vec<Option<Datum>> = jsonb.iter().map(|&d| Some(d)).collect();
@@ -349,6 +348,36 @@ impl<'a> JsonbArray<'a> {
     }
 }
 
+/// A row type's descriptor, valid for `'a` (while the result or the composite that gave it
+/// is): what the store may ask of a row's shape.
+#[derive(Clone, Copy)]
+pub struct RowType<'a> {
+    desc: pg_sys::TupleDesc,
+    _valid: PhantomData<&'a ()>,
+}
+
+impl RowType<'_> {
+    /// # Safety
+    /// `desc` must be a valid tuple descriptor for `'a`.
+    pub(crate) unsafe fn from_raw<'a>(desc: pg_sys::TupleDesc) -> RowType<'a> {
+        RowType {
+            desc,
+            _valid: PhantomData,
+        }
+    }
+
+    /// The 0-based position of the live attribute `name`, if the row type has it.
+    pub fn attribute(&self, name: &CStr) -> Option<usize> {
+        // SAFETY: the descriptor is valid for `'a` (the type's invariant); its attribute array
+        // has `natts` entries and their names are NUL-terminated NameData.
+        unsafe {
+            super::compat::tuple_attrs(self.desc)
+                .iter()
+                .position(|a| !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()) == name)
+        }
+    }
+}
+
 /// What [`ResultSet::set_rewrite`] applies to each row before it is stored.
 pub type Rewrite = Box<dyn FnMut(&mut [Datum], &mut [bool]) -> Result<(), EventStoreError>>;
 
@@ -372,6 +401,12 @@ impl ResultSet {
     /// The descriptor of the rows.
     pub fn desc(&self) -> pg_sys::TupleDesc {
         self.desc
+    }
+
+    /// The row type of the rows.
+    pub fn row_type(&self) -> RowType<'_> {
+        // SAFETY: the result's descriptor lives in the per-query context, longer than `self`.
+        unsafe { RowType::from_raw(self.desc) }
     }
 
     /// Rewrites every row put from now on with `rewrite` (its allocations freed row by row);
@@ -424,6 +459,47 @@ impl ResultSet {
         unsafe { self.put_row(values, nulls) }
     }
 
+    /// Appends a row of typed values, one per attribute, each checked against its attribute's
+    /// type (a mismatch is an internal error, never a misread datum): the safe form of
+    /// [`ResultSet::put`] for rows the caller builds itself.
+    pub fn put_values(&mut self, row: &[Value<'_>]) {
+        // SAFETY: the result's descriptor lives in the per-query context, longer than `self`.
+        let attrs = unsafe { super::compat::tuple_attrs(self.desc) };
+        assert!(
+            row.len() == attrs.len(),
+            "a row of {} values for {} attributes",
+            row.len(),
+            attrs.len()
+        );
+        let mut values = Vec::with_capacity(row.len());
+        let mut nulls = Vec::with_capacity(row.len());
+        for (value, attr) in row.iter().zip(attrs) {
+            let (expected, datum) = match value {
+                Value::Null => (None, Datum::from(0usize)),
+                Value::Bool(b) => (Some(pg_sys::BOOLOID), Datum::from(*b)),
+                Value::Int4(v) => (Some(pg_sys::INT4OID), Datum::from(*v)),
+                Value::Int8(v) => (Some(pg_sys::INT8OID), Datum::from(*v)),
+                Value::TimestampTz(v) => (Some(pg_sys::TIMESTAMPTZOID), Datum::from(*v)),
+                Value::Text(t) => (Some(pg_sys::TEXTOID), text_datum(t)),
+                Value::Uuid(u) => (Some(pg_sys::UUIDOID), uuid_datum(u)),
+                Value::Jsonb(j) => (Some(pg_sys::JSONBOID), j.datum()),
+            };
+            if let Some(ty) = expected
+                && ty != attr.atttypid
+            {
+                pgrx::error!(
+                    "event_store: a value of type {ty:?} for a column of type {:?}",
+                    attr.atttypid
+                );
+            }
+            values.push(datum);
+            nulls.push(expected.is_none());
+        }
+        // SAFETY: every non-NULL value was made from a Rust value of its attribute's type
+        // (checked above).
+        unsafe { self.put(&values, &nulls) }
+    }
+
     /// # Safety
     /// As [`ResultSet::put`].
     unsafe fn put_row(&mut self, values: &[Datum], nulls: &[bool]) {
@@ -444,6 +520,27 @@ impl ResultSet {
             )
         };
     }
+}
+
+/// One value of a row [`ResultSet::put_values`] stores.
+#[derive(Clone, Copy)]
+pub enum Value<'a> {
+    /// SQL NULL (any type).
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Int4(i32),
+    /// A bigint.
+    Int8(i64),
+    /// A timestamptz: microseconds since 2000-01-01 UTC, PostgreSQL's own representation.
+    TimestampTz(i64),
+    /// A text (copied into the row).
+    Text(&'a str),
+    /// A uuid.
+    Uuid(&'a Uuid),
+    /// A jsonb value.
+    Jsonb(Jsonb<'a>),
 }
 
 /// Reads a uuid datum (a pointer to 16 bytes).
@@ -520,103 +617,10 @@ pub fn array_of(
     }
 }
 
-unsafe extern "C-unwind" {
-    /// The fmgr entry of `jsonb_in`, unwrapped, for `DirectFunctionCall1Coll` (the guarded call).
-    #[link_name = "jsonb_in"]
-    fn jsonb_in_fmgr(fcinfo: pg_sys::FunctionCallInfo) -> Datum;
-}
-
-/// A jsonb datum (in the current memory context) of JSON text built in Rust.
-pub fn jsonb_from_text(json: &str) -> Datum {
-    let text = CString::new(json).unwrap_or_default();
-    // SAFETY: jsonb_in reads the NUL-terminated text (kept alive across the call) and returns a
-    // new jsonb in the current context; invalid JSON would be an ERROR, not undefined behavior.
-    unsafe {
-        pg_sys::DirectFunctionCall1Coll(
-            Some(jsonb_in_fmgr),
-            pg_sys::InvalidOid,
-            Datum::from(text.as_ptr() as *mut c_char),
-        )
-    }
-}
-
-/// A jsonb object of `pairs` (in the current memory context), built with PostgreSQL's jsonb
-/// builder (`pushJsonbValue`) instead of printing JSON text for `jsonb_in` to parse: the parse
-/// was a third of what an account command cost (`benches/instructions.sh`). The result is the
-/// value `jsonb_in` gives for the same object (keys sorted and unique the same way). In a
-/// database whose encoding is not UTF-8 the strings need converting, so the text path does it.
-pub fn jsonb_object(pairs: &[(&str, Scalar)]) -> Datum {
-    // SAFETY: reads the database's encoding, fixed for the life of the backend.
-    if unsafe { pg_sys::GetDatabaseEncoding() } != pg_sys::pg_enc::PG_UTF8 as i32 {
-        return jsonb_from_text(&to_json_text(pairs));
-    }
-    let string = |s: &str| pg_sys::JsonbValue {
-        type_: pg_sys::jbvType::jbvString,
-        val: pg_sys::JsonbValue__bindgen_ty_1 {
-            string: pg_sys::JsonbValue__bindgen_ty_1__bindgen_ty_1 {
-                // A string too long for jsonb (2^28 bytes) is refused by the builder
-                // (checkStringLen), as jsonb_in refuses it; none of the store's values is.
-                len: i32::try_from(s.len()).unwrap_or(i32::MAX),
-                val: s.as_ptr() as *mut c_char,
-            },
-        },
-    };
-    // The builder copies the structs; the bytes their strings point to (`pairs` and the keys,
-    // borrowed for this whole function) stay valid until JsonbValueToJsonb has copied them into
-    // the result. Numerics are palloc'd by int64_to_numeric in the current context, like it.
-    // SAFETY: every JsonbValue handed to pushJsonbValue is complete for its type and its bytes
-    // outlive the builder (above); errors (a string too long) come through the guarded calls.
-    unsafe {
-        let mut state: *mut pg_sys::JsonbParseState = std::ptr::null_mut();
-        pg_sys::pushJsonbValue(
-            &mut state,
-            pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT,
-            std::ptr::null_mut(),
-        );
-        for (key, value) in pairs {
-            let mut k = string(key);
-            pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_KEY, &mut k);
-            let mut v = match value {
-                Scalar::Text(t) => string(t),
-                Scalar::Int(n) => pg_sys::JsonbValue {
-                    type_: pg_sys::jbvType::jbvNumeric,
-                    val: pg_sys::JsonbValue__bindgen_ty_1 {
-                        numeric: pg_sys::int64_to_numeric(*n),
-                    },
-                },
-            };
-            pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_VALUE, &mut v);
-        }
-        let object = pg_sys::pushJsonbValue(
-            &mut state,
-            pg_sys::JsonbIteratorToken::WJB_END_OBJECT,
-            std::ptr::null_mut(),
-        );
-        Datum::from(pg_sys::JsonbValueToJsonb(object))
-    }
-}
-
 /// The start time of the transaction in progress (timestamptz).
 pub fn transaction_start() -> Datum {
     // SAFETY: reads the start time of the transaction in progress.
     Datum::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() })
-}
-
-/// The JSON text of a jsonb datum (PostgreSQL's own printer, `JsonbToCString`).
-///
-/// # Safety
-/// `d` must be a valid jsonb datum.
-pub unsafe fn jsonb_to_string(d: Datum) -> String {
-    // SAFETY: the caller's contract; the detoasted value is a Jsonb whose root container spans
-    // its data; JsonbToCString returns a palloc'd NUL-terminated string, copied and freed.
-    unsafe {
-        let j = pg_sys::pg_detoast_datum(d.cast_mut_ptr()).cast::<pg_sys::Jsonb>();
-        let len = pgrx::varsize_any(j.cast()) as i32;
-        let c = pg_sys::JsonbToCString(std::ptr::null_mut(), &mut (*j).root, len);
-        let s = std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned();
-        pg_sys::pfree(c.cast());
-        s
-    }
 }
 
 /// A bytea datum (in the current memory context) holding `bytes`.
@@ -654,51 +658,4 @@ pub unsafe fn bytea_bytes(d: Datum) -> Vec<u8> {
 pub fn strong_random(buf: &mut [u8]) -> bool {
     // SAFETY: writes exactly buf.len() bytes into buf.
     unsafe { pg_sys::pg_strong_random(buf.as_mut_ptr().cast(), buf.len()) }
-}
-
-/// A `text[]` of `keys` (in the current memory context): a jsonb path.
-fn path_array(keys: &[String]) -> Datum {
-    let elements: Vec<Option<Datum>> = keys.iter().map(|k| Some(text_datum(k))).collect();
-    array_of(
-        &elements,
-        BuiltinOid::TEXTOID,
-        -1,
-        false,
-        pg_sys::TYPALIGN_INT,
-    )
-}
-
-/// The value at `path` (object keys) in a jsonb datum, `None` when there is none: PostgreSQL's
-/// `jsonb_extract_path` (`#>`), so every value keeps its exact form.
-///
-/// # Safety
-/// `d` must be a valid jsonb datum.
-pub unsafe fn jsonb_at_path(d: Datum, path: &[String]) -> Option<Datum> {
-    let path = path_array(path);
-    // SAFETY: the caller's contract; jsonb_extract_path(jsonb, text[]) reads both arguments
-    // and returns a new jsonb, or NULL (which the helper reports as None).
-    unsafe {
-        pgrx::fcinfo::direct_function_call_as_datum(
-            pg_sys::jsonb_extract_path,
-            &[Some(d), Some(path)],
-        )
-    }
-}
-
-/// A copy of a jsonb datum with the value at `path` (which exists) replaced by `value`:
-/// PostgreSQL's `jsonb_set`, which keeps the rest of the document as it was.
-///
-/// # Safety
-/// `d` and `value` must be valid jsonb datums.
-pub unsafe fn jsonb_set_path(d: Datum, path: &[String], value: Datum) -> Datum {
-    let path = path_array(path);
-    // SAFETY: the caller's contract; jsonb_set(jsonb, text[], jsonb, bool) is strict and every
-    // argument is given; it returns a new jsonb in the current memory context.
-    unsafe {
-        pgrx::fcinfo::direct_function_call_as_datum(
-            pg_sys::jsonb_set,
-            &[Some(d), Some(path), Some(value), Some(Datum::from(false))],
-        )
-        .unwrap_or(d)
-    }
 }

@@ -33,7 +33,7 @@
 //! registered snapshot, and both contexts are children of the caller's, which the abort frees.
 
 use super::jsonb::Jsonb;
-use super::spi::Reading;
+use super::spi::{Reading, Rows};
 use pgrx::pg_sys::{self, Datum, Oid};
 use std::ffi::CStr;
 use std::marker::PhantomData;
@@ -929,12 +929,45 @@ pub struct StreamRow<'r> {
 }
 
 impl<'r> StreamRow<'r> {
+    /// Row `row` of `rows` as a stream's event, from its columns `event_type` (text), `data`
+    /// (jsonb), `occurred_at` and `recorded_at` (timestamptz), each checked to be of its type (a
+    /// statement whose columns differ is an internal error); `None` when one of them is NULL.
+    /// Valid while the rows are.
+    pub fn from_rows(
+        rows: &'r Rows<'_>,
+        row: usize,
+        version: i64,
+        [event_type, data, occurred_at, recorded_at]: [i32; 4],
+    ) -> Option<StreamRow<'r>> {
+        let (Some(t), Some(d), Some(o), Some(r)) = (
+            rows.datum(row, event_type),
+            rows.datum(row, data),
+            rows.datum(row, occurred_at),
+            rows.datum(row, recorded_at),
+        ) else {
+            return None;
+        };
+        for (col, expected) in [
+            (event_type, pg_sys::TEXTOID),
+            (data, pg_sys::JSONBOID),
+            (occurred_at, pg_sys::TIMESTAMPTZOID),
+            (recorded_at, pg_sys::TIMESTAMPTZOID),
+        ] {
+            if rows.column_type(col) != Some(expected) {
+                pgrx::error!("event_store: column {col} of a statement is not {expected:?}");
+            }
+        }
+        // SAFETY: non-null text, jsonb and timestamptz datums (checked above) in the rows' tuple
+        // table, which the borrow `'r` keeps.
+        Some(unsafe { StreamRow::from_columns(version, t, d, o, r) })
+    }
+
     /// A row read through SPI (the columns of `es.events`, valid for `'r`).
     ///
     /// # Safety
     /// `event_type` and `data` must be non-null text and jsonb datums that outlive `'r`;
     /// `occurred_at` and `recorded_at` timestamptz datums.
-    pub unsafe fn from_columns(
+    unsafe fn from_columns(
         version: i64,
         event_type: Datum,
         data: Datum,

@@ -6,6 +6,10 @@
 use super::call::array_of;
 use super::heap::{self, EventRow, Outcome};
 use super::spi::{self, Arg, Connection, Stmt};
+use pgrx::pg_sys::BuiltinOid::{
+    INT4ARRAYOID, INT4OID, INT8OID, JSONBARRAYOID, JSONBOID, TEXTARRAYOID, TEXTOID,
+    TIMESTAMPTZARRAYOID, TIMESTAMPTZOID, UUIDARRAYOID, UUIDOID,
+};
 use pgrx::pg_sys::{self, BuiltinOid, Datum};
 use pgrx::{PgSqlErrorCode, PgTryBuilder};
 
@@ -59,12 +63,12 @@ pub fn insert_events(conn: &Connection, rows: &[EventRow], array: Datum) -> Resu
 /// batch.
 fn insert_with_sql(conn: &Connection, rows: &[EventRow], array: Datum) {
     if let [row] = rows {
-        conn.execute(Stmt::InsertOne, &row[..9]);
+        conn.execute(&INSERT_ONE, &row[..9]);
         return;
     }
     let column = |c: usize| -> Vec<Arg> { rows.iter().map(|r| r[c]).collect() };
     conn.execute(
-        Stmt::InsertBatch,
+        &INSERT_BATCH,
         &[
             rows[0][0],
             rows[0][1],
@@ -108,3 +112,38 @@ fn insert_with_sql(conn: &Connection, rows: &[EventRow], array: Datum) {
         ],
     );
 }
+
+// The statements of this use case, prepared once per backend by `pg::spi`.
+
+/// Insert one event.
+pub static INSERT_ONE: Stmt = Stmt::new(
+    "InsertOne",
+    c"INSERT INTO es.events (global_position, stream_id, version, event_id, event_type,
+                                         event_version, data, metadata, occurred_at)
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, transaction_timestamp()))",
+    &[
+        INT8OID,
+        UUIDOID,
+        INT8OID,
+        UUIDOID,
+        TEXTOID,
+        INT4OID,
+        JSONBOID,
+        JSONBOID,
+        TIMESTAMPTZOID,
+    ],
+);
+
+/// Insert a batch of events from parallel arrays.
+pub static INSERT_BATCH: Stmt = Stmt::new(
+    "InsertBatch",
+    c"INSERT INTO es.events (global_position, stream_id, version, event_id, event_type,
+                                         event_version, data, metadata, occurred_at)
+                  SELECT $1 + e.i - 1, $2, $3 + e.i - 1, e.id, e.t, e.ev, e.d, e.m,
+                         coalesce(e.o, transaction_timestamp())
+                  FROM unnest($4, $5, $6::int4[], $7, $8, $9) WITH ORDINALITY AS e(id, t, ev, d, m, o, i)",
+                &[
+                    INT8OID, UUIDOID, INT8OID, UUIDARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+                    JSONBARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID,
+                ],
+);

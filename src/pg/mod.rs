@@ -5,7 +5,9 @@
 //!
 //! - [`call`]: one call of a C entry point (arguments, result, set-returning output) and datums;
 //! - [`compat`]: the calls that differ between PostgreSQL 15 and 18, one function each;
-//! - [`spi`]: every SQL statement of the store and the SPI connection that runs them;
+//! - [`spi`]: the SPI connection, the statements' prepared plans (the statements themselves are
+//!   declared by the modules that run them, the store's in `crate::store`), reading their rows;
+//! - [`backend`]: the backend's own state: its database, its current memory context, its latch;
 //! - [`heap`]: the native paths: the stream-row bump, the event inserts, the ordered scan of a
 //!   stream, with the heap and index access methods;
 //! - [`insert`]: storing an append's rows, natively or through SQL, conflicts as values;
@@ -31,6 +33,7 @@
 //!   [`error`]: raising the store's errors as PostgreSQL ERRORs.
 
 pub mod aggregate;
+pub mod backend;
 pub mod call;
 pub mod compat;
 pub mod error;

@@ -23,7 +23,7 @@
 //! worker may insert more), and moves the sequence past them.
 
 use super::shmem::{Segment, tranche_lock};
-use super::spi::{Connection, RegisteredSnapshot, Stmt, position_sequence};
+use super::spi::{Connection, RegisteredSnapshot, Stmt};
 use event_store_core::EventStoreError;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -122,6 +122,20 @@ fn slots(shared: &InFlight) -> &[Slot] {
     unsafe { std::slice::from_raw_parts(shared.slots.as_ptr(), shared.nslots) }
 }
 
+/// OID of `es.global_position_seq`, looked up per call (two syscache probes) so a dropped and
+/// recreated extension is never served a stale OID.
+fn position_sequence() -> pg_sys::Oid {
+    // SAFETY: syscache lookups by name (an ERROR when the schema is missing).
+    unsafe {
+        let ns = pg_sys::get_namespace_oid(c"es".as_ptr(), false);
+        let seq = pg_sys::get_relname_relid(c"global_position_seq".as_ptr(), ns);
+        if seq == pg_sys::InvalidOid {
+            pgrx::error!("event_store: es.global_position_seq is missing; reinstall the extension");
+        }
+        seq
+    }
+}
+
 /// Draws `n` global positions for an append and returns the first. Before the first draw of
 /// this backend (and before every draw while the database has a logical-replication
 /// subscription) the sequence is checked against the stored positions and moved past them: it is
@@ -130,17 +144,17 @@ pub fn draw(conn: &Connection, n: i64) -> Result<i64, EventStoreError> {
     register_database();
     let sequence = position_sequence();
     let subscribed = || {
-        conn.execute(Stmt::Subscriptions, &[])
+        conn.execute(&SUBSCRIPTIONS, &[])
             .first_i64()
             .is_some_and(|n| n > 0)
     };
     let stored_max = if sequence_checked(subscribed) {
         None
     } else {
-        let mut max = conn.execute(Stmt::MaxPosition, &[]).first_i64();
+        let mut max = conn.execute(&MAX_POSITION, &[]).first_i64();
         // archived events keep their positions: those are taken too
         if super::heap::archive_in_use() {
-            let archived = conn.execute(Stmt::MaxArchivedPosition, &[]).first_i64();
+            let archived = conn.execute(&MAX_ARCHIVED_POSITION, &[]).first_i64();
             max = max.max(archived);
         }
         mark_sequence_checked();
@@ -536,3 +550,30 @@ fn lowest_in_flight(shared: &InFlight, db: u32) -> Option<i64> {
         })
         .min()
 }
+
+// The statements of this use case, prepared once per backend by `pg::spi`.
+
+/// The highest stored global position (NULL when the log is empty), to check the position
+/// sequence against after a failover to a logical-replication subscriber, whose sequence
+/// PostgreSQL 15 does not replicate. One backward step of the position index.
+pub static MAX_POSITION: Stmt = Stmt::new(
+    "MaxPosition",
+    c"SELECT max(global_position) FROM es.events",
+    &[],
+);
+
+/// How many logical-replication subscriptions the current database has.
+pub static SUBSCRIPTIONS: Stmt = Stmt::new(
+    "Subscriptions",
+    c"SELECT count(*) FROM pg_catalog.pg_subscription
+                  WHERE subdbid = (SELECT oid FROM pg_catalog.pg_database
+                                   WHERE datname = pg_catalog.current_database())",
+    &[],
+);
+
+/// The highest archived position (NULL when none): a position is never handed out twice.
+pub static MAX_ARCHIVED_POSITION: Stmt = Stmt::new(
+    "MaxArchivedPosition",
+    c"SELECT max(global_position) FROM es.events_archive",
+    &[],
+);

@@ -13,6 +13,7 @@
 
 use super::call::uuid_datum;
 use super::spi::{Connection, RegisteredSnapshot, Stmt};
+use pgrx::pg_sys::BuiltinOid::UUIDOID;
 use pgrx::pg_sys::{self, Datum, Oid};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -128,13 +129,11 @@ unsafe extern "C-unwind" fn relcache_changed(_arg: Datum, relid: Oid) {
 }
 
 /// The trigger body of `es.registry_changed()`: queues the invalidation of the table whose
-/// statement fired it.
-///
-/// # Safety
-/// `fcinfo` must be the call of a trigger function (its context a `TriggerData`).
-pub unsafe fn changed(fcinfo: pg_sys::FunctionCallInfo) -> bool {
-    // SAFETY: the caller's contract; a trigger's context is TriggerData (checked by its tag)
-    // and its relation is open for the statement.
+/// statement fired it; false when `call` is not a trigger's.
+pub fn changed(call: &super::call::Call<'_>) -> bool {
+    let fcinfo = call.fcinfo();
+    // SAFETY: a Call's fcinfo is the live call's; its context is TriggerData only when the
+    // tag says so (checked), and a trigger's relation is open for the statement.
     unsafe {
         let context = (*fcinfo).context;
         if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
@@ -163,7 +162,7 @@ fn loaded(conn: &Connection) -> Rc<Loaded> {
 fn load(conn: &Connection) -> Loaded {
     let snapshot = RegisteredSnapshot::latest();
     let mut loaded = Loaded::default();
-    let oids = conn.query_in(Stmt::RegistryTables, &[], &snapshot);
+    let oids = conn.query_in(&REGISTRY_TABLES, &[], &snapshot);
     let oid = |c| Oid::from(oids.datum(0, c).map_or(0, |d| d.value() as u32));
     let tables = [oid(1), oid(2), oid(3), oid(4)];
     if tables.contains(&pg_sys::InvalidOid) {
@@ -176,15 +175,16 @@ fn load(conn: &Connection) -> Loaded {
         return loaded;
     }
     TABLES.with(|t| t.set(tables));
-    let rows = conn.query_in(Stmt::RegistryTypes, &[], &snapshot);
+    let rows = conn.query_in(&REGISTRY_TYPES, &[], &snapshot);
     for r in 0..rows.len() {
         let oid_at = |c| Oid::from(rows.datum(r, c).map_or(0, |d| d.value() as u32));
         let Some(stream_type) = rows.text(r, 1) else {
             continue;
         };
-        // SAFETY: column 4 of RegistryTypes is `initial_state jsonb` (NOT NULL): copied out
-        // as its detoasted varlena bytes.
-        let initial_state = unsafe { rows.jsonb(r, 4) }
+        // column 4 of REGISTRY_TYPES is `initial_state jsonb` (NOT NULL): copied out as its
+        // detoasted varlena bytes
+        let initial_state = rows
+            .jsonb(r, 4)
             .map(|j| varlena_bytes(j.datum()))
             .unwrap_or_default();
         // NULL: no check; 0: a check named that no longer resolves (UserFn::open refuses it,
@@ -204,13 +204,13 @@ fn load(conn: &Connection) -> Loaded {
             }),
         );
     }
-    let rows = conn.query_in(Stmt::RegistryRules, &[], &snapshot);
+    let rows = conn.query_in(&REGISTRY_RULES, &[], &snapshot);
     for r in 0..rows.len() {
         if let (Some(first), Some(stream_type)) = (rows.text(r, 1), rows.text(r, 2)) {
             loaded.rules.insert(first, stream_type);
         }
     }
-    let rows = conn.query_in(Stmt::RegistryUpcasters, &[], &snapshot);
+    let rows = conn.query_in(&REGISTRY_UPCASTERS, &[], &snapshot);
     let mut upcasters = Upcasters::new();
     for r in 0..rows.len() {
         let oid_at = |c| Oid::from(rows.datum(r, c).map_or(0, |d| d.value() as u32));
@@ -225,7 +225,7 @@ fn load(conn: &Connection) -> Loaded {
         }
     }
     loaded.upcasters = Rc::new(upcasters);
-    let rows = conn.query_in(Stmt::RegistryPersonalData, &[], &snapshot);
+    let rows = conn.query_in(&REGISTRY_PERSONAL_DATA, &[], &snapshot);
     let mut personal = PersonalPaths::new();
     for r in 0..rows.len() {
         loaded.any_personal = true;
@@ -334,7 +334,7 @@ pub struct StreamInfo {
 
 /// Reads a stream's row in the statement's snapshot (`None`: no such stream).
 pub fn stream_info(conn: &Connection, stream: &uuid::Uuid) -> Option<StreamInfo> {
-    let rows = conn.query(Stmt::StreamStateInfo, &[Some(uuid_datum(stream))]);
+    let rows = conn.query(&STREAM_STATE_INFO, &[Some(uuid_datum(stream))]);
     if rows.is_empty() {
         return None;
     }
@@ -345,3 +345,60 @@ pub fn stream_info(conn: &Connection, stream: &uuid::Uuid) -> Option<StreamInfo>
         state_revision: rows.i64(0, 4),
     })
 }
+
+// The statements of this use case, prepared once per backend by `pg::spi`.
+
+/// The OIDs of the registry's tables (es.aggregate_types, es.stream_type_rules,
+/// es.upcasters).
+pub static REGISTRY_TABLES: Stmt = Stmt::new(
+    "RegistryTables",
+    c"SELECT to_regclass('es.aggregate_types')::oid, to_regclass('es.stream_type_rules')::oid,
+                         to_regclass('es.upcasters')::oid, to_regclass('es.personal_data')::oid",
+    &[],
+);
+
+/// Every declared aggregate type.
+// The registry keeps functions by name (regprocedure's text form), because pg_upgrade
+// keeps names but not function OIDs (and refuses reg* columns other than regclass,
+// regrole, regtype). Written and resolved under the pinned search path (pg_catalog
+// only), every name outside pg_catalog is schema-qualified both ways. A name that no
+// longer resolves loads as OID 0, which UserFn::open reports as missing (ES301).
+pub static REGISTRY_TYPES: Stmt = Stmt::new(
+    "RegistryTypes",
+    c"SELECT stream_type, coalesce(pg_catalog.to_regprocedure(evolve)::oid, 0),
+                         CASE WHEN \"check\" IS NOT NULL
+                              THEN coalesce(pg_catalog.to_regprocedure(\"check\")::oid, 0) END,
+                         initial_state, snapshot_every, native, revision, definer::oid
+                    FROM es.aggregate_types",
+    &[],
+);
+
+/// Every stream-type rule.
+pub static REGISTRY_RULES: Stmt = Stmt::new(
+    "RegistryRules",
+    c"SELECT first_event_type, stream_type FROM es.stream_type_rules",
+    &[],
+);
+
+/// Every upcaster.
+pub static REGISTRY_UPCASTERS: Stmt = Stmt::new(
+    "RegistryUpcasters",
+    c"SELECT event_type, from_version, coalesce(pg_catalog.to_regprocedure(upcast)::oid, 0),
+                         definer::oid
+                    FROM es.upcasters",
+    &[],
+);
+
+/// A stream's version, type, state and the revision of its state (0.2.0 on).
+pub static STREAM_STATE_INFO: Stmt = Stmt::new(
+    "StreamStateInfo",
+    c"SELECT version, stream_type, state, state_revision FROM es.streams WHERE stream_id = $1",
+    &[UUIDOID],
+);
+
+/// Every event type's personal-data paths (joined by newlines).
+pub static REGISTRY_PERSONAL_DATA: Stmt = Stmt::new(
+    "RegistryPersonalData",
+    c"SELECT event_type, pg_catalog.array_to_string(paths, E'\\n') FROM es.personal_data",
+    &[],
+);

@@ -23,6 +23,8 @@
 //!   made in a third that is reset after every event, so replaying a million events costs the
 //!   memory of one state.
 
+use super::backend::Memory;
+use super::call::RowType;
 use super::jsonb::Jsonb;
 use event_store_core::RaisedError;
 use event_store_core::event::JsonField;
@@ -221,20 +223,6 @@ pub fn passes_through(sqlstate: &str) -> bool {
         .any(|class| sqlstate.starts_with(class))
 }
 
-/// The 0-based position of the live attribute `name` in `desc`.
-///
-/// # Safety
-/// `desc` must be a valid tuple descriptor.
-pub unsafe fn attribute(desc: pg_sys::TupleDesc, name: &CStr) -> Option<usize> {
-    // SAFETY: the caller's contract; a descriptor's attribute array has `natts` entries, names
-    // are NUL-terminated NameData.
-    unsafe {
-        super::compat::tuple_attrs(desc)
-            .iter()
-            .position(|a| !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()) == name)
-    }
-}
-
 /// A composite datum rebuilt with `f` applied to its deformed values (a fresh datum in the
 /// current memory context); `f`'s error leaves the datum as it is.
 ///
@@ -242,7 +230,7 @@ pub unsafe fn attribute(desc: pg_sys::TupleDesc, name: &CStr) -> Option<usize> {
 /// `d` must be a valid composite datum.
 pub unsafe fn rewrite_composite<E>(
     d: Datum,
-    f: impl FnOnce(pg_sys::TupleDesc, &mut [Datum], &mut [bool]) -> Result<(), E>,
+    f: impl FnOnce(RowType<'_>, &mut [Datum], &mut [bool]) -> Result<(), E>,
 ) -> Result<Datum, E> {
     // SAFETY: the caller's contract; the row type's descriptor is looked up by the datum's own
     // type id and typmod, pinned while the tuple is deformed and formed again, then released.
@@ -263,7 +251,7 @@ pub unsafe fn rewrite_composite<E>(
         let mut values = vec![Datum::from(0usize); natts];
         let mut nulls = vec![true; natts];
         pg_sys::heap_deform_tuple(&mut tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-        let result = f(desc, &mut values, &mut nulls).map(|()| {
+        let result = f(RowType::from_raw(desc), &mut values, &mut nulls).map(|()| {
             let formed = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
             pg_sys::heap_copy_tuple_as_datum(formed, desc)
         });
@@ -385,7 +373,7 @@ impl Fold {
                 make(c"event_store fold state"),
             ];
             let scratch = make(c"event_store fold step");
-            let state = copy_jsonb(keep[0], initial);
+            let state = copy_jsonb_raw(keep[0], initial);
             Fold {
                 evolve,
                 state,
@@ -404,6 +392,13 @@ impl Fold {
     /// The state so far (valid until the next step or the fold's end).
     pub fn state(&self) -> Datum {
         self.state
+    }
+
+    /// A copy of the state so far in the current memory context (valid after the fold moves on).
+    pub fn state_copy(&self) -> Datum {
+        // SAFETY: the fold's state is a jsonb datum it copied and checked (an object), valid
+        // until its next step; the copy is fresh.
+        unsafe { copy_jsonb_raw(pg_sys::CurrentMemoryContext, self.state) }
     }
 
     /// Runs `f` in the step context (reset at the next step): for a `check` call before the
@@ -433,7 +428,7 @@ impl Fold {
                 Ok(Some(d)) => d,
             };
             let other = 1 - self.current;
-            let copied = copy_jsonb(self.keep[other], next);
+            let copied = copy_jsonb_raw(self.keep[other], next);
             let previous = pg_sys::MemoryContextSwitchTo(self.keep[other]);
             let shape = Jsonb::from_datum(copied).shape();
             pg_sys::MemoryContextSwitchTo(previous);
@@ -455,7 +450,7 @@ impl Fold {
     pub fn finish(self) -> Datum {
         // SAFETY: the state is copied out before the contexts holding it are deleted.
         unsafe {
-            let state = copy_jsonb(pg_sys::CurrentMemoryContext, self.state);
+            let state = copy_jsonb_raw(pg_sys::CurrentMemoryContext, self.state);
             pg_sys::MemoryContextDelete(self.keep[0]);
             pg_sys::MemoryContextDelete(self.keep[1]);
             pg_sys::MemoryContextDelete(self.scratch);
@@ -477,11 +472,20 @@ pub fn shape_name(shape: &JsonField<'_>) -> &'static str {
     }
 }
 
-/// A fresh, untoasted copy of a jsonb datum in `context`.
+/// A fresh, untoasted copy of a jsonb datum in `into`.
 ///
 /// # Safety
 /// `d` must be a valid jsonb datum.
-pub unsafe fn copy_jsonb(context: pg_sys::MemoryContext, d: Datum) -> Datum {
+pub unsafe fn copy_jsonb(into: Memory, d: Datum) -> Datum {
+    // SAFETY: the caller's contract; `into` is a context of the call (see `Memory`).
+    unsafe { copy_jsonb_raw(into.raw(), d) }
+}
+
+/// [`copy_jsonb`] into a raw context.
+///
+/// # Safety
+/// `d` must be a valid jsonb datum, `context` a live memory context.
+unsafe fn copy_jsonb_raw(context: pg_sys::MemoryContext, d: Datum) -> Datum {
     // SAFETY: the caller's contract; pg_detoast_datum_copy always returns a fresh palloc'd
     // copy in the current context, which is `context` during the call.
     unsafe {

@@ -11,12 +11,14 @@
 //! reached or crossed, all in one transaction. `es.append_events` to an account stream is judged
 //! the same way, event by event.
 
+use super::account_json::AccountJson;
 use super::pipeline::{self, Batch, StreamRules};
 use super::snapshot;
 use super::stream::visit_events;
-use crate::pg::call::{CallMemory, jsonb_object};
+use crate::pg::call::CallMemory;
 use crate::pg::heap::{Kept, StreamHead};
 use crate::pg::jsonb::Jsonb;
+use crate::pg::jsonb::write::jsonb_object;
 use crate::pg::settings::SNAPSHOT_INTERVAL;
 use crate::pg::spi::{Connection, Reading, Stmt};
 use event_store_core::account::{
@@ -25,6 +27,7 @@ use event_store_core::account::{
 };
 use event_store_core::shape::{Pairs, Scalar};
 use event_store_core::{ACCOUNT_STREAM_TYPE, EventStoreError, ExpectedVersion};
+use pgrx::pg_sys::BuiltinOid::UUIDOID;
 use pgrx::pg_sys::Datum;
 use uuid::Uuid;
 
@@ -197,10 +200,7 @@ fn execute_command(
         ExpectedVersion::Any => ExpectedVersion::StreamExists,
         ExpectedVersion::NoStream => {
             // "The account must not exist yet" can only fail: say how.
-            let rows = conn.execute(
-                Stmt::StreamInfo,
-                &[Some(crate::pg::call::uuid_datum(account))],
-            );
+            let rows = conn.execute(&STREAM_INFO, &[Some(crate::pg::call::uuid_datum(account))]);
             return Err(match rows.first_i64() {
                 None => EventStoreError::AccountNotFound {
                     account_id: account.to_string(),
@@ -365,10 +365,7 @@ pub fn load_state(
     reading: Reading,
 ) -> Result<AccountState, EventStoreError> {
     let snap = snapshot::newest(conn, account, Some(version), reading);
-    // SAFETY: column 2 of LoadSnapshot is `state jsonb`.
-    let snapshot_state = (!snap.is_empty())
-        .then(|| unsafe { snap.jsonb(0, 2) })
-        .flatten();
+    let snapshot_state = (!snap.is_empty()).then(|| snap.jsonb(0, 2)).flatten();
     let mut state = match (snap.first_i64(), snapshot_state) {
         (Some(at), Some(json)) => json
             .account_state()
@@ -406,10 +403,7 @@ pub fn account_head(
     conn: &Connection,
     account: &Uuid,
 ) -> Result<(i64, Option<AccountState>), EventStoreError> {
-    let rows = conn.query(
-        Stmt::StreamInfo,
-        &[Some(crate::pg::call::uuid_datum(account))],
-    );
+    let rows = conn.query(&STREAM_INFO, &[Some(crate::pg::call::uuid_datum(account))]);
     if rows.is_empty() {
         return Err(EventStoreError::AccountNotFound {
             account_id: account.to_string(),
@@ -423,8 +417,8 @@ pub fn account_head(
     let version = rows.first_i64().unwrap_or(0);
     // A deleted account reads as gone, with its own error (ES007).
     super::life::of(conn, account, Reading::Statement).check_live(account)?;
-    // SAFETY: column 3 of StreamInfo is `state jsonb`.
-    let state = unsafe { rows.jsonb(0, 3) }
+    let state = rows
+        .jsonb(0, 3)
         .and_then(|json| json.account_state().ok())
         .filter(|s| s.version == version);
     Ok((version, state))
@@ -434,10 +428,7 @@ pub fn account_head(
 /// stream, only the account's true state at that version.
 pub fn save_snapshot(stream: &Uuid, version: i64, state: Jsonb<'_>) -> Result<(), EventStoreError> {
     let conn = Connection::connect();
-    let rows = conn.execute(
-        Stmt::StreamInfo,
-        &[Some(crate::pg::call::uuid_datum(stream))],
-    );
+    let rows = conn.execute(&STREAM_INFO, &[Some(crate::pg::call::uuid_datum(stream))]);
     let current = rows.first_i64().unwrap_or(0);
     if version < 1 || version > current {
         return Err(EventStoreError::InvalidSnapshot {
@@ -514,3 +505,12 @@ pub fn evolve_one(
     super::replay::step(&mut state, event)?;
     Ok(state)
 }
+
+// The statements of this use case, prepared once per backend by `pg::spi`.
+
+/// A stream's version, type and state, without locking it.
+pub static STREAM_INFO: Stmt = Stmt::new(
+    "StreamInfo",
+    c"SELECT version, stream_type, state FROM es.streams WHERE stream_id = $1",
+    &[UUIDOID],
+);

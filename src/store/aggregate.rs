@@ -13,8 +13,11 @@
 //! error it raises in `check` reaches the caller unchanged.
 
 use super::account::AccountRules;
+use super::account_json::AccountJson;
 use super::pipeline::{Batch, StreamRules};
+use super::sql::{SET_STATE_REVISION, VERSION_AS_OF, VERSION_AS_OF_ARCHIVED};
 use super::stream::visit_events;
+use crate::pg::backend::Memory;
 use crate::pg::call::{ResultSet, i64_datum, text_datum, uuid_datum};
 use crate::pg::heap::{Kept, StreamHead};
 use crate::pg::jsonb::Jsonb;
@@ -26,6 +29,7 @@ use crate::store::upcast::Upcasting;
 use event_store_core::account::{AccountState, snapshot_due};
 use event_store_core::lifecycle::is_reserved;
 use event_store_core::{ACCOUNT_STREAM_TYPE, EventStoreError, JsonField};
+use pgrx::pg_sys::BuiltinOid::{BOOLOID, INT4OID, INT8OID, JSONBOID, OIDOID, TEXTOID, UUIDOID};
 use pgrx::pg_sys::{self, Datum, Oid};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -182,7 +186,7 @@ impl StreamRules for TypedRules<'_> {
 /// Writes a snapshot computed by `revision`.
 fn save_snapshot(conn: &Connection, stream: &Uuid, version: i64, state: Datum, revision: i64) {
     conn.execute(
-        Stmt::SaveSnapshotRevision,
+        &SAVE_SNAPSHOT_REVISION,
         &[
             Some(uuid_datum(stream)),
             Some(i64_datum(version)),
@@ -322,7 +326,7 @@ fn state_at(
     let evolve = open_evolve(def)?;
     let snap = conn.query_as(
         reading,
-        Stmt::LoadSnapshotRevision,
+        &LOAD_SNAPSHOT_REVISION,
         &[
             Some(uuid_datum(stream)),
             Some(i64_datum(version)),
@@ -332,8 +336,7 @@ fn state_at(
     let snapshot_state = if snap.is_empty() {
         None
     } else {
-        // SAFETY: column 2 of LoadSnapshotRevision is `state jsonb` (NOT NULL).
-        unsafe { snap.jsonb(0, 2) }
+        snap.jsonb(0, 2)
     };
     let (from, mut fold) = match (snap.first_i64(), snapshot_state) {
         (Some(at), Some(state)) => (at, Fold::new(evolve, state.datum())),
@@ -405,15 +408,15 @@ pub fn state(
     at_version: Option<i64>,
     as_of: Option<Datum>,
 ) -> Result<State, EventStoreError> {
-    // SAFETY: the current memory context of the call, which outlives the SPI connection
-    // below (SPI_connect switches to a context of its own, freed at SPI_finish).
-    let caller = unsafe { pg_sys::CurrentMemoryContext };
+    // the call's memory context, which outlives the SPI connection below (SPI_connect
+    // switches to a context of its own, freed at SPI_finish)
+    let caller = Memory::current();
     let conn = Connection::connect();
     let typed = typed_stream(&conn, stream)?;
     if typed.def.native {
         std::mem::drop(conn);
         return Ok(
-            match super::history::account_state(stream, as_of, at_version)? {
+            match super::audit::account_state(stream, as_of, at_version)? {
                 Some(s) => State::Account(s),
                 None => State::NotYet,
             },
@@ -462,9 +465,9 @@ fn target_version(
     if let Some(t) = as_of {
         let rows = conn.query(
             if super::read::through_archive() {
-                Stmt::VersionAsOfArchived
+                &VERSION_AS_OF_ARCHIVED
             } else {
-                Stmt::VersionAsOf
+                &VERSION_AS_OF
             },
             &[Some(uuid_datum(stream)), Some(i64_datum(target)), Some(t)],
         );
@@ -539,7 +542,7 @@ pub fn history(stream: &Uuid, out: &mut ResultSet) -> Result<(), EventStoreError
                 };
                 // shown as folded; copied out of the step's context, which the step resets
                 // SAFETY: a jsonb datum (the row's, or the upcast one in the step context).
-                let shown = unsafe { udf::copy_jsonb(pg_sys::CurrentMemoryContext, data) };
+                let shown = unsafe { udf::copy_jsonb(Memory::current(), data) };
                 if !marker {
                     fold.step(data)
                         .map_err(|e| step_failed(&def, evolve_oid, row.version, e))?;
@@ -664,22 +667,19 @@ impl Replay {
     pub fn state(&self) -> Datum {
         match self {
             Replay::Account(state) => super::account::state_datum(state),
-            Replay::Declared { fold, .. } => {
-                // SAFETY: the fold's state is a valid jsonb datum until its next step.
-                unsafe { udf::copy_jsonb(pg_sys::CurrentMemoryContext, fold.state()) }
-            }
+            Replay::Declared { fold, .. } => fold.state_copy(),
         }
     }
 }
 
 /// The arguments of `es.define_aggregate` / `es.alter_aggregate`.
-pub struct Definition {
+pub struct Definition<'a> {
     /// The type's name.
     pub stream_type: String,
     /// `evolve`.
     pub evolve: Oid,
-    /// The initial state (a jsonb datum of the call).
-    pub initial_state: Datum,
+    /// The initial state (a jsonb argument of the call).
+    pub initial_state: Jsonb<'a>,
     /// `check`, if any.
     pub check: Option<Oid>,
     /// The snapshot interval.
@@ -697,7 +697,7 @@ fn check_signature(
     returns: &str,
     role: Oid,
 ) -> Result<(), String> {
-    let rows = conn.query(Stmt::FunctionInfo, &[Some(Datum::from(oid))]);
+    let rows = conn.query(&FUNCTION_INFO, &[Some(Datum::from(oid))]);
     if rows.is_empty() {
         return Err(format!(
             "{role_of}: there is no function with OID {}",
@@ -733,7 +733,7 @@ fn store_owner(entry: Oid) -> Oid {
 }
 
 /// Validates a definition and returns the role it will run as (the current user).
-fn validate(conn: &Connection, d: &Definition) -> Result<Oid, EventStoreError> {
+fn validate(conn: &Connection, d: &Definition<'_>) -> Result<Oid, EventStoreError> {
     let invalid = |reason: String| EventStoreError::InvalidDefinition {
         what: format!("aggregate type {}", d.stream_type),
         reason,
@@ -750,8 +750,7 @@ fn validate(conn: &Connection, d: &Definition) -> Result<Oid, EventStoreError> {
             reason: format!("{} is negative (0 means no snapshots)", d.snapshot_every),
         });
     }
-    // SAFETY: a jsonb argument of the call.
-    let shape = unsafe { Jsonb::from_datum(d.initial_state) }.shape();
+    let shape = d.initial_state.shape();
     if !matches!(shape, JsonField::Object) {
         return Err(invalid(format!(
             "initial_state is {}, not a JSON object",
@@ -766,23 +765,23 @@ fn validate(conn: &Connection, d: &Definition) -> Result<Oid, EventStoreError> {
     Ok(definer)
 }
 
-fn definition_args(d: &Definition, definer: Oid) -> [Option<Datum>; 6] {
+fn definition_args(d: &Definition<'_>, definer: Oid) -> [Option<Datum>; 6] {
     [
         Some(text_datum(&d.stream_type)),
         Some(Datum::from(d.evolve)),
         d.check.map(Datum::from),
-        Some(d.initial_state),
+        Some(d.initial_state.datum()),
         Some(Datum::from(d.snapshot_every)),
         Some(Datum::from(definer)),
     ]
 }
 
 /// `es.define_aggregate`.
-pub fn define(d: &Definition, entry: Oid) -> Result<(), EventStoreError> {
+pub fn define(d: &Definition<'_>, entry: Oid) -> Result<(), EventStoreError> {
     let conn = Connection::connect();
     let definer = validate(&conn, d)?;
     let rows = security::definer_as(store_owner(entry), || {
-        conn.execute(Stmt::AggregateInsert, &definition_args(d, definer))
+        conn.execute(&AGGREGATE_INSERT, &definition_args(d, definer))
             .first_i64()
     });
     if rows.is_none() {
@@ -794,7 +793,7 @@ pub fn define(d: &Definition, entry: Oid) -> Result<(), EventStoreError> {
 }
 
 /// `es.alter_aggregate`.
-pub fn alter(d: &Definition, entry: Oid) -> Result<(), EventStoreError> {
+pub fn alter(d: &Definition<'_>, entry: Oid) -> Result<(), EventStoreError> {
     if d.stream_type == ACCOUNT_STREAM_TYPE {
         return Err(EventStoreError::BuiltInAggregate {
             stream_type: d.stream_type.clone(),
@@ -804,7 +803,7 @@ pub fn alter(d: &Definition, entry: Oid) -> Result<(), EventStoreError> {
     let conn = Connection::connect();
     let definer = validate(&conn, d)?;
     let rows = security::definer_as(store_owner(entry), || {
-        conn.execute(Stmt::AggregateUpdate, &definition_args(d, definer))
+        conn.execute(&AGGREGATE_UPDATE, &definition_args(d, definer))
             .first_i64()
     });
     if rows.is_none() {
@@ -827,7 +826,7 @@ pub fn drop(stream_type: &str, detach: bool, entry: Oid) -> Result<(), EventStor
     let t = Some(text_datum(stream_type));
     security::definer_as(store_owner(entry), || {
         let streams = conn
-            .execute(Stmt::StreamsOfType, &[t])
+            .execute(&STREAMS_OF_TYPE, &[t])
             .first_i64()
             .unwrap_or(0);
         if streams > 0 && !detach {
@@ -836,13 +835,13 @@ pub fn drop(stream_type: &str, detach: bool, entry: Oid) -> Result<(), EventStor
                 streams,
             });
         }
-        if conn.execute(Stmt::AggregateDelete, &[t]).is_empty() {
+        if conn.execute(&AGGREGATE_DELETE, &[t]).is_empty() {
             return Err(EventStoreError::NoAggregateType {
                 what: format!("stream type {stream_type}"),
             });
         }
         if detach {
-            conn.execute(Stmt::DetachStreams, &[t]);
+            conn.execute(&DETACH_STREAMS, &[t]);
         }
         Ok(())
     })
@@ -871,7 +870,7 @@ pub fn define_upcaster(
     })?;
     let inserted = security::definer_as(store_owner(entry), || {
         conn.execute(
-            Stmt::UpcasterInsert,
+            &UPCASTER_INSERT,
             &[
                 Some(text_datum(event_type)),
                 Some(Datum::from(from_version)),
@@ -888,7 +887,7 @@ pub fn define_upcaster(
     }
     // What the folds read changed: every declared type's kept states and snapshots are stale
     // (recomputed from the log until es.rebuild_states), as after es.alter_aggregate.
-    security::definer_as(store_owner(entry), || conn.execute(Stmt::ReviseAll, &[]));
+    security::definer_as(store_owner(entry), || conn.execute(&REVISE_ALL, &[]));
     Ok(())
 }
 
@@ -901,7 +900,7 @@ pub fn drop_upcaster(
     let conn = Connection::connect();
     let deleted = security::definer_as(store_owner(entry), || {
         conn.execute(
-            Stmt::UpcasterDelete,
+            &UPCASTER_DELETE,
             &[
                 Some(text_datum(event_type)),
                 Some(Datum::from(from_version)),
@@ -915,7 +914,7 @@ pub fn drop_upcaster(
             name: format!("{event_type} version {from_version}"),
         });
     }
-    security::definer_as(store_owner(entry), || conn.execute(Stmt::ReviseAll, &[]));
+    security::definer_as(store_owner(entry), || conn.execute(&REVISE_ALL, &[]));
     Ok(())
 }
 
@@ -941,14 +940,11 @@ pub fn rebuild_batch(stream_type: &str, batch: i64) -> Result<i64, EventStoreErr
     }
     let t = Some(text_datum(stream_type));
     let revision = Some(i64_datum(def.revision));
-    let rows = conn.execute(Stmt::StaleStreams, &[t, revision, Some(i64_datum(batch))]);
+    let rows = conn.execute(&STALE_STREAMS, &[t, revision, Some(i64_datum(batch))]);
     let streams: Vec<(Uuid, i64)> = (0..rows.len())
         .filter_map(|r| Some((rows.uuid(r, 1)?, rows.i64(r, 2)?)))
         .collect();
-    conn.execute(
-        Stmt::RebuildMark,
-        &[t, Some(Datum::from(!streams.is_empty()))],
-    );
+    conn.execute(&REBUILD_MARK, &[t, Some(Datum::from(!streams.is_empty()))]);
     for (stream, version) in &streams {
         rebuild_stream(&conn, &def, stream, *version)?;
     }
@@ -964,7 +960,7 @@ fn rebuild_stream(
 ) -> Result<(), EventStoreError> {
     let sid = Some(uuid_datum(stream));
     let revision = Some(i64_datum(def.revision));
-    conn.execute(Stmt::DeleteStaleSnapshots, &[sid, revision]);
+    conn.execute(&DELETE_STALE_SNAPSHOTS, &[sid, revision]);
     let every = i64::from(def.snapshot_every.unwrap_or(0));
     let _judging = Judging::enter(stream);
     let state = udf::guarded(|| {
@@ -982,6 +978,140 @@ fn rebuild_stream(
         })?;
         Ok::<_, EventStoreError>(fold.finish())
     })?;
-    conn.execute(Stmt::SetStateRevision, &[sid, Some(state), revision]);
+    conn.execute(&SET_STATE_REVISION, &[sid, Some(state), revision]);
     Ok(())
 }
+
+// The statements of this use case, prepared once per backend by `pg::spi`.
+
+/// The newest snapshot at or below a version computed by a given revision.
+pub static LOAD_SNAPSHOT_REVISION: Stmt = Stmt::new(
+    "LoadSnapshotRevision",
+    c"SELECT version, state, taken_at FROM es.snapshots
+                  WHERE stream_id = $1 AND version <= coalesce($2, 9223372036854775807)
+                    AND revision = $3
+                  ORDER BY version DESC LIMIT 1",
+    &[UUIDOID, INT8OID, INT8OID],
+);
+
+/// Save (or replace) a snapshot with the revision that computed it.
+pub static SAVE_SNAPSHOT_REVISION: Stmt = Stmt::new(
+    "SaveSnapshotRevision",
+    c"INSERT INTO es.snapshots (stream_id, version, state, revision) VALUES ($1, $2, $3, $4)
+                  ON CONFLICT (stream_id, version) DO UPDATE
+                  SET state = excluded.state, taken_at = transaction_timestamp(),
+                      revision = excluded.revision",
+    &[UUIDOID, INT8OID, JSONBOID, INT8OID],
+);
+
+/// What a function is: (argument types, result type, returns a set, kind, its
+/// regprocedure text); no row when it does not exist.
+pub static FUNCTION_INFO: Stmt = Stmt::new(
+    "FunctionInfo",
+    c"SELECT array_to_string(p.proargtypes::oid[], ','), p.prorettype::regtype::text, p.proretset,
+                         p.prokind::text, p.oid::regprocedure::text
+                    FROM pg_catalog.pg_proc p WHERE p.oid = $1",
+    &[OIDOID],
+);
+
+/// Declare an aggregate type (no row when the name is taken).
+pub static AGGREGATE_INSERT: Stmt = Stmt::new(
+    "AggregateInsert",
+    c"INSERT INTO es.aggregate_types (stream_type, evolve, \"check\", initial_state,
+                                                 snapshot_every, revision, definer)
+                  VALUES ($1, $2::regprocedure::text, $3::regprocedure::text, $4, $5,
+                          nextval('es.aggregate_revision_seq'), $6)
+                  ON CONFLICT (stream_type) DO NOTHING RETURNING revision",
+    &[TEXTOID, OIDOID, OIDOID, JSONBOID, INT4OID, OIDOID],
+);
+
+/// Replace an aggregate type's definition with a new revision (no row: no such type).
+pub static AGGREGATE_UPDATE: Stmt = Stmt::new(
+    "AggregateUpdate",
+    c"UPDATE es.aggregate_types
+                     SET evolve = $2::regprocedure::text, \"check\" = $3::regprocedure::text,
+                         initial_state = $4, snapshot_every = $5,
+                         revision = nextval('es.aggregate_revision_seq'), definer = $6,
+                         defined_at = transaction_timestamp(),
+                         rebuild_started_at = NULL, rebuild_finished_at = NULL
+                   WHERE stream_type = $1 AND NOT native RETURNING revision",
+    &[TEXTOID, OIDOID, OIDOID, JSONBOID, INT4OID, OIDOID],
+);
+
+/// Remove an aggregate type (no row: no such type).
+pub static AGGREGATE_DELETE: Stmt = Stmt::new(
+    "AggregateDelete",
+    c"DELETE FROM es.aggregate_types WHERE stream_type = $1 AND NOT native
+                  RETURNING revision",
+    &[TEXTOID],
+);
+
+/// How many streams are of a type.
+pub static STREAMS_OF_TYPE: Stmt = Stmt::new(
+    "StreamsOfType",
+    c"SELECT count(*) FROM es.streams WHERE stream_type = $1",
+    &[TEXTOID],
+);
+
+/// Forget the kept states of a type's streams (a drop with detach).
+pub static DETACH_STREAMS: Stmt = Stmt::new(
+    "DetachStreams",
+    c"UPDATE es.streams SET state = NULL, state_revision = NULL
+                  WHERE stream_type = $1 AND state IS NOT NULL",
+    &[TEXTOID],
+);
+
+/// Declare an upcaster (no row when it exists).
+pub static UPCASTER_INSERT: Stmt = Stmt::new(
+    "UpcasterInsert",
+    c"INSERT INTO es.upcasters (event_type, from_version, upcast, definer)
+                  VALUES ($1, $2, $3::regprocedure::text, $4) ON CONFLICT DO NOTHING
+                  RETURNING from_version",
+    &[TEXTOID, INT4OID, OIDOID, OIDOID],
+);
+
+/// Remove an upcaster (no row: none).
+pub static UPCASTER_DELETE: Stmt = Stmt::new(
+    "UpcasterDelete",
+    c"DELETE FROM es.upcasters WHERE event_type = $1 AND from_version = $2
+                  RETURNING from_version",
+    &[TEXTOID, INT4OID],
+);
+
+/// Up to n streams of a type whose kept state is not of a revision, locked (skipping
+/// those locked by an append; a later batch takes them).
+pub static STALE_STREAMS: Stmt = Stmt::new(
+    "StaleStreams",
+    c"SELECT stream_id, version FROM es.streams
+                  WHERE stream_type = $1 AND state_revision IS DISTINCT FROM $2
+                    AND deleted IS DISTINCT FROM 'hard'
+                  ORDER BY stream_id LIMIT $3 FOR UPDATE SKIP LOCKED",
+    &[TEXTOID, INT8OID, INT8OID],
+);
+
+/// Remove a stream's snapshots of other revisions.
+pub static DELETE_STALE_SNAPSHOTS: Stmt = Stmt::new(
+    "DeleteStaleSnapshots",
+    c"DELETE FROM es.snapshots WHERE stream_id = $1 AND revision IS DISTINCT FROM $2",
+    &[UUIDOID, INT8OID],
+);
+
+/// Mark a rebuild's start or end in es.aggregate_types.
+pub static REBUILD_MARK: Stmt = Stmt::new(
+    "RebuildMark",
+    c"UPDATE es.aggregate_types
+                     SET rebuild_started_at = CASE WHEN $2 THEN clock_timestamp() ELSE rebuild_started_at END,
+                         rebuild_finished_at = CASE WHEN $2 THEN NULL ELSE clock_timestamp() END
+                   WHERE stream_type = $1",
+                &[TEXTOID, BOOLOID],
+);
+
+/// A new revision for every declared type (an upcaster changes what their folds read).
+pub static REVISE_ALL: Stmt = Stmt::new(
+    "ReviseAll",
+    c"UPDATE es.aggregate_types
+                     SET revision = nextval('es.aggregate_revision_seq'),
+                         rebuild_started_at = NULL, rebuild_finished_at = NULL
+                   WHERE NOT native",
+    &[],
+);

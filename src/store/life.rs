@@ -11,6 +11,7 @@ use crate::pg::heap;
 use crate::pg::spi::{Connection, Reading, Stmt};
 use event_store_core::EventStoreError;
 use event_store_core::lifecycle::{Deletion, check_readable_from};
+use pgrx::pg_sys::BuiltinOid::{TIMESTAMPTZOID, UUIDOID};
 use pgrx::pg_sys::Datum;
 use uuid::Uuid;
 
@@ -48,7 +49,7 @@ pub fn of(conn: &Connection, stream: &Uuid, reading: Reading) -> Life {
     if !heap::streams_have_lifecycle() || !heap::streams_readable() {
         return Life::default();
     }
-    let rows = conn.query_as(reading, Stmt::StreamLifecycle, &[Some(uuid_datum(stream))]);
+    let rows = conn.query_as(reading, &STREAM_LIFECYCLE, &[Some(uuid_datum(stream))]);
     if rows.is_empty() {
         return Life::default();
     }
@@ -95,7 +96,7 @@ pub fn check_found_as_of(
     let existed = conn
         .query_as(
             reading,
-            Stmt::CreatedBy,
+            &CREATED_BY,
             &[Some(uuid_datum(stream)), Some(as_of)],
         )
         .bool(0, 1)
@@ -109,3 +110,19 @@ pub fn check_found_as_of(
     }
     Ok(())
 }
+
+// The statements of this use case, prepared once per backend by `pg::spi`.
+
+/// A stream's life: deleted, when, truncated before (schema 0.2.0 on only).
+pub static STREAM_LIFECYCLE: Stmt = Stmt::new(
+    "StreamLifecycle",
+    c"SELECT deleted, deleted_at::text, truncated_before FROM es.streams WHERE stream_id = $1",
+    &[UUIDOID],
+);
+
+/// Whether a stream was created at or before a time.
+pub static CREATED_BY: Stmt = Stmt::new(
+    "CreatedBy",
+    c"SELECT created_at <= $2 FROM es.streams WHERE stream_id = $1",
+    &[UUIDOID, TIMESTAMPTZOID],
+);

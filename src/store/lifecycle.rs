@@ -10,10 +10,13 @@
 //! `es.purge_stream`, the internal function that deletes what the stream's row records as
 //! removed (the append-only trigger stays for everyone else); positions are never reused.
 
+use super::account_json::AccountJson;
 use super::aggregate::TypedRules;
 use super::life::Life;
 use super::pipeline::{self, Batch};
-use crate::pg::call::{CallMemory, i64_datum, jsonb_from_text, text_datum, uuid_datum};
+use super::sql::AUDIT_INSERT;
+use crate::pg::call::{CallMemory, i64_datum, text_datum, uuid_datum};
+use crate::pg::jsonb::write::jsonb_from_text;
 use crate::pg::registry;
 use crate::pg::spi::{Connection, Stmt};
 use event_store_core::account::AccountState;
@@ -21,6 +24,7 @@ use event_store_core::lifecycle::{
     Deletion, STREAM_DELETED, STREAM_UNDELETED, may_delete, truncation_cut,
 };
 use event_store_core::{ACCOUNT_STREAM_TYPE, EventStoreError, ExpectedVersion};
+use pgrx::pg_sys::BuiltinOid::{INT8OID, TEXTOID, UUIDOID};
 use uuid::Uuid;
 
 /// The stream row, locked for the act.
@@ -32,7 +36,7 @@ struct Locked {
 
 /// Locks the stream row (ES002 when there is none).
 fn lock(conn: &Connection, stream: &Uuid) -> Result<Locked, EventStoreError> {
-    let rows = conn.execute(Stmt::LockStreamLifecycle, &[Some(uuid_datum(stream))]);
+    let rows = conn.execute(&LOCK_STREAM_LIFECYCLE, &[Some(uuid_datum(stream))]);
     if rows.is_empty() {
         return Err(EventStoreError::StreamNotFound {
             stream_id: stream.to_string(),
@@ -70,7 +74,7 @@ fn append_marker(
     )?;
     let position = conn
         .execute(
-            Stmt::EventPosition,
+            &EVENT_POSITION,
             &[Some(uuid_datum(stream)), Some(i64_datum(new_version))],
         )
         .first_i64()
@@ -81,7 +85,7 @@ fn append_marker(
 /// Removes the events the stream's row records as removed; returns how many and their first
 /// and last positions (`null` when none), as JSON values.
 fn purge(conn: &Connection, stream: &Uuid) -> (i64, String, String) {
-    let rows = conn.execute(Stmt::PurgeStream, &[Some(uuid_datum(stream))]);
+    let rows = conn.execute(&PURGE_STREAM, &[Some(uuid_datum(stream))]);
     let json = |v: Option<i64>| v.map_or_else(|| "null".to_owned(), |v| v.to_string());
     (
         rows.i64(0, 1).unwrap_or(0),
@@ -93,7 +97,7 @@ fn purge(conn: &Connection, stream: &Uuid) -> (i64, String, String) {
 /// One row of `es.data_audit`, in the acting transaction.
 fn audit(conn: &Connection, action: &str, stream: &Uuid, detail: &str) {
     conn.execute(
-        Stmt::AuditInsert,
+        &AUDIT_INSERT,
         &[
             Some(text_datum(action)),
             Some(text_datum(&stream.to_string())),
@@ -131,7 +135,7 @@ pub fn delete_stream(
     let (version, position) = append_marker(&conn, memory, stream, locked.version, &marker)?;
     let deletion = if hard { Deletion::Hard } else { Deletion::Soft };
     conn.execute(
-        Stmt::MarkDeleted,
+        &MARK_DELETED,
         &[
             Some(uuid_datum(stream)),
             Some(text_datum(deletion.as_str())),
@@ -139,7 +143,7 @@ pub fn delete_stream(
     );
     let (removed, first, last) = if hard {
         conn.execute(
-            Stmt::DeleteSnapshotsBelow,
+            &DELETE_SNAPSHOTS_BELOW,
             &[Some(uuid_datum(stream)), Some(i64_datum(i64::MAX))],
         );
         purge(&conn, stream)
@@ -184,7 +188,7 @@ pub fn undelete_stream(memory: CallMemory<'_>, stream: &Uuid) -> Result<i64, Eve
     }
     let marker = format!(r#"{{"type": "{STREAM_UNDELETED}"}}"#);
     let (version, position) = append_marker(&conn, memory, stream, locked.version, &marker)?;
-    conn.execute(Stmt::MarkUndeleted, &[Some(uuid_datum(stream))]);
+    conn.execute(&MARK_UNDELETED, &[Some(uuid_datum(stream))]);
     audit(
         &conn,
         "undelete_stream",
@@ -219,14 +223,14 @@ fn check_covered(
     before_version: i64,
 ) -> Result<(), EventStoreError> {
     let rows = conn.execute(
-        Stmt::SnapshotAt,
+        &SNAPSHOT_AT,
         &[Some(uuid_datum(stream)), Some(i64_datum(at))],
     );
     let usable = !rows.is_empty()
         && rows.i64(0, 2) == revision
         && (revision.is_some()
-            // SAFETY: column 1 of SnapshotAt is `state jsonb` (NOT NULL).
-            || unsafe { rows.jsonb(0, 1) }
+            || rows
+                .jsonb(0, 1)
                 .and_then(|j| j.account_state().ok())
                 .is_some_and(|s: AccountState| s.version == at && s.check().is_ok()));
     if usable {
@@ -234,7 +238,7 @@ fn check_covered(
     }
     let newest = conn
         .execute(
-            Stmt::NewestSnapshotOf,
+            &NEWEST_SNAPSHOT_OF,
             &[
                 Some(uuid_datum(stream)),
                 Some(i64_datum(i64::MAX)),
@@ -272,11 +276,11 @@ pub fn truncate_stream(stream: &Uuid, before_version: i64) -> Result<i64, EventS
         check_covered(&conn, stream, cut - 1, revision, cut)?;
     }
     conn.execute(
-        Stmt::SetTruncated,
+        &SET_TRUNCATED,
         &[Some(uuid_datum(stream)), Some(i64_datum(cut))],
     );
     conn.execute(
-        Stmt::DeleteSnapshotsBelow,
+        &DELETE_SNAPSHOTS_BELOW,
         &[Some(uuid_datum(stream)), Some(i64_datum(cut - 1))],
     );
     let (removed, first, last) = purge(&conn, stream);
@@ -291,3 +295,74 @@ pub fn truncate_stream(stream: &Uuid, before_version: i64) -> Result<i64, EventS
     );
     Ok(removed)
 }
+
+// The statements of this use case, prepared once per backend by `pg::spi`.
+
+/// The stream row locked, with its life (for the acts on it).
+pub static LOCK_STREAM_LIFECYCLE: Stmt = Stmt::new(
+    "LockStreamLifecycle",
+    c"SELECT version, stream_type, deleted, deleted_at::text, truncated_before
+                    FROM es.streams WHERE stream_id = $1 FOR UPDATE",
+    &[UUIDOID],
+);
+
+/// Marks a stream deleted (soft or hard; a hard delete forgets the kept state).
+pub static MARK_DELETED: Stmt = Stmt::new(
+    "MarkDeleted",
+    c"UPDATE es.streams
+                     SET deleted = $2, deleted_at = transaction_timestamp(),
+                         state = CASE WHEN $2 = 'hard' THEN NULL ELSE state END,
+                         state_revision = CASE WHEN $2 = 'hard' THEN NULL ELSE state_revision END
+                   WHERE stream_id = $1",
+    &[UUIDOID, TEXTOID],
+);
+
+/// Marks a stream live again.
+pub static MARK_UNDELETED: Stmt = Stmt::new(
+    "MarkUndeleted",
+    c"UPDATE es.streams SET deleted = NULL, deleted_at = NULL WHERE stream_id = $1",
+    &[UUIDOID],
+);
+
+/// Records a truncation's cut.
+pub static SET_TRUNCATED: Stmt = Stmt::new(
+    "SetTruncated",
+    c"UPDATE es.streams SET truncated_before = $2 WHERE stream_id = $1",
+    &[UUIDOID, INT8OID],
+);
+
+/// Removes the events a stream's row records as removed (es.purge_stream).
+pub static PURGE_STREAM: Stmt = Stmt::new(
+    "PurgeStream",
+    c"SELECT removed, first_position, last_position FROM es.purge_stream($1)",
+    &[UUIDOID],
+);
+
+/// Removes a stream's snapshots below a version.
+pub static DELETE_SNAPSHOTS_BELOW: Stmt = Stmt::new(
+    "DeleteSnapshotsBelow",
+    c"DELETE FROM es.snapshots WHERE stream_id = $1 AND version < $2",
+    &[UUIDOID, INT8OID],
+);
+
+/// A snapshot at exactly a version, with its revision.
+pub static SNAPSHOT_AT: Stmt = Stmt::new(
+    "SnapshotAt",
+    c"SELECT state, revision FROM es.snapshots WHERE stream_id = $1 AND version = $2",
+    &[UUIDOID, INT8OID],
+);
+
+/// The newest snapshot of a revision (NULL: an account's) at or below a version.
+pub static NEWEST_SNAPSHOT_OF: Stmt = Stmt::new(
+    "NewestSnapshotOf",
+    c"SELECT max(version) FROM es.snapshots
+                  WHERE stream_id = $1 AND version <= $2 AND revision IS NOT DISTINCT FROM $3",
+    &[UUIDOID, INT8OID, INT8OID],
+);
+
+/// The global position of one event of a stream.
+pub static EVENT_POSITION: Stmt = Stmt::new(
+    "EventPosition",
+    c"SELECT global_position FROM es.events WHERE stream_id = $1 AND version = $2",
+    &[UUIDOID, INT8OID],
+);

@@ -8,23 +8,29 @@
 //! - [`aggregate`]: aggregates for any domain: the rules of typed streams, the declared
 //!   types and upcasters, `es.state`, `es.history`, `es.replay`, `es.rebuild_states`;
 //! - [`account`]: the account rules and commands, and an account's state at a version;
+//! - [`audit`]: an account's time travel and audit (`es.account_state`, `es.account_history`),
+//!   the use cases of `crate::api::audit`;
+//! - [`account_json`]: what an account event's and an account state's JSON mean;
 //! - [`read`]: `es.load_events`, `es.stream_version`, `es.read_all`;
 //! - [`snapshot`]: `es.save_snapshot`, `es.load_snapshot`, and the snapshot lookups and saves of
 //!   the account;
 //! - [`stream`]: reading one stream in version order;
-//! - [`history`]: time travel and audit (`es.account_state`, `es.account_history`);
 //! - [`personal`]: personal data: `es.define_personal_data`, `es.forget`, the subjects' keys,
 //!   and how reads reveal or erase sealed values;
 //! - [`replay`]: the steps of the `es.account_replay` aggregate;
 //! - [`life`]: a stream's life as reads and appends see it (deleted, truncated);
 //! - [`lifecycle`]: `es.delete_stream`, `es.undelete_stream`, `es.truncate_stream`;
 //! - [`retention`]: the retention policies' worker side (`es.wake_retention`, the batches);
-//! - [`upcast`]: upcasting: events of an older `event_version` as their upcasters make them.
+//! - [`upcast`]: upcasting: events of an older `event_version` as their upcasters make them;
+//! - [`subscription`]: subscriptions: checkpoints, leases, attempts, parking, waiting;
+//! - [`projection`]: the projections' management and one batch of the worker;
+//! - [`sql`]: the statements more than one use case runs (each use case declares its own).
 
 pub mod account;
+pub mod account_json;
 pub mod aggregate;
 pub mod append;
-pub mod history;
+pub mod audit;
 pub mod life;
 pub mod lifecycle;
 pub mod personal;
@@ -34,6 +40,7 @@ pub mod read;
 pub mod replay;
 pub mod retention;
 pub mod snapshot;
+pub mod sql;
 pub mod stream;
 pub mod subscription;
 pub mod upcast;

@@ -7,17 +7,18 @@
 //! with the [`Sealer`] of this module; the cipher and the token format are the core's
 //! ([`event_store_core::personal`]).
 
+use super::sql::AUDIT_INSERT;
 use crate::pg::call::i64_datum;
-use crate::pg::call::{
-    ResultSet, array_of, bytea_bytes, bytea_datum, jsonb_from_text, jsonb_to_string, strong_random,
-    text_datum,
-};
+use crate::pg::call::{ResultSet, array_of, bytea_datum, strong_random, text_datum};
+use crate::pg::jsonb::read::jsonb_to_string;
+use crate::pg::jsonb::write::jsonb_from_text;
 use crate::pg::registry::{self, PersonalPaths};
 use crate::pg::security;
 use crate::pg::settings;
 use crate::pg::spi::{Connection, RegisteredSnapshot, Rows, Stmt};
 use event_store_core::EventStoreError;
 use event_store_core::personal::{self, KEY_LEN, NONCE_LEN};
+use pgrx::pg_sys::BuiltinOid::{BYTEAOID, INT8OID, TEXTARRAYOID, TEXTOID};
 use pgrx::pg_sys::{self, BuiltinOid, Datum};
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -76,7 +77,7 @@ impl<'c> Sealer<'c> {
         let provider = settings::key_provider();
         let arg = Some(text_datum(subject));
         for _ in 0..3 {
-            if let Some(row) = key_row(&self.conn.execute(Stmt::KeyOfSubject, &[arg])) {
+            if let Some(row) = key_row(&self.conn.execute(&KEY_OF_SUBJECT, &[arg])) {
                 return self.resolve(subject, row);
             }
             let mut key = [0u8; KEY_LEN];
@@ -84,7 +85,7 @@ impl<'c> Sealer<'c> {
                 return Err(no_random());
             }
             let kept = provider.is_none().then(|| bytea_datum(&key));
-            let made = self.conn.execute(Stmt::KeyInsert, &[arg, kept]);
+            let made = self.conn.execute(&KEY_INSERT, &[arg, kept]);
             if let Some((key_id, _)) = key_row(&made) {
                 if provider.is_some() {
                     call_provider(self.conn, "put", key_id, Some(bytea_datum(&key)));
@@ -92,7 +93,7 @@ impl<'c> Sealer<'c> {
                 return Ok(self.keep(subject, (key_id, key)));
             }
             let latest = RegisteredSnapshot::latest();
-            if let Some(row) = key_row(&self.conn.query_in(Stmt::KeyOfSubject, &[arg], &latest)) {
+            if let Some(row) = key_row(&self.conn.query_in(&KEY_OF_SUBJECT, &[arg], &latest)) {
                 return self.resolve(subject, row);
             }
         }
@@ -141,8 +142,7 @@ fn key_row(rows: &Rows<'_>) -> Option<(i64, Option<Vec<u8>>)> {
         return None;
     }
     let id = rows.first_i64()?;
-    // SAFETY: column 2 of KeyOfSubject / KeyInsert is `key bytea`, valid while `rows` is.
-    let key = rows.datum(0, 2).map(|d| unsafe { bytea_bytes(d) });
+    let key = rows.bytea(0, 2);
     Some((id, key))
 }
 
@@ -150,7 +150,7 @@ fn key_row(rows: &Rows<'_>) -> Option<(i64, Option<Vec<u8>>)> {
 fn call_provider(conn: &Connection, action: &str, key_id: i64, key: Option<Datum>) {
     conn.unpinned(|| {
         conn.execute(
-            Stmt::KeyProviderCall,
+            &KEY_PROVIDER_CALL,
             &[Some(text_datum(action)), Some(i64_datum(key_id)), key],
         );
     });
@@ -168,12 +168,11 @@ fn provider_get(conn: &Connection, key_id: i64) -> Result<Option<Vec<u8>>, Event
     }
     // The provider is the DBA's code: it runs under its own search path (es.key_provider_call's
     // SET clause, or its own), not the store's pinned one, which would hide its extensions.
-    let rows = conn.unpinned(|| conn.execute(Stmt::KeyProviderGet, &[Some(i64_datum(key_id))]));
+    let rows = conn.unpinned(|| conn.execute(&KEY_PROVIDER_GET, &[Some(i64_datum(key_id))]));
     if rows.is_empty() {
         return Ok(None);
     }
-    // SAFETY: column 1 is the bytea the provider returned, valid while `rows` is.
-    Ok(rows.datum(0, 1).map(|d| unsafe { bytea_bytes(d) }))
+    Ok(rows.bytea(0, 1))
 }
 
 /// `es.define_personal_data`: marks the paths of `event_type` (replacing its earlier ones) and
@@ -191,7 +190,7 @@ pub fn define(event_type: &str, paths: &[String]) -> Result<(), EventStoreError>
         pg_sys::TYPALIGN_INT,
     );
     conn.execute(
-        Stmt::PersonalDataUpsert,
+        &PERSONAL_DATA_UPSERT,
         &[Some(text_datum(event_type)), Some(array)],
     );
     let detail = serde_json::json!({ "paths": paths }).to_string();
@@ -206,7 +205,7 @@ pub fn define(event_type: &str, paths: &[String]) -> Result<(), EventStoreError>
 /// destroyed there too (in the provider's own transaction, which a rollback here cannot undo).
 pub fn forget(subject: &str) -> Result<bool, EventStoreError> {
     let conn = Connection::connect();
-    let rows = conn.execute(Stmt::KeyForget, &[Some(text_datum(subject))]);
+    let rows = conn.execute(&KEY_FORGET, &[Some(text_datum(subject))]);
     let key_id = rows.first_i64();
     let remote = key_id.is_some() && rows.bool(0, 2).unwrap_or(false);
     let provider = settings::key_provider();
@@ -233,7 +232,7 @@ pub fn forget(subject: &str) -> Result<bool, EventStoreError> {
 
 fn audit(conn: &Connection, action: &str, target: &str, detail: &str) {
     conn.execute(
-        Stmt::AuditInsert,
+        &AUDIT_INSERT,
         &[
             Some(text_datum(action)),
             Some(text_datum(target)),
@@ -274,12 +273,11 @@ impl Revealer {
             // A read's own connection (the caller may be inside a scan): the key as the caller
             // may read it (members are granted SELECT on es.subject_keys).
             let conn = Connection::connect();
-            let rows = conn.query(Stmt::KeyById, &[Some(i64_datum(key_id))]);
+            let rows = conn.query(&KEY_BY_ID, &[Some(i64_datum(key_id))]);
             if rows.is_empty() {
                 return None;
             }
-            // SAFETY: column 1 of KeyById is `key bytea`, valid while `rows` is.
-            match rows.datum(0, 1).map(|d| unsafe { bytea_bytes(d) }) {
+            match rows.bytea(0, 1) {
                 Some(key) => Some(key),
                 // kept by the key provider; not set (or not answering with a key): erased
                 None => provider_get(&conn, key_id).ok().flatten(),
@@ -361,3 +359,60 @@ unsafe fn text_of(d: Datum) -> String {
         s
     }
 }
+
+// The statements of this use case, prepared once per backend by `pg::spi`.
+
+/// Define (or replace) an event type's personal-data paths.
+pub static PERSONAL_DATA_UPSERT: Stmt = Stmt::new(
+    "PersonalDataUpsert",
+    c"INSERT INTO es.personal_data (event_type, paths) VALUES ($1, $2)
+                  ON CONFLICT (event_type) DO UPDATE
+                  SET paths = excluded.paths, defined_by = session_user,
+                      defined_at = transaction_timestamp()
+                  RETURNING (SELECT p.paths FROM es.personal_data p WHERE p.event_type = $1)",
+    &[TEXTOID, TEXTARRAYOID],
+);
+
+/// A subject's key: (key_id, key).
+pub static KEY_OF_SUBJECT: Stmt = Stmt::new(
+    "KeyOfSubject",
+    c"SELECT key_id, key FROM es.subject_keys WHERE subject = $1",
+    &[TEXTOID],
+);
+
+/// Create a subject's key unless a concurrent append did: (key_id, key), no row then.
+pub static KEY_INSERT: Stmt = Stmt::new(
+    "KeyInsert",
+    c"INSERT INTO es.subject_keys (subject, key_id, key)
+                  VALUES ($1, nextval('es.subject_key_seq'), $2)
+                  ON CONFLICT (subject) DO NOTHING RETURNING key_id, key",
+    &[TEXTOID, BYTEAOID],
+);
+
+/// A key by its id (what a sealed value names).
+pub static KEY_BY_ID: Stmt = Stmt::new(
+    "KeyById",
+    c"SELECT key FROM es.subject_keys WHERE key_id = $1",
+    &[INT8OID],
+);
+
+/// Destroy a subject's key: its key_id, no row when it had none.
+pub static KEY_FORGET: Stmt = Stmt::new(
+    "KeyForget",
+    c"DELETE FROM es.subject_keys WHERE subject = $1 RETURNING key_id, key IS NULL",
+    &[TEXTOID],
+);
+
+/// Call the key provider: (action, key_id, key) -> key.
+pub static KEY_PROVIDER_CALL: Stmt = Stmt::new(
+    "KeyProviderCall",
+    c"SELECT es.key_provider_call($1, $2, $3)",
+    &[TEXTOID, INT8OID, BYTEAOID],
+);
+
+/// A key from the key provider, as the owner, for a member of es_personal_data.
+pub static KEY_PROVIDER_GET: Stmt = Stmt::new(
+    "KeyProviderGet",
+    c"SELECT es.key_provider_get($1)",
+    &[INT8OID],
+);

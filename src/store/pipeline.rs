@@ -8,13 +8,15 @@
 //! knows nothing about accounts, and the account module builds on the pipeline, not the reverse.
 
 use super::personal;
+use super::sql::{SET_STATE_REVISION, STREAM_VERSION};
 use crate::pg::call::{
-    CallMemory, JsonbArray, i64_datum, jsonb_at_path, jsonb_from_text, jsonb_object,
-    jsonb_set_path, jsonb_to_string, text_datum, transaction_start, uuid_datum, uuid_from_datum,
+    CallMemory, JsonbArray, i64_datum, text_datum, transaction_start, uuid_datum, uuid_from_datum,
 };
 use crate::pg::heap::{self, Bump, EventRow, Kept, Outcome, StreamHead};
 use crate::pg::insert::{self, Conflict};
 use crate::pg::jsonb::Jsonb;
+use crate::pg::jsonb::read::jsonb_to_string;
+use crate::pg::jsonb::write::{jsonb_at_path, jsonb_from_text, jsonb_object, jsonb_set_path};
 use crate::pg::positions;
 use crate::pg::spi::{Arg, Connection, Reading, Rows, Stmt};
 use crate::store::life;
@@ -26,6 +28,7 @@ use event_store_core::personal::{
 };
 use event_store_core::shape::{Pairs, Scalar, StoredAs, seed_event, seed_event_type};
 use event_store_core::{EventMeta, EventStoreError, ExpectedVersion, RetryDecision};
+use pgrx::pg_sys::BuiltinOid::{INT8OID, JSONBOID, TEXTOID, UUIDARRAYOID, UUIDOID};
 use pgrx::pg_sys::{BuiltinOid, Datum};
 use uuid::Uuid;
 
@@ -271,7 +274,7 @@ pub trait StreamRules {
 
 /// The stream's current version (0 when it does not exist), as of the latest commits.
 pub fn current_version(conn: &Connection, stream: &Uuid) -> i64 {
-    conn.execute(Stmt::StreamVersion, &[Some(uuid_datum(stream))])
+    conn.execute(&STREAM_VERSION, &[Some(uuid_datum(stream))])
         .first_i64()
         .unwrap_or(0)
 }
@@ -310,10 +313,7 @@ pub fn append(
         ExpectedVersion::Any | ExpectedVersion::StreamExists => {
             if has_ids {
                 // Look for a retry while holding the stream, so a concurrent twin cannot slip in.
-                let current = conn
-                    .execute(Stmt::LockStream, &[sid])
-                    .first_i64()
-                    .unwrap_or(0);
+                let current = conn.execute(&LOCK_STREAM, &[sid]).first_i64().unwrap_or(0);
                 expected.check(stream, current)?;
                 if let Some(returned) = retry_or_duplicate(conn, stream, expected, &ids)? {
                     return Ok(returned);
@@ -324,15 +324,14 @@ pub fn append(
             let bumped = match bump_native(conn, stream, None, n, batch.marker, rules) {
                 Some(result) => result?,
                 None => {
-                    let rows = conn.execute(Stmt::BumpExisting, &[sid, Some(i64_datum(n))]);
+                    let rows = conn.execute(&BUMP_EXISTING, &[sid, Some(i64_datum(n))]);
                     check_bumped_row(conn, stream, n, &rows, batch.marker, rules)?
                 }
             };
             match bumped {
                 Some(v) => Some(v),
                 None if expected == ExpectedVersion::Any => {
-                    let rows =
-                        conn.execute(Stmt::UpsertAny, &[sid, stream_type, Some(i64_datum(n))]);
+                    let rows = conn.execute(&UPSERT_ANY, &[sid, stream_type, Some(i64_datum(n))]);
                     check_bumped_row(conn, stream, n, &rows, batch.marker, rules)?
                 }
                 None => return Err(rules.missing(stream)),
@@ -342,16 +341,14 @@ pub fn append(
             match bump_native(conn, stream, Some(v), n, batch.marker, rules) {
                 Some(result) => result?,
                 None => {
-                    let rows = conn.execute(
-                        Stmt::BumpExact,
-                        &[sid, Some(i64_datum(v)), Some(i64_datum(n))],
-                    );
+                    let rows =
+                        conn.execute(&BUMP_EXACT, &[sid, Some(i64_datum(v)), Some(i64_datum(n))]);
                     check_bumped_row(conn, stream, n, &rows, batch.marker, rules)?
                 }
             }
         }
         ExpectedVersion::NoStream => {
-            let rows = conn.execute(Stmt::CreateNew, &[sid, stream_type, Some(i64_datum(n))]);
+            let rows = conn.execute(&CREATE_NEW, &[sid, stream_type, Some(i64_datum(n))]);
             check_bumped_row(conn, stream, n, &rows, batch.marker, rules)?
         }
     };
@@ -455,9 +452,9 @@ fn check_bumped_row(
     let head = unsafe { StreamHead::new(version - n, stream_type, state, None, None) };
     if let Some(kept) = rules.check_head(conn, &head)? {
         match kept.revision {
-            None => conn.execute(Stmt::SetState, &[sid, Some(kept.state)]),
+            None => conn.execute(&SET_STATE, &[sid, Some(kept.state)]),
             Some(r) => conn.execute(
-                Stmt::SetStateRevision,
+                &SET_STATE_REVISION,
                 &[sid, Some(kept.state), Some(i64_datum(r))],
             ),
         };
@@ -485,11 +482,11 @@ fn retry_or_duplicate(
         false,
         pgrx::pg_sys::TYPALIGN_CHAR,
     );
-    let rows = conn.execute(Stmt::FindEventIds, &[Some(array)]);
+    let rows = conn.execute(&FIND_EVENT_IDS, &[Some(array)]);
     let stored: Vec<StoredId> = (0..rows.len())
         .filter_map(|r| {
             let (event_id, stream_id) = (rows.datum(r, 1)?, rows.datum(r, 2)?);
-            // SAFETY: FindEventIds returns (event_id uuid, stream_id uuid, version bigint).
+            // SAFETY: FIND_EVENT_IDS returns (event_id uuid, stream_id uuid, version bigint).
             Some(unsafe {
                 StoredId {
                     event_id: uuid_from_datum(event_id),
@@ -573,3 +570,62 @@ fn insert(
         }
     })
 }
+
+// The statements of this use case, prepared once per backend by `pg::spi`.
+
+/// NULL expected version: create the stream or add `n` to its version; returns (version,
+/// stream_type, state).
+pub static UPSERT_ANY: Stmt = Stmt::new(
+    "UpsertAny",
+    c"INSERT INTO es.streams AS s (stream_id, stream_type, version) VALUES ($1, $2, $3)
+                  ON CONFLICT (stream_id) DO UPDATE
+                  SET version = s.version + excluded.version, updated_at = transaction_timestamp()
+                  RETURNING s.version, s.stream_type, s.state",
+    &[UUIDOID, TEXTOID, INT8OID],
+);
+
+/// -1: add `n` to an existing stream's version.
+pub static BUMP_EXISTING: Stmt = Stmt::new(
+    "BumpExisting",
+    c"UPDATE es.streams SET version = version + $2, updated_at = transaction_timestamp()
+                  WHERE stream_id = $1 RETURNING version, stream_type, state",
+    &[UUIDOID, INT8OID],
+);
+
+/// N > 0: add `n` only if the stream is at exactly N.
+pub static BUMP_EXACT: Stmt = Stmt::new(
+    "BumpExact",
+    c"UPDATE es.streams SET version = version + $3, updated_at = transaction_timestamp()
+                  WHERE stream_id = $1 AND version = $2 RETURNING version, stream_type, state",
+    &[UUIDOID, INT8OID, INT8OID],
+);
+
+/// 0: create the stream only if it does not exist.
+pub static CREATE_NEW: Stmt = Stmt::new(
+    "CreateNew",
+    c"INSERT INTO es.streams (stream_id, stream_type, version) VALUES ($1, $2, $3)
+                  ON CONFLICT (stream_id) DO NOTHING RETURNING version, stream_type, state",
+    &[UUIDOID, TEXTOID, INT8OID],
+);
+
+/// Lock the stream row (idempotency checks need the stream still while they look).
+pub static LOCK_STREAM: Stmt = Stmt::new(
+    "LockStream",
+    c"SELECT version, stream_type FROM es.streams WHERE stream_id = $1 FOR UPDATE",
+    &[UUIDOID],
+);
+
+/// Where the given event ids are stored.
+pub static FIND_EVENT_IDS: Stmt = Stmt::new(
+    "FindEventIds",
+    c"SELECT event_id, stream_id, version FROM es.events WHERE event_id = ANY ($1)",
+    &[UUIDARRAYOID],
+)
+.generic_plan();
+
+/// Store an account stream's state (when the version bump went through SPI).
+pub static SET_STATE: Stmt = Stmt::new(
+    "SetState",
+    c"UPDATE es.streams SET state = $2 WHERE stream_id = $1",
+    &[UUIDOID, JSONBOID],
+);

@@ -16,6 +16,7 @@ use crate::pg::spi::{Arg, Connection, Stmt};
 use crate::pg::worker_registry::{self, WorkerStatus};
 use event_store_core::EventStoreError;
 use event_store_core::subscription::{SubscriptionSpec, check_count, check_name};
+use pgrx::pg_sys::BuiltinOid::{BOOLOID, INT4OID, INT8OID, OIDOID, TEXTOID};
 use pgrx::pg_sys::{self, Datum, Oid};
 
 /// Failed attempts before a projection parks an event.
@@ -60,7 +61,7 @@ fn create_as(
         });
     }
     let conn = Connection::connect();
-    let info = conn.execute(Stmt::HandlerInfo, &[Some(Datum::from(handler))]);
+    let info = conn.execute(&HANDLER_INFO, &[Some(Datum::from(handler))]);
     let invalid = |reason: String| EventStoreError::InvalidArgument {
         name: "handler",
         reason,
@@ -78,7 +79,7 @@ fn create_as(
         )));
     }
     let qualified = info.text(0, 4).unwrap_or_default();
-    subscription::create(
+    subscription::create_in(
         &conn,
         &SubscriptionSpec {
             name: name.to_owned(),
@@ -91,7 +92,7 @@ fn create_as(
         event_types_arg,
     )?;
     conn.execute(
-        Stmt::ProjectionInsert,
+        &PROJECTION_INSERT,
         &[
             Some(text_datum(name)),
             Some(text_datum(&qualified)),
@@ -123,7 +124,7 @@ pub fn set_paused(name: &str, paused: bool) -> Result<(), EventStoreError> {
     let conn = Connection::connect();
     existing(&conn, name)?;
     conn.execute(
-        Stmt::ProjectionPause,
+        &PROJECTION_PAUSE,
         &[Some(text_datum(name)), Some(Datum::from(paused))],
     );
     if !paused {
@@ -138,7 +139,7 @@ pub fn reset(name: &str) -> Result<(), EventStoreError> {
     let conn = Connection::connect();
     existing(&conn, name)?;
     subscription::lock_partitions(&conn, name);
-    conn.execute(Stmt::ProjectionReset, &[Some(text_datum(name))]);
+    conn.execute(&PROJECTION_RESET, &[Some(text_datum(name))]);
     worker_registry::request_projections(current_database());
     Ok(())
 }
@@ -149,7 +150,7 @@ pub fn wait_for(name: &str, position: i64, timeout_ms: i32) -> Result<bool, Even
     sleep_until(timeout_ms, || {
         let conn = Connection::connect();
         let checkpoint = conn
-            .execute(Stmt::ProjectionCheckpoint, &[Some(text_datum(name))])
+            .execute(&PROJECTION_CHECKPOINT, &[Some(text_datum(name))])
             .first_i64()
             .ok_or_else(|| no_such("projection", name))?;
         Ok(checkpoint >= position)
@@ -173,7 +174,7 @@ pub struct Runnable {
 /// The projections that are not paused.
 pub fn runnable() -> Vec<Runnable> {
     let conn = Connection::connect();
-    let rows = conn.execute(Stmt::ProjectionList, &[]);
+    let rows = conn.execute(&PROJECTION_LIST, &[]);
     (0..rows.len())
         .map(|r| Runnable {
             name: rows.text(r, 1).unwrap_or_default(),
@@ -212,7 +213,7 @@ pub fn step(p: &Runnable, batch: i32) -> Result<Step, EventStoreError> {
     // since the list was read stops the batch.
     let part = load(&conn, &p.name, 0, true)?;
     let active = conn
-        .execute(Stmt::ProjectionActive, &[Some(text_datum(&p.name))])
+        .execute(&PROJECTION_ACTIVE, &[Some(text_datum(&p.name))])
         .first_i64()
         .unwrap_or(0);
     if active == 0 {
@@ -234,7 +235,7 @@ pub fn step(p: &Runnable, batch: i32) -> Result<Step, EventStoreError> {
     let mut handled = 0;
     let mut last_ok = None;
     let run_handler = conn
-        .execute(Stmt::RunHandlerOid, &[])
+        .execute(&RUN_HANDLER_OID, &[])
         .datum(0, 1)
         .map(|d| Oid::from(d.value() as u32))
         .ok_or_else(|| no_such("function", "es.run_handler(text, es.events)"))?;
@@ -281,7 +282,7 @@ fn handle(conn: &Connection, p: &Runnable, run_handler: Oid, position: i64) -> O
             p.run_as_name, p.name
         ));
     }
-    let mut row = conn.execute(Stmt::EventRow, &[Some(i64_datum(position))]);
+    let mut row = conn.execute(&EVENT_ROW, &[Some(i64_datum(position))]);
     if row.is_empty() {
         // Moved to the archive or removed by a retention policy since it was polled: look in
         // both tables in one snapshot; an event found in neither was removed, and there is
@@ -289,7 +290,7 @@ fn handle(conn: &Connection, p: &Runnable, run_handler: Oid, position: i64) -> O
         if !super::read::through_archive() {
             return None;
         }
-        row = conn.execute(Stmt::EventRowArchived, &[Some(i64_datum(position))]);
+        row = conn.execute(&EVENT_ROW_ARCHIVED, &[Some(i64_datum(position))]);
         if row.is_empty() {
             return None;
         }
@@ -321,7 +322,7 @@ fn handle(conn: &Connection, p: &Runnable, run_handler: Oid, position: i64) -> O
 /// Records when a projection last handled a batch (after the batch's commit, in a transaction of
 /// its own: the configuration row is not locked while the partition row is).
 pub fn touch(name: &str) {
-    Connection::connect().execute(Stmt::ProjectionTouch, &[Some(text_datum(name))]);
+    Connection::connect().execute(&PROJECTION_TOUCH, &[Some(text_datum(name))]);
 }
 
 /// After an ERROR escaped the handler's subtransaction (the worker aborted the batch): counts a
@@ -399,7 +400,7 @@ fn upcast_row(conn: &Connection, event: Datum) -> Result<Datum, EventStoreError>
         return Ok(event);
     };
     crate::pg::udf::isolated(|| {
-        // SAFETY: `event` is the composite datum of an es.events row (Stmt::EventRow); `desc`
+        // SAFETY: `event` is the composite datum of an es.events row (EVENT_ROW); `desc`
         // is its row type's descriptor, valid during the rewrite.
         unsafe {
             crate::pg::udf::rewrite_composite(event, |desc, values, nulls| {
@@ -411,3 +412,111 @@ fn upcast_row(conn: &Connection, event: Datum) -> Result<Datum, EventStoreError>
         }
     })
 }
+
+// The statements of this use case, prepared once per backend by `pg::spi`.
+
+/// What a projection handler is: kind, argument count, whether the argument is es.events,
+/// the quoted qualified name and the signature.
+pub static HANDLER_INFO: Stmt = Stmt::new(
+    "HandlerInfo",
+    c"SELECT p.prokind::text, p.pronargs::int4,
+                         p.pronargs >= 1 AND p.proargtypes[0] = 'es.events'::pg_catalog.regtype,
+                         pg_catalog.format('%I.%I', n.nspname, p.proname),
+                         p.oid::pg_catalog.regprocedure::text
+                    FROM pg_catalog.pg_proc p
+                    JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                   WHERE p.oid = $1",
+    &[OIDOID],
+);
+
+/// Register a projection.
+pub static PROJECTION_INSERT: Stmt = Stmt::new(
+    "ProjectionInsert",
+    c"INSERT INTO es.projection_config (name, handler, batch, run_as)
+                  VALUES ($1, $2, $3, $4::pg_catalog.regrole)",
+    &[TEXTOID, TEXTOID, INT4OID, OIDOID],
+);
+
+/// Pause or resume a projection.
+pub static PROJECTION_PAUSE: Stmt = Stmt::new(
+    "ProjectionPause",
+    c"UPDATE es.projection_config SET paused = $2 WHERE name = $1",
+    &[TEXTOID, BOOLOID],
+);
+
+/// Put a projection's checkpoint back at its start and forget its parked events.
+pub static PROJECTION_RESET: Stmt = Stmt::new(
+    "ProjectionReset",
+    c"WITH k AS (DELETE FROM es.parked_events WHERE subscription = $1)
+                  UPDATE es.subscription_partitions p
+                     SET checkpoint = c.start_after, head_position = NULL, head_attempts = 0,
+                         head_error = NULL, owner = NULL, lease_until = NULL,
+                         updated_at = pg_catalog.transaction_timestamp()
+                    FROM es.subscription_config c
+                   WHERE c.name = $1 AND p.subscription = $1",
+    &[TEXTOID],
+);
+
+/// The projections the worker runs.
+pub static PROJECTION_LIST: Stmt = Stmt::new(
+    "ProjectionList",
+    c"SELECT j.name, j.handler, j.batch, j.run_as::pg_catalog.oid, j.run_as::pg_catalog.text
+                    FROM es.projection_config j
+                   WHERE NOT j.paused ORDER BY j.name",
+    &[],
+);
+
+/// One event as a row of `es.events` (a composite datum), read by the worker for a
+/// projection's handler (whose role need not be allowed to read the table).
+pub static EVENT_ROW: Stmt = Stmt::new(
+    "EventRow",
+    c"SELECT e FROM es.events e WHERE e.global_position = $1",
+    &[INT8OID],
+);
+
+/// The OID of `es.run_handler(text, es.events)` (NULL when it is missing), called through
+/// fmgr as a projection's role.
+// to_regprocedure is STABLE, so the kept plan looks the function up on every run
+// (a recreated extension gets its new OID)
+pub static RUN_HANDLER_OID: Stmt = Stmt::new(
+    "RunHandlerOid",
+    c"SELECT pg_catalog.to_regprocedure('es.run_handler(text, es.events)')::pg_catalog.oid",
+    &[],
+);
+
+/// Whether a projection is still there and not paused (read after its partition row is
+/// locked: a pause that committed before the batch started stops it).
+pub static PROJECTION_ACTIVE: Stmt = Stmt::new(
+    "ProjectionActive",
+    c"SELECT count(*) FROM es.projection_config WHERE name = $1 AND NOT paused",
+    &[TEXTOID],
+);
+
+/// Record that a projection handled a batch.
+pub static PROJECTION_TOUCH: Stmt = Stmt::new(
+    "ProjectionTouch",
+    c"UPDATE es.projection_config SET last_run_at = pg_catalog.clock_timestamp()
+                   WHERE name = $1",
+    &[TEXTOID],
+);
+
+/// A projection's checkpoint.
+pub static PROJECTION_CHECKPOINT: Stmt = Stmt::new(
+    "ProjectionCheckpoint",
+    c"SELECT p.checkpoint FROM es.subscription_partitions p
+                    JOIN es.projection_config j ON j.name = p.subscription
+                   WHERE p.subscription = $1 AND p.partition = 0",
+    &[TEXTOID],
+);
+
+/// [`EVENT_ROW`] through the archive (after `EVENT_ROW` found nothing: the event was
+/// archived or removed since it was polled).
+// ROW(a.*)::es.events: the handler takes an es.events row; the archive's has the
+// same columns in the same order
+pub static EVENT_ROW_ARCHIVED: Stmt = Stmt::new(
+    "EventRowArchived",
+    c"SELECT e FROM es.events e WHERE e.global_position = $1
+                  UNION ALL
+                  SELECT ROW(a.*)::es.events FROM es.events_archive a WHERE a.global_position = $1",
+    &[INT8OID],
+);

@@ -1,11 +1,14 @@
 //! Reads (docs/reference.md §3): a stream's events (`es.load_events`), its version (`es.stream_version`) and
 //! the gap-safe global log (`es.read_all`).
 
+use super::sql::all_events;
+use super::sql::{LOAD_EVENTS, LOAD_EVENTS_ARCHIVED, STREAM_VERSION};
 use crate::pg::call::{ResultSet, i64_datum, uuid_datum};
 use crate::pg::heap::{self, Outcome};
 use crate::pg::positions::{self, Horizon};
 use crate::pg::server;
 use crate::pg::settings;
+use crate::pg::spi::cstr;
 use crate::pg::spi::{Connection, Reading, Stmt};
 use crate::pg::udf;
 use crate::store::life;
@@ -13,6 +16,7 @@ use crate::store::personal;
 use crate::store::upcast::{RowColumns, Upcasting};
 use event_store_core::EventStoreError;
 use event_store_core::lifecycle::check_readable_from;
+use pgrx::pg_sys::BuiltinOid::INT8OID;
 use uuid::Uuid;
 
 /// Why the native read of `es.load_events` stopped before the end of the stream.
@@ -46,8 +50,7 @@ pub fn load_events(
 /// this returns true: upcasters are the user's code), their sealed personal values revealed or
 /// erased when personal data was ever defined here ([`personal::Revealer`]).
 pub fn upcasting(out: &mut ResultSet) -> bool {
-    // SAFETY: the result's own descriptor.
-    let Some(columns) = (unsafe { RowColumns::of(out.desc()) }) else {
+    let Some(columns) = RowColumns::of(out.row_type()) else {
         return false;
     };
     let mut up = Upcasting::load_unconnected();
@@ -113,9 +116,9 @@ fn load_events_as_stored(
     let conn = Connection::connect();
     conn.query(
         if archived {
-            Stmt::LoadEventsArchived
+            &LOAD_EVENTS_ARCHIVED
         } else {
-            Stmt::LoadEvents
+            &LOAD_EVENTS
         },
         &[
             Some(uuid_datum(stream)),
@@ -157,7 +160,7 @@ fn load_natively(
 /// `es.stream_version`: 0 when the stream does not exist.
 pub fn stream_version(stream: &Uuid) -> i64 {
     let conn = Connection::connect();
-    conn.query(Stmt::StreamVersion, &[Some(uuid_datum(stream))])
+    conn.query(&STREAM_VERSION, &[Some(uuid_datum(stream))])
         .first_i64()
         .unwrap_or(0)
 }
@@ -188,9 +191,9 @@ fn read_all_as_stored(after: i64, max: i64, out: &mut ResultSet) -> Result<(), E
     let horizon = readable(&conn, "es.read_all")?;
     conn.query_in(
         if through_archive() {
-            Stmt::ReadAllArchived
+            &READ_ALL_ARCHIVED
         } else {
-            Stmt::ReadAll
+            &READ_ALL
         },
         &[
             Some(i64_datum(after)),
@@ -214,7 +217,7 @@ pub fn readable(conn: &Connection, function: &'static str) -> Result<Horizon, Ev
     let mut horizon = positions::read_horizon(function)?;
     let logical = replicated_in(conn);
     if logical && !watermark_replicated_in(conn) {
-        let rows = conn.execute(Stmt::EventsSubscription, &[]);
+        let rows = conn.execute(&EVENTS_SUBSCRIPTION, &[]);
         // No row only if the subscription went away since the cached answer: name it unknown.
         let name = |col| {
             (!rows.is_empty())
@@ -230,7 +233,7 @@ pub fn readable(conn: &Connection, function: &'static str) -> Result<Horizon, Ev
     }
     if logical || server::in_recovery() {
         let watermark = conn
-            .query_in(Stmt::Watermark, &[], &horizon.snapshot)
+            .query_in(&WATERMARK, &[], &horizon.snapshot)
             .first_i64()
             .unwrap_or(0);
         horizon.last_readable = horizon.last_readable.min(watermark);
@@ -241,7 +244,7 @@ pub fn readable(conn: &Connection, function: &'static str) -> Result<Horizon, Ev
 /// Whether `es.events` is replicated in here by logical replication (cached per backend).
 pub fn replicated_in(conn: &Connection) -> bool {
     positions::events_replicated_in(|| {
-        conn.execute(Stmt::EventsReplicatedIn, &[])
+        conn.execute(&EVENTS_REPLICATED_IN, &[])
             .datum(0, 1)
             .is_some_and(|d| d.value() != 0)
     })
@@ -251,7 +254,7 @@ pub fn replicated_in(conn: &Connection) -> bool {
 /// backend).
 fn watermark_replicated_in(conn: &Connection) -> bool {
     positions::watermark_replicated_in(|| {
-        conn.execute(Stmt::WatermarkReplicatedIn, &[])
+        conn.execute(&WATERMARK_REPLICATED_IN, &[])
             .datum(0, 1)
             .is_some_and(|d| d.value() != 0)
     })
@@ -262,9 +265,9 @@ fn watermark_replicated_in(conn: &Connection) -> bool {
 pub fn readable_end(conn: &Connection, horizon: &Horizon) -> i64 {
     conn.query_in(
         if through_archive() {
-            Stmt::ReadableEndArchived
+            &READABLE_END_ARCHIVED
         } else {
-            Stmt::ReadableEnd
+            &READABLE_END
         },
         &[Some(i64_datum(horizon.last_readable))],
         &horizon.snapshot,
@@ -272,3 +275,80 @@ pub fn readable_end(conn: &Connection, horizon: &Horizon) -> i64 {
     .first_i64()
     .unwrap_or(0)
 }
+
+// The statements of this use case, prepared once per backend by `pg::spi`.
+
+/// The global log between two positions.
+pub static READ_ALL: Stmt = Stmt::new(
+    "ReadAll",
+    c"SELECT * FROM es.events WHERE global_position > $1 AND global_position <= $2
+                  ORDER BY global_position LIMIT $3",
+    &[INT8OID, INT8OID, INT8OID],
+);
+
+/// Whether `es.events` is itself replicated in (a table of a logical-replication
+/// subscription): readers here cap at the replicated watermark, and the worker does not
+/// write one.
+pub static EVENTS_REPLICATED_IN: Stmt = Stmt::new(
+    "EventsReplicatedIn",
+    c"SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription_rel r
+                                  WHERE r.srrelid = 'es.events'::pg_catalog.regclass)",
+    &[],
+);
+
+/// Whether `es.watermark` is replicated in too: without it a reader where `es.events` is
+/// replicated in cannot be gap-safe (and must say so rather than return nothing).
+pub static WATERMARK_REPLICATED_IN: Stmt = Stmt::new(
+    "WatermarkReplicatedIn",
+    c"SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription_rel r
+                                  WHERE r.srrelid = 'es.watermark'::pg_catalog.regclass)",
+    &[],
+);
+
+/// The subscription that replicates `es.events` in and its first publication, both quoted
+/// as identifiers: what the error of a missing `es.watermark` tells the DBA to change.
+pub static EVENTS_SUBSCRIPTION: Stmt = Stmt::new(
+    "EventsSubscription",
+    c"SELECT pg_catalog.quote_ident(s.subname::text),
+                         pg_catalog.quote_ident(s.subpublications[1])
+                    FROM pg_catalog.pg_subscription_rel r
+                    JOIN pg_catalog.pg_subscription s ON s.oid = r.srsubid
+                   WHERE r.srrelid = 'es.events'::pg_catalog.regclass
+                   ORDER BY s.subname LIMIT 1",
+    &[],
+);
+
+/// The replicated watermark (`es.watermark`).
+pub static WATERMARK: Stmt = Stmt::new(
+    "Watermark",
+    c"SELECT position FROM es.watermark WHERE id = 1",
+    &[],
+);
+
+/// The highest stored position at or below a bound.
+pub static READABLE_END: Stmt = Stmt::new(
+    "ReadableEnd",
+    c"SELECT pg_catalog.max(global_position) FROM es.events WHERE global_position <= $1",
+    &[INT8OID],
+);
+
+/// [`READ_ALL`] through the archive.
+pub static READ_ALL_ARCHIVED: Stmt = Stmt::new(
+    "ReadAllArchived",
+    cstr!(concat!(
+        "SELECT * FROM ",
+        all_events!(),
+        " e WHERE global_position > $1 AND global_position <= $2
+                      ORDER BY global_position LIMIT $3"
+    )),
+    &[INT8OID, INT8OID, INT8OID],
+);
+
+/// [`READABLE_END`] through the archive.
+pub static READABLE_END_ARCHIVED: Stmt = Stmt::new(
+    "ReadableEndArchived",
+    c"SELECT greatest(
+                    (SELECT pg_catalog.max(global_position) FROM es.events WHERE global_position <= $1),
+                    (SELECT pg_catalog.max(global_position) FROM es.events_archive WHERE global_position <= $1))",
+                &[INT8OID],
+);

@@ -3,6 +3,7 @@
 //! the aggregate keeps in its memory context between rows, never serialized. The fold itself is
 //! the core's ([`AccountState::apply`]), the same one the commands and time travel use.
 
+use super::account_json::AccountJson;
 use crate::pg::jsonb::Jsonb;
 use event_store_core::EventStoreError;
 use event_store_core::account::{AccountState, ReplayError};

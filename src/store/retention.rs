@@ -7,6 +7,7 @@ use crate::pg::call::{i64_datum, text_datum};
 use crate::pg::spi::{Connection, Stmt};
 use crate::pg::worker_registry;
 use crate::store::subscription::current_database;
+use pgrx::pg_sys::BuiltinOid::{INT4OID, INT8OID, TEXTOID};
 use pgrx::pg_sys::Datum;
 
 /// `es.wake_retention`: when the calling transaction commits, the launcher starts this
@@ -25,14 +26,14 @@ pub fn wake() -> bool {
 pub fn policies() -> Vec<String> {
     let conn = Connection::connect();
     if conn
-        .execute(Stmt::RetentionPresent, &[])
+        .execute(&RETENTION_PRESENT, &[])
         .first_i64()
         .unwrap_or(0)
         == 0
     {
         return Vec::new();
     }
-    let rows = conn.execute(Stmt::RetentionPolicies, &[]);
+    let rows = conn.execute(&RETENTION_POLICIES, &[]);
     (0..rows.len()).filter_map(|r| rows.text(r, 1)).collect()
 }
 
@@ -50,7 +51,7 @@ pub struct Batch {
 pub fn batch(stream_type: &str, size: i32, after: i64) -> Batch {
     let conn = Connection::connect();
     let rows = conn.execute(
-        Stmt::RetentionBatch,
+        &RETENTION_BATCH,
         &[
             Some(text_datum(stream_type)),
             Some(Datum::from(size)),
@@ -62,3 +63,27 @@ pub fn batch(stream_type: &str, size: i32, after: i64) -> Batch {
         next: rows.i64(0, 2).unwrap_or(0),
     }
 }
+
+// The statements of this use case, prepared once per backend by `pg::spi`.
+
+/// Whether the database has the retention tables (an extension of 0.2.0 on).
+pub static RETENTION_PRESENT: Stmt = Stmt::new(
+    "RetentionPresent",
+    c"SELECT count(*) FROM pg_catalog.pg_class
+                   WHERE oid = pg_catalog.to_regclass('es.retention_policies')",
+    &[],
+);
+
+/// The retention policies that are not paused, by stream type.
+pub static RETENTION_POLICIES: Stmt = Stmt::new(
+    "RetentionPolicies",
+    c"SELECT stream_type FROM es.retention_policies WHERE NOT paused ORDER BY stream_type",
+    &[],
+);
+
+/// One batch of a retention policy (`es.retention_batch`): removed, next position.
+pub static RETENTION_BATCH: Stmt = Stmt::new(
+    "RetentionBatch",
+    c"SELECT removed, next_position FROM es.retention_batch($1, $2, $3)",
+    &[TEXTOID, INT4OID, INT8OID],
+);

@@ -4,6 +4,7 @@
 
 use crate::pg::call::{ResultSet, i64_datum, uuid_datum};
 use crate::pg::spi::{Connection, Reading, Rows, Stmt};
+use pgrx::pg_sys::BuiltinOid::{INT8OID, JSONBOID, UUIDOID};
 use pgrx::pg_sys::Datum;
 use uuid::Uuid;
 
@@ -31,7 +32,7 @@ pub fn newest<'c>(
     }
     conn.query_as(
         reading,
-        Stmt::LoadSnapshot,
+        &LOAD_SNAPSHOT,
         &[Some(uuid_datum(stream)), at_version.map(i64_datum)],
     )
 }
@@ -51,7 +52,7 @@ pub fn newest<'c>(
 )]
 pub fn save(conn: &Connection, stream: &Uuid, version: i64, state: Datum) {
     conn.execute(
-        Stmt::SaveSnapshot,
+        &SAVE_SNAPSHOT,
         &[
             Some(uuid_datum(stream)),
             Some(i64_datum(version)),
@@ -73,3 +74,23 @@ pub fn load_snapshot(stream: &Uuid, at_version: Option<i64>, out: &mut ResultSet
     }
     newest(&conn, stream, at_version, Reading::Statement).copy_into(out);
 }
+
+// The statements of this use case, prepared once per backend by `pg::spi`.
+
+/// Save (or replace) a snapshot.
+pub static SAVE_SNAPSHOT: Stmt = Stmt::new(
+    "SaveSnapshot",
+    c"INSERT INTO es.snapshots (stream_id, version, state) VALUES ($1, $2, $3)
+                  ON CONFLICT (stream_id, version) DO UPDATE
+                  SET state = excluded.state, taken_at = transaction_timestamp()",
+    &[UUIDOID, INT8OID, JSONBOID],
+);
+
+/// The newest snapshot at or below a version.
+pub static LOAD_SNAPSHOT: Stmt = Stmt::new(
+    "LoadSnapshot",
+    c"SELECT version, state, taken_at FROM es.snapshots
+                  WHERE stream_id = $1 AND version <= coalesce($2, 9223372036854775807)
+                  ORDER BY version DESC LIMIT 1",
+    &[UUIDOID, INT8OID],
+);

@@ -3,9 +3,10 @@
 //! ([`crate::pg::heap::scan_stream`]), else through SQL a page at a time; traced as the seed's
 //! `event_store.load_events` with the number of events visited.
 
+use super::sql::{LOAD_EVENTS, LOAD_EVENTS_ARCHIVED};
 use crate::pg::call::{i64_datum, uuid_datum};
 use crate::pg::heap::{self, Outcome, StreamRow};
-use crate::pg::spi::{Connection, Reading, Stmt};
+use crate::pg::spi::{Connection, Reading};
 use event_store_core::EventStoreError;
 use uuid::Uuid;
 
@@ -64,9 +65,9 @@ fn visit_untraced(
         return result;
     }
     let load = if archived {
-        Stmt::LoadEventsArchived
+        &LOAD_EVENTS_ARCHIVED
     } else {
-        Stmt::LoadEvents
+        &LOAD_EVENTS
     };
     let mut after = from;
     while after < to {
@@ -81,20 +82,10 @@ fn visit_untraced(
         }
         for r in 0..rows.len() {
             let version = rows.i64(r, 3).unwrap_or(0);
-            let (Some(event_type), Some(data), Some(occurred_at), Some(recorded_at)) = (
-                rows.datum(r, 5),
-                rows.datum(r, 7),
-                rows.datum(r, 9),
-                rows.datum(r, 10),
-            ) else {
+            // LOAD_EVENTS(_ARCHIVED) is `SELECT *` of es.events (or of its archive, which has the
+            // same columns): columns 5, 7, 9, 10 are event_type, data, occurred_at, recorded_at
+            let Some(row) = StreamRow::from_rows(&rows, r, version, [5, 7, 9, 10]) else {
                 continue;
-            };
-            // SAFETY: LoadEvents(Archived) is `SELECT *` of es.events (or of its archive, which has
-            // the same columns): columns 5, 7, 9, 10 are
-            // event_type text, data jsonb, occurred_at and recorded_at timestamptz, valid
-            // while `rows` is (until the page is freed below).
-            let row = unsafe {
-                StreamRow::from_columns(version, event_type, data, occurred_at, recorded_at)
             };
             after = version;
             visit(&row)?;

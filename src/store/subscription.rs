@@ -8,16 +8,21 @@
 //! fair shares, attempts) are the core's `event_store_core::subscription`.
 
 use super::read::{readable, readable_end};
+use super::sql::all_events;
 use crate::pg::call::{ResultSet, i64_datum, text_datum, uuid_datum};
 use crate::pg::positions::{Horizon, Waiter, wake_waiters};
+use crate::pg::spi::cstr;
 use crate::pg::spi::{Arg, Connection, Rows, Stmt};
-use crate::pg::{server, settings};
+use crate::pg::{backend, server, settings};
 use event_store_core::EventStoreError;
 use event_store_core::subscription::{
     Lease, NackOutcome, SubscriptionSpec, check_consumer, check_count, check_lease,
     check_partition, fair_share, nack as count_attempt,
 };
-use pgrx::pg_sys::{self, Datum};
+use pgrx::pg_sys::BuiltinOid::{
+    BOOLOID, INT4OID, INT8OID, INTERVALOID, TEXTARRAYOID, TEXTOID, UUIDOID,
+};
+use pgrx::pg_sys::Datum;
 use std::time::{Duration, Instant};
 
 /// One partition of a subscription with the subscription's settings, as read (and, for ack
@@ -66,9 +71,9 @@ pub fn load<'c>(
     lock: bool,
 ) -> Result<Partition<'c>, EventStoreError> {
     let stmt = if lock {
-        Stmt::PartitionLock
+        &PARTITION_LOCK
     } else {
-        Stmt::PartitionRead
+        &PARTITION_READ
     };
     let rows = conn.execute(
         stmt,
@@ -76,7 +81,7 @@ pub fn load<'c>(
     );
     if rows.is_empty() {
         let partitions = conn
-            .execute(Stmt::SubscriptionPartitions, &[Some(text_datum(name))])
+            .execute(&SUBSCRIPTION_PARTITIONS, &[Some(text_datum(name))])
             .first_i64()
             .map(|n| n as i32);
         return Err(match partitions {
@@ -112,8 +117,14 @@ pub fn no_such(kind: &'static str, name: &str) -> EventStoreError {
     }
 }
 
+/// `es.create_subscription`: [`create_in`] in a connection of its own.
+pub fn create(spec: &SubscriptionSpec, event_types: Arg) -> Result<(), EventStoreError> {
+    let conn = Connection::connect();
+    create_in(&conn, spec, event_types)
+}
+
 /// `es.create_subscription` (also the subscription of a projection).
-pub fn create(
+pub fn create_in(
     conn: &Connection,
     spec: &SubscriptionSpec,
     event_types: Arg,
@@ -132,7 +143,7 @@ pub fn create(
         None => end,
     };
     let inserted = conn.execute(
-        Stmt::SubscriptionInsert,
+        &SUBSCRIPTION_INSERT,
         &[
             Some(text_datum(&spec.name)),
             Some(i64_datum(start)),
@@ -157,7 +168,7 @@ pub fn create(
         });
     }
     conn.execute(
-        Stmt::PartitionsInsert,
+        &PARTITIONS_INSERT,
         &[
             Some(text_datum(&spec.name)),
             Some(i64_datum(start)),
@@ -185,7 +196,7 @@ pub fn drop(name: &str) -> Result<(), EventStoreError> {
 pub fn remove(conn: &Connection, kind: &'static str, name: &str) -> Result<(), EventStoreError> {
     lock_partitions(conn, name);
     let dropped = conn
-        .execute(Stmt::SubscriptionDrop, &[Some(text_datum(name))])
+        .execute(&SUBSCRIPTION_DROP, &[Some(text_datum(name))])
         .first_i64()
         .unwrap_or(0);
     if dropped == 0 {
@@ -197,12 +208,12 @@ pub fn remove(conn: &Connection, kind: &'static str, name: &str) -> Result<(), E
 /// Locks every partition row of subscription `name`: an ack or nack in flight commits first,
 /// and the caller's next statements (a fresh snapshot each) see what it wrote.
 pub fn lock_partitions(conn: &Connection, name: &str) {
-    conn.execute(Stmt::SubscriptionLock, &[Some(text_datum(name))]);
+    conn.execute(&SUBSCRIPTION_LOCK, &[Some(text_datum(name))]);
 }
 
 /// Whether `name` is a projection's subscription.
 pub fn is_projection(conn: &Connection, name: &str) -> bool {
-    conn.execute(Stmt::IsProjection, &[Some(text_datum(name))])
+    conn.execute(&IS_PROJECTION, &[Some(text_datum(name))])
         .first_i64()
         .unwrap_or(0)
         > 0
@@ -221,9 +232,9 @@ pub fn next_events<'c>(
     if p.any_parked {
         let replayed = conn.query_in(
             if super::read::through_archive() {
-                Stmt::PollReplayedArchived
+                &POLL_REPLAYED_ARCHIVED
             } else {
-                Stmt::PollReplayed
+                &POLL_REPLAYED
             },
             &[
                 p.name_arg(),
@@ -238,9 +249,9 @@ pub fn next_events<'c>(
     if left > 0 {
         out.push(conn.query_in(
             if super::read::through_archive() {
-                Stmt::PollArchived
+                &POLL_ARCHIVED
             } else {
-                Stmt::Poll
+                &POLL
             },
             &[
                 p.name_arg(),
@@ -337,16 +348,16 @@ pub fn move_checkpoint(conn: &Connection, p: &Partition<'_>, position: i64, any_
     ];
     if position <= p.checkpoint {
         if any_parked {
-            conn.execute(Stmt::DeleteReplayed, &key);
+            conn.execute(&DELETE_REPLAYED, &key);
         }
         return;
     }
     if any_parked {
         conn.execute(
             if super::read::through_archive() {
-                Stmt::ParkBehindArchived
+                &PARK_BEHIND_ARCHIVED
             } else {
-                Stmt::ParkBehind
+                &PARK_BEHIND
             },
             &[
                 p.name_arg(),
@@ -358,9 +369,9 @@ pub fn move_checkpoint(conn: &Connection, p: &Partition<'_>, position: i64, any_
                 Some(Datum::from(p.partitions)),
             ],
         );
-        conn.execute(Stmt::DeleteReplayed, &key);
+        conn.execute(&DELETE_REPLAYED, &key);
     }
-    conn.execute(Stmt::SetCheckpoint, &key);
+    conn.execute(&SET_CHECKPOINT, &key);
 }
 
 /// `es.nack`: true when the event was parked.
@@ -390,12 +401,7 @@ pub fn nack_locked(
         Some(Datum::from(p.partition)),
         Some(i64_datum(position)),
     ];
-    let replayed = p.any_parked
-        && conn
-            .execute(Stmt::IsReplayed, &key)
-            .first_i64()
-            .unwrap_or(0)
-            > 0;
+    let replayed = p.any_parked && conn.execute(&IS_REPLAYED, &key).first_i64().unwrap_or(0) > 0;
     // Only the partition's head (the event es.poll returns first) can fail: a nack of a later
     // event would skip the ones before it.
     let horizon = readable(conn, "es.nack")?;
@@ -424,9 +430,9 @@ pub fn nack_locked(
     let stream = conn
         .execute(
             if super::read::through_archive() {
-                Stmt::EventStreamArchived
+                &EVENT_STREAM_ARCHIVED
             } else {
-                Stmt::EventStream
+                &EVENT_STREAM
             },
             &[Some(i64_datum(position))],
         )
@@ -438,7 +444,7 @@ pub fn nack_locked(
     match count_attempt(position, p.head, p.max_attempts) {
         NackOutcome::Retry { attempts } => {
             conn.execute(
-                Stmt::SetHead,
+                &SET_HEAD,
                 &[
                     p.name_arg(),
                     Some(Datum::from(p.partition)),
@@ -451,7 +457,7 @@ pub fn nack_locked(
         }
         NackOutcome::Park { attempts } => {
             conn.execute(
-                Stmt::ParkOne,
+                &PARK_ONE,
                 &[
                     p.name_arg(),
                     Some(Datum::from(p.partition)),
@@ -463,7 +469,7 @@ pub fn nack_locked(
             );
             if replayed {
                 conn.execute(
-                    Stmt::SetHead,
+                    &SET_HEAD,
                     &[
                         p.name_arg(),
                         Some(Datum::from(p.partition)),
@@ -493,25 +499,25 @@ pub fn claim(
     let partitions = subscription_partitions(&conn, name)?;
     let who = [Some(text_datum(name)), Some(text_datum(consumer))];
     let others = conn
-        .execute(Stmt::LiveConsumers, &[who[0], who[1], Some(lease)])
+        .execute(&LIVE_CONSUMERS, &[who[0], who[1], Some(lease)])
         .first_i64()
         .unwrap_or(0) as i32;
     let share = fair_share(partitions, others + 1);
     let held = conn
-        .execute(Stmt::RenewLeases, &[who[0], who[1], Some(lease)])
+        .execute(&RENEW_LEASES, &[who[0], who[1], Some(lease)])
         .len() as i32;
     if held < share {
         conn.execute(
-            Stmt::TakePartitions,
+            &TAKE_PARTITIONS,
             &[who[0], who[1], Some(lease), Some(Datum::from(share - held))],
         );
     } else if held > share {
         conn.execute(
-            Stmt::ShedPartitions,
+            &SHED_PARTITIONS,
             &[who[0], who[1], Some(Datum::from(held - share))],
         );
     }
-    conn.execute(Stmt::HeldPartitions, &who).copy_into(out);
+    conn.execute(&HELD_PARTITIONS, &who).copy_into(out);
     Ok(())
 }
 
@@ -521,7 +527,7 @@ pub fn release(name: &str, consumer: &str) -> Result<i64, EventStoreError> {
     subscription_partitions(&conn, name)?;
     Ok(conn
         .execute(
-            Stmt::ReleasePartitions,
+            &RELEASE_PARTITIONS,
             &[Some(text_datum(name)), Some(text_datum(consumer))],
         )
         .len() as i64)
@@ -532,14 +538,14 @@ pub fn replay_parked(name: &str) -> Result<i64, EventStoreError> {
     let conn = Connection::connect();
     subscription_partitions(&conn, name)?;
     let n = conn
-        .execute(Stmt::ReplayParked, &[Some(text_datum(name))])
+        .execute(&REPLAY_PARKED, &[Some(text_datum(name))])
         .len() as i64;
     wake_waiters(current_database());
     Ok(n)
 }
 
 fn subscription_partitions(conn: &Connection, name: &str) -> Result<i32, EventStoreError> {
-    conn.execute(Stmt::SubscriptionPartitions, &[Some(text_datum(name))])
+    conn.execute(&SUBSCRIPTION_PARTITIONS, &[Some(text_datum(name))])
         .first_i64()
         .map(|n| n as i32)
         .ok_or_else(|| no_such("subscription", name))
@@ -593,23 +599,400 @@ pub fn sleep_until(
             return Ok(false);
         }
         let sleep = (deadline - now).min(idle);
-        // SAFETY: waits on this backend's own latch (MyLatch), then resets it, as every
-        // latch loop in PostgreSQL does; an interrupt is handled by CHECK_FOR_INTERRUPTS.
-        unsafe {
-            pg_sys::WaitLatch(
-                pg_sys::MyLatch,
-                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                sleep.as_millis().max(1) as i64,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
-            pg_sys::ResetLatch(pg_sys::MyLatch);
-        }
+        backend::sleep_on_latch(sleep);
         pgrx::check_for_interrupts!();
     }
 }
 
 /// This backend's database.
 pub fn current_database() -> u32 {
-    // SAFETY: set at connection, constant afterwards.
-    unsafe { pg_sys::MyDatabaseId }.to_u32()
+    backend::current_database()
 }
+
+// The statements of this use case, prepared once per backend by `pg::spi`.
+
+/// The filter of a subscription's events: $5 event types, $6 stream type, $7 partitions, $2
+/// partition (shared by the statements that read a partition's events, so they agree).
+macro_rules! partition_filter {
+    () => {
+        "(($5)::text[] IS NULL OR e.event_type = ANY ($5))
+          AND (($6)::text IS NULL OR EXISTS (SELECT 1 FROM es.streams s
+                                              WHERE s.stream_id = e.stream_id AND s.stream_type = $6))
+          AND ($7 = 1 OR es.stream_hash(e.stream_id) % $7 = $2)"
+    };
+}
+
+/// [`POLL`] from `$source` (`es.events`, or [`all_events`] through the archive).
+macro_rules! poll {
+    ($source:expr) => {
+        concat!(
+            "SELECT e.* FROM ",
+            $source,
+            " e
+              WHERE e.global_position > $3 AND e.global_position <= $4 AND ",
+            partition_filter!(),
+            " AND (NOT $8 OR NOT EXISTS (SELECT 1 FROM es.parked_events k
+                                          WHERE k.subscription = $1
+                                            AND k.stream_id = e.stream_id))
+              ORDER BY e.global_position LIMIT $9"
+        )
+    };
+}
+
+/// [`POLL_REPLAYED`] from `$source` (`es.events`, or [`all_events`] through the archive).
+macro_rules! poll_replayed {
+    ($source:expr) => {
+        concat!(
+            "SELECT e.* FROM es.parked_events k
+                    JOIN ",
+            $source,
+            " e ON e.global_position = k.global_position
+                   WHERE k.subscription = $1 AND k.partition = $2 AND k.replay
+                   ORDER BY k.global_position LIMIT $3"
+        )
+    };
+}
+
+/// [`PARK_BEHIND`] from `$source` (`es.events`, or [`all_events`] through the archive).
+macro_rules! park_behind {
+    ($source:expr) => {
+        concat!(
+            "INSERT INTO es.parked_events
+                            (subscription, partition, global_position, stream_id, attempts, error)
+                     SELECT $1, $2, e.global_position, e.stream_id, 0,
+                            'parked behind position ' || k.first || ' of its stream'
+                       FROM ",
+                    $source,
+                    " e
+                       JOIN LATERAL (SELECT pg_catalog.min(k.global_position) AS first
+                                       FROM es.parked_events k
+                                      WHERE k.subscription = $1 AND k.stream_id = e.stream_id
+                                        AND k.global_position < e.global_position) k
+                         ON k.first IS NOT NULL
+                      WHERE e.global_position > $3 AND e.global_position <= $4 AND ",
+                    partition_filter!(),
+                    " ON CONFLICT (subscription, global_position) DO NOTHING"
+        )
+    };
+}
+
+/// The columns of [`PARTITION_READ`] / [`PARTITION_LOCK`].
+macro_rules! partition_read {
+    ($lock:literal) => {
+        concat!(
+            "SELECT c.partitions, c.max_attempts, c.event_types, c.stream_type, p.checkpoint,
+                    p.owner, coalesce(p.lease_until > pg_catalog.clock_timestamp(), false),
+                    p.lease_until::text, p.head_position, p.head_attempts,
+                    EXISTS (SELECT 1 FROM es.parked_events k WHERE k.subscription = c.name),
+                    c.start_after
+               FROM es.subscription_config c
+               JOIN es.subscription_partitions p ON p.subscription = c.name AND p.partition = $2
+              WHERE c.name = $1",
+            $lock
+        )
+    };
+}
+
+/// Create a subscription (no row when the name is taken).
+pub static SUBSCRIPTION_INSERT: Stmt = Stmt::new(
+    "SubscriptionInsert",
+    c"INSERT INTO es.subscription_config
+                         (name, start_after, event_types, stream_type, partitions, max_attempts)
+                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING RETURNING 1",
+    &[TEXTOID, INT8OID, TEXTARRAYOID, TEXTOID, INT4OID, INT4OID],
+);
+
+/// Create a subscription's partitions at its start position.
+pub static PARTITIONS_INSERT: Stmt = Stmt::new(
+    "PartitionsInsert",
+    c"INSERT INTO es.subscription_partitions (subscription, partition, checkpoint)
+                  SELECT $1, g, $2 FROM pg_catalog.generate_series(0, $3 - 1) g",
+    &[TEXTOID, INT8OID, INT4OID],
+);
+
+/// Lock every partition row of a subscription (before a drop or a reset: a consumer's ack
+/// or nack in flight commits first, and the statements after this see what it wrote).
+pub static SUBSCRIPTION_LOCK: Stmt = Stmt::new(
+    "SubscriptionLock",
+    c"SELECT count(*) FROM (SELECT 1 FROM es.subscription_partitions
+                                         WHERE subscription = $1 FOR UPDATE) p",
+    &[TEXTOID],
+);
+
+/// Drop a subscription (and its partitions, parked events and projection); returns how many
+/// subscriptions were dropped.
+pub static SUBSCRIPTION_DROP: Stmt = Stmt::new(
+    "SubscriptionDrop",
+    c"WITH p AS (DELETE FROM es.subscription_partitions WHERE subscription = $1),
+                       k AS (DELETE FROM es.parked_events WHERE subscription = $1),
+                       u AS (DELETE FROM es.subscription_consumers WHERE subscription = $1),
+                       j AS (DELETE FROM es.projection_config WHERE name = $1),
+                       c AS (DELETE FROM es.subscription_config WHERE name = $1 RETURNING 1)
+                  SELECT count(*) FROM c",
+    &[TEXTOID],
+);
+
+/// The number of partitions of a subscription (no row: no such subscription).
+pub static SUBSCRIPTION_PARTITIONS: Stmt = Stmt::new(
+    "SubscriptionPartitions",
+    c"SELECT partitions FROM es.subscription_config WHERE name = $1",
+    &[TEXTOID],
+);
+
+/// Whether a subscription belongs to a projection.
+pub static IS_PROJECTION: Stmt = Stmt::new(
+    "IsProjection",
+    c"SELECT count(*) FROM es.projection_config WHERE name = $1",
+    &[TEXTOID],
+);
+
+/// One partition with its subscription's settings, without locking.
+pub static PARTITION_READ: Stmt = Stmt::new(
+    "PartitionRead",
+    cstr!(partition_read!("")),
+    &[TEXTOID, INT4OID],
+);
+
+/// The same, locking the partition row (ack, nack).
+pub static PARTITION_LOCK: Stmt = Stmt::new(
+    "PartitionLock",
+    cstr!(partition_read!(" FOR NO KEY UPDATE OF p")),
+    &[TEXTOID, INT4OID],
+);
+
+/// A partition's next events after its checkpoint, up to a bound, filtered.
+pub static POLL: Stmt = Stmt::new(
+    "Poll",
+    cstr!(poll!("es.events")),
+    &[
+        TEXTOID,
+        INT4OID,
+        INT8OID,
+        INT8OID,
+        TEXTARRAYOID,
+        TEXTOID,
+        INT4OID,
+        BOOLOID,
+        INT4OID,
+    ],
+);
+
+/// A partition's parked events that `es.replay_parked` put back, first.
+pub static POLL_REPLAYED: Stmt = Stmt::new(
+    "PollReplayed",
+    cstr!(poll_replayed!("es.events")),
+    &[TEXTOID, INT4OID, INT4OID],
+);
+
+/// Park the events in a range whose stream has a parked event before them.
+pub static PARK_BEHIND: Stmt = Stmt::new(
+    "ParkBehind",
+    cstr!(park_behind!("es.events")),
+    &[
+        TEXTOID,
+        INT4OID,
+        INT8OID,
+        INT8OID,
+        TEXTARRAYOID,
+        TEXTOID,
+        INT4OID,
+    ],
+);
+
+/// Forget the put-back parked events at or below an acked position.
+pub static DELETE_REPLAYED: Stmt = Stmt::new(
+    "DeleteReplayed",
+    c"DELETE FROM es.parked_events
+                   WHERE subscription = $1 AND partition = $2 AND replay AND global_position <= $3",
+    &[TEXTOID, INT4OID, INT8OID],
+);
+
+/// Move a partition's checkpoint (and forget a failing head it passes).
+pub static SET_CHECKPOINT: Stmt = Stmt::new(
+    "SetCheckpoint",
+    c"UPDATE es.subscription_partitions
+                     SET checkpoint = greatest(checkpoint, $3),
+                         head_position = CASE WHEN head_position <= $3 THEN NULL ELSE head_position END,
+                         head_attempts = CASE WHEN head_position <= $3 THEN 0 ELSE head_attempts END,
+                         head_error = CASE WHEN head_position <= $3 THEN NULL ELSE head_error END,
+                         updated_at = pg_catalog.transaction_timestamp()
+                   WHERE subscription = $1 AND partition = $2",
+                &[TEXTOID, INT4OID, INT8OID],
+);
+
+/// Record a failed attempt of a partition's head event.
+pub static SET_HEAD: Stmt = Stmt::new(
+    "SetHead",
+    c"UPDATE es.subscription_partitions
+                     SET head_position = $3, head_attempts = $4, head_error = $5,
+                         updated_at = pg_catalog.transaction_timestamp()
+                   WHERE subscription = $1 AND partition = $2",
+    &[TEXTOID, INT4OID, INT8OID, INT4OID, TEXTOID],
+);
+
+/// The stream of an event.
+pub static EVENT_STREAM: Stmt = Stmt::new(
+    "EventStream",
+    c"SELECT stream_id FROM es.events WHERE global_position = $1",
+    &[INT8OID],
+);
+
+/// Park one event (or park a put-back one again).
+pub static PARK_ONE: Stmt = Stmt::new(
+    "ParkOne",
+    c"INSERT INTO es.parked_events
+                         (subscription, partition, global_position, stream_id, attempts, error)
+                  VALUES ($1, $2, $3, $4, $5, $6)
+                  ON CONFLICT (subscription, global_position) DO UPDATE
+                  SET attempts = excluded.attempts, error = excluded.error, replay = false,
+                      parked_at = excluded.parked_at",
+    &[TEXTOID, INT4OID, INT8OID, UUIDOID, INT4OID, TEXTOID],
+);
+
+/// Whether a parked event was put back (`es.replay_parked`) and is being retried.
+pub static IS_REPLAYED: Stmt = Stmt::new(
+    "IsReplayed",
+    c"SELECT count(*) FROM es.parked_events
+                   WHERE subscription = $1 AND partition = $2 AND global_position = $3 AND replay",
+    &[TEXTOID, INT4OID, INT8OID],
+);
+
+/// Records the caller as a live consumer of a subscription until its lease ends, forgets the
+/// consumers whose time ran out, and counts the other live ones.
+pub static LIVE_CONSUMERS: Stmt = Stmt::new(
+    "LiveConsumers",
+    c"WITH seen AS (
+                      INSERT INTO es.subscription_consumers AS c (subscription, consumer, seen_until)
+                      VALUES ($1, $2, pg_catalog.clock_timestamp() + $3)
+                      ON CONFLICT (subscription, consumer) DO UPDATE SET seen_until = excluded.seen_until),
+                       gone AS (
+                      DELETE FROM es.subscription_consumers
+                       WHERE subscription = $1 AND consumer <> $2
+                         AND seen_until < pg_catalog.clock_timestamp())
+                  SELECT count(*) FROM es.subscription_consumers
+                   WHERE subscription = $1 AND consumer <> $2
+                     AND seen_until >= pg_catalog.clock_timestamp()",
+                &[TEXTOID, TEXTOID, INTERVALOID],
+);
+
+/// Extend the caller's live leases; returns their partitions.
+pub static RENEW_LEASES: Stmt = Stmt::new(
+    "RenewLeases",
+    c"UPDATE es.subscription_partitions
+                     SET lease_until = pg_catalog.clock_timestamp() + $3,
+                         updated_at = pg_catalog.transaction_timestamp()
+                   WHERE subscription = $1 AND owner = $2
+                     AND lease_until > pg_catalog.clock_timestamp()",
+    &[TEXTOID, TEXTOID, INTERVALOID],
+);
+
+/// Take up to n free or expired partitions.
+pub static TAKE_PARTITIONS: Stmt = Stmt::new(
+    "TakePartitions",
+    c"UPDATE es.subscription_partitions p
+                     SET owner = $2, lease_until = pg_catalog.clock_timestamp() + $3,
+                         updated_at = pg_catalog.transaction_timestamp()
+                   WHERE p.subscription = $1
+                     AND (p.owner IS NULL OR p.lease_until IS NULL
+                          OR p.lease_until <= pg_catalog.clock_timestamp())
+                     AND p.partition IN (
+                         SELECT q.partition FROM es.subscription_partitions q
+                          WHERE q.subscription = $1
+                            AND (q.owner IS NULL OR q.lease_until IS NULL
+                                 OR q.lease_until <= pg_catalog.clock_timestamp())
+                          ORDER BY q.partition LIMIT $4 FOR UPDATE SKIP LOCKED)",
+    &[TEXTOID, TEXTOID, INTERVALOID, INT4OID],
+);
+
+/// Give up the caller's n highest partitions (more than its share).
+pub static SHED_PARTITIONS: Stmt = Stmt::new(
+    "ShedPartitions",
+    c"UPDATE es.subscription_partitions p
+                     SET owner = NULL, lease_until = NULL,
+                         updated_at = pg_catalog.transaction_timestamp()
+                   WHERE p.subscription = $1 AND p.owner = $2
+                     AND p.partition IN (
+                         SELECT q.partition FROM es.subscription_partitions q
+                          WHERE q.subscription = $1 AND q.owner = $2
+                          ORDER BY q.partition DESC LIMIT $3)",
+    &[TEXTOID, TEXTOID, INT4OID],
+);
+
+/// The partitions the caller holds.
+pub static HELD_PARTITIONS: Stmt = Stmt::new(
+    "HeldPartitions",
+    c"SELECT partition, lease_until FROM es.subscription_partitions
+                   WHERE subscription = $1 AND owner = $2
+                     AND lease_until > pg_catalog.clock_timestamp()
+                   ORDER BY partition",
+    &[TEXTOID, TEXTOID],
+);
+
+/// Release every partition of a consumer.
+pub static RELEASE_PARTITIONS: Stmt = Stmt::new(
+    "ReleasePartitions",
+    c"WITH u AS (DELETE FROM es.subscription_consumers
+                              WHERE subscription = $1 AND consumer = $2)
+                  UPDATE es.subscription_partitions
+                     SET owner = NULL, lease_until = NULL,
+                         updated_at = pg_catalog.transaction_timestamp()
+                   WHERE subscription = $1 AND owner = $2",
+    &[TEXTOID, TEXTOID],
+);
+
+/// Put a subscription's parked events back in front of its consumers.
+pub static REPLAY_PARKED: Stmt = Stmt::new(
+    "ReplayParked",
+    c"UPDATE es.parked_events SET replay = true WHERE subscription = $1 AND NOT replay",
+    &[TEXTOID],
+);
+
+/// [`POLL`] through the archive.
+pub static POLL_ARCHIVED: Stmt = Stmt::new(
+    "PollArchived",
+    cstr!(poll!(all_events!())),
+    &[
+        TEXTOID,
+        INT4OID,
+        INT8OID,
+        INT8OID,
+        TEXTARRAYOID,
+        TEXTOID,
+        INT4OID,
+        BOOLOID,
+        INT4OID,
+    ],
+);
+
+/// [`POLL_REPLAYED`] through the archive.
+pub static POLL_REPLAYED_ARCHIVED: Stmt = Stmt::new(
+    "PollReplayedArchived",
+    cstr!(poll_replayed!(all_events!())),
+    &[TEXTOID, INT4OID, INT4OID],
+);
+
+/// [`PARK_BEHIND`] through the archive.
+pub static PARK_BEHIND_ARCHIVED: Stmt = Stmt::new(
+    "ParkBehindArchived",
+    cstr!(park_behind!(all_events!())),
+    &[
+        TEXTOID,
+        INT4OID,
+        INT8OID,
+        INT8OID,
+        TEXTARRAYOID,
+        TEXTOID,
+        INT4OID,
+    ],
+);
+
+/// [`EVENT_STREAM`] through the archive.
+pub static EVENT_STREAM_ARCHIVED: Stmt = Stmt::new(
+    "EventStreamArchived",
+    cstr!(concat!(
+        "SELECT stream_id FROM ",
+        all_events!(),
+        " e WHERE global_position = $1"
+    )),
+    &[INT8OID],
+);

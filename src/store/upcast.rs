@@ -8,12 +8,14 @@
 //! as the role that declared it, inside the caller's [`crate::pg::udf::guarded`] or
 //! [`crate::pg::udf::isolated`] unit.
 
+use crate::pg::backend::Memory;
+use crate::pg::call::RowType;
 use crate::pg::jsonb::Jsonb;
 use crate::pg::registry::{self, Upcasters};
 use crate::pg::spi::Connection;
 use crate::pg::udf::{self, OpenError, UserFn};
 use event_store_core::{EventStoreError, JsonField};
-use pgrx::pg_sys::{self, Datum};
+use pgrx::pg_sys::Datum;
 use std::collections::HashMap;
 
 /// The declared upcasters, and the ones opened so far for this statement.
@@ -22,19 +24,17 @@ pub struct Upcasting {
     opened: HashMap<u32, UserFn>,
     /// Where the upcasters are opened: the context current at `load` (a row's context is
     /// reset after each row).
-    memory: pg_sys::MemoryContext,
+    memory: Memory,
 }
 
 impl Upcasting {
     /// The upcasters, `None` when there are none; they are opened in the current memory
     /// context, which must outlive the use (`conn`'s, for a call that keeps `conn` open).
     pub fn load(conn: &Connection) -> Option<Upcasting> {
-        // SAFETY: a read of the current memory context.
-        let memory = unsafe { pg_sys::CurrentMemoryContext };
-        Upcasting::load_in(conn, memory)
+        Upcasting::load_in(conn, Memory::current())
     }
 
-    fn load_in(conn: &Connection, memory: pg_sys::MemoryContext) -> Option<Upcasting> {
+    fn load_in(conn: &Connection, memory: Memory) -> Option<Upcasting> {
         registry::any_upcaster(conn).then(|| Upcasting {
             chains: registry::all_upcasters(conn),
             opened: HashMap::new(),
@@ -50,8 +50,8 @@ impl Upcasting {
         if registry::known_no_upcaster() {
             return None;
         }
-        // SAFETY: a read of the current memory context, before SPI_connect replaces it.
-        let memory = unsafe { pg_sys::CurrentMemoryContext };
+        // the context current now, before SPI_connect replaces it
+        let memory = Memory::current();
         let conn = Connection::connect();
         Upcasting::load_in(&conn, memory)
     }
@@ -88,13 +88,7 @@ impl Upcasting {
             let upcast = match self.opened.entry(up.upcast.to_u32()) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    // SAFETY: a switch to the statement's context and back around the lookup.
-                    let f = unsafe {
-                        let previous = pg_sys::MemoryContextSwitchTo(self.memory);
-                        let f = UserFn::open(up.upcast, 1, up.definer);
-                        pg_sys::MemoryContextSwitchTo(previous);
-                        f
-                    };
+                    let f = self.memory.run(|| UserFn::open(up.upcast, 1, up.definer));
                     let f = f.map_err(|e| match e {
                         OpenError::Missing => {
                             failed("no longer exists (it was dropped or renamed)".into(), None)
@@ -163,18 +157,11 @@ pub struct RowColumns {
 }
 
 impl RowColumns {
-    /// The positions in a row descriptor of `es.events`' type (`None` when it has no such
-    /// columns).
-    ///
-    /// # Safety
-    /// `desc` must be a valid tuple descriptor.
-    pub unsafe fn of(desc: pg_sys::TupleDesc) -> Option<RowColumns> {
-        // SAFETY: the caller's contract.
-        unsafe {
-            Some(RowColumns {
-                data: udf::attribute(desc, c"data")?,
-                event_version: udf::attribute(desc, c"event_version")?,
-            })
-        }
+    /// The positions in a row type of `es.events`' shape (`None` when it has no such columns).
+    pub fn of(row: RowType<'_>) -> Option<RowColumns> {
+        Some(RowColumns {
+            data: row.attribute(c"data")?,
+            event_version: row.attribute(c"event_version")?,
+        })
     }
 }

@@ -15,10 +15,11 @@
 use crate::pg::call::i64_datum;
 use crate::pg::positions::{self, Waiter};
 use crate::pg::settings;
-use crate::pg::spi::{Connection, Stmt};
+use crate::pg::spi::Connection;
 use crate::pg::worker_registry;
 use crate::store::projection::{self, Runnable, Step};
 use crate::store::retention;
+use crate::store::sql::{EXTENSION_PRESENT, SEQUENCE_LAST, WRITE_WATERMARK};
 use pgrx::PgTryBuilder;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
@@ -78,7 +79,7 @@ impl DatabaseWorker {
     fn round(&mut self) -> Round {
         let runnable = in_transaction(|| {
             let present = Connection::connect()
-                .execute(Stmt::ExtensionPresent, &[])
+                .execute(&EXTENSION_PRESENT, &[])
                 .first_i64()
                 .unwrap_or(0)
                 > 0;
@@ -228,13 +229,10 @@ impl DatabaseWorker {
             if crate::store::read::replicated_in(&conn) {
                 return (last, false);
             }
-            let sequence_last = conn
-                .execute(Stmt::SequenceLast, &[])
-                .first_i64()
-                .unwrap_or(0);
+            let sequence_last = conn.execute(&SEQUENCE_LAST, &[]).first_i64().unwrap_or(0);
             match positions::watermark_bound(sequence_last) {
                 Some(bound) if bound > last => {
-                    conn.execute(Stmt::WriteWatermark, &[Some(i64_datum(bound))]);
+                    conn.execute(&WRITE_WATERMARK, &[Some(i64_datum(bound))]);
                     (bound, bound < sequence_last)
                 }
                 _ => (last, last < sequence_last),

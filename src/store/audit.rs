@@ -8,9 +8,11 @@
 //! constant backend memory.
 
 use super::account::{account_head, load_state};
+use super::account_json::AccountJson;
+use super::sql::{VERSION_AS_OF, VERSION_AS_OF_ARCHIVED};
 use super::stream::visit_events;
 use crate::pg::call::{ResultSet, i64_datum, no_value, text_datum, uuid_datum};
-use crate::pg::spi::{Connection, Reading, Stmt};
+use crate::pg::spi::{Connection, Reading};
 use event_store_core::account::{AccountState, Event, event_name, text_key};
 use event_store_core::{EventStoreError, JsonField};
 use pgrx::pg_sys::Datum;
@@ -47,9 +49,9 @@ pub fn account_state(
     if let Some(t) = as_of {
         let rows = conn.query(
             if super::read::through_archive() {
-                Stmt::VersionAsOfArchived
+                &VERSION_AS_OF_ARCHIVED
             } else {
-                Stmt::VersionAsOf
+                &VERSION_AS_OF
             },
             &[Some(uuid_datum(account)), Some(i64_datum(target)), Some(t)],
         );

@@ -16,7 +16,6 @@
 //! wrote it (a jsonb datum has passed `jsonb_in`/`jsonb_recv` or was built by PostgreSQL); the
 //! reader only reads at offsets the container's own entries give, within the value.
 
-use event_store_core::account::{AccountState, AccountStatus, EventView};
 use event_store_core::{JsonField, NumberText, RawEvent};
 use pgrx::pg_sys::{self, Datum};
 use std::ffi::CStr;
@@ -471,72 +470,21 @@ impl<'a> Jsonb<'a> {
             sequence_number: self.get(c"sequence_number"),
         }
     }
+}
 
-    /// The keys of an account event that the fold reads: only those its type needs (replay
-    /// reads one amount per event, not four lookups).
-    pub fn account_event(&self) -> EventView<'a> {
-        let shape = self.shape();
-        if shape != JsonField::Object {
-            return EventView {
-                shape,
-                event_type: JsonField::Absent,
-                account_holder: JsonField::Absent,
-                initial_balance_cents: JsonField::Absent,
-                amount_cents: JsonField::Absent,
-            };
-        }
-        let event_type = self.get(c"type");
-        let get_if = |wanted: bool, key: &CStr| {
-            if wanted {
-                self.get(key)
-            } else {
-                JsonField::Absent
-            }
-        };
-        let (opened, money) = match event_type {
-            JsonField::String("Opened") => (true, false),
-            JsonField::String("Deposited" | "Withdrawn") => (false, true),
-            _ => (false, false),
-        };
-        EventView {
-            shape,
-            event_type,
-            account_holder: get_if(opened, c"account_holder"),
-            initial_balance_cents: get_if(opened, c"initial_balance_cents"),
-            amount_cents: get_if(money, c"amount_cents"),
-        }
-    }
-
-    /// An account state JSON (`{"holder_name", "balance_cents", "status", "version"}`, a
-    /// snapshot's or a stream row's), or what is wrong with it: its shape, or a state no account
-    /// history reaches.
-    pub fn account_state(&self) -> Result<AccountState, &'static str> {
-        if self.shape() != JsonField::Object {
-            return Err("not an object");
-        }
-        let int = |key: &CStr| match self.get(key) {
-            JsonField::Integer(v) => Some(v),
-            _ => None,
-        };
-        let balance = int(c"balance_cents").ok_or("\"balance_cents\" must be an integer")?;
-        let version = int(c"version").ok_or("\"version\" must be an integer")?;
-        let status = match self.get(c"status") {
-            JsonField::String(s) => AccountStatus::parse(s),
-            _ => None,
-        }
-        .ok_or("\"status\" must be Active, Frozen or Closed")?;
-        let holder = match self.get(c"holder_name") {
-            JsonField::String(s) => s,
-            _ => return Err("\"holder_name\" must be a string"),
-        };
-        let account = AccountState {
-            holder_name: holder.to_owned(),
-            balance_cents: balance,
-            status,
-            version,
-            opened: true,
-        };
-        account.check()?;
-        Ok(account)
+/// The JSON text of a jsonb datum (PostgreSQL's own printer, `JsonbToCString`).
+///
+/// # Safety
+/// `d` must be a valid jsonb datum.
+pub unsafe fn jsonb_to_string(d: Datum) -> String {
+    // SAFETY: the caller's contract; the detoasted value is a Jsonb whose root container spans
+    // its data; JsonbToCString returns a palloc'd NUL-terminated string, copied and freed.
+    unsafe {
+        let j = pg_sys::pg_detoast_datum(d.cast_mut_ptr()).cast::<pg_sys::Jsonb>();
+        let len = pgrx::varsize_any(j.cast()) as i32;
+        let c = pg_sys::JsonbToCString(std::ptr::null_mut(), &mut (*j).root, len);
+        let s = std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned();
+        pg_sys::pfree(c.cast());
+        s
     }
 }
