@@ -1,14 +1,17 @@
 //! The typed Rust client of the `event_store` PostgreSQL extension, over sqlx.
 //!
-//! It is the seed guide's storage layer (its `PostgresEventStore` and `PostgresSnapshotStore`)
-//! with the work moved into the database:
+//! Its account types come from the bank-account example: the event-sourcing guide this store's
+//! domain comes from (its events, account rules and storage traits; the repository's
+//! `docs/glossary.md` calls it "the seed", hence the module [`seed`]). The crate is that guide's
+//! storage layer (its `PostgresEventStore` and `PostgresSnapshotStore`) with the work moved into
+//! the database, and a client for events of any type:
 //!
-//! - the seed's traits [`EventStore`] and [`SnapshotStore`], with their exact signatures,
-//!   implemented by [`EventStoreClient`] on `es.append_events`, `es.load_events`,
+//! - the bank-account example's traits [`EventStore`] and [`SnapshotStore`], with their exact
+//!   signatures, implemented by [`EventStoreClient`] on `es.append_events`, `es.load_events`,
 //!   `es.save_snapshot`, `es.load_snapshot` and `es.account_state`;
-//! - the seed's [`Account`] aggregate and [`DomainError`], (de)serialized as the store's state
-//!   JSON; the seed's events are [`seed::AccountEvent`] / [`seed::EventMetadata`] from
-//!   `event_store_core`;
+//! - the bank-account example's [`Account`] aggregate and [`DomainError`], (de)serialized as the
+//!   store's state JSON; the bank-account example's events are [`seed::AccountEvent`] /
+//!   [`seed::EventMetadata`] from `event_store_core`;
 //! - the account commands decided inside the database in one round trip
 //!   ([`EventStoreClient::open_account`], [`deposit`](EventStoreClient::deposit),
 //!   [`withdraw`](EventStoreClient::withdraw), …), the audit reads and the global log
@@ -40,7 +43,7 @@
 //! # async fn demo() -> Result<(), EventStoreError> {
 //! let store = EventStoreClient::connect("postgres://postgres@localhost/bank").await?;
 //!
-//! // The seed's way: decide in the client, append with the version it read.
+//! // The bank-account example's way: decide in the client, append with the version it read.
 //! let mut account = Account::open("Alice".into(), 10_000).expect("valid");
 //! let events = account.take_uncommitted_events();
 //! store.append_events(account.id(), 0, events).await?;
@@ -62,14 +65,15 @@ pub mod account;
 pub mod aggregate;
 pub mod client;
 pub mod error;
+pub mod executor;
 pub mod expected;
 pub mod options;
 pub mod store;
 pub mod subscription;
 pub mod typed;
 
-/// The seed's event types, from `event_store_core` (the same serde definitions the extension
-/// validates against).
+/// The bank-account example's event types, from `event_store_core` (the same serde definitions the
+/// extension validates against). The module keeps the core's name for the example, "the seed".
 pub mod seed {
     pub use event_store_core::seed::{AccountEvent, EventMetadata};
 }
@@ -81,6 +85,7 @@ pub use client::{
     RetentionPolicy,
 };
 pub use error::{EventStoreError, SnapshotError};
+pub use executor::PoolExecutor;
 pub use event_store_core::sqlstate;
 pub use expected::ExpectedVersion;
 pub use options::ClientOptions;
