@@ -59,7 +59,10 @@ impl<'p> PoolExecutor<'p> {
 
 /// Commits the call's transaction after a success; rolls it back at once after a failure, so
 /// the pooler gets its server connection back without waiting for the pool to clean up.
-async fn finish<T>(tx: Transaction<'static, Postgres>, result: Result<T, Error>) -> Result<T, Error> {
+async fn finish<T>(
+    tx: Transaction<'static, Postgres>,
+    result: Result<T, Error>,
+) -> Result<T, Error> {
     match result {
         Ok(value) => {
             tx.commit().await?;

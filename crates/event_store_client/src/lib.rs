@@ -85,8 +85,8 @@ pub use client::{
     RetentionPolicy,
 };
 pub use error::{EventStoreError, SnapshotError};
-pub use executor::PoolExecutor;
 pub use event_store_core::sqlstate;
+pub use executor::PoolExecutor;
 pub use expected::ExpectedVersion;
 pub use options::ClientOptions;
 pub use seed::{AccountEvent, EventMetadata};

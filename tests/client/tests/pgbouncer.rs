@@ -1068,7 +1068,8 @@ fn the_rust_clients_traceparent_through_the_pooler_leaves_no_statement() {
     let options = rust_client::ClientOptions::default()
         .pooler_safe(true)
         .traceparent_from(move || {
-            let n = counted.fetch_add(1, Ordering::Relaxed);
+            // from 1: an all-zero span id is not a valid context
+            let n = counted.fetch_add(1, Ordering::Relaxed) + 1;
             Some(format!("00-0af7651916cd43dd8448eb211c80319c-{n:016x}-00"))
         });
     let cached = runtime.block_on(rust_client::traced_calls(&bouncer.url(), options));
@@ -1087,18 +1088,22 @@ fn the_rust_clients_traceparent_through_the_pooler_leaves_no_statement() {
     let mut pids = Vec::new();
     for _ in 0..2 {
         let rows = a
-            .simple_query(
-                "SELECT pg_backend_pid(), (SELECT count(*) FROM pg_prepared_statements)",
-            )
+            .simple_query("SELECT pg_backend_pid(), (SELECT count(*) FROM pg_prepared_statements)")
             .unwrap_or_else(|e| panic!("pg_prepared_statements: {}", describe(&e)));
         let row = rows
             .iter()
             .find_map(|m| match m {
-                SimpleQueryMessage::Row(r) => Some((r.get(0).unwrap().to_owned(), r.get(1).unwrap().to_owned())),
+                SimpleQueryMessage::Row(r) => {
+                    Some((r.get(0).unwrap().to_owned(), r.get(1).unwrap().to_owned()))
+                }
                 _ => None,
             })
             .expect("a row");
-        assert_eq!(row.1, "0", "no named statement on server connection {}", row.0);
+        assert_eq!(
+            row.1, "0",
+            "no named statement on server connection {}",
+            row.0
+        );
         pids.push(row.0);
     }
     assert_ne!(pids[0], pids[1], "both server connections were looked at");
@@ -1212,7 +1217,11 @@ mod rust_client {
         assert_eq!(store.load_as::<Shop>(id).await.expect("load_as"), want);
         assert_eq!(store.stream_version(id).await.expect("stream_version"), 3);
         assert_eq!(
-            store.load_recorded(id, 1, None).await.expect("load_recorded").len(),
+            store
+                .load_recorded(id, 1, None)
+                .await
+                .expect("load_recorded")
+                .len(),
             2
         );
 
@@ -1270,13 +1279,19 @@ mod rust_client {
                 tx.rollback().await.expect("rollback");
             }
             assert_eq!(
-                store.stream_version(order_id).await.expect("stream_version"),
+                store
+                    .stream_version(order_id)
+                    .await
+                    .expect("stream_version"),
                 if commit { 2 } else { 0 }
             );
         }
 
         // The bank account's calls and the EventStore trait.
-        let account = store.open_account("Alice", 1_000).await.expect("open_account");
+        let account = store
+            .open_account("Alice", 1_000)
+            .await
+            .expect("open_account");
         store
             .deposit(account, 500, "salary", None)
             .await
@@ -1287,7 +1302,11 @@ mod rust_client {
             "{refused:?}"
         );
         assert_eq!(
-            store.account_state(account).await.expect("account_state").balance_cents,
+            store
+                .account_state(account)
+                .await
+                .expect("account_state")
+                .balance_cents,
             1_500
         );
         assert_eq!(
@@ -1301,10 +1320,11 @@ mod rust_client {
 
         // Concurrent calls: more at once than there are server connections.
         let streams: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
+        let events = order();
         let versions = futures::future::join_all(
             streams
                 .iter()
-                .map(|s| store.append(*s, ExpectedVersion::NoStream, &order())),
+                .map(|s| store.append(*s, ExpectedVersion::NoStream, &events)),
         )
         .await;
         for v in versions {
@@ -1410,8 +1430,14 @@ mod rust_client {
                 .await
                 .expect("traced append");
         }
-        assert_eq!(store.load_as::<Shop>(id).await.expect("traced load").len(), 5);
-        assert_eq!(store.read_all(0, 100).await.expect("traced read_all").len(), 5);
+        assert_eq!(
+            store.load_as::<Shop>(id).await.expect("traced load").len(),
+            5
+        );
+        assert_eq!(
+            store.read_all(0, 100).await.expect("traced read_all").len(),
+            5
+        );
         let mut tx = store.pool().begin().await.expect("begin");
         store
             .append_in(&mut *tx, id, ExpectedVersion::Exact(5), &[Shop::Shipped])
