@@ -32,8 +32,10 @@
 //!   [`load_events_stream`](EventStoreClient::load_events_stream),
 //!   [`subscription_stream`](EventStoreClient::subscription_stream)), and [`Consumer`], a
 //!   cancel-safe helper that handles each event in the caller's transaction and acks it there;
-//! - [`ClientOptions`]: a **pooler-safe** mode (unnamed statements, for pgbouncer in transaction
-//!   mode) and the page size; every call has a `tracing` span and sends the current W3C
+//! - [`ClientOptions`]: a **pooler-safe** mode for pgbouncer in transaction mode (unnamed
+//!   statements, each call not given the caller's transaction inside a short transaction of its
+//!   own: [`PoolExecutor`], [`EventStoreClient::executor`]) and the page size; every call has a
+//!   `tracing` span and sends the current W3C
 //!   `traceparent` in a sqlcommenter comment (feature `opentelemetry`), so the server's spans
 //!   join the application's trace.
 //!
