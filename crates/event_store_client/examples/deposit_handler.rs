@@ -1,5 +1,5 @@
-//! The seed's command handler, unchanged, over this crate: `DepositHandler`, `DepositCommand`,
-//! `CommandError` and `should_snapshot` are copied verbatim from the guide
+//! The bank-account example's command handler, unchanged, over this crate: `DepositHandler`,
+//! `DepositCommand`, `CommandError` and `should_snapshot` are copied verbatim from the guide
 //! (`src/commands/handlers/deposit_handler.rs`, `src/event_store/snapshots.rs`); only the `use`
 //! lines differ. The guide's `PostgresEventStore` and `PostgresSnapshotStore` are this crate's
 //! [`EventStoreClient`].
@@ -10,11 +10,13 @@
 //! DATABASE_URL=postgres://postgres@localhost:5432/bank cargo run -p event_store_client --example deposit_handler
 //! ```
 //!
-//! Note on the seed's `load_account`: after a snapshot it rebuilds the account from the tail
-//! events alone (the seed bug of docs/reference.md §4). It is correct here because this crate's
-//! `load_snapshot` returns the snapshot folded forward to the stream's head, so the tail is empty.
+//! Note on the bank-account example's `load_account`: after a snapshot it rebuilds the account from
+//! the tail events alone (the bank-account example's bug of docs/reference.md §4). It is correct
+//! here because this crate's `load_snapshot` returns the snapshot folded forward to the stream's
+//! head, so the tail is empty.
 
-// The seed's `CommandError` names every variant `…Error`; it stays as the seed wrote it.
+// The bank-account example's `CommandError` names every variant `…Error`; it stays as the seed
+// wrote it.
 #![allow(clippy::enum_variant_names)]
 
 use event_store_client::{Account, EventStore, EventStoreClient, SnapshotStore};
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use tracing::{info, instrument};
 use uuid::Uuid;
 
-// ---- verbatim from the seed: src/commands/handlers/deposit_handler.rs ----
+// ---- verbatim from the bank-account example: src/commands/handlers/deposit_handler.rs ----
 
 pub struct DepositHandler {
     event_store: Arc<dyn EventStore>,
@@ -143,7 +145,7 @@ pub enum CommandError {
     SnapshotError(String),
 }
 
-// ---- verbatim from the seed: src/event_store/snapshots.rs ----
+// ---- verbatim from the bank-account example: src/event_store/snapshots.rs ----
 
 /// 快照策略: 每 N 个事件创建一次快照
 pub const SNAPSHOT_INTERVAL: i64 = 100;
@@ -153,11 +155,11 @@ pub fn should_snapshot(current_version: i64) -> bool {
     current_version % SNAPSHOT_INTERVAL == 0
 }
 
-// ---- end of the seed's code ----
+// ---- end of the bank-account example's code ----
 
-/// Opens an account with the seed's aggregate, runs the seed's handler `deposits` times (1 €
-/// each, so a run of 100 or more crosses the handler's own snapshot), and returns the account's
-/// id and balance as the handler's next load sees it.
+/// Opens an account with the bank-account example's aggregate, runs the bank-account example's
+/// handler `deposits` times (1 € each, so a run of 100 or more crosses the handler's own snapshot),
+/// and returns the account's id and balance as the handler's next load sees it.
 pub async fn run(url: &str, deposits: i64) -> Result<(Uuid, i64), Box<dyn std::error::Error>> {
     let store = Arc::new(EventStoreClient::connect(url).await?);
 

@@ -1,9 +1,9 @@
-//! The seed's `Account` aggregate (the guide's `src/domain/aggregates/account.rs`): rebuilt from
-//! its events ([`Account::from_events`]), commands that record new events ([`Account::open`],
-//! [`Account::deposit`], [`Account::withdraw`], plus [`Account::freeze`] and [`Account::close`]),
-//! and [`DomainError`].
+//! The bank-account example's `Account` aggregate (the guide's `src/domain/aggregates/account.rs`):
+//! rebuilt from its events ([`Account::from_events`]), commands that record new events
+//! ([`Account::open`], [`Account::deposit`], [`Account::withdraw`], plus [`Account::freeze`] and
+//! [`Account::close`]), and [`DomainError`].
 //!
-//! One addition to the seed: the account (de)serializes as the store's state JSON,
+//! One addition to the bank-account example: the account (de)serializes as the store's state JSON,
 //! `{"holder_name", "balance_cents", "status": "Active"|"Frozen"|"Closed", "version"}`, the shape
 //! of `es.snapshots.state` and `es.account_state`, so a snapshot the store takes and one the
 //! client saves are the same document. The id is not part of the state: it is the stream's id,
@@ -13,11 +13,12 @@ use crate::seed::AccountEvent;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
-/// The seed's `AccountStatus`: the core crate's, the one the extension decides with.
+/// The bank-account example's `AccountStatus`: the core crate's, the one the extension decides
+/// with.
 pub use event_store_core::account::AccountStatus;
 
-/// An account's state: the seed's `AccountState` plus the version it reflects, exactly the
-/// store's state JSON (`es.account_state`, `es.snapshots.state`).
+/// An account's state: the bank-account example's `AccountState` plus the version it reflects,
+/// exactly the store's state JSON (`es.account_state`, `es.snapshots.state`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountState {
     /// The holder's name (from `Opened`).
@@ -30,7 +31,7 @@ pub struct AccountState {
     pub version: i64,
 }
 
-/// The seed's event-sourced bank account.
+/// The bank-account example's event-sourced bank account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     /// The aggregate id (the stream id).
@@ -42,8 +43,8 @@ pub struct Account {
 }
 
 impl Account {
-    /// Rebuilds an account from its history (the seed's event replay): the id is the first
-    /// event's `aggregate_id`, the version the last event's `sequence_number`.
+    /// Rebuilds an account from its history (the bank-account example's event replay): the id is
+    /// the first event's `aggregate_id`, the version the last event's `sequence_number`.
     pub fn from_events(events: Vec<AccountEvent>) -> Result<Self, DomainError> {
         let Some(first) = events.first() else {
             return Err(DomainError::NoEvents);
@@ -195,7 +196,7 @@ impl Account {
         self.uncommitted_events.push(event);
     }
 
-    /// The seed's transition function.
+    /// The bank-account example's transition function.
     fn apply_event(&mut self, event: &AccountEvent) {
         match event {
             AccountEvent::Opened {
@@ -235,7 +236,8 @@ impl<'de> Deserialize<'de> for Account {
     }
 }
 
-/// The seed's domain errors: a command refused by the account's rules on the client side.
+/// The bank-account example's domain errors: a command refused by the account's rules on the client
+/// side.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
     /// `from_events` of an empty history.

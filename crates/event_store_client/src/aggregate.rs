@@ -199,7 +199,7 @@ impl EventStoreClient {
         expected_version: impl Into<ExpectedVersion> + std::fmt::Debug,
         events: &[A::Event],
     ) -> Result<i64, EventStoreError> {
-        self.append_to_in::<A, _>(self.pool(), stream_id, expected_version, events)
+        self.append_to_in::<A, _>(self.executor(), stream_id, expected_version, events)
             .await
     }
 
@@ -281,7 +281,7 @@ impl EventStoreClient {
             .sql("SELECT es.state($1)")
             .scalar()
             .bind(stream_id)
-            .fetch_one(self.pool())
+            .fetch_one(self.executor())
             .await?;
         decode_state::<A>(stream_id, state)
     }
@@ -300,7 +300,7 @@ impl EventStoreClient {
             .scalar()
             .bind(stream_id)
             .bind(at_version)
-            .fetch_one(self.pool())
+            .fetch_one(self.executor())
             .await?;
         decode_state::<A>(stream_id, state)
     }
@@ -318,7 +318,7 @@ impl EventStoreClient {
             .scalar()
             .bind(stream_id)
             .bind(as_of)
-            .fetch_one(self.pool())
+            .fetch_one(self.executor())
             .await?;
         state
             .map(|state| decode_state::<A>(stream_id, state))
@@ -334,7 +334,7 @@ impl EventStoreClient {
             .sql("SELECT version, data FROM es.load_events($1) ORDER BY version")
             .query_as()
             .bind(stream_id)
-            .fetch_all(self.pool())
+            .fetch_all(self.executor())
             .await?;
         rows.into_iter()
             .map(|(version, data)| Ok((version, decode_event::<A>(stream_id, version, data)?)))

@@ -1,10 +1,11 @@
-//! [`EventStoreClient`]: the seed's `EventStore` and `SnapshotStore` over the extension's SQL
-//! functions, the account commands (one round trip each, decided inside the database), the audit
-//! reads and the global log. Every call is one statement; every failure is a typed
-//! [`EventStoreError`].
+//! [`EventStoreClient`]: the bank-account example's `EventStore` and `SnapshotStore` over the
+//! extension's SQL functions, the account commands (one round trip each, decided inside the
+//! database), the audit reads and the global log. Every call is one statement; every failure is a
+//! typed [`EventStoreError`].
 
 use crate::account::{Account, AccountState, AccountStatus};
 use crate::error::{EventStoreError, SnapshotError};
+use crate::executor::PoolExecutor;
 use crate::options::{ClientOptions, Sql};
 use crate::seed::AccountEvent;
 use crate::store::{EventStore, SnapshotStore};
@@ -15,10 +16,10 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Executor, Postgres, Row};
 use uuid::Uuid;
 
-/// The seed's `PostgresEventStore`, now this client (`PostgresEventStore::new(pool)` as in the
-/// guide).
+/// The bank-account example's `PostgresEventStore`, now this client
+/// (`PostgresEventStore::new(pool)` as in the guide).
 pub type PostgresEventStore = EventStoreClient;
-/// The seed's `PostgresSnapshotStore`, now this client.
+/// The bank-account example's `PostgresSnapshotStore`, now this client.
 pub type PostgresSnapshotStore = EventStoreClient;
 
 /// The columns of `es.events` a client reads, in [`RecordedEvent`]'s order.
@@ -26,8 +27,8 @@ pub(crate) const EVENT_COLUMNS: &str = "global_position, stream_id, version, eve
                              event_version, data, metadata, occurred_at, recorded_at";
 
 /// A client of the `event_store` extension over a sqlx pool. Cheap to clone (the pool is
-/// shared); implements the seed's [`EventStore`] and [`SnapshotStore`], so one value serves both
-/// `Arc<dyn EventStore>` and `Arc<dyn SnapshotStore>`.
+/// shared); implements the bank-account example's [`EventStore`] and [`SnapshotStore`], so one
+/// value serves both `Arc<dyn EventStore>` and `Arc<dyn SnapshotStore>`.
 #[derive(Debug, Clone)]
 pub struct EventStoreClient {
     pool: PgPool,
@@ -39,9 +40,9 @@ pub struct EventStoreClient {
 pub struct RecordedEvent {
     /// Position in the global log (unique, increasing in commit-safe read order).
     pub global_position: i64,
-    /// The stream (the seed's `aggregate_id`).
+    /// The stream (the bank-account example's `aggregate_id`).
     pub stream_id: Uuid,
-    /// 1-based, gapless version in the stream (the seed's `sequence_number`).
+    /// 1-based, gapless version in the stream (the bank-account example's `sequence_number`).
     pub version: i64,
     /// Unique id of the event.
     pub event_id: Uuid,
@@ -60,7 +61,7 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
-    /// Decodes `data` as the seed's [`AccountEvent`].
+    /// Decodes `data` as the bank-account example's [`AccountEvent`].
     pub fn account_event(&self) -> Result<AccountEvent, EventStoreError> {
         serde_json::from_value(self.data.clone()).map_err(|e| {
             EventStoreError::Serialization(format!(
@@ -128,7 +129,7 @@ pub struct RetentionPolicy {
 }
 
 impl EventStoreClient {
-    /// A client over an existing pool (the seed's `PostgresEventStore::new(pool)`).
+    /// A client over an existing pool (the bank-account example's `PostgresEventStore::new(pool)`).
     pub fn new(pool: PgPool) -> Self {
         Self::with_options(pool, ClientOptions::default())
     }
@@ -170,9 +171,16 @@ impl EventStoreClient {
         self.options.sql(text)
     }
 
-    /// The pool, for the application's own queries.
+    /// The pool, for the application's own queries and transactions (`store.pool().begin()`).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The pool as an executor that follows the client's options: in pooler-safe mode each
+    /// statement runs in a transaction of its own (see [`PoolExecutor`]); every call of the
+    /// client that is not given an executor runs on it.
+    pub fn executor(&self) -> PoolExecutor<'_> {
+        PoolExecutor::new(&self.pool, self.options.is_pooler_safe())
     }
 
     /// `es.append_events` of any JSON event objects to any stream; `expected_version` `None`
@@ -187,7 +195,7 @@ impl EventStoreClient {
     ) -> Result<i64, EventStoreError> {
         append_json(
             &self.options,
-            &self.pool,
+            self.executor(),
             stream_id,
             expected_version,
             events,
@@ -241,7 +249,7 @@ impl EventStoreClient {
             .bind(stream_id)
             .bind(from_version)
             .bind(max_count)
-            .fetch_all(&self.pool)
+            .fetch_all(self.executor())
             .await?;
         Ok(rows
             .iter()
@@ -256,7 +264,7 @@ impl EventStoreClient {
             .sql("SELECT es.stream_version($1)")
             .scalar()
             .bind(stream_id)
-            .fetch_one(&self.pool)
+            .fetch_one(self.executor())
             .await?)
     }
 
@@ -275,7 +283,7 @@ impl EventStoreClient {
             .query()
             .bind(after)
             .bind(max_count)
-            .fetch_all(&self.pool)
+            .fetch_all(self.executor())
             .await?;
         Ok(rows
             .iter()
@@ -295,7 +303,7 @@ impl EventStoreClient {
             .scalar()
             .bind(holder)
             .bind(initial_balance_cents)
-            .fetch_one(&self.pool)
+            .fetch_one(self.executor())
             .await?)
     }
 
@@ -352,7 +360,7 @@ impl EventStoreClient {
             .scalar()
             .bind(account_id)
             .bind(reason)
-            .fetch_one(&self.pool)
+            .fetch_one(self.executor())
             .await?)
     }
 
@@ -368,7 +376,7 @@ impl EventStoreClient {
             .scalar()
             .bind(account_id)
             .bind(reason)
-            .fetch_one(&self.pool)
+            .fetch_one(self.executor())
             .await?)
     }
 
@@ -394,7 +402,7 @@ impl EventStoreClient {
             .bind(account_id)
             .bind(as_of)
             .bind(at_version)
-            .fetch_one(&self.pool)
+            .fetch_one(self.executor())
             .await?;
         let state = erased_as_empty(state);
         serde_json::from_value(state.clone()).map_err(|e| {
@@ -415,7 +423,7 @@ impl EventStoreClient {
             .query()
             .bind(event_type)
             .bind(paths)
-            .execute(&self.pool)
+            .execute(self.executor())
             .await?;
         Ok(())
     }
@@ -429,7 +437,7 @@ impl EventStoreClient {
             .sql("SELECT es.forget($1)")
             .scalar()
             .bind(subject)
-            .fetch_one(&self.pool)
+            .fetch_one(self.executor())
             .await?)
     }
 
@@ -446,7 +454,7 @@ impl EventStoreClient {
             )
             .query()
             .bind(account_id)
-            .fetch_all(&self.pool)
+            .fetch_all(self.executor())
             .await?;
         rows.iter()
             .map(|row| {
@@ -488,7 +496,7 @@ impl EventStoreClient {
             .bind(stream_id)
             .bind(expected_version)
             .bind(hard)
-            .fetch_one(&self.pool)
+            .fetch_one(self.executor())
             .await?)
     }
 
@@ -501,7 +509,7 @@ impl EventStoreClient {
             .sql("SELECT es.undelete_stream($1)")
             .scalar()
             .bind(stream_id)
-            .fetch_one(&self.pool)
+            .fetch_one(self.executor())
             .await?)
     }
 
@@ -520,7 +528,7 @@ impl EventStoreClient {
             .scalar()
             .bind(stream_id)
             .bind(before_version)
-            .fetch_one(&self.pool)
+            .fetch_one(self.executor())
             .await?)
     }
 
@@ -535,7 +543,7 @@ impl EventStoreClient {
             .sql("SELECT version, state FROM es.load_snapshot($1)")
             .query_as()
             .bind(aggregate_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.executor())
             .await?;
         row.map(|(version, state)| Ok((account_from_state(aggregate_id, state)?, version)))
             .transpose()
@@ -559,7 +567,7 @@ impl EventStoreClient {
             .bind(stream_type)
             .bind(max_age.map(|d| d.as_secs_f64()))
             .bind(max_count)
-            .execute(&self.pool)
+            .execute(self.executor())
             .await?;
         Ok(())
     }
@@ -578,7 +586,7 @@ impl EventStoreClient {
             .scalar()
             .bind(stream_type)
             .bind(paused)
-            .fetch_one(&self.pool)
+            .fetch_one(self.executor())
             .await?)
     }
 
@@ -592,7 +600,7 @@ impl EventStoreClient {
                FROM es.retention ORDER BY stream_type",
             )
             .query()
-            .fetch_all(&self.pool)
+            .fetch_all(self.executor())
             .await?;
         rows.iter()
             .map(|r| {
@@ -627,7 +635,7 @@ impl EventStoreClient {
             .scalar()
             .bind(before)
             .bind(max_events)
-            .fetch_one(&self.pool)
+            .fetch_one(self.executor())
             .await?)
     }
 
@@ -647,7 +655,7 @@ impl EventStoreClient {
             .bind(amount_cents)
             .bind(description)
             .bind(expected_version)
-            .fetch_one(&self.pool)
+            .fetch_one(self.executor())
             .await?)
     }
 }
@@ -674,9 +682,9 @@ where
 
 /// An account from a state JSON of the store, with its id.
 /// A state or event the store read with erased personal values (`null`, listed under
-/// `"_erased"`): each erased top-level value becomes an empty string, so the typed seed values
-/// (whose holder, description and reason are strings) still decode. The raw JSON keeps `null`
-/// and the marker.
+/// `"_erased"`): each erased top-level value becomes an empty string, so the typed values of the
+/// bank-account example (whose holder, description and reason are strings) still decode. The raw
+/// JSON keeps `null` and the marker.
 fn erased_as_empty(mut value: Value) -> Value {
     let erased: Vec<String> = value
         .get("_erased")
@@ -707,7 +715,7 @@ fn account_from_state(id: Uuid, state: Value) -> Result<Account, EventStoreError
     Ok(Account::from_state(id, parsed))
 }
 
-/// Decodes stored event objects as the seed's [`AccountEvent`]s.
+/// Decodes stored event objects as the bank-account example's [`AccountEvent`]s.
 fn decode_events(
     stream_id: Uuid,
     rows: Vec<(i64, Value)>,
@@ -726,10 +734,11 @@ fn decode_events(
 #[async_trait]
 impl EventStore for EventStoreClient {
     /// `es.append_events(aggregate_id, expected_version, events)`, the events serialized with
-    /// the seed's serde shape. `expected_version` is passed as it is: N the stream must be at N,
-    /// `0` it must not exist (the seed's new account), `-1` it must exist. The store checks that
-    /// each event's `aggregate_id` and `sequence_number` are the stream and the version it
-    /// assigns (`InvalidEvent` otherwise), and for an account stream every rule of the account.
+    /// the bank-account example's serde shape. `expected_version` is passed as it is: N the stream
+    /// must be at N, `0` it must not exist (the bank-account example's new account), `-1` it must
+    /// exist. The store checks that each event's `aggregate_id` and `sequence_number` are the
+    /// stream and the version it assigns (`InvalidEvent` otherwise), and for an account stream
+    /// every rule of the account.
     #[tracing::instrument(name = "event_store_client.append_events", skip(self, events), fields(events = events.len()), err)]
     async fn append_events(
         &self,
@@ -743,7 +752,7 @@ impl EventStore for EventStoreClient {
             .collect::<Result<Vec<_>, _>>()?;
         append_json(
             &self.options,
-            &self.pool,
+            self.executor(),
             aggregate_id,
             Some(expected_version),
             events,
@@ -752,7 +761,8 @@ impl EventStore for EventStoreClient {
         Ok(())
     }
 
-    /// `es.load_events(aggregate_id)`, each event decoded as the seed's `AccountEvent`.
+    /// `es.load_events(aggregate_id)`, each event decoded as the bank-account example's
+    /// `AccountEvent`.
     async fn load_events(&self, aggregate_id: Uuid) -> Result<Vec<AccountEvent>, EventStoreError> {
         self.load_events_from_version(aggregate_id, 0).await
     }
@@ -770,7 +780,7 @@ impl EventStore for EventStoreClient {
             .query_as()
             .bind(aggregate_id)
             .bind(from_version)
-            .fetch_all(&self.pool)
+            .fetch_all(self.executor())
             .await?;
         decode_events(aggregate_id, rows)
     }
@@ -795,26 +805,27 @@ impl SnapshotStore for EventStoreClient {
             .bind(aggregate_id)
             .bind(version)
             .bind(state)
-            .execute(&self.pool)
+            .execute(self.executor())
             .await?;
         Ok(())
     }
 
     /// The account **at the head of its stream**, folded forward by the database from its
     /// newest snapshot (`es.account_state`), with the head version; `None` when the account has
-    /// no stored snapshot (the seed then replays all events).
+    /// no stored snapshot (the bank-account example then replays all events).
     ///
     /// Why not the raw snapshot ([`EventStoreClient::load_stored_snapshot`] returns that): the
-    /// seed's `DepositHandler::load_account` has a bug (docs/reference.md §4): after a snapshot it rebuilds
-    /// the account from the tail events alone (`Account::from_events(incremental_events)`),
-    /// losing the snapshot's balance and holder. With the fold-forward the tail it loads is
-    /// empty and the unchanged seed handler is correct.
+    /// bank-account example's `DepositHandler::load_account` has a bug (docs/reference.md §4):
+    /// after a snapshot it rebuilds the account from the tail events alone
+    /// (`Account::from_events(incremental_events)`), losing the snapshot's balance and holder. With
+    /// the fold-forward the tail it loads is empty and the unchanged handler of the bank-account
+    /// example is correct.
     ///
     /// The race: a writer can append after the fold and before the handler loads the tail; the
-    /// handler then rebuilds from that tail alone again (the seed's bug), with a wrong balance.
-    /// The damage stays on the client side: its append carries the version it read, so it fails
-    /// with `ConcurrencyConflict` if the stream moved again; the store enforces every account
-    /// rule server side (an overdraft or a deposit to a frozen account is refused with
+    /// handler then rebuilds from that tail alone again (the bank-account example's bug), with a
+    /// wrong balance. The damage stays on the client side: its append carries the version it read,
+    /// so it fails with `ConcurrencyConflict` if the stream moved again; the store enforces every
+    /// account rule server side (an overdraft or a deposit to a frozen account is refused with
     /// `ES101`/`ES102` whatever the client believed); and `es.save_snapshot` refuses a state that
     /// is not the history's state (`ES005`). A command that must not depend on client state at
     /// all is best sent as one [`deposit`](EventStoreClient::deposit) /
@@ -829,7 +840,7 @@ impl SnapshotStore for EventStoreClient {
             .sql("SELECT es.account_state($1) FROM es.load_snapshot($1) LIMIT 1")
             .scalar()
             .bind(aggregate_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.executor())
             .await?;
         let Some(state) = state else {
             return Ok(None);

@@ -1,8 +1,8 @@
-//! The client's one error type, [`EventStoreError`]: the seed's variants (`Database`,
-//! `Serialization`, `ConcurrencyConflict`) plus one variant per condition of the store's SQLSTATE
-//! table (docs/reference.md §6), with the values the server puts in its DETAIL parsed into fields, and
-//! [`EventStoreError::Domain`] for the errors a domain's own `check` function raises, which the
-//! store passes through unchanged.
+//! The client's one error type, [`EventStoreError`]: the bank-account example's variants
+//! (`Database`, `Serialization`, `ConcurrencyConflict`) plus one variant per condition of the
+//! store's SQLSTATE table (docs/reference.md §6), with the values the server puts in its DETAIL
+//! parsed into fields, and [`EventStoreError::Domain`] for the errors a domain's own `check`
+//! function raises, which the store passes through unchanged.
 //!
 //! The parser ([`EventStoreError::from_server`]) is pure: it takes the SQLSTATE, the message and
 //! the DETAIL text, in the formats `event_store_core::EventStoreError` produces on the server,
@@ -12,7 +12,8 @@ use crate::account::AccountStatus;
 use event_store_core::sqlstate;
 use uuid::Uuid;
 
-/// The seed's `SnapshotError`: the snapshot store fails with the same type as the event store.
+/// The bank-account example's `SnapshotError`: the snapshot store fails with the same type as the
+/// event store.
 pub type SnapshotError = EventStoreError;
 
 /// Every failure of a call to the store, typed by SQLSTATE. **A stable contract**: a variant,
@@ -43,8 +44,8 @@ pub type SnapshotError = EventStoreError;
 /// | any other, or a DETAIL not in its format | [`Database`](Self::Database) | the whole `sqlx::Error` | |
 ///
 /// Every variant built from a server error keeps the server's primary message in `message`,
-/// and displays it. Client-side JSON failures (an event the seed's types cannot decode, a state
-/// that is not an account's) are [`Serialization`](Self::Serialization).
+/// and displays it. Client-side JSON failures (an event the bank-account example's types cannot
+/// decode, a state that is not an account's) are [`Serialization`](Self::Serialization).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EventStoreError {
@@ -53,8 +54,8 @@ pub enum EventStoreError {
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
 
-    /// An event or a state that cannot be converted to or from the seed's JSON, or to or from
-    /// an [`Aggregate`](crate::Aggregate)'s types.
+    /// An event or a state that cannot be converted to or from the bank-account example's JSON, or
+    /// to or from an [`Aggregate`](crate::Aggregate)'s types.
     #[error("serialization error: {0}")]
     Serialization(String),
 

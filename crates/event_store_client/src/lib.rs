@@ -1,14 +1,17 @@
 //! The typed Rust client of the `event_store` PostgreSQL extension, over sqlx.
 //!
-//! It is the seed guide's storage layer (its `PostgresEventStore` and `PostgresSnapshotStore`)
-//! with the work moved into the database:
+//! Its account types come from the bank-account example: the event-sourcing guide this store's
+//! domain comes from (its events, account rules and storage traits; the repository's
+//! `docs/glossary.md` calls it "the seed", hence the module [`seed`]). The crate is that guide's
+//! storage layer (its `PostgresEventStore` and `PostgresSnapshotStore`) with the work moved into
+//! the database, and a client for events of any type:
 //!
-//! - the seed's traits [`EventStore`] and [`SnapshotStore`], with their exact signatures,
-//!   implemented by [`EventStoreClient`] on `es.append_events`, `es.load_events`,
+//! - the bank-account example's traits [`EventStore`] and [`SnapshotStore`], with their exact
+//!   signatures, implemented by [`EventStoreClient`] on `es.append_events`, `es.load_events`,
 //!   `es.save_snapshot`, `es.load_snapshot` and `es.account_state`;
-//! - the seed's [`Account`] aggregate and [`DomainError`], (de)serialized as the store's state
-//!   JSON; the seed's events are [`seed::AccountEvent`] / [`seed::EventMetadata`] from
-//!   `event_store_core`;
+//! - the bank-account example's [`Account`] aggregate and [`DomainError`], (de)serialized as the
+//!   store's state JSON; the bank-account example's events are [`seed::AccountEvent`] /
+//!   [`seed::EventMetadata`] from `event_store_core`;
 //! - the account commands decided inside the database in one round trip
 //!   ([`EventStoreClient::open_account`], [`deposit`](EventStoreClient::deposit),
 //!   [`withdraw`](EventStoreClient::withdraw), …), the audit reads and the global log
@@ -29,8 +32,10 @@
 //!   [`load_events_stream`](EventStoreClient::load_events_stream),
 //!   [`subscription_stream`](EventStoreClient::subscription_stream)), and [`Consumer`], a
 //!   cancel-safe helper that handles each event in the caller's transaction and acks it there;
-//! - [`ClientOptions`]: a **pooler-safe** mode (unnamed statements, for pgbouncer in transaction
-//!   mode) and the page size; every call has a `tracing` span and sends the current W3C
+//! - [`ClientOptions`]: a **pooler-safe** mode for pgbouncer in transaction mode (unnamed
+//!   statements, each call not given the caller's transaction inside a short transaction of its
+//!   own: [`PoolExecutor`], [`EventStoreClient::executor`]) and the page size; every call has a
+//!   `tracing` span and sends the current W3C
 //!   `traceparent` in a sqlcommenter comment (feature `opentelemetry`), so the server's spans
 //!   join the application's trace.
 //!
@@ -40,7 +45,7 @@
 //! # async fn demo() -> Result<(), EventStoreError> {
 //! let store = EventStoreClient::connect("postgres://postgres@localhost/bank").await?;
 //!
-//! // The seed's way: decide in the client, append with the version it read.
+//! // The bank-account example's way: decide in the client, append with the version it read.
 //! let mut account = Account::open("Alice".into(), 10_000).expect("valid");
 //! let events = account.take_uncommitted_events();
 //! store.append_events(account.id(), 0, events).await?;
@@ -62,14 +67,15 @@ pub mod account;
 pub mod aggregate;
 pub mod client;
 pub mod error;
+pub mod executor;
 pub mod expected;
 pub mod options;
 pub mod store;
 pub mod subscription;
 pub mod typed;
 
-/// The seed's event types, from `event_store_core` (the same serde definitions the extension
-/// validates against).
+/// The bank-account example's event types, from `event_store_core` (the same serde definitions the
+/// extension validates against). The module keeps the core's name for the example, "the seed".
 pub mod seed {
     pub use event_store_core::seed::{AccountEvent, EventMetadata};
 }
@@ -82,6 +88,7 @@ pub use client::{
 };
 pub use error::{EventStoreError, SnapshotError};
 pub use event_store_core::sqlstate;
+pub use executor::PoolExecutor;
 pub use expected::ExpectedVersion;
 pub use options::ClientOptions;
 pub use seed::{AccountEvent, EventMetadata};

@@ -8,9 +8,18 @@
 //! **transaction mode** (pgbouncer `pool_mode = transaction` before 1.21, or with
 //! `max_prepared_statements = 0`) consecutive transactions of one client run on different server
 //! connections, so a name prepared on one is missing on the next (`prepared statement "sqlx_s_1"
-//! does not exist`) or names another statement. With [`ClientOptions::pooler_safe`] every query
-//! is sent unnamed (sqlx's `persistent(false)`: Parse/Bind/Execute of the unnamed statement in one
-//! round trip), which any pooler mode forwards. The cost is a parse per call.
+//! does not exist`) or names another statement. Unnamed statements alone (sqlx's
+//! `persistent(false)`) do not fix it: sqlx still sends them in two round trips (Parse/Describe,
+//! then Bind/Execute), and outside a transaction the pooler may run the second on another server
+//! connection (`unnamed prepared statement does not exist`).
+//!
+//! With [`ClientOptions::pooler_safe`] every query is sent unnamed, and every call that is not
+//! given the caller's executor runs inside a short transaction of its own
+//! ([`PoolExecutor`](crate::PoolExecutor): `BEGIN`, the statement, `COMMIT`), during which the
+//! pooler keeps the client on one server connection. Nothing is left on a server connection, so
+//! any pooler mode forwards it. The cost is a parse and two more round trips per call. A call
+//! given the caller's transaction (`append_in(&mut *tx, …)`) runs in that transaction; the
+//! [`Consumer`](crate::Consumer) runs each batch in one.
 //!
 //! # Trace context
 //!
@@ -19,7 +28,10 @@
 //! children of the client's span. With the `opentelemetry` feature the context is the current
 //! `tracing` span's OpenTelemetry context (`tracing-opentelemetry`); without it, or in addition,
 //! [`ClientOptions::traceparent_from`] names a function that returns it. A statement with a
-//! comment is sent unnamed too (its text is unique, so preparing it would only fill the cache).
+//! comment is sent unnamed too (its text is unique, so preparing it would only fill the cache and
+//! leave a named statement per call on the server). Being unnamed does not make it pooler-safe by
+//! itself (see above): behind a transaction-mode pooler, turn the pooler-safe mode on, which
+//! covers the traced statements too.
 
 use sqlx::Postgres;
 use sqlx::postgres::{PgArguments, PgRow};
@@ -70,9 +82,9 @@ impl fmt::Debug for ClientOptions {
 }
 
 impl ClientOptions {
-    /// Unnamed statements only (sqlx `persistent(false)` on every query), for pgbouncer in
-    /// transaction mode and other poolers that move a client between server connections (see
-    /// the module documentation).
+    /// Unnamed statements only (sqlx `persistent(false)` on every query), each call on the pool
+    /// inside a transaction of its own, for pgbouncer in transaction mode and other poolers that
+    /// move a client between server connections (see the module documentation).
     pub fn pooler_safe(mut self, on: bool) -> Self {
         self.pooler_safe = on;
         self
@@ -101,7 +113,7 @@ impl ClientOptions {
         self
     }
 
-    /// Whether statements are sent unnamed.
+    /// Whether statements are sent unnamed, each call on the pool in its own transaction.
     pub fn is_pooler_safe(&self) -> bool {
         self.pooler_safe
     }

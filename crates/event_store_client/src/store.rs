@@ -1,7 +1,7 @@
-//! The seed's two storage traits (the guide's `src/event_store/postgres_store.rs` and
-//! `snapshots.rs`), with its exact signatures, so code written against them (the seed's
-//! `DepositHandler` holds `Arc<dyn EventStore>` and `Arc<dyn SnapshotStore>`) runs unchanged over
-//! [`crate::EventStoreClient`], or over a test double.
+//! The bank-account example's two storage traits (the guide's `src/event_store/postgres_store.rs`
+//! and `snapshots.rs`), with its exact signatures, so code written against them (the bank-account
+//! example's `DepositHandler` holds `Arc<dyn EventStore>` and `Arc<dyn SnapshotStore>`) runs
+//! unchanged over [`crate::EventStoreClient`], or over a test double.
 
 use crate::account::Account;
 use crate::error::{EventStoreError, SnapshotError};
@@ -9,7 +9,7 @@ use crate::seed::AccountEvent;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-/// The seed's event store: an append-only log of account events per aggregate.
+/// The bank-account example's event store: an append-only log of account events per aggregate.
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// Appends `events` to the aggregate's stream atomically, if the stream is at
@@ -33,7 +33,7 @@ pub trait EventStore: Send + Sync {
     ) -> Result<Vec<AccountEvent>, EventStoreError>;
 }
 
-/// The seed's snapshot store.
+/// The bank-account example's snapshot store.
 #[async_trait]
 pub trait SnapshotStore: Send + Sync {
     /// Saves the aggregate's state at `version`.

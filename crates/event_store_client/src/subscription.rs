@@ -60,7 +60,7 @@ impl EventStoreClient {
             .bind(spec.stream_type.as_deref())
             .bind(spec.partitions)
             .bind(spec.max_attempts)
-            .execute(self.pool())
+            .execute(self.executor())
             .await?;
         Ok(())
     }
@@ -71,7 +71,7 @@ impl EventStoreClient {
         self.sql("SELECT es.drop_subscription($1)")
             .query()
             .bind(name)
-            .execute(self.pool())
+            .execute(self.executor())
             .await?;
         Ok(())
     }
@@ -91,7 +91,7 @@ impl EventStoreClient {
             .bind(name)
             .bind(consumer)
             .bind(lease.as_secs_f64())
-            .fetch_all(self.pool())
+            .fetch_all(self.executor())
             .await?;
         partitions.sort_unstable();
         Ok(partitions)
@@ -105,7 +105,7 @@ impl EventStoreClient {
             .scalar()
             .bind(name)
             .bind(consumer)
-            .fetch_one(self.pool())
+            .fetch_one(self.executor())
             .await?)
     }
 
@@ -207,7 +207,7 @@ impl EventStoreClient {
             .bind(name)
             .bind(partition)
             .bind(ms)
-            .fetch_one(self.pool())
+            .fetch_one(self.executor())
             .await?)
     }
 
@@ -238,7 +238,7 @@ impl EventStoreClient {
                 async move {
                     let page = client.options().page();
                     client
-                        .read_all_in(client.pool(), after, page)
+                        .read_all_in(client.executor(), after, page)
                         .instrument(span)
                         .await
                 }
@@ -264,7 +264,7 @@ impl EventStoreClient {
                 async move {
                     let page = client.options().page();
                     client
-                        .load_in(client.pool(), stream_id, after, Some(page))
+                        .load_in(client.executor(), stream_id, after, Some(page))
                         .instrument(span)
                         .await
                 }
@@ -315,7 +315,7 @@ impl EventStoreClient {
                 if let Some(position) = s.unacked.take() {
                     s.client
                         .ack_in(
-                            s.client.pool(),
+                            s.client.executor(),
                             &s.name,
                             partition,
                             position,
@@ -328,7 +328,7 @@ impl EventStoreClient {
                 let events = s
                     .client
                     .poll_in(
-                        s.client.pool(),
+                        s.client.executor(),
                         &s.name,
                         partition,
                         page,
@@ -477,14 +477,20 @@ impl Consumer {
     }
 
     /// How long [`run`](Self::run) waits with `es.wait` when every partition is empty before
-    /// claiming again (a newly appended event wakes it at once).
+    /// claiming again. `es.wait` watches one partition (`es.wait(name, partition, timeout_ms)`;
+    /// the extension has no wait on several): the consumer waits on the first partition it
+    /// holds, which an event appended there wakes at once; an event of another of its partitions
+    /// is picked up when the wait ends, at most `idle_wait` later. With several partitions per
+    /// consumer, a shorter `idle_wait` bounds that delay (each end of a wait costs a claim and a
+    /// poll per partition).
     pub fn idle_wait(mut self, wait: Duration) -> Self {
         self.idle_wait = wait;
         self
     }
 
-    /// Handles events for ever: [`run_once`](Self::run_once), and when it found nothing, waits.
-    /// Returns only an error.
+    /// Handles events for ever: [`run_once`](Self::run_once), and when it found nothing, waits
+    /// (up to [`idle_wait`](Self::idle_wait), on the first partition it holds: see there for
+    /// what that means with several). Returns only an error.
     pub async fn run<F, E>(&mut self, mut handler: F) -> Result<Infallible, EventStoreError>
     where
         F: for<'t> FnMut(
@@ -639,7 +645,7 @@ impl Consumer {
                     let parked = self
                         .client
                         .nack_in(
-                            self.client.pool(),
+                            self.client.executor(),
                             &self.subscription,
                             partition,
                             position,

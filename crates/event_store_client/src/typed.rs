@@ -86,7 +86,7 @@ impl EventStoreClient {
         expected: impl Into<ExpectedVersion> + std::fmt::Debug,
         events: &[E],
     ) -> Result<i64, EventStoreError> {
-        self.append_in(self.pool(), stream_id, expected, events)
+        self.append_in(self.executor(), stream_id, expected, events)
             .await
     }
 
@@ -171,7 +171,7 @@ impl EventStoreClient {
         &self,
         stream_id: Uuid,
     ) -> Result<Vec<E>, EventStoreError> {
-        self.load_in(self.pool(), stream_id, 0, None)
+        self.load_in(self.executor(), stream_id, 0, None)
             .await?
             .iter()
             .map(RecordedEvent::decode)

@@ -15,7 +15,15 @@
 //!   prepared and run inside one transaction, unnamed statements (`query_typed`) and the simple
 //!   query protocol work; the same for psycopg, asyncpg and node-postgres with and without the
 //!   settings docs/clients.md gives;
-//! - `ES001` and its DETAIL reach the client unchanged, and the driver snippets run unchanged.
+//! - `ES001` and its DETAIL reach the client unchanged, and the driver snippets run unchanged;
+//! - the Rust client (`crates/event_store_client`) with `ClientOptions::pooler_safe(true)` works
+//!   for every kind of call from a pool of more client connections than server connections (its
+//!   calls outside the caller's transaction run in short transactions of their own: sqlx's
+//!   unnamed statements alone fail, see `each_round_trip_may_run_on_another_server_connection`),
+//!   and its per-call `traceparent` comments reach the store and leave no statement behind.
+//!
+//! Ports: pgbouncer listens on a free loopback port it is given at start (no variable); the
+//! cluster is tests/client/run.sh's (`ES_PORT`). `PGBOUNCER` names another pgbouncer binary.
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
@@ -28,8 +36,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use event_store_client_tests::{
-    Client, NoTls, PG_USER, TestDb, Uuid, assert_snippet_story, describe, host, port, repo_dir,
-    run_driver, sqlstate,
+    Client, NoTls, PG_USER, TestDb, Uuid, assert_snippet_story, describe, exec, host, port,
+    repo_dir, run_driver, sqlstate,
 };
 use postgres::SimpleQueryMessage;
 
@@ -203,6 +211,14 @@ impl Bouncer {
             .dbname(&self.dbname)
             .connect_timeout(Duration::from_secs(10));
         config
+    }
+
+    /// The pooler's URL for sqlx.
+    fn url(&self) -> String {
+        format!(
+            "postgres://{PG_USER}@127.0.0.1:{}/{}",
+            self.port, self.dbname
+        )
     }
 
     /// A new client connection through the pooler.
@@ -860,10 +876,7 @@ type SqlxOutcome = Result<(), (String, String)>;
 /// between the two server connections: `Ok`, or the SQLSTATE and message of the first failure
 /// within a few attempts.
 fn sqlx_outcomes(bouncer: &Bouncer, stream: Uuid) -> Vec<(&'static str, SqlxOutcome)> {
-    let url = format!(
-        "postgres://{PG_USER}@127.0.0.1:{}/{}",
-        bouncer.port, bouncer.dbname
-    );
+    let url = bouncer.url();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -994,4 +1007,455 @@ fn session_mode_keeps_a_server_connection_per_client() {
     );
     drop(b);
     bouncer.assert_log_clean();
+}
+
+/// The Rust client's `ClientOptions::pooler_safe(true)` through the pooler whose round trips
+/// alternate between its two server connections, from a sqlx pool of four connections (more
+/// client connections than server connections, so consecutive statements of one client cross
+/// server connections): every call of the client works, on the pool, with the caller's
+/// transaction, concurrently, through the streams and the consumer.
+#[test]
+fn the_rust_client_in_pooler_safe_mode() {
+    let db = TestDb::new("pgb_rust_client");
+    exec(&mut db.connect(), RUST_CLIENT_SCHEMA);
+    let bouncer = Bouncer::start_alternating(&db);
+    let mut direct = db.connect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let options = rust_client::ClientOptions::default()
+        .pooler_safe(true)
+        .without_traceparent()
+        .page_size(2);
+    let log = runtime.block_on(rust_client::story(&bouncer.url(), options));
+    // What the story appended is in the database, as a direct connection reads it.
+    let stored: i64 = direct
+        .query_typed_one("SELECT count(*) FROM es.events", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, log, "every event the story appended is stored");
+    let handled: i64 = direct
+        .query_typed_one("SELECT count(*) FROM handled", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(handled, log, "the consumer handled every event once");
+    drop(direct);
+    bouncer.assert_log_clean();
+}
+
+/// The client's sqlcommenter `traceparent` through the pooler: its statement text changes with
+/// every call, so it is always sent unnamed, and in pooler-safe mode inside the call's own
+/// transaction. Every call works, every comment reaches the store (an unsampled context makes
+/// the store record no span; a lost comment would make it record a root span), and no named
+/// statement is left on either server connection or in the client's cache.
+#[test]
+fn the_rust_clients_traceparent_through_the_pooler_leaves_no_statement() {
+    let db = TestDb::new("pgb_rust_traceparent");
+    exec(&mut db.connect(), RUST_CLIENT_SCHEMA);
+    let bouncer = Bouncer::start_alternating(&db);
+    let mut direct = db.connect();
+    let spans_before = spans_recorded(&mut direct);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    // A new unsampled context per call: another statement text each time.
+    let options = rust_client::ClientOptions::default()
+        .pooler_safe(true)
+        .traceparent_from(move || {
+            // from 1: an all-zero span id is not a valid context
+            let n = counted.fetch_add(1, Ordering::Relaxed) + 1;
+            Some(format!("00-0af7651916cd43dd8448eb211c80319c-{n:016x}-00"))
+        });
+    let cached = runtime.block_on(rust_client::traced_calls(&bouncer.url(), options));
+    assert_eq!(cached, 0, "no statement in the client's cache");
+    assert!(
+        calls.load(Ordering::Relaxed) >= 8,
+        "each call asked for its traceparent"
+    );
+    assert_eq!(
+        spans_recorded(&mut direct),
+        spans_before,
+        "every call carried its unsampled traceparent to the store"
+    );
+    // Two consecutive statements of one client run on the two server connections.
+    let mut a = bouncer.connect();
+    let mut pids = Vec::new();
+    for _ in 0..2 {
+        let rows = a
+            .simple_query("SELECT pg_backend_pid(), (SELECT count(*) FROM pg_prepared_statements)")
+            .unwrap_or_else(|e| panic!("pg_prepared_statements: {}", describe(&e)));
+        let row = rows
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => {
+                    Some((r.get(0).unwrap().to_owned(), r.get(1).unwrap().to_owned()))
+                }
+                _ => None,
+            })
+            .expect("a row");
+        assert_eq!(
+            row.1, "0",
+            "no named statement on server connection {}",
+            row.0
+        );
+        pids.push(row.0);
+    }
+    assert_ne!(pids[0], pids[1], "both server connections were looked at");
+    drop((a, direct));
+    bouncer.assert_log_clean();
+}
+
+/// The schema of the Rust client's tests through the pooler: an aggregate type (`counter`) for
+/// the typed appends, and the consumer's read model.
+const RUST_CLIENT_SCHEMA: &str = "
+    CREATE FUNCTION public.count_evolve(state jsonb, event jsonb) RETURNS jsonb
+      LANGUAGE sql IMMUTABLE
+      RETURN jsonb_build_object('n', (state->>'n')::int + coalesce((event->>'by')::int, 0));
+    SELECT es.define_aggregate('counter', 'public.count_evolve(jsonb, jsonb)'::regprocedure,
+                               '{\"n\": 0}');
+    CREATE TABLE handled (position bigint PRIMARY KEY);
+    CREATE TABLE orders (id uuid PRIMARY KEY);";
+
+/// The Rust client's calls, run through the pooler by the tests above.
+mod rust_client {
+    pub use event_store_client::ClientOptions;
+    use event_store_client::{
+        Aggregate, Consumer, EventStore, EventStoreClient, EventStoreError, ExpectedVersion,
+        SubscriptionSpec,
+    };
+    use futures::{StreamExt, TryStreamExt};
+    use serde::{Deserialize, Serialize};
+    use sqlx::postgres::PgPoolOptions;
+    use std::time::Duration;
+    use uuid::Uuid;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    enum Shop {
+        Ordered { sku: String },
+        Paid { cents: i64 },
+        Shipped,
+    }
+
+    /// The `counter` aggregate of `RUST_CLIENT_SCHEMA`.
+    struct Counter;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    enum CounterEvent {
+        Inc { by: i64 },
+    }
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    struct CounterState {
+        n: i64,
+    }
+
+    impl Aggregate for Counter {
+        const STREAM_TYPE: &'static str = "counter";
+        type Event = CounterEvent;
+        type State = CounterState;
+        fn initial() -> CounterState {
+            CounterState { n: 0 }
+        }
+        fn apply(state: &mut CounterState, event: &CounterEvent) {
+            let CounterEvent::Inc { by } = event;
+            state.n += by;
+        }
+    }
+
+    fn order() -> Vec<Shop> {
+        vec![
+            Shop::Ordered { sku: "A1".into() },
+            Shop::Paid { cents: 250 },
+        ]
+    }
+
+    async fn pool(url: &str) -> sqlx::PgPool {
+        PgPoolOptions::new()
+            .max_connections(4)
+            .connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("sqlx cannot connect through pgbouncer: {e}"))
+    }
+
+    /// Every kind of call of the client through the pooler; returns how many events it
+    /// appended in all (the log's length).
+    pub async fn story(url: &str, options: ClientOptions) -> i64 {
+        let store = EventStoreClient::with_options(pool(url).await, options);
+        let mut appended = 0;
+
+        // Events of a serde type, on the pool.
+        let id = Uuid::new_v4();
+        let v = store
+            .append(id, ExpectedVersion::NoStream, &order())
+            .await
+            .expect("append on the pool");
+        assert_eq!(v, 2);
+        let v = store
+            .append(id, ExpectedVersion::Exact(2), &[Shop::Shipped])
+            .await
+            .expect("append at a version");
+        assert_eq!(v, 3);
+        appended += 3;
+        // A refusal arrives typed, and the call's transaction is gone with it.
+        let conflict = store
+            .append(id, ExpectedVersion::Exact(1), &[Shop::Shipped])
+            .await;
+        assert!(
+            matches!(conflict, Err(EventStoreError::ConcurrencyConflict { .. })),
+            "{conflict:?}"
+        );
+        let mut want = order();
+        want.push(Shop::Shipped);
+        assert_eq!(store.load_as::<Shop>(id).await.expect("load_as"), want);
+        assert_eq!(store.stream_version(id).await.expect("stream_version"), 3);
+        assert_eq!(
+            store
+                .load_recorded(id, 1, None)
+                .await
+                .expect("load_recorded")
+                .len(),
+            2
+        );
+
+        // A typed append of an aggregate, its state and its fold.
+        let counter = Uuid::new_v4();
+        let events = [CounterEvent::Inc { by: 2 }, CounterEvent::Inc { by: 3 }];
+        store
+            .append_to::<Counter>(counter, ExpectedVersion::NoStream, &events)
+            .await
+            .expect("append_to");
+        appended += 2;
+        assert_eq!(store.load::<Counter>(counter).await.expect("load"), events);
+        assert_eq!(
+            store.state::<Counter>(counter).await.expect("state"),
+            CounterState { n: 5 }
+        );
+        assert_eq!(
+            store.fold::<Counter>(counter).await.expect("fold").0,
+            CounterState { n: 5 }
+        );
+
+        // The caller's transaction: the client's calls and the caller's writes commit together
+        // (and roll back together).
+        for commit in [true, false] {
+            let order_id = Uuid::new_v4();
+            let mut tx = store.pool().begin().await.expect("begin");
+            sqlx::query("INSERT INTO orders (id) VALUES ($1)")
+                .bind(order_id)
+                .persistent(false)
+                .execute(&mut *tx)
+                .await
+                .expect("the caller's insert");
+            store
+                .append_in(&mut *tx, order_id, ExpectedVersion::NoStream, &order())
+                .await
+                .expect("append_in the caller's transaction");
+            let seen = store
+                .load_in(&mut *tx, order_id, 0, None)
+                .await
+                .expect("load_in the caller's transaction");
+            assert_eq!(seen.len(), 2, "the transaction sees its own append");
+            store
+                .append_to_in::<Counter, _>(
+                    &mut *tx,
+                    order_id_counter(order_id),
+                    ExpectedVersion::NoStream,
+                    &[CounterEvent::Inc { by: 1 }],
+                )
+                .await
+                .expect("append_to_in the caller's transaction");
+            if commit {
+                tx.commit().await.expect("commit");
+                appended += 3;
+            } else {
+                tx.rollback().await.expect("rollback");
+            }
+            assert_eq!(
+                store
+                    .stream_version(order_id)
+                    .await
+                    .expect("stream_version"),
+                if commit { 2 } else { 0 }
+            );
+        }
+
+        // The bank account's calls and the EventStore trait.
+        let account = store
+            .open_account("Alice", 1_000)
+            .await
+            .expect("open_account");
+        store
+            .deposit(account, 500, "salary", None)
+            .await
+            .expect("deposit");
+        let refused = store.withdraw(account, 10_000, "car", None).await;
+        assert!(
+            matches!(refused, Err(EventStoreError::InsufficientFunds { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(
+            store
+                .account_state(account)
+                .await
+                .expect("account_state")
+                .balance_cents,
+            1_500
+        );
+        assert_eq!(
+            EventStore::load_events(&store, account)
+                .await
+                .expect("load_events")
+                .len(),
+            2
+        );
+        appended += 2;
+
+        // Concurrent calls: more at once than there are server connections.
+        let streams: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
+        let events = order();
+        let versions = futures::future::join_all(
+            streams
+                .iter()
+                .map(|s| store.append(*s, ExpectedVersion::NoStream, &events)),
+        )
+        .await;
+        for v in versions {
+            assert_eq!(v.expect("a concurrent append"), 2);
+        }
+        appended += 16;
+
+        // The log: a page, and the streams a page (2 events) at a time.
+        let log = store.read_all(0, 1_000).await.expect("read_all");
+        assert_eq!(log.len() as i64, appended);
+        let streamed: Vec<_> = store
+            .read_all_stream(0)
+            .try_collect()
+            .await
+            .expect("read_all_stream");
+        assert_eq!(streamed, log);
+        let of_id: Vec<_> = store
+            .load_events_stream(id, 0)
+            .try_collect()
+            .await
+            .expect("load_events_stream");
+        assert_eq!(of_id.len(), 3);
+
+        // A subscription's partition as a stream (it acks what was consumed), and es.wait.
+        let spec = SubscriptionSpec::default();
+        store
+            .create_subscription("tail", &spec)
+            .await
+            .expect("create_subscription");
+        let tailed: Vec<_> = store
+            .subscription_stream("tail", 0, None, Duration::from_millis(10))
+            .take(appended as usize)
+            .try_collect()
+            .await
+            .expect("subscription_stream");
+        assert_eq!(tailed, log);
+        assert!(
+            store
+                .wait("tail", 0, Duration::from_millis(0))
+                .await
+                .expect("wait")
+        );
+
+        // The consumer: two partitions, each batch in its transaction with the handler's
+        // writes, then a claim, a lease renewal and a release.
+        let spec = SubscriptionSpec {
+            partitions: 2,
+            ..SubscriptionSpec::default()
+        };
+        store
+            .create_subscription("mailer", &spec)
+            .await
+            .expect("create_subscription");
+        let mut consumer = Consumer::new(store.clone(), "mailer", "worker-a").batch_size(3);
+        let progress = consumer
+            .run_until_idle(|tx, event| {
+                Box::pin(async move {
+                    sqlx::query("INSERT INTO handled (position) VALUES ($1)")
+                        .bind(event.global_position)
+                        .persistent(false)
+                        .execute(&mut **tx)
+                        .await?;
+                    Ok::<_, sqlx::Error>(())
+                })
+            })
+            .await
+            .expect("the consumer");
+        assert_eq!(progress.acked as i64, appended);
+        assert_eq!(progress.failed, 0);
+        assert_eq!(
+            store
+                .claim("mailer", "worker-a", Duration::from_secs(30))
+                .await
+                .expect("claim"),
+            [0, 1]
+        );
+        assert_eq!(
+            store.release("mailer", "worker-a").await.expect("release"),
+            2
+        );
+        store.pool().close().await;
+        appended
+    }
+
+    /// The counter stream that goes with an order of the transaction case.
+    fn order_id_counter(order: Uuid) -> Uuid {
+        Uuid::from_u128(order.as_u128() ^ 1)
+    }
+
+    /// Calls of every shape with a trace context; returns how many statements the pool's
+    /// connections cached in all.
+    pub async fn traced_calls(url: &str, options: ClientOptions) -> usize {
+        use sqlx::Connection;
+        let store = EventStoreClient::with_options(pool(url).await, options);
+        let id = Uuid::new_v4();
+        store
+            .append(id, ExpectedVersion::NoStream, &order())
+            .await
+            .expect("traced append");
+        for _ in 0..3 {
+            store
+                .append(id, ExpectedVersion::Any, &[Shop::Shipped])
+                .await
+                .expect("traced append");
+        }
+        assert_eq!(
+            store.load_as::<Shop>(id).await.expect("traced load").len(),
+            5
+        );
+        assert_eq!(
+            store.read_all(0, 100).await.expect("traced read_all").len(),
+            5
+        );
+        let mut tx = store.pool().begin().await.expect("begin");
+        store
+            .append_in(&mut *tx, id, ExpectedVersion::Exact(5), &[Shop::Shipped])
+            .await
+            .expect("traced append in the caller's transaction");
+        tx.commit().await.expect("commit");
+        assert_eq!(store.stream_version(id).await.expect("traced version"), 6);
+        // Every connection of the pool at once (all four, opened if need be).
+        let mut connections = Vec::new();
+        for _ in 0..4 {
+            connections.push(store.pool().acquire().await.expect("acquire"));
+        }
+        let cached = connections
+            .iter_mut()
+            .map(|c| c.cached_statements_size())
+            .sum();
+        drop(connections);
+        store.pool().close().await;
+        cached
+    }
 }
