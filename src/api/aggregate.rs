@@ -1,4 +1,4 @@
-//! Aggregates for any domain (README "Aggregates for any domain"): `es.define_aggregate`,
+//! Aggregates for any domain (docs/accounts-and-aggregates.md "Aggregates for any domain"): `es.define_aggregate`,
 //! `es.alter_aggregate`, `es.drop_aggregate`, `es.define_upcaster`, `es.drop_upcaster`,
 //! `es.state`, `es.history`, the steps of the `es.replay` aggregate (declared in
 //! sql/flow.sql), one batch of `es.rebuild_states` and the registry tables' trigger.

@@ -1,4 +1,4 @@
-//! Personal data (README "Forgetting a subject"): `es.define_personal_data`, `es.forget` and
+//! Personal data (docs/lifecycle.md "Forgetting a subject"): `es.define_personal_data`, `es.forget` and
 //! `es.reveal`.
 
 use crate::pg::call::{Call, no_value};

@@ -39,7 +39,7 @@ pub static RETENTION_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static INCLUDE_ARCHIVED: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 /// `es.key_provider`: the schema-qualified name of a function `(action text, key_id bigint, key
-/// bytea) RETURNS bytea` that keeps the subjects' keys instead of `es.subject_keys` (README
+/// bytea) RETURNS bytea` that keeps the subjects' keys instead of `es.subject_keys` (docs/lifecycle.md
 /// "Keys in another database"); empty: the keys are in `es.subject_keys`. Superuser only: the
 /// store calls it as the extension's owner.
 pub static KEY_PROVIDER: GucSetting<Option<std::ffi::CString>> =

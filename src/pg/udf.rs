@@ -1,5 +1,5 @@
 //! Calling a user's function (a declared aggregate's `evolve` and `check`, an upcaster) through
-//! fmgr, and everything that makes it safe to do so from the store's own code (README
+//! fmgr, and everything that makes it safe to do so from the store's own code (docs/accounts-and-aggregates.md
 //! "Aggregates for any domain").
 //!
 //! - [`UserFn`]: one function, looked up once per statement (`fmgr_info` into the caller's

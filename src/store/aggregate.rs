@@ -1,4 +1,4 @@
-//! Aggregates for any domain (README "Aggregates for any domain"): the rules of every typed
+//! Aggregates for any domain (docs/accounts-and-aggregates.md "Aggregates for any domain"): the rules of every typed
 //! stream on the append path ([`TypedRules`], the pipeline's [`StreamRules`] for
 //! `es.append_events`, of which the account's rules are one case), the declared types'
 //! management (`es.define_aggregate`, `es.alter_aggregate`, `es.drop_aggregate`,

@@ -1,4 +1,4 @@
-//! Personal data and crypto-shredding (docs/reference.md §14, README "Forgetting a subject"):
+//! Personal data and crypto-shredding (docs/reference.md §14, docs/lifecycle.md "Forgetting a subject"):
 //! `es.define_personal_data`, `es.forget`, the subjects' keys (`es.subject_keys`), and what the
 //! reads do with sealed values: reveal them for a member of `es_personal_data` whose subject's
 //! key still exists, else `null` with the `"_erased"` marker.

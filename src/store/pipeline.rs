@@ -145,7 +145,7 @@ impl<'a> Batch<'a> {
     }
 
     /// Seals the values at the personal-data paths of the batch's event types with their
-    /// subjects' keys (README "Forgetting a subject"), before anything judges or stores the
+    /// subjects' keys (docs/lifecycle.md "Forgetting a subject"), before anything judges or stores the
     /// batch: the account's rules, a type's `check` and `evolve`, the kept state, snapshots and
     /// the rows all see the sealed form only, so no copy of the cleartext is ever written (the
     /// cleartext was validated by `decode`). A batch of types without paths costs one lookup in

@@ -1,4 +1,4 @@
-//! Upcasting (README "Upcasting"): an event stored with an older `event_version` is handed out
+//! Upcasting (docs/accounts-and-aggregates.md "Upcasting"): an event stored with an older `event_version` is handed out
 //! and folded as the chain of its type's upcasters makes it, one version at a time
 //! (`es.define_upcaster(event_type, from_version, upcast)`); the stored row never changes.
 //!

@@ -10,7 +10,7 @@
 //! connection is opened to a host name. Every address of the name is tried in turn. Responses
 //! are framed as RFC 9112 says (chunked, Content-Length, or the end of the connection; interim
 //! 1xx skipped), and the connection is kept alive between batches when the server allows it.
-//! Plain `http://` only; for TLS, run a local collector (see the README).
+//! Plain `http://` only; for TLS, run a local collector (see docs/tracing.md).
 
 use bytes::Bytes;
 use opentelemetry_http::{HttpClient, HttpError, Request, Response};

@@ -1,4 +1,4 @@
-//! Crypto-shredding through the client (README "Forgetting a subject"): marking the holder as
+//! Crypto-shredding through the client (docs/lifecycle.md "Forgetting a subject"): marking the holder as
 //! personal data, reading it back, forgetting the account, and the typed reads afterwards.
 
 mod support;
