@@ -7,10 +7,10 @@
 //! - [`export`]: the OTLP export worker, which drains the span ring and sends the spans to the
 //!   collector.
 //!
-//! This folder is the top layer beside `crate::api`: it may import `crate::store`, `crate::pg`,
-//! `crate::trace` and the pure crates, and nothing imports it. What backends and workers share
-//! (the registry of databases in shared memory, the span ring's segment) is glue below, in
-//! `crate::pg::worker_registry` and `crate::trace::ring_segment`. Its `unsafe` blocks are glue
+//! This folder is the top layer beside `api/`: it may import `store/`, `pg/`, `trace/` and the
+//! pure crates, and nothing imports it. What backends and workers share (the registry of
+//! databases in shared memory, the span ring's segment) is glue below, in
+//! `pg/worker_registry.rs` and `trace/ring_segment.rs`. Its `unsafe` blocks are glue
 //! with PostgreSQL's worker API (signals, the catalog scan of the launcher, aborting a
 //! worker's transaction), each with its `// SAFETY:`.
 
