@@ -349,10 +349,10 @@ mod tests {
                         total - 4,
                     )
                 };
-                // SAFETY: buf holds a 1-byte-header varlena of the same jsonb, alive while
-                // `short` is used.
-                let short =
-                    unsafe { Jsonb::from_datum(pg_sys::Datum::from(buf.as_mut_ptr().add(1))) };
+                let short_ptr = buf[1..].as_mut_ptr();
+                // SAFETY: short_ptr points at a 1-byte-header varlena of the same jsonb in buf,
+                // which lives (unmoved) while `short` is used.
+                let short = unsafe { Jsonb::from_datum(pg_sys::Datum::from(short_ptr)) };
                 assert_eq!(short.get(c"n"), *want, "short {json}");
                 assert_eq!(short.get(c"b"), JsonField::String("bee"), "short {json}");
             }

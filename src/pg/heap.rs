@@ -599,9 +599,9 @@ impl<const N: usize> Target<N> {
             return None;
         }
         let rel_oid = relation_oid(name)?;
+        let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
         // SAFETY: the relation is opened and locked here, and closed below or by `close`.
-        let rel =
-            unsafe { pg_sys::table_open(rel_oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
+        let rel = unsafe { pg_sys::table_open(rel_oid, lock) };
         // SAFETY: `rel` is open and locked RowExclusive, which every check and Indexes::open
         // need.
         let opened = unsafe {
