@@ -234,61 +234,33 @@ impl EventStoreClient {
         .await
     }
 
-    /// The stream's events after `from_version` (at most `max_count`), as stored.
-    #[tracing::instrument(name = "event_store_client.load_recorded", skip(self), err)]
+    /// The stream's events after `from_version` (at most `max_count`), as stored: [`Self::load_in`]
+    /// on the client's own executor.
     pub async fn load_recorded(
         &self,
         stream_id: Uuid,
         from_version: i64,
         max_count: Option<i64>,
     ) -> Result<Vec<RecordedEvent>, EventStoreError> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM es.load_events($1, $2, $3)");
-        let rows = self
-            .sql(&sql)
-            .query()
-            .bind(stream_id)
-            .bind(from_version)
-            .bind(max_count)
-            .fetch_all(self.executor())
-            .await?;
-        Ok(rows
-            .iter()
-            .map(RecordedEvent::from_row)
-            .collect::<Result<_, _>>()?)
+        self.load_in(self.executor(), stream_id, from_version, max_count)
+            .await
     }
 
-    /// `es.stream_version`: the stream's version, 0 when it does not exist.
-    #[tracing::instrument(name = "event_store_client.stream_version", skip(self), err)]
+    /// `es.stream_version`: the stream's version, 0 when it does not exist
+    /// ([`Self::stream_version_in`] on the client's own executor).
     pub async fn stream_version(&self, stream_id: Uuid) -> Result<i64, EventStoreError> {
-        Ok(self
-            .sql("SELECT es.stream_version($1)")
-            .scalar()
-            .bind(stream_id)
-            .fetch_one(self.executor())
-            .await?)
+        self.stream_version_in(self.executor(), stream_id).await
     }
 
     /// The global log after position `after`, at most `max_count` events, in position order
     /// (`es.read_all`). Gap-safe: paging with the last position seen never skips an event that
     /// commits late. Needs the library preloaded (else [`EventStoreError::Database`], `55000`).
-    #[tracing::instrument(name = "event_store_client.read_all", skip(self), err)]
     pub async fn read_all(
         &self,
         after: i64,
         max_count: i64,
     ) -> Result<Vec<RecordedEvent>, EventStoreError> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM es.read_all($1::bigint, $2::bigint)");
-        let rows = self
-            .sql(&sql)
-            .query()
-            .bind(after)
-            .bind(max_count)
-            .fetch_all(self.executor())
-            .await?;
-        Ok(rows
-            .iter()
-            .map(RecordedEvent::from_row)
-            .collect::<Result<_, _>>()?)
+        self.read_all_in(self.executor(), after, max_count).await
     }
 
     /// `es.open_account`: opens an account in the database; returns its id (the stream id).
