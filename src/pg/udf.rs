@@ -48,8 +48,9 @@ pub struct UserFn {
     fcinfo: *mut pg_sys::FunctionCallInfoBaseData,
     nargs: usize,
     role: Oid,
-    /// Whether its declared result type is jsonb (read at `open`: an OID keeps its types).
-    returns_jsonb: bool,
+    /// Whether its declared result type is jsonb (read at the first [`UserFn::call_jsonb`],
+    /// so an evolve, called through [`Fold`], costs no catalog look-up; an OID keeps its types).
+    returns_jsonb: Option<bool>,
 }
 
 impl UserFn {
@@ -89,7 +90,7 @@ impl UserFn {
                 fcinfo,
                 nargs,
                 role,
-                returns_jsonb: pg_sys::get_func_rettype(oid) == pg_sys::JSONBOID,
+                returns_jsonb: None,
             })
         }
     }
@@ -338,7 +339,12 @@ impl UserFn {
     /// must be one): its result as jsonb, in the current memory context, which (as for every
     /// jsonb value read in it) must not be reset while the result is used.
     pub fn call_jsonb<'a>(&mut self, args: &[Jsonb<'a>]) -> Result<Option<Jsonb<'a>>, RaisedError> {
-        if !self.returns_jsonb {
+        if self.returns_jsonb.is_none() {
+            // SAFETY: a catalog look-up of an existing function's result type (`open` found it).
+            let result_type = unsafe { pg_sys::get_func_rettype(self.oid) };
+            self.returns_jsonb = Some(result_type == pg_sys::JSONBOID);
+        }
+        if self.returns_jsonb != Some(true) {
             pgrx::error!(
                 "event_store: function {} does not return jsonb",
                 function_name(self.oid)
