@@ -53,20 +53,6 @@ ALLOWED = {
 # model's lock-free ring (now the crate `event_store_telemetry`).
 UNSAFE_ALLOWED = ("pg/", "trace/", "workers/", "lib.rs", "telemetry/")
 
-# The unsafe blocks of store/ still waiting to move into pg/ (issue 22 moved the others): the
-# number of `unsafe` each file may still hold. A file with more fails (no new unsafe outside the
-# folders above); a file with fewer fails too, until its number here is lowered, so the list only
-# shrinks. ARCHITECTURE.md names the same files.
-UNSAFE_DEBT = {
-    "store/aggregate.rs": 4,
-    "store/audit.rs": 1,
-    "store/personal.rs": 4,
-    "store/pipeline.rs": 7,
-    "store/projection.rs": 2,
-    "store/read.rs": 1,
-    "store/upcast.rs": 2,
-}
-
 # `crate::tests` is the crate root's test module (helpers of the #[pg_test]s): any layer's tests
 # may use it.
 TEST_MODULES = {"tests"}
@@ -238,12 +224,8 @@ def check(root):
             continue
         code = strip_comments_and_strings(open(os.path.join(src, rel), encoding="utf-8").read())
         count = len(re.findall(r"\bunsafe\b", code))
-        if not rel.startswith(UNSAFE_ALLOWED):
-            allowed = UNSAFE_DEBT.get(rel, 0)
-            if count > allowed:
-                errors.append(f"{rel}: {count} `unsafe` outside {', '.join(UNSAFE_ALLOWED)} ({allowed} known; move it into pg/ behind a safe function)")
-            elif count < allowed:
-                errors.append(f"{rel}: {count} `unsafe` where UNSAFE_DEBT allows {allowed}: lower its number in scripts/check_architecture.py")
+        if not rel.startswith(UNSAFE_ALLOWED) and count:
+            errors.append(f"{rel}: {count} `unsafe` outside {', '.join(UNSAFE_ALLOWED)} (move it into pg/ behind a safe function)")
         graph[rel] = set()
         for target, path in sorted(imports_of(src, rel, code)):
             graph[rel].add(target)
@@ -315,14 +297,9 @@ def self_test():
             os.makedirs(os.path.dirname(full), exist_ok=True)
             with open(full, "w", encoding="utf-8") as f:
                 f.write(text)
-        UNSAFE_DEBT["api/entry.rs"] = 1
-        try:
-            errors = check(root)
-        finally:
-            del UNSAFE_DEBT["api/entry.rs"]
+        errors = check(root)
         expected = [
             "store/case.rs: 1 `unsafe`",
-            "api/entry.rs: 0 `unsafe` where UNSAFE_DEBT allows 1",
             "pg/glue.rs: pg imports api",
             "pg/glue.rs: pg imports store",
             "store/case.rs and store/other.rs import each other",

@@ -6,7 +6,7 @@
 use crate::pg::aggregate::{self, StartIn};
 use crate::pg::call::{Call, Param, no_value};
 use crate::store;
-use crate::store::account::state_datum;
+use crate::store::account::{state_datum, state_jsonb};
 use crate::store::aggregate::{Definition, Replay, State};
 use event_store_core::EventStoreError;
 use event_store_macros::sql_function;
@@ -159,8 +159,14 @@ LANGUAGE c STABLE PARALLEL RESTRICTED",
 fn state(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     use state_args as arg;
     let stream = call.uuid(arg::stream_id)?;
-    match store::aggregate::state(&stream, call.i64(arg::at_version), call.arg(arg::as_of))? {
-        State::Account(s) => Ok(store::personal::reveal_datum(state_datum(&s))),
+    let memory = call.memory();
+    match store::aggregate::state(
+        memory,
+        &stream,
+        call.i64(arg::at_version),
+        call.arg(arg::as_of),
+    )? {
+        State::Account(s) => Ok(store::personal::reveal_datum(state_jsonb(memory, &s))),
         State::Declared(d) => Ok(store::personal::reveal_datum(d)),
         State::NotYet => Ok(call.return_null()),
     }

@@ -2,7 +2,7 @@
 
 use crate::pg::call::{Call, no_value};
 use crate::store;
-use crate::store::account::state_datum;
+use crate::store::account::state_jsonb;
 use event_store_core::EventStoreError;
 use event_store_macros::sql_function;
 use pgrx::pg_sys::Datum;
@@ -22,7 +22,10 @@ fn account_state(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     let state =
         store::audit::account_state(&account, call.arg(arg::as_of), call.i64(arg::at_version))?;
     match state {
-        Some(state) => Ok(store::personal::reveal_datum(state_datum(&state))),
+        Some(state) => Ok(store::personal::reveal_datum(state_jsonb(
+            call.memory(),
+            &state,
+        ))),
         None => Ok(call.return_null()),
     }
 }

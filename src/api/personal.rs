@@ -49,6 +49,6 @@ LANGUAGE c STABLE PARALLEL SAFE STRICT",
     comment = "A JSON value (a read model's column, a snapshot's state, a row read from es.events directly) with its sealed personal values revealed, for a member of es_personal_data while their key exists; else null in their place and an \"_erased\" marker listing their paths in an object. Values without sealed parts come back unchanged."
 )]
 fn reveal(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
-    let value = call.required(reveal_args::value)?;
+    let value = call.required_jsonb(reveal_args::value)?;
     Ok(store::personal::reveal_datum(value))
 }

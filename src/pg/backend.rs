@@ -23,6 +23,11 @@ impl Memory {
         Memory(unsafe { pg_sys::CurrentMemoryContext })
     }
 
+    /// The context of a call in progress.
+    pub fn from_call(memory: crate::pg::call::CallMemory<'_>) -> Memory {
+        Memory(memory.raw())
+    }
+
     /// Runs `f` with this context current, and switches back.
     pub fn run<R>(self, f: impl FnOnce() -> R) -> R {
         // SAFETY: a switch to a context of this call (see the type) and back; an ERROR inside

@@ -204,7 +204,9 @@ impl<'fc> Call<'fc> {
 
     /// The memory context of this call, where values built during it live until it returns.
     pub fn memory(&self) -> CallMemory<'fc> {
-        CallMemory(PhantomData)
+        // SAFETY: a read of the backend's current context, always set; in an entry point's
+        // body it is the call's, which PostgreSQL keeps until the function returns.
+        CallMemory(unsafe { pg_sys::CurrentMemoryContext }, PhantomData)
     }
 
     /// The number of elements of a (one- or more-dimensional) array argument, `None` when NULL.
@@ -269,6 +271,7 @@ impl<'fc> Call<'fc> {
                 natts: (*desc).natts as usize,
                 rewrite: None,
                 failed: None,
+                matched: std::ptr::null_mut(),
             }
         }
     }
@@ -277,7 +280,14 @@ impl<'fc> Call<'fc> {
 /// The memory context of a call in progress (the current memory context of a C function,
 /// which PostgreSQL keeps until the function returns): a value built in it lives for `'fc`.
 #[derive(Clone, Copy)]
-pub struct CallMemory<'fc>(PhantomData<&'fc ()>);
+pub struct CallMemory<'fc>(pg_sys::MemoryContext, PhantomData<&'fc ()>);
+
+impl CallMemory<'_> {
+    /// The raw context, for the glue that allocates in it.
+    pub(in crate::pg) fn raw(self) -> pg_sys::MemoryContext {
+        self.0
+    }
+}
 
 /// A `jsonb[]` value that stays valid for `'a`: an argument of the call, or an array built in
 /// the call's memory.
@@ -379,7 +389,150 @@ impl RowType<'_> {
 }
 
 /// What [`ResultSet::set_rewrite`] applies to each row before it is stored.
-pub type Rewrite = Box<dyn FnMut(&mut [Datum], &mut [bool]) -> Result<(), EventStoreError>>;
+pub type Rewrite = Box<dyn FnMut(&mut RowValues<'_>) -> Result<(), EventStoreError>>;
+
+/// The deformed values of one row of a known row type, valid while the row is rewritten: the
+/// store reads and replaces its columns through typed accessors, each checked against the
+/// attribute's type (a mismatch is an internal error, never a misread datum), so a rewrite
+/// never handles a raw datum.
+pub struct RowValues<'r> {
+    desc: pg_sys::TupleDesc,
+    values: &'r mut [Datum],
+    nulls: &'r mut [bool],
+}
+
+impl<'r> RowValues<'r> {
+    /// # Safety
+    /// `desc` must be valid while the row is, with one attribute per entry of `values` and
+    /// `nulls`, and every non-NULL value a valid datum of its attribute's type for as long.
+    pub(in crate::pg) unsafe fn new(
+        desc: pg_sys::TupleDesc,
+        values: &'r mut [Datum],
+        nulls: &'r mut [bool],
+    ) -> RowValues<'r> {
+        RowValues {
+            desc,
+            values,
+            nulls,
+        }
+    }
+
+    /// The row type.
+    pub fn row_type(&self) -> RowType<'_> {
+        // SAFETY: the descriptor is valid while the row is (`new`'s contract).
+        unsafe { RowType::from_raw(self.desc) }
+    }
+
+    /// Whether column `i` (0-based) is NULL.
+    pub fn is_null(&self, i: usize) -> bool {
+        self.nulls[i]
+    }
+
+    /// The type of attribute `i`; an index beyond the row is an internal error.
+    fn type_of(&self, i: usize) -> pg_sys::Oid {
+        assert!(
+            i < self.values.len(),
+            "attribute {i} of a row of {}",
+            self.values.len()
+        );
+        // SAFETY: the descriptor has one attribute per value (`new`'s contract); `i` is within.
+        unsafe { super::compat::tuple_attrs(self.desc)[i].atttypid }
+    }
+
+    fn expect(&self, i: usize, ty: pg_sys::Oid) {
+        let actual = self.type_of(i);
+        if actual != ty {
+            pgrx::error!("event_store: attribute {i} of a row is of type {actual:?}, not {ty:?}");
+        }
+    }
+
+    /// Column `i` as jsonb (`None` when NULL).
+    pub fn jsonb(&self, i: usize) -> Option<Jsonb<'_>> {
+        self.expect(i, pg_sys::JSONBOID);
+        if self.nulls[i] {
+            return None;
+        }
+        // SAFETY: a non-NULL value of a jsonb attribute (checked above), valid while the row
+        // is (`new`'s contract), which the borrow of `self` keeps.
+        Some(unsafe { Jsonb::from_datum(self.values[i]) })
+    }
+
+    /// Column `i` as text, copied into Rust memory (`None` when NULL).
+    pub fn text(&self, i: usize) -> Option<String> {
+        self.expect(i, pg_sys::TEXTOID);
+        if self.nulls[i] {
+            return None;
+        }
+        // SAFETY: a non-NULL value of a text attribute (checked above), valid while the row is.
+        Some(unsafe { text_string(self.values[i]) })
+    }
+
+    /// Replaces the jsonb value of column `i` (when not NULL) with what `f` makes of it, if
+    /// anything: `f`'s other result, `None` when the column is NULL or `f` kept the value.
+    pub fn replace_jsonb<R, E>(
+        &mut self,
+        i: usize,
+        f: impl for<'x> FnOnce(Jsonb<'x>) -> Result<Option<(Jsonb<'x>, R)>, E>,
+    ) -> Result<Option<R>, E> {
+        self.expect(i, pg_sys::JSONBOID);
+        if self.nulls[i] {
+            return Ok(None);
+        }
+        // SAFETY: a non-NULL value of a jsonb attribute (checked above), valid while the row is
+        // (`new`'s contract), which outlasts `f`.
+        let value = unsafe { Jsonb::from_datum(self.values[i]) };
+        let Some((replaced, r)) = f(value)? else {
+            return Ok(None);
+        };
+        // `f`'s value is the row's or one made in the current memory context, which outlives
+        // the row's storing (as the values `set_jsonb_text` makes).
+        self.values[i] = replaced.datum();
+        Ok(Some(r))
+    }
+
+    /// Replaces column `i` with the jsonb value of a JSON text (parsed in the current memory
+    /// context, which outlives the row's storing).
+    pub fn set_jsonb_text(&mut self, i: usize, json: &str) {
+        self.expect(i, pg_sys::JSONBOID);
+        self.values[i] = super::jsonb::build::jsonb_from_text(json);
+        self.nulls[i] = false;
+    }
+
+    /// Replaces column `i` with a text value (built in the current memory context).
+    pub fn set_text(&mut self, i: usize, value: &str) {
+        self.expect(i, pg_sys::TEXTOID);
+        self.values[i] = text_datum(value);
+        self.nulls[i] = false;
+    }
+
+    /// Replaces column `i` with an integer.
+    pub fn set_i32(&mut self, i: usize, value: i32) {
+        self.expect(i, pg_sys::INT4OID);
+        self.values[i] = Datum::from(value);
+        self.nulls[i] = false;
+    }
+
+    /// Makes column `i` NULL.
+    pub fn set_null(&mut self, i: usize) {
+        self.type_of(i);
+        self.nulls[i] = true;
+    }
+}
+
+/// The Rust string of a text datum.
+///
+/// # Safety
+/// `d` must be a valid, non-NULL text datum.
+pub(in crate::pg) unsafe fn text_string(d: Datum) -> String {
+    // SAFETY: the caller's contract; text_to_cstring detoasts and copies into a palloc'd C
+    // string, copied again here and freed.
+    unsafe {
+        let c = pg_sys::text_to_cstring(d.cast_mut_ptr());
+        let s = CStr::from_ptr(c).to_string_lossy().into_owned();
+        pg_sys::pfree(c.cast());
+        s
+    }
+}
 
 /// Where a materialized set-returning call puts its rows (see [`Call::materialize`]).
 pub struct ResultSet {
@@ -390,6 +543,9 @@ pub struct ResultSet {
     rewrite: Option<(Rewrite, pg_sys::MemoryContext)>,
     /// The rewrite's first error: no row is stored after it.
     failed: Option<EventStoreError>,
+    /// The last descriptor whose rows [`ResultSet::put_row_of`] found to match this result's
+    /// attributes (NULL: none yet), so a scan checks its shape once, not row by row.
+    matched: pg_sys::TupleDesc,
 }
 
 impl ResultSet {
@@ -430,11 +586,52 @@ impl ResultSet {
         self.failed.take().map_or(Ok(()), Err)
     }
 
+    /// Appends a row of a relation's tuple (its deformed `values` and `nulls`, of `desc`),
+    /// when `desc`'s attributes are this result's, type for type (dropped ones dropped in
+    /// both); `false` (nothing stored) when they are not. The shape is compared once per
+    /// descriptor: a native scan's rows all share its relation's.
+    ///
+    /// # Safety
+    /// `desc` must be a valid descriptor with one attribute per entry of `values` and
+    /// `nulls`, each non-NULL value a valid datum of its attribute's type.
+    pub(in crate::pg) unsafe fn put_row_of(
+        &mut self,
+        desc: pg_sys::TupleDesc,
+        values: &[Datum],
+        nulls: &[bool],
+    ) -> bool {
+        if desc != self.matched {
+            // SAFETY: both descriptors are valid (the caller's contract; the result's lives in
+            // the per-query context, longer than `self`).
+            let (theirs, ours) = unsafe {
+                (
+                    super::compat::tuple_attrs(desc),
+                    super::compat::tuple_attrs(self.desc),
+                )
+            };
+            if theirs.len() != ours.len()
+                || values.len() != ours.len()
+                || theirs.iter().zip(ours).any(|(t, o)| {
+                    t.attisdropped != o.attisdropped
+                        || (!o.attisdropped && t.atttypid != o.atttypid)
+                })
+            {
+                return false;
+            }
+            self.matched = desc;
+        }
+        // SAFETY: the values are of `desc`'s attributes (the caller's contract), which are this
+        // result's, type for type (checked above or for an earlier row of the same `desc`);
+        // a dropped attribute's value is NULL in the deformed tuple.
+        unsafe { self.put(values, nulls) };
+        true
+    }
+
     /// Appends a row (copied into the store). The slices must have one entry per attribute.
     ///
     /// # Safety
     /// Each non-NULL value must be a valid datum of its attribute's type.
-    pub unsafe fn put(&mut self, values: &[Datum], nulls: &[bool]) {
+    pub(in crate::pg) unsafe fn put(&mut self, values: &[Datum], nulls: &[bool]) {
         if self.failed.is_some() {
             return;
         }
@@ -445,7 +642,9 @@ impl ResultSet {
             // store (put_row) before the context is reset.
             unsafe {
                 let previous = pg_sys::MemoryContextSwitchTo(scratch);
-                let result = rewrite(&mut v, &mut n);
+                // (the row's values are the caller's, of this result's attributes: the
+                // contract of `put`)
+                let result = rewrite(&mut RowValues::new(self.desc, &mut v, &mut n));
                 pg_sys::MemoryContextSwitchTo(previous);
                 match result {
                     Ok(()) => self.put_row(&v, &n),
@@ -483,6 +682,11 @@ impl ResultSet {
                 Value::Text(t) => (Some(pg_sys::TEXTOID), text_datum(t)),
                 Value::Uuid(u) => (Some(pg_sys::UUIDOID), uuid_datum(u)),
                 Value::Jsonb(j) => (Some(pg_sys::JSONBOID), j.datum()),
+                Value::Column(c) => (Some(c.ty), c.datum),
+                Value::Object(pairs) => (
+                    Some(pg_sys::JSONBOID),
+                    super::jsonb::build::jsonb_object(pairs),
+                ),
             };
             if let Some(ty) = expected
                 && ty != attr.atttypid
@@ -522,6 +726,30 @@ impl ResultSet {
     }
 }
 
+/// A composite value (a row of some row type) valid for `'a`, as pg/ read it from a column it
+/// checked to be of a row type.
+#[derive(Clone, Copy)]
+pub struct Composite<'a> {
+    datum: Datum,
+    _row: PhantomData<&'a ()>,
+}
+
+impl Composite<'_> {
+    /// # Safety
+    /// `datum` must be a valid non-NULL composite datum for `'a`.
+    pub(in crate::pg) unsafe fn new<'a>(datum: Datum) -> Composite<'a> {
+        Composite {
+            datum,
+            _row: PhantomData,
+        }
+    }
+
+    /// The datum, for the glue that passes it on.
+    pub(in crate::pg) fn datum(self) -> Datum {
+        self.datum
+    }
+}
+
 /// One value of a row [`ResultSet::put_values`] stores.
 #[derive(Clone, Copy)]
 pub enum Value<'a> {
@@ -541,6 +769,31 @@ pub enum Value<'a> {
     Uuid(&'a Uuid),
     /// A jsonb value.
     Jsonb(Jsonb<'a>),
+    /// A column value pg/ read and checked the type of.
+    Column(TypedDatum<'a>),
+    /// A jsonb object of these pairs (built with the jsonb builder when the row is stored).
+    Object(&'a [(&'a str, event_store_core::shape::Scalar)]),
+}
+
+/// A non-NULL datum of a column whose type pg/ checked when it read it, valid for `'a`: a
+/// value the store passes on to a result without looking into it.
+#[derive(Clone, Copy)]
+pub struct TypedDatum<'a> {
+    datum: Datum,
+    ty: pg_sys::Oid,
+    _row: PhantomData<&'a ()>,
+}
+
+impl TypedDatum<'_> {
+    /// # Safety
+    /// `datum` must be a valid non-NULL datum of type `ty` for `'a`.
+    pub(in crate::pg) unsafe fn new<'a>(datum: Datum, ty: pg_sys::Oid) -> TypedDatum<'a> {
+        TypedDatum {
+            datum,
+            ty,
+            _row: PhantomData,
+        }
+    }
 }
 
 /// Reads a uuid datum (a pointer to 16 bytes).

@@ -32,6 +32,7 @@
 //! transaction's abort: the resource owner drops the buffer pins, relation references and the
 //! registered snapshot, and both contexts are children of the caller's, which the abort frees.
 
+use super::call::{ResultSet, TypedDatum};
 use super::jsonb::Jsonb;
 use super::spi::{Reading, Rows};
 use pgrx::pg_sys::{self, Datum, Oid};
@@ -191,6 +192,31 @@ impl<'a> StreamHead<'a> {
             state_revision,
             _row: PhantomData,
         }
+    }
+
+    /// The head of row `row` of a bump statement's `rows`, before the bump of `n` events made
+    /// it `version`: its `stream_type` (text) and `state` (jsonb) at columns `type_col` and
+    /// `state_col`, each checked to be of its type (a statement whose columns differ is an
+    /// internal error, never a misread datum). Valid while the rows are.
+    pub fn from_rows(
+        rows: &'a Rows<'_>,
+        row: usize,
+        old_version: i64,
+        type_col: i32,
+        state_col: i32,
+    ) -> StreamHead<'a> {
+        let (stream_type, state) = (rows.datum(row, type_col), rows.datum(row, state_col));
+        for (d, col, ty) in [
+            (stream_type, type_col, pg_sys::TEXTOID),
+            (state, state_col, pg_sys::JSONBOID),
+        ] {
+            if d.is_some() && rows.column_type(col) != Some(ty) {
+                pgrx::error!("event_store: column {col} of a bump statement is not of type {ty:?}");
+            }
+        }
+        // SAFETY: non-NULL datums of a text and a jsonb column (checked above), in the tuple
+        // table the borrow of `rows` keeps for 'a; no `deleted` datum is passed.
+        unsafe { StreamHead::new(old_version, stream_type, state, None, None) }
     }
 
     /// Whether `es.streams.stream_type` is set.
@@ -924,8 +950,9 @@ pub struct StreamRow<'r> {
     data: Datum,
     occurred_at: Datum,
     recorded_at: Datum,
-    /// Every attribute of the table row (dropped ones NULL), when it was read natively.
-    table: Option<(&'r [Datum], &'r [bool])>,
+    /// Every attribute of the table row (dropped ones NULL), when it was read natively, and
+    /// the relation's descriptor.
+    table: Option<(&'r [Datum], &'r [bool], pg_sys::TupleDesc)>,
 }
 
 impl<'r> StreamRow<'r> {
@@ -990,9 +1017,10 @@ impl<'r> StreamRow<'r> {
         unsafe { Jsonb::from_datum(self.data) }
     }
 
-    /// `event_type`, as a text datum valid while the row is.
-    pub fn event_type(&self) -> Datum {
-        self.event_type
+    /// `event_type`, a text value valid while the row is, for a result's row.
+    pub fn event_type(&self) -> TypedDatum<'r> {
+        // SAFETY: both constructors guarantee a non-NULL text datum valid for 'r.
+        unsafe { TypedDatum::new(self.event_type, pg_sys::TEXTOID) }
     }
 
     /// Whether the event is one of the store's markers (its type starts with `$`): read
@@ -1006,20 +1034,33 @@ impl<'r> StreamRow<'r> {
         }
     }
 
-    /// `occurred_at` (timestamptz, by value).
-    pub fn occurred_at(&self) -> Datum {
-        self.occurred_at
+    /// `occurred_at` (timestamptz: microseconds since 2000-01-01 UTC).
+    pub fn occurred_at(&self) -> i64 {
+        self.occurred_at.value() as i64
     }
 
-    /// `recorded_at` (timestamptz, by value).
-    pub fn recorded_at(&self) -> Datum {
-        self.recorded_at
+    /// `recorded_at` (timestamptz: microseconds since 2000-01-01 UTC).
+    pub fn recorded_at(&self) -> i64 {
+        self.recorded_at.value() as i64
     }
 
     /// Every attribute of the table row (values, NULL flags) in `es.events` order, dropped
     /// attributes NULL, when it was read natively: what `RETURNS SETOF es.events` returns.
     pub fn table_row(&self) -> Option<(&'r [Datum], &'r [bool])> {
-        self.table
+        self.table.map(|(values, nulls, _)| (values, nulls))
+    }
+
+    /// Stores the whole table row (read natively) in `out`, a result whose row type is the
+    /// table's, attribute for attribute; `false` (nothing stored) for a row read by a statement
+    /// or a result of another shape.
+    pub fn put_into(&self, out: &mut ResultSet) -> bool {
+        let Some((values, nulls, desc)) = self.table else {
+            return false;
+        };
+        // SAFETY: the values and NULL flags are the scanned relation's tuple deformed with its
+        // descriptor `desc`, which the scan keeps open (and the datums valid) while the row is
+        // visited; `put_row_of` compares `desc` with the result's attributes.
+        unsafe { out.put_row_of(desc, values, nulls) }
     }
 }
 
@@ -1198,7 +1239,7 @@ unsafe fn scan_rows<E>(
                 data: column(EVENT_DATA),
                 occurred_at: column(EVENT_OCCURRED_AT),
                 recorded_at: column(EVENT_RECORDED_AT),
-                table: Some((&table_values, &table_nulls)),
+                table: Some((&table_values, &table_nulls, (*rel).rd_att)),
             };
             let visited = visit(&row);
             pg_sys::MemoryContextSwitchTo(scan_cxt);

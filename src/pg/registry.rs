@@ -12,6 +12,7 @@
 //! and the next lookup reloads all four tables in a snapshot of the latest commits.
 
 use super::call::uuid_datum;
+use super::jsonb::Jsonb;
 use super::spi::{Connection, RegisteredSnapshot, Stmt};
 use pgrx::pg_sys::BuiltinOid::UUIDOID;
 use pgrx::pg_sys::{self, Datum, Oid};
@@ -320,20 +321,19 @@ pub fn known_no_personal_data() -> bool {
 }
 
 /// A stream's row, without locking it: (version, type, state datum, state revision).
-pub struct StreamInfo {
+pub struct StreamInfo<'c> {
     /// Its version.
     pub version: i64,
     /// Its type.
     pub stream_type: Option<String>,
-    /// Its kept state (a jsonb datum in the SPI result, valid until the connection's next
-    /// statement frees it; copy before).
-    pub state: Option<Datum>,
+    /// Its kept state, in the SPI result, valid while the connection is (copy it to keep it).
+    pub state: Option<Jsonb<'c>>,
     /// The revision the kept state was computed by.
     pub state_revision: Option<i64>,
 }
 
 /// Reads a stream's row in the statement's snapshot (`None`: no such stream).
-pub fn stream_info(conn: &Connection, stream: &uuid::Uuid) -> Option<StreamInfo> {
+pub fn stream_info<'c>(conn: &'c Connection, stream: &uuid::Uuid) -> Option<StreamInfo<'c>> {
     let rows = conn.query(&STREAM_STATE_INFO, &[Some(uuid_datum(stream))]);
     if rows.is_empty() {
         return None;
@@ -341,7 +341,11 @@ pub fn stream_info(conn: &Connection, stream: &uuid::Uuid) -> Option<StreamInfo>
     Some(StreamInfo {
         version: rows.first_i64().unwrap_or(0),
         stream_type: rows.text(0, 2),
-        state: rows.datum(0, 3),
+        // SAFETY: a jsonb column (`rows.jsonb` checks its type) of a tuple table SPI keeps
+        // until the connection finishes (these rows are never freed), so for 'c.
+        state: rows
+            .jsonb(0, 3)
+            .map(|j| unsafe { Jsonb::from_datum(j.datum()) }),
         state_revision: rows.i64(0, 4),
     })
 }

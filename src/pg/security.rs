@@ -24,6 +24,7 @@
 //!   (sub)transaction started (`AbortTransaction` / `AbortSubTransaction`: `prevUser`,
 //!   `prevSecContext`) and rolls back every GUC nest level above it (`AtEOXact_GUC`).
 
+use crate::pg::call::Composite;
 use pgrx::pg_sys::{self, Datum, Oid};
 use std::ffi::c_int;
 
@@ -155,7 +156,7 @@ pub fn function_owner(function: Oid) -> Option<Oid> {
 /// # Safety
 /// `function` must take exactly `args.len()` arguments of the types of `args` (by-reference
 /// datums valid for the call) and return `text`.
-pub unsafe fn call_returning_text(function: Oid, args: &[Datum]) -> Option<String> {
+unsafe fn call_returning_text(function: Oid, args: &[Datum]) -> Option<String> {
     // SAFETY: `flinfo` lives on this frame for the whole call; fmgr_info fills it (allocations
     // in the current memory context). The fcinfo is palloc0'd with room for the arguments, as
     // `LOCAL_FCINFO` sizes it. The call itself goes through pgrx's FFI guard, so an ERROR
@@ -192,6 +193,45 @@ pub unsafe fn call_returning_text(function: Oid, args: &[Datum]) -> Option<Strin
         pg_sys::pfree(fcinfo.cast());
         text
     }
+}
+
+/// [`call_returning_text`] of a function `f(text, <row type>) RETURNS text` (a projection's
+/// `es.run_handler`) with `text` and `row`: its signature is checked against the arguments
+/// first (an internal error when it differs, never a misread datum), once per backend for the
+/// same function.
+pub fn call_text_row(function: Oid, text: &str, row: Composite<'_>) -> Option<String> {
+    thread_local! {
+        static CHECKED: std::cell::Cell<Oid> = const { std::cell::Cell::new(pg_sys::InvalidOid) };
+    }
+    if CHECKED.with(|c| c.get()) != function {
+        // SAFETY: a catalog lookup of the function's signature (released before returning) and
+        // of the row's type, read from the composite datum's header (valid: the type's
+        // invariant).
+        let fits = unsafe {
+            let header = pg_sys::pg_detoast_datum(row.datum().cast_mut_ptr())
+                .cast::<pg_sys::HeapTupleHeaderData>();
+            let row_type = pgrx::heap_tuple_header_get_type_id(header);
+            let mut types: *mut Oid = std::ptr::null_mut();
+            let mut nargs: c_int = 0;
+            let ret = pg_sys::get_func_signature(function, &mut types, &mut nargs);
+            ret == pg_sys::TEXTOID
+                && nargs == 2
+                && *types == pg_sys::TEXTOID
+                && *types.add(1) == row_type
+        };
+        if !fits {
+            pgrx::error!(
+                "event_store: function {} is not f(text, row) RETURNS text",
+                function.to_u32()
+            );
+        }
+        CHECKED.with(|c| c.set(function));
+    }
+    let text = crate::pg::call::text_datum(text);
+    // SAFETY: the function takes (text, the row's type) and returns text (checked above or at
+    // an earlier call of the same OID, which keeps its signature for life); `text` is a fresh
+    // text datum and `row` a valid composite datum of that type, both valid for the call.
+    unsafe { call_returning_text(function, &[text, row.datum()]) }
 }
 
 /// Whether the current user holds the privileges of the role named `role` (a member of it, or a

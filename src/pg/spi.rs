@@ -9,6 +9,7 @@
 //! changes. The layer is deliberately small and raw (no per-call argument vectors beyond the
 //! ones PostgreSQL needs) because it sits on the append hot path.
 
+use super::call::Composite;
 use super::jsonb::Jsonb;
 use pgrx::pg_sys::{self, BuiltinOid, Datum, Oid};
 use std::ffi::CStr;
@@ -342,6 +343,23 @@ impl<'s> Rows<'s> {
         // SAFETY: the column is jsonb (checked above); the datum lives in the tuple table,
         // which the borrow of `self` keeps.
         Some(unsafe { Jsonb::from_datum(d) })
+    }
+
+    /// Column `col` of row `row` as a composite value (a row), valid while the rows are. A
+    /// column of another type is an internal error, never a misread datum.
+    pub fn composite(&self, row: usize, col: i32) -> Option<Composite<'_>> {
+        let d = self.datum(row, col)?;
+        // SAFETY: `datum` returned a value, so the table is not NULL and `col` is one of its
+        // descriptor's columns; SPI_gettypeid only reads the descriptor, type_is_rowtype the
+        // type cache.
+        let rowtype =
+            unsafe { pg_sys::type_is_rowtype(pg_sys::SPI_gettypeid((*self.table).tupdesc, col)) };
+        if !rowtype {
+            pgrx::error!("event_store: column {col} of a statement is not a row");
+        }
+        // SAFETY: a non-NULL value of a row type (checked above), in the tuple table the
+        // borrow of `self` keeps.
+        Some(unsafe { Composite::new(d) })
     }
 
     /// Column `col` of row `row` as bytea, copied into Rust memory. A column of another type is

@@ -24,7 +24,7 @@
 //!   memory of one state.
 
 use super::backend::Memory;
-use super::call::RowType;
+use super::call::{CallMemory, Composite, RowValues};
 use super::jsonb::Jsonb;
 use event_store_core::RaisedError;
 use event_store_core::event::JsonField;
@@ -48,6 +48,9 @@ pub struct UserFn {
     fcinfo: *mut pg_sys::FunctionCallInfoBaseData,
     nargs: usize,
     role: Oid,
+    /// Whether its declared result type is jsonb (read at the first [`UserFn::call_jsonb`],
+    /// so an evolve, called through [`Fold`], costs no catalog look-up; an OID keeps its types).
+    returns_jsonb: Option<bool>,
 }
 
 impl UserFn {
@@ -87,6 +90,7 @@ impl UserFn {
                 fcinfo,
                 nargs,
                 role,
+                returns_jsonb: None,
             })
         }
     }
@@ -223,20 +227,20 @@ pub fn passes_through(sqlstate: &str) -> bool {
         .any(|class| sqlstate.starts_with(class))
 }
 
-/// A composite datum rebuilt with `f` applied to its deformed values (a fresh datum in the
-/// current memory context); `f`'s error leaves the datum as it is.
-///
-/// # Safety
-/// `d` must be a valid composite datum.
-pub unsafe fn rewrite_composite<E>(
-    d: Datum,
-    f: impl FnOnce(RowType<'_>, &mut [Datum], &mut [bool]) -> Result<(), E>,
-) -> Result<Datum, E> {
-    // SAFETY: the caller's contract; the row type's descriptor is looked up by the datum's own
-    // type id and typmod, pinned while the tuple is deformed and formed again, then released.
+/// A composite value rebuilt with `f` applied to its deformed values (a fresh datum in the
+/// current memory context); `f`'s error leaves the value as it is.
+pub fn rewrite_composite<'a, E>(
+    row: Composite<'a>,
+    f: impl FnOnce(&mut RowValues<'_>) -> Result<(), E>,
+) -> Result<Composite<'a>, E> {
+    // SAFETY: `row` is a valid composite datum (the type's invariant); the row type's
+    // descriptor is looked up by the datum's own type id and typmod, pinned while the tuple is
+    // deformed and formed again, then released; the deformed values are of its attributes,
+    // valid while the detoasted tuple is (this call). The result is a composite datum of the
+    // same row type, in the current memory context.
     unsafe {
-        let header =
-            pg_sys::pg_detoast_datum(d.cast_mut_ptr()).cast::<pg_sys::HeapTupleHeaderData>();
+        let header = pg_sys::pg_detoast_datum(row.datum().cast_mut_ptr())
+            .cast::<pg_sys::HeapTupleHeaderData>();
         let desc = pg_sys::lookup_rowtype_tupdesc(
             pgrx::heap_tuple_header_get_type_id(header),
             pgrx::heap_tuple_header_get_typmod(header),
@@ -251,9 +255,9 @@ pub unsafe fn rewrite_composite<E>(
         let mut values = vec![Datum::from(0usize); natts];
         let mut nulls = vec![true; natts];
         pg_sys::heap_deform_tuple(&mut tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-        let result = f(RowType::from_raw(desc), &mut values, &mut nulls).map(|()| {
+        let result = f(&mut RowValues::new(desc, &mut values, &mut nulls)).map(|()| {
             let formed = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            pg_sys::heap_copy_tuple_as_datum(formed, desc)
+            Composite::new(pg_sys::heap_copy_tuple_as_datum(formed, desc))
         });
         pg_sys::DecrTupleDescRefCount(desc);
         result
@@ -329,6 +333,31 @@ pub fn guarded<R, E>(f: impl FnOnce() -> Result<R, E>) -> Result<R, E> {
     result
 }
 
+impl UserFn {
+    /// [`UserFn::call`] with jsonb arguments, for a function declared to return jsonb (an
+    /// upcaster, an evolve: checked when it was declared, and here, since a safe jsonb value
+    /// must be one): its result as jsonb, in the current memory context, which (as for every
+    /// jsonb value read in it) must not be reset while the result is used.
+    pub fn call_jsonb<'a>(&mut self, args: &[Jsonb<'a>]) -> Result<Option<Jsonb<'a>>, RaisedError> {
+        if self.returns_jsonb.is_none() {
+            // SAFETY: a catalog look-up of an existing function's result type (`open` found it).
+            let result_type = unsafe { pg_sys::get_func_rettype(self.oid) };
+            self.returns_jsonb = Some(result_type == pg_sys::JSONBOID);
+        }
+        if self.returns_jsonb != Some(true) {
+            pgrx::error!(
+                "event_store: function {} does not return jsonb",
+                function_name(self.oid)
+            );
+        }
+        let datums: Vec<Datum> = args.iter().map(Jsonb::datum).collect();
+        let result = self.call(&datums)?;
+        // SAFETY: a non-NULL result of a function whose declared result type is jsonb
+        // (checked above), which fmgr guarantees a C or PL function returns.
+        Ok(result.map(|d| unsafe { Jsonb::from_datum(d) }))
+    }
+}
+
 /// Why a fold's step failed.
 #[derive(Debug)]
 pub enum StepError {
@@ -392,6 +421,13 @@ impl Fold {
     /// The state so far (valid until the next step or the fold's end).
     pub fn state(&self) -> Datum {
         self.state
+    }
+
+    /// The state so far, as jsonb (valid while the fold is borrowed: until its next step).
+    pub fn state_jsonb(&self) -> Jsonb<'_> {
+        // SAFETY: the fold's state is a jsonb datum it copied and checked (an object), kept in
+        // its own context until the next step, which needs `&mut self`.
+        unsafe { Jsonb::from_datum(self.state) }
     }
 
     /// A copy of the state so far in the current memory context (valid after the fold moves on).
@@ -459,6 +495,16 @@ impl Fold {
     }
 }
 
+impl Fold {
+    /// [`Fold::finish`] into the call's memory, where the state lives until the call returns.
+    pub fn finish_to_call<'m>(self, memory: CallMemory<'m>) -> Jsonb<'m> {
+        let state = Memory::from_call(memory).run(|| self.finish());
+        // SAFETY: `finish` returns a fresh copy of the fold's state (a jsonb datum), made here
+        // in the call's memory, which lives for 'm.
+        unsafe { Jsonb::from_datum(state) }
+    }
+}
+
 /// How a JSON value's kind is named in an error.
 pub fn shape_name(shape: &JsonField<'_>) -> &'static str {
     match shape {
@@ -472,16 +518,7 @@ pub fn shape_name(shape: &JsonField<'_>) -> &'static str {
     }
 }
 
-/// A fresh, untoasted copy of a jsonb datum in `into`.
-///
-/// # Safety
-/// `d` must be a valid jsonb datum.
-pub unsafe fn copy_jsonb(into: Memory, d: Datum) -> Datum {
-    // SAFETY: the caller's contract; `into` is a context of the call (see `Memory`).
-    unsafe { copy_jsonb_raw(into.raw(), d) }
-}
-
-/// [`copy_jsonb`] into a raw context.
+/// A fresh, untoasted copy of a jsonb datum in a raw context.
 ///
 /// # Safety
 /// `d` must be a valid jsonb datum, `context` a live memory context.

@@ -397,6 +397,11 @@ pub fn state_datum(state: &AccountState) -> Datum {
     jsonb_object(&state.pairs())
 }
 
+/// [`state_datum`] as a jsonb value in the call's memory.
+pub fn state_jsonb<'a>(memory: CallMemory<'a>, state: &AccountState) -> Jsonb<'a> {
+    Jsonb::object(memory, &state.pairs())
+}
+
 /// Finds an account stream without locking it: its current version and the state stored in its
 /// row (when that is the state at the version), or ES002 / ES104 / ES007 (deleted).
 pub fn account_head(

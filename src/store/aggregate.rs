@@ -18,7 +18,9 @@ use super::pipeline::{Batch, StreamRules};
 use super::sql::{SET_STATE_REVISION, VERSION_AS_OF, VERSION_AS_OF_ARCHIVED};
 use super::stream::visit_events;
 use crate::pg::backend::Memory;
-use crate::pg::call::{ResultSet, i64_datum, text_datum, uuid_datum};
+use crate::pg::call::{
+    CallMemory, ResultSet, TypedDatum, Value, i64_datum, text_datum, uuid_datum,
+};
 use crate::pg::heap::{Kept, StreamHead};
 use crate::pg::jsonb::Jsonb;
 use crate::pg::registry::{self, AggregateType};
@@ -250,9 +252,12 @@ fn step_failed(def: &AggregateType, evolve: Oid, version: i64, e: StepError) -> 
 
 /// `event` as its upcasters make it (unchanged without upcasters), in the current memory
 /// context.
-fn upcast_event(up: &mut Option<Upcasting>, event: Datum) -> Result<Datum, EventStoreError> {
+fn upcast_event<'a>(
+    up: &mut Option<Upcasting>,
+    event: Jsonb<'a>,
+) -> Result<Jsonb<'a>, EventStoreError> {
     match up {
-        Some(u) => Ok(u.apply(event)?.map_or(event, |(d, _)| d)),
+        Some(u) => Ok(u.apply(event)?.map_or(event, |(j, _)| j)),
         None => Ok(event),
     }
 }
@@ -298,7 +303,7 @@ fn judge(
             let event = if marker {
                 element.datum()
             } else {
-                fold.in_step(|_| upcast_event(&mut up, element.datum()))?
+                fold.in_step(|_| upcast_event(&mut up, *element).map(|e| e.datum()))?
             };
             if let Some(check) = check.as_mut() {
                 fold.in_step(|state| check.call(&[state, event]))
@@ -323,6 +328,17 @@ fn state_at(
     version: i64,
     reading: Reading,
 ) -> Result<Datum, EventStoreError> {
+    fold_at(conn, stream, def, version, reading).map(Fold::finish)
+}
+
+/// The fold of a stream's state up to `version`, not yet finished (see [`state_at`]).
+fn fold_at(
+    conn: &Connection,
+    stream: &Uuid,
+    def: &AggregateType,
+    version: i64,
+    reading: Reading,
+) -> Result<Fold, EventStoreError> {
     let evolve = open_evolve(def)?;
     let snap = conn.query_as(
         reading,
@@ -348,25 +364,25 @@ fn state_at(
         if row.is_marker() {
             return Ok(());
         }
-        let event = fold.in_step(|_| upcast_event(&mut up, row.data().datum()))?;
+        let event = fold.in_step(|_| upcast_event(&mut up, row.data()).map(|e| e.datum()))?;
         fold.step(event)
             .map_err(|e| step_failed(def, evolve_oid, row.version, e))
     })?;
-    Ok(fold.finish())
+    Ok(fold)
 }
 
 /// What `es.state` and `es.history` find for a stream: its row and its type's definition.
-struct Typed {
+struct Typed<'c> {
     /// Events below this version were removed by a truncation.
     truncated_before: Option<i64>,
     version: i64,
-    state: Option<Datum>,
+    state: Option<Jsonb<'c>>,
     state_revision: Option<i64>,
     def: Rc<AggregateType>,
 }
 
 /// The stream and its declared type (ES002 / ES303).
-fn typed_stream(conn: &Connection, stream: &Uuid) -> Result<Typed, EventStoreError> {
+fn typed_stream<'c>(conn: &'c Connection, stream: &Uuid) -> Result<Typed<'c>, EventStoreError> {
     let info = registry::stream_info(conn, stream).ok_or(EventStoreError::StreamNotFound {
         stream_id: stream.to_string(),
     })?;
@@ -391,11 +407,11 @@ fn typed_stream(conn: &Connection, stream: &Uuid) -> Result<Typed, EventStoreErr
 }
 
 /// What `es.state` returns.
-pub enum State {
+pub enum State<'a> {
     /// An account's state (rendered by the caller).
     Account(AccountState),
-    /// A declared type's state, a jsonb datum in the caller's memory context.
-    Declared(Datum),
+    /// A declared type's state, a jsonb value in the call's memory.
+    Declared(Jsonb<'a>),
     /// The stream did not exist yet at `as_of`.
     NotYet,
 }
@@ -403,14 +419,14 @@ pub enum State {
 /// `es.state`: the state at `at_version` (default: the current one), or at the newest version
 /// recorded at or before `as_of`, whichever is older; from the kept state when that is the
 /// one asked for, else the newest usable snapshot plus the tail.
-pub fn state(
+pub fn state<'a>(
+    memory: CallMemory<'a>,
     stream: &Uuid,
     at_version: Option<i64>,
     as_of: Option<Datum>,
-) -> Result<State, EventStoreError> {
-    // the call's memory context, which outlives the SPI connection below (SPI_connect
-    // switches to a context of its own, freed at SPI_finish)
-    let caller = Memory::current();
+) -> Result<State<'a>, EventStoreError> {
+    // The state is returned in the call's memory (`memory`), which outlives the SPI
+    // connection below (SPI_connect switches to a context of its own, freed at SPI_finish).
     let conn = Connection::connect();
     let typed = typed_stream(&conn, stream)?;
     if typed.def.native {
@@ -430,12 +446,14 @@ pub fn state(
         && typed.state_revision == Some(def.revision)
         && let Some(state) = typed.state
     {
-        // SAFETY: a jsonb datum of the SPI result, copied before the connection ends.
-        return Ok(State::Declared(unsafe { udf::copy_jsonb(caller, state) }));
+        // copied out of the SPI result before the connection ends
+        return Ok(State::Declared(state.copy_to_call(memory)));
     }
-    let state = udf::guarded(|| state_at(&conn, stream, def, target, Reading::Statement))?;
-    // SAFETY: as above: copied out of the connection's memory before it ends.
-    Ok(State::Declared(unsafe { udf::copy_jsonb(caller, state) }))
+    let state = udf::guarded(|| {
+        fold_at(&conn, stream, def, target, Reading::Statement)
+            .map(|fold| fold.finish_to_call(memory))
+    })?;
+    Ok(State::Declared(state))
 }
 
 /// The version a time-travel read looks at (`None`: the stream did not exist yet at `as_of`).
@@ -510,8 +528,8 @@ pub fn history(stream: &Uuid, out: &mut ResultSet) -> Result<(), EventStoreError
                     out,
                     row.version,
                     row.event_type(),
-                    data.datum(),
-                    super::account::state_datum(&state),
+                    Value::Jsonb(data),
+                    Value::Object(&state.pairs()),
                     row.recorded_at(),
                 );
                 Ok(())
@@ -536,23 +554,22 @@ pub fn history(stream: &Uuid, out: &mut ResultSet) -> Result<(), EventStoreError
             &mut |row| {
                 let marker = row.is_marker();
                 let data = if marker {
-                    row.data().datum()
+                    row.data()
                 } else {
-                    fold.in_step(|_| upcast_event(&mut up, row.data().datum()))?
+                    fold.in_step(|_| upcast_event(&mut up, row.data()))?
                 };
                 // shown as folded; copied out of the step's context, which the step resets
-                // SAFETY: a jsonb datum (the row's, or the upcast one in the step context).
-                let shown = unsafe { udf::copy_jsonb(Memory::current(), data) };
+                let shown = data.copy_into(Memory::current());
                 if !marker {
-                    fold.step(data)
+                    fold.step(data.datum())
                         .map_err(|e| step_failed(&def, evolve_oid, row.version, e))?;
                 }
                 put_history_row(
                     out,
                     row.version,
                     row.event_type(),
-                    shown,
-                    fold.state(),
+                    Value::Jsonb(shown),
+                    Value::Jsonb(fold.state_jsonb()),
                     row.recorded_at(),
                 );
                 Ok(())
@@ -564,15 +581,19 @@ pub fn history(stream: &Uuid, out: &mut ResultSet) -> Result<(), EventStoreError
 fn put_history_row(
     out: &mut ResultSet,
     version: i64,
-    event_type: Datum,
-    data: Datum,
-    state: Datum,
-    recorded_at: Datum,
+    event_type: TypedDatum<'_>,
+    data: Value<'_>,
+    state: Value<'_>,
+    recorded_at: i64,
 ) {
-    let values = [i64_datum(version), event_type, data, state, recorded_at];
-    // SAFETY: the values match the declared columns (bigint, text, jsonb, jsonb,
-    // timestamptz), each valid while the row is visited; the tuplestore copies them.
-    unsafe { out.put(&values, &[false; 5]) };
+    // the declared columns: bigint, text, jsonb, jsonb, timestamptz
+    out.put_values(&[
+        Value::Int8(version),
+        Value::Column(event_type),
+        data,
+        state,
+        Value::TimestampTz(recorded_at),
+    ]);
 }
 
 /// The running fold of the `es.replay` aggregate for one group.
@@ -655,7 +676,7 @@ impl Replay {
                     return Ok(());
                 }
                 udf::guarded(|| {
-                    let event = fold.in_step(|_| upcast_event(up, event.datum()))?;
+                    let event = fold.in_step(|_| upcast_event(up, event).map(|e| e.datum()))?;
                     fold.step(event)
                         .map_err(|e| step_failed(def, evolve, at, e))
                 })
@@ -968,7 +989,7 @@ fn rebuild_stream(
         let evolve_oid = fold.function();
         let mut up = Upcasting::load(conn);
         visit_events(conn, stream, 0, version, Reading::Latest, &mut |row| {
-            let event = fold.in_step(|_| upcast_event(&mut up, row.data().datum()))?;
+            let event = fold.in_step(|_| upcast_event(&mut up, row.data()).map(|e| e.datum()))?;
             fold.step(event)
                 .map_err(|e| step_failed(def, evolve_oid, row.version, e))?;
             if every > 0 && row.version % every == 0 {

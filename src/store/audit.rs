@@ -11,7 +11,7 @@ use super::account::{account_head, load_state};
 use super::account_json::AccountJson;
 use super::sql::{VERSION_AS_OF, VERSION_AS_OF_ARCHIVED};
 use super::stream::visit_events;
-use crate::pg::call::{ResultSet, i64_datum, no_value, text_datum, uuid_datum};
+use crate::pg::call::{ResultSet, Value, i64_datum, uuid_datum};
 use crate::pg::spi::{Connection, Reading};
 use event_store_core::account::{AccountState, Event, event_name, text_key};
 use event_store_core::{EventStoreError, JsonField};
@@ -117,29 +117,18 @@ pub fn account_history(account: &Uuid, out: &mut ResultSet) -> Result<(), EventS
                     _ => None,
                 },
             };
-            let values = [
-                i64_datum(row.version),
-                row.event_type(),
-                amount.map_or(no_value(), i64_datum),
-                i64_datum(state.balance_cents),
-                text_datum(state.status.as_str()),
-                text.map_or(no_value(), text_datum),
-                row.occurred_at(),
-                row.recorded_at(),
-            ];
-            let nulls = [
-                false,
-                false,
-                amount.is_none(),
-                false,
-                false,
-                text.is_none(),
-                false,
-                false,
-            ];
-            // SAFETY: the values match the declared columns (bigint, text, bigint, bigint, text,
-            // text, timestamptz, timestamptz); the row's datums are valid until the visit returns.
-            unsafe { out.put(&values, &nulls) };
+            // the declared columns: bigint, text, bigint, bigint, text, text, timestamptz,
+            // timestamptz
+            out.put_values(&[
+                Value::Int8(row.version),
+                Value::Column(row.event_type()),
+                amount.map_or(Value::Null, Value::Int8),
+                Value::Int8(state.balance_cents),
+                Value::Text(state.status.as_str()),
+                text.map_or(Value::Null, Value::Text),
+                Value::TimestampTz(row.occurred_at()),
+                Value::TimestampTz(row.recorded_at()),
+            ]);
             Ok(())
         },
     )

@@ -10,7 +10,7 @@
 use super::sql::AUDIT_INSERT;
 use crate::pg::call::i64_datum;
 use crate::pg::call::{ResultSet, array_of, bytea_datum, strong_random, text_datum};
-use crate::pg::jsonb::read::jsonb_to_string;
+use crate::pg::jsonb::Jsonb;
 use crate::pg::jsonb::write::jsonb_from_text;
 use crate::pg::registry::{self, PersonalPaths};
 use crate::pg::security;
@@ -286,13 +286,11 @@ impl Revealer {
         personal::open(key.as_deref()?, token)
     }
 
-    /// A jsonb datum with its sealed values revealed or erased: `None` when it holds none
-    /// (use it as it is), else the new datum (in the current memory context).
-    pub fn jsonb(&mut self, d: Datum) -> Option<Datum> {
-        // SAFETY: the callers pass jsonb datums.
-        let text = unsafe { jsonb_to_string(d) };
-        let (revealed, _) = personal::reveal_text(&text, &mut |id, t| self.open(id, t))?;
-        Some(jsonb_from_text(&revealed))
+    /// A jsonb value with its sealed values revealed or erased: `None` when it holds none
+    /// (use it as it is), else the JSON text of the new value.
+    pub fn jsonb(&mut self, j: Jsonb<'_>) -> Option<String> {
+        let (revealed, _) = personal::reveal_text(&j.to_text(), &mut |id, t| self.open(id, t))?;
+        Some(revealed)
     }
 
     /// A text value that may be a sealed string (a read model's column): `None` when it is
@@ -308,10 +306,10 @@ impl Revealer {
 }
 
 /// A jsonb result (`es.state`, `es.account_state`, `es.reveal`) as the caller may see it.
-pub fn reveal_datum(d: Datum) -> Datum {
-    match Revealer::load() {
-        Some(mut r) => r.jsonb(d).unwrap_or(d),
-        None => d,
+pub fn reveal_datum(j: Jsonb<'_>) -> Datum {
+    match Revealer::load().and_then(|mut r| r.jsonb(j)) {
+        Some(revealed) => jsonb_from_text(&revealed),
+        None => j.datum(),
     }
 }
 
@@ -321,43 +319,24 @@ pub fn reveal_columns(out: &mut ResultSet, jsonb: &'static [usize], text: &'stat
     let Some(mut r) = Revealer::load() else {
         return;
     };
-    out.set_rewrite(Box::new(move |values, nulls| {
+    out.set_rewrite(Box::new(move |row| {
         for &c in jsonb {
-            if !nulls[c]
-                && let Some(d) = r.jsonb(values[c])
-            {
-                values[c] = d;
+            if let Some(revealed) = row.jsonb(c).and_then(|j| r.jsonb(j)) {
+                row.set_jsonb_text(c, &revealed);
             }
         }
         for &c in text {
-            if nulls[c] {
+            let Some(s) = row.text(c) else {
                 continue;
-            }
-            // SAFETY: the caller names text columns.
-            let s = unsafe { text_of(values[c]) };
+            };
             match r.text(&s) {
                 None => {}
-                Some(Some(t)) => values[c] = text_datum(&t),
-                Some(None) => nulls[c] = true,
+                Some(Some(t)) => row.set_text(c, &t),
+                Some(None) => row.set_null(c),
             }
         }
         Ok(())
     }));
-}
-
-/// The Rust string of a text datum.
-///
-/// # Safety
-/// `d` must be a valid text datum.
-unsafe fn text_of(d: Datum) -> String {
-    // SAFETY: the caller's contract; text_to_cstring detoasts and copies into a palloc'd C
-    // string, copied again here and freed.
-    unsafe {
-        let c = pg_sys::text_to_cstring(d.cast_mut_ptr());
-        let s = CStr::from_ptr(c).to_string_lossy().into_owned();
-        pg_sys::pfree(c.cast());
-        s
-    }
 }
 
 // The statements of this use case, prepared once per backend by `pg::spi`.

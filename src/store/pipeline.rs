@@ -10,13 +10,12 @@
 use super::personal;
 use super::sql::{SET_STATE_REVISION, STREAM_VERSION};
 use crate::pg::call::{
-    CallMemory, JsonbArray, i64_datum, text_datum, transaction_start, uuid_datum, uuid_from_datum,
+    CallMemory, JsonbArray, i64_datum, text_datum, transaction_start, uuid_datum,
 };
 use crate::pg::heap::{self, Bump, EventRow, Kept, Outcome, StreamHead};
 use crate::pg::insert::{self, Conflict};
 use crate::pg::jsonb::Jsonb;
-use crate::pg::jsonb::read::jsonb_to_string;
-use crate::pg::jsonb::write::{jsonb_at_path, jsonb_from_text, jsonb_object, jsonb_set_path};
+use crate::pg::jsonb::write::{jsonb_from_text, jsonb_object};
 use crate::pg::positions;
 use crate::pg::spi::{Arg, Connection, Reading, Rows, Stmt};
 use crate::store::life;
@@ -189,23 +188,17 @@ impl<'a> Batch<'a> {
                 let Some(paths) = registry.get(&self.metas[i].event_type) else {
                     continue;
                 };
-                let named = element.get_container(c"metadata").and_then(|m| {
-                    // SAFETY: get_container returns a jsonb datum of its own.
-                    match unsafe { Jsonb::from_datum(m) }.get(c"data_subject") {
-                        event_store_core::JsonField::String(s) => Some(s.to_owned()),
-                        _ => None,
-                    }
-                });
+                let named = match element.get_in(c"metadata", c"data_subject") {
+                    event_store_core::JsonField::String(s) => Some(s.to_owned()),
+                    _ => None,
+                };
                 let subject = subject_of(named.as_deref(), &stream_text);
                 let only_strings = seals_only_strings(&self.metas[i].event_type);
                 let mut sealed = Vec::new();
                 for path in paths.iter() {
-                    // SAFETY: an element is a jsonb datum valid for the call.
-                    let Some(value) = (unsafe { jsonb_at_path(element.datum(), path) }) else {
+                    let Some(text) = element.text_at_path(path) else {
                         continue;
                     };
-                    // SAFETY: jsonb_extract_path returns a jsonb datum.
-                    let text = unsafe { jsonb_to_string(value) };
                     if text == "null"
                         || text.starts_with(&format!("\"{TOKEN_PREFIX}"))
                         || (only_strings && !text.starts_with('"'))
@@ -222,21 +215,21 @@ impl<'a> Batch<'a> {
         if edits.is_empty() {
             return Ok(());
         }
+        // Only a batch with elements has edits, and it comes with the call's memory (a
+        // command's batch has none).
+        let Some(call_memory) = memory else {
+            pgrx::error!("event_store: a batch with elements sealed without the call's memory");
+        };
         for (i, sealed) in edits {
-            let mut d = self.elements[i].datum();
-            for (path, token) in sealed {
-                let value = jsonb_from_text(&string_json(&token));
-                // SAFETY: `d` and `value` are jsonb datums; the path exists (read above).
-                d = unsafe { jsonb_set_path(d, &path, value) };
-            }
-            // SAFETY: a jsonb datum built in the call's memory, valid for 'a.
-            self.elements[i] = unsafe { Jsonb::from_datum(d) };
+            let sealed: Vec<(Path, String)> = sealed
+                .into_iter()
+                .map(|(path, token)| (path, string_json(&token)))
+                .collect();
+            self.elements[i] = self.elements[i].with_replaced(call_memory, &sealed);
         }
-        if self.array.is_some()
-            && let Some(memory) = memory
-        {
+        if self.array.is_some() {
             let datums: Vec<Datum> = self.elements.iter().map(Jsonb::datum).collect();
-            self.array = Some(JsonbArray::of(memory, &datums));
+            self.array = Some(JsonbArray::of(call_memory, &datums));
         }
         Ok(())
     }
@@ -446,10 +439,8 @@ fn check_bumped_row(
     // (The bump statements do not return `state_revision`, which a schema of 0.1.0 lacks: a
     // declared type's kept state is then taken as stale and recomputed, which is only slower;
     // nor `deleted`: a deleted stream was refused just above.)
-    let (stream_type, state) = (rows.datum(0, 2), rows.datum(0, 3));
-    // SAFETY: columns 2 and 3 of the bump statements are `stream_type text` and `state jsonb`,
-    // valid while `rows` is; no `deleted` datum is passed.
-    let head = unsafe { StreamHead::new(version - n, stream_type, state, None, None) };
+    // columns 2 and 3 of the bump statements: `stream_type text` and `state jsonb`
+    let head = StreamHead::from_rows(rows, 0, version - n, 2, 3);
     if let Some(kept) = rules.check_head(conn, &head)? {
         match kept.revision {
             None => conn.execute(&SET_STATE, &[sid, Some(kept.state)]),
@@ -485,14 +476,11 @@ fn retry_or_duplicate(
     let rows = conn.execute(&FIND_EVENT_IDS, &[Some(array)]);
     let stored: Vec<StoredId> = (0..rows.len())
         .filter_map(|r| {
-            let (event_id, stream_id) = (rows.datum(r, 1)?, rows.datum(r, 2)?);
-            // SAFETY: FIND_EVENT_IDS returns (event_id uuid, stream_id uuid, version bigint).
-            Some(unsafe {
-                StoredId {
-                    event_id: uuid_from_datum(event_id),
-                    stream_id: uuid_from_datum(stream_id),
-                    version: rows.i64(r, 3).unwrap_or(0),
-                }
+            // FIND_EVENT_IDS returns (event_id uuid, stream_id uuid, version bigint)
+            Some(StoredId {
+                event_id: rows.uuid(r, 1)?,
+                stream_id: rows.uuid(r, 2)?,
+                version: rows.i64(r, 3).unwrap_or(0),
             })
         })
         .collect();

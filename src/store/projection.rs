@@ -7,7 +7,7 @@ use super::subscription::{
     self, check_timeout, current_database, load, move_checkpoint, nack_locked, next_events,
     no_such, remove, sleep_until,
 };
-use crate::pg::call::{i64_datum, text_datum};
+use crate::pg::call::{Composite, i64_datum, text_datum};
 use crate::pg::positions::wake_waiters;
 use crate::pg::security;
 use crate::pg::server;
@@ -295,7 +295,7 @@ fn handle(conn: &Connection, p: &Runnable, run_handler: Oid, position: i64) -> O
             return None;
         }
     }
-    let Some(event) = row.datum(0, 1) else {
+    let Some(event) = row.composite(0, 1) else {
         return Some(format!("event at position {position} not found"));
     };
     // an event of an older version reaches the handler as its upcasters make it
@@ -303,15 +303,13 @@ fn handle(conn: &Connection, p: &Runnable, run_handler: Oid, position: i64) -> O
         Ok(e) => e,
         Err(e) => return Some(e.message()),
     };
-    let handler = text_datum(&p.handler);
     // The handler is the user's code: it resolves its names with the session's search_path
     // (for its role), not the store's pinned one.
     let error = conn.unpinned(|| {
         security::restricted_as(p.run_as, || {
-            // SAFETY: es.run_handler(text, es.events) returns text; `handler` is a text datum
-            // and `event` the composite datum of an es.events row, which lives in `row`'s
-            // tuple table until `row` is freed after this call.
-            unsafe { security::call_returning_text(run_handler, &[handler, event]) }
+            // es.run_handler(text, es.events) RETURNS text; `event` lives in `row`'s tuple
+            // table until `row` is freed after this call
+            security::call_text_row(run_handler, &p.handler, event)
         })
     });
     // one event row in memory at a time, however large the batch and its events
@@ -392,7 +390,10 @@ pub fn committed() {
 
 /// An `es.events` row (a composite datum) as its upcasters make it; the same datum without
 /// upcasters.
-fn upcast_row(conn: &Connection, event: Datum) -> Result<Datum, EventStoreError> {
+fn upcast_row<'a>(
+    conn: &Connection,
+    event: Composite<'a>,
+) -> Result<Composite<'a>, EventStoreError> {
     if crate::pg::registry::known_no_upcaster() {
         return Ok(event);
     }
@@ -400,16 +401,12 @@ fn upcast_row(conn: &Connection, event: Datum) -> Result<Datum, EventStoreError>
         return Ok(event);
     };
     crate::pg::udf::isolated(|| {
-        // SAFETY: `event` is the composite datum of an es.events row (EVENT_ROW); `desc`
-        // is its row type's descriptor, valid during the rewrite.
-        unsafe {
-            crate::pg::udf::rewrite_composite(event, |desc, values, nulls| {
-                match crate::store::upcast::RowColumns::of(desc) {
-                    Some(columns) => up.apply_to_row(values, nulls, columns),
-                    None => Ok(()),
-                }
-            })
-        }
+        crate::pg::udf::rewrite_composite(event, |row| {
+            match crate::store::upcast::RowColumns::of(row.row_type()) {
+                Some(columns) => up.apply_to_row(row, columns),
+                None => Ok(()),
+            }
+        })
     })
 }
 

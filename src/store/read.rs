@@ -59,15 +59,14 @@ pub fn upcasting(out: &mut ResultSet) -> bool {
         return false;
     }
     let isolated = up.is_some();
-    out.set_rewrite(Box::new(move |values, nulls| {
+    out.set_rewrite(Box::new(move |row| {
         if let Some(up) = up.as_mut() {
-            up.apply_to_row(values, nulls, columns)?;
+            up.apply_to_row(row, columns)?;
         }
         if let Some(r) = reveal.as_mut()
-            && !nulls[columns.data]
-            && let Some(d) = r.jsonb(values[columns.data])
+            && let Some(revealed) = row.jsonb(columns.data).and_then(|j| r.jsonb(j))
         {
-            values[columns.data] = d;
+            row.set_jsonb_text(columns.data, &revealed);
         }
         Ok(())
     }));
@@ -145,13 +144,10 @@ fn load_natively(
     out: &mut ResultSet,
 ) -> Outcome<Result<(), Stop>> {
     heap::scan_stream(stream, from, i64::MAX, Reading::Statement, &mut |row| {
-        let (values, nulls) = row.table_row().ok_or(Stop::Shape)?;
-        if values.len() != out.natts() {
+        // a row of es.events (dropped attributes NULL) for a result whose row type is es.events
+        if !row.put_into(out) {
             return Err(Stop::Shape);
         }
-        // SAFETY: a row of es.events (dropped attributes NULL) for a result whose row type is
-        // es.events, attribute for attribute (same count, checked above).
-        unsafe { out.put(values, nulls) };
         *left -= 1;
         if *left == 0 { Err(Stop::Full) } else { Ok(()) }
     })

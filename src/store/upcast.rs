@@ -9,13 +9,13 @@
 //! [`crate::pg::udf::isolated`] unit.
 
 use crate::pg::backend::Memory;
-use crate::pg::call::RowType;
+use crate::pg::call::{RowType, RowValues};
 use crate::pg::jsonb::Jsonb;
 use crate::pg::registry::{self, Upcasters};
 use crate::pg::spi::Connection;
 use crate::pg::udf::{self, OpenError, UserFn};
 use event_store_core::{EventStoreError, JsonField};
-use pgrx::pg_sys::Datum;
+
 use std::collections::HashMap;
 
 /// The declared upcasters, and the ones opened so far for this statement.
@@ -59,9 +59,10 @@ impl Upcasting {
     /// `event` (an event object, as `es.events.data` holds it) at its type's newest version:
     /// `None` when no upcaster applies, else the upcast object (in the current memory context)
     /// and its version.
-    pub fn apply(&mut self, event: Datum) -> Result<Option<(Datum, i32)>, EventStoreError> {
-        // SAFETY: the caller passes a jsonb datum valid during the call.
-        let json = unsafe { Jsonb::from_datum(event) };
+    pub fn apply<'a>(
+        &mut self,
+        json: Jsonb<'a>,
+    ) -> Result<Option<(Jsonb<'a>, i32)>, EventStoreError> {
         let JsonField::String(event_type) = json.get(c"type") else {
             return Ok(None);
         };
@@ -76,7 +77,7 @@ impl Upcasting {
             return Ok(None);
         }
         let event_type = event_type.to_owned();
-        let mut current = event;
+        let mut current = json;
         while let Some(up) = chain.get(&version).copied() {
             let failed = |reason: String, raised: Option<String>| EventStoreError::UpcastFailed {
                 reason: format!(
@@ -100,7 +101,7 @@ impl Upcasting {
                     e.insert(f)
                 }
             };
-            let next = match upcast.call(&[current]) {
+            let next = match upcast.call_jsonb(&[current]) {
                 Err(raised) if udf::passes_through(&raised.sqlstate) => {
                     return Err(EventStoreError::Raised(raised));
                 }
@@ -113,8 +114,7 @@ impl Upcasting {
                 Ok(None) => return Err(failed("returned NULL".into(), None)),
                 Ok(Some(d)) => d,
             };
-            // SAFETY: the declared result type is jsonb (checked at es.define_upcaster).
-            let shape = unsafe { Jsonb::from_datum(next) }.shape();
+            let shape = next.shape();
             if !matches!(shape, JsonField::Object) {
                 return Err(failed(
                     format!("returned {}, not a JSON object", udf::shape_name(&shape)),
@@ -131,17 +131,11 @@ impl Upcasting {
     /// 0-based attribute positions).
     pub fn apply_to_row(
         &mut self,
-        values: &mut [Datum],
-        nulls: &mut [bool],
+        row: &mut RowValues<'_>,
         at: RowColumns,
     ) -> Result<(), EventStoreError> {
-        if nulls[at.data] {
-            return Ok(());
-        }
-        if let Some((data, version)) = self.apply(values[at.data])? {
-            values[at.data] = data;
-            values[at.event_version] = Datum::from(version);
-            nulls[at.event_version] = false;
+        if let Some(version) = row.replace_jsonb(at.data, |data| self.apply(data))? {
+            row.set_i32(at.event_version, version);
         }
         Ok(())
     }

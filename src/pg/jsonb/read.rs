@@ -16,6 +16,7 @@
 //! wrote it (a jsonb datum has passed `jsonb_in`/`jsonb_recv` or was built by PostgreSQL); the
 //! reader only reads at offsets the container's own entries give, within the value.
 
+use crate::pg::backend::Memory;
 use event_store_core::{JsonField, NumberText, RawEvent};
 use pgrx::pg_sys::{self, Datum};
 use std::ffi::CStr;
@@ -450,6 +451,61 @@ impl<'a> Jsonb<'a> {
             copy.cast::<u32>().write(((4 + len) as u32) << 2);
             std::ptr::copy_nonoverlapping(src, copy.add(4), len);
             Some(Datum::from(copy))
+        }
+    }
+
+    /// The value of key `key` of the object at top-level key `outer`, read in place
+    /// (`Absent` when either is missing or `outer` is not an object).
+    pub fn get_in(&self, outer: &CStr, key: &CStr) -> JsonField<'a> {
+        // SAFETY: `root` is valid for 'a; `find` returns an index within the root; a container
+        // entry's value starts at its int-aligned offset inside the value (as `field` reads it),
+        // and is searched only when its header says it is an object.
+        unsafe {
+            let Some((i, children)) = self.root.find(outer.to_bytes()) else {
+                return JsonField::Absent;
+            };
+            if self.root.entry(i) & JENTRY_TYPEMASK != JENTRY_ISCONTAINER {
+                return JsonField::Absent;
+            }
+            let inner = Container(self.root.data(children).add(int_align(self.root.offset(i))));
+            if inner.header() & JB_FOBJECT == 0 {
+                return JsonField::Absent;
+            }
+            match inner.find(key.to_bytes()) {
+                Some((j, inner_children)) => inner.field(j, inner_children),
+                None => JsonField::Absent,
+            }
+        }
+    }
+
+    /// The JSON text of the value (PostgreSQL's own printer, `JsonbToCString`).
+    pub fn to_text(&self) -> String {
+        // SAFETY: the datum is a jsonb value valid for 'a (the type's invariant).
+        unsafe { jsonb_to_string(self.datum) }
+    }
+
+    /// A fresh, untoasted copy of the value in `into` (a context of the call: see `Memory`),
+    /// which outlives the value copied.
+    pub fn copy_into(&self, into: Memory) -> Jsonb<'a> {
+        self.copy_to(into.raw())
+    }
+
+    /// A fresh, untoasted copy of the value in the call's memory, where it lives until the call
+    /// returns (a value read from a connection that ends before).
+    pub fn copy_to_call<'m>(&self, memory: crate::pg::call::CallMemory<'m>) -> Jsonb<'m> {
+        self.copy_to(memory.raw())
+    }
+
+    fn copy_to<'m>(&self, into: pg_sys::MemoryContext) -> Jsonb<'m> {
+        // SAFETY: the datum is a jsonb value valid for 'a; `into` is a live context of the call
+        // (the callers' `Memory` or `CallMemory`, which outlive 'm); pg_detoast_datum_copy
+        // returns a fresh palloc'd copy in the current context, which is `into` during the
+        // call; the copy is inline (a 4-byte header), so reading it allocates nothing more.
+        unsafe {
+            let previous = pg_sys::MemoryContextSwitchTo(into);
+            let copy = pg_sys::pg_detoast_datum_copy(self.datum.cast_mut_ptr());
+            pg_sys::MemoryContextSwitchTo(previous);
+            Jsonb::from_datum(Datum::from(copy))
         }
     }
 

@@ -3,16 +3,11 @@
 //! the value at a path replaced (`jsonb_set`) or read (`jsonb_extract_path`). The reader of
 //! binary jsonb is [`super::read`].
 
+pub use super::build::{jsonb_from_text, jsonb_object};
+use super::read::{Jsonb, jsonb_to_string};
 use crate::pg::call::{CallMemory, JsonbArray, array_of, text_datum};
-use event_store_core::shape::{Scalar, to_json_text};
+use event_store_core::shape::Scalar;
 use pgrx::pg_sys::{self, BuiltinOid, Datum};
-use std::ffi::{CString, c_char};
-
-unsafe extern "C-unwind" {
-    /// The fmgr entry of `jsonb_in`, unwrapped, for `DirectFunctionCall1Coll` (the guarded call).
-    #[link_name = "jsonb_in"]
-    fn jsonb_in_fmgr(fcinfo: pg_sys::FunctionCallInfo) -> Datum;
-}
 
 impl<'a> JsonbArray<'a> {
     /// A one-dimensional array of `json` texts, built in the call's memory.
@@ -22,73 +17,43 @@ impl<'a> JsonbArray<'a> {
     }
 }
 
-/// A jsonb datum (in the current memory context) of JSON text built in Rust.
-pub fn jsonb_from_text(json: &str) -> Datum {
-    let text = CString::new(json).unwrap_or_default();
-    // SAFETY: jsonb_in reads the NUL-terminated text (kept alive across the call) and returns a
-    // new jsonb in the current context; invalid JSON would be an ERROR, not undefined behavior.
-    unsafe {
-        pg_sys::DirectFunctionCall1Coll(
-            Some(jsonb_in_fmgr),
-            pg_sys::InvalidOid,
-            Datum::from(text.as_ptr() as *mut c_char),
-        )
+impl<'a> Jsonb<'a> {
+    /// The JSON text of the value at `path` (object keys), `None` when there is none:
+    /// PostgreSQL's `jsonb_extract_path` (`#>`), so every value keeps its exact form.
+    pub fn text_at_path(&self, path: &[String]) -> Option<String> {
+        // SAFETY: the datum is a jsonb value valid for 'a; jsonb_extract_path returns a jsonb
+        // datum (in the current memory context), printed at once.
+        unsafe { jsonb_at_path(self.datum(), path).map(|d| jsonb_to_string(d)) }
     }
-}
 
-/// A jsonb object of `pairs` (in the current memory context), built with PostgreSQL's jsonb
-/// builder (`pushJsonbValue`) instead of printing JSON text for `jsonb_in` to parse: the parse
-/// was a third of what an account command cost (`benches/instructions.sh`). The result is the
-/// value `jsonb_in` gives for the same object (keys sorted and unique the same way). In a
-/// database whose encoding is not UTF-8 the strings need converting, so the text path does it.
-pub fn jsonb_object(pairs: &[(&str, Scalar)]) -> Datum {
-    // SAFETY: reads the database's encoding, fixed for the life of the backend.
-    if unsafe { pg_sys::GetDatabaseEncoding() } != pg_sys::pg_enc::PG_UTF8 as i32 {
-        return jsonb_from_text(&to_json_text(pairs));
+    /// A copy of the value with the value at each path (which exists) replaced by the JSON
+    /// text given with it: PostgreSQL's `jsonb_set`, which keeps the rest of the document as it
+    /// was. Built in the call's memory (`memory`), so it lives as long as the call.
+    pub fn with_replaced(
+        &self,
+        memory: CallMemory<'a>,
+        edits: &[(Vec<String>, String)],
+    ) -> Jsonb<'a> {
+        let d = crate::pg::backend::Memory::from_call(memory).run(|| {
+            let mut d = self.datum();
+            for (path, json) in edits {
+                let value = jsonb_from_text(json);
+                // SAFETY: `d` is this jsonb value or one jsonb_set made of it, `value` one
+                // jsonb_in made: both valid jsonb datums.
+                d = unsafe { jsonb_set_path(d, path, value) };
+            }
+            d
+        });
+        // SAFETY: a jsonb datum (this value, or jsonb_set's result in the call's memory), valid
+        // for the call's 'a.
+        unsafe { Jsonb::from_datum(d) }
     }
-    let string = |s: &str| pg_sys::JsonbValue {
-        type_: pg_sys::jbvType::jbvString,
-        val: pg_sys::JsonbValue__bindgen_ty_1 {
-            string: pg_sys::JsonbValue__bindgen_ty_1__bindgen_ty_1 {
-                // A string too long for jsonb (2^28 bytes) is refused by the builder
-                // (checkStringLen), as jsonb_in refuses it; none of the store's values is.
-                len: i32::try_from(s.len()).unwrap_or(i32::MAX),
-                val: s.as_ptr() as *mut c_char,
-            },
-        },
-    };
-    // The builder copies the structs; the bytes their strings point to (`pairs` and the keys,
-    // borrowed for this whole function) stay valid until JsonbValueToJsonb has copied them into
-    // the result. Numerics are palloc'd by int64_to_numeric in the current context, like it.
-    // SAFETY: every JsonbValue handed to pushJsonbValue is complete for its type and its bytes
-    // outlive the builder (above); errors (a string too long) come through the guarded calls.
-    unsafe {
-        let mut state: *mut pg_sys::JsonbParseState = std::ptr::null_mut();
-        pg_sys::pushJsonbValue(
-            &mut state,
-            pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT,
-            std::ptr::null_mut(),
-        );
-        for (key, value) in pairs {
-            let mut k = string(key);
-            pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_KEY, &mut k);
-            let mut v = match value {
-                Scalar::Text(t) => string(t),
-                Scalar::Int(n) => pg_sys::JsonbValue {
-                    type_: pg_sys::jbvType::jbvNumeric,
-                    val: pg_sys::JsonbValue__bindgen_ty_1 {
-                        numeric: pg_sys::int64_to_numeric(*n),
-                    },
-                },
-            };
-            pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_VALUE, &mut v);
-        }
-        let object = pg_sys::pushJsonbValue(
-            &mut state,
-            pg_sys::JsonbIteratorToken::WJB_END_OBJECT,
-            std::ptr::null_mut(),
-        );
-        Datum::from(pg_sys::JsonbValueToJsonb(object))
+
+    /// [`jsonb_object`] built in the call's memory, where it lives until the call returns.
+    pub fn object(memory: CallMemory<'a>, pairs: &[(&str, Scalar)]) -> Jsonb<'a> {
+        let d = crate::pg::backend::Memory::from_call(memory).run(|| jsonb_object(pairs));
+        // SAFETY: jsonb_object returns a jsonb datum, here in the call's memory, valid for 'a.
+        unsafe { Jsonb::from_datum(d) }
     }
 }
 
