@@ -341,11 +341,11 @@ pub fn stream_info<'c>(conn: &'c Connection, stream: &uuid::Uuid) -> Option<Stre
     Some(StreamInfo {
         version: rows.first_i64().unwrap_or(0),
         stream_type: rows.text(0, 2),
-        // SAFETY: a jsonb column (`rows.jsonb` checks its type) of a tuple table SPI keeps
-        // until the connection finishes (these rows are never freed), so for 'c.
-        state: rows
-            .jsonb(0, 3)
-            .map(|j| unsafe { Jsonb::from_datum(j.datum()) }),
+        state: rows.jsonb(0, 3).map(|j| {
+            // SAFETY: a jsonb column (`rows.jsonb` checks its type) of a tuple table SPI keeps
+            // until the connection finishes (these rows are never freed), so for 'c.
+            unsafe { Jsonb::from_datum(j.datum()) }
+        }),
         state_revision: rows.i64(0, 4),
     })
 }

@@ -350,10 +350,10 @@ impl<'s> Rows<'s> {
     pub fn composite(&self, row: usize, col: i32) -> Option<Composite<'_>> {
         let d = self.datum(row, col)?;
         // SAFETY: `datum` returned a value, so the table is not NULL and `col` is one of its
-        // descriptor's columns; SPI_gettypeid only reads the descriptor, type_is_rowtype the
-        // type cache.
-        let rowtype =
-            unsafe { pg_sys::type_is_rowtype(pg_sys::SPI_gettypeid((*self.table).tupdesc, col)) };
+        // descriptor's columns; SPI_gettypeid only reads the descriptor.
+        let ty = unsafe { pg_sys::SPI_gettypeid((*self.table).tupdesc, col) };
+        // SAFETY: type_is_rowtype only reads the type cache, for any type oid.
+        let rowtype = unsafe { pg_sys::type_is_rowtype(ty) };
         if !rowtype {
             pgrx::error!("event_store: column {col} of a statement is not a row");
         }
