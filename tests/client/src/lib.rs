@@ -123,6 +123,30 @@ pub fn connect_with_retry(dbname: &str, within: Duration) -> Result<Client, Erro
     }
 }
 
+/// Opens a connection to `dbname` once the crash restart that killing backend `killed` causes
+/// is over, retrying for up to `within`. Why not [`connect_with_retry`] alone: the postmaster
+/// notices the death a moment after the kill, so a connection can be made before the restart
+/// and be closed by it. A killed backend's entry stays in `pg_stat_activity` until the restart
+/// resets shared memory, so a session that no longer sees it was started after the restart.
+pub fn connect_after_kill(dbname: &str, killed: i32, within: Duration) -> Result<Client, Error> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut client = connect_with_retry(dbname, deadline.saturating_duration_since(Instant::now()))?;
+        match client.query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
+            &[&killed],
+        ) {
+            Ok(row) if !row.get::<_, bool>(0) => return Ok(client),
+            Err(err) if Instant::now() >= deadline => return Err(err),
+            Ok(_) | Err(_) => thread::sleep(Duration::from_millis(50)),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backend {killed} is still in pg_stat_activity {within:?} after its kill: no crash restart"
+        );
+    }
+}
+
 /// The SQLSTATE of a server error (`None` for client-side errors such as a closed connection).
 pub fn sqlstate(err: &Error) -> Option<&str> {
     err.code().map(|code| code.code())

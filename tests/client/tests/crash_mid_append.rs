@@ -22,7 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use event_store_client_tests::{
-    TestDb, Uuid, append, bigints, connect_with_retry, describe, kill_9, stream_version,
+    TestDb, Uuid, append, bigints, connect_after_kill, describe, kill_9, stream_version,
 };
 
 /// Events in the killed append.
@@ -116,7 +116,7 @@ fn sigkill_during_append_leaves_no_trace_and_the_store_keeps_working() {
     }
 
     // The postmaster crash-restarts the whole cluster; wait until it accepts connections again.
-    let mut client = connect_with_retry(db.name(), RECOVER_WITHIN).unwrap_or_else(|e| {
+    let mut client = connect_after_kill(db.name(), victim_pid, RECOVER_WITHIN).unwrap_or_else(|e| {
         panic!(
             "the cluster did not come back within {RECOVER_WITHIN:?}: {}",
             describe(&e)

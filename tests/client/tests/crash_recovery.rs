@@ -56,7 +56,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use event_store_client_tests::{
-    Client, Error, TestDb, Uuid, append, bigints, connect_with_retry, describe, ensure_own_cluster,
+    Client, Error, TestDb, Uuid, append, bigints, connect_after_kill, connect_with_retry, describe, ensure_own_cluster,
     kill_9, sqlstate, stream_version, verify_store,
 };
 use postgres::GenericClient;
@@ -1381,7 +1381,7 @@ fn a_hard_delete_or_truncation_killed_midway_is_all_or_nothing() {
         kill_9(pid);
         let (answered, actor) = call.join().expect("the act's thread panicked");
         drop(actor);
-        let mut client = connect_with_retry(db.name(), Duration::from_secs(90))
+        let mut client = connect_after_kill(db.name(), pid, Duration::from_secs(90))
             .unwrap_or_else(|e| panic!("no connection after the kill: {}", describe(&e)));
         let (deleted, cut, version, events, lowest, markers, audits) =
             life_after(&mut client, stream);

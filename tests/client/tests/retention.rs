@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use event_store_client_tests::{
-    Client, TestDb, Uuid, admin, connect_with_retry, describe, exec, kill_9, verify_store,
+    Client, TestDb, Uuid, admin, connect_after_kill, connect_with_retry, describe, exec, kill_9, verify_store,
 };
 use rand::Rng;
 
@@ -722,7 +722,7 @@ fn a_kill_in_the_middle_of_a_retention_batch_or_an_archive_leaves_all_or_nothing
     let worker = held_backend(&mut monitor, db.name(), None);
     kill_9(worker);
     // crash recovery: the batch was all or nothing, and here it is nothing
-    let mut client = connect_with_retry(db.name(), Duration::from_secs(60))
+    let mut client = connect_after_kill(db.name(), worker, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("reconnect: {}", describe(&e)));
     thread::sleep(Duration::from_millis(200));
     assert_eq!(i64_of(&mut client, "SELECT count(*) FROM es.events"), 36);
@@ -769,7 +769,7 @@ fn a_kill_in_the_middle_of_a_retention_batch_or_an_archive_leaves_all_or_nothing
     kill_9(backend);
     let failed = archiver.join().expect("archiver thread");
     assert!(failed.is_some(), "the killed es.archive reported success");
-    let mut client = connect_with_retry(db.name(), Duration::from_secs(60))
+    let mut client = connect_after_kill(db.name(), backend, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("reconnect: {}", describe(&e)));
     assert_eq!(i64_of(&mut client, "SELECT count(*) FROM es.events"), 9);
     assert_eq!(
