@@ -35,8 +35,9 @@
 #! build and input, whatever else the machine does. Compare two builds by installing each
 #! (`bash scripts/install.sh --release`) and running this after each.
 #!
-#! usage: benches/instructions.sh [--only W1,W15,loops] [N]   (default N = 20000; ~3 minutes)
-#!   N calls for W1, W3 and the loops; N/100 for W2 (N events), N/4 for W15, N/200 for W16.
+#! usage: benches/instructions.sh [--only W1,W15,loops] [N]   (default N = 20000; 3-5 minutes)
+#!   N calls per loop, N/2 for W1 and W3, N/100 for W2 (N events), N/20 for W15, N/1000 for
+#!   W16 (at least 10 each).
 #! env:   PG_BIN (default: the machine's PostgreSQL 15), ES_INSTRUCTIONS_PORT (default 28850);
 #!        the cluster is target/es-cluster-instructions of this tree.
 #! out:   the table on stdout and in target/bench-instructions.txt (with the md5 of the
@@ -165,6 +166,8 @@ per_loop() {
 }
 
 results=()
+# calls D: N / D calls, at least 10
+calls() { local c=$((n / $1)); echo $((c < 10 ? 10 : c)); }
 # pair ID UNIT DIVISOR CALLS DESCRIPTION STORE_PREPARE STORE_EXEC RAW_PREPARE RAW_EXEC
 pair() {
   local id=$1 unit=$2 div=$3 calls=$4 desc=$5 s r line
@@ -189,21 +192,21 @@ for ((i = 1; i <= 100; i++)); do
 done
 
 # reads first, while es.events and its copy hold the same rows
-pair W15 call 1 $((n / 4)) "es.load_events(<20-event stream>) vs SELECT * ... WHERE stream_id = \$1 ORDER BY version" \
+pair W15 call 1 $(calls 20) "es.load_events(<20-event stream>) vs SELECT * ... WHERE stream_id = \$1 ORDER BY version" \
   "PREPARE s(uuid) AS $W15_STORE;" "EXECUTE s($W15_ARG);" \
   "PREPARE r(uuid) AS $W15_RAW;" "EXECUTE r($W15_ARG);"
-pair W16 call 1 $(((n + 199) / 200)) "es.read_all(<after>, 1000) vs SELECT * ... WHERE global_position > \$1 ORDER BY global_position LIMIT 1000" \
+pair W16 call 1 $(calls 1000) "es.read_all(<after>, 1000) vs SELECT * ... WHERE global_position > \$1 ORDER BY global_position LIMIT 1000" \
   "PREPARE s(bigint) AS $W16_STORE;" "EXECUTE s($W16_ARG);" \
   "PREPARE r(bigint) AS $W16_RAW;" "EXECUTE r($W16_ARG);"
-pair W1 call 1 "$n" "one-event es.append_events (NULL expected version) vs single-row INSERT" \
+pair W1 call 1 "$(calls 2)" "one-event es.append_events (NULL expected version) vs single-row INSERT" \
   "PREPARE s(int) AS SELECT es.append_events($W1_ID, NULL, ARRAY['$W1_EVENT']::jsonb[]);" \
   "EXECUTE s(1 + (random() * 99999)::int);" \
   "PREPARE r(int, bigint) AS INSERT INTO bench.raw_events (stream_id, version, event_id, event_type, data, occurred_at, recorded_at) VALUES ($W1_ID, \$2, gen_random_uuid(), 'ItemAdded', '$W1_EVENT', now(), now());" \
   "EXECUTE r(1 + (random() * 99999)::int, 2 + (random() * 4611686018427387000)::bigint);"
-pair W2 event 100 $(((n + 99) / 100)) "es.append_events(<new stream>, 0, 100 events) vs one INSERT of the 100 rows" \
+pair W2 event 100 $(calls 100) "es.append_events(<new stream>, 0, 100 events) vs one INSERT of the 100 rows" \
   "PREPARE s AS SELECT es.append_events(gen_random_uuid(), 0, ARRAY[$w2_arr]::jsonb[]);" "EXECUTE s;" \
   "PREPARE r AS WITH s AS MATERIALIZED (SELECT gen_random_uuid() AS id) INSERT INTO bench.raw_events (stream_id, version, event_id, event_type, data, occurred_at, recorded_at) SELECT s.id, e.version, gen_random_uuid(), e.event_type, e.data, now(), now() FROM s, (VALUES $w2_vals) AS e(version, event_type, data);" "EXECUTE r;"
-pair W3 call 1 "$n" "es.deposit vs single-row INSERT of the Deposited event" \
+pair W3 call 1 "$(calls 2)" "es.deposit vs single-row INSERT of the Deposited event" \
   "PREPARE s(int) AS SELECT es.deposit($W3_ID, 100, 'bench');" \
   "EXECUTE s(1 + (random() * 9999)::int);" \
   "PREPARE r(int, bigint) AS INSERT INTO bench.raw_events (stream_id, version, event_id, event_type, data, occurred_at, recorded_at) VALUES ($W3_ID, \$2, gen_random_uuid(), 'Deposited', '{\"type\":\"Deposited\",\"amount_cents\":100,\"description\":\"bench\"}', now(), now());" \
