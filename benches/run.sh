@@ -1333,8 +1333,8 @@ figure_w7_archived() {
 register W1 tps 0 '>=' 0.95 "append 1 event, random of 100k streams"
 register W2 tps "$W2_EVENTS" '>=' 0.95 "append 100 events to a new stream"
 register W3 tps 0 '>=' 0.85 "es.deposit, random of 10k accounts"
-register W4 s 0 '<=' 1.0 "account_replay(data ORDER BY version) / SQL fold"
-register W4n s 0 '<=' 1.5 "account_state (native), 1M ev, vs SQL fold"
+register W4 s 0 '<=' 1.0 "es.account_replay aggregate / SQL fold"
+register W4n s 0 '<=' 1.5 "account_state (native fold) / SQL fold"
 register W5 st/s 0 '>=' 50 "account_state w/ snapshots vs full replay"
 register W6 tps 0 '>=' 0.90 "W1 tracing on (exported) / tracing off"
 register W7 tps 0 '>=' 0.80 "W1 with ${W7_EVENTS} events stored / 100k"
@@ -1347,12 +1347,12 @@ register W11 tps 0 '>=' 0.15 "append 1 event via PL/Proxy / direct"
 register W12 tps 0 '>=' 0.60 "append 1 event to a PL/pgSQL cart / raw"
 register W13 s 0 '<=' 1.5 "es.state replay, ${W13_EVENTS} ev / SQL agg"
 register W14 tps 0 '>=' 0.85 "W1 + retention worker removing / W1 alone"
-register W15 tps 0 '>=' 1.0 "es.load_events, 20-event stream / raw SELECT"
+register W15 tps 0 '>=' 1.0 "load_events, 20-event stream / raw SELECT"
 register W16 tps 0 '>=' 1.0 "es.read_all page of 1000 / raw SELECT"
 # W17 only when --only names it (a load of 100M events takes hours and tens of GB)
 if [[ ",${ONLY^^}," == *",W17,"* ]]; then
-  register W17 tps 0 '>=' 0.80 "W1 with ${W17_EVENTS} events stored / small"
-  register W17:W15 ratio 0 '>=' 0.80 "W15 with ${W17_EVENTS} events stored / small" figure_w17_w15
+  register W17 tps 0 '>=' 0.80 "W1 with ${W17_EVENTS} ev stored / small"
+  register W17:W15 ratio 0 '>=' 0.80 "W15 with ${W17_EVENTS} ev stored / small" figure_w17_w15
 fi
 [ ${#WORKLOADS[@]} -gt 0 ] || die "--only $ONLY selects no workload"
 
