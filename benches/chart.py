@@ -31,9 +31,12 @@ def parse(path):
         lines = f.read().splitlines()
     first = lines[0] if lines else ""
     for line in lines:
-        if not re.match(r"^W\d+(:\w+)? ", line):
+        if not re.match(r"^W\d+\w*(:\w+)? ", line):
             continue
         t = line.split()
+        # a last column after PASS/MISS (the instruction ratio, "instr") is not drawn
+        if t and t[-1] not in ("PASS", "MISS"):
+            t = t[:-1]
         # from the right: unit store events/s base base-ev/s ratio cmp bar result
         if len(t) < 11 or t[-3] not in (">=", "<="):
             continue
@@ -47,9 +50,9 @@ def parse(path):
 
 
 def order(wid):
-    """W1 < W2 < … < W10 < W10:p99 < W11."""
-    m = re.match(r"W(\d+)(?::(\w+))?", wid)
-    return (int(m.group(1)), m.group(2) or "")
+    """W1 < W2 < … < W4 < W4n < … < W10 < W10:p99 < W11."""
+    m = re.match(r"W(\d+)(\w*)(?::(\w+))?", wid)
+    return (int(m.group(1)), m.group(2), m.group(3) or "")
 
 
 def fmt(v):

@@ -5,6 +5,7 @@
 #! Why: the bars are ratios measured in one run, so the machine's speed cancels out.
 #!
 #! usage: benches/run.sh [--pg 15|18] [--smoke] [--secs N] [--reps N] [--only W1,W2] [--store-sql FILE]
+#!                        [--instructions]
 #!   --pg V        the PostgreSQL major version to run on (or ES_PG_VERSION=V): its binaries are
 #!                 $PG_BIN when that is set (scripts/test.sh: its copy of V; it must be V), else the
 #!                 machine's installation of V (scripts/pg_versions.sh); default: $PG_BIN, or 15
@@ -14,6 +15,12 @@
 #!   --only LIST   run only these workloads (comma-separated ids, e.g. W1)
 #!   --store-sql F build the store from SQL file F instead of CREATE EXTENSION event_store, without
 #!                 preload (e.g. benches/reference/plpgsql_store.sql, to calibrate the machine)
+#!   --instructions run benches/instructions.sh first (a few minutes). Either way the table's
+#!                 column "instr" shows the instruction ratio (raw/store, oriented like the
+#!                 pgbench ratio) of W1, W2, W3, W15 and W16 from target/bench-instructions.txt,
+#!                 when that file counted the event_store.so installed now
+#!   W17 (a store of ES_BENCH_W17_EVENTS events, default 100M) runs only when --only names it,
+#!                 never with --smoke
 #! exit: 0 ok; 1 error (setup failed, pgbench failed transactions or aborted clients);
 #!       3 a bar was missed (full mode only; --smoke reports MISS but exits 0)
 #!
@@ -40,6 +47,7 @@ REPS=5
 SMOKE=0
 ONLY=
 STORE_SQL=
+INSTRUCTIONS=
 
 die() { echo "bench: error: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
@@ -50,6 +58,7 @@ while [ $# -gt 0 ]; do
     --reps) REPS=${2:?--reps needs a value}; shift ;;
     --only) ONLY=${2:?--only needs a list}; shift ;;
     --store-sql) STORE_SQL=$(realpath "${2:?--store-sql needs a file}"); shift ;;
+    --instructions) INSTRUCTIONS=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^#! \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (try --help)" ;;
   esac
@@ -57,6 +66,7 @@ while [ $# -gt 0 ]; do
 done
 [[ $SECS =~ ^[1-9][0-9]*$ && $REPS =~ ^[1-9][0-9]*$ ]] || die "--secs and --reps take positive integers"
 [ -z "$STORE_SQL" ] || [ -f "$STORE_SQL" ] || die "no such file: $STORE_SQL"
+[ "$SMOKE" = 0 ] || [[ ",${ONLY^^}," != *",W17,"* ]] || die "W17 does not run in --smoke mode"
 # shellcheck source=../scripts/pg_versions.sh
 source "$here/scripts/pg_versions.sh"
 if [ -n "${PG_BIN:-}" ]; then
@@ -70,6 +80,26 @@ fi
 export PG_BIN=$BIN PATH=$BIN:$PATH
 major=$(es_pg_major "$BIN/pg_config")
 [ -z "$PG_VERSION" ] || [ "$major" = "$PG_VERSION" ] || die "--pg $PG_VERSION, but PG_BIN ($BIN) is PostgreSQL $major"
+
+# --- instruction counts (benches/instructions.sh): their ratios go beside pgbench's ------------------
+INSTR_FILE=$here/target/bench-instructions.txt
+if [ -n "$INSTRUCTIONS" ]; then
+  echo "bench: counting instructions first (benches/instructions.sh)"
+  bash "$BENCH/instructions.sh" || die "benches/instructions.sh failed"
+fi
+# instr_ratio ID: the instruction ratio of workload ID from INSTR_FILE, or - when the file is
+# missing, counted another build, or has no such workload
+instr_ratio() {
+  local so
+  so=$("$BIN/pg_config" --pkglibdir)/event_store.so
+  if [ -f "$INSTR_FILE" ] && [ -f "$so" ] && [ -z "$STORE_SQL" ] &&
+     grep -qx "so_md5 $(md5sum <"$so" | cut -d' ' -f1)" "$INSTR_FILE"; then
+    awk -v id="$1" '$1 == id { for (i = 2; i < NF; i++) if ($i == "ratio") { print $(i + 1); found = 1 } }
+                    END { if (!found) print "-" }' "$INSTR_FILE"
+  else
+    echo -
+  fi
+}
 
 # --- cluster ----------------------------------------------------------------------------------------
 export ES_CLUSTER_DIR=$here/target/es-cluster-bench ES_PORT=${ES_BENCH_PORT:-28817}
@@ -336,43 +366,74 @@ measure_w3() {
   esac
 }
 
-# W4: a full replay of one account of W4_EVENTS events, no snapshots: es.account_state at the
-# version before the last (the current state is kept in the stream row, so asking for it would
-# replay nothing) against the pure-SQL fold over the same events (one scan summing the signed
-# amounts, the cheapest SQL that gets the balance). Unit: seconds per fold (1 / one client's rate).
+# W4 and W4n: full replays of one account of W4_EVENTS events (Opened, then +2/-1 alternating),
+# no snapshots, each against the pure-SQL fold (one scan summing the signed amounts, the cheapest
+# SQL that gets the balance) over the same rows. Unit: seconds per fold (1 / one client's rate).
+#   W4  (docs/reference.md §8, as an auditor writes it in psql): the SQL aggregate
+#       `SELECT es.account_replay(data ORDER BY version) FROM es.events WHERE stream_id = $1`
+#       over all W4_EVENTS events, against the SQL fold over all of them.
+#   W4n (the native fold): es.account_state at the version before the last (the current state is
+#       kept in the stream row, so asking for it would replay nothing), against the SQL fold over
+#       the same W4_EVENTS - 1 events.
 W4_EVENTS=1000000
 if [ "$SMOKE" = 1 ]; then W4_EVENTS=100000; fi
 W4_ID=e4000000-0000-0000-0000-000000000001
-setup_w4() {
-  append_account "$W4_ID" "$W4_EVENTS" 10000
-  # the snapshots of the setup are dropped: W4 measures a full replay
-  val "DELETE FROM es.snapshots WHERE stream_id = '$W4_ID'" >/dev/null
-  cat >"$OUT/w4_state.sql" <<SQL
--- W4 (store): es.account_state of a $W4_EVENTS-event account without snapshots, at version $((W4_EVENTS - 1)) (a full replay). Generated by benches/run.sh.
-SELECT es.account_state('$W4_ID', at_version => $((W4_EVENTS - 1)));
-SQL
-  cat >"$OUT/w4_sql_fold.sql" <<SQL
--- W4 (baseline): the pure-SQL fold over the same $((W4_EVENTS - 1)) events. Generated by benches/run.sh.
-SELECT count(*), sum(CASE data->>'type'
+W4_FOLD="sum(CASE data->>'type'
                        WHEN 'Opened' THEN (data->>'initial_balance_cents')::bigint
                        WHEN 'Deposited' THEN (data->>'amount_cents')::bigint
                        WHEN 'Withdrawn' THEN -(data->>'amount_cents')::bigint
-                       ELSE 0 END)
-FROM es.events WHERE stream_id = '$W4_ID' AND version <= $((W4_EVENTS - 1));
+                       ELSE 0 END)"
+W4_SETUP_DONE=
+setup_w4_account() {
+  [ -z "$W4_SETUP_DONE" ] || return 0
+  W4_SETUP_DONE=1
+  append_account "$W4_ID" "$W4_EVENTS" 10000
+  # the snapshots of the setup are dropped: W4 and W4n measure a full replay
+  val "DELETE FROM es.snapshots WHERE stream_id = '$W4_ID'" >/dev/null
+}
+setup_w4() {
+  setup_w4_account
+  cat >"$OUT/w4_replay.sql" <<SQL
+-- W4 (store): the SQL aggregate es.account_replay over the $W4_EVENTS events of one account, ordered by version (docs/reference.md §8). Generated by benches/run.sh.
+SELECT es.account_replay(data ORDER BY version) FROM es.events WHERE stream_id = '$W4_ID';
+SQL
+  cat >"$OUT/w4_sql_fold.sql" <<SQL
+-- W4 (baseline): the pure-SQL fold over the same $W4_EVENTS events. Generated by benches/run.sh.
+SELECT count(*), $W4_FOLD
+FROM es.events WHERE stream_id = '$W4_ID';
 SQL
   # the two must agree before they are timed
   local a b
-  a=$(val "SELECT es.account_state('$W4_ID', at_version => $((W4_EVENTS - 1)))->>'balance_cents'")
-  b=$(val "SELECT sum(CASE data->>'type' WHEN 'Opened' THEN (data->>'initial_balance_cents')::bigint
-             WHEN 'Deposited' THEN (data->>'amount_cents')::bigint
-             WHEN 'Withdrawn' THEN -(data->>'amount_cents')::bigint ELSE 0 END)
-           FROM es.events WHERE stream_id = '$W4_ID' AND version <= $((W4_EVENTS - 1))")
-  [ "$a" = "$b" ] || die "W4: es.account_state says $a cents, the SQL fold $b"
+  a=$(val "SELECT es.account_replay(data ORDER BY version) ->> 'balance_cents' FROM es.events WHERE stream_id = '$W4_ID'")
+  b=$(val "SELECT $W4_FOLD FROM es.events WHERE stream_id = '$W4_ID'")
+  [ -n "$a" ] && [ "$a" = "$b" ] || die "W4: es.account_replay says $a cents, the SQL fold $b"
 }
 measure_w4() {
   case $1 in
     base) pgbench_rate w4_sql_fold "$OUT/w4_sql_fold.sql" | awk '{ printf "%.4f\n", 1 / $1 }' ;;
-    store) pgbench_rate w4_state "$OUT/w4_state.sql" | awk '{ printf "%.4f\n", 1 / $1 }' ;;
+    store) pgbench_rate w4_replay "$OUT/w4_replay.sql" | awk '{ printf "%.4f\n", 1 / $1 }' ;;
+  esac
+}
+setup_w4n() {
+  setup_w4_account
+  cat >"$OUT/w4n_state.sql" <<SQL
+-- W4n (store): es.account_state of a $W4_EVENTS-event account without snapshots, at version $((W4_EVENTS - 1)) (a full replay). Generated by benches/run.sh.
+SELECT es.account_state('$W4_ID', at_version => $((W4_EVENTS - 1)));
+SQL
+  cat >"$OUT/w4n_sql_fold.sql" <<SQL
+-- W4n (baseline): the pure-SQL fold over the same $((W4_EVENTS - 1)) events. Generated by benches/run.sh.
+SELECT count(*), $W4_FOLD
+FROM es.events WHERE stream_id = '$W4_ID' AND version <= $((W4_EVENTS - 1));
+SQL
+  local a b
+  a=$(val "SELECT es.account_state('$W4_ID', at_version => $((W4_EVENTS - 1)))->>'balance_cents'")
+  b=$(val "SELECT $W4_FOLD FROM es.events WHERE stream_id = '$W4_ID' AND version <= $((W4_EVENTS - 1))")
+  [ -n "$a" ] && [ "$a" = "$b" ] || die "W4n: es.account_state says $a cents, the SQL fold $b"
+}
+measure_w4n() {
+  case $1 in
+    base) pgbench_rate w4n_sql_fold "$OUT/w4n_sql_fold.sql" | awk '{ printf "%.4f\n", 1 / $1 }' ;;
+    store) pgbench_rate w4n_state "$OUT/w4n_state.sql" | awk '{ printf "%.4f\n", 1 / $1 }' ;;
   esac
 }
 
@@ -405,6 +466,28 @@ measure_w5() {
   esac
 }
 
+# bulk_load DB PREFIX STREAMS: appends STREAMS streams of 100 events each (ids PREFIX || n in hex,
+# 32 hex digits in all, n = 1..STREAMS) to DB's store through es.append_events, 1,000 streams
+# (100k events) per statement, each statement its own transaction, with BULK_LOADERS sessions at
+# once (default 2, one per core of the reference machine), each taking every BULK_LOADERS-th batch.
+# The store's own append path, so every event gets what any append gives it (the checks, a drawn
+# global position, es.streams rows); W7's and W17's stores are made with it.
+BULK_LOADERS=${ES_BENCH_BULK_LOADERS:-2}
+bulk_load() {
+  local db=$1 prefix=$2 streams=$3 batch=1000 w pids=() from
+  for ((w = 0; w < BULK_LOADERS; w++)); do
+    (
+      for ((from = 1 + w * batch; from <= streams; from += BULK_LOADERS * batch)); do
+        echo "SELECT count(es.append_events(('$prefix' || lpad(to_hex(n), $((32 - ${#prefix})), '0'))::uuid, 0,
+                 (SELECT array_agg(jsonb_build_object('type', 'ItemAdded', 'sku', 'B-' || g, 'qty', g)) FROM generate_series(1, 100) g)))
+               FROM generate_series($from, least($from + $batch - 1, $streams)) AS n;"
+      done | PGOPTIONS="-c synchronous_commit=off -c es.tracing=off" psql -X -qAt -v ON_ERROR_STOP=1 -d "$db" >/dev/null
+    ) &
+    pids+=($!)
+  done
+  for w in "${pids[@]}"; do wait "$w" || die "bulk_load: a loader of $db failed"; done
+}
+
 # W7: W1 on a store that already holds W7_EVENTS events (a second database, es_bench_w7: the same
 # 100k W1 streams plus the bulk in other streams, appended through es.append_events in batches of
 # 100 events and vacuumed) against W1 on the W1 database (100k events) in the same run: what a
@@ -418,7 +501,7 @@ setup_w7() {
   [[ " ${WORKLOADS[*]} " == *" W1 "* || " ${WORKLOADS[*]} " == *" W6 "* ]] || setup_w1
   psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "SET client_min_messages = warning" \
     -c "DROP DATABASE IF EXISTS $W7_DB WITH (FORCE)" -c "CREATE DATABASE $W7_DB"
-  local d7=(psql -X -qAt -v ON_ERROR_STOP=1 -d "$W7_DB") from batch=1000 bulk=$((W7_EVENTS - W1_STREAMS))
+  local d7=(psql -X -qAt -v ON_ERROR_STOP=1 -d "$W7_DB") from bulk=$((W7_EVENTS - W1_STREAMS))
   "${d7[@]}" -c "CREATE EXTENSION event_store" >/dev/null
   for ((from = 1; from <= W1_STREAMS; from += 10000)); do
     "${d7[@]}" -c "SELECT count(es.append_events(lpad(to_hex(n::bigint), 32, '0')::uuid, 0,
@@ -426,11 +509,7 @@ setup_w7() {
                    FROM generate_series($from, least($from + 9999, $W1_STREAMS)) AS n" >/dev/null
   done
   # the bulk: streams of 100 events, 1,000 streams (100k events) per statement
-  for ((from = 1; from <= bulk / 100; from += batch)); do
-    "${d7[@]}" -c "SET es.tracing = off" -c "SELECT count(es.append_events(('e7' || lpad(to_hex(n), 30, '0'))::uuid, 0,
-                     (SELECT array_agg(jsonb_build_object('type', 'ItemAdded', 'sku', 'B-' || g, 'qty', g)) FROM generate_series(1, 100) g)))
-                   FROM generate_series($from, least($from + $batch - 1, $bulk / 100)) AS n" >/dev/null
-  done
+  bulk_load "$W7_DB" e7 $((bulk / 100))
   "${d7[@]}" -c "VACUUM ANALYZE" >/dev/null
   W7_SETUP_EVENTS=$("${d7[@]}" -c "SELECT count(*) FROM es.events")
   rm -f "$OUT/w7-events.count"
@@ -1068,6 +1147,159 @@ check_w14() {
   STORE_CHECK+="; W14's store: $appended events appended, $removed removed by $(w14 -c "SELECT count(*) FROM es.data_audit WHERE action = 'retention'") audited batches, $live live, each stream a contiguous run up to its head"
 }
 
+# W15 and W16: reads against the same query written by hand on a copy of es.events
+# (bench.read_events: `LIKE es.events INCLUDING ALL`, the same columns and indexes, filled with
+# every row of es.events once all the setups are done, positions included), every column of every
+# row sent to pgbench. Unit tps; ratio = store tps / raw tps (docs/reference.md §8: >= 1.0).
+#   W15: es.load_events of a random one of W15_STREAMS streams of 20 events (ids 'f15' || n in
+#        hex) vs SELECT * FROM bench.read_events WHERE stream_id = $1 ORDER BY version.
+#   W16: es.read_all(<after>, 1000), after random in 0 .. the copy's last position - 1000, vs
+#        SELECT * FROM bench.read_events WHERE global_position > $1 ORDER BY global_position LIMIT 1000.
+# Both sides are checked to return the same rows (same text) before they are timed.
+W15_STREAMS=10000
+if [ "$SMOKE" = 1 ]; then W15_STREAMS=2000; fi
+W15_SID="('f15' || lpad(to_hex(:n::bigint), 29, '0'))::uuid"
+READ_COPY=
+# w15_streams PSQL...: appends the W15 streams (20 events each, 1,000 streams per statement)
+w15_streams() {
+  local from
+  for ((from = 1; from <= W15_STREAMS; from += 1000)); do
+    "$@" -c "SET es.tracing = off" -c "SELECT count(es.append_events(('f15' || lpad(to_hex(n), 29, '0'))::uuid, 0,
+                 (SELECT array_agg(jsonb_build_object('type', 'ItemAdded', 'sku', 'R-' || g, 'qty', g, 'price_cents', 125 * g) ORDER BY g)
+                  FROM generate_series(1, 20) g)))
+             FROM generate_series($from, least($from + 999, $W15_STREAMS)) AS n" >/dev/null
+  done
+}
+W15_SETUP_DONE=
+setup_w15_streams() {
+  [ -z "$W15_SETUP_DONE" ] || return 0
+  W15_SETUP_DONE=1
+  w15_streams psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB"
+  cat >"$OUT/w15_load.sql" <<SQL
+-- W15 (store): es.load_events of a random one of $W15_STREAMS streams of 20 events. Generated by benches/run.sh.
+\set n random(1, $W15_STREAMS)
+SELECT * FROM es.load_events($W15_SID);
+SQL
+}
+setup_w15() { setup_w15_streams; READ_COPY=1; }
+setup_w16() { READ_COPY=1; }
+# make_read_copy: bench.read_events, a copy of every row of es.events; the raw scripts; the checks
+make_read_copy() {
+  local max sid after a b
+  echo "bench: copying es.events into bench.read_events (the raw side of W15 and W16)"
+  sql -c "CREATE TABLE bench.read_events (LIKE es.events INCLUDING ALL)" \
+      -c "INSERT INTO bench.read_events SELECT * FROM es.events ORDER BY global_position" >/dev/null
+  max=$(val "SELECT max(global_position) - 1000 FROM bench.read_events")
+  cat >"$OUT/w15_raw.sql" <<SQL
+-- W15 (raw): the same stream read by hand from bench.read_events (a copy of es.events). Generated by benches/run.sh.
+\set n random(1, $W15_STREAMS)
+SELECT * FROM bench.read_events WHERE stream_id = $W15_SID ORDER BY version;
+SQL
+  cat >"$OUT/w16_read_all.sql" <<SQL
+-- W16 (store): es.read_all of a page of 1,000 after a random position. Generated by benches/run.sh.
+\set a random(0, $max)
+SELECT * FROM es.read_all(:a, 1000);
+SQL
+  cat >"$OUT/w16_raw.sql" <<SQL
+-- W16 (raw): the same page read by hand from bench.read_events (a copy of es.events). Generated by benches/run.sh.
+\set a random(0, $max)
+SELECT * FROM bench.read_events WHERE global_position > :a ORDER BY global_position LIMIT 1000;
+SQL
+  if [ -n "$W15_SETUP_DONE" ]; then
+    for sid in 1 $((W15_STREAMS / 2)) "$W15_STREAMS"; do
+      sid="('f15' || lpad(to_hex($sid), 29, '0'))::uuid"
+      a=$(val "SELECT count(*) || ' ' || md5(string_agg(t::text, '|' ORDER BY t.version)) FROM es.load_events($sid) t")
+      b=$(val "SELECT count(*) || ' ' || md5(string_agg(t::text, '|' ORDER BY t.version)) FROM bench.read_events t WHERE stream_id = $sid")
+      [ "$a" = "$b" ] && [ "${a%% *}" = 20 ] || die "W15: es.load_events gives $a, the raw query $b"
+    done
+  fi
+  for after in 0 $((max / 2)) "$max"; do
+    a=$(val "SELECT count(*) || ' ' || md5(string_agg(t::text, '|' ORDER BY t.global_position)) FROM es.read_all($after, 1000) t")
+    b=$(val "SELECT count(*) || ' ' || md5(string_agg(t::text, '|' ORDER BY t.global_position))
+             FROM (SELECT * FROM bench.read_events WHERE global_position > $after ORDER BY global_position LIMIT 1000) t")
+    [ "$a" = "$b" ] && [ "${a%% *}" = 1000 ] || die "W16: es.read_all($after, 1000) gives $a, the raw query $b"
+  done
+}
+measure_w15() {
+  case $1 in
+    base) pgbench_tps w15_raw "$OUT/w15_raw.sql" ;;
+    store) pgbench_tps w15_load "$OUT/w15_load.sql" ;;
+  esac
+}
+measure_w16() {
+  case $1 in
+    base) pgbench_tps w16_raw "$OUT/w16_raw.sql" ;;
+    store) pgbench_tps w16_read_all "$OUT/w16_read_all.sql" ;;
+  esac
+}
+
+# W17 (opt-in: `--only W17`; never in --smoke nor in the default run): W1 and W15 on a store
+# holding W17_EVENTS events (a database of its own, es_bench_w17: the 100k W1 streams, the W15
+# streams, and the rest in streams of 100 events loaded by bulk_load, i.e. through
+# es.append_events, then VACUUM ANALYZE) against W1 and W15 on the small store (the main database)
+# in the same repetition: is the store flat as the log grows? The row W17 is W1's ratio, W17:W15
+# the ratio of W15's medians. The setup notes how long the load took and the database's size.
+W17_EVENTS=${ES_BENCH_W17_EVENTS:-100000000}
+W17_DB=${DB}_w17
+setup_w17() {
+  [ "$SMOKE" = 0 ] || die "W17 does not run in --smoke mode"
+  setup_w1
+  setup_w15_streams
+  psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "SET client_min_messages = warning" \
+    -c "DROP DATABASE IF EXISTS $W17_DB WITH (FORCE)" -c "CREATE DATABASE $W17_DB"
+  local d=(psql -X -qAt -v ON_ERROR_STOP=1 -d "$W17_DB") from t0 t1 t2 bulk size
+  bulk=$(( (W17_EVENTS - W1_STREAMS - 20 * W15_STREAMS) / 100 ))
+  [ "$bulk" -ge 0 ] || die "W17: ES_BENCH_W17_EVENTS=$W17_EVENTS is less than the W1 and W15 streams' events"
+  "${d[@]}" -c "CREATE EXTENSION event_store" >/dev/null
+  t0=$(date +%s.%N)
+  for ((from = 1; from <= W1_STREAMS; from += 10000)); do
+    "${d[@]}" -c "SET es.tracing = off" -c "SELECT count(es.append_events(lpad(to_hex(n::bigint), 32, '0')::uuid, 0,
+                     ARRAY['$W1_EVENT']::jsonb[]))
+                   FROM generate_series($from, least($from + 9999, $W1_STREAMS)) AS n" >/dev/null
+  done
+  w15_streams "${d[@]}"
+  bulk_load "$W17_DB" e17 "$bulk"
+  t1=$(date +%s.%N)
+  "${d[@]}" -c "VACUUM ANALYZE" >/dev/null
+  t2=$(date +%s.%N)
+  W17_SETUP_EVENTS=$("${d[@]}" -c "SELECT count(*) FROM es.events")
+  size=$("${d[@]}" -c "SELECT pg_size_pretty(pg_database_size(current_database()))")
+  note "W17 setup: $W17_SETUP_EVENTS events loaded in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", b - a }') s" \
+       "($(awk -v a="$t0" -v b="$t1" -v n="$W17_SETUP_EVENTS" 'BEGIN { printf "%.0f", n / (b - a) }') events/s, $BULK_LOADERS loaders)," \
+       "VACUUM ANALYZE $(awk -v a="$t1" -v b="$t2" 'BEGIN { printf "%.0f", b - a }') s; database $W17_DB: $size"
+  rm -f "$OUT/w17-events.count" "$OUT/w17-w15-base.tps" "$OUT/w17-w15-store.tps"
+}
+measure_w17() {
+  local tps
+  case $1 in
+    base)
+      tps=$(pgbench_tps w17_small_w1 "$BENCH/w1_append.sql" 1)
+      pgbench_tps w17_small_w15 "$OUT/w15_load.sql" >>"$OUT/w17-w15-base.tps"
+      echo "$tps" ;;
+    store)
+      tps=$(PGB_DB=$W17_DB PGB_COUNT=w17-events pgbench_tps w17_big_w1 "$BENCH/w1_append.sql" 1)
+      PGB_DB=$W17_DB pgbench_tps w17_big_w15 "$OUT/w15_load.sql" >>"$OUT/w17-w15-store.tps"
+      echo "$tps" ;;
+  esac
+}
+figure_w17_w15() {
+  local a b
+  a=$(median <"$OUT/w17-w15-store.tps")
+  b=$(median <"$OUT/w17-w15-base.tps")
+  awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f\n", a / b }'
+}
+# check_w17: the big store holds what its setup and its runs appended, versions gapless.
+check_w17() {
+  local want got bad d=(psql -X -qAt -v ON_ERROR_STOP=1 -d "$W17_DB")
+  want=$(( W17_SETUP_EVENTS + $({ cat "$OUT/w17-events.count" 2>/dev/null || true; } | paste -sd+ | sed 's/^$/0/') ))
+  got=$("${d[@]}" -c "SELECT count(*) FROM es.events")
+  [ "$got" = "$want" ] || die "W17 store check: $W17_DB holds $got events, its setup and runs appended $want"
+  bad=$("${d[@]}" -c "SELECT count(*) FROM es.streams s JOIN (SELECT stream_id, count(*) n, max(version) hi FROM es.events GROUP BY 1) e
+                     USING (stream_id) WHERE e.n <> e.hi OR s.version <> e.hi")
+  [ "$bad" = 0 ] || die "W17 store check: $bad streams of $W17_DB with gaps or a disagreeing es.streams row"
+  STORE_CHECK+="; W17's store: $got events, versions gapless"
+}
+
 # W7:archived: W1 on a copy of W7's store (es_bench_w7a, made from it after its setup) whose oldest
 # 90 % of events were moved to es.events_archive by es.archive (in chunks of 1M, then VACUUM
 # ANALYZE), against W7's base (W1 on the 100k store) in the same repetition: what reading through
@@ -1098,10 +1330,11 @@ figure_w7_archived() {
   awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f\n", a / b }'
 }
 
-register W1 tps 0 '>=' 0.85 "append 1 event, random of 100k streams"
+register W1 tps 0 '>=' 0.95 "append 1 event, random of 100k streams"
 register W2 tps "$W2_EVENTS" '>=' 0.95 "append 100 events to a new stream"
-register W3 tps 0 '>=' 0.70 "es.deposit, random of 10k accounts"
-register W4 s 0 '<=' 1.5 "account_state, 1M events, vs SQL fold"
+register W3 tps 0 '>=' 0.85 "es.deposit, random of 10k accounts"
+register W4 s 0 '<=' 1.0 "es.account_replay aggregate / SQL fold"
+register W4n s 0 '<=' 1.5 "account_state (native fold) / SQL fold"
 register W5 st/s 0 '>=' 50 "account_state w/ snapshots vs full replay"
 register W6 tps 0 '>=' 0.90 "W1 tracing on (exported) / tracing off"
 register W7 tps 0 '>=' 0.80 "W1 with ${W7_EVENTS} events stored / 100k"
@@ -1114,6 +1347,13 @@ register W11 tps 0 '>=' 0.15 "append 1 event via PL/Proxy / direct"
 register W12 tps 0 '>=' 0.60 "append 1 event to a PL/pgSQL cart / raw"
 register W13 s 0 '<=' 1.5 "es.state replay, ${W13_EVENTS} ev / SQL agg"
 register W14 tps 0 '>=' 0.85 "W1 + retention worker removing / W1 alone"
+register W15 tps 0 '>=' 1.0 "load_events, 20-event stream / raw SELECT"
+register W16 tps 0 '>=' 1.0 "es.read_all page of 1000 / raw SELECT"
+# W17 only when --only names it (a load of 100M events takes hours and tens of GB)
+if [[ ",${ONLY^^}," == *",W17,"* ]]; then
+  register W17 tps 0 '>=' 0.80 "W1 with ${W17_EVENTS} ev stored / small"
+  register W17:W15 ratio 0 '>=' 0.80 "W15 with ${W17_EVENTS} ev stored / small" figure_w17_w15
+fi
 [ ${#WORKLOADS[@]} -gt 0 ] || die "--only $ONLY selects no workload"
 
 # --- database ---------------------------------------------------------------------------------------
@@ -1143,6 +1383,7 @@ for id in "${WORKLOADS[@]}"; do
     "setup_${id,,}"
   fi
 done
+[ -z "$READ_COPY" ] || make_read_copy
 val "VACUUM ANALYZE" >/dev/null
 STORE_EVENTS_SETUP=$(val "SELECT count(*) FROM es.events")
 rm -f "$OUT/store-events.count"
@@ -1178,6 +1419,7 @@ echo "bench: checking the store"
 check_store
 cluster check-log "$LOG_FROM" || die "a server process crashed during the runs"
 [[ " ${WORKLOADS[*]} " != *" W7 "* ]] || check_w7
+[[ " ${WORKLOADS[*]} " != *" W17 "* ]] || check_w17
 [[ " ${WORKLOADS[*]} " != *" W14 "* ]] || check_w14
 [[ " ${WORKLOADS[*]} " != *" W12 "* ]] || check_w12
 W6_MEMORY=
@@ -1213,7 +1455,7 @@ peak_anon() {
   echo "$peak"
 }
 MEMORY=()
-if [[ " ${WORKLOADS[*]} " == *" W4 "* ]]; then
+if [[ " ${WORKLOADS[*]} " == *" W4 "* || " ${WORKLOADS[*]} " == *" W4n "* ]]; then
   echo "bench: measuring the backend's peak memory during replays of the W4 account"
   m_small=$(peak_anon "SELECT es.account_state('$W4_ID', at_version => 10000)")
   m_full=$(peak_anon "SELECT es.account_state('$W4_ID', at_version => $((W4_EVENTS - 1)))")
@@ -1232,14 +1474,19 @@ missed=0
   echo "pgbench -n -M prepared -c $CLIENTS -j $THREADS -T $SECS, synchronous_commit=off;" \
        "base and store alternated, $REPS repetition(s); figures: $agg; ratio = store / base;" \
        "W1-W5 and W8-W10 sessions run with es.tracing=off (W6 measures tracing)"
+  if [ -f "$INSTR_FILE" ] && [ "$(instr_ratio W1)" != - ]; then
+    echo "instr: instructions per call, raw/store (benches/instructions.sh, $(sed -n '1s/^# benches\/instructions.sh, //p' "$INSTR_FILE"))"
+  else
+    echo "instr: - (no target/bench-instructions.txt for this build: run with --instructions)"
+  fi
   es_gucs=$(val "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings WHERE name LIKE 'es.%'")
   [ -z "$es_gucs" ] || echo "settings: $es_gucs"
   echo "store check after the runs: $STORE_CHECK"
   echo
   idw=3
   for id in "${WORKLOADS[@]}"; do ((${#id} <= idw)) || idw=${#id}; done
-  printf '%-*s %-40s %-4s %11s %11s %11s %11s %7s %8s  %s\n' "$idw" \
-    id workload unit store events/s base "base ev/s" ratio bar result
+  printf '%-*s %-40s %-4s %11s %11s %11s %11s %7s %8s  %-6s %s\n' "$idw" \
+    id workload unit store events/s base "base ev/s" ratio bar result instr
   for id in "${WORKLOADS[@]}"; do
     ept=${W_EPT[$id]}
     if [ -n "${W_FIG[$id]}" ]; then
@@ -1262,8 +1509,8 @@ missed=0
       se=-; be=-
     fi
     [ "$b" = - ] || b=$(printf '%.6g' "$b")
-    printf '%-*s %-40s %-4s %11.6g %11s %11s %11s %7s %8s  %s\n' "$idw" "$id" "${W_DESC[$id]}" \
-      "${W_UNIT[$id]}" "$s" "$se" "$b" "$be" "$ratio" "${W_CMP[$id]} ${W_BAR[$id]}" "$result"
+    printf '%-*s %-40s %-4s %11.6g %11s %11s %11s %7s %8s  %-6s %s\n' "$idw" "$id" "${W_DESC[$id]}" \
+      "${W_UNIT[$id]}" "$s" "$se" "$b" "$be" "$ratio" "${W_CMP[$id]} ${W_BAR[$id]}" "$result" "$(instr_ratio "$id")"
   done
   if [ -s "$OUT/notes.txt" ]; then
     echo
