@@ -35,7 +35,8 @@
 #! build and input, whatever else the machine does. Compare two builds by installing each
 #! (`bash scripts/install.sh --release`) and running this after each.
 #!
-#! usage: benches/instructions.sh [--only W1,W15,loops] [N]   (default N = 20000; 3-5 minutes)
+#! usage: benches/instructions.sh [--only W1,W15,loops | --all] [N]   (default N = 20000: the
+#!   paired workloads W1, W2, W3, W15, W16, 3-5 minutes of CPU; --all adds the older loops)
 #!   N calls per loop, N/2 for W1 and W3, N/100 for W2 (N events), N/20 for W15, N/1000 for
 #!   W16 (at least 10 each).
 #! env:   PG_BIN (default: the machine's PostgreSQL 15), ES_INSTRUCTIONS_PORT (default 28850);
@@ -51,12 +52,17 @@ only=
 while [ $# -gt 0 ]; do
   case "$1" in
     --only) only=${2:?--only needs a list}; shift ;;
+    --all) only=W1,W2,W3,W15,W16,loops ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^#! \{0,1\}//'; exit 0 ;;
     *) [[ $1 =~ ^[1-9][0-9]*$ ]] || { echo "instructions: unknown argument: $1" >&2; exit 2; }; n=$1 ;;
   esac
   shift
 done
-want() { [ -z "$only" ] || [[ ",${only^^}," == *",${1^^},"* ]]; }
+# Without --only: every paired workload; the older loops only when asked for (`--only loops`
+# or `--all`), as they double the run's time.
+want() {
+  if [ -z "$only" ]; then [ "${1^^}" != LOOPS ]; else [[ ",${only^^}," == *",${1^^},"* ]]; fi
+}
 BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 export PG_BIN=$BIN
 export ES_CLUSTER_DIR=$here/target/es-cluster-instructions ES_PORT=${ES_INSTRUCTIONS_PORT:-28850}

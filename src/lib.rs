@@ -375,6 +375,38 @@ mod tests {
         fn jsonb_in_fmgr(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
     }
 
+    /// A statement and the typed reader of pg/ that disagree on a column's type raise an
+    /// internal error rather than misread the datum (ARCHITECTURE.md: store/ reads rows only
+    /// through these checked readers).
+    #[pg_test(error = "event_store: column 1 of a statement is not jsonb")]
+    fn a_column_of_another_type_is_not_read_as_jsonb() {
+        static S: crate::pg::spi::Stmt =
+            crate::pg::spi::Stmt::new("pg_test bigint", c"SELECT 42::bigint", &[]);
+        let c = crate::pg::spi::Connection::connect();
+        let rows = c.query(&S, &[]);
+        let _ = rows.jsonb(0, 1);
+    }
+
+    /// As above, for a row (composite) read of a column that holds no row.
+    #[pg_test(error = "event_store: column 1 of a statement is not a row")]
+    fn a_column_of_another_type_is_not_read_as_a_row() {
+        static S: crate::pg::spi::Stmt =
+            crate::pg::spi::Stmt::new("pg_test jsonb", c"SELECT '{}'::jsonb", &[]);
+        let c = crate::pg::spi::Connection::connect();
+        let rows = c.query(&S, &[]);
+        let _ = rows.composite(0, 1);
+    }
+
+    /// As above, for the stream head a bump statement returns (its type and state columns).
+    #[pg_test(error = "event_store: column 2 of a bump statement is not jsonb")]
+    fn a_bump_row_of_another_shape_is_not_read_as_a_stream_head() {
+        static S: crate::pg::spi::Stmt =
+            crate::pg::spi::Stmt::new("pg_test bump", c"SELECT 'cart'::text, 7::bigint", &[]);
+        let c = crate::pg::spi::Connection::connect();
+        let rows = c.query(&S, &[]);
+        let _ = crate::pg::heap::StreamHead::from_rows(&rows, 0, 0, 1, 2);
+    }
+
     #[pg_test]
     fn snapshots_round_trip() {
         Spi::run("SELECT es.append_events('00000000-0000-0000-0000-00000000000e', 0, ARRAY['{\"type\":\"A\"}','{\"type\":\"B\"}']::jsonb[])").unwrap();

@@ -206,12 +206,12 @@ impl<'a> StreamHead<'a> {
         state_col: i32,
     ) -> StreamHead<'a> {
         let (stream_type, state) = (rows.datum(row, type_col), rows.datum(row, state_col));
-        for (d, col, ty) in [
-            (stream_type, type_col, pg_sys::TEXTOID),
-            (state, state_col, pg_sys::JSONBOID),
+        for (d, col, ty, name) in [
+            (stream_type, type_col, pg_sys::TEXTOID, "text"),
+            (state, state_col, pg_sys::JSONBOID, "jsonb"),
         ] {
             if d.is_some() && rows.column_type(col) != Some(ty) {
-                pgrx::error!("event_store: column {col} of a bump statement is not of type {ty:?}");
+                pgrx::error!("event_store: column {col} of a bump statement is not {name}");
             }
         }
         // SAFETY: non-NULL datums of a text and a jsonb column (checked above), in the tuple
