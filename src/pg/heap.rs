@@ -1074,6 +1074,173 @@ struct ReadTarget<const N: usize> {
     layout: Layout<N>,
 }
 
+/// A read target whose names, shape and index were checked (see [`ReadTarget::open`]): the
+/// names' OIDs and the layout, kept per backend until a relcache invalidation of either
+/// relation (any `ALTER`, `DROP`, rename, index change) or a change of any schema, so a read
+/// asks the catalogs nothing but the privileges that depend on the current user.
+struct Checked {
+    table: &'static CStr,
+    index: &'static CStr,
+    rel_oid: Oid,
+    index_oid: Oid,
+    natts: usize,
+    at: [usize; 10],
+}
+
+thread_local! {
+    /// The checked read targets of this backend.
+    static CHECKED: std::cell::RefCell<Vec<Checked>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Bumped whenever `CHECKED` is cleared, so an open that saw invalidations arrive
+    /// (they are accepted while locking) checks again instead of trusting what it read before.
+    static CHECKED_GENERATION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static CHECKED_CALLBACKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Forgets every checked read target.
+fn forget_checked() {
+    CHECKED.with(|c| c.borrow_mut().clear());
+    CHECKED_GENERATION.with(|g| g.set(g.get() + 1));
+}
+
+/// The relcache callback of the checked read targets: must not touch the catalogs or raise.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn read_target_changed(_arg: Datum, relid: Oid) {
+    let ours = CHECKED.with(|c| {
+        c.try_borrow().map_or(true, |c| {
+            c.iter().any(|t| t.rel_oid == relid || t.index_oid == relid)
+        })
+    });
+    if relid == pg_sys::InvalidOid || ours {
+        forget_checked();
+    }
+}
+
+/// The `pg_namespace` syscache callback: a renamed schema may make `es.<name>` another
+/// relation.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn read_schema_changed(_arg: Datum, _cache_id: i32, _hash: u32) {
+    forget_checked();
+}
+
+/// Registers the two callbacks, once per backend.
+fn register_read_callbacks() {
+    if CHECKED_CALLBACKS.with(|c| c.replace(true)) {
+        return;
+    }
+    // SAFETY: registers callbacks with static functions, once per backend (the flag above);
+    // the library is never unloaded.
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(read_target_changed), Datum::from(0usize));
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
+            Some(read_schema_changed),
+            Datum::from(0usize),
+        );
+    }
+}
+
+impl ReadTarget<10> {
+    /// [`ReadTarget::open`], from the backend's checked targets when it holds this one: then
+    /// only the privileges are asked and the relations opened by OID (`try_relation_open`: one
+    /// dropped since reads as no longer checked). Invalidations accepted while locking make it
+    /// check again from the names.
+    fn open_checked(
+        table: &'static CStr,
+        index: &'static CStr,
+        columns: &[Column; 10],
+        keys: &[(usize, u32)],
+    ) -> Option<ReadTarget<10>> {
+        register_read_callbacks();
+        let generation = CHECKED_GENERATION.with(std::cell::Cell::get);
+        let cached = CHECKED.with(|c| {
+            c.borrow()
+                .iter()
+                .find(|t| ptr::eq(t.table, table) && ptr::eq(t.index, index))
+                .map(|t| (t.rel_oid, t.index_oid, t.natts, t.at))
+        });
+        if let Some((rel_oid, index_oid, natts, at)) = cached {
+            let lockmode = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+            // SAFETY: opened by OID and locked here (NULL when the relation no longer exists);
+            // closed below or by `close`.
+            let (rel, idx) = unsafe {
+                let rel = pg_sys::try_relation_open(rel_oid, lockmode);
+                let idx = if rel.is_null() {
+                    ptr::null_mut()
+                } else {
+                    pg_sys::try_relation_open(index_oid, lockmode)
+                };
+                (rel, idx)
+            };
+            let still = CHECKED_GENERATION.with(std::cell::Cell::get) == generation;
+            if still && !rel.is_null() && !idx.is_null() {
+                if !select_allowed(rel_oid) {
+                    // SAFETY: both opened above, closed once.
+                    unsafe { close_both(rel, idx) };
+                    return None;
+                }
+                return Some(ReadTarget {
+                    rel,
+                    index: idx,
+                    layout: Layout { natts, at },
+                });
+            }
+            // SAFETY: whichever was opened above, closed once.
+            unsafe {
+                if !idx.is_null() {
+                    pg_sys::relation_close(idx, pg_sys::NoLock as pg_sys::LOCKMODE);
+                }
+                if !rel.is_null() {
+                    pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+                }
+            }
+        }
+        let generation = CHECKED_GENERATION.with(std::cell::Cell::get);
+        let target = ReadTarget::open(table, index, columns, keys)?;
+        if CHECKED_GENERATION.with(std::cell::Cell::get) == generation {
+            // SAFETY: both relations are open.
+            let (rel_oid, index_oid) =
+                unsafe { ((*(*target.rel).rd_rel).oid, (*(*target.index).rd_rel).oid) };
+            CHECKED.with(|c| {
+                c.borrow_mut().push(Checked {
+                    table,
+                    index,
+                    rel_oid,
+                    index_oid,
+                    natts: target.layout.natts,
+                    at: target.layout.at,
+                })
+            });
+        }
+        Some(target)
+    }
+}
+
+/// Whether the current user may select from `rel_oid` without row-level security (what the
+/// executor would add to a scan of it).
+fn select_allowed(rel_oid: Oid) -> bool {
+    // SAFETY: catalog lookups for the current user.
+    let allowed = unsafe {
+        pg_sys::pg_class_aclcheck(
+            rel_oid,
+            pg_sys::GetUserId(),
+            pg_sys::ACL_SELECT as pg_sys::AclMode,
+        ) == pg_sys::AclResult::ACLCHECK_OK
+    };
+    allowed && !rls_enabled(rel_oid)
+}
+
+/// Closes an index and its table, keeping their locks.
+///
+/// # Safety
+/// Both open, each closed once.
+unsafe fn close_both(rel: pg_sys::Relation, index: pg_sys::Relation) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+    }
+}
+
 impl<const N: usize> ReadTarget<N> {
     /// Opens `es.<table>` and its index `es.<index>` when the executor would do nothing more
     /// than walk that index: the current user may select from the table, no row-level security
@@ -1087,15 +1254,7 @@ impl<const N: usize> ReadTarget<N> {
         keys: &[(usize, u32)],
     ) -> Option<ReadTarget<N>> {
         let (rel_oid, index_oid) = (relation_oid(table)?, relation_oid(index)?);
-        // SAFETY: catalog lookups for the current user.
-        let allowed = unsafe {
-            pg_sys::pg_class_aclcheck(
-                rel_oid,
-                pg_sys::GetUserId(),
-                pg_sys::ACL_SELECT as pg_sys::AclMode,
-            ) == pg_sys::AclResult::ACLCHECK_OK
-        };
-        if !allowed || rls_enabled(rel_oid) {
+        if !select_allowed(rel_oid) {
             return None;
         }
         let lockmode = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
@@ -1271,7 +1430,7 @@ unsafe fn deform<const N: usize>(
 
 /// The `(stream_id, version)` primary key of `es.events`, opened for a native read.
 fn events_by_stream() -> Option<ReadTarget<10>> {
-    ReadTarget::open(
+    ReadTarget::open_checked(
         c"events",
         c"events_pkey",
         &EVENTS,
@@ -1385,7 +1544,7 @@ pub fn read_log_into(
     snapshot: &super::spi::RegisteredSnapshot,
     out: &mut ResultSet,
 ) -> Outcome<()> {
-    let Some(target) = ReadTarget::open(
+    let Some(target) = ReadTarget::open_checked(
         c"events",
         c"events_global_position_key",
         &EVENTS,
@@ -1444,7 +1603,7 @@ unsafe fn fill<const N: usize>(
     // copied by the store.
     let done: Result<(), std::convert::Infallible> = unsafe {
         scan_index(target, bounds, snapshot, &mut |slot| {
-            let tuple = pg_sys::ExecFetchSlotHeapTuple(slot, false, ptr::null_mut());
+            let tuple = buffer_tuple(slot);
             if !out.put_tuple_of(desc, tuple) {
                 deform(slot, layout, &mut values, &mut nulls);
                 out.put_row_of(desc, &values, &nulls);
@@ -1455,6 +1614,26 @@ unsafe fn fill<const N: usize>(
     };
     let Ok(()) = done;
     Outcome::Done(())
+}
+
+/// The heap tuple a table slot holds, read in place: a buffer heap slot's own tuple (what
+/// `ExecFetchSlotHeapTuple` returns without materializing, without its call), else that call.
+///
+/// # Safety
+/// `slot` holds a row (a slot `table_slot_create` made, after a successful fetch).
+unsafe fn buffer_tuple(slot: *mut pg_sys::TupleTableSlot) -> pg_sys::HeapTuple {
+    // SAFETY: the caller's contract; a slot whose ops are TTSOpsBufferHeapTuple is a
+    // BufferHeapTupleTableSlot, whose `tuple` points at the stored row (in the pinned buffer)
+    // once a fetch stored one.
+    unsafe {
+        if ptr::eq((*slot).tts_ops, &raw const pg_sys::TTSOpsBufferHeapTuple) {
+            let tuple = (*slot.cast::<pg_sys::HeapTupleTableSlot>()).tuple;
+            if !tuple.is_null() {
+                return tuple;
+            }
+        }
+        pg_sys::ExecFetchSlotHeapTuple(slot, false, ptr::null_mut())
+    }
 }
 
 /// What a stream's `es.streams` row says of its life (docs/reference.md §14).
@@ -1470,7 +1649,7 @@ pub struct RowLife {
 /// (privileges, row-level security, a table of another shape: a 0.1.0 schema has no life
 /// columns).
 pub fn stream_life(stream: &Uuid, reading: Reading) -> Outcome<Option<RowLife>> {
-    let Some(target) = ReadTarget::open(
+    let Some(target) = ReadTarget::open_checked(
         c"streams",
         c"streams_pkey",
         &STREAMS,

@@ -16,8 +16,8 @@ use crate::store::personal;
 use crate::store::upcast::{RowColumns, Upcasting};
 use event_store_core::EventStoreError;
 use event_store_core::lifecycle::{Deletion, check_readable_from};
-use std::cell::OnceCell;
 use pgrx::pg_sys::BuiltinOid::INT8OID;
+use std::cell::OnceCell;
 use uuid::Uuid;
 
 /// `es.load_events`: the events of `stream` after `from` (at most `max`, `None` = all), into
@@ -179,7 +179,11 @@ fn read_all_as_stored(after: i64, max: i64, out: &mut ResultSet) -> Result<(), E
     }
     connect()
         .query_in(
-            if archived { &READ_ALL_ARCHIVED } else { &READ_ALL },
+            if archived {
+                &READ_ALL_ARCHIVED
+            } else {
+                &READ_ALL
+            },
             &[
                 Some(i64_datum(after)),
                 Some(i64_datum(horizon.last_readable)),
