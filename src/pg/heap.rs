@@ -1098,18 +1098,26 @@ thread_local! {
 
 /// Forgets every checked read target.
 fn forget_checked() {
-    CHECKED.with(|c| c.borrow_mut().clear());
-    CHECKED_GENERATION.with(|g| g.set(g.get() + 1));
+    // `try_with`: an invalidation processed while the backend exits, after the thread's
+    // locals are gone, has nothing to forget.
+    let _ = CHECKED.try_with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            c.clear();
+        }
+    });
+    let _ = CHECKED_GENERATION.try_with(|g| g.set(g.get() + 1));
 }
 
 /// The relcache callback of the checked read targets: must not touch the catalogs or raise.
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn read_target_changed(_arg: Datum, relid: Oid) {
-    let ours = CHECKED.with(|c| {
-        c.try_borrow().map_or(true, |c| {
-            c.iter().any(|t| t.rel_oid == relid || t.index_oid == relid)
+    let ours = CHECKED
+        .try_with(|c| {
+            c.try_borrow().map_or(true, |c| {
+                c.iter().any(|t| t.rel_oid == relid || t.index_oid == relid)
+            })
         })
-    });
+        .unwrap_or(false);
     if relid == pg_sys::InvalidOid || ours {
         forget_checked();
     }
