@@ -633,7 +633,7 @@ impl ResultSet {
             )
         };
         if theirs.len() != ours.len()
-            || theirs.iter().zip(ours).any(|(t, o)| {
+            || theirs.iter().zip(ours.iter()).any(|(t, o)| {
                 t.attisdropped != o.attisdropped || (!o.attisdropped && t.atttypid != o.atttypid)
             })
         {
