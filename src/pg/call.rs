@@ -272,6 +272,7 @@ impl<'fc> Call<'fc> {
                 rewrite: None,
                 failed: None,
                 matched: std::ptr::null_mut(),
+                matched_whole: false,
             }
         }
     }
@@ -546,6 +547,9 @@ pub struct ResultSet {
     /// The last descriptor whose rows [`ResultSet::put_row_of`] found to match this result's
     /// attributes (NULL: none yet), so a scan checks its shape once, not row by row.
     matched: pg_sys::TupleDesc,
+    /// Whether the result's row type has no dropped attribute (set with `matched`): a stored
+    /// tuple of a matching relation is then a row of the result as it is.
+    matched_whole: bool,
 }
 
 impl ResultSet {
@@ -600,30 +604,77 @@ impl ResultSet {
         values: &[Datum],
         nulls: &[bool],
     ) -> bool {
-        if desc != self.matched {
-            // SAFETY: both descriptors are valid (the caller's contract; the result's lives in
-            // the per-query context, longer than `self`).
-            let (theirs, ours) = unsafe {
-                (
-                    super::compat::tuple_attrs(desc),
-                    super::compat::tuple_attrs(self.desc),
-                )
-            };
-            if theirs.len() != ours.len()
-                || values.len() != ours.len()
-                || theirs.iter().zip(ours).any(|(t, o)| {
-                    t.attisdropped != o.attisdropped
-                        || (!o.attisdropped && t.atttypid != o.atttypid)
-                })
-            {
-                return false;
-            }
-            self.matched = desc;
+        // SAFETY: the caller's contract.
+        if values.len() != self.natts || !unsafe { self.matches(desc) } {
+            return false;
         }
         // SAFETY: the values are of `desc`'s attributes (the caller's contract), which are this
         // result's, type for type (checked above or for an earlier row of the same `desc`);
         // a dropped attribute's value is NULL in the deformed tuple.
         unsafe { self.put(values, nulls) };
+        true
+    }
+
+    /// Whether `desc`'s attributes are this result's, type for type (dropped ones dropped in
+    /// both), compared once per descriptor.
+    ///
+    /// # Safety
+    /// `desc` must be a valid descriptor.
+    pub(in crate::pg) unsafe fn matches(&mut self, desc: pg_sys::TupleDesc) -> bool {
+        if desc == self.matched {
+            return true;
+        }
+        // SAFETY: both descriptors are valid (the caller's contract; the result's lives in the
+        // per-query context, longer than `self`).
+        let (theirs, ours) = unsafe {
+            (
+                super::compat::tuple_attrs(desc),
+                super::compat::tuple_attrs(self.desc),
+            )
+        };
+        if theirs.len() != ours.len()
+            || theirs.iter().zip(ours.iter()).any(|(t, o)| {
+                t.attisdropped != o.attisdropped || (!o.attisdropped && t.atttypid != o.atttypid)
+            })
+        {
+            return false;
+        }
+        self.matched = desc;
+        self.matched_whole = ours.iter().all(|a| !a.attisdropped);
+        true
+    }
+
+    /// Appends a relation's stored tuple as it is (one copy, no deforming and forming again),
+    /// when that gives exactly the row [`ResultSet::put_row_of`] would store: no rewrite, the
+    /// relation's attributes this result's with none dropped, and the tuple holding every
+    /// attribute (a tuple older than an added column would need the relation's missing
+    /// values, which the result's descriptor does not have). `false` (nothing stored)
+    /// otherwise: the caller then deforms the tuple and puts its values.
+    ///
+    /// # Safety
+    /// `tuple` must be a valid heap tuple of the relation whose descriptor is `desc`, valid
+    /// for the call. Its external TOAST pointers stay pointers, as `put_row_of` stores them.
+    pub(in crate::pg) unsafe fn put_tuple_of(
+        &mut self,
+        desc: pg_sys::TupleDesc,
+        tuple: pg_sys::HeapTuple,
+    ) -> bool {
+        if self.rewrite.is_some() || self.failed.is_some() {
+            return false;
+        }
+        // SAFETY: the caller's contract: a valid descriptor and tuple.
+        unsafe {
+            if !self.matches(desc) || !self.matched_whole {
+                return false;
+            }
+            let natts = ((*(*tuple).t_data).t_infomask2 as u32 & pg_sys::HEAP_NATTS_MASK) as usize;
+            if natts != self.natts {
+                return false;
+            }
+            // tuplestore_puttuple copies the tuple (as a minimal tuple) into the store's own
+            // context and never writes through the pointer.
+            pg_sys::tuplestore_puttuple(self.store, tuple);
+        }
         true
     }
 

@@ -109,6 +109,7 @@ const STREAM_UPDATED_AT: usize = 4;
 const STREAM_STATE: usize = 5;
 const STREAM_STATE_REVISION: usize = 6;
 const STREAM_DELETED: usize = 7;
+const STREAM_TRUNCATED_BEFORE: usize = 9;
 
 /// `es.events` as `sql/bootstrap.sql` creates it.
 const EVENTS: [Column; 10] = [
@@ -123,6 +124,7 @@ const EVENTS: [Column; 10] = [
     col(c"occurred_at", pg_sys::TIMESTAMPTZOID, false),
     col(c"recorded_at", pg_sys::TIMESTAMPTZOID, false),
 ];
+const EVENT_GLOBAL_POSITION: usize = 0;
 const EVENT_STREAM_ID: usize = 1;
 const EVENT_VERSION: usize = 2;
 const EVENT_TYPE: usize = 4;
@@ -1064,6 +1066,413 @@ impl<'r> StreamRow<'r> {
     }
 }
 
+/// A table and one of its btree indexes opened for a native read, locked AccessShare (the
+/// locks kept to the end of the transaction, like the executor's), their shape checked.
+struct ReadTarget<const N: usize> {
+    rel: pg_sys::Relation,
+    index: pg_sys::Relation,
+    layout: Layout<N>,
+}
+
+/// A read target whose names, shape and index were checked (see [`ReadTarget::open`]): the
+/// names' OIDs and the layout, kept per backend until a relcache invalidation of either
+/// relation (any `ALTER`, `DROP`, rename, index change) or a change of any schema, so a read
+/// asks the catalogs nothing but the privileges that depend on the current user.
+struct Checked {
+    table: &'static CStr,
+    index: &'static CStr,
+    rel_oid: Oid,
+    index_oid: Oid,
+    natts: usize,
+    at: [usize; 10],
+}
+
+thread_local! {
+    /// The checked read targets of this backend.
+    static CHECKED: std::cell::RefCell<Vec<Checked>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Bumped whenever `CHECKED` is cleared, so an open that saw invalidations arrive
+    /// (they are accepted while locking) checks again instead of trusting what it read before.
+    static CHECKED_GENERATION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static CHECKED_CALLBACKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Forgets every checked read target.
+fn forget_checked() {
+    // `try_with`: an invalidation processed while the backend exits, after the thread's
+    // locals are gone, has nothing to forget.
+    let _ = CHECKED.try_with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            c.clear();
+        }
+    });
+    let _ = CHECKED_GENERATION.try_with(|g| g.set(g.get() + 1));
+}
+
+/// The relcache callback of the checked read targets: must not touch the catalogs or raise.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn read_target_changed(_arg: Datum, relid: Oid) {
+    let ours = CHECKED
+        .try_with(|c| {
+            c.try_borrow().map_or(true, |c| {
+                c.iter().any(|t| t.rel_oid == relid || t.index_oid == relid)
+            })
+        })
+        .unwrap_or(false);
+    if relid == pg_sys::InvalidOid || ours {
+        forget_checked();
+    }
+}
+
+/// The `pg_namespace` syscache callback: a renamed schema may make `es.<name>` another
+/// relation.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn read_schema_changed(_arg: Datum, _cache_id: i32, _hash: u32) {
+    forget_checked();
+}
+
+/// Registers the two callbacks, once per backend.
+fn register_read_callbacks() {
+    if CHECKED_CALLBACKS.with(|c| c.replace(true)) {
+        return;
+    }
+    // SAFETY: registers callbacks with static functions, once per backend (the flag above);
+    // the library is never unloaded.
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(read_target_changed), Datum::from(0usize));
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
+            Some(read_schema_changed),
+            Datum::from(0usize),
+        );
+    }
+}
+
+impl ReadTarget<10> {
+    /// [`ReadTarget::open`], from the backend's checked targets when it holds this one: then
+    /// only the privileges are asked and the relations opened by OID (`try_relation_open`: one
+    /// dropped since reads as no longer checked). Invalidations accepted while locking make it
+    /// check again from the names.
+    fn open_checked(
+        table: &'static CStr,
+        index: &'static CStr,
+        columns: &[Column; 10],
+        keys: &[(usize, u32)],
+    ) -> Option<ReadTarget<10>> {
+        register_read_callbacks();
+        let generation = CHECKED_GENERATION.with(std::cell::Cell::get);
+        let cached = CHECKED.with(|c| {
+            c.borrow()
+                .iter()
+                .find(|t| ptr::eq(t.table, table) && ptr::eq(t.index, index))
+                .map(|t| (t.rel_oid, t.index_oid, t.natts, t.at))
+        });
+        if let Some((rel_oid, index_oid, natts, at)) = cached {
+            let lockmode = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+            // SAFETY: opened by OID and locked here (NULL when the relation no longer exists);
+            // closed below or by `close`.
+            let (rel, idx) = unsafe {
+                let rel = pg_sys::try_relation_open(rel_oid, lockmode);
+                let idx = if rel.is_null() {
+                    ptr::null_mut()
+                } else {
+                    pg_sys::try_relation_open(index_oid, lockmode)
+                };
+                (rel, idx)
+            };
+            let still = CHECKED_GENERATION.with(std::cell::Cell::get) == generation;
+            if still && !rel.is_null() && !idx.is_null() {
+                if !select_allowed(rel_oid) {
+                    // SAFETY: both opened above, closed once.
+                    unsafe { close_both(rel, idx) };
+                    return None;
+                }
+                return Some(ReadTarget {
+                    rel,
+                    index: idx,
+                    layout: Layout { natts, at },
+                });
+            }
+            // SAFETY: whichever was opened above, closed once.
+            unsafe {
+                if !idx.is_null() {
+                    pg_sys::relation_close(idx, pg_sys::NoLock as pg_sys::LOCKMODE);
+                }
+                if !rel.is_null() {
+                    pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+                }
+            }
+        }
+        let generation = CHECKED_GENERATION.with(std::cell::Cell::get);
+        let target = ReadTarget::open(table, index, columns, keys)?;
+        if CHECKED_GENERATION.with(std::cell::Cell::get) == generation {
+            // SAFETY: both relations are open.
+            let (rel_oid, index_oid) =
+                unsafe { ((*(*target.rel).rd_rel).oid, (*(*target.index).rd_rel).oid) };
+            CHECKED.with(|c| {
+                c.borrow_mut().push(Checked {
+                    table,
+                    index,
+                    rel_oid,
+                    index_oid,
+                    natts: target.layout.natts,
+                    at: target.layout.at,
+                })
+            });
+        }
+        Some(target)
+    }
+}
+
+/// Whether the current user may select from `rel_oid` without row-level security (what the
+/// executor would add to a scan of it).
+fn select_allowed(rel_oid: Oid) -> bool {
+    // SAFETY: catalog lookups for the current user.
+    let allowed = unsafe {
+        pg_sys::pg_class_aclcheck(
+            rel_oid,
+            pg_sys::GetUserId(),
+            pg_sys::ACL_SELECT as pg_sys::AclMode,
+        ) == pg_sys::AclResult::ACLCHECK_OK
+    };
+    allowed && !rls_enabled(rel_oid)
+}
+
+/// Closes an index and its table, keeping their locks.
+///
+/// # Safety
+/// Both open, each closed once.
+unsafe fn close_both(rel: pg_sys::Relation, index: pg_sys::Relation) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+    }
+}
+
+impl<const N: usize> ReadTarget<N> {
+    /// Opens `es.<table>` and its index `es.<index>` when the executor would do nothing more
+    /// than walk that index: the current user may select from the table, no row-level security
+    /// applies to it, it is a plain heap table with exactly `columns`, and the index is a valid
+    /// btree of it on the columns `keys` (each a position in `columns` and the built-in
+    /// comparison of its type). `None` (nothing left open) otherwise: read through SQL.
+    fn open(
+        table: &CStr,
+        index: &CStr,
+        columns: &[Column; N],
+        keys: &[(usize, u32)],
+    ) -> Option<ReadTarget<N>> {
+        let (rel_oid, index_oid) = (relation_oid(table)?, relation_oid(index)?);
+        if !select_allowed(rel_oid) {
+            return None;
+        }
+        let lockmode = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        // SAFETY: opened and locked here; closed below or by `close`.
+        let (rel, index) = unsafe {
+            (
+                pg_sys::table_open(rel_oid, lockmode),
+                pg_sys::index_open(index_oid, lockmode),
+            )
+        };
+        // SAFETY: both relations are open and locked.
+        let checked = unsafe {
+            layout(rel, columns, false).filter(|l| {
+                let attnos: Vec<i16> = keys.iter().map(|&(c, _)| l.attno(c)).collect();
+                let types: Vec<Oid> = keys.iter().map(|&(c, _)| columns[c].ty).collect();
+                let cmp: Vec<u32> = keys.iter().map(|&(_, f)| f).collect();
+                plain_heap(rel)
+                    && (*(*index).rd_index).indrelid == rel_oid
+                    && btree_on(index, &attnos, &types, &cmp)
+            })
+        };
+        match checked {
+            Some(layout) => Some(ReadTarget { rel, index, layout }),
+            None => {
+                // SAFETY: both opened above, closed once.
+                unsafe {
+                    pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+                    pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+                }
+                None
+            }
+        }
+    }
+
+    /// Closes the index and the table, keeping their locks.
+    fn close(self) {
+        // SAFETY: opened in `open`, closed once (`self` is consumed).
+        unsafe {
+            pg_sys::index_close(self.index, pg_sys::NoLock as pg_sys::LOCKMODE);
+            pg_sys::table_close(self.rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        }
+    }
+
+    /// The table's descriptor (valid while the table is open).
+    fn desc(&self) -> pg_sys::TupleDesc {
+        // SAFETY: an open relation has its descriptor.
+        unsafe { (*self.rel).rd_att }
+    }
+}
+
+/// One bound of a native index scan: the index column (1-based), the btree strategy, the
+/// comparison function and the value.
+type Bound = (i16, u32, u32, Datum);
+
+/// The snapshot a native read of `reading` sees (not registered): the statement's, or the
+/// latest commits (also when no statement snapshot is set).
+fn snapshot_of(reading: Reading) -> pg_sys::Snapshot {
+    // SAFETY: reads the backend's snapshot state; GetLatestSnapshot returns a static snapshot
+    // that the scan registers (copies) before anything else can take another.
+    unsafe {
+        if reading == Reading::Latest || !pg_sys::ActiveSnapshotSet() {
+            pg_sys::GetLatestSnapshot()
+        } else {
+            pg_sys::GetActiveSnapshot()
+        }
+    }
+}
+
+/// Walks `target`'s index within `bounds`, forward, in `snapshot` (registered for the scan),
+/// handing each visible row's slot to `visit` until it returns `Ok(false)` or an error.
+///
+/// Two contexts, both children of the caller's: one holds everything the scan allocates (the
+/// index AM's state, btree's killed-items array) and is deleted only after `index_endscan`;
+/// the other is current while `visit` runs and holds what one row allocates (a detoasted
+/// event, the visitor's values): it is reset between rows once it holds more than 64 kB,
+/// never while the scan is current in it. The slot's values point into the pinned buffer or
+/// into that context, valid until the next row.
+///
+/// # Safety
+/// `target` is open; each bound's column, strategy and function fit its index (a btree
+/// `ReadTarget::open` checked); `snapshot` is valid.
+unsafe fn scan_index<const N: usize, E>(
+    target: &ReadTarget<N>,
+    bounds: &[Bound],
+    snapshot: pg_sys::Snapshot,
+    visit: &mut dyn FnMut(*mut pg_sys::TupleTableSlot) -> Result<bool, E>,
+) -> Result<(), E> {
+    // SAFETY: the caller's contract (open, checked relations) and the context rule above.
+    unsafe {
+        let caller = pg_sys::CurrentMemoryContext;
+        let scan_cxt = pg_sys::AllocSetContextCreateInternal(
+            caller,
+            c"event_store scan".as_ptr(),
+            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+        );
+        let per_row = pg_sys::AllocSetContextCreateInternal(
+            caller,
+            c"event_store scan row".as_ptr(),
+            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+        );
+        pg_sys::MemoryContextSwitchTo(scan_cxt);
+        let snapshot = pg_sys::RegisterSnapshot(snapshot);
+        let mut keys = [std::mem::zeroed::<pg_sys::ScanKeyData>(); 3];
+        let n = bounds.len().min(keys.len());
+        for (key, &(att, strategy, proc_, value)) in keys.iter_mut().zip(bounds) {
+            pg_sys::ScanKeyInit(
+                key,
+                att,
+                strategy as pg_sys::StrategyNumber,
+                Oid::from(proc_),
+                value,
+            );
+        }
+        let scan = super::compat::index_beginscan(target.rel, target.index, snapshot, n as i32, 0);
+        pg_sys::index_rescan(scan, keys.as_mut_ptr(), n as i32, ptr::null_mut(), 0);
+        let slot = pg_sys::table_slot_create(target.rel, ptr::null_mut());
+        let mut result = Ok(());
+        while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
+            pg_sys::MemoryContextSwitchTo(per_row);
+            // Reading an inline event allocates nothing; reset only when something (a
+            // detoasted event, a visitor's value) did, to spare a call per row.
+            if (*per_row).mem_allocated > 64 * 1024 {
+                pg_sys::MemoryContextReset(per_row);
+            }
+            let visited = visit(slot);
+            pg_sys::MemoryContextSwitchTo(scan_cxt);
+            match visited {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        pg_sys::index_endscan(scan);
+        pg_sys::UnregisterSnapshot(snapshot);
+        pg_sys::MemoryContextSwitchTo(caller);
+        pg_sys::MemoryContextDelete(per_row);
+        pg_sys::MemoryContextDelete(scan_cxt);
+        result
+    }
+}
+
+/// Deforms the row in `slot` into `values`/`nulls` as a row of the table: the attributes of
+/// `layout` copied, every other (dropped) attribute NULL.
+///
+/// # Safety
+/// `slot` holds a row of the relation `layout` was checked on.
+unsafe fn deform<const N: usize>(
+    slot: *mut pg_sys::TupleTableSlot,
+    layout: &Layout<N>,
+    values: &mut [Datum],
+    nulls: &mut [bool],
+) {
+    // SAFETY: the caller's contract; the slot's arrays have the relation's `natts` entries.
+    unsafe {
+        pg_sys::slot_getsomeattrs_int(slot, layout.natts as i32);
+        let v = std::slice::from_raw_parts((*slot).tts_values, layout.natts);
+        let n = std::slice::from_raw_parts((*slot).tts_isnull, layout.natts);
+        nulls.fill(true);
+        for &at in &layout.at {
+            values[at] = v[at];
+            nulls[at] = n[at];
+        }
+    }
+}
+
+/// The `(stream_id, version)` primary key of `es.events`, opened for a native read.
+fn events_by_stream() -> Option<ReadTarget<10>> {
+    ReadTarget::open_checked(
+        c"events",
+        c"events_pkey",
+        &EVENTS,
+        &[
+            (EVENT_STREAM_ID, pg_sys::F_UUID_CMP),
+            (EVENT_VERSION, pg_sys::F_BTINT8CMP),
+        ],
+    )
+}
+
+/// The bounds of `from < version <= to` in `stream`, on [`events_by_stream`]'s index.
+fn stream_bounds(stream: &Uuid, from: i64, to: i64) -> [Bound; 3] {
+    [
+        (
+            1,
+            pg_sys::BTEqualStrategyNumber,
+            pg_sys::F_UUID_EQ,
+            super::call::uuid_datum(stream),
+        ),
+        (
+            2,
+            pg_sys::BTGreaterStrategyNumber,
+            pg_sys::F_INT8GT,
+            Datum::from(from),
+        ),
+        (
+            2,
+            pg_sys::BTLessEqualStrategyNumber,
+            pg_sys::F_INT8LE,
+            Datum::from(to),
+        ),
+    ]
+}
+
 /// Visits the events of `stream` with `from < version <= to`, in version order, through the
 /// `(stream_id, version)` index, in the snapshot `reading` asks for (commands read the latest
 /// commits after taking the stream row; queries read in the statement's snapshot). Replay is the executor's slowest client
@@ -1081,179 +1490,206 @@ pub fn scan_stream<E>(
     reading: Reading,
     visit: &mut dyn FnMut(&StreamRow<'_>) -> Result<(), E>,
 ) -> Outcome<Result<(), E>> {
-    let (Some(rel_oid), Some(index_oid)) = (relation_oid(c"events"), relation_oid(c"events_pkey"))
-    else {
+    let Some(target) = events_by_stream() else {
         return Outcome::Fallback;
     };
-    // SAFETY: catalog lookups for the current user.
-    let allowed = unsafe {
-        pg_sys::pg_class_aclcheck(
-            rel_oid,
-            pg_sys::GetUserId(),
-            pg_sys::ACL_SELECT as pg_sys::AclMode,
-        ) == pg_sys::AclResult::ACLCHECK_OK
-    };
-    if !allowed || rls_enabled(rel_oid) {
-        return Outcome::Fallback;
-    }
-    let lockmode = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
-    // SAFETY: opened and locked here; closed below on every path (locks kept to the end of the
-    // transaction, like the executor's).
-    let (rel, index) = unsafe {
-        (
-            pg_sys::table_open(rel_oid, lockmode),
-            pg_sys::index_open(index_oid, lockmode),
+    let desc = target.desc();
+    let layout = &target.layout;
+    let mut table_values = vec![Datum::from(0usize); layout.natts];
+    let mut table_nulls = vec![true; layout.natts];
+    // SAFETY: the target is es.events and its (stream_id, version) btree, open and checked;
+    // the bounds are of those columns; each slot holds a row of es.events, deformed before its
+    // values are read, and the row borrows them only while it is visited.
+    let result = unsafe {
+        scan_index(
+            &target,
+            &stream_bounds(stream, from, to),
+            snapshot_of(reading),
+            &mut |slot| {
+                deform(slot, layout, &mut table_values, &mut table_nulls);
+                let column = |i: usize| table_values[layout.at[i]];
+                let row = StreamRow {
+                    version: column(EVENT_VERSION).value() as i64,
+                    event_type: column(EVENT_TYPE),
+                    data: column(EVENT_DATA),
+                    occurred_at: column(EVENT_OCCURRED_AT),
+                    recorded_at: column(EVENT_RECORDED_AT),
+                    table: Some((&table_values, &table_nulls, desc)),
+                };
+                visit(&row).map(|()| true)
+            },
         )
     };
-    let close = || {
-        // SAFETY: both opened above, closed once on the path that returns.
-        unsafe {
-            pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
-            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-        }
-    };
-    // SAFETY: both relations are open and locked.
-    let checked = unsafe {
-        layout(rel, &EVENTS, false).filter(|l| {
-            plain_heap(rel)
-                && (*(*index).rd_index).indrelid == rel_oid
-                && btree_on(
-                    index,
-                    &[l.attno(EVENT_STREAM_ID), l.attno(EVENT_VERSION)],
-                    &[pg_sys::UUIDOID, pg_sys::INT8OID],
-                    &[pg_sys::F_UUID_CMP, pg_sys::F_BTINT8CMP],
-                )
-        })
-    };
-    let Some(layout) = checked else {
-        close();
-        return Outcome::Fallback;
-    };
-    // SAFETY: the relation and index are open, locked and of the checked shape.
-    let result = unsafe { scan_rows(rel, index, &layout, stream, from, to, reading, visit) };
-    close();
+    target.close();
     Outcome::Done(result)
 }
 
-/// The scan of [`scan_stream`] once the relation and index are open and checked.
+/// `es.load_events` natively: the events of `stream` with `version > from`, at most `max`, in
+/// version order and in the statement's snapshot, put into `out` (whose row type must be the
+/// table's). Falls back (puts nothing) where [`scan_stream`] does or when `out` has another
+/// row type.
+pub fn load_stream_into(stream: &Uuid, from: i64, max: i64, out: &mut ResultSet) -> Outcome<()> {
+    let Some(target) = events_by_stream() else {
+        return Outcome::Fallback;
+    };
+    let bounds = stream_bounds(stream, from, i64::MAX);
+    // SAFETY: the target is es.events and its (stream_id, version) btree, open and checked;
+    // the bounds are of those columns.
+    let filled = unsafe { fill(&target, &bounds, snapshot_of(Reading::Statement), max, out) };
+    target.close();
+    filled
+}
+
+/// `es.read_all` natively: the events with `after < global_position <= last`, at most `max`,
+/// in position order, in `snapshot` (the gap-safe horizon's), put into `out` (whose row type
+/// must be the table's) through the `global_position` index. Falls back (puts nothing) when
+/// the executor would do more (privileges, row-level security, a table or index changed by a
+/// DBA) or `out` has another row type.
+pub fn read_log_into(
+    after: i64,
+    last: i64,
+    max: i64,
+    snapshot: &super::spi::RegisteredSnapshot,
+    out: &mut ResultSet,
+) -> Outcome<()> {
+    let Some(target) = ReadTarget::open_checked(
+        c"events",
+        c"events_global_position_key",
+        &EVENTS,
+        &[(EVENT_GLOBAL_POSITION, pg_sys::F_BTINT8CMP)],
+    ) else {
+        return Outcome::Fallback;
+    };
+    let bounds = [
+        (
+            1,
+            pg_sys::BTGreaterStrategyNumber,
+            pg_sys::F_INT8GT,
+            Datum::from(after),
+        ),
+        (
+            1,
+            pg_sys::BTLessEqualStrategyNumber,
+            pg_sys::F_INT8LE,
+            Datum::from(last),
+        ),
+    ];
+    // SAFETY: the target is es.events and its global_position btree, open and checked; the
+    // bounds are of that column; the snapshot is registered while `snapshot` lives.
+    let filled = unsafe { fill(&target, &bounds, snapshot.raw(), max, out) };
+    target.close();
+    filled
+}
+
+/// Puts the rows of `target`'s index within `bounds`, at most `max`, into `out`: each stored
+/// tuple copied as it is when it is a row of the result as stored ([`ResultSet::put_tuple_of`]),
+/// else deformed (dropped attributes NULL) and put as values, through the result's rewrite.
 ///
 /// # Safety
-/// `rel` is `es.events` with the shape `layout` describes and `index` its `(stream_id,
-/// version)` btree, both open and locked.
-#[allow(clippy::too_many_arguments)]
-unsafe fn scan_rows<E>(
-    rel: pg_sys::Relation,
-    index: pg_sys::Relation,
-    layout: &Layout<10>,
-    stream: &Uuid,
-    from: i64,
-    to: i64,
-    reading: Reading,
-    visit: &mut dyn FnMut(&StreamRow<'_>) -> Result<(), E>,
-) -> Result<(), E> {
-    // Two contexts, both children of the caller's: `scan_cxt` holds everything the scan
-    // allocates (the index AM's state, btree's killed-items array) and is deleted only after
-    // index_endscan; `per_row` holds what one row allocates (a detoasted event, the visitor's
-    // values) and is reset between rows, never while the scan is current in it. The slot's
-    // values point into the pinned buffer or into `per_row`, read only until the next row.
-    // SAFETY: the caller's contract (open, checked relations) and the context rule above.
-    unsafe {
-        let caller = pg_sys::CurrentMemoryContext;
-        let scan_cxt = pg_sys::AllocSetContextCreateInternal(
-            caller,
-            c"event_store stream scan".as_ptr(),
-            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
-            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
-            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
-        );
-        let per_row = pg_sys::AllocSetContextCreateInternal(
-            caller,
-            c"event_store stream scan row".as_ptr(),
-            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
-            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
-            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
-        );
-        pg_sys::MemoryContextSwitchTo(scan_cxt);
-        let latest = reading == Reading::Latest || !pg_sys::ActiveSnapshotSet();
-        let snapshot = pg_sys::RegisterSnapshot(if latest {
-            pg_sys::GetLatestSnapshot()
-        } else {
-            pg_sys::GetActiveSnapshot()
-        });
-        let mut keys = [std::mem::zeroed::<pg_sys::ScanKeyData>(); 3];
-        let bounds = [
-            (
-                1,
-                pg_sys::BTEqualStrategyNumber,
-                pg_sys::F_UUID_EQ,
-                super::call::uuid_datum(stream),
-            ),
-            (
-                2,
-                pg_sys::BTGreaterStrategyNumber,
-                pg_sys::F_INT8GT,
-                Datum::from(from),
-            ),
-            (
-                2,
-                pg_sys::BTLessEqualStrategyNumber,
-                pg_sys::F_INT8LE,
-                Datum::from(to),
-            ),
-        ];
-        for (key, (att, strategy, proc_, value)) in keys.iter_mut().zip(bounds) {
-            pg_sys::ScanKeyInit(
-                key,
-                att,
-                strategy as pg_sys::StrategyNumber,
-                Oid::from(proc_),
-                value,
-            );
-        }
-        let scan = super::compat::index_beginscan(rel, index, snapshot, 3, 0);
-        pg_sys::index_rescan(scan, keys.as_mut_ptr(), 3, ptr::null_mut(), 0);
-        let slot = pg_sys::table_slot_create(rel, ptr::null_mut());
-        let natts = layout.natts as i32;
-        let mut table_values = vec![Datum::from(0usize); layout.natts];
-        let mut table_nulls = vec![true; layout.natts];
-        let mut result = Ok(());
-        while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
-            pg_sys::MemoryContextSwitchTo(per_row);
-            // Reading an inline event allocates nothing; reset only when something (a
-            // detoasted event, a visitor's value) did, to spare a call per row.
-            if (*per_row).mem_allocated > 64 * 1024 {
-                pg_sys::MemoryContextReset(per_row);
-            }
-            pg_sys::slot_getsomeattrs_int(slot, natts);
-            let values = std::slice::from_raw_parts((*slot).tts_values, layout.natts);
-            let nulls = std::slice::from_raw_parts((*slot).tts_isnull, layout.natts);
-            table_nulls.fill(true);
-            for &at in &layout.at {
-                table_values[at] = values[at];
-                table_nulls[at] = nulls[at];
-            }
-            let column = |i: usize| table_values[layout.at[i]];
-            let row = StreamRow {
-                version: column(EVENT_VERSION).value() as i64,
-                event_type: column(EVENT_TYPE),
-                data: column(EVENT_DATA),
-                occurred_at: column(EVENT_OCCURRED_AT),
-                recorded_at: column(EVENT_RECORDED_AT),
-                table: Some((&table_values, &table_nulls, (*rel).rd_att)),
-            };
-            let visited = visit(&row);
-            pg_sys::MemoryContextSwitchTo(scan_cxt);
-            if let Err(e) = visited {
-                result = Err(e);
-                break;
-            }
-        }
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
-        pg_sys::index_endscan(scan);
-        pg_sys::UnregisterSnapshot(snapshot);
-        pg_sys::MemoryContextSwitchTo(caller);
-        pg_sys::MemoryContextDelete(per_row);
-        pg_sys::MemoryContextDelete(scan_cxt);
-        result
+/// As [`scan_index`].
+unsafe fn fill<const N: usize>(
+    target: &ReadTarget<N>,
+    bounds: &[Bound],
+    snapshot: pg_sys::Snapshot,
+    max: i64,
+    out: &mut ResultSet,
+) -> Outcome<()> {
+    let desc = target.desc();
+    // SAFETY: the open table's descriptor.
+    if !unsafe { out.matches(desc) } {
+        return Outcome::Fallback;
     }
+    if max <= 0 {
+        return Outcome::Done(());
+    }
+    let layout = &target.layout;
+    let mut values = vec![Datum::from(0usize); layout.natts];
+    let mut nulls = vec![true; layout.natts];
+    let mut left = max;
+    // SAFETY: the caller's contract; each slot holds a row of the table, whose heap tuple is
+    // read in the pinned buffer without a copy (a buffer slot's tuple: nothing to free) and
+    // copied by the store.
+    let done: Result<(), std::convert::Infallible> = unsafe {
+        scan_index(target, bounds, snapshot, &mut |slot| {
+            let tuple = buffer_tuple(slot);
+            if !out.put_tuple_of(desc, tuple) {
+                deform(slot, layout, &mut values, &mut nulls);
+                out.put_row_of(desc, &values, &nulls);
+            }
+            left -= 1;
+            Ok(left > 0)
+        })
+    };
+    let Ok(()) = done;
+    Outcome::Done(())
+}
+
+/// The heap tuple a table slot holds, read in place: a buffer heap slot's own tuple (what
+/// `ExecFetchSlotHeapTuple` returns without materializing, without its call), else that call.
+///
+/// # Safety
+/// `slot` holds a row (a slot `table_slot_create` made, after a successful fetch).
+unsafe fn buffer_tuple(slot: *mut pg_sys::TupleTableSlot) -> pg_sys::HeapTuple {
+    // SAFETY: the caller's contract; a slot whose ops are TTSOpsBufferHeapTuple is a
+    // BufferHeapTupleTableSlot, whose `tuple` points at the stored row (in the pinned buffer)
+    // once a fetch stored one.
+    unsafe {
+        if ptr::eq((*slot).tts_ops, &raw const pg_sys::TTSOpsBufferHeapTuple) {
+            let tuple = (*slot.cast::<pg_sys::HeapTupleTableSlot>()).tuple;
+            if !tuple.is_null() {
+                return tuple;
+            }
+        }
+        pg_sys::ExecFetchSlotHeapTuple(slot, false, ptr::null_mut())
+    }
+}
+
+/// What a stream's `es.streams` row says of its life (docs/reference.md §14).
+pub struct RowLife {
+    /// `deleted` (`soft`, `hard`), if set.
+    pub deleted: Option<String>,
+    /// `truncated_before`, if set.
+    pub truncated_before: Option<i64>,
+}
+
+/// The life of `stream` from its `es.streams` row in the snapshot `reading` asks for, read
+/// through the primary key (`Done(None)`: no row). Falls back where the executor would do more
+/// (privileges, row-level security, a table of another shape: a 0.1.0 schema has no life
+/// columns).
+pub fn stream_life(stream: &Uuid, reading: Reading) -> Outcome<Option<RowLife>> {
+    let Some(target) = ReadTarget::open_checked(
+        c"streams",
+        c"streams_pkey",
+        &STREAMS,
+        &[(STREAM_ID, pg_sys::F_UUID_CMP)],
+    ) else {
+        return Outcome::Fallback;
+    };
+    let layout = &target.layout;
+    let mut values = vec![Datum::from(0usize); layout.natts];
+    let mut nulls = vec![true; layout.natts];
+    let mut found = None;
+    let bounds = [(
+        1,
+        pg_sys::BTEqualStrategyNumber,
+        pg_sys::F_UUID_EQ,
+        super::call::uuid_datum(stream),
+    )];
+    // SAFETY: the target is es.streams and its stream_id btree, open and checked; the bound is
+    // of that column; the slot's row is deformed before its values are read, and the text is
+    // copied into a Rust string while the row is current.
+    let done: Result<(), std::convert::Infallible> = unsafe {
+        scan_index(&target, &bounds, snapshot_of(reading), &mut |slot| {
+            deform(slot, layout, &mut values, &mut nulls);
+            let at = |i: usize| (!nulls[layout.at[i]]).then(|| values[layout.at[i]]);
+            found = Some(RowLife {
+                deleted: at(STREAM_DELETED).map(|d| super::call::text_string(d)),
+                truncated_before: at(STREAM_TRUNCATED_BEFORE).map(|d| d.value() as i64),
+            });
+            Ok(false)
+        })
+    };
+    let Ok(()) = done;
+    target.close();
+    Outcome::Done(found)
 }

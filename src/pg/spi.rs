@@ -144,6 +144,11 @@ impl RegisteredSnapshot {
         // the transaction's memory and tracks it with the resource owner.
         RegisteredSnapshot(unsafe { pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot()) })
     }
+
+    /// The snapshot, for a native read in it (registered while `self` lives).
+    pub(in crate::pg) fn raw(&self) -> pg_sys::Snapshot {
+        self.0
+    }
 }
 
 impl Drop for RegisteredSnapshot {

@@ -15,18 +15,10 @@ use crate::store::life;
 use crate::store::personal;
 use crate::store::upcast::{RowColumns, Upcasting};
 use event_store_core::EventStoreError;
-use event_store_core::lifecycle::check_readable_from;
+use event_store_core::lifecycle::{Deletion, check_readable_from};
 use pgrx::pg_sys::BuiltinOid::INT8OID;
+use std::cell::OnceCell;
 use uuid::Uuid;
-
-/// Why the native read of `es.load_events` stopped before the end of the stream.
-enum Stop {
-    /// `max_count` rows are in the result.
-    Full,
-    /// The table's row does not have the result's shape (nothing was returned yet): read
-    /// through SQL instead.
-    Shape,
-}
 
 /// `es.load_events`: the events of `stream` after `from` (at most `max`, `None` = all), into
 /// `out`, in version order.
@@ -90,26 +82,33 @@ fn load_events_as_stored(
     // Natively, row by row into the tuple store (which spills to disk past work_mem), so a
     // long stream costs no more backend memory than a short one; through SQL when the native
     // read does not apply (privileges, row-level security, a table changed by a DBA).
-    let mut left = max.unwrap_or(i64::MAX);
+    let left = max.unwrap_or(i64::MAX);
     if left == 0 {
         return Ok(());
     }
-    // A deleted stream reads as empty; a truncated one refuses a read from below its cut.
-    if heap::streams_readable() {
-        let conn = Connection::connect();
-        let life = life::of(&conn, stream, Reading::Statement);
-        if life.deleted.is_some() {
-            return Ok(());
+    // A deleted stream reads as empty; a truncated one refuses a read from below its cut. The
+    // stream row is read through its primary key, else (row-level security, a 0.1.0 schema, a
+    // role that may not read es.streams) as life::of reads it.
+    let (deleted, truncated_before) = match heap::stream_life(stream, Reading::Statement) {
+        Outcome::Done(row) => row.map_or((false, None), |r| {
+            (
+                r.deleted.as_deref().and_then(Deletion::parse).is_some(),
+                r.truncated_before,
+            )
+        }),
+        Outcome::Fallback if heap::streams_readable() => {
+            let conn = Connection::connect();
+            let life = life::of(&conn, stream, Reading::Statement);
+            (life.deleted.is_some(), life.truncated_before)
         }
-        check_readable_from(&stream.to_string(), from, life.truncated_before)?;
-    }
-    let archived = through_archive();
-    let scanned = if archived {
-        Outcome::Fallback
-    } else {
-        load_natively(stream, from, &mut left, out)
+        Outcome::Fallback => (false, None),
     };
-    if let Outcome::Done(Ok(()) | Err(Stop::Full)) = scanned {
+    if deleted {
+        return Ok(());
+    }
+    check_readable_from(&stream.to_string(), from, truncated_before)?;
+    let archived = through_archive();
+    if !archived && let Outcome::Done(()) = heap::load_stream_into(stream, from, left, out) {
         return Ok(());
     }
     let conn = Connection::connect();
@@ -134,23 +133,6 @@ fn load_events_as_stored(
 /// [`heap::archive_in_use`]). Until then one stream is read natively from `es.events`.
 pub fn through_archive() -> bool {
     settings::INCLUDE_ARCHIVED.get() && heap::archive_in_use()
-}
-
-/// The native read of `es.load_events` (see [`heap::scan_stream`]).
-fn load_natively(
-    stream: &Uuid,
-    from: i64,
-    left: &mut i64,
-    out: &mut ResultSet,
-) -> Outcome<Result<(), Stop>> {
-    heap::scan_stream(stream, from, i64::MAX, Reading::Statement, &mut |row| {
-        // a row of es.events (dropped attributes NULL) for a result whose row type is es.events
-        if !row.put_into(out) {
-            return Err(Stop::Shape);
-        }
-        *left -= 1;
-        if *left == 0 { Err(Stop::Full) } else { Ok(()) }
-    })
 }
 
 /// `es.stream_version`: 0 when the stream does not exist.
@@ -183,22 +165,33 @@ pub fn read_all(after: i64, max: i64, out: &mut ResultSet) -> Result<(), EventSt
 }
 
 fn read_all_as_stored(after: i64, max: i64, out: &mut ResultSet) -> Result<(), EventStoreError> {
-    let conn = Connection::connect();
-    let horizon = readable(&conn, "es.read_all")?;
-    conn.query_in(
-        if through_archive() {
-            &READ_ALL_ARCHIVED
-        } else {
-            &READ_ALL
-        },
-        &[
-            Some(i64_datum(after)),
-            Some(i64_datum(horizon.last_readable)),
-            Some(i64_datum(max)),
-        ],
-        &horizon.snapshot,
-    )
-    .copy_into(out);
+    // Connected only when a catalog question is not answered yet, on a replica, or when the
+    // read goes through SQL: the native read of the log needs no SPI.
+    let conn = OnceCell::new();
+    let connect = || conn.get_or_init(Connection::connect);
+    let horizon = readable_lazily(&connect, "es.read_all")?;
+    let archived = through_archive();
+    if !archived
+        && let Outcome::Done(()) =
+            heap::read_log_into(after, horizon.last_readable, max, &horizon.snapshot, out)
+    {
+        return Ok(());
+    }
+    connect()
+        .query_in(
+            if archived {
+                &READ_ALL_ARCHIVED
+            } else {
+                &READ_ALL
+            },
+            &[
+                Some(i64_datum(after)),
+                Some(i64_datum(horizon.last_readable)),
+                Some(i64_datum(max)),
+            ],
+            &horizon.snapshot,
+        )
+        .copy_into(out);
     Ok(())
 }
 
@@ -210,9 +203,24 @@ fn read_all_as_stored(after: i64, max: i64, out: &mut ResultSet) -> Result<(), E
 /// commits there late either. Where `es.events` is replicated in but `es.watermark` is not, no
 /// watermark ever arrives: the read is refused (55000) rather than answered with nothing.
 pub fn readable(conn: &Connection, function: &'static str) -> Result<Horizon, EventStoreError> {
+    readable_lazily(&|| conn, function)
+}
+
+/// [`readable`] with a connection made only when a statement must run (`conn` connects on its
+/// first call and returns the same connection after).
+fn readable_lazily<'c>(
+    conn: &dyn Fn() -> &'c Connection,
+    function: &'static str,
+) -> Result<Horizon, EventStoreError> {
     let mut horizon = positions::read_horizon(function)?;
-    let logical = replicated_in(conn);
-    if logical && !watermark_replicated_in(conn) {
+    let logical = positions::events_replicated_in(|| {
+        conn()
+            .execute(&EVENTS_REPLICATED_IN, &[])
+            .datum(0, 1)
+            .is_some_and(|d| d.value() != 0)
+    });
+    if logical && !watermark_replicated_in(conn()) {
+        let conn = conn();
         let rows = conn.execute(&EVENTS_SUBSCRIPTION, &[]);
         // No row only if the subscription went away since the cached answer: name it unknown.
         let name = |col| {
@@ -228,7 +236,7 @@ pub fn readable(conn: &Connection, function: &'static str) -> Result<Horizon, Ev
         });
     }
     if logical || server::in_recovery() {
-        let watermark = conn
+        let watermark = conn()
             .query_in(&WATERMARK, &[], &horizon.snapshot)
             .first_i64()
             .unwrap_or(0);
