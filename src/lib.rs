@@ -65,6 +65,7 @@ static SEGMENTS: [&pg::shmem::Segment; 3] = [
 pub extern "C-unwind" fn _PG_init() {
     trace::settings::init();
     pg::settings::init();
+    pg::presorted::install();
     pg::registry::install();
     trace::install();
     // SAFETY: a flag the postmaster sets while it loads shared_preload_libraries.
