@@ -64,8 +64,8 @@ static SEGMENTS: [&pg::shmem::Segment; 3] = [
 #[allow(non_snake_case)]
 pub extern "C-unwind" fn _PG_init() {
     trace::settings::init();
-    pg::settings::init();
     pg::presorted::install();
+    pg::settings::init();
     pg::registry::install();
     trace::install();
     // SAFETY: a flag the postmaster sets while it loads shared_preload_libraries.

@@ -30,7 +30,8 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 pub static PRESORTED_REPLAY: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 /// Defines the setting and, on PostgreSQL 15, installs the planner hook. Call once, from
-/// `_PG_init`.
+/// `_PG_init`, before `settings::init` reserves the `es` prefix (which drops every `es.*`
+/// setting not yet defined, e.g. one from postgresql.conf or the command line).
 pub fn install() {
     GucRegistry::define_bool_guc(
         c"es.presorted_replay",
