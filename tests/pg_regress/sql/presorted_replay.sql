@@ -113,13 +113,29 @@ SELECT version, (es.account_replay(data) OVER (ORDER BY version))->>'balance_cen
 WHERE stream_id = '9a000000-0000-0000-0000-0000000000a1' AND version <= 3 ORDER BY version;
 RESET enable_seqscan; RESET enable_bitmapscan;
 
+-- 3b. es.replay of a declared type: its ordering goes the same way, with the same state.
+CREATE FUNCTION public.seq_evolve(state jsonb, event jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+AS $$ SELECT jsonb_build_object('n', (state->>'n')::int + 1, 'trail', (state->>'trail') || (event->>'i')) $$;
+SELECT es.define_aggregate('seq', 'public.seq_evolve(jsonb,jsonb)', '{"n": 0, "trail": ""}');
+SELECT es.append_events('9a000000-0000-0000-0000-0000000000b1', 0,
+  array_agg(jsonb_build_object('type', 'Step', 'i', g % 10) ORDER BY g), 'seq') AS v FROM generate_series(1, 30) g;
+SET enable_seqscan = off; SET enable_bitmapscan = off;
+EXPLAIN (COSTS OFF, VERBOSE)
+SELECT es.replay('seq', data ORDER BY version) FROM es.events WHERE stream_id = '9a000000-0000-0000-0000-0000000000b1';
+SELECT es.replay('seq', data ORDER BY version) AS with_hook FROM es.events WHERE stream_id = '9a000000-0000-0000-0000-0000000000b1';
+SET es.presorted_replay = off;
+SELECT es.replay('seq', data ORDER BY version) AS without_hook FROM es.events WHERE stream_id = '9a000000-0000-0000-0000-0000000000b1';
+RESET es.presorted_replay;
+RESET enable_seqscan; RESET enable_bitmapscan;
+
 -- 4. Fuzz: random queries of these shapes (stream, version range, direction, arity, scans
 -- allowed, work_mem) give the same result, or the same error, with the hook on and off.
 SELECT setseed(0.23);
 DO $fuzz$
 DECLARE
   streams text[] := ARRAY['9a000000-0000-0000-0000-0000000000a1', '90000000-0000-0000-0000-000000000001',
-                          '9a000000-0000-0000-0000-0000000000f1', '9a000000-0000-0000-0000-0000000000ff'];
+                          '9a000000-0000-0000-0000-0000000000f1', '9a000000-0000-0000-0000-0000000000ff',
+                          '9a000000-0000-0000-0000-0000000000b1'];
   shapes text[] := ARRAY[
     'SELECT es.account_replay(data ORDER BY version)::text FROM es.events WHERE stream_id = %L%s',
     'SELECT (es.account_replay(data ORDER BY version %s)->>''balance_cents'') FROM es.events WHERE stream_id = %L%s',
@@ -127,6 +143,7 @@ DECLARE
     'SELECT es.account_replay(data ORDER BY version)::text || count(*) FROM es.events WHERE stream_id = %L%s',
     'SELECT string_agg(s::text, '','' ORDER BY g) FROM (SELECT stream_id g, es.account_replay(data ORDER BY version) s FROM es.events WHERE stream_id = %L%s GROUP BY stream_id) x',
     'SELECT es.account_replay(data ORDER BY version)::text || array_agg(version ORDER BY version DESC)::text FROM es.events WHERE stream_id = %L%s',
+    'SELECT es.replay(''seq'', data ORDER BY version)::text FROM es.events WHERE stream_id = %L%s',
     'SELECT string_agg(b, '','' ORDER BY version) FROM (SELECT version, (es.account_replay(data) OVER (ORDER BY version))->>''balance_cents'' b FROM es.events WHERE stream_id = %L%s) w'];
   q text; s text; bound text; on_result text; off_result text; runs int := 0; i int; shape int;
 BEGIN
