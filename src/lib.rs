@@ -64,6 +64,7 @@ static SEGMENTS: [&pg::shmem::Segment; 3] = [
 #[allow(non_snake_case)]
 pub extern "C-unwind" fn _PG_init() {
     trace::settings::init();
+    pg::presorted::install();
     pg::settings::init();
     pg::registry::install();
     trace::install();

@@ -92,14 +92,20 @@ pub fn transition<T>(
     start: impl FnOnce() -> Result<T, EventStoreError>,
     step: impl FnOnce(&mut T) -> Result<(), EventStoreError>,
 ) -> Result<Datum, EventStoreError> {
-    let context = call.aggregate_context_of(aggregate)?;
-    // SAFETY: called as the aggregate (checked above), whose declaration passes its
-    // transition state as `state`: a `T` made below on the group's first row, in the
-    // aggregate's context, which lives as long as the group.
+    // Every row but a group's first only needs to know that an aggregate calls: the tag of the
+    // call's context, read here, is what `AggCheckCallContext` tests, without a guarded call
+    // into PostgreSQL per row (its memory context is needed on the first row only).
+    if call.arg(state).is_some() && !called_by_aggregate(call) {
+        call.aggregate_context_of(aggregate)?;
+    }
+    // SAFETY: called as the aggregate (checked above, or below on the first row), whose
+    // declaration passes its transition state as `state`: a `T` made below on the group's first
+    // row, in the aggregate's context, which lives as long as the group.
     let kept = unsafe { internal_arg::<T>(call, state) };
     let value = match kept {
         Some(value) => value as *mut T,
         None => {
+            let context = call.aggregate_context_of(aggregate)?;
             let started = match start_in {
                 StartIn::Call => start(),
                 // SAFETY: a switch to the aggregate's context (AggCheckCallContext's) and back,
@@ -121,6 +127,22 @@ pub fn transition<T>(
     // by this call only.
     step(unsafe { &mut *value })?;
     Ok(Datum::from(value))
+}
+
+/// Whether an aggregate (or a window aggregate) makes this call: the test of
+/// `AggCheckCallContext`, on the tag of the call's context node.
+fn called_by_aggregate(call: &Call<'_>) -> bool {
+    let fcinfo = call.fcinfo();
+    // SAFETY: `fcinfo` is the valid call info of the call in progress (Call's invariant); its
+    // `context` is null or a node, whose first field is its tag.
+    unsafe {
+        let context = (*fcinfo).context;
+        !context.is_null()
+            && matches!(
+                (*context).type_,
+                pg_sys::NodeTag::T_AggState | pg_sys::NodeTag::T_WindowAggState
+            )
+    }
 }
 
 /// The final function of `aggregate`: `f` of the group's state, `None` before its first row

@@ -22,6 +22,8 @@
 //! - [`utility`]: the `ProcessUtility_hook` that moves the workers out of the way of
 //!   database-level commands (`DROP DATABASE`, …);
 //! - [`aggregate`]: Rust values owned by an aggregate's memory context;
+//! - [`presorted`]: the planner hook (PostgreSQL 15) that spares a replay in SQL the sort of
+//!   its stream's events when the index already gives them in version order;
 //! - [`security`]: running code as another role (a projection's handler as its creator) the
 //!   way PostgreSQL does, in a security-restricted operation;
 //! - [`udf`]: calling a user's function (an aggregate's evolve and check, an upcaster) through
@@ -41,6 +43,7 @@ pub mod heap;
 pub mod insert;
 pub mod jsonb;
 pub mod positions;
+pub mod presorted;
 pub mod registry;
 pub mod security;
 pub mod server;
