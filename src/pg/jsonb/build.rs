@@ -60,7 +60,9 @@ fn flat_object(pairs: &[(&str, Scalar)]) -> Option<Datum> {
     buf.resize(jentries + 8 * n, 0);
     let mut total: u32 = 0;
     let mut entry = |buf: &mut Vec<u8>, i: usize, kind: u32, len: usize| -> Option<()> {
-        let len = u32::try_from(len).ok().filter(|l| *l <= JENTRY_OFFLENMASK)?;
+        let len = u32::try_from(len)
+            .ok()
+            .filter(|l| *l <= JENTRY_OFFLENMASK)?;
         total = total.checked_add(len).filter(|t| *t <= JENTRY_OFFLENMASK)?;
         let meta = if i % JB_OFFSET_STRIDE == 0 {
             (kind & JENTRY_TYPEMASK) | total | JENTRY_HAS_OFF
