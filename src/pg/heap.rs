@@ -581,14 +581,15 @@ mod memo {
         Some(layout)
     }
 
-    /// Whether `index` was checked to be the bump's btree in this generation.
-    pub(super) fn pkey_checked(index: Oid) -> bool {
-        PKEY_CHECKED.with(Cell::get) == (generation(), index)
+    /// Whether `index` was checked to be the bump's btree in generation `now`.
+    pub(super) fn pkey_checked(now: u64, index: Oid) -> bool {
+        PKEY_CHECKED.with(Cell::get) == (now, index)
     }
 
-    /// Notes that `index` was checked to be the bump's btree.
-    pub(super) fn note_pkey_checked(index: Oid) {
-        PKEY_CHECKED.with(|c| c.set((generation(), index)));
+    /// Notes that `index` was checked to be the bump's btree by a check that began in
+    /// generation `now` (an invalidation during the check makes the note stale at once).
+    pub(super) fn note_pkey_checked(now: u64, index: Oid) {
+        PKEY_CHECKED.with(|c| c.set((now, index)));
     }
 }
 
@@ -844,11 +845,12 @@ fn bump_in<const N: usize, E>(
     judge: &mut dyn FnMut(&StreamHead<'_>) -> Result<Option<Kept>, E>,
 ) -> Outcome<Result<Bump, E>> {
     // The primary key must be the btree on stream_id the lookup keys on.
+    let now = memo::generation();
     let pkey = target.indexes.list.iter().find_map(|&(index, _)| {
         // SAFETY: an index opened by Indexes::open.
         let ok = unsafe {
             (*(*index).rd_rel).oid == pkey_oid
-                && (memo::pkey_checked(pkey_oid)
+                && (memo::pkey_checked(now, pkey_oid)
                     || btree_on(
                         index,
                         &[target.layout.attno(STREAM_ID)],
@@ -857,7 +859,7 @@ fn bump_in<const N: usize, E>(
                     ))
         };
         if ok {
-            memo::note_pkey_checked(pkey_oid);
+            memo::note_pkey_checked(now, pkey_oid);
         }
         ok.then_some(index)
     });
