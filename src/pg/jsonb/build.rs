@@ -64,7 +64,7 @@ fn flat_object(pairs: &[(&str, Scalar)]) -> Option<Datum> {
             .ok()
             .filter(|l| *l <= JENTRY_OFFLENMASK)?;
         total = total.checked_add(len).filter(|t| *t <= JENTRY_OFFLENMASK)?;
-        let meta = if i % JB_OFFSET_STRIDE == 0 {
+        let meta = if i.is_multiple_of(JB_OFFSET_STRIDE) {
             (kind & JENTRY_TYPEMASK) | total | JENTRY_HAS_OFF
         } else {
             kind | len
