@@ -430,6 +430,13 @@ pub fn archive_in_use() -> bool {
     }
 }
 
+/// `es.<name>`'s OID (a table, index or sequence of the store), remembered per backend until
+/// an invalidation could have changed it (see [`memo`]): for the write path, which asks on
+/// every append.
+pub fn remembered_relation_oid(name: &'static CStr) -> Option<Oid> {
+    memo::relation_oid(name)
+}
+
 fn relation_oid(name: &CStr) -> Option<Oid> {
     // SAFETY: syscache lookups by name; missing objects give InvalidOid (missing_ok).
     unsafe {
@@ -439,6 +446,152 @@ fn relation_oid(name: &CStr) -> Option<Oid> {
         }
         let oid = pg_sys::get_relname_relid(name.as_ptr(), ns);
         (oid != pg_sys::InvalidOid).then_some(oid)
+    }
+}
+
+/// What the native writes look up by name or check on a table's shape on every append,
+/// remembered per backend: the OIDs of `es.streams`, `es.events` and `es.streams_pkey`, each
+/// table's [`Layout`] and whether the primary key is the btree the bump keys on. Why: those
+/// look-ups (three syscache searches by name, ten column names compared per table, the
+/// opfamily's support function) cost about 6,000 instructions per one-event append, more
+/// than the heap update of the stream row.
+///
+/// Every entry carries the generation it was made at and is used only while the generation is
+/// unchanged; any relcache invalidation (a DDL on any table or index, `VACUUM`'s statistics,
+/// an invalidation of everything) and any change of `pg_namespace` or of a `pg_class` name
+/// bumps it. Invalidations are processed at transaction start and when a lock is taken, so
+/// the OID remembered at the start of a call is the one the syscache would have given then,
+/// and the layout is checked again after `table_open` took its lock whenever the generation
+/// moved: the checks always see the descriptor the write uses.
+mod memo {
+    use super::{Layout, Oid, pg_sys};
+    use std::cell::{Cell, RefCell};
+    use std::ffi::CStr;
+
+    /// One remembered layout: (generation, table, (columns' list address, its length), natts,
+    /// attribute indexes padded to the longest list).
+    type LayoutEntry = (u64, Oid, (usize, usize), usize, [usize; 10]);
+
+    thread_local! {
+        static GENERATION: Cell<u64> = const { Cell::new(1) };
+        static REGISTERED: Cell<bool> = const { Cell::new(false) };
+        /// (generation, name, OID)
+        static OIDS: RefCell<Vec<(u64, &'static CStr, Oid)>> = const { RefCell::new(Vec::new()) };
+        static LAYOUTS: RefCell<Vec<LayoutEntry>> = const { RefCell::new(Vec::new()) };
+        /// (generation, index OID) of a primary key checked to be the bump's btree.
+        static PKEY_CHECKED: Cell<(u64, Oid)> = const { Cell::new((0, pg_sys::InvalidOid)) };
+    }
+
+    /// The relcache callback: must not touch the catalogs or raise, only note the change.
+    #[pgrx::pg_guard]
+    unsafe extern "C-unwind" fn relcache_changed(_arg: pg_sys::Datum, _relid: Oid) {
+        GENERATION.with(|g| g.set(g.get() + 1));
+    }
+
+    /// The syscache callback (`pg_namespace`, `pg_class` by name): only notes the change.
+    #[pgrx::pg_guard]
+    unsafe extern "C-unwind" fn syscache_changed(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+        GENERATION.with(|g| g.set(g.get() + 1));
+    }
+
+    /// The current generation; registers the callbacks on the backend's first use (nothing is
+    /// remembered before they are registered, so no invalidation is missed).
+    pub(super) fn generation() -> u64 {
+        if !REGISTERED.with(Cell::get) {
+            // SAFETY: registers callbacks with static functions, once per backend (the flag);
+            // PostgreSQL keeps them for the life of the process.
+            unsafe {
+                pg_sys::CacheRegisterRelcacheCallback(
+                    Some(relcache_changed),
+                    pg_sys::Datum::from(0usize),
+                );
+                for cache in [
+                    pg_sys::SysCacheIdentifier::NAMESPACEOID,
+                    pg_sys::SysCacheIdentifier::NAMESPACENAME,
+                    pg_sys::SysCacheIdentifier::RELNAMENSP,
+                ] {
+                    pg_sys::CacheRegisterSyscacheCallback(
+                        cache as i32,
+                        Some(syscache_changed),
+                        pg_sys::Datum::from(0usize),
+                    );
+                }
+            }
+            REGISTERED.with(|r| r.set(true));
+            GENERATION.with(|g| g.set(g.get() + 1));
+        }
+        GENERATION.with(Cell::get)
+    }
+
+    /// `es.<name>`'s OID, remembered while the generation holds.
+    pub(super) fn relation_oid(name: &'static CStr) -> Option<Oid> {
+        let now = generation();
+        let known = OIDS.with(|o| {
+            o.borrow()
+                .iter()
+                .find(|(g, n, _)| *g == now && *n == name)
+                .map(|e| e.2)
+        });
+        if known.is_some() {
+            return known;
+        }
+        let oid = super::relation_oid(name)?;
+        OIDS.with(|o| {
+            let mut o = o.borrow_mut();
+            o.retain(|(g, n, _)| *g == now && *n != name);
+            o.push((now, name, oid));
+        });
+        Some(oid)
+    }
+
+    /// `rel`'s layout for `columns` as [`super::layout`] computes it (for writes), remembered
+    /// while the generation holds. `rel` must be open and locked: the lock processed every
+    /// invalidation that could change its descriptor.
+    ///
+    /// # Safety
+    /// `rel` must be an open relation.
+    pub(super) unsafe fn layout<const N: usize>(
+        rel: pg_sys::Relation,
+        columns: &'static [super::Column; N],
+    ) -> Option<Layout<N>> {
+        let now = generation();
+        // SAFETY: an open relation has its pg_class row.
+        let oid = unsafe { (*(*rel).rd_rel).oid };
+        let list = (columns.as_ptr() as usize, N);
+        let known = LAYOUTS.with(|l| {
+            l.borrow()
+                .iter()
+                .find(|e| e.0 == now && e.1 == oid && e.2 == list)
+                .map(|e| {
+                    let mut at = [0usize; N];
+                    at.copy_from_slice(&e.4[..N]);
+                    Layout { natts: e.3, at }
+                })
+        });
+        if known.is_some() {
+            return known;
+        }
+        // SAFETY: the caller's contract.
+        let layout = unsafe { super::layout(rel, columns, true) }?;
+        let mut at = [0usize; 10];
+        at[..N].copy_from_slice(&layout.at);
+        LAYOUTS.with(|l| {
+            let mut l = l.borrow_mut();
+            l.retain(|e| e.0 == now && !(e.1 == oid && e.2 == list));
+            l.push((now, oid, list, layout.natts, at));
+        });
+        Some(layout)
+    }
+
+    /// Whether `index` was checked to be the bump's btree in generation `now`.
+    pub(super) fn pkey_checked(now: u64, index: Oid) -> bool {
+        PKEY_CHECKED.with(Cell::get) == (now, index)
+    }
+
+    /// Notes that `index` was checked to be the bump's btree by a check that began in
+    /// generation `now` (an invalidation during the check makes the note stale at once).
+    pub(super) fn note_pkey_checked(now: u64, index: Oid) {
+        PKEY_CHECKED.with(|c| c.set((now, index)));
     }
 }
 
@@ -614,8 +767,8 @@ impl<const N: usize> Target<N> {
     /// security, no triggers for the operation (`no_triggers`), only simple indexes. `None`
     /// (nothing left open) otherwise.
     fn open(
-        name: &CStr,
-        columns: &[Column; N],
+        name: &'static CStr,
+        columns: &'static [Column; N],
         no_triggers: unsafe fn(pg_sys::Relation) -> bool,
     ) -> Option<Target<N>> {
         // A read-only transaction (every transaction of a hot standby, and `BEGIN READ ONLY` on
@@ -626,14 +779,14 @@ impl<const N: usize> Target<N> {
         if unsafe { pg_sys::XactReadOnly } {
             return None;
         }
-        let rel_oid = relation_oid(name)?;
+        let rel_oid = memo::relation_oid(name)?;
         let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
         // SAFETY: the relation is opened and locked here, and closed below or by `close`.
         let rel = unsafe { pg_sys::table_open(rel_oid, lock) };
         // SAFETY: `rel` is open and locked RowExclusive, which every check and Indexes::open
         // need.
         let opened = unsafe {
-            layout(rel, columns, true)
+            memo::layout(rel, columns)
                 .filter(|_| plain_heap(rel) && plain_writes(rel, rel_oid) && no_triggers(rel))
                 .and_then(|layout| Some((layout, Indexes::open(rel)?)))
         };
@@ -672,7 +825,7 @@ pub fn bump_stream<E>(
     n: i64,
     judge: &mut dyn FnMut(&StreamHead<'_>) -> Result<Option<Kept>, E>,
 ) -> Outcome<Result<Bump, E>> {
-    let Some(pkey_oid) = relation_oid(c"streams_pkey") else {
+    let Some(pkey_oid) = memo::relation_oid(c"streams_pkey") else {
         return Outcome::Fallback;
     };
     if let Some(target) = Target::open(c"streams", &STREAMS, no_update_triggers) {
@@ -694,17 +847,22 @@ fn bump_in<const N: usize, E>(
     judge: &mut dyn FnMut(&StreamHead<'_>) -> Result<Option<Kept>, E>,
 ) -> Outcome<Result<Bump, E>> {
     // The primary key must be the btree on stream_id the lookup keys on.
+    let now = memo::generation();
     let pkey = target.indexes.list.iter().find_map(|&(index, _)| {
         // SAFETY: an index opened by Indexes::open.
         let ok = unsafe {
             (*(*index).rd_rel).oid == pkey_oid
-                && btree_on(
-                    index,
-                    &[target.layout.attno(STREAM_ID)],
-                    &[pg_sys::UUIDOID],
-                    &[pg_sys::F_UUID_CMP],
-                )
+                && (memo::pkey_checked(now, pkey_oid)
+                    || btree_on(
+                        index,
+                        &[target.layout.attno(STREAM_ID)],
+                        &[pg_sys::UUIDOID],
+                        &[pg_sys::F_UUID_CMP],
+                    ))
         };
+        if ok {
+            memo::note_pkey_checked(now, pkey_oid);
+        }
         ok.then_some(index)
     });
     let Some(pkey) = pkey else {

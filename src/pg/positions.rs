@@ -122,17 +122,16 @@ fn slots(shared: &InFlight) -> &[Slot] {
     unsafe { std::slice::from_raw_parts(shared.slots.as_ptr(), shared.nslots) }
 }
 
-/// OID of `es.global_position_seq`, looked up per call (two syscache probes) so a dropped and
-/// recreated extension is never served a stale OID.
+/// OID of `es.global_position_seq`: remembered per backend until a relcache or namespace
+/// invalidation (`heap::remembered_relation_oid`), so a dropped and recreated extension is
+/// never served a stale OID.
 fn position_sequence() -> pg_sys::Oid {
-    // SAFETY: syscache lookups by name (an ERROR when the schema is missing).
-    unsafe {
-        let ns = pg_sys::get_namespace_oid(c"es".as_ptr(), false);
-        let seq = pg_sys::get_relname_relid(c"global_position_seq".as_ptr(), ns);
-        if seq == pg_sys::InvalidOid {
-            pgrx::error!("event_store: es.global_position_seq is missing; reinstall the extension");
+    // Remembered per backend (two syscache searches by name on every append otherwise).
+    match super::heap::remembered_relation_oid(c"global_position_seq") {
+        Some(seq) => seq,
+        None => {
+            pgrx::error!("event_store: es.global_position_seq is missing; reinstall the extension")
         }
-        seq
     }
 }
 
