@@ -428,13 +428,13 @@ unsafe extern "C-unwind" fn on_xact_end(event: pg_sys::XactEvent::Type, _arg: *m
             if i != NO_SLOT
                 && let Some(shared) = shared()
             {
-                slots(shared)[i].min_position.store(0, Ordering::Release);
+                let lowest = slots(shared)[i].min_position.swap(0, Ordering::AcqRel);
                 let committed = matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT);
                 // SAFETY: MyDatabaseId is set at connection and never changed in a backend
                 // that appends; this is that backend's own transaction.
                 let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
                 // after the slot is cleared: a woken waiter's horizon no longer counts it
-                super::wake::transaction_ended(db, committed);
+                super::wake::transaction_ended(db, committed, lowest);
                 if committed {
                     super::worker_registry::appended(db);
                 }

@@ -18,7 +18,7 @@
 //! something the waiter does not want. A commit that concerned the waiter therefore leaves its
 //! highest position in the slot (`hit`); until a look reads up to that position, the waiter
 //! arms in `ANY` mode: the end (commit or abort) of any transaction of its database that held
-//! positions wakes it. Once a look read past it, the event was either returned or not one the
+//! a position below it wakes it (only those can hide it). Once a look read past it, the event was either returned or not one the
 //! waiter takes (two types sharing a bit, another stream type).
 //!
 //! Without the preloaded library there is no segment: waiters sleep their poll interval.
@@ -53,12 +53,18 @@ struct Slot {
     /// The highest position appended by the commits that concerned the waiter since it last
     /// looked at this; 0 = none.
     hit: AtomicI64,
+    /// In `ANY` mode, the position the waiter's event is at: only the end of a transaction
+    /// holding a position below it can make it readable.
+    below: AtomicI64,
 }
 
 #[repr(C)]
 struct Waiters {
     /// Slots in use (so a commit with nobody waiting scans nothing).
     waiting: AtomicU32,
+    /// Some backend waited since the cluster started: appends record what they append (before,
+    /// they skip it, so a store nobody consumes pays nothing).
+    recording: AtomicBool,
     nslots: usize,
     slots: [Slot; 0],
 }
@@ -142,8 +148,8 @@ static TX_UNKNOWN: AtomicBool = AtomicBool::new(false);
 static TX_LAST: AtomicI64 = AtomicI64::new(0);
 
 /// Called by an append after its rows are stored: what the commit may have to wake waiters for.
-/// With nobody waiting it records only its last position (a few loads and stores), and the
-/// commit then wakes every waiter that came in between.
+/// Until a backend first waits it records only its last position (a few loads and stores), and
+/// the commit then wakes every waiter that came in between.
 pub fn appended<'a>(
     stream_id: &[u8; 16],
     last_position: i64,
@@ -153,7 +159,9 @@ pub fn appended<'a>(
     if last_position > TX_LAST.load(Ordering::Relaxed) {
         TX_LAST.store(last_position, Ordering::Relaxed);
     }
-    if shared.waiting.load(Ordering::Relaxed) == 0 {
+    // Not `waiting`: consumers come and go between their calls of es.wait, and an append that
+    // did not record would wake every waiter that registered before its commit.
+    if !shared.recording.load(Ordering::Relaxed) {
         TX_UNKNOWN.store(true, Ordering::Relaxed);
         return;
     }
@@ -213,11 +221,12 @@ impl Appended {
     }
 }
 
-/// Called when a transaction that held positions in database `db` ends, after its commit is
-/// visible (from the transaction callback): wakes the waiters its events concern, and on any
-/// end the waiters in `ANY` mode (their event waits behind a position in flight). No
+/// Called when a transaction that held positions (the lowest: `lowest_position`) in database
+/// `db` ends, after its commit is visible (from the transaction callback): wakes the waiters
+/// its events concern, and on any end the waiters in `ANY` mode whose event is above its lowest
+/// position (their event may have waited behind it). No
 /// allocation and no ERROR: it runs where an ERROR would be a PANIC.
-pub fn transaction_ended(db: u32, committed: bool) {
+pub fn transaction_ended(db: u32, committed: bool, lowest_position: i64) {
     let appended = Appended::take();
     let Some(shared) = shared() else { return };
     // Pairs with the fence of Waiter::arm: either the waiter's look sees this commit, or this
@@ -232,7 +241,8 @@ pub fn transaction_ended(db: u32, committed: bool) {
             continue;
         }
         let concerned = committed && appended.concerns(slot);
-        if !concerned && word & ANY == 0 {
+        if !concerned && (word & ANY == 0 || lowest_position >= slot.below.load(Ordering::Relaxed))
+        {
             continue;
         }
         if concerned {
@@ -322,6 +332,9 @@ impl Waiter {
         let slot = shared().and_then(|shared| {
             let slot = slots(shared).get(super::compat::my_proc_number())?;
             shared.waiting.fetch_add(1, Ordering::AcqRel);
+            if !shared.recording.load(Ordering::Relaxed) {
+                shared.recording.store(true, Ordering::Relaxed);
+            }
             Some(slot)
         });
         if let Some(slot) = slot {
@@ -341,8 +354,11 @@ impl Waiter {
     }
 
     /// Arms the wait in `ANY` mode: the next end of any transaction of this database that held
-    /// positions (a commit or an abort) sets this backend's latch.
-    pub fn arm_any(&self) {
+    /// a position below `position` (a commit or an abort) sets this backend's latch.
+    pub fn arm_any(&self, position: i64) {
+        if let Some(slot) = self.slot {
+            slot.below.store(position, Ordering::Relaxed);
+        }
         self.arm_word(ANY);
     }
 
@@ -351,6 +367,9 @@ impl Waiter {
         // disarmed while the filter is written (a nested waiter of this backend may have
         // written another): a waker never judges by half of one
         slot.armed.store(0, Ordering::Release);
+        if mode == 0 {
+            slot.below.store(0, Ordering::Relaxed);
+        }
         slot.partitions
             .store(self.filter.partitions, Ordering::Relaxed);
         slot.partition

@@ -561,7 +561,7 @@ pub fn wait(name: &str, partition: i32, timeout_ms: i32) -> Result<bool, EventSt
         let conn = Connection::connect();
         let p = load(&conn, name, partition, false)?;
         let types = conn.execute(&WAIT_EVENT_TYPES, &[Some(text_datum(name))]);
-        let types: Vec<String> = (0..types.len()).filter_map(|i| types.text(i, 0)).collect();
+        let types: Vec<String> = (0..types.len()).filter_map(|i| types.text(i, 1)).collect();
         Filter::partition(
             p.partitions,
             partition,
@@ -643,7 +643,7 @@ pub fn sleep_until_filtered(
     loop {
         pending = pending.max(waiter.take_hit());
         if pending > 0 {
-            waiter.arm_any();
+            waiter.arm_any(pending);
         } else {
             waiter.arm();
         }
