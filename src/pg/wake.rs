@@ -271,14 +271,14 @@ pub fn wake_waiters(db: u32) {
     }
     for (i, slot) in slots(shared).iter().enumerate() {
         let word = slot.armed.load(Ordering::Acquire);
-        if word != 0 && (word >> 32) as u32 == db {
-            if slot
+        if word != 0
+            && (word >> 32) as u32 == db
+            && slot
                 .armed
                 .compare_exchange(word, 0, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
-            {
-                set_latch(i);
-            }
+        {
+            set_latch(i);
         }
     }
 }
