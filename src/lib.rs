@@ -46,10 +46,11 @@ pgrx::extension_sql_file!(
     ]
 );
 
-/// The store's segments of shared memory: the positions in flight, the span ring and the
-/// registry of the per-database workers.
-static SEGMENTS: [&pg::shmem::Segment; 3] = [
+/// The store's segments of shared memory: the positions in flight, the waiters for new events,
+/// the span ring and the registry of the per-database workers.
+static SEGMENTS: [&pg::shmem::Segment; 4] = [
     &pg::positions::SEGMENT,
+    &pg::wake::SEGMENT,
     &trace::ring_segment::SEGMENT,
     &pg::worker_registry::SEGMENT,
 ];

@@ -14,6 +14,8 @@
 //! - [`jsonb`]: the reader of binary jsonb (event keys, account events and states);
 //! - [`positions`]: global positions: their draws and the positions in flight that make the
 //!   global read gap-safe;
+//! - [`wake`]: the waiters for new events and the commits that wake them, filtered by what
+//!   each commit appended;
 //! - [`shmem`]: the shared-memory hooks of every segment;
 //! - [`worker_registry`]: the registry in shared memory of the databases the background workers
 //!   serve (their work, their worker, why one waits, a database command's hold): what backends
@@ -52,4 +54,5 @@ pub mod shmem;
 pub mod spi;
 pub mod udf;
 pub mod utility;
+pub mod wake;
 pub mod worker_registry;

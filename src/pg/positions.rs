@@ -42,16 +42,11 @@ struct Slot {
     dboid: AtomicU32,
     /// Lowest position drawn by the backend's open transaction; 0 = none.
     min_position: AtomicI64,
-    /// Database in which the backend waits for new events (`es.wait`, the projection worker);
-    /// 0 = not waiting. A committing appender swaps it to 0 and sets the backend's latch.
-    wait_db: AtomicU32,
 }
 
 #[repr(C)]
 struct InFlight {
     lock: *mut pg_sys::LWLock,
-    /// Backends waiting for new events (so a commit with nobody waiting scans no slots).
-    waiting: AtomicU32,
     nslots: usize,
     slots: [Slot; 0],
 }
@@ -432,93 +427,19 @@ unsafe extern "C-unwind" fn on_xact_end(event: pg_sys::XactEvent::Type, _arg: *m
             if i != NO_SLOT
                 && let Some(shared) = shared()
             {
-                slots(shared)[i].min_position.store(0, Ordering::Release);
-                if matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT) {
-                    // SAFETY: MyDatabaseId is set at connection and never changed in a
-                    // backend that appends; this is that backend's own commit.
-                    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
-                    wake_waiters(db);
+                let lowest = slots(shared)[i].min_position.swap(0, Ordering::AcqRel);
+                let committed = matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT);
+                // SAFETY: MyDatabaseId is set at connection and never changed in a backend
+                // that appends; this is that backend's own transaction.
+                let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+                // after the slot is cleared: a woken waiter's horizon no longer counts it
+                super::wake::transaction_ended(db, committed, lowest);
+                if committed {
                     super::worker_registry::appended(db);
                 }
             }
         }
         _ => {}
-    }
-}
-
-/// Wakes the backends waiting for new events in database `db` (`es.wait`,
-/// `es.wait_for_projection`, the projection worker): called after a commit that appended, and
-/// by the worker after it moved a checkpoint. Each waiter is woken once per wait (its slot is
-/// disarmed), so a stream of commits costs the committers one scan and at most one `SetLatch`
-/// per sleeping waiter, never a NOTIFY.
-pub fn wake_waiters(db: u32) {
-    let Some(shared) = shared() else { return };
-    if shared.waiting.load(Ordering::Acquire) == 0 {
-        return;
-    }
-    for (i, slot) in slots(shared).iter().enumerate() {
-        if slot.wait_db.load(Ordering::Acquire) == db
-            && slot
-                .wait_db
-                .compare_exchange(db, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            // SAFETY: slot i belongs to the PGPROC with pgprocno i (slot_count covers every
-            // PGPROC); its latch lives in shared memory for the life of the cluster, and
-            // SetLatch on the latch of a process that has exited is harmless.
-            unsafe {
-                let proc = (*pg_sys::ProcGlobal).allProcs.add(i);
-                pg_sys::SetLatch(&raw mut (*proc).procLatch);
-            }
-        }
-    }
-}
-
-/// A registration of this backend as a waiter for new events in its database; dropped, it
-/// unregisters. Arm it, check for events, then sleep on the latch: a commit after the arming
-/// sets the latch, so no event is slept through.
-pub struct Waiter {
-    slot: Option<&'static Slot>,
-}
-
-impl Waiter {
-    /// Registers this backend (a no-op without the preloaded library: the caller then sleeps
-    /// for its poll interval only).
-    pub fn new() -> Waiter {
-        let slot = shared().and_then(|shared| {
-            // SAFETY: MyProc is this backend's PGPROC.
-            let me = super::compat::my_proc_number();
-            let slot = slots(shared).get(me)?;
-            shared.waiting.fetch_add(1, Ordering::AcqRel);
-            Some(slot)
-        });
-        Waiter { slot }
-    }
-
-    /// Arms the wait: the next commit that appends in this database sets this backend's latch.
-    pub fn arm(&self) {
-        if let Some(slot) = self.slot {
-            // SAFETY: MyDatabaseId is this backend's database.
-            let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
-            slot.wait_db.store(db, Ordering::Release);
-        }
-    }
-}
-
-impl Default for Waiter {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for Waiter {
-    fn drop(&mut self) {
-        if let Some(slot) = self.slot {
-            slot.wait_db.store(0, Ordering::Release);
-            if let Some(shared) = shared() {
-                shared.waiting.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
     }
 }
 

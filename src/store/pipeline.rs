@@ -371,6 +371,11 @@ pub fn append(
     check_sequence_numbers(&batch.metas, first_version)?;
     let first_position = positions::draw(conn, n)?;
     insert(conn, stream, first_position, first_version, batch)?;
+    crate::pg::wake::appended(
+        stream.as_bytes(),
+        first_position + n - 1,
+        batch.metas.iter().map(|m| m.event_type.as_str()),
+    );
     rules.appended(conn, first_version - 1, new_version);
     Ok(new_version)
 }

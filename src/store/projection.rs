@@ -8,11 +8,11 @@ use super::subscription::{
     no_such, remove, sleep_until,
 };
 use crate::pg::call::{Composite, i64_datum, text_datum};
-use crate::pg::positions::wake_waiters;
 use crate::pg::security;
 use crate::pg::server;
 use crate::pg::settings;
 use crate::pg::spi::{Arg, Connection, Stmt};
+use crate::pg::wake::wake_waiters;
 use crate::pg::worker_registry::{self, WorkerStatus};
 use event_store_core::EventStoreError;
 use event_store_core::subscription::{SubscriptionSpec, check_count, check_name};

@@ -10,9 +10,10 @@
 use super::read::{readable, readable_end};
 use super::sql::all_events;
 use crate::pg::call::{ResultSet, i64_datum, text_datum, uuid_datum};
-use crate::pg::positions::{Horizon, Waiter, wake_waiters};
+use crate::pg::positions::Horizon;
 use crate::pg::spi::cstr;
 use crate::pg::spi::{Arg, Connection, Rows, Stmt};
+use crate::pg::wake::{Filter, Waiter, wake_waiters};
 use crate::pg::{backend, server, settings};
 use event_store_core::EventStoreError;
 use event_store_core::subscription::{
@@ -551,17 +552,45 @@ fn subscription_partitions(conn: &Connection, name: &str) -> Result<i32, EventSt
         .ok_or_else(|| no_such("subscription", name))
 }
 
-/// `es.wait`: true as soon as the partition has a readable event, false at the timeout.
+/// `es.wait`: true as soon as the partition has a readable event, false at the timeout. Only
+/// the commits that appended to the partition's streams, of its event types, wake it (and, while
+/// its event waits behind a lower position in flight, the end of any append: see `pg::wake`).
 pub fn wait(name: &str, partition: i32, timeout_ms: i32) -> Result<bool, EventStoreError> {
     check_timeout(timeout_ms)?;
-    sleep_until(timeout_ms, || {
+    let filter = {
+        let conn = Connection::connect();
+        let p = load(&conn, name, partition, false)?;
+        let types = conn.execute(&WAIT_EVENT_TYPES, &[Some(text_datum(name))]);
+        let types: Vec<String> = (0..types.len()).filter_map(|i| types.text(i, 1)).collect();
+        Filter::partition(
+            p.partitions,
+            partition,
+            (!types.is_empty()).then(|| types.iter().map(String::as_str)),
+        )
+    };
+    sleep_until_filtered(timeout_ms, filter, || {
         let conn = Connection::connect();
         let p = load(&conn, name, partition, false)?;
         let horizon = readable(&conn, "es.wait")?;
-        Ok(next_events(&conn, &p, 1, &horizon)
+        if next_events(&conn, &p, 1, &horizon)
             .iter()
-            .any(|rows| !rows.is_empty()))
+            .any(|rows| !rows.is_empty())
+        {
+            return Ok(Look::Ready);
+        }
+        Ok(Look::NotYet {
+            read_up_to: horizon.last_readable,
+        })
     })
+}
+
+/// What one look for events found.
+pub enum Look {
+    /// What the waiter waits for is there.
+    Ready,
+    /// Not yet; the look read every position up to `read_up_to` (a lower position in flight
+    /// hides the later ones, docs/reference.md §3).
+    NotYet { read_up_to: i64 },
 }
 
 /// A `timeout_ms` argument.
@@ -582,17 +611,48 @@ pub fn sleep_until(
     timeout_ms: i32,
     mut ready: impl FnMut() -> Result<bool, EventStoreError>,
 ) -> Result<bool, EventStoreError> {
+    sleep_until_filtered(timeout_ms, Filter::EVERYTHING, || {
+        Ok(if ready()? {
+            Look::Ready
+        } else {
+            Look::NotYet {
+                read_up_to: i64::MAX,
+            }
+        })
+    })
+}
+
+/// [`sleep_until`] woken only by the commits `filter` takes. A commit that was taken but whose
+/// event the look could not read yet (a lower position in flight, docs/reference.md §3) makes
+/// the waiter arm for the end of any append until a look reads up to that commit's position:
+/// the end of the append in flight is then what makes its event readable.
+pub fn sleep_until_filtered(
+    timeout_ms: i32,
+    filter: Filter,
+    mut ready: impl FnMut() -> Result<Look, EventStoreError>,
+) -> Result<bool, EventStoreError> {
     let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
-    let waiter = Waiter::new();
+    let waiter = Waiter::new(filter);
+    // the highest position of the commits the filter took that no look has read up to yet
+    let mut pending = 0i64;
     let idle = if server::in_recovery() {
         Duration::from_millis(settings::WATERMARK_INTERVAL.get().max(1) as u64)
     } else {
         Duration::from_secs(1)
     };
     loop {
-        waiter.arm();
-        if ready()? {
-            return Ok(true);
+        pending = pending.max(waiter.take_hit());
+        if pending > 0 {
+            waiter.arm_any(pending);
+        } else {
+            waiter.arm();
+        }
+        match ready()? {
+            Look::Ready => return Ok(true),
+            // read past it: the commit's event was not for this waiter (a type sharing its
+            // bit, another stream type)
+            Look::NotYet { read_up_to } if read_up_to >= pending => pending = 0,
+            Look::NotYet { .. } => {}
         }
         let now = Instant::now();
         if now >= deadline {
@@ -736,6 +796,13 @@ pub static SUBSCRIPTION_DROP: Stmt = Stmt::new(
 pub static SUBSCRIPTION_PARTITIONS: Stmt = Stmt::new(
     "SubscriptionPartitions",
     c"SELECT partitions FROM es.subscription_config WHERE name = $1",
+    &[TEXTOID],
+);
+
+/// The event types a subscription takes, one a row (none: every type), for `es.wait`'s filter.
+pub static WAIT_EVENT_TYPES: Stmt = Stmt::new(
+    "WaitEventTypes",
+    c"SELECT t FROM es.subscription_config c, unnest(c.event_types) t WHERE c.name = $1",
     &[TEXTOID],
 );
 

@@ -13,9 +13,10 @@
 //! watermark's bound, the registry it claims its database in).
 
 use crate::pg::call::i64_datum;
-use crate::pg::positions::{self, Waiter};
+use crate::pg::positions;
 use crate::pg::settings;
 use crate::pg::spi::Connection;
+use crate::pg::wake::{Filter, Waiter};
 use crate::pg::worker_registry;
 use crate::store::projection::{self, Runnable, Step};
 use crate::store::retention;
@@ -296,7 +297,7 @@ pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
         retention: HashMap::new(),
         policies: None,
     };
-    let waiter = Waiter::new();
+    let waiter = Waiter::new(Filter::EVERYTHING);
     let mut idle_since = Instant::now();
     // whether this worker found work: one that did lingers IDLE_EXIT after its last work (a
     // resume or the next append is likely); one sent to look at a database that has none (after

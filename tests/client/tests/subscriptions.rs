@@ -27,6 +27,9 @@
 //! - `wait_wakes_on_an_append_to_its_partition_and_times_out_when_idle`: `es.wait` on a
 //!   subscription made with `start_after => NULL` returns false at a short timeout while idle and
 //!   true once an event lands in its partition (a waiter on the other partition stays false).
+//! - `a_filtered_wait_returns_an_event_that_was_behind_an_append_of_another_type`: `es.wait` on
+//!   a subscription of one event type, whose event commits above a position still in flight in
+//!   an append of another type: it returns true once that append commits, or rolls back.
 //! - `stream_hash_is_fnv1a_of_the_uuid_bytes`: the documented, stable partitioning hash.
 //! - `bad_subscription_calls_fail_with_stable_sqlstates`: `ES202`, `22023` (with the value) and
 //!   `42710`, and an ack of an older position is a no-op.
@@ -1359,6 +1362,88 @@ fn wait_wakes_on_an_append_to_its_partition_and_times_out_when_idle() {
         ready,
         "es.wait returns true at once while the partition has a readable event"
     );
+}
+
+/// `es.wait` on a subscription filtered by event type (docs/consuming-events.md: only the commits
+/// that concern a waiter wake it) whose event commits while a lower position of another type is
+/// still in flight: the waiter must be woken again when that append ends (its commit, then, in a
+/// second round, its rollback), and return true.
+#[test]
+fn a_filtered_wait_returns_an_event_that_was_behind_an_append_of_another_type() {
+    let db = TestDb::new("sub_wait_filtered");
+    let mut admin = db.connect();
+    assert_preloaded(&mut admin);
+    let streams = streams_per_partition(6, 1, 3);
+    let (held, wanted, other) = (streams[&0][0], streams[&0][1], streams[&0][2]);
+    admin
+        .batch_execute(
+            "SELECT es.create_subscription('wf', start_after => NULL, event_types => ARRAY['Wanted'])",
+        )
+        .unwrap_or_else(|e| panic!("create_subscription: {}", describe(&e)));
+    for (round, end) in [(1i64, "COMMIT"), (2, "ROLLBACK")] {
+        // an append of another type holds a lower position, in flight
+        let mut holder = db.connect();
+        holder.batch_execute("BEGIN").expect("BEGIN");
+        note(&mut holder, held, round, 1, "");
+        // the wanted event commits above it, so it is not readable yet
+        append(
+            &mut admin,
+            wanted,
+            None,
+            &[format!(r#"{{"type":"Wanted","round":{round}}}"#)],
+        )
+        .unwrap_or_else(|e| panic!("append Wanted: {}", describe(&e)));
+        // appends of other types that concern no waiter
+        note(&mut admin, other, round * 10, 3, "");
+        let mut waiter = db.connect();
+        let pid: i32 = waiter
+            .query_one("SELECT pg_backend_pid()", &[])
+            .expect("pid")
+            .get(0);
+        let woke = thread::scope(|scope| {
+            let w = scope.spawn(move || -> bool {
+                waiter
+                    .query_one("SELECT es.wait('wf', 0, 60000)", &[])
+                    .unwrap_or_else(|e| panic!("es.wait: {}", describe(&e)))
+                    .get(0)
+            });
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let waiting: bool = admin
+                    .query_one(
+                        "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1 \
+                         AND state = 'active' AND query LIKE '%es.wait%')",
+                        &[&pid],
+                    )
+                    .expect("pg_stat_activity")
+                    .get(0);
+                if waiting {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the waiter never showed up as active"
+                );
+                thread::sleep(Duration::from_millis(5));
+            }
+            note(&mut admin, other, round * 10 + 3, 2, "");
+            holder.batch_execute(end).expect("end of the holder");
+            w.join().expect("waiter panicked")
+        });
+        assert!(
+            woke,
+            "round {round}: es.wait must return true once the append in flight ended ({end})"
+        );
+        let got = poll(&mut admin, "wf", 0, 100, None).expect("poll");
+        assert_eq!(
+            got.iter()
+                .map(|e| (e.stream, e.version))
+                .collect::<Vec<_>>(),
+            vec![(wanted, round)],
+            "round {round}: the partition holds exactly the Wanted event"
+        );
+        ack(&mut admin, "wf", 0, got[0].position, None).expect("ack");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
