@@ -373,7 +373,7 @@ pub fn append(
     insert(conn, stream, first_position, first_version, batch)?;
     crate::pg::wake::appended(
         stream.as_bytes(),
-        first_position + n - 1,
+        first_position + (n - 1),
         batch.metas.iter().map(|m| m.event_type.as_str()),
     );
     rules.appended(conn, first_version - 1, new_version);

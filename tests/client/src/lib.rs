@@ -131,7 +131,8 @@ pub fn connect_with_retry(dbname: &str, within: Duration) -> Result<Client, Erro
 pub fn connect_after_kill(dbname: &str, killed: i32, within: Duration) -> Result<Client, Error> {
     let deadline = Instant::now() + within;
     loop {
-        let mut client = connect_with_retry(dbname, deadline.saturating_duration_since(Instant::now()))?;
+        let mut client =
+            connect_with_retry(dbname, deadline.saturating_duration_since(Instant::now()))?;
         match client.query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
             &[&killed],

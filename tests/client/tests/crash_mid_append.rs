@@ -116,12 +116,13 @@ fn sigkill_during_append_leaves_no_trace_and_the_store_keeps_working() {
     }
 
     // The postmaster crash-restarts the whole cluster; wait until it accepts connections again.
-    let mut client = connect_after_kill(db.name(), victim_pid, RECOVER_WITHIN).unwrap_or_else(|e| {
-        panic!(
-            "the cluster did not come back within {RECOVER_WITHIN:?}: {}",
-            describe(&e)
-        )
-    });
+    let mut client =
+        connect_after_kill(db.name(), victim_pid, RECOVER_WITHIN).unwrap_or_else(|e| {
+            panic!(
+                "the cluster did not come back within {RECOVER_WITHIN:?}: {}",
+                describe(&e)
+            )
+        });
 
     let leftover: i64 = client
         .query_one(

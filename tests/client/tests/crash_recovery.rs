@@ -56,8 +56,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use event_store_client_tests::{
-    Client, Error, TestDb, Uuid, append, bigints, connect_after_kill, connect_with_retry, describe, ensure_own_cluster,
-    kill_9, sqlstate, stream_version, verify_store,
+    Client, Error, TestDb, Uuid, append, bigints, connect_after_kill, connect_with_retry, describe,
+    ensure_own_cluster, kill_9, sqlstate, stream_version, verify_store,
 };
 use postgres::GenericClient;
 use rand::Rng;

@@ -20,7 +20,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use event_store_client_tests::{
-    Client, TestDb, Uuid, admin, connect_after_kill, connect_with_retry, describe, exec, kill_9, verify_store,
+    Client, TestDb, Uuid, admin, connect_after_kill, connect_with_retry, describe, exec, kill_9,
+    verify_store,
 };
 use rand::Rng;
 
