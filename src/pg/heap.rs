@@ -1233,9 +1233,10 @@ struct ReadTarget<const N: usize> {
 }
 
 /// A read target whose names, shape and index were checked (see [`ReadTarget::open`]): the
-/// names' OIDs and the layout, kept per backend until a relcache invalidation of either
-/// relation (any `ALTER`, `DROP`, rename, index change) or a change of any schema, so a read
-/// asks the catalogs nothing but the privileges that depend on the current user.
+/// names' OIDs and the layout, kept per backend until the next relcache invalidation (any
+/// `ALTER`, `DROP`, rename, index change, of any relation) or change of a schema or a
+/// relation's name ([`memo::generation`]), so a read asks the catalogs nothing but the
+/// privileges that depend on the current user.
 struct Checked {
     table: &'static CStr,
     index: &'static CStr,
@@ -1243,66 +1244,15 @@ struct Checked {
     index_oid: Oid,
     natts: usize,
     at: [usize; 10],
+    /// The [`memo::generation`] it was checked in.
+    generation: u64,
 }
 
 thread_local! {
-    /// The checked read targets of this backend.
+    /// The checked read targets of this backend, each valid while [`memo::generation`] is the
+    /// one it was checked in (the append's remembered look-ups and these share one set of
+    /// invalidation callbacks).
     static CHECKED: std::cell::RefCell<Vec<Checked>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// Bumped whenever `CHECKED` is cleared, so an open that saw invalidations arrive
-    /// (they are accepted while locking) checks again instead of trusting what it read before.
-    static CHECKED_GENERATION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    static CHECKED_CALLBACKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Forgets every checked read target.
-fn forget_checked() {
-    // `try_with`: an invalidation processed while the backend exits, after the thread's
-    // locals are gone, has nothing to forget.
-    let _ = CHECKED.try_with(|c| {
-        if let Ok(mut c) = c.try_borrow_mut() {
-            c.clear();
-        }
-    });
-    let _ = CHECKED_GENERATION.try_with(|g| g.set(g.get() + 1));
-}
-
-/// The relcache callback of the checked read targets: must not touch the catalogs or raise.
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn read_target_changed(_arg: Datum, relid: Oid) {
-    let ours = CHECKED
-        .try_with(|c| {
-            c.try_borrow().map_or(true, |c| {
-                c.iter().any(|t| t.rel_oid == relid || t.index_oid == relid)
-            })
-        })
-        .unwrap_or(false);
-    if relid == pg_sys::InvalidOid || ours {
-        forget_checked();
-    }
-}
-
-/// The `pg_namespace` syscache callback: a renamed schema may make `es.<name>` another
-/// relation.
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn read_schema_changed(_arg: Datum, _cache_id: i32, _hash: u32) {
-    forget_checked();
-}
-
-/// Registers the two callbacks, once per backend.
-fn register_read_callbacks() {
-    if CHECKED_CALLBACKS.with(|c| c.replace(true)) {
-        return;
-    }
-    // SAFETY: registers callbacks with static functions, once per backend (the flag above);
-    // the library is never unloaded.
-    unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(Some(read_target_changed), Datum::from(0usize));
-        pg_sys::CacheRegisterSyscacheCallback(
-            pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
-            Some(read_schema_changed),
-            Datum::from(0usize),
-        );
-    }
 }
 
 impl ReadTarget<10> {
@@ -1316,12 +1266,13 @@ impl ReadTarget<10> {
         columns: &[Column; 10],
         keys: &[(usize, u32)],
     ) -> Option<ReadTarget<10>> {
-        register_read_callbacks();
-        let generation = CHECKED_GENERATION.with(std::cell::Cell::get);
+        let generation = memo::generation();
         let cached = CHECKED.with(|c| {
             c.borrow()
                 .iter()
-                .find(|t| ptr::eq(t.table, table) && ptr::eq(t.index, index))
+                .find(|t| {
+                    t.generation == generation && ptr::eq(t.table, table) && ptr::eq(t.index, index)
+                })
                 .map(|t| (t.rel_oid, t.index_oid, t.natts, t.at))
         });
         if let Some((rel_oid, index_oid, natts, at)) = cached {
@@ -1337,7 +1288,7 @@ impl ReadTarget<10> {
                 };
                 (rel, idx)
             };
-            let still = CHECKED_GENERATION.with(std::cell::Cell::get) == generation;
+            let still = memo::generation() == generation;
             if still && !rel.is_null() && !idx.is_null() {
                 if !select_allowed(rel_oid) {
                     // SAFETY: both opened above, closed once.
@@ -1360,20 +1311,25 @@ impl ReadTarget<10> {
                 }
             }
         }
-        let generation = CHECKED_GENERATION.with(std::cell::Cell::get);
+        let generation = memo::generation();
         let target = ReadTarget::open(table, index, columns, keys)?;
-        if CHECKED_GENERATION.with(std::cell::Cell::get) == generation {
-            // SAFETY: both relations are open.
-            let (rel_oid, index_oid) =
-                unsafe { ((*(*target.rel).rd_rel).oid, (*(*target.index).rd_rel).oid) };
+        if memo::generation() == generation {
+            let (rel_oid, index_oid) = {
+                // SAFETY: `ReadTarget::open` returned both relations open and locked, so their
+                // relcache entries (and `rd_rel`) stay valid until the target closes them.
+                unsafe { ((*(*target.rel).rd_rel).oid, (*(*target.index).rd_rel).oid) }
+            };
             CHECKED.with(|c| {
-                c.borrow_mut().push(Checked {
+                let mut c = c.borrow_mut();
+                c.retain(|t| !(ptr::eq(t.table, table) && ptr::eq(t.index, index)));
+                c.push(Checked {
                     table,
                     index,
                     rel_oid,
                     index_oid,
                     natts: target.layout.natts,
                     at: target.layout.at,
+                    generation,
                 })
             });
         }

@@ -227,6 +227,19 @@ mod hook {
                 Verdict::WantsIndex(cost) => cost,
                 _ => f64::NAN,
             };
+            walk_rest(stmt, ev);
+            top
+        }
+    }
+
+    /// Visits the aggregates of `stmt` below its top node (which the caller did) and in its
+    /// subplans.
+    ///
+    /// # Safety
+    /// `stmt` is a finished plan.
+    unsafe fn walk_rest(stmt: *mut pg_sys::PlannedStmt, ev: Events) {
+        // SAFETY: the caller's contract: the plan tree and the subplans are plan nodes or null.
+        unsafe {
             walk((*stmt).planTree, stmt, ev, true);
             for i in 0..pg_sys::list_length((*stmt).subplans) {
                 walk(
@@ -236,7 +249,6 @@ mod hook {
                     false,
                 );
             }
-            top
         }
     }
 
@@ -635,15 +647,7 @@ mod hook {
             if !matches!(agg(top, stmt, ev), Verdict::Rewritten) {
                 return false;
             }
-            walk(top, stmt, ev, true);
-            for i in 0..pg_sys::list_length((*stmt).subplans) {
-                walk(
-                    pg_sys::list_nth((*stmt).subplans, i).cast(),
-                    stmt,
-                    ev,
-                    false,
-                );
-            }
+            walk_rest(stmt, ev);
             true
         }
     }
