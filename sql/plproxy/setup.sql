@@ -74,7 +74,9 @@ COMMENT ON TYPE es.shard_events IS
   'An event of the global log of one shard: the shard number and the es.events columns; (shard, global_position) is its global position across the cluster.';
 
 -- --- the shard key ---------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION es.stream_hash(stream_id uuid) RETURNS integer
+-- es_proxy.stream_hash_portable: the store's hash reimplemented in PL/pgSQL, for a proxy whose
+-- server does not have the event_store library (a proxy needs no extension of the store).
+CREATE OR REPLACE FUNCTION es_proxy.stream_hash_portable(stream_id uuid) RETURNS integer
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
 DECLARE
   b bytea := uuid_send(stream_id);   -- the uuid's 16 bytes in network order
@@ -85,6 +87,31 @@ BEGIN
   END LOOP;
   RETURN (h & 2147483647)::integer;  -- top bit cleared: a non-negative integer
 END $$;
+COMMENT ON FUNCTION es_proxy.stream_hash_portable(uuid) IS
+  'The store''s stream hash (32-bit FNV-1a over the uuid bytes, top bit cleared) in PL/pgSQL: es.stream_hash where the proxy''s server has no event_store library.';
+
+-- es.stream_hash runs on every routed call (PL/Proxy's RUN ON evaluates it through a saved plan,
+-- "select * from es.stream_hash($1)"). Where the event_store library is installed on the proxy's
+-- server it is the store's own C function (the same code as on the partitions, nothing
+-- reimplemented; ~30,000 instructions less per routed call than the PL/pgSQL loop, docs/sharding.md
+-- "Cost"); the library is only loaded, the proxy still has no extension. Elsewhere it is
+-- es_proxy.stream_hash_portable's body. (An inlined SQL expression of the 16 rounds costs more:
+-- its expression tree is compiled again at every execution of PL/Proxy's plan.)
+DO $do$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'event_store') THEN
+    BEGIN
+      CREATE OR REPLACE FUNCTION es.stream_hash(stream_id uuid) RETURNS integer
+      LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS '$libdir/event_store', 'es_stream_hash';
+      RETURN;
+    EXCEPTION WHEN undefined_file OR undefined_function OR insufficient_privilege THEN
+      NULL;   -- no loadable library with the function (another version?): the portable body
+    END;
+  END IF;
+  EXECUTE format('CREATE OR REPLACE FUNCTION es.stream_hash(stream_id uuid) RETURNS integer
+                  LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS %L',
+                 (SELECT prosrc FROM pg_proc WHERE oid = 'es_proxy.stream_hash_portable(uuid)'::regprocedure));
+END $do$;
 COMMENT ON FUNCTION es.stream_hash(uuid) IS
   'The store''s stable stream hash (32-bit FNV-1a over the uuid bytes, top bit cleared), identical to es.stream_hash of the event_store extension; PL/Proxy routes a stream to shard stream_hash & (shard_count - 1).';
 
@@ -212,10 +239,15 @@ COMMENT ON FUNCTION es_proxy.require_id(text, uuid) IS
   'Raises the store''s 22004 "<name> must not be null" for a NULL stream or account id, which PL/Proxy could not route (its hash is NULL).';
 
 -- --- raw PL/Proxy functions (es_proxy): one remote call each -------------------------------------
+-- A function returning one value names its target in a SELECT of its own (a plain function call
+-- in the target list) rather than with TARGET, whose generated "select r::T from f(...) r" makes
+-- the partition set up a function scan (a tuple store) around the call: ~20,000 instructions
+-- less per routed call on the partition, which parses and plans PL/Proxy's statement every time.
 CREATE OR REPLACE FUNCTION es_proxy.append_events(stream_id uuid, expected_version bigint, events jsonb[],
     stream_type text)
 RETURNS bigint LANGUAGE plproxy AS $$
-  CLUSTER 'es_shards'; RUN ON es.stream_hash(stream_id); TARGET es.append_events;
+  CLUSTER 'es_shards'; RUN ON es.stream_hash(stream_id);
+  SELECT es.append_events(stream_id, expected_version, events, stream_type);
 $$;
 CREATE OR REPLACE FUNCTION es_proxy.load_events(stream_id uuid, from_version bigint, max_count bigint)
 RETURNS SETOF es.events LANGUAGE plproxy AS $$
@@ -223,7 +255,8 @@ RETURNS SETOF es.events LANGUAGE plproxy AS $$
 $$;
 CREATE OR REPLACE FUNCTION es_proxy.stream_version(stream_id uuid)
 RETURNS bigint LANGUAGE plproxy AS $$
-  CLUSTER 'es_shards'; RUN ON es.stream_hash(stream_id); TARGET es.stream_version;
+  CLUSTER 'es_shards'; RUN ON es.stream_hash(stream_id);
+  SELECT es.stream_version(stream_id);
 $$;
 CREATE OR REPLACE FUNCTION es_proxy.save_snapshot(stream_id uuid, version bigint, state jsonb)
 RETURNS void LANGUAGE plproxy AS $$
@@ -231,15 +264,18 @@ RETURNS void LANGUAGE plproxy AS $$
 $$;
 CREATE OR REPLACE FUNCTION es_proxy.delete_stream(stream_id uuid, expected_version bigint, hard boolean)
 RETURNS bigint LANGUAGE plproxy AS $$
-  CLUSTER 'es_shards'; RUN ON es.stream_hash(stream_id); TARGET es.delete_stream;
+  CLUSTER 'es_shards'; RUN ON es.stream_hash(stream_id);
+  SELECT es.delete_stream(stream_id, expected_version, hard);
 $$;
 CREATE OR REPLACE FUNCTION es_proxy.undelete_stream(stream_id uuid)
 RETURNS bigint LANGUAGE plproxy AS $$
-  CLUSTER 'es_shards'; RUN ON es.stream_hash(stream_id); TARGET es.undelete_stream;
+  CLUSTER 'es_shards'; RUN ON es.stream_hash(stream_id);
+  SELECT es.undelete_stream(stream_id);
 $$;
 CREATE OR REPLACE FUNCTION es_proxy.truncate_stream(stream_id uuid, before_version bigint)
 RETURNS bigint LANGUAGE plproxy AS $$
-  CLUSTER 'es_shards'; RUN ON es.stream_hash(stream_id); TARGET es.truncate_stream;
+  CLUSTER 'es_shards'; RUN ON es.stream_hash(stream_id);
+  SELECT es.truncate_stream(stream_id, before_version);
 $$;
 CREATE OR REPLACE FUNCTION es_proxy.load_snapshot(stream_id uuid, at_version bigint)
 RETURNS TABLE(version bigint, state jsonb, taken_at timestamptz) LANGUAGE plproxy AS $$
@@ -260,23 +296,28 @@ RETURNS bigint LANGUAGE plproxy AS $$
 $$;
 CREATE OR REPLACE FUNCTION es_proxy.deposit(account_id uuid, amount_cents bigint, description text, expected_version bigint)
 RETURNS bigint LANGUAGE plproxy AS $$
-  CLUSTER 'es_shards'; RUN ON es.stream_hash(account_id); TARGET es.deposit;
+  CLUSTER 'es_shards'; RUN ON es.stream_hash(account_id);
+  SELECT es.deposit(account_id, amount_cents, description, expected_version);
 $$;
 CREATE OR REPLACE FUNCTION es_proxy.withdraw(account_id uuid, amount_cents bigint, description text, expected_version bigint)
 RETURNS bigint LANGUAGE plproxy AS $$
-  CLUSTER 'es_shards'; RUN ON es.stream_hash(account_id); TARGET es.withdraw;
+  CLUSTER 'es_shards'; RUN ON es.stream_hash(account_id);
+  SELECT es.withdraw(account_id, amount_cents, description, expected_version);
 $$;
 CREATE OR REPLACE FUNCTION es_proxy.freeze_account(account_id uuid, reason text)
 RETURNS bigint LANGUAGE plproxy AS $$
-  CLUSTER 'es_shards'; RUN ON es.stream_hash(account_id); TARGET es.freeze_account;
+  CLUSTER 'es_shards'; RUN ON es.stream_hash(account_id);
+  SELECT es.freeze_account(account_id, reason);
 $$;
 CREATE OR REPLACE FUNCTION es_proxy.close_account(account_id uuid, reason text)
 RETURNS bigint LANGUAGE plproxy AS $$
-  CLUSTER 'es_shards'; RUN ON es.stream_hash(account_id); TARGET es.close_account;
+  CLUSTER 'es_shards'; RUN ON es.stream_hash(account_id);
+  SELECT es.close_account(account_id, reason);
 $$;
 CREATE OR REPLACE FUNCTION es_proxy.account_state(account_id uuid, as_of timestamptz, at_version bigint)
 RETURNS jsonb LANGUAGE plproxy AS $$
-  CLUSTER 'es_shards'; RUN ON es.stream_hash(account_id); TARGET es.account_state;
+  CLUSTER 'es_shards'; RUN ON es.stream_hash(account_id);
+  SELECT es.account_state(account_id, as_of, at_version);
 $$;
 CREATE OR REPLACE FUNCTION es_proxy.account_history(account_id uuid)
 RETURNS TABLE(version bigint, event_type text, amount_cents bigint, balance_cents bigint, status text,
@@ -383,7 +424,9 @@ CREATE OR REPLACE FUNCTION es.append_events(stream_id uuid, expected_version big
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
-  PERFORM es_proxy.require_id('stream_id', stream_id);
+  IF stream_id IS NULL THEN   -- es_proxy.require_id, inline (a PERFORM costs a call)
+    RAISE EXCEPTION 'stream_id must not be null' USING ERRCODE = '22004';
+  END IF;
   RETURN es_proxy.append_events(stream_id, expected_version, events, stream_type);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -426,7 +469,9 @@ CREATE OR REPLACE FUNCTION es.load_events(stream_id uuid, from_version bigint DE
 RETURNS SETOF es.events LANGUAGE plpgsql STABLE AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
-  PERFORM es_proxy.require_id('stream_id', stream_id);
+  IF stream_id IS NULL THEN   -- es_proxy.require_id, inline (a PERFORM costs a call)
+    RAISE EXCEPTION 'stream_id must not be null' USING ERRCODE = '22004';
+  END IF;
   RETURN QUERY SELECT * FROM es_proxy.load_events(stream_id, from_version, max_count);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -439,7 +484,9 @@ CREATE OR REPLACE FUNCTION es.stream_version(stream_id uuid)
 RETURNS bigint LANGUAGE plpgsql STABLE AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
-  PERFORM es_proxy.require_id('stream_id', stream_id);
+  IF stream_id IS NULL THEN   -- es_proxy.require_id, inline (a PERFORM costs a call)
+    RAISE EXCEPTION 'stream_id must not be null' USING ERRCODE = '22004';
+  END IF;
   RETURN es_proxy.stream_version(stream_id);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -451,7 +498,9 @@ CREATE OR REPLACE FUNCTION es.save_snapshot(stream_id uuid, version bigint, stat
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
-  PERFORM es_proxy.require_id('stream_id', stream_id);
+  IF stream_id IS NULL THEN   -- es_proxy.require_id, inline (a PERFORM costs a call)
+    RAISE EXCEPTION 'stream_id must not be null' USING ERRCODE = '22004';
+  END IF;
   PERFORM es_proxy.save_snapshot(stream_id, version, state);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -464,7 +513,9 @@ CREATE OR REPLACE FUNCTION es.delete_stream(stream_id uuid, expected_version big
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
-  PERFORM es_proxy.require_id('stream_id', stream_id);
+  IF stream_id IS NULL THEN   -- es_proxy.require_id, inline (a PERFORM costs a call)
+    RAISE EXCEPTION 'stream_id must not be null' USING ERRCODE = '22004';
+  END IF;
   RETURN es_proxy.delete_stream(stream_id, expected_version, hard);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -476,7 +527,9 @@ CREATE OR REPLACE FUNCTION es.undelete_stream(stream_id uuid)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
-  PERFORM es_proxy.require_id('stream_id', stream_id);
+  IF stream_id IS NULL THEN   -- es_proxy.require_id, inline (a PERFORM costs a call)
+    RAISE EXCEPTION 'stream_id must not be null' USING ERRCODE = '22004';
+  END IF;
   RETURN es_proxy.undelete_stream(stream_id);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -488,7 +541,9 @@ CREATE OR REPLACE FUNCTION es.truncate_stream(stream_id uuid, before_version big
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
-  PERFORM es_proxy.require_id('stream_id', stream_id);
+  IF stream_id IS NULL THEN   -- es_proxy.require_id, inline (a PERFORM costs a call)
+    RAISE EXCEPTION 'stream_id must not be null' USING ERRCODE = '22004';
+  END IF;
   RETURN es_proxy.truncate_stream(stream_id, before_version);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -500,7 +555,9 @@ CREATE OR REPLACE FUNCTION es.load_snapshot(stream_id uuid, at_version bigint DE
 RETURNS TABLE(version bigint, state jsonb, taken_at timestamptz) LANGUAGE plpgsql STABLE AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
-  PERFORM es_proxy.require_id('stream_id', stream_id);
+  IF stream_id IS NULL THEN   -- es_proxy.require_id, inline (a PERFORM costs a call)
+    RAISE EXCEPTION 'stream_id must not be null' USING ERRCODE = '22004';
+  END IF;
   RETURN QUERY SELECT * FROM es_proxy.load_snapshot(stream_id, at_version);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -539,7 +596,9 @@ CREATE OR REPLACE FUNCTION es.deposit(account_id uuid, amount_cents bigint, desc
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
-  PERFORM es_proxy.require_id('account_id', account_id);
+  IF account_id IS NULL THEN   -- es_proxy.require_id, inline (a PERFORM costs a call)
+    RAISE EXCEPTION 'account_id must not be null' USING ERRCODE = '22004';
+  END IF;
   RETURN es_proxy.deposit(account_id, amount_cents, description, expected_version);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -551,7 +610,9 @@ CREATE OR REPLACE FUNCTION es.withdraw(account_id uuid, amount_cents bigint, des
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
-  PERFORM es_proxy.require_id('account_id', account_id);
+  IF account_id IS NULL THEN   -- es_proxy.require_id, inline (a PERFORM costs a call)
+    RAISE EXCEPTION 'account_id must not be null' USING ERRCODE = '22004';
+  END IF;
   RETURN es_proxy.withdraw(account_id, amount_cents, description, expected_version);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -563,7 +624,9 @@ CREATE OR REPLACE FUNCTION es.freeze_account(account_id uuid, reason text)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
-  PERFORM es_proxy.require_id('account_id', account_id);
+  IF account_id IS NULL THEN   -- es_proxy.require_id, inline (a PERFORM costs a call)
+    RAISE EXCEPTION 'account_id must not be null' USING ERRCODE = '22004';
+  END IF;
   RETURN es_proxy.freeze_account(account_id, reason);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -575,7 +638,9 @@ CREATE OR REPLACE FUNCTION es.close_account(account_id uuid, reason text)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
-  PERFORM es_proxy.require_id('account_id', account_id);
+  IF account_id IS NULL THEN   -- es_proxy.require_id, inline (a PERFORM costs a call)
+    RAISE EXCEPTION 'account_id must not be null' USING ERRCODE = '22004';
+  END IF;
   RETURN es_proxy.close_account(account_id, reason);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -587,7 +652,9 @@ CREATE OR REPLACE FUNCTION es.account_state(account_id uuid, as_of timestamptz D
 RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
-  PERFORM es_proxy.require_id('account_id', account_id);
+  IF account_id IS NULL THEN   -- es_proxy.require_id, inline (a PERFORM costs a call)
+    RAISE EXCEPTION 'account_id must not be null' USING ERRCODE = '22004';
+  END IF;
   RETURN es_proxy.account_state(account_id, as_of, at_version);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
@@ -601,7 +668,9 @@ RETURNS TABLE(version bigint, event_type text, amount_cents bigint, balance_cent
 LANGUAGE plpgsql STABLE AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
-  PERFORM es_proxy.require_id('account_id', account_id);
+  IF account_id IS NULL THEN   -- es_proxy.require_id, inline (a PERFORM costs a call)
+    RAISE EXCEPTION 'account_id must not be null' USING ERRCODE = '22004';
+  END IF;
   RETURN QUERY SELECT * FROM es_proxy.account_history(account_id);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
