@@ -9,8 +9,9 @@
 //!   extension's signatures in `pg_proc` (arguments with names, types and defaults, result,
 //!   set-returning, kind), or the documented per-shard or own form, and every function of the
 //!   extension is proxied or listed as not proxied with its reason;
-//! - the proxy's `es.stream_hash` (plpgsql, no extension in the proxy) equals the extension's on
-//!   10,000 random ids and the core's fixed values;
+//! - the proxy's `es.stream_hash` (the store's C function, as the test cluster has the library;
+//!   no extension in the proxy) and its portable PL/pgSQL body `es_proxy.stream_hash_portable`
+//!   equal the extension's on 10,000 random ids and the core's fixed values;
 //! - a scenario of the core and account API (appends with expected versions, ES001/ES002/ES003/
 //!   ES004/22023 with their DETAILs, an idempotent retry, load_events, snapshots, the account
 //!   commands and rules — ES101 with `available: …, requested: …` —, account_state/history, the
@@ -564,25 +565,47 @@ fn the_proxy_hash_is_the_store_hash() {
     let mut ids: Vec<Uuid> = (0..10_000).map(|_| Uuid::new_v4()).collect();
     ids.extend([Uuid::nil(), Uuid::max(), Uuid::from_u128(1)]);
     let sql = "SELECT array_agg(es.stream_hash(u) ORDER BY n) FROM unnest($1::uuid[]) WITH ORDINALITY AS t(u, n)";
-    let on_proxy: Vec<i32> = proxy.query_one(sql, &[&ids]).unwrap().get(0);
     let in_store: Vec<i32> = part.query_one(sql, &[&ids]).unwrap().get(0);
-    assert_eq!(on_proxy.len(), ids.len());
-    let differ = on_proxy
-        .iter()
-        .zip(&in_store)
-        .filter(|(a, b)| a != b)
-        .count();
+    // the test cluster has the event_store library, so the proxy's es.stream_hash is the store's
+    // C function (sql/plproxy/setup.sql); the PL/pgSQL body a proxy without the library gets is
+    // es_proxy.stream_hash_portable, checked here as well
+    let language: String = proxy
+        .query_one(
+            "SELECT l.lanname::text FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+              WHERE p.oid = 'es.stream_hash(uuid)'::regprocedure",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     assert_eq!(
-        differ, 0,
-        "the proxy's es.stream_hash differs from the store's"
+        language, "c",
+        "the proxy's es.stream_hash is not the library's C function although the library is installed"
     );
-    // the core's fixed values (crates/event_store_core/src/subscription.rs)
-    assert_eq!(
-        &on_proxy[ids.len() - 3..],
-        &[1_768_495_365, 906_459_637, 1_751_717_746]
-    );
+    for (name, sql) in [
+        ("es.stream_hash", sql.to_string()),
+        (
+            "es_proxy.stream_hash_portable",
+            sql.replace("es.stream_hash", "es_proxy.stream_hash_portable"),
+        ),
+    ] {
+        let on_proxy: Vec<i32> = proxy.query_one(sql.as_str(), &[&ids]).unwrap().get(0);
+        assert_eq!(on_proxy.len(), ids.len());
+        let differ = on_proxy
+            .iter()
+            .zip(&in_store)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(differ, 0, "the proxy's {name} differs from the store's");
+        // the core's fixed values (crates/event_store_core/src/subscription.rs)
+        assert_eq!(
+            &on_proxy[ids.len() - 3..],
+            &[1_768_495_365, 906_459_637, 1_751_717_746],
+            "{name}"
+        );
+    }
     report(&format!(
-        "es.stream_hash: the proxy's plpgsql FNV-1a equals the extension's on {} ids",
+        "es.stream_hash: the proxy's (the library's C function) and the portable plpgsql FNV-1a \
+         equal the extension's on {} ids",
         ids.len()
     ));
 }
