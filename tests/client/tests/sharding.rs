@@ -635,7 +635,7 @@ enum Proxied {
 /// Every function of schema `es` that sql/plproxy/setup.sql declares, by its arguments as
 /// `pg_get_function_identity_arguments` prints them.
 const PROXIED: &[(&str, &str, Proxied)] = &[
-    // routed by stream (RUN ON es.stream_hash(stream_id))
+    // routed by stream (RUN ON es_proxy.route(stream_id), i.e. es.stream_hash(stream_id))
     (
         "append_events",
         "stream_id uuid, expected_version bigint, events jsonb[], stream_type text",
