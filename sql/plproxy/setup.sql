@@ -15,8 +15,9 @@
 --   * per shard (a global position becomes (shard, position)): read_all, poll, ack, nack, claim,
 --     release, wait, replay_parked, create_subscription, drop_subscription;
 --   * on every shard at once: create_subscription, drop_subscription, the view es.subscriptions;
---   * local: stream_hash (the store's FNV-1a, reimplemented here and tested to be identical),
---     shard_count, shard_of, shards.
+--   * local: stream_hash (the store's FNV-1a: its C function where the event_store library is
+--     installed on this server, else reimplemented here; tested to be identical), shard_count,
+--     shard_of, shards.
 -- Errors keep the store's SQLSTATE, message, DETAIL and HINT: PL/Proxy prefixes a remote error's
 -- message, DETAIL and HINT ("... REMOTE ERROR: ", "Remote detail: ", "Remote hint: "), and each
 -- `es` function strips those again (es_proxy.reraise), so the DETAIL contract (docs/sql-reference.md,
