@@ -9,9 +9,22 @@
 //! Here every backend that draws positions records, under one LWLock and in the same critical
 //! section as the draw, the lowest position its transaction holds; the record is cleared by a
 //! transaction callback after the commit is visible (or on abort). A reader takes the lock in
-//! shared mode, reads the lowest position still in flight in its database, and takes its
+//! exclusive mode, reads the lowest position still in flight in its database, and takes its
 //! snapshot before releasing the lock: every position below that bound is then either visible
 //! in the snapshot or will never be, and every position drawn later is above it.
+//!
+//! Why a one-position draw holds the lock only in shared mode: the proof above needs draws to be
+//! excluded by readers, not by each other. While a reader holds the lock exclusively no draw is
+//! between its `nextval` and its record; every draw that ended before the reader got the lock
+//! has its position recorded (or its transaction ended, and then it is visible in the snapshot
+//! taken after, or never will be); every draw that starts after the reader released the lock
+//! gets a position above every position drawn before (the sequence's own buffer lock orders
+//! concurrent `nextval`s), so the bound still holds for it. Two one-position draws in shared
+//! mode only race each other on the sequence, which serializes them itself, and each records
+//! its own slot. A draw of a block (`nextval` then `setval` of its last position) or one that
+//! moves the sequence past the stored positions must not interleave with another draw, so those
+//! take the lock exclusively. Under 8 appending clients on 2 cores the exclusive lock per append
+//! made appends queue behind a holder preempted in `nextval` (docs/reference.md §8).
 //!
 //! The table exists only when the library is preloaded (`shared_preload_libraries`); without it
 //! appends still work and `es.read_all` says what is missing.
@@ -162,8 +175,10 @@ pub fn draw(conn: &Connection, n: i64) -> Result<i64, EventStoreError> {
 ///
 /// `stored_max`, when given, is the highest position stored: a first position at or below it
 /// means the sequence is behind the log, and it is moved past it (setval) before drawing again.
-/// Under the lock every other draw waits, so the move can only go forward: every position drawn
-/// before it is below the one just drawn.
+/// That draw holds the lock exclusively, so every other draw waits and the move can only go
+/// forward: every position drawn before it is below the one just drawn. So does a draw of more
+/// than one position (`nextval`, then `setval` of the block's last), whose block another draw
+/// must not enter.
 fn draw_positions(
     sequence: pg_sys::Oid,
     n: i64,
@@ -180,7 +195,14 @@ fn draw_positions(
             return draw_past(sequence, n, stored_max);
         };
         let me = super::compat::my_proc_number();
-        pg_sys::LWLockAcquire(shared.lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        // Shared for one position and no catch-up: see the module's header for why draws need
+        // not exclude each other, only readers.
+        let mode = if n == 1 && stored_max.is_none() {
+            pg_sys::LWLockMode::LW_SHARED
+        } else {
+            pg_sys::LWLockMode::LW_EXCLUSIVE
+        };
+        pg_sys::LWLockAcquire(shared.lock, mode);
         let drawn = draw_past(sequence, n, stored_max);
         if let Ok(first) = drawn
             && MY_SLOT.load(Ordering::Relaxed) == NO_SLOT
@@ -384,12 +406,12 @@ pub struct Horizon {
 /// in this database) and a snapshot taken while no position could be drawn.
 pub fn read_horizon(function: &'static str) -> Result<Horizon, EventStoreError> {
     let shared = shared().ok_or(EventStoreError::PreloadRequired { function })?;
-    // SAFETY: the lock is the tranche's, held in shared mode only across the scan of the slots
-    // and the snapshot (neither can raise an ERROR short of running out of memory, and the
-    // abort releases the lock then).
+    // SAFETY: the lock is the tranche's, held exclusively (one-position draws hold it shared,
+    // see the module's header) only across the scan of the slots and the snapshot (neither can
+    // raise an ERROR short of running out of memory, and the abort releases the lock then).
     unsafe {
         let db = pg_sys::MyDatabaseId.to_u32();
-        pg_sys::LWLockAcquire(shared.lock, pg_sys::LWLockMode::LW_SHARED);
+        pg_sys::LWLockAcquire(shared.lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
         let lowest_in_flight = lowest_in_flight(shared, db);
         let snapshot = RegisteredSnapshot::latest();
         pg_sys::LWLockRelease(shared.lock);
@@ -451,10 +473,11 @@ unsafe extern "C-unwind" fn on_xact_end(event: pg_sys::XactEvent::Type, _arg: *m
 /// library.
 pub fn watermark_bound(sequence_last: i64) -> Option<i64> {
     let shared = shared()?;
-    // SAFETY: the lock is the tranche's, held in shared mode across the scan of the slots only.
+    // SAFETY: the lock is the tranche's, held exclusively (one-position draws hold it shared)
+    // across the scan of the slots only.
     unsafe {
         let db = pg_sys::MyDatabaseId.to_u32();
-        pg_sys::LWLockAcquire(shared.lock, pg_sys::LWLockMode::LW_SHARED);
+        pg_sys::LWLockAcquire(shared.lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
         let lowest = lowest_in_flight(shared, db);
         pg_sys::LWLockRelease(shared.lock);
         Some(lowest.map_or(sequence_last, |p| sequence_last.min(p - 1)))
