@@ -35,7 +35,7 @@
 //!     (wake: from the COMMIT sent to the return of the es.wait before the poll that got it; with
 //!     the waiting poll there is no separate wake-up, and wake is the sample itself)
 //! ```
-//! `--horizon 1` (latency) adds a session that times when each probe's event became readable and
+//! `--horizon 1` (latency; default ES_CONSUMER_HORIZON, else 0) adds a session that times when each probe's event became readable and
 //! prints that breakdown to stderr.
 //! `--waiting-poll` defaults to ES_CONSUMER_WAITING_POLL from the environment, else 1.
 //! Connection: PGHOST (a socket directory or host name), PGPORT, PGUSER from the environment
@@ -319,7 +319,11 @@ fn horizon_breakdown(
     let mut rows: Vec<(f64, f64, bool)> = (1..=seq)
         .filter_map(|s| {
             let (readable, at_once) = *lag.get(&s)?;
-            let delivery = received[&s].1.saturating_duration_since(sent[&s].0).as_secs_f64() * 1000.0;
+            let delivery = received[&s]
+                .1
+                .saturating_duration_since(sent[&s].0)
+                .as_secs_f64()
+                * 1000.0;
             Some((delivery, readable, at_once))
         })
         .collect();
@@ -334,10 +338,8 @@ fn horizon_breakdown(
     rows.sort_by(|a, b| b.0.total_cmp(&a.0));
     let worst = rows.len().div_ceil(100);
     let worst_held = rows[..worst].iter().filter(|r| !r.2).count();
-    let worst_readable: f64 =
-        rows[..worst].iter().map(|r| r.1).sum::<f64>() / worst as f64;
-    let worst_delivery: f64 =
-        rows[..worst].iter().map(|r| r.0).sum::<f64>() / worst as f64;
+    let worst_readable: f64 = rows[..worst].iter().map(|r| r.1).sum::<f64>() / worst as f64;
+    let worst_delivery: f64 = rows[..worst].iter().map(|r| r.0).sum::<f64>() / worst as f64;
     eprintln!(
         "es_consumer latency: horizon breakdown over {} probes: COMMIT sent -> readable median {:.3} ms, p99 {:.3} ms; \
          not readable at the first look after the COMMIT (a lower position in flight): {held}; \
@@ -472,7 +474,11 @@ fn latency(args: &Args) -> Result<(), Error> {
     // gap-safe horizon passed it; docs/reference.md §3): after the probe's COMMIT it asks
     // es.read_all(position - 1, 1) again and again until the event comes back. Off by default
     // (it adds a busy session); the breakdown goes to stderr.
-    let (horizon_tx, horizon_thread) = if args.num::<u8>("horizon", Some(0))? != 0 {
+    let horizon_default = std::env::var("ES_CONSUMER_HORIZON")
+        .ok()
+        .and_then(|v| v.parse::<u8>().ok())
+        .unwrap_or(0);
+    let (horizon_tx, horizon_thread) = if args.num::<u8>("horizon", Some(horizon_default))? != 0 {
         let (tx, rx) = std::sync::mpsc::channel::<(i64, Instant)>();
         let mut session = connect(&db)?;
         let id_text = id_text.clone();
