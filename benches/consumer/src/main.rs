@@ -335,6 +335,22 @@ fn horizon_breakdown(
     readable.sort_by(f64::total_cmp);
     after.sort_by(f64::total_cmp);
     let held = rows.iter().filter(|r| !r.2).count();
+    // the deliveries of the probes that were readable at the first look and of those held back
+    let split = |held: bool| {
+        let mut d: Vec<f64> = rows.iter().filter(|r| r.2 != held).map(|r| r.0).collect();
+        d.sort_by(f64::total_cmp);
+        if d.is_empty() {
+            "none".to_owned()
+        } else {
+            format!(
+                "{} probes, median {:.3} ms, p99 {:.3} ms",
+                d.len(),
+                percentile(&d, 50.0),
+                percentile(&d, 99.0)
+            )
+        }
+    };
+    let (readable_split, held_split) = (split(false), split(true));
     rows.sort_by(|a, b| b.0.total_cmp(&a.0));
     let worst = rows.len().div_ceil(100);
     let worst_held = rows[..worst].iter().filter(|r| !r.2).count();
@@ -344,7 +360,8 @@ fn horizon_breakdown(
         "es_consumer latency: horizon breakdown over {} probes: COMMIT sent -> readable median {:.3} ms, p99 {:.3} ms; \
          not readable at the first look after the COMMIT (a lower position in flight): {held}; \
          delivery - readable median {:.3} ms, p99 {:.3} ms; the slowest 1 % ({worst}): delivery {worst_delivery:.3} ms, \
-         of which readable after {worst_readable:.3} ms (mean), {worst_held} held behind a lower position",
+         of which readable after {worst_readable:.3} ms (mean), {worst_held} held behind a lower position; \
+         delivery of the probes readable at the first look: {readable_split}; of those held: {held_split}",
         rows.len(),
         percentile(&readable, 50.0),
         percentile(&readable, 99.0),
