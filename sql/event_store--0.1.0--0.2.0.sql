@@ -514,7 +514,7 @@ AS 'MODULE_PATHNAME', 'es_read_all';
 COMMENT ON FUNCTION es.read_all(bigint, bigint) IS
   'The global log after after_position in global_position order. Gap-safe: it stops before the first position still in flight, so a reader paging with its last position never skips an event. Needs shared_preload_libraries = ''event_store''.';
 DROP FUNCTION es.tracing_stats();
--- src/api/tracing_stats.rs:28
+-- src/api/tracing_stats.rs:32
 CREATE FUNCTION es.tracing_stats(
     OUT available boolean,
     OUT status text,
@@ -813,12 +813,13 @@ AS 'MODULE_PATHNAME', 'es_drop_subscription';
 COMMENT ON FUNCTION es.drop_subscription(text) IS
   'Drops a subscription with its checkpoints and parked events (ES202 when there is none; a projection''s subscription goes with es.drop_projection).';
 REVOKE ALL ON FUNCTION es.drop_subscription(text) FROM PUBLIC;
-CREATE FUNCTION es.poll(name text, partition integer DEFAULT 0, max_count bigint DEFAULT 100, consumer text DEFAULT NULL)
+CREATE FUNCTION es.poll(name text, partition integer DEFAULT 0, max_count bigint DEFAULT 100, consumer text DEFAULT NULL,
+        wait_ms integer DEFAULT 0)
 RETURNS SETOF es.events
 LANGUAGE c VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'es_poll';
-COMMENT ON FUNCTION es.poll(text, integer, bigint, text) IS
-  'The partition''s next events after its checkpoint, in global_position order, at most max_count: events put back by es.replay_parked first, then new ones. Gap-safe like es.read_all (never skips an event that commits late). Does not move the checkpoint (es.ack does). ES201 when another consumer holds the partition''s lease.';
+COMMENT ON FUNCTION es.poll(text, integer, bigint, text, integer) IS
+  'The partition''s next events after its checkpoint, in global_position order, at most max_count: events put back by es.replay_parked first, then new ones. Gap-safe like es.read_all (never skips an event that commits late). Does not move the checkpoint (es.ack does). With wait_ms > 0 and nothing readable it sleeps like es.wait until an event of the partition is readable and returns it in the same call (empty after wait_ms). ES201 when another consumer holds the partition''s lease.';
 CREATE FUNCTION es.ack(name text, partition integer, "position" bigint, consumer text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER

@@ -62,12 +62,13 @@ fn drop_subscription(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
 }
 
 #[sql_function(
-    sql = "es.poll(name text, partition integer DEFAULT 0, max_count bigint DEFAULT 100, consumer text DEFAULT NULL)
+    sql = "es.poll(name text, partition integer DEFAULT 0, max_count bigint DEFAULT 100, consumer text DEFAULT NULL,
+        wait_ms integer DEFAULT 0)
 RETURNS SETOF es.events
 LANGUAGE c VOLATILE PARALLEL UNSAFE",
-    comment = "The partition's next events after its checkpoint, in global_position order, at most max_count: events put back by es.replay_parked first, then new ones. Gap-safe like es.read_all (never skips an event that commits late). Does not move the checkpoint (es.ack does). ES201 when another consumer holds the partition's lease.",
+    comment = "The partition's next events after its checkpoint, in global_position order, at most max_count: events put back by es.replay_parked first, then new ones. Gap-safe like es.read_all (never skips an event that commits late). Does not move the checkpoint (es.ack does). With wait_ms > 0 and nothing readable it sleeps like es.wait until an event of the partition is readable and returns it in the same call (empty after wait_ms). ES201 when another consumer holds the partition's lease.",
     span = "subscription.poll",
-    span_args = "subscription = name, partition = partition, max_count = max_count",
+    span_args = "subscription = name, partition = partition, max_count = max_count, wait_ms = wait_ms",
     span_fields = r#"db.system = "postgresql", db.operation = "SELECT""#
 )]
 fn poll(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
@@ -76,8 +77,16 @@ fn poll(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     let partition = call.required_i32(arg::partition)?;
     let max = call.required_i64(arg::max_count)?;
     let consumer = call.optional_text(arg::consumer);
+    let wait_ms = call.required_i32(arg::wait_ms)?;
     let mut out = call.materialize();
-    subscription::poll(&name, partition, max, consumer.as_deref(), &mut out)?;
+    subscription::poll(
+        &name,
+        partition,
+        max,
+        consumer.as_deref(),
+        wait_ms,
+        &mut out,
+    )?;
     Ok(no_value())
 }
 

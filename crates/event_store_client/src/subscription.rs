@@ -139,6 +139,41 @@ impl EventStoreClient {
             .collect::<Result<_, _>>()?)
     }
 
+    /// `es.poll` with `wait_ms` on any executor: like [`poll_in`](Self::poll_in), but when
+    /// nothing is readable it sleeps in the server until an event of the partition is (then
+    /// returns it in the same round trip) or `wait` passes (then returns nothing). Holds the
+    /// executor's connection while it sleeps.
+    #[tracing::instrument(name = "event_store_client.poll_waiting", skip(self, executor), err)]
+    pub async fn poll_waiting_in<'c, X>(
+        &self,
+        executor: X,
+        name: &str,
+        partition: i32,
+        max_count: i64,
+        consumer: Option<&str>,
+        wait: Duration,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError>
+    where
+        X: Executor<'c, Database = Postgres>,
+    {
+        let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM es.poll($1, $2, $3, $4, wait_ms => $5)");
+        let rows = self
+            .sql(&sql)
+            .query()
+            .bind(name)
+            .bind(partition)
+            .bind(max_count)
+            .bind(consumer)
+            .bind(ms)
+            .fetch_all(executor)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(RecordedEvent::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
     /// `es.ack` on any executor: moves the checkpoint to `position` (never backwards) in the
     /// executor's transaction; returns the checkpoint.
     #[tracing::instrument(name = "event_store_client.ack", skip(self, executor), err)]
@@ -276,8 +311,9 @@ impl EventStoreClient {
 
     /// A subscription's partition as an endless stream: `es.poll` a page, yield its events, and
     /// `es.ack` the page once the caller asks for the event after its last one (so an event is
-    /// acked only after the caller handled it: at-least-once); when the partition is empty,
-    /// `es.wait` up to `idle_wait` and poll again. `consumer` names the lease holder (see
+    /// acked only after the caller handled it: at-least-once); when the partition is empty, the
+    /// poll waits in the server up to `idle_wait` (`es.poll(…, wait_ms)`) and returns the events
+    /// that commit meanwhile in the same call. `consumer` names the lease holder (see
     /// [`claim`](Self::claim)); `None` when nobody claims the subscription.
     ///
     /// The ack is its own statement, outside any transaction of the caller: for handling and
@@ -324,24 +360,21 @@ impl EventStoreClient {
                         .instrument(span.clone())
                         .await?;
                 }
+                // one round trip: a page when there is one, else the first events that commit
+                // within idle_wait, returned by the call that waited for them
                 let page = s.client.options().page();
                 let events = s
                     .client
-                    .poll_in(
+                    .poll_waiting_in(
                         s.client.executor(),
                         &s.name,
                         partition,
                         page,
                         s.consumer.as_deref(),
+                        idle_wait,
                     )
-                    .instrument(span.clone())
+                    .instrument(span)
                     .await?;
-                if events.is_empty() {
-                    s.client
-                        .wait(&s.name, partition, idle_wait)
-                        .instrument(span)
-                        .await?;
-                }
                 s.buffer.extend(events);
             }
         })

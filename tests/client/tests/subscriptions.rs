@@ -30,6 +30,10 @@
 //! - `a_filtered_wait_returns_an_event_that_was_behind_an_append_of_another_type`: `es.wait` on
 //!   a subscription of one event type, whose event commits above a position still in flight in
 //!   an append of another type: it returns true once that append commits, or rolls back.
+//! - `a_waiting_poll_returns_the_events_it_waited_for`: `es.poll(…, wait_ms)` inside a batch
+//!   transaction (READ COMMITTED, REPEATABLE READ, SERIALIZABLE) returns the event that commits
+//!   while it sleeps from the same call, and one committed above a lower append in flight only
+//!   once that append commits; empty at its timeout when idle.
 //! - `stream_hash_is_fnv1a_of_the_uuid_bytes`: the documented, stable partitioning hash.
 //! - `bad_subscription_calls_fail_with_stable_sqlstates`: `ES202`, `22023` (with the value) and
 //!   `42710`, and an ack of an older position is a no-op.
@@ -1444,6 +1448,142 @@ fn a_filtered_wait_returns_an_event_that_was_behind_an_append_of_another_type() 
         );
         ack(&mut admin, "wf", 0, got[0].position, None).expect("ack");
     }
+}
+
+/// Waits until backend `pid` runs a statement matching `like` (so what the test does next
+/// happens while that statement sleeps).
+fn until_active(admin: &mut Client, pid: i32, like: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let active: bool = admin
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1 \
+                 AND state = 'active' AND query LIKE $2)",
+                &[&pid, &like],
+            )
+            .expect("pg_stat_activity")
+            .get(0);
+        if active {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backend {pid} never ran {like} (never showed up as active)"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The waiting poll (`es.poll(…, wait_ms)`, docs/consuming-events.md): a consumer that found its
+/// partition empty gets the event that commits while it sleeps from the very call that slept,
+/// inside its batch transaction under READ COMMITTED and under REPEATABLE READ (whose snapshot was
+/// taken before the event committed), and an event that commits above a lower position still in
+/// flight (another type) only once that append ends: never before it, never skipping it.
+#[test]
+fn a_waiting_poll_returns_the_events_it_waited_for() {
+    let db = TestDb::new("sub_poll_waiting");
+    let mut admin = db.connect();
+    assert_preloaded(&mut admin);
+    let streams = streams_per_partition(7, 1, 3);
+    let (held, wanted, other) = (streams[&0][0], streams[&0][1], streams[&0][2]);
+    admin
+        .batch_execute(
+            "SELECT es.create_subscription('wp', start_after => NULL, event_types => ARRAY['Wanted'])",
+        )
+        .unwrap_or_else(|e| panic!("create_subscription: {}", describe(&e)));
+    let waiting_poll = "SELECT p.global_position, p.stream_id, p.version \
+                        FROM es.poll('wp', 0, 10, wait_ms => 60000) WITH ORDINALITY AS p ORDER BY p.ordinality";
+    for (round, isolation, behind) in [
+        (1i64, "READ COMMITTED", false),
+        (2, "REPEATABLE READ", false),
+        (3, "READ COMMITTED", true),
+        (4, "SERIALIZABLE", true),
+    ] {
+        let mut holder = db.connect();
+        if behind {
+            // an append of another type holds a lower position, in flight
+            holder.batch_execute("BEGIN").expect("BEGIN");
+            note(&mut holder, held, round, 1, "");
+        }
+        let mut waiter = db.connect();
+        let pid: i32 = waiter
+            .query_one("SELECT pg_backend_pid()", &[])
+            .expect("pid")
+            .get(0);
+        // the batch transaction; its snapshot (REPEATABLE READ) is taken before the event commits
+        waiter
+            .batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL {isolation}; SELECT count(*) FROM es.events"
+            ))
+            .expect("BEGIN");
+        let got = thread::scope(|scope| {
+            let w = scope.spawn(move || -> (Vec<Ev>, Client) {
+                let got = waiter
+                    .query(waiting_poll, &[])
+                    .unwrap_or_else(|e| panic!("waiting poll: {}", describe(&e)))
+                    .iter()
+                    .map(|r| Ev {
+                        position: r.get(0),
+                        stream: r.get(1),
+                        version: r.get(2),
+                    })
+                    .collect::<Vec<_>>();
+                (got, waiter)
+            });
+            until_active(&mut admin, pid, "%es.poll%");
+            // appends of other types wake nobody; the wanted event commits while it sleeps
+            note(&mut admin, other, round * 10, 2, "");
+            append(
+                &mut admin,
+                wanted,
+                None,
+                &[format!(r#"{{"type":"Wanted","round":{round}}}"#)],
+            )
+            .unwrap_or_else(|e| panic!("append Wanted: {}", describe(&e)));
+            if behind {
+                // not readable while the lower position is in flight: the poll still sleeps
+                // (until_active fails if it had returned)
+                until_active(&mut admin, pid, "%es.poll%");
+                holder.batch_execute("COMMIT").expect("COMMIT of the holder");
+            }
+            let (got, mut waiter) = w.join().expect("waiter panicked");
+            if let Some(last) = got.last() {
+                ack(&mut waiter, "wp", 0, last.position, None).expect("ack");
+            }
+            waiter.batch_execute("COMMIT").expect("COMMIT of the batch");
+            got
+        });
+        assert_eq!(
+            got.iter()
+                .map(|e| (e.stream, e.version))
+                .collect::<Vec<_>>(),
+            vec![(wanted, round)],
+            "round {round} ({isolation}, behind an append in flight: {behind}): the waiting poll \
+             returns exactly the Wanted event that committed while it slept"
+        );
+        assert_eq!(
+            checkpoint(&mut admin, "wp", 0),
+            got[0].position,
+            "round {round}: the batch's ack committed"
+        );
+    }
+    // nothing readable: empty after wait_ms; a negative wait_ms is 22023
+    let empty = poll_rows(&mut admin, "SELECT count(*) FROM es.poll('wp', 0, 10, wait_ms => 20)");
+    assert_eq!(empty, 0, "an idle waiting poll returns nothing at its timeout");
+    expect_sqlstate(
+        &mut admin,
+        "SELECT * FROM es.poll('wp', 0, 10, wait_ms => -1)",
+        &[],
+        "22023",
+    );
+}
+
+/// The single count a query returns.
+fn poll_rows(client: &mut Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)))
+        .get(0)
 }
 
 // ---------------------------------------------------------------------------------------------

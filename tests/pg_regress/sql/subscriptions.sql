@@ -40,6 +40,7 @@ SELECT array_agg(partition ORDER BY partition) FROM es.claim('shared', 'c2', '1 
 SELECT regexp_replace(error_of($$SELECT * FROM es.poll('shared', 0, 10, 'c2')$$), 'lease until: [^,]*', 'lease until: T');
 SELECT regexp_replace(error_of($$SELECT es.ack('shared', 0, 1)$$), 'lease until: [^,]*', 'lease until: T');
 SELECT count(*) FROM es.poll('shared', 0, 10, 'c1');
+SELECT regexp_replace(error_of($$SELECT * FROM es.poll('shared', 0, 10, 'c2', wait_ms => 60000)$$), 'lease until: [^,]*', 'lease until: T');
 SELECT es.release('shared', 'c1');
 SELECT array_agg(partition ORDER BY partition) FROM es.claim('shared', 'c2', '1 hour');
 SELECT partition, owner FROM es.subscriptions WHERE name = 'shared' ORDER BY partition;
@@ -65,6 +66,19 @@ SELECT count(*) AS parked_left FROM es.parked_events WHERE subscription = 'order
 SELECT es.wait('orders', 1, 10) AS ready_after_10ms;
 SELECT es.append_events('feed0000-0000-0000-0000-000000000003', 0, ARRAY['{"type":"A"}']::jsonb[]);
 SELECT es.wait('orders', 1, 0) AS ready_now;
+-- a waiting poll (wait_ms): what is readable comes back at once, as from es.poll; with nothing
+-- readable it comes back empty after wait_ms; statement_timeout ends it like any statement
+SELECT global_position - :base AS pos, event_type FROM es.poll('orders', 1, 10, wait_ms => 60000) ORDER BY 1;
+SELECT es.create_subscription('idle', start_after => NULL, event_types => ARRAY['Never']);
+SELECT count(*) AS nothing_after_10ms FROM es.poll('idle', 0, 10, wait_ms => 10);
+SET statement_timeout = '50ms';
+SELECT count(*) FROM es.poll('idle', 0, 10, wait_ms => 60000);
+RESET statement_timeout;
+-- in a REPEATABLE READ transaction it reads the latest commits, like es.read_all (docs/reference.md §3)
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT count(*) AS nothing_yet FROM es.poll('idle', 0, 10, wait_ms => 10);
+COMMIT;
+SELECT es.drop_subscription('idle');
 -- errors
 SELECT coalesce(max(global_position), 0) AS endpos FROM es.events \gset
 SELECT error_of($$SELECT es.create_subscription('orders')$$);
@@ -81,6 +95,9 @@ SELECT error_of($$SELECT * FROM es.poll('nope')$$);
 SELECT error_of($$SELECT * FROM es.poll('orders', 2)$$);
 SELECT error_of($$SELECT * FROM es.poll('orders', -1)$$);
 SELECT error_of($$SELECT * FROM es.poll('orders', 0, 0)$$);
+SELECT error_of($$SELECT * FROM es.poll('orders', 0, 10, wait_ms => -1)$$);
+SELECT error_of($$SELECT * FROM es.poll('orders', 0, 10, wait_ms => NULL)$$);
+SELECT error_of($$SELECT * FROM es.poll('nope', wait_ms => 10)$$);
 SELECT replace(error_of(format('SELECT es.ack(%L, 0, %s)', 'orders', :endpos + 1)), (:endpos)::text, 'END');
 SELECT error_of($$SELECT es.ack('nope', 0, 1)$$);
 SELECT regexp_replace(error_of(format('SELECT es.nack(%L, 0, %s, %L)', 'orders', :base + 1, 'x')), '[0-9]{6,}', 'P', 'g');
