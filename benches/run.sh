@@ -714,10 +714,11 @@ w9_with_followers() {
 }
 
 # W10: delivery latency under W1 load: while pgbench runs W1 (8 clients, SECS seconds), es_consumer
-# latency runs a waiter (es.wait('w10', 0, 1000), then poll + ack) and a probe that appends one
+# latency runs a waiter (a waiting poll, es.poll('w10', 0, …, wait_ms => 1000), then ack; with
+# ES_CONSUMER_WAITING_POLL=0 the older es.wait + BEGIN + poll) and a probe that appends one
 # {"type":"Probe"} event to a stream of its own every 10-50 ms (random); the subscription w10
-# takes event type Probe only, so the waiter sleeps through W1's events (each commit still wakes
-# it to look). A sample: from the moment the probe sent its COMMIT to the moment the waiter's poll
+# takes event type Probe only, so the waiter sleeps through W1's events (a commit wakes it only
+# when it appended a Probe, or ended below a Probe still unreadable). A sample: from the moment the probe sent its COMMIT to the moment the waiter's poll
 # returned the event, on one monotonic clock (an upper bound: it includes the COMMIT's own round
 # trip). The table's figures are the median and p99 over every sample of every repetition.
 W10_SAMPLES=$OUT/w10-samples.txt
@@ -741,7 +742,7 @@ measure_w10() {
   read -r median p99 n rtt max wake <<<"$out"
   echo "$n" >>"$OUT/store-events.count"          # the probe's events, for the store check
   drop_subscription w10
-  note "W10 rep $REP: $n samples, median $median ms, p99 $p99 ms, max $max ms (commit -> es.wait returned: median $wake ms; COMMIT round trip median $rtt ms); W1 load $load tps"
+  note "W10 rep $REP: $n samples, median $median ms, p99 $p99 ms, max $max ms (commit -> wake-up: median $wake ms, the sample itself with the waiting poll; COMMIT round trip median $rtt ms); W1 load $load tps"
   echo "$median"
 }
 # percentile_ms P: the P-th percentile (nearest rank) of every W10 sample so far
