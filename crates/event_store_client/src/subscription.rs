@@ -123,20 +123,8 @@ impl EventStoreClient {
     where
         X: Executor<'c, Database = Postgres>,
     {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM es.poll($1, $2, $3, $4)");
-        let rows = self
-            .sql(&sql)
-            .query()
-            .bind(name)
-            .bind(partition)
-            .bind(max_count)
-            .bind(consumer)
-            .fetch_all(executor)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(RecordedEvent::from_row)
-            .collect::<Result<_, _>>()?)
+        self.poll_with(executor, name, partition, max_count, consumer, None)
+            .await
     }
 
     /// `es.poll` with `wait_ms` on any executor: like [`poll_in`](Self::poll_in), but when
@@ -157,17 +145,41 @@ impl EventStoreClient {
         X: Executor<'c, Database = Postgres>,
     {
         let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM es.poll($1, $2, $3, $4, wait_ms => $5)");
-        let rows = self
-            .sql(&sql)
+        self.poll_with(executor, name, partition, max_count, consumer, Some(ms))
+            .await
+    }
+
+    /// `es.poll`, waiting up to `wait_ms` when given; without it the four-argument call, which
+    /// a store whose `es.poll` has no `wait_ms` yet also answers.
+    async fn poll_with<'c, X>(
+        &self,
+        executor: X,
+        name: &str,
+        partition: i32,
+        max_count: i64,
+        consumer: Option<&str>,
+        wait_ms: Option<i32>,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError>
+    where
+        X: Executor<'c, Database = Postgres>,
+    {
+        let sql = match wait_ms {
+            Some(_) => {
+                format!("SELECT {EVENT_COLUMNS} FROM es.poll($1, $2, $3, $4, wait_ms => $5)")
+            }
+            None => format!("SELECT {EVENT_COLUMNS} FROM es.poll($1, $2, $3, $4)"),
+        };
+        let statement = self.sql(&sql);
+        let mut query = statement
             .query()
             .bind(name)
             .bind(partition)
             .bind(max_count)
-            .bind(consumer)
-            .bind(ms)
-            .fetch_all(executor)
-            .await?;
+            .bind(consumer);
+        if let Some(ms) = wait_ms {
+            query = query.bind(ms);
+        }
+        let rows = query.fetch_all(executor).await?;
         Ok(rows
             .iter()
             .map(RecordedEvent::from_row)
