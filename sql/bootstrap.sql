@@ -556,9 +556,15 @@ COMMENT ON COLUMN es.subject_keys.created_at IS 'Transaction time of the append 
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'es_personal_data') THEN
-        CREATE ROLE es_personal_data NOLOGIN;
-        COMMENT ON ROLE es_personal_data IS
-          'event_store: members (and superusers) read the personal values es.define_personal_data marked in clear, while their subject''s key exists; others read null and an "_erased" marker.';
+        BEGIN
+            CREATE ROLE es_personal_data NOLOGIN;
+            COMMENT ON ROLE es_personal_data IS
+              'event_store: members (and superusers) read the personal values es.define_personal_data marked in clear, while their subject''s key exists; others read null and an "_erased" marker.';
+        EXCEPTION WHEN unique_violation OR duplicate_object THEN
+            -- A CREATE EXTENSION in another database of the cluster made it at the same moment:
+            -- roles are the cluster's, and no lock the two could share spans databases.
+            NULL;
+        END;
     END IF;
 END
 $$;

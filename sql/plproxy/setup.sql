@@ -342,10 +342,11 @@ RETURNS SETOF es.shard_events LANGUAGE plproxy AS $$
   CLUSTER 'es_shards'; RUN ON shard;
   SELECT shard AS "shard", e.* FROM es.read_all(after_position, max_count) AS e;
 $$;
-CREATE OR REPLACE FUNCTION es_proxy.poll(shard integer, name text, partition integer, max_count bigint, consumer text)
+CREATE OR REPLACE FUNCTION es_proxy.poll(shard integer, name text, partition integer, max_count bigint, consumer text,
+                                          wait_ms integer)
 RETURNS SETOF es.shard_events LANGUAGE plproxy AS $$
   CLUSTER 'es_shards'; RUN ON shard;
-  SELECT shard AS "shard", e.* FROM es.poll(name, partition, max_count, consumer) AS e;
+  SELECT shard AS "shard", e.* FROM es.poll(name, partition, max_count, consumer, wait_ms) AS e;
 $$;
 CREATE OR REPLACE FUNCTION es_proxy.ack(shard integer, name text, partition integer, "position" bigint, consumer text)
 RETURNS bigint LANGUAGE plproxy AS $$
@@ -445,36 +446,6 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 COMMENT ON FUNCTION es.append_events(uuid, bigint, jsonb[], text) IS
   'es.append_events on the shard of stream_id (es.shard_of): the same contract as on one node (ES001 with its DETAIL, idempotent retries, the stream_type of a new stream, which every shard must have declared), in the shard''s own transaction.';
-
--- A proxy set up before es.append_events had stream_type: the three-argument functions go (beside
--- the store's signature above, a call with three arguments would be ambiguous) and their
--- privileges pass to the ones that replace them.
-DO $$
-DECLARE
-  f record;
-  g record;
-BEGIN
-  FOR f IN SELECT * FROM (VALUES
-      ('es.append_events(uuid, bigint, jsonb[])', 'es.append_events(uuid, bigint, jsonb[], text)'),
-      ('es_proxy.append_events(uuid, bigint, jsonb[])', 'es_proxy.append_events(uuid, bigint, jsonb[], text)')
-    ) AS v(old, new)
-  LOOP
-    CONTINUE WHEN to_regprocedure(f.old) IS NULL;
-    IF (SELECT proacl FROM pg_proc WHERE oid = to_regprocedure(f.old)) IS NOT NULL THEN
-      EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f.new);
-      FOR g IN SELECT a.grantee, a.is_grantable
-                 FROM pg_proc p, aclexplode(p.proacl) a
-                WHERE p.oid = to_regprocedure(f.old) AND a.privilege_type = 'EXECUTE'
-                  AND a.grantee <> p.proowner
-      LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s%s', f.new,
-          CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(g.grantee)) END,
-          CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
-      END LOOP;
-    END IF;
-    EXECUTE format('DROP FUNCTION %s', f.old);
-  END LOOP;
-END $$;
 
 CREATE OR REPLACE FUNCTION es.load_events(stream_id uuid, from_version bigint DEFAULT 0, max_count bigint DEFAULT NULL)
 RETURNS SETOF es.events LANGUAGE plpgsql STABLE AS $$
@@ -702,17 +673,18 @@ END $$;
 COMMENT ON FUNCTION es.read_all(integer, bigint, bigint) IS
   'The global log of one shard after a position of that shard, gap-safe (es.read_all on the shard); a global position is (shard, global_position): a reader keeps one position per shard. No default arguments, so a one-node call es.read_all(after, n) cannot be mistaken for it.';
 
-CREATE OR REPLACE FUNCTION es.poll(shard integer, name text, partition integer DEFAULT 0, max_count bigint DEFAULT 100, consumer text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION es.poll(shard integer, name text, partition integer DEFAULT 0, max_count bigint DEFAULT 100, consumer text DEFAULT NULL,
+                                   wait_ms integer DEFAULT 0)
 RETURNS SETOF es.shard_events LANGUAGE plpgsql AS $$
 DECLARE s text; m text; d text; h text;
 BEGIN
-  RETURN QUERY SELECT * FROM es_proxy.poll(es_proxy.check_shard(shard), name, partition, max_count, consumer);
+  RETURN QUERY SELECT * FROM es_proxy.poll(es_proxy.check_shard(shard), name, partition, max_count, consumer, wait_ms);
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
   PERFORM es_proxy.reraise(s, m, d, h, shard);
 END $$;
-COMMENT ON FUNCTION es.poll(integer, text, integer, bigint, text) IS
-  'es.poll of the subscription''s copy on one shard (each shard has its own checkpoints).';
+COMMENT ON FUNCTION es.poll(integer, text, integer, bigint, text, integer) IS
+  'es.poll of the subscription''s copy on one shard (each shard has its own checkpoints); wait_ms as on one node (the proxy''s connection to the shard waits with it).';
 
 CREATE OR REPLACE FUNCTION es.ack(shard integer, name text, partition integer, "position" bigint, consumer text DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql AS $$
@@ -853,3 +825,35 @@ COMMENT ON FUNCTION es_proxy.all_subscriptions() IS
 CREATE OR REPLACE VIEW es.subscriptions AS SELECT * FROM es_proxy.all_subscriptions();
 COMMENT ON VIEW es.subscriptions IS
   'es.subscriptions of every shard (queried in parallel), with the shard number: checkpoints, lag (events_behind_is_estimate as on one node), leases and parked events of each shard''s copy of each subscription.';
+
+-- Signatures that changed: a proxy set up before es.append_events had stream_type, or before
+-- es.poll had wait_ms. The old functions go (beside the store's signatures above, a call with the
+-- old arguments would be ambiguous) and their privileges pass to the ones that replace them.
+DO $$
+DECLARE
+  f record;
+  g record;
+BEGIN
+  FOR f IN SELECT * FROM (VALUES
+      ('es.append_events(uuid, bigint, jsonb[])', 'es.append_events(uuid, bigint, jsonb[], text)'),
+      ('es_proxy.append_events(uuid, bigint, jsonb[])', 'es_proxy.append_events(uuid, bigint, jsonb[], text)'),
+      ('es.poll(integer, text, integer, bigint, text)', 'es.poll(integer, text, integer, bigint, text, integer)'),
+      ('es_proxy.poll(integer, text, integer, bigint, text)', 'es_proxy.poll(integer, text, integer, bigint, text, integer)')
+    ) AS v(old, new)
+  LOOP
+    CONTINUE WHEN to_regprocedure(f.old) IS NULL;
+    IF (SELECT proacl FROM pg_proc WHERE oid = to_regprocedure(f.old)) IS NOT NULL THEN
+      EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f.new);
+      FOR g IN SELECT a.grantee, a.is_grantable
+                 FROM pg_proc p, aclexplode(p.proacl) a
+                WHERE p.oid = to_regprocedure(f.old) AND a.privilege_type = 'EXECUTE'
+                  AND a.grantee <> p.proowner
+      LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s%s', f.new,
+          CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(g.grantee)) END,
+          CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+      END LOOP;
+    END IF;
+    EXECUTE format('DROP FUNCTION %s', f.old);
+  END LOOP;
+END $$;
