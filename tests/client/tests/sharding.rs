@@ -714,7 +714,7 @@ const PROXIED: &[(&str, &str, Proxied)] = &[
     ),
     (
         "poll",
-        "shard integer, name text, partition integer, max_count bigint, consumer text",
+        "shard integer, name text, partition integer, max_count bigint, consumer text, wait_ms integer",
         // the rows carry the shard number (es.shard_events: es.events and `shard`)
         Proxied::OnOneShard(Some(("SETOF es.shard_events", "SETOF es.events"))),
     ),

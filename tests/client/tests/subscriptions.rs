@@ -1544,7 +1544,9 @@ fn a_waiting_poll_returns_the_events_it_waited_for() {
                 // not readable while the lower position is in flight: the poll still sleeps
                 // (until_active fails if it had returned)
                 until_active(&mut admin, pid, "%es.poll%");
-                holder.batch_execute("COMMIT").expect("COMMIT of the holder");
+                holder
+                    .batch_execute("COMMIT")
+                    .expect("COMMIT of the holder");
             }
             let (got, mut waiter) = w.join().expect("waiter panicked");
             if let Some(last) = got.last() {
@@ -1568,8 +1570,14 @@ fn a_waiting_poll_returns_the_events_it_waited_for() {
         );
     }
     // nothing readable: empty after wait_ms; a negative wait_ms is 22023
-    let empty = poll_rows(&mut admin, "SELECT count(*) FROM es.poll('wp', 0, 10, wait_ms => 20)");
-    assert_eq!(empty, 0, "an idle waiting poll returns nothing at its timeout");
+    let empty = poll_rows(
+        &mut admin,
+        "SELECT count(*) FROM es.poll('wp', 0, 10, wait_ms => 20)",
+    );
+    assert_eq!(
+        empty, 0,
+        "an idle waiting poll returns nothing at its timeout"
+    );
     expect_sqlstate(
         &mut admin,
         "SELECT * FROM es.poll('wp', 0, 10, wait_ms => -1)",
