@@ -765,9 +765,9 @@ figure_w10_p99() { percentile_ms 99; }
 # settings (synchronous_commit=off, es.tracing=off), so the proxy's sessions on them match
 # pgbench's. Everything runs on this one machine: the ratio is what the hop costs in CPU here,
 # not what N machines give (docs/benchmarks.md has the estimate). After the runs,
-# report_w11_costs measures where the hop's cost goes (notes under the table). docs/reference.md §8 sets no
-# bar for W11: 0.15 is a floor that catches a broken hop (a new partition connection per call
-# would give well under 0.1), below the 0.24 and 0.34 of two runs on the 2-core reference machine.
+# report_w11_costs measures where the hop's cost goes (notes under the table). Bar (docs/reference.md
+# §8): ≥ 0.5; on the 2-core reference machine the CPU bound is about 0.53 even for a proxy backend
+# that cost nothing (docs/benchmarks.md), and runs give 0.33-0.38.
 W11_SHARDS=4
 W11_STREAMS=100000
 W11_COST_SECS=5
@@ -1342,9 +1342,9 @@ register W7 tps 0 '>=' 0.80 "W1 with ${W7_EVENTS} events stored / 100k"
 register W7:archived ratio 0 '>=' 0.80 "W1, ${W7_EVENTS} ev, 90% archived / 100k" figure_w7_archived
 register W8 ev/s 0 '>=' 3 "poll+ack 500/txn, 1 consumer / W1 ev/s"
 register W9 tps 0 '>=' 0.85 "W1 + consumer + 2 projections / W1"
-register W10 ms 0 '<=' 20 "commit -> es.wait delivery, median" figure_w10
-register W10:p99 ms 0 '<=' 100 "commit -> es.wait delivery, p99" figure_w10_p99
-register W11 tps 0 '>=' 0.15 "append 1 event via PL/Proxy / direct"
+register W10 ms 0 '<=' 2 "commit -> event polled, median" figure_w10
+register W10:p99 ms 0 '<=' 10 "commit -> event polled, p99" figure_w10_p99
+register W11 tps 0 '>=' 0.5 "append 1 event via PL/Proxy / direct"
 register W12 tps 0 '>=' 0.60 "append 1 event to a PL/pgSQL cart / raw"
 register W13 s 0 '<=' 1.5 "es.state replay, ${W13_EVENTS} ev / SQL agg"
 register W14 tps 0 '>=' 0.85 "W1 + retention worker removing / W1 alone"
