@@ -1411,25 +1411,7 @@ fn a_filtered_wait_returns_an_event_that_was_behind_an_append_of_another_type() 
                     .unwrap_or_else(|e| panic!("es.wait: {}", describe(&e)))
                     .get(0)
             });
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                let waiting: bool = admin
-                    .query_one(
-                        "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1 \
-                         AND state = 'active' AND query LIKE '%es.wait%')",
-                        &[&pid],
-                    )
-                    .expect("pg_stat_activity")
-                    .get(0);
-                if waiting {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "the waiter never showed up as active"
-                );
-                thread::sleep(Duration::from_millis(5));
-            }
+            until_active(&mut admin, pid, "%es.wait%");
             note(&mut admin, other, round * 10 + 3, 2, "");
             holder.batch_execute(end).expect("end of the holder");
             w.join().expect("waiter panicked")
