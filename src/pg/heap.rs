@@ -417,6 +417,32 @@ pub fn streams_readable() -> bool {
 /// an answer of false, given after the reader's snapshot was taken, means no archived row is
 /// visible to that snapshot.
 pub fn archive_in_use() -> bool {
+    // The OID as remembered (no syscache look-ups by name on every read); opened by OID, so a
+    // table dropped since reads as unknown, and an invalidation accepted while locking (the
+    // name may now be another table's) makes it ask by name, as a read without the memo would.
+    let generation = memo::generation();
+    let remembered = memo::relation_oid(c"events_archive");
+    let rel = match remembered {
+        // SAFETY: opened by OID and locked here (NULL when the relation no longer exists).
+        Some(oid) => unsafe {
+            pg_sys::try_relation_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE)
+        },
+        None => ptr::null_mut(),
+    };
+    if !rel.is_null() && memo::generation() == generation {
+        // SAFETY: opened and locked above, a table (the relcache entry is the name's since the
+        // generation did not move); closed here, the lock kept to the end of the transaction.
+        unsafe {
+            let blocks =
+                pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
+            pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+            return blocks > 0;
+        }
+    }
+    if !rel.is_null() {
+        // SAFETY: opened above, closed once (its lock kept, as the executor's would be).
+        unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE) };
+    }
     let Some(oid) = relation_oid(c"events_archive") else {
         return false;
     };
