@@ -1316,7 +1316,8 @@ impl ReadTarget<10> {
             };
             let still = memo::generation() == generation;
             if still && !rel.is_null() && !idx.is_null() {
-                if !select_allowed(rel_oid) {
+                // SAFETY: `rel` was opened and locked above.
+                if !unsafe { select_allowed_open(rel, rel_oid) } {
                     // SAFETY: both opened above, closed once.
                     unsafe { close_both(rel, idx) };
                     return None;
@@ -1375,6 +1376,25 @@ fn select_allowed(rel_oid: Oid) -> bool {
         ) == pg_sys::AclResult::ACLCHECK_OK
     };
     allowed && !rls_enabled(rel_oid)
+}
+
+/// [`select_allowed`] of a relation open and locked: row-level security is looked up only
+/// when the relation has it enabled (`relrowsecurity`, which `check_enable_rls` reads first
+/// and without which it never applies; the relcache entry is current once the lock is taken),
+/// sparing a catalog look-up per read.
+///
+/// # Safety
+/// `rel` must be open (its OID `rel_oid`).
+unsafe fn select_allowed_open(rel: pg_sys::Relation, rel_oid: Oid) -> bool {
+    // SAFETY: catalog lookups for the current user; an open relation has its pg_class row.
+    unsafe {
+        pg_sys::pg_class_aclcheck(
+            rel_oid,
+            pg_sys::GetUserId(),
+            pg_sys::ACL_SELECT as pg_sys::AclMode,
+        ) == pg_sys::AclResult::ACLCHECK_OK
+            && !((*(*rel).rd_rel).relrowsecurity && rls_enabled(rel_oid))
+    }
 }
 
 /// Closes an index and its table, keeping their locks.
@@ -1476,10 +1496,11 @@ fn snapshot_of(reading: Reading) -> pg_sys::Snapshot {
 ///
 /// Two contexts, both children of the caller's: one holds everything the scan allocates (the
 /// index AM's state, btree's killed-items array) and is deleted only after `index_endscan`;
-/// the other is current while `visit` runs and holds what one row allocates (a detoasted
-/// event, the visitor's values): it is reset between rows once it holds more than 64 kB,
-/// never while the scan is current in it. The slot's values point into the pinned buffer or
-/// into that context, valid until the next row.
+/// the other, made at the second row, is current while `visit` runs from then on and holds
+/// what one row allocates (a detoasted event, the visitor's values): it is reset between rows
+/// once it holds more than 64 kB, never while the scan is current in it. The first row is
+/// visited in the scan's context (one row's allocations, freed with the scan). The slot's
+/// values point into the pinned buffer or into the visit's context, valid until the next row.
 ///
 /// # Safety
 /// `target` is open; each bound's column, strategy and function fit its index (a btree
@@ -1500,13 +1521,10 @@ unsafe fn scan_index<const N: usize, E>(
             pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
             pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
         );
-        let per_row = pg_sys::AllocSetContextCreateInternal(
-            caller,
-            c"event_store scan row".as_ptr(),
-            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
-            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
-            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
-        );
+        // Made at the second row: the first row is visited in the scan's context (what it
+        // allocates, one row's worth, is freed with the scan), so a one-row look-up (a
+        // stream's life) costs one context, not two.
+        let mut per_row: pg_sys::MemoryContext = ptr::null_mut();
         pg_sys::MemoryContextSwitchTo(scan_cxt);
         let snapshot = pg_sys::RegisterSnapshot(snapshot);
         let mut keys = [std::mem::zeroed::<pg_sys::ScanKeyData>(); 3];
@@ -1524,12 +1542,26 @@ unsafe fn scan_index<const N: usize, E>(
         pg_sys::index_rescan(scan, keys.as_mut_ptr(), n as i32, ptr::null_mut(), 0);
         let slot = pg_sys::table_slot_create(target.rel, ptr::null_mut());
         let mut result = Ok(());
+        let mut first = true;
         while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
-            pg_sys::MemoryContextSwitchTo(per_row);
-            // Reading an inline event allocates nothing; reset only when something (a
-            // detoasted event, a visitor's value) did, to spare a call per row.
-            if (*per_row).mem_allocated > 64 * 1024 {
-                pg_sys::MemoryContextReset(per_row);
+            if first {
+                first = false;
+            } else {
+                if per_row.is_null() {
+                    per_row = pg_sys::AllocSetContextCreateInternal(
+                        caller,
+                        c"event_store scan row".as_ptr(),
+                        pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                        pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                        pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+                    );
+                }
+                pg_sys::MemoryContextSwitchTo(per_row);
+                // Reading an inline event allocates nothing; reset only when something (a
+                // detoasted event, a visitor's value) did, to spare a call per row.
+                if (*per_row).mem_allocated > 64 * 1024 {
+                    pg_sys::MemoryContextReset(per_row);
+                }
             }
             let visited = visit(slot);
             pg_sys::MemoryContextSwitchTo(scan_cxt);
@@ -1546,7 +1578,9 @@ unsafe fn scan_index<const N: usize, E>(
         pg_sys::index_endscan(scan);
         pg_sys::UnregisterSnapshot(snapshot);
         pg_sys::MemoryContextSwitchTo(caller);
-        pg_sys::MemoryContextDelete(per_row);
+        if !per_row.is_null() {
+            pg_sys::MemoryContextDelete(per_row);
+        }
         pg_sys::MemoryContextDelete(scan_cxt);
         result
     }
