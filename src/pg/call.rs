@@ -707,6 +707,27 @@ impl ResultSet {
         true
     }
 
+    /// The tuple store and the number of attributes a stored tuple of the relation whose
+    /// descriptor is `desc` must hold to be put as it is: `Some` exactly when
+    /// [`ResultSet::put_tuple_of`] would store every such tuple as it is (no rewrite, no error,
+    /// the relation's attributes this result's with none dropped). For a scan that puts its
+    /// rows into the store itself, one guarded stretch per batch of rows (see
+    /// `pg::heap`'s batched fill).
+    ///
+    /// # Safety
+    /// `desc` must be a valid descriptor; the store may only be given tuples of that relation
+    /// holding exactly the returned number of attributes (`tuplestore_puttuple` copies them).
+    pub(in crate::pg) unsafe fn stored_tuples_target(
+        &mut self,
+        desc: pg_sys::TupleDesc,
+    ) -> Option<(*mut pg_sys::Tuplestorestate, usize)> {
+        if self.rewrite.is_some() || self.failed.is_some() {
+            return None;
+        }
+        // SAFETY: the caller's contract: a valid descriptor.
+        (unsafe { self.matches(desc) } && self.matched_whole).then_some((self.store, self.natts))
+    }
+
     /// Appends a row (copied into the store). The slices must have one entry per attribute.
     ///
     /// # Safety
