@@ -21,7 +21,7 @@ fn load_events(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     let stream = call.uuid(arg::stream_id)?;
     let from = call.required_i64(arg::from_version)?;
     let max = call.i64(arg::max_count);
-    let mut out = call.materialize();
+    let mut out = call.materialize_row_type();
     store::read::load_events(&stream, from, max, &mut out)?;
     Ok(no_value())
 }
@@ -53,7 +53,7 @@ fn read_all(call: &mut Call<'_>) -> Result<Datum, EventStoreError> {
     use read_all_args as arg;
     let after = call.required_i64(arg::after_position)?;
     let max = call.required_i64(arg::max_count)?;
-    let mut out = call.materialize();
+    let mut out = call.materialize_row_type();
     store::read::read_all(after, max, &mut out)?;
     Ok(no_value())
 }

@@ -258,11 +258,40 @@ impl<'fc> Call<'fc> {
     /// Sets up a materialized set-returning call and returns where its rows go. The function
     /// must be declared `RETURNS SETOF`/`TABLE` (sql/bootstrap.sql).
     pub fn materialize(&mut self) -> ResultSet {
+        self.materialize_with(0)
+    }
+
+    /// [`Call::materialize`] for a function that returns rows of a named composite type
+    /// (`RETURNS SETOF es.events`): the rows' descriptor is copied from the one the caller
+    /// expects when it passes one (a function scan, a set-returning call in a target list:
+    /// both derive it from the function's declared row type, so it is that type's descriptor),
+    /// which spares resolving the result type again (`get_call_result_type` copies the table's
+    /// row type with its defaults and constraints, ~2,000 instructions per call).
+    pub fn materialize_row_type(&mut self) -> ResultSet {
+        // SAFETY: a set-returning call's fcinfo carries its ReturnSetInfo (checked non-NULL
+        // and tagged before it is read; InitMaterializedSRF raises for any other caller).
+        let expected = unsafe {
+            let rsinfo = (*self.fcinfo).resultinfo;
+            !rsinfo.is_null()
+                && (*rsinfo).type_ == pg_sys::NodeTag::T_ReturnSetInfo
+                && !(*rsinfo.cast::<pg_sys::ReturnSetInfo>())
+                    .expectedDesc
+                    .is_null()
+        };
+        self.materialize_with(if expected {
+            pg_sys::MAT_SRF_USE_EXPECTED_DESC as pg_sys::bits32
+        } else {
+            0
+        })
+    }
+
+    fn materialize_with(&mut self, flags: pg_sys::bits32) -> ResultSet {
         // SAFETY: InitMaterializedSRF checks that the caller accepts a materialized set (an
         // ERROR otherwise) and creates the tuple store and its descriptor in the per-query
-        // context, which outlives the call.
+        // context, which outlives the call; with MAT_SRF_USE_EXPECTED_DESC only when the
+        // caller's expected descriptor was seen to be set.
         unsafe {
-            pg_sys::InitMaterializedSRF(self.fcinfo, 0);
+            pg_sys::InitMaterializedSRF(self.fcinfo, flags);
             let rsinfo = (*self.fcinfo).resultinfo.cast::<pg_sys::ReturnSetInfo>();
             let desc = (*rsinfo).setDesc;
             ResultSet {
@@ -676,6 +705,27 @@ impl ResultSet {
             pg_sys::tuplestore_puttuple(self.store, tuple);
         }
         true
+    }
+
+    /// The tuple store and the number of attributes a stored tuple of the relation whose
+    /// descriptor is `desc` must hold to be put as it is: `Some` exactly when
+    /// [`ResultSet::put_tuple_of`] would store every such tuple as it is (no rewrite, no error,
+    /// the relation's attributes this result's with none dropped). For a scan that puts its
+    /// rows into the store itself, one guarded stretch per batch of rows (see
+    /// `pg::heap`'s batched fill).
+    ///
+    /// # Safety
+    /// `desc` must be a valid descriptor; the store may only be given tuples of that relation
+    /// holding exactly the returned number of attributes (`tuplestore_puttuple` copies them).
+    pub(in crate::pg) unsafe fn stored_tuples_target(
+        &mut self,
+        desc: pg_sys::TupleDesc,
+    ) -> Option<(*mut pg_sys::Tuplestorestate, usize)> {
+        if self.rewrite.is_some() || self.failed.is_some() {
+            return None;
+        }
+        // SAFETY: the caller's contract: a valid descriptor.
+        (unsafe { self.matches(desc) } && self.matched_whole).then_some((self.store, self.natts))
     }
 
     /// Appends a row (copied into the store). The slices must have one entry per attribute.

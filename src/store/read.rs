@@ -106,7 +106,9 @@ fn load_events_as_stored(
     if deleted {
         return Ok(());
     }
-    check_readable_from(&stream.to_string(), from, truncated_before)?;
+    if truncated_before.is_some() {
+        check_readable_from(&stream.to_string(), from, truncated_before)?;
+    }
     let archived = through_archive();
     if !archived && let Outcome::Done(()) = heap::load_stream_into(stream, from, left, out) {
         return Ok(());

@@ -55,6 +55,12 @@ SELECT count(*) AS read_all_sees_them FROM es.read_all(0, 1000000) WHERE stream_
 ALTER TABLE es.events ADD COLUMN tenant text DEFAULT 'acme';
 SELECT es.append_events('a9000000-0000-0000-0000-000000000001', 2, ARRAY['{"type":"WithTenant"}']::jsonb[]) AS v;
 SELECT version, event_type, tenant FROM es.load_events('a9000000-0000-0000-0000-000000000001') ORDER BY version DESC LIMIT 2;
+-- rows stored before the column was added (read with its default) and after it, in one read:
+-- each read row is the table's row, whichever way the read put it
+SELECT (SELECT array_agg(t ORDER BY version) FROM es.load_events('a9000000-0000-0000-0000-000000000001') t)
+     = (SELECT array_agg(e ORDER BY version) FROM es.events e WHERE stream_id = 'a9000000-0000-0000-0000-000000000001') AS load_events_as_table;
+SELECT (SELECT array_agg(t ORDER BY global_position) FROM es.read_all(0, 1000000) t)
+     = (SELECT array_agg(e ORDER BY global_position) FROM es.events e) AS read_all_as_table;
 ALTER TABLE es.events DROP COLUMN tenant;
 SELECT count(*) AS after_drop FROM es.load_events('a9000000-0000-0000-0000-000000000001');
 SELECT version, event_type FROM es.load_events('a9000000-0000-0000-0000-000000000001', 400) ORDER BY version;
