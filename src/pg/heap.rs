@@ -1087,8 +1087,17 @@ unsafe fn fetch_any(rel: pg_sys::Relation, tid: pg_sys::ItemPointerData) -> pg_s
     }
 }
 
-/// Inserts rows into `es.events` with their index entries, in order.
-pub fn insert_events(rows: &[EventRow]) -> Outcome<()> {
+/// `es.events` opened and checked for a native insert of an append's rows, before their global
+/// positions are drawn: everything that can be done without the positions is done before the
+/// draw, so the positions are in flight (and gap-safe readers wait for them, docs/reference.md
+/// §3) only for the heap and index inserts and the commit. It also takes the table's lock before
+/// the draw: a writer that waits for that lock holds no position meanwhile.
+pub struct EventsTarget(Target<10>);
+
+/// Opens `es.events` for a native insert of `rows`; `None` (nothing left open) when the
+/// executor must store them. The rows' `global_position` may still be a placeholder:
+/// [`set_positions`] fills it before [`EventsTarget::insert`].
+pub fn open_events(rows: &[EventRow]) -> Option<EventsTarget> {
     // Only the columns the store may leave NULL can be NULL (a NOT NULL a DBA put on one of
     // them sends every write to the executor, see `layout`); a row with NULL elsewhere goes to
     // the executor, which reports it.
@@ -1098,32 +1107,48 @@ pub fn insert_events(rows: &[EventRow]) -> Outcome<()> {
             .all(|(v, c)| v.is_some() || c.nullable)
     });
     if !complete {
-        return Outcome::Fallback;
+        return None;
     }
-    let Some(target) = Target::open(c"events", &EVENTS, no_insert_triggers) else {
-        return Outcome::Fallback;
-    };
-    let (rel, layout, indexes) = (target.rel, &target.layout, &target.indexes);
-    // SAFETY: the relation and its indexes are open and checked; each tuple is formed in the
-    // current memory context and freed by the slot when it is cleared.
-    unsafe {
-        let desc = (*rel).rd_att;
-        let cid = pg_sys::GetCurrentCommandId(true);
-        let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsHeapTuple);
-        let mut values = Vec::with_capacity(layout.natts);
-        let mut nulls = Vec::with_capacity(layout.natts);
-        for row in rows {
-            layout.spread(row, &mut values, &mut nulls);
-            let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            pg_sys::heap_insert(rel, tuple, cid, 0, ptr::null_mut());
-            pg_sys::ExecStoreHeapTuple(tuple, slot, true);
-            indexes.insert(rel, slot, None);
-            pg_sys::ExecClearTuple(slot);
+    Target::open(c"events", &EVENTS, no_insert_triggers).map(EventsTarget)
+}
+
+/// Gives `rows` the consecutive global positions from `first`, in order.
+pub fn set_positions(rows: &mut [EventRow], first: i64) {
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[EVENT_GLOBAL_POSITION] = Some(Datum::from(first + i as i64));
+    }
+}
+
+impl EventsTarget {
+    /// Inserts `rows` into `es.events` with their index entries, in order, and closes the table.
+    pub fn insert(self, rows: &[EventRow]) {
+        let target = self.0;
+        let (rel, layout, indexes) = (target.rel, &target.layout, &target.indexes);
+        // SAFETY: the relation and its indexes are open and checked; each tuple is formed in the
+        // current memory context and freed by the slot when it is cleared.
+        unsafe {
+            let desc = (*rel).rd_att;
+            let cid = pg_sys::GetCurrentCommandId(true);
+            let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsHeapTuple);
+            let mut values = Vec::with_capacity(layout.natts);
+            let mut nulls = Vec::with_capacity(layout.natts);
+            for row in rows {
+                layout.spread(row, &mut values, &mut nulls);
+                let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+                pg_sys::heap_insert(rel, tuple, cid, 0, ptr::null_mut());
+                pg_sys::ExecStoreHeapTuple(tuple, slot, true);
+                indexes.insert(rel, slot, None);
+                pg_sys::ExecClearTuple(slot);
+            }
+            pg_sys::ExecDropSingleTupleTableSlot(slot);
         }
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        target.close();
     }
-    target.close();
-    Outcome::Done(())
+
+    /// Closes the table without inserting (the draw failed), keeping its lock.
+    pub fn close(self) {
+        self.0.close();
+    }
 }
 
 /// One stored event as [`scan_stream`] hands it to its visitor, borrowing the current row:

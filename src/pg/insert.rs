@@ -1,10 +1,10 @@
-//! Storing the rows of an append: natively ([`super::heap::insert_events`]) or, when the table
+//! Storing the rows of an append: natively ([`super::heap::EventsTarget`]) or, when the table
 //! has something only the executor does, through SQL (one statement for one event, one
 //! `unnest` statement for a batch). A unique violation is caught and handed back as a value
 //! ([`Conflict`]) for the caller to report in its own words, never as a raw `23505`.
 
 use super::call::array_of;
-use super::heap::{self, EventRow, Outcome};
+use super::heap::{self, EventRow};
 use super::spi::{self, Arg, Connection, Stmt};
 use pgrx::pg_sys::BuiltinOid::{
     INT4ARRAYOID, INT4OID, INT8OID, JSONBARRAYOID, JSONBOID, TEXTARRAYOID, TEXTOID,
@@ -12,6 +12,7 @@ use pgrx::pg_sys::BuiltinOid::{
 };
 use pgrx::pg_sys::{self, BuiltinOid, Datum};
 use pgrx::{PgSqlErrorCode, PgTryBuilder};
+use std::panic::AssertUnwindSafe;
 
 /// A unique index refused a row: which column and the value, as PostgreSQL reported them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,18 +23,45 @@ pub enum Conflict {
     Position(String),
 }
 
-/// Inserts `rows` (in order) with their index entries. `array` is the `events` argument the rows
-/// were read from (the SQL path stores its elements as they are).
+/// Inserts `rows` (in order) with their index entries, at the global positions `draw` hands
+/// out: `rows`' `global_position` is filled here from the first position `draw` returns, which
+/// is also returned. `array` is the `events` argument the rows were read from (the SQL path
+/// stores its elements as they are).
+///
+/// `draw` is called once, as late as possible: after the table and its indexes are opened and
+/// checked (and locked), directly before the first heap insert, so the positions are in flight
+/// only for the inserts and the commit (docs/reference.md §3: gap-safe readers wait for every
+/// position in flight below theirs). An `Err` of `draw` is handed back inside `Ok`, with
+/// nothing inserted.
 ///
 /// After a [`Conflict`] the transaction holds a half-done insert: the caller must end the call
 /// with an ERROR (the abort removes it); the SPI connection is left to that abort.
-pub fn insert_events(conn: &Connection, rows: &[EventRow], array: Datum) -> Result<(), Conflict> {
-    PgTryBuilder::new(|| {
-        if heap::insert_events(rows) == Outcome::Fallback {
-            insert_with_sql(conn, rows, array);
+pub fn insert_events<E>(
+    conn: &Connection,
+    rows: &mut [EventRow],
+    array: Datum,
+    draw: impl FnOnce() -> Result<i64, E>,
+) -> Result<Result<i64, E>, Conflict> {
+    // The closure owns `rows` and `draw` for its one run; nothing of them is used after an
+    // ERROR it catches (the handlers only read the error report).
+    PgTryBuilder::new(AssertUnwindSafe(|| {
+        let native = heap::open_events(rows);
+        let first = match draw() {
+            Ok(first) => first,
+            Err(e) => {
+                if let Some(target) = native {
+                    target.close();
+                }
+                return Ok(Err(e));
+            }
+        };
+        heap::set_positions(rows, first);
+        match native {
+            Some(target) => target.insert(rows),
+            None => insert_with_sql(conn, rows, array),
         }
-        Ok(())
-    })
+        Ok(Ok(first))
+    }))
     .catch_when(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, |caught| {
         let detail = match &caught {
             pgrx::pg_sys::panic::CaughtError::PostgresError(report) => {

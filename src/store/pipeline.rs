@@ -369,8 +369,8 @@ pub fn append(
     }
     let first_version = new_version - n + 1;
     check_sequence_numbers(&batch.metas, first_version)?;
-    let first_position = positions::draw(conn, n)?;
-    insert(conn, stream, first_position, first_version, batch)?;
+    // the positions are drawn inside, as late as they can be (docs/reference.md §3)
+    let first_position = insert(conn, stream, first_version, batch)?;
     crate::pg::wake::appended(
         stream.as_bytes(),
         first_position + (n - 1),
@@ -496,19 +496,22 @@ fn retry_or_duplicate(
     }
 }
 
-/// Builds the rows and stores them; a unique violation is ES004 (an event id stored by a
-/// transaction that committed after the checks, or one reused across streams) or 55000 (a
-/// position the sequence handed out although it is stored), never a raw 23505.
+/// Builds the rows, draws their global positions and stores them; returns the first position.
+/// The draw comes after every step that does not need the positions (the rows, the table's
+/// opening and checks), directly before the heap insert: the shorter a writer holds positions
+/// before its commit, the less a gap-safe reader waits for it (docs/reference.md §3). A unique
+/// violation is ES004 (an event id stored by a transaction that committed after the checks, or
+/// one reused across streams) or 55000 (a position the sequence handed out although it is
+/// stored), never a raw 23505.
 fn insert(
     conn: &Connection,
     stream: &Uuid,
-    first_position: i64,
     first_version: i64,
     batch: &Batch<'_>,
-) -> Result<(), EventStoreError> {
+) -> Result<i64, EventStoreError> {
     let sid = Some(uuid_datum(stream));
     let now = transaction_start();
-    let rows: Vec<EventRow> = batch
+    let mut rows: Vec<EventRow> = batch
         .metas
         .iter()
         .enumerate()
@@ -529,7 +532,8 @@ fn insert(
                 None => element.map(Jsonb::datum),
             };
             [
-                Some(i64_datum(first_position + i as i64)),
+                // the global position, drawn and set by insert::insert_events
+                Some(i64_datum(0)),
                 sid,
                 Some(i64_datum(first_version + i as i64)),
                 Some(uuid_datum(&event_id)),
@@ -544,10 +548,12 @@ fn insert(
             ]
         })
         .collect();
+    let n = rows.len() as i64;
     insert::insert_events(
         conn,
-        &rows,
+        &mut rows,
         batch.array.map_or(Datum::from(0usize), |a| a.datum()),
+        || positions::draw(conn, n),
     )
     .map_err(|conflict| match conflict {
         // Only an id committed by another transaction after the look-up above gets here.
@@ -561,7 +567,7 @@ fn insert(
             positions::forget_sequence_check();
             EventStoreError::PositionTaken { position }
         }
-    })
+    })?
 }
 
 // The statements of this use case, prepared once per backend by `pg::spi`.
