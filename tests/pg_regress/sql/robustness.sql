@@ -196,6 +196,31 @@ SELECT error_of(format($$SELECT es.append_events('a9000000-0000-0000-0000-000000
 SELECT error_of(format($$SELECT es.append_events('a9000000-0000-0000-0000-000000000001', 0, ARRAY[%L]::jsonb[])$$,
                        '{"type":"A","event_id":"' || convert_from('\xe9'::bytea, 'SQL_ASCII') || '"}'));
 SELECT es.append_events('a9000000-0000-0000-0000-000000000001', 0, ARRAY['{"type":"Ascii"}']::jsonb[]) AS v;
+-- An ERROR in the middle of a batched native read (no column ever dropped, so the reads put the
+-- stored tuples in batches under one guard): the tuple store spills past work_mem and hits
+-- temp_file_limit inside a batch; the statement fails with 53400 (caught by error_of's
+-- subtransaction), and the session reads on.
+CREATE DATABASE es_regress_batch;
+\c es_regress_batch
+CREATE EXTENSION event_store;
+CREATE FUNCTION error_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE sql;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE;
+END $$;
+SELECT es.append_events('a9000000-0000-0000-0000-000000000006', 0,
+       (SELECT array_agg(jsonb_build_object('type', 'Big', 'pad', repeat('p', 200), 'i', g)) FROM generate_series(1, 2000) g)) AS v;
+SET work_mem = '64kB';
+SET temp_file_limit = '64kB';
+SELECT error_of($$SELECT count(*) FROM es.load_events('a9000000-0000-0000-0000-000000000006')$$) AS load_events_mid_batch,
+       error_of($$SELECT count(*) FROM es.read_all(0, 5000)$$) AS read_all_mid_batch;
+RESET temp_file_limit;
+SELECT count(*) AS whole_stream, sum((data->>'i')::int) AS sum_i FROM es.load_events('a9000000-0000-0000-0000-000000000006');
+SELECT count(*) AS whole_log, min(global_position) AS first, max(global_position) AS last FROM es.read_all(0, 5000);
+RESET work_mem;
 \c event_store_regress
 DROP DATABASE es_regress_positions;
 DROP DATABASE es_regress_ascii;
+DROP DATABASE es_regress_batch;
