@@ -1538,58 +1538,23 @@ unsafe fn scan_index<const N: usize, E>(
 ) -> Result<(), E> {
     // SAFETY: the caller's contract (open, checked relations) and the context rule above.
     unsafe {
-        let caller = pg_sys::CurrentMemoryContext;
-        let scan_cxt = pg_sys::AllocSetContextCreateInternal(
-            caller,
-            c"event_store scan".as_ptr(),
-            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
-            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
-            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
-        );
-        // Made at the second row: the first row is visited in the scan's context (what it
-        // allocates, one row's worth, is freed with the scan), so a one-row look-up (a
-        // stream's life) costs one context, not two.
-        let mut per_row: pg_sys::MemoryContext = ptr::null_mut();
-        pg_sys::MemoryContextSwitchTo(scan_cxt);
-        let snapshot = pg_sys::RegisterSnapshot(snapshot);
-        let mut keys = [std::mem::zeroed::<pg_sys::ScanKeyData>(); 3];
-        let n = bounds.len().min(keys.len());
-        for (key, &(att, strategy, proc_, value)) in keys.iter_mut().zip(bounds) {
-            pg_sys::ScanKeyInit(
-                key,
-                att,
-                strategy as pg_sys::StrategyNumber,
-                Oid::from(proc_),
-                value,
-            );
-        }
-        let scan = super::compat::index_beginscan(target.rel, target.index, snapshot, n as i32, 0);
-        pg_sys::index_rescan(scan, keys.as_mut_ptr(), n as i32, ptr::null_mut(), 0);
-        let slot = pg_sys::table_slot_create(target.rel, ptr::null_mut());
+        let mut open = OpenScan::begin(target, bounds, snapshot);
         let mut result = Ok(());
         let mut first = true;
-        while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
+        while pg_sys::index_getnext_slot(
+            open.scan,
+            pg_sys::ScanDirection::ForwardScanDirection,
+            open.slot,
+        ) {
+            // The first row is visited in the scan's context, so a one-row look-up (a
+            // stream's life) costs one context, not two.
             if first {
                 first = false;
             } else {
-                if per_row.is_null() {
-                    per_row = pg_sys::AllocSetContextCreateInternal(
-                        caller,
-                        c"event_store scan row".as_ptr(),
-                        pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
-                        pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
-                        pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
-                    );
-                }
-                pg_sys::MemoryContextSwitchTo(per_row);
-                // Reading an inline event allocates nothing; reset only when something (a
-                // detoasted event, a visitor's value) did, to spare a call per row.
-                if (*per_row).mem_allocated > 64 * 1024 {
-                    pg_sys::MemoryContextReset(per_row);
-                }
+                open.enter_row();
             }
-            let visited = visit(slot);
-            pg_sys::MemoryContextSwitchTo(scan_cxt);
+            let visited = visit(open.slot);
+            open.leave_row();
             match visited {
                 Ok(true) => {}
                 Ok(false) => break,
@@ -1599,15 +1564,128 @@ unsafe fn scan_index<const N: usize, E>(
                 }
             }
         }
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
-        pg_sys::index_endscan(scan);
-        pg_sys::UnregisterSnapshot(snapshot);
-        pg_sys::MemoryContextSwitchTo(caller);
-        if !per_row.is_null() {
-            pg_sys::MemoryContextDelete(per_row);
-        }
-        pg_sys::MemoryContextDelete(scan_cxt);
+        open.end();
         result
+    }
+}
+
+/// An index scan of a read target as [`scan_index`] and [`fill_batched`] run it: the scan's
+/// context, the registered snapshot, the scan and its slot, and the per-row context once made.
+/// Plain pointers without `Drop`: [`OpenScan::end`] releases them on the way out; after an
+/// ERROR the transaction's abort does (the resource owner the scan, the buffer pins and the
+/// snapshot; the contexts go with their parent, the caller's context).
+struct OpenScan {
+    caller: pg_sys::MemoryContext,
+    scan_cxt: pg_sys::MemoryContext,
+    per_row: pg_sys::MemoryContext,
+    snapshot: pg_sys::Snapshot,
+    scan: pg_sys::IndexScanDesc,
+    slot: *mut pg_sys::TupleTableSlot,
+}
+
+impl OpenScan {
+    /// Begins the scan of `target`'s index within `bounds` in `snapshot`, with the scan's
+    /// context current.
+    ///
+    /// # Safety
+    /// As [`scan_index`].
+    unsafe fn begin<const N: usize>(
+        target: &ReadTarget<N>,
+        bounds: &[Bound],
+        snapshot: pg_sys::Snapshot,
+    ) -> OpenScan {
+        // SAFETY: the caller's contract: open, checked relations whose index takes these
+        // bounds; everything the scan allocates lives in its own context.
+        unsafe {
+            let caller = pg_sys::CurrentMemoryContext;
+            let scan_cxt = pg_sys::AllocSetContextCreateInternal(
+                caller,
+                c"event_store scan".as_ptr(),
+                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+            );
+            pg_sys::MemoryContextSwitchTo(scan_cxt);
+            let snapshot = pg_sys::RegisterSnapshot(snapshot);
+            let mut keys = [std::mem::zeroed::<pg_sys::ScanKeyData>(); 3];
+            let n = bounds.len().min(keys.len());
+            for (key, &(att, strategy, proc_, value)) in keys.iter_mut().zip(bounds) {
+                pg_sys::ScanKeyInit(
+                    key,
+                    att,
+                    strategy as pg_sys::StrategyNumber,
+                    Oid::from(proc_),
+                    value,
+                );
+            }
+            let scan =
+                super::compat::index_beginscan(target.rel, target.index, snapshot, n as i32, 0);
+            pg_sys::index_rescan(scan, keys.as_mut_ptr(), n as i32, ptr::null_mut(), 0);
+            let slot = pg_sys::table_slot_create(target.rel, ptr::null_mut());
+            OpenScan {
+                caller,
+                scan_cxt,
+                per_row: ptr::null_mut(),
+                snapshot,
+                scan,
+                slot,
+            }
+        }
+    }
+
+    /// Makes the per-row context current (made the first time), reset first once it holds
+    /// more than 64 kB.
+    ///
+    /// # Safety
+    /// Between [`OpenScan::begin`] and [`OpenScan::end`], with the scan's context current.
+    unsafe fn enter_row(&mut self) {
+        // SAFETY: the caller's contract; the per-row context is a child of the caller's and
+        // nothing of the scan lives in it, so resetting it frees only earlier rows' values.
+        unsafe {
+            if self.per_row.is_null() {
+                self.per_row = pg_sys::AllocSetContextCreateInternal(
+                    self.caller,
+                    c"event_store scan row".as_ptr(),
+                    pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                    pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                    pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+                );
+            }
+            pg_sys::MemoryContextSwitchTo(self.per_row);
+            // Reading an inline event allocates nothing; reset only when something (a
+            // detoasted event, a visitor's value) did, to spare a call per row.
+            if (*self.per_row).mem_allocated > 64 * 1024 {
+                pg_sys::MemoryContextReset(self.per_row);
+            }
+        }
+    }
+
+    /// Makes the scan's context current again (before the next fetch).
+    ///
+    /// # Safety
+    /// Between [`OpenScan::begin`] and [`OpenScan::end`].
+    unsafe fn leave_row(&self) {
+        // SAFETY: the scan's context lives until `end`.
+        unsafe { pg_sys::MemoryContextSwitchTo(self.scan_cxt) };
+    }
+
+    /// Ends the scan, unregisters its snapshot, makes the caller's context current again and
+    /// deletes the scan's contexts (after `index_endscan`, which frees into them).
+    ///
+    /// # Safety
+    /// Once, after [`OpenScan::begin`].
+    unsafe fn end(self) {
+        // SAFETY: the caller's contract: every pointer is this scan's, still valid.
+        unsafe {
+            pg_sys::ExecDropSingleTupleTableSlot(self.slot);
+            pg_sys::index_endscan(self.scan);
+            pg_sys::UnregisterSnapshot(self.snapshot);
+            pg_sys::MemoryContextSwitchTo(self.caller);
+            if !self.per_row.is_null() {
+                pg_sys::MemoryContextDelete(self.per_row);
+            }
+            pg_sys::MemoryContextDelete(self.scan_cxt);
+        }
     }
 }
 
@@ -1927,31 +2005,8 @@ unsafe fn fill_batched<const N: usize>(
     // SAFETY: the caller's contract (open, checked relations); the scan's context is current
     // while rows are fetched, a row's own context while one is deformed and put.
     unsafe {
-        let caller = pg_sys::CurrentMemoryContext;
-        let scan_cxt = pg_sys::AllocSetContextCreateInternal(
-            caller,
-            c"event_store scan".as_ptr(),
-            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
-            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
-            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
-        );
-        pg_sys::MemoryContextSwitchTo(scan_cxt);
-        let snapshot = pg_sys::RegisterSnapshot(snapshot);
-        let mut keys = [std::mem::zeroed::<pg_sys::ScanKeyData>(); 3];
-        let n = bounds.len().min(keys.len());
-        for (key, &(att, strategy, proc_, value)) in keys.iter_mut().zip(bounds) {
-            pg_sys::ScanKeyInit(
-                key,
-                att,
-                strategy as pg_sys::StrategyNumber,
-                Oid::from(proc_),
-                value,
-            );
-        }
-        let scan = super::compat::index_beginscan(target.rel, target.index, snapshot, n as i32, 0);
-        pg_sys::index_rescan(scan, keys.as_mut_ptr(), n as i32, ptr::null_mut(), 0);
-        let slot = pg_sys::table_slot_create(target.rel, ptr::null_mut());
-        let mut per_row: pg_sys::MemoryContext = ptr::null_mut();
+        let mut open = OpenScan::begin(target, bounds, snapshot);
+        let (scan, slot) = (open.scan, open.slot);
         let mut left = max;
         while left > 0 {
             let (put, end) = pgrx::pg_sys::ffi::pg_guard_ffi_boundary(|| {
@@ -1961,35 +2016,16 @@ unsafe fn fill_batched<const N: usize>(
             if end != BatchEnd::Other {
                 break;
             }
-            if per_row.is_null() {
-                per_row = pg_sys::AllocSetContextCreateInternal(
-                    caller,
-                    c"event_store scan row".as_ptr(),
-                    pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
-                    pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
-                    pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
-                );
-            }
-            pg_sys::MemoryContextSwitchTo(per_row);
-            if (*per_row).mem_allocated > 64 * 1024 {
-                pg_sys::MemoryContextReset(per_row);
-            }
+            open.enter_row();
             let tuple = buffer_tuple(slot);
             if !out.put_tuple_of(desc, tuple) {
                 deform(slot, layout, &mut values, &mut nulls);
                 out.put_row_of(desc, &values, &nulls);
             }
-            pg_sys::MemoryContextSwitchTo(scan_cxt);
+            open.leave_row();
             left -= 1;
         }
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
-        pg_sys::index_endscan(scan);
-        pg_sys::UnregisterSnapshot(snapshot);
-        pg_sys::MemoryContextSwitchTo(caller);
-        if !per_row.is_null() {
-            pg_sys::MemoryContextDelete(per_row);
-        }
-        pg_sys::MemoryContextDelete(scan_cxt);
+        open.end();
     }
 }
 
