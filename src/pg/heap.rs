@@ -401,14 +401,7 @@ pub fn streams_readable() -> bool {
     let Some(rel) = relation_oid(c"streams") else {
         return false;
     };
-    // SAFETY: a catalog privilege check of an existing relation for the current user.
-    unsafe {
-        pg_sys::pg_class_aclcheck(
-            rel,
-            pg_sys::GetUserId(),
-            pg_sys::ACL_SELECT as pg_sys::AclMode,
-        ) == pg_sys::AclResult::ACLCHECK_OK
-    }
+    select_granted(rel)
 }
 
 /// Whether `es.events_archive` has ever held a row (its heap has a block): until then the reads
@@ -1392,15 +1385,20 @@ impl ReadTarget<10> {
 /// Whether the current user may select from `rel_oid` without row-level security (what the
 /// executor would add to a scan of it).
 fn select_allowed(rel_oid: Oid) -> bool {
-    // SAFETY: catalog lookups for the current user.
-    let allowed = unsafe {
+    select_granted(rel_oid) && !rls_enabled(rel_oid)
+}
+
+/// Whether the current user holds SELECT on the relation `rel_oid` (privileges only).
+fn select_granted(rel_oid: Oid) -> bool {
+    // SAFETY: a catalog privilege check for the current user (an OID without a pg_class row
+    // raises an ordinary ERROR).
+    unsafe {
         pg_sys::pg_class_aclcheck(
             rel_oid,
             pg_sys::GetUserId(),
             pg_sys::ACL_SELECT as pg_sys::AclMode,
         ) == pg_sys::AclResult::ACLCHECK_OK
-    };
-    allowed && !rls_enabled(rel_oid)
+    }
 }
 
 /// [`select_allowed`] of a relation open and locked: row-level security is looked up only
@@ -1411,15 +1409,9 @@ fn select_allowed(rel_oid: Oid) -> bool {
 /// # Safety
 /// `rel` must be open (its OID `rel_oid`).
 unsafe fn select_allowed_open(rel: pg_sys::Relation, rel_oid: Oid) -> bool {
-    // SAFETY: catalog lookups for the current user; an open relation has its pg_class row.
-    unsafe {
-        pg_sys::pg_class_aclcheck(
-            rel_oid,
-            pg_sys::GetUserId(),
-            pg_sys::ACL_SELECT as pg_sys::AclMode,
-        ) == pg_sys::AclResult::ACLCHECK_OK
-            && !((*(*rel).rd_rel).relrowsecurity && rls_enabled(rel_oid))
-    }
+    // SAFETY: the caller's contract: an open relation, whose relcache entry has its pg_class
+    // row.
+    select_granted(rel_oid) && !(unsafe { (*(*rel).rd_rel).relrowsecurity } && rls_enabled(rel_oid))
 }
 
 /// Closes an index and its table, keeping their locks.
