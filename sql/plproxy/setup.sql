@@ -857,3 +857,37 @@ BEGIN
     EXECUTE format('DROP FUNCTION %s', f.old);
   END LOOP;
 END $$;
+
+-- The routed functions returning one value, as the store's C relay where the event_store library
+-- is installed on the proxy's server (docs/sharding.md "Cost"): `es_proxy_relay` calls the
+-- es_proxy twin of the same name through fmgr and gives its error back without PL/Proxy's
+-- decorations, as es_proxy.reraise does, but without the PL/pgSQL call and the EXCEPTION block's
+-- subtransaction (~15,000 instructions per call). Same signatures, defaults, volatility, grants
+-- and comments (CREATE OR REPLACE keeps the function); where the library is missing or has no
+-- relay (another version), the PL/pgSQL functions above stay.
+DO $do$
+DECLARE
+  f regprocedure;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'event_store') THEN
+    RETURN;
+  END IF;
+  BEGIN
+    FOR f IN SELECT unnest(ARRAY[
+        'es.append_events(uuid, bigint, jsonb[], text)', 'es.stream_version(uuid)',
+        'es.save_snapshot(uuid, bigint, jsonb)', 'es.delete_stream(uuid, bigint, boolean)',
+        'es.undelete_stream(uuid)', 'es.truncate_stream(uuid, bigint)',
+        'es.deposit(uuid, bigint, text, bigint)', 'es.withdraw(uuid, bigint, text, bigint)',
+        'es.freeze_account(uuid, text)', 'es.close_account(uuid, text)',
+        'es.account_state(uuid, timestamptz, bigint)']::regprocedure[])
+    LOOP
+      EXECUTE format('CREATE OR REPLACE FUNCTION %s.%I(%s) RETURNS %s LANGUAGE c %s AS %L, %L',
+        'es', (SELECT proname FROM pg_proc WHERE oid = f), pg_get_function_arguments(f),
+        pg_get_function_result(f),
+        CASE (SELECT provolatile FROM pg_proc WHERE oid = f) WHEN 's' THEN 'STABLE' ELSE 'VOLATILE' END,
+        '$libdir/event_store', 'es_proxy_relay');
+    END LOOP;
+  EXCEPTION WHEN undefined_file OR undefined_function OR insufficient_privilege THEN
+    NULL;   -- no loadable library with the relay (another version?): the PL/pgSQL functions
+  END;
+END $do$;
