@@ -26,12 +26,19 @@ use std::ffi::{CStr, c_int};
 /// The schema of the raw PL/Proxy functions.
 const TWINS: &CStr = c"es_proxy";
 
-/// A relay function and what it calls, as resolved in catalog generation `generation`.
+/// A relay function and what it calls for one shard, as resolved in catalog generation
+/// `generation`.
 #[derive(Clone)]
 struct Relay {
     generation: u64,
     relay: Oid,
+    /// The shard the call goes to (`None`: the server es_shards has no shard options).
+    shard: Option<i32>,
+    /// `es_proxy.<f>`: routes by its `RUN ON es_proxy.route(id)`; whose privileges count.
     twin: Oid,
+    /// `es_proxy.<f>_on_<shard>` (`RUN ON <shard>`: PL/Proxy runs no hash query), where
+    /// sql/plproxy/setup.sql made it; else `InvalidOid` and the call goes to `twin`.
+    exact: Oid,
     /// The SQL name of the routing argument (the first), for the 22004 message.
     key: String,
 }
@@ -74,9 +81,55 @@ fn generation() -> u64 {
     GENERATION.with(Cell::get)
 }
 
-/// What `relay` calls: `es_proxy.<its name>` with the same argument types, returning the same
-/// single type (55000 when there is none: the proxy was set up by an older script).
-fn resolve(relay: Oid, generation: u64) -> Result<Relay, EventStoreError> {
+/// The function `namespace.name` with the argument types `args` returning `rettype` (not a
+/// set), or `InvalidOid`.
+///
+/// # Safety
+/// `args` points at a valid `oidvector`.
+unsafe fn function_named(
+    namespace: Oid,
+    name: &str,
+    args: *mut pg_sys::oidvector,
+    rettype: Oid,
+) -> Oid {
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return pg_sys::InvalidOid;
+    };
+    // SAFETY: a NameData on the stack filled by namestrcpy (truncated to NAMEDATALEN like any
+    // name), a syscache look-up by (name, argument types, namespace), then one by OID whose
+    // fixed-size part is read while held and released.
+    unsafe {
+        let mut proname: pg_sys::NameData = std::mem::zeroed();
+        pg_sys::namestrcpy(&mut proname, name.as_ptr());
+        let oid = pg_sys::GetSysCacheOid(
+            pg_sys::SysCacheIdentifier::PROCNAMEARGSNSP as c_int,
+            pg_sys::Anum_pg_proc_oid as pg_sys::AttrNumber,
+            Datum::from(std::ptr::addr_of_mut!(proname)),
+            Datum::from(args),
+            Datum::from(namespace),
+            Datum::from(0usize),
+        );
+        if oid == pg_sys::InvalidOid {
+            return oid;
+        }
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::PROCOID as c_int,
+            Datum::from(oid),
+        );
+        if tuple.is_null() {
+            return pg_sys::InvalidOid;
+        }
+        let form = pg_sys::GETSTRUCT(tuple).cast::<pg_sys::FormData_pg_proc>();
+        let same = (*form).prorettype == rettype && !(*form).proretset;
+        pg_sys::ReleaseSysCache(tuple);
+        if same { oid } else { pg_sys::InvalidOid }
+    }
+}
+
+/// What `relay` calls for `shard`: `es_proxy.<its name>_on_<shard>`, else `es_proxy.<its name>`,
+/// with the same argument types, returning the same single type (55000 when there is no
+/// `es_proxy.<its name>`: the proxy was set up by an older script).
+fn resolve(relay: Oid, generation: u64, shard: Option<i32>) -> Result<Relay, EventStoreError> {
     let missing = |what: &str| {
         EventStoreError::Raised(RaisedError {
             sqlstate: "55000".into(),
@@ -111,49 +164,33 @@ fn resolve(relay: Oid, generation: u64) -> Result<Relay, EventStoreError> {
         } else {
             CStr::from_ptr(*names).to_string_lossy().into_owned()
         };
-        let namespace = pg_sys::get_namespace_oid(TWINS.as_ptr(), true);
-        let twin = if namespace == pg_sys::InvalidOid {
-            pg_sys::InvalidOid
-        } else {
-            pg_sys::GetSysCacheOid(
-                pg_sys::SysCacheIdentifier::PROCNAMEARGSNSP as c_int,
-                pg_sys::Anum_pg_proc_oid as pg_sys::AttrNumber,
-                Datum::from(std::ptr::addr_of_mut!((*form).proname)),
-                Datum::from(std::ptr::addr_of_mut!((*form).proargtypes)),
-                Datum::from(namespace),
-                Datum::from(0usize),
-            )
-        };
         let name = CStr::from_ptr((*form).proname.data.as_ptr())
             .to_string_lossy()
             .into_owned();
+        let namespace = pg_sys::get_namespace_oid(TWINS.as_ptr(), true);
+        let args = std::ptr::addr_of_mut!((*form).proargtypes);
+        let (twin, exact) = if namespace == pg_sys::InvalidOid || retset || nargs < 1 {
+            (pg_sys::InvalidOid, pg_sys::InvalidOid)
+        } else {
+            (
+                function_named(namespace, &name, args, rettype),
+                shard.map_or(pg_sys::InvalidOid, |k| {
+                    function_named(namespace, &format!("{name}_on_{k}"), args, rettype)
+                }),
+            )
+        };
         pg_sys::ReleaseSysCache(tuple);
-        if retset || nargs < 1 || twin == pg_sys::InvalidOid {
+        if twin == pg_sys::InvalidOid {
             return Err(missing(&format!(
-                "es.{name} has no twin es_proxy.{name} to call"
-            )));
-        }
-        let twin_tuple = pg_sys::SearchSysCache1(
-            pg_sys::SysCacheIdentifier::PROCOID as c_int,
-            Datum::from(twin),
-        );
-        if twin_tuple.is_null() {
-            return Err(missing(&format!(
-                "es.{name} has no twin es_proxy.{name} to call"
-            )));
-        }
-        let twin_form = pg_sys::GETSTRUCT(twin_tuple).cast::<pg_sys::FormData_pg_proc>();
-        let same = (*twin_form).prorettype == rettype && !(*twin_form).proretset;
-        pg_sys::ReleaseSysCache(twin_tuple);
-        if !same {
-            return Err(missing(&format!(
-                "es.{name}'s twin es_proxy.{name} returns another type"
+                "es.{name} has no twin es_proxy.{name} with its arguments and result to call"
             )));
         }
         Ok(Relay {
             generation,
             relay,
+            shard,
             twin,
+            exact,
             key,
         })
     }
@@ -268,43 +305,16 @@ struct Kept {
 /// `fcinfo` is fmgr's valid call frame of a relay function (`es_proxy_relay`).
 unsafe fn relay(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
     let generation = generation();
-    // SAFETY: the caller's contract: fcinfo and its flinfo are valid for the call.
-    let relay_oid = unsafe { (*(*fcinfo).flinfo).fn_oid };
-    let known = RELAYS.with(|r| {
-        r.borrow()
-            .iter()
-            .find(|k| k.relay == relay_oid && k.generation == generation)
-            .cloned()
-    });
-    let relay = match known {
-        Some(r) => r,
-        None => {
-            let r = resolve(relay_oid, generation)?;
-            RELAYS.with(|all| {
-                let mut all = all.borrow_mut();
-                all.retain(|k| k.relay != relay_oid && k.generation == generation);
-                all.push(r.clone());
-            });
-            r
-        }
+    // SAFETY: the caller's contract: fcinfo and its flinfo are valid for the call; the SQL
+    // declaration (sql/plproxy/setup.sql) makes the first argument of a relay a uuid: 16 bytes
+    // behind the pointer datum, copied here.
+    let (relay_oid, key) = unsafe {
+        let first = ((*fcinfo).nargs > 0).then(|| *(*fcinfo).args.as_ptr());
+        let key = first
+            .filter(|f| !f.isnull)
+            .map(|f| *f.value.cast_mut_ptr::<[u8; 16]>());
+        ((*(*fcinfo).flinfo).fn_oid, key)
     };
-    // SAFETY: the caller's contract; resolve checked the relay has at least one argument, and
-    // the SQL declaration (sql/plproxy/setup.sql) makes the first a uuid: 16 bytes behind the
-    // pointer datum, copied here.
-    let key: Option<[u8; 16]> = unsafe {
-        let first = *(*fcinfo).args.as_ptr();
-        (!first.isnull).then(|| *first.value.cast_mut_ptr::<[u8; 16]>())
-    };
-    let Some(key) = key else {
-        return Err(EventStoreError::Raised(RaisedError {
-            sqlstate: event_store_core::sqlstate::NULL_VALUE_NOT_ALLOWED.into(),
-            message: format!("{} must not be null", relay.key),
-            detail: None,
-            hint: None,
-            context: None,
-        }));
-    };
-    check_access(relay.twin);
     let (counted, shards) = SHARDS.with(Cell::get);
     let shards = if counted == generation {
         shards
@@ -312,6 +322,44 @@ unsafe fn relay(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreErr
         let n = shard_count();
         SHARDS.with(|s| s.set((generation, n)));
         n
+    };
+    // as PL/Proxy routes: the hash masked by the shard count (a NULL id has none: 22004 below,
+    // once the relay's argument name is known)
+    let shard = key
+        .filter(|_| shards > 0)
+        .map(|k| stream_hash(&k) & (shards - 1));
+    let known = RELAYS.with(|r| {
+        r.borrow()
+            .iter()
+            .find(|k| k.relay == relay_oid && k.shard == shard && k.generation == generation)
+            .cloned()
+    });
+    let relay = match known {
+        Some(r) => r,
+        None => {
+            let r = resolve(relay_oid, generation, shard)?;
+            RELAYS.with(|all| {
+                let mut all = all.borrow_mut();
+                all.retain(|k| k.generation == generation);
+                all.push(r.clone());
+            });
+            r
+        }
+    };
+    if key.is_none() {
+        return Err(EventStoreError::Raised(RaisedError {
+            sqlstate: event_store_core::sqlstate::NULL_VALUE_NOT_ALLOWED.into(),
+            message: format!("{} must not be null", relay.key),
+            detail: None,
+            hint: None,
+            context: None,
+        }));
+    }
+    check_access(relay.twin);
+    let target = if relay.exact == pg_sys::InvalidOid {
+        relay.twin
+    } else {
+        relay.exact
     };
     // SAFETY: fn_extra of the relay's FmgrInfo is the relay's own (fmgr's contract for a C
     // function); a Kept is palloc'd in fn_mcxt, which outlives every call made with this
@@ -323,12 +371,12 @@ unsafe fn relay(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreErr
     let result = unsafe {
         let own = (*fcinfo).flinfo;
         let mut kept = (*own).fn_extra.cast::<Kept>();
-        if kept.is_null() || (*kept).twin != relay.twin {
+        if kept.is_null() || (*kept).twin != target {
             kept = pg_sys::MemoryContextAllocZero((*own).fn_mcxt, std::mem::size_of::<Kept>())
                 .cast::<Kept>();
-            pg_sys::fmgr_info_cxt(relay.twin, &mut (*kept).flinfo, (*own).fn_mcxt);
+            pg_sys::fmgr_info_cxt(target, &mut (*kept).flinfo, (*own).fn_mcxt);
             (*kept).flinfo.fn_expr = (*own).fn_expr;
-            (*kept).twin = relay.twin;
+            (*kept).twin = target;
             (*own).fn_extra = kept.cast();
         }
         let Some(handler) = (*kept).flinfo.fn_addr else {
@@ -346,10 +394,7 @@ unsafe fn relay(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreErr
         (*fcinfo).flinfo = own;
         result
     };
-    result.map_err(|raised| {
-        let shard = (shards > 0).then(|| stream_hash(&key) & (shards - 1));
-        EventStoreError::Raised(undecorate(raised, shard))
-    })
+    result.map_err(|raised| EventStoreError::Raised(undecorate(raised, relay.shard)))
 }
 
 /// C entry point of the proxy's routed scalar `es` functions (sql/plproxy/setup.sql declares
