@@ -867,7 +867,7 @@ END $$;
 -- is installed on the proxy's server (docs/sharding.md "Cost"): `es_proxy_relay` calls the
 -- es_proxy twin of the same name through fmgr and gives its error back without PL/Proxy's
 -- decorations, as es_proxy.reraise does, but without the PL/pgSQL call and the EXCEPTION block's
--- subtransaction (~15,000 instructions per call). Same signatures, defaults, volatility, grants
+-- subtransaction (~13,000 instructions per call). Same signatures, defaults, volatility, grants
 -- and comments (CREATE OR REPLACE keeps the function); where the library is missing or has no
 -- relay (another version), the PL/pgSQL functions above stay.
 --

@@ -41,6 +41,11 @@ struct Relay {
     exact: Oid,
     /// The SQL name of the routing argument (the first), for the 22004 message.
     key: String,
+    /// Schema es_proxy, whose USAGE the call needs.
+    namespace: Oid,
+    /// fmgr's lookup of `exact` (else `twin`), made once: it lives in [`MEMORY`] until the
+    /// catalog generation moves.
+    flinfo: *mut pg_sys::FmgrInfo,
 }
 
 thread_local! {
@@ -49,6 +54,42 @@ thread_local! {
     static RELAYS: RefCell<Vec<Relay>> = const { RefCell::new(Vec::new()) };
     /// (generation, the number of shards of server es_shards; 0: no such server)
     static SHARDS: Cell<(u64, i32)> = const { Cell::new((0, 0)) };
+    /// (generation, the memory of the relays' FmgrInfos): a context under CacheMemoryContext,
+    /// reset with RELAYS cleared when the generation moved and no relayed call is running.
+    static MEMORY: Cell<(u64, pg_sys::MemoryContext)> =
+        const { Cell::new((0, std::ptr::null_mut())) };
+    /// How many relayed calls of this backend are running (one, unless a twin's call ran a relay).
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// The memory for the FmgrInfos of relays resolved in `generation`. An older generation's is
+/// reset first (and RELAYS, which points into it, cleared) unless a relayed call is running and
+/// may be using one; then the reset waits for the next call.
+fn memory(generation: u64) -> pg_sys::MemoryContext {
+    let (made_in, context) = MEMORY.with(Cell::get);
+    if context.is_null() {
+        // SAFETY: a context under CacheMemoryContext, which lives as long as the backend; the
+        // name is a static string.
+        let context = unsafe {
+            pg_sys::AllocSetContextCreateInternal(
+                pg_sys::CacheMemoryContext,
+                c"event_store proxy relay".as_ptr(),
+                0,
+                1024,
+                8192,
+            )
+        };
+        MEMORY.with(|m| m.set((generation, context)));
+        return context;
+    }
+    if made_in != generation && DEPTH.with(Cell::get) == 0 {
+        RELAYS.with(|r| r.borrow_mut().clear());
+        // SAFETY: nothing points into the context any more: RELAYS was just cleared and no
+        // relayed call is running (DEPTH), so no call frame holds one of its FmgrInfos.
+        unsafe { pg_sys::MemoryContextReset(context) };
+        MEMORY.with(|m| m.set((generation, context)));
+    }
+    context
 }
 
 /// A syscache callback (`pg_proc`, `pg_namespace`, `pg_foreign_server`): only notes the change.
@@ -130,6 +171,7 @@ unsafe fn function_named(
 /// with the same argument types, returning the same single type (55000 when there is no
 /// `es_proxy.<its name>`: the proxy was set up by an older script).
 fn resolve(relay: Oid, generation: u64, shard: Option<i32>) -> Result<Relay, EventStoreError> {
+    let memory = memory(generation);
     let missing = |what: &str| {
         EventStoreError::Raised(RaisedError {
             sqlstate: "55000".into(),
@@ -144,7 +186,9 @@ fn resolve(relay: Oid, generation: u64, shard: Option<i32>) -> Result<Relay, Eve
     };
     // SAFETY: syscache look-ups by OID and by (name, argument types, namespace); the fixed-size
     // part of the tuples is read while they are held, names copied, tuples released; the
-    // argument names come palloc'd from get_func_arg_info.
+    // argument names come palloc'd from get_func_arg_info. The FmgrInfo is allocated zeroed in
+    // the relays' memory and filled by fmgr_info_cxt for an existing function, whatever it
+    // allocates going to that memory too.
     unsafe {
         let tuple = pg_sys::SearchSysCache1(
             pg_sys::SysCacheIdentifier::PROCOID as c_int,
@@ -185,6 +229,18 @@ fn resolve(relay: Oid, generation: u64, shard: Option<i32>) -> Result<Relay, Eve
                 "es.{name} has no twin es_proxy.{name} with its arguments and result to call"
             )));
         }
+        let flinfo =
+            pg_sys::MemoryContextAllocZero(memory, std::mem::size_of::<pg_sys::FmgrInfo>())
+                .cast::<pg_sys::FmgrInfo>();
+        let target = if exact == pg_sys::InvalidOid {
+            twin
+        } else {
+            exact
+        };
+        pg_sys::fmgr_info_cxt(target, flinfo, memory);
+        if (*flinfo).fn_addr.is_none() {
+            return Err(missing(&format!("found no handler for es_proxy.{name}")));
+        }
         Ok(Relay {
             generation,
             relay,
@@ -192,6 +248,8 @@ fn resolve(relay: Oid, generation: u64, shard: Option<i32>) -> Result<Relay, Eve
             twin,
             exact,
             key,
+            namespace,
+            flinfo,
         })
     }
 }
@@ -254,13 +312,12 @@ fn shard_count() -> i32 {
 
 /// Raises PostgreSQL's own 42501 unless the current user may use schema es_proxy and execute
 /// `twin`, as the SQL call of the twin would.
-fn check_access(twin: Oid) {
+fn check_access(namespace: Oid, twin: Oid) {
     // SAFETY: ACL checks of an existing namespace and function for the current user;
     // aclcheck_error raises PostgreSQL's own "permission denied" ERROR (inside the caller's
     // guard) and does not return for a refusal.
     unsafe {
         let user = pg_sys::GetUserId();
-        let namespace = pg_sys::get_namespace_oid(TWINS.as_ptr(), false);
         #[cfg(feature = "pg15")]
         let (schema, function) = (
             pg_sys::pg_namespace_aclcheck(namespace, user, pg_sys::ACL_USAGE as pg_sys::AclMode),
@@ -289,14 +346,6 @@ fn check_access(twin: Oid) {
             pg_sys::aclcheck_error(function, pg_sys::ObjectType::OBJECT_FUNCTION, name);
         }
     }
-}
-
-/// The twin's `FmgrInfo`, kept in the relay's own `fn_extra` (memory of the relay's `FmgrInfo`,
-/// which lives as long as the expression that calls it).
-#[repr(C)]
-struct Kept {
-    twin: Oid,
-    flinfo: pg_sys::FmgrInfo,
 }
 
 /// One relayed call (the body of `es_proxy_relay`, under pgrx's guard).
@@ -355,42 +404,27 @@ unsafe fn relay(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreErr
             context: None,
         }));
     }
-    check_access(relay.twin);
-    let target = if relay.exact == pg_sys::InvalidOid {
-        relay.twin
-    } else {
-        relay.exact
-    };
-    // SAFETY: fn_extra of the relay's FmgrInfo is the relay's own (fmgr's contract for a C
-    // function); a Kept is palloc'd in fn_mcxt, which outlives every call made with this
-    // FmgrInfo, and fmgr_info_cxt fills its FmgrInfo for the twin, an existing function with
-    // the relay's argument and result types. The caller's frame is lent to the twin with its
-    // own FmgrInfo (the same arguments in the same types) and given back on both paths;
-    // call_catching's contract holds (the frame is set up for the twin's handler, and this
-    // frame owns nothing that a longjmp could skip: only raw pointers and copies).
+    check_access(relay.namespace, relay.twin);
+    // SAFETY: relay.flinfo is fmgr's lookup of the twin (an existing function with the relay's
+    // argument and result types, its handler checked by resolve), alive in MEMORY: nothing
+    // resets it while DEPTH counts this call. The caller's frame is lent to the twin with that
+    // FmgrInfo (the same arguments in the same types; fn_expr the caller's expression, whose
+    // argument types are the same) and given back on both paths; call_catching's contract
+    // holds (the frame is set up for the twin's handler, and this frame owns nothing that a
+    // longjmp could skip: only raw pointers and copies).
     let result = unsafe {
         let own = (*fcinfo).flinfo;
-        let mut kept = (*own).fn_extra.cast::<Kept>();
-        if kept.is_null() || (*kept).twin != target {
-            kept = pg_sys::MemoryContextAllocZero((*own).fn_mcxt, std::mem::size_of::<Kept>())
-                .cast::<Kept>();
-            pg_sys::fmgr_info_cxt(target, &mut (*kept).flinfo, (*own).fn_mcxt);
-            (*kept).flinfo.fn_expr = (*own).fn_expr;
-            (*kept).twin = target;
-            (*own).fn_extra = kept.cast();
-        }
-        let Some(handler) = (*kept).flinfo.fn_addr else {
-            return Err(EventStoreError::Raised(RaisedError {
-                sqlstate: "55000".into(),
-                message: "the proxy's relay found no handler for its twin".into(),
-                detail: None,
-                hint: None,
-                context: None,
-            }));
+        let twin = relay.flinfo;
+        let Some(handler) = (*twin).fn_addr else {
+            unreachable!("resolve checked the handler");
         };
-        (*fcinfo).flinfo = &mut (*kept).flinfo;
+        (*twin).fn_expr = (*own).fn_expr;
+        (*fcinfo).flinfo = twin;
         (*fcinfo).isnull = false;
+        DEPTH.with(|d| d.set(d.get() + 1));
         let result = call_catching(handler, fcinfo);
+        DEPTH.with(|d| d.set(d.get() - 1));
+        (*twin).fn_expr = std::ptr::null_mut();
         (*fcinfo).flinfo = own;
         result
     };
