@@ -36,15 +36,13 @@ struct Relay {
     shard: Option<i32>,
     /// `es_proxy.<f>`: routes by its `RUN ON es_proxy.route(id)`; whose privileges count.
     twin: Oid,
-    /// `es_proxy.<f>_on_<shard>` (`RUN ON <shard>`: PL/Proxy runs no hash query), where
-    /// sql/plproxy/setup.sql made it; else `InvalidOid` and the call goes to `twin`.
-    exact: Oid,
     /// The SQL name of the routing argument (the first), for the 22004 message.
     key: String,
     /// Schema es_proxy, whose USAGE the call needs.
     namespace: Oid,
-    /// fmgr's lookup of `exact` (else `twin`), made once: it lives in [`MEMORY`] until the
-    /// catalog generation moves.
+    /// fmgr's look-up of what the call goes to: `es_proxy.<f>_on_<shard>` (`RUN ON <shard>`:
+    /// PL/Proxy runs no hash query) where sql/plproxy/setup.sql made it, else `twin`; made once,
+    /// it lives in [`MEMORY`] until the catalog generation moves.
     flinfo: *mut pg_sys::FmgrInfo,
 }
 
@@ -246,7 +244,6 @@ fn resolve(relay: Oid, generation: u64, shard: Option<i32>) -> Result<Relay, Eve
             relay,
             shard,
             twin,
-            exact,
             key,
             namespace,
             flinfo,
