@@ -211,7 +211,9 @@ fn resolve(relay: Oid, generation: u64, shard: Option<i32>) -> Result<Relay, Eve
             .into_owned();
         let namespace = pg_sys::get_namespace_oid(TWINS.as_ptr(), true);
         let args = std::ptr::addr_of_mut!((*form).proargtypes);
-        let (twin, exact) = if namespace == pg_sys::InvalidOid || retset || nargs < 1 {
+        // a relay routes by its first argument, a uuid (16 bytes read by the call)
+        let routed = nargs >= 1 && *(*form).proargtypes.values.as_ptr() == pg_sys::UUIDOID;
+        let (twin, exact) = if namespace == pg_sys::InvalidOid || retset || !routed {
             (pg_sys::InvalidOid, pg_sys::InvalidOid)
         } else {
             (
@@ -248,6 +250,25 @@ fn resolve(relay: Oid, generation: u64, shard: Option<i32>) -> Result<Relay, Eve
             namespace,
             flinfo,
         })
+    }
+}
+
+/// Whether function `oid` exists and its first argument is a uuid.
+fn first_argument_is_uuid(oid: Oid) -> bool {
+    // SAFETY: a syscache look-up by OID; the fixed-size part (pronargs, proargtypes) is read
+    // while the tuple is held, then released.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::PROCOID as c_int,
+            Datum::from(oid),
+        );
+        if tuple.is_null() {
+            return false;
+        }
+        let form = pg_sys::GETSTRUCT(tuple).cast::<pg_sys::FormData_pg_proc>();
+        let uuid = (*form).pronargs >= 1 && *(*form).proargtypes.values.as_ptr() == pg_sys::UUIDOID;
+        pg_sys::ReleaseSysCache(tuple);
+        uuid
     }
 }
 
@@ -351,15 +372,31 @@ fn check_access(namespace: Oid, twin: Oid) {
 /// `fcinfo` is fmgr's valid call frame of a relay function (`es_proxy_relay`).
 unsafe fn relay(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreError> {
     let generation = generation();
-    // SAFETY: the caller's contract: fcinfo and its flinfo are valid for the call; the SQL
-    // declaration (sql/plproxy/setup.sql) makes the first argument of a relay a uuid: 16 bytes
-    // behind the pointer datum, copied here.
-    let (relay_oid, key) = unsafe {
+    // SAFETY: the caller's contract: fcinfo and its flinfo are valid for the call.
+    let relay_oid = unsafe { (*(*fcinfo).flinfo).fn_oid };
+    // The first argument is read as a uuid only once the relay's declaration says it is one:
+    // resolved in this generation (resolve checks it), or checked here.
+    let resolved = RELAYS.with(|r| {
+        r.borrow()
+            .iter()
+            .any(|k| k.relay == relay_oid && k.generation == generation)
+    });
+    if !resolved && !first_argument_is_uuid(relay_oid) {
+        return Err(EventStoreError::Raised(RaisedError {
+            sqlstate: "55000".into(),
+            message: "es_proxy_relay serves functions whose first argument is a uuid".into(),
+            detail: None,
+            hint: None,
+            context: None,
+        }));
+    }
+    // SAFETY: the caller's contract; the function's first argument is a uuid (above): 16 bytes
+    // behind the pointer datum when not NULL, copied here.
+    let key = unsafe {
         let first = ((*fcinfo).nargs > 0).then(|| *(*fcinfo).args.as_ptr());
-        let key = first
+        first
             .filter(|f| !f.isnull)
-            .map(|f| *f.value.cast_mut_ptr::<[u8; 16]>());
-        ((*(*fcinfo).flinfo).fn_oid, key)
+            .map(|f| *f.value.cast_mut_ptr::<[u8; 16]>())
     };
     let (counted, shards) = SHARDS.with(Cell::get);
     let shards = if counted == generation {
