@@ -873,7 +873,7 @@ END $$;
 --
 -- The relay also computes the shard (es.stream_hash & (shard count - 1), as PL/Proxy does) and
 -- calls es_proxy.<f>_on_<shard>, the twin with a constant RUN ON <shard>: PL/Proxy then runs no
--- hash query through SPI (~15,000 instructions per call); the es_proxy twin still counts for
+-- hash query through SPI (~9,500 instructions per call); the es_proxy twin still counts for
 -- privileges, and is called where an _on_ function is missing. One such function per shard and
 -- routed function, made here from the twin's body; those of shards the cluster no longer has
 -- are dropped.
