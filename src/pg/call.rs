@@ -343,29 +343,72 @@ impl<'fc> Call<'fc> {
                 return None;
             }
             let per_query = (*(*rsinfo).econtext).ecxt_per_query_memory;
-            let previous = pg_sys::MemoryContextSwitchTo(per_query);
-            let desc = if expected {
-                pg_sys::CreateTupleDescCopy((*rsinfo).expectedDesc)
-            } else {
-                let mut desc: pg_sys::TupleDesc = std::ptr::null_mut();
+            let mut desc: pg_sys::TupleDesc = std::ptr::null_mut();
+            if !expected {
+                let previous = pg_sys::MemoryContextSwitchTo(per_query);
                 let class =
                     pg_sys::get_call_result_type(self.fcinfo, std::ptr::null_mut(), &mut desc);
+                pg_sys::MemoryContextSwitchTo(previous);
                 if class != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE || desc.is_null() {
-                    pg_sys::MemoryContextSwitchTo(previous);
                     return None;
                 }
-                desc
-            };
-            pg_sys::MemoryContextSwitchTo(result_memory(per_query).unwrap_or(per_query));
+            }
             let random = modes & pg_sys::SetFunctionReturnMode::SFRM_Materialize_Random as i32 != 0;
-            let store = pg_sys::tuplestore_begin_heap(random, false, pg_sys::work_mem);
-            pg_sys::MemoryContextSwitchTo(previous);
+            // One guard for the set-up: the closure owns only raw pointers and flags, so an
+            // ERROR raised inside skips no Rust value that needs dropping.
+            let store = pgrx::pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                let previous = pg_sys::MemoryContextSwitchTo(per_query);
+                if desc.is_null() {
+                    desc = desc_copy_in_setup((*rsinfo).expectedDesc);
+                }
+                pg_sys::MemoryContextSwitchTo(result_memory(per_query).unwrap_or(per_query));
+                let store = tuplestore_begin_heap_in_setup(random, false, pg_sys::work_mem);
+                pg_sys::MemoryContextSwitchTo(previous);
+                store
+            });
             (*rsinfo).returnMode = pg_sys::SetFunctionReturnMode::SFRM_Materialize;
             (*rsinfo).setResult = store;
             (*rsinfo).setDesc = desc;
             Some((store, desc))
         }
     }
+}
+
+unsafe extern "C-unwind" {
+    /// PostgreSQL's `CreateTupleDescCopy`, bound without pgrx's per-call guard: called only
+    /// inside the one guard of `Call::result_store`.
+    #[link_name = "CreateTupleDescCopy"]
+    fn desc_copy_in_setup(desc: pg_sys::TupleDesc) -> pg_sys::TupleDesc;
+    /// PostgreSQL's `tuplestore_begin_heap`, bound without pgrx's per-call guard (as above).
+    #[link_name = "tuplestore_begin_heap"]
+    fn tuplestore_begin_heap_in_setup(
+        random_access: bool,
+        inter_xact: bool,
+        max_kbytes: std::ffi::c_int,
+    ) -> *mut pg_sys::Tuplestorestate;
+    /// PostgreSQL's `MemoryContextAlloc`, bound without pgrx's per-call guard (as above).
+    #[link_name = "MemoryContextAlloc"]
+    fn context_alloc_in_setup(
+        context: pg_sys::MemoryContext,
+        size: pg_sys::Size,
+    ) -> *mut std::ffi::c_void;
+    /// PostgreSQL's `MemoryContextRegisterResetCallback`, bound without pgrx's per-call guard
+    /// (as above).
+    #[link_name = "MemoryContextRegisterResetCallback"]
+    fn register_reset_callback_in_setup(
+        context: pg_sys::MemoryContext,
+        callback: *mut pg_sys::MemoryContextCallback,
+    );
+    /// PostgreSQL's `AllocSetContextCreateInternal`, bound without pgrx's per-call guard (as
+    /// above).
+    #[link_name = "AllocSetContextCreateInternal"]
+    fn alloc_set_create_in_setup(
+        parent: pg_sys::MemoryContext,
+        name: *const std::ffi::c_char,
+        min_context_size: pg_sys::Size,
+        init_block_size: pg_sys::Size,
+        max_block_size: pg_sys::Size,
+    ) -> pg_sys::MemoryContext;
 }
 
 /// The size of the result pool's first block, which stays allocated for the life of the
@@ -408,7 +451,8 @@ unsafe extern "C-unwind" fn result_pool_returned(_arg: *mut std::ffi::c_void) {
 /// still open, a read inside a read): that result stays in its per-query context, as before.
 ///
 /// # Safety
-/// `per_query` is the per-query context of a call in progress (a valid context).
+/// `per_query` is the per-query context of a call in progress (a valid context); called only
+/// inside the one guard of `Call::result_store` (it calls PostgreSQL unguarded).
 unsafe fn result_memory(per_query: pg_sys::MemoryContext) -> Option<pg_sys::MemoryContext> {
     let lent_to = RESULT_POOL_LENT_TO.with(Cell::get);
     if lent_to == per_query {
@@ -423,7 +467,7 @@ unsafe fn result_memory(per_query: pg_sys::MemoryContext) -> Option<pg_sys::Memo
         // first block is RESULT_POOL_KEEP (no larger than its largest block, as PostgreSQL
         // requires), later blocks grow as the per-query context's do.
         pool = unsafe {
-            pg_sys::AllocSetContextCreateExtended(
+            alloc_set_create_in_setup(
                 pg_sys::TopMemoryContext,
                 c"event_store result pool".as_ptr(),
                 RESULT_POOL_KEEP,
@@ -437,7 +481,7 @@ unsafe fn result_memory(per_query: pg_sys::MemoryContext) -> Option<pg_sys::Memo
     // and fully written before it is registered, so it lives exactly as long as the
     // registration; PostgreSQL calls it once, when `per_query` is reset or deleted.
     unsafe {
-        let callback = pg_sys::MemoryContextAlloc(
+        let callback = context_alloc_in_setup(
             per_query,
             std::mem::size_of::<pg_sys::MemoryContextCallback>(),
         )
@@ -447,7 +491,7 @@ unsafe fn result_memory(per_query: pg_sys::MemoryContext) -> Option<pg_sys::Memo
             arg: std::ptr::null_mut(),
             next: std::ptr::null_mut(),
         });
-        pg_sys::MemoryContextRegisterResetCallback(per_query, callback);
+        register_reset_callback_in_setup(per_query, callback);
     }
     RESULT_POOL_LENT_TO.with(|l| l.set(per_query));
     Some(pool)
