@@ -6,6 +6,7 @@
 use crate::pg::jsonb::Jsonb;
 use event_store_core::EventStoreError;
 use pgrx::pg_sys::{self, BuiltinOid, Datum};
+use std::cell::Cell;
 use std::ffi::CStr;
 use std::marker::PhantomData;
 use uuid::Uuid;
@@ -286,25 +287,214 @@ impl<'fc> Call<'fc> {
     }
 
     fn materialize_with(&mut self, flags: pg_sys::bits32) -> ResultSet {
-        // SAFETY: InitMaterializedSRF checks that the caller accepts a materialized set (an
-        // ERROR otherwise) and creates the tuple store and its descriptor in the per-query
-        // context, which outlives the call; with MAT_SRF_USE_EXPECTED_DESC only when the
-        // caller's expected descriptor was seen to be set.
-        unsafe {
+        // SAFETY: `result_store` only proceeds for a caller that accepts a materialized set;
+        // otherwise InitMaterializedSRF raises its own ERROR for such a caller (or, should it
+        // accept one `result_store` declined, sets the result up as PostgreSQL does: the tuple
+        // store and its descriptor in the per-query context, which outlives the call).
+        let (store, desc) = unsafe { self.result_store(flags) }.unwrap_or_else(|| unsafe {
             pg_sys::InitMaterializedSRF(self.fcinfo, flags);
             let rsinfo = (*self.fcinfo).resultinfo.cast::<pg_sys::ReturnSetInfo>();
-            let desc = (*rsinfo).setDesc;
-            ResultSet {
-                store: (*rsinfo).setResult,
-                desc,
-                natts: (*desc).natts as usize,
-                rewrite: None,
-                failed: None,
-                matched: std::ptr::null_mut(),
-                matched_whole: false,
-            }
+            ((*rsinfo).setResult, (*rsinfo).setDesc)
+        });
+        // SAFETY: the descriptor was just made in the per-query context.
+        let natts = unsafe { (*desc).natts } as usize;
+        ResultSet {
+            store,
+            desc,
+            natts,
+            rewrite: None,
+            failed: None,
+            matched: std::ptr::null_mut(),
+            matched_whole: false,
         }
     }
+
+    /// What `InitMaterializedSRF` does, with the tuple store in the backend's result pool when
+    /// it is free ([`result_memory`]) instead of the per-query context: `None` (nothing done)
+    /// for any caller it would raise an ERROR for, so the caller can let it raise its own.
+    ///
+    /// Why: the per-query context is made anew for every query and grows its blocks by
+    /// doubling; a page of `es.read_all` (docs/reference.md §3) fills blocks the C library
+    /// maps afresh, or takes from the top of the heap, and gives back to the kernel when the
+    /// query ends, so every call faulted its result's pages in anew (under 8 clients the
+    /// kernel's time per call was more than the raw query's whole read). The pool keeps them.
+    ///
+    /// # Safety
+    /// `self.fcinfo` is the call's (`Call::new`'s contract).
+    unsafe fn result_store(
+        &mut self,
+        flags: pg_sys::bits32,
+    ) -> Option<(*mut pg_sys::Tuplestorestate, pg_sys::TupleDesc)> {
+        // SAFETY: the fcinfo is valid; its resultinfo is read only once it is seen to be a
+        // ReturnSetInfo (non-NULL and tagged), and its expression context only once non-NULL.
+        unsafe {
+            let rsinfo = (*self.fcinfo).resultinfo;
+            if rsinfo.is_null() || (*rsinfo).type_ != pg_sys::NodeTag::T_ReturnSetInfo {
+                return None;
+            }
+            let rsinfo = rsinfo.cast::<pg_sys::ReturnSetInfo>();
+            let modes = (*rsinfo).allowedModes;
+            let expected = flags & pg_sys::MAT_SRF_USE_EXPECTED_DESC as pg_sys::bits32 != 0;
+            if modes & pg_sys::SetFunctionReturnMode::SFRM_Materialize as i32 == 0
+                || (expected && (*rsinfo).expectedDesc.is_null())
+                || flags & !(pg_sys::MAT_SRF_USE_EXPECTED_DESC as pg_sys::bits32) != 0
+                || (*rsinfo).econtext.is_null()
+            {
+                return None;
+            }
+            let per_query = (*(*rsinfo).econtext).ecxt_per_query_memory;
+            let mut desc: pg_sys::TupleDesc = std::ptr::null_mut();
+            if !expected {
+                let previous = pg_sys::MemoryContextSwitchTo(per_query);
+                let class =
+                    pg_sys::get_call_result_type(self.fcinfo, std::ptr::null_mut(), &mut desc);
+                pg_sys::MemoryContextSwitchTo(previous);
+                if class != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE || desc.is_null() {
+                    return None;
+                }
+            }
+            let random = modes & pg_sys::SetFunctionReturnMode::SFRM_Materialize_Random as i32 != 0;
+            // One guard for the set-up: the closure owns only raw pointers and flags, so an
+            // ERROR raised inside skips no Rust value that needs dropping.
+            let store = pgrx::pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                let previous = pg_sys::MemoryContextSwitchTo(per_query);
+                if desc.is_null() {
+                    desc = desc_copy_in_setup((*rsinfo).expectedDesc);
+                }
+                pg_sys::MemoryContextSwitchTo(result_memory(per_query).unwrap_or(per_query));
+                let store = tuplestore_begin_heap_in_setup(random, false, pg_sys::work_mem);
+                pg_sys::MemoryContextSwitchTo(previous);
+                store
+            });
+            (*rsinfo).returnMode = pg_sys::SetFunctionReturnMode::SFRM_Materialize;
+            (*rsinfo).setResult = store;
+            (*rsinfo).setDesc = desc;
+            Some((store, desc))
+        }
+    }
+}
+
+unsafe extern "C-unwind" {
+    /// PostgreSQL's `CreateTupleDescCopy`, bound without pgrx's per-call guard: called only
+    /// inside the one guard of `Call::result_store`.
+    #[link_name = "CreateTupleDescCopy"]
+    fn desc_copy_in_setup(desc: pg_sys::TupleDesc) -> pg_sys::TupleDesc;
+    /// PostgreSQL's `tuplestore_begin_heap`, bound without pgrx's per-call guard (as above).
+    #[link_name = "tuplestore_begin_heap"]
+    fn tuplestore_begin_heap_in_setup(
+        random_access: bool,
+        inter_xact: bool,
+        max_kbytes: std::ffi::c_int,
+    ) -> *mut pg_sys::Tuplestorestate;
+    /// PostgreSQL's `MemoryContextAlloc`, bound without pgrx's per-call guard (as above).
+    #[link_name = "MemoryContextAlloc"]
+    fn context_alloc_in_setup(
+        context: pg_sys::MemoryContext,
+        size: pg_sys::Size,
+    ) -> *mut std::ffi::c_void;
+    /// PostgreSQL's `MemoryContextRegisterResetCallback`, bound without pgrx's per-call guard
+    /// (as above).
+    #[link_name = "MemoryContextRegisterResetCallback"]
+    fn register_reset_callback_in_setup(
+        context: pg_sys::MemoryContext,
+        callback: *mut pg_sys::MemoryContextCallback,
+    );
+    /// PostgreSQL's `AllocSetContextCreateInternal`, bound without pgrx's per-call guard (as
+    /// above).
+    #[link_name = "AllocSetContextCreateInternal"]
+    fn alloc_set_create_in_setup(
+        parent: pg_sys::MemoryContext,
+        name: *const std::ffi::c_char,
+        min_context_size: pg_sys::Size,
+        init_block_size: pg_sys::Size,
+        max_block_size: pg_sys::Size,
+    ) -> pg_sys::MemoryContext;
+}
+
+/// The size of the result pool's first block, which stays allocated for the life of the
+/// backend: a page of 1,000 events of `es.read_all` fits in it.
+const RESULT_POOL_KEEP: usize = 512 * 1024;
+
+thread_local! {
+    /// The backend's result pool (NULL until its first use): a memory context under the
+    /// backend's top context whose first block ([`RESULT_POOL_KEEP`]) is never freed, only
+    /// reset, so its pages stay mapped from one query to the next.
+    static RESULT_POOL: Cell<pg_sys::MemoryContext> = const { Cell::new(std::ptr::null_mut()) };
+    /// The per-query context the pool is lent to (NULL: the pool is free). Cleared, with the
+    /// pool reset, by that context's reset callback ([`result_pool_returned`]).
+    static RESULT_POOL_LENT_TO: Cell<pg_sys::MemoryContext> =
+        const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// The reset callback of the per-query context the pool is lent to: that context is being
+/// reset or deleted, so every result the executor read from the pool is gone with it (its
+/// stores, slots and nodes lived there), and the pool's memory can serve the next query.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn result_pool_returned(_arg: *mut std::ffi::c_void) {
+    let pool = RESULT_POOL.with(Cell::get);
+    // SAFETY: the pool was created before it was lent and is never deleted; nothing reads the
+    // results it held once the per-query context they were lent for is reset (their readers
+    // live in that context: InitMaterializedSRF's contract). Resetting a context never raises.
+    unsafe { pg_sys::MemoryContextReset(pool) };
+    RESULT_POOL_LENT_TO.with(|l| l.set(std::ptr::null_mut()));
+}
+
+/// The memory context a materialized result's tuple store lives in, `None` for the per-query
+/// context itself (what InitMaterializedSRF uses).
+///
+/// The backend's result pool, lent to the per-query context `per_query` until that context
+/// is reset or deleted (its reset callback then resets the pool): every result of that query
+/// can live there (a rescan's calls too), and the results live exactly as long as they would
+/// in the per-query context, whatever reads them (a function scan, a cursor fetched after the
+/// function returned, a rescan, a spill to a temporary file past `work_mem` whose buffer is
+/// allocated there too). `None` while the pool is lent to another query's context (a cursor
+/// still open, a read inside a read): that result stays in its per-query context, as before.
+///
+/// # Safety
+/// `per_query` is the per-query context of a call in progress (a valid context); called only
+/// inside the one guard of `Call::result_store` (it calls PostgreSQL unguarded).
+unsafe fn result_memory(per_query: pg_sys::MemoryContext) -> Option<pg_sys::MemoryContext> {
+    let lent_to = RESULT_POOL_LENT_TO.with(Cell::get);
+    if lent_to == per_query {
+        return Some(RESULT_POOL.with(Cell::get));
+    }
+    if !lent_to.is_null() {
+        return None;
+    }
+    let mut pool = RESULT_POOL.with(Cell::get);
+    if pool.is_null() {
+        // SAFETY: a context under the top context, which lives as long as the backend; its
+        // first block is RESULT_POOL_KEEP (no larger than its largest block, as PostgreSQL
+        // requires), later blocks grow as the per-query context's do.
+        pool = unsafe {
+            alloc_set_create_in_setup(
+                pg_sys::TopMemoryContext,
+                c"event_store result pool".as_ptr(),
+                RESULT_POOL_KEEP,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+            )
+        };
+        RESULT_POOL.with(|p| p.set(pool));
+    }
+    // SAFETY: the callback is allocated in `per_query` itself (valid: the caller's contract)
+    // and fully written before it is registered, so it lives exactly as long as the
+    // registration; PostgreSQL calls it once, when `per_query` is reset or deleted.
+    unsafe {
+        let callback = context_alloc_in_setup(
+            per_query,
+            std::mem::size_of::<pg_sys::MemoryContextCallback>(),
+        )
+        .cast::<pg_sys::MemoryContextCallback>();
+        callback.write(pg_sys::MemoryContextCallback {
+            func: Some(result_pool_returned),
+            arg: std::ptr::null_mut(),
+            next: std::ptr::null_mut(),
+        });
+        register_reset_callback_in_setup(per_query, callback);
+    }
+    RESULT_POOL_LENT_TO.with(|l| l.set(per_query));
+    Some(pool)
 }
 
 /// The memory context of a call in progress (the current memory context of a C function,

@@ -220,6 +220,60 @@ RESET temp_file_limit;
 SELECT count(*) AS whole_stream, sum((data->>'i')::int) AS sum_i FROM es.load_events('a9000000-0000-0000-0000-000000000006');
 SELECT count(*) AS whole_log, min(global_position) AS first, max(global_position) AS last FROM es.read_all(0, 5000);
 RESET work_mem;
+-- Results live in the backend's result pool, lent to the per-query context of the query that
+-- reads them and reset when that context goes (docs/reference.md §3): a cursor fetched after
+-- the function returned, while other reads run (they keep their rows in their own query's
+-- memory); two reads in one query; a read repeated by rescans; a scrollable cursor read
+-- backwards from a result spilled past work_mem; a cursor held past its commit; a cursor
+-- dropped by a rolled-back savepoint. Between queries the pool keeps only its first block.
+SELECT count(*) AS warm_up FROM es.read_all(0, 10);
+SELECT total_bytes AS pool_bytes_between_queries FROM pg_backend_memory_contexts
+WHERE name = 'event_store result pool';
+BEGIN;
+DECLARE c1 CURSOR FOR SELECT global_position, (data->>'i')::int AS i FROM es.read_all(0, 5000);
+FETCH 2 FROM c1;
+-- (the cursor's 2,000 rows are in the pool; from PostgreSQL 17 on, in the tuple store's own
+-- context, a child of the pool)
+SELECT sum(total_bytes) > 800 * 1024 AS pool_holds_the_open_cursor FROM pg_backend_memory_contexts
+WHERE name IN ('event_store result pool', 'tuplestore tuples');
+SELECT count(*) AS read_beside_the_cursor, sum((data->>'i')::int) AS sum_i FROM es.read_all(100, 50);
+SELECT a.global_position, b.global_position AS next_page
+FROM es.read_all(0, 3) a JOIN es.read_all(1, 3) b ON b.global_position = a.global_position + 1
+ORDER BY 1;
+SELECT g, (SELECT count(*) FROM es.read_all(g * 100, 10)) AS per_row_read FROM generate_series(1, 3) g;
+FETCH 2 FROM c1;
+MOVE FORWARD 1990 IN c1;
+FETCH 2 FROM c1;
+CLOSE c1;
+SELECT total_bytes AS pool_bytes_after_close FROM pg_backend_memory_contexts
+WHERE name = 'event_store result pool';
+SELECT g, count(*) AS events, min(e.version) AS first_version
+FROM generate_series(1, 3) g, LATERAL es.load_events('a9000000-0000-0000-0000-000000000006', g * 10, 5) e
+GROUP BY g ORDER BY g;
+SET LOCAL work_mem = '64kB';
+DECLARE c2 SCROLL CURSOR FOR SELECT global_position, (data->>'i')::int AS i FROM es.read_all(0, 5000);
+FETCH LAST FROM c2;
+FETCH BACKWARD 2 FROM c2;
+FETCH ABSOLUTE 1000 FROM c2;
+CLOSE c2;
+COMMIT;
+BEGIN;
+DECLARE c3 CURSOR WITH HOLD FOR SELECT global_position FROM es.read_all(1500, 1000);
+COMMIT;
+SELECT count(*) AS read_after_the_held_commit FROM es.read_all(0, 100);
+FETCH 2 FROM c3;
+MOVE FORWARD 495 IN c3;
+FETCH 5 FROM c3;
+CLOSE c3;
+BEGIN;
+SAVEPOINT s;
+DECLARE c4 CURSOR FOR SELECT global_position FROM es.read_all(0, 5000);
+FETCH 1 FROM c4;
+ROLLBACK TO s;
+SELECT count(*) AS read_after_the_rollback, sum(global_position) AS sum_positions FROM es.read_all(0, 5000);
+COMMIT;
+SELECT total_bytes AS pool_bytes_at_the_end FROM pg_backend_memory_contexts
+WHERE name = 'event_store result pool';
 \c event_store_regress
 DROP DATABASE es_regress_positions;
 DROP DATABASE es_regress_ascii;
