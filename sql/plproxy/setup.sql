@@ -20,8 +20,10 @@
 --     shard_of, shards.
 -- Errors keep the store's SQLSTATE, message, DETAIL and HINT: PL/Proxy prefixes a remote error's
 -- message, DETAIL and HINT ("... REMOTE ERROR: ", "Remote detail: ", "Remote hint: "), and each
--- `es` function strips those again (es_proxy.reraise), so the DETAIL contract (docs/sql-reference.md,
--- "Errors") survives the hop. A shard that cannot be reached gives 08001 naming the shard (08006
+-- `es` function strips those again, so the DETAIL contract (docs/sql-reference.md, "Errors")
+-- survives the hop: the routed functions returning one value through the event_store library's C
+-- relay where the proxy's server has the library (the end of this file), the others, and all of
+-- them elsewhere, with an EXCEPTION block and es_proxy.reraise. A shard that cannot be reached gives 08001 naming the shard (08006
 -- when the connection broke during the call or the shard's session ended), for the streams of
 -- that shard only. PL/Proxy runs each call in its own transaction on the shard (autocommit), with
 -- an unnamed statement (parsed and planned there per call), and reconnects to a shard after a
@@ -190,6 +192,7 @@ COMMENT ON FUNCTION es_proxy.uuid_v7() IS
 
 -- --- errors ---------------------------------------------------------------------------------------
 -- es_proxy.reraise: raises again an error caught by an es function, without PL/Proxy's decorations.
+-- The library's relay applies the same rules (event_store_core::proxy::undecorate): change both.
 CREATE OR REPLACE FUNCTION es_proxy.reraise(state text, message text, detail text, hint text, shard integer)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
@@ -430,7 +433,9 @@ END $$;
 
 -- --- es: the store's API, routed ---------------------------------------------------------------
 -- Each function calls its es_proxy twin and, on error, raises it again without PL/Proxy's
--- decorations (the EXCEPTION block costs a subtransaction on the proxy, which writes nothing).
+-- decorations (the EXCEPTION block costs a subtransaction on the proxy, which writes nothing;
+-- the functions returning one value become the library's C relay at the end of this file where
+-- the library is installed, which needs none).
 CREATE OR REPLACE FUNCTION es.append_events(stream_id uuid, expected_version bigint, events jsonb[],
     stream_type text DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql AS $$
@@ -857,3 +862,65 @@ BEGIN
     EXECUTE format('DROP FUNCTION %s', f.old);
   END LOOP;
 END $$;
+
+-- The routed functions returning one value, as the store's C relay where the event_store library
+-- is installed on the proxy's server (docs/sharding.md "Cost"): `es_proxy_relay` calls the
+-- es_proxy twin of the same name through fmgr and gives its error back without PL/Proxy's
+-- decorations, as es_proxy.reraise does, but without the PL/pgSQL call and the EXCEPTION block's
+-- subtransaction (~13,000 instructions per call). Same signatures, defaults, volatility, grants
+-- and comments (CREATE OR REPLACE keeps the function); where the library is missing or has no
+-- relay (another version), the PL/pgSQL functions above stay.
+--
+-- The relay also computes the shard (es.stream_hash & (shard count - 1), as PL/Proxy does) and
+-- calls es_proxy.<f>_on_<shard>, the twin with a constant RUN ON <shard>: PL/Proxy then runs no
+-- hash query through SPI (~9,500 instructions per call); the es_proxy twin still counts for
+-- privileges, and is called where an _on_ function is missing. One such function per shard and
+-- routed function, made here from the twin's body; those of shards the cluster no longer has
+-- are dropped.
+DO $do$
+DECLARE
+  f regprocedure;
+  t regprocedure;
+  n integer := es.shard_count();
+  k integer;
+BEGIN
+  FOR t IN SELECT p.oid FROM pg_proc p
+            WHERE p.pronamespace = 'es_proxy'::regnamespace AND p.proname ~ '_on_[0-9]+$'
+              AND substring(p.proname FROM '_on_([0-9]+)$')::integer >= n LOOP
+    EXECUTE format('DROP FUNCTION %s', t);
+  END LOOP;
+  IF NOT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'event_store') THEN
+    RETURN;
+  END IF;
+  BEGIN
+    FOR f IN SELECT unnest(ARRAY[
+        'es.append_events(uuid, bigint, jsonb[], text)', 'es.stream_version(uuid)',
+        'es.save_snapshot(uuid, bigint, jsonb)', 'es.delete_stream(uuid, bigint, boolean)',
+        'es.undelete_stream(uuid)', 'es.truncate_stream(uuid, bigint)',
+        'es.deposit(uuid, bigint, text, bigint)', 'es.withdraw(uuid, bigint, text, bigint)',
+        'es.freeze_account(uuid, text)', 'es.close_account(uuid, text)',
+        'es.account_state(uuid, timestamptz, bigint)']::regprocedure[])
+    LOOP
+      t := format('es_proxy.%I(%s)', p.proname, oidvectortypes(p.proargtypes))::regprocedure
+           FROM pg_proc p WHERE p.oid = f;
+      FOR k IN 0 .. n - 1 LOOP
+        EXECUTE format('CREATE OR REPLACE FUNCTION es_proxy.%I(%s) RETURNS %s LANGUAGE plproxy AS %L',
+          (SELECT proname FROM pg_proc WHERE oid = t) || '_on_' || k, pg_get_function_arguments(t),
+          pg_get_function_result(t),
+          regexp_replace((SELECT prosrc FROM pg_proc WHERE oid = t),
+                         'RUN ON es_proxy\.route\(\w+\);', format('RUN ON %s;', k)));
+        EXECUTE format('COMMENT ON FUNCTION es_proxy.%I(%s) IS %L',
+          (SELECT proname FROM pg_proc WHERE oid = t) || '_on_' || k, pg_get_function_identity_arguments(t),
+          format('%s on shard %s (RUN ON %s: no hash query): what the relay es.%s calls for the streams of that shard.',
+                 t, k, k, (SELECT proname FROM pg_proc WHERE oid = t)));
+      END LOOP;
+      EXECUTE format('CREATE OR REPLACE FUNCTION %s.%I(%s) RETURNS %s LANGUAGE c %s AS %L, %L',
+        'es', (SELECT proname FROM pg_proc WHERE oid = f), pg_get_function_arguments(f),
+        pg_get_function_result(f),
+        CASE (SELECT provolatile FROM pg_proc WHERE oid = f) WHEN 's' THEN 'STABLE' ELSE 'VOLATILE' END,
+        '$libdir/event_store', 'es_proxy_relay');
+    END LOOP;
+  EXCEPTION WHEN undefined_file OR undefined_function OR insufficient_privilege THEN
+    NULL;   -- no loadable library with the relay (another version?): the PL/pgSQL functions
+  END;
+END $do$;

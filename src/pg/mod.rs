@@ -26,6 +26,8 @@
 //! - [`aggregate`]: Rust values owned by an aggregate's memory context;
 //! - [`presorted`]: the planner hook (PostgreSQL 15) that spares a replay in SQL the sort of
 //!   its stream's events when the index already gives them in version order;
+//! - [`proxy`]: the relay a PL/Proxy proxy's routed functions are where its server has this
+//!   library: the raw PL/Proxy call, its error given back without PL/Proxy's decoration;
 //! - [`security`]: running code as another role (a projection's handler as its creator) the
 //!   way PostgreSQL does, in a security-restricted operation;
 //! - [`udf`]: calling a user's function (an aggregate's evolve and check, an upcaster) through
@@ -46,6 +48,7 @@ pub mod insert;
 pub mod jsonb;
 pub mod positions;
 pub mod presorted;
+pub mod proxy;
 pub mod registry;
 pub mod security;
 pub mod server;

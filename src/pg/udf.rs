@@ -170,7 +170,7 @@ pub fn function_name(oid: Oid) -> String {
 /// `fcinfo` must be a call frame set up for `func` (fmgr's contract). The frames between the
 /// `sigsetjmp` and the call own nothing that needs dropping (only raw pointers and a `Datum`),
 /// so a `longjmp` back over them skips nothing.
-unsafe fn call_catching(
+pub(super) unsafe fn call_catching(
     func: unsafe extern "C-unwind" fn(pg_sys::FunctionCallInfo) -> Datum,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Result<Datum, RaisedError> {

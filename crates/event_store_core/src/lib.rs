@@ -13,6 +13,7 @@
 //! - [`shape`]: the seed's whole event shape for the events the account commands write;
 //! - [`personal`]: personal-data paths, sealing a value with its subject's key (AES-256-GCM) and
 //!   revealing or erasing it on read (crypto-shredding);
+//! - [`proxy`]: a shard's error as a PL/Proxy proxy's client sees it (PL/Proxy's decoration off);
 //! - [`subscription`]: the partition of a stream, and the rules of subscriptions (leases, attempts);
 //! - [`error`]: the one error enum, with the SQLSTATE, message, DETAIL and HINT of each failure;
 //!   [`sqlstate`]: the SQLSTATE constants themselves, which a client matches on.
@@ -23,6 +24,7 @@ pub mod event;
 pub mod expected;
 pub mod lifecycle;
 pub mod personal;
+pub mod proxy;
 pub mod seed;
 pub mod shape;
 pub mod subscription;

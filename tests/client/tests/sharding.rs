@@ -12,6 +12,9 @@
 //! - the proxy's `es.stream_hash` (the store's C function, as the test cluster has the library;
 //!   no extension in the proxy) and its portable PL/pgSQL body `es_proxy.stream_hash_portable`
 //!   equal the extension's on 10,000 random ids and the core's fixed values;
+//! - where the proxy's server has the library, the routed functions returning one value are its
+//!   C relay; the PL/pgSQL wrappers a proxy without it keeps give the same scenario results, and
+//!   both refuse a role without EXECUTE on the twin alike;
 //! - a scenario of the core and account API (appends with expected versions, ES001/ES002/ES003/
 //!   ES004/22023 with their DETAILs, an idempotent retry, load_events, snapshots, the account
 //!   commands and rules — ES101 with `available: …, requested: …` —, account_state/history, the
@@ -1215,6 +1218,87 @@ fn the_api_through_the_proxy_gives_the_one_node_results() {
     report(&format!(
         "  e.g. {}",
         find("append expecting no stream (ES001)")
+    ));
+}
+
+/// The language of the proxy's `es.append_events` (`c`: the library's relay; `plpgsql`: the
+/// wrapper with an EXCEPTION block).
+fn append_language(client: &mut Client) -> String {
+    client
+        .query_one(
+            "SELECT l.lanname::text FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+              WHERE p.oid = 'es.append_events(uuid, bigint, jsonb[], text)'::regprocedure",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// What a role without EXECUTE on `es_proxy.append_events` gets from `es.append_events` (the
+/// SQL call of the twin refuses it, and the relay checks the same privilege).
+fn append_without_execute(proxy: &mut Client, role: &str) -> String {
+    proxy
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role};
+             GRANT USAGE ON SCHEMA es, es_proxy TO {role};
+             REVOKE EXECUTE ON FUNCTION es_proxy.append_events(uuid, bigint, jsonb[], text) FROM PUBLIC"
+        ))
+        .unwrap();
+    proxy.batch_execute(&format!("SET ROLE {role}")).unwrap();
+    let refused = append(proxy, Uuid::from_u128(7), None, &[r#"{"type":"Refused"}"#]);
+    proxy
+        .batch_execute(&format!(
+            "RESET ROLE;
+             GRANT EXECUTE ON FUNCTION es_proxy.append_events(uuid, bigint, jsonb[], text) TO PUBLIC;
+             REVOKE ALL ON SCHEMA es, es_proxy FROM {role}; DROP ROLE {role}"
+        ))
+        .unwrap();
+    outcome(refused)
+}
+
+#[test]
+fn the_relay_and_the_plpgsql_fallback_give_the_same_errors() {
+    // The test cluster has the library, so the routed functions returning one value are its C
+    // relay (sql/plproxy/setup.sql's last block); a proxy whose server has no library keeps the
+    // PL/pgSQL wrappers above that block: made here by running the file up to it again, and
+    // then the whole scenario must still give the one-node results.
+    let sharded = Sharded::new("shard_fallback");
+    let mut proxy = sharded.proxy();
+    assert_eq!(append_language(&mut proxy), "c");
+    let relay_refusal = append_without_execute(&mut proxy, "es_ct_shard_relay_role");
+    let setup = std::fs::read_to_string(repo_dir().join("sql/plproxy/setup.sql")).unwrap();
+    let marker = "-- The routed functions returning one value, as the store's C relay";
+    let head = &setup[..setup.find(marker).expect("the relay block's comment in setup.sql")];
+    proxy
+        .batch_execute(&format!("SET client_min_messages = warning; {head}"))
+        .unwrap();
+    assert_eq!(append_language(&mut proxy), "plpgsql");
+    let fallback_refusal = append_without_execute(&mut proxy, "es_ct_shard_fallback_role");
+    assert!(
+        relay_refusal.starts_with("42501 | permission denied for function append_events"),
+        "{relay_refusal}"
+    );
+    assert_eq!(relay_refusal, fallback_refusal);
+
+    let single = TestDb::new("shard_fallback_single");
+    let one_node = scenario(&mut single.connect());
+    let through = scenario(&mut proxy);
+    let differences: Vec<String> = one_node
+        .iter()
+        .zip(&through)
+        .filter(|((_, a), (_, b))| a != b)
+        .map(|((name, a), (_, b))| format!("{name}:\n  one node: {a}\n  proxy:    {b}"))
+        .collect();
+    assert_eq!(one_node.len(), through.len());
+    assert!(
+        differences.is_empty(),
+        "the PL/pgSQL proxy differs from one node:\n{}",
+        differences.join("\n")
+    );
+    report(&format!(
+        "fallback: the {} scenario steps through the PL/pgSQL wrappers equal one node as through the \
+         relay; without EXECUTE on the twin both give {relay_refusal}",
+        through.len()
     ));
 }
 
