@@ -1268,7 +1268,9 @@ fn the_relay_and_the_plpgsql_fallback_give_the_same_errors() {
     let relay_refusal = append_without_execute(&mut proxy, "es_ct_shard_relay_role");
     let setup = std::fs::read_to_string(repo_dir().join("sql/plproxy/setup.sql")).unwrap();
     let marker = "-- The routed functions returning one value, as the store's C relay";
-    let head = &setup[..setup.find(marker).expect("the relay block's comment in setup.sql")];
+    let head = &setup[..setup
+        .find(marker)
+        .expect("the relay block's comment in setup.sql")];
     proxy
         .batch_execute(&format!("SET client_min_messages = warning; {head}"))
         .unwrap();
