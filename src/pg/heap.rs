@@ -1144,6 +1144,9 @@ const PRUNE_CHAIN: usize = 8;
 /// walked it. Only the pruning decision depends on it, so a chain it cannot follow (an offset
 /// out of range, a line pointer neither normal nor a redirect) just ends the count.
 ///
+/// The page is read through its header's fields, as PostgreSQL's page macros do (on 18 they are
+/// functions pgrx reaches only through a guarded call each).
+///
 /// # Safety
 /// `page` is a heap page whose buffer this backend holds pinned and content-locked.
 unsafe fn dead_before(
@@ -1151,27 +1154,32 @@ unsafe fn dead_before(
     root: pg_sys::OffsetNumber,
     found: pg_sys::OffsetNumber,
 ) -> usize {
-    // SAFETY: the caller's contract; every offset is checked against the page's line pointer
-    // count before its line pointer is read, and a normal line pointer's tuple lies on the page.
+    // SAFETY: the caller's contract: the header and the line pointer array up to pd_lower are
+    // on the page; every offset is checked against the line pointer count before its line
+    // pointer is read, and a normal line pointer's tuple header lies on the page.
     unsafe {
-        let max = pg_sys::PageGetMaxOffsetNumber(page);
-        let mut at = root;
+        let header = page as *const pg_sys::PageHeaderData;
+        let linp = std::mem::offset_of!(pg_sys::PageHeaderData, pd_linp);
+        let max = usize::from((*header).pd_lower).saturating_sub(linp)
+            / std::mem::size_of::<pg_sys::ItemIdData>();
+        let mut at = usize::from(root);
         let mut dead = 0;
         // A chain has at most one version per line pointer: the bound ends any cycle.
         for _ in 0..=max {
-            if at == found || at == 0 || at > max {
+            if at == usize::from(found) || at == 0 || at > max {
                 break;
             }
-            let lp = pg_sys::PageGetItemId(page, at);
-            match (*lp).lp_flags() {
-                pg_sys::LP_REDIRECT => at = (*lp).lp_off() as pg_sys::OffsetNumber,
+            let lp = &*(*header).pd_linp.as_ptr().add(at - 1);
+            match lp.lp_flags() {
+                pg_sys::LP_REDIRECT => at = lp.lp_off() as usize,
                 pg_sys::LP_NORMAL => {
-                    let header = pg_sys::PageGetItem(page, lp) as pg_sys::HeapTupleHeader;
-                    if u32::from((*header).t_infomask2) & pg_sys::HEAP_HOT_UPDATED == 0 {
+                    let tuple = (page as *const u8).add(lp.lp_off() as usize)
+                        as *const pg_sys::HeapTupleHeaderData;
+                    if u32::from((*tuple).t_infomask2) & pg_sys::HEAP_HOT_UPDATED == 0 {
                         break;
                     }
                     dead += 1;
-                    at = (*header).t_ctid.ip_posid;
+                    at = usize::from((*tuple).t_ctid.ip_posid);
                 }
                 _ => break,
             }
