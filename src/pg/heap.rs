@@ -916,26 +916,7 @@ unsafe fn bump_row<const N: usize, E>(
         pg_sys::CommandCounterIncrement();
         let cid = pg_sys::GetCurrentCommandId(true);
         let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
-        let key_datum = super::call::uuid_datum(stream);
-        let mut key = std::mem::zeroed::<pg_sys::ScanKeyData>();
-        pg_sys::ScanKeyInit(
-            &mut key,
-            layout.attno(STREAM_ID),
-            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-            Oid::from(pg_sys::F_UUID_EQ),
-            key_datum,
-        );
-        // The primary key is open already: the ordered variant scans it without opening it
-        // a second time.
-        let scan = pg_sys::systable_beginscan_ordered(rel, pkey, snapshot, 1, &mut key);
-        let found =
-            pg_sys::systable_getnext_ordered(scan, pg_sys::ScanDirection::ForwardScanDirection);
-        let mut current = if found.is_null() {
-            ptr::null_mut()
-        } else {
-            pg_sys::heap_copytuple(found)
-        };
-        pg_sys::systable_endscan_ordered(scan);
+        let mut current = fetch_head(rel, pkey, stream, snapshot);
         pg_sys::UnregisterSnapshot(snapshot);
 
         let desc = (*rel).rd_att;
@@ -1049,6 +1030,171 @@ unsafe fn bump_row<const N: usize, E>(
         }
         result
     }
+}
+
+/// The row version of `stream` in `es.streams` that `snapshot` sees, copied (NULL if none): an
+/// index scan of the primary key, as `UPDATE … WHERE stream_id = $1` runs it, except that the
+/// heap page is pruned only when it is nearly full.
+///
+/// Why: an index scan's heap fetch (`heapam_index_fetch_tuple`) tries to prune the page on every
+/// fetch, and PostgreSQL prunes whenever the page's free space is below the fillfactor's reserve,
+/// which is always true of an `es.streams` page: every append paid a prune (~9,700 instructions
+/// and a WAL record) that removed the one dead version the previous append left. Pruned only when
+/// the next row versions might not fit, one prune removes the dead versions of many appends, and
+/// the update still finds room on the page (a HOT update: no index entries).
+///
+/// Visibility is the index scan's: the same btree probe under the same registered snapshot,
+/// and the same `heap_hot_search_buffer` over the HOT chain the index entry leads to (it follows
+/// a redirect at the chain's root, stops at an unused or out-of-range line pointer, so an entry
+/// whose slot a concurrent VACUUM freed gives "not found" for that entry, and the scan goes on).
+/// Entries whose whole chain is dead are marked dead in the index, as the executor's scan does.
+/// Buffer lock and pins: the page's content lock is held only across `heap_hot_search_buffer`
+/// and the free-space read; an ERROR raised there (a serialization failure under SERIALIZABLE)
+/// or in any other call here leaves the lock, the pin and the scan to the (sub)transaction's
+/// abort, which releases every LWLock and the resource owner's buffer pins, as for the
+/// executor's scan. The tuple is copied (TOAST pointers and all) while the pin keeps it in place
+/// and before the prune, which may move tuples on the page.
+///
+/// # Safety
+/// `rel` is `es.streams`, open and locked, `pkey` its open primary key (a btree on stream_id
+/// alone), `snapshot` a registered MVCC snapshot.
+unsafe fn fetch_head(
+    rel: pg_sys::Relation,
+    pkey: pg_sys::Relation,
+    stream: &Uuid,
+    snapshot: pg_sys::Snapshot,
+) -> pg_sys::HeapTuple {
+    // SAFETY: the caller's contract. The scan is ended and the buffer released before return;
+    // every tuple pointer into the page is used only while the buffer is pinned (and locked
+    // where the function asks for it).
+    unsafe {
+        let mut key = std::mem::zeroed::<pg_sys::ScanKeyData>();
+        pg_sys::ScanKeyInit(
+            &mut key,
+            1,
+            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+            Oid::from(pg_sys::F_UUID_EQ),
+            super::call::uuid_datum(stream),
+        );
+        let scan = super::compat::index_beginscan(rel, pkey, snapshot, 1, 0);
+        pg_sys::index_rescan(scan, &mut key, 1, ptr::null_mut(), 0);
+        let mut buffer = pg_sys::InvalidBuffer as pg_sys::Buffer;
+        let mut found: pg_sys::HeapTuple = ptr::null_mut();
+        loop {
+            let entry =
+                pg_sys::index_getnext_tid(scan, pg_sys::ScanDirection::ForwardScanDirection);
+            if entry.is_null() {
+                break;
+            }
+            let root = *entry;
+            let mut tid = root;
+            let block = pgrx::itemptr::item_pointer_get_block_number_no_check(tid);
+            if buffer == pg_sys::InvalidBuffer as pg_sys::Buffer
+                || pg_sys::BufferGetBlockNumber(buffer) != block
+            {
+                buffer = pg_sys::ReleaseAndReadBuffer(buffer, rel, block);
+            }
+            let mut tuple = std::mem::zeroed::<pg_sys::HeapTupleData>();
+            let mut all_dead = false;
+            pg_sys::LockBuffer(buffer, pg_sys::BUFFER_LOCK_SHARE as i32);
+            let visible = pg_sys::heap_hot_search_buffer(
+                &mut tid,
+                rel,
+                buffer,
+                snapshot,
+                &mut tuple,
+                &mut all_dead,
+                true,
+            );
+            let page = pg_sys::BufferGetPage(buffer);
+            let prune = visible
+                && (pg_sys::PageGetHeapFreeSpace(page) < prune_below(tuple.t_len)
+                    || dead_before(page, root.ip_posid, tid.ip_posid) >= PRUNE_CHAIN);
+            pg_sys::LockBuffer(buffer, pg_sys::BUFFER_LOCK_UNLOCK as i32);
+            if visible {
+                found = pg_sys::heap_copytuple(&mut tuple);
+                if prune {
+                    pg_sys::heap_page_prune_opt(rel, buffer);
+                }
+                break;
+            }
+            // As the executor's index scan: a chain dead to every snapshot lets the index AM
+            // mark its entry dead, so later probes skip it (not on a hot standby).
+            if !(*scan).xactStartedInRecovery {
+                (*scan).kill_prior_tuple = all_dead;
+            }
+        }
+        if buffer != pg_sys::InvalidBuffer as pg_sys::Buffer {
+            pg_sys::ReleaseBuffer(buffer);
+        }
+        pg_sys::index_endscan(scan);
+        found
+    }
+}
+
+/// The number of row versions before the visible one on a HOT chain at which [`fetch_head`]
+/// prunes the page whatever its free space: every fetch checks each version of the chain for
+/// visibility (~280 instructions each), a prune costs about 9,000 whatever it removes, so a
+/// stream appended to over and over (its chain growing by one version per append) is cheapest
+/// pruned every 8 or so appends (walks of 4 versions on average, a prune per 9 appends).
+const PRUNE_CHAIN: usize = 8;
+
+/// How many row versions precede the one at offset `found` on the HOT chain that starts at
+/// offset `root` of `page` (redirects not counted); the chain as `heap_hot_search_buffer` just
+/// walked it. Only the pruning decision depends on it, so a chain it cannot follow (an offset
+/// out of range, a line pointer neither normal nor a redirect) just ends the count.
+///
+/// The page is read through its header's fields, as PostgreSQL's page macros do (on 18 they are
+/// functions pgrx reaches only through a guarded call each).
+///
+/// # Safety
+/// `page` is a heap page whose buffer this backend holds pinned and content-locked.
+unsafe fn dead_before(
+    page: pg_sys::Page,
+    root: pg_sys::OffsetNumber,
+    found: pg_sys::OffsetNumber,
+) -> usize {
+    // SAFETY: the caller's contract: the header and the line pointer array up to pd_lower are
+    // on the page; every offset is checked against the line pointer count before its line
+    // pointer is read, and a normal line pointer's tuple header lies on the page.
+    unsafe {
+        let header = page as *const pg_sys::PageHeaderData;
+        let linp = std::mem::offset_of!(pg_sys::PageHeaderData, pd_linp);
+        let max = usize::from((*header).pd_lower).saturating_sub(linp)
+            / std::mem::size_of::<pg_sys::ItemIdData>();
+        let mut at = usize::from(root);
+        let mut dead = 0;
+        // A chain has at most one version per line pointer: the bound ends any cycle.
+        for _ in 0..=max {
+            if at == usize::from(found) || at == 0 || at > max {
+                break;
+            }
+            let lp = &*(*header).pd_linp.as_ptr().add(at - 1);
+            match lp.lp_flags() {
+                pg_sys::LP_REDIRECT => at = lp.lp_off() as usize,
+                pg_sys::LP_NORMAL => {
+                    let tuple = (page as *const u8).add(lp.lp_off() as usize)
+                        as *const pg_sys::HeapTupleHeaderData;
+                    if u32::from((*tuple).t_infomask2) & pg_sys::HEAP_HOT_UPDATED == 0 {
+                        break;
+                    }
+                    dead += 1;
+                    at = usize::from((*tuple).t_ctid.ip_posid);
+                }
+                _ => break,
+            }
+        }
+        dead
+    }
+}
+
+/// The free space on a stream row's page below which [`fetch_head`] prunes the page: room for a
+/// few more versions of the row (a page out of room turns the bump into a non-HOT update, which
+/// needs an entry in every index), at least a tenth of a page (PostgreSQL's own floor). A prune
+/// finds nothing to do unless the page holds versions dead to every snapshot (its own check).
+fn prune_below(row_len: u32) -> usize {
+    let row = (row_len as usize).next_multiple_of(8) + std::mem::size_of::<pg_sys::ItemIdData>();
+    (4 * row).max(pg_sys::BLCKSZ as usize / 10)
 }
 
 /// The row version at `tid`, whatever its visibility (it was just written by a transaction

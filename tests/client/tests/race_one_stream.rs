@@ -286,3 +286,88 @@ fn repeatable_read_racers_get_es001_or_a_serialization_failure() {
     );
     assert_stream_is_gapless(&db, stream, wins);
 }
+
+#[test]
+fn appends_stay_gapless_along_a_long_hot_chain_under_a_vacuum_loop() {
+    // The append prunes the stream row's page only when it is nearly full (docs/reference.md
+    // §1): between prunes the row's versions form a long HOT chain that every append walks
+    // from the index entry's root. A VACUUM of es.streams (and the pruning index scan of a
+    // plain reader) running meanwhile redirects the chain's root, frees dead line pointers and
+    // moves tuples on the page between one append's index probe and its heap fetch. Appends
+    // with NULL expected version must all succeed, return 1..=calls, and leave es.streams.version
+    // equal to the newest event's version.
+    let db = TestDb::new("race_vacuum");
+    let stream = Uuid::new_v4();
+    // Neighbours on the same pages, so the page also fills with other rows' versions.
+    let neighbours: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
+    {
+        let mut client = db.connect();
+        for &n in &neighbours {
+            append(&mut client, n, Some(0), &[RACED.to_owned()])
+                .unwrap_or_else(|e| panic!("creating a neighbour: {}", describe(&e)));
+        }
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (tallies, vacuums) = thread::scope(|scope| {
+        let vacuum = scope.spawn(|| {
+            let mut client = db.connect();
+            let mut rounds = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                client
+                    .batch_execute("VACUUM es.streams")
+                    .unwrap_or_else(|e| panic!("VACUUM es.streams: {}", describe(&e)));
+                // A reader's index scan prunes the page whenever PostgreSQL's own test says so.
+                client
+                    .batch_execute(
+                        "SET enable_seqscan = off; SET enable_bitmapscan = off; \
+                         SELECT count(*) FROM es.streams WHERE stream_id = ANY(ARRAY(\
+                         SELECT stream_id FROM es.streams))",
+                    )
+                    .unwrap_or_else(|e| panic!("reading es.streams: {}", describe(&e)));
+                rounds += 1;
+            }
+            rounds
+        });
+        let neighbour_appends = scope.spawn(|| {
+            let mut client = db.connect();
+            let mut i = 0usize;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                append(
+                    &mut client,
+                    neighbours[i % neighbours.len()],
+                    None,
+                    &[RACED.to_owned()],
+                )
+                .unwrap_or_else(|e| panic!("appending to a neighbour: {}", describe(&e)));
+                i += 1;
+            }
+        });
+        let tallies = race(&db, stream, Duration::from_secs(4), |_, _| None);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        neighbour_appends.join().expect("neighbour thread panicked");
+        (tallies, vacuum.join().expect("vacuum thread panicked"))
+    });
+
+    let versions = returned_versions(&tallies);
+    let calls = versions.len() as i64;
+    eprintln!("NULL race under VACUUM: {calls} appends, {vacuums} VACUUM rounds");
+    assert!(calls > 0, "no append succeeded in 4 s");
+    assert!(vacuums > 0, "no VACUUM ran during the race");
+    let one_each: Vec<i64> = (1..=calls).collect();
+    assert_eq!(
+        versions, one_each,
+        "returned versions must be 1..=calls, each once"
+    );
+    assert_stream_is_gapless(&db, stream, calls);
+    // Every neighbour's head is its newest event's version too.
+    let mut client = db.connect();
+    let off: i64 = client
+        .query_one(
+            "SELECT count(*) FROM es.streams s WHERE s.version IS DISTINCT FROM \
+             (SELECT max(e.version) FROM es.events e WHERE e.stream_id = s.stream_id)",
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("comparing es.streams with es.events: {}", describe(&e)))
+        .get(0);
+    assert_eq!(off, 0, "es.streams.version must be the newest event's version");
+}
