@@ -130,38 +130,19 @@ impl<'fc> Call<'fc> {
         let Some(d) = self.arg(p) else {
             return Ok(None);
         };
-        // SAFETY: the SQL declaration makes the argument a text[]; deconstruct_array detoasts
-        // it and returns palloc'd arrays of its elements (text datums into the detoasted copy,
-        // valid for the call), each copied into a Rust string.
-        unsafe {
-            let arr = pg_sys::pg_detoast_datum(d.cast_mut_ptr()).cast::<pg_sys::ArrayType>();
-            let mut values: *mut Datum = std::ptr::null_mut();
-            let mut nulls: *mut bool = std::ptr::null_mut();
-            let mut n: std::ffi::c_int = 0;
-            pg_sys::deconstruct_array(
-                arr,
-                pg_sys::TEXTOID,
-                -1,
-                false,
-                b'i' as std::ffi::c_char,
-                &mut values,
-                &mut nulls,
-                &mut n,
-            );
-            let mut out = Vec::with_capacity(n as usize);
-            for i in 0..n as usize {
-                if *nulls.add(i) {
-                    return Err(EventStoreError::InvalidArgument {
-                        name: p.name,
-                        reason: format!("element {} is null", i + 1),
-                    });
-                }
-                let c = pg_sys::text_to_cstring((*values.add(i)).cast_mut_ptr());
-                out.push(std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned());
-                pg_sys::pfree(c.cast());
-            }
-            Ok(Some(out))
-        }
+        // SAFETY: the SQL declaration makes the argument a text[].
+        let elements = unsafe { text_array_elements(d) };
+        elements
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                e.ok_or_else(|| EventStoreError::InvalidArgument {
+                    name: p.name,
+                    reason: format!("element {} is null", i + 1),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     /// A required `interval` argument that must be positive; returns its datum.
@@ -371,6 +352,42 @@ impl<'fc> Call<'fc> {
             (*rsinfo).setDesc = desc;
             Some((store, desc))
         }
+    }
+}
+
+/// The elements of a `text[]` datum as strings (`None` for a NULL element).
+///
+/// # Safety
+/// `d` is a non-NULL `text[]` datum (possibly toasted) valid for the call.
+pub unsafe fn text_array_elements(d: Datum) -> Vec<Option<String>> {
+    // SAFETY: the caller's contract; deconstruct_array detoasts the array and returns palloc'd
+    // arrays of its elements (text datums into the detoasted copy, valid for the call), each
+    // copied into a Rust string.
+    unsafe {
+        let arr = pg_sys::pg_detoast_datum(d.cast_mut_ptr()).cast::<pg_sys::ArrayType>();
+        let mut values: *mut Datum = std::ptr::null_mut();
+        let mut nulls: *mut bool = std::ptr::null_mut();
+        let mut n: std::ffi::c_int = 0;
+        pg_sys::deconstruct_array(
+            arr,
+            pg_sys::TEXTOID,
+            -1,
+            false,
+            b'i' as std::ffi::c_char,
+            &mut values,
+            &mut nulls,
+            &mut n,
+        );
+        (0..n as usize)
+            .map(|i| {
+                (!*nulls.add(i)).then(|| {
+                    let c = pg_sys::text_to_cstring((*values.add(i)).cast_mut_ptr());
+                    let text = std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned();
+                    pg_sys::pfree(c.cast());
+                    text
+                })
+            })
+            .collect()
     }
 }
 

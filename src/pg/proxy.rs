@@ -274,8 +274,8 @@ fn first_argument_is_uuid(oid: Oid) -> bool {
 
 /// The number of shards of server `es_shards` (its options `p0`, `p1`, …), 0 without it.
 fn shard_count() -> i32 {
-    // SAFETY: a syscache look-up by name; the options array is detoasted and deconstructed
-    // (palloc'd copies), each element read as text; the tuple is released before returning.
+    // SAFETY: a syscache look-up by name; the options (a text[]) are copied into Rust strings
+    // while the tuple is held, then it is released.
     unsafe {
         let tuple = pg_sys::SearchSysCache1(
             pg_sys::SysCacheIdentifier::FOREIGNSERVERNAME as c_int,
@@ -291,40 +291,25 @@ fn shard_count() -> i32 {
             pg_sys::Anum_pg_foreign_server_srvoptions as pg_sys::AttrNumber,
             &mut isnull,
         );
-        let mut count = 0;
-        if !isnull {
-            let arr = pg_sys::pg_detoast_datum(options.cast_mut_ptr()).cast::<pg_sys::ArrayType>();
-            let mut values: *mut Datum = std::ptr::null_mut();
-            let mut nulls: *mut bool = std::ptr::null_mut();
-            let mut n: c_int = 0;
-            pg_sys::deconstruct_array(
-                arr,
-                pg_sys::TEXTOID,
-                -1,
-                false,
-                b'i' as std::ffi::c_char,
-                &mut values,
-                &mut nulls,
-                &mut n,
-            );
-            for i in 0..n as usize {
-                if *nulls.add(i) {
-                    continue;
-                }
-                let c = pg_sys::text_to_cstring((*values.add(i)).cast_mut_ptr());
-                // as es.shard_count counts them: options matching ^p[0-9]+=
-                let option = CStr::from_ptr(c).to_bytes();
+        let options = if isnull {
+            Vec::new()
+        } else {
+            super::call::text_array_elements(options)
+        };
+        pg_sys::ReleaseSysCache(tuple);
+        // as es.shard_count counts them: options matching ^p[0-9]+=
+        let count = options
+            .iter()
+            .flatten()
+            .filter(|option| {
+                let option = option.as_bytes();
                 let digits = option
                     .strip_prefix(b"p")
                     .map_or(0, |r| r.iter().take_while(|b| b.is_ascii_digit()).count());
-                if digits > 0 && option.get(1 + digits) == Some(&b'=') {
-                    count += 1;
-                }
-                pg_sys::pfree(c.cast());
-            }
-        }
-        pg_sys::ReleaseSysCache(tuple);
-        count
+                digits > 0 && option.get(1 + digits) == Some(&b'=')
+            })
+            .count();
+        count as i32
     }
 }
 
