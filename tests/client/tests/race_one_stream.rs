@@ -369,5 +369,8 @@ fn appends_stay_gapless_along_a_long_hot_chain_under_a_vacuum_loop() {
         )
         .unwrap_or_else(|e| panic!("comparing es.streams with es.events: {}", describe(&e)))
         .get(0);
-    assert_eq!(off, 0, "es.streams.version must be the newest event's version");
+    assert_eq!(
+        off, 0,
+        "es.streams.version must be the newest event's version"
+    );
 }
