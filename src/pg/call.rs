@@ -268,14 +268,19 @@ impl<'fc> Call<'fc> {
     }
 
     fn materialize_with(&mut self, flags: pg_sys::bits32) -> ResultSet {
-        // SAFETY: `result_store` only proceeds for a caller that accepts a materialized set;
-        // otherwise InitMaterializedSRF raises its own ERROR for such a caller (or, should it
-        // accept one `result_store` declined, sets the result up as PostgreSQL does: the tuple
-        // store and its descriptor in the per-query context, which outlives the call).
-        let (store, desc) = unsafe { self.result_store(flags) }.unwrap_or_else(|| unsafe {
-            pg_sys::InitMaterializedSRF(self.fcinfo, flags);
-            let rsinfo = (*self.fcinfo).resultinfo.cast::<pg_sys::ReturnSetInfo>();
-            ((*rsinfo).setResult, (*rsinfo).setDesc)
+        // SAFETY: `self.fcinfo` is the call's (`Call::new`'s contract), as `result_store`
+        // requires; it only proceeds for a caller that accepts a materialized set.
+        let pooled = unsafe { self.result_store(flags) };
+        let (store, desc) = pooled.unwrap_or_else(|| {
+            // SAFETY: InitMaterializedSRF raises its own ERROR for a caller that does not accept
+            // a materialized set, else (a caller `result_store` declined) sets the result up as
+            // PostgreSQL does: the tuple store and its descriptor in the per-query context,
+            // which outlives the call; the ReturnSetInfo it filled is the fcinfo's.
+            unsafe {
+                pg_sys::InitMaterializedSRF(self.fcinfo, flags);
+                let rsinfo = (*self.fcinfo).resultinfo.cast::<pg_sys::ReturnSetInfo>();
+                ((*rsinfo).setResult, (*rsinfo).setDesc)
+            }
         });
         // SAFETY: the descriptor was just made in the per-query context.
         let natts = unsafe { (*desc).natts } as usize;
@@ -391,6 +396,10 @@ pub unsafe fn text_array_elements(d: Datum) -> Vec<Option<String>> {
     }
 }
 
+// SAFETY: each declaration is the prototype of PostgreSQL's own function (the one pgrx binds
+// with its per-call guard), linked by its C name; they are called only inside the one
+// `pg_guard_ffi_boundary` of `Call::result_store`, which turns an ERROR they raise into pgrx's
+// error path, over a closure frame that owns only raw pointers.
 unsafe extern "C-unwind" {
     /// PostgreSQL's `CreateTupleDescCopy`, bound without pgrx's per-call guard: called only
     /// inside the one guard of `Call::result_store`.

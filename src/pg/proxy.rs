@@ -37,7 +37,7 @@ struct Relay {
     /// `es_proxy.<f>`: routes by its `RUN ON es_proxy.route(id)`; whose privileges count.
     twin: Oid,
     /// The SQL name of the routing argument (the first), for the 22004 message.
-    key: String,
+    key: std::rc::Rc<str>,
     /// Schema es_proxy, whose USAGE the call needs.
     namespace: Oid,
     /// fmgr's look-up of what the call goes to: `es_proxy.<f>_on_<shard>` (`RUN ON <shard>`:
@@ -205,7 +205,8 @@ fn resolve(relay: Oid, generation: u64, shard: Option<i32>) -> Result<Relay, Eve
             "stream_id".to_owned()
         } else {
             CStr::from_ptr(*names).to_string_lossy().into_owned()
-        };
+        }
+        .into();
         let name = CStr::from_ptr((*form).proname.data.as_ptr())
             .to_string_lossy()
             .into_owned();
@@ -455,6 +456,8 @@ unsafe fn relay(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreErr
 ///
 /// # Safety
 /// Called by PostgreSQL's fmgr with a valid `fcinfo` of such a function.
+// SAFETY (no_mangle): the exported name carries the store's prefix, so no other symbol of the
+// server or of a library loaded beside it (PostgreSQL loads them RTLD_GLOBAL) has it.
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn es_proxy_relay(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
     // SAFETY: fmgr's valid fcinfo (relay's contract); the guard turns PostgreSQL errors and
@@ -466,7 +469,9 @@ pub unsafe extern "C-unwind" fn es_proxy_relay(fcinfo: pg_sys::FunctionCallInfo)
     }
 }
 
-#[doc(hidden)]
+/// fmgr's version-1 record for `es_proxy_relay`, which fmgr looks up by this name.
+// SAFETY (no_mangle): the name is the one fmgr derives from `es_proxy_relay`, unique to this
+// library for the same reason; the function returns a static and takes nothing.
 #[unsafe(no_mangle)]
 pub extern "C" fn pg_finfo_es_proxy_relay() -> &'static pg_sys::Pg_finfo_record {
     const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
