@@ -123,6 +123,123 @@ pub unsafe fn heap_update(
     }
 }
 
+// PostgreSQL's `index_beginscan` and `heap_update` bound without pgrx's per-call guard, with
+// each version's own signature (18 added an argument to both): called only through
+// [`index_beginscan_in_guard`] and [`heap_update_in_guard`], whose callers run inside one
+// `pg_guard_ffi_boundary` (see `pg/heap.rs`, the bump of a stream row).
+// SAFETY: PostgreSQL 15's prototypes of both, linked by their C names.
+#[cfg(feature = "pg15")]
+unsafe extern "C-unwind" {
+    #[link_name = "index_beginscan"]
+    fn index_beginscan_unguarded(
+        heap: pg_sys::Relation,
+        index: pg_sys::Relation,
+        snapshot: pg_sys::Snapshot,
+        nkeys: c_int,
+        norderbys: c_int,
+    ) -> pg_sys::IndexScanDesc;
+    #[link_name = "heap_update"]
+    fn heap_update_unguarded(
+        rel: pg_sys::Relation,
+        otid: pg_sys::ItemPointer,
+        new: pg_sys::HeapTuple,
+        cid: pg_sys::CommandId,
+        crosscheck: pg_sys::Snapshot,
+        wait: bool,
+        tmfd: *mut pg_sys::TM_FailureData,
+        lockmode: *mut pg_sys::LockTupleMode::Type,
+    ) -> pg_sys::TM_Result::Type;
+}
+
+// SAFETY: PostgreSQL 18's prototypes of both, linked by their C names.
+#[cfg(feature = "pg18")]
+unsafe extern "C-unwind" {
+    #[link_name = "index_beginscan"]
+    fn index_beginscan_unguarded(
+        heap: pg_sys::Relation,
+        index: pg_sys::Relation,
+        snapshot: pg_sys::Snapshot,
+        instrument: *mut pg_sys::IndexScanInstrumentation,
+        nkeys: c_int,
+        norderbys: c_int,
+    ) -> pg_sys::IndexScanDesc;
+    #[link_name = "heap_update"]
+    #[allow(clippy::too_many_arguments)]
+    fn heap_update_unguarded(
+        rel: pg_sys::Relation,
+        otid: pg_sys::ItemPointer,
+        new: pg_sys::HeapTuple,
+        cid: pg_sys::CommandId,
+        crosscheck: pg_sys::Snapshot,
+        wait: bool,
+        tmfd: *mut pg_sys::TM_FailureData,
+        lockmode: *mut pg_sys::LockTupleMode::Type,
+        update_indexes: *mut pg_sys::TU_UpdateIndexes::Type,
+    ) -> pg_sys::TM_Result::Type;
+}
+
+/// [`index_beginscan`] without pgrx's guard around the call.
+///
+/// # Safety
+/// As [`index_beginscan`], and the caller runs inside a `pg_guard_ffi_boundary` whose frames
+/// up to it own nothing with a destructor: an ERROR longjmps to that guard.
+pub unsafe fn index_beginscan_in_guard(
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    snapshot: pg_sys::Snapshot,
+    nkeys: c_int,
+    norderbys: c_int,
+) -> pg_sys::IndexScanDesc {
+    // SAFETY: the caller's contract; the binding has this version's signature.
+    unsafe {
+        #[cfg(feature = "pg15")]
+        let scan = index_beginscan_unguarded(heap, index, snapshot, nkeys, norderbys);
+        #[cfg(feature = "pg18")]
+        let scan =
+            index_beginscan_unguarded(heap, index, snapshot, std::ptr::null_mut(), nkeys, norderbys);
+        scan
+    }
+}
+
+/// [`heap_update`] without pgrx's guard around the call.
+///
+/// # Safety
+/// As [`heap_update`], and the caller runs inside a `pg_guard_ffi_boundary` whose frames up to
+/// it own nothing with a destructor: an ERROR longjmps to that guard.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn heap_update_in_guard(
+    rel: pg_sys::Relation,
+    otid: pg_sys::ItemPointer,
+    new: pg_sys::HeapTuple,
+    cid: pg_sys::CommandId,
+    wait: bool,
+    tmfd: *mut pg_sys::TM_FailureData,
+    lockmode: *mut pg_sys::LockTupleMode::Type,
+) -> pg_sys::TM_Result::Type {
+    // SAFETY: the caller's contract; the binding has this version's signature.
+    unsafe {
+        #[cfg(feature = "pg15")]
+        let tm =
+            heap_update_unguarded(rel, otid, new, cid, std::ptr::null_mut(), wait, tmfd, lockmode);
+        #[cfg(feature = "pg18")]
+        let tm = {
+            let mut update_indexes = pg_sys::TU_UpdateIndexes::TU_None;
+            heap_update_unguarded(
+                rel,
+                otid,
+                new,
+                cid,
+                std::ptr::null_mut(),
+                wait,
+                tmfd,
+                lockmode,
+                &mut update_indexes,
+            )
+        };
+        tm
+    }
+}
+
 /// Whether `role` may execute function `oid`.
 pub fn may_execute(oid: Oid, role: Oid) -> bool {
     // SAFETY: an ACL check of a function and a role (the caller checked the function exists);

@@ -258,12 +258,11 @@ impl<const N: usize> Layout<N> {
         self.at[i] as i16 + 1
     }
 
-    /// A row of the table from this version's values (`None`: NULL): dropped attributes NULL.
-    fn spread(&self, row: &[Option<Datum>; N], values: &mut Vec<Datum>, nulls: &mut Vec<bool>) {
-        values.clear();
-        values.resize(self.natts, Datum::from(0usize));
-        nulls.clear();
-        nulls.resize(self.natts, true);
+    /// A row of the table from this version's values (`None`: NULL) into `values`/`nulls`,
+    /// `natts` entries each: dropped attributes NULL.
+    fn fill(&self, row: &[Option<Datum>; N], values: &mut [Datum], nulls: &mut [bool]) {
+        values.fill(Datum::from(0usize));
+        nulls.fill(true);
         for (i, v) in row.iter().enumerate() {
             if let Some(d) = v {
                 values[self.at[i]] = *d;
@@ -664,46 +663,75 @@ unsafe fn text_equals(d: Datum, s: &str) -> bool {
     }
 }
 
+/// One open index of a table and its `IndexInfo` (built in the memory context current at
+/// [`Target::open`]).
+#[derive(Clone, Copy)]
+struct OpenIndex {
+    index: pg_sys::Relation,
+    info: *mut pg_sys::IndexInfo,
+}
+
 /// The open indexes of a table, for inserting the entries of new heap tuples as
-/// `ExecInsertIndexTuples` would.
+/// `ExecInsertIndexTuples` would. The array is palloc'd (no Rust allocation: it is filled
+/// inside the guard of [`Target::open`], where nothing may own a destructor) in the memory
+/// context current at the open, like the `IndexInfo`s, which outlives the target: the target
+/// is opened and closed within one call of the store, and nothing resets that context between.
 struct Indexes {
-    list: Vec<(pg_sys::Relation, *mut pg_sys::IndexInfo)>,
+    /// `len` open indexes (NULL when there are none).
+    list: *mut OpenIndex,
+    len: usize,
 }
 
 impl Indexes {
-    /// Opens every index of `rel`; `None` (nothing left open) when one of them needs the
-    /// executor: expressions, a predicate, an exclusion constraint, a deferred uniqueness check.
+    /// The open indexes.
+    fn as_slice(&self) -> &[OpenIndex] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `list` holds `len` initialized entries, palloc'd by `open_in_guard` and freed
+        // only by `close_in_guard`, which consumes the target that owns `self`.
+        unsafe { std::slice::from_raw_parts(self.list, self.len) }
+    }
+
+    /// Opens every index of `rel` like the executor's `ExecOpenIndices` (locked RowExclusive,
+    /// kept to the end of the transaction); also whether every one is simple, i.e. none needs
+    /// the executor: expressions, a predicate, an exclusion constraint, a deferred uniqueness
+    /// check.
     ///
     /// # Safety
-    /// `rel` must be an open relation, locked at least RowExclusiveLock.
-    unsafe fn open(rel: pg_sys::Relation) -> Option<Indexes> {
+    /// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor
+    /// (it calls PostgreSQL unguarded: an ERROR longjmps to that guard); `rel` must be an open
+    /// relation, locked at least RowExclusiveLock.
+    unsafe fn open_in_guard(rel: pg_sys::Relation) -> (Indexes, bool) {
         let lockmode = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
-        let mut list = Vec::new();
         let mut simple = true;
-        // SAFETY: the index list is a fresh copy (freed here); each index is opened and locked
-        // like the executor's ExecOpenIndices, and closed in `close` (or below) keeping the lock.
+        // SAFETY: the caller's contract; the index list is a fresh copy (freed here), the
+        // array is palloc'd for exactly its length and each entry written before `len` counts
+        // it, so an ERROR mid-way leaves only opened indexes to the abort (which closes them).
         unsafe {
-            let oids = pg_sys::RelationGetIndexList(rel);
-            if !oids.is_null() {
-                let cells = std::slice::from_raw_parts((*oids).elements, (*oids).length as usize);
-                for cell in cells {
-                    let index = pg_sys::index_open(cell.oid_value, lockmode);
-                    let info = pg_sys::BuildIndexInfo(index);
-                    simple &= (*info).ii_Expressions.is_null()
-                        && (*info).ii_Predicate.is_null()
-                        && (*info).ii_ExclusionOps.is_null()
-                        && (*(*index).rd_index).indimmediate;
-                    list.push((index, info));
-                }
-                pg_sys::list_free(oids);
+            let oids = raw::RelationGetIndexList(rel);
+            if oids.is_null() || (*oids).length == 0 {
+                return (
+                    Indexes {
+                        list: ptr::null_mut(),
+                        len: 0,
+                    },
+                    true,
+                );
             }
-        }
-        let indexes = Indexes { list };
-        if simple {
-            Some(indexes)
-        } else {
-            indexes.close();
-            None
+            let n = (*oids).length as usize;
+            let list = raw::palloc(n * std::mem::size_of::<OpenIndex>()).cast::<OpenIndex>();
+            for i in 0..n {
+                let index = raw::index_open((*(*oids).elements.add(i)).oid_value, lockmode);
+                let info = raw::BuildIndexInfo(index);
+                simple &= (*info).ii_Expressions.is_null()
+                    && (*info).ii_Predicate.is_null()
+                    && (*info).ii_ExclusionOps.is_null()
+                    && (*(*index).rd_index).indimmediate;
+                list.add(i).write(OpenIndex { index, info });
+            }
+            raw::list_free(oids);
+            (Indexes { list, len: n }, simple)
         }
     }
 
@@ -713,8 +741,10 @@ impl Indexes {
     /// hint).
     ///
     /// # Safety
-    /// `rel` is the indexes' open table; `slot` holds a tuple of it that was just inserted.
-    unsafe fn insert(
+    /// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor
+    /// (it calls PostgreSQL unguarded); `rel` is the indexes' open table; `slot` holds a tuple
+    /// of it that was just inserted.
+    unsafe fn insert_in_guard(
         &self,
         rel: pg_sys::Relation,
         slot: *mut pg_sys::TupleTableSlot,
@@ -722,15 +752,15 @@ impl Indexes {
     ) {
         let mut values = [Datum::from(0usize); pg_sys::INDEX_MAX_KEYS as usize];
         let mut nulls = [false; pg_sys::INDEX_MAX_KEYS as usize];
-        for &(index, info) in &self.list {
-            // SAFETY: `index` and `info` were opened and built for `rel` in `open`; the index
-            // is simple (no expressions), so FormIndexDatum needs no executor state.
+        for &OpenIndex { index, info } in self.as_slice() {
+            // SAFETY: `index` and `info` were opened and built for `rel` in `open_in_guard`;
+            // the index is simple (no expressions), so FormIndexDatum needs no executor state.
             unsafe {
                 let form = &*(*index).rd_index;
                 if !form.indisready {
                     continue;
                 }
-                pg_sys::FormIndexDatum(
+                raw::FormIndexDatum(
                     info,
                     slot,
                     ptr::null_mut(),
@@ -749,7 +779,7 @@ impl Indexes {
                         .iter()
                         .all(|a| same.contains(a))
                 });
-                pg_sys::index_insert(
+                raw::index_insert(
                     index,
                     values.as_mut_ptr(),
                     nulls.as_mut_ptr(),
@@ -760,14 +790,6 @@ impl Indexes {
                     info,
                 );
             }
-        }
-    }
-
-    /// Closes the indexes, keeping their locks to the end of the transaction.
-    fn close(self) {
-        for (index, _) in self.list {
-            // SAFETY: opened in `open`, closed once here.
-            unsafe { pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE) };
         }
     }
 }
@@ -785,6 +807,9 @@ impl<const N: usize> Target<N> {
     /// module's header): the columns `columns`, no rules, CHECK constraints or row-level
     /// security, no triggers for the operation (`no_triggers`), only simple indexes. `None`
     /// (nothing left open) otherwise.
+    ///
+    /// The table and its indexes are opened under one pgrx guard ([`open_in_guard`]), the
+    /// checks run after it (they may allocate the backend's memos).
     fn open(
         name: &'static CStr,
         columns: &'static [Column; N],
@@ -799,25 +824,27 @@ impl<const N: usize> Target<N> {
             return None;
         }
         let rel_oid = memo::relation_oid(name)?;
-        let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
-        // SAFETY: the relation is opened and locked here, and closed below or by `close`.
-        let rel = unsafe { pg_sys::table_open(rel_oid, lock) };
-        // SAFETY: `rel` is open and locked RowExclusive, which every check and Indexes::open
-        // need.
-        let opened = unsafe {
-            memo::layout(rel, columns)
-                .filter(|_| plain_heap(rel) && plain_writes(rel, rel_oid) && no_triggers(rel))
-                .and_then(|layout| Some((layout, Indexes::open(rel)?)))
+        // SAFETY: `open_in_guard` runs whole inside this one guard, and its frame and the
+        // closure's own only a relation OID, raw pointers and integers (no destructor, no panic
+        // possible), so an ERROR longjmping to the guard skips nothing that would have run; the
+        // guard raises it as every guarded call does, and the abort closes what was opened.
+        let (rel, indexes, simple) =
+            unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| open_in_guard(rel_oid)) };
+        // SAFETY: `rel` is open and locked RowExclusive, which every check needs.
+        let layout = unsafe {
+            memo::layout(rel, columns).filter(|_| {
+                simple && plain_heap(rel) && plain_writes(rel, rel_oid) && no_triggers(rel)
+            })
         };
-        match opened {
-            Some((layout, indexes)) => Some(Target {
+        match layout {
+            Some(layout) => Some(Target {
                 rel,
                 layout,
                 indexes,
             }),
             None => {
-                // SAFETY: opened above, closed once.
-                unsafe { pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE) };
+                // SAFETY: opened above and not handed out, closed once (as in `close`).
+                unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| close_in_guard(rel, &indexes)) };
                 None
             }
         }
@@ -825,9 +852,49 @@ impl<const N: usize> Target<N> {
 
     /// Closes the indexes and the table, keeping their locks.
     fn close(self) {
-        self.indexes.close();
-        // SAFETY: opened in `open`, closed once (`self` is consumed).
-        unsafe { pg_sys::table_close(self.rel, pg_sys::NoLock as pg_sys::LOCKMODE) };
+        // SAFETY: opened in `open`, closed once (`self` is consumed); `close_in_guard` owns
+        // nothing with a destructor and runs whole inside this one guard.
+        unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| close_in_guard(self.rel, &self.indexes)) };
+    }
+}
+
+/// Opens table `rel_oid` locked RowExclusive and, when it is a plain heap table, its indexes
+/// ([`Indexes::open_in_guard`]); whether those are all simple.
+///
+/// # Safety
+/// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor.
+unsafe fn open_in_guard(rel_oid: Oid) -> (pg_sys::Relation, Indexes, bool) {
+    // SAFETY: the caller's contract; the relation is closed by `close_in_guard` (or the abort).
+    unsafe {
+        let rel = raw::table_open(rel_oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        if !plain_heap(rel) {
+            let none = Indexes {
+                list: ptr::null_mut(),
+                len: 0,
+            };
+            return (rel, none, false);
+        }
+        let (indexes, simple) = Indexes::open_in_guard(rel);
+        (rel, indexes, simple)
+    }
+}
+
+/// Closes `indexes` and then `rel`, keeping their locks to the end of the transaction, and
+/// frees the indexes' array.
+///
+/// # Safety
+/// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor; `rel`
+/// and `indexes` opened by [`open_in_guard`] and not closed yet.
+unsafe fn close_in_guard(rel: pg_sys::Relation, indexes: &Indexes) {
+    // SAFETY: the caller's contract: each was opened once and is closed once here.
+    unsafe {
+        for &OpenIndex { index, .. } in indexes.as_slice() {
+            raw::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+        }
+        if !indexes.list.is_null() {
+            raw::pfree(indexes.list.cast());
+        }
+        raw::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
     }
 }
 
@@ -867,7 +934,7 @@ fn bump_in<const N: usize, E>(
 ) -> Outcome<Result<Bump, E>> {
     // The primary key must be the btree on stream_id the lookup keys on.
     let now = memo::generation();
-    let pkey = target.indexes.list.iter().find_map(|&(index, _)| {
+    let pkey = target.indexes.as_slice().iter().find_map(|&OpenIndex { index, .. }| {
         // SAFETY: an index opened by Indexes::open.
         let ok = unsafe {
             (*(*index).rd_rel).oid == pkey_oid
@@ -897,6 +964,11 @@ fn bump_in<const N: usize, E>(
 
 /// The body of [`bump_stream`] once the relation and its indexes are open and checked.
 ///
+/// PostgreSQL is called in two guarded regions per try, not once per call: finding the head
+/// ([`find_head_in_guard`]) and writing the new row version ([`update_in_guard`]). `judge`
+/// (which may run the user's code) runs between them, outside any unguarded region; the rare
+/// paths (a concurrent update's row, the serialization failure) use the guarded calls.
+///
 /// # Safety
 /// `target` is `es.streams` opened by [`Target::open`], and `pkey` its open primary key, a
 /// btree on stream_id.
@@ -912,28 +984,34 @@ unsafe fn bump_row<const N: usize, E>(
     // SAFETY: the caller's contract; every pointer used below comes from PostgreSQL for this
     // relation, and every tuple kept across a call is a palloc'd copy.
     unsafe {
-        // Our own earlier appends of this statement must be visible to the lookup.
-        pg_sys::CommandCounterIncrement();
-        let cid = pg_sys::GetCurrentCommandId(true);
-        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
-        let mut current = fetch_head(rel, pkey, stream, snapshot);
-        pg_sys::UnregisterSnapshot(snapshot);
-
         let desc = (*rel).rd_att;
         let natts = layout.natts;
+        // Allocated here, outside the guards, and never resized inside them: the regions write
+        // them through raw pointers only.
         let mut values = vec![Datum::from(0usize); natts];
         let mut nulls = vec![true; natts];
+        let (values_at, nulls_at) = (values.as_mut_ptr(), nulls.as_mut_ptr());
+        // SAFETY: `find_head_in_guard` runs whole inside this one guard; its frames and the
+        // closure's own only raw pointers and integers (the vectors above are owned by this
+        // frame, which the guard's panic unwinds normally), so an ERROR longjmping to the guard
+        // skips nothing that would have run.
+        let (cid, mut current, started) = pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            find_head_in_guard(rel, pkey, stream, desc, values_at, nulls_at)
+        });
         let mut row: [Option<Datum>; N] = [None; N];
         // Only the layout of 0.2.0 on has the columns.
         let revision_column = (N > STREAM_STATE_REVISION).then_some(STREAM_STATE_REVISION);
         let deleted_column = (N > STREAM_DELETED).then_some(STREAM_DELETED);
-        // Made only for a non-HOT update, which needs index entries.
-        let mut slot: *mut pg_sys::TupleTableSlot = ptr::null_mut();
-        let result = loop {
+        let unchanged = [
+            layout.attno(STREAM_ID),
+            layout.attno(STREAM_TYPE),
+            layout.attno(STREAM_CREATED_AT),
+        ];
+        loop {
             if current.is_null() {
-                break Ok(Bump::NotFound);
+                return Ok(Bump::NotFound);
             }
-            pg_sys::heap_deform_tuple(current, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            // `values`/`nulls` hold `current` deformed.
             for (i, v) in row.iter_mut().enumerate() {
                 let at = layout.at[i];
                 *v = (!nulls[at]).then_some(values[at]);
@@ -942,11 +1020,11 @@ unsafe fn bump_row<const N: usize, E>(
             if let Some(e) = expected
                 && version != e
             {
-                break Ok(Bump::Mismatch { actual: version });
+                return Ok(Bump::Mismatch { actual: version });
             }
             let Some(new_version) = version.checked_add(n) else {
                 // A version past i64::MAX cannot be stored; the SQL path reports it.
-                break Ok(Bump::Mismatch { actual: version });
+                return Ok(Bump::Mismatch { actual: version });
             };
             // `current` stays allocated until the loop moves on, so the head may borrow it.
             let head = StreamHead::new(
@@ -958,77 +1036,154 @@ unsafe fn bump_row<const N: usize, E>(
                     .map(|d| d.value() as i64),
                 deleted_column.and_then(|c| row[c]),
             );
-            match judge(&head) {
-                Ok(Some(kept)) => {
-                    row[STREAM_STATE] = Some(kept.state);
-                    if let Some(c) = revision_column {
-                        row[c] = kept.revision.map(Datum::from);
-                    }
+            if let Some(kept) = judge(&head)? {
+                row[STREAM_STATE] = Some(kept.state);
+                if let Some(c) = revision_column {
+                    row[c] = kept.revision.map(Datum::from);
                 }
-                Ok(None) => {}
-                Err(e) => break Err(e),
             }
             row[STREAM_VERSION] = Some(Datum::from(new_version));
-            row[STREAM_UPDATED_AT] =
-                Some(Datum::from(pg_sys::GetCurrentTransactionStartTimestamp()));
-            layout.spread(&row, &mut values, &mut nulls);
-            let new = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            let mut otid = (*current).t_self;
-            let mut tmfd = std::mem::zeroed::<pg_sys::TM_FailureData>();
-            let mut tuple_lock = 0;
-            let tm = super::compat::heap_update(
-                rel,
-                &mut otid,
-                new,
-                cid,
-                true,
-                &mut tmfd,
-                &mut tuple_lock,
-            );
+            row[STREAM_UPDATED_AT] = Some(Datum::from(started));
+            layout.fill(&row, &mut values, &mut nulls);
+            let otid = (*current).t_self;
+            let (values_at, nulls_at) = (values.as_mut_ptr(), nulls.as_mut_ptr());
+            // SAFETY: `update_in_guard` runs whole inside this one guard and owns nothing with
+            // a destructor (raw pointers, integers, stack arrays; `indexes` and `unchanged` are
+            // borrowed from this frame), so an ERROR longjmping to the guard skips nothing.
+            let (tm, tmfd) = pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                update_in_guard(
+                    rel, desc, indexes, &unchanged, otid, values_at, nulls_at, cid,
+                )
+            });
             match tm {
                 pg_sys::TM_Result::TM_Ok => {
-                    let heap_only =
-                        u32::from((*(*new).t_data).t_infomask2) & pg_sys::HEAP_ONLY_TUPLE != 0;
-                    if !heap_only {
-                        // Not on the HOT chain: every index needs an entry for the new version.
-                        if slot.is_null() {
-                            slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsHeapTuple);
-                        }
-                        pg_sys::ExecStoreHeapTuple(new, slot, false);
-                        let unchanged = [
-                            layout.attno(STREAM_ID),
-                            layout.attno(STREAM_TYPE),
-                            layout.attno(STREAM_CREATED_AT),
-                        ];
-                        indexes.insert(rel, slot, Some(&unchanged));
-                        pg_sys::ExecClearTuple(slot);
-                    }
-                    break Ok(Bump::Updated {
+                    return Ok(Bump::Updated {
                         old_version: version,
                     });
                 }
                 pg_sys::TM_Result::TM_Updated => {
                     if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
-                        pgrx::ereport!(
-                            ERROR,
-                            pgrx::PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
-                            "could not serialize access due to concurrent update"
-                        );
+                        serialization_failure();
                     }
                     // A concurrent append committed first: continue from its row version.
                     current = fetch_any(rel, tmfd.ctid);
+                    if !current.is_null() {
+                        pg_sys::heap_deform_tuple(
+                            current,
+                            desc,
+                            values.as_mut_ptr(),
+                            nulls.as_mut_ptr(),
+                        );
+                    }
                 }
-                pg_sys::TM_Result::TM_Deleted => break Ok(Bump::NotFound),
+                pg_sys::TM_Result::TM_Deleted => return Ok(Bump::NotFound),
                 pg_sys::TM_Result::TM_SelfModified | pg_sys::TM_Result::TM_Invisible => {
-                    break Ok(Bump::ChangedDuringAppend);
+                    return Ok(Bump::ChangedDuringAppend);
                 }
-                other => pgrx::error!("event_store: unexpected result {other} updating es.streams"),
+                other => unexpected_update_result(other),
             }
-        };
-        if !slot.is_null() {
-            pg_sys::ExecDropSingleTupleTableSlot(slot);
         }
-        result
+    }
+}
+
+/// The executor's error for an update that a concurrent one got to first under REPEATABLE READ
+/// or SERIALIZABLE (kept out of the bump's hot code).
+#[cold]
+#[inline(never)]
+fn serialization_failure() -> ! {
+    pgrx::ereport!(
+        ERROR,
+        pgrx::PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+        "could not serialize access due to concurrent update"
+    );
+}
+
+/// `heap_update` returned what it never returns for a waited-for update of a live row.
+#[cold]
+#[inline(never)]
+fn unexpected_update_result(tm: pg_sys::TM_Result::Type) -> ! {
+    pgrx::error!("event_store: unexpected result {tm} updating es.streams")
+}
+
+/// The first step of a bump: makes this statement's earlier appends visible, takes the command
+/// id and a fresh snapshot, fetches the stream's row version ([`fetch_head_in_guard`]) and
+/// deforms it into `values`/`nulls` (`natts` of each); returns the command id, the copied row
+/// version (NULL: none) and the transaction's start time (the row's `updated_at`).
+///
+/// # Safety
+/// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor (it
+/// calls PostgreSQL unguarded: an ERROR longjmps to that guard, and the abort releases the
+/// registered snapshot, the scan and the buffer as for the executor's scan); `rel`, `pkey` as
+/// [`fetch_head_in_guard`]; `desc` is `rel`'s descriptor; `values` and `nulls` point at
+/// `desc`'s `natts` entries each.
+unsafe fn find_head_in_guard(
+    rel: pg_sys::Relation,
+    pkey: pg_sys::Relation,
+    stream: &Uuid,
+    desc: pg_sys::TupleDesc,
+    values: *mut Datum,
+    nulls: *mut bool,
+) -> (pg_sys::CommandId, pg_sys::HeapTuple, pg_sys::TimestampTz) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        // Our own earlier appends of this statement must be visible to the lookup.
+        raw::CommandCounterIncrement();
+        let cid = raw::GetCurrentCommandId(true);
+        let snapshot = raw::RegisterSnapshot(raw::GetTransactionSnapshot());
+        let current = fetch_head_in_guard(rel, pkey, stream, snapshot);
+        raw::UnregisterSnapshot(snapshot);
+        if !current.is_null() {
+            raw::heap_deform_tuple(current, desc, values, nulls);
+        }
+        (cid, current, raw::GetCurrentTransactionStartTimestamp())
+    }
+}
+
+/// The second step of a bump: forms the new row version from `values`/`nulls`, replaces the
+/// row version at `otid` with it (`heap_update`, waiting for a concurrent writer), and when
+/// the update is not HOT inserts its entries into every index (`unchanged`: the attributes a
+/// bump never changes). Returns `heap_update`'s result and failure data.
+///
+/// # Safety
+/// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor;
+/// `rel` is `es.streams` open with `indexes`, `desc` its descriptor, `values`/`nulls` a full
+/// row of it, `otid` a row version of it.
+#[allow(clippy::too_many_arguments)]
+unsafe fn update_in_guard(
+    rel: pg_sys::Relation,
+    desc: pg_sys::TupleDesc,
+    indexes: &Indexes,
+    unchanged: &[i16; 3],
+    mut otid: pg_sys::ItemPointerData,
+    values: *mut Datum,
+    nulls: *mut bool,
+    cid: pg_sys::CommandId,
+) -> (pg_sys::TM_Result::Type, pg_sys::TM_FailureData) {
+    // SAFETY: the caller's contract; the new tuple is palloc'd in the current context, the
+    // slot (only for a non-HOT update) is dropped here without freeing it.
+    unsafe {
+        let new = raw::heap_form_tuple(desc, values, nulls);
+        let mut tmfd = std::mem::zeroed::<pg_sys::TM_FailureData>();
+        let mut tuple_lock = 0;
+        let tm = super::compat::heap_update_in_guard(
+            rel,
+            &mut otid,
+            new,
+            cid,
+            true,
+            &mut tmfd,
+            &mut tuple_lock,
+        );
+        if tm == pg_sys::TM_Result::TM_Ok
+            && u32::from((*(*new).t_data).t_infomask2) & pg_sys::HEAP_ONLY_TUPLE == 0
+        {
+            // Not on the HOT chain: every index needs an entry for the new version.
+            let slot = raw::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsHeapTuple);
+            raw::ExecStoreHeapTuple(new, slot, false);
+            indexes.insert_in_guard(rel, slot, Some(&unchanged[..]));
+            raw::ExecDropSingleTupleTableSlot(slot);
+        }
+        (tm, tmfd)
     }
 }
 
@@ -1056,9 +1211,10 @@ unsafe fn bump_row<const N: usize, E>(
 /// and before the prune, which may move tuples on the page.
 ///
 /// # Safety
-/// `rel` is `es.streams`, open and locked, `pkey` its open primary key (a btree on stream_id
+/// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor (it
+/// calls PostgreSQL unguarded); `rel` is `es.streams`, open and locked, `pkey` its open primary key (a btree on stream_id
 /// alone), `snapshot` a registered MVCC snapshot.
-unsafe fn fetch_head(
+unsafe fn fetch_head_in_guard(
     rel: pg_sys::Relation,
     pkey: pg_sys::Relation,
     stream: &Uuid,
@@ -1069,20 +1225,22 @@ unsafe fn fetch_head(
     // where the function asks for it).
     unsafe {
         let mut key = std::mem::zeroed::<pg_sys::ScanKeyData>();
-        pg_sys::ScanKeyInit(
+        raw::ScanKeyInit(
             &mut key,
             1,
             pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
             Oid::from(pg_sys::F_UUID_EQ),
-            super::call::uuid_datum(stream),
+            // The key points at the caller's 16 bytes, which outlive the scan (uuid is passed
+            // by reference, alignment 1; the btree only reads it): no palloc'd copy.
+            Datum::from(stream.as_bytes().as_ptr().cast_mut()),
         );
-        let scan = super::compat::index_beginscan(rel, pkey, snapshot, 1, 0);
-        pg_sys::index_rescan(scan, &mut key, 1, ptr::null_mut(), 0);
+        let scan = super::compat::index_beginscan_in_guard(rel, pkey, snapshot, 1, 0);
+        raw::index_rescan(scan, &mut key, 1, ptr::null_mut(), 0);
         let mut buffer = pg_sys::InvalidBuffer as pg_sys::Buffer;
         let mut found: pg_sys::HeapTuple = ptr::null_mut();
         loop {
             let entry =
-                pg_sys::index_getnext_tid(scan, pg_sys::ScanDirection::ForwardScanDirection);
+                raw::index_getnext_tid(scan, pg_sys::ScanDirection::ForwardScanDirection);
             if entry.is_null() {
                 break;
             }
@@ -1090,14 +1248,14 @@ unsafe fn fetch_head(
             let mut tid = root;
             let block = pgrx::itemptr::item_pointer_get_block_number_no_check(tid);
             if buffer == pg_sys::InvalidBuffer as pg_sys::Buffer
-                || pg_sys::BufferGetBlockNumber(buffer) != block
+                || raw::BufferGetBlockNumber(buffer) != block
             {
-                buffer = pg_sys::ReleaseAndReadBuffer(buffer, rel, block);
+                buffer = raw::ReleaseAndReadBuffer(buffer, rel, block);
             }
             let mut tuple = std::mem::zeroed::<pg_sys::HeapTupleData>();
             let mut all_dead = false;
-            pg_sys::LockBuffer(buffer, pg_sys::BUFFER_LOCK_SHARE as i32);
-            let visible = pg_sys::heap_hot_search_buffer(
+            raw::LockBuffer(buffer, pg_sys::BUFFER_LOCK_SHARE as i32);
+            let visible = raw::heap_hot_search_buffer(
                 &mut tid,
                 rel,
                 buffer,
@@ -1108,13 +1266,13 @@ unsafe fn fetch_head(
             );
             let page = pg_sys::BufferGetPage(buffer);
             let prune = visible
-                && (pg_sys::PageGetHeapFreeSpace(page) < prune_below(tuple.t_len)
+                && (raw::PageGetHeapFreeSpace(page) < prune_below(tuple.t_len)
                     || dead_before(page, root.ip_posid, tid.ip_posid) >= PRUNE_CHAIN);
-            pg_sys::LockBuffer(buffer, pg_sys::BUFFER_LOCK_UNLOCK as i32);
+            raw::LockBuffer(buffer, pg_sys::BUFFER_LOCK_UNLOCK as i32);
             if visible {
-                found = pg_sys::heap_copytuple(&mut tuple);
+                found = raw::heap_copytuple(&mut tuple);
                 if prune {
-                    pg_sys::heap_page_prune_opt(rel, buffer);
+                    raw::heap_page_prune_opt(rel, buffer);
                 }
                 break;
             }
@@ -1125,14 +1283,14 @@ unsafe fn fetch_head(
             }
         }
         if buffer != pg_sys::InvalidBuffer as pg_sys::Buffer {
-            pg_sys::ReleaseBuffer(buffer);
+            raw::ReleaseBuffer(buffer);
         }
-        pg_sys::index_endscan(scan);
+        raw::index_endscan(scan);
         found
     }
 }
 
-/// The number of row versions before the visible one on a HOT chain at which [`fetch_head`]
+/// The number of row versions before the visible one on a HOT chain at which [`fetch_head_in_guard`]
 /// prunes the page whatever its free space: every fetch checks each version of the chain for
 /// visibility (~280 instructions each), a prune costs about 9,000 whatever it removes, so a
 /// stream appended to over and over (its chain growing by one version per append) is cheapest
@@ -1188,7 +1346,7 @@ unsafe fn dead_before(
     }
 }
 
-/// The free space on a stream row's page below which [`fetch_head`] prunes the page: room for a
+/// The free space on a stream row's page below which [`fetch_head_in_guard`] prunes the page: room for a
 /// few more versions of the row (a page out of room turns the bump into a non-HOT update, which
 /// needs an entry in every index), at least a tenth of a page (PostgreSQL's own floor). A prune
 /// finds nothing to do unless the page holds versions dead to every snapshot (its own check).
@@ -1259,34 +1417,68 @@ pub fn set_positions(rows: &mut [EventRow], first: i64) {
 }
 
 impl EventsTarget {
-    /// Inserts `rows` into `es.events` with their index entries, in order, and closes the table.
+    /// Inserts `rows` into `es.events` with their index entries, in order, and closes the table:
+    /// the rows are laid out first, then stored and the table closed under one pgrx guard
+    /// ([`insert_rows_in_guard`]).
     pub fn insert(self, rows: &[EventRow]) {
         let target = self.0;
-        let (rel, layout, indexes) = (target.rel, &target.layout, &target.indexes);
-        // SAFETY: the relation and its indexes are open and checked; each tuple is formed in the
-        // current memory context and freed by the slot when it is cleared.
-        unsafe {
-            let desc = (*rel).rd_att;
-            let cid = pg_sys::GetCurrentCommandId(true);
-            let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsHeapTuple);
-            let mut values = Vec::with_capacity(layout.natts);
-            let mut nulls = Vec::with_capacity(layout.natts);
-            for row in rows {
-                layout.spread(row, &mut values, &mut nulls);
-                let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-                pg_sys::heap_insert(rel, tuple, cid, 0, ptr::null_mut());
-                pg_sys::ExecStoreHeapTuple(tuple, slot, true);
-                indexes.insert(rel, slot, None);
-                pg_sys::ExecClearTuple(slot);
-            }
-            pg_sys::ExecDropSingleTupleTableSlot(slot);
+        let natts = target.layout.natts;
+        // Allocated here, outside the guard, and only read through raw pointers inside it.
+        let mut values = vec![Datum::from(0usize); rows.len() * natts];
+        let mut nulls = vec![true; rows.len() * natts];
+        for (row, (v, n)) in rows
+            .iter()
+            .zip(values.chunks_mut(natts).zip(nulls.chunks_mut(natts)))
+        {
+            target.layout.fill(row, v, n);
         }
-        target.close();
+        let (values_at, nulls_at) = (values.as_mut_ptr(), nulls.as_mut_ptr());
+        // SAFETY: the relation and its indexes are open and checked, and closed here once
+        // (`target` is consumed); `insert_rows_in_guard` runs whole inside this one guard and
+        // owns nothing with a destructor (the vectors are owned by this frame, which the
+        // guard's panic unwinds normally), so an ERROR longjmping to the guard skips nothing.
+        unsafe {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                insert_rows_in_guard(&target, values_at, nulls_at, rows.len());
+                close_in_guard(target.rel, &target.indexes);
+            })
+        };
     }
 
     /// Closes the table without inserting (the draw failed), keeping its lock.
     pub fn close(self) {
         self.0.close();
+    }
+}
+
+/// Stores `count` rows laid out in `values`/`nulls` (`natts` entries each) into the open
+/// `es.events`: `heap_insert` and the entries of every index, each tuple formed in the current
+/// memory context and freed by the slot when it is cleared.
+///
+/// # Safety
+/// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor (it
+/// calls PostgreSQL unguarded); `target` open and checked; `values`/`nulls` hold `count` full
+/// rows of its table.
+unsafe fn insert_rows_in_guard<const N: usize>(
+    target: &Target<N>,
+    values: *mut Datum,
+    nulls: *mut bool,
+    count: usize,
+) {
+    let (rel, natts) = (target.rel, target.layout.natts);
+    // SAFETY: the caller's contract.
+    unsafe {
+        let desc = (*rel).rd_att;
+        let cid = raw::GetCurrentCommandId(true);
+        let slot = raw::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsHeapTuple);
+        for i in 0..count {
+            let tuple = raw::heap_form_tuple(desc, values.add(i * natts), nulls.add(i * natts));
+            raw::heap_insert(rel, tuple, cid, 0, ptr::null_mut());
+            raw::ExecStoreHeapTuple(tuple, slot, true);
+            target.indexes.insert_in_guard(rel, slot, None);
+            raw::ExecClearTuple(slot);
+        }
+        raw::ExecDropSingleTupleTableSlot(slot);
     }
 }
 
@@ -2235,4 +2427,129 @@ pub fn stream_life(stream: &Uuid, reading: Reading) -> Outcome<Option<RowLife>> 
     let Ok(()) = done;
     target.close();
     Outcome::Done(found)
+}
+
+/// PostgreSQL's functions of the append path's writes, bound without pgrx's per-call guard
+/// (each guarded call costs about 100 instructions and its own copy of the trampoline): called
+/// only from the `*_in_guard` functions of this module, each of which runs whole inside one
+/// `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor, so an ERROR
+/// raised by any of them longjmps to that guard, which raises it as every guarded call does.
+/// The signatures are PostgreSQL's, the same on 15 and 18 (18 only made `heap_form_tuple`'s
+/// arrays and `PageGetHeapFreeSpace`'s page `const`: the same pointers); the calls whose
+/// signature differs are `pg/compat.rs`' `*_in_guard` functions.
+mod raw {
+    use pgrx::pg_sys::{self, Datum, Oid};
+    use std::ffi::{c_int, c_void};
+
+    // SAFETY: each declaration is the prototype of PostgreSQL's own function (the one pgrx binds
+    // with its per-call guard), linked by its C name (`ExecClearTuple`: pgrx's shim of the
+    // inline function); called only inside one `pg_guard_ffi_boundary` (the module's header).
+    unsafe extern "C-unwind" {
+        pub(super) fn table_open(relid: Oid, lockmode: pg_sys::LOCKMODE) -> pg_sys::Relation;
+        pub(super) fn table_close(rel: pg_sys::Relation, lockmode: pg_sys::LOCKMODE);
+        pub(super) fn index_open(relid: Oid, lockmode: pg_sys::LOCKMODE) -> pg_sys::Relation;
+        pub(super) fn index_close(rel: pg_sys::Relation, lockmode: pg_sys::LOCKMODE);
+        pub(super) fn RelationGetIndexList(rel: pg_sys::Relation) -> *mut pg_sys::List;
+        pub(super) fn BuildIndexInfo(index: pg_sys::Relation) -> *mut pg_sys::IndexInfo;
+        pub(super) fn list_free(list: *mut pg_sys::List);
+        pub(super) fn palloc(size: pg_sys::Size) -> *mut c_void;
+        pub(super) fn pfree(pointer: *mut c_void);
+        pub(super) fn FormIndexDatum(
+            info: *mut pg_sys::IndexInfo,
+            slot: *mut pg_sys::TupleTableSlot,
+            estate: *mut pg_sys::EState,
+            values: *mut Datum,
+            isnull: *mut bool,
+        );
+        #[allow(clippy::too_many_arguments)]
+        pub(super) fn index_insert(
+            index: pg_sys::Relation,
+            values: *mut Datum,
+            isnull: *mut bool,
+            heap_tid: pg_sys::ItemPointer,
+            heap: pg_sys::Relation,
+            check: pg_sys::IndexUniqueCheck::Type,
+            unchanged: bool,
+            info: *mut pg_sys::IndexInfo,
+        ) -> bool;
+        pub(super) fn CommandCounterIncrement();
+        pub(super) fn GetCurrentCommandId(used: bool) -> pg_sys::CommandId;
+        pub(super) fn GetTransactionSnapshot() -> pg_sys::Snapshot;
+        pub(super) fn RegisterSnapshot(snapshot: pg_sys::Snapshot) -> pg_sys::Snapshot;
+        pub(super) fn UnregisterSnapshot(snapshot: pg_sys::Snapshot);
+        pub(super) fn GetCurrentTransactionStartTimestamp() -> pg_sys::TimestampTz;
+        pub(super) fn ScanKeyInit(
+            entry: pg_sys::ScanKey,
+            attno: pg_sys::AttrNumber,
+            strategy: pg_sys::StrategyNumber,
+            procedure: pg_sys::RegProcedure,
+            argument: Datum,
+        );
+        pub(super) fn index_rescan(
+            scan: pg_sys::IndexScanDesc,
+            keys: pg_sys::ScanKey,
+            nkeys: c_int,
+            orderbys: pg_sys::ScanKey,
+            norderbys: c_int,
+        );
+        pub(super) fn index_getnext_tid(
+            scan: pg_sys::IndexScanDesc,
+            direction: pg_sys::ScanDirection::Type,
+        ) -> pg_sys::ItemPointer;
+        pub(super) fn index_endscan(scan: pg_sys::IndexScanDesc);
+        pub(super) fn BufferGetBlockNumber(buffer: pg_sys::Buffer) -> pg_sys::BlockNumber;
+        pub(super) fn ReleaseAndReadBuffer(
+            buffer: pg_sys::Buffer,
+            rel: pg_sys::Relation,
+            block: pg_sys::BlockNumber,
+        ) -> pg_sys::Buffer;
+        pub(super) fn LockBuffer(buffer: pg_sys::Buffer, mode: c_int);
+        pub(super) fn ReleaseBuffer(buffer: pg_sys::Buffer);
+        pub(super) fn heap_hot_search_buffer(
+            tid: pg_sys::ItemPointer,
+            rel: pg_sys::Relation,
+            buffer: pg_sys::Buffer,
+            snapshot: pg_sys::Snapshot,
+            tuple: pg_sys::HeapTuple,
+            all_dead: *mut bool,
+            first_call: bool,
+        ) -> bool;
+        pub(super) fn PageGetHeapFreeSpace(page: pg_sys::Page) -> pg_sys::Size;
+        pub(super) fn heap_page_prune_opt(rel: pg_sys::Relation, buffer: pg_sys::Buffer);
+        pub(super) fn heap_copytuple(tuple: pg_sys::HeapTuple) -> pg_sys::HeapTuple;
+        pub(super) fn heap_deform_tuple(
+            tuple: pg_sys::HeapTuple,
+            desc: pg_sys::TupleDesc,
+            values: *mut Datum,
+            isnull: *mut bool,
+        );
+        pub(super) fn heap_form_tuple(
+            desc: pg_sys::TupleDesc,
+            values: *mut Datum,
+            isnull: *mut bool,
+        ) -> pg_sys::HeapTuple;
+        pub(super) fn heap_insert(
+            rel: pg_sys::Relation,
+            tuple: pg_sys::HeapTuple,
+            cid: pg_sys::CommandId,
+            options: c_int,
+            bistate: pg_sys::BulkInsertState,
+        );
+        pub(super) fn MakeSingleTupleTableSlot(
+            desc: pg_sys::TupleDesc,
+            ops: *const pg_sys::TupleTableSlotOps,
+        ) -> *mut pg_sys::TupleTableSlot;
+        pub(super) fn ExecStoreHeapTuple(
+            tuple: pg_sys::HeapTuple,
+            slot: *mut pg_sys::TupleTableSlot,
+            should_free: bool,
+        ) -> *mut pg_sys::TupleTableSlot;
+        /// `ExecClearTuple` is a static inline function in PostgreSQL: pgrx's C shim (linked
+        /// into this library) is its callable copy.
+        #[link_name = "ExecClearTuple__pgrx_cshim"]
+        pub(super) fn ExecClearTuple(
+            slot: *mut pg_sys::TupleTableSlot,
+        ) -> *mut pg_sys::TupleTableSlot;
+        pub(super) fn ExecDropSingleTupleTableSlot(slot: *mut pg_sys::TupleTableSlot);
+    }
 }
