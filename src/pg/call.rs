@@ -567,32 +567,44 @@ impl<'a> JsonbArray<'a> {
     /// The elements (`None`: a NULL element), or the number of dimensions of an array that is
     /// not one-dimensional.
     pub fn elements(&self) -> Result<Vec<Option<Jsonb<'a>>>, i32> {
+        let mut elems: *mut Datum = std::ptr::null_mut();
+        let mut nulls: *mut bool = std::ptr::null_mut();
+        let mut n = 0;
+        let array = self.array;
         // SAFETY: a jsonb[] datum valid for 'a (how the value was made); it is detoasted into
         // the current context (the call's, alive for 'a) and deconstructed into arrays of `n`
-        // datums and flags palloc'd there; each non-NULL element is a jsonb inside that copy.
+        // datums and flags palloc'd there. Both calls run unguarded inside this one guard,
+        // whose closure owns only raw pointers and integers (no destructor, no panic), so an
+        // ERROR longjmping to it skips nothing that would have run.
+        let ndim = unsafe {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                let arr = detoast_in_elements(array.cast_mut_ptr()).cast::<pg_sys::ArrayType>();
+                if (*arr).ndim > 1 {
+                    return (*arr).ndim;
+                }
+                deconstruct_array_in_elements(
+                    arr,
+                    BuiltinOid::JSONBOID.value(),
+                    -1,
+                    false,
+                    pg_sys::TYPALIGN_INT as std::ffi::c_char,
+                    &mut elems,
+                    &mut nulls,
+                    &mut n,
+                );
+                (*arr).ndim
+            })
+        };
+        if ndim > 1 {
+            return Err(ndim);
+        }
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let n = n as usize;
+        // SAFETY: deconstruct_array filled `n` datums and flags; each non-NULL element is a
+        // jsonb inside the detoasted copy, alive for 'a.
         unsafe {
-            let arr =
-                pg_sys::pg_detoast_datum(self.array.cast_mut_ptr()).cast::<pg_sys::ArrayType>();
-            if (*arr).ndim > 1 {
-                return Err((*arr).ndim);
-            }
-            let mut elems: *mut Datum = std::ptr::null_mut();
-            let mut nulls: *mut bool = std::ptr::null_mut();
-            let mut n = 0;
-            pg_sys::deconstruct_array(
-                arr,
-                BuiltinOid::JSONBOID.value(),
-                -1,
-                false,
-                pg_sys::TYPALIGN_INT as std::ffi::c_char,
-                &mut elems,
-                &mut nulls,
-                &mut n,
-            );
-            if n == 0 {
-                return Ok(Vec::new());
-            }
-            let n = n as usize;
             let elems = std::slice::from_raw_parts(elems, n);
             let nulls = std::slice::from_raw_parts(nulls, n);
             Ok(elems
@@ -602,6 +614,29 @@ impl<'a> JsonbArray<'a> {
                 .collect())
         }
     }
+}
+
+// SAFETY: each declaration is the prototype of PostgreSQL's own function (the one pgrx binds
+// with its per-call guard, the same on 15 and 18), linked by its C name; they are called only
+// inside the one `pg_guard_ffi_boundary` of `JsonbArray::elements`, whose closure owns only raw
+// pointers and integers.
+unsafe extern "C-unwind" {
+    /// PostgreSQL's `pg_detoast_datum`, bound without pgrx's per-call guard.
+    #[link_name = "pg_detoast_datum"]
+    fn detoast_in_elements(datum: *mut pg_sys::varlena) -> *mut pg_sys::varlena;
+    /// PostgreSQL's `deconstruct_array`, bound without pgrx's per-call guard.
+    #[link_name = "deconstruct_array"]
+    #[allow(clippy::too_many_arguments)]
+    fn deconstruct_array_in_elements(
+        array: *mut pg_sys::ArrayType,
+        elmtype: pg_sys::Oid,
+        elmlen: std::ffi::c_int,
+        elmbyval: bool,
+        elmalign: std::ffi::c_char,
+        elemsp: *mut *mut Datum,
+        nullsp: *mut *mut bool,
+        nelemsp: *mut std::ffi::c_int,
+    );
 }
 
 /// A row type's descriptor, valid for `'a` (while the result or the composite that gave it

@@ -70,12 +70,26 @@ static SHARED: AtomicPtr<InFlight> = AtomicPtr::new(ptr::null_mut());
 static MY_SLOT: AtomicUsize = AtomicUsize::new(NO_SLOT);
 const NO_SLOT: usize = usize::MAX;
 
+// SAFETY: each declaration is the prototype of PostgreSQL's own function, the same on 15 and
+// 18, linked by its C name; the unguarded ones are called only inside one
+// `pg_guard_ffi_boundary` (`nextval_internal` in `next_block`'s, and in `draw_one_in_guard`'s
+// with the locks).
 unsafe extern "C-unwind" {
     /// `commands/sequence.h`, not in pgrx's bindings: `nextval` without the fmgr call.
     fn nextval_internal(relid: pg_sys::Oid, check_permissions: bool) -> i64;
     /// The fmgr entry of `setval`, unwrapped, for `DirectFunctionCall2Coll` (the guarded call).
     #[link_name = "setval_oid"]
     fn setval_oid_fmgr(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+    /// PostgreSQL's `LockRelationOid`, bound without pgrx's per-call guard: called only inside
+    /// the one guard of [`draw_one_in_guard`].
+    #[link_name = "LockRelationOid"]
+    fn lock_relation_in_draw(relid: pg_sys::Oid, lockmode: pg_sys::LOCKMODE);
+    /// PostgreSQL's `LWLockAcquire`, bound without pgrx's per-call guard (as above).
+    #[link_name = "LWLockAcquire"]
+    fn lwlock_acquire_in_draw(lock: *mut pg_sys::LWLock, mode: pg_sys::LWLockMode::Type) -> bool;
+    /// PostgreSQL's `LWLockRelease`, bound without pgrx's per-call guard (as above).
+    #[link_name = "LWLockRelease"]
+    fn lwlock_release_in_draw(lock: *mut pg_sys::LWLock);
 }
 
 /// The shared-memory segment of the positions in flight (placed by `crate::pg::shmem`).
@@ -185,6 +199,20 @@ fn draw_positions(
     stored_max: Option<i64>,
 ) -> Result<i64, EventStoreError> {
     debug_assert!(n >= 1);
+    // The common draw, one position without a catch-up, under one pgrx guard.
+    if n == 1
+        && stored_max.is_none()
+        && let Some(shared) = shared()
+    {
+        let me = super::compat::my_proc_number();
+        // SAFETY: `draw_one_in_guard` runs whole inside this one guard and owns nothing with a
+        // destructor (an OID, a reference to shared memory, integers; no panic possible), so an
+        // ERROR longjmping to the guard skips nothing that would have run: the abort releases
+        // the LWLock (LWLockReleaseAll) as on the guarded path below.
+        return Ok(unsafe {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| draw_one_in_guard(sequence, shared, me))
+        });
+    }
     // The sequence's relation lock is taken before the LWLock so nextval never waits for a
     // heavyweight lock under it; an ERROR raised by nextval/setval under the LWLock is
     // released by the abort's LWLockReleaseAll.
@@ -215,6 +243,33 @@ fn draw_positions(
         }
         pg_sys::LWLockRelease(shared.lock);
         drawn
+    }
+}
+
+/// [`draw_positions`] of one position without a catch-up: the sequence's lock, the positions'
+/// lock shared, `nextval`, this backend's slot recorded, the lock released; returns the
+/// position. Calls PostgreSQL unguarded.
+///
+/// # Safety
+/// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor;
+/// `sequence` is the OID of the positions' sequence, `me` this backend's PGPROC number.
+unsafe fn draw_one_in_guard(sequence: pg_sys::Oid, shared: &InFlight, me: usize) -> i64 {
+    // SAFETY: the caller's contract; the LWLock is released on the way out (or by the abort's
+    // LWLockReleaseAll after an ERROR in nextval).
+    unsafe {
+        lock_relation_in_draw(sequence, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        lwlock_acquire_in_draw(shared.lock, pg_sys::LWLockMode::LW_SHARED);
+        let first = nextval_internal(sequence, false);
+        if MY_SLOT.load(Ordering::Relaxed) == NO_SLOT
+            && let Some(slot) = slots(shared).get(me)
+        {
+            slot.dboid
+                .store(pg_sys::MyDatabaseId.to_u32(), Ordering::Relaxed);
+            slot.min_position.store(first, Ordering::Release);
+            MY_SLOT.store(me, Ordering::Relaxed);
+        }
+        lwlock_release_in_draw(shared.lock);
+        first
     }
 }
 
