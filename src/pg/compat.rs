@@ -195,8 +195,14 @@ pub unsafe fn index_beginscan_in_guard(
         #[cfg(feature = "pg15")]
         let scan = index_beginscan_unguarded(heap, index, snapshot, nkeys, norderbys);
         #[cfg(feature = "pg18")]
-        let scan =
-            index_beginscan_unguarded(heap, index, snapshot, std::ptr::null_mut(), nkeys, norderbys);
+        let scan = index_beginscan_unguarded(
+            heap,
+            index,
+            snapshot,
+            std::ptr::null_mut(),
+            nkeys,
+            norderbys,
+        );
         scan
     }
 }
@@ -219,8 +225,16 @@ pub unsafe fn heap_update_in_guard(
     // SAFETY: the caller's contract; the binding has this version's signature.
     unsafe {
         #[cfg(feature = "pg15")]
-        let tm =
-            heap_update_unguarded(rel, otid, new, cid, std::ptr::null_mut(), wait, tmfd, lockmode);
+        let tm = heap_update_unguarded(
+            rel,
+            otid,
+            new,
+            cid,
+            std::ptr::null_mut(),
+            wait,
+            tmfd,
+            lockmode,
+        );
         #[cfg(feature = "pg18")]
         let tm = {
             let mut update_indexes = pg_sys::TU_UpdateIndexes::TU_None;

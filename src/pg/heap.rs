@@ -31,6 +31,16 @@
 //! ERROR in the middle of a scan (a detoast failure, a visitor's error) leaves the scan to the
 //! transaction's abort: the resource owner drops the buffer pins, relation references and the
 //! registered snapshot, and both contexts are children of the caller's, which the abort frees.
+//!
+//! Guards: pgrx wraps every `pg_sys` call in a `sigsetjmp` guard of its own (about 100
+//! instructions, and a copy of the trampoline per call site in the instruction cache). The
+//! append's writes call PostgreSQL through the unguarded bindings of `raw` instead, in a few
+//! regions, each run whole inside one `pg_guard_ffi_boundary` (the `*_in_guard` functions:
+//! opening a table with its indexes, finding a stream's row, replacing it, inserting the rows
+//! and closing). Their frames own nothing with a destructor and cannot panic, so an ERROR
+//! longjmps to the region's guard, which raises it as every guarded call does, and nothing that
+//! would have run is skipped. The stream rules' judge (which may run the user's code) runs
+//! between two regions, never inside one.
 
 use super::call::{ResultSet, TypedDatum};
 use super::jsonb::Jsonb;
@@ -934,23 +944,27 @@ fn bump_in<const N: usize, E>(
 ) -> Outcome<Result<Bump, E>> {
     // The primary key must be the btree on stream_id the lookup keys on.
     let now = memo::generation();
-    let pkey = target.indexes.as_slice().iter().find_map(|&OpenIndex { index, .. }| {
-        // SAFETY: an index opened by Indexes::open.
-        let ok = unsafe {
-            (*(*index).rd_rel).oid == pkey_oid
-                && (memo::pkey_checked(now, pkey_oid)
-                    || btree_on(
-                        index,
-                        &[target.layout.attno(STREAM_ID)],
-                        &[pg_sys::UUIDOID],
-                        &[pg_sys::F_UUID_CMP],
-                    ))
-        };
-        if ok {
-            memo::note_pkey_checked(now, pkey_oid);
-        }
-        ok.then_some(index)
-    });
+    let pkey = target
+        .indexes
+        .as_slice()
+        .iter()
+        .find_map(|&OpenIndex { index, .. }| {
+            // SAFETY: an index opened by Indexes::open.
+            let ok = unsafe {
+                (*(*index).rd_rel).oid == pkey_oid
+                    && (memo::pkey_checked(now, pkey_oid)
+                        || btree_on(
+                            index,
+                            &[target.layout.attno(STREAM_ID)],
+                            &[pg_sys::UUIDOID],
+                            &[pg_sys::F_UUID_CMP],
+                        ))
+            };
+            if ok {
+                memo::note_pkey_checked(now, pkey_oid);
+            }
+            ok.then_some(index)
+        });
     let Some(pkey) = pkey else {
         target.close();
         return Outcome::Fallback;
@@ -1239,8 +1253,7 @@ unsafe fn fetch_head_in_guard(
         let mut buffer = pg_sys::InvalidBuffer as pg_sys::Buffer;
         let mut found: pg_sys::HeapTuple = ptr::null_mut();
         loop {
-            let entry =
-                raw::index_getnext_tid(scan, pg_sys::ScanDirection::ForwardScanDirection);
+            let entry = raw::index_getnext_tid(scan, pg_sys::ScanDirection::ForwardScanDirection);
             if entry.is_null() {
                 break;
             }

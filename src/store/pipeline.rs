@@ -370,7 +370,7 @@ pub fn append(
     let first_version = new_version - n + 1;
     check_sequence_numbers(&batch.metas, first_version)?;
     // the positions are drawn inside, as late as they can be (docs/reference.md §3)
-    let first_position = insert(conn, stream, first_version, batch)?;
+    let first_position = insert(conn, stream, sid, first_version, batch)?;
     crate::pg::wake::appended(
         stream.as_bytes(),
         first_position + (n - 1),
@@ -502,14 +502,14 @@ fn retry_or_duplicate(
 /// before its commit, the less a gap-safe reader waits for it (docs/reference.md §3). A unique
 /// violation is ES004 (an event id stored by a transaction that committed after the checks, or
 /// one reused across streams) or 55000 (a position the sequence handed out although it is
-/// stored), never a raw 23505.
+/// stored), never a raw 23505. `sid` is `stream` as a datum, the one the bump's statements took.
 fn insert(
     conn: &Connection,
     stream: &Uuid,
+    sid: Arg,
     first_version: i64,
     batch: &Batch<'_>,
 ) -> Result<i64, EventStoreError> {
-    let sid = Some(uuid_datum(stream));
     let now = transaction_start();
     let mut rows: Vec<EventRow> = batch
         .metas
