@@ -47,7 +47,8 @@ pub fn my_proc_number() -> usize {
     n
 }
 
-/// `index_beginscan` without instrumentation (an argument PostgreSQL 18 added).
+/// `index_beginscan` without instrumentation (an argument PostgreSQL 18 added), under its own
+/// pgrx guard.
 ///
 /// # Safety
 /// As `index_beginscan`: open relations and a registered snapshot.
@@ -58,68 +59,12 @@ pub unsafe fn index_beginscan(
     nkeys: c_int,
     norderbys: c_int,
 ) -> pg_sys::IndexScanDesc {
-    // SAFETY: the caller's contract.
+    // SAFETY: the caller's contract; the unguarded call runs inside this one guard, whose
+    // closure owns only raw pointers and integers.
     unsafe {
-        #[cfg(feature = "pg15")]
-        let scan = pg_sys::index_beginscan(heap, index, snapshot, nkeys, norderbys);
-        #[cfg(feature = "pg18")]
-        let scan = pg_sys::index_beginscan(
-            heap,
-            index,
-            snapshot,
-            std::ptr::null_mut(),
-            nkeys,
-            norderbys,
-        );
-        scan
-    }
-}
-
-/// `heap_update`; whether the new tuple needs index entries is read from the tuple itself
-/// (`HEAP_ONLY_TUPLE`) by the caller, as on PostgreSQL 15, so the 16+ out-argument that says
-/// the same is not used.
-///
-/// # Safety
-/// As `heap_update`.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn heap_update(
-    rel: pg_sys::Relation,
-    otid: pg_sys::ItemPointer,
-    new: pg_sys::HeapTuple,
-    cid: pg_sys::CommandId,
-    wait: bool,
-    tmfd: *mut pg_sys::TM_FailureData,
-    lockmode: *mut pg_sys::LockTupleMode::Type,
-) -> pg_sys::TM_Result::Type {
-    // SAFETY: the caller's contract.
-    unsafe {
-        #[cfg(feature = "pg15")]
-        let tm = pg_sys::heap_update(
-            rel,
-            otid,
-            new,
-            cid,
-            std::ptr::null_mut(),
-            wait,
-            tmfd,
-            lockmode,
-        );
-        #[cfg(feature = "pg18")]
-        let tm = {
-            let mut update_indexes = pg_sys::TU_UpdateIndexes::TU_None;
-            pg_sys::heap_update(
-                rel,
-                otid,
-                new,
-                cid,
-                std::ptr::null_mut(),
-                wait,
-                tmfd,
-                lockmode,
-                &mut update_indexes,
-            )
-        };
-        tm
+        pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            index_beginscan_in_guard(heap, index, snapshot, nkeys, norderbys)
+        })
     }
 }
 
@@ -178,10 +123,11 @@ unsafe extern "C-unwind" {
     ) -> pg_sys::TM_Result::Type;
 }
 
-/// [`index_beginscan`] without pgrx's guard around the call.
+/// `index_beginscan` without instrumentation (an argument PostgreSQL 18 added), without pgrx's
+/// guard around the call.
 ///
 /// # Safety
-/// As [`index_beginscan`], and the caller runs inside a `pg_guard_ffi_boundary` whose frames
+/// As `index_beginscan`: open relations and a registered snapshot; and the caller runs inside a `pg_guard_ffi_boundary` whose frames
 /// up to it own nothing with a destructor: an ERROR longjmps to that guard.
 pub unsafe fn index_beginscan_in_guard(
     heap: pg_sys::Relation,
@@ -207,10 +153,12 @@ pub unsafe fn index_beginscan_in_guard(
     }
 }
 
-/// [`heap_update`] without pgrx's guard around the call.
+/// `heap_update`, without pgrx's guard around the call; whether the new tuple needs index
+/// entries is read from the tuple itself (`HEAP_ONLY_TUPLE`) by the caller, as on PostgreSQL 15,
+/// so the 16+ out-argument that says the same is not used.
 ///
 /// # Safety
-/// As [`heap_update`], and the caller runs inside a `pg_guard_ffi_boundary` whose frames up to
+/// As `heap_update`, and the caller runs inside a `pg_guard_ffi_boundary` whose frames up to
 /// it own nothing with a destructor: an ERROR longjmps to that guard.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn heap_update_in_guard(
