@@ -123,6 +123,24 @@ pub unsafe fn heap_update(
     }
 }
 
+/// `role`'s USAGE on foreign server `server` (an existing one), as `aclcheck_error` takes it.
+pub fn foreign_server_usage(server: Oid, role: Oid) -> pg_sys::AclResult::Type {
+    // SAFETY: an ACL check of an existing foreign server and a role; it raises nothing.
+    unsafe {
+        #[cfg(feature = "pg15")]
+        let r =
+            pg_sys::pg_foreign_server_aclcheck(server, role, pg_sys::ACL_USAGE as pg_sys::AclMode);
+        #[cfg(feature = "pg18")]
+        let r = pg_sys::object_aclcheck(
+            pg_sys::ForeignServerRelationId,
+            server,
+            role,
+            pg_sys::ACL_USAGE as pg_sys::AclMode,
+        );
+        r
+    }
+}
+
 /// Whether `role` may execute function `oid`.
 pub fn may_execute(oid: Oid, role: Oid) -> bool {
     // SAFETY: an ACL check of a function and a role (the caller checked the function exists);

@@ -406,16 +406,7 @@ fn connstr(shard: i32, user: Oid) -> Option<(String, Option<Duration>)> {
             }
         }
         let part = part?;
-        #[cfg(feature = "pg15")]
-        let allowed =
-            pg_sys::pg_foreign_server_aclcheck(server, user, pg_sys::ACL_USAGE as pg_sys::AclMode);
-        #[cfg(feature = "pg18")]
-        let allowed = pg_sys::object_aclcheck(
-            pg_sys::ForeignServerRelationId,
-            server,
-            user,
-            pg_sys::ACL_USAGE as pg_sys::AclMode,
-        );
+        let allowed = super::compat::foreign_server_usage(server, user);
         if allowed != pg_sys::AclResult::ACLCHECK_OK {
             pg_sys::aclcheck_error(
                 allowed,
