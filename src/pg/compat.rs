@@ -123,6 +123,21 @@ pub unsafe fn heap_update(
     }
 }
 
+/// A new wait event set for `nevents` events that lives until `FreeWaitEventSet` (in
+/// TopMemoryContext, owned by no resource owner: it survives the transaction's end).
+pub fn long_lived_wait_event_set(nevents: i32) -> *mut pg_sys::WaitEventSet {
+    // SAFETY: CreateWaitEventSet allocates the set in TopMemoryContext (15: the context given;
+    // 18: without a resource owner) and opens its epoll descriptor; it raises only on
+    // exhaustion, inside the caller's guard.
+    unsafe {
+        #[cfg(feature = "pg15")]
+        let set = pg_sys::CreateWaitEventSet(pg_sys::TopMemoryContext, nevents);
+        #[cfg(feature = "pg18")]
+        let set = pg_sys::CreateWaitEventSet(std::ptr::null_mut(), nevents);
+        set
+    }
+}
+
 /// `role`'s USAGE on foreign server `server` (an existing one), as `aclcheck_error` takes it.
 pub fn foreign_server_usage(server: Oid, role: Oid) -> pg_sys::AclResult::Type {
     // SAFETY: an ACL check of an existing foreign server and a role; it raises nothing.

@@ -16,8 +16,9 @@
 //! when the call returns, whatever the proxy's transaction does afterwards.
 //!
 //! Never blocking uninterruptibly: the connection is non-blocking, every wait is
-//! `WaitLatchOrSocket` on its socket with the latch and `CHECK_FOR_INTERRUPTS` (as
-//! libpqwalreceiver and postgres_fdw wait). A connection in use is owned by the call's frame
+//! a wait on its socket and the latch with `CHECK_FOR_INTERRUPTS` (as libpqwalreceiver and
+//! postgres_fdw wait; a connected connection keeps its wait event set, so a call's wait costs
+//! one `epoll_wait`). A connection in use is owned by the call's frame
 //! ([`Wire`]); when an interrupt or any ERROR unwinds that frame, its `Drop` sends a cancel and
 //! closes it (its state is unknown); only a call that read its whole result gives it back to the
 //! backend's cache. A cached connection found bad or not idle is closed and opened again.
@@ -185,6 +186,12 @@ struct Conn {
     conn: *mut pq::PGconn,
     /// The statements prepared on it, by text; the n-th is named `es_relay_<n>`.
     prepared: Vec<CString>,
+    /// The latch, the postmaster's death and this connection's socket, kept for its life (a
+    /// WaitLatchOrSocket per wait would make and close an epoll set: 5 more system calls per
+    /// call); null until the first wait of a call.
+    waits: *mut pg_sys::WaitEventSet,
+    /// The socket events `waits` waits for now.
+    waiting_for: u32,
 }
 
 /// A connection owned by the running call. Dropped without [`Wire::keep`] (an ERROR, an
@@ -230,6 +237,12 @@ impl Drop for Wire {
 
 /// Closes a connection that nothing else holds.
 fn close(conn: Conn) {
+    if !conn.waits.is_null() {
+        // SAFETY: the set was made for this connection alone and nothing waits on it now;
+        // FreeWaitEventSet closes its epoll descriptor and pfrees it (it raises nothing, so it
+        // is safe while an ERROR unwinds).
+        unsafe { pg_sys::FreeWaitEventSet(conn.waits) };
+    }
     // SAFETY: the connection came from PQconnectStartParams and is owned by `conn` alone
     // (taken out of the cache or never put there); it is not used after PQfinish.
     unsafe { pq::PQfinish(conn.conn) };
@@ -520,6 +533,63 @@ fn wait(conn: *mut pq::PGconn, events: u32, deadline: Option<Instant>) -> bool {
     }
 }
 
+/// Waits until the connected `conn`'s socket is ready for `events`, handling interrupts as
+/// [`wait`] does, on the connection's own wait event set.
+fn wait_on(conn: &mut Conn, events: u32) {
+    // SAFETY: a live, connected connection owned by the caller's call.
+    let socket = unsafe { pq::PQsocket(conn.conn) };
+    if conn.waits.is_null() {
+        let set = super::compat::long_lived_wait_event_set(3);
+        // SAFETY: a new set with room for 3 events: the backend's latch, the postmaster's
+        // death and the connection's open socket (position 2).
+        unsafe {
+            pg_sys::AddWaitEventToSet(
+                set,
+                pg_sys::WL_LATCH_SET,
+                pg_sys::PGINVALID_SOCKET,
+                pg_sys::MyLatch,
+                std::ptr::null_mut(),
+            );
+            pg_sys::AddWaitEventToSet(
+                set,
+                pg_sys::WL_EXIT_ON_PM_DEATH,
+                pg_sys::PGINVALID_SOCKET,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+            pg_sys::AddWaitEventToSet(
+                set,
+                events,
+                socket,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+        }
+        conn.waits = set;
+        conn.waiting_for = events;
+    } else if conn.waiting_for != events {
+        // SAFETY: the connection's set; position 2 is its socket.
+        unsafe { pg_sys::ModifyWaitEvent(conn.waits, 2, events, std::ptr::null_mut()) };
+        conn.waiting_for = events;
+    }
+    loop {
+        let mut event = pg_sys::WaitEvent::default();
+        // SAFETY: the connection's set (its socket is the one registered: a connection keeps
+        // its socket once connected); one event written into `event`.
+        let n = unsafe {
+            pg_sys::WaitEventSetWait(conn.waits, -1, &mut event, 1, pg_sys::PG_WAIT_EXTENSION)
+        };
+        if n > 0 && event.events & pg_sys::WL_LATCH_SET != 0 {
+            // SAFETY: this backend's latch.
+            unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
+            pgrx::check_for_interrupts!();
+        }
+        if n > 0 && event.events & (pg_sys::WL_SOCKET_READABLE | pg_sys::WL_SOCKET_WRITEABLE) != 0 {
+            return;
+        }
+    }
+}
+
 /// PL/Proxy's form of a failure of `what` on `conn` (`undecorate` reads it back).
 fn failure(label: &str, conn: *mut pq::PGconn, what: &str) -> RaisedError {
     // SAFETY: a live connection (the caller owns it); the strings are copied.
@@ -576,6 +646,8 @@ fn open(
             epoch,
             conn: raw,
             prepared: Vec::new(),
+            waits: std::ptr::null_mut(),
+            waiting_for: 0,
         }),
         busy: false,
     };
@@ -672,6 +744,9 @@ fn take(shard: i32, user: Oid, label: &str) -> Result<Option<Wire>, RaisedError>
 /// TUPLES_OK/COMMAND_OK result, or the failure.
 fn results(wire: &mut Wire, label: &str) -> Result<Option<Result_>, RaisedError> {
     let raw = wire.raw();
+    let Some(conn) = wire.conn.as_mut() else {
+        unreachable!("a taken wire holds its connection");
+    };
     // flush what is queued (non-blocking), reading meanwhile so the server never stalls on us
     loop {
         // SAFETY: the connection owned by `wire`.
@@ -679,10 +754,9 @@ fn results(wire: &mut Wire, label: &str) -> Result<Option<Result_>, RaisedError>
         match flushed {
             0 => break,
             1 => {
-                wait(
-                    raw,
+                wait_on(
+                    conn,
                     pg_sys::WL_SOCKET_READABLE | pg_sys::WL_SOCKET_WRITEABLE,
-                    None,
                 );
                 // SAFETY: as above.
                 if unsafe { pq::PQconsumeInput(raw) } == 0 {
@@ -697,7 +771,7 @@ fn results(wire: &mut Wire, label: &str) -> Result<Option<Result_>, RaisedError>
     loop {
         // SAFETY: the connection owned by `wire`.
         while unsafe { pq::PQisBusy(raw) } != 0 {
-            wait(raw, pg_sys::WL_SOCKET_READABLE, None);
+            wait_on(conn, pg_sys::WL_SOCKET_READABLE);
             // SAFETY: as above.
             if unsafe { pq::PQconsumeInput(raw) } == 0 {
                 return Err(failure(label, raw, "PQconsumeInput"));

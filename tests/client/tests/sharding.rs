@@ -1634,7 +1634,7 @@ fn racing_appends_through_the_proxy_have_one_winner_per_version() {
     report(&format!(
         "race: 8 connections through the proxy on one stream (shard {shard}) for {} s: {wins} wins, one per \
          version, {conflicts} ES001 with DETAIL `expected: N, actual: M`, nothing else \
-         (PL/Proxy reconnects to the partition after each remote error)",
+         (the relay's wire keeps its connection after a remote error; PL/Proxy reconnects)",
         run_for.as_secs()
     ));
 }
