@@ -47,7 +47,7 @@ count() {
   local d=$1 db=$2 f=$3; shift 3
   runuser -u postgres -- valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
     "$BIN/postgres" --single -D "$d/data" "$@" -c synchronous_commit=off "$db" <"$f" 2>&1 >"$dir/single.out" |
-    awk '/Collected/ { print $4 }'
+    tee "$dir/single.err" | awk '/Collected/ { print $4 }'
 }
 mkdir -p "$dir"
 chown postgres "$dir"; chmod 755 "$dir"   # the single-user backends (user postgres) write callgrind.out there
@@ -90,7 +90,7 @@ proxy)
   chmod 644 "$dir"/*.sql
   b=$(count "$B" w_proxy "$dir/base.sql")
   l=$(count "$B" w_proxy "$dir/loop.sql")
-  ! grep -m3 ERROR "$dir/single.out" || exit 1
+  ! grep -m3 ERROR "$dir/single.out" "$dir/single.err" || exit 1
   echo "proxy backend, per call: $(((l - b) / n))  ($body)" ;;
 part)
   form=${2:?part needs a FORM}
@@ -116,7 +116,7 @@ part)
   chmod 644 "$dir"/*.sql
   b=$(count "$A" w_p0 "$dir/pbase.sql" -c shared_preload_libraries=event_store)
   l=$(count "$A" w_p0 "$dir/ploop.sql" -c shared_preload_libraries=event_store)
-  ! grep -m3 ERROR "$dir/single.out" || exit 1
+  ! grep -m3 ERROR "$dir/single.out" "$dir/single.err" || exit 1
   echo "partition 0, per statement ($form): $(((l - b) / n))" ;;
 served)
   side=${2:?served needs a SIDE: wire, twin or direct}

@@ -192,6 +192,8 @@ struct Conn {
     waits: *mut pg_sys::WaitEventSet,
     /// The socket events `waits` waits for now.
     waiting_for: u32,
+    /// The socket's position in `waits`.
+    socket_at: c_int,
 }
 
 /// A connection owned by the running call. Dropped without [`Wire::keep`] (an ERROR, an
@@ -541,7 +543,7 @@ fn wait_on(conn: &mut Conn, events: u32) {
     if conn.waits.is_null() {
         let set = super::compat::long_lived_wait_event_set(3);
         // SAFETY: a new set with room for 3 events: the backend's latch, the postmaster's
-        // death and the connection's open socket (position 2).
+        // death and the connection's open socket (its position kept in socket_at).
         unsafe {
             pg_sys::AddWaitEventToSet(
                 set,
@@ -550,14 +552,18 @@ fn wait_on(conn: &mut Conn, events: u32) {
                 pg_sys::MyLatch,
                 std::ptr::null_mut(),
             );
-            pg_sys::AddWaitEventToSet(
-                set,
-                pg_sys::WL_EXIT_ON_PM_DEATH,
-                pg_sys::PGINVALID_SOCKET,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            );
-            pg_sys::AddWaitEventToSet(
+            // as WaitLatchOrSocket: the postmaster's death only under a postmaster (a
+            // single-user backend has none to watch)
+            if pg_sys::IsUnderPostmaster {
+                pg_sys::AddWaitEventToSet(
+                    set,
+                    pg_sys::WL_EXIT_ON_PM_DEATH,
+                    pg_sys::PGINVALID_SOCKET,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                );
+            }
+            conn.socket_at = pg_sys::AddWaitEventToSet(
                 set,
                 events,
                 socket,
@@ -568,8 +574,10 @@ fn wait_on(conn: &mut Conn, events: u32) {
         conn.waits = set;
         conn.waiting_for = events;
     } else if conn.waiting_for != events {
-        // SAFETY: the connection's set; position 2 is its socket.
-        unsafe { pg_sys::ModifyWaitEvent(conn.waits, 2, events, std::ptr::null_mut()) };
+        // SAFETY: the connection's set; socket_at is its socket's position.
+        unsafe {
+            pg_sys::ModifyWaitEvent(conn.waits, conn.socket_at, events, std::ptr::null_mut())
+        };
         conn.waiting_for = events;
     }
     loop {
@@ -648,6 +656,7 @@ fn open(
             prepared: Vec::new(),
             waits: std::ptr::null_mut(),
             waiting_for: 0,
+            socket_at: 0,
         }),
         busy: false,
     };
