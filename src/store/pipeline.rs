@@ -10,7 +10,7 @@
 use super::personal;
 use super::sql::{SET_STATE_REVISION, STREAM_VERSION};
 use crate::pg::call::{
-    CallMemory, JsonbArray, i64_datum, text_datum, transaction_start, uuid_datum,
+    CallMemory, JsonbArray, event_datums, i64_datum, text_datum, transaction_start, uuid_datum,
 };
 use crate::pg::heap::{self, Bump, EventRow, Kept, Outcome, StreamHead};
 use crate::pg::insert::{self, Conflict};
@@ -517,6 +517,7 @@ fn insert(
         .enumerate()
         .map(|(i, m)| {
             let event_id = m.event_id.unwrap_or_else(Uuid::now_v7);
+            let (id_datum, type_datum) = event_datums(&event_id, &m.event_type);
             let element = batch.elements.get(i);
             let data = match &batch.command {
                 Some((payload, seed_type)) => Some(jsonb_object(&seed_event(
@@ -536,8 +537,8 @@ fn insert(
                 Some(i64_datum(0)),
                 sid,
                 Some(i64_datum(first_version + i as i64)),
-                Some(uuid_datum(&event_id)),
-                Some(text_datum(&m.event_type)),
+                Some(id_datum),
+                Some(type_datum),
                 Some(Datum::from(m.event_version)),
                 data,
                 m.has_metadata
