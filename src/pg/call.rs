@@ -1224,8 +1224,47 @@ pub fn array_of(
 
 /// The start time of the transaction in progress (timestamptz).
 pub fn transaction_start() -> Datum {
-    // SAFETY: reads the start time of the transaction in progress.
-    Datum::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() })
+    // SAFETY: GetCurrentTransactionStartTimestamp returns a field of the transaction state and
+    // cannot raise an ERROR, so it needs no pgrx guard (the append calls it on every call).
+    Datum::from(unsafe { transaction_start_unguarded() })
+}
+
+/// An event row's by-reference datums, its id (uuid) and its type (text), in the current
+/// memory context, made under one pgrx guard instead of one per datum: the append makes them
+/// for every event it inserts.
+pub fn event_datums(event_id: &Uuid, event_type: &str) -> (Datum, Datum) {
+    let id = *event_id.as_bytes();
+    let (text, len) = (event_type.as_ptr(), event_type.len() as i32);
+    // SAFETY: a palloc of 16 bytes, fully written before it is handed out, and
+    // cstring_to_text_with_len, which copies exactly `len` bytes of `event_type` (alive for
+    // the call); both allocate in the current context. They run unguarded inside this one
+    // guard, whose closure owns only raw pointers and integers (no destructor, no panic), so
+    // an ERROR (out of memory) longjmping to it skips nothing that would have run.
+    unsafe {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            let p = palloc_in_row(16).cast::<[u8; 16]>();
+            *p = id;
+            let t = text_in_row(text.cast(), len);
+            (Datum::from(p), Datum::from(t))
+        })
+    }
+}
+
+// SAFETY: each declaration is the prototype of PostgreSQL's own function (the one pgrx binds
+// with its per-call guard, the same on 15 and 18), linked by its C name. `palloc` and
+// `cstring_to_text_with_len` are called only inside the one `pg_guard_ffi_boundary` of
+// `event_datums`, whose closure owns only raw pointers and integers;
+// `GetCurrentTransactionStartTimestamp` raises no ERROR and is called without a guard.
+unsafe extern "C-unwind" {
+    /// PostgreSQL's `palloc`, bound without pgrx's per-call guard.
+    #[link_name = "palloc"]
+    fn palloc_in_row(size: pg_sys::Size) -> *mut std::ffi::c_void;
+    /// PostgreSQL's `cstring_to_text_with_len`, bound without pgrx's per-call guard.
+    #[link_name = "cstring_to_text_with_len"]
+    fn text_in_row(s: *const std::ffi::c_char, len: std::ffi::c_int) -> *mut pg_sys::text;
+    /// PostgreSQL's `GetCurrentTransactionStartTimestamp`, bound without pgrx's per-call guard.
+    #[link_name = "GetCurrentTransactionStartTimestamp"]
+    fn transaction_start_unguarded() -> pg_sys::TimestampTz;
 }
 
 /// A bytea datum (in the current memory context) holding `bytes`.

@@ -107,16 +107,31 @@ impl std::fmt::Debug for Stmt {
     }
 }
 
-/// An open SPI connection; statements run through it. While it is open the search path is
-/// pinned to `pg_catalog` alone (an override search path), so no statement of the extension can
-/// be redirected by the caller's `search_path`: this is what pins the writing functions, at a
+/// An SPI connection; statements run through it. While it is open the search path is pinned
+/// to `pg_catalog` alone (an override search path), so no statement of the extension can be
+/// redirected by the caller's `search_path`: this is what pins the writing functions, at a
 /// fraction of the cost of a `SET search_path` clause on the function. Dropping it pops the
 /// path and finishes SPI. When it is dropped because an ERROR unwinds through it, or after an
 /// ERROR was caught to be reported as the store's own ([`leave_to_abort`]), it does neither:
 /// the (sub)transaction's abort that follows every ERROR cleans up both (`AtEOSubXact_SPI`,
 /// `AtEOSubXact_Namespace`), and calling into PostgreSQL in the middle of an error could raise
 /// a second one while the first unwinds.
-pub struct Connection(std::sync::atomic::AtomicI32);
+///
+/// A connection made with [`Connection::lazy`] connects (and pins) only when its first
+/// statement runs, or when [`Connection::pin`] asks for it: the native append runs no
+/// statement, so it pays for neither (an SPI level is two memory contexts, the pin an override
+/// path). The pin is in place for every statement that runs, as for an eager connection.
+pub struct Connection {
+    /// What [`super::compat::pin_search_path`] returned; [`NOT_CONNECTED`] until connected.
+    pin: std::sync::atomic::AtomicI32,
+    /// The memory context current when the connection was made: SPI is connected from it
+    /// (so `SPI_finish` returns to it), wherever the first statement runs.
+    home: AtomicPtr<pg_sys::MemoryContextData>,
+}
+
+/// [`Connection::pin`]'s value before SPI is connected (a pin is 0 on PostgreSQL 15, a GUC
+/// nest level, at least 1, on 18).
+const NOT_CONNECTED: i32 = -1;
 
 thread_local! {
     /// An ERROR was caught (without a subtransaction) and the call is on its way out with the
@@ -177,28 +192,71 @@ pub type Arg = Option<Datum>;
 impl Connection {
     /// `SPI_connect`, and the pinned search path.
     pub fn connect() -> Connection {
+        let conn = Connection::lazy();
+        conn.pin();
+        conn
+    }
+
+    /// A connection that connects SPI and pins the search path when its first statement runs
+    /// (or at [`Connection::pin`]). For a use case whose common path runs no statement (the
+    /// native append). Its user must call [`Connection::pin`] before running code that
+    /// resolves names without a statement of the connection (a user's function called
+    /// through fmgr), and before entering a subtransaction or a GUC nest level inside which a
+    /// statement may run: SPI's level and the pin belong to the (sub)transaction and nest
+    /// level they are made in, and must be made in the connection's own.
+    pub fn lazy() -> Connection {
         DEPTH.with(|d| d.set(d.get() + 1));
-        // SAFETY: SPI_connect pushes a new SPI level (popped by Drop or by the abort).
-        unsafe { pg_sys::SPI_connect() };
-        Connection(std::sync::atomic::AtomicI32::new(
-            super::compat::pin_search_path(),
-        ))
+        Connection {
+            pin: std::sync::atomic::AtomicI32::new(NOT_CONNECTED),
+            // SAFETY: a read of the backend's current memory context, always set; the context
+            // outlives this connection (it is the caller's, and the connection is dropped
+            // before the caller returns).
+            home: AtomicPtr::new(unsafe { pg_sys::CurrentMemoryContext }),
+        }
+    }
+
+    /// Connects SPI and pins the search path now, if not done yet.
+    #[inline]
+    pub fn pin(&self) {
+        if self.pin.load(Ordering::Relaxed) == NOT_CONNECTED {
+            self.connect_now();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn connect_now(&self) {
+        // SAFETY: SPI_connect pushes a new SPI level (popped by Drop or by the abort). It is
+        // pushed from the connection's home context, so SPI_finish returns to that one: it
+        // outlives the connection, while a context current now (one a step made after the
+        // connection) may be gone by then. SPI_connect leaves the level's own context current,
+        // as every statement run through SPI does when it ends: a step that switched to a
+        // context of its own and switches back afterwards lands in the home context, which
+        // also outlives the SPI level, so nothing is freed early.
+        unsafe {
+            pg_sys::CurrentMemoryContext = self.home.load(Ordering::Relaxed);
+            pg_sys::SPI_connect();
+        }
+        self.pin
+            .store(super::compat::pin_search_path(), Ordering::Relaxed);
     }
 
     /// Runs `f` with the caller's own search path instead of the pinned one: a projection's
     /// handler is the user's code and resolves its names as its author wrote them.
     pub fn unpinned<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.pin();
         // Undoes the pin `connect` made (nothing pinned above it within this connection's use)
         // and pins again after `f`. An ERROR inside `f` unwinds to the abort, which resets the
         // whole override stack (or the GUC nest levels, on PostgreSQL 18).
-        super::compat::unpin_search_path(self.0.load(Ordering::Relaxed));
+        super::compat::unpin_search_path(self.pin.load(Ordering::Relaxed));
         let r = f();
-        self.0
+        self.pin
             .store(super::compat::pin_search_path(), Ordering::Relaxed);
         r
     }
 
     fn run(&self, stmt: &Stmt, args: &[Arg], read_only: bool, limit: i64) -> Rows<'_> {
+        self.pin();
         let (mut values, nulls) = split(args);
         let p = stmt.plan();
         // SAFETY: `p` is a kept plan of `stmt` whose argument count and types are those of
@@ -231,6 +289,7 @@ impl Connection {
 
     /// Runs a query in `snapshot` (the gap-safe read of `es.read_all` takes its own).
     pub fn query_in(&self, stmt: &Stmt, args: &[Arg], snapshot: &RegisteredSnapshot) -> Rows<'_> {
+        self.pin();
         let (mut values, nulls) = split(args);
         let p = stmt.plan();
         // SAFETY: as in `run`; the snapshot is registered until it drops, which is after this
@@ -265,13 +324,14 @@ impl Drop for Connection {
             }
             left
         });
-        if std::thread::panicking() || left {
+        let pin = self.pin.load(Ordering::Relaxed);
+        if std::thread::panicking() || left || pin == NOT_CONNECTED {
             return;
         }
         // Undoes what `connect` did, in reverse order; nothing pinned a path or pushed an SPI
         // level above them that is still there (both are balanced within one call of the
         // extension).
-        super::compat::unpin_search_path(self.0.load(Ordering::Relaxed));
+        super::compat::unpin_search_path(pin);
         // SAFETY: pops the SPI level `connect` pushed (see above).
         unsafe { pg_sys::SPI_finish() };
     }

@@ -194,7 +194,9 @@ fn execute_command(
     event: Pairs,
     expected: ExpectedVersion,
 ) -> Result<i64, EventStoreError> {
-    let conn = Connection::connect();
+    // Connected when a statement first runs: a command on an account whose state the stream
+    // row keeps runs none.
+    let conn = Connection::lazy();
     let expected = match expected {
         // A command never creates its stream.
         ExpectedVersion::Any => ExpectedVersion::StreamExists,

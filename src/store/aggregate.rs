@@ -125,6 +125,10 @@ impl StreamRules for TypedRules<'_> {
                 return Ok(None);
             }
         }
+        // A typed stream's judge calls the type's functions through fmgr inside a GUC nest
+        // level of its own (`udf::guarded`): the search path is pinned, and SPI connected, in
+        // the connection's own level before it, as on every path that runs the user's code.
+        conn.pin();
         let stored = head.stream_type();
         if Judging::active(&self.stream) {
             let stream_type = stored.unwrap_or_default();

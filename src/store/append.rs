@@ -22,7 +22,8 @@ pub fn append_events(
 ) -> Result<i64, EventStoreError> {
     let mut batch = Batch::decode(events, stream)?;
     batch.seal_personal_data(Some(memory), stream)?;
-    let conn = Connection::connect();
+    // Connected when a statement first runs: the native append to an existing stream runs none.
+    let conn = Connection::lazy();
     if batch.is_empty() {
         let current = pipeline::current_version(&conn, stream);
         expected.check(stream, current)?;

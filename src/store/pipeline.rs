@@ -10,7 +10,7 @@
 use super::personal;
 use super::sql::{SET_STATE_REVISION, STREAM_VERSION};
 use crate::pg::call::{
-    CallMemory, JsonbArray, i64_datum, text_datum, transaction_start, uuid_datum,
+    CallMemory, JsonbArray, event_datums, i64_datum, text_datum, transaction_start, uuid_datum,
 };
 use crate::pg::heap::{self, Bump, EventRow, Kept, Outcome, StreamHead};
 use crate::pg::insert::{self, Conflict};
@@ -80,8 +80,17 @@ impl<'a> Batch<'a> {
             .enumerate()
             .map(|(i, j)| validate_event(i + 1, &j.raw_event(), stream))
             .collect::<Result<Vec<_>, _>>()?;
-        let ids: Vec<Option<Uuid>> = metas.iter().map(|m| m.event_id).collect();
-        check_batch_ids_unique(&ids)?;
+        // Only a batch giving two ids or more can repeat one: the common batch allocates
+        // nothing for the check.
+        if metas
+            .iter()
+            .filter(|m| m.event_id.is_some())
+            .nth(1)
+            .is_some()
+        {
+            let ids: Vec<Option<Uuid>> = metas.iter().map(|m| m.event_id).collect();
+            check_batch_ids_unique(&ids)?;
+        }
         Ok(Batch {
             array: Some(array),
             elements,
@@ -298,8 +307,12 @@ pub fn append(
     stream_type: Option<&str>,
 ) -> Result<i64, EventStoreError> {
     let n = batch.len() as i64;
-    let ids: Vec<Option<Uuid>> = batch.metas.iter().map(|m| m.event_id).collect();
-    let has_ids = ids.iter().any(Option::is_some);
+    let has_ids = batch.metas.iter().any(|m| m.event_id.is_some());
+    // Read only when some event gives its id (an empty Vec allocates nothing).
+    let ids: Vec<Option<Uuid>> = match has_ids {
+        true => batch.metas.iter().map(|m| m.event_id).collect(),
+        false => Vec::new(),
+    };
     let sid = Some(uuid_datum(stream));
     let stream_type: Arg = stream_type.map(text_datum);
     let bumped = match expected {
@@ -517,6 +530,7 @@ fn insert(
         .enumerate()
         .map(|(i, m)| {
             let event_id = m.event_id.unwrap_or_else(Uuid::now_v7);
+            let (id_datum, type_datum) = event_datums(&event_id, &m.event_type);
             let element = batch.elements.get(i);
             let data = match &batch.command {
                 Some((payload, seed_type)) => Some(jsonb_object(&seed_event(
@@ -536,8 +550,8 @@ fn insert(
                 Some(i64_datum(0)),
                 sid,
                 Some(i64_datum(first_version + i as i64)),
-                Some(uuid_datum(&event_id)),
-                Some(text_datum(&m.event_type)),
+                Some(id_datum),
+                Some(type_datum),
                 Some(Datum::from(m.event_version)),
                 data,
                 m.has_metadata

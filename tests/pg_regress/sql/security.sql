@@ -58,9 +58,27 @@ DROP ROLE regress_es_nobody;
 CREATE SCHEMA regress_evil;
 CREATE FUNCTION regress_evil.transaction_timestamp() RETURNS timestamptz
     LANGUAGE sql AS $$ SELECT '1999-01-01 00:00:00+00'::timestamptz $$;
+-- nor a declared type's check, run by an append that runs no statement of its own before
+-- it (the native bump of an existing stream): it sees the pinned path, as the store's SQL does
+CREATE SCHEMA regress_pinned;
+CREATE FUNCTION regress_pinned.evolve(state jsonb, event jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+AS $$ SELECT state $$;
+CREATE FUNCTION regress_pinned."check"(state jsonb, event jsonb) RETURNS void LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF transaction_timestamp() < '2000-01-01' THEN
+        RAISE EXCEPTION 'the check resolved a name through the caller''s search_path';
+    END IF;
+END $$;
+SELECT es.define_aggregate('regress_pinned', 'regress_pinned.evolve(jsonb,jsonb)', '{}',
+  'regress_pinned.check(jsonb,jsonb)');
+SELECT es.append_events('60000000-0000-0000-0000-000000000002', 0, ARRAY['{"type":"Pinned"}']::jsonb[], 'regress_pinned') AS v;
 SET search_path = regress_evil, pg_catalog;
 SELECT es.append_events('60000000-0000-0000-0000-000000000001', 2, ARRAY['{"type":"PathSafe"}', '{"type":"PathSafe"}']::jsonb[]) AS v;
+SELECT es.append_events('60000000-0000-0000-0000-000000000002', 1, ARRAY['{"type":"Pinned"}']::jsonb[]) AS pinned_v;
 RESET search_path;
+SELECT es.drop_aggregate('regress_pinned', detach => true);
+DROP SCHEMA regress_pinned CASCADE;
 SELECT version, event_type, recorded_at > '2000-01-01' AS real_time, occurred_at > '2000-01-01' AS real_occurred
 FROM es.events WHERE stream_id = '60000000-0000-0000-0000-000000000001' AND version >= 3 ORDER BY version;
 SELECT updated_at > '2000-01-01' AS real_updated FROM es.streams WHERE stream_id = '60000000-0000-0000-0000-000000000001';
