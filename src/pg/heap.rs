@@ -41,10 +41,18 @@
 //! longjmps to the region's guard, which raises it as every guarded call does, and nothing that
 //! would have run is skipped. The stream rules' judge (which may run the user's code) runs
 //! between two regions, never inside one.
+//!
+//! The reads (`es.load_events`, `es.read_all`, a stream's life) do the same: opening the table
+//! and index by OID with the current user, a scan's start (its context, snapshot, keys) and its
+//! end, the life look-up from scan to close, and closing are one region each; the rows of a
+//! read are fetched and stored in batches under one guard. A granted SELECT is remembered per
+//! backend and user until an invalidation that could change it (see
+//! `select_allowed_remembered`).
 
 use super::call::{ResultSet, TypedDatum};
 use super::jsonb::Jsonb;
 use super::spi::{Reading, Rows};
+use event_store_core::lifecycle::Deletion;
 use pgrx::pg_sys::{self, Datum, Oid};
 use std::ffi::CStr;
 use std::marker::PhantomData;
@@ -422,28 +430,18 @@ pub fn archive_in_use() -> bool {
     // The OID as remembered (no syscache look-ups by name on every read); opened by OID, so a
     // table dropped since reads as unknown, and an invalidation accepted while locking (the
     // name may now be another table's) makes it ask by name, as a read without the memo would.
+    // Open, count and close under one guard; the count is used only when the generation did
+    // not move while locking (the relation opened is then the name's).
     let generation = memo::generation();
-    let remembered = memo::relation_oid(c"events_archive");
-    let rel = match remembered {
-        // SAFETY: opened by OID and locked here (NULL when the relation no longer exists).
-        Some(oid) => unsafe {
-            pg_sys::try_relation_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE)
-        },
-        None => ptr::null_mut(),
-    };
-    if !rel.is_null() && memo::generation() == generation {
-        // SAFETY: opened and locked above, a table (the relcache entry is the name's since the
-        // generation did not move); closed here, the lock kept to the end of the transaction.
-        unsafe {
-            let blocks =
-                pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
-            pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+    if let Some(oid) = memo::relation_oid(c"events_archive") {
+        // SAFETY: `blocks_in_guard` runs whole inside this one guard and owns only an OID and
+        // a raw pointer (no destructor, no panic possible).
+        let blocks = unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| blocks_in_guard(oid)) };
+        if let Some(blocks) = blocks
+            && memo::generation() == generation
+        {
             return blocks > 0;
         }
-    }
-    if !rel.is_null() {
-        // SAFETY: opened above, closed once (its lock kept, as the executor's would be).
-        unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE) };
     }
     let Some(oid) = relation_oid(c"events_archive") else {
         return false;
@@ -455,6 +453,25 @@ pub fn archive_in_use() -> bool {
         let blocks = pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
         pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
         blocks > 0
+    }
+}
+
+/// The number of blocks of relation `oid`'s main fork, opened by OID, locked AccessShare (the
+/// lock kept to the end of the transaction) and closed; `None` when it no longer exists.
+///
+/// # Safety
+/// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor; `oid`
+/// names a table or nothing (a table of the store remembered by name).
+unsafe fn blocks_in_guard(oid: Oid) -> Option<pg_sys::BlockNumber> {
+    // SAFETY: the caller's contract; opened and closed once here.
+    unsafe {
+        let rel = raw::try_relation_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        if rel.is_null() {
+            return None;
+        }
+        let blocks = raw::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
+        raw::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        Some(blocks)
     }
 }
 
@@ -508,6 +525,10 @@ mod memo {
         static LAYOUTS: RefCell<Vec<LayoutEntry>> = const { RefCell::new(Vec::new()) };
         /// (generation, index OID) of a primary key checked to be the bump's btree.
         static PKEY_CHECKED: Cell<(u64, Oid)> = const { Cell::new((0, pg_sys::InvalidOid)) };
+        /// (generation, user, table) of the reads' SELECT privileges found granted (two
+        /// tables are read per `es.load_events`).
+        static SELECT_GRANTED: Cell<[(u64, Oid, Oid); 2]> =
+            const { Cell::new([(0, pg_sys::InvalidOid, pg_sys::InvalidOid); 2]) };
     }
 
     /// The relcache callback: must not touch the catalogs or raise, only note the change.
@@ -533,10 +554,15 @@ mod memo {
                     Some(relcache_changed),
                     pg_sys::Datum::from(0usize),
                 );
+                // The last three are what PostgreSQL's role-membership cache watches (acl.c):
+                // the reads' remembered privileges depend on them.
                 for cache in [
                     pg_sys::SysCacheIdentifier::NAMESPACEOID,
                     pg_sys::SysCacheIdentifier::NAMESPACENAME,
                     pg_sys::SysCacheIdentifier::RELNAMENSP,
+                    pg_sys::SysCacheIdentifier::AUTHMEMROLEMEM,
+                    pg_sys::SysCacheIdentifier::AUTHOID,
+                    pg_sys::SysCacheIdentifier::DATABASEOID,
                 ] {
                     pg_sys::CacheRegisterSyscacheCallback(
                         cache as i32,
@@ -620,6 +646,21 @@ mod memo {
     /// generation `now` (an invalidation during the check makes the note stale at once).
     pub(super) fn note_pkey_checked(now: u64, index: Oid) {
         PKEY_CHECKED.with(|c| c.set((now, index)));
+    }
+
+    /// Whether `user` was found to hold SELECT on `table` in generation `now`.
+    pub(super) fn select_granted(now: u64, user: Oid, table: Oid) -> bool {
+        SELECT_GRANTED.with(|c| c.get().contains(&(now, user, table)))
+    }
+
+    /// Notes that `user` holds SELECT on `table`, found by a check that began in generation
+    /// `now` (an invalidation during the check makes the note stale at once); the older of
+    /// the two notes gives way.
+    pub(super) fn note_select_granted(now: u64, user: Oid, table: Oid) {
+        SELECT_GRANTED.with(|c| {
+            let [_, newer] = c.get();
+            c.set([newer, (now, user, table)]);
+        });
     }
 }
 
@@ -1671,24 +1712,18 @@ impl ReadTarget<10> {
                 .map(|t| (t.rel_oid, t.index_oid, t.natts, t.at))
         });
         if let Some((rel_oid, index_oid, natts, at)) = cached {
-            let lockmode = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
-            // SAFETY: opened by OID and locked here (NULL when the relation no longer exists);
-            // closed below or by `close`.
-            let (rel, idx) = unsafe {
-                let rel = pg_sys::try_relation_open(rel_oid, lockmode);
-                let idx = if rel.is_null() {
-                    ptr::null_mut()
-                } else {
-                    pg_sys::try_relation_open(index_oid, lockmode)
-                };
-                (rel, idx)
+            // SAFETY: `open_pair_in_guard` runs whole inside this one guard and owns only OIDs
+            // and raw pointers (no destructor, no panic possible); what it opened is closed
+            // below or by `close`.
+            let (rel, idx, user) = unsafe {
+                pg_sys::ffi::pg_guard_ffi_boundary(|| open_pair_in_guard(rel_oid, index_oid))
             };
             let still = memo::generation() == generation;
             if still && !rel.is_null() && !idx.is_null() {
-                // SAFETY: `rel` was opened and locked above.
-                if !unsafe { select_allowed_open(rel, rel_oid) } {
-                    // SAFETY: both opened above, closed once.
-                    unsafe { close_both(rel, idx) };
+                // SAFETY: `rel` was opened and locked above, `user` is the current user.
+                if !unsafe { select_allowed_remembered(rel, rel_oid, user, generation) } {
+                    // SAFETY: both opened above, closed once, inside this one guard.
+                    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| close_pair_in_guard(rel, idx)) };
                     return None;
                 }
                 return Some(ReadTarget {
@@ -1697,15 +1732,8 @@ impl ReadTarget<10> {
                     layout: Layout { natts, at },
                 });
             }
-            // SAFETY: whichever was opened above, closed once.
-            unsafe {
-                if !idx.is_null() {
-                    pg_sys::relation_close(idx, pg_sys::NoLock as pg_sys::LOCKMODE);
-                }
-                if !rel.is_null() {
-                    pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-                }
-            }
+            // SAFETY: whichever was opened above, closed once, inside this one guard.
+            unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| close_pair_in_guard(rel, idx)) };
         }
         let generation = memo::generation();
         let target = ReadTarget::open(table, index, columns, keys)?;
@@ -1733,6 +1761,62 @@ impl ReadTarget<10> {
     }
 }
 
+/// Opens table `rel_oid` and then index `index_oid` by OID, locked AccessShare (NULL for one
+/// that no longer exists; the index is not tried when the table is gone), and the current
+/// user.
+///
+/// # Safety
+/// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor.
+unsafe fn open_pair_in_guard(
+    rel_oid: Oid,
+    index_oid: Oid,
+) -> (pg_sys::Relation, pg_sys::Relation, Oid) {
+    let lockmode = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+    // SAFETY: the caller's contract; what is opened is closed by the caller (or the abort).
+    unsafe {
+        let rel = raw::try_relation_open(rel_oid, lockmode);
+        let index = if rel.is_null() {
+            ptr::null_mut()
+        } else {
+            raw::try_relation_open(index_oid, lockmode)
+        };
+        (rel, index, raw::GetUserId())
+    }
+}
+
+/// [`select_allowed`] of a relation open and locked, with the privilege answer remembered per backend for (`user`, the
+/// table) while the [`memo::generation`] the table was opened in holds: a `GRANT`/`REVOKE` on
+/// the table is a relcache invalidation of it, a change of role membership, of a role (its
+/// superuser or inherit flags) or of the database's owner (`pg_database_owner`) an invalidation
+/// of the syscaches PostgreSQL's own membership cache watches (`AUTHMEMROLEMEM`, `AUTHOID`,
+/// `DATABASEOID`), and each moves the generation; a different current user (`SET ROLE`, a
+/// security-definer function) is another key. Only a granted answer is remembered. Row-level
+/// security is looked up only when the relation has it enabled (`relrowsecurity`, which
+/// `check_enable_rls` reads first and without which it never applies; the relcache entry is
+/// current once the lock is taken), and then on every read (it depends on settings no
+/// invalidation reports).
+///
+/// # Safety
+/// `rel` must be open (its OID `rel_oid`), opened in generation `generation` (checked still
+/// current by the caller after the lock), `user` the current user.
+unsafe fn select_allowed_remembered(
+    rel: pg_sys::Relation,
+    rel_oid: Oid,
+    user: Oid,
+    generation: u64,
+) -> bool {
+    let granted = memo::select_granted(generation, user, rel_oid) || {
+        let granted = select_granted(rel_oid);
+        if granted {
+            memo::note_select_granted(generation, user, rel_oid);
+        }
+        granted
+    };
+    // SAFETY: the caller's contract: an open relation, whose relcache entry has its pg_class
+    // row.
+    granted && !(unsafe { (*(*rel).rd_rel).relrowsecurity } && rls_enabled(rel_oid))
+}
+
 /// Whether the current user may select from `rel_oid` without row-level security (what the
 /// executor would add to a scan of it).
 fn select_allowed(rel_oid: Oid) -> bool {
@@ -1752,28 +1836,20 @@ fn select_granted(rel_oid: Oid) -> bool {
     }
 }
 
-/// [`select_allowed`] of a relation open and locked: row-level security is looked up only
-/// when the relation has it enabled (`relrowsecurity`, which `check_enable_rls` reads first
-/// and without which it never applies; the relcache entry is current once the lock is taken),
-/// sparing a catalog look-up per read.
+/// Closes an index and its table (either may be NULL: not opened), keeping their locks.
 ///
 /// # Safety
-/// `rel` must be open (its OID `rel_oid`).
-unsafe fn select_allowed_open(rel: pg_sys::Relation, rel_oid: Oid) -> bool {
-    // SAFETY: the caller's contract: an open relation, whose relcache entry has its pg_class
-    // row.
-    select_granted(rel_oid) && !(unsafe { (*(*rel).rd_rel).relrowsecurity } && rls_enabled(rel_oid))
-}
-
-/// Closes an index and its table, keeping their locks.
-///
-/// # Safety
-/// Both open, each closed once.
-unsafe fn close_both(rel: pg_sys::Relation, index: pg_sys::Relation) {
+/// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor; each
+/// non-NULL relation open, closed once.
+unsafe fn close_pair_in_guard(rel: pg_sys::Relation, index: pg_sys::Relation) {
     // SAFETY: the caller's contract.
     unsafe {
-        pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
-        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        if !index.is_null() {
+            raw::relation_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+        }
+        if !rel.is_null() {
+            raw::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        }
     }
 }
 
@@ -1825,13 +1901,12 @@ impl<const N: usize> ReadTarget<N> {
         }
     }
 
-    /// Closes the index and the table, keeping their locks.
+    /// Closes the index and the table, keeping their locks, under one guard.
     fn close(self) {
-        // SAFETY: opened in `open`, closed once (`self` is consumed).
-        unsafe {
-            pg_sys::index_close(self.index, pg_sys::NoLock as pg_sys::LOCKMODE);
-            pg_sys::table_close(self.rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-        }
+        let (rel, index) = (self.rel, self.index);
+        // SAFETY: opened in `open`, closed once (`self` is consumed); `close_pair_in_guard`
+        // runs whole inside this one guard and owns only raw pointers.
+        unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| close_pair_in_guard(rel, index)) };
     }
 
     /// The table's descriptor (valid while the table is open).
@@ -1845,16 +1920,35 @@ impl<const N: usize> ReadTarget<N> {
 /// comparison function and the value.
 type Bound = (i16, u32, u32, Datum);
 
-/// The snapshot a native read of `reading` sees (not registered): the statement's, or the
-/// latest commits (also when no statement snapshot is set).
-fn snapshot_of(reading: Reading) -> pg_sys::Snapshot {
-    // SAFETY: reads the backend's snapshot state; GetLatestSnapshot returns a static snapshot
-    // that the scan registers (copies) before anything else can take another.
+/// The snapshot a native scan reads in, resolved inside the scan's guarded start
+/// ([`OpenScan::begin_in_guard`]), so choosing it costs no guard of its own.
+#[derive(Clone, Copy)]
+enum ScanSnapshot {
+    /// What a [`Reading`] asks for: the statement's snapshot, or the latest commits (also when
+    /// no statement snapshot is set).
+    Of(Reading),
+    /// A snapshot the caller holds registered for at least the scan.
+    Given(pg_sys::Snapshot),
+}
+
+/// The snapshot `choice` names (not registered: the scan registers it at once).
+///
+/// # Safety
+/// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor; a
+/// `Given` snapshot is valid.
+unsafe fn snapshot_in_guard(choice: ScanSnapshot) -> pg_sys::Snapshot {
+    // SAFETY: the caller's contract; these read the backend's snapshot state, and
+    // GetLatestSnapshot's static snapshot is registered (copied) by the caller before anything
+    // else can take another.
     unsafe {
-        if reading == Reading::Latest || !pg_sys::ActiveSnapshotSet() {
-            pg_sys::GetLatestSnapshot()
-        } else {
-            pg_sys::GetActiveSnapshot()
+        match choice {
+            ScanSnapshot::Given(snapshot) => snapshot,
+            ScanSnapshot::Of(reading)
+                if reading == Reading::Latest || !raw::ActiveSnapshotSet() =>
+            {
+                raw::GetLatestSnapshot()
+            }
+            ScanSnapshot::Of(_) => raw::GetActiveSnapshot(),
         }
     }
 }
@@ -1872,11 +1966,12 @@ fn snapshot_of(reading: Reading) -> pg_sys::Snapshot {
 ///
 /// # Safety
 /// `target` is open; each bound's column, strategy and function fit its index (a btree
-/// `ReadTarget::open` checked); `snapshot` is valid.
+/// `ReadTarget::open` checked), each by-reference value valid until the scan ends; a given
+/// `snapshot` is valid.
 unsafe fn scan_index<const N: usize, E>(
     target: &ReadTarget<N>,
     bounds: &[Bound],
-    snapshot: pg_sys::Snapshot,
+    snapshot: ScanSnapshot,
     visit: &mut dyn FnMut(*mut pg_sys::TupleTableSlot) -> Result<bool, E>,
 ) -> Result<(), E> {
     // SAFETY: the caller's contract (open, checked relations) and the context rule above.
@@ -1935,25 +2030,49 @@ impl OpenScan {
     unsafe fn begin<const N: usize>(
         target: &ReadTarget<N>,
         bounds: &[Bound],
-        snapshot: pg_sys::Snapshot,
+        snapshot: ScanSnapshot,
+    ) -> OpenScan {
+        let (rel, index) = (target.rel, target.index);
+        // SAFETY: the caller's contract; `begin_in_guard` runs whole inside this one guard and
+        // its frame and the closure's own only raw pointers, a borrowed slice and integers (no
+        // destructor, no panic possible), so an ERROR longjmping to the guard skips nothing;
+        // the abort then frees what was begun (see the module's header).
+        unsafe {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                OpenScan::begin_in_guard(rel, index, bounds, snapshot)
+            })
+        }
+    }
+
+    /// [`OpenScan::begin`]'s body: the scan's context, the snapshot (chosen and registered),
+    /// the keys, the scan and its slot, through the unguarded bindings of `raw`.
+    ///
+    /// # Safety
+    /// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor;
+    /// otherwise as [`scan_index`] for the open relations `rel` and `index`.
+    unsafe fn begin_in_guard(
+        rel: pg_sys::Relation,
+        index: pg_sys::Relation,
+        bounds: &[Bound],
+        snapshot: ScanSnapshot,
     ) -> OpenScan {
         // SAFETY: the caller's contract: open, checked relations whose index takes these
         // bounds; everything the scan allocates lives in its own context.
         unsafe {
             let caller = pg_sys::CurrentMemoryContext;
-            let scan_cxt = pg_sys::AllocSetContextCreateInternal(
+            let scan_cxt = raw::AllocSetContextCreateInternal(
                 caller,
                 c"event_store scan".as_ptr(),
-                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
-                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
-                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MINSIZE as pg_sys::Size,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as pg_sys::Size,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as pg_sys::Size,
             );
             pg_sys::MemoryContextSwitchTo(scan_cxt);
-            let snapshot = pg_sys::RegisterSnapshot(snapshot);
+            let snapshot = raw::RegisterSnapshot(snapshot_in_guard(snapshot));
             let mut keys = [std::mem::zeroed::<pg_sys::ScanKeyData>(); 3];
             let n = bounds.len().min(keys.len());
             for (key, &(att, strategy, proc_, value)) in keys.iter_mut().zip(bounds) {
-                pg_sys::ScanKeyInit(
+                raw::ScanKeyInit(
                     key,
                     att,
                     strategy as pg_sys::StrategyNumber,
@@ -1961,10 +2080,9 @@ impl OpenScan {
                     value,
                 );
             }
-            let scan =
-                super::compat::index_beginscan(target.rel, target.index, snapshot, n as i32, 0);
-            pg_sys::index_rescan(scan, keys.as_mut_ptr(), n as i32, ptr::null_mut(), 0);
-            let slot = pg_sys::table_slot_create(target.rel, ptr::null_mut());
+            let scan = super::compat::index_beginscan_in_guard(rel, index, snapshot, n as i32, 0);
+            raw::index_rescan(scan, keys.as_mut_ptr(), n as i32, ptr::null_mut(), 0);
+            let slot = raw::table_slot_create(rel, ptr::null_mut());
             OpenScan {
                 caller,
                 scan_cxt,
@@ -2018,16 +2136,27 @@ impl OpenScan {
     /// # Safety
     /// Once, after [`OpenScan::begin`].
     unsafe fn end(self) {
+        // SAFETY: the caller's contract; `end_in_guard` runs whole inside this one guard and
+        // owns only raw pointers (no destructor, no panic possible).
+        unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| self.end_in_guard()) }
+    }
+
+    /// [`OpenScan::end`]'s body, through the unguarded bindings of `raw`.
+    ///
+    /// # Safety
+    /// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor;
+    /// once, after [`OpenScan::begin`].
+    unsafe fn end_in_guard(self) {
         // SAFETY: the caller's contract: every pointer is this scan's, still valid.
         unsafe {
-            pg_sys::ExecDropSingleTupleTableSlot(self.slot);
-            pg_sys::index_endscan(self.scan);
-            pg_sys::UnregisterSnapshot(self.snapshot);
+            raw::ExecDropSingleTupleTableSlot(self.slot);
+            raw::index_endscan(self.scan);
+            raw::UnregisterSnapshot(self.snapshot);
             pg_sys::MemoryContextSwitchTo(self.caller);
             if !self.per_row.is_null() {
-                pg_sys::MemoryContextDelete(self.per_row);
+                raw::MemoryContextDelete(self.per_row);
             }
-            pg_sys::MemoryContextDelete(self.scan_cxt);
+            raw::MemoryContextDelete(self.scan_cxt);
         }
     }
 }
@@ -2069,14 +2198,16 @@ fn events_by_stream() -> Option<ReadTarget<10>> {
     )
 }
 
-/// The bounds of `from < version <= to` in `stream`, on [`events_by_stream`]'s index.
+/// The bounds of `from < version <= to` in `stream`, on [`events_by_stream`]'s index. The
+/// stream's key points at the caller's 16 bytes (uuid is passed by reference, alignment 1; the
+/// btree only reads it), so the scan must end before `stream` goes: no palloc'd copy.
 fn stream_bounds(stream: &Uuid, from: i64, to: i64) -> [Bound; 3] {
     [
         (
             1,
             pg_sys::BTEqualStrategyNumber,
             pg_sys::F_UUID_EQ,
-            super::call::uuid_datum(stream),
+            Datum::from(stream.as_bytes().as_ptr().cast_mut()),
         ),
         (
             2,
@@ -2124,7 +2255,7 @@ pub fn scan_stream<E>(
         scan_index(
             &target,
             &stream_bounds(stream, from, to),
-            snapshot_of(reading),
+            ScanSnapshot::Of(reading),
             &mut |slot| {
                 deform(slot, layout, &mut table_values, &mut table_nulls);
                 let column = |i: usize| table_values[layout.at[i]];
@@ -2155,7 +2286,15 @@ pub fn load_stream_into(stream: &Uuid, from: i64, max: i64, out: &mut ResultSet)
     let bounds = stream_bounds(stream, from, i64::MAX);
     // SAFETY: the target is es.events and its (stream_id, version) btree, open and checked;
     // the bounds are of those columns.
-    let filled = unsafe { fill(&target, &bounds, snapshot_of(Reading::Statement), max, out) };
+    let filled = unsafe {
+        fill(
+            &target,
+            &bounds,
+            ScanSnapshot::Of(Reading::Statement),
+            max,
+            out,
+        )
+    };
     target.close();
     filled
 }
@@ -2196,7 +2335,15 @@ pub fn read_log_into(
     ];
     // SAFETY: the target is es.events and its global_position btree, open and checked; the
     // bounds are of that column; the snapshot is registered while `snapshot` lives.
-    let filled = unsafe { fill(&target, &bounds, snapshot.raw(), max, out) };
+    let filled = unsafe {
+        fill(
+            &target,
+            &bounds,
+            ScanSnapshot::Given(snapshot.raw()),
+            max,
+            out,
+        )
+    };
     target.close();
     filled
 }
@@ -2210,7 +2357,7 @@ pub fn read_log_into(
 unsafe fn fill<const N: usize>(
     target: &ReadTarget<N>,
     bounds: &[Bound],
-    snapshot: pg_sys::Snapshot,
+    snapshot: ScanSnapshot,
     max: i64,
     out: &mut ResultSet,
 ) -> Outcome<()> {
@@ -2253,7 +2400,8 @@ unsafe fn fill<const N: usize>(
 
 unsafe extern "C-unwind" {
     /// PostgreSQL's `index_getnext_slot`, bound without pgrx's per-call guard: called only
-    /// inside [`put_stored_rows`], which runs whole under one guard.
+    /// inside [`put_stored_rows`] and [`life_in_guard`], each of which runs whole under one
+    /// guard.
     #[link_name = "index_getnext_slot"]
     fn index_getnext_slot_in_batch(
         scan: pg_sys::IndexScanDesc,
@@ -2335,7 +2483,7 @@ unsafe fn put_stored_rows(
 unsafe fn fill_batched<const N: usize>(
     target: &ReadTarget<N>,
     bounds: &[Bound],
-    snapshot: pg_sys::Snapshot,
+    snapshot: ScanSnapshot,
     max: i64,
     store: *mut pg_sys::Tuplestorestate,
     natts: usize,
@@ -2394,8 +2542,8 @@ unsafe fn buffer_tuple(slot: *mut pg_sys::TupleTableSlot) -> pg_sys::HeapTuple {
 
 /// What a stream's `es.streams` row says of its life (docs/reference.md §14).
 pub struct RowLife {
-    /// `deleted` (`soft`, `hard`), if set.
-    pub deleted: Option<String>,
+    /// `deleted` (`soft`, `hard`), if set to one of them.
+    pub deleted: Option<Deletion>,
     /// `truncated_before`, if set.
     pub truncated_before: Option<i64>,
 }
@@ -2404,6 +2552,9 @@ pub struct RowLife {
 /// through the primary key (`Done(None)`: no row). Falls back where the executor would do more
 /// (privileges, row-level security, a table of another shape: a 0.1.0 schema has no life
 /// columns).
+///
+/// Two guarded regions: the open (with the privilege check), then the scan, the two columns'
+/// read and the close in one ([`life_in_guard`]).
 pub fn stream_life(stream: &Uuid, reading: Reading) -> Outcome<Option<RowLife>> {
     let Some(target) = ReadTarget::open_checked(
         c"streams",
@@ -2413,33 +2564,73 @@ pub fn stream_life(stream: &Uuid, reading: Reading) -> Outcome<Option<RowLife>> 
     ) else {
         return Outcome::Fallback;
     };
-    let layout = &target.layout;
-    let mut values = vec![Datum::from(0usize); layout.natts];
-    let mut nulls = vec![true; layout.natts];
-    let mut found = None;
+    let ReadTarget { rel, index, layout } = target;
+    let columns = (
+        layout.at[STREAM_DELETED],
+        layout.at[STREAM_TRUNCATED_BEFORE],
+    );
+    // SAFETY: `life_in_guard` runs whole inside this one guard and its frame and the
+    // closure's own only raw pointers, a borrowed key, integers and a `RowLife` of plain values
+    // (no destructor, no panic possible); the target's relations are es.streams and its
+    // stream_id btree, open and checked, and are closed there (the target is taken apart
+    // above, never closed twice).
+    let found = unsafe {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| life_in_guard(rel, index, stream, reading, columns))
+    };
+    Outcome::Done(found)
+}
+
+/// [`stream_life`]'s scan: begins the scan of the primary key for `stream` (the key points at
+/// the caller's 16 bytes, as the bump's does), fetches the row, reads only the attributes up
+/// to the last of `deleted` and `truncated_before` (the attribute indexes `columns`), ends the
+/// scan and closes both relations.
+///
+/// # Safety
+/// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor; `rel`
+/// is es.streams and `index` its stream_id btree, open and checked, closed here; `columns` the
+/// layout's attribute indexes of `deleted` (text) and `truncated_before` (bigint).
+unsafe fn life_in_guard(
+    rel: pg_sys::Relation,
+    index: pg_sys::Relation,
+    stream: &Uuid,
+    reading: Reading,
+    (deleted_at, truncated_at): (usize, usize),
+) -> Option<RowLife> {
     let bounds = [(
         1,
         pg_sys::BTEqualStrategyNumber,
         pg_sys::F_UUID_EQ,
-        super::call::uuid_datum(stream),
+        // The caller's 16 bytes outlive the scan (uuid is passed by reference, alignment 1;
+        // the btree only reads it): no palloc'd copy.
+        Datum::from(stream.as_bytes().as_ptr().cast_mut()),
     )];
-    // SAFETY: the target is es.streams and its stream_id btree, open and checked; the bound is
-    // of that column; the slot's row is deformed before its values are read, and the text is
-    // copied into a Rust string while the row is current.
-    let done: Result<(), std::convert::Infallible> = unsafe {
-        scan_index(&target, &bounds, snapshot_of(reading), &mut |slot| {
-            deform(slot, layout, &mut values, &mut nulls);
-            let at = |i: usize| (!nulls[layout.at[i]]).then(|| values[layout.at[i]]);
-            found = Some(RowLife {
-                deleted: at(STREAM_DELETED).map(|d| super::call::text_string(d)),
-                truncated_before: at(STREAM_TRUNCATED_BEFORE).map(|d| d.value() as i64),
+    // SAFETY: the caller's contract. The row's values are read while the slot holds it (the
+    // text in the pinned buffer or detoasted into the scan's context, which `end_in_guard`
+    // deletes only after the value is classified); the scan ends before the relations close.
+    unsafe {
+        let open = OpenScan::begin_in_guard(rel, index, &bounds, ScanSnapshot::Of(reading));
+        let slot = open.slot;
+        let mut found = None;
+        if index_getnext_slot_in_batch(open.scan, pg_sys::ScanDirection::ForwardScanDirection, slot)
+        {
+            raw::slot_getsomeattrs_int(slot, (deleted_at.max(truncated_at) + 1) as i32);
+            let value =
+                |at: usize| (!*(*slot).tts_isnull.add(at)).then(|| *(*slot).tts_values.add(at));
+            let deleted = value(deleted_at).and_then(|d| {
+                let t = raw::pg_detoast_datum_packed(d.cast_mut_ptr());
+                std::str::from_utf8(pgrx::varlena::varlena_to_byte_slice(t))
+                    .ok()
+                    .and_then(Deletion::parse)
             });
-            Ok(false)
-        })
-    };
-    let Ok(()) = done;
-    target.close();
-    Outcome::Done(found)
+            found = Some(RowLife {
+                deleted,
+                truncated_before: value(truncated_at).map(|d| d.value() as i64),
+            });
+        }
+        open.end_in_guard();
+        close_pair_in_guard(rel, index);
+        found
+    }
 }
 
 /// PostgreSQL's functions of the append path's writes, bound without pgrx's per-call guard
@@ -2564,5 +2755,37 @@ mod raw {
             slot: *mut pg_sys::TupleTableSlot,
         ) -> *mut pg_sys::TupleTableSlot;
         pub(super) fn ExecDropSingleTupleTableSlot(slot: *mut pg_sys::TupleTableSlot);
+    }
+
+    // The reads' functions (`es.load_events`, `es.read_all`, a stream's life): opening by OID
+    // with the privilege check, the scan's start and end, closing. Same rule as above: called
+    // only inside one `pg_guard_ffi_boundary`.
+    // SAFETY: PostgreSQL's own prototypes (the same on 15 and 18), linked by their C names.
+    unsafe extern "C-unwind" {
+        pub(super) fn try_relation_open(relid: Oid, lockmode: pg_sys::LOCKMODE)
+        -> pg_sys::Relation;
+        pub(super) fn relation_close(rel: pg_sys::Relation, lockmode: pg_sys::LOCKMODE);
+        pub(super) fn GetUserId() -> Oid;
+        pub(super) fn RelationGetNumberOfBlocksInFork(
+            rel: pg_sys::Relation,
+            fork: pg_sys::ForkNumber::Type,
+        ) -> pg_sys::BlockNumber;
+        pub(super) fn ActiveSnapshotSet() -> bool;
+        pub(super) fn GetActiveSnapshot() -> pg_sys::Snapshot;
+        pub(super) fn GetLatestSnapshot() -> pg_sys::Snapshot;
+        pub(super) fn AllocSetContextCreateInternal(
+            parent: pg_sys::MemoryContext,
+            name: *const std::ffi::c_char,
+            min_context_size: pg_sys::Size,
+            init_block_size: pg_sys::Size,
+            max_block_size: pg_sys::Size,
+        ) -> pg_sys::MemoryContext;
+        pub(super) fn MemoryContextDelete(context: pg_sys::MemoryContext);
+        pub(super) fn table_slot_create(
+            rel: pg_sys::Relation,
+            reglist: *mut *mut pg_sys::List,
+        ) -> *mut pg_sys::TupleTableSlot;
+        pub(super) fn slot_getsomeattrs_int(slot: *mut pg_sys::TupleTableSlot, attnum: c_int);
+        pub(super) fn pg_detoast_datum_packed(datum: *mut pg_sys::varlena) -> *mut pg_sys::varlena;
     }
 }

@@ -15,7 +15,7 @@ use crate::store::life;
 use crate::store::personal;
 use crate::store::upcast::{RowColumns, Upcasting};
 use event_store_core::EventStoreError;
-use event_store_core::lifecycle::{Deletion, check_readable_from};
+use event_store_core::lifecycle::check_readable_from;
 use pgrx::pg_sys::BuiltinOid::INT8OID;
 use std::cell::OnceCell;
 use uuid::Uuid;
@@ -90,12 +90,9 @@ fn load_events_as_stored(
     // stream row is read through its primary key, else (row-level security, a 0.1.0 schema, a
     // role that may not read es.streams) as life::of reads it.
     let (deleted, truncated_before) = match heap::stream_life(stream, Reading::Statement) {
-        Outcome::Done(row) => row.map_or((false, None), |r| {
-            (
-                r.deleted.as_deref().and_then(Deletion::parse).is_some(),
-                r.truncated_before,
-            )
-        }),
+        Outcome::Done(row) => {
+            row.map_or((false, None), |r| (r.deleted.is_some(), r.truncated_before))
+        }
         Outcome::Fallback if heap::streams_readable() => {
             let conn = Connection::connect();
             let life = life::of(&conn, stream, Reading::Statement);

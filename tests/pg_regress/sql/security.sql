@@ -53,6 +53,45 @@ DROP POLICY regress_only_first ON es.events;
 ALTER TABLE es.events DISABLE ROW LEVEL SECURITY;
 REVOKE USAGE ON SCHEMA es FROM regress_es_nobody;
 DROP ROLE regress_es_nobody;
+-- a native read remembers a granted SELECT per backend only until an invalidation: a REVOKE,
+-- a change of role membership and a rolled-back GRANT/REVOKE are seen by the very next read
+CREATE ROLE regress_es_readers;
+CREATE ROLE regress_es_member;
+GRANT USAGE ON SCHEMA es TO regress_es_readers, regress_es_member;
+GRANT SELECT ON es.events, es.streams TO regress_es_readers;
+GRANT regress_es_readers TO regress_es_member;
+SET ROLE regress_es_member;
+SELECT version, event_type FROM es.load_events('60000000-0000-0000-0000-000000000001');
+RESET ROLE;
+REVOKE regress_es_readers FROM regress_es_member;
+SET ROLE regress_es_member;
+SELECT error_of($$SELECT * FROM es.load_events('60000000-0000-0000-0000-000000000001')$$);
+RESET ROLE;
+GRANT regress_es_readers TO regress_es_member;
+SET ROLE regress_es_member;
+SELECT count(*) AS events FROM es.load_events('60000000-0000-0000-0000-000000000001');
+RESET ROLE;
+REVOKE SELECT ON es.events FROM regress_es_readers;
+SET ROLE regress_es_member;
+SELECT error_of($$SELECT * FROM es.load_events('60000000-0000-0000-0000-000000000001')$$);
+RESET ROLE;
+BEGIN;
+GRANT SELECT ON es.events TO regress_es_readers;
+SET LOCAL ROLE regress_es_member;
+SELECT count(*) AS events FROM es.load_events('60000000-0000-0000-0000-000000000001');
+RESET ROLE;
+SAVEPOINT before_revoke;
+REVOKE SELECT ON es.events FROM regress_es_readers;
+SET LOCAL ROLE regress_es_member;
+SELECT error_of($$SELECT * FROM es.load_events('60000000-0000-0000-0000-000000000001')$$);
+ROLLBACK TO SAVEPOINT before_revoke;
+SET LOCAL ROLE regress_es_member;
+SELECT count(*) AS events FROM es.load_events('60000000-0000-0000-0000-000000000001');
+COMMIT;
+REVOKE ALL ON es.events, es.streams FROM regress_es_readers;
+REVOKE ALL ON SCHEMA es FROM regress_es_readers, regress_es_member;
+DROP ROLE regress_es_member;
+DROP ROLE regress_es_readers;
 -- the caller's search_path cannot redirect a writing function: an unqualified function its
 -- batch insert calls (transaction_timestamp) is shadowed here, and must not be picked up
 CREATE SCHEMA regress_evil;
