@@ -94,6 +94,7 @@ pub extern "C-unwind" fn _PG_init() {
 mod tests {
     use pgrx::prelude::*;
 
+    // SAFETY: glibc's own prototypes (`mallopt`, `malloc`, `free`), used by the tests only.
     unsafe extern "C" {
         #[cfg(feature = "pg_test")]
         fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
@@ -373,6 +374,8 @@ mod tests {
         assert_eq!(meta, Some(true));
     }
 
+    // SAFETY: `jsonb_in`'s fmgr entry, PostgreSQL's own prototype, called only through
+    // `DirectFunctionCall1Coll` (pgrx's guarded call) in these tests.
     unsafe extern "C-unwind" {
         #[link_name = "jsonb_in"]
         fn jsonb_in_fmgr(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;

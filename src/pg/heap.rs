@@ -2398,6 +2398,8 @@ unsafe fn fill<const N: usize>(
     Outcome::Done(())
 }
 
+// SAFETY: each declaration is the prototype of PostgreSQL's own function, linked by its C
+// name; called only inside one `pg_guard_ffi_boundary` (see each binding).
 unsafe extern "C-unwind" {
     /// PostgreSQL's `index_getnext_slot`, bound without pgrx's per-call guard: called only
     /// inside [`put_stored_rows`] and [`life_in_guard`], each of which runs whole under one

@@ -92,6 +92,8 @@ mod pq {
     /// A notice receiver.
     pub type NoticeReceiver = unsafe extern "C" fn(arg: *mut c_void, res: *const PGresult);
 
+    // SAFETY: libpq's own prototypes (libpq-fe.h of libpq 5), linked from the system's libpq;
+    // called only on connections and results this module owns (see each call).
     #[link(name = "pq")]
     unsafe extern "C" {
         pub fn PQconnectStartParams(
