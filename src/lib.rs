@@ -66,7 +66,6 @@ static SEGMENTS: [&pg::shmem::Segment; 4] = [
 pub extern "C-unwind" fn _PG_init() {
     trace::settings::init();
     pg::presorted::install();
-    pg::wire::install();
     pg::settings::init();
     pg::registry::install();
     trace::install();

@@ -58,5 +58,4 @@ pub mod spi;
 pub mod udf;
 pub mod utility;
 pub mod wake;
-pub mod wire;
 pub mod worker_registry;
