@@ -272,10 +272,10 @@ impl<'fc> Call<'fc> {
         // requires; it only proceeds for a caller that accepts a materialized set.
         let pooled = unsafe { self.result_store(flags) };
         let (store, desc) = pooled.unwrap_or_else(|| {
-            // SAFETY: InitMaterializedSRF raises its own ERROR for a caller that does not accept
-            // a materialized set, else (a caller `result_store` declined) sets the result up as
-            // PostgreSQL does: the tuple store and its descriptor in the per-query context,
-            // which outlives the call; the ReturnSetInfo it filled is the fcinfo's.
+            // A caller `result_store` declined: the result set up as PostgreSQL does, the tuple
+            // store and its descriptor in the per-query context, which outlives the call.
+            // SAFETY: InitMaterializedSRF raises its own ERROR for a caller that refuses a
+            // materialized set; the ReturnSetInfo it fills is this call's fcinfo's.
             unsafe {
                 pg_sys::InitMaterializedSRF(self.fcinfo, flags);
                 let rsinfo = (*self.fcinfo).resultinfo.cast::<pg_sys::ReturnSetInfo>();
@@ -571,11 +571,10 @@ impl<'a> JsonbArray<'a> {
         let mut nulls: *mut bool = std::ptr::null_mut();
         let mut n = 0;
         let array = self.array;
-        // SAFETY: a jsonb[] datum valid for 'a (how the value was made); it is detoasted into
-        // the current context (the call's, alive for 'a) and deconstructed into arrays of `n`
-        // datums and flags palloc'd there. Both calls run unguarded inside this one guard,
-        // whose closure owns only raw pointers and integers (no destructor, no panic), so an
-        // ERROR longjmping to it skips nothing that would have run.
+        // The datum is detoasted into the current context (the call's, alive for 'a) and
+        // deconstructed into arrays of `n` datums and flags palloc'd there.
+        // SAFETY: a jsonb[] datum valid for 'a; both calls run unguarded inside this one guard,
+        // whose closure owns only raw pointers and integers (an ERROR skips nothing).
         let ndim = unsafe {
             pg_sys::ffi::pg_guard_ffi_boundary(|| {
                 let arr = detoast_in_elements(array.cast_mut_ptr()).cast::<pg_sys::ArrayType>();
@@ -616,10 +615,10 @@ impl<'a> JsonbArray<'a> {
     }
 }
 
-// SAFETY: each declaration is the prototype of PostgreSQL's own function (the one pgrx binds
-// with its per-call guard, the same on 15 and 18), linked by its C name; they are called only
-// inside the one `pg_guard_ffi_boundary` of `JsonbArray::elements`, whose closure owns only raw
-// pointers and integers.
+// Called only inside the one `pg_guard_ffi_boundary` of `JsonbArray::elements`, whose closure
+// owns only raw pointers and integers.
+// SAFETY: each declaration is PostgreSQL's own prototype (the one pgrx binds with its per-call
+// guard, the same on 15 and 18), linked by its C name.
 unsafe extern "C-unwind" {
     /// PostgreSQL's `pg_detoast_datum`, bound without pgrx's per-call guard.
     #[link_name = "pg_detoast_datum"]
@@ -1235,11 +1234,10 @@ pub fn transaction_start() -> Datum {
 pub fn event_datums(event_id: &Uuid, event_type: &str) -> (Datum, Datum) {
     let id = *event_id.as_bytes();
     let (text, len) = (event_type.as_ptr(), event_type.len() as i32);
-    // SAFETY: a palloc of 16 bytes, fully written before it is handed out, and
-    // cstring_to_text_with_len, which copies exactly `len` bytes of `event_type` (alive for
-    // the call); both allocate in the current context. They run unguarded inside this one
-    // guard, whose closure owns only raw pointers and integers (no destructor, no panic), so
-    // an ERROR (out of memory) longjmping to it skips nothing that would have run.
+    // Both allocate in the current context; they run unguarded inside this one guard, whose
+    // closure owns only raw pointers and integers, so an ERROR (out of memory) skips nothing.
+    // SAFETY: a palloc of 16 bytes fully written before it is handed out; cstring_to_text_with_len
+    // copies exactly `len` bytes of `event_type`, alive for the call.
     unsafe {
         pg_sys::ffi::pg_guard_ffi_boundary(|| {
             let p = palloc_in_row(16).cast::<[u8; 16]>();
@@ -1250,11 +1248,11 @@ pub fn event_datums(event_id: &Uuid, event_type: &str) -> (Datum, Datum) {
     }
 }
 
-// SAFETY: each declaration is the prototype of PostgreSQL's own function (the one pgrx binds
-// with its per-call guard, the same on 15 and 18), linked by its C name. `palloc` and
-// `cstring_to_text_with_len` are called only inside the one `pg_guard_ffi_boundary` of
+// `palloc` and `cstring_to_text_with_len` are called only inside the one guard of
 // `event_datums`, whose closure owns only raw pointers and integers;
 // `GetCurrentTransactionStartTimestamp` raises no ERROR and is called without a guard.
+// SAFETY: each declaration is PostgreSQL's own prototype (the one pgrx binds with its per-call
+// guard, the same on 15 and 18), linked by its C name.
 unsafe extern "C-unwind" {
     /// PostgreSQL's `palloc`, bound without pgrx's per-call guard.
     #[link_name = "palloc"]

@@ -72,8 +72,8 @@ pub unsafe fn index_beginscan(
 // each version's own signature (18 added an argument to both): called only through
 // [`index_beginscan_in_guard`] and [`heap_update_in_guard`], whose callers run inside one
 // `pg_guard_ffi_boundary` (see `pg/heap.rs`, the bump of a stream row).
-// SAFETY: PostgreSQL 15's prototypes of both, linked by their C names.
 #[cfg(feature = "pg15")]
+// SAFETY: PostgreSQL 15's prototypes of both, linked by their C names.
 unsafe extern "C-unwind" {
     #[link_name = "index_beginscan"]
     fn index_beginscan_unguarded(
@@ -96,8 +96,8 @@ unsafe extern "C-unwind" {
     ) -> pg_sys::TM_Result::Type;
 }
 
-// SAFETY: PostgreSQL 18's prototypes of both, linked by their C names.
 #[cfg(feature = "pg18")]
+// SAFETY: PostgreSQL 18's prototypes of both, linked by their C names.
 unsafe extern "C-unwind" {
     #[link_name = "index_beginscan"]
     fn index_beginscan_unguarded(

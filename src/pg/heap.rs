@@ -875,11 +875,11 @@ impl<const N: usize> Target<N> {
             return None;
         }
         let rel_oid = memo::relation_oid(name)?;
-        // SAFETY: `open_in_guard` runs whole inside this one guard, and its frame and the
-        // closure's own only a relation OID, raw pointers and integers (no destructor, no panic
-        // possible), so an ERROR longjmping to the guard skips nothing that would have run; the
-        // guard raises it as every guarded call does, and the abort closes what was opened.
+        // An ERROR is raised by the guard as every guarded call's is; the abort closes what
+        // was opened.
         let (rel, indexes, simple) =
+            // SAFETY: `open_in_guard` runs whole inside this one guard, its frame and the
+            // closure's owning only an OID, raw pointers and integers (an ERROR skips nothing).
             unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| open_in_guard(rel_oid)) };
         // SAFETY: `rel` is open and locked RowExclusive, which every check needs.
         let layout = unsafe {
@@ -1487,10 +1487,10 @@ impl EventsTarget {
             target.layout.fill(row, v, n);
         }
         let (values_at, nulls_at) = (values.as_mut_ptr(), nulls.as_mut_ptr());
-        // SAFETY: the relation and its indexes are open and checked, and closed here once
-        // (`target` is consumed); `insert_rows_in_guard` runs whole inside this one guard and
-        // owns nothing with a destructor (the vectors are owned by this frame, which the
-        // guard's panic unwinds normally), so an ERROR longjmping to the guard skips nothing.
+        // The vectors are owned by this frame, which the guard's panic unwinds normally.
+        // SAFETY: the relation and its indexes are open and checked, closed here once (`target`
+        // is consumed); `insert_rows_in_guard` runs whole inside this one guard and owns nothing
+        // with a destructor, so an ERROR longjmping to the guard skips nothing.
         unsafe {
             pg_sys::ffi::pg_guard_ffi_boundary(|| {
                 insert_rows_in_guard(&target, values_at, nulls_at, rows.len());
@@ -2033,10 +2033,10 @@ impl OpenScan {
         snapshot: ScanSnapshot,
     ) -> OpenScan {
         let (rel, index) = (target.rel, target.index);
-        // SAFETY: the caller's contract; `begin_in_guard` runs whole inside this one guard and
-        // its frame and the closure's own only raw pointers, a borrowed slice and integers (no
-        // destructor, no panic possible), so an ERROR longjmping to the guard skips nothing;
-        // the abort then frees what was begun (see the module's header).
+        // After an ERROR the abort frees what was begun (see the module's header).
+        // SAFETY: the caller's contract; `begin_in_guard` runs whole inside this one guard, its
+        // frame and the closure's owning only raw pointers, a borrowed slice and integers (no
+        // destructor, no panic), so an ERROR longjmping to the guard skips nothing.
         unsafe {
             pg_sys::ffi::pg_guard_ffi_boundary(|| {
                 OpenScan::begin_in_guard(rel, index, bounds, snapshot)
@@ -2571,11 +2571,10 @@ pub fn stream_life(stream: &Uuid, reading: Reading) -> Outcome<Option<RowLife>> 
         layout.at[STREAM_DELETED],
         layout.at[STREAM_TRUNCATED_BEFORE],
     );
-    // SAFETY: `life_in_guard` runs whole inside this one guard and its frame and the
-    // closure's own only raw pointers, a borrowed key, integers and a `RowLife` of plain values
-    // (no destructor, no panic possible); the target's relations are es.streams and its
-    // stream_id btree, open and checked, and are closed there (the target is taken apart
-    // above, never closed twice).
+    // The target's relations (es.streams and its stream_id btree, open and checked) are closed
+    // there; the target is taken apart above, never closed twice.
+    // SAFETY: `life_in_guard` runs whole inside this one guard, its frame and the closure's
+    // owning only raw pointers, a borrowed key, integers and a plain `RowLife` (no destructor).
     let found = unsafe {
         pg_sys::ffi::pg_guard_ffi_boundary(|| life_in_guard(rel, index, stream, reading, columns))
     };

@@ -205,10 +205,10 @@ fn draw_positions(
         && let Some(shared) = shared()
     {
         let me = super::compat::my_proc_number();
+        // After an ERROR the abort releases the LWLock (LWLockReleaseAll), as on the guarded
+        // path below.
         // SAFETY: `draw_one_in_guard` runs whole inside this one guard and owns nothing with a
-        // destructor (an OID, a reference to shared memory, integers; no panic possible), so an
-        // ERROR longjmping to the guard skips nothing that would have run: the abort releases
-        // the LWLock (LWLockReleaseAll) as on the guarded path below.
+        // destructor (an OID, shared memory, integers; no panic), so an ERROR skips nothing.
         return Ok(unsafe {
             pg_sys::ffi::pg_guard_ffi_boundary(|| draw_one_in_guard(sequence, shared, me))
         });

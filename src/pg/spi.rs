@@ -226,13 +226,11 @@ impl Connection {
     #[cold]
     #[inline(never)]
     fn connect_now(&self) {
-        // SAFETY: SPI_connect pushes a new SPI level (popped by Drop or by the abort). It is
-        // pushed from the connection's home context, so SPI_finish returns to that one: it
-        // outlives the connection, while a context current now (one a step made after the
-        // connection) may be gone by then. SPI_connect leaves the level's own context current,
-        // as every statement run through SPI does when it ends: a step that switched to a
-        // context of its own and switches back afterwards lands in the home context, which
-        // also outlives the SPI level, so nothing is freed early.
+        // Pushed from the connection's home context, so SPI_finish returns to that one (a
+        // context current now may be gone by then). SPI_connect leaves the level's own context
+        // current, as every statement run through SPI does when it ends.
+        // SAFETY: SPI_connect pushes a new SPI level, popped by Drop or by the abort; the home
+        // context outlives the connection and the SPI level, so nothing is freed early.
         unsafe {
             pg_sys::CurrentMemoryContext = self.home.load(Ordering::Relaxed);
             pg_sys::SPI_connect();
