@@ -98,7 +98,8 @@ SELECT error_of($$SELECT * FROM es.poll('orders', 0, 0)$$);
 SELECT error_of($$SELECT * FROM es.poll('orders', 0, 10, wait_ms => -1)$$);
 SELECT error_of($$SELECT * FROM es.poll('orders', 0, 10, wait_ms => NULL)$$);
 SELECT error_of($$SELECT * FROM es.poll('nope', wait_ms => 10)$$);
-SELECT replace(error_of(format('SELECT es.ack(%L, 0, %s)', 'orders', :endpos + 1)), (:endpos)::text, 'END');
+SELECT replace(replace(error_of(format('SELECT es.ack(%L, 0, %s)', 'orders', :endpos + 1)),
+               (:endpos + 1)::text, 'END+1'), (:endpos)::text, 'END');
 SELECT error_of($$SELECT es.ack('nope', 0, 1)$$);
 SELECT regexp_replace(error_of(format('SELECT es.nack(%L, 0, %s, %L)', 'orders', :base + 1, 'x')), '[0-9]{6,}', 'P', 'g');
 SELECT regexp_replace(error_of(format('SELECT es.nack(%L, 1, %s, %L)', 'orders', :base + 4, 'x')), '[0-9]{6,}', 'P', 'g');
