@@ -60,9 +60,6 @@ rust=$(rustc --version | cut -d' ' -f2)
 command -v clang >/dev/null && compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null ||
   ldconfig -p 2>/dev/null | grep -q 'libclang' ||
   missing "clang and libclang are missing (pgrx reads the server headers with them; Debian: apt-get install clang libclang-dev)"
-# the proxy relay's connections to the shards (src/pg/wire.rs) link the system's libpq
-ldconfig -p 2>/dev/null | grep -q 'libpq\.so ' || compgen -G '/usr/lib/*/libpq.so' >/dev/null ||
-  missing "libpq's development files are missing (the library links libpq; Debian: apt-get install libpq-dev)"
 libdir=$("$PG_CONFIG" --pkglibdir)
 extdir=$("$PG_CONFIG" --sharedir)/extension
 [ -w "$libdir" ] && [ -w "$extdir" ] ||

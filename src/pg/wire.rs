@@ -25,6 +25,12 @@
 //! The cache is emptied when server `es_shards`, a user mapping or a foreign data wrapper changes
 //! (syscache invalidation) and at backend exit.
 //!
+//! libpq is never linked: the backend that makes its first wired call loads the server's own
+//! libpq 5 with `dlopen` (one already in the process, such as PL/Proxy's, is reused), so the
+//! postmaster and every other process never map it (see `pq`). Where it cannot be loaded, the
+//! backend says so once (a WARNING with the file and the dynamic linker's error) and its routed
+//! calls take the twin's path.
+//!
 //! Errors: a shard's ERROR is given back with its SQLSTATE, message, DETAIL and HINT, a lost or
 //! refused shard as 08006/08001 with the texts of the twin's path: the failure is written as
 //! PL/Proxy writes it and passed through the same `undecorate`.
@@ -53,9 +59,19 @@ pub fn install() {
     );
 }
 
-/// libpq's C interface (the system's libpq, libpq5), the calls this module makes.
+/// libpq's C interface, the calls this module makes. Never linked: a library in
+/// `shared_preload_libraries` that links libpq makes the postmaster map it, and every server
+/// process inherits that copy; a later load of something that needs `libpq.so.5` (a standby's
+/// walreceiver, `CREATE SUBSCRIPTION`, dblink, postgres_fdw) then gets it by its soname, even
+/// when it is another installation's. So libpq is loaded with `dlopen` by the backend that makes
+/// its first wired call ([`load`]), and its functions are called through pointers resolved once.
+#[allow(non_snake_case)] // libpq's own names
 mod pq {
     use super::{Oid, c_char, c_int, c_void};
+    use pgrx::pg_sys;
+    use std::ffi::{CStr, CString};
+    use std::os::unix::ffi::OsStringExt;
+    use std::sync::OnceLock;
 
     /// libpq's connection (opaque).
     #[repr(C)]
@@ -92,36 +108,78 @@ mod pq {
     /// A notice receiver.
     pub type NoticeReceiver = unsafe extern "C" fn(arg: *mut c_void, res: *const PGresult);
 
-    // SAFETY: libpq's own prototypes (libpq-fe.h of libpq 5), linked from the system's libpq;
-    // called only on connections and results this module owns (see each call).
-    #[link(name = "pq")]
-    unsafe extern "C" {
-        pub fn PQconnectStartParams(
+    /// libpq's soname: major version 5, whose prototypes below have not changed since libpq 5
+    /// began (PostgreSQL 8.2).
+    const SONAME: &CStr = c"libpq.so.5";
+
+    /// Declares libpq's functions once: [`Api`], the table of their addresses resolved by name,
+    /// and for each a function of the same name and prototype that calls through the table.
+    macro_rules! libpq {
+        ($(fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?;)*) => {
+            /// libpq's functions in the library [`load`] opened.
+            pub struct Api {
+                $($name: unsafe extern "C" fn($($ty),*) $(-> $ret)?,)*
+            }
+
+            impl Api {
+                /// Resolves every function in `handle`, or says which one is missing.
+                ///
+                /// # Safety
+                /// `handle` is a dlopen handle of libpq 5 that is never closed.
+                unsafe fn resolve(handle: *mut c_void) -> Result<Api, String> {
+                    Ok(Api {
+                        $($name: {
+                            let address = symbol(handle, concat!(stringify!($name), "\0"))?;
+                            // libpq-fe.h's prototype of this name, stable for libpq 5; the handle
+                            // is never closed, so the address is valid for the process's life
+                            // SAFETY: the symbol's C prototype is this pointer type's.
+                            unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn($($ty),*) $(-> $ret)?>(address) }
+                        },)*
+                    })
+                }
+            }
+
+            $(
+                /// libpq's function of this name, through the loaded library.
+                ///
+                /// # Safety
+                /// libpq's own contract for it; libpq was loaded (a connection, result or
+                /// cancel handle exists only after [`load`] succeeded).
+                pub unsafe fn $name($($arg: $ty),*) $(-> $ret)? {
+                    // SAFETY: the caller's contract: the arguments are as libpq requires.
+                    unsafe { (api().$name)($($arg),*) }
+                }
+            )*
+        };
+    }
+
+    libpq! {
+        fn PQconnectStartParams(
             keywords: *const *const c_char,
             values: *const *const c_char,
             expand_dbname: c_int,
         ) -> *mut PGconn;
-        pub fn PQconnectPoll(conn: *mut PGconn) -> c_int;
-        pub fn PQstatus(conn: *const PGconn) -> c_int;
-        pub fn PQtransactionStatus(conn: *const PGconn) -> c_int;
-        pub fn PQsocket(conn: *const PGconn) -> c_int;
-        pub fn PQdb(conn: *const PGconn) -> *const c_char;
-        pub fn PQerrorMessage(conn: *const PGconn) -> *const c_char;
-        pub fn PQfinish(conn: *mut PGconn);
-        pub fn PQsetnonblocking(conn: *mut PGconn, arg: c_int) -> c_int;
-        pub fn PQsetNoticeReceiver(
+        fn PQconnectPoll(conn: *mut PGconn) -> c_int;
+        fn PQstatus(conn: *const PGconn) -> c_int;
+        fn PQtransactionStatus(conn: *const PGconn) -> c_int;
+        fn PQsocket(conn: *const PGconn) -> c_int;
+        fn PQdb(conn: *const PGconn) -> *const c_char;
+        fn PQerrorMessage(conn: *const PGconn) -> *const c_char;
+        fn PQfinish(conn: *mut PGconn);
+        fn PQsetnonblocking(conn: *mut PGconn, arg: c_int) -> c_int;
+        fn PQsetNoticeReceiver(
             conn: *mut PGconn,
             proc_: Option<NoticeReceiver>,
             arg: *mut c_void,
         ) -> Option<NoticeReceiver>;
-        pub fn PQsendPrepare(
+        fn PQsendPrepare(
             conn: *mut PGconn,
             name: *const c_char,
             query: *const c_char,
             n_params: c_int,
             param_types: *const Oid,
         ) -> c_int;
-        pub fn PQsendQueryPrepared(
+        fn PQsendQueryPrepared(
             conn: *mut PGconn,
             name: *const c_char,
             n_params: c_int,
@@ -130,23 +188,134 @@ mod pq {
             formats: *const c_int,
             result_format: c_int,
         ) -> c_int;
-        pub fn PQflush(conn: *mut PGconn) -> c_int;
-        pub fn PQconsumeInput(conn: *mut PGconn) -> c_int;
-        pub fn PQisBusy(conn: *mut PGconn) -> c_int;
-        pub fn PQgetResult(conn: *mut PGconn) -> *mut PGresult;
-        pub fn PQresultStatus(res: *const PGresult) -> c_int;
-        pub fn PQresultErrorField(res: *const PGresult, field: c_int) -> *const c_char;
-        pub fn PQresultErrorMessage(res: *const PGresult) -> *const c_char;
-        pub fn PQntuples(res: *const PGresult) -> c_int;
-        pub fn PQnfields(res: *const PGresult) -> c_int;
-        pub fn PQftype(res: *const PGresult, column: c_int) -> Oid;
-        pub fn PQgetisnull(res: *const PGresult, row: c_int, column: c_int) -> c_int;
-        pub fn PQgetlength(res: *const PGresult, row: c_int, column: c_int) -> c_int;
-        pub fn PQgetvalue(res: *const PGresult, row: c_int, column: c_int) -> *const c_char;
-        pub fn PQclear(res: *mut PGresult);
-        pub fn PQgetCancel(conn: *mut PGconn) -> *mut PGcancel;
-        pub fn PQcancel(cancel: *mut PGcancel, errbuf: *mut c_char, size: c_int) -> c_int;
-        pub fn PQfreeCancel(cancel: *mut PGcancel);
+        fn PQflush(conn: *mut PGconn) -> c_int;
+        fn PQconsumeInput(conn: *mut PGconn) -> c_int;
+        fn PQisBusy(conn: *mut PGconn) -> c_int;
+        fn PQgetResult(conn: *mut PGconn) -> *mut PGresult;
+        fn PQresultStatus(res: *const PGresult) -> c_int;
+        fn PQresultErrorField(res: *const PGresult, field: c_int) -> *const c_char;
+        fn PQresultErrorMessage(res: *const PGresult) -> *const c_char;
+        fn PQntuples(res: *const PGresult) -> c_int;
+        fn PQnfields(res: *const PGresult) -> c_int;
+        fn PQftype(res: *const PGresult, column: c_int) -> Oid;
+        fn PQgetisnull(res: *const PGresult, row: c_int, column: c_int) -> c_int;
+        fn PQgetlength(res: *const PGresult, row: c_int, column: c_int) -> c_int;
+        fn PQgetvalue(res: *const PGresult, row: c_int, column: c_int) -> *const c_char;
+        fn PQclear(res: *mut PGresult);
+        fn PQgetCancel(conn: *mut PGconn) -> *mut PGcancel;
+        fn PQcancel(cancel: *mut PGcancel, errbuf: *mut c_char, size: c_int) -> c_int;
+        fn PQfreeCancel(cancel: *mut PGcancel);
+    }
+
+    /// The backend's libpq: loaded at most once per process, at its first wired call (a
+    /// failure is kept too: it is not tried again).
+    static LIBPQ: OnceLock<Result<Api, String>> = OnceLock::new();
+
+    /// The loaded table (only called where a connection exists, so after [`load`] succeeded).
+    fn api() -> &'static Api {
+        match LIBPQ.get() {
+            Some(Ok(api)) => api,
+            _ => unreachable!("libpq is called only after it was loaded"),
+        }
+    }
+
+    /// Loads libpq in this backend if it is not yet: `Err` says which file failed and why
+    /// (dlerror), and the caller takes the path without the wire.
+    pub fn load() -> Result<(), &'static str> {
+        match LIBPQ.get_or_init(open) {
+            Ok(_) => Ok(()),
+            Err(why) => Err(why),
+        }
+    }
+
+    /// Opens the server's own libpq and resolves its functions. A libpq 5 already in the
+    /// process (PL/Proxy's plproxy.so links one) is used as it is, never a second copy beside
+    /// it; else the installation's `<libdir>/libpq.so.5`, so that whatever this backend loads
+    /// later and finds libpq by its soname gets the server's own; else the soname, through the
+    /// dynamic linker's search. `RTLD_LOCAL`: its symbols resolve nothing else's.
+    fn open() -> Result<Api, String> {
+        let (handle, file) = loaded().unwrap_or_else(|| {
+            let file = own_file()
+                .and_then(|path| CString::new(path).ok())
+                .unwrap_or_else(|| SONAME.to_owned());
+            // SAFETY: a NUL-terminated file name; dlopen runs the library's initializers (libpq
+            // has no ELF constructor with side effects beyond its own state).
+            let handle = unsafe { libc::dlopen(file.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+            (handle, file)
+        });
+        let file = file.to_string_lossy().into_owned();
+        if handle.is_null() {
+            return Err(format!("{file}: {}", dlerror()));
+        }
+        // SAFETY: a handle of a libpq.so.5 that is never dlclosed.
+        unsafe { Api::resolve(handle) }.map_err(|why| format!("{file}: {why}"))
+    }
+
+    /// The libpq 5 already mapped in this process, if any.
+    fn loaded() -> Option<(*mut c_void, CString)> {
+        // SAFETY: a NUL-terminated soname; RTLD_NOLOAD maps nothing, it only finds a loaded
+        // object of that name or soname (and takes a reference on it, never dropped).
+        let handle = unsafe {
+            libc::dlopen(
+                SONAME.as_ptr(),
+                libc::RTLD_NOW | libc::RTLD_LOCAL | libc::RTLD_NOLOAD,
+            )
+        };
+        (!handle.is_null()).then(|| (handle, SONAME.to_owned()))
+    }
+
+    /// `<libdir>/libpq.so.5` of the running installation (`pg_config --libdir`, computed from
+    /// the server's executable as PostgreSQL does, relocated installations included), if it
+    /// exists.
+    fn own_file() -> Option<Vec<u8>> {
+        let mut buf = [0 as c_char; pg_sys::MAXPGPATH as usize];
+        // SAFETY: my_exec_path is the server's NUL-terminated path of its executable, set at
+        // start; get_lib_path writes at most MAXPGPATH bytes, NUL included, into `buf`, and
+        // raises nothing (path arithmetic only).
+        unsafe {
+            pg_sys::get_lib_path(
+                std::ptr::addr_of!(pg_sys::my_exec_path).cast::<c_char>(),
+                buf.as_mut_ptr(),
+            )
+        };
+        // SAFETY: get_lib_path NUL-terminated `buf`.
+        let libdir = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_bytes();
+        if libdir.is_empty() {
+            return None;
+        }
+        let mut path = std::path::PathBuf::from(std::ffi::OsString::from_vec(libdir.to_vec()));
+        path.push("libpq.so.5");
+        path.is_file().then(|| path.into_os_string().into_vec())
+    }
+
+    /// The address of function `name` (NUL-terminated) in `handle`, or why it is missing.
+    fn symbol(handle: *mut c_void, name: &str) -> Result<*mut c_void, String> {
+        let Ok(cname) = CStr::from_bytes_with_nul(name.as_bytes()) else {
+            return Err(format!("{name}: not a symbol name"));
+        };
+        // SAFETY: clears a stale error, then looks up a NUL-terminated name in a live handle.
+        let address = unsafe {
+            libc::dlerror();
+            libc::dlsym(handle, cname.as_ptr())
+        };
+        if address.is_null() {
+            return Err(dlerror());
+        }
+        Ok(address)
+    }
+
+    /// The dynamic linker's last error, copied.
+    fn dlerror() -> String {
+        // SAFETY: dlerror returns NULL or a NUL-terminated string valid until the next dl* call
+        // of this thread; it is copied at once.
+        let text = unsafe { libc::dlerror() };
+        if text.is_null() {
+            return "unknown error".into();
+        }
+        // SAFETY: as above.
+        unsafe { CStr::from_ptr(text) }
+            .to_string_lossy()
+            .into_owned()
     }
 }
 
@@ -258,6 +427,8 @@ thread_local! {
     /// Moves when server es_shards, a user mapping or a foreign data wrapper changes.
     static EPOCH: Cell<u64> = const { Cell::new(1) };
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// Whether the backend said that libpq could not be loaded ([`unavailable`]).
+    static WARNED: Cell<bool> = const { Cell::new(false) };
     /// Notices the shard sent during the running call: (SQLSTATE, severity, message).
     static NOTICES: RefCell<Vec<(String, String, String)>> = const { RefCell::new(Vec::new()) };
 }
@@ -874,6 +1045,10 @@ impl Result_ {
 /// `fcinfo` is fmgr's valid frame of the relay whose statement `statement` is; its FmgrInfos
 /// are alive (the relays' memory is not reset during a call).
 pub unsafe fn call(shard: i32, statement: &Statement, fcinfo: pg_sys::FunctionCallInfo) -> Outcome {
+    if let Err(why) = pq::load() {
+        unavailable(why);
+        return Outcome::Twin;
+    }
     // SAFETY: the current user, a plain read.
     let user = unsafe { pg_sys::GetUserId() };
     let label = &statement.twin_label;
@@ -1007,6 +1182,21 @@ pub unsafe fn call(shard: i32, statement: &Statement, fcinfo: pg_sys::FunctionCa
             Outcome::Failed(undecorate(e, Some(shard)))
         }
     }
+}
+
+/// Says once per backend that libpq could not be loaded (the file and dlerror()): its routed
+/// calls go through the PL/Proxy twins, as with `es.proxy_wire = off`. A WARNING, not an ERROR:
+/// sharding works without the wire.
+fn unavailable(why: &str) {
+    if WARNED.with(|w| w.replace(true)) {
+        return;
+    }
+    pgrx::ereport!(
+        WARNING,
+        pgrx::PgSqlErrorCode::ERRCODE_WARNING,
+        format!("event_store: libpq could not be loaded: {why}"),
+        "Routed calls go through the PL/Proxy functions es_proxy.* instead of the proxy's own wire; install libpq 5 (Debian: libpq5) or set es.proxy_wire = off."
+    );
 }
 
 /// The binary value `data` (`len` bytes) of the result type, read by its receive function.

@@ -1921,6 +1921,114 @@ fn the_relays_wire_survives_a_lost_session_a_cancel_and_a_changed_mapping() {
     ));
 }
 
+/// The libpq files mapped into process `pid` (`/proc/<pid>/maps`: the test runs as root or as
+/// the server's user, so it may read any server process's).
+fn libpq_mapped(pid: i32) -> BTreeSet<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/maps: {e}"));
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter(|file| {
+            file.rsplit('/')
+                .next()
+                .is_some_and(|name| name.starts_with("libpq.so"))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn libpq_is_loaded_by_the_backend_of_the_first_wired_call_never_by_the_postmaster() {
+    // Why the wire was once reverted: linked into the preloaded library, libpq was mapped by the
+    // postmaster and inherited by every server process, so a PostgreSQL 18 standby's WAL
+    // receiver got the machine's older libpq by its soname and refused its primary_conninfo.
+    // The relay now opens the server's own libpq in the backend that first needs it.
+    let sharded = Sharded::new("shard_libpq");
+    let mut proxy = sharded.proxy();
+    event_store_client_tests::assert_preloaded(&mut proxy);
+    let data_dir: String = proxy
+        .query_one("SELECT current_setting('data_directory')", &[])
+        .unwrap()
+        .get(0);
+    let pid_file = std::fs::read_to_string(format!("{data_dir}/postmaster.pid")).unwrap();
+    let postmaster: i32 = pid_file
+        .lines()
+        .next()
+        .and_then(|line| line.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in postmaster.pid: {pid_file:?}"));
+    let backend: i32 = proxy
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        libpq_mapped(postmaster),
+        BTreeSet::new(),
+        "the postmaster maps libpq"
+    );
+    assert_eq!(
+        libpq_mapped(backend),
+        BTreeSet::new(),
+        "a new backend maps libpq"
+    );
+
+    let id = stream_on(&mut proxy, 2, 0x5a);
+    assert_eq!(
+        append(&mut proxy, id, Some(0), &[r#"{"type":"Wired"}"#]).unwrap(),
+        1
+    );
+    // the call went over the relay's wire (its prepared statement ran on the partition) ...
+    let statements = partition_statements(&sharded);
+    assert!(
+        statements
+            .iter()
+            .any(|q| q.starts_with("SELECT es.append_events($1")),
+        "the append did not go over the relay's wire: {statements:?}"
+    );
+    // ... whose backend mapped one libpq: the server's own (its library directory's) where the
+    // installation has one, else the one the dynamic linker finds by its soname
+    let mapped = libpq_mapped(backend);
+    let libdir = Command::new(event_store_client_tests::pg_bin("pg_config"))
+        .arg("--libdir")
+        .output()
+        .expect("pg_config --libdir");
+    let own =
+        std::path::Path::new(String::from_utf8_lossy(&libdir.stdout).trim()).join("libpq.so.5");
+    let which = match std::fs::canonicalize(&own) {
+        Ok(own) => {
+            let own = own.display().to_string();
+            assert_eq!(
+                mapped,
+                BTreeSet::from([own.clone()]),
+                "the wired backend's libpq"
+            );
+            own
+        }
+        Err(_) => {
+            assert_eq!(mapped.len(), 1, "the wired backend's libpq: {mapped:?}");
+            format!("{mapped:?}, the soname's: no {}", own.display())
+        }
+    };
+    assert_eq!(
+        libpq_mapped(postmaster),
+        BTreeSet::new(),
+        "the postmaster maps libpq after a wired call"
+    );
+    // a backend started after it inherits nothing
+    let mut other = sharded.proxy();
+    let fresh: i32 = other
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        libpq_mapped(fresh),
+        BTreeSet::new(),
+        "a later backend maps libpq"
+    );
+    report(&format!(
+        "libpq: mapped by the wired backend only ({which}), not by the postmaster nor a later backend"
+    ));
+}
+
 /// A database made by this test outside TestDb (a copy of a partition), dropped at the end.
 struct Copy(String);
 
