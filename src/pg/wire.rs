@@ -59,12 +59,12 @@ pub fn install() {
     );
 }
 
-/// libpq's C interface, the calls this module makes. Never linked: a library in
-/// `shared_preload_libraries` that links libpq makes the postmaster map it, and every server
-/// process inherits that copy; a later load of something that needs `libpq.so.5` (a standby's
-/// walreceiver, `CREATE SUBSCRIPTION`, dblink, postgres_fdw) then gets it by its soname, even
-/// when it is another installation's. So libpq is loaded with `dlopen` by the backend that makes
-/// its first wired call ([`load`]), and its functions are called through pointers resolved once.
+/// libpq's C interface, the calls this module makes. Never linked: PostgreSQL opens a library of
+/// `shared_preload_libraries` in the postmaster with `RTLD_GLOBAL`, so a libpq it links would be
+/// in every server process, first in line for the libpq calls of whatever loads later (a
+/// standby's WAL receiver, `CREATE SUBSCRIPTION`, dblink, postgres_fdw) and found by its soname,
+/// even when it is another installation's. So libpq is opened by the backend that makes its
+/// first wired call ([`load`]), `RTLD_LOCAL`, and called through pointers resolved once.
 #[allow(non_snake_case)] // libpq's own names
 mod pq {
     use super::{Oid, c_char, c_int, c_void};

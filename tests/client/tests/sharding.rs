@@ -2024,8 +2024,37 @@ fn libpq_is_loaded_by_the_backend_of_the_first_wired_call_never_by_the_postmaste
         BTreeSet::new(),
         "a later backend maps libpq"
     );
+    // where PL/Proxy ran first (es.proxy_wire off: the twin, whose plproxy.so links libpq), the
+    // wire uses the libpq already loaded instead of mapping a second one beside it
+    other.batch_execute("SET es.proxy_wire = off").unwrap();
+    assert_eq!(
+        append(&mut other, id, Some(1), &[r#"{"type":"Twin"}"#]).unwrap(),
+        2
+    );
+    let plproxys = libpq_mapped(fresh);
+    assert_eq!(plproxys.len(), 1, "PL/Proxy's libpq: {plproxys:?}");
+    other.batch_execute("SET es.proxy_wire = on").unwrap();
+    assert_eq!(
+        append(&mut other, id, Some(2), &[r#"{"type":"Wired"}"#]).unwrap(),
+        3
+    );
+    let statements = partition_statements(&sharded);
+    assert!(
+        statements
+            .iter()
+            .filter(|q| q.starts_with("SELECT es.append_events($1"))
+            .count()
+            >= 2,
+        "the second session's append did not go over the relay's wire: {statements:?}"
+    );
+    assert_eq!(
+        libpq_mapped(fresh),
+        plproxys,
+        "the wire mapped a second libpq beside PL/Proxy's"
+    );
     report(&format!(
-        "libpq: mapped by the wired backend only ({which}), not by the postmaster nor a later backend"
+        "libpq: mapped by the wired backend only ({which}), not by the postmaster nor a later \
+         backend; after PL/Proxy's twin, the wire reuses its libpq ({plproxys:?})"
     ));
 }
 
