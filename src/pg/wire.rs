@@ -229,8 +229,8 @@ mod pq {
     }
 
     /// Opens the server's own libpq and resolves its functions. A libpq 5 already in the
-    /// process (PL/Proxy's plproxy.so links one) is used as it is, never a second copy beside
-    /// it; else the installation's `<libdir>/libpq.so.5`, so that whatever this backend loads
+    /// process is used as it is, never a second copy beside it: plproxy.so links one, and the
+    /// relay resolves its PL/Proxy twin (loading plproxy.so) before its first wired call; else the installation's `<libdir>/libpq.so.5`, so that whatever this backend loads
     /// later and finds libpq by its soname gets the server's own; else the soname, through the
     /// dynamic linker's search. `RTLD_LOCAL`: its symbols resolve nothing else's.
     fn open() -> Result<Api, String> {
@@ -238,8 +238,9 @@ mod pq {
             let file = own_file()
                 .and_then(|path| CString::new(path).ok())
                 .unwrap_or_else(|| SONAME.to_owned());
-            // SAFETY: a NUL-terminated file name; dlopen runs the library's initializers (libpq
-            // has no ELF constructor with side effects beyond its own state).
+            // dlopen runs only the initializers of libpq and the libraries it needs (TLS,
+            // Kerberos), which set up their own state
+            // SAFETY: a NUL-terminated file name.
             let handle = unsafe { libc::dlopen(file.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
             (handle, file)
         });

@@ -1985,7 +1985,9 @@ fn libpq_is_loaded_by_the_backend_of_the_first_wired_call_never_by_the_postmaste
         "the append did not go over the relay's wire: {statements:?}"
     );
     // ... whose backend mapped one libpq: the server's own (its library directory's) where the
-    // installation has one, else the one the dynamic linker finds by its soname
+    // installation has one, else the one the dynamic linker finds by its soname (the relay
+    // resolves its PL/Proxy twin first, so this is the libpq plproxy.so links, which the wire
+    // found loaded and reused: both are the server's own here)
     let mapped = libpq_mapped(backend);
     let libdir = Command::new(event_store_client_tests::pg_bin("pg_config"))
         .arg("--libdir")
@@ -2024,8 +2026,8 @@ fn libpq_is_loaded_by_the_backend_of_the_first_wired_call_never_by_the_postmaste
         BTreeSet::new(),
         "a later backend maps libpq"
     );
-    // where PL/Proxy ran first (es.proxy_wire off: the twin, whose plproxy.so links libpq), the
-    // wire uses the libpq already loaded instead of mapping a second one beside it
+    // where PL/Proxy's twin made the calls first (es.proxy_wire off), the wire's first call
+    // uses the libpq already loaded instead of mapping a second one beside it
     other.batch_execute("SET es.proxy_wire = off").unwrap();
     assert_eq!(
         append(&mut other, id, Some(1), &[r#"{"type":"Twin"}"#]).unwrap(),
