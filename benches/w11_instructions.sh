@@ -15,6 +15,13 @@
 #!                     es.append_events: parsed and planned per call), target (TARGET's
 #!                     "select r::int8 from es.append_events(...) r"), or any SQL with @ID@ for a
 #!                     stream id of the partition.
+#!   served SIDE [N]   instructions per append in partition 0's backend of a RUNNING server (the
+#!                     partitions' postmaster under callgrind, each backend counted apart): SIDE
+#!                     wire (through the proxy, the relay's prepared statement: es.proxy_wire on),
+#!                     twin (through the proxy, PL/Proxy's statement: es.proxy_wire off) or direct
+#!                     (pgbench -M prepared straight to w_p0); per append = (that with N + 40
+#!                     appends to streams of partition 0 − that with 40) / N. The protocol's own
+#!                     work is counted, which the single-user forms above leave out.
 #!   setup             makes both clusters: partitions w_p0..w_p3 (20,000 streams of one event) and
 #!                     the proxy w_proxy (scripts/shard.sh with this tree's sql/plproxy/setup.sql)
 #!   reshard           runs this tree's sql/plproxy/setup.sql again in the proxy
@@ -40,7 +47,7 @@ count() {
   local d=$1 db=$2 f=$3; shift 3
   runuser -u postgres -- valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
     "$BIN/postgres" --single -D "$d/data" "$@" -c synchronous_commit=off "$db" <"$f" 2>&1 >"$dir/single.out" |
-    awk '/Collected/ { print $4 }'
+    tee "$dir/single.err" | awk '/Collected/ { print $4 }'
 }
 mkdir -p "$dir"
 chown postgres "$dir"; chmod 755 "$dir"   # the single-user backends (user postgres) write callgrind.out there
@@ -83,7 +90,7 @@ proxy)
   chmod 644 "$dir"/*.sql
   b=$(count "$B" w_proxy "$dir/base.sql")
   l=$(count "$B" w_proxy "$dir/loop.sql")
-  ! grep -m3 ERROR "$dir/single.out" || exit 1
+  ! grep -m3 ERROR "$dir/single.out" "$dir/single.err" || exit 1
   echo "proxy backend, per call: $(((l - b) / n))  ($body)" ;;
 part)
   form=${2:?part needs a FORM}
@@ -109,8 +116,46 @@ part)
   chmod 644 "$dir"/*.sql
   b=$(count "$A" w_p0 "$dir/pbase.sql" -c shared_preload_libraries=event_store)
   l=$(count "$A" w_p0 "$dir/ploop.sql" -c shared_preload_libraries=event_store)
-  ! grep -m3 ERROR "$dir/single.out" || exit 1
+  ! grep -m3 ERROR "$dir/single.out" "$dir/single.err" || exit 1
   echo "partition 0, per statement ($form): $(((l - b) / n))" ;;
+served)
+  side=${2:?served needs a SIDE: wire, twin or direct}
+  n=${3:-400}
+  # served_run K: the total of w_p0's backend for K appends (the largest file that appended)
+  served_run() {
+    local k=$1 f t best=0
+    cl "$A" "$PA" stop >/dev/null 2>&1 || true
+    rm -rf "$dir/served"; mkdir -p "$dir/served"; chown postgres "$dir/served"
+    runuser -u postgres -- valgrind --tool=callgrind --callgrind-out-file="$dir/served/cg.%p" \
+      "$BIN/postgres" -D "$A/data" -c shared_preload_libraries=event_store >"$dir/served/postmaster.log" 2>&1 &
+    local pm=$!
+    for ((t = 0; t < 120; t++)); do pg_isready -q -h "$A/run" -p "$PA" && break; sleep 1; done
+    use "$A" "$PA"
+    if [ "$side" = direct ]; then
+      { echo '\set n random(1, 4000)'
+        echo "SELECT es.append_events((SELECT id FROM bench_w11 WHERE n = :n), NULL, ARRAY['$EV']::jsonb[]);"; } >"$dir/served/direct.sql"
+      pgbench -n -M prepared -c1 -t "$k" -f "$dir/served/direct.sql" w_p0 >/dev/null
+    else
+      local ids
+      ids=$(psql -X -qAt -d w_p0 -c "SELECT string_agg(quote_literal(id), ',') FROM (SELECT id FROM bench_w11 ORDER BY n LIMIT $k) s")
+      clb start >/dev/null
+      use "$B" "$PB"
+      psql -X -qAt -v ON_ERROR_STOP=1 -d w_proxy -c "SET es.proxy_wire = $([ "$side" = wire ] && echo on || echo off)" \
+        -c "SELECT count(es.append_events(id, NULL, ARRAY['$EV']::jsonb[])) FROM unnest(ARRAY[$ids]::uuid[]) id" >/dev/null
+      clb stop >/dev/null
+    fi
+    runuser -u postgres -- "$BIN/pg_ctl" -D "$A/data" stop -m fast -w >/dev/null
+    wait "$pm" || true
+    for f in "$dir"/served/cg.*; do
+      grep -q append_events "$f" || continue
+      t=$(awk '/^(summary|totals):/ { print $2; exit }' "$f")
+      [ "${t:-0}" -gt "$best" ] && best=$t
+    done
+    echo "$best"
+  }
+  b=$(served_run 40)
+  l=$(served_run $((n + 40)))
+  echo "partition 0's backend, per append ($side, running server): $(((l - b) / n))" ;;
 stop)
   cl "$A" "$PA" stop || true
   clb stop || true ;;

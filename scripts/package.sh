@@ -15,7 +15,8 @@
 #!     examples/*.sql (the README's walkthrough), a copyright file
 #!   - DEBIAN/control (Depends: the package of the server binary when dpkg knows one, e.g.
 #!     postgresql-15, and the packages of the libraries the library links, libc6 at the newest
-#!     GLIBC symbol version it uses) and DEBIAN/md5sums
+#!     GLIBC symbol version it uses, and of the server's libpq.so.5 it opens at run time, libpq5)
+#!     and DEBIAN/md5sums
 #! into OUT/postgresql-MAJOR-event-store_VERSION_ARCH.deb.
 #!
 #! `--source DIR` packages another source tree (the tests build the released 0.1.0 from its
@@ -166,6 +167,16 @@ for lib in $(objdump -p "$so" | awk '$1 == "NEEDED" {print $2}'); do
   fi
   case " ${depends[*]} " in *" $pkg "*) ;; *) depends+=("$pkg") ;; esac
 done
+# and the package of the server's own libpq.so.5 (Debian's: libpq5), which a proxy's backend opens
+# at run time for its wire to the shards (src/pg/wire.rs) and the library does not link; none when
+# the installation carries its own, as the wheel's 18 does
+libpq=$(readlink -f "$("$pg_config" --libdir)/libpq.so.5" || true)
+if [ -n "$libpq" ] && [ -e "$libpq" ]; then
+  pkg=$(dpkg-query -S "$libpq" 2>/dev/null | grep -v '^diversion' | head -1 | cut -d: -f1 || true)
+  if [ -n "$pkg" ]; then
+    case " ${depends[*]} " in *" $pkg "*) ;; *) depends+=("$pkg") ;; esac
+  fi
+fi
 depends_field=$(IFS=,; echo "${depends[*]}" | sed 's/,/, /g')
 
 chmod -R u=rwX,go=rX "$stage"

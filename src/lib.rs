@@ -66,6 +66,7 @@ static SEGMENTS: [&pg::shmem::Segment; 4] = [
 pub extern "C-unwind" fn _PG_init() {
     trace::settings::init();
     pg::presorted::install();
+    pg::wire::install();
     pg::settings::init();
     pg::registry::install();
     trace::install();

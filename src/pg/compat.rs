@@ -202,6 +202,39 @@ pub unsafe fn heap_update_in_guard(
     }
 }
 
+/// A new wait event set for `nevents` events that lives until `FreeWaitEventSet` (in
+/// TopMemoryContext, owned by no resource owner: it survives the transaction's end).
+pub fn long_lived_wait_event_set(nevents: i32) -> *mut pg_sys::WaitEventSet {
+    // SAFETY: CreateWaitEventSet allocates the set in TopMemoryContext (15: the context given;
+    // 18: without a resource owner) and opens its epoll descriptor; it raises only on
+    // exhaustion, inside the caller's guard.
+    unsafe {
+        #[cfg(feature = "pg15")]
+        let set = pg_sys::CreateWaitEventSet(pg_sys::TopMemoryContext, nevents);
+        #[cfg(feature = "pg18")]
+        let set = pg_sys::CreateWaitEventSet(std::ptr::null_mut(), nevents);
+        set
+    }
+}
+
+/// `role`'s USAGE on foreign server `server` (an existing one), as `aclcheck_error` takes it.
+pub fn foreign_server_usage(server: Oid, role: Oid) -> pg_sys::AclResult::Type {
+    // SAFETY: an ACL check of an existing foreign server and a role; it raises nothing.
+    unsafe {
+        #[cfg(feature = "pg15")]
+        let r =
+            pg_sys::pg_foreign_server_aclcheck(server, role, pg_sys::ACL_USAGE as pg_sys::AclMode);
+        #[cfg(feature = "pg18")]
+        let r = pg_sys::object_aclcheck(
+            pg_sys::ForeignServerRelationId,
+            server,
+            role,
+            pg_sys::ACL_USAGE as pg_sys::AclMode,
+        );
+        r
+    }
+}
+
 /// Whether `role` may execute function `oid`.
 pub fn may_execute(oid: Oid, role: Oid) -> bool {
     // SAFETY: an ACL check of a function and a role (the caller checked the function exists);

@@ -58,4 +58,5 @@ pub mod spi;
 pub mod udf;
 pub mod utility;
 pub mod wake;
+pub mod wire;
 pub mod worker_registry;

@@ -44,6 +44,11 @@ struct Relay {
     /// PL/Proxy runs no hash query) where sql/plproxy/setup.sql made it, else `twin`; made once,
     /// it lives in [`MEMORY`] until the catalog generation moves.
     flinfo: *mut pg_sys::FmgrInfo,
+    /// What the relay sends itself (`pg/wire.rs`) when `es.proxy_wire` is on: made where the
+    /// `_on_<shard>` twin's body is the plain call of the shard's `es.<f>` with the same
+    /// arguments of built-in types; `None` keeps the twin's path. Its FmgrInfos live in
+    /// [`MEMORY`] too.
+    wire: Option<std::rc::Rc<super::wire::Statement>>,
 }
 
 thread_local! {
@@ -242,6 +247,12 @@ fn resolve(relay: Oid, generation: u64, shard: Option<i32>) -> Result<Relay, Eve
         if (*flinfo).fn_addr.is_none() {
             return Err(missing(&format!("found no handler for es_proxy.{name}")));
         }
+        let wire = match shard {
+            Some(k) if exact != pg_sys::InvalidOid => {
+                wire_statement(exact, &name, k, memory).map(std::rc::Rc::new)
+            }
+            _ => None,
+        };
         Ok(Relay {
             generation,
             relay,
@@ -250,6 +261,127 @@ fn resolve(relay: Oid, generation: u64, shard: Option<i32>) -> Result<Relay, Eve
             key,
             namespace,
             flinfo,
+            wire,
+        })
+    }
+}
+
+/// The built-in types a wired call's arguments and result may have: the same OIDs on every
+/// server, with send and receive functions.
+const WIRE_TYPES: [Oid; 9] = [
+    pg_sys::UUIDOID,
+    pg_sys::INT8OID,
+    pg_sys::INT4OID,
+    pg_sys::BOOLOID,
+    pg_sys::TEXTOID,
+    pg_sys::JSONBOID,
+    pg_sys::JSONBARRAYOID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::VOIDOID,
+];
+
+/// The statement the relay sends itself for `twin` (`es_proxy.<name>_on_<shard>`), when its
+/// body is `CLUSTER 'es_shards'; RUN ON <shard>;` and then `SELECT es.<name>(<its arguments
+/// in order>);` or `TARGET es.<name>;`, and its argument and result types are among
+/// [`WIRE_TYPES`]; `None` otherwise (the twin's path stays).
+///
+/// # Safety
+/// `memory` is the relays' memory context (the FmgrInfos go there).
+unsafe fn wire_statement(
+    twin: Oid,
+    name: &str,
+    shard: i32,
+    memory: pg_sys::MemoryContext,
+) -> Option<super::wire::Statement> {
+    // SAFETY: a syscache look-up by OID; prosrc is copied into a Rust string and the argument
+    // types and names (palloc'd by get_func_arg_info) read while the tuple is held, then it
+    // is released; getTypeBinary*Info and fmgr_info_cxt run for built-in types (WIRE_TYPES),
+    // which all have send and receive functions, their FmgrInfos allocated in `memory`.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::PROCOID as c_int,
+            Datum::from(twin),
+        );
+        if tuple.is_null() {
+            return None;
+        }
+        let form = pg_sys::GETSTRUCT(tuple).cast::<pg_sys::FormData_pg_proc>();
+        let (result, nargs) = ((*form).prorettype, (*form).pronargs as usize);
+        let mut isnull = false;
+        let src = pg_sys::SysCacheGetAttr(
+            pg_sys::SysCacheIdentifier::PROCOID as c_int,
+            tuple,
+            pg_sys::Anum_pg_proc_prosrc as pg_sys::AttrNumber,
+            &mut isnull,
+        );
+        let body = if isnull {
+            String::new()
+        } else {
+            CStr::from_ptr(pg_sys::text_to_cstring(src.cast_mut_ptr()))
+                .to_string_lossy()
+                .into_owned()
+        };
+        let mut types: *mut Oid = std::ptr::null_mut();
+        let mut names: *mut *mut std::ffi::c_char = std::ptr::null_mut();
+        let mut modes: *mut std::ffi::c_char = std::ptr::null_mut();
+        let n = pg_sys::get_func_arg_info(tuple, &mut types, &mut names, &mut modes) as usize;
+        let mut args = Vec::with_capacity(n);
+        let mut arg_types = Vec::with_capacity(n);
+        for i in 0..n {
+            arg_types.push(*types.add(i));
+            args.push(if names.is_null() || (*names.add(i)).is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(*names.add(i)).to_string_lossy().into_owned()
+            });
+        }
+        pg_sys::ReleaseSysCache(tuple);
+        if n != nargs || !modes.is_null() || args.iter().any(String::is_empty) {
+            return None;
+        }
+        if !arg_types
+            .iter()
+            .chain([&result])
+            .all(|t| WIRE_TYPES.contains(t))
+        {
+            return None;
+        }
+        let body = body.split_whitespace().collect::<Vec<_>>().join(" ");
+        let call = format!("SELECT es.{name}({});", args.join(", "));
+        let target = format!("TARGET es.{name};");
+        let head = format!("CLUSTER 'es_shards'; RUN ON {shard}; ");
+        let rest = body.strip_prefix(&head)?;
+        if rest != call && rest != target {
+            return None;
+        }
+        let params: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+        let sql =
+            std::ffi::CString::new(format!("SELECT es.{name}({})", params.join(", "))).ok()?;
+        let mut send = Vec::with_capacity(n);
+        for t in &arg_types {
+            let mut func = pg_sys::InvalidOid;
+            let mut varlena = false;
+            pg_sys::getTypeBinaryOutputInfo(*t, &mut func, &mut varlena);
+            let flinfo =
+                pg_sys::MemoryContextAllocZero(memory, std::mem::size_of::<pg_sys::FmgrInfo>())
+                    .cast::<pg_sys::FmgrInfo>();
+            pg_sys::fmgr_info_cxt(func, flinfo, memory);
+            send.push(flinfo);
+        }
+        let mut func = pg_sys::InvalidOid;
+        let mut recv_param = pg_sys::InvalidOid;
+        pg_sys::getTypeBinaryInputInfo(result, &mut func, &mut recv_param);
+        let recv = pg_sys::MemoryContextAllocZero(memory, std::mem::size_of::<pg_sys::FmgrInfo>())
+            .cast::<pg_sys::FmgrInfo>();
+        pg_sys::fmgr_info_cxt(func, recv, memory);
+        Some(super::wire::Statement {
+            sql,
+            twin_label: format!("es_proxy.{name}_on_{shard}({n})"),
+            types: arg_types,
+            send,
+            result,
+            recv,
+            recv_param,
         })
     }
 }
@@ -425,6 +557,23 @@ unsafe fn relay(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreErr
         }));
     }
     check_access(relay.namespace, relay.twin);
+    if let (Some(shard), Some(statement)) = (relay.shard, relay.wire.as_ref())
+        && super::wire::PROXY_WIRE.get()
+    {
+        // SAFETY: fcinfo is the relay's frame (the caller's contract), its arguments of the
+        // statement's types (the twin has the relay's argument types); the statement's
+        // FmgrInfos live in MEMORY, which no relay resets during this call (none is resolved
+        // in it).
+        match unsafe { super::wire::call(shard, statement, fcinfo) } {
+            super::wire::Outcome::Done(datum, isnull) => {
+                // SAFETY: the caller's frame.
+                unsafe { (*fcinfo).isnull = isnull };
+                return Ok(datum);
+            }
+            super::wire::Outcome::Failed(raised) => return Err(EventStoreError::Raised(raised)),
+            super::wire::Outcome::Twin => {}
+        }
+    }
     // SAFETY: relay.flinfo is fmgr's lookup of the twin (an existing function with the relay's
     // argument and result types, its handler checked by resolve), alive in MEMORY: nothing
     // resets it while DEPTH counts this call. The caller's frame is lent to the twin with that

@@ -1160,7 +1160,9 @@ fn the_api_through_the_proxy_gives_the_one_node_results() {
     let single = TestDb::new("shard_api_single");
     let one_node = scenario(&mut single.connect());
     let t0 = Instant::now();
-    let through = scenario(&mut sharded.proxy());
+    // the session stays open until its connections to the partitions have been looked at
+    let mut proxy = sharded.proxy();
+    let through = scenario(&mut proxy);
     let elapsed = t0.elapsed();
     assert_eq!(one_node.len(), through.len());
     let mut differences = Vec::new();
@@ -1207,6 +1209,29 @@ fn the_api_through_the_proxy_gives_the_one_node_results() {
             "{name}: PL/Proxy's decoration reached the client: {text}"
         );
     }
+    // those calls went over the relay's own wire: the partitions ran its prepared statements
+    let wired = partition_statements(&sharded);
+    assert!(
+        wired
+            .iter()
+            .any(|q| q.starts_with("SELECT es.") && q.contains("($1") && !q.contains("::")),
+        "no prepared statement of the relay on the partitions: {wired:?}"
+    );
+    // and through the PL/Proxy twins (es.proxy_wire off) the scenario gives the same results
+    let twin = Sharded::new("shard_api_twin");
+    let mut twin_proxy = twin.proxy();
+    twin_proxy.batch_execute("SET es.proxy_wire = off").unwrap();
+    let through_twin = scenario(&mut twin_proxy);
+    assert_eq!(
+        through_twin, through,
+        "the relay's wire and the PL/Proxy twins differ"
+    );
+    assert!(
+        partition_statements(&twin)
+            .iter()
+            .all(|q| !q.contains("($1,") || q.contains("::")),
+        "es.proxy_wire = off still sent the relay's statements"
+    );
     let errors = through.iter().filter(|(_, t)| !t.starts_with("ok")).count();
     report(&format!(
         "API scenario: {} steps ({} of them errors: ES001-ES005, ES101-ES104, ES302, 22004, 22023) equal \
@@ -1219,6 +1244,23 @@ fn the_api_through_the_proxy_gives_the_one_node_results() {
         "  e.g. {}",
         find("append expecting no stream (ES001)")
     ));
+}
+
+/// The last statement of each session the proxy's server holds on the partitions of `sharded`
+/// (their `application_name` is the one of [`part_connstr`]).
+fn partition_statements(sharded: &Sharded) -> Vec<String> {
+    let names: Vec<String> = sharded.parts.iter().map(|p| p.name().to_owned()).collect();
+    let mut admin = connect_with_retry("postgres", Duration::from_secs(10)).unwrap();
+    admin
+        .query(
+            "SELECT query FROM pg_stat_activity
+              WHERE datname = ANY($1) AND application_name = 'es_proxy_test' ORDER BY query",
+            &[&names],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// The language of the proxy's `es.append_events` (`c`: the library's relay; `plpgsql`: the
@@ -1592,7 +1634,7 @@ fn racing_appends_through_the_proxy_have_one_winner_per_version() {
     report(&format!(
         "race: 8 connections through the proxy on one stream (shard {shard}) for {} s: {wins} wins, one per \
          version, {conflicts} ES001 with DETAIL `expected: N, actual: M`, nothing else \
-         (PL/Proxy reconnects to the partition after each remote error)",
+         (the relay's wire keeps its connection after a remote error; PL/Proxy reconnects)",
         run_for.as_secs()
     ));
 }
@@ -1752,6 +1794,269 @@ fn a_partition_that_is_down_fails_its_streams_only() {
         "partition down: the 3 other shards kept appending and reading; shard {down} came back in \
          the same proxy session; a closed port: {}",
         sqlstate(&refused).unwrap_or("?")
+    ));
+}
+
+/// The pids of the proxy's sessions on partition database `name`.
+fn proxy_sessions(admin: &mut Client, name: &str) -> Vec<i32> {
+    admin
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = 'es_proxy_test'",
+            &[&name],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn the_relays_wire_survives_a_lost_session_a_cancel_and_a_changed_mapping() {
+    // The relay's own connection to a shard (es.proxy_wire, on by default): what becomes of it
+    // when the shard's session ends under it, when the proxy's statement is cancelled while the
+    // shard is slow, and when the user mapping changes between two calls.
+    let sharded = Sharded::new("shard_wire");
+    let mut proxy = sharded.proxy();
+    let shard = 1usize;
+    let name = sharded.parts[shard].name().to_owned();
+    let id = stream_on(&mut proxy, shard as i32, 0x3e);
+    let event = [r#"{"type":"Wired"}"#];
+    assert_eq!(append(&mut proxy, id, Some(0), &event).unwrap(), 1);
+    let mut admin = connect_with_retry("postgres", Duration::from_secs(10)).unwrap();
+    let sessions = proxy_sessions(&mut admin, &name);
+    assert_eq!(sessions.len(), 1, "one session of the proxy on {name}");
+
+    // 1. the shard's session ends (as in a restart of its server): the next call fails 08006,
+    //    the one after it connects again
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&sessions[0]])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy_sessions(&mut admin, &name).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the session on {name} did not end"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let lost = append(&mut proxy, id, Some(1), &event).expect_err("the lost session must fail");
+    assert_eq!(sqlstate(&lost), Some("08006"), "{}", describe(&lost));
+    let msg = lost.as_db_error().unwrap().message();
+    assert!(
+        msg.starts_with(&format!("shard {shard} (database {name}) ")),
+        "{msg}"
+    );
+    assert_eq!(append(&mut proxy, id, Some(1), &event).unwrap(), 2);
+
+    // 2. a slow shard (the stream's row locked there) and the proxy's statement_timeout: 57014
+    //    promptly, the shard's statement cancelled, nothing appended, the next call works
+    let mut locker = sharded.parts[shard].connect();
+    locker
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM es.streams WHERE stream_id = '{id}' FOR UPDATE"
+        ))
+        .unwrap();
+    proxy
+        .batch_execute("SET statement_timeout = '300ms'")
+        .unwrap();
+    let t0 = Instant::now();
+    let cancelled = append(&mut proxy, id, Some(2), &event).expect_err("the timeout must cancel");
+    let waited = t0.elapsed();
+    assert_eq!(
+        sqlstate(&cancelled),
+        Some("57014"),
+        "{}",
+        describe(&cancelled)
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "the cancel took {waited:?}"
+    );
+    proxy.batch_execute("RESET statement_timeout").unwrap();
+    // the shard's statement was cancelled and its connection closed: the lock holder is alone
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy_sessions(&mut admin, &name).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled call's session on {name} is still there"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    locker.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(append(&mut proxy, id, Some(2), &event).unwrap(), 3);
+
+    // 3. the user mapping changes between two calls: the cached connection is closed and the
+    //    next one is made with the new mapping (a role that does not exist: refused, 08001)
+    proxy
+        .batch_execute(
+            "ALTER USER MAPPING FOR PUBLIC SERVER es_shards OPTIONS (ADD user 'es_ct_no_such_role')",
+        )
+        .unwrap();
+    let refused = append(&mut proxy, id, Some(3), &event).expect_err("the new mapping's role");
+    assert_eq!(sqlstate(&refused), Some("08001"), "{}", describe(&refused));
+    assert!(
+        refused
+            .as_db_error()
+            .unwrap()
+            .message()
+            .contains("es_ct_no_such_role"),
+        "{}",
+        describe(&refused)
+    );
+    proxy
+        .batch_execute("ALTER USER MAPPING FOR PUBLIC SERVER es_shards OPTIONS (DROP user)")
+        .unwrap();
+    assert_eq!(append(&mut proxy, id, Some(3), &event).unwrap(), 4);
+    assert_eq!(
+        one_i64(&mut proxy, "SELECT es.stream_version($1)", &[&id]).unwrap(),
+        4
+    );
+    report(&format!(
+        "relay's wire: a lost session {} then reconnected; a cancel while the shard was slow {} \
+         after {} ms; a changed user mapping {} then back",
+        sqlstate(&lost).unwrap_or("?"),
+        sqlstate(&cancelled).unwrap_or("?"),
+        waited.as_millis(),
+        sqlstate(&refused).unwrap_or("?")
+    ));
+}
+
+/// The libpq files mapped into process `pid` (`/proc/<pid>/maps`: the test runs as root or as
+/// the server's user, so it may read any server process's).
+fn libpq_mapped(pid: i32) -> BTreeSet<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/maps: {e}"));
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter(|file| {
+            file.rsplit('/')
+                .next()
+                .is_some_and(|name| name.starts_with("libpq.so"))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn libpq_is_loaded_by_the_backend_of_the_first_wired_call_never_by_the_postmaster() {
+    // Why the wire was once reverted: linked into the preloaded library, libpq was mapped by the
+    // postmaster and inherited by every server process, so a PostgreSQL 18 standby's WAL
+    // receiver got the machine's older libpq by its soname and refused its primary_conninfo.
+    // The relay now opens the server's own libpq in the backend that first needs it.
+    let sharded = Sharded::new("shard_libpq");
+    let mut proxy = sharded.proxy();
+    event_store_client_tests::assert_preloaded(&mut proxy);
+    let data_dir: String = proxy
+        .query_one("SELECT current_setting('data_directory')", &[])
+        .unwrap()
+        .get(0);
+    let pid_file = std::fs::read_to_string(format!("{data_dir}/postmaster.pid")).unwrap();
+    let postmaster: i32 = pid_file
+        .lines()
+        .next()
+        .and_then(|line| line.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in postmaster.pid: {pid_file:?}"));
+    let backend: i32 = proxy
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        libpq_mapped(postmaster),
+        BTreeSet::new(),
+        "the postmaster maps libpq"
+    );
+    assert_eq!(
+        libpq_mapped(backend),
+        BTreeSet::new(),
+        "a new backend maps libpq"
+    );
+
+    let id = stream_on(&mut proxy, 2, 0x5a);
+    assert_eq!(
+        append(&mut proxy, id, Some(0), &[r#"{"type":"Wired"}"#]).unwrap(),
+        1
+    );
+    // the call went over the relay's wire (its prepared statement ran on the partition) ...
+    let statements = partition_statements(&sharded);
+    assert!(
+        statements
+            .iter()
+            .any(|q| q.starts_with("SELECT es.append_events($1")),
+        "the append did not go over the relay's wire: {statements:?}"
+    );
+    // ... whose backend mapped one libpq: the server's own (its library directory's) where the
+    // installation has one, else the one the dynamic linker finds by its soname (the relay
+    // resolves its PL/Proxy twin first, so this is the libpq plproxy.so links, which the wire
+    // found loaded and reused: both are the server's own here)
+    let mapped = libpq_mapped(backend);
+    let libdir = Command::new(event_store_client_tests::pg_bin("pg_config"))
+        .arg("--libdir")
+        .output()
+        .expect("pg_config --libdir");
+    let own =
+        std::path::Path::new(String::from_utf8_lossy(&libdir.stdout).trim()).join("libpq.so.5");
+    let which = match std::fs::canonicalize(&own) {
+        Ok(own) => {
+            let own = own.display().to_string();
+            assert_eq!(
+                mapped,
+                BTreeSet::from([own.clone()]),
+                "the wired backend's libpq"
+            );
+            own
+        }
+        Err(_) => {
+            assert_eq!(mapped.len(), 1, "the wired backend's libpq: {mapped:?}");
+            format!("{mapped:?}, the soname's: no {}", own.display())
+        }
+    };
+    assert_eq!(
+        libpq_mapped(postmaster),
+        BTreeSet::new(),
+        "the postmaster maps libpq after a wired call"
+    );
+    // a backend started after it inherits nothing
+    let mut other = sharded.proxy();
+    let fresh: i32 = other
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        libpq_mapped(fresh),
+        BTreeSet::new(),
+        "a later backend maps libpq"
+    );
+    // where PL/Proxy's twin made the calls first (es.proxy_wire off), the wire's first call
+    // uses the libpq already loaded instead of mapping a second one beside it
+    other.batch_execute("SET es.proxy_wire = off").unwrap();
+    assert_eq!(
+        append(&mut other, id, Some(1), &[r#"{"type":"Twin"}"#]).unwrap(),
+        2
+    );
+    let plproxys = libpq_mapped(fresh);
+    assert_eq!(plproxys.len(), 1, "PL/Proxy's libpq: {plproxys:?}");
+    other.batch_execute("SET es.proxy_wire = on").unwrap();
+    assert_eq!(
+        append(&mut other, id, Some(2), &[r#"{"type":"Wired"}"#]).unwrap(),
+        3
+    );
+    let statements = partition_statements(&sharded);
+    assert!(
+        statements
+            .iter()
+            .filter(|q| q.starts_with("SELECT es.append_events($1"))
+            .count()
+            >= 2,
+        "the second session's append did not go over the relay's wire: {statements:?}"
+    );
+    assert_eq!(
+        libpq_mapped(fresh),
+        plproxys,
+        "the wire mapped a second libpq beside PL/Proxy's"
+    );
+    report(&format!(
+        "libpq: mapped by the wired backend only ({which}), not by the postmaster nor a later \
+         backend; after PL/Proxy's twin, the wire reuses its libpq ({plproxys:?})"
     ));
 }
 
