@@ -1230,20 +1230,33 @@ pub fn transaction_start() -> Datum {
 
 /// An event row's by-reference datums, its id (uuid) and its type (text), in the current
 /// memory context, made under one pgrx guard instead of one per datum: the append makes them
-/// for every event it inserts.
-pub fn event_datums(event_id: &Uuid, event_type: &str) -> (Datum, Datum) {
+/// for every event it inserts. With `stream`, also the stream id's datum (the row's
+/// `stream_id`), in the same allocation as the id: the append makes it with its first row's
+/// datums instead of under a guard of its own.
+pub fn event_datums(
+    stream: Option<&Uuid>,
+    event_id: &Uuid,
+    event_type: &str,
+) -> (Option<Datum>, Datum, Datum) {
     let id = *event_id.as_bytes();
+    let stream = stream.map(|s| *s.as_bytes());
     let (text, len) = (event_type.as_ptr(), event_type.len() as i32);
     // Both allocate in the current context; they run unguarded inside this one guard, whose
-    // closure owns only raw pointers and integers, so an ERROR (out of memory) skips nothing.
-    // SAFETY: a palloc of 16 bytes fully written before it is handed out; cstring_to_text_with_len
-    // copies exactly `len` bytes of `event_type`, alive for the call.
+    // closure owns only raw pointers, byte arrays and integers, so an ERROR (out of memory)
+    // skips nothing.
+    // SAFETY: a palloc of 16 bytes per uuid, each fully written before it is handed out;
+    // cstring_to_text_with_len copies exactly `len` bytes of `event_type`, alive for the call.
     unsafe {
         pg_sys::ffi::pg_guard_ffi_boundary(|| {
-            let p = palloc_in_row(16).cast::<[u8; 16]>();
+            let uuids = if stream.is_some() { 2 } else { 1 };
+            let p = palloc_in_row(16 * uuids).cast::<[u8; 16]>();
+            let stream_at = stream.map(|s| {
+                *p.add(1) = s;
+                Datum::from(p.add(1))
+            });
             *p = id;
             let t = text_in_row(text.cast(), len);
-            (Datum::from(p), Datum::from(t))
+            (stream_at, Datum::from(p), Datum::from(t))
         })
     }
 }

@@ -36,8 +36,8 @@
 //! instructions, and a copy of the trampoline per call site in the instruction cache). The
 //! append's writes call PostgreSQL through the unguarded bindings of `raw` instead, in a few
 //! regions, each run whole inside one `pg_guard_ffi_boundary` (the `*_in_guard` functions:
-//! opening a table with its indexes, finding a stream's row, replacing it, inserting the rows
-//! and closing). Their frames own nothing with a destructor and cannot panic, so an ERROR
+//! opening a table with its indexes, finding a stream's row, replacing it and closing its table,
+//! inserting the rows and closing). Their frames own nothing with a destructor and cannot panic, so an ERROR
 //! longjmps to the region's guard, which raises it as every guarded call does, and nothing that
 //! would have run is skipped. The stream rules' judge (which may run the user's code) runs
 //! between two regions, never inside one.
@@ -895,18 +895,34 @@ impl<const N: usize> Target<N> {
             }),
             None => {
                 // SAFETY: opened above and not handed out, closed once (as in `close`).
-                unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| close_in_guard(rel, &indexes)) };
+                unsafe { close_unchecked(rel, &indexes) };
                 None
             }
         }
     }
 
-    /// Closes the indexes and the table, keeping their locks.
+    /// Closes the indexes and the table, keeping their locks. Not on an append's common path
+    /// (its regions close the tables they wrote), so kept out of its code.
+    #[cold]
+    #[inline(never)]
     fn close(self) {
         // SAFETY: opened in `open`, closed once (`self` is consumed); `close_in_guard` owns
         // nothing with a destructor and runs whole inside this one guard.
         unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| close_in_guard(self.rel, &self.indexes)) };
     }
+}
+
+/// Closes a table opened by [`open_in_guard`] that the checks of [`Target::open`] turned down
+/// (out of the common open's code).
+///
+/// # Safety
+/// `rel` and `indexes` opened by [`open_in_guard`], not closed yet and not used after.
+#[cold]
+#[inline(never)]
+unsafe fn close_unchecked(rel: pg_sys::Relation, indexes: &Indexes) {
+    // SAFETY: the caller's contract; `close_in_guard` owns nothing with a destructor and runs
+    // whole inside this one guard.
+    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| close_in_guard(rel, indexes)) };
 }
 
 /// Opens table `rel_oid` locked RowExclusive and, when it is a plain heap table, its indexes
@@ -1013,7 +1029,10 @@ fn bump_in<const N: usize, E>(
     // SAFETY: the target is es.streams, open, locked and checked, and `pkey` its open primary
     // key.
     let result = unsafe { bump_row(&target, pkey, stream, expected, n, judge) };
-    target.close();
+    // An update closed the table in its own guarded region: close it on every other outcome.
+    if !matches!(result, Ok(Bump::Updated { .. })) {
+        target.close();
+    }
     Outcome::Done(result)
 }
 
@@ -1022,7 +1041,10 @@ fn bump_in<const N: usize, E>(
 /// PostgreSQL is called in two guarded regions per try, not once per call: finding the head
 /// ([`find_head_in_guard`]) and writing the new row version ([`update_in_guard`]). `judge`
 /// (which may run the user's code) runs between them, outside any unguarded region; the rare
-/// paths (a concurrent update's row, the serialization failure) use the guarded calls.
+/// paths (a concurrent update's row, the serialization failure) use the guarded calls. A
+/// successful update closes the table and its indexes in its own region (one guard fewer per
+/// append): `Ok(Bump::Updated)` means `target` is closed, and the caller must not close it
+/// again; on every other outcome it is still open.
 ///
 /// # Safety
 /// `target` is `es.streams` opened by [`Target::open`], and `pkey` its open primary key, a
@@ -1102,13 +1124,20 @@ unsafe fn bump_row<const N: usize, E>(
             layout.fill(&row, &mut values, &mut nulls);
             let otid = (*current).t_self;
             let (values_at, nulls_at) = (values.as_mut_ptr(), nulls.as_mut_ptr());
-            // SAFETY: `update_in_guard` runs whole inside this one guard and owns nothing with
-            // a destructor (raw pointers, integers, stack arrays; `indexes` and `unchanged` are
-            // borrowed from this frame), so an ERROR longjmping to the guard skips nothing.
+            // The table is closed in the same region once the update went through: nothing
+            // below uses it on that path (the caller does not close it again).
+            // SAFETY: `update_in_guard` and `close_in_guard` run whole inside this one guard and
+            // own nothing with a destructor (raw pointers, integers, stack arrays; `indexes` and
+            // `unchanged` are borrowed from this frame), so an ERROR longjmping to the guard
+            // skips nothing; the table is closed once, only on `TM_Ok`, which returns below.
             let (tm, tmfd) = pg_sys::ffi::pg_guard_ffi_boundary(|| {
-                update_in_guard(
+                let (tm, tmfd) = update_in_guard(
                     rel, desc, indexes, &unchanged, otid, values_at, nulls_at, cid,
-                )
+                );
+                if tm == pg_sys::TM_Result::TM_Ok {
+                    close_in_guard(rel, indexes);
+                }
+                (tm, tmfd)
             });
             match tm {
                 pg_sys::TM_Result::TM_Ok => {
@@ -1117,19 +1146,7 @@ unsafe fn bump_row<const N: usize, E>(
                     });
                 }
                 pg_sys::TM_Result::TM_Updated => {
-                    if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
-                        serialization_failure();
-                    }
-                    // A concurrent append committed first: continue from its row version.
-                    current = fetch_any(rel, tmfd.ctid);
-                    if !current.is_null() {
-                        pg_sys::heap_deform_tuple(
-                            current,
-                            desc,
-                            values.as_mut_ptr(),
-                            nulls.as_mut_ptr(),
-                        );
-                    }
+                    current = follow_update(rel, desc, tmfd.ctid, &mut values, &mut nulls);
                 }
                 pg_sys::TM_Result::TM_Deleted => return Ok(Bump::NotFound),
                 pg_sys::TM_Result::TM_SelfModified | pg_sys::TM_Result::TM_Invisible => {
@@ -1138,6 +1155,40 @@ unsafe fn bump_row<const N: usize, E>(
                 other => unexpected_update_result(other),
             }
         }
+    }
+}
+
+/// After a concurrent append committed an update of the stream row first (`heap_update`'s
+/// `TM_Updated`): under READ COMMITTED, its row version at `ctid`, copied and deformed into
+/// `values`/`nulls` (NULL: none); under REPEATABLE READ and SERIALIZABLE the executor's
+/// serialization failure. Out of the bump's common code: its guarded calls' trampolines would
+/// spread it.
+///
+/// # Safety
+/// `rel` is `es.streams`, open and locked, `desc` its descriptor; `values`/`nulls` hold
+/// `desc`'s `natts` entries each.
+#[cold]
+#[inline(never)]
+unsafe fn follow_update(
+    rel: pg_sys::Relation,
+    desc: pg_sys::TupleDesc,
+    ctid: pg_sys::ItemPointerData,
+    values: &mut [Datum],
+    nulls: &mut [bool],
+) -> pg_sys::HeapTuple {
+    // SAFETY: `XactIsoLevel` is this backend's setting; the caller's contract for the rest:
+    // `fetch_any` reads a row version of the open `rel`, and a non-NULL copy is a tuple of
+    // `desc`, deformed into arrays of its `natts` entries (guarded calls).
+    unsafe {
+        if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
+            serialization_failure();
+        }
+        // A concurrent append committed first: continue from its row version.
+        let current = fetch_any(rel, ctid);
+        if !current.is_null() {
+            pg_sys::heap_deform_tuple(current, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        }
+        current
     }
 }
 
