@@ -564,9 +564,9 @@ impl<'a> JsonbArray<'a> {
         self.array
     }
 
-    /// The elements (`None`: a NULL element), or the number of dimensions of an array that is
-    /// not one-dimensional.
-    pub fn elements(&self) -> Result<Vec<Option<Jsonb<'a>>>, i32> {
+    /// The elements, or why there are none: the number of dimensions of an array that is not
+    /// one-dimensional, the position of the first NULL element.
+    pub fn elements(&self) -> Result<Vec<Jsonb<'a>>, NotElements> {
         let mut elems: *mut Datum = std::ptr::null_mut();
         let mut nulls: *mut bool = std::ptr::null_mut();
         let mut n = 0;
@@ -595,7 +595,7 @@ impl<'a> JsonbArray<'a> {
             })
         };
         if ndim > 1 {
-            return Err(ndim);
+            return Err(NotElements::Dimensions(ndim));
         }
         if n == 0 {
             return Ok(Vec::new());
@@ -606,13 +606,22 @@ impl<'a> JsonbArray<'a> {
         unsafe {
             let elems = std::slice::from_raw_parts(elems, n);
             let nulls = std::slice::from_raw_parts(nulls, n);
-            Ok(elems
-                .iter()
-                .zip(nulls)
-                .map(|(&d, &null)| (!null).then(|| Jsonb::from_datum(d)))
-                .collect())
+            if let Some(i) = nulls.iter().position(|&null| null) {
+                return Err(NotElements::Null(i + 1));
+            }
+            // One vector of the elements themselves (no intermediate one of options).
+            Ok(elems.iter().map(|&d| Jsonb::from_datum(d)).collect())
         }
     }
+}
+
+/// Why a `jsonb[]` has no list of elements ([`JsonbArray::elements`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotElements {
+    /// The array has this many dimensions (more than one).
+    Dimensions(i32),
+    /// The element at this 1-based position is NULL.
+    Null(usize),
 }
 
 // Called only inside the one `pg_guard_ffi_boundary` of `JsonbArray::elements`, whose closure

@@ -1063,10 +1063,11 @@ unsafe fn bump_row<const N: usize, E>(
     unsafe {
         let desc = (*rel).rd_att;
         let natts = layout.natts;
-        // Allocated here, outside the guards, and never resized inside them: the regions write
-        // them through raw pointers only.
-        let mut values = vec![Datum::from(0usize); natts];
-        let mut nulls = vec![true; natts];
+        // Made here, outside the guards, and never resized inside them: the regions write them
+        // through raw pointers only. On this frame's stack for the usual table (no heap
+        // allocation per append).
+        let mut row_buffer = RowBuffer::new(natts);
+        let (values, nulls) = row_buffer.slices();
         let (values_at, nulls_at) = (values.as_mut_ptr(), nulls.as_mut_ptr());
         // SAFETY: `find_head_in_guard` runs whole inside this one guard; its frames and the
         // closure's own only raw pointers and integers (the vectors above are owned by this
@@ -1121,7 +1122,7 @@ unsafe fn bump_row<const N: usize, E>(
             }
             row[STREAM_VERSION] = Some(Datum::from(new_version));
             row[STREAM_UPDATED_AT] = Some(Datum::from(started));
-            layout.fill(&row, &mut values, &mut nulls);
+            layout.fill(&row, values, nulls);
             let otid = (*current).t_self;
             let (values_at, nulls_at) = (values.as_mut_ptr(), nulls.as_mut_ptr());
             // The table is closed in the same region once the update went through: nothing
@@ -1146,7 +1147,7 @@ unsafe fn bump_row<const N: usize, E>(
                     });
                 }
                 pg_sys::TM_Result::TM_Updated => {
-                    current = follow_update(rel, desc, tmfd.ctid, &mut values, &mut nulls);
+                    current = follow_update(rel, desc, tmfd.ctid, values, nulls);
                 }
                 pg_sys::TM_Result::TM_Deleted => return Ok(Bump::NotFound),
                 pg_sys::TM_Result::TM_SelfModified | pg_sys::TM_Result::TM_Invisible => {
@@ -1528,9 +1529,10 @@ impl EventsTarget {
     pub fn insert(self, rows: &[EventRow]) {
         let target = self.0;
         let natts = target.layout.natts;
-        // Allocated here, outside the guard, and only read through raw pointers inside it.
-        let mut values = vec![Datum::from(0usize); rows.len() * natts];
-        let mut nulls = vec![true; rows.len() * natts];
+        // Made here, outside the guard, and only read through raw pointers inside it; on this
+        // frame's stack for a few rows of the usual table (no heap allocation per append).
+        let mut row_buffer = RowBuffer::new(rows.len() * natts);
+        let (values, nulls) = row_buffer.slices();
         for (row, (v, n)) in rows
             .iter()
             .zip(values.chunks_mut(natts).zip(nulls.chunks_mut(natts)))
@@ -1584,6 +1586,53 @@ unsafe fn insert_rows_in_guard<const N: usize>(
             raw::ExecClearTuple(slot);
         }
         raw::ExecDropSingleTupleTableSlot(slot);
+    }
+}
+
+/// The values and null flags of rows being written, `len` of each: in arrays on the owner's
+/// stack up to [`RowBuffer::INLINE`] entries (a row of `es.streams` or of `es.events`, even
+/// with a few dropped columns), on the heap beyond. Why: the append writes one row of each per
+/// call, and two heap allocations per row cost more than filling them.
+enum RowBuffer {
+    /// At most `INLINE` entries, the first `len` in use.
+    Inline {
+        len: usize,
+        values: [Datum; RowBuffer::INLINE],
+        nulls: [bool; RowBuffer::INLINE],
+    },
+    /// More entries than fit inline.
+    Heap {
+        values: Vec<Datum>,
+        nulls: Vec<bool>,
+    },
+}
+
+impl RowBuffer {
+    /// The entries kept on the stack.
+    const INLINE: usize = 32;
+
+    /// `len` values (0) and null flags (true).
+    fn new(len: usize) -> RowBuffer {
+        if len <= Self::INLINE {
+            RowBuffer::Inline {
+                len,
+                values: [Datum::from(0usize); Self::INLINE],
+                nulls: [true; Self::INLINE],
+            }
+        } else {
+            RowBuffer::Heap {
+                values: vec![Datum::from(0usize); len],
+                nulls: vec![true; len],
+            }
+        }
+    }
+
+    /// The values and the null flags, `len` of each.
+    fn slices(&mut self) -> (&mut [Datum], &mut [bool]) {
+        match self {
+            RowBuffer::Inline { len, values, nulls } => (&mut values[..*len], &mut nulls[..*len]),
+            RowBuffer::Heap { values, nulls } => (values, nulls),
+        }
     }
 }
 

@@ -10,7 +10,8 @@
 use super::personal;
 use super::sql::{SET_STATE_REVISION, STREAM_VERSION};
 use crate::pg::call::{
-    CallMemory, JsonbArray, event_datums, i64_datum, text_datum, transaction_start, uuid_datum,
+    CallMemory, JsonbArray, NotElements, event_datums, i64_datum, text_datum, transaction_start,
+    uuid_datum,
 };
 use crate::pg::heap::{self, Bump, EventRow, Kept, Outcome, StreamHead};
 use crate::pg::insert::{self, Conflict};
@@ -65,11 +66,7 @@ impl<'a> Batch<'a> {
 
     /// [`Batch::decode`] without the check of reserved types.
     fn decode_any(array: JsonbArray<'a>, stream: &Uuid) -> Result<Batch<'a>, EventStoreError> {
-        let elements = array.elements().map_err(dimensions_error)?;
-        if let Some(i) = elements.iter().position(Option::is_none) {
-            return Err(EventStoreError::NullElement { position: i + 1 });
-        }
-        let elements: Vec<Jsonb<'a>> = elements.into_iter().flatten().collect();
+        let elements = array.elements().map_err(not_elements)?;
         let metas = elements
             .iter()
             .enumerate()
@@ -261,14 +258,17 @@ impl<'a> Batch<'a> {
     }
 }
 
-/// The error for an `events` array of more than one dimension (out of the decoder's common
-/// code, as every error path of the append is).
+/// The error for an `events` array of more than one dimension or with a NULL element (out of
+/// the decoder's common code, as every error path of the append is).
 #[cold]
 #[inline(never)]
-fn dimensions_error(ndim: i32) -> EventStoreError {
-    EventStoreError::InvalidArgument {
-        name: "events",
-        reason: format!("a one-dimensional array is expected, got {ndim} dimensions"),
+fn not_elements(why: NotElements) -> EventStoreError {
+    match why {
+        NotElements::Dimensions(ndim) => EventStoreError::InvalidArgument {
+            name: "events",
+            reason: format!("a one-dimensional array is expected, got {ndim} dimensions"),
+        },
+        NotElements::Null(position) => EventStoreError::NullElement { position },
     }
 }
 
@@ -628,50 +628,58 @@ fn insert(
     let now = transaction_start();
     // `stream` as a datum, made with the first row's datums and shared by every row.
     let mut sid: Arg = None;
-    let mut rows: Vec<EventRow> = batch
-        .metas
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let event_id = m.event_id.unwrap_or_else(Uuid::now_v7);
-            let (stream_datum, id_datum, type_datum) =
-                event_datums(sid.is_none().then_some(stream), &event_id, &m.event_type);
-            sid = sid.or(stream_datum);
-            let element = batch.elements.get(i);
-            let data = match &batch.command {
-                Some((payload, seed_type)) => Some(jsonb_object(&seed_event(
-                    payload.clone(),
-                    seed_type,
-                    &StoredAs {
-                        event_id,
-                        aggregate_id: *stream,
-                        sequence_number: first_version + i as i64,
-                        occurred_at: now.value() as i64,
-                    },
-                ))),
-                None => element.map(Jsonb::datum),
-            };
-            [
-                // the global position, drawn and set by insert::insert_events
-                Some(i64_datum(0)),
-                sid,
-                Some(i64_datum(first_version + i as i64)),
-                Some(id_datum),
-                Some(type_datum),
-                Some(Datum::from(m.event_version)),
-                data,
-                m.has_metadata
-                    .then(|| element.and_then(|e| e.get_container(c"metadata")))
-                    .flatten(),
-                Some(m.occurred_at.map_or(now, Datum::from)),
-                Some(now),
-            ]
-        })
-        .collect();
+    let mut row = |i: usize, m: &EventMeta| -> EventRow {
+        let event_id = m.event_id.unwrap_or_else(Uuid::now_v7);
+        let (stream_datum, id_datum, type_datum) =
+            event_datums(sid.is_none().then_some(stream), &event_id, &m.event_type);
+        sid = sid.or(stream_datum);
+        let element = batch.elements.get(i);
+        let data = match &batch.command {
+            Some((payload, seed_type)) => Some(jsonb_object(&seed_event(
+                payload.clone(),
+                seed_type,
+                &StoredAs {
+                    event_id,
+                    aggregate_id: *stream,
+                    sequence_number: first_version + i as i64,
+                    occurred_at: now.value() as i64,
+                },
+            ))),
+            None => element.map(Jsonb::datum),
+        };
+        [
+            // the global position, drawn and set by insert::insert_events
+            Some(i64_datum(0)),
+            sid,
+            Some(i64_datum(first_version + i as i64)),
+            Some(id_datum),
+            Some(type_datum),
+            Some(Datum::from(m.event_version)),
+            data,
+            m.has_metadata
+                .then(|| element.and_then(|e| e.get_container(c"metadata")))
+                .flatten(),
+            Some(m.occurred_at.map_or(now, Datum::from)),
+            Some(now),
+        ]
+    };
+    // The one row of a one-event append stays on the stack (no heap allocation per append).
+    let mut one: [EventRow; 1];
+    let mut many: Vec<EventRow>;
+    let rows: &mut [EventRow] = match &batch.metas[..] {
+        [m] => {
+            one = [row(0, m)];
+            &mut one
+        }
+        metas => {
+            many = metas.iter().enumerate().map(|(i, m)| row(i, m)).collect();
+            &mut many
+        }
+    };
     let n = rows.len() as i64;
     insert::insert_events(
         conn,
-        &mut rows,
+        rows,
         batch.array.map_or(Datum::from(0usize), |a| a.datum()),
         || positions::draw(conn, n),
     )
