@@ -1592,7 +1592,9 @@ unsafe fn insert_rows_in_guard<const N: usize>(
 /// The values and null flags of rows being written, `len` of each: in arrays on the owner's
 /// stack up to [`RowBuffer::INLINE`] entries (a row of `es.streams` or of `es.events`, even
 /// with a few dropped columns), on the heap beyond. Why: the append writes one row of each per
-/// call, and two heap allocations per row cost more than filling them.
+/// call, and two heap allocations per row cost more than filling them. (The inline variant is
+/// large on purpose: a buffer lives in one frame for one write, never in a collection.)
+#[allow(clippy::large_enum_variant)]
 enum RowBuffer {
     /// At most `INLINE` entries, the first `len` in use.
     Inline {
