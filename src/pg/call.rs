@@ -564,9 +564,9 @@ impl<'a> JsonbArray<'a> {
         self.array
     }
 
-    /// The elements (`None`: a NULL element), or the number of dimensions of an array that is
-    /// not one-dimensional.
-    pub fn elements(&self) -> Result<Vec<Option<Jsonb<'a>>>, i32> {
+    /// The elements, or why there are none: the number of dimensions of an array that is not
+    /// one-dimensional, the position of the first NULL element.
+    pub fn elements(&self) -> Result<Vec<Jsonb<'a>>, NotElements> {
         let mut elems: *mut Datum = std::ptr::null_mut();
         let mut nulls: *mut bool = std::ptr::null_mut();
         let mut n = 0;
@@ -595,7 +595,7 @@ impl<'a> JsonbArray<'a> {
             })
         };
         if ndim > 1 {
-            return Err(ndim);
+            return Err(NotElements::Dimensions(ndim));
         }
         if n == 0 {
             return Ok(Vec::new());
@@ -606,13 +606,22 @@ impl<'a> JsonbArray<'a> {
         unsafe {
             let elems = std::slice::from_raw_parts(elems, n);
             let nulls = std::slice::from_raw_parts(nulls, n);
-            Ok(elems
-                .iter()
-                .zip(nulls)
-                .map(|(&d, &null)| (!null).then(|| Jsonb::from_datum(d)))
-                .collect())
+            if let Some(i) = nulls.iter().position(|&null| null) {
+                return Err(NotElements::Null(i + 1));
+            }
+            // One vector of the elements themselves (no intermediate one of options).
+            Ok(elems.iter().map(|&d| Jsonb::from_datum(d)).collect())
         }
     }
+}
+
+/// Why a `jsonb[]` has no list of elements ([`JsonbArray::elements`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotElements {
+    /// The array has this many dimensions (more than one).
+    Dimensions(i32),
+    /// The element at this 1-based position is NULL.
+    Null(usize),
 }
 
 // Called only inside the one `pg_guard_ffi_boundary` of `JsonbArray::elements`, whose closure
@@ -1230,20 +1239,33 @@ pub fn transaction_start() -> Datum {
 
 /// An event row's by-reference datums, its id (uuid) and its type (text), in the current
 /// memory context, made under one pgrx guard instead of one per datum: the append makes them
-/// for every event it inserts.
-pub fn event_datums(event_id: &Uuid, event_type: &str) -> (Datum, Datum) {
+/// for every event it inserts. With `stream`, also the stream id's datum (the row's
+/// `stream_id`), in the same allocation as the id: the append makes it with its first row's
+/// datums instead of under a guard of its own.
+pub fn event_datums(
+    stream: Option<&Uuid>,
+    event_id: &Uuid,
+    event_type: &str,
+) -> (Option<Datum>, Datum, Datum) {
     let id = *event_id.as_bytes();
+    let stream = stream.map(|s| *s.as_bytes());
     let (text, len) = (event_type.as_ptr(), event_type.len() as i32);
     // Both allocate in the current context; they run unguarded inside this one guard, whose
-    // closure owns only raw pointers and integers, so an ERROR (out of memory) skips nothing.
-    // SAFETY: a palloc of 16 bytes fully written before it is handed out; cstring_to_text_with_len
-    // copies exactly `len` bytes of `event_type`, alive for the call.
+    // closure owns only raw pointers, byte arrays and integers, so an ERROR (out of memory)
+    // skips nothing.
+    // SAFETY: a palloc of 16 bytes per uuid, each fully written before it is handed out;
+    // cstring_to_text_with_len copies exactly `len` bytes of `event_type`, alive for the call.
     unsafe {
         pg_sys::ffi::pg_guard_ffi_boundary(|| {
-            let p = palloc_in_row(16).cast::<[u8; 16]>();
+            let uuids = if stream.is_some() { 2 } else { 1 };
+            let p = palloc_in_row(16 * uuids).cast::<[u8; 16]>();
+            let stream_at = stream.map(|s| {
+                *p.add(1) = s;
+                Datum::from(p.add(1))
+            });
             *p = id;
             let t = text_in_row(text.cast(), len);
-            (Datum::from(p), Datum::from(t))
+            (stream_at, Datum::from(p), Datum::from(t))
         })
     }
 }

@@ -36,8 +36,8 @@
 //! instructions, and a copy of the trampoline per call site in the instruction cache). The
 //! append's writes call PostgreSQL through the unguarded bindings of `raw` instead, in a few
 //! regions, each run whole inside one `pg_guard_ffi_boundary` (the `*_in_guard` functions:
-//! opening a table with its indexes, finding a stream's row, replacing it, inserting the rows
-//! and closing). Their frames own nothing with a destructor and cannot panic, so an ERROR
+//! opening a table with its indexes, finding a stream's row, replacing it and closing its table,
+//! inserting the rows and closing). Their frames own nothing with a destructor and cannot panic, so an ERROR
 //! longjmps to the region's guard, which raises it as every guarded call does, and nothing that
 //! would have run is skipped. The stream rules' judge (which may run the user's code) runs
 //! between two regions, never inside one.
@@ -895,18 +895,34 @@ impl<const N: usize> Target<N> {
             }),
             None => {
                 // SAFETY: opened above and not handed out, closed once (as in `close`).
-                unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| close_in_guard(rel, &indexes)) };
+                unsafe { close_unchecked(rel, &indexes) };
                 None
             }
         }
     }
 
-    /// Closes the indexes and the table, keeping their locks.
+    /// Closes the indexes and the table, keeping their locks. Not on an append's common path
+    /// (its regions close the tables they wrote), so kept out of its code.
+    #[cold]
+    #[inline(never)]
     fn close(self) {
         // SAFETY: opened in `open`, closed once (`self` is consumed); `close_in_guard` owns
         // nothing with a destructor and runs whole inside this one guard.
         unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| close_in_guard(self.rel, &self.indexes)) };
     }
+}
+
+/// Closes a table opened by [`open_in_guard`] that the checks of [`Target::open`] turned down
+/// (out of the common open's code).
+///
+/// # Safety
+/// `rel` and `indexes` opened by [`open_in_guard`], not closed yet and not used after.
+#[cold]
+#[inline(never)]
+unsafe fn close_unchecked(rel: pg_sys::Relation, indexes: &Indexes) {
+    // SAFETY: the caller's contract; `close_in_guard` owns nothing with a destructor and runs
+    // whole inside this one guard.
+    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| close_in_guard(rel, indexes)) };
 }
 
 /// Opens table `rel_oid` locked RowExclusive and, when it is a plain heap table, its indexes
@@ -1013,7 +1029,10 @@ fn bump_in<const N: usize, E>(
     // SAFETY: the target is es.streams, open, locked and checked, and `pkey` its open primary
     // key.
     let result = unsafe { bump_row(&target, pkey, stream, expected, n, judge) };
-    target.close();
+    // An update closed the table in its own guarded region: close it on every other outcome.
+    if !matches!(result, Ok(Bump::Updated { .. })) {
+        target.close();
+    }
     Outcome::Done(result)
 }
 
@@ -1022,7 +1041,10 @@ fn bump_in<const N: usize, E>(
 /// PostgreSQL is called in two guarded regions per try, not once per call: finding the head
 /// ([`find_head_in_guard`]) and writing the new row version ([`update_in_guard`]). `judge`
 /// (which may run the user's code) runs between them, outside any unguarded region; the rare
-/// paths (a concurrent update's row, the serialization failure) use the guarded calls.
+/// paths (a concurrent update's row, the serialization failure) use the guarded calls. A
+/// successful update closes the table and its indexes in its own region (one guard fewer per
+/// append): `Ok(Bump::Updated)` means `target` is closed, and the caller must not close it
+/// again; on every other outcome it is still open.
 ///
 /// # Safety
 /// `target` is `es.streams` opened by [`Target::open`], and `pkey` its open primary key, a
@@ -1041,10 +1063,11 @@ unsafe fn bump_row<const N: usize, E>(
     unsafe {
         let desc = (*rel).rd_att;
         let natts = layout.natts;
-        // Allocated here, outside the guards, and never resized inside them: the regions write
-        // them through raw pointers only.
-        let mut values = vec![Datum::from(0usize); natts];
-        let mut nulls = vec![true; natts];
+        // Made here, outside the guards, and never resized inside them: the regions write them
+        // through raw pointers only. On this frame's stack for the usual table (no heap
+        // allocation per append).
+        let mut row_buffer = RowBuffer::new(natts);
+        let (values, nulls) = row_buffer.slices();
         let (values_at, nulls_at) = (values.as_mut_ptr(), nulls.as_mut_ptr());
         // SAFETY: `find_head_in_guard` runs whole inside this one guard; its frames and the
         // closure's own only raw pointers and integers (the vectors above are owned by this
@@ -1099,16 +1122,23 @@ unsafe fn bump_row<const N: usize, E>(
             }
             row[STREAM_VERSION] = Some(Datum::from(new_version));
             row[STREAM_UPDATED_AT] = Some(Datum::from(started));
-            layout.fill(&row, &mut values, &mut nulls);
+            layout.fill(&row, values, nulls);
             let otid = (*current).t_self;
             let (values_at, nulls_at) = (values.as_mut_ptr(), nulls.as_mut_ptr());
-            // SAFETY: `update_in_guard` runs whole inside this one guard and owns nothing with
-            // a destructor (raw pointers, integers, stack arrays; `indexes` and `unchanged` are
-            // borrowed from this frame), so an ERROR longjmping to the guard skips nothing.
+            // The table is closed in the same region once the update went through: nothing
+            // below uses it on that path (the caller does not close it again).
+            // SAFETY: `update_in_guard` and `close_in_guard` run whole inside this one guard and
+            // own nothing with a destructor (raw pointers, integers, stack arrays; `indexes` and
+            // `unchanged` are borrowed from this frame), so an ERROR longjmping to the guard
+            // skips nothing; the table is closed once, only on `TM_Ok`, which returns below.
             let (tm, tmfd) = pg_sys::ffi::pg_guard_ffi_boundary(|| {
-                update_in_guard(
+                let (tm, tmfd) = update_in_guard(
                     rel, desc, indexes, &unchanged, otid, values_at, nulls_at, cid,
-                )
+                );
+                if tm == pg_sys::TM_Result::TM_Ok {
+                    close_in_guard(rel, indexes);
+                }
+                (tm, tmfd)
             });
             match tm {
                 pg_sys::TM_Result::TM_Ok => {
@@ -1117,19 +1147,7 @@ unsafe fn bump_row<const N: usize, E>(
                     });
                 }
                 pg_sys::TM_Result::TM_Updated => {
-                    if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
-                        serialization_failure();
-                    }
-                    // A concurrent append committed first: continue from its row version.
-                    current = fetch_any(rel, tmfd.ctid);
-                    if !current.is_null() {
-                        pg_sys::heap_deform_tuple(
-                            current,
-                            desc,
-                            values.as_mut_ptr(),
-                            nulls.as_mut_ptr(),
-                        );
-                    }
+                    current = follow_update(rel, desc, tmfd.ctid, values, nulls);
                 }
                 pg_sys::TM_Result::TM_Deleted => return Ok(Bump::NotFound),
                 pg_sys::TM_Result::TM_SelfModified | pg_sys::TM_Result::TM_Invisible => {
@@ -1138,6 +1156,40 @@ unsafe fn bump_row<const N: usize, E>(
                 other => unexpected_update_result(other),
             }
         }
+    }
+}
+
+/// After a concurrent append committed an update of the stream row first (`heap_update`'s
+/// `TM_Updated`): under READ COMMITTED, its row version at `ctid`, copied and deformed into
+/// `values`/`nulls` (NULL: none); under REPEATABLE READ and SERIALIZABLE the executor's
+/// serialization failure. Out of the bump's common code: its guarded calls' trampolines would
+/// spread it.
+///
+/// # Safety
+/// `rel` is `es.streams`, open and locked, `desc` its descriptor; `values`/`nulls` hold
+/// `desc`'s `natts` entries each.
+#[cold]
+#[inline(never)]
+unsafe fn follow_update(
+    rel: pg_sys::Relation,
+    desc: pg_sys::TupleDesc,
+    ctid: pg_sys::ItemPointerData,
+    values: &mut [Datum],
+    nulls: &mut [bool],
+) -> pg_sys::HeapTuple {
+    // SAFETY: `XactIsoLevel` is this backend's setting; the caller's contract for the rest:
+    // `fetch_any` reads a row version of the open `rel`, and a non-NULL copy is a tuple of
+    // `desc`, deformed into arrays of its `natts` entries (guarded calls).
+    unsafe {
+        if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
+            serialization_failure();
+        }
+        // A concurrent append committed first: continue from its row version.
+        let current = fetch_any(rel, ctid);
+        if !current.is_null() {
+            pg_sys::heap_deform_tuple(current, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        }
+        current
     }
 }
 
@@ -1477,9 +1529,10 @@ impl EventsTarget {
     pub fn insert(self, rows: &[EventRow]) {
         let target = self.0;
         let natts = target.layout.natts;
-        // Allocated here, outside the guard, and only read through raw pointers inside it.
-        let mut values = vec![Datum::from(0usize); rows.len() * natts];
-        let mut nulls = vec![true; rows.len() * natts];
+        // Made here, outside the guard, and only read through raw pointers inside it; on this
+        // frame's stack for a few rows of the usual table (no heap allocation per append).
+        let mut row_buffer = RowBuffer::new(rows.len() * natts);
+        let (values, nulls) = row_buffer.slices();
         for (row, (v, n)) in rows
             .iter()
             .zip(values.chunks_mut(natts).zip(nulls.chunks_mut(natts)))
@@ -1533,6 +1586,55 @@ unsafe fn insert_rows_in_guard<const N: usize>(
             raw::ExecClearTuple(slot);
         }
         raw::ExecDropSingleTupleTableSlot(slot);
+    }
+}
+
+/// The values and null flags of rows being written, `len` of each: in arrays on the owner's
+/// stack up to [`RowBuffer::INLINE`] entries (a row of `es.streams` or of `es.events`, even
+/// with a few dropped columns), on the heap beyond. Why: the append writes one row of each per
+/// call, and two heap allocations per row cost more than filling them. (The inline variant is
+/// large on purpose: a buffer lives in one frame for one write, never in a collection.)
+#[allow(clippy::large_enum_variant)]
+enum RowBuffer {
+    /// At most `INLINE` entries, the first `len` in use.
+    Inline {
+        len: usize,
+        values: [Datum; RowBuffer::INLINE],
+        nulls: [bool; RowBuffer::INLINE],
+    },
+    /// More entries than fit inline.
+    Heap {
+        values: Vec<Datum>,
+        nulls: Vec<bool>,
+    },
+}
+
+impl RowBuffer {
+    /// The entries kept on the stack.
+    const INLINE: usize = 32;
+
+    /// `len` values (0) and null flags (true).
+    fn new(len: usize) -> RowBuffer {
+        if len <= Self::INLINE {
+            RowBuffer::Inline {
+                len,
+                values: [Datum::from(0usize); Self::INLINE],
+                nulls: [true; Self::INLINE],
+            }
+        } else {
+            RowBuffer::Heap {
+                values: vec![Datum::from(0usize); len],
+                nulls: vec![true; len],
+            }
+        }
+    }
+
+    /// The values and the null flags, `len` of each.
+    fn slices(&mut self) -> (&mut [Datum], &mut [bool]) {
+        match self {
+            RowBuffer::Inline { len, values, nulls } => (&mut values[..*len], &mut nulls[..*len]),
+            RowBuffer::Heap { values, nulls } => (values, nulls),
+        }
     }
 }
 

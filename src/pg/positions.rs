@@ -172,16 +172,24 @@ pub fn draw(conn: &Connection, n: i64) -> Result<i64, EventStoreError> {
     let stored_max = if sequence_checked(subscribed) {
         None
     } else {
-        let mut max = conn.execute(&MAX_POSITION, &[]).first_i64();
-        // archived events keep their positions: those are taken too
-        if super::heap::archive_in_use() {
-            let archived = conn.execute(&MAX_ARCHIVED_POSITION, &[]).first_i64();
-            max = max.max(archived);
-        }
-        mark_sequence_checked();
-        max
+        stored_max(conn)
     };
     draw_positions(sequence, n, stored_max)
+}
+
+/// The highest position stored, archived events included, for the check of the sequence (see
+/// [`draw`]); marks this backend's sequence checked. Out of the common draw's code.
+#[cold]
+#[inline(never)]
+fn stored_max(conn: &Connection) -> Option<i64> {
+    let mut max = conn.execute(&MAX_POSITION, &[]).first_i64();
+    // archived events keep their positions: those are taken too
+    if super::heap::archive_in_use() {
+        let archived = conn.execute(&MAX_ARCHIVED_POSITION, &[]).first_i64();
+        max = max.max(archived);
+    }
+    mark_sequence_checked();
+    max
 }
 
 /// Draws `n` consecutive global positions from `sequence` and returns the first. When preloaded,
@@ -213,6 +221,18 @@ fn draw_positions(
             pg_sys::ffi::pg_guard_ffi_boundary(|| draw_one_in_guard(sequence, shared, me))
         });
     }
+    draw_locked(sequence, n, stored_max)
+}
+
+/// [`draw_positions`] of a block, of a draw with a catch-up, or without the shared memory: out
+/// of the common draw's code.
+#[cold]
+#[inline(never)]
+fn draw_locked(
+    sequence: pg_sys::Oid,
+    n: i64,
+    stored_max: Option<i64>,
+) -> Result<i64, EventStoreError> {
     // The sequence's relation lock is taken before the LWLock so nextval never waits for a
     // heavyweight lock under it; an ERROR raised by nextval/setval under the LWLock is
     // released by the abort's LWLockReleaseAll.

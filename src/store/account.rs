@@ -141,7 +141,7 @@ pub fn open_account(
         ExpectedVersion::NoStream,
         &batch,
         &mut AccountRules::for_batch(&id, &batch),
-        Some(ACCOUNT_STREAM_TYPE),
+        &|| Some(ACCOUNT_STREAM_TYPE.to_owned()),
     )?;
     Ok(id)
 }
@@ -220,7 +220,7 @@ fn execute_command(
         expected,
         &batch,
         &mut AccountRules::for_command(account, command),
-        None,
+        &|| None,
     )
 }
 

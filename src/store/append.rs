@@ -29,13 +29,14 @@ pub fn append_events(
         expected.check(stream, current)?;
         return Ok(current);
     }
-    let new_type = type_of_new_stream(&conn, stream_type, &batch.metas[0].event_type);
+    // The type is decided only when the append creates the stream (a look-up in the stream
+    // type rules otherwise paid by every append).
     pipeline::append(
         &conn,
         stream,
         expected,
         &batch,
         &mut TypedRules::new(stream, &batch, stream_type),
-        new_type.as_deref(),
+        &|| type_of_new_stream(&conn, stream_type, &batch.metas[0].event_type),
     )
 }

@@ -70,7 +70,7 @@ fn append_marker(
         ExpectedVersion::Exact(version),
         &batch,
         &mut rules,
-        None,
+        &|| None,
     )?;
     let position = conn
         .execute(

@@ -10,7 +10,8 @@
 use super::personal;
 use super::sql::{SET_STATE_REVISION, STREAM_VERSION};
 use crate::pg::call::{
-    CallMemory, JsonbArray, event_datums, i64_datum, text_datum, transaction_start, uuid_datum,
+    CallMemory, JsonbArray, NotElements, event_datums, i64_datum, text_datum, transaction_start,
+    uuid_datum,
 };
 use crate::pg::heap::{self, Bump, EventRow, Kept, Outcome, StreamHead};
 use crate::pg::insert::{self, Conflict};
@@ -65,16 +66,7 @@ impl<'a> Batch<'a> {
 
     /// [`Batch::decode`] without the check of reserved types.
     fn decode_any(array: JsonbArray<'a>, stream: &Uuid) -> Result<Batch<'a>, EventStoreError> {
-        let elements = array
-            .elements()
-            .map_err(|ndim| EventStoreError::InvalidArgument {
-                name: "events",
-                reason: format!("a one-dimensional array is expected, got {ndim} dimensions"),
-            })?;
-        if let Some(i) = elements.iter().position(Option::is_none) {
-            return Err(EventStoreError::NullElement { position: i + 1 });
-        }
-        let elements: Vec<Jsonb<'a>> = elements.into_iter().flatten().collect();
+        let elements = array.elements().map_err(not_elements)?;
         let metas = elements
             .iter()
             .enumerate()
@@ -88,8 +80,7 @@ impl<'a> Batch<'a> {
             .nth(1)
             .is_some()
         {
-            let ids: Vec<Option<Uuid>> = metas.iter().map(|m| m.event_id).collect();
-            check_batch_ids_unique(&ids)?;
+            check_ids_unique(&metas)?;
         }
         Ok(Batch {
             array: Some(array),
@@ -174,6 +165,19 @@ impl<'a> Batch<'a> {
         {
             return Ok(());
         }
+        self.seal(&registry, memory, stream)
+    }
+
+    /// [`Batch::seal_personal_data`] once some event of the batch has paths to seal: out of
+    /// the common append's code, which only looks the types up.
+    #[cold]
+    #[inline(never)]
+    fn seal(
+        &mut self,
+        registry: &crate::pg::registry::PersonalPaths,
+        memory: Option<CallMemory<'a>>,
+        stream: &Uuid,
+    ) -> Result<(), EventStoreError> {
         let stream_text = stream.to_string();
         // The keys are found or made in a connection of their own, closed before the sealed
         // elements are built, so they are built in the call's memory.
@@ -254,6 +258,28 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// The error for an `events` array of more than one dimension or with a NULL element (out of
+/// the decoder's common code, as every error path of the append is).
+#[cold]
+#[inline(never)]
+fn not_elements(why: NotElements) -> EventStoreError {
+    match why {
+        NotElements::Dimensions(ndim) => EventStoreError::InvalidArgument {
+            name: "events",
+            reason: format!("a one-dimensional array is expected, got {ndim} dimensions"),
+        },
+        NotElements::Null(position) => EventStoreError::NullElement { position },
+    }
+}
+
+/// ES004 when a batch gives one event id twice (only a batch giving two ids or more gets here).
+#[cold]
+#[inline(never)]
+fn check_ids_unique(metas: &[EventMeta]) -> Result<(), EventStoreError> {
+    let ids: Vec<Option<Uuid>> = metas.iter().map(|m| m.event_id).collect();
+    check_batch_ids_unique(&ids)
+}
+
 /// What a kind of stream adds to an append (the account rules are one). The pipeline calls it
 /// with the stream row as the bump finds it, natively before the row is replaced and again when
 /// a concurrent append replaced it first, so its decision always follows the version the append
@@ -282,7 +308,7 @@ pub fn current_version(conn: &Connection, stream: &Uuid) -> i64 {
 }
 
 /// Appends a non-empty batch: bump (with `rules`), positions, insert, `rules.appended`. A
-/// stream the append creates gets `stream_type`.
+/// stream the append creates gets the type `stream_type` gives, asked only then.
 /// Traced as the seed's `event_store.append_events` (within `es.append_events` it is the entry
 /// point's own span).
 #[tracing::instrument(
@@ -304,7 +330,7 @@ pub fn append(
     expected: ExpectedVersion,
     batch: &Batch<'_>,
     rules: &mut dyn StreamRules,
-    stream_type: Option<&str>,
+    stream_type: &dyn Fn() -> Option<String>,
 ) -> Result<i64, EventStoreError> {
     let n = batch.len() as i64;
     let has_ids = batch.metas.iter().any(|m| m.event_id.is_some());
@@ -313,61 +339,70 @@ pub fn append(
         true => batch.metas.iter().map(|m| m.event_id).collect(),
         false => Vec::new(),
     };
-    let sid = Some(uuid_datum(stream));
-    let stream_type: Arg = stream_type.map(text_datum);
+    // The statements' stream id, made where one runs: the native append makes it with its
+    // first row's datums instead ([`insert`]).
+    let sid = || Some(uuid_datum(stream));
+    // The new stream's type, decided only where a statement creates the stream.
+    let new_type = || -> Arg { stream_type().as_deref().map(text_datum) };
     let bumped = match expected {
         ExpectedVersion::Any | ExpectedVersion::StreamExists => {
-            if has_ids {
-                // Look for a retry while holding the stream, so a concurrent twin cannot slip in.
-                let current = conn.execute(&LOCK_STREAM, &[sid]).first_i64().unwrap_or(0);
-                expected.check(stream, current)?;
-                if let Some(returned) = retry_or_duplicate(conn, stream, expected, &ids)? {
-                    return Ok(returned);
-                }
+            if has_ids && let Some(returned) = retry_before_bump(conn, stream, expected, &ids)? {
+                return Ok(returned);
             }
             // The stream exists on every append but its first, so bump first (natively when
             // possible) and create the stream only when there is none.
             let bumped = match bump_native(conn, stream, None, n, batch.marker, rules) {
                 Some(result) => result?,
-                None => {
-                    let rows = conn.execute(&BUMP_EXISTING, &[sid, Some(i64_datum(n))]);
-                    check_bumped_row(conn, stream, n, &rows, batch.marker, rules)?
-                }
+                None => bump_with_sql(
+                    conn,
+                    &BUMP_EXISTING,
+                    &[sid(), Some(i64_datum(n))],
+                    stream,
+                    n,
+                    batch.marker,
+                    rules,
+                )?,
             };
             match bumped {
                 Some(v) => Some(v),
-                None if expected == ExpectedVersion::Any => {
-                    let rows = conn.execute(&UPSERT_ANY, &[sid, stream_type, Some(i64_datum(n))]);
-                    check_bumped_row(conn, stream, n, &rows, batch.marker, rules)?
-                }
+                None if expected == ExpectedVersion::Any => bump_with_sql(
+                    conn,
+                    &UPSERT_ANY,
+                    &[sid(), new_type(), Some(i64_datum(n))],
+                    stream,
+                    n,
+                    batch.marker,
+                    rules,
+                )?,
                 None => return Err(rules.missing(stream)),
             }
         }
         ExpectedVersion::Exact(v) => {
             match bump_native(conn, stream, Some(v), n, batch.marker, rules) {
                 Some(result) => result?,
-                None => {
-                    let rows =
-                        conn.execute(&BUMP_EXACT, &[sid, Some(i64_datum(v)), Some(i64_datum(n))]);
-                    check_bumped_row(conn, stream, n, &rows, batch.marker, rules)?
-                }
+                None => bump_with_sql(
+                    conn,
+                    &BUMP_EXACT,
+                    &[sid(), Some(i64_datum(v)), Some(i64_datum(n))],
+                    stream,
+                    n,
+                    batch.marker,
+                    rules,
+                )?,
             }
         }
-        ExpectedVersion::NoStream => {
-            let rows = conn.execute(&CREATE_NEW, &[sid, stream_type, Some(i64_datum(n))]);
-            check_bumped_row(conn, stream, n, &rows, batch.marker, rules)?
-        }
+        ExpectedVersion::NoStream => bump_with_sql(
+            conn,
+            &CREATE_NEW,
+            &[sid(), new_type(), Some(i64_datum(n))],
+            stream,
+            n,
+            batch.marker,
+            rules,
+        )?,
     };
     let Some(new_version) = bumped else {
-        // Exact / NoStream lost: either this call was already appended, or it is a conflict.
-        if has_ids && let Some(returned) = retry_or_duplicate(conn, stream, expected, &ids)? {
-            return Ok(returned);
-        }
-        // A deleted stream says so rather than which version it is at.
-        if let Some(deleted) = life::of(conn, stream, Reading::Latest).deleted_error(stream) {
-            return Err(deleted);
-        }
-        return Err(expected.conflict(stream, current_version(conn, stream)));
+        return not_bumped(conn, stream, expected, &ids);
     };
     if has_ids
         && matches!(
@@ -383,7 +418,7 @@ pub fn append(
     let first_version = new_version - n + 1;
     check_sequence_numbers(&batch.metas, first_version)?;
     // the positions are drawn inside, as late as they can be (docs/reference.md §3)
-    let first_position = insert(conn, stream, sid, first_version, batch)?;
+    let first_position = insert(conn, stream, first_version, batch)?;
     crate::pg::wake::appended(
         stream.as_bytes(),
         first_position + (n - 1),
@@ -391,6 +426,66 @@ pub fn append(
     );
     rules.appended(conn, first_version - 1, new_version);
     Ok(new_version)
+}
+
+/// With event ids and an `Any`/`StreamExists` expectation: takes the stream row and looks for a
+/// retry while holding it, so a concurrent twin cannot slip in; `Some(version)` when the whole
+/// call is already stored (out of the common append's code, as every path with ids is).
+#[cold]
+#[inline(never)]
+fn retry_before_bump(
+    conn: &Connection,
+    stream: &Uuid,
+    expected: ExpectedVersion,
+    ids: &[Option<Uuid>],
+) -> Result<Option<i64>, EventStoreError> {
+    let current = conn
+        .execute(&LOCK_STREAM, &[Some(uuid_datum(stream))])
+        .first_i64()
+        .unwrap_or(0);
+    expected.check(stream, current)?;
+    retry_or_duplicate(conn, stream, expected, ids)
+}
+
+/// The bump through SQL (`stmt`, one of the bump statements, with `args`) and the rules'
+/// judgement of the row it returns ([`check_bumped_row`]): the new version, `None` when no row
+/// was bumped. Out of the native append's code: it runs where the native bump cannot (and on a
+/// stream's first append).
+#[cold]
+#[inline(never)]
+fn bump_with_sql(
+    conn: &Connection,
+    stmt: &Stmt,
+    args: &[Arg],
+    stream: &Uuid,
+    n: i64,
+    marker: bool,
+    rules: &mut dyn StreamRules,
+) -> Result<Option<i64>, EventStoreError> {
+    let rows = conn.execute(stmt, args);
+    check_bumped_row(conn, stream, n, &rows, marker, rules)
+}
+
+/// An `Exact`/`NoStream` append whose bump lost: the version this very call already appended
+/// (a retry with its ids), else the stream's deletion or the version conflict.
+#[cold]
+#[inline(never)]
+fn not_bumped(
+    conn: &Connection,
+    stream: &Uuid,
+    expected: ExpectedVersion,
+    ids: &[Option<Uuid>],
+) -> Result<i64, EventStoreError> {
+    if !ids.is_empty()
+        && let Some(returned) = retry_or_duplicate(conn, stream, expected, ids)?
+    {
+        return Ok(returned);
+    }
+    // A deleted stream says so rather than which version it is at.
+    if let Some(deleted) = life::of(conn, stream, Reading::Latest).deleted_error(stream) {
+        return Err(deleted);
+    }
+    Err(expected.conflict(stream, current_version(conn, stream)))
 }
 
 /// The native bump: `Some(Ok(Some(new version)))`, `Some(Ok(None))` when the stream is missing
@@ -415,18 +510,24 @@ fn bump_native(
     };
     match heap::bump_stream(stream, expected, n, &mut check) {
         Outcome::Done(Ok(Bump::Updated { old_version })) => Some(Ok(Some(old_version + n))),
-        Outcome::Done(Ok(Bump::ChangedDuringAppend)) => {
-            Some(Err(EventStoreError::AggregateFailed {
-                stream_type: String::new(),
-                reason: format!(
-                    "stream {stream} was changed during its own append by a function the append called (a check or evolve that updates es.streams)"
-                ),
-                raised: None,
-            }))
-        }
+        Outcome::Done(Ok(Bump::ChangedDuringAppend)) => Some(Err(changed_during_append(stream))),
         Outcome::Done(Ok(_)) => Some(Ok(None)),
         Outcome::Done(Err(e)) => Some(Err(e)),
         Outcome::Fallback => None,
+    }
+}
+
+/// The error for a stream row that a function the append called (a check or evolve) changed
+/// while the append judged it.
+#[cold]
+#[inline(never)]
+fn changed_during_append(stream: &Uuid) -> EventStoreError {
+    EventStoreError::AggregateFailed {
+        stream_type: String::new(),
+        reason: format!(
+            "stream {stream} was changed during its own append by a function the append called (a check or evolve that updates es.streams)"
+        ),
+        raised: None,
     }
 }
 
@@ -473,6 +574,8 @@ fn check_bumped_row(
 
 /// Looks the batch's ids up: `Some(version)` when the whole call is already stored (return it),
 /// `None` when none is, ES004 for any other reuse.
+#[cold]
+#[inline(never)]
 fn retry_or_duplicate(
     conn: &Connection,
     stream: &Uuid,
@@ -515,57 +618,68 @@ fn retry_or_duplicate(
 /// before its commit, the less a gap-safe reader waits for it (docs/reference.md §3). A unique
 /// violation is ES004 (an event id stored by a transaction that committed after the checks, or
 /// one reused across streams) or 55000 (a position the sequence handed out although it is
-/// stored), never a raw 23505. `sid` is `stream` as a datum, the one the bump's statements took.
+/// stored), never a raw 23505.
 fn insert(
     conn: &Connection,
     stream: &Uuid,
-    sid: Arg,
     first_version: i64,
     batch: &Batch<'_>,
 ) -> Result<i64, EventStoreError> {
     let now = transaction_start();
-    let mut rows: Vec<EventRow> = batch
-        .metas
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let event_id = m.event_id.unwrap_or_else(Uuid::now_v7);
-            let (id_datum, type_datum) = event_datums(&event_id, &m.event_type);
-            let element = batch.elements.get(i);
-            let data = match &batch.command {
-                Some((payload, seed_type)) => Some(jsonb_object(&seed_event(
-                    payload.clone(),
-                    seed_type,
-                    &StoredAs {
-                        event_id,
-                        aggregate_id: *stream,
-                        sequence_number: first_version + i as i64,
-                        occurred_at: now.value() as i64,
-                    },
-                ))),
-                None => element.map(Jsonb::datum),
-            };
-            [
-                // the global position, drawn and set by insert::insert_events
-                Some(i64_datum(0)),
-                sid,
-                Some(i64_datum(first_version + i as i64)),
-                Some(id_datum),
-                Some(type_datum),
-                Some(Datum::from(m.event_version)),
-                data,
-                m.has_metadata
-                    .then(|| element.and_then(|e| e.get_container(c"metadata")))
-                    .flatten(),
-                Some(m.occurred_at.map_or(now, Datum::from)),
-                Some(now),
-            ]
-        })
-        .collect();
+    // `stream` as a datum, made with the first row's datums and shared by every row.
+    let mut sid: Arg = None;
+    let mut row = |i: usize, m: &EventMeta| -> EventRow {
+        let event_id = m.event_id.unwrap_or_else(Uuid::now_v7);
+        let (stream_datum, id_datum, type_datum) =
+            event_datums(sid.is_none().then_some(stream), &event_id, &m.event_type);
+        sid = sid.or(stream_datum);
+        let element = batch.elements.get(i);
+        let data = match &batch.command {
+            Some((payload, seed_type)) => Some(jsonb_object(&seed_event(
+                payload.clone(),
+                seed_type,
+                &StoredAs {
+                    event_id,
+                    aggregate_id: *stream,
+                    sequence_number: first_version + i as i64,
+                    occurred_at: now.value() as i64,
+                },
+            ))),
+            None => element.map(Jsonb::datum),
+        };
+        [
+            // the global position, drawn and set by insert::insert_events
+            Some(i64_datum(0)),
+            sid,
+            Some(i64_datum(first_version + i as i64)),
+            Some(id_datum),
+            Some(type_datum),
+            Some(Datum::from(m.event_version)),
+            data,
+            m.has_metadata
+                .then(|| element.and_then(|e| e.get_container(c"metadata")))
+                .flatten(),
+            Some(m.occurred_at.map_or(now, Datum::from)),
+            Some(now),
+        ]
+    };
+    // The one row of a one-event append stays on the stack (no heap allocation per append).
+    let mut one: [EventRow; 1];
+    let mut many: Vec<EventRow>;
+    let rows: &mut [EventRow] = match &batch.metas[..] {
+        [m] => {
+            one = [row(0, m)];
+            &mut one
+        }
+        metas => {
+            many = metas.iter().enumerate().map(|(i, m)| row(i, m)).collect();
+            &mut many
+        }
+    };
     let n = rows.len() as i64;
     insert::insert_events(
         conn,
-        &mut rows,
+        rows,
         batch.array.map_or(Datum::from(0usize), |a| a.datum()),
         || positions::draw(conn, n),
     )
