@@ -281,3 +281,78 @@ fn a_writer_committing_after_the_statement_snapshot_is_not_skipped() {
     );
     verify_store(&mut setup);
 }
+
+/// The gap-safe bound is checked on each row the read fetches (one index key, `> after`, as the
+/// hand-written query has): while a writer holds a lower position, a second writer's higher
+/// positions are committed and visible to the read's snapshot, yet no page returns them,
+/// whatever its size; once the first writer commits, all come back in position order.
+#[test]
+fn committed_positions_above_one_in_flight_are_not_returned() {
+    let db = TestDb::new("read_all_above");
+    let mut setup = db.connect();
+    assert_preloaded(&mut setup);
+    append(
+        &mut setup,
+        Uuid::new_v4(),
+        Some(0),
+        &[r#"{"type":"Before"}"#.to_owned()],
+    )
+    .unwrap();
+    let before: i64 = setup
+        .query_one("SELECT max(global_position) FROM es.events", &[])
+        .unwrap()
+        .get(0);
+
+    let mut low = db.connect();
+    low.batch_execute("BEGIN").unwrap();
+    let low_stream = Uuid::new_v4();
+    append(
+        &mut low,
+        low_stream,
+        Some(0),
+        &[r#"{"type":"Low"}"#.to_owned()],
+    )
+    .unwrap();
+    let high_stream = Uuid::new_v4();
+    let high: Vec<String> = (1..=3)
+        .map(|i| format!(r#"{{"type":"High{i}"}}"#))
+        .collect();
+    append(&mut setup, high_stream, Some(0), &high).unwrap();
+    let committed_above: i64 = setup
+        .query_one(
+            "SELECT count(*) FROM es.events WHERE global_position > $1",
+            &[&before],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        committed_above, 3,
+        "the high events are committed and visible"
+    );
+
+    let mut reader = db.connect();
+    for page in [1i64, 2, 3, 1000] {
+        let positions = bigints(
+            &mut reader,
+            "SELECT global_position FROM es.read_all($1, $2)",
+            &[&before, &page],
+        );
+        assert!(
+            positions.is_empty(),
+            "a page of {page} returned {positions:?} above the position in flight"
+        );
+    }
+    low.batch_execute("COMMIT").unwrap();
+    let streams: Vec<Uuid> = reader
+        .query("SELECT stream_id FROM es.read_all($1, 1000)", &[&before])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        streams,
+        vec![low_stream, high_stream, high_stream, high_stream],
+        "the low event first, then the high ones"
+    );
+    verify_store(&mut setup);
+}
