@@ -220,17 +220,10 @@ fn rolled_back_appends_neither_show_nor_stall_the_reader() {
     verify_store(&mut db.connect());
 }
 
-/// A statement's snapshot is not the read's (docs/reference.md §3): `es.read_all` takes the
-/// gap-safe bound and its own snapshot together. Here a cursor's snapshot is taken at DECLARE,
-/// while a writer holds a lower position; a second writer's higher position is committed and
-/// visible to it; the first writer commits before the FETCH. A read in the cursor's snapshot up
-/// to the bound found at FETCH (no position in flight any more) would return the higher position
-/// without the lower one, a gap the reader pages past for ever; this guards any future read
-/// that runs in the calling statement's snapshot (an inlined SQL read was tried, see
-/// docs/benchmarks.md).
-#[test]
-fn a_writer_committing_after_the_statement_snapshot_is_not_skipped() {
-    let db = TestDb::new("read_all_late");
+/// A database with one committed event, and a writer that holds the next position: the setup
+/// connection, the last committed position, the writer's connection (its transaction open) and
+/// its stream.
+fn low_position_in_flight(db: &TestDb) -> (Client, i64, Client, Uuid) {
     let mut setup = db.connect();
     assert_preloaded(&mut setup);
     append(
@@ -244,7 +237,6 @@ fn a_writer_committing_after_the_statement_snapshot_is_not_skipped() {
         .query_one("SELECT max(global_position) FROM es.events", &[])
         .unwrap()
         .get(0);
-
     let mut low = db.connect();
     low.batch_execute("BEGIN").unwrap();
     let low_stream = Uuid::new_v4();
@@ -255,6 +247,21 @@ fn a_writer_committing_after_the_statement_snapshot_is_not_skipped() {
         &[r#"{"type":"Low"}"#.to_owned()],
     )
     .unwrap();
+    (setup, before, low, low_stream)
+}
+
+/// A statement's snapshot is not the read's (docs/reference.md §3): `es.read_all` takes the
+/// gap-safe bound and its own snapshot together. Here a cursor's snapshot is taken at DECLARE,
+/// while a writer holds a lower position; a second writer's higher position is committed and
+/// visible to it; the first writer commits before the FETCH. A read in the cursor's snapshot up
+/// to the bound found at FETCH (no position in flight any more) would return the higher position
+/// without the lower one, a gap the reader pages past for ever; this guards any future read
+/// that runs in the calling statement's snapshot (an inlined SQL read was tried, see
+/// docs/benchmarks.md).
+#[test]
+fn a_writer_committing_after_the_statement_snapshot_is_not_skipped() {
+    let db = TestDb::new("read_all_late");
+    let (mut setup, before, mut low, low_stream) = low_position_in_flight(&db);
     let high_stream = Uuid::new_v4();
     append(
         &mut setup,
@@ -289,30 +296,7 @@ fn a_writer_committing_after_the_statement_snapshot_is_not_skipped() {
 #[test]
 fn committed_positions_above_one_in_flight_are_not_returned() {
     let db = TestDb::new("read_all_above");
-    let mut setup = db.connect();
-    assert_preloaded(&mut setup);
-    append(
-        &mut setup,
-        Uuid::new_v4(),
-        Some(0),
-        &[r#"{"type":"Before"}"#.to_owned()],
-    )
-    .unwrap();
-    let before: i64 = setup
-        .query_one("SELECT max(global_position) FROM es.events", &[])
-        .unwrap()
-        .get(0);
-
-    let mut low = db.connect();
-    low.batch_execute("BEGIN").unwrap();
-    let low_stream = Uuid::new_v4();
-    append(
-        &mut low,
-        low_stream,
-        Some(0),
-        &[r#"{"type":"Low"}"#.to_owned()],
-    )
-    .unwrap();
+    let (mut setup, before, mut low, low_stream) = low_position_in_flight(&db);
     let high_stream = Uuid::new_v4();
     let high: Vec<String> = (1..=3)
         .map(|i| format!(r#"{{"type":"High{i}"}}"#))
