@@ -45,7 +45,10 @@
 //! The reads (`es.load_events`, `es.read_all`, a stream's life) do the same: opening the table
 //! and index by OID with the current user, a scan's start (its context, snapshot, keys) and its
 //! end, the life look-up from scan to close, and closing are one region each; the rows of a
-//! read are fetched and stored in batches under one guard. A granted SELECT is remembered per
+//! read are fetched and stored in batches under one guard. A read scans with as few index keys
+//! as the hand-written query (`RowBound`): the gap-safe bound of `es.read_all` and the start of
+//! `es.load_events` from a stream's beginning are checked on each fetched row, where a key
+//! would cost `_bt_checkkeys` about 90 instructions a row. A granted SELECT is remembered per
 //! backend and user until an invalidation that could change it (see
 //! `select_allowed_remembered`).
 
@@ -2385,13 +2388,27 @@ pub fn load_stream_into(stream: &Uuid, from: i64, max: i64, out: &mut ResultSet)
     let Some(target) = events_by_stream() else {
         return Outcome::Fallback;
     };
-    let bounds = stream_bounds(stream, from, i64::MAX);
+    // As few keys as the hand-written query (a key btree checks on every entry costs about
+    // 90 instructions a row): none for `version <= i64::MAX`, which every version is; and from
+    // the start of the stream (`from` below 1) `version > from` is checked on the row instead
+    // ([`RowBound::Floor`]), which then skips nothing a stored stream holds. From further on
+    // the key starts the scan at `from`.
+    let [stream_key, after_key, _] = stream_bounds(stream, from, i64::MAX);
+    let floor = (from < 1)
+        .then(|| RowBound::for_events(&target.layout, RowBound::Floor(from)))
+        .flatten();
+    let keys = [stream_key, after_key];
+    let bounds = match floor {
+        Some(_) => &keys[..1],
+        None => &keys[..],
+    };
     // SAFETY: the target is es.events and its (stream_id, version) btree, open and checked;
-    // the bounds are of those columns.
+    // the bounds are of those columns, the floor given by `for_events`.
     let filled = unsafe {
         fill(
             &target,
-            &bounds,
+            bounds,
+            floor,
             ScanSnapshot::Of(Reading::Statement),
             max,
             out,
@@ -2406,6 +2423,17 @@ pub fn load_stream_into(stream: &Uuid, from: i64, max: i64, out: &mut ResultSet)
 /// must be the table's) through the `global_position` index. Falls back (puts nothing) when
 /// the executor would do more (privileges, row-level security, a table or index changed by a
 /// DBA) or `out` has another row type.
+///
+/// The scan has one key, `> after`, as the hand-written query's has; the bound `<= last` is
+/// checked on each fetched row instead ([`RowBound::Ceiling`]): a second key would be checked
+/// on every index entry by `_bt_checkkeys`, about 90 instructions a row. Stopping at the first
+/// visible row above `last` is exact: the unique btree hands the rows out in ascending
+/// position (a visible row's position is its entry's key: rows are never updated, and a HOT
+/// chain keeps its indexed columns), so every visible row at or below `last` came before it.
+/// What is fetched in addition is at most the first visible row above the bound and the
+/// invisible ones before it (in flight or dead, each skipped by the visibility check). Where
+/// `global_position` is not the table's first attribute (a table a DBA made otherwise) both
+/// keys are kept.
 pub fn read_log_into(
     after: i64,
     last: i64,
@@ -2421,26 +2449,31 @@ pub fn read_log_into(
     ) else {
         return Outcome::Fallback;
     };
-    let bounds = [
-        (
-            1,
-            pg_sys::BTGreaterStrategyNumber,
-            pg_sys::F_INT8GT,
-            Datum::from(after),
-        ),
-        (
-            1,
-            pg_sys::BTLessEqualStrategyNumber,
-            pg_sys::F_INT8LE,
-            Datum::from(last),
-        ),
-    ];
+    let above = (
+        1,
+        pg_sys::BTGreaterStrategyNumber,
+        pg_sys::F_INT8GT,
+        Datum::from(after),
+    );
+    let at_most = (
+        1,
+        pg_sys::BTLessEqualStrategyNumber,
+        pg_sys::F_INT8LE,
+        Datum::from(last),
+    );
+    let ceiling = RowBound::for_events(&target.layout, RowBound::Ceiling(last));
+    let bounds: &[Bound] = match ceiling {
+        Some(_) => &[above],
+        None => &[above, at_most],
+    };
     // SAFETY: the target is es.events and its global_position btree, open and checked; the
-    // bounds are of that column; the snapshot is registered while `snapshot` lives.
+    // bounds are of that column, the ceiling given by `for_events` on that index (ascending
+    // positions); the snapshot is registered while `snapshot` lives.
     let filled = unsafe {
         fill(
             &target,
-            &bounds,
+            bounds,
+            ceiling,
             ScanSnapshot::Given(snapshot.raw()),
             max,
             out,
@@ -2448,6 +2481,90 @@ pub fn read_log_into(
     };
     target.close();
     filled
+}
+
+/// A bound of a scan checked on each fetched row rather than as an index key (a key btree
+/// checks on every entry costs about 90 instructions a row): a bigint attribute of the stored
+/// row read in place, at its fixed offset. Given only where the attributes before it are
+/// fixed-width and NOT NULL columns of this version (the table's first attributes, none
+/// dropped, as [`Layout`] found them), so the offset holds for every row; a row where one of
+/// them is NULL anyway (or missing) is never admitted.
+#[derive(Clone, Copy)]
+enum RowBound {
+    /// `global_position <= last` on a scan of the position index, ascending: the scan ends at
+    /// the first row above it (every row at or below it came before).
+    Ceiling(i64),
+    /// `version > from` on a scan of one stream in the `(stream_id, version)` index: a row at
+    /// or below it is skipped (such rows come first, and a stored version is never below 1).
+    Floor(i64),
+}
+
+/// What a [`RowBound`] says of a fetched row.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Within the bound: put it.
+    Admit,
+    /// Below a floor: leave it out and go on.
+    Skip,
+    /// Above a ceiling: leave it out and end the scan.
+    Stop,
+}
+
+impl RowBound {
+    /// `global_position`: attribute 0, at offset 0 of the data.
+    const POSITION: (usize, usize) = (0, 0);
+    /// `version`: attribute 2, after `global_position` (bigint, 8 bytes) and `stream_id` (uuid,
+    /// 16 bytes, alignment 1), at offset 24 (bigint's alignment of 8 holds there).
+    const VERSION: (usize, usize) = (2, 24);
+
+    /// The bound for `es.events` whose layout is `layout`, when it applies: the columns up to
+    /// the bound's are the table's first attributes (no dropped one among them).
+    fn for_events(layout: &Layout<10>, bound: RowBound) -> Option<RowBound> {
+        let (attribute, _) = bound.attribute();
+        (0..=attribute).all(|i| layout.at[i] == i).then_some(bound)
+    }
+
+    /// The attribute index and data offset of the bound's column.
+    fn attribute(self) -> (usize, usize) {
+        match self {
+            RowBound::Ceiling(_) => Self::POSITION,
+            RowBound::Floor(_) => Self::VERSION,
+        }
+    }
+
+    /// The verdict on the stored row `tuple`.
+    ///
+    /// # Safety
+    /// `tuple` is a valid heap tuple of the relation the bound was given for (by
+    /// [`RowBound::for_events`]).
+    unsafe fn verdict(self, tuple: pg_sys::HeapTuple) -> Verdict {
+        let (attribute, offset) = self.attribute();
+        // SAFETY: the caller's contract: the attributes up to the bound's are fixed-width and
+        // come first, so when the tuple holds them (its attribute count) and none is NULL (the
+        // null bitmap, when there is one) the bigint is at `offset` of the data, which starts
+        // at `t_hoff` (MAXALIGNed) within the tuple's length.
+        let value = unsafe {
+            let header = (*tuple).t_data;
+            let natts = ((*header).t_infomask2 as u32 & pg_sys::HEAP_NATTS_MASK) as usize;
+            let has_nulls = (*header).t_infomask as u32 & pg_sys::HEAP_HASNULL != 0;
+            let bits = (*header).t_bits.as_ptr();
+            let present = natts > attribute
+                && (!has_nulls || (0..=attribute).all(|i| *bits.add(i / 8) & (1 << (i % 8)) != 0));
+            present.then(|| {
+                header
+                    .cast::<u8>()
+                    .add((*header).t_hoff as usize + offset)
+                    .cast::<i64>()
+                    .read_unaligned()
+            })
+        };
+        match (self, value) {
+            (RowBound::Ceiling(last), Some(p)) if p <= last => Verdict::Admit,
+            (RowBound::Ceiling(_), _) => Verdict::Stop,
+            (RowBound::Floor(from), Some(v)) if v > from => Verdict::Admit,
+            (RowBound::Floor(_), _) => Verdict::Skip,
+        }
+    }
 }
 
 /// Puts the rows of `target`'s index within `bounds`, at most `max`, into `out`: each stored
@@ -2459,6 +2576,7 @@ pub fn read_log_into(
 unsafe fn fill<const N: usize>(
     target: &ReadTarget<N>,
     bounds: &[Bound],
+    row_bound: Option<RowBound>,
     snapshot: ScanSnapshot,
     max: i64,
     out: &mut ResultSet,
@@ -2473,10 +2591,10 @@ unsafe fn fill<const N: usize>(
     }
     let layout = &target.layout;
     // SAFETY: the open table's descriptor; the store is given only its tuples (below).
-    if let Some((store, natts)) = unsafe { out.stored_tuples_target(desc) } {
-        // SAFETY: the caller's contract; the store takes tuples of `desc`'s relation with
-        // `natts` attributes, every other row goes through `out` as values.
-        unsafe { fill_batched(target, bounds, snapshot, max, store, natts, out) };
+    if let Some(stored) = unsafe { out.stored_tuples_target(desc) } {
+        // SAFETY: the caller's contract; the store takes tuples of `desc`'s relation with the
+        // attribute count `stored` names, every other row goes through `out` as values.
+        unsafe { fill_batched(target, bounds, row_bound, snapshot, max, stored, out) };
         return Outcome::Done(());
     }
     let mut values = vec![Datum::from(0usize); layout.natts];
@@ -2488,6 +2606,11 @@ unsafe fn fill<const N: usize>(
     let done: Result<(), std::convert::Infallible> = unsafe {
         scan_index(target, bounds, snapshot, &mut |slot| {
             let tuple = buffer_tuple(slot);
+            match row_bound.map_or(Verdict::Admit, |b| b.verdict(tuple)) {
+                Verdict::Admit => {}
+                Verdict::Skip => return Ok(true),
+                Verdict::Stop => return Ok(false),
+            }
             if !out.put_tuple_of(desc, tuple) {
                 deform(slot, layout, &mut values, &mut nulls);
                 out.put_row_of(desc, &values, &nulls);
@@ -2520,7 +2643,8 @@ unsafe extern "C-unwind" {
 /// Why [`put_stored_rows`] returned.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum BatchEnd {
-    /// The index has no further visible row within the bounds.
+    /// The index has no further visible row within the bounds, or the next is above the
+    /// scan's [`RowBound::Ceiling`] (not put).
     End,
     /// It put as many rows as it was asked for.
     Full,
@@ -2541,12 +2665,14 @@ enum BatchEnd {
 /// # Safety
 /// `scan` is an index scan of the relation whose tuples have `natts` attributes when whole,
 /// with its keys set; `slot` a slot of that relation (`table_slot_create`); `store` a tuple
-/// store whose rows are that relation's rows, with none of its attributes dropped.
+/// store whose rows are that relation's rows, with none of its attributes dropped; a
+/// `row_bound` given for that relation and index as [`RowBound::for_events`] allows.
 unsafe fn put_stored_rows(
     scan: pg_sys::IndexScanDesc,
     slot: *mut pg_sys::TupleTableSlot,
     store: *mut pg_sys::Tuplestorestate,
     natts: usize,
+    row_bound: Option<RowBound>,
     left: i64,
 ) -> (i64, BatchEnd) {
     let mut put = 0i64;
@@ -2568,6 +2694,11 @@ unsafe fn put_stored_rows(
             {
                 return (put, BatchEnd::Other);
             }
+            match row_bound.map_or(Verdict::Admit, |b| b.verdict(tuple)) {
+                Verdict::Admit => {}
+                Verdict::Skip => continue,
+                Verdict::Stop => return (put, BatchEnd::End),
+            }
             tuplestore_puttuple_in_batch(store, tuple);
             put += 1;
         }
@@ -2587,10 +2718,10 @@ unsafe fn put_stored_rows(
 unsafe fn fill_batched<const N: usize>(
     target: &ReadTarget<N>,
     bounds: &[Bound],
+    row_bound: Option<RowBound>,
     snapshot: ScanSnapshot,
     max: i64,
-    store: *mut pg_sys::Tuplestorestate,
-    natts: usize,
+    (store, natts): (*mut pg_sys::Tuplestorestate, usize),
     out: &mut ResultSet,
 ) {
     let desc = target.desc();
@@ -2605,7 +2736,7 @@ unsafe fn fill_batched<const N: usize>(
         let mut left = max;
         while left > 0 {
             let (put, end) = pgrx::pg_sys::ffi::pg_guard_ffi_boundary(|| {
-                put_stored_rows(scan, slot, store, natts, left)
+                put_stored_rows(scan, slot, store, natts, row_bound, left)
             });
             left -= put;
             if end != BatchEnd::Other {
@@ -2613,6 +2744,17 @@ unsafe fn fill_batched<const N: usize>(
             }
             open.enter_row();
             let tuple = buffer_tuple(slot);
+            match row_bound.map_or(Verdict::Admit, |b| b.verdict(tuple)) {
+                Verdict::Admit => {}
+                Verdict::Skip => {
+                    open.leave_row();
+                    continue;
+                }
+                Verdict::Stop => {
+                    open.leave_row();
+                    break;
+                }
+            }
             if !out.put_tuple_of(desc, tuple) {
                 deform(slot, layout, &mut values, &mut nulls);
                 out.put_row_of(desc, &values, &nulls);

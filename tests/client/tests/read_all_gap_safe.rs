@@ -220,17 +220,10 @@ fn rolled_back_appends_neither_show_nor_stall_the_reader() {
     verify_store(&mut db.connect());
 }
 
-/// A statement's snapshot is not the read's (docs/reference.md §3): `es.read_all` takes the
-/// gap-safe bound and its own snapshot together. Here a cursor's snapshot is taken at DECLARE,
-/// while a writer holds a lower position; a second writer's higher position is committed and
-/// visible to it; the first writer commits before the FETCH. A read in the cursor's snapshot up
-/// to the bound found at FETCH (no position in flight any more) would return the higher position
-/// without the lower one, a gap the reader pages past for ever; this guards any future read
-/// that runs in the calling statement's snapshot (an inlined SQL read was tried, see
-/// docs/benchmarks.md).
-#[test]
-fn a_writer_committing_after_the_statement_snapshot_is_not_skipped() {
-    let db = TestDb::new("read_all_late");
+/// A database with one committed event, and a writer that holds the next position: the setup
+/// connection, the last committed position, the writer's connection (its transaction open) and
+/// its stream.
+fn low_position_in_flight(db: &TestDb) -> (Client, i64, Client, Uuid) {
     let mut setup = db.connect();
     assert_preloaded(&mut setup);
     append(
@@ -244,7 +237,6 @@ fn a_writer_committing_after_the_statement_snapshot_is_not_skipped() {
         .query_one("SELECT max(global_position) FROM es.events", &[])
         .unwrap()
         .get(0);
-
     let mut low = db.connect();
     low.batch_execute("BEGIN").unwrap();
     let low_stream = Uuid::new_v4();
@@ -255,6 +247,21 @@ fn a_writer_committing_after_the_statement_snapshot_is_not_skipped() {
         &[r#"{"type":"Low"}"#.to_owned()],
     )
     .unwrap();
+    (setup, before, low, low_stream)
+}
+
+/// A statement's snapshot is not the read's (docs/reference.md §3): `es.read_all` takes the
+/// gap-safe bound and its own snapshot together. Here a cursor's snapshot is taken at DECLARE,
+/// while a writer holds a lower position; a second writer's higher position is committed and
+/// visible to it; the first writer commits before the FETCH. A read in the cursor's snapshot up
+/// to the bound found at FETCH (no position in flight any more) would return the higher position
+/// without the lower one, a gap the reader pages past for ever; this guards any future read
+/// that runs in the calling statement's snapshot (an inlined SQL read was tried, see
+/// docs/benchmarks.md).
+#[test]
+fn a_writer_committing_after_the_statement_snapshot_is_not_skipped() {
+    let db = TestDb::new("read_all_late");
+    let (mut setup, before, mut low, low_stream) = low_position_in_flight(&db);
     let high_stream = Uuid::new_v4();
     append(
         &mut setup,
@@ -278,6 +285,58 @@ fn a_writer_committing_after_the_statement_snapshot_is_not_skipped() {
         streams,
         vec![low_stream, high_stream],
         "both events, the late commit's lower position first"
+    );
+    verify_store(&mut setup);
+}
+
+/// The gap-safe bound is checked on each row the read fetches (one index key, `> after`, as the
+/// hand-written query has): while a writer holds a lower position, a second writer's higher
+/// positions are committed and visible to the read's snapshot, yet no page returns them,
+/// whatever its size; once the first writer commits, all come back in position order.
+#[test]
+fn committed_positions_above_one_in_flight_are_not_returned() {
+    let db = TestDb::new("read_all_above");
+    let (mut setup, before, mut low, low_stream) = low_position_in_flight(&db);
+    let high_stream = Uuid::new_v4();
+    let high: Vec<String> = (1..=3)
+        .map(|i| format!(r#"{{"type":"High{i}"}}"#))
+        .collect();
+    append(&mut setup, high_stream, Some(0), &high).unwrap();
+    let committed_above: i64 = setup
+        .query_one(
+            "SELECT count(*) FROM es.events WHERE global_position > $1",
+            &[&before],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        committed_above, 3,
+        "the high events are committed and visible"
+    );
+
+    let mut reader = db.connect();
+    for page in [1i64, 2, 3, 1000] {
+        let positions = bigints(
+            &mut reader,
+            "SELECT global_position FROM es.read_all($1, $2)",
+            &[&before, &page],
+        );
+        assert!(
+            positions.is_empty(),
+            "a page of {page} returned {positions:?} above the position in flight"
+        );
+    }
+    low.batch_execute("COMMIT").unwrap();
+    let streams: Vec<Uuid> = reader
+        .query("SELECT stream_id FROM es.read_all($1, 1000)", &[&before])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        streams,
+        vec![low_stream, high_stream, high_stream, high_stream],
+        "the low event first, then the high ones"
     );
     verify_store(&mut setup);
 }
