@@ -2539,10 +2539,11 @@ impl RowBound {
     /// [`RowBound::for_events`]).
     unsafe fn verdict(self, tuple: pg_sys::HeapTuple) -> Verdict {
         let (attribute, offset) = self.attribute();
-        // SAFETY: the caller's contract: the attributes up to the bound's are fixed-width and
+        // The caller's contract: the attributes up to the bound's are fixed-width and
         // come first, so when the tuple holds them (its attribute count) and none is NULL (the
         // null bitmap, when there is one) the bigint is at `offset` of the data, which starts
         // at `t_hoff` (MAXALIGNed) within the tuple's length.
+        // SAFETY: reads inside the tuple only when it holds the attributes, none NULL.
         let value = unsafe {
             let header = (*tuple).t_data;
             let natts = ((*header).t_infomask2 as u32 & pg_sys::HEAP_NATTS_MASK) as usize;

@@ -187,11 +187,12 @@ fn resolve(relay: Oid, generation: u64, shard: Option<i32>) -> Result<Relay, Eve
             context: None,
         })
     };
-    // SAFETY: syscache look-ups by OID and by (name, argument types, namespace); the fixed-size
-    // part of the tuples is read while they are held, names copied, tuples released; the
-    // argument names come palloc'd from get_func_arg_info. The FmgrInfo is allocated zeroed in
-    // the relays' memory and filled by fmgr_info_cxt for an existing function, whatever it
-    // allocates going to that memory too.
+    // Syscache look-ups by OID and by (name, argument types, namespace); the fixed-size part of
+    // the tuples is read while they are held, names copied, tuples released; the argument names
+    // come palloc'd from get_func_arg_info. The FmgrInfo is allocated zeroed in the relays'
+    // memory and filled by fmgr_info_cxt for an existing function, whatever it allocates going
+    // to that memory too.
+    // SAFETY: tuples read only while held, then released; the FmgrInfo in the relays' memory.
     unsafe {
         let tuple = pg_sys::SearchSysCache1(
             pg_sys::SysCacheIdentifier::PROCOID as c_int,
@@ -293,10 +294,11 @@ unsafe fn wire_statement(
     shard: i32,
     memory: pg_sys::MemoryContext,
 ) -> Option<super::wire::Statement> {
-    // SAFETY: a syscache look-up by OID; prosrc is copied into a Rust string and the argument
+    // A syscache look-up by OID; prosrc is copied into a Rust string and the argument
     // types and names (palloc'd by get_func_arg_info) read while the tuple is held, then it
     // is released; getTypeBinary*Info and fmgr_info_cxt run for built-in types (WIRE_TYPES),
     // which all have send and receive functions, their FmgrInfos allocated in `memory`.
+    // SAFETY: the tuple read only while held; FmgrInfos of built-in types in `memory`.
     unsafe {
         let tuple = pg_sys::SearchSysCache1(
             pg_sys::SysCacheIdentifier::PROCOID as c_int,
@@ -560,10 +562,11 @@ unsafe fn relay(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreErr
     if let (Some(shard), Some(statement)) = (relay.shard, relay.wire.as_ref())
         && super::wire::PROXY_WIRE.get()
     {
-        // SAFETY: fcinfo is the relay's frame (the caller's contract), its arguments of the
+        // fcinfo is the relay's frame (the caller's contract), its arguments of the
         // statement's types (the twin has the relay's argument types); the statement's
         // FmgrInfos live in MEMORY, which no relay resets during this call (none is resolved
         // in it).
+        // SAFETY: the relay's own frame; the statement's FmgrInfos alive in MEMORY.
         match unsafe { super::wire::call(shard, statement, fcinfo) } {
             super::wire::Outcome::Done(datum, isnull) => {
                 // SAFETY: the caller's frame.
@@ -574,13 +577,14 @@ unsafe fn relay(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreErr
             super::wire::Outcome::Twin => {}
         }
     }
-    // SAFETY: relay.flinfo is fmgr's lookup of the twin (an existing function with the relay's
-    // argument and result types, its handler checked by resolve), alive in MEMORY: nothing
-    // resets it while DEPTH counts this call. The caller's frame is lent to the twin with that
-    // FmgrInfo (the same arguments in the same types; fn_expr the caller's expression, whose
-    // argument types are the same) and given back on both paths; call_catching's contract
-    // holds (the frame is set up for the twin's handler, and this frame owns nothing that a
-    // longjmp could skip: only raw pointers and copies).
+    // relay.flinfo is fmgr's lookup of the twin (an existing function with the relay's argument
+    // and result types, its handler checked by resolve), alive in MEMORY: nothing resets it
+    // while DEPTH counts this call. The caller's frame is lent to the twin with that FmgrInfo
+    // (the same arguments in the same types; fn_expr the caller's expression, whose argument
+    // types are the same) and given back on both paths; call_catching's contract holds (the
+    // frame is set up for the twin's handler, and this frame owns nothing that a longjmp could
+    // skip: only raw pointers and copies).
+    // SAFETY: the twin's live FmgrInfo on the caller's frame, restored on both paths.
     let result = unsafe {
         let own = (*fcinfo).flinfo;
         let twin = relay.flinfo;

@@ -1097,10 +1097,11 @@ pub unsafe fn call(shard: i32, statement: &Statement, fcinfo: pg_sys::FunctionCa
         let mut values: Vec<*const c_char> = Vec::with_capacity(n);
         let mut lengths: Vec<c_int> = Vec::with_capacity(n);
         for (i, send) in statement.send.iter().enumerate() {
-            // SAFETY: the caller's contract: the frame's i-th argument is of statement.types[i]
+            // The caller's contract: the frame's i-th argument is of statement.types[i]
             // and `send` is that type's send function; SendFunctionCall returns a plain
             // (untoasted) bytea palloc'd in the call's memory context, alive until the call
             // returns, which is after libpq has copied it (PQsendQueryPrepared below).
+            // SAFETY: a send function of the argument's own type; the bytea outlives libpq's copy.
             unsafe {
                 let arg = *(*fcinfo).args.as_ptr().add(i);
                 if arg.isnull {
