@@ -205,9 +205,10 @@ pub unsafe fn heap_update_in_guard(
 /// A new wait event set for `nevents` events that lives until `FreeWaitEventSet` (in
 /// TopMemoryContext, owned by no resource owner: it survives the transaction's end).
 pub fn long_lived_wait_event_set(nevents: i32) -> *mut pg_sys::WaitEventSet {
-    // SAFETY: CreateWaitEventSet allocates the set in TopMemoryContext (15: the context given;
+    // CreateWaitEventSet allocates the set in TopMemoryContext (15: the context given;
     // 18: without a resource owner) and opens its epoll descriptor; it raises only on
     // exhaustion, inside the caller's guard.
+    // SAFETY: a set in TopMemoryContext the caller owns; it raises only inside the caller's guard.
     unsafe {
         #[cfg(feature = "pg15")]
         let set = pg_sys::CreateWaitEventSet(pg_sys::TopMemoryContext, nevents);

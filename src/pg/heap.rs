@@ -1180,9 +1180,10 @@ unsafe fn follow_update(
     values: &mut [Datum],
     nulls: &mut [bool],
 ) -> pg_sys::HeapTuple {
-    // SAFETY: `XactIsoLevel` is this backend's setting; the caller's contract for the rest:
+    // `XactIsoLevel` is this backend's setting; the caller's contract for the rest:
     // `fetch_any` reads a row version of the open `rel`, and a non-NULL copy is a tuple of
     // `desc`, deformed into arrays of its `natts` entries (guarded calls).
+    // SAFETY: guarded calls on the caller's open `rel`; the arrays hold `natts` entries.
     unsafe {
         if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
             serialization_failure();
@@ -1817,9 +1818,10 @@ impl ReadTarget<10> {
                 .map(|t| (t.rel_oid, t.index_oid, t.natts, t.at))
         });
         if let Some((rel_oid, index_oid, natts, at)) = cached {
-            // SAFETY: `open_pair_in_guard` runs whole inside this one guard and owns only OIDs
+            // `open_pair_in_guard` runs whole inside this one guard and owns only OIDs
             // and raw pointers (no destructor, no panic possible); what it opened is closed
             // below or by `close`.
+            // SAFETY: one guard whose frames own only OIDs and raw pointers.
             let (rel, idx, user) = unsafe {
                 pg_sys::ffi::pg_guard_ffi_boundary(|| open_pair_in_guard(rel_oid, index_oid))
             };
@@ -2139,9 +2141,10 @@ impl OpenScan {
     ) -> OpenScan {
         let (rel, index) = (target.rel, target.index);
         // After an ERROR the abort frees what was begun (see the module's header).
-        // SAFETY: the caller's contract; `begin_in_guard` runs whole inside this one guard, its
+        // The caller's contract; `begin_in_guard` runs whole inside this one guard, its
         // frame and the closure's owning only raw pointers, a borrowed slice and integers (no
         // destructor, no panic), so an ERROR longjmping to the guard skips nothing.
+        // SAFETY: one guard whose frames own only raw pointers, a borrowed slice and integers.
         unsafe {
             pg_sys::ffi::pg_guard_ffi_boundary(|| {
                 OpenScan::begin_in_guard(rel, index, bounds, snapshot)
@@ -2466,9 +2469,10 @@ pub fn read_log_into(
         Some(_) => &[above],
         None => &[above, at_most],
     };
-    // SAFETY: the target is es.events and its global_position btree, open and checked; the
+    // The target is es.events and its global_position btree, open and checked; the
     // bounds are of that column, the ceiling given by `for_events` on that index (ascending
     // positions); the snapshot is registered while `snapshot` lives.
+    // SAFETY: es.events and its position index, open and checked; the snapshot registered.
     let filled = unsafe {
         fill(
             &target,
@@ -2850,9 +2854,10 @@ unsafe fn life_in_guard(
         // the btree only reads it): no palloc'd copy.
         Datum::from(stream.as_bytes().as_ptr().cast_mut()),
     )];
-    // SAFETY: the caller's contract. The row's values are read while the slot holds it (the
+    // The caller's contract. The row's values are read while the slot holds it (the
     // text in the pinned buffer or detoasted into the scan's context, which `end_in_guard`
     // deletes only after the value is classified); the scan ends before the relations close.
+    // SAFETY: values read while the slot holds the row; the scan ends before the close.
     unsafe {
         let open = OpenScan::begin_in_guard(rel, index, &bounds, ScanSnapshot::Of(reading));
         let slot = open.slot;

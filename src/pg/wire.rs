@@ -270,9 +270,10 @@ mod pq {
     /// exists.
     fn own_file() -> Option<Vec<u8>> {
         let mut buf = [0 as c_char; pg_sys::MAXPGPATH as usize];
-        // SAFETY: my_exec_path is the server's NUL-terminated path of its executable, set at
+        // `my_exec_path` is the server's NUL-terminated path of its executable, set at
         // start; get_lib_path writes at most MAXPGPATH bytes, NUL included, into `buf`, and
         // raises nothing (path arithmetic only).
+        // SAFETY: path arithmetic from a NUL-terminated path into a MAXPGPATH buffer.
         unsafe {
             pg_sys::get_lib_path(
                 std::ptr::addr_of!(pg_sys::my_exec_path).cast::<c_char>(),
@@ -394,9 +395,10 @@ impl Drop for Wire {
         let Some(conn) = self.conn.take() else { return };
         if self.busy {
             let mut buf = [0 as c_char; 256];
-            // SAFETY: conn.conn is a live connection this frame owns (not in the cache); the
+            // `conn.conn` is a live connection this frame owns (not in the cache); the
             // cancel handle is made, used and freed here; PQcancel writes at most 256 bytes.
             // No PostgreSQL call: safe while an ERROR unwinds.
+            // SAFETY: a live connection this frame owns; no PostgreSQL call.
             unsafe {
                 let cancel = pq::PQgetCancel(conn.conn);
                 if !cancel.is_null() {
@@ -412,9 +414,10 @@ impl Drop for Wire {
 /// Closes a connection that nothing else holds.
 fn close(conn: Conn) {
     if !conn.waits.is_null() {
-        // SAFETY: the set was made for this connection alone and nothing waits on it now;
+        // The set was made for this connection alone and nothing waits on it now;
         // FreeWaitEventSet closes its epoll descriptor and pfrees it (it raises nothing, so it
         // is safe while an ERROR unwinds).
+        // SAFETY: this connection's own set, unused now; freeing it raises nothing.
         unsafe { pg_sys::FreeWaitEventSet(conn.waits) };
     }
     // SAFETY: the connection came from PQconnectStartParams and is owned by `conn` alone
@@ -550,9 +553,10 @@ fn append_option(out: &mut String, key: &str, value: &str) {
 /// the cluster is left to the twin (options PL/Proxy applies itself, no such shard, no user
 /// mapping). Raises PostgreSQL's 42501 when the user may not use the server, as PL/Proxy does.
 fn connstr(shard: i32, user: Oid) -> Option<(String, Option<Duration>)> {
-    // SAFETY: syscache look-ups by name and by (user, server); the options are copied while
+    // Syscache look-ups by name and by (user, server); the options are copied while
     // the tuples are held, then released; aclcheck_error raises (inside the caller's guard) and
     // does not return for a refusal.
+    // SAFETY: tuples read only while held, then released; a refusal raises inside the guard.
     unsafe {
         let tuple = pg_sys::SearchSysCache1(
             pg_sys::SysCacheIdentifier::FOREIGNSERVERNAME as c_int,
@@ -685,9 +689,10 @@ fn wait(conn: *mut pq::PGconn, events: u32, deadline: Option<Instant>) -> bool {
         if deadline.is_some() {
             flags |= pg_sys::WL_TIMEOUT;
         }
-        // SAFETY: waits on this backend's own latch and the connection's socket (open: the
+        // Waits on this backend's own latch and the connection's socket (open: the
         // caller holds the connection); the latch is reset before the interrupt check, as
         // every latch loop in PostgreSQL does.
+        // SAFETY: this backend's latch and the held connection's open socket.
         let rc = unsafe {
             let socket = pq::PQsocket(conn);
             pg_sys::WaitLatchOrSocket(
@@ -1166,10 +1171,10 @@ pub unsafe fn call(shard: i32, statement: &Statement, fcinfo: pg_sys::FunctionCa
             // one whose prepared statements no longer serve (a plan whose result type changed,
             // 0A000; a statement gone, 26000, e.g. a pooler's DISCARD ALL)
             let stale = matches!(e.sqlstate.as_str(), "0A000" | "26000");
-            // SAFETY: the connection owned by `wire`.
             let idle = !stale
                 && !wire.busy
                 && !wire.raw().is_null()
+                // SAFETY: a non-null connection owned by `wire` (checked just above).
                 && unsafe {
                     pq::PQstatus(wire.raw()) == pq::CONNECTION_OK
                         && pq::PQtransactionStatus(wire.raw()) == pq::TRANS_IDLE
@@ -1206,9 +1211,10 @@ fn unavailable(why: &str) {
 /// # Safety
 /// `data` points at `len` readable bytes; the statement's FmgrInfos are alive.
 unsafe fn receive(statement: &Statement, data: *const c_char, len: c_int) -> Datum {
-    // SAFETY: the caller's contract; the StringInfo is palloc'd in the call's memory context
+    // The caller's contract; the StringInfo is palloc'd in the call's memory context
     // with the trailing NUL receive functions rely on; ReceiveFunctionCall checks that the
     // whole buffer was read (an ERROR otherwise) and returns a datum in the same context.
+    // SAFETY: a palloc'd NUL-terminated buffer for the type's own receive function.
     unsafe {
         let buf = pg_sys::makeStringInfo();
         pg_sys::appendBinaryStringInfo(buf, data.cast(), len);
