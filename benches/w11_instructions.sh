@@ -9,7 +9,8 @@
 #!                     s(<random n>); per call = (that − the same with 40 calls) / N. The
 #!                     partitions run in a normal server (their work is other processes, not
 #!                     counted). Pass BODY 'SELECT (SELECT id FROM bench_w11 WHERE n = $1)' for
-#!                     the floor the call is measured against.
+#!                     the floor the call is measured against. ES_W11I_WIRE=off counts the
+#!                     PL/Proxy twin's path instead of the relay's own wire (es.proxy_wire).
 #!   part FORM [N]     instructions per statement on partition 0 (single-user): FORM direct (the
 #!                     direct side's prepared append), select (the statement PL/Proxy sends for
 #!                     es.append_events: parsed and planned per call), target (TARGET's
@@ -85,13 +86,15 @@ proxy)
   clb stop >/dev/null 2>&1 || true
   cl "$A" "$PA" start >/dev/null
   line="EXECUTE s((random() * $((STREAMS - 1)))::int + 1);"
-  { echo "SELECT setseed(0.5); PREPARE s(int) AS $body;"; for ((k = 0; k < 40; k++)); do echo "$line"; done; } >"$dir/base.sql"
+  # The setting is SET in the script itself: the single-user backend is the one that counts, and
+  # an ALTER DATABASE … SET of the proxy database was not seen to reach it.
+  { echo "SET es.proxy_wire = ${ES_W11I_WIRE:-on}; SELECT setseed(0.5); PREPARE s(int) AS $body;"; for ((k = 0; k < 40; k++)); do echo "$line"; done; } >"$dir/base.sql"
   { cat "$dir/base.sql"; for ((k = 0; k < n; k++)); do echo "$line"; done; } >"$dir/loop.sql"
   chmod 644 "$dir"/*.sql
   b=$(count "$B" w_proxy "$dir/base.sql")
   l=$(count "$B" w_proxy "$dir/loop.sql")
   ! grep -m3 ERROR "$dir/single.out" "$dir/single.err" || exit 1
-  echo "proxy backend, per call: $(((l - b) / n))  ($body)" ;;
+  echo "proxy backend, per call: $(((l - b) / n))  (es.proxy_wire = ${ES_W11I_WIRE:-on}; $body)" ;;
 part)
   form=${2:?part needs a FORM}
   n=${3:-2000}

@@ -98,7 +98,12 @@ start() {
     : >"$conf"
   fi
   printf '%s\n' "${ES_EXTRA_CONF:-}" >"$DATA/conf.d-extra.conf"
-  chown postgres:postgres "$conf" "$DATA/conf.d-extra.conf" 2>/dev/null || true
+  # the port of this start, not only initdb's: a kept cluster started with another ES_PORT
+  # listens where `env` says it does
+  printf '%s\n' "port = $PORT" >"$DATA/conf.d-port.conf"
+  chown postgres:postgres "$conf" "$DATA/conf.d-extra.conf" "$DATA/conf.d-port.conf" 2>/dev/null || true
+  grep -q "include_if_exists = 'conf.d-port.conf'" "$DATA/postgresql.conf" ||
+    echo "include_if_exists = 'conf.d-port.conf'" >>"$DATA/postgresql.conf"
   grep -q "include_if_exists = 'conf.d-preload.conf'" "$DATA/postgresql.conf" ||
     echo "include_if_exists = 'conf.d-preload.conf'" >>"$DATA/postgresql.conf"
   grep -q "include_if_exists = 'conf.d-extra.conf'" "$DATA/postgresql.conf" ||

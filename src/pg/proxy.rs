@@ -407,47 +407,6 @@ fn first_argument_is_uuid(oid: Oid) -> bool {
     }
 }
 
-/// The number of shards of server `es_shards` (its options `p0`, `p1`, …), 0 without it.
-fn shard_count() -> i32 {
-    // SAFETY: a syscache look-up by name; the options (a text[]) are copied into Rust strings
-    // while the tuple is held, then it is released.
-    unsafe {
-        let tuple = pg_sys::SearchSysCache1(
-            pg_sys::SysCacheIdentifier::FOREIGNSERVERNAME as c_int,
-            Datum::from(c"es_shards".as_ptr()),
-        );
-        if tuple.is_null() {
-            return 0;
-        }
-        let mut isnull = false;
-        let options = pg_sys::SysCacheGetAttr(
-            pg_sys::SysCacheIdentifier::FOREIGNSERVERNAME as c_int,
-            tuple,
-            pg_sys::Anum_pg_foreign_server_srvoptions as pg_sys::AttrNumber,
-            &mut isnull,
-        );
-        let options = if isnull {
-            Vec::new()
-        } else {
-            super::call::text_array_elements(options)
-        };
-        pg_sys::ReleaseSysCache(tuple);
-        // as es.shard_count counts them: options matching ^p[0-9]+=
-        let count = options
-            .iter()
-            .flatten()
-            .filter(|option| {
-                let option = option.as_bytes();
-                let digits = option
-                    .strip_prefix(b"p")
-                    .map_or(0, |r| r.iter().take_while(|b| b.is_ascii_digit()).count());
-                digits > 0 && option.get(1 + digits) == Some(&b'=')
-            })
-            .count();
-        count as i32
-    }
-}
-
 /// Raises PostgreSQL's own 42501 unless the current user may use schema es_proxy and execute
 /// `twin`, as the SQL call of the twin would.
 fn check_access(namespace: Oid, twin: Oid) {
@@ -522,7 +481,7 @@ unsafe fn relay(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, EventStoreErr
     let shards = if counted == generation {
         shards
     } else {
-        let n = shard_count();
+        let n = super::wire::shard_count();
         SHARDS.with(|s| s.set((generation, n)));
         n
     };

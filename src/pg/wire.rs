@@ -647,6 +647,29 @@ fn connstr(shard: i32, user: Oid) -> Option<(String, Option<Duration>)> {
     }
 }
 
+/// The number of shards of server `es_shards` (its options `p0`, `p1`, …, as `es.shard_count`
+/// counts them), 0 without it.
+pub(super) fn shard_count() -> i32 {
+    // SAFETY: a syscache look-up by name; the options are copied into Rust strings while the
+    // tuple is held, then it is released.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::FOREIGNSERVERNAME as c_int,
+            Datum::from(c"es_shards".as_ptr()),
+        );
+        if tuple.is_null() {
+            return 0;
+        }
+        let server_options = options(
+            pg_sys::SysCacheIdentifier::FOREIGNSERVERNAME,
+            tuple,
+            pg_sys::Anum_pg_foreign_server_srvoptions,
+        );
+        pg_sys::ReleaseSysCache(tuple);
+        server_options.iter().filter(|o| is_partition(o)).count() as i32
+    }
+}
+
 /// Whether `option` is a partition's (`p<digits>=…`), as es.shard_count counts them.
 fn is_partition(option: &str) -> bool {
     let b = option.as_bytes();
