@@ -37,9 +37,10 @@
 //! append's writes call PostgreSQL through the unguarded bindings of `raw` instead, in a few
 //! regions, each run whole inside one `pg_guard_ffi_boundary` (the `*_in_guard` functions:
 //! opening a table with its indexes, finding a stream's row, replacing it and closing its table,
-//! inserting the rows and closing). Their frames own nothing with a destructor and cannot panic, so an ERROR
-//! longjmps to the region's guard, which raises it as every guarded call does, and nothing that
-//! would have run is skipped. The stream rules' judge (which may run the user's code) runs
+//! drawing the global position (a closure the caller passes: this module does not know the
+//! positions), inserting the rows and closing). Their frames own nothing with a destructor and
+//! cannot panic, so an ERROR longjmps to the region's guard, which raises it as every guarded
+//! call does, and nothing that would have run is skipped. The stream rules' judge (which may run the user's code) runs
 //! between two regions, never inside one.
 //!
 //! The reads (`es.load_events`, `es.read_all`, a stream's life) do the same: opening the table
@@ -436,7 +437,7 @@ pub fn archive_in_use() -> bool {
     // Open, count and close under one guard; the count is used only when the generation did
     // not move while locking (the relation opened is then the name's).
     let generation = memo::generation();
-    if let Some(oid) = memo::relation_oid(c"events_archive") {
+    if let Some(oid) = memo::relation_oid(Remembered::EventsArchive) {
         // SAFETY: `blocks_in_guard` runs whole inside this one guard and owns only an OID and
         // a raw pointer (no destructor, no panic possible).
         let blocks = unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| blocks_in_guard(oid)) };
@@ -478,11 +479,44 @@ unsafe fn blocks_in_guard(oid: Oid) -> Option<pg_sys::BlockNumber> {
     }
 }
 
-/// `es.<name>`'s OID (a table, index or sequence of the store), remembered per backend until
+/// The relations of the store whose OIDs the write path asks for on every append, each
+/// remembered in a slot of its own (see [`memo`]): the slot is its index, so finding it costs
+/// no search by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remembered {
+    /// `es.streams`.
+    Streams,
+    /// `es.streams_pkey`.
+    StreamsPkey,
+    /// `es.events`.
+    Events,
+    /// `es.global_position_seq`.
+    PositionSequence,
+    /// `es.events_archive`.
+    EventsArchive,
+}
+
+impl Remembered {
+    /// How many there are (the memo's slots).
+    const COUNT: usize = 5;
+
+    /// The relation's name in schema `es`.
+    const fn name(self) -> &'static CStr {
+        match self {
+            Remembered::Streams => c"streams",
+            Remembered::StreamsPkey => c"streams_pkey",
+            Remembered::Events => c"events",
+            Remembered::PositionSequence => c"global_position_seq",
+            Remembered::EventsArchive => c"events_archive",
+        }
+    }
+}
+
+/// `es.<rel>`'s OID (a table, index or sequence of the store), remembered per backend until
 /// an invalidation could have changed it (see [`memo`]): for the write path, which asks on
 /// every append.
-pub fn remembered_relation_oid(name: &'static CStr) -> Option<Oid> {
-    memo::relation_oid(name)
+pub fn remembered_relation_oid(rel: Remembered) -> Option<Oid> {
+    memo::relation_oid(rel)
 }
 
 fn relation_oid(name: &CStr) -> Option<Oid> {
@@ -512,9 +546,8 @@ fn relation_oid(name: &CStr) -> Option<Oid> {
 /// and the layout is checked again after `table_open` took its lock whenever the generation
 /// moved: the checks always see the descriptor the write uses.
 mod memo {
-    use super::{Layout, Oid, pg_sys};
+    use super::{Layout, Oid, Remembered, pg_sys};
     use std::cell::{Cell, RefCell};
-    use std::ffi::CStr;
 
     /// One remembered layout: (generation, table, (columns' list address, its length), natts,
     /// attribute indexes padded to the longest list).
@@ -523,8 +556,10 @@ mod memo {
     thread_local! {
         static GENERATION: Cell<u64> = const { Cell::new(1) };
         static REGISTERED: Cell<bool> = const { Cell::new(false) };
-        /// (generation, name, OID)
-        static OIDS: RefCell<Vec<(u64, &'static CStr, Oid)>> = const { RefCell::new(Vec::new()) };
+        /// (generation, OID) of each [`Remembered`] relation, at its index; generation 0 is
+        /// never current (the first `generation()` makes it 2).
+        static OIDS: [Cell<(u64, Oid)>; Remembered::COUNT] =
+            const { [const { Cell::new((0, pg_sys::InvalidOid)) }; Remembered::COUNT] };
         static LAYOUTS: RefCell<Vec<LayoutEntry>> = const { RefCell::new(Vec::new()) };
         /// (generation, index OID) of a primary key checked to be the bump's btree.
         static PKEY_CHECKED: Cell<(u64, Oid)> = const { Cell::new((0, pg_sys::InvalidOid)) };
@@ -580,24 +615,18 @@ mod memo {
         GENERATION.with(Cell::get)
     }
 
-    /// `es.<name>`'s OID, remembered while the generation holds.
-    pub(super) fn relation_oid(name: &'static CStr) -> Option<Oid> {
+    /// `es.<rel>`'s OID, remembered while the generation holds: an entry is used only in
+    /// the generation it was looked up in, and one looked up while an invalidation arrived
+    /// (the look-up may accept invalidations) carries the generation from before, so it is
+    /// stale at once.
+    pub(super) fn relation_oid(rel: Remembered) -> Option<Oid> {
         let now = generation();
-        let known = OIDS.with(|o| {
-            o.borrow()
-                .iter()
-                .find(|(g, n, _)| *g == now && *n == name)
-                .map(|e| e.2)
-        });
-        if known.is_some() {
-            return known;
+        let (known_at, oid) = OIDS.with(|o| o[rel as usize].get());
+        if known_at == now {
+            return Some(oid);
         }
-        let oid = super::relation_oid(name)?;
-        OIDS.with(|o| {
-            let mut o = o.borrow_mut();
-            o.retain(|(g, n, _)| *g == now && *n != name);
-            o.push((now, name, oid));
-        });
+        let oid = super::relation_oid(rel.name())?;
+        OIDS.with(|o| o[rel as usize].set((now, oid)));
         Some(oid)
     }
 
@@ -857,15 +886,15 @@ struct Target<const N: usize> {
 }
 
 impl<const N: usize> Target<N> {
-    /// Opens `es.<name>` when nothing but the store's own work applies to a write of it (see the
-    /// module's header): the columns `columns`, no rules, CHECK constraints or row-level
-    /// security, no triggers for the operation (`no_triggers`), only simple indexes. `None`
-    /// (nothing left open) otherwise.
+    /// Opens the store's relation `name` when nothing but the store's own work applies to a
+    /// write of it (see the module's header): the columns `columns`, no rules, CHECK
+    /// constraints or row-level security, no triggers for the operation (`no_triggers`), only
+    /// simple indexes. `None` (nothing left open) otherwise.
     ///
     /// The table and its indexes are opened under one pgrx guard ([`open_in_guard`]), the
     /// checks run after it (they may allocate the backend's memos).
     fn open(
-        name: &'static CStr,
+        name: Remembered,
         columns: &'static [Column; N],
         no_triggers: unsafe fn(pg_sys::Relation) -> bool,
     ) -> Option<Target<N>> {
@@ -981,13 +1010,13 @@ pub fn bump_stream<E>(
     n: i64,
     judge: &mut dyn FnMut(&StreamHead<'_>) -> Result<Option<Kept>, E>,
 ) -> Outcome<Result<Bump, E>> {
-    let Some(pkey_oid) = memo::relation_oid(c"streams_pkey") else {
+    let Some(pkey_oid) = memo::relation_oid(Remembered::StreamsPkey) else {
         return Outcome::Fallback;
     };
-    if let Some(target) = Target::open(c"streams", &STREAMS, no_update_triggers) {
+    if let Some(target) = Target::open(Remembered::Streams, &STREAMS, no_update_triggers) {
         return bump_in(target, pkey_oid, stream, expected, n, judge);
     }
-    match Target::open(c"streams", &STREAMS_0_1, no_update_triggers) {
+    match Target::open(Remembered::Streams, &STREAMS_0_1, no_update_triggers) {
         Some(target) => bump_in(target, pkey_oid, stream, expected, n, judge),
         None => Outcome::Fallback,
     }
@@ -1516,7 +1545,7 @@ pub fn open_events(rows: &[EventRow]) -> Option<EventsTarget> {
     if !complete {
         return None;
     }
-    Target::open(c"events", &EVENTS, no_insert_triggers).map(EventsTarget)
+    Target::open(Remembered::Events, &EVENTS, no_insert_triggers).map(EventsTarget)
 }
 
 /// Gives `rows` the consecutive global positions from `first`, in order.
@@ -1527,12 +1556,20 @@ pub fn set_positions(rows: &mut [EventRow], first: i64) {
 }
 
 impl EventsTarget {
-    /// Inserts `rows` into `es.events` with their index entries, in order, and closes the table:
-    /// the rows are laid out first, then stored and the table closed under one pgrx guard
-    /// ([`insert_rows_in_guard`]).
-    pub fn insert(self, rows: &[EventRow]) {
+    /// Inserts `rows` into `es.events` with their index entries, in order, at the consecutive
+    /// global positions from the one `draw` returns, and closes the table; returns that first
+    /// position. The rows are laid out first (their `global_position` a placeholder), then,
+    /// under one pgrx guard, `draw` runs, the positions are written into the laid-out rows, the
+    /// rows are stored ([`insert_rows_in_guard`]) and the table closed: the positions are in
+    /// flight only for the inserts and the commit, and the draw costs no guard of its own.
+    ///
+    /// # Safety
+    /// `draw` runs inside that guard: it owns nothing with a destructor and cannot panic (it
+    /// may call PostgreSQL unguarded: an ERROR longjmps to the guard, which raises it).
+    pub unsafe fn insert(self, rows: &[EventRow], draw: impl FnOnce() -> i64) -> i64 {
         let target = self.0;
         let natts = target.layout.natts;
+        let position_at = target.layout.at[EVENT_GLOBAL_POSITION];
         // Made here, outside the guard, and only read through raw pointers inside it; on this
         // frame's stack for a few rows of the usual table (no heap allocation per append).
         let mut row_buffer = RowBuffer::new(rows.len() * natts);
@@ -1544,16 +1581,23 @@ impl EventsTarget {
             target.layout.fill(row, v, n);
         }
         let (values_at, nulls_at) = (values.as_mut_ptr(), nulls.as_mut_ptr());
+        let count = rows.len();
         // The vectors are owned by this frame, which the guard's panic unwinds normally.
         // SAFETY: the relation and its indexes are open and checked, closed here once (`target`
-        // is consumed); `insert_rows_in_guard` runs whole inside this one guard and owns nothing
-        // with a destructor, so an ERROR longjmping to the guard skips nothing.
+        // is consumed); `draw` (the caller's contract), the positions' writes into the `count`
+        // rows laid out above and `insert_rows_in_guard` run whole inside this one guard and own
+        // nothing with a destructor, so an ERROR longjmping to the guard skips nothing.
         unsafe {
             pg_sys::ffi::pg_guard_ffi_boundary(|| {
-                insert_rows_in_guard(&target, values_at, nulls_at, rows.len());
+                let first = draw();
+                for i in 0..count {
+                    *values_at.add(i * natts + position_at) = Datum::from(first + i as i64);
+                }
+                insert_rows_in_guard(&target, values_at, nulls_at, count);
                 close_in_guard(target.rel, &target.indexes);
+                first
             })
-        };
+        }
     }
 
     /// Closes the table without inserting (the draw failed), keeping its lock.

@@ -5,14 +5,17 @@
 
 use super::call::array_of;
 use super::heap::{self, EventRow};
+use super::positions::Draw;
 use super::spi::{self, Arg, Connection, Stmt};
+use event_store_core::EventStoreError;
+use pgrx::PgSqlErrorCode;
 use pgrx::pg_sys::BuiltinOid::{
     INT4ARRAYOID, INT4OID, INT8OID, JSONBARRAYOID, JSONBOID, TEXTARRAYOID, TEXTOID,
     TIMESTAMPTZARRAYOID, TIMESTAMPTZOID, UUIDARRAYOID, UUIDOID,
 };
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::pg_sys::{self, BuiltinOid, Datum};
-use pgrx::{PgSqlErrorCode, PgTryBuilder};
+use std::any::Any;
 use std::panic::AssertUnwindSafe;
 
 /// A unique index refused a row: which column and the value, as PostgreSQL reported them.
@@ -24,76 +27,104 @@ pub enum Conflict {
     Position(String),
 }
 
-/// Inserts `rows` (in order) with their index entries, at the global positions `draw` hands
-/// out: `rows`' `global_position` is filled here from the first position `draw` returns, which
-/// is also returned. `array` is the `events` argument the rows were read from (the SQL path
-/// stores its elements as they are).
+/// Inserts `rows` (in order) with their index entries, at the global positions of the draw
+/// `draw` prepares: `rows`' `global_position` is filled here from the first position drawn,
+/// which is also returned. `array` is the `events` argument the rows were read from (the SQL
+/// path stores its elements as they are).
 ///
-/// `draw` is called once, as late as possible: after the table and its indexes are opened and
-/// checked (and locked), directly before the first heap insert, so the positions are in flight
-/// only for the inserts and the commit (docs/reference.md §3: gap-safe readers wait for every
-/// position in flight below theirs). An `Err` of `draw` is handed back inside `Ok`, with
-/// nothing inserted.
+/// `draw` is called once, after the table and its indexes are opened and checked (and
+/// locked), and the positions are drawn as late as possible: the common draw (one position)
+/// inside the native insert's own guarded region, directly before the heap insert, any other
+/// directly before the inserts; so the positions are in flight only for the inserts and the
+/// commit (docs/reference.md §3: gap-safe readers wait for every position in flight below
+/// theirs). An `Err` of the draw is handed back inside `Ok`, with nothing inserted.
 ///
 /// After a [`Conflict`] the transaction holds a half-done insert: the caller must end the call
 /// with an ERROR (the abort removes it); the SPI connection is left to that abort.
-pub fn insert_events<E>(
+pub fn insert_events(
     conn: &Connection,
     rows: &mut [EventRow],
     array: Datum,
-    draw: impl FnOnce() -> Result<i64, E>,
-) -> Result<Result<i64, E>, Conflict> {
+    draw: impl FnOnce() -> Draw,
+) -> Result<Result<i64, EventStoreError>, Conflict> {
     // The closure owns `rows` and `draw` for its one run; nothing of them is used after an
-    // ERROR it catches (the handlers only read the error report).
-    PgTryBuilder::new(AssertUnwindSafe(|| {
+    // ERROR it catches (the catch only reads the error report). A plain `catch_unwind`, not
+    // pgrx's `PgTryBuilder`, which builds and drops its table of handlers on every append.
+    let stored = std::panic::catch_unwind(AssertUnwindSafe(|| {
         let native = heap::open_events(rows);
-        let first = match draw() {
-            Ok(first) => first,
-            Err(e) => {
-                if let Some(target) = native {
-                    target.close();
+        let draw = draw();
+        let first = match (native, draw.one()) {
+            (Some(target), Some(one)) => {
+                // SAFETY: `draw_in_guard` is called inside the insert's one guard, as its
+                // contract asks; it owns nothing with a destructor and cannot panic.
+                unsafe { target.insert(rows, || one.draw_in_guard()) }
+            }
+            (native, _) => {
+                let first = match draw.draw() {
+                    Ok(first) => first,
+                    Err(e) => {
+                        if let Some(target) = native {
+                            target.close();
+                        }
+                        return Ok(Err(e));
+                    }
+                };
+                match native {
+                    // SAFETY: the closure only returns the position drawn above: it owns
+                    // nothing with a destructor and cannot panic.
+                    Some(target) => unsafe { target.insert(rows, || first) },
+                    None => {
+                        heap::set_positions(rows, first);
+                        insert_with_sql(conn, rows, array);
+                        return Ok(Ok(first));
+                    }
                 }
-                return Ok(Err(e));
             }
         };
         heap::set_positions(rows, first);
-        match native {
-            Some(target) => target.insert(rows),
-            None => insert_with_sql(conn, rows, array),
-        }
         Ok(Ok(first))
-    }))
-    // One catch-all handler that rethrows everything but a unique violation, which is what
-    // `catch_when` does, without the map of handlers it allocates and frees on every append.
-    .catch_others(|caught| {
-        let (CaughtError::PostgresError(report)
-        | CaughtError::ErrorReport(report)
-        | CaughtError::RustPanic {
-            ereport: report, ..
-        }) = &caught;
-        if report.sql_error_code() != PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION {
-            caught.rethrow()
+    }));
+    match stored {
+        Ok(stored) => stored,
+        Err(payload) => Err(conflict_or_unwind(payload)),
+    }
+}
+
+/// The [`Conflict`] a unique violation of `es.events` raised by the insert is (an ERROR
+/// caught by a pgrx guard, as every ERROR of the insert is); anything else goes on unwinding
+/// exactly as it was raised. Out of the append's common code.
+#[cold]
+#[inline(never)]
+fn conflict_or_unwind(payload: Box<dyn Any + Send>) -> Conflict {
+    let conflict = match payload.downcast_ref::<CaughtError>() {
+        Some(CaughtError::PostgresError(report))
+            if report.sql_error_code() == PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION =>
+        {
+            let detail = report.detail().unwrap_or_default();
+            let value = detail
+                .split_once("=(")
+                .and_then(|(_, rest)| rest.split_once(')'))
+                .map(|(v, _)| v.to_owned())
+                .unwrap_or_default();
+            if detail.contains("(event_id)") {
+                Some(Conflict::EventId(value))
+            } else if detail.contains("(global_position)") {
+                Some(Conflict::Position(value))
+            } else {
+                None
+            }
         }
-        let detail = match &caught {
-            CaughtError::PostgresError(report) => report.detail().unwrap_or_default().to_owned(),
-            _ => String::new(),
-        };
-        let value = detail
-            .split_once("=(")
-            .and_then(|(_, rest)| rest.split_once(')'))
-            .map(|(v, _)| v.to_owned())
-            .unwrap_or_default();
-        if detail.contains("(event_id)") {
-            spi::leave_to_abort();
-            Err(Conflict::EventId(value))
-        } else if detail.contains("(global_position)") {
-            spi::leave_to_abort();
-            Err(Conflict::Position(value))
-        } else {
-            caught.rethrow()
-        }
-    })
-    .execute()
+        _ => None,
+    };
+    let Some(conflict) = conflict else {
+        std::panic::resume_unwind(payload)
+    };
+    spi::leave_to_abort();
+    // The guard that caught the ERROR flushed PostgreSQL's error state already; flushed again
+    // as pgrx's `PgTryBuilder` does after a handled error (it is idempotent).
+    // SAFETY: no error is being processed here: the guard turned it into this payload.
+    unsafe { pg_sys::FlushErrorState() };
+    conflict
 }
 
 /// The rows through the executor: one statement for one event, one `unnest` statement for a

@@ -149,7 +149,7 @@ fn slots(shared: &InFlight) -> &[Slot] {
 /// never served a stale OID.
 fn position_sequence() -> pg_sys::Oid {
     // Remembered per backend (two syscache searches by name on every append otherwise).
-    match super::heap::remembered_relation_oid(c"global_position_seq") {
+    match super::heap::remembered_relation_oid(super::heap::Remembered::PositionSequence) {
         Some(seq) => seq,
         None => {
             pgrx::error!("event_store: es.global_position_seq is missing; reinstall the extension")
@@ -157,11 +157,22 @@ fn position_sequence() -> pg_sys::Oid {
     }
 }
 
-/// Draws `n` global positions for an append and returns the first. Before the first draw of
-/// this backend (and before every draw while the database has a logical-replication
-/// subscription) the sequence is checked against the stored positions and moved past them: it is
-/// behind after a failover to a subscriber, and a position must never be handed out twice.
-pub fn draw(conn: &Connection, n: i64) -> Result<i64, EventStoreError> {
+/// A draw of `n` global positions for an append, prepared by [`prepare_draw`] (everything but
+/// the draw itself: the sequence, and the check of it against the stored positions when one is
+/// due), so the draw can run as late as possible: for the common draw, inside the insert's own
+/// guarded region ([`Draw::one`]).
+pub struct Draw {
+    sequence: pg_sys::Oid,
+    n: i64,
+    stored_max: Option<i64>,
+}
+
+/// Prepares the draw of `n` global positions for an append. Before the first draw of this
+/// backend (and before every draw while the database has a logical-replication subscription)
+/// the sequence is checked against the stored positions, and the draw then moves it past them:
+/// it is behind after a failover to a subscriber, and a position must never be handed out
+/// twice.
+pub fn prepare_draw(conn: &Connection, n: i64) -> Draw {
     register_database();
     let sequence = position_sequence();
     let subscribed = || {
@@ -174,7 +185,54 @@ pub fn draw(conn: &Connection, n: i64) -> Result<i64, EventStoreError> {
     } else {
         stored_max(conn)
     };
-    draw_positions(sequence, n, stored_max)
+    Draw {
+        sequence,
+        n,
+        stored_max,
+    }
+}
+
+impl Draw {
+    /// Draws the positions (see [`draw_positions`]) and returns the first.
+    pub fn draw(self) -> Result<i64, EventStoreError> {
+        draw_positions(self.sequence, self.n, self.stored_max)
+    }
+
+    /// The common draw (one position, no catch-up, the shared memory there), which can run
+    /// inside a caller's guarded region ([`OneDraw::draw_in_guard`]); `None` for any other,
+    /// which [`Draw::draw`] does with its own guards.
+    pub(in crate::pg) fn one(&self) -> Option<OneDraw> {
+        if self.n != 1 || self.stored_max.is_some() {
+            return None;
+        }
+        Some(OneDraw {
+            sequence: self.sequence,
+            shared: shared()?,
+            me: super::compat::my_proc_number(),
+        })
+    }
+}
+
+/// One position's draw without a catch-up, ready to run inside a guarded region.
+pub(in crate::pg) struct OneDraw {
+    sequence: pg_sys::Oid,
+    shared: &'static InFlight,
+    me: usize,
+}
+
+impl OneDraw {
+    /// Draws the position (the sequence's lock, the positions' lock shared, `nextval`, this
+    /// backend's slot recorded, the lock released) and returns it, calling PostgreSQL
+    /// unguarded; it owns nothing with a destructor and cannot panic.
+    ///
+    /// # Safety
+    /// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor
+    /// (an ERROR in `nextval` longjmps to that guard; the abort releases the LWLock).
+    pub(in crate::pg) unsafe fn draw_in_guard(&self) -> i64 {
+        // SAFETY: the caller's contract; `sequence` is the positions' sequence and `me` this
+        // backend's PGPROC number, as `draw_positions` passes them.
+        unsafe { draw_one_in_guard(self.sequence, self.shared, self.me) }
+    }
 }
 
 /// The highest position stored, archived events included, for the check of the sequence (see

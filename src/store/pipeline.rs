@@ -681,7 +681,7 @@ fn insert(
         conn,
         rows,
         batch.array.map_or(Datum::from(0usize), |a| a.datum()),
-        || positions::draw(conn, n),
+        || positions::prepare_draw(conn, n),
     )
     .map_err(|conflict| match conflict {
         // Only an id committed by another transaction after the look-up above gets here.

@@ -5,12 +5,78 @@
 
 use event_store_core::shape::{Scalar, to_json_text};
 use pgrx::pg_sys::{self, Datum};
-use std::ffi::{CString, c_char};
+use std::cell::Cell;
+use std::ffi::{CString, c_char, c_void};
 
 unsafe extern "C-unwind" {
     /// The fmgr entry of `jsonb_in`, unwrapped, for `DirectFunctionCall1Coll` (the guarded call).
     #[link_name = "jsonb_in"]
     fn jsonb_in_fmgr(fcinfo: pg_sys::FunctionCallInfo) -> Datum;
+}
+
+// `int64_to_numeric` and `pfree` are called only inside the one guard of `numeric_bytes`, whose
+// closure owns only integers, raw pointers and a byte array.
+// SAFETY: each declaration is PostgreSQL's own prototype (the one pgrx binds with its per-call
+// guard, the same on 15 and 18), linked by its C name.
+unsafe extern "C-unwind" {
+    /// PostgreSQL's `int64_to_numeric`, bound without pgrx's per-call guard.
+    #[link_name = "int64_to_numeric"]
+    fn int64_to_numeric_in_guard(v: i64) -> pg_sys::Numeric;
+    /// PostgreSQL's `pfree`, bound without pgrx's per-call guard.
+    #[link_name = "pfree"]
+    fn pfree_in_guard(pointer: *mut c_void);
+}
+
+/// Room for an `int64_to_numeric` value (a 4-byte header, the short format's 2-byte header and
+/// at most five base-10000 digits of 2 bytes: 16 bytes), with a margin.
+const NUMERIC_ROOM: usize = 32;
+
+/// The bytes of `int64_to_numeric(v)` and their count, the value made and freed under one pgrx
+/// guard instead of one per call (an account event's object has several numbers). A count above
+/// [`NUMERIC_ROOM`] means the bytes did not fit (none of an int64's does) and were cut.
+fn numeric_bytes(v: i64) -> ([u8; NUMERIC_ROOM], usize) {
+    // SAFETY: int64_to_numeric returns a palloc'd numeric with a 4-byte header in the current
+    // context (its varlena size covers the whole value); at most NUMERIC_ROOM bytes of it are
+    // copied to the array and it is freed. Both calls run unguarded inside this one guard,
+    // whose closure owns only integers, a raw pointer and the array (an ERROR skips nothing).
+    unsafe {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            let numeric = int64_to_numeric_in_guard(v);
+            let whole = pgrx::varlena::varsize_any(numeric.cast());
+            let mut bytes = [0u8; NUMERIC_ROOM];
+            std::ptr::copy_nonoverlapping(
+                numeric.cast::<u8>(),
+                bytes.as_mut_ptr(),
+                whole.min(NUMERIC_ROOM),
+            );
+            pfree_in_guard(numeric.cast());
+            (bytes, whole)
+        })
+    }
+}
+
+/// Whether the database's encoding is UTF-8: asked of PostgreSQL once per backend, as soon as
+/// it is connected to its database (whose encoding never changes), then remembered (an account
+/// command builds two objects).
+fn utf8_database() -> bool {
+    thread_local! {
+        static UTF8: Cell<Option<bool>> = const { Cell::new(None) };
+    }
+    if let Some(utf8) = UTF8.with(Cell::get) {
+        return utf8;
+    }
+    // SAFETY: reads the database's encoding, fixed for the life of the backend once
+    // MyDatabaseId is set (a process not connected yet asks again next time).
+    let (utf8, connected) = unsafe {
+        (
+            pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32,
+            pg_sys::MyDatabaseId != pg_sys::InvalidOid,
+        )
+    };
+    if connected {
+        UTF8.with(|u| u.set(Some(utf8)));
+    }
+    utf8
 }
 
 // The on-disk jsonb format (utils/jsonb.h of PostgreSQL 15 and 18, unchanged since 9.4).
@@ -86,16 +152,11 @@ fn flat_object(pairs: &[(&str, Scalar)]) -> Option<Datum> {
             Scalar::Int(v) => {
                 let pad = (4 - buf.len() % 4) % 4;
                 buf.resize(buf.len() + pad, 0);
-                // SAFETY: int64_to_numeric returns a palloc'd numeric with a 4-byte header in
-                // the current context (its varlena size covers the whole value); it is copied
-                // and freed here.
-                let numlen = unsafe {
-                    let numeric = pg_sys::int64_to_numeric(*v);
-                    let whole = pgrx::varlena::varsize_any(numeric.cast());
-                    buf.extend_from_slice(std::slice::from_raw_parts(numeric.cast::<u8>(), whole));
-                    pg_sys::pfree(numeric.cast());
-                    whole
-                };
+                let (numeric, numlen) = numeric_bytes(*v);
+                if numlen > NUMERIC_ROOM {
+                    return None;
+                }
+                buf.extend_from_slice(&numeric[..numlen]);
                 entry(&mut buf, n + i, JENTRY_ISNUMERIC, pad + numlen)?;
             }
         }
@@ -148,8 +209,7 @@ pub fn jsonb_from_text(json: &str) -> Datum {
 /// value `jsonb_in` gives for the same object (keys sorted and unique the same way). In a
 /// database whose encoding is not UTF-8 the strings need converting, so the text path does it.
 pub fn jsonb_object(pairs: &[(&str, Scalar)]) -> Datum {
-    // SAFETY: reads the database's encoding, fixed for the life of the backend.
-    if unsafe { pg_sys::GetDatabaseEncoding() } != pg_sys::pg_enc::PG_UTF8 as i32 {
+    if !utf8_database() {
         return jsonb_from_text(&to_json_text(pairs));
     }
     if let Some(direct) = flat_object(pairs) {

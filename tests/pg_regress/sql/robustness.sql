@@ -169,6 +169,12 @@ EXCEPTION WHEN OTHERS THEN
     RETURN st || ': ' || msg || coalesce(E'\nHINT: ' || nullif(hnt, ''), '');
 END $$;
 SELECT es.append_events('a9000000-0000-0000-0000-000000000001', 0, ARRAY['{"type":"A"}','{"type":"B"}','{"type":"C"}']::jsonb[]) AS v;
+-- a unique index a DBA adds to es.events: its violation, raised by the native insert after the
+-- position's draw, comes back unchanged (23505 naming the index), never taken for a conflict
+-- of the store's own event id or position
+CREATE UNIQUE INDEX events_one_type_per_stream ON es.events (stream_id, event_type);
+SELECT error_of($$SELECT es.append_events('a9000000-0000-0000-0000-000000000001', NULL, ARRAY['{"type":"A"}']::jsonb[])$$) AS refused;
+DROP INDEX es.events_one_type_per_stream;
 -- a logical-replication subscriber that becomes the primary has the rows but not the sequence
 -- (PostgreSQL 15 does not replicate sequences): simulated by setting it back
 SELECT setval('es.global_position_seq', 1, false) IS NOT NULL AS set_back;
