@@ -47,6 +47,32 @@ pub fn my_proc_number() -> usize {
     n
 }
 
+/// Counts one heap fetch through `index` in the statistics (`pg_stat_*_indexes.idx_tup_fetch`),
+/// as `index_fetch_heap` does for a visible row (`pgstat_count_heap_fetch`): only when the
+/// index's statistics entry is set up, which the index AM's first fetch of a scan did
+/// (`pgstat_count_index_scan`) unless statistics are off for it. PostgreSQL 16 renamed the
+/// counters' fields.
+///
+/// # Safety
+/// `index` is an open index relation that a scan just fetched from.
+pub unsafe fn count_heap_fetch(index: pg_sys::Relation) {
+    // SAFETY: the caller's contract; a non-NULL `pgstat_info` of an open relation is its
+    // pending statistics entry, valid until the transaction ends.
+    unsafe {
+        let info = (*index).pgstat_info;
+        if !info.is_null() {
+            #[cfg(feature = "pg15")]
+            {
+                (*info).t_counts.t_tuples_fetched += 1;
+            }
+            #[cfg(feature = "pg18")]
+            {
+                (*info).counts.tuples_fetched += 1;
+            }
+        }
+    }
+}
+
 /// `index_beginscan` without instrumentation (an argument PostgreSQL 18 added), under its own
 /// pgrx guard.
 ///

@@ -44,9 +44,13 @@
 //! between two regions, never inside one.
 //!
 //! The reads (`es.load_events`, `es.read_all`, a stream's life) do the same: opening the table
-//! and index by OID with the current user, a scan's start (its context, snapshot, keys) and its
-//! end, the life look-up from scan to close, and closing are one region each; the rows of a
-//! read are fetched and stored in batches under one guard. A read scans with as few index keys
+//! and index by OID with the current user is one region; a read's scan start (its context,
+//! snapshot, keys) shares a region with its first batch of rows, and the batch that ends the
+//! read shares one with the scan's end and the close; a stream's life is one region from the
+//! open (when the relations and the user's privilege are remembered) to the close, its row
+//! fetched from the key's heap entry as `index_fetch_heap` does, without a slot or a context of
+//! its own. Relations remembered by name are opened by OID without `try_relation_open`'s
+//! syscache probe while no invalidation arrived (`open_remembered_in_guard`). A read scans with as few index keys
 //! as the hand-written query (`RowBound`): the gap-safe bound of `es.read_all` and the start of
 //! `es.load_events` from a stream's beginning are checked on each fetched row, where a key
 //! would cost `_bt_checkkeys` about 90 instructions a row. A granted SELECT is remembered per
@@ -440,7 +444,8 @@ pub fn archive_in_use() -> bool {
     if let Some(oid) = memo::relation_oid(Remembered::EventsArchive) {
         // SAFETY: `blocks_in_guard` runs whole inside this one guard and owns only an OID and
         // a raw pointer (no destructor, no panic possible).
-        let blocks = unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| blocks_in_guard(oid)) };
+        let blocks =
+            unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| blocks_in_guard(oid, generation)) };
         if let Some(blocks) = blocks
             && memo::generation() == generation
         {
@@ -460,16 +465,17 @@ pub fn archive_in_use() -> bool {
     }
 }
 
-/// The number of blocks of relation `oid`'s main fork, opened by OID, locked AccessShare (the
-/// lock kept to the end of the transaction) and closed; `None` when it no longer exists.
+/// The number of blocks of relation `oid`'s main fork, opened by OID as
+/// [`open_remembered_in_guard`] opens it (locked AccessShare, the lock kept to the end of the
+/// transaction) and closed; `None` when it no longer exists.
 ///
 /// # Safety
 /// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor; `oid`
-/// names a table or nothing (a table of the store remembered by name).
-unsafe fn blocks_in_guard(oid: Oid) -> Option<pg_sys::BlockNumber> {
+/// names a table or nothing (a table of the store remembered by name in `generation`).
+unsafe fn blocks_in_guard(oid: Oid, generation: u64) -> Option<pg_sys::BlockNumber> {
     // SAFETY: the caller's contract; opened and closed once here.
     unsafe {
-        let rel = raw::try_relation_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let rel = open_remembered_in_guard(oid, generation);
         if rel.is_null() {
             return None;
         }
@@ -508,6 +514,37 @@ impl Remembered {
             Remembered::Events => c"events",
             Remembered::PositionSequence => c"global_position_seq",
             Remembered::EventsArchive => c"events_archive",
+        }
+    }
+}
+
+/// Relation `oid`, remembered by name in [`memo::generation`] `generation`, opened and locked
+/// AccessShare (the lock kept to the end of the transaction, like the executor's); NULL when it
+/// no longer exists.
+///
+/// Why not `try_relation_open` alone: its check that the OID still exists is a syscache probe
+/// (~290 instructions), and a read opens four or five relations. It is not needed while the
+/// generation holds: the OID named the relation when it was remembered, and a drop of it is an
+/// invalidation (of the relation and of its `pg_class` name) that moves the generation when this
+/// backend accepts it, which is at the latest when the lock is taken here (`LockRelationOid`
+/// accepts pending invalidations after acquiring a lock this transaction did not hold; one it
+/// held already excludes a drop). So with the generation unchanged after the lock, the relation
+/// exists and `relation_open` without a further lock finds it. When the generation moved,
+/// `try_relation_open` asks the syscache as before (the lock taken here is kept, as the
+/// executor keeps its locks; the caller sees the generation moved and looks the name up again).
+///
+/// # Safety
+/// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor;
+/// [`memo::generation`] has been called in this backend (its callbacks are registered).
+unsafe fn open_remembered_in_guard(oid: Oid, generation: u64) -> pg_sys::Relation {
+    let lockmode = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+    // SAFETY: the caller's contract; the relation is opened only once its lock is held.
+    unsafe {
+        raw::LockRelationOid(oid, lockmode);
+        if memo::generation_now() == generation {
+            raw::relation_open(oid, pg_sys::NoLock as pg_sys::LOCKMODE)
+        } else {
+            raw::try_relation_open(oid, pg_sys::NoLock as pg_sys::LOCKMODE)
         }
     }
 }
@@ -579,6 +616,13 @@ mod memo {
     #[pgrx::pg_guard]
     unsafe extern "C-unwind" fn syscache_changed(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
         GENERATION.with(|g| g.set(g.get() + 1));
+    }
+
+    /// The generation as it is now, without registering anything: for a guarded region that
+    /// calls PostgreSQL unguarded (a `Cell` read, no call), after [`generation`] registered the
+    /// callbacks.
+    pub(super) fn generation_now() -> u64 {
+        GENERATION.with(Cell::get)
     }
 
     /// The current generation; registers the callbacks on the backend's first use (nothing is
@@ -1364,18 +1408,7 @@ unsafe fn fetch_head_in_guard(
     // every tuple pointer into the page is used only while the buffer is pinned (and locked
     // where the function asks for it).
     unsafe {
-        let mut key = std::mem::zeroed::<pg_sys::ScanKeyData>();
-        raw::ScanKeyInit(
-            &mut key,
-            1,
-            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-            Oid::from(pg_sys::F_UUID_EQ),
-            // The key points at the caller's 16 bytes, which outlive the scan (uuid is passed
-            // by reference, alignment 1; the btree only reads it): no palloc'd copy.
-            Datum::from(stream.as_bytes().as_ptr().cast_mut()),
-        );
-        let scan = super::compat::index_beginscan_in_guard(rel, pkey, snapshot, 1, 0);
-        raw::index_rescan(scan, &mut key, 1, ptr::null_mut(), 0);
+        let scan = stream_key_scan_in_guard(rel, pkey, stream, snapshot);
         let mut buffer = pg_sys::InvalidBuffer as pg_sys::Buffer;
         let mut found: pg_sys::HeapTuple = ptr::null_mut();
         loop {
@@ -1393,15 +1426,13 @@ unsafe fn fetch_head_in_guard(
             }
             let mut tuple = std::mem::zeroed::<pg_sys::HeapTupleData>();
             let mut all_dead = false;
-            raw::LockBuffer(buffer, pg_sys::BUFFER_LOCK_SHARE as i32);
-            let visible = raw::heap_hot_search_buffer(
-                &mut tid,
+            let visible = hot_search_locked_in_guard(
                 rel,
                 buffer,
+                &mut tid,
                 snapshot,
                 &mut tuple,
                 &mut all_dead,
-                true,
             );
             let page = pg_sys::BufferGetPage(buffer);
             let prune = visible
@@ -1415,17 +1446,96 @@ unsafe fn fetch_head_in_guard(
                 }
                 break;
             }
-            // As the executor's index scan: a chain dead to every snapshot lets the index AM
-            // mark its entry dead, so later probes skip it (not on a hot standby).
-            if !(*scan).xactStartedInRecovery {
-                (*scan).kill_prior_tuple = all_dead;
-            }
+            note_dead_chain(scan, all_dead);
         }
+        end_stream_key_scan_in_guard(scan, buffer);
+        found
+    }
+}
+
+/// A scan of `es.streams`' primary key `pkey` for `stream` in `snapshot`, begun and keyed
+/// (`index_rescan` copies the key into the scan); the caller ends it. The key points at the
+/// caller's 16 bytes, which outlive the scan (uuid is passed by reference, alignment 1; the
+/// btree only reads it): no palloc'd copy.
+///
+/// # Safety
+/// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor; `rel`
+/// open and locked, `pkey` its open btree on stream_id alone, `snapshot` registered until the
+/// scan ends, `stream` alive until then.
+unsafe fn stream_key_scan_in_guard(
+    rel: pg_sys::Relation,
+    pkey: pg_sys::Relation,
+    stream: &Uuid,
+    snapshot: pg_sys::Snapshot,
+) -> pg_sys::IndexScanDesc {
+    // SAFETY: the caller's contract; the key on the stack is copied by `index_rescan`.
+    unsafe {
+        let mut key = std::mem::zeroed::<pg_sys::ScanKeyData>();
+        raw::ScanKeyInit(
+            &mut key,
+            1,
+            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+            Oid::from(pg_sys::F_UUID_EQ),
+            Datum::from(stream.as_bytes().as_ptr().cast_mut()),
+        );
+        let scan = super::compat::index_beginscan_in_guard(rel, pkey, snapshot, 1, 0);
+        raw::index_rescan(scan, &mut key, 1, ptr::null_mut(), 0);
+        scan
+    }
+}
+
+/// Takes `buffer`'s content lock (shared; the caller releases it) and searches the HOT chain
+/// at `tid` for the row version `snapshot` sees, as the executor's heap fetch does
+/// (`heap_hot_search_buffer`: it follows the chain from its root, moves `tid` to the version
+/// found and fills `tuple`; `all_dead` when the whole chain is dead to every snapshot).
+///
+/// # Safety
+/// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor;
+/// `buffer` pinned, holding `tid`'s block of `rel`; `snapshot` an MVCC snapshot valid for the
+/// call.
+unsafe fn hot_search_locked_in_guard(
+    rel: pg_sys::Relation,
+    buffer: pg_sys::Buffer,
+    tid: &mut pg_sys::ItemPointerData,
+    snapshot: pg_sys::Snapshot,
+    tuple: &mut pg_sys::HeapTupleData,
+    all_dead: &mut bool,
+) -> bool {
+    // SAFETY: the caller's contract; the search runs under the page's share lock.
+    unsafe {
+        raw::LockBuffer(buffer, pg_sys::BUFFER_LOCK_SHARE as i32);
+        raw::heap_hot_search_buffer(tid, rel, buffer, snapshot, tuple, all_dead, true)
+    }
+}
+
+/// As the executor's index scan after a heap fetch found nothing visible: a chain dead to every
+/// snapshot (`all_dead`) lets the index AM mark its entry dead, so later probes skip it (not on
+/// a hot standby).
+///
+/// # Safety
+/// `scan` is an index scan in progress whose last entry's chain was just searched.
+unsafe fn note_dead_chain(scan: pg_sys::IndexScanDesc, all_dead: bool) {
+    // SAFETY: the caller's contract; the scan descriptor is valid until it ends.
+    unsafe {
+        if !(*scan).xactStartedInRecovery {
+            (*scan).kill_prior_tuple = all_dead;
+        }
+    }
+}
+
+/// Ends a [`stream_key_scan_in_guard`] scan, releasing the heap buffer its fetches pinned
+/// (`InvalidBuffer`: none).
+///
+/// # Safety
+/// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor; once
+/// per scan; no tuple pointer into the buffer is used after it.
+unsafe fn end_stream_key_scan_in_guard(scan: pg_sys::IndexScanDesc, buffer: pg_sys::Buffer) {
+    // SAFETY: the caller's contract; the pin is this scan's own.
+    unsafe {
         if buffer != pg_sys::InvalidBuffer as pg_sys::Buffer {
             raw::ReleaseBuffer(buffer);
         }
         raw::index_endscan(scan);
-        found
     }
 }
 
@@ -1841,6 +1951,72 @@ thread_local! {
     static CHECKED: std::cell::RefCell<Vec<Checked>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// A checked read target as the backend remembers it ([`Checked`]), valid in the
+/// [`memo::generation`] it was looked up in.
+#[derive(Clone, Copy)]
+struct RememberedTarget {
+    rel_oid: Oid,
+    index_oid: Oid,
+    layout: (usize, [usize; 10]),
+    generation: u64,
+}
+
+impl RememberedTarget {
+    /// The backend's checked target `table`/`index` when it was checked in the current
+    /// generation.
+    fn of(table: &'static CStr, index: &'static CStr) -> Option<RememberedTarget> {
+        let generation = memo::generation();
+        CHECKED.with(|c| {
+            c.borrow()
+                .iter()
+                .find(|t| {
+                    t.generation == generation && ptr::eq(t.table, table) && ptr::eq(t.index, index)
+                })
+                .map(|t| RememberedTarget {
+                    rel_oid: t.rel_oid,
+                    index_oid: t.index_oid,
+                    layout: (t.natts, t.at),
+                    generation,
+                })
+        })
+    }
+
+    /// Opens the remembered table and index ([`open_pair_in_guard`]) when nothing needs asking
+    /// the catalogs: the generation held while locking, both still exist, the current user's
+    /// SELECT on the table is remembered in this generation and the table has no row-level
+    /// security enabled. Otherwise closes what it opened (keeping the locks) and returns `None`:
+    /// the caller asks [`ReadTarget::open_checked`], which checks what is missing.
+    ///
+    /// Why: a read's first region can then open its relations too (a region costs ~180
+    /// instructions). Only plain reads of memory here (the memo's cells, the relcache entry).
+    ///
+    /// # Safety
+    /// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor.
+    unsafe fn open_in_guard(self) -> Option<ReadTarget<10>> {
+        // SAFETY: the caller's contract; a relation opened here is open (its relcache entry
+        // valid) until it is closed here or by the caller.
+        unsafe {
+            let (rel, index, user) =
+                open_pair_in_guard(self.rel_oid, self.index_oid, self.generation);
+            let usable = memo::generation_now() == self.generation
+                && !rel.is_null()
+                && !index.is_null()
+                && memo::select_granted(self.generation, user, self.rel_oid)
+                && !(*(*rel).rd_rel).relrowsecurity;
+            if !usable {
+                close_pair_in_guard(rel, index);
+                return None;
+            }
+            let (natts, at) = self.layout;
+            Some(ReadTarget {
+                rel,
+                index,
+                layout: Layout { natts, at },
+            })
+        }
+    }
+}
+
 impl ReadTarget<10> {
     /// [`ReadTarget::open`], from the backend's checked targets when it holds this one: then
     /// only the privileges are asked and the relations opened by OID (`try_relation_open`: one
@@ -1852,22 +2028,21 @@ impl ReadTarget<10> {
         columns: &[Column; 10],
         keys: &[(usize, u32)],
     ) -> Option<ReadTarget<10>> {
-        let generation = memo::generation();
-        let cached = CHECKED.with(|c| {
-            c.borrow()
-                .iter()
-                .find(|t| {
-                    t.generation == generation && ptr::eq(t.table, table) && ptr::eq(t.index, index)
-                })
-                .map(|t| (t.rel_oid, t.index_oid, t.natts, t.at))
-        });
-        if let Some((rel_oid, index_oid, natts, at)) = cached {
+        if let Some(remembered) = RememberedTarget::of(table, index) {
+            let RememberedTarget {
+                rel_oid,
+                index_oid,
+                layout: (natts, at),
+                generation,
+            } = remembered;
             // `open_pair_in_guard` runs whole inside this one guard and owns only OIDs
             // and raw pointers (no destructor, no panic possible); what it opened is closed
             // below or by `close`.
             // SAFETY: one guard whose frames own only OIDs and raw pointers.
             let (rel, idx, user) = unsafe {
-                pg_sys::ffi::pg_guard_ffi_boundary(|| open_pair_in_guard(rel_oid, index_oid))
+                pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                    open_pair_in_guard(rel_oid, index_oid, generation)
+                })
             };
             let still = memo::generation() == generation;
             if still && !rel.is_null() && !idx.is_null() {
@@ -1912,24 +2087,25 @@ impl ReadTarget<10> {
     }
 }
 
-/// Opens table `rel_oid` and then index `index_oid` by OID, locked AccessShare (NULL for one
-/// that no longer exists; the index is not tried when the table is gone), and the current
-/// user.
+/// Opens table `rel_oid` and then index `index_oid` by OID, remembered in generation
+/// `generation`, locked AccessShare ([`open_remembered_in_guard`]; NULL for one that no longer
+/// exists; the index is not tried when the table is gone), and the current user.
 ///
 /// # Safety
-/// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor.
+/// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor;
+/// [`memo::generation`] has been called in this backend.
 unsafe fn open_pair_in_guard(
     rel_oid: Oid,
     index_oid: Oid,
+    generation: u64,
 ) -> (pg_sys::Relation, pg_sys::Relation, Oid) {
-    let lockmode = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
     // SAFETY: the caller's contract; what is opened is closed by the caller (or the abort).
     unsafe {
-        let rel = raw::try_relation_open(rel_oid, lockmode);
+        let rel = open_remembered_in_guard(rel_oid, generation);
         let index = if rel.is_null() {
             ptr::null_mut()
         } else {
-            raw::try_relation_open(index_oid, lockmode)
+            open_remembered_in_guard(index_oid, generation)
         };
         (rel, index, raw::GetUserId())
     }
@@ -2135,8 +2311,8 @@ unsafe fn scan_index<const N: usize, E>(
             pg_sys::ScanDirection::ForwardScanDirection,
             open.slot,
         ) {
-            // The first row is visited in the scan's context, so a one-row look-up (a
-            // stream's life) costs one context, not two.
+            // The first row is visited in the scan's context, so a one-row scan costs one
+            // context, not two.
             if first {
                 first = false;
             } else {
@@ -2451,18 +2627,16 @@ pub fn load_stream_into(stream: &Uuid, from: i64, max: i64, out: &mut ResultSet)
     };
     // SAFETY: the target is es.events and its (stream_id, version) btree, open and checked;
     // the bounds are of those columns, the floor given by `for_events`.
-    let filled = unsafe {
+    unsafe {
         fill(
-            &target,
+            target,
             bounds,
             floor,
             ScanSnapshot::Of(Reading::Statement),
             max,
             out,
         )
-    };
-    target.close();
-    filled
+    }
 }
 
 /// `es.read_all` natively: the events with `after < global_position <= last`, at most `max`,
@@ -2517,18 +2691,16 @@ pub fn read_log_into(
     // bounds are of that column, the ceiling given by `for_events` on that index (ascending
     // positions); the snapshot is registered while `snapshot` lives.
     // SAFETY: es.events and its position index, open and checked; the snapshot registered.
-    let filled = unsafe {
+    unsafe {
         fill(
-            &target,
+            target,
             bounds,
             ceiling,
             ScanSnapshot::Given(snapshot.raw()),
             max,
             out,
         )
-    };
-    target.close();
-    filled
+    }
 }
 
 /// A bound of a scan checked on each fetched row rather than as an index key (a key btree
@@ -2619,11 +2791,12 @@ impl RowBound {
 /// Puts the rows of `target`'s index within `bounds`, at most `max`, into `out`: each stored
 /// tuple copied as it is when it is a row of the result as stored ([`ResultSet::put_tuple_of`]),
 /// else deformed (dropped attributes NULL) and put as values, through the result's rewrite.
+/// Closes `target` (in the scan's last guarded region where it can).
 ///
 /// # Safety
 /// As [`scan_index`].
 unsafe fn fill<const N: usize>(
-    target: &ReadTarget<N>,
+    target: ReadTarget<N>,
     bounds: &[Bound],
     row_bound: Option<RowBound>,
     snapshot: ScanSnapshot,
@@ -2633,12 +2806,13 @@ unsafe fn fill<const N: usize>(
     let desc = target.desc();
     // SAFETY: the open table's descriptor.
     if !unsafe { out.matches(desc) } {
+        target.close();
         return Outcome::Fallback;
     }
     if max <= 0 {
+        target.close();
         return Outcome::Done(());
     }
-    let layout = &target.layout;
     // SAFETY: the open table's descriptor; the store is given only its tuples (below).
     if let Some(stored) = unsafe { out.stored_tuples_target(desc) } {
         // SAFETY: the caller's contract; the store takes tuples of `desc`'s relation with the
@@ -2646,6 +2820,7 @@ unsafe fn fill<const N: usize>(
         unsafe { fill_batched(target, bounds, row_bound, snapshot, max, stored, out) };
         return Outcome::Done(());
     }
+    let layout = &target.layout;
     let mut values = vec![Datum::from(0usize); layout.natts];
     let mut nulls = vec![true; layout.natts];
     let mut left = max;
@@ -2653,7 +2828,7 @@ unsafe fn fill<const N: usize>(
     // read in the pinned buffer without a copy (a buffer slot's tuple: nothing to free) and
     // copied by the store.
     let done: Result<(), std::convert::Infallible> = unsafe {
-        scan_index(target, bounds, snapshot, &mut |slot| {
+        scan_index(&target, bounds, snapshot, &mut |slot| {
             let tuple = buffer_tuple(slot);
             match row_bound.map_or(Verdict::Admit, |b| b.verdict(tuple)) {
                 Verdict::Admit => {}
@@ -2668,6 +2843,7 @@ unsafe fn fill<const N: usize>(
             Ok(left > 0)
         })
     };
+    target.close();
     let Ok(()) = done;
     Outcome::Done(())
 }
@@ -2676,8 +2852,7 @@ unsafe fn fill<const N: usize>(
 // name; called only inside one `pg_guard_ffi_boundary` (see each binding).
 unsafe extern "C-unwind" {
     /// PostgreSQL's `index_getnext_slot`, bound without pgrx's per-call guard: called only
-    /// inside [`put_stored_rows`] and [`life_in_guard`], each of which runs whole under one
-    /// guard.
+    /// inside [`put_stored_rows`], which runs whole under one guard.
     #[link_name = "index_getnext_slot"]
     fn index_getnext_slot_in_batch(
         scan: pg_sys::IndexScanDesc,
@@ -2759,13 +2934,16 @@ unsafe fn put_stored_rows(
 /// ([`ResultSet::stored_tuples_target`]): the rows are fetched and put in batches, each under
 /// one guard ([`put_stored_rows`]); a row that is not stored as it is (older than an added
 /// column) goes through `out` deformed, as `fill` puts it. Contexts, snapshot and scan as in
-/// [`scan_index`].
+/// [`scan_index`]. The scan's start and its first batch share one guarded region, and the
+/// scan's end and the target's close share the region of the batch that ends the read (for a
+/// read whose rows are all stored as they are, one region in all: each region costs a
+/// `sigsetjmp` and pgrx's bookkeeping, ~150 instructions).
 ///
 /// # Safety
 /// As [`scan_index`]; `store` and `natts` from `out.stored_tuples_target` of the target's
 /// descriptor.
 unsafe fn fill_batched<const N: usize>(
-    target: &ReadTarget<N>,
+    target: ReadTarget<N>,
     bounds: &[Bound],
     row_bound: Option<RowBound>,
     snapshot: ScanSnapshot,
@@ -2775,43 +2953,69 @@ unsafe fn fill_batched<const N: usize>(
 ) {
     let desc = target.desc();
     let layout = &target.layout;
-    let mut values = vec![Datum::from(0usize); layout.natts];
-    let mut nulls = vec![true; layout.natts];
-    // SAFETY: the caller's contract (open, checked relations); the scan's context is current
-    // while rows are fetched, a row's own context while one is deformed and put.
-    unsafe {
-        let mut open = OpenScan::begin(target, bounds, snapshot);
-        let (scan, slot) = (open.scan, open.slot);
-        let mut left = max;
-        while left > 0 {
-            let (put, end) = pgrx::pg_sys::ffi::pg_guard_ffi_boundary(|| {
-                put_stored_rows(scan, slot, store, natts, row_bound, left)
-            });
-            left -= put;
-            if end != BatchEnd::Other {
-                break;
-            }
-            open.enter_row();
-            let tuple = buffer_tuple(slot);
-            match row_bound.map_or(Verdict::Admit, |b| b.verdict(tuple)) {
-                Verdict::Admit => {}
-                Verdict::Skip => {
-                    open.leave_row();
-                    continue;
-                }
-                Verdict::Stop => {
-                    open.leave_row();
-                    break;
-                }
-            }
-            if !out.put_tuple_of(desc, tuple) {
-                deform(slot, layout, &mut values, &mut nulls);
-                out.put_row_of(desc, &values, &nulls);
-            }
-            open.leave_row();
-            left -= 1;
+    let (rel, index) = (target.rel, target.index);
+    // Only a row that is not stored as it is needs them.
+    let mut row: Option<(Vec<Datum>, Vec<bool>)> = None;
+    // One batch, after the scan's start when `open` is None: the scan's end and the close
+    // follow in the same region when the batch ends the read (then `None` comes back). The
+    // frames inside own only raw pointers, integers and an `OpenScan` (plain pointers, no
+    // destructor), so an ERROR longjmping to the guard skips nothing.
+    let batch = |open: Option<OpenScan>, left: i64| {
+        // SAFETY: the caller's contract (open, checked relations; bounds of the index); the
+        // scan's context is current while rows are fetched; the scan ends before the close.
+        unsafe {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                let open =
+                    open.unwrap_or_else(|| OpenScan::begin_in_guard(rel, index, bounds, snapshot));
+                let (put, end) =
+                    put_stored_rows(open.scan, open.slot, store, natts, row_bound, left);
+                let still = match end {
+                    BatchEnd::Other => Some(open),
+                    BatchEnd::End | BatchEnd::Full => {
+                        open.end_in_guard();
+                        close_pair_in_guard(rel, index);
+                        None
+                    }
+                };
+                (still, put)
+            })
         }
-        open.end();
+    };
+    let (mut open, put) = batch(None, max);
+    let mut left = max - put;
+    // A row that must go the other way is in the slot: put it deformed, go on with batches.
+    while let Some(mut scan) = open {
+        // SAFETY: between the scan's start and end; the slot holds the row the batch stopped
+        // at, a row of the table (`deform` reads it with the checked layout).
+        let ended = unsafe {
+            scan.enter_row();
+            let tuple = buffer_tuple(scan.slot);
+            let verdict = row_bound.map_or(Verdict::Admit, |b| b.verdict(tuple));
+            if verdict == Verdict::Admit && !out.put_tuple_of(desc, tuple) {
+                let (values, nulls) = row.get_or_insert_with(|| {
+                    (
+                        vec![Datum::from(0usize); layout.natts],
+                        vec![true; layout.natts],
+                    )
+                });
+                deform(scan.slot, layout, values, nulls);
+                out.put_row_of(desc, values, nulls);
+            }
+            scan.leave_row();
+            if verdict == Verdict::Admit {
+                left -= 1;
+            }
+            verdict == Verdict::Stop || left <= 0
+        };
+        if ended {
+            // SAFETY: the scan begun above, ended once; the target closed once, after it.
+            unsafe { scan.end() };
+            target.close();
+            return;
+        }
+        let (still, put) = batch(Some(scan), left);
+        open = still;
+        left -= put;
     }
 }
 
@@ -2835,6 +3039,11 @@ unsafe fn buffer_tuple(slot: *mut pg_sys::TupleTableSlot) -> pg_sys::HeapTuple {
     }
 }
 
+/// The names of the life look-up's read target (statics: a checked target is remembered by
+/// the names' addresses).
+static STREAMS_TABLE: &CStr = c"streams";
+static STREAMS_PKEY: &CStr = c"streams_pkey";
+
 /// What a stream's `es.streams` row says of its life (docs/reference.md §14).
 pub struct RowLife {
     /// `deleted` (`soft`, `hard`), if set to one of them.
@@ -2848,22 +3057,41 @@ pub struct RowLife {
 /// (privileges, row-level security, a table of another shape: a 0.1.0 schema has no life
 /// columns).
 ///
-/// Two guarded regions: the open (with the privilege check), then the scan, the two columns'
-/// read and the close in one ([`life_in_guard`]).
+/// One guarded region when the target is remembered and the current user's SELECT too
+/// ([`RememberedTarget::open_in_guard`]): the open, the look-up and the close
+/// ([`life_in_guard`]); else two: the open with the privilege check, then the rest.
 pub fn stream_life(stream: &Uuid, reading: Reading) -> Outcome<Option<RowLife>> {
+    let columns = |at: &[usize; 10]| (at[STREAM_DELETED], at[STREAM_TRUNCATED_BEFORE]);
+    // Remembered and allowed: the open, the look-up and the close in one region.
+    if let Some(remembered) = RememberedTarget::of(STREAMS_TABLE, STREAMS_PKEY) {
+        let columns = columns(&remembered.layout.1);
+        // `open_in_guard` and `life_in_guard` run whole inside this one guard, their frames
+        // and the closure's owning only raw pointers, a borrowed key, integers and plain
+        // values (no destructor); the target opened is closed by `life_in_guard`.
+        // SAFETY: one guard whose frames own nothing with a destructor.
+        let found = unsafe {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                remembered
+                    .open_in_guard()
+                    .map(|ReadTarget { rel, index, .. }| {
+                        life_in_guard(rel, index, stream, reading, columns)
+                    })
+            })
+        };
+        if let Some(found) = found {
+            return Outcome::Done(found);
+        }
+    }
     let Some(target) = ReadTarget::open_checked(
-        c"streams",
-        c"streams_pkey",
+        STREAMS_TABLE,
+        STREAMS_PKEY,
         &STREAMS,
         &[(STREAM_ID, pg_sys::F_UUID_CMP)],
     ) else {
         return Outcome::Fallback;
     };
     let ReadTarget { rel, index, layout } = target;
-    let columns = (
-        layout.at[STREAM_DELETED],
-        layout.at[STREAM_TRUNCATED_BEFORE],
-    );
+    let columns = columns(&layout.at);
     // The target's relations (es.streams and its stream_id btree, open and checked) are closed
     // there; the target is taken apart above, never closed twice.
     // SAFETY: `life_in_guard` runs whole inside this one guard, its frame and the closure's
@@ -2874,10 +3102,26 @@ pub fn stream_life(stream: &Uuid, reading: Reading) -> Outcome<Option<RowLife>> 
     Outcome::Done(found)
 }
 
-/// [`stream_life`]'s scan: begins the scan of the primary key for `stream` (the key points at
-/// the caller's 16 bytes, as the bump's does), fetches the row, reads only the attributes up
-/// to the last of `deleted` and `truncated_before` (the attribute indexes `columns`), ends the
-/// scan and closes both relations.
+/// [`stream_life`]'s look-up: probes the primary key for `stream` (the key points at the
+/// caller's 16 bytes, as the bump's does), fetches the visible row version the index entry
+/// leads to, reads only `deleted` and `truncated_before` (the attribute indexes `columns`) from
+/// it in place, ends the scan and closes both relations.
+///
+/// Why not a slot and a context of its own (as [`OpenScan`]): for one row they cost more than
+/// the row's read (a context made and deleted, a slot made, stored into and dropped). The
+/// fetch is the executor's (`index_fetch_heap` with `heapam_index_fetch_tuple`) step for step,
+/// so visibility and side effects are the same: the same btree probe under the same registered
+/// snapshot; the heap page pruned opportunistically (`heap_page_prune_opt`) when the scan moves
+/// to another block; `heap_hot_search_buffer` under the page's share lock follows the HOT chain
+/// the entry leads to (a redirect at its root, an unused or out-of-range line pointer ends it:
+/// an entry whose slot a concurrent VACUUM freed gives "not found" and the scan goes on; the
+/// serializable predicate lock and conflict check are its own); the index entry of a chain dead
+/// to every snapshot is marked dead (`kill_prior_tuple`, not on a hot standby); a found row
+/// counts as the index's heap fetch in the statistics. The row is read while the buffer's pin
+/// keeps it in place (a prune needs a cleanup lock, which no other backend gets while the pin
+/// is held), after the content lock is released, as a slot's reader does; a value that needs
+/// detoasting is copied into the current context (the caller's: a call's short-lived memory),
+/// which is also where the index AM's scan state lives until `index_endscan` frees it.
 ///
 /// # Safety
 /// Inside a `pg_guard_ffi_boundary` whose frames up to it own nothing with a destructor; `rel`
@@ -2890,41 +3134,94 @@ unsafe fn life_in_guard(
     reading: Reading,
     (deleted_at, truncated_at): (usize, usize),
 ) -> Option<RowLife> {
-    let bounds = [(
-        1,
-        pg_sys::BTEqualStrategyNumber,
-        pg_sys::F_UUID_EQ,
-        // The caller's 16 bytes outlive the scan (uuid is passed by reference, alignment 1;
-        // the btree only reads it): no palloc'd copy.
-        Datum::from(stream.as_bytes().as_ptr().cast_mut()),
-    )];
-    // The caller's contract. The row's values are read while the slot holds it (the
-    // text in the pinned buffer or detoasted into the scan's context, which `end_in_guard`
-    // deletes only after the value is classified); the scan ends before the relations close.
-    // SAFETY: values read while the slot holds the row; the scan ends before the close.
+    // The caller's contract. Every tuple pointer into the page is used only while the buffer is
+    // pinned; the scan ends and the buffer is released before the relations close.
+    // SAFETY: tuple read under the pin; scan ended and buffer released before the close.
     unsafe {
-        let open = OpenScan::begin_in_guard(rel, index, &bounds, ScanSnapshot::Of(reading));
-        let slot = open.slot;
+        let snapshot = raw::RegisterSnapshot(snapshot_in_guard(ScanSnapshot::Of(reading)));
+        let scan = stream_key_scan_in_guard(rel, index, stream, snapshot);
+        let mut buffer = pg_sys::InvalidBuffer as pg_sys::Buffer;
         let mut found = None;
-        if index_getnext_slot_in_batch(open.scan, pg_sys::ScanDirection::ForwardScanDirection, slot)
-        {
-            raw::slot_getsomeattrs_int(slot, (deleted_at.max(truncated_at) + 1) as i32);
-            let value =
-                |at: usize| (!*(*slot).tts_isnull.add(at)).then(|| *(*slot).tts_values.add(at));
-            let deleted = value(deleted_at).and_then(|d| {
-                let t = raw::pg_detoast_datum_packed(d.cast_mut_ptr());
-                std::str::from_utf8(pgrx::varlena::varlena_to_byte_slice(t))
-                    .ok()
-                    .and_then(Deletion::parse)
-            });
-            found = Some(RowLife {
-                deleted,
-                truncated_before: value(truncated_at).map(|d| d.value() as i64),
-            });
+        loop {
+            let entry = raw::index_getnext_tid(scan, pg_sys::ScanDirection::ForwardScanDirection);
+            if entry.is_null() {
+                break;
+            }
+            let mut tid = *entry;
+            let previous = buffer;
+            buffer = raw::ReleaseAndReadBuffer(
+                buffer,
+                rel,
+                pgrx::itemptr::item_pointer_get_block_number_no_check(tid),
+            );
+            if buffer != previous {
+                raw::heap_page_prune_opt(rel, buffer);
+            }
+            let mut tuple = std::mem::zeroed::<pg_sys::HeapTupleData>();
+            let mut all_dead = false;
+            let visible = hot_search_locked_in_guard(
+                rel,
+                buffer,
+                &mut tid,
+                snapshot,
+                &mut tuple,
+                &mut all_dead,
+            );
+            raw::LockBuffer(buffer, pg_sys::BUFFER_LOCK_UNLOCK as i32);
+            if visible {
+                super::compat::count_heap_fetch(index);
+                let desc = (*rel).rd_att;
+                let deleted = attribute_in_guard(&mut tuple, desc, deleted_at).and_then(|d| {
+                    let t = raw::pg_detoast_datum_packed(d.cast_mut_ptr());
+                    std::str::from_utf8(pgrx::varlena::varlena_to_byte_slice(t))
+                        .ok()
+                        .and_then(Deletion::parse)
+                });
+                found = Some(RowLife {
+                    deleted,
+                    truncated_before: attribute_in_guard(&mut tuple, desc, truncated_at)
+                        .map(|d| d.value() as i64),
+                });
+                break;
+            }
+            note_dead_chain(scan, all_dead);
         }
-        open.end_in_guard();
+        end_stream_key_scan_in_guard(scan, buffer);
+        raw::UnregisterSnapshot(snapshot);
         close_pair_in_guard(rel, index);
         found
+    }
+}
+
+/// Attribute `at` (0-based) of the heap tuple `tuple` of a relation whose descriptor is `desc`,
+/// `None` for NULL: what PostgreSQL's `heap_getattr` returns for a user attribute (an attribute
+/// the row is older than, added later, reads as its missing value), by-reference values
+/// pointing into the tuple.
+///
+/// # Safety
+/// Inside a `pg_guard_ffi_boundary` (it calls PostgreSQL unguarded); `tuple` a valid heap
+/// tuple of that relation, kept in place while the value is used; `at` below `desc`'s `natts`.
+unsafe fn attribute_in_guard(
+    tuple: &mut pg_sys::HeapTupleData,
+    desc: pg_sys::TupleDesc,
+    at: usize,
+) -> Option<Datum> {
+    // SAFETY: the caller's contract; the null bitmap has a bit for each of the tuple's
+    // attributes when HEAP_HASNULL is set, and `nocachegetattr` is given only a non-NULL one.
+    unsafe {
+        let header = tuple.t_data;
+        let natts = ((*header).t_infomask2 as u32 & pg_sys::HEAP_NATTS_MASK) as usize;
+        let attnum = at as std::ffi::c_int + 1;
+        if at >= natts {
+            let mut isnull = true;
+            let value = raw::getmissingattr(desc, attnum, &mut isnull);
+            return (!isnull).then_some(value);
+        }
+        let has_nulls = (*header).t_infomask as u32 & pg_sys::HEAP_HASNULL != 0;
+        if has_nulls && *(*header).t_bits.as_ptr().add(at / 8) & (1 << (at % 8)) == 0 {
+            return None;
+        }
+        Some(raw::nocachegetattr(tuple, attnum, desc))
     }
 }
 
@@ -3059,7 +3356,9 @@ mod raw {
     unsafe extern "C-unwind" {
         pub(super) fn try_relation_open(relid: Oid, lockmode: pg_sys::LOCKMODE)
         -> pg_sys::Relation;
+        pub(super) fn relation_open(relid: Oid, lockmode: pg_sys::LOCKMODE) -> pg_sys::Relation;
         pub(super) fn relation_close(rel: pg_sys::Relation, lockmode: pg_sys::LOCKMODE);
+        pub(super) fn LockRelationOid(relid: Oid, lockmode: pg_sys::LOCKMODE);
         pub(super) fn GetUserId() -> Oid;
         pub(super) fn RelationGetNumberOfBlocksInFork(
             rel: pg_sys::Relation,
@@ -3080,7 +3379,16 @@ mod raw {
             rel: pg_sys::Relation,
             reglist: *mut *mut pg_sys::List,
         ) -> *mut pg_sys::TupleTableSlot;
-        pub(super) fn slot_getsomeattrs_int(slot: *mut pg_sys::TupleTableSlot, attnum: c_int);
         pub(super) fn pg_detoast_datum_packed(datum: *mut pg_sys::varlena) -> *mut pg_sys::varlena;
+        pub(super) fn nocachegetattr(
+            tuple: pg_sys::HeapTuple,
+            attnum: c_int,
+            desc: pg_sys::TupleDesc,
+        ) -> Datum;
+        pub(super) fn getmissingattr(
+            desc: pg_sys::TupleDesc,
+            attnum: c_int,
+            isnull: *mut bool,
+        ) -> Datum;
     }
 }

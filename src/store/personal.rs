@@ -250,6 +250,12 @@ pub struct Revealer {
 }
 
 impl Revealer {
+    /// Whether this backend knows, without asking the catalogs, that personal data was never
+    /// defined here: then [`Revealer::load`] is `None`.
+    pub fn known_none() -> bool {
+        registry::known_no_personal_data()
+    }
+
     /// `None` when personal data was never defined here: the read has nothing to look for.
     pub fn load() -> Option<Revealer> {
         if registry::known_no_personal_data() {

@@ -42,6 +42,12 @@ impl Upcasting {
         })
     }
 
+    /// Whether this backend knows, without asking the catalogs, that no upcaster is declared
+    /// (the registry is loaded and current): then [`Upcasting::load_unconnected`] is `None`.
+    pub fn known_none() -> bool {
+        registry::known_no_upcaster()
+    }
+
     /// [`Upcasting::load`] for a call that has no SPI connection of its own (a read, the
     /// `es.replay` aggregate): the upcasters are opened in the context current now, not in the
     /// short connection's; it connects only when the registry must be read again, so a read

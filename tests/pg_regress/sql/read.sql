@@ -62,3 +62,11 @@ SELECT version, event_type FROM es.load_events('40000000-0000-0000-0000-00000000
 SELECT version, event_type FROM es.load_events('40000000-0000-0000-0000-000000000001', -2, 2) ORDER BY version;
 SELECT count(*) AS from_zero FROM es.load_events('40000000-0000-0000-0000-000000000001');
 ROLLBACK;
+-- a stream's life is read from the heap entry its es.streams key leads to, as the executor's
+-- index scan reads it: the row found counts as a heap fetch through es.streams_pkey in the
+-- statistics, as the scan's does
+BEGIN;
+SELECT pg_stat_get_xact_tuples_fetched('es.streams_pkey'::regclass) AS fetched_before \gset
+SELECT count(*) AS events FROM es.load_events('40000000-0000-0000-0000-000000000001');
+SELECT pg_stat_get_xact_tuples_fetched('es.streams_pkey'::regclass) - :fetched_before AS streams_key_fetches;
+ROLLBACK;
