@@ -442,9 +442,10 @@ pub fn archive_in_use() -> bool {
     // not move while locking (the relation opened is then the name's).
     let generation = memo::generation();
     if let Some(oid) = memo::relation_oid(Remembered::EventsArchive) {
-        // SAFETY: `blocks_in_guard` runs whole inside this one guard and owns only an OID and
-        // a raw pointer (no destructor, no panic possible).
+        // `blocks_in_guard` runs whole inside this one guard and owns only an OID and a raw
+        // pointer (no destructor, no panic possible).
         let blocks =
+            // SAFETY: the guarded region owns nothing with a destructor and cannot panic.
             unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| blocks_in_guard(oid, generation)) };
         if let Some(blocks) = blocks
             && memo::generation() == generation

@@ -35,10 +35,11 @@ const NUMERIC_ROOM: usize = 32;
 /// guard instead of one per call (an account event's object has several numbers). A count above
 /// [`NUMERIC_ROOM`] means the bytes did not fit (none of an int64's does) and were cut.
 fn numeric_bytes(v: i64) -> ([u8; NUMERIC_ROOM], usize) {
-    // SAFETY: int64_to_numeric returns a palloc'd numeric with a 4-byte header in the current
-    // context (its varlena size covers the whole value); at most NUMERIC_ROOM bytes of it are
-    // copied to the array and it is freed. Both calls run unguarded inside this one guard,
-    // whose closure owns only integers, a raw pointer and the array (an ERROR skips nothing).
+    // int64_to_numeric returns a palloc'd numeric with a 4-byte header in the current context
+    // (its varlena size covers the whole value); at most NUMERIC_ROOM bytes of it are copied to
+    // the array and it is freed. Both calls run unguarded inside this one guard, whose closure
+    // owns only integers, a raw pointer and the array (an ERROR skips nothing).
+    // SAFETY: a palloc'd numeric read within its size and freed, inside one guard.
     unsafe {
         pg_sys::ffi::pg_guard_ffi_boundary(|| {
             let numeric = int64_to_numeric_in_guard(v);
