@@ -28,8 +28,8 @@ pub enum Conflict {
 }
 
 /// Inserts `rows` (in order) with their index entries, at the global positions of the draw
-/// `draw` prepares: `rows`' `global_position` is filled here from the first position drawn,
-/// which is also returned. `array` is the `events` argument the rows were read from (the SQL
+/// `draw` prepares, from the first position drawn, which is returned (the stored rows carry
+/// the positions; `rows`' own `global_position` is set only on the SQL path, which reads it). `array` is the `events` argument the rows were read from (the SQL
 /// path stores its elements as they are).
 ///
 /// `draw` is called once, after the table and its indexes are opened and checked (and
@@ -81,7 +81,8 @@ pub fn insert_events(
                 }
             }
         };
-        heap::set_positions(rows, first);
+        // The native insert wrote the positions into its own copies of the rows, and `rows`
+        // is not read after the insert: nothing to set in them.
         Ok(Ok(first))
     }));
     match stored {

@@ -648,7 +648,8 @@ fn insert(
             None => element.map(Jsonb::datum),
         };
         [
-            // the global position, drawn and set by insert::insert_events
+            // a placeholder for the global position: insert::insert_events draws it and writes it
+            // into the stored rows
             Some(i64_datum(0)),
             sid,
             Some(i64_datum(first_version + i as i64)),
