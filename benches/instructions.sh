@@ -8,6 +8,8 @@
 #!   W3   es.deposit on a random one of 10k accounts vs the raw INSERT of the same Deposited event
 #!   W15  es.load_events of a random one of 5,000 20-event streams vs
 #!        SELECT * FROM bench.raw_events WHERE stream_id = $1 ORDER BY version
+#!   W15l W15's es.load_events vs W15's raw query with the probe of the stream's life that the
+#!        store's read makes (a copy of es.streams: AND NOT EXISTS (... s.deleted IS NOT NULL))
 #!   W16  es.read_all(<random after>, 1000) vs
 #!        SELECT * FROM bench.raw_events WHERE global_position > $1 ORDER BY global_position LIMIT 1000
 #! and, for continuity with the figures of docs/benchmarks.md, the older one-statement loops:
@@ -40,7 +42,7 @@
 #! (`bash scripts/install.sh --release`) and running this after each.
 #!
 #! usage: benches/instructions.sh [--only W1,W15,loops | --all] [N]   (default N = 20000: the
-#!   paired workloads W1, W2, W3, W15, W16, 3-5 minutes of CPU; --all adds the older loops)
+#!   paired workloads W1, W2, W3, W15, W15l, W16, 3-5 minutes of CPU; --all adds the older loops)
 #!   N calls per loop, N/2 for W1 and W3, N/100 for W2 (N events), N/20 for W15, N/1000 for
 #!   W16 (at least 10 each).
 #! env:   PG_BIN (default: the machine's PostgreSQL 15), ES_INSTRUCTIONS_PORT (default 28850);
@@ -56,7 +58,7 @@ only=
 while [ $# -gt 0 ]; do
   case "$1" in
     --only) only=${2:?--only needs a list}; shift ;;
-    --all) only=W1,W2,W3,W15,W16,loops ;;
+    --all) only=W1,W2,W3,W15,W15l,W16,loops ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^#! \{0,1\}//'; exit 0 ;;
     *) [[ $1 =~ ^[1-9][0-9]*$ ]] || { echo "instructions: unknown argument: $1" >&2; exit 2; }; n=$1 ;;
   esac
@@ -118,11 +120,16 @@ SQL
 fi
 db=es_instructions
 q -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db TEMPLATE $tpl" >/dev/null
+q -d $db -c "CREATE TABLE bench.raw_streams (LIKE es.streams INCLUDING ALL)" \
+  -c "INSERT INTO bench.raw_streams SELECT * FROM es.streams" -c "VACUUM ANALYZE bench.raw_streams" >/dev/null
 W16_MAX_AFTER=$(( $(q -d $db -c "SELECT max(global_position) FROM es.events") - 1000 ))
 
 # The read workloads' statements (both sides return one row: see the header).
 W15_STORE="SELECT sum(length(t::text)) FROM (SELECT * FROM es.load_events(\$1)) t"
 W15_RAW="SELECT sum(length(t::text)) FROM (SELECT * FROM bench.raw_events WHERE stream_id = \$1 ORDER BY version) t"
+# W15l: the raw query that also honours the stream's life as es.load_events does (a deleted
+# stream reads as empty), through a copy of es.streams: one probe of its key per call
+W15L_RAW="SELECT sum(length(t::text)) FROM (SELECT * FROM bench.raw_events WHERE stream_id = \$1 AND NOT EXISTS (SELECT FROM bench.raw_streams s WHERE s.stream_id = \$1 AND s.deleted IS NOT NULL) ORDER BY version) t"
 W16_STORE="SELECT sum(length(t::text)) FROM (SELECT * FROM es.read_all(\$1, 1000)) t"
 W16_RAW="SELECT sum(length(t::text)) FROM (SELECT * FROM bench.raw_events WHERE global_position > \$1 ORDER BY global_position LIMIT 1000) t"
 W15_ARG="('f5' || lpad(to_hex(1 + (random() * $((W15_STREAMS - 1)))::int), 30, '0'))::uuid"
@@ -133,6 +140,8 @@ for id in 1 77 $W15_STREAMS; do
   a=$(q -d $db -c "PREPARE s(uuid) AS $W15_STORE" -c "EXECUTE s($s)")
   b=$(q -d $db -c "PREPARE r(uuid) AS $W15_RAW" -c "EXECUTE r($s)")
   [ -n "$a" ] && [ "$a" = "$b" ] || { echo "instructions: W15: es.load_events gives $a characters, the raw query $b" >&2; exit 1; }
+  b=$(q -d $db -c "PREPARE r(uuid) AS $W15L_RAW" -c "EXECUTE r($s)")
+  [ "$a" = "$b" ] || { echo "instructions: W15l: es.load_events gives $a characters, the raw query $b" >&2; exit 1; }
 done
 for after in 0 12345 $W16_MAX_AFTER; do
   a=$(q -d $db -c "PREPARE s(bigint) AS $W16_STORE" -c "EXECUTE s($after)")
@@ -205,6 +214,9 @@ done
 pair W15 call 1 $(calls 20) "es.load_events(<20-event stream>) vs SELECT * ... WHERE stream_id = \$1 ORDER BY version" \
   "PREPARE s(uuid) AS $W15_STORE;" "EXECUTE s($W15_ARG);" \
   "PREPARE r(uuid) AS $W15_RAW;" "EXECUTE r($W15_ARG);"
+pair W15l call 1 $(calls 20) "es.load_events(<20-event stream>) vs the raw query that also reads the stream's life" \
+  "PREPARE s(uuid) AS $W15_STORE;" "EXECUTE s($W15_ARG);" \
+  "PREPARE r(uuid) AS $W15L_RAW;" "EXECUTE r($W15_ARG);"
 pair W16 call 1 $(calls 1000) "es.read_all(<after>, 1000) vs SELECT * ... WHERE global_position > \$1 ORDER BY global_position LIMIT 1000" \
   "PREPARE s(bigint) AS $W16_STORE;" "EXECUTE s($W16_ARG);" \
   "PREPARE r(bigint) AS $W16_RAW;" "EXECUTE r($W16_ARG);"
