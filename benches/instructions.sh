@@ -3,6 +3,9 @@
 #! backend, for BOTH sides of the runner's ratios (benches/run.sh, docs/reference.md §8):
 #!   W1   one-event es.append_events (NULL expected version, random of 100k streams)
 #!        vs the raw single-row INSERT into bench.raw_events (W1's w1_raw.sql)
+#!   W1h  W1's append vs the hand-written append that also keeps a stream head as the store
+#!        does: one statement updating the stream's row of bench.raw_streams (a copy of
+#!        es.streams) and inserting the event at the version it returns
 #!   W2   es.append_events of 100 events to a new stream vs one INSERT of the same 100 rows
 #!        (per event: the call's count / 100)
 #!   W3   es.deposit on a random one of 10k accounts vs the raw INSERT of the same Deposited event
@@ -42,7 +45,7 @@
 #! (`bash scripts/install.sh --release`) and running this after each.
 #!
 #! usage: benches/instructions.sh [--only W1,W15,loops | --all] [N]   (default N = 20000: the
-#!   paired workloads W1, W2, W3, W15, W15l, W16, 3-5 minutes of CPU; --all adds the older loops)
+#!   paired workloads W1, W1h, W2, W3, W15, W15l, W16, 3-5 minutes of CPU; --all adds the older loops)
 #!   N calls per loop, N/2 for W1 and W3, N/100 for W2 (N events), N/20 for W15, N/1000 for
 #!   W16 (at least 10 each).
 #! env:   PG_BIN (default: the machine's PostgreSQL 15), ES_INSTRUCTIONS_PORT (default 28850);
@@ -58,7 +61,7 @@ only=
 while [ $# -gt 0 ]; do
   case "$1" in
     --only) only=${2:?--only needs a list}; shift ;;
-    --all) only=W1,W2,W3,W15,W15l,W16,loops ;;
+    --all) only=W1,W1h,W2,W3,W15,W15l,W16,loops ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^#! \{0,1\}//'; exit 0 ;;
     *) [[ $1 =~ ^[1-9][0-9]*$ ]] || { echo "instructions: unknown argument: $1" >&2; exit 2; }; n=$1 ;;
   esac
@@ -120,7 +123,11 @@ SQL
 fi
 db=es_instructions
 q -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db TEMPLATE $tpl" >/dev/null
+# bench.raw_streams: a copy of es.streams with its storage parameters (W15l's life probe, W1h's
+# stream head)
 q -d $db -c "CREATE TABLE bench.raw_streams (LIKE es.streams INCLUDING ALL)" \
+  -c "DO \$\$ DECLARE o text := (SELECT array_to_string(reloptions, ', ') FROM pg_class WHERE oid = 'es.streams'::regclass);
+      BEGIN IF o IS NOT NULL THEN EXECUTE format('ALTER TABLE bench.raw_streams SET (%s)', o); END IF; END \$\$" \
   -c "INSERT INTO bench.raw_streams SELECT * FROM es.streams" -c "VACUUM ANALYZE bench.raw_streams" >/dev/null
 W16_MAX_AFTER=$(( $(q -d $db -c "SELECT max(global_position) FROM es.events") - 1000 ))
 
@@ -225,6 +232,11 @@ pair W1 call 1 "$(calls 2)" "one-event es.append_events (NULL expected version) 
   "EXECUTE s(1 + (random() * 99999)::int);" \
   "PREPARE r(int, bigint) AS INSERT INTO bench.raw_events (stream_id, version, event_id, event_type, data, occurred_at, recorded_at) VALUES ($W1_ID, \$2, gen_random_uuid(), 'ItemAdded', '$W1_EVENT', now(), now());" \
   "EXECUTE r(1 + (random() * 99999)::int, 2 + (random() * 4611686018427387000)::bigint);"
+pair W1h call 1 "$(calls 2)" "one-event es.append_events (NULL expected version) vs the INSERT at the version a stream head's UPDATE returns, one statement" \
+  "PREPARE s(int) AS SELECT es.append_events($W1_ID, NULL, ARRAY['$W1_EVENT']::jsonb[]);" \
+  "EXECUTE s(1 + (random() * 99999)::int);" \
+  "PREPARE r(int) AS WITH head AS (UPDATE bench.raw_streams SET version = version + 1, updated_at = now() WHERE stream_id = $W1_ID RETURNING stream_id, version) INSERT INTO bench.raw_events (stream_id, version, event_id, event_type, data, occurred_at, recorded_at) SELECT stream_id, version, gen_random_uuid(), 'ItemAdded', '$W1_EVENT', now(), now() FROM head;" \
+  "EXECUTE r(1 + (random() * 99999)::int);"
 pair W2 event 100 $(calls 100) "es.append_events(<new stream>, 0, 100 events) vs one INSERT of the 100 rows" \
   "PREPARE s AS SELECT es.append_events(gen_random_uuid(), 0, ARRAY[$w2_arr]::jsonb[]);" "EXECUTE s;" \
   "PREPARE r AS WITH s AS MATERIALIZED (SELECT gen_random_uuid() AS id) INSERT INTO bench.raw_events (stream_id, version, event_id, event_type, data, occurred_at, recorded_at) SELECT s.id, e.version, gen_random_uuid(), e.event_type, e.data, now(), now() FROM s, (VALUES $w2_vals) AS e(version, event_type, data);" "EXECUTE r;"
