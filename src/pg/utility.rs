@@ -14,7 +14,8 @@
 //! for the current database: they take exclusive locks on the store's tables one after another
 //! while the worker, in the middle of a projection's batch, holds a share lock on one and waits
 //! for another, and PostgreSQL's deadlock detector then cancels the command ("deadlock
-//! detected"). Holding the database first makes the worker finish its round and leave.
+//! detected"). Holding the database first makes the worker leave (its batch in progress, if any,
+//! rolls back).
 //!
 //! Every utility statement passes through the hook, so the hook must not change how they fail:
 //! it calls the next hook without pgrx's guard (see `standard_process_utility_unguarded`).

@@ -458,8 +458,9 @@ pub fn forget(db: u32) {
 }
 
 /// Takes hold of `db` for a database-level command of this backend: no worker starts for it
-/// until this backend's transaction ends, and its running worker is told to exit (SIGTERM: it leaves after its
-/// round) and waited for, at most `wait`. Returns false when the store does not know the
+/// until this backend's transaction ends, and its running worker is told to exit (SIGTERM: a
+/// statement in progress ends as a backend's does, its batch rolls back; between rounds it
+/// leaves cleanly) and waited for, at most `wait`. Returns false when the store does not know the
 /// database (no worker ever served it: nothing to hold).
 pub fn hold(db: u32, wait: Duration) -> bool {
     let Some(e) = entry(db) else {
@@ -474,7 +475,7 @@ pub fn hold(db: u32, wait: Duration) -> bool {
         return true;
     }
     // SAFETY: pid is the database's worker, a process of this cluster; SIGTERM asks it to
-    // finish its round and exit (its handler only sets a flag and its latch).
+    // exit (its handler, PostgreSQL's `die`, only sets flags and its latch).
     unsafe { kill(pid, SIGTERM) };
     let deadline = std::time::Instant::now() + wait;
     while std::time::Instant::now() < deadline {

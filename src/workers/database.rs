@@ -272,6 +272,8 @@ fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, String> {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // a projection's handler may run long: SIGTERM must end it, not wait for it
+    super::end_statements_on_sigterm();
     let db = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
     // The worker's writes (checkpoints with the handlers' effects, the watermark) are redone
@@ -344,7 +346,7 @@ pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
         if let Some(due) = round.retention_due {
             sleep = sleep.min(due.saturating_duration_since(Instant::now()));
         }
-        if !BackgroundWorker::wait_latch(Some(sleep)) {
+        if !super::wait(sleep) {
             break;
         }
     }

@@ -20,7 +20,9 @@ pub mod launcher;
 
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys;
+use std::ffi::{c_int, c_long};
 use std::ptr;
+use std::time::Duration;
 
 /// Registers the static workers: the OTLP export worker, then the launcher (which starts the
 /// database workers itself). Call from `_PG_init` under `shared_preload_libraries`, never in
@@ -31,13 +33,59 @@ pub fn register() {
 }
 
 /// Between rounds: reloads the configuration after a SIGHUP; false once SIGTERM arrived (the
-/// worker leaves its loop).
+/// worker leaves its loop), by pgrx's handler or by PostgreSQL's [`end_statements_on_sigterm`].
 fn check_signals() -> bool {
     if BackgroundWorker::sighup_received() {
         // SAFETY: what a backend does on SIGHUP, on the worker's main thread between rounds.
         unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
     }
-    !BackgroundWorker::sigterm_received()
+    // SAFETY: a sig_atomic_t that PostgreSQL's `die` sets; read (volatile) on the thread the
+    // handler interrupts.
+    let die_pending = unsafe { ptr::read_volatile(&raw const pg_sys::ProcDiePending) } != 0;
+    !BackgroundWorker::sigterm_received() && !die_pending
+}
+
+// SAFETY: PostgreSQL's own SIGTERM handler (postgres.c), declared here without pgrx's per-call
+// guard: it is only handed to `pqsignal` as a pointer, never called from Rust (a guard has no
+// place in a signal handler).
+unsafe extern "C-unwind" {
+    #[link_name = "die"]
+    fn postgres_die(postgres_signal_arg: c_int);
+}
+
+/// Makes SIGTERM end a statement in progress the way it ends a backend's: PostgreSQL's `die`,
+/// as its own example worker installs it. A statement checks for interrupts as it runs (a
+/// projection handler in `pg_sleep`, a long query), so a FATAL ends it, its transaction rolls
+/// back and the worker exits; a fast shutdown, `pg_terminate_backend` or a database command no
+/// longer waits for a handler to finish. Between rounds [`check_signals`] sees the request and
+/// the loop leaves as before. Waits must go through [`wait`], which does not process interrupts
+/// (pgrx's `wait_latch` does, which would turn that clean leave into a FATAL).
+fn end_statements_on_sigterm() {
+    #[cfg(feature = "pg15")]
+    // SAFETY: at the worker's start, before any transaction; `die` is a signal handler.
+    unsafe {
+        pg_sys::pqsignal(pg_sys::SIGTERM as c_int, Some(postgres_die));
+    }
+    #[cfg(feature = "pg18")]
+    // SAFETY: as above (PostgreSQL 18 names the backend's `pqsignal` `pqsignal_be`).
+    unsafe {
+        pg_sys::pqsignal_be(pg_sys::SIGTERM as c_int, Some(postgres_die));
+    }
+}
+
+/// Sleeps until the process latch is set or `timeout` passed (the postmaster's death ends the
+/// process, as in PostgreSQL's workers); false once SIGTERM arrived. Interrupts are not
+/// processed here: see [`end_statements_on_sigterm`].
+fn wait(timeout: Duration) -> bool {
+    let ms = c_long::try_from(timeout.as_millis()).unwrap_or(c_long::MAX);
+    let events = (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as c_int;
+    // SAFETY: the worker's own latch, waited on and reset on its main thread, outside any
+    // transaction.
+    unsafe {
+        pg_sys::WaitLatch(pg_sys::MyLatch, events, ms, pg_sys::PG_WAIT_EXTENSION);
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+    check_signals()
 }
 
 /// Whether a WAL sender is running (a streaming standby, a logical-replication subscriber or a

@@ -18,6 +18,10 @@
 //!   1` and two databases with projections, one of them shows `waiting for a worker slot` with
 //!   the reason in `es.projections`, never more than one worker runs, and both read models still
 //!   catch up (the running worker yields its slot in turn).
+//! - `sigterm_ends_a_handler_in_a_long_statement`: `pg_terminate_backend` of the worker while
+//!   a projection's handler sleeps in `pg_sleep(600)` ends the worker within seconds (it used to
+//!   see SIGTERM only between rounds, so a fast shutdown waited for the handler); the batch
+//!   rolls back, and a new worker handles the event once the handler is quick again.
 //!
 //! Needs `shared_preload_libraries = 'event_store'` (ES_PRELOAD=1). The tests change a server
 //! setting (`es.max_workers`, reset at the end, also on failure): run.sh runs them one at a time.
@@ -63,6 +67,11 @@ fn append_and_wait(client: &mut Client, label: &str) {
         )
         .expect("position")
         .get(0);
+    wait_until_seen(client, position, label);
+}
+
+/// Waits until the projection `seen` has handled `position`, and checks it did so once.
+fn wait_until_seen(client: &mut Client, position: i64, label: &str) {
     let handled: bool = client
         .query_one(
             "SELECT es.wait_for_projection('seen', $1, $2)",
@@ -456,4 +465,89 @@ fn drop_extension_while_the_worker_runs_a_batch() {
             thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+#[test]
+fn sigterm_ends_a_handler_in_a_long_statement() {
+    let db = TestDb::new("sigterm");
+    let mut admin = admin();
+    let mut c = db.connect();
+    assert_preloaded(&mut c);
+    exec(
+        &mut c,
+        "CREATE TABLE seen_events (global_position bigint PRIMARY KEY, stream_id uuid NOT NULL);
+         CREATE TABLE slow_handler (on_ boolean NOT NULL);
+         INSERT INTO slow_handler VALUES (true);
+         CREATE FUNCTION record_seen(e es.events) RETURNS void LANGUAGE plpgsql AS $$
+         BEGIN
+           IF (SELECT on_ FROM slow_handler) THEN PERFORM pg_sleep(600); END IF;
+           INSERT INTO seen_events VALUES (e.global_position, e.stream_id);
+         END $$;
+         SELECT es.create_projection('seen', 'record_seen(es.events)'::regprocedure);",
+    );
+    let stream = Uuid::from_u128(0x5167_e000_0000_0000_0000_0000_0000_0001);
+    append(&mut c, stream, None, &[r#"{"type":"Noted"}"#.to_owned()])
+        .unwrap_or_else(|e| panic!("append: {}", describe(&e)));
+    let position: i64 = c
+        .query_one(
+            "SELECT global_position FROM es.events WHERE stream_id = $1",
+            &[&stream],
+        )
+        .expect("position")
+        .get(0);
+    // the worker inside the handler's pg_sleep
+    let pid = wait_for_worker(&mut admin, db.name());
+    let start = Instant::now();
+    while admin
+        .query_opt(
+            "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'PgSleep'",
+            &[&pid],
+        )
+        .expect("pg_stat_activity")
+        .is_none()
+    {
+        assert!(
+            start.elapsed() < SETTLE_WITHIN,
+            "the worker {pid} did not reach the handler's pg_sleep within {SETTLE_WITHIN:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let signalled: bool = admin
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .expect("pg_terminate_backend")
+        .get(0);
+    assert!(signalled, "pg_terminate_backend({pid}) found no process");
+    // gone long before the handler's 600 s
+    let start = Instant::now();
+    while admin
+        .query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
+        .expect("pg_stat_activity")
+        .is_some()
+    {
+        assert!(
+            start.elapsed() < SETTLE_WITHIN,
+            "the worker {pid} still runs {SETTLE_WITHIN:?} after SIGTERM: it waits for its \
+             handler's pg_sleep(600)"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let checkpoint: i64 = c
+        .query_one(
+            "SELECT checkpoint FROM es.projections WHERE name = 'seen'",
+            &[],
+        )
+        .expect("es.projections")
+        .get(0);
+    assert!(
+        checkpoint < position,
+        "the interrupted batch must roll back: checkpoint {checkpoint}, event at {position}"
+    );
+    let seen: i64 = c
+        .query_one("SELECT count(*) FROM seen_events", &[])
+        .expect("seen_events")
+        .get(0);
+    assert_eq!(seen, 0, "the interrupted handler's row must roll back");
+    // a quick handler again: a new worker handles the event, once
+    exec(&mut c, "UPDATE slow_handler SET on_ = false");
+    wait_until_seen(&mut c, position, "after SIGTERM");
 }
