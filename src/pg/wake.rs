@@ -25,7 +25,7 @@
 
 use super::shmem::Segment;
 use pgrx::pg_sys;
-use std::ffi::CStr;
+use std::ffi::{CStr, c_int};
 use std::ptr;
 use std::sync::atomic::{
     AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
@@ -316,6 +316,29 @@ impl Filter {
     }
 }
 
+/// The [`Waiter`]s of this backend that hold its slot now (waits can nest). A backend that
+/// exits without dropping them (a FATAL does not unwind: SIGTERM in a wait, or in a projection
+/// handler's statement) gives the slot and the count back from [`release_at_exit`]; otherwise
+/// `waiting` would stay above 0 for good and every commit would scan the slots.
+static LIVE: AtomicU32 = AtomicU32::new(0);
+/// Whether [`release_at_exit`] is registered in this backend (once).
+static EXIT_CALLBACK: AtomicBool = AtomicBool::new(false);
+
+/// Before the backend detaches from shared memory: disarms its slot and takes its live waiters
+/// off the count. Only atomics: it runs inside `proc_exit`, where nothing may fail.
+unsafe extern "C-unwind" fn release_at_exit(_code: c_int, _arg: pg_sys::Datum) {
+    let n = LIVE.swap(0, Ordering::AcqRel);
+    if n == 0 {
+        return;
+    }
+    if let Some(shared) = shared() {
+        if let Some(slot) = slots(shared).get(super::compat::my_proc_number()) {
+            slot.armed.store(0, Ordering::Release);
+        }
+        shared.waiting.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
 /// A registration of this backend as a waiter in its database; dropped, it unregisters. Arm it,
 /// look for events, then sleep on the latch: a commit after the arming sets the latch, so no
 /// event is slept through.
@@ -331,6 +354,12 @@ impl Waiter {
     pub fn new(filter: Filter) -> Waiter {
         let slot = shared().and_then(|shared| {
             let slot = slots(shared).get(super::compat::my_proc_number())?;
+            if !EXIT_CALLBACK.swap(true, Ordering::Relaxed) {
+                // SAFETY: registers a callback that only touches atomics in shared memory,
+                // once per backend (PostgreSQL allows a handful per process).
+                unsafe { pg_sys::before_shmem_exit(Some(release_at_exit), pg_sys::Datum::from(0)) };
+            }
+            LIVE.fetch_add(1, Ordering::AcqRel);
             shared.waiting.fetch_add(1, Ordering::AcqRel);
             if !shared.recording.load(Ordering::Relaxed) {
                 shared.recording.store(true, Ordering::Relaxed);
@@ -394,6 +423,7 @@ impl Drop for Waiter {
     fn drop(&mut self) {
         if let Some(slot) = self.slot {
             slot.armed.store(0, Ordering::Release);
+            LIVE.fetch_sub(1, Ordering::AcqRel);
             if let Some(shared) = shared() {
                 shared.waiting.fetch_sub(1, Ordering::AcqRel);
             }
