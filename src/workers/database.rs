@@ -271,8 +271,9 @@ fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, String> {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    // a projection's handler may run long: SIGTERM must end it, not wait for it
+    // SIGHUP through pgrx's flag; SIGTERM through PostgreSQL's `die`: a projection's handler
+    // may run long, and SIGTERM must end it, not wait for it
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
     super::end_statements_on_sigterm();
     let db = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
