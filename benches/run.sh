@@ -803,8 +803,8 @@ figure_w10_p99() { percentile_ms 99; }
 # pgbench's. Everything runs on this one machine: the ratio is what the hop costs in CPU here,
 # not what N machines give (docs/benchmarks.md has the estimate). After the runs,
 # report_w11_costs measures where the hop's cost goes (notes under the table). Bar (docs/reference.md
-# §8): ≥ 0.5; on the 2-core reference machine the CPU bound is about 0.53 even for a proxy backend
-# that cost nothing (docs/benchmarks.md), and runs give 0.33-0.38.
+# §8): ≥ 0.5; on the 2-core reference machine the proxy's backends, 4 × CLIENTS partition backends
+# and pgbench share the cores, and the runs in docs/benchmarks.md give 0.46-0.51.
 W11_SHARDS=4
 W11_STREAMS=100000
 W11_COST_SECS=5
