@@ -125,10 +125,7 @@ db=es_instructions
 q -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db TEMPLATE $tpl" >/dev/null
 # bench.raw_streams: a copy of es.streams with its storage parameters (W15l's life probe, W1h's
 # stream head)
-q -d $db -c "CREATE TABLE bench.raw_streams (LIKE es.streams INCLUDING ALL)" \
-  -c "DO \$\$ DECLARE o text := (SELECT array_to_string(reloptions, ', ') FROM pg_class WHERE oid = 'es.streams'::regclass);
-      BEGIN IF o IS NOT NULL THEN EXECUTE format('ALTER TABLE bench.raw_streams SET (%s)', o); END IF; END \$\$" \
-  -c "INSERT INTO bench.raw_streams SELECT * FROM es.streams" -c "VACUUM ANALYZE bench.raw_streams" >/dev/null
+q -d $db -v tbl=bench.raw_streams -f "$here/benches/copy_of_streams.sql" >/dev/null
 W16_MAX_AFTER=$(( $(q -d $db -c "SELECT max(global_position) FROM es.events") - 1000 ))
 
 # The read workloads' statements (both sides return one row: see the header).

@@ -222,15 +222,9 @@ measure_w1() {
   esac
 }
 
-# copy_of_streams TABLE: TABLE, a copy of es.streams (`LIKE es.streams INCLUDING ALL`, its storage
-# parameters such as its fillfactor too, every row), vacuumed and analysed
-copy_of_streams() {
-  sql -c "CREATE TABLE $1 (LIKE es.streams INCLUDING ALL)" \
-      -c "DO \$\$ DECLARE o text := (SELECT array_to_string(reloptions, ', ') FROM pg_class WHERE oid = 'es.streams'::regclass);
-          BEGIN IF o IS NOT NULL THEN EXECUTE format('ALTER TABLE $1 SET (%s)', o); END IF; END \$\$" \
-      -c "INSERT INTO $1 SELECT * FROM es.streams" \
-      -c "VACUUM ANALYZE $1" >/dev/null
-}
+# copy_of_streams TABLE: TABLE, a copy of es.streams with its storage parameters and rows
+# (benches/copy_of_streams.sql)
+copy_of_streams() { sql -v tbl="$1" -f "$BENCH/copy_of_streams.sql" >/dev/null; }
 
 # W1h: W1's append against the hand-written append that also keeps a stream head, as the store
 # keeps es.streams.version current (docs/reference.md §1): one statement that updates the

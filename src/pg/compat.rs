@@ -322,3 +322,28 @@ pub fn unpin_search_path(pin: c_int) {
         pg_sys::AtEOXact_GUC(true, pin);
     }
 }
+
+// SAFETY: PostgreSQL's own SIGTERM handler (postgres.c), declared here without pgrx's per-call
+// guard: it is only handed to `pqsignal` as a pointer, never called from Rust (a guard has no
+// place in a signal handler).
+unsafe extern "C-unwind" {
+    #[link_name = "die"]
+    fn postgres_die(postgres_signal_arg: c_int);
+}
+
+/// Installs PostgreSQL's own SIGTERM handler, `die`, in this process, as PostgreSQL's example
+/// worker does (`pqsignal` on 15, named `pqsignal_be` in the backend on 18): SIGTERM then sets
+/// `ProcDiePending` and the latch, and a statement in progress ends with a FATAL at its next
+/// interrupt check.
+pub fn die_on_sigterm() {
+    #[cfg(feature = "pg15")]
+    // SAFETY: `die` is a signal handler; installed at a process's start, before any transaction.
+    unsafe {
+        pg_sys::pqsignal(pg_sys::SIGTERM as c_int, Some(postgres_die));
+    }
+    #[cfg(feature = "pg18")]
+    // SAFETY: as above.
+    unsafe {
+        pg_sys::pqsignal_be(pg_sys::SIGTERM as c_int, Some(postgres_die));
+    }
+}

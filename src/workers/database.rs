@@ -13,6 +13,7 @@
 //! watermark's bound, the registry it claims its database in).
 
 use crate::pg::call::i64_datum;
+use crate::pg::compat;
 use crate::pg::positions;
 use crate::pg::settings;
 use crate::pg::spi::Connection;
@@ -272,9 +273,12 @@ fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, String> {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn es_database_worker_main(arg: pg_sys::Datum) {
     // SIGHUP through pgrx's flag; SIGTERM through PostgreSQL's `die`: a projection's handler
-    // may run long, and SIGTERM must end it, not wait for it
+    // may run long (`pg_sleep`, a long query), and SIGTERM (a fast shutdown,
+    // `pg_terminate_backend`, a database command) must end it with a FATAL at its next
+    // interrupt check, its batch rolled back, not wait for it. Between rounds the loop sees the
+    // request in `check_signals` and leaves cleanly.
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
-    super::end_statements_on_sigterm();
+    compat::die_on_sigterm();
     let db = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
     // The worker's writes (checkpoints with the handlers' effects, the watermark) are redone

@@ -33,7 +33,8 @@ pub fn register() {
 }
 
 /// Between rounds: reloads the configuration after a SIGHUP; false once SIGTERM arrived (the
-/// worker leaves its loop), by pgrx's handler or by PostgreSQL's [`end_statements_on_sigterm`].
+/// worker leaves its loop), by pgrx's handler or by PostgreSQL's `die`
+/// ([`die_on_sigterm`](crate::pg::compat::die_on_sigterm)).
 fn check_signals() -> bool {
     if BackgroundWorker::sighup_received() {
         // SAFETY: what a backend does on SIGHUP, on the worker's main thread between rounds.
@@ -45,37 +46,11 @@ fn check_signals() -> bool {
     !BackgroundWorker::sigterm_received() && !die_pending
 }
 
-// SAFETY: PostgreSQL's own SIGTERM handler (postgres.c), declared here without pgrx's per-call
-// guard: it is only handed to `pqsignal` as a pointer, never called from Rust (a guard has no
-// place in a signal handler).
-unsafe extern "C-unwind" {
-    #[link_name = "die"]
-    fn postgres_die(postgres_signal_arg: c_int);
-}
-
-/// Makes SIGTERM end a statement in progress the way it ends a backend's: PostgreSQL's `die`,
-/// as its own example worker installs it. A statement checks for interrupts as it runs (a
-/// projection handler in `pg_sleep`, a long query), so a FATAL ends it, its transaction rolls
-/// back and the worker exits; a fast shutdown, `pg_terminate_backend` or a database command no
-/// longer waits for a handler to finish. Between rounds [`check_signals`] sees the request and
-/// the loop leaves as before. Waits must go through [`wait`], which does not process interrupts
-/// (pgrx's `wait_latch` does, which would turn that clean leave into a FATAL).
-fn end_statements_on_sigterm() {
-    #[cfg(feature = "pg15")]
-    // SAFETY: at the worker's start, before any transaction; `die` is a signal handler.
-    unsafe {
-        pg_sys::pqsignal(pg_sys::SIGTERM as c_int, Some(postgres_die));
-    }
-    #[cfg(feature = "pg18")]
-    // SAFETY: as above (PostgreSQL 18 names the backend's `pqsignal` `pqsignal_be`).
-    unsafe {
-        pg_sys::pqsignal_be(pg_sys::SIGTERM as c_int, Some(postgres_die));
-    }
-}
-
 /// Sleeps until the process latch is set or `timeout` passed (the postmaster's death ends the
 /// process, as in PostgreSQL's workers); false once SIGTERM arrived. Interrupts are not
-/// processed here: see [`end_statements_on_sigterm`].
+/// processed here: a worker with `die` as its SIGTERM handler
+/// ([`die_on_sigterm`](crate::pg::compat::die_on_sigterm)) leaves its loop cleanly between
+/// rounds, where pgrx's `wait_latch`, which processes them, would turn that leave into a FATAL.
 fn wait(timeout: Duration) -> bool {
     let ms = c_long::try_from(timeout.as_millis()).unwrap_or(c_long::MAX);
     let events = (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as c_int;

@@ -57,17 +57,21 @@ fn add_projection(client: &mut Client) {
 
 /// Appends one event to a fresh stream and waits until the projection `seen` has handled it.
 fn append_and_wait(client: &mut Client, label: &str) {
-    let stream = Uuid::new_v4();
+    let position = append_noted(client, Uuid::new_v4(), label);
+    wait_until_seen(client, position, label);
+}
+
+/// Appends one `Noted` event to `stream` (a new one) and returns its global position.
+fn append_noted(client: &mut Client, stream: Uuid, label: &str) -> i64 {
     append(client, stream, None, &[r#"{"type":"Noted"}"#.to_owned()])
         .unwrap_or_else(|e| panic!("{label}: append: {}", describe(&e)));
-    let position: i64 = client
+    client
         .query_one(
             "SELECT global_position FROM es.events WHERE stream_id = $1",
             &[&stream],
         )
         .expect("position")
-        .get(0);
-    wait_until_seen(client, position, label);
+        .get(0)
 }
 
 /// Waits until the projection `seen` has handled `position`, and checks it did so once.
@@ -486,15 +490,7 @@ fn sigterm_ends_a_handler_in_a_long_statement() {
          SELECT es.create_projection('seen', 'record_seen(es.events)'::regprocedure);",
     );
     let stream = Uuid::from_u128(0x5167_e000_0000_0000_0000_0000_0000_0001);
-    append(&mut c, stream, None, &[r#"{"type":"Noted"}"#.to_owned()])
-        .unwrap_or_else(|e| panic!("append: {}", describe(&e)));
-    let position: i64 = c
-        .query_one(
-            "SELECT global_position FROM es.events WHERE stream_id = $1",
-            &[&stream],
-        )
-        .expect("position")
-        .get(0);
+    let position = append_noted(&mut c, stream, "sigterm");
     // the worker inside the handler's pg_sleep
     let pid = wait_for_worker(&mut admin, db.name());
     let start = Instant::now();
